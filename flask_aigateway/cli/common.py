@@ -1,0 +1,111 @@
+"""What every command group shares: the ``--json`` flag, one renderer, one error wrapper."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import click
+from flask.cli import with_appcontext
+
+from ..errors import GatewayError
+from ..extension import get_state
+from ..state import GatewayState
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table."
+)
+
+
+def command(fn: F) -> F:
+    """Run a command in the app context with the gateway state as first argument.
+
+    A :class:`GatewayError` becomes ``Error: <message>`` on stderr and exit code 1; a
+    traceback is never shown for a user's mistake.
+    """
+
+    @functools.wraps(fn)
+    @with_appcontext
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(get_state(), *args, **kwargs)
+        except GatewayError as exc:
+            raise click.ClickException(exc.message) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value == value.to_integral() else str(
+            value.normalize()
+        )
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_json(data: Any) -> str:
+    """JSON for scripts: Decimals as strings (exact), datetimes ISO 8601 UTC."""
+    return json.dumps(_plain(data), indent=2, sort_keys=False)
+
+
+def _cell(value: Any) -> str:
+    value = _plain(value)
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) if value else "(none)"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) if value else "-"
+    return str(value)
+
+
+def render_table(rows: Sequence[Mapping[str, Any]], columns: Iterable[str]) -> str:
+    """A plain aligned table; full values, never truncated (ids must be copyable)."""
+    cols = list(columns)
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def render_record(record: Mapping[str, Any]) -> str:
+    """One object as ``key: value`` lines."""
+    width = max((len(k) for k in record), default=0)
+    return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in record.items())
+
+
+def output(
+    data: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    as_json: bool,
+    columns: Iterable[str] | None = None,
+    empty: str = "Nothing here yet.",
+) -> None:
+    """Print a record or a list as JSON or as text."""
+    if as_json:
+        click.echo(to_json(data))
+    elif isinstance(data, Mapping):
+        click.echo(render_record(data))
+    elif not data:
+        click.echo(empty)
+    else:
+        click.echo(render_table(data, columns or list(data[0].keys())))
+
+
+__all__ = ["GatewayState", "command", "json_option", "output", "render_table", "to_json"]

@@ -1,0 +1,58 @@
+"""``flask aigateway db …``: create and upgrade the gateway's schema."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import with_appcontext
+
+from .. import schema
+from ..extension import get_state
+
+
+@click.group("aigateway")
+def aigateway_group() -> None:
+    """Gateway administration: schema management."""
+
+
+@aigateway_group.group("db")
+def db_group() -> None:
+    """Create or upgrade the gateway's tables (Alembic; version table aigw_alembic_version)."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@with_appcontext
+def upgrade_command(revision: str) -> None:
+    """Create the schema on an empty database, or upgrade it to the newest version."""
+    state = get_state()
+    schema.upgrade(state, revision)
+    click.echo(f"Schema at {schema.current_revision(state)} ({state.engine.url.render_as_string()}).")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@with_appcontext
+def downgrade_command(revision: str) -> None:
+    """Step the schema back to REVISION ('base' drops every gateway table)."""
+    state = get_state()
+    schema.downgrade(state, revision)
+    click.echo(f"Schema at {schema.current_revision(state) or 'base'}.")
+
+
+@db_group.command("current")
+@with_appcontext
+def current_command() -> None:
+    """Show the database's schema revision and whether it is the newest."""
+    state = get_state()
+    current = schema.current_revision(state)
+    head = schema.head_revision()
+    status = "up to date" if current == head else f"behind (newest is {head})"
+    click.echo(f"{current or 'empty'}: {status}")
+
+
+@db_group.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration changes.")
+@with_appcontext
+def revision_command(message: str) -> None:
+    """(Developers) write a migration from the difference between models and database."""
+    schema.revision(get_state(), message)

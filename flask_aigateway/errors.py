@@ -1,0 +1,175 @@
+"""The one error hierarchy: raised where a problem is found, rendered at the edges.
+
+Every error knows its HTTP status and OpenAI error ``type``/``code``/``param`` so the API view
+turns it into ``{"error": {...}}`` unchanged, the CLI prints its message and exits non-zero, and
+the dashboard shows it next to the field named by ``param``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class GatewayError(Exception):
+    """Base class. ``message`` says what went wrong and, where it can, what to do."""
+
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ConfigError(GatewayError):
+    """The gateway is configured wrongly; raised at start-up or first use."""
+
+    status = 500
+    type = "configuration_error"
+
+
+class InvalidRequestError(GatewayError):
+    """The caller's request is malformed or names something impossible (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class ValidationError(InvalidRequestError):
+    """A management input (CLI option, form field) is invalid; ``param`` names the field."""
+
+    code = "invalid_value"
+
+
+class ConflictError(InvalidRequestError):
+    """The operation would duplicate or orphan something (409)."""
+
+    status = 409
+    code = "conflict"
+
+
+class AuthenticationError(GatewayError):
+    """Missing, unknown, revoked or expired API key (401). Never echoes the key."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(GatewayError):
+    """The key is valid but may not do this (403)."""
+
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class NotFoundError(GatewayError):
+    """No such model alias, route or object (404)."""
+
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """The request body is over ``AIGATEWAY_MAX_BODY_BYTES`` (413)."""
+
+    status = 413
+    code = "request_too_large"
+
+
+class RateLimitError(GatewayError):
+    """A rate limit of the key or its team is exhausted (429, retryable later)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceededError(GatewayError):
+    """A budget would be exceeded (429 ``insufficient_quota``; retrying does not help)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("x-should-retry", "false")
+
+
+class UpstreamError(GatewayError):
+    """The upstream provider failed (502). ``retryable`` says whether another try may help."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.upstream_status = upstream_status
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The upstream did not answer in time (504)."""
+
+    status = 504
+    type = "timeout_error"
+    code = "upstream_timeout"
+
+
+class UpstreamClientError(UpstreamError):
+    """The upstream refused the request as the caller's fault (400/413/422): passed through."""
+
+    type = "invalid_request_error"
+    code = None
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("retryable", False)
+        super().__init__(message, **kwargs)
+
+
+class ServiceUnavailableError(GatewayError):
+    """No healthy deployment, or a backing service is down (503)."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "service_unavailable"

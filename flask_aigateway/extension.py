@@ -1,0 +1,95 @@
+"""The Flask extension object: ``AIGateway(app)`` or ``AIGateway()`` + ``init_app(app)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app
+
+from . import config
+from .errors import ConfigError
+from .state import GatewayState, default_database_uri
+
+EXTENSION_KEY = "aigateway"
+
+
+class AIGateway:
+    """Turns a Flask app into an AI gateway.
+
+    ``options`` are ``AIGATEWAY_*`` settings that win over ``app.config`` (Flask-Limiter's
+    precedence: constructor > config > default). The object keeps no reference to an app: one
+    instance may serve several apps, each with its own state in ``app.extensions["aigateway"]``.
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        unknown = sorted(k for k in options if k not in config.BY_NAME)
+        if unknown:
+            raise ConfigError(f"Unknown AIGateway option(s): {', '.join(unknown)}.")
+        self._options = options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register the gateway on ``app``: its state, blueprints and CLI commands.
+
+        Touches nothing of the host outside the gateway's own routes and commands.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "AIGateway is already initialised on this app. Call init_app() once per app; "
+                "to run another configuration, create another Flask app."
+            )
+        settings = config.resolve(app.config, self._options)
+        database_uri, engine = _database_for(app, settings)
+        secret = settings["AIGATEWAY_SECRET_KEY"] or app.config.get("SECRET_KEY")
+        state = GatewayState(settings, database_uri, engine, secret)
+        app.extensions[EXTENSION_KEY] = state
+
+        from .cli import register_cli
+
+        register_cli(app)
+        prefix = settings["AIGATEWAY_ROUTE_PREFIX"]
+        if settings["AIGATEWAY_API_ENABLED"]:
+            from .api import create_blueprint as create_api
+
+            app.register_blueprint(create_api(), url_prefix=prefix + "/v1")
+        if settings["AIGATEWAY_DASHBOARD_ENABLED"]:
+            from .dashboard import create_blueprint as create_dashboard
+
+            if create_dashboard is not None:
+                app.register_blueprint(create_dashboard(), url_prefix=prefix + "/dashboard")
+        if settings["AIGATEWAY_CREATE_TABLES"]:
+            state.create_tables()
+
+    @staticmethod
+    def get_state(app: Flask | None = None) -> GatewayState:
+        """The gateway state of ``app`` (default: the current app), with a helpful error."""
+        target = app if app is not None else current_app
+        try:
+            return target.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+        except KeyError:
+            raise RuntimeError(
+                "AIGateway is not initialised on this app: call AIGateway(app) or "
+                "gateway.init_app(app) first."
+            ) from None
+
+
+def get_state(app: Flask | None = None) -> GatewayState:
+    """Module-level shortcut for :meth:`AIGateway.get_state`."""
+    return AIGateway.get_state(app)
+
+
+def _database_for(app: Flask, settings: dict[str, Any]) -> tuple[str, Any]:
+    """Which database the gateway's tables live in (see ``AIGATEWAY_DATABASE_URI``)."""
+    uri = settings["AIGATEWAY_DATABASE_URI"]
+    if uri:
+        return uri, None
+    host_db = app.extensions.get("sqlalchemy")
+    if host_db is not None:
+        with app.app_context():
+            engine = host_db.engine
+        return engine.url.render_as_string(hide_password=False), engine
+    uri = app.config.get("SQLALCHEMY_DATABASE_URI")
+    if uri:
+        return uri, None
+    return default_database_uri(app), None

@@ -1,0 +1,71 @@
+"""Creating and upgrading the gateway's schema with Alembic (``flask aigateway db …``).
+
+The migrations ship inside the package (``flask_aigateway.migrations``), so an installed wheel
+can create its schema with no source checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+if TYPE_CHECKING:
+    from .state import GatewayState
+
+VERSION_TABLE = "aigw_alembic_version"
+
+
+def migrations_dir() -> str:
+    from . import migrations
+
+    return os.path.dirname(os.path.abspath(migrations.__file__))
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", migrations_dir())
+    return cfg
+
+
+def upgrade(state: GatewayState, revision: str = "head") -> None:
+    """Create or upgrade the schema to ``revision``; idempotent, one transaction per step."""
+    cfg = _config()
+    with state.engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def downgrade(state: GatewayState, revision: str) -> None:
+    cfg = _config()
+    with state.engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
+
+
+def revision(state: GatewayState, message: str, autogenerate: bool = True) -> None:
+    """Write a new migration from the difference between the models and the database."""
+    cfg = _config()
+    with state.engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.revision(cfg, message=message, autogenerate=autogenerate)
+
+
+def current_revision(state: GatewayState) -> str | None:
+    """The revision the database is at (None: no gateway schema yet)."""
+    with state.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def is_current(state: GatewayState) -> bool:
+    """True when the database is at the newest migration (``/v1/health/ready`` checks this)."""
+    return current_revision(state) == head_revision()

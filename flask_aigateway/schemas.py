@@ -1,0 +1,255 @@
+"""The values that cross the gateway: ChatRequest in, ChatResponse / StreamChunk out, Usage.
+
+They are plain frozen dataclasses around OpenAI-shaped dicts: the OpenAI chat format is the
+gateway's lingua franca, adapters translate to and from it, and unknown fields survive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from .errors import InvalidRequestError
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+#: Type checks for the OpenAI parameters the gateway knows: name -> (types, description).
+_NUM = (int, float)
+_PARAM_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "temperature": (_NUM, "a number"),
+    "top_p": (_NUM, "a number"),
+    "n": ((int,), "an integer"),
+    "max_tokens": ((int,), "an integer"),
+    "max_completion_tokens": ((int,), "an integer"),
+    "seed": ((int,), "an integer"),
+    "presence_penalty": (_NUM, "a number"),
+    "frequency_penalty": (_NUM, "a number"),
+    "logprobs": ((bool,), "a boolean"),
+    "top_logprobs": ((int,), "an integer"),
+    "user": ((str,), "a string"),
+    "metadata": ((dict,), "an object"),
+    "stream_options": ((dict,), "an object"),
+    "tools": ((list,), "an array"),
+    "tool_choice": ((str, dict), "a string or an object"),
+    "parallel_tool_calls": ((bool,), "a boolean"),
+    "response_format": ((dict,), "an object"),
+    "logit_bias": ((dict,), "an object"),
+    "stop": ((str, list), "a string or an array of strings"),
+}
+_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "presence_penalty": (-2, 2),
+    "frequency_penalty": (-2, 2),
+    "top_logprobs": (0, 20),
+    "n": (1, 128),
+    "max_tokens": (1, 10_000_000),
+    "max_completion_tokens": (1, 10_000_000),
+}
+
+
+def _check_type(name: str, value: Any) -> None:
+    types, words = _PARAM_TYPES[name]
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        raise InvalidRequestError(f"'{name}' must be {words}.", param=name)
+    if name in _RANGES:
+        low, high = _RANGES[name]
+        if not low <= value <= high:
+            raise InvalidRequestError(
+                f"'{name}' must be between {low:g} and {high:g} (got {value!r}).", param=name
+            )
+
+
+def _check_message(index: int, message: Any) -> None:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise InvalidRequestError(f"'{where}' must be an object.", param=where)
+    role = message.get("role")
+    if role not in _ROLES:
+        raise InvalidRequestError(
+            f"'{where}.role' must be one of {', '.join(sorted(_ROLES))} (got {role!r}).",
+            param=f"{where}.role",
+        )
+    content = message.get("content")
+    if content is None:
+        if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+            return
+        if role == "assistant" and "refusal" in message:
+            return
+        raise InvalidRequestError(f"'{where}.content' is required.", param=f"{where}.content")
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise InvalidRequestError(
+                    f"'{where}.content[{j}]' must be an object with a 'type'.",
+                    param=f"{where}.content[{j}]",
+                )
+    elif not isinstance(content, str):
+        raise InvalidRequestError(
+            f"'{where}.content' must be a string or an array of content parts.",
+            param=f"{where}.content",
+        )
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise InvalidRequestError(
+            f"'{where}.tool_call_id' is required for role 'tool'.", param=f"{where}.tool_call_id"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One chat completion request in OpenAI's shape.
+
+    ``params`` holds every other body field exactly as the client sent it (known or not), so
+    OpenAI-format upstreams receive fields the gateway does not know yet untouched.
+    """
+
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: Any) -> ChatRequest:
+        """Validate a decoded JSON body; raise :class:`InvalidRequestError` naming the param."""
+        if not isinstance(body, dict):
+            raise InvalidRequestError("The request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidRequestError(
+                "'model' is required and must be a non-empty string.", param="model"
+            )
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise InvalidRequestError(
+                "'messages' is required and must be a non-empty array.", param="messages"
+            )
+        for i, message in enumerate(messages):
+            _check_message(i, message)
+        stream = body.get("stream", False)
+        if stream is None:
+            stream = False
+        if not isinstance(stream, bool):
+            raise InvalidRequestError("'stream' must be a boolean.", param="stream")
+        params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        for name, value in params.items():
+            if name in _PARAM_TYPES and value is not None:
+                _check_type(name, value)
+        stop = params.get("stop")
+        if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
+            raise InvalidRequestError("'stop' must be a string or an array of strings.",
+                                      param="stop")
+        if params.get("stream_options") is not None and not stream:
+            raise InvalidRequestError(
+                "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+            )
+        return cls(model=model, messages=messages, stream=stream, params=params)
+
+    def to_body(self) -> dict[str, Any]:
+        """The request as an OpenAI body again (model and stream as set on this object)."""
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages}
+        body.update(self.params)
+        if self.stream:
+            body["stream"] = True
+        return body
+
+    @property
+    def max_output_tokens(self) -> int | None:
+        """``max_completion_tokens`` or, failing that, ``max_tokens``; None when neither is set."""
+        value = self.params.get("max_completion_tokens")
+        if value is None:
+            value = self.params.get("max_tokens")
+        return value
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether the client asked for a final usage chunk on a stream."""
+        options = self.params.get("stream_options") or {}
+        return bool(options.get("include_usage"))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one request; ``estimated`` when counted locally, not by the upstream."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_openai(self) -> dict[str, Any]:
+        """OpenAI's ``usage`` object."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+    @classmethod
+    def from_openai(cls, data: Mapping[str, Any] | None) -> Usage | None:
+        """Read OpenAI's ``usage`` object; None when absent or empty."""
+        if not data:
+            return None
+        details = data.get("prompt_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(data.get("prompt_tokens") or 0),
+            completion_tokens=int(data.get("completion_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResponse:
+    """A finished chat completion: the OpenAI ``chat.completion`` body plus what it cost."""
+
+    body: dict[str, Any]
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    provider: str | None = None
+    deployment_id: str | None = None
+    request_id: str | None = None
+    cache_hit: bool = False
+    attempts: int = 1
+    fallback_path: tuple[str, ...] = ()
+
+    @property
+    def _message(self) -> dict[str, Any]:
+        choices = self.body.get("choices") or [{}]
+        return choices[0].get("message") or {}
+
+    @property
+    def id(self) -> str | None:
+        return self.body.get("id")
+
+    @property
+    def content(self) -> str | None:
+        """The text of the first choice (None when it only calls tools)."""
+        return self._message.get("content")
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        return list(self._message.get("tool_calls") or [])
+
+    @property
+    def finish_reason(self) -> str | None:
+        choices = self.body.get("choices") or [{}]
+        return choices[0].get("finish_reason")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.body
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One OpenAI ``chat.completion.chunk`` (``data``), with the usage it reports, if any."""
+
+    data: dict[str, Any]
+    usage: Usage | None = None

@@ -1,0 +1,88 @@
+"""Per-app state of the gateway, kept in ``app.extensions["aigateway"]``."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .crypto import CredentialCipher
+from .db import make_engine, make_session_factory, transaction
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+
+def default_database_uri(app: Flask) -> str:
+    """SQLite file in the app's instance folder: zero services for a single node."""
+    return "sqlite:///" + os.path.join(app.instance_path, "aigateway.db")
+
+
+class GatewayState:
+    """Everything one app's gateway holds: settings, database, cipher and shared resources.
+
+    Created by :meth:`AIGateway.init_app`; two apps in one process each get their own, so their
+    configurations never mix.
+    """
+
+    def __init__(self, settings: dict[str, Any], database_uri: str, engine: Engine | None,
+                 secret: str | None) -> None:
+        self.settings = settings
+        self.database_uri = database_uri
+        self._engine = engine
+        self._session_factory: sessionmaker[Session] | None = None
+        self._lock = threading.Lock()
+        self.cipher = CredentialCipher(secret)
+        #: Lazily created resources (transport, limiter, counters…), keyed by name.
+        self.resources: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        return self.settings[name]
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = make_engine(self.database_uri)
+        return self._engine
+
+    @property
+    def session_factory(self) -> sessionmaker[Session]:
+        if self._session_factory is None:
+            with self._lock:
+                if self._session_factory is None:
+                    self._session_factory = make_session_factory(self.engine)
+        return self._session_factory
+
+    def session(self) -> Session:
+        """A new session; the caller closes it (prefer :meth:`transaction`)."""
+        return self.session_factory()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One atomic unit of work (commit on success, rollback on error)."""
+        with transaction(self.session_factory) as session:
+            yield session
+
+    def create_tables(self) -> None:
+        """Create missing tables without Alembic (tests, notebooks)."""
+        from .db import Base
+        from . import models  # noqa: F401  (registers the tables)
+
+        Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Release pooled connections and background resources (tests, worker exit)."""
+        for resource in list(self.resources.values()):
+            closer = getattr(resource, "close", None)
+            if callable(closer):
+                closer()
+        self.resources.clear()
+        if self._engine is not None:
+            self._engine.dispose()

@@ -1,0 +1,1 @@
+"""Alembic migrations of the gateway's tables (installed as ``flask_aigateway.migrations``)."""

@@ -1,0 +1,147 @@
+"""Shared fixtures: ``app``, ``client``, ``runner``, ``gateway``, ``state`` on the chosen backend.
+
+The backend comes from ``AIGATEWAY_TEST_BACKEND``: ``sqlite`` (default; a fresh file per test)
+or ``postgres`` (PostgreSQL + Redis from ``AIGATEWAY_TEST_DATABASE_URL`` and
+``AIGATEWAY_TEST_REDIS_URL``; one throw-away database per run, emptied after every test).
+On a user's machine a missing service skips those tests with the reason; with ``CI=true`` it
+fails the run instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from flask_aigateway import AIGateway
+from flask_aigateway.db import Base
+from flask_aigateway.state import GatewayState
+
+BACKEND = os.environ.get("AIGATEWAY_TEST_BACKEND", "sqlite")
+PG_URL = os.environ.get(
+    "AIGATEWAY_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("AIGATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+#: A fixed Fernet-compatible passphrase so tests can decrypt what they stored.
+TEST_SECRET = "test-secret-key-for-provider-credentials"
+
+
+def unavailable(reason: str) -> None:
+    """Skip on a user's machine; fail under CI, where every service must be there."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: nothing may be skipped)")
+    pytest.skip(reason)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"aigateway backend: {BACKEND}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, dropped at the end."""
+    admin_url = make_url(PG_URL)
+    name = f"aigw_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001  (any connection failure means "not available")
+        admin.dispose()
+        unavailable(f"PostgreSQL not reachable at {PG_URL}: {exc.__class__.__name__}")
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The test Redis, with this run's keys removed afterwards (they share one prefix)."""
+    try:
+        import redis
+    except ImportError:
+        unavailable("the 'redis' package is not installed (pip install -e '.[dev]')")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"Redis not reachable at {REDIS_URL}: {exc.__class__.__name__}")
+    yield REDIS_URL
+    client.close()
+
+
+@pytest.fixture
+def database_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """The gateway database of one test, empty at its start."""
+    if BACKEND == "sqlite":
+        yield f"sqlite:///{tmp_path / 'aigateway.db'}"
+        return
+    if BACKEND != "postgres":
+        raise pytest.UsageError(f"AIGATEWAY_TEST_BACKEND={BACKEND!r}: use sqlite or postgres")
+    url = request.getfixturevalue("postgres_url")
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    try:
+        yield url
+    finally:
+        with engine.begin() as conn:
+            names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+
+
+@pytest.fixture
+def app_config(request: pytest.FixtureRequest, database_uri: str) -> dict[str, Any]:
+    """Config of the ``app`` fixture; override this fixture (or edit the dict) per test."""
+    config: dict[str, Any] = {
+        "TESTING": True,
+        "AIGATEWAY_DATABASE_URI": database_uri,
+        "AIGATEWAY_SECRET_KEY": TEST_SECRET,
+        "AIGATEWAY_CREATE_TABLES": True,
+        "AIGATEWAY_RETRY_DELAY_MS": 10,
+    }
+    if BACKEND == "postgres":
+        config["AIGATEWAY_REDIS_URL"] = request.getfixturevalue("redis_url")
+    return config
+
+
+@pytest.fixture
+def gateway() -> AIGateway:
+    return AIGateway()
+
+
+@pytest.fixture
+def app(app_config: dict[str, Any], gateway: AIGateway, tmp_path: Any) -> Iterator[Flask]:
+    """A fresh Flask app with the gateway initialised on the test backend."""
+    app = Flask("test_app", instance_path=str(tmp_path / "instance"))
+    app.config.update(app_config)
+    gateway.init_app(app)
+    yield app
+    AIGateway.get_state(app).close()
+
+
+@pytest.fixture
+def state(app: Flask) -> GatewayState:
+    return AIGateway.get_state(app)
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> Any:
+    return app.test_cli_runner()
