@@ -40,6 +40,21 @@ class GatewayState:
         self.cipher = CredentialCipher(secret)
         #: Lazily created resources (transport, limiter, counters…), keyed by name.
         self.resources: dict[str, Any] = {}
+        #: In-process read caches (keys, routing targets); cleared by :meth:`invalidate`.
+        self.caches: dict[str, dict[Any, Any]] = {}
+
+    def cache(self, name: str) -> dict[Any, Any]:
+        """A named in-process cache dict that :meth:`invalidate` empties."""
+        return self.caches.setdefault(name, {})
+
+    def invalidate(self) -> None:
+        """Forget cached keys, rules and routing targets after a management change.
+
+        Services call this after every commit that changes providers, models, teams or keys,
+        so this process sees the change at once (other processes within the cache TTL).
+        """
+        for cache in self.caches.values():
+            cache.clear()
 
     def __getitem__(self, name: str) -> Any:
         return self.settings[name]
