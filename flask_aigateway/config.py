@@ -178,3 +178,17 @@ def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
             )
         result[name] = coerce(option, value)
     return result
+
+
+def options_table() -> str:
+    """The README's configuration table (Markdown), one row per option in :data:`OPTIONS`.
+
+    ``make options-table`` prints it; ``tests/test_config.py`` checks the README holds it.
+    """
+    rows = ["| Option | Default | Meaning |", "| --- | --- | --- |"]
+    for opt in OPTIONS:
+        default = "unset" if opt.default is None else f"`{opt.default!r}`"
+        doc = opt.doc + (f" One of: {', '.join(opt.choices)}." if opt.choices else "")
+        doc = doc.replace("|", r"\|").replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f"| `{opt.name}` | {default} | {doc} |")
+    return "\n".join(rows)

@@ -156,6 +156,14 @@ class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
 
 
+class UpstreamRateLimitError(UpstreamError):
+    """The upstream kept rate-limiting us after every retry (429, with its Retry-After)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "upstream_rate_limited"
+
+
 class UpstreamClientError(UpstreamError):
     """The upstream refused the request as the caller's fault (400/413/422): passed through."""
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
 from . import config
 from .errors import ConfigError
+from .schemas import ChatRequest, ChatResponse
+
+if TYPE_CHECKING:
+    from .pipeline import ChatStream
 from .state import GatewayState, default_database_uri
 
 EXTENSION_KEY = "aigateway"
@@ -60,6 +64,30 @@ class AIGateway:
                 app.register_blueprint(create_dashboard(), url_prefix=prefix + "/dashboard")
         if settings["AIGATEWAY_CREATE_TABLES"]:
             state.create_tables()
+
+    def chat(
+        self, request: ChatRequest, api_key: str | None = None, *, app: Flask | None = None
+    ) -> ChatResponse:
+        """Run ``request`` through the same pipeline as ``POST /v1/chat/completions``.
+
+        Without ``api_key`` the call is trusted (no key rules, logged without a key); with one,
+        that key's rules apply exactly as over HTTP. Raises :class:`GatewayError` subclasses.
+        """
+        from .pipeline import TRUSTED, get_pipeline
+
+        pipeline = get_pipeline(self.get_state(app))
+        return pipeline.chat(request, TRUSTED if api_key is None else api_key)
+
+    def stream(
+        self, request: ChatRequest, api_key: str | None = None, *, app: Flask | None = None
+    ) -> ChatStream:
+        """Like :meth:`chat`, streamed: every check happens before this returns; iterate the
+        result for :class:`StreamChunk` values. Use it in a ``with`` block (or call
+        ``close()``) when you may stop early: that closes the upstream and logs the usage."""
+        from .pipeline import TRUSTED, get_pipeline
+
+        pipeline = get_pipeline(self.get_state(app))
+        return pipeline.open_stream(request, TRUSTED if api_key is None else api_key)
 
     @staticmethod
     def get_state(app: Flask | None = None) -> GatewayState:

@@ -145,3 +145,129 @@ def client(app: Flask) -> Any:
 @pytest.fixture
 def runner(app: Flask) -> Any:
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def empty_database_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A database with no tables at all: a fresh SQLite file, or a new PostgreSQL database.
+
+    The backend is the run's, or the test's indirect parameter (``"sqlite"`` / ``"postgres"``)
+    when it needs a given one. Migration and first-start tests use it, since the ``app``
+    fixture's database already holds the gateway's tables.
+    """
+    backend = getattr(request, "param", BACKEND)
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    admin_url = make_url(PG_URL)
+    name = f"aigw_empty_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001  (any connection failure means "not available")
+        admin.dispose()
+        unavailable(f"PostgreSQL not reachable at {PG_URL}: {exc.__class__.__name__}")
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# --- Fake upstreams (owned with tests/fakes.py) -------------------------------------------------
+# One real HTTP server per format for the whole session, reset around every test that uses it.
+
+
+@pytest.fixture(scope="session")
+def _fake_openai_server() -> Iterator[Any]:
+    from fakes import FakeOpenAI
+
+    server = FakeOpenAI()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def _fake_anthropic_server() -> Iterator[Any]:
+    from fakes import FakeAnthropic
+
+    server = FakeAnthropic()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fake_openai(_fake_openai_server: Any) -> Iterator[Any]:
+    """A real OpenAI-format upstream on 127.0.0.1 (see tests/fakes.py): script it with
+    ``.queue(Reply(...))``/``.fail(status)``, point a provider at ``.base_url``, read
+    ``.requests``."""
+    _fake_openai_server.reset()
+    yield _fake_openai_server
+    _fake_openai_server.reset()
+
+
+@pytest.fixture
+def fake_anthropic(_fake_anthropic_server: Any) -> Iterator[Any]:
+    """A real Anthropic Messages API upstream on 127.0.0.1 (see tests/fakes.py)."""
+    _fake_anthropic_server.reset()
+    yield _fake_anthropic_server
+    _fake_anthropic_server.reset()
+
+
+# --- end of fake upstreams ----------------------------------------------------------------------
+
+
+# --- Gateway wired to the fakes (owned with tests/test_api_*.py) --------------------------------
+
+
+@pytest.fixture
+def api_key(state: GatewayState) -> str:
+    """The secret of a fresh unrestricted API key."""
+    from flask_aigateway.services.keys import create_key
+
+    _key, secret = create_key(state, name="test-key")
+    return secret
+
+
+@pytest.fixture
+def upstreams(state: GatewayState, fake_openai: Any, fake_anthropic: Any) -> dict[str, Any]:
+    """Alias ``gpt`` on an OpenAI-format fake and ``claude`` on an Anthropic-format fake,
+    priced at $1 / $2 (and $0.5 cached) per million tokens."""
+    from flask_aigateway.services.models import create_model
+    from flask_aigateway.services.providers import create_provider
+
+    create_provider(state, name="fake-openai", format="openai",
+                    base_url=fake_openai.base_url, api_key="sk-fake-openai-0123456789")
+    create_provider(state, name="fake-anthropic", format="anthropic",
+                    base_url=fake_anthropic.base_url, api_key="sk-ant-fake-0123456789")
+    create_model(state, alias="gpt", provider="fake-openai", model="gpt-4o-mini",
+                 pricing_input="1", pricing_output="2", pricing_cached_input="0.5")
+    create_model(state, alias="claude", provider="fake-anthropic", model="claude-sonnet-4-5",
+                 pricing_input="1", pricing_output="2", pricing_cached_input="0.5")
+    return {"gpt": fake_openai, "claude": fake_anthropic}
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[Any]:
+    """The ``app`` served over real HTTP on 127.0.0.1 (a threaded Werkzeug server)."""
+    from servers import LiveServer
+
+    server = LiveServer(app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sdk(live_server: Any, api_key: str) -> Any:
+    """The official OpenAI SDK pointed at the live gateway (no SDK-side retries)."""
+    import openai
+
+    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=api_key, max_retries=0,
+                           timeout=20)
+    yield client
+    client.close()
+
+
+# --- end of gateway wiring ----------------------------------------------------------------------

@@ -1,15 +1,232 @@
-"""Views of the /v1 API (placeholder until the proxy core lands)."""
+"""Views of the ``/v1`` API: parse the HTTP request, call the pipeline, serialize the result.
+
+Every error under ``/v1`` — the gateway's own, an unknown route, a wrong method, a body too
+large, a bug — is answered in OpenAI's ``{"error": {...}}`` shape by handlers registered on
+this blueprint only, so the host app's own pages and error handlers are untouched.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import json
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from ..auth import authenticate, bearer_token
+from ..catalog import list_aliases
+from ..errors import (
+    GatewayError,
+    InvalidRequestError,
+    NotFoundError,
+    RequestTooLargeError,
+    ServiceUnavailableError,
+)
+from ..extension import get_state
+from ..pipeline import ChatStream, get_pipeline, new_request_id
+from ..schemas import ChatRequest, ChatResponse
+from .health import readiness
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_ENV_REQUEST_ID = "aigateway.request_id"
+
+
+def _request_id() -> str:
+    """The caller's ``X-Request-ID`` when it is sane, else a new one; fixed per request."""
+    rid = request.environ.get(_ENV_REQUEST_ID)
+    if rid is None:
+        given = request.headers.get("X-Request-ID", "")
+        rid = given if _REQUEST_ID_RE.match(given) else new_request_id()
+        request.environ[_ENV_REQUEST_ID] = rid
+    return rid
+
+
+def _error_response(error: GatewayError) -> Response:
+    response = current_app.json.response(error.to_dict())
+    response.status_code = error.status
+    response.headers["x-request-id"] = _request_id()
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _method_not_allowed(allowed: str) -> GatewayError:
+    return GatewayError(
+        f"Method {request.method} is not allowed on {request.path}; use {allowed}.",
+        status=405,
+        code="method_not_allowed",
+    )
+
+
+def _read_json_body() -> Any:
+    """The decoded body, within ``AIGATEWAY_MAX_BODY_BYTES``; 400/413 in OpenAI's shape."""
+    limit = get_state().settings["AIGATEWAY_MAX_BODY_BYTES"]
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
+    if not raw.strip():
+        raise InvalidRequestError("The request body is empty: send a JSON object.")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
+
+
+def _gateway_headers(response: Response, result: ChatResponse | ChatStream) -> None:
+    """The ``x-aigateway-*`` headers (a stream's cost is in its final chunk instead)."""
+    headers = response.headers
+    if isinstance(result, ChatStream):
+        headers["x-aigateway-cache"] = "BYPASS"
+        headers["x-aigateway-provider"] = result.target.provider_name
+        headers["x-aigateway-deployment"] = result.target.deployment_id
+        attempts, path = result.record.attempts, result.record.fallback_path
+    else:
+        headers["x-aigateway-cache"] = "HIT" if result.cache_hit else "BYPASS"
+        headers["x-aigateway-provider"] = result.provider or ""
+        headers["x-aigateway-deployment"] = result.deployment_id or ""
+        headers["x-aigateway-cost-usd"] = str(result.cost)
+        attempts, path = result.attempts, list(result.fallback_path)
+    headers["x-aigateway-attempts"] = str(attempts)
+    if path:
+        headers["x-aigateway-fallback"] = ",".join(path)
+
+
+class _SSE:
+    """The SSE body of a stream; ``close()`` (called by the WSGI server, even when the client
+    went away before the first chunk) closes the upstream and writes the log row."""
+
+    def __init__(self, stream: ChatStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._stream:
+                yield b"data: " + json.dumps(chunk.data, separators=(",", ":")).encode() + b"\n\n"
+        except GatewayError as error:
+            yield b"data: " + json.dumps(error.to_dict(), separators=(",", ":")).encode() + b"\n\n"
+            return
+        yield b"data: [DONE]\n\n"
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 def create_blueprint() -> Blueprint:
+    """A new ``/v1`` blueprint (one per registration keeps apps independent)."""
     bp = Blueprint("aigateway_api", __name__)
 
+    @bp.errorhandler(GatewayError)
+    def handle_gateway_error(error: GatewayError) -> Response:
+        return _error_response(error)
+
+    @bp.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        if status == 413:
+            return _error_response(RequestTooLargeError("The request body is too large."))
+        return _error_response(
+            GatewayError(error.description or error.name, status=status,
+                         code=error.name.lower().replace(" ", "_"))
+        )
+
+    @bp.errorhandler(Exception)
+    def handle_unexpected(error: Exception) -> Response:
+        log.exception("unexpected error on %s", request.path)
+        return _error_response(
+            GatewayError("The gateway hit an internal error; the request id identifies it in "
+                         "the gateway's logs.", code="internal_error")
+        )
+
+    @bp.route("/chat/completions", methods=_ALL_METHODS)
+    def chat_completions() -> Response:
+        rid = _request_id()
+        if request.method != "POST":
+            raise _method_not_allowed("POST")
+        chat_request = ChatRequest.from_body(_read_json_body())
+        api_key = bearer_token(request.headers.get("Authorization"))
+        pipeline = get_pipeline(get_state())
+        if chat_request.stream:
+            stream = pipeline.open_stream(chat_request, api_key, rid)
+            response = Response(_SSE(stream), mimetype="text/event-stream")
+            response.headers["Cache-Control"] = "no-cache"
+            response.headers["X-Accel-Buffering"] = "no"
+        else:
+            result = pipeline.chat(chat_request, api_key, rid)
+            response = current_app.json.response(result.body)
+            stream = None
+        response.headers["x-request-id"] = rid
+        _gateway_headers(response, stream if stream is not None else result)
+        return response
+
+    @bp.route("/models", methods=_ALL_METHODS)
+    def models() -> Response:
+        if request.method != "GET":
+            raise _method_not_allowed("GET")
+        principal = authenticate(get_state(), bearer_token(request.headers.get("Authorization")))
+        data = [
+            _model_object(alias, created)
+            for alias, created in list_aliases(get_state())
+            if principal.rules.allows_model(alias)
+        ]
+        return current_app.json.response({"object": "list", "data": data})
+
+    @bp.route("/models/<path:model>", methods=_ALL_METHODS)
+    def model(model: str) -> Response:
+        if request.method != "GET":
+            raise _method_not_allowed("GET")
+        principal = authenticate(get_state(), bearer_token(request.headers.get("Authorization")))
+        for alias, created in list_aliases(get_state()):
+            if alias == model and principal.rules.allows_model(alias):
+                return current_app.json.response(_model_object(alias, created))
+        raise NotFoundError(f"The model '{model}' does not exist.", param="model",
+                            code="model_not_found")
+
     @bp.get("/health")
-    def health() -> tuple[dict[str, str], int]:
-        return {"status": "ok"}, 200
+    def health() -> Response:
+        state = get_state()
+        if not state.settings["AIGATEWAY_HEALTH_PUBLIC"]:
+            authenticate(state, bearer_token(request.headers.get("Authorization")))
+        return current_app.json.response({"status": "ok"})
+
+    @bp.get("/health/ready")
+    def health_ready() -> Response:
+        state = get_state()
+        if not state.settings["AIGATEWAY_HEALTH_PUBLIC"]:
+            authenticate(state, bearer_token(request.headers.get("Authorization")))
+        problems, checks = readiness(state)
+        if problems:
+            error = ServiceUnavailableError("Not ready: " + "; ".join(problems) + ".",
+                                            code="not_ready")
+            body = error.to_dict()
+            body["checks"] = checks
+            response = current_app.json.response(body)
+            response.status_code = 503
+            return response
+        return current_app.json.response({"status": "ready", "checks": checks})
+
+    @bp.route("/", defaults={"rest": ""}, methods=_ALL_METHODS)
+    @bp.route("/<path:rest>", methods=_ALL_METHODS)
+    def unknown(rest: str) -> Response:
+        raise NotFoundError(
+            f"Unknown API route {request.method} {request.path}.", code="unknown_url"
+        )
 
     return bp
+
+
+def _model_object(alias: str, created: Any) -> dict[str, Any]:
+    return {
+        "id": alias,
+        "object": "model",
+        "created": int(created.timestamp()) if created else 0,
+        "owned_by": "aigateway",
+    }

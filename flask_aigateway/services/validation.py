@@ -8,6 +8,7 @@ and a message that says what is expected — so both skins show the same words.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -194,3 +195,16 @@ def headers(value: Any, field: str = "extra_headers") -> dict[str, str]:
             raise ValidationError(f"Header name {key!r} is not valid.", param=field)
         result[key] = str(val).strip()
     return result
+
+
+class Unset(enum.Enum):
+    """Type of :data:`UNSET`."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: "Not given" in update functions, distinct from ``None`` which means "clear this value".
+UNSET = Unset.UNSET

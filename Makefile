@@ -1,0 +1,78 @@
+# flask-aigateway: every target sets up what it needs, on a fresh machine, from Python 3.11+.
+#
+#   make run            serve sample_app with gunicorn on http://$(HOST):$(PORT)
+#   make test           the test suite on SQLite
+#   make test-postgres  the test suite on PostgreSQL + Redis
+#   make lint | typecheck | clean
+#
+# Variables: HOST, PORT, THREADS (gunicorn threads), PYTHON (interpreter that creates .venv),
+# PYTEST_ARGS (extra pytest arguments), TEST_DATABASE_URL, TEST_REDIS_URL.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+THREADS ?= 8
+PYTEST_ARGS ?=
+TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+# One stamp per extras set: pip runs again only when the packaging metadata changed.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+PACKAGING := setup.cfg pyproject.toml
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-postgres lint format typecheck options-table clean
+
+help:
+	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "flask-aigateway needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): $(PACKAGING) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[server,postgres,redis]'
+	@touch $@
+
+$(DEV_STAMP): $(PACKAGING) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# One worker process with threads (DESIGN §3): in-process rate windows stay exact. The schema
+# is created or upgraded first; sample_app/gunicorn.conf.py holds the server settings.
+run: $(RUN_STAMP)
+	$(BIN)/flask --app sample_app aigateway db upgrade
+	HOST=$(HOST) PORT=$(PORT) THREADS=$(THREADS) \
+		$(BIN)/gunicorn --config sample_app/gunicorn.conf.py
+
+test: $(DEV_STAMP)
+	AIGATEWAY_TEST_BACKEND=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: $(DEV_STAMP)
+	AIGATEWAY_TEST_BACKEND=postgres \
+	AIGATEWAY_TEST_DATABASE_URL='$(TEST_DATABASE_URL)' \
+	AIGATEWAY_TEST_REDIS_URL='$(TEST_REDIS_URL)' \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(DEV_STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(DEV_STAMP)
+	$(BIN)/mypy
+
+# Prints the README's configuration table, generated from flask_aigateway/config.py.
+options-table: $(DEV_STAMP)
+	@$(BIN)/python -c 'from flask_aigateway.config import options_table; print(options_table())'
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

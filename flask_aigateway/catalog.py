@@ -1,0 +1,116 @@
+"""Read side of the model catalogue: aliases as immutable routes of deployment targets.
+
+The pipeline never touches ORM objects: an alias is loaded once into an :class:`AliasRoute`
+(provider credentials decrypted once) and cached in-process until a management change
+invalidates it or ``AIGATEWAY_KEY_CACHE_SECONDS`` passes (changes made by another process).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from .enums import ProviderFormat, Strategy
+from .models import Deployment, ModelAlias
+from .providers.base import Target
+from .state import GatewayState
+
+_CACHE = "routes"
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRoute:
+    """An enabled alias with its enabled deployments on enabled providers."""
+
+    alias: str
+    model_id: str
+    strategy: Strategy
+    fallbacks: tuple[str, ...]
+    context_fallback: str | None
+    max_tokens: int | None
+    cache_ttl: int | None
+    created_at: dt.datetime
+    targets: tuple[Target, ...]
+
+
+def load_route(state: GatewayState, alias: str) -> AliasRoute | None:
+    """The route of ``alias``, or None when no enabled alias has that name."""
+    cache = state.cache(_CACHE)
+    now = time.monotonic()
+    entry = cache.get(alias)
+    if entry is not None and entry[1] > now:
+        return entry[0]  # type: ignore[no-any-return]
+    route = _load(state, alias)
+    cache[alias] = (route, now + state.settings["AIGATEWAY_KEY_CACHE_SECONDS"])
+    return route
+
+
+def list_aliases(state: GatewayState) -> list[tuple[str, dt.datetime]]:
+    """Every enabled alias with its creation time, sorted by name."""
+    with state.transaction() as session:
+        rows = session.execute(
+            select(ModelAlias.alias, ModelAlias.created_at)
+            .where(ModelAlias.enabled.is_(True))
+            .order_by(ModelAlias.alias)
+        ).all()
+    return [(alias, created) for alias, created in rows]
+
+
+def _load(state: GatewayState, alias: str) -> AliasRoute | None:
+    default_max = state.settings["AIGATEWAY_DEFAULT_MAX_TOKENS"]
+    with state.transaction() as session:
+        model = session.scalars(
+            select(ModelAlias)
+            .where(ModelAlias.alias == alias, ModelAlias.enabled.is_(True))
+            .options(selectinload(ModelAlias.deployments).joinedload(Deployment.provider))
+        ).first()
+        if model is None:
+            return None
+        targets = []
+        for dep in model.deployments:
+            provider = dep.provider
+            if not dep.enabled or not provider.enabled:
+                continue
+            fmt = ProviderFormat(provider.format)
+            api_key = (
+                state.cipher.decrypt(provider.api_key_encrypted)
+                if provider.api_key_encrypted
+                else None
+            )
+            targets.append(
+                Target(
+                    deployment_id=dep.id,
+                    alias=model.alias,
+                    provider_id=provider.id,
+                    provider_name=provider.name,
+                    provider_format=fmt,
+                    base_url=provider.base_url or fmt.default_base_url or "",
+                    provider_model=dep.provider_model,
+                    api_key=api_key,
+                    api_version=provider.api_version,
+                    extra_headers=dict(provider.extra_headers or {}),
+                    input_price=dep.input_price or Decimal(0),
+                    output_price=dep.output_price or Decimal(0),
+                    cached_input_price=dep.cached_input_price,
+                    default_max_tokens=model.max_tokens or default_max,
+                    priority=dep.priority,
+                    weight=dep.weight,
+                    rpm_limit=dep.rpm_limit,
+                )
+            )
+        return AliasRoute(
+            alias=model.alias,
+            model_id=model.id,
+            strategy=Strategy(model.strategy),
+            fallbacks=tuple(model.fallbacks or ()),
+            context_fallback=model.context_fallback,
+            max_tokens=model.max_tokens,
+            cache_ttl=model.cache_ttl,
+            created_at=model.created_at,
+            targets=tuple(targets),
+        )

@@ -1,0 +1,245 @@
+"""The Anthropic Messages API wire format: the adapter and its per-parameter table.
+
+Request translation lives in :mod:`.anthropic_messages`, response translation in
+:mod:`.anthropic_response`; this module decides, parameter by parameter, what is translated and
+what is refused (:data:`PARAMETERS`), and assembles the upstream request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..enums import WireFormat
+from ..errors import InvalidRequestError, UpstreamError
+from ..schemas import ChatRequest, ChatResponse
+from .anthropic_messages import (
+    json_tool,
+    json_tool_name,
+    translate_messages,
+    translate_tool_choice,
+    translate_tools,
+)
+from .anthropic_response import (
+    LABEL,
+    AnthropicStreamTranslator,
+    error_event,
+    message_to_completion,
+)
+from .base import Target, UpstreamRequest
+from .classify import classify_status
+from .parameters import OTHER_FIELDS, Handling
+from .urls import anthropic_messages_url
+from .wire import USER_AGENT, dumps, load_json, merge_headers, quote, try_json
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+PARAMETERS: dict[str, Handling] = {
+    "model": Handling("translated", "replaced by the deployment's provider model id"),
+    "messages": Handling(
+        "translated",
+        "system and developer messages → top-level `system`; text, image (data URL → base64 "
+        "source, http(s) URL → url source) and inline-PDF `file` parts; assistant `tool_calls` → "
+        "`tool_use` blocks; consecutive `tool` messages → one user turn of `tool_result` "
+        "blocks; same-role turns merged; `cache_control` on parts kept; a message's `name` and an "
+        "image's `detail` have no equivalent and are not sent. `input_audio` parts, `file_id` "
+        "files, `function` messages and `function_call` refused",
+    ),
+    "stream": Handling("translated", "`stream: true`; Anthropic events become OpenAI chunks"),
+    "stream_options": Handling(
+        "translated", "Anthropic always reports usage; the gateway emits the usage chunk when "
+        "`include_usage` is true",
+    ),
+    "temperature": Handling("translated", "same value; above 1 refused (Anthropic's range is "
+                                          "0 to 1)"),
+    "top_p": Handling("passed"),
+    "n": Handling("refused", "only `1` (Anthropic returns one choice)", lambda v: v == 1),
+    "stop": Handling("translated", "`stop_sequences` (a string becomes a one-item list)"),
+    "max_tokens": Handling(
+        "translated", "`max_tokens`; when neither it nor `max_completion_tokens` is set, the "
+        "model alias default (Anthropic requires one)",
+    ),
+    "max_completion_tokens": Handling("translated", "`max_tokens` (wins over `max_tokens`)"),
+    "presence_penalty": Handling("refused", "only `0`", lambda v: v == 0),
+    "frequency_penalty": Handling("refused", "only `0`", lambda v: v == 0),
+    "logit_bias": Handling("refused", "only `{}`", lambda v: v == {}),
+    "logprobs": Handling("refused", "only `false` (no log probabilities at Anthropic)",
+                         lambda v: v is False),
+    "top_logprobs": Handling("refused", "only `0`", lambda v: v == 0),
+    "seed": Handling("refused", "Anthropic has no seeded sampling"),
+    "user": Handling("translated", "`metadata.user_id`"),
+    "safety_identifier": Handling("translated", "`metadata.user_id` (wins over `user`)"),
+    "prompt_cache_key": Handling(
+        "refused", "Anthropic caches by `cache_control` markers, which are kept on content parts"
+    ),
+    "metadata": Handling("refused", "Anthropic's `metadata` only holds a user id: send `user`"),
+    "store": Handling("refused", "only `false`", lambda v: v is False),
+    "service_tier": Handling("refused", "no equivalent tiers"),
+    "tools": Handling(
+        "translated", "`function` tools → `{name, description, input_schema}` (`strict` is not "
+        "enforced by Anthropic); other tool types refused",
+    ),
+    "tool_choice": Handling(
+        "translated", "`auto` → auto, `none` → none, `required` → any, a named function → tool"
+    ),
+    "parallel_tool_calls": Handling(
+        "translated", "`false` → `tool_choice.disable_parallel_tool_use: true`"
+    ),
+    "functions": Handling("refused", "deprecated: send `tools`"),
+    "function_call": Handling("refused", "deprecated: send `tool_choice`"),
+    "response_format": Handling(
+        "translated", "`json_schema` → a forced tool whose `input_schema` is the schema; "
+        "`json_object` → the same with `{\"type\": \"object\"}`; the tool input comes back as "
+        "the message content with finish_reason `stop`; `text`: nothing to do. Refused "
+        "together with `tools`",
+    ),
+    "reasoning_effort": Handling("refused", "extended thinking is not mapped"),
+    "verbosity": Handling("refused", "no equivalent"),
+    "modalities": Handling("refused", "only `[\"text\"]`", lambda v: v == ["text"]),
+    "audio": Handling("refused", "no audio output at Anthropic"),
+    "prediction": Handling("refused", "no predicted outputs at Anthropic"),
+    "web_search_options": Handling("refused", "server tools are not mapped"),
+    "top_k": Handling("passed", "Anthropic's own sampling parameter"),
+    OTHER_FIELDS: Handling("refused", "unknown fields cannot be translated (except `top_k`, "
+                                      "passed as Anthropic's own)"),
+}
+
+#: Client parameters the body assembly below reads (the others are refused or ignored).
+_TRANSLATED = ("temperature", "top_p", "top_k")
+
+
+class AnthropicAdapter:
+    """Pure translation to and from the Anthropic Messages API (stateless, shareable)."""
+
+    wire_format = WireFormat.ANTHROPIC
+
+    def build_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
+        """``POST {base}/v1/messages``; raises :class:`InvalidRequestError` (400, ``param``
+        naming the field) for anything :data:`PARAMETERS` refuses or the translation cannot
+        carry."""
+        params = request.params
+        _check_parameters(params, request.model)
+        system, messages = translate_messages(request.messages)
+        body: dict[str, Any] = {
+            "model": target.provider_model,
+            "messages": messages,
+            "max_tokens": request.max_output_tokens or target.default_max_tokens,
+        }
+        if system:
+            body["system"] = system
+        for name in _TRANSLATED:
+            if params.get(name) is not None:
+                body[name] = params[name]
+        stop = params.get("stop")
+        if stop:
+            body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        user = params.get("safety_identifier") or params.get("user")
+        if user:
+            body["metadata"] = {"user_id": user}
+        _add_tools(body, params)
+        if request.stream:
+            body["stream"] = True
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if request.stream else "application/json",
+            "anthropic-version": ANTHROPIC_VERSION,
+            "User-Agent": USER_AGENT,
+        }
+        if target.api_key:
+            headers["x-api-key"] = target.api_key
+        return UpstreamRequest(
+            method="POST",
+            url=anthropic_messages_url(target),
+            headers=merge_headers(headers, target.extra_headers),
+            body=dumps(body),
+            stream=request.stream,
+        )
+
+    def parse_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResponse:
+        """The Message as an OpenAI ``chat.completion`` (model = the alias, ``created`` 0 for
+        the pipeline to stamp); raises a retryable UpstreamError for a body that is not one."""
+        data = load_json(body, "an Anthropic message")
+        if isinstance(data, dict) and data.get("type") == "error":
+            raise error_event(data.get("error") or {}, where="with a 200 status")
+        if (
+            not isinstance(data, dict)
+            or data.get("type") != "message"
+            or not isinstance(data.get("content"), list)
+        ):
+            raise UpstreamError(
+                f"The {LABEL} upstream answered 200 with a body that is not a message: "
+                f"{quote(body)!r}",
+                retryable=True,
+            )
+        completion, usage = message_to_completion(
+            data, request.model, json_tool_name(request.params)
+        )
+        return ChatResponse(
+            body=completion, usage=usage, provider=target.provider_name,
+            deployment_id=target.deployment_id,
+        )
+
+    def stream_translator(
+        self, request: ChatRequest, target: Target
+    ) -> AnthropicStreamTranslator:
+        return AnthropicStreamTranslator(request.model, json_tool_name(request.params))
+
+    def classify_error(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> UpstreamError:
+        """Read ``{"type": "error", "error": {"type", "message"}}`` and apply the shared policy
+        (529 ``overloaded_error`` is retryable like a 5xx)."""
+        data = try_json(body)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            message = str(error.get("message") or error.get("type") or "")
+        else:
+            message = quote(body)
+        return classify_status(status, headers, label=LABEL, message=message)
+
+
+def _check_parameters(params: Mapping[str, Any], alias: str) -> None:
+    for name, value in params.items():
+        handling = PARAMETERS.get(name, PARAMETERS[OTHER_FIELDS])
+        if not handling.allows(value):
+            raise InvalidRequestError(
+                f"'{name}' cannot be honoured by the anthropic-format upstream serving "
+                f"'{alias}' ({handling.note}). Remove it, or use a model served by an "
+                "OpenAI-format provider.",
+                param=name,
+            )
+    temperature = params.get("temperature")
+    if temperature is not None and temperature > 1:
+        raise InvalidRequestError(
+            f"'temperature' must be between 0 and 1 for the anthropic-format upstream serving "
+            f"'{alias}' (got {temperature!r}).",
+            param="temperature",
+        )
+
+
+def _add_tools(body: dict[str, Any], params: Mapping[str, Any]) -> None:
+    """Tools, tool_choice and JSON modes (a JSON mode is a forced tool of its own)."""
+    tools = params.get("tools")
+    forced = json_tool(params.get("response_format"))
+    if forced is not None:
+        if tools or params.get("tool_choice") is not None:
+            raise InvalidRequestError(
+                "'response_format' cannot be combined with 'tools' or 'tool_choice' for an "
+                "anthropic-format upstream (JSON mode is carried by a forced tool there).",
+                param="response_format",
+            )
+        body["tools"] = [forced]
+        body["tool_choice"] = {"type": "tool", "name": forced["name"]}
+        return
+    if tools:
+        body["tools"] = translate_tools(tools)
+        choice = translate_tool_choice(params.get("tool_choice"),
+                                       params.get("parallel_tool_calls"))
+        if choice is not None:
+            body["tool_choice"] = choice
+    elif params.get("tool_choice") is not None:
+        choice = translate_tool_choice(params["tool_choice"], None)
+        if choice is not None and choice["type"] not in ("auto", "none"):
+            raise InvalidRequestError(
+                "'tool_choice' requires 'tools': there is no tool to choose.", param="tool_choice"
+            )

@@ -1,0 +1,243 @@
+"""Anthropic answers in OpenAI terms (response side): a Message as a ``chat.completion``, and
+the Messages SSE event sequence as ``chat.completion.chunk`` dicts.
+
+Anthropic responses carry no timestamp, so ``created`` is 0 here; the pipeline stamps it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import UpstreamError
+from ..schemas import Usage
+from .base import SSEEvent
+
+LABEL = "Anthropic"
+
+#: Anthropic ``stop_reason`` → OpenAI ``finish_reason``.
+FINISH_REASONS: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+#: In-stream error types worth another try (the others are the request's fault).
+RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error",
+                                   "timeout_error"})
+
+
+def finish_reason(stop_reason: str | None, *, json_mode: bool) -> str:
+    """The OpenAI finish reason; a JSON mode's forced tool call is a plain ``stop``."""
+    reason = FINISH_REASONS.get(stop_reason or "end_turn", "stop")
+    return "stop" if json_mode and reason == "tool_calls" else reason
+
+
+def usage_from(data: Mapping[str, Any], previous: Usage | None = None) -> Usage:
+    """Anthropic usage as :class:`Usage`: prompt tokens include cache reads and writes.
+
+    Fields missing from ``data`` keep their ``previous`` value (a stream's ``message_delta``
+    repeats only some of them).
+    """
+    prev = previous or Usage()
+    read = data.get("cache_read_input_tokens")
+    write = data.get("cache_creation_input_tokens")
+    cached = prev.cached_tokens if read is None else int(read)
+    cache_write = prev.cache_write_tokens if write is None else int(write)
+    raw_input = data.get("input_tokens")
+    uncached = prev.prompt_tokens - prev.cached_tokens - prev.cache_write_tokens
+    if raw_input is not None:
+        uncached = int(raw_input)
+    output = data.get("output_tokens")
+    return Usage(
+        prompt_tokens=uncached + cached + cache_write,
+        completion_tokens=prev.completion_tokens if output is None else int(output),
+        cached_tokens=cached,
+        cache_write_tokens=cache_write,
+    )
+
+
+def message_to_completion(
+    data: dict[str, Any], alias: str, json_tool: str | None
+) -> tuple[dict[str, Any], Usage]:
+    """An Anthropic ``message`` as an OpenAI ``chat.completion`` body and its usage.
+
+    Text blocks join into ``content``; ``tool_use`` blocks become ``tool_calls`` (arguments as
+    a JSON string), except the JSON mode's forced tool, whose input becomes the content.
+    Thinking and server-tool blocks have no OpenAI equivalent and are not shown.
+    """
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    json_text: str | None = None
+    for block in data.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
+            if json_tool is not None and block.get("name") == json_tool:
+                json_text = arguments
+            else:
+                calls.append({"id": block.get("id"), "type": "function",
+                              "function": {"name": block.get("name"), "arguments": arguments}})
+    if json_text is not None:
+        content: str | None = json_text
+    elif texts:
+        content = "".join(texts)
+    else:
+        content = None if calls else ""
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    usage = usage_from(data.get("usage") or {})
+    body = {
+        "id": data.get("id"),
+        "object": "chat.completion",
+        "created": 0,
+        "model": alias,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": finish_reason(data.get("stop_reason"),
+                                           json_mode=json_tool is not None),
+        }],
+        "usage": usage.to_openai(),
+    }
+    return body, usage
+
+
+def error_event(error: Mapping[str, Any], *, where: str) -> UpstreamError:
+    """Anthropic's ``{"type": "error", "error": {"type", "message"}}`` as an UpstreamError."""
+    kind = str(error.get("type") or "api_error")
+    message = str(error.get("message") or kind)
+    return UpstreamError(
+        f"The {LABEL} provider reported {kind} {where}: {message}",
+        retryable=kind in RETRYABLE_ERROR_TYPES,
+        upstream_status=529 if kind == "overloaded_error" else None,
+    )
+
+
+@dataclass(slots=True)
+class _Block:
+    """What one content block of the stream turns into, and whether it sent arguments yet."""
+
+    kind: Literal["text", "tool", "json", "ignored"]
+    tool_index: int = -1
+    sent: bool = False
+
+
+class AnthropicStreamTranslator:
+    """One Anthropic stream → OpenAI chunks; keeps the block index → tool call index map.
+
+    Tool calls are numbered in the order their ``tool_use`` blocks start; the first delta of
+    each carries its id and name, later ones argument fragments (a tool called with no
+    arguments gets ``"{}"`` so clients can always parse them). Chunks carry no ``usage``:
+    it accumulates in :attr:`usage` for the pipeline.
+    """
+
+    def __init__(self, alias: str, json_tool: str | None) -> None:
+        self.alias = alias
+        self.json_tool = json_tool
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.done = False
+        self._id = ""
+        self._blocks: dict[int, _Block] = {}
+        self._tools = 0
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self._id, "object": "chat.completion.chunk", "created": 0, "model": self.alias,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
+        if event.event == "ping" or not event.data.strip():
+            return []
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise UpstreamError(
+                f"The {LABEL} upstream sent a stream event that is not a JSON object: "
+                f"{event.data[:200]!r}",
+                retryable=True,
+            )
+        kind = data.get("type") or event.event
+        handler = getattr(self, f"_on_{kind}", None)
+        return handler(data) if handler is not None else []
+
+    def _on_error(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        raise error_event(data.get("error") or {}, where="mid-stream")
+
+    def _on_message_start(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        message = data.get("message") or {}
+        self._id = str(message.get("id") or "")
+        self.usage = usage_from(message.get("usage") or {})
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _on_content_block_start(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        block = data.get("content_block") or {}
+        kind = block.get("type")
+        index = data.get("index", len(self._blocks))
+        if kind == "text":
+            self._blocks[index] = _Block("text")
+            text = block.get("text")
+            return [self._chunk({"content": text})] if text else []
+        if kind == "tool_use" and self.json_tool and block.get("name") == self.json_tool:
+            self._blocks[index] = _Block("json")
+            return []
+        if kind == "tool_use":
+            self._blocks[index] = _Block("tool", tool_index=self._tools)
+            self._tools += 1
+            call = {"index": self._blocks[index].tool_index, "id": block.get("id"),
+                    "type": "function", "function": {"name": block.get("name"), "arguments": ""}}
+            return [self._chunk({"tool_calls": [call]})]
+        self._blocks[index] = _Block("ignored")
+        return []
+
+    def _on_content_block_delta(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        delta = data.get("delta") or {}
+        state = self._blocks.get(data.get("index", -1), _Block("text"))
+        if delta.get("type") == "text_delta" and state.kind == "text":
+            text = delta.get("text")
+            return [self._chunk({"content": text})] if text else []
+        if delta.get("type") != "input_json_delta" or not delta.get("partial_json"):
+            return []
+        fragment = delta["partial_json"]
+        if state.kind == "json":
+            state.sent = True
+            return [self._chunk({"content": fragment})]
+        if state.kind == "tool":
+            state.sent = True
+            call = {"index": state.tool_index, "function": {"arguments": fragment}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []
+
+    def _on_content_block_stop(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        state = self._blocks.get(data.get("index", -1), _Block("ignored"))
+        if state.kind == "tool" and not state.sent:
+            call = {"index": state.tool_index, "function": {"arguments": "{}"}}
+            return [self._chunk({"tool_calls": [call]})]
+        if state.kind == "json" and not state.sent:
+            return [self._chunk({"content": "{}"})]
+        return []
+
+    def _on_message_delta(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        self.usage = usage_from(data.get("usage") or {}, self.usage)
+        stop_reason = (data.get("delta") or {}).get("stop_reason")
+        if stop_reason is None:
+            return []
+        self.finish_reason = finish_reason(stop_reason, json_mode=self.json_tool is not None)
+        return [self._chunk({}, self.finish_reason)]
+
+    def _on_message_stop(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        self.done = True
+        return []

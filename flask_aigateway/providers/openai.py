@@ -1,0 +1,186 @@
+"""The OpenAI wire format: any ``/chat/completions`` endpoint (OpenAI, Azure, Gemini, Ollama…).
+
+The gateway speaks this format itself, so translation is nearly the identity: the model alias
+becomes the provider's model id, streams always ask for usage, and every other field, known or
+not, passes through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..enums import ProviderFormat, WireFormat
+from ..errors import UpstreamError
+from ..schemas import ChatRequest, ChatResponse, Usage
+from .base import SSEEvent, Target, UpstreamRequest
+from .classify import classify_status
+from .parameters import OPENAI_CHAT_PARAMETERS, OTHER_FIELDS, Handling
+from .urls import openai_chat_url
+from .wire import USER_AGENT, dumps, load_json, merge_headers, quote, try_json
+
+LABEL = "OpenAI-format"
+
+PARAMETERS: dict[str, Handling] = {
+    **{name: Handling("passed") for name in OPENAI_CHAT_PARAMETERS},
+    "model": Handling("translated", "replaced by the deployment's provider model id"),
+    "stream_options": Handling(
+        "translated",
+        "`include_usage: true` is always requested upstream so usage is exact; the client "
+        "gets the usage chunk only when it asked for it",
+    ),
+    OTHER_FIELDS: Handling("passed", "untouched"),
+}
+
+
+class OpenAIAdapter:
+    """Pure translation to and from OpenAI-format upstreams (stateless, shareable)."""
+
+    wire_format = WireFormat.OPENAI
+
+    def build_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
+        """The client's body with ``model`` = the provider model id; URL and auth per preset
+        (``api-key`` header for Azure, ``Authorization: Bearer`` otherwise, none without a key)."""
+        body = request.to_body()
+        body["model"] = target.provider_model
+        if request.stream:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if request.stream else "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        if target.api_key:
+            if target.provider_format is ProviderFormat.AZURE:
+                headers["api-key"] = target.api_key
+            else:
+                headers["Authorization"] = f"Bearer {target.api_key}"
+        return UpstreamRequest(
+            method="POST",
+            url=openai_chat_url(target),
+            headers=merge_headers(headers, target.extra_headers),
+            body=dumps(body),
+            stream=request.stream,
+        )
+
+    def parse_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResponse:
+        """The upstream ``chat.completion`` with ``model`` = the requested alias.
+
+        ``created`` is the upstream's (0 when it sends none: the pipeline may stamp it).
+        ``usage`` is zero when the upstream reported none (some OpenAI-compatible servers omit
+        it); the body then has no ``usage`` either, so the pipeline can tell and estimate.
+        """
+        data = load_json(body, "a chat.completion")
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise _body_error(data, body)
+        data["model"] = request.model
+        data.setdefault("object", "chat.completion")
+        data.setdefault("created", 0)
+        for choice in data["choices"]:
+            if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+                choice["message"].setdefault("refusal", None)
+        usage = Usage.from_openai(data.get("usage")) or Usage()
+        return ChatResponse(
+            body=data, usage=usage, provider=target.provider_name,
+            deployment_id=target.deployment_id,
+        )
+
+    def stream_translator(self, request: ChatRequest, target: Target) -> OpenAIStreamTranslator:
+        return OpenAIStreamTranslator(request.model)
+
+    def classify_error(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> UpstreamError:
+        """Read OpenAI's ``{"error": {"message", "type", "param", "code"}}`` (or the bare
+        ``{"error": "..."}`` some compatible servers send) and apply the shared policy."""
+        message, code, param = _error_fields(try_json(body), body)
+        return classify_status(status, headers, label=LABEL, message=message, code=code,
+                               param=param)
+
+
+class OpenAIStreamTranslator:
+    """Passes chunks through with the alias as ``model``; keeps usage and the finish reason.
+
+    Returned chunks never carry ``usage``: the usage-only chunk is consumed into
+    :attr:`usage`, and the pipeline emits the client's usage chunk when it asked for one.
+    """
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.done = False
+
+    def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
+        data = event.data.strip()
+        if data == "[DONE]":
+            self.done = True
+            return []
+        if not data:
+            return []
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise UpstreamError(
+                f"The {LABEL} upstream sent a stream event that is not JSON: {data[:200]!r}",
+                retryable=True,
+            ) from None
+        if not isinstance(chunk, dict):
+            raise UpstreamError(
+                f"The {LABEL} upstream sent a stream event that is not a chunk: {data[:200]!r}",
+                retryable=True,
+            )
+        if "error" in chunk and not chunk.get("choices"):
+            message, code, _ = _error_fields(chunk, data.encode())
+            error = chunk["error"] if isinstance(chunk["error"], dict) else {}
+            raise UpstreamError(
+                f"The {LABEL} provider reported an error mid-stream: {message}",
+                retryable=error.get("type") != "invalid_request_error"
+                and code != "context_length_exceeded",
+            )
+        usage = Usage.from_openai(chunk.pop("usage", None))
+        if usage is not None:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices:
+            return []
+        for choice in choices:
+            if not isinstance(choice.get("delta"), dict):
+                choice["delta"] = {}
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        chunk["model"] = self.alias
+        chunk.setdefault("object", "chat.completion.chunk")
+        chunk.setdefault("created", 0)
+        return [chunk]
+
+
+def _error_fields(data: Any, body: bytes) -> tuple[str, str | None, str | None]:
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code")
+        param = error.get("param")
+        return (
+            str(error.get("message") or ""),
+            str(code) if code is not None else None,
+            param if isinstance(param, str) else None,
+        )
+    if isinstance(error, str):
+        return error, None, None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data["message"], None, None
+    return quote(body), None, None
+
+
+def _body_error(data: Any, body: bytes) -> UpstreamError:
+    if isinstance(data, dict) and "error" in data:
+        message, _, _ = _error_fields(data, body)
+        return UpstreamError(
+            f"The {LABEL} provider answered 200 with an error: {message}", retryable=True
+        )
+    return UpstreamError(
+        f"The {LABEL} upstream answered 200 with a body that is not a chat.completion: "
+        f"{quote(body)!r}",
+        retryable=True,
+    )

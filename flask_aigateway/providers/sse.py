@@ -1,0 +1,84 @@
+"""Incremental server-sent events parsing: bytes as they arrive in, whole events out.
+
+Follows the WHATWG event-stream rules the providers rely on: lines end with ``\\r\\n``, ``\\n``
+or ``\\r`` (a ``\\r\\n`` split across two network reads counts once); ``data:`` lines join with
+``\\n``; one leading space after the colon is dropped; lines starting with ``:`` are comments;
+an event is dispatched at a blank line, and only if it carried data. Bytes are split into lines
+before decoding, so a UTF-8 character split across reads decodes correctly.
+"""
+
+from __future__ import annotations
+
+from .base import SSEEvent
+
+
+class SSEParser:
+    """Feed it network reads in order; it returns every event completed so far.
+
+    An event still incomplete when the stream ends is discarded (the spec's rule): a caller
+    that needs to know whether the stream ended properly asks its format's translator, whose
+    ``done`` stays False without the terminating event.
+    """
+
+    __slots__ = ("_buffer", "_data", "_event", "_skip_lf")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._skip_lf = False
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Parse one network read; return the events it completed (possibly none)."""
+        if not chunk:
+            return []
+        if self._skip_lf and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        self._skip_lf = False
+        self._buffer += chunk
+        events: list[SSEEvent] = []
+        start = 0
+        buffer = self._buffer
+        while True:
+            cr = buffer.find(b"\r", start)
+            lf = buffer.find(b"\n", start)
+            if cr < 0 and lf < 0:
+                break
+            if cr < 0 or (0 <= lf < cr):
+                line, start = buffer[start:lf], lf + 1
+            elif cr + 1 < len(buffer):
+                line = buffer[start:cr]
+                start = cr + 2 if buffer[cr + 1] == 0x0A else cr + 1
+            else:
+                line, start = buffer[start:cr], cr + 1
+                self._skip_lf = True
+            event = self._line(bytes(line).decode("utf-8", errors="replace"))
+            if event is not None:
+                events.append(event)
+        del buffer[:start]
+        return events
+
+    @property
+    def pending(self) -> bool:
+        """True when bytes of an unfinished event are buffered (useful to report a cut)."""
+        return bool(self._buffer or self._data or self._event is not None)
+
+    def _line(self, line: str) -> SSEEvent | None:
+        if not line:
+            if not self._data:
+                self._event = None
+                return None
+            event = SSEEvent(data="\n".join(self._data), event=self._event)
+            self._data = []
+            self._event = None
+            return event
+        if line.startswith(":"):
+            return None
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value or None
+        return None

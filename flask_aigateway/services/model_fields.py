@@ -1,0 +1,179 @@
+"""Parsing and cross-checks of model alias and deployment input, shared by every skin.
+
+Each parser takes what a user typed and returns column values or raises
+:class:`ValidationError` naming the field, like :mod:`.validation` does for single values.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..enums import Strategy
+from ..errors import ValidationError
+from ..models import ModelAlias
+from . import validation
+from .validation import UNSET
+
+STRATEGY_CHOICES: tuple[str, ...] = tuple(s.value for s in Strategy)
+
+_ID_RE = re.compile(r"^mdl_[0-9a-f]{16}$")
+LIST_HINT = "list them with `flask model list`"
+NONE_WORDS = ("", "none")
+
+
+def alias_name(value: Any, field: str = "alias") -> str:
+    """A new alias; one shaped like a model id is refused so refs stay unambiguous."""
+    text = validation.name(value, field, max_length=200)
+    if _ID_RE.match(text):
+        raise ValidationError(
+            f"The alias {text!r} looks like a model id; choose an alias that does not start "
+            "with 'mdl_' followed by an id.",
+            param=field,
+        )
+    return text
+
+
+def strategy_choice(value: Any) -> str:
+    """One of :class:`~flask_aigateway.enums.Strategy`, the message listing every choice."""
+    return validation.choice(value, "strategy", STRATEGY_CHOICES)
+
+
+def alias_list(value: Any, field: str = "fallbacks") -> list[str]:
+    """An ordered list of aliases from a list or "a,b"; None, "" or "none" is the empty list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in NONE_WORDS:
+            return []
+        items: list[Any] = text.split(",")
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValidationError(
+            f"The {validation.label(field)} must be a comma-separated list of aliases.",
+            param=field,
+        )
+    result: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise ValidationError(
+                f"The {validation.label(field)} have an empty entry (check the commas).",
+                param=field,
+            )
+        alias = validation.name(item, field, max_length=200)
+        if alias in result:
+            raise ValidationError(
+                f"The {validation.label(field)} name {alias!r} twice; list each alias once.",
+                param=field,
+            )
+        result.append(alias)
+    return result
+
+
+def optional_alias(value: Any, field: str) -> str | None:
+    """One alias (e.g. the context fallback), or None for "", "none" or None."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+        return None
+    return validation.name(value, field, max_length=200)
+
+
+def flag(value: Any, field: str = "enabled") -> bool:
+    """A real bool: a form's "false" string must not slip through as truthy."""
+    if not isinstance(value, bool):
+        raise ValidationError(
+            f"The {validation.label(field)} flag must be true or false.", param=field
+        )
+    return value
+
+
+def check_references(
+    session: Session, alias: str, fallbacks: list[str], context_fallback: str | None
+) -> None:
+    """Fallbacks and the context fallback must name other aliases that exist."""
+    if alias in fallbacks:
+        raise ValidationError(
+            f"The alias {alias!r} cannot be its own fallback; name other aliases.",
+            param="fallbacks",
+        )
+    if context_fallback == alias:
+        raise ValidationError(
+            f"The alias {alias!r} cannot be its own context fallback; name another alias.",
+            param="context_fallback",
+        )
+    wanted = set(fallbacks) | ({context_fallback} if context_fallback else set())
+    if not wanted:
+        return
+    known = set(session.scalars(select(ModelAlias.alias).where(ModelAlias.alias.in_(wanted))))
+    unknown = [a for a in fallbacks if a not in known]
+    if unknown:
+        raise ValidationError(
+            f"Unknown alias(es) in fallbacks: {', '.join(unknown)}; create them first or "
+            f"{LIST_HINT}.",
+            param="fallbacks",
+        )
+    if context_fallback and context_fallback not in known:
+        raise ValidationError(
+            f"Unknown alias {context_fallback!r} as context fallback; create it first or "
+            f"{LIST_HINT}.",
+            param="context_fallback",
+        )
+
+
+def deployment_fields(
+    *,
+    model: Any,
+    pricing_input: Any,
+    pricing_output: Any,
+    pricing_cached_input: Any,
+    priority: Any,
+    weight: Any,
+    rpm_limit: Any,
+    enabled: Any,
+) -> dict[str, Any]:
+    """Parse every deployment field that is not :data:`UNSET` into column values."""
+    fields: dict[str, Any] = {}
+    if model is not UNSET:
+        if not isinstance(model, str) or not model.strip():
+            raise ValidationError("The model (the provider's model id) is required.", param="model")
+        if len(model.strip()) > 200 or any(ch.isspace() for ch in model.strip()):
+            raise ValidationError(
+                f"The model {model!r} is not valid: give the provider's model id, up to 200 "
+                "characters without spaces.",
+                param="model",
+            )
+        fields["provider_model"] = model.strip()
+    if pricing_input is not UNSET:
+        fields["input_price"] = validation.money(pricing_input, "pricing_input")
+    if pricing_output is not UNSET:
+        fields["output_price"] = validation.money(pricing_output, "pricing_output")
+    if pricing_cached_input is not UNSET:
+        fields["cached_input_price"] = validation.optional_money(
+            pricing_cached_input, "pricing_cached_input"
+        )
+    if priority is not UNSET:
+        fields["priority"] = validation.integer(priority, "priority", minimum=0)
+    if weight is not UNSET:
+        fields["weight"] = validation.integer(weight, "weight", minimum=1)
+    if rpm_limit is not UNSET:
+        fields["rpm_limit"] = validation.optional_int(rpm_limit, "rpm_limit", minimum=1)
+    if enabled is not UNSET:
+        fields["enabled"] = flag(enabled)
+    return fields
+
+
+__all__ = [
+    "LIST_HINT",
+    "STRATEGY_CHOICES",
+    "alias_list",
+    "alias_name",
+    "check_references",
+    "deployment_fields",
+    "flag",
+    "optional_alias",
+    "strategy_choice",
+]

@@ -1,0 +1,85 @@
+"""The sample app: a Flask app that is nothing but the gateway, configured from the environment.
+
+``make run`` serves it with gunicorn (``sample_app/gunicorn.conf.py``). Environment:
+
+* ``DATABASE_URL``: the gateway's database; ``postgres://`` and ``postgresql://`` URLs are
+  read as ``postgresql+psycopg://`` (psycopg 3). Default: SQLite in the instance folder.
+* every ``AIGATEWAY_*`` variable of :mod:`flask_aigateway.config` (an unknown one is an error).
+* ``SECRET_KEY``; ``INSTANCE_PATH`` (default ``./instance``), which holds the SQLite file and
+  the secrets generated on first start (see :mod:`sample_app.bootstrap`).
+* ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``: starter providers on first start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+
+from flask_aigateway import AIGateway
+from flask_aigateway import config as gateway_config
+
+from .bootstrap import announce, ensure_secrets
+
+_PSYCOPG_SCHEMES = ("postgres://", "postgresql://")
+
+
+def database_url(url: str) -> str:
+    """``DATABASE_URL`` as an SQLAlchemy URL: bare PostgreSQL URLs use the psycopg 3 driver."""
+    for scheme in _PSYCOPG_SCHEMES:
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+def settings_from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The app config the environment asks for (``AIGATEWAY_DATABASE_URI`` wins over
+    ``DATABASE_URL``).
+
+    :raises ConfigError: an ``AIGATEWAY_*`` variable is unknown or has an invalid value.
+    """
+    settings = gateway_config.from_environ(environ)
+    url = environ.get("DATABASE_URL", "").strip()
+    if url and not settings.get("AIGATEWAY_DATABASE_URI"):
+        settings["AIGATEWAY_DATABASE_URI"] = database_url(url)
+    if environ.get("SECRET_KEY"):
+        settings["SECRET_KEY"] = environ["SECRET_KEY"]
+    return settings
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the sample app: environment, then ``config`` (wins), then first-start secrets.
+
+    Creating the app prints nothing and needs no schema; the gateway's tables come from
+    ``flask --app sample_app aigateway db upgrade``.
+    """
+    instance_path = os.environ.get("INSTANCE_PATH", "").strip()
+    app = Flask(__name__, instance_path=os.path.abspath(instance_path) if instance_path else None)
+    app.config.update(settings_from_environ(os.environ))
+    app.config.update(config or {})
+    app.config.update(ensure_secrets(app.instance_path, app.config))
+    AIGateway(app)
+    app.cli.add_command(bootstrap_command)
+    return app
+
+
+@click.command("bootstrap")
+@with_appcontext
+@click.option(
+    "--url",
+    default=None,
+    help="Where the gateway is served (default: http://$HOST:$PORT, 127.0.0.1:8000).",
+)
+def bootstrap_command(url: str | None) -> None:
+    """Create the starter providers from OPENAI_API_KEY / ANTHROPIC_API_KEY and print how to
+    use the gateway (what gunicorn prints on start, for other servers)."""
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = os.environ.get("PORT", "8000")
+    announce(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        base_url=url or f"http://{host}:{port}",
+    )

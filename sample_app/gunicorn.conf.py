@@ -1,0 +1,57 @@
+"""Gunicorn settings for ``make run``: ``gunicorn --config sample_app/gunicorn.conf.py``.
+
+One worker process with threads (DESIGN §3): without Redis, rate windows and router health live
+in that process's memory, so several worker processes would each count on their own and
+multiply every limit. ``WORKERS`` > 1 is accepted only with ``AIGATEWAY_REDIS_URL`` set.
+
+Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``THREADS`` (8), ``WORKERS`` (1).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def _workers() -> int:
+    count = int(os.environ.get("WORKERS", "1"))
+    if count > 1 and not os.environ.get("AIGATEWAY_REDIS_URL"):
+        raise RuntimeError(
+            f"WORKERS={count} needs AIGATEWAY_REDIS_URL: without Redis each worker process keeps "
+            "its own rate windows, which multiplies every limit. Use THREADS for concurrency, "
+            "or set AIGATEWAY_REDIS_URL=redis://…"
+        )
+    return count
+
+
+wsgi_app = "sample_app:create_app()"
+bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
+workers = _workers()
+worker_class = "gthread"
+threads = int(os.environ.get("THREADS", "8"))
+# A gthread worker's heartbeat does not wait for requests, so long streams are not cut;
+# on shutdown, requests in flight get graceful_timeout seconds to finish.
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+# Gunicorn 23+ opens a control socket at one fixed path per user; two servers would collide.
+control_socket_disable = True
+
+
+def _public_url(address: str) -> str:
+    """The URL to print for a bind address (a wildcard host is shown as 127.0.0.1)."""
+    if address.startswith(("unix:", "fd://")):
+        return address
+    host, _, port = address.rpartition(":")
+    if host in ("0.0.0.0", "", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+def post_worker_init(worker: Any) -> None:
+    """Once the worker has loaded the app: seed starter providers and print the welcome text."""
+    from sample_app.bootstrap import announce
+
+    announce(worker.wsgi, base_url=_public_url(worker.cfg.bind[0]))

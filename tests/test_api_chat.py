@@ -1,0 +1,290 @@
+"""POST /v1/chat/completions over the Flask test client: shapes, headers, errors, log rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+from fakes import Reply
+from sqlalchemy import select
+
+from flask_aigateway.db import utcnow
+from flask_aigateway.models import ApiKey, RequestLog
+
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+
+
+def post(client, body, key=None, **kwargs):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers.update(kwargs.pop("headers", {}))
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    return client.post("/v1/chat/completions", data=data, headers=headers,
+                       content_type="application/json", **kwargs)
+
+
+def log_rows(state):
+    with state.transaction() as session:
+        return session.scalars(select(RequestLog).order_by(RequestLog.id)).all()
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_chat_returns_openai_completion_with_gateway_headers(client, state, api_key, upstreams,
+                                                             alias):
+    upstreams[alias].reply(text="Hello there!", prompt_tokens=1000, completion_tokens=500)
+    response = post(client, {"model": alias, "messages": MESSAGES}, api_key)
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["object"] == "chat.completion"
+    assert body["model"] == alias
+    assert body["choices"][0]["message"] == {
+        **body["choices"][0]["message"], "role": "assistant", "content": "Hello there!"
+    }
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"]["prompt_tokens"] == 1000
+    assert body["usage"]["completion_tokens"] == 500
+    # $1/M in, $2/M out: 1000 * 1e-6 + 500 * 2e-6
+    assert Decimal(response.headers["x-aigateway-cost-usd"]) == Decimal("0.002")
+    assert response.headers["x-aigateway-provider"] == f"fake-{'openai' if alias == 'gpt' else 'anthropic'}"
+    assert response.headers["x-aigateway-deployment"].startswith("dep_")
+    assert response.headers["x-aigateway-attempts"] == "1"
+    assert response.headers["x-aigateway-cache"] in {"MISS", "BYPASS"}
+    rid = response.headers["x-request-id"]
+    [row] = log_rows(state)
+    assert row.request_id == rid
+    assert row.status_code == 200
+    assert row.alias == alias
+    assert (row.prompt_tokens, row.completion_tokens) == (1000, 500)
+    assert row.cost == Decimal("0.002")
+    assert row.stream is False
+    assert row.usage_estimated is False
+
+
+def test_upstream_receives_provider_model_and_credentials(client, api_key, upstreams):
+    fake = upstreams["gpt"]
+    post(client, {"model": "gpt", "messages": MESSAGES, "seed": 7, "x_future_field": {"a": 1}},
+         api_key)
+    sent = fake.last
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == "Bearer sk-fake-openai-0123456789"
+    assert sent.json["model"] == "gpt-4o-mini"
+    assert sent.json["seed"] == 7
+    assert sent.json["x_future_field"] == {"a": 1}
+    assert api_key not in json.dumps(sent.headers)
+
+
+def test_cached_prompt_tokens_are_priced_at_the_cached_price(client, api_key, upstreams):
+    upstreams["gpt"].reply(prompt_tokens=1000, completion_tokens=0, cache_read_tokens=600)
+    response = post(client, {"model": "gpt", "messages": MESSAGES}, api_key)
+    # 400 uncached at $1/M + 600 cached at $0.5/M
+    assert Decimal(response.headers["x-aigateway-cost-usd"]) == Decimal("0.0007")
+    assert response.json["usage"]["prompt_tokens_details"]["cached_tokens"] == 600
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b"[1, 2]", None),
+        (b"", None),
+        ({"messages": MESSAGES}, "model"),
+        ({"model": "", "messages": MESSAGES}, "model"),
+        ({"model": "gpt"}, "messages"),
+        ({"model": "gpt", "messages": []}, "messages"),
+        ({"model": "gpt", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"model": "gpt", "messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"model": "gpt", "messages": MESSAGES, "temperature": "hot"}, "temperature"),
+        ({"model": "gpt", "messages": MESSAGES, "temperature": 3}, "temperature"),
+        ({"model": "gpt", "messages": MESSAGES, "n": 0}, "n"),
+        ({"model": "gpt", "messages": MESSAGES, "stream": "yes"}, "stream"),
+        ({"model": "gpt", "messages": MESSAGES, "stop": [1]}, "stop"),
+        ({"model": "gpt", "messages": MESSAGES, "stream_options": {"include_usage": True}},
+         "stream_options"),
+        ({"model": "gpt", "messages": [{"role": "tool", "content": "x"}]},
+         "messages[0].tool_call_id"),
+    ],
+)
+def test_malformed_requests_get_400_in_openai_shape(client, api_key, upstreams, body, param):
+    response = post(client, body, api_key)
+    assert response.status_code == 400
+    error = response.json["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert error["message"]
+    assert upstreams["gpt"].requests == []
+
+
+def test_body_over_the_limit_is_413(app, client, api_key, upstreams, state):
+    state.settings["AIGATEWAY_MAX_BODY_BYTES"] = 1000
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "x" * 2000}]}
+    response = post(client, body, api_key)
+    assert response.status_code == 413
+    assert response.json["error"]["type"] == "invalid_request_error"
+    assert upstreams["gpt"].requests == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Bearer aigw_nope"}, "invalid_api_key"),
+        ({"Authorization": "Basic abc"}, "missing_api_key"),
+    ],
+)
+def test_authentication_errors_are_401_and_never_echo_the_key(client, upstreams, headers, code,
+                                                              state):
+    response = client.post("/v1/chat/completions", json={"model": "gpt", "messages": MESSAGES},
+                           headers=headers)
+    assert response.status_code == 401
+    assert response.json["error"]["type"] == "authentication_error"
+    assert response.json["error"]["code"] == code
+    assert "aigw_nope" not in response.get_data(as_text=True)
+    assert response.headers["x-request-id"]
+    [row] = log_rows(state)
+    assert row.status_code == 401
+
+
+def test_revoked_and_expired_keys_are_refused(client, state, upstreams):
+    from flask_aigateway.services.keys import create_key, revoke_key
+
+    key, secret = create_key(state, name="soon-revoked")
+    assert post(client, {"model": "gpt", "messages": MESSAGES}, secret).status_code == 200
+    revoke_key(state, key.id)
+    response = post(client, {"model": "gpt", "messages": MESSAGES}, secret)
+    assert response.status_code == 401
+    assert "revoked" in response.json["error"]["message"]
+    key, expiring = create_key(state, name="old", expires_at="2099-01-01")
+    assert post(client, {"model": "gpt", "messages": MESSAGES}, expiring).status_code == 200
+    with state.transaction() as session:
+        session.get(ApiKey, key.id).expires_at = utcnow() - dt.timedelta(seconds=1)
+    state.invalidate()
+    response = post(client, {"model": "gpt", "messages": MESSAGES}, expiring)
+    assert response.status_code == 401
+    assert "expired" in response.json["error"]["message"]
+
+
+def test_model_whitelist_gives_403_and_unknown_model_404(client, state, upstreams):
+    from flask_aigateway.services.keys import create_key
+
+    _key, secret = create_key(state, name="gpt-only", models="gpt")
+    response = post(client, {"model": "claude", "messages": MESSAGES}, secret)
+    assert response.status_code == 403
+    assert response.json["error"]["type"] == "permission_error"
+    assert response.json["error"]["code"] == "model_not_allowed"
+    response = post(client, {"model": "nope", "messages": MESSAGES}, secret)
+    assert response.status_code in (403, 404)
+    _key, open_secret = create_key(state, name="open")
+    response = post(client, {"model": "nope", "messages": MESSAGES}, open_secret)
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "model_not_found"
+    assert response.json["error"]["param"] == "model"
+
+
+def test_upstream_client_error_passes_through_without_retry(client, api_key, upstreams, state):
+    upstreams["gpt"].fail(400, "Invalid 'messages[0].content': too long.")
+    response = post(client, {"model": "gpt", "messages": MESSAGES}, api_key)
+    assert response.status_code == 400
+    assert "too long" in response.json["error"]["message"]
+    assert len(upstreams["gpt"].requests) == 1
+    assert log_rows(state)[-1].status_code == 400
+
+
+def test_retryable_upstream_error_is_retried_then_succeeds(client, api_key, upstreams):
+    upstreams["gpt"].fail(500)
+    upstreams["gpt"].reply(text="second time lucky")
+    response = post(client, {"model": "gpt", "messages": MESSAGES}, api_key)
+    assert response.status_code == 200
+    assert response.json["choices"][0]["message"]["content"] == "second time lucky"
+    assert response.headers["x-aigateway-attempts"] == "2"
+
+
+def test_persistent_upstream_failure_is_502(client, api_key, upstreams, state):
+    fake = upstreams["claude"]
+    fake.default = Reply(status=500, error_message="boom")
+    response = post(client, {"model": "claude", "messages": MESSAGES}, api_key)
+    assert response.status_code == 502
+    assert response.json["error"]["type"] == "upstream_error"
+    assert len(fake.requests) == state.settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"]
+    assert log_rows(state)[-1].status_code == 502
+
+
+def test_upstream_timeout_is_504(client, api_key, upstreams, state):
+    state.settings["AIGATEWAY_REQUEST_TIMEOUT"] = 0.5
+    upstreams["gpt"].default = Reply(latency=3)
+    response = post(client, {"model": "gpt", "messages": MESSAGES}, api_key)
+    assert response.status_code == 504
+    assert response.json["error"]["type"] == "timeout_error"
+
+
+def test_alias_without_deployment_is_503(client, api_key, upstreams, state):
+    from flask_aigateway.services.providers import update_provider
+
+    update_provider(state, "fake-openai", enabled=False)
+    response = post(client, {"model": "gpt", "messages": MESSAGES}, api_key)
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "no_healthy_deployment"
+
+
+def test_fallback_chain_serves_from_the_next_alias(client, api_key, upstreams, state):
+    from flask_aigateway.services.models import update_model
+
+    update_model(state, "gpt", fallbacks="claude")
+    upstreams["gpt"].default = Reply(status=503)
+    upstreams["claude"].reply(text="from claude")
+    response = post(client, {"model": "gpt", "messages": MESSAGES}, api_key)
+    assert response.status_code == 200
+    assert response.json["choices"][0]["message"]["content"] == "from claude"
+    assert response.json["model"] == "gpt"
+    assert response.headers["x-aigateway-fallback"] == "gpt,claude"
+    assert response.headers["x-aigateway-provider"] == "fake-anthropic"
+    assert log_rows(state)[-1].fallback_path == ["gpt", "claude"]
+
+
+@pytest.mark.parametrize("path", ["/v1/nope", "/v1/", "/v1/embeddings"])
+def test_unknown_routes_under_v1_are_404_in_openai_shape(client, path):
+    response = client.post(path, json={})
+    assert response.status_code == 404
+    assert response.json["error"]["type"] == "not_found_error"
+
+
+def test_wrong_method_is_405_in_openai_shape(client):
+    response = client.get("/v1/chat/completions")
+    assert response.status_code == 405
+    assert "POST" in response.json["error"]["message"]
+
+
+def test_models_lists_what_the_key_may_use(client, state, upstreams):
+    from flask_aigateway.services.keys import create_key
+
+    _key, secret = create_key(state, name="claude-only", models="claude*")
+    response = client.get("/v1/models", headers={"Authorization": f"Bearer {secret}"})
+    assert response.status_code == 200
+    assert response.json["object"] == "list"
+    assert [m["id"] for m in response.json["data"]] == ["claude"]
+    model = response.json["data"][0]
+    assert model["object"] == "model"
+    assert isinstance(model["created"], int)
+    assert model["owned_by"]
+    assert client.get("/v1/models").status_code == 401
+
+
+def test_health_is_public_and_ready_checks_the_database(client, state):
+    assert client.get("/v1/health").json == {"status": "ok"}
+    ready = client.get("/v1/health/ready")
+    assert ready.status_code == 200
+    assert ready.json["checks"]["database"] == "ok"
+
+
+def test_ready_is_503_when_the_schema_is_missing(tmp_path):
+    from flask import Flask
+
+    from flask_aigateway import AIGateway
+
+    app = Flask("no_schema", instance_path=str(tmp_path))
+    app.config["AIGATEWAY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'empty.db'}"
+    AIGateway(app)
+    response = app.test_client().get("/v1/health/ready")
+    assert response.status_code == 503
+    assert "flask aigateway db upgrade" in response.json["error"]["message"]
+    AIGateway.get_state(app).close()

@@ -1,0 +1,443 @@
+"""``flask provider …`` end to end: output, exit codes and what the database holds afterwards."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text
+
+from flask_aigateway import AIGateway
+from flask_aigateway.enums import AZURE_DEFAULT_API_VERSION
+from flask_aigateway.models import Deployment, ModelAlias, Provider
+from flask_aigateway.services import models as model_service
+from flask_aigateway.services import providers as service
+
+SECRET = "sk-test-0123456789abcdefXYZ9"
+
+
+def count(state: Any, model: type) -> int:
+    with state.session() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def stored(state: Any, name: str) -> Provider | None:
+    with state.session() as session:
+        return session.scalar(select(Provider).where(Provider.name == name))
+
+
+def invoke_ok(runner: Any, *args: str) -> Any:
+    result = runner.invoke(args=list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def invoke_error(runner: Any, *args: str) -> str:
+    """Run a command that must fail as a user error; return its ``Error: …`` message."""
+    result = runner.invoke(args=list(args))
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.output.startswith("Error: "), result.output
+    return result.output
+
+
+def make_alias(state: Any, alias: str, provider: str) -> ModelAlias:
+    return model_service.create_model(
+        state, alias=alias, provider=provider, model="m", pricing_input="1", pricing_output="2"
+    )
+
+
+# --- create -----------------------------------------------------------------------------------
+
+
+def test_create_openai_with_key_stores_it_encrypted(runner, state):
+    result = invoke_ok(
+        runner,
+        "provider",
+        "create",
+        "--name",
+        "openai",
+        "--format",
+        "openai",
+        "--api-key",
+        SECRET,
+        "--header",
+        "HTTP-Referer: https://example.org",
+    )
+    row = stored(state, "openai")
+    assert row is not None
+    assert row.id.startswith("prov_") and row.id in result.output
+    assert SECRET not in result.output
+    assert "****XYZ9" in result.output
+    assert row.format == "openai"
+    assert row.base_url is None
+    assert row.enabled is True
+    assert row.extra_headers == {"HTTP-Referer": "https://example.org"}
+    assert row.api_key_hint == "****XYZ9"
+    assert service.provider_api_key(state, row) == SECRET
+    with state.engine.connect() as conn:
+        raw = conn.execute(text("SELECT api_key_encrypted, api_key_hint FROM aigw_providers")).one()
+    assert raw[0] and SECRET not in raw[0]
+    assert SECRET not in raw[1]
+
+
+def test_create_json_parses_and_masks(runner, state):
+    result = invoke_ok(
+        runner,
+        "provider",
+        "create",
+        "--name",
+        "claude",
+        "--format",
+        "anthropic",
+        "--api-key",
+        SECRET,
+        "--json",
+    )
+    data = json.loads(result.stdout)
+    assert data["id"] == stored(state, "claude").id
+    assert data["format"] == "anthropic"
+    assert data["api_key"] == "****XYZ9"
+    assert data["effective_base_url"] == "https://api.anthropic.com"
+    assert SECRET not in result.stdout
+
+
+def test_create_ollama_needs_no_key(runner, state):
+    invoke_ok(runner, "provider", "create", "--name", "local", "--format", "ollama")
+    row = stored(state, "local")
+    assert row.api_key_encrypted is None and row.api_key_hint is None
+    assert service.provider_api_key(state, row) is None
+    assert service.provider_to_dict(row)["effective_base_url"] == "http://localhost:11434/v1"
+
+
+def test_create_gemini_preset_uses_default_url(runner, state):
+    result = invoke_ok(
+        runner,
+        "provider",
+        "create",
+        "--name",
+        "gemini",
+        "--format",
+        "gemini",
+        "--api-key",
+        SECRET,
+        "--json",
+    )
+    data = json.loads(result.stdout)
+    assert data["base_url"] is None
+    assert data["effective_base_url"].startswith("https://generativelanguage.googleapis.com/")
+    assert stored(state, "gemini").format == "gemini"
+
+
+def test_create_azure_requires_base_url(runner, state):
+    message = invoke_error(
+        runner, "provider", "create", "--name", "az", "--format", "azure", "--api-key", SECRET
+    )
+    assert "Azure providers need a base URL" in message
+    assert count(state, Provider) == 0
+
+
+def test_create_azure_gets_default_api_version(runner, state):
+    invoke_ok(
+        runner,
+        "provider",
+        "create",
+        "--name",
+        "az",
+        "--format",
+        "azure",
+        "--base-url",
+        "https://res.openai.azure.com/",
+        "--api-key",
+        SECRET,
+    )
+    row = stored(state, "az")
+    assert row.base_url == "https://res.openai.azure.com"
+    assert row.api_version == AZURE_DEFAULT_API_VERSION
+
+
+def test_create_azure_keeps_given_api_version(runner, state):
+    invoke_ok(
+        runner,
+        "provider",
+        "create",
+        "--name",
+        "az",
+        "--format",
+        "azure",
+        "--base-url",
+        "https://res.openai.azure.com",
+        "--api-version",
+        "2025-01-01-preview",
+    )
+    assert stored(state, "az").api_version == "2025-01-01-preview"
+
+
+def test_create_disabled(runner, state):
+    invoke_ok(runner, "provider", "create", "--name", "p", "--format", "openai", "--disabled")
+    assert stored(state, "p").enabled is False
+
+
+def test_unknown_format_lists_choices(runner, state):
+    message = invoke_error(runner, "provider", "create", "--name", "x", "--format", "cohere")
+    assert "'cohere' is not valid" in message
+    assert "openai, anthropic, ollama, gemini, azure" in message
+    assert count(state, Provider) == 0
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "ftp://host/v1", "https://", "http://host:99999", "https://h/v1?x=1"]
+)
+def test_malformed_base_url(runner, state, url):
+    message = invoke_error(
+        runner, "provider", "create", "--name", "x", "--format", "openai", "--base-url", url
+    )
+    assert "base url" in message and repr(url) in message
+    assert count(state, Provider) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--name", "bad name"], "The name 'bad name' is not valid"),
+        (["--name", "prov_0123456789abcdef"], "looks like a provider id"),
+        (["--name", "x", "--header", "no colon"], "must look like 'Name: value'"),
+        (["--name", "x", "--header", "Authorization: Bearer abc"], "give it as the API key"),
+        (["--name", "x", "--api-key", "  "], "The API key is empty"),
+        (["--name", "x", "--api-key", "sk with space"], "spaces or control characters"),
+        (["--name", "x", "--api-version", "v 1"], "The API version 'v 1' is not valid"),
+    ],
+)
+def test_create_invalid_fields(runner, state, args, expected):
+    message = invoke_error(runner, "provider", "create", "--format", "openai", *args)
+    assert expected in message
+    assert count(state, Provider) == 0
+
+
+def test_duplicate_name_is_refused(runner, state):
+    invoke_ok(
+        runner, "provider", "create", "--name", "p", "--format", "openai", "--api-key", SECRET
+    )
+    message = invoke_error(runner, "provider", "create", "--name", "p", "--format", "anthropic")
+    assert "A provider named 'p' already exists" in message
+    assert count(state, Provider) == 1
+    row = stored(state, "p")
+    assert row.format == "openai"
+    assert service.provider_api_key(state, row) == SECRET
+
+
+def test_storing_a_key_without_encryption_secret_fails(app_config, tmp_path):
+    config = {k: v for k, v in app_config.items() if k != "AIGATEWAY_SECRET_KEY"}
+    app = Flask("no_secret", instance_path=str(tmp_path / "other"))
+    app.config.update(config)
+    AIGateway(app)
+    state = AIGateway.get_state(app)
+    try:
+        runner = app.test_cli_runner()
+        message = invoke_error(
+            runner, "provider", "create", "--name", "p", "--format", "openai", "--api-key", SECRET
+        )
+        assert "AIGATEWAY_SECRET_KEY" in message
+        assert count(state, Provider) == 0
+        invoke_ok(runner, "provider", "create", "--name", "local", "--format", "ollama")
+        assert count(state, Provider) == 1
+    finally:
+        state.close()
+
+
+# --- list / info ------------------------------------------------------------------------------
+
+
+def test_list_empty(runner):
+    result = invoke_ok(runner, "provider", "list")
+    assert "No providers yet" in result.output
+    assert json.loads(invoke_ok(runner, "provider", "list", "--json").stdout) == []
+
+
+def test_list_shows_full_ids_and_masks(runner, state):
+    openai = service.create_provider(state, name="openai", format="openai", api_key=SECRET)
+    local = service.create_provider(
+        state, name="local", format="ollama", base_url="http://127.0.0.1:11434/v1"
+    )
+    result = invoke_ok(runner, "provider", "list")
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "FORMAT", "BASE_URL", "API_KEY", "ENABLED"]
+    assert local.id in lines[1] and "http://127.0.0.1:11434/v1" in lines[1]
+    assert openai.id in lines[2] and "https://api.openai.com/v1 (default)" in lines[2]
+    assert "****XYZ9" in lines[2]
+    assert SECRET not in result.output
+    data = json.loads(invoke_ok(runner, "provider", "list", "--json").stdout)
+    assert [p["name"] for p in data] == ["local", "openai"]
+    assert data[1]["api_key"] == "****XYZ9"
+    assert SECRET not in json.dumps(data)
+
+
+def test_info_by_name_and_full_id(runner, state):
+    provider = service.create_provider(
+        state,
+        name="openai",
+        format="openai",
+        api_key=SECRET,
+        extra_headers={"X-Api-Token": "tok-abcdefghijkl1234", "X-Title": "demo"},
+    )
+    by_name = invoke_ok(runner, "provider", "info", "openai")
+    assert provider.id in by_name.output
+    assert SECRET not in by_name.output
+    data = json.loads(invoke_ok(runner, "provider", "info", provider.id, "--json").stdout)
+    assert data["name"] == "openai"
+    assert data["api_key"] == "****XYZ9"
+    assert data["extra_headers"] == {"X-Api-Token": "****1234", "X-Title": "demo"}
+
+
+def test_info_unknown(runner):
+    message = invoke_error(runner, "provider", "info", "nope")
+    assert "No provider with name or id 'nope'" in message
+    assert "flask provider list" in message
+
+
+# --- update -----------------------------------------------------------------------------------
+
+
+def test_update_renames_and_keeps_key(runner, state):
+    provider = service.create_provider(state, name="p", format="openai", api_key=SECRET)
+    result = invoke_ok(runner, "provider", "update", "p", "--name", "q", "--json")
+    assert json.loads(result.stdout)["name"] == "q"
+    row = stored(state, "q")
+    assert row.id == provider.id
+    assert service.provider_api_key(state, row) == SECRET
+    assert stored(state, "p") is None
+
+
+def test_update_replaces_and_clears_key(runner, state):
+    provider = service.create_provider(state, name="p", format="openai", api_key=SECRET)
+    other = "sk-another-key-00000000ABCD"
+    result = invoke_ok(runner, "provider", "update", provider.id, "--api-key", other)
+    assert other not in result.output and "****ABCD" in result.output
+    row = stored(state, "p")
+    assert service.provider_api_key(state, row) == other
+    assert row.api_key_hint == "****ABCD"
+    invoke_ok(runner, "provider", "update", "p", "--clear-api-key")
+    row = stored(state, "p")
+    assert row.api_key_encrypted is None and row.api_key_hint is None
+
+
+def test_update_settings(runner, state):
+    service.create_provider(
+        state, name="p", format="openai", base_url="https://a.example/v1", extra_headers=["A: 1"]
+    )
+    invoke_ok(
+        runner,
+        "provider",
+        "update",
+        "p",
+        "--base-url",
+        "https://b.example/v2/",
+        "--header",
+        "B: 2",
+        "--header",
+        "C: 3",
+        "--disable",
+    )
+    row = stored(state, "p")
+    assert row.base_url == "https://b.example/v2"
+    assert row.extra_headers == {"B": "2", "C": "3"}
+    assert row.enabled is False
+    invoke_ok(
+        runner, "provider", "update", "p", "--base-url", "default", "--clear-headers", "--enable"
+    )
+    row = stored(state, "p")
+    assert row.base_url is None and row.extra_headers == {} and row.enabled is True
+
+
+def test_update_to_azure_needs_base_url_and_sets_version(runner, state):
+    service.create_provider(state, name="p", format="openai")
+    message = invoke_error(runner, "provider", "update", "p", "--format", "azure")
+    assert "Azure providers need a base URL" in message
+    assert stored(state, "p").format == "openai"
+    invoke_ok(
+        runner,
+        "provider",
+        "update",
+        "p",
+        "--format",
+        "azure",
+        "--base-url",
+        "https://res.openai.azure.com",
+    )
+    row = stored(state, "p")
+    assert row.format == "azure" and row.api_version == AZURE_DEFAULT_API_VERSION
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--format", "grpc"], "'grpc' is not valid"),
+        (["--base-url", "localhost:8000"], "is not a valid URL"),
+        (["--name", "other"], "A provider named 'other' already exists"),
+        (["--api-key", ""], "The API key is empty"),
+    ],
+)
+def test_update_invalid_changes_nothing(runner, state, args, expected):
+    service.create_provider(state, name="p", format="openai", api_key=SECRET)
+    service.create_provider(state, name="other", format="openai")
+    before = service.provider_to_dict(stored(state, "p"))
+    message = invoke_error(runner, "provider", "update", "p", *args)
+    assert expected in message
+    assert service.provider_to_dict(stored(state, "p")) == before
+    assert service.provider_api_key(state, stored(state, "p")) == SECRET
+
+
+def test_update_usage_errors(runner, state):
+    service.create_provider(state, name="p", format="openai")
+    assert runner.invoke(args=["provider", "update", "p"]).exit_code == 2
+    both = runner.invoke(args=["provider", "update", "p", "--api-key", SECRET, "--clear-api-key"])
+    assert both.exit_code == 2 and "not both" in both.output
+    assert stored(state, "p").api_key_encrypted is None
+    assert "No provider" in invoke_error(runner, "provider", "update", "ghost", "--disable")
+
+
+# --- delete -----------------------------------------------------------------------------------
+
+
+def test_delete_unused_provider(runner, state):
+    provider = service.create_provider(state, name="p", format="openai")
+    result = invoke_ok(runner, "provider", "delete", "p")
+    assert provider.id in result.output
+    assert count(state, Provider) == 0
+
+
+def test_delete_in_use_is_refused_then_forced(runner, state):
+    used = service.create_provider(state, name="used", format="openai")
+    spare = service.create_provider(state, name="spare", format="anthropic")
+    make_alias(state, "chat", "used")
+    make_alias(state, "code", "used")
+    model_service.add_deployment(
+        state, "chat", provider="spare", model="c", pricing_input="1", pricing_output="1"
+    )
+    message = invoke_error(runner, "provider", "delete", "used")
+    assert "used by 2 deployment(s)" in message and "chat, code" in message
+    assert "--force" in message
+    assert count(state, Provider) == 2 and count(state, Deployment) == 3
+
+    result = invoke_ok(runner, "provider", "delete", used.id, "--force")
+    assert "Removed 2 deployment(s)" in result.output
+    assert count(state, Provider) == 1
+    with state.session() as session:
+        remaining = session.scalars(select(Deployment)).all()
+        assert [d.provider_id for d in remaining] == [spare.id]
+        orphans = session.scalar(
+            select(func.count())
+            .select_from(Deployment)
+            .where(Deployment.provider_id.not_in(select(Provider.id)))
+        )
+    assert orphans == 0
+    assert count(state, ModelAlias) == 2
+
+
+def test_delete_unknown(runner):
+    assert "No provider with name or id 'ghost'" in invoke_error(
+        runner, "provider", "delete", "ghost"
+    )

@@ -1,0 +1,304 @@
+"""``flask stats``: usage aggregated from request-log rows, overall and grouped."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from flask_aigateway.db import utcnow
+from flask_aigateway.errors import ValidationError
+from flask_aigateway.models import RequestLog
+from flask_aigateway.services import keys as key_service
+from flask_aigateway.services import stats as service
+from flask_aigateway.services import teams as team_service
+
+
+def invoke(runner: Any, *args: Any) -> Any:
+    return runner.invoke(args=[str(a) for a in args])
+
+
+def ok(runner: Any, *args: Any) -> Any:
+    result = invoke(runner, *args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture
+def log(state: Any) -> dict[str, str]:
+    """Five logged requests: four in the last hours, one ten days old."""
+    team = team_service.create_team(state, name="research")
+    key_a, _ = key_service.create_key(state, name="alpha", team="research")
+    key_b, _ = key_service.create_key(state, name="beta")
+    now = utcnow()
+    rows = [
+        # key, team, alias, provider, status, prompt, completion, cost, latency, hit, age
+        (
+            key_a.id,
+            team.id,
+            "gpt-4o",
+            "openai",
+            200,
+            100,
+            50,
+            "0.0012345678",
+            100.0,
+            False,
+            dt.timedelta(hours=1),
+        ),
+        (
+            key_a.id,
+            team.id,
+            "gpt-4o",
+            "openai",
+            200,
+            10,
+            5,
+            "0.0000000001",
+            200.0,
+            True,
+            dt.timedelta(hours=2),
+        ),
+        (
+            key_b.id,
+            None,
+            "claude",
+            "anthropic",
+            502,
+            20,
+            0,
+            "0",
+            300.0,
+            False,
+            dt.timedelta(hours=3),
+        ),
+        (key_b.id, None, "claude", None, 429, 0, 0, "0", None, False, dt.timedelta(hours=4)),
+        (
+            key_a.id,
+            team.id,
+            "gpt-4o",
+            "openai",
+            200,
+            1000,
+            500,
+            "1.2345678901",
+            1000.0,
+            False,
+            dt.timedelta(days=10),
+        ),
+    ]
+    with state.transaction() as session:
+        for i, (
+            key,
+            team_id,
+            alias,
+            provider,
+            status,
+            prompt,
+            completion,
+            cost,
+            latency,
+            hit,
+            age,
+        ) in enumerate(rows):
+            session.add(
+                RequestLog(
+                    request_id=f"req_{i}",
+                    created_at=now - age,
+                    key_id=key,
+                    team_id=team_id,
+                    alias=alias,
+                    provider=provider,
+                    status_code=status,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    cost=Decimal(cost),
+                    latency_ms=latency,
+                    cache_hit=hit,
+                )
+            )
+    return {"a": key_a.id, "b": key_b.id, "team": team.id}
+
+
+def test_overall_numbers_over_all_time(state, log) -> None:
+    (row,) = service.usage_stats(state, since=None, by=None)
+    assert row["requests"] == 5
+    assert row["errors"] == 2
+    assert row["error_rate"] == 0.4
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (1130, 555)
+    assert row["cost"] == Decimal("1.2358024580")
+    assert row["p50_latency_ms"] == 250.0
+    assert row["p95_latency_ms"] == pytest.approx(895.0, abs=1e-9)
+    assert row["cache_hit_ratio"] == 0.2
+
+
+def test_since_and_grouping(state, log) -> None:
+    since = utcnow() - dt.timedelta(days=7)
+    (row,) = service.usage_stats(state, since=since)
+    assert (row["requests"], row["errors"], row["error_rate"]) == (4, 2, 0.5)
+    assert row["cost"] == Decimal("0.0012345679")
+    assert row["p50_latency_ms"] == 200.0
+    assert row["p95_latency_ms"] == pytest.approx(290.0, abs=1e-9)
+    assert row["cache_hit_ratio"] == 0.25
+
+    by_key = service.usage_stats(state, since=since, by="key")
+    assert [(r["key"], r["name"], r["requests"], r["errors"]) for r in by_key] == [
+        (log["a"], "alpha", 2, 0),
+        (log["b"], "beta", 2, 2),
+    ]
+    assert by_key[0]["cost"] == Decimal("0.0012345679") and by_key[1]["cost"] == Decimal(0)
+    assert by_key[1]["error_rate"] == 1.0 and by_key[1]["p50_latency_ms"] == 300.0
+    assert by_key[1]["p95_latency_ms"] == 300.0 and by_key[1]["cache_hit_ratio"] == 0.0
+
+    by_team = service.usage_stats(state, since=since, by="team")
+    assert [(r["team"], r["name"], r["requests"]) for r in by_team] == [
+        (log["team"], "research", 2),
+        (None, None, 2),
+    ]
+    by_model = service.usage_stats(state, by="model")
+    assert [(r["model"], r["requests"], r["cost"]) for r in by_model] == [
+        ("gpt-4o", 3, Decimal("1.2358024580")),
+        ("claude", 2, Decimal(0)),
+    ]
+    by_provider = service.usage_stats(state, since=since, by="provider")
+    assert [(r["provider"], r["requests"]) for r in by_provider] == [
+        ("openai", 2),
+        ("anthropic", 1),
+        (None, 1),
+    ]
+
+
+def test_an_empty_window(state, log) -> None:
+    future = utcnow() + dt.timedelta(days=1)
+    (row,) = service.usage_stats(state, since=future)
+    assert row == {
+        "requests": 0,
+        "errors": 0,
+        "error_rate": None,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost": Decimal(0),
+        "p50_latency_ms": None,
+        "p95_latency_ms": None,
+        "cache_hit_ratio": None,
+    }
+    assert service.usage_stats(state, since=future, by="model") == []
+
+
+def test_parse_since() -> None:
+    now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+    assert service.parse_since("7d", now=now) == now - dt.timedelta(days=7)
+    assert service.parse_since("24h", now=now) == now - dt.timedelta(hours=24)
+    assert service.parse_since("30m", now=now) == now - dt.timedelta(minutes=30)
+    assert service.parse_since(" 2W ", now=now) == now - dt.timedelta(weeks=2)
+    assert service.parse_since("2026-11-01", now=now) == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    assert service.parse_since("2026-11-01T12:00:00+02:00") == dt.datetime(
+        2026, 11, 1, 10, tzinfo=dt.UTC
+    )
+    assert service.parse_since(None) is None and service.parse_since("") is None
+    for bad in ("7x", "0d", "yesterday", "-3d"):
+        with pytest.raises(ValidationError) as info:
+            service.parse_since(bad, now=now)
+        assert info.value.param == "since"
+
+
+def test_cli_json(runner, log) -> None:
+    data = json.loads(ok(runner, "stats", "--json").output)
+    assert data == [
+        {
+            "requests": 5,
+            "errors": 2,
+            "error_rate": 0.4,
+            "prompt_tokens": 1130,
+            "completion_tokens": 555,
+            "cost": "1.235802458",
+            "p50_latency_ms": 250.0,
+            "p95_latency_ms": pytest.approx(895.0, abs=1e-9),
+            "cache_hit_ratio": 0.2,
+        }
+    ]
+    grouped = json.loads(ok(runner, "stats", "--since", "7d", "--by", "key", "--json").output)
+    assert [(r["key"], r["name"], r["requests"], r["cost"]) for r in grouped] == [
+        (log["a"], "alpha", 2, "0.0012345679"),
+        (log["b"], "beta", 2, "0"),
+    ]
+    date = (utcnow() - dt.timedelta(days=3)).date().isoformat()
+    by_model = json.loads(ok(runner, "stats", "--since", date, "--by", "MODEL", "--json").output)
+    assert [(r["model"], r["requests"]) for r in by_model] == [("gpt-4o", 2), ("claude", 2)]
+
+
+def test_cli_table(runner, log) -> None:
+    lines = ok(runner, "stats", "--since", "24h", "--by", "key").output.splitlines()
+    assert lines[0].split() == [
+        "KEY",
+        "NAME",
+        "REQUESTS",
+        "ERRORS",
+        "ERROR_RATE",
+        "PROMPT_TOKENS",
+        "COMPLETION_TOKENS",
+        "COST",
+        "P50_LATENCY_MS",
+        "P95_LATENCY_MS",
+        "CACHE_HIT_RATIO",
+    ]
+    assert lines[1].split() == [
+        log["a"],
+        "alpha",
+        "2",
+        "0",
+        "0.0%",
+        "110",
+        "55",
+        "0.0012345679",
+        "150.0",
+        "195.0",
+        "50.0%",
+    ]
+    assert lines[2].split() == [
+        log["b"],
+        "beta",
+        "2",
+        "2",
+        "100.0%",
+        "20",
+        "0",
+        "0",
+        "300.0",
+        "300.0",
+        "0.0%",
+    ]
+    overall = ok(runner, "stats").output.splitlines()
+    assert overall[1].split() == [
+        "5",
+        "2",
+        "40.0%",
+        "1130",
+        "555",
+        "1.235802458",
+        "250.0",
+        "895.0",
+        "20.0%",
+    ]
+    empty = ok(runner, "stats", "--since", "2999-01-01", "--by", "team").output
+    assert "No requests logged in this window." in empty
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "7x"], "The since value '7x' is not valid: use a duration such as 7d"),
+        (["--since", "last week"], "The since value 'last week' is not valid"),
+        (
+            ["--by", "day"],
+            "Cannot group statistics by 'day': choose one of key, team, model, provider.",
+        ),
+    ],
+)
+def test_cli_refuses_invalid_options(runner, log, args: list[str], message: str) -> None:
+    result = invoke(runner, "stats", *args)
+    assert result.exit_code == 1
+    assert f"Error: {message}" in result.output

@@ -1,0 +1,217 @@
+"""Configuration: defaults, type coercion, clear errors, environment mapping, README table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flask_aigateway import config
+from flask_aigateway.errors import ConfigError
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+EXPECTED_DEFAULTS: dict[str, Any] = {
+    "AIGATEWAY_DATABASE_URI": None,
+    "AIGATEWAY_ROUTE_PREFIX": "",
+    "AIGATEWAY_API_ENABLED": True,
+    "AIGATEWAY_DASHBOARD_ENABLED": True,
+    "AIGATEWAY_DASHBOARD_TOKEN": None,
+    "AIGATEWAY_SECRET_KEY": None,
+    "AIGATEWAY_RETRY_MAX_ATTEMPTS": 3,
+    "AIGATEWAY_RETRY_DELAY_MS": 200,
+    "AIGATEWAY_RETRY_BACKOFF": "exponential",
+    "AIGATEWAY_REQUEST_TIMEOUT": 120.0,
+    "AIGATEWAY_CACHE_ENABLED": False,
+    "AIGATEWAY_CACHE_TTL": 3600,
+    "AIGATEWAY_REDIS_URL": None,
+    "AIGATEWAY_RATELIMIT_STORAGE_URI": None,
+    "AIGATEWAY_CREATE_TABLES": False,
+}
+
+
+def test_issue_options_exist_with_their_defaults() -> None:
+    resolved = config.resolve({}, {})
+    for name, default in EXPECTED_DEFAULTS.items():
+        assert resolved[name] == default, name
+        assert type(resolved[name]) is type(default), name
+
+
+def test_every_option_resolves_to_its_declared_default_and_type() -> None:
+    resolved = config.resolve({}, {})
+    assert set(resolved) == {opt.name for opt in config.OPTIONS}
+    for opt in config.OPTIONS:
+        assert resolved[opt.name] == opt.default, opt.name
+        if opt.default is None:
+            assert opt.nullable, f"{opt.name} defaults to None but is not nullable"
+        else:
+            assert isinstance(resolved[opt.name], opt.type), opt.name
+
+
+def test_every_option_is_documented_and_prefixed() -> None:
+    names = [opt.name for opt in config.OPTIONS]
+    assert len(names) == len(set(names))
+    for opt in config.OPTIONS:
+        assert opt.name.startswith("AIGATEWAY_")
+        assert len(opt.doc) > 20, f"{opt.name} needs a meaningful doc"
+        if opt.choices:
+            assert opt.default in opt.choices
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        ("Yes", True),
+        (" on ", True),
+        (True, True),
+        ("0", False),
+        ("false", False),
+        ("NO", False),
+        ("off", False),
+        ("", False),
+        (False, False),
+    ],
+)
+def test_bool_coercion(raw: Any, expected: bool) -> None:
+    assert config.coerce(config.BY_NAME["AIGATEWAY_API_ENABLED"], raw) is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"),
+    [
+        ("AIGATEWAY_RETRY_MAX_ATTEMPTS", "5", 5),
+        ("AIGATEWAY_RETRY_MAX_ATTEMPTS", 0, 0),
+        ("AIGATEWAY_CACHE_TTL", "60", 60),
+        ("AIGATEWAY_REQUEST_TIMEOUT", "2.5", 2.5),
+        ("AIGATEWAY_REQUEST_TIMEOUT", 30, 30.0),
+        ("AIGATEWAY_RETRY_BACKOFF", "fixed", "fixed"),
+        ("AIGATEWAY_REDIS_URL", "redis://h:6379/1", "redis://h:6379/1"),
+        ("AIGATEWAY_REDIS_URL", "", None),
+        ("AIGATEWAY_DASHBOARD_TOKEN", None, None),
+    ],
+)
+def test_typed_coercion(name: str, raw: Any, expected: Any) -> None:
+    value = config.coerce(config.BY_NAME[name], raw)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "words"),
+    [
+        ("AIGATEWAY_API_ENABLED", "maybe", "not a valid bool"),
+        ("AIGATEWAY_API_ENABLED", 1, "not a valid bool"),
+        ("AIGATEWAY_RETRY_MAX_ATTEMPTS", "three", "not a valid int"),
+        ("AIGATEWAY_RETRY_MAX_ATTEMPTS", True, "not a valid int"),
+        ("AIGATEWAY_RETRY_MAX_ATTEMPTS", "-1", "must not be negative"),
+        ("AIGATEWAY_REQUEST_TIMEOUT", "soon", "not a valid float"),
+        ("AIGATEWAY_REQUEST_TIMEOUT", -0.5, "must not be negative"),
+        ("AIGATEWAY_RETRY_BACKOFF", "linear", "not one of: fixed, exponential"),
+        ("AIGATEWAY_CACHE_BACKEND", "disk", "not one of: sql, redis, memory"),
+        ("AIGATEWAY_ROUTE_PREFIX", None, "must be set"),
+        ("AIGATEWAY_REDIS_URL", 6379, "not a valid str"),
+    ],
+)
+def test_bad_values_raise_config_error_naming_the_option(name: str, raw: Any, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.coerce(config.BY_NAME[name], raw)
+    assert name in info.value.message
+    assert words in info.value.message
+
+
+def test_bad_value_in_app_config_fails_resolve() -> None:
+    with pytest.raises(ConfigError, match="AIGATEWAY_CACHE_TTL='an hour' is not a valid int"):
+        config.resolve({"AIGATEWAY_CACHE_TTL": "an hour"}, {})
+
+
+def test_precedence_constructor_over_app_config_over_default() -> None:
+    resolved = config.resolve(
+        {"AIGATEWAY_CACHE_TTL": 10, "AIGATEWAY_RETRY_MAX_ATTEMPTS": 7},
+        {"AIGATEWAY_CACHE_TTL": "20"},
+    )
+    assert resolved["AIGATEWAY_CACHE_TTL"] == 20
+    assert resolved["AIGATEWAY_RETRY_MAX_ATTEMPTS"] == 7
+    assert resolved["AIGATEWAY_RETRY_DELAY_MS"] == 200
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"Unknown AIGateway option.*AIGATEWAY_CACHE_TTLS"):
+        config.resolve({}, {"AIGATEWAY_CACHE_TTLS": 1})
+
+
+@pytest.mark.parametrize("prefix", ["ai-gateway", "/ai-gateway/", "//x", "/a//b"])
+def test_bad_route_prefix(prefix: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.resolve({"AIGATEWAY_ROUTE_PREFIX": prefix}, {})
+    assert "must start with '/' and not end with '/'" in info.value.message
+    assert "'/ai-gateway'" in info.value.message
+
+
+@pytest.mark.parametrize("prefix", ["", "/ai-gateway", "/tools/ai"])
+def test_good_route_prefix(prefix: str) -> None:
+    resolved = config.resolve({"AIGATEWAY_ROUTE_PREFIX": prefix}, {})
+    assert resolved["AIGATEWAY_ROUTE_PREFIX"] == prefix
+
+
+def test_from_environ_maps_and_types_every_gateway_variable() -> None:
+    environ = {
+        "AIGATEWAY_API_ENABLED": "false",
+        "AIGATEWAY_RETRY_MAX_ATTEMPTS": "4",
+        "AIGATEWAY_REQUEST_TIMEOUT": "9.5",
+        "AIGATEWAY_REDIS_URL": "redis://127.0.0.1:6379/2",
+        "AIGATEWAY_DASHBOARD_TOKEN": "",
+        "PATH": "/usr/bin",
+        "DATABASE_URL": "sqlite://",
+    }
+    assert config.from_environ(environ) == {
+        "AIGATEWAY_API_ENABLED": False,
+        "AIGATEWAY_RETRY_MAX_ATTEMPTS": 4,
+        "AIGATEWAY_REQUEST_TIMEOUT": 9.5,
+        "AIGATEWAY_REDIS_URL": "redis://127.0.0.1:6379/2",
+        "AIGATEWAY_DASHBOARD_TOKEN": None,
+    }
+
+
+def test_from_environ_accepts_every_option_as_a_string() -> None:
+    environ = {opt.name: _as_env(opt) for opt in config.OPTIONS}
+    mapped = config.from_environ(environ)
+    assert set(mapped) == set(environ)
+    for opt in config.OPTIONS:
+        assert mapped[opt.name] == config.coerce(opt, environ[opt.name])
+
+
+def _as_env(opt: config.Option) -> str:
+    if opt.default is None:
+        return "value"
+    if opt.type is bool:
+        return "true" if opt.default else "false"
+    return str(opt.default)
+
+
+def test_from_environ_refuses_unknown_gateway_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        config.from_environ({"AIGATEWAY_RETRIES": "3"})
+    assert "Unknown environment variable AIGATEWAY_RETRIES" in info.value.message
+    assert "AIGATEWAY_RETRY_MAX_ATTEMPTS" in info.value.message
+
+
+def test_from_environ_bad_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="AIGATEWAY_CACHE_ENABLED='sometimes'"):
+        config.from_environ({"AIGATEWAY_CACHE_ENABLED": "sometimes"})
+
+
+def test_readme_configuration_table_is_the_generated_one() -> None:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(
+        r"<!-- options-table:start -->\n(.*?)\n<!-- options-table:end -->", text, re.S
+    )
+    assert match, "README.md lacks the <!-- options-table:start/end --> markers"
+    assert match.group(1) == config.options_table(), (
+        "README.md's configuration table is out of date: replace it with `make options-table`."
+    )
+    for opt in config.OPTIONS:
+        assert f"| `{opt.name}` |" in match.group(1)

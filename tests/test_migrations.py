@@ -1,0 +1,147 @@
+"""Schema management: ``flask aigateway db …`` on an empty SQLite and PostgreSQL database.
+
+The migrations must create exactly what the models describe, be idempotent, and leave tables
+that are not the gateway's alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from flask import Flask
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, inspect, text
+from sqlalchemy.engine import Engine
+
+from flask_aigateway import AIGateway, get_state, schema
+from flask_aigateway.models import Base
+from flask_aigateway.schema import VERSION_TABLE
+
+BACKEND = os.environ.get("AIGATEWAY_TEST_BACKEND", "sqlite")
+GATEWAY_TABLES = {table.name for table in Base.metadata.sorted_tables}
+assert len(GATEWAY_TABLES) >= 8, GATEWAY_TABLES
+
+pytestmark = pytest.mark.parametrize(
+    "empty_database_uri",
+    [
+        "sqlite",
+        pytest.param(
+            "postgres",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(
+                    BACKEND != "postgres",
+                    reason="PostgreSQL runs with AIGATEWAY_TEST_BACKEND=postgres "
+                    "(make test-postgres)",
+                ),
+            ],
+        ),
+    ],
+    indirect=True,
+)
+
+
+@pytest.fixture
+def migrated_app(empty_database_uri: str, tmp_path: Path) -> Iterator[Flask]:
+    """An app whose gateway database is empty: no tables until a migration runs."""
+    app = Flask("migrations_test", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, AIGATEWAY_DATABASE_URI=empty_database_uri)
+    AIGateway(app)
+    yield app
+    get_state(app).close()
+
+
+@pytest.fixture
+def engine(empty_database_uri: str) -> Iterator[Engine]:
+    engine = create_engine(empty_database_uri)
+    yield engine
+    engine.dispose()
+
+
+def db(app: Flask, *args: str) -> str:
+    result = app.test_cli_runner().invoke(args=["aigateway", "db", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def table_names(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+def columns(engine: Engine) -> dict[str, list[tuple[str, str, bool]]]:
+    inspector = inspect(engine)
+    return {
+        table: [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)]
+        for table in sorted(GATEWAY_TABLES)
+    }
+
+
+def stamped(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.scalars(text(f"SELECT version_num FROM {VERSION_TABLE}")))
+
+
+def test_upgrade_creates_every_table_and_stamps_the_version(
+    migrated_app: Flask, engine: Engine
+) -> None:
+    assert table_names(engine) == set()
+    output = db(migrated_app, "upgrade")
+    head = schema.head_revision()
+    assert head is not None
+    assert f"Schema at {head}" in output
+    assert table_names(engine) == GATEWAY_TABLES | {VERSION_TABLE}
+    assert stamped(engine) == [head]
+    assert "alembic_version" not in table_names(engine), "the host's Alembic table stays free"
+    assert schema.is_current(get_state(migrated_app))
+    assert f"{head}: up to date" in db(migrated_app, "current")
+
+
+def test_upgrade_twice_is_a_no_op(migrated_app: Flask, engine: Engine) -> None:
+    db(migrated_app, "upgrade")
+    columns_before = columns(engine)
+    db(migrated_app, "upgrade")
+    assert table_names(engine) == GATEWAY_TABLES | {VERSION_TABLE}
+    assert stamped(engine) == [schema.head_revision()]
+    assert columns(engine) == columns_before
+
+
+def test_current_on_an_empty_database(migrated_app: Flask) -> None:
+    output = db(migrated_app, "current")
+    assert output.startswith("empty: behind (newest is ")
+    assert not schema.is_current(get_state(migrated_app))
+
+
+def test_migrated_schema_matches_the_models(migrated_app: Flask, engine: Engine) -> None:
+    db(migrated_app, "upgrade")
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
+        )
+        diff = compare_metadata(context, Base.metadata)
+    assert diff == [], f"models and migrations differ; write a migration: {diff}"
+
+
+def test_downgrade_to_base_removes_only_gateway_tables(migrated_app: Flask, engine: Engine) -> None:
+    host = MetaData()
+    Table("host_orders", host, Column("id", Integer, primary_key=True), Column("item", String(50)))
+    host.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO host_orders (id, item) VALUES (1, 'kept')"))
+
+    db(migrated_app, "upgrade")
+    assert table_names(engine) == GATEWAY_TABLES | {VERSION_TABLE, "host_orders"}
+    assert "Schema at base" in db(migrated_app, "downgrade", "base")
+
+    remaining = table_names(engine)
+    assert remaining & GATEWAY_TABLES == set()
+    assert "host_orders" in remaining
+    with engine.connect() as conn:
+        assert list(conn.execute(text("SELECT id, item FROM host_orders"))) == [(1, "kept")]
+    assert schema.current_revision(get_state(migrated_app)) is None
+
+    db(migrated_app, "upgrade")
+    assert table_names(engine) == GATEWAY_TABLES | {VERSION_TABLE, "host_orders"}

@@ -1,0 +1,424 @@
+"""The sample app: configuration from the environment, first-start bootstrap, and ``make run``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_aigateway import ConfigError, get_state
+from flask_aigateway.services.models import list_models
+from flask_aigateway.services.providers import list_providers, provider_api_key
+from sample_app import create_app, database_url
+from sample_app.bootstrap import SECRETS, announce, ensure_secrets, seed_providers
+
+ROOT = Path(__file__).resolve().parent.parent
+CLEARED = (
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "INSTANCE_PATH",
+    "HOST",
+    "PORT",
+    "WORKERS",
+    "THREADS",
+)
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A clean environment whose instance folder is this test's."""
+    for name in list(os.environ):
+        if name.startswith("AIGATEWAY_") or name in CLEARED:
+            monkeypatch.delenv(name)
+    instance = tmp_path / "instance"
+    monkeypatch.setenv("INSTANCE_PATH", str(instance))
+    return instance
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Flask]]:
+    """``create_app`` that closes every app's gateway state after the test."""
+    apps: list[Flask] = []
+
+    def make(config: dict[str, Any] | None = None) -> Flask:
+        app = create_app(config)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        get_state(app).close()
+
+
+@pytest.fixture
+def ready_app(
+    make_app: Callable[..., Flask], empty_database_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> Flask:
+    """The sample app on an empty database of the test backend, schema upgraded."""
+    monkeypatch.setenv("DATABASE_URL", empty_database_uri)
+    app = make_app()
+    result = app.test_cli_runner().invoke(args=["aigateway", "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    return app
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db:5432/gw", "postgresql+psycopg://u:p@db:5432/gw"),
+        ("postgresql://u@db/gw", "postgresql+psycopg://u@db/gw"),
+        ("postgresql+psycopg://u@db/gw", "postgresql+psycopg://u@db/gw"),
+        ("sqlite:////var/lib/gw.db", "sqlite:////var/lib/gw.db"),
+    ],
+)
+def test_database_url_mapping(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch, given: str, expected: str
+) -> None:
+    assert database_url(given) == expected
+    monkeypatch.setenv("DATABASE_URL", given)
+    app = make_app()
+    assert app.config["AIGATEWAY_DATABASE_URI"] == expected
+    assert get_state(app).database_uri == expected
+
+
+def test_environment_maps_onto_the_gateway_config(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIGATEWAY_CACHE_TTL", "60")
+    monkeypatch.setenv("AIGATEWAY_RETRY_BACKOFF", "fixed")
+    monkeypatch.setenv("AIGATEWAY_ROUTE_PREFIX", "/gw")
+    monkeypatch.setenv("AIGATEWAY_DATABASE_URI", "sqlite:///explicit.db")
+    monkeypatch.setenv("DATABASE_URL", "postgres://ignored/db")
+    monkeypatch.setenv("SECRET_KEY", "flask-secret-from-env")
+    app = make_app()
+    state = get_state(app)
+    assert state.settings["AIGATEWAY_CACHE_TTL"] == 60
+    assert state.settings["AIGATEWAY_RETRY_BACKOFF"] == "fixed"
+    assert state.database_uri == "sqlite:///explicit.db", "AIGATEWAY_DATABASE_URI wins"
+    assert app.secret_key == "flask-secret-from-env"
+    assert app.test_client().get("/gw/v1/health").status_code == 200
+
+
+def test_api_switch_from_the_environment(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIGATEWAY_API_ENABLED", "false")
+    assert make_app().test_client().get("/v1/health").status_code == 404
+
+
+def test_explicit_config_wins_over_the_environment(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIGATEWAY_CACHE_TTL", "60")
+    app = make_app({"AIGATEWAY_CACHE_TTL": 5})
+    assert get_state(app).settings["AIGATEWAY_CACHE_TTL"] == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("AIGATEWAY_CACHE_TTLS", "60", "Unknown environment variable AIGATEWAY_CACHE_TTLS"),
+        ("AIGATEWAY_CACHE_TTL", "soon", "AIGATEWAY_CACHE_TTL='soon' is not a valid int"),
+    ],
+)
+def test_bad_gateway_variable_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        create_app()
+    assert words in info.value.message
+
+
+def test_default_database_is_sqlite_in_the_instance_folder(
+    make_app: Callable[..., Flask], environment: Path
+) -> None:
+    app = make_app()
+    assert app.instance_path == str(environment)
+    assert get_state(app).database_uri == f"sqlite:///{environment / 'aigateway.db'}"
+
+
+def test_first_start_persists_secrets_with_mode_0600(
+    make_app: Callable[..., Flask], environment: Path
+) -> None:
+    app = make_app()
+    directory = environment / "secrets"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for secret in SECRETS:
+        path = directory / secret.filename
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert app.config[secret.config_key] == path.read_text().strip()
+        assert len(app.config[secret.config_key]) >= 32
+    assert (
+        get_state(app).settings["AIGATEWAY_DASHBOARD_TOKEN"]
+        == app.config["AIGATEWAY_DASHBOARD_TOKEN"]
+    )
+    assert get_state(app).cipher.configured
+
+    before = {p.name: (p.read_text(), p.stat().st_mtime_ns) for p in directory.iterdir()}
+    again = make_app()
+    assert {p.name: (p.read_text(), p.stat().st_mtime_ns) for p in directory.iterdir()} == before
+    for secret in SECRETS:
+        assert again.config[secret.config_key] == app.config[secret.config_key]
+
+
+def test_configured_secrets_are_not_generated(
+    make_app: Callable[..., Flask], environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SECRET_KEY", "s1")
+    monkeypatch.setenv("AIGATEWAY_SECRET_KEY", "s2")
+    app = make_app({"AIGATEWAY_DASHBOARD_TOKEN": "s3"})
+    assert (app.config["SECRET_KEY"], app.config["AIGATEWAY_DASHBOARD_TOKEN"]) == ("s1", "s3")
+    assert not (environment / "secrets").exists()
+
+
+def test_concurrent_first_starts_agree_on_one_secret(tmp_path: Path) -> None:
+    results: list[dict[str, str]] = []
+    barrier = threading.Barrier(8)
+
+    def start() -> None:
+        barrier.wait()
+        results.append(ensure_secrets(str(tmp_path), {}))
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 8
+    assert all(result == results[0] for result in results)
+    assert sorted(p.name for p in (tmp_path / "secrets").iterdir()) == sorted(
+        s.filename for s in SECRETS
+    ), "no temporary file is left behind"
+
+
+def test_empty_secret_file_says_how_to_recover(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "aigateway_secret_key").write_text("\n")
+    with pytest.raises(RuntimeError, match="delete the file to generate a new one"):
+        ensure_secrets(str(tmp_path), {"SECRET_KEY": "x", "AIGATEWAY_DASHBOARD_TOKEN": "y"})
+
+
+def test_openai_key_creates_provider_and_aliases_once(ready_app: Flask) -> None:
+    state = get_state(ready_app)
+    printed: list[str] = []
+    environ = {"OPENAI_API_KEY": "sk-test-openai-0123456789"}
+    created = announce(
+        ready_app, base_url="http://127.0.0.1:8000", environ=environ, echo=printed.append
+    )
+
+    assert [seeded.starter.provider for seeded in created] == ["openai"]
+    (provider,) = list_providers(state)
+    assert (provider.name, provider.format) == ("openai", "openai")
+    assert provider_api_key(state, provider) == "sk-test-openai-0123456789"
+    assert provider.api_key_encrypted and "sk-test" not in provider.api_key_encrypted
+    models = {m.alias: m for m in list_models(state)}
+    assert set(models) == {"gpt-4o-mini", "gpt-4o"}
+    (mini,) = models["gpt-4o-mini"].deployments
+    assert (mini.provider_model, mini.input_price, mini.output_price) == (
+        "gpt-4o-mini",
+        Decimal("0.15"),
+        Decimal("0.60"),
+    )
+    text = "\n".join(printed)
+    assert "Created provider 'openai' from OPENAI_API_KEY with aliases gpt-4o-mini, gpt-4o." in text
+    assert "http://127.0.0.1:8000/v1/chat/completions" in text
+    assert '"model": "gpt-4o-mini"' in text
+    assert "sk-test-openai" not in text, "the provider key is never printed"
+
+    assert (
+        announce(
+            ready_app,
+            base_url="http://x",
+            environ={"OPENAI_API_KEY": "sk-other-9999"},
+            echo=printed.append,
+        )
+        == []
+    )
+    (provider,) = list_providers(state)
+    assert provider_api_key(state, provider) == "sk-test-openai-0123456789"
+    assert len(list_models(state)) == 2
+
+
+def test_both_keys_create_both_providers(ready_app: Flask) -> None:
+    state = get_state(ready_app)
+    seed_providers(state, {"OPENAI_API_KEY": "sk-aaaaaaaaaaaa", "ANTHROPIC_API_KEY": "sk-ant-bbbb"})
+    assert [(p.name, p.format) for p in list_providers(state)] == [
+        ("anthropic", "anthropic"),
+        ("openai", "openai"),
+    ]
+    models = {m.alias: m.deployments[0] for m in list_models(state)}
+    assert set(models) == {"gpt-4o-mini", "gpt-4o", "claude-sonnet", "claude-haiku"}
+    sonnet = models["claude-sonnet"]
+    assert (sonnet.provider.name, sonnet.provider_model) == ("anthropic", "claude-sonnet-4-5")
+    assert (sonnet.input_price, sonnet.output_price) == (Decimal(3), Decimal(15))
+
+
+def test_deleted_alias_is_not_recreated_and_taken_alias_is_kept(ready_app: Flask) -> None:
+    from flask_aigateway.services.models import create_model, delete_model
+    from flask_aigateway.services.providers import create_provider
+
+    state = get_state(ready_app)
+    create_provider(state, name="local", format="ollama")
+    create_model(
+        state,
+        alias="claude-haiku",
+        provider="local",
+        model="llama3.2",
+        pricing_input=0,
+        pricing_output=0,
+    )
+    seeded = seed_providers(state, {"ANTHROPIC_API_KEY": "sk-ant-cccccccccc"})
+    assert [s.aliases for s in seeded] == [("claude-sonnet",)]
+    haiku = next(m for m in list_models(state) if m.alias == "claude-haiku")
+    assert haiku.deployments[0].provider.name == "local"
+
+    delete_model(state, "claude-sonnet")
+    assert seed_providers(state, {"ANTHROPIC_API_KEY": "sk-ant-cccccccccc"}) == []
+    assert {m.alias for m in list_models(state)} == {"claude-haiku"}
+
+
+def test_concurrent_bootstrap_creates_one_provider(ready_app: Flask) -> None:
+    state = get_state(ready_app)
+    barrier = threading.Barrier(6)
+    created: list[int] = []
+
+    def run() -> None:
+        barrier.wait()
+        created.append(len(seed_providers(state, {"OPENAI_API_KEY": "sk-concurrent-1234"})))
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(created) == [0, 0, 0, 0, 0, 1]
+    assert [p.name for p in list_providers(state)] == ["openai"]
+    assert len(list_models(state)) == 2
+
+
+def test_without_a_key_it_prints_the_commands_to_run(ready_app: Flask) -> None:
+    printed: list[str] = []
+    assert (
+        announce(ready_app, base_url="http://127.0.0.1:8000", environ={}, echo=printed.append) == []
+    )
+    text = "\n".join(printed)
+    assert "No provider yet" in text
+    assert (
+        "provider create --name ollama --format ollama --base-url http://localhost:11434/v1"
+    ) in text
+    assert (
+        "model create --alias llama3 --provider ollama --model llama3.2 "
+        "--pricing-input 0 --pricing-output 0"
+    ) in text
+    assert "key create --name me" in text
+    assert list_providers(get_state(ready_app)) == []
+
+
+def test_no_bootstrap_before_the_schema_exists(
+    make_app: Callable[..., Flask], empty_database_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", empty_database_uri)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-no-schema-yet")
+    app = make_app()
+    printed: list[str] = []
+    assert announce(app, base_url="http://127.0.0.1:8000", echo=printed.append) == []
+    assert "aigateway db upgrade" in "\n".join(printed)
+
+    result = app.test_cli_runner().invoke(args=["aigateway", "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "Created provider" not in result.output
+    assert list_providers(get_state(app)) == [], "db commands never seed"
+
+
+def test_bootstrap_command(ready_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-command-0000")
+    result = ready_app.test_cli_runner().invoke(
+        args=["bootstrap", "--url", "http://gateway.internal:9000"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "flask-aigateway is ready." in result.output
+    assert "http://gateway.internal:9000/v1" in result.output
+    assert [p.name for p in list_providers(get_state(ready_app))] == ["openai"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.slow
+def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
+    """``flask aigateway db upgrade`` then gunicorn with sample_app/gunicorn.conf.py."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HOST="127.0.0.1", PORT=str(port), THREADS="4")
+    upgrade = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "sample_app", "aigateway", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                status = _get(f"http://127.0.0.1:{port}/v1/health")
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200, log_path.read_text()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            code = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    output = log_path.read_text()
+    assert code == 0, output
+    assert "Using worker: gthread" in output
+    assert output.count("flask-aigateway is ready.") == 1, output
+    assert f"http://127.0.0.1:{port}/v1" in output
+    assert "GET /v1/health" in output, "access log on stdout"

@@ -1,0 +1,186 @@
+"""Streaming chat completions (SSE) over real HTTP: chunks, usage, cost, failures, log rows."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+import requests
+from fakes import Reply, ToolCall
+from sqlalchemy import select
+
+from flask_aigateway.models import RequestLog
+
+MESSAGES = [{"role": "user", "content": "Stream please"}]
+
+
+def stream(live_server, key, body):
+    response = requests.post(
+        live_server.url + "/v1/chat/completions",
+        json={"stream": True, **body},
+        headers={"Authorization": f"Bearer {key}"},
+        stream=True,
+        timeout=20,
+    )
+    return response
+
+
+def events(response):
+    """Every ``data:`` payload of an SSE body, decoded (``[DONE]`` kept as the string)."""
+    out = []
+    for line in response.iter_lines():
+        if line.startswith(b"data: "):
+            payload = line[6:].decode()
+            out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
+def rows(state):
+    with state.transaction() as session:
+        return session.scalars(select(RequestLog).order_by(RequestLog.id)).all()
+
+
+def wait_for_rows(state, count, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = rows(state)
+        if len(found) >= count:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"expected {count} log rows, found {len(rows(state))}")
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_stream_is_openai_sse_with_one_id_and_final_usage(live_server, state, api_key,
+                                                          upstreams, alias):
+    upstreams[alias].reply(text="one two three", prompt_tokens=100, completion_tokens=3)
+    response = stream(live_server, api_key, {
+        "model": alias, "messages": MESSAGES, "stream_options": {"include_usage": True}})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-aigateway-provider"]
+    got = events(response)
+    assert got[-1] == "[DONE]"
+    chunks = got[:-1]
+    assert {c["id"] for c in chunks} == {f"chatcmpl-{response.headers['x-request-id']}"}
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == alias for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "one two three"
+    assert all(isinstance(c["choices"][0]["delta"], dict) for c in chunks if c["choices"])
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert finishes[-1] == "stop" and all(f is None for f in finishes[:-1])
+    usage_chunk = chunks[-1]
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"]["prompt_tokens"] == 100
+    assert usage_chunk["usage"]["completion_tokens"] == 3
+    assert Decimal(usage_chunk["aigateway"]["cost_usd"]) == Decimal("0.000106")
+    assert all(c["usage"] is None for c in chunks[:-1])
+    [row] = wait_for_rows(state, 1)
+    assert row.stream is True
+    assert row.status_code == 200
+    assert (row.prompt_tokens, row.completion_tokens) == (100, 3)
+    assert row.cost == Decimal("0.000106")
+    assert row.ttft_ms is not None
+
+
+def test_stream_without_include_usage_has_no_usage_chunk(live_server, api_key, upstreams, state):
+    upstreams["gpt"].reply(text="hi", prompt_tokens=10, completion_tokens=1)
+    got = events(stream(live_server, api_key, {"model": "gpt", "messages": MESSAGES}))
+    chunks = got[:-1]
+    assert all(c["choices"] for c in chunks)
+    assert all("usage" not in c for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert Decimal(chunks[-1]["aigateway"]["cost_usd"]) == Decimal("0.000012")
+    assert upstreams["gpt"].last.json["stream_options"] == {"include_usage": True}
+    [row] = wait_for_rows(state, 1)
+    assert row.cost == Decimal("0.000012")
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_streamed_tool_calls(live_server, api_key, upstreams, alias):
+    upstreams[alias].reply(text=None, tool_calls=[ToolCall("get_weather", {"city": "Paris"})])
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    got = events(stream(live_server, api_key, {"model": alias, "messages": MESSAGES,
+                                               "tools": tools}))
+    calls = [d for c in got[:-1] for d in c["choices"][0]["delta"].get("tool_calls") or []]
+    assert calls[0]["index"] == 0
+    assert calls[0]["id"]
+    assert calls[0]["function"]["name"] == "get_weather"
+    arguments = "".join(d["function"].get("arguments") or "" for d in calls)
+    assert json.loads(arguments) == {"city": "Paris"}
+    assert got[-2]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_cut_stream_ends_with_an_error_event_and_bills_what_was_consumed(
+        live_server, api_key, upstreams, state, alias):
+    upstreams[alias].reply(text="a b c d e f g h", cut_after=4, prompt_tokens=50)
+    got = events(stream(live_server, api_key, {"model": alias, "messages": MESSAGES}))
+    assert got[-1] != "[DONE]"
+    assert "error" in got[-1]
+    assert got[-1]["error"]["type"] == "upstream_error"
+    [row] = wait_for_rows(state, 1)
+    assert row.status_code == 502
+    assert row.stream is True
+    assert row.prompt_tokens > 0
+    assert row.cost > 0
+
+
+def test_in_stream_error_event_becomes_an_error_event(live_server, api_key, upstreams, state):
+    upstreams["claude"].reply(text="a b c d e f", error_event_after=3)
+    got = events(stream(live_server, api_key, {"model": "claude", "messages": MESSAGES}))
+    assert "error" in got[-1]
+    [row] = wait_for_rows(state, 1)
+    assert row.status_code >= 500
+
+
+def test_failure_before_the_first_byte_is_retried(live_server, api_key, upstreams):
+    upstreams["gpt"].fail(500)
+    upstreams["gpt"].reply(text="after retry")
+    response = stream(live_server, api_key, {"model": "gpt", "messages": MESSAGES})
+    assert response.status_code == 200
+    assert response.headers["x-aigateway-attempts"] == "2"
+    got = events(response)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in got[:-1]) == (
+        "after retry")
+
+
+def test_failure_before_the_first_byte_falls_back(live_server, api_key, upstreams, state):
+    from flask_aigateway.services.models import update_model
+
+    update_model(state, "gpt", fallbacks="claude")
+    upstreams["gpt"].default = Reply(status=503)
+    upstreams["claude"].reply(text="fallback stream")
+    response = stream(live_server, api_key, {"model": "gpt", "messages": MESSAGES})
+    assert response.status_code == 200
+    assert response.headers["x-aigateway-fallback"] == "gpt,claude"
+    got = events(response)
+    assert all(c["model"] == "gpt" for c in got[:-1])
+
+
+def test_errors_before_the_stream_are_json(live_server, upstreams, api_key):
+    response = stream(live_server, "aigw_wrong", {"model": "gpt", "messages": MESSAGES})
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"
+    upstreams["gpt"].fail(400, "bad things")
+    response = stream(live_server, api_key, {"model": "gpt", "messages": MESSAGES})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "bad things"
+
+
+def test_client_disconnect_closes_upstream_and_logs_499(live_server, api_key, upstreams, state):
+    upstreams["gpt"].reply(text=" ".join(["word"] * 200), chunk_delay=0.02)
+    response = stream(live_server, api_key, {"model": "gpt", "messages": MESSAGES})
+    lines = response.iter_lines()
+    for _ in range(3):
+        next(lines)
+    response.close()
+    [row] = wait_for_rows(state, 1)
+    assert row.status_code == 499
+    assert row.error_type == "client_closed_request"
+    assert row.completion_tokens > 0
+    assert row.cost > 0
+    assert upstreams["gpt"].disconnected.wait(5)
