@@ -69,6 +69,12 @@ class RequestRecord:
         self.error_type = error.code or error.type
         self.error_message = error.message[:2000]
 
+    def crash(self, exc: BaseException) -> None:
+        """An unexpected exception (a bug, or an interrupt): logged as a 500."""
+        self.status_code = 500
+        self.error_type = "internal_error"
+        self.error_message = f"{exc.__class__.__name__}: {exc}"[:2000]
+
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
 

@@ -8,7 +8,6 @@ services call ``state.invalidate()``) and reaches other processes within that ma
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from .db import utcnow
 from .errors import AuthenticationError
 from .models import ApiKey, Team
 from .policy import EffectiveRules, effective_rules, rules_of
+from .services.keys import hash_secret
 from .state import GatewayState
 
 _CACHE = "principals"
@@ -38,11 +38,6 @@ class Principal:
     expires_at: dt.datetime | None = None
     #: Set when the secret used is the previous one of a rotated key.
     grace_until: dt.datetime | None = None
-
-
-def hash_secret(secret: str) -> str:
-    """SHA-256 hex of a key secret: what the database stores and looks up."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def bearer_token(authorization: str | None) -> str | None:

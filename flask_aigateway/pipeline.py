@@ -1,10 +1,9 @@
 """The request path, as named steps (DESIGN §1).
 
-authenticate → authorize(model) → [rate limit → reserve budget → cache lookup] → route (pick a
-deployment, call, retry, fall back) → account (usage, cost) → [settle] → log. The bracketed
-steps belong to the governance and accounting issues and plug in here. No Flask globals: the
-``/v1`` views and ``AIGateway.chat``/``stream`` both call :meth:`Pipeline.chat` and
-:meth:`Pipeline.open_stream`.
+authenticate → authorize(model) → admit (rate limit, budget reservation) → cache lookup →
+route (pick a deployment, call, retry, fall back) → account (usage, cost) → settle → finish
+(log, metrics). No Flask globals: the ``/v1`` views and ``AIGateway.chat``/``stream`` both call
+:meth:`Pipeline.chat` and :meth:`Pipeline.open_stream`.
 """
 
 from __future__ import annotations
@@ -17,14 +16,19 @@ from typing import Any
 
 from .accounting import RequestLogWriter, RequestRecord, cost_of
 from .auth import Principal, authenticate
+from .budgets import BudgetBook, Reservation
+from .cache import CacheDecision, ResponseCache
 from .catalog import AliasRoute, load_route
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
+from .metrics import Metrics
 from .providers import get_adapter
-from .providers.base import SSEEvent, StreamTranslator, Target
+from .providers.base import Target
 from .providers.transport import Transport
+from .ratelimit import RateLimiter
 from .routing import AttemptLog, Router, execute
-from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
+from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
+from .streaming import ChatStream, _Opened
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
 #: Passed as ``api_key`` by trusted in-process callers: no key, no key rules.
@@ -35,14 +39,46 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+@dataclass(slots=True)
+class Admission:
+    """What admitting one request holds until it ends: its budget reservation (settled to the
+    actual cost or released, exactly once) and the headers the client gets."""
+
+    reservation: Reservation | None = None
+    cache: CacheDecision | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    _done: bool = False
+
+    def settle(self, record: RequestRecord) -> None:
+        """Replace the reservation by what the request actually cost (0 when it failed
+        before any upstream work was billed)."""
+        if self._done:
+            return
+        self._done = True
+        if self.reservation is not None:
+            self.reservation.settle(record.cost)
+
+    def release(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self.reservation is not None:
+            self.reservation.release()
+
+
 class Pipeline:
-    """One per app: owns the transport (pooled upstream connections), router and log writer."""
+    """One per app: owns the transport (pooled upstream connections), the router, the rate
+    limiter, the budget book, the response cache, metrics and the request-log writer."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.settings = state.settings
         self.transport = Transport(connect_timeout=self.settings["AIGATEWAY_CONNECT_TIMEOUT"])
         self.router = Router(self.settings)
+        self.limiter = RateLimiter(state)
+        self.budgets = BudgetBook(state)
+        self.cache = ResponseCache(state)
+        self.metrics = Metrics(state)
         self.log_writer = RequestLogWriter(state)
 
     def close(self) -> None:
@@ -75,6 +111,14 @@ class Pipeline:
             )
         return route
 
+    def admit(self, request: ChatRequest, principal: Principal | None, route: AliasRoute,
+              admission: Admission) -> None:
+        """Rate limits first (cheap, and a refused request reserves nothing), then the budget
+        reservation of the worst-case cost, atomically across every budget that applies."""
+        admission.headers.update(self.limiter.admit(principal, request))
+        admission.reservation = self.budgets.reserve(principal, route, request)
+        admission.headers.update(admission.reservation.headers())
+
     def routes(self, first: AliasRoute) -> Iterator[AliasRoute]:
         """The requested alias, then its fallback chain in order (each alias once)."""
         seen = {first.alias}
@@ -95,17 +139,42 @@ class Pipeline:
         record.usage = usage
         record.cost = cost_of(usage, target)
 
+    def finish(self, record: RequestRecord, admission: Admission | None) -> None:
+        """Last step of every request, whatever its outcome: settle or release what was
+        reserved, then log and meter it."""
+        if admission is not None:
+            if record.status_code < 400 or record.cost > 0:
+                admission.settle(record)
+            else:
+                admission.release()
+        try:
+            self.limiter.record_usage(record)
+            self.metrics.observe(record)
+        finally:
+            self.log_writer.write(record)
+
     # -- JSON ------------------------------------------------------------------------------
 
-    def chat(self, request: ChatRequest, api_key: Any, request_id: str | None = None
-             ) -> ChatResponse:
+    def chat(self, request: ChatRequest, api_key: Any, request_id: str | None = None, *,
+             cache_control: str | None = None) -> ChatResponse:
         """Run one non-streaming request through every step; always writes its log row."""
         record = RequestRecord(request_id or new_request_id(), alias=request.model)
+        admission: Admission | None = None
         if request.stream:
             request = replace(request, stream=False)
         try:
             principal = self.authenticate(api_key, record)
             route = self.authorize(request, principal)
+            admission = Admission()
+            admission.cache = self.cache.decide(request, principal, route, cache_control)
+            admission.headers["x-aigateway-cache"] = admission.cache.status
+            self.admit(request, principal, route, admission)
+            cached = self.cache.get(admission.cache)
+            if cached is not None:
+                record.cache_hit = True
+                admission.headers["x-aigateway-cache"] = "HIT"
+                return replace(cached, request_id=record.request_id, cache_hit=True,
+                               cost=record.cost, headers=admission.headers)
             attempts = AttemptLog()
             try:
                 target, response = execute(
@@ -123,7 +192,7 @@ class Pipeline:
                     estimated=True,
                 )
             self.account(record, target, usage)
-            return replace(
+            result = replace(
                 response,
                 usage=usage,
                 cost=record.cost,
@@ -132,17 +201,18 @@ class Pipeline:
                 request_id=record.request_id,
                 attempts=record.attempts,
                 fallback_path=tuple(record.fallback_path),
+                headers=admission.headers,
             )
+            self.cache.put(admission.cache, result)
+            return result
         except GatewayError as error:
             record.fail(error)
             raise
         except Exception as exc:
-            record.status_code = 500
-            record.error_type = "internal_error"
-            record.error_message = f"{exc.__class__.__name__}: {exc}"[:2000]
+            record.crash(exc)
             raise
         finally:
-            self.log_writer.write(record)
+            self.finish(record, admission)
 
     def _call(self, request: ChatRequest, target: Target, seconds_left: float) -> ChatResponse:
         adapter = get_adapter(target.wire_format)
@@ -154,20 +224,25 @@ class Pipeline:
 
     # -- streams ---------------------------------------------------------------------------
 
-    def open_stream(self, request: ChatRequest, api_key: Any, request_id: str | None = None
-                    ) -> ChatStream:
+    def open_stream(self, request: ChatRequest, api_key: Any, request_id: str | None = None, *,
+                    cache_control: str | None = None) -> ChatStream:
         """Do every check and open the upstream stream before the first byte is sent.
 
         Retries and fallbacks happen here, until an upstream has produced its first event;
-        the returned :class:`ChatStream` yields chunks and writes the log row when it ends,
+        the returned :class:`ChatStream` yields chunks and finishes the request when it ends,
         however it ends (finished, cut, failed, or closed early by the client).
         """
         record = RequestRecord(request_id or new_request_id(), stream=True, alias=request.model)
+        admission: Admission | None = None
         if not request.stream:
             request = replace(request, stream=True)
         try:
             principal = self.authenticate(api_key, record)
             route = self.authorize(request, principal)
+            admission = Admission()
+            admission.cache = self.cache.decide(request, principal, route, cache_control)
+            admission.headers["x-aigateway-cache"] = admission.cache.status
+            self.admit(request, principal, route, admission)
             attempts = AttemptLog()
             try:
                 target, opened = execute(
@@ -183,12 +258,10 @@ class Pipeline:
             if isinstance(error, GatewayError):
                 record.fail(error)
             else:
-                record.status_code = 500
-                record.error_type = "internal_error"
-                record.error_message = f"{error.__class__.__name__}: {error}"[:2000]
-            self.log_writer.write(record)
+                record.crash(error)
+            self.finish(record, admission)
             raise
-        return ChatStream(self, request, record, target, opened)
+        return ChatStream(self, request, record, target, opened, admission)
 
     def _open(self, request: ChatRequest, target: Target, seconds_left: float) -> _Opened:
         adapter = get_adapter(target.wire_format)
@@ -212,176 +285,6 @@ class Pipeline:
         except BaseException:
             stream.close()
             raise
-
-
-@dataclass(slots=True)
-class _Opened:
-    stream: Any
-    events: Iterator[SSEEvent]
-    translator: StreamTranslator
-    first: list[dict[str, Any]]
-
-
-@dataclass(slots=True)
-class ChatStream:
-    """An open stream: iterate for :class:`StreamChunk` values (one id for the whole stream).
-
-    The final chunk carries the usage (when the client asked ``stream_options.include_usage``)
-    and an ``aigateway`` object with the cost. A failure after the first byte raises
-    :class:`UpstreamError` from the iterator (the HTTP view turns it into an error event).
-    """
-
-    pipeline: Pipeline
-    request: ChatRequest
-    record: RequestRecord
-    target: Target
-    opened: _Opened
-    created: int = field(default_factory=lambda: int(time.time()))
-    _text: list[str] = field(default_factory=list)
-    _settled: bool = False
-    _closed: bool = False
-
-    @property
-    def request_id(self) -> str:
-        return self.record.request_id
-
-    @property
-    def stream_id(self) -> str:
-        return f"chatcmpl-{self.record.request_id}"
-
-    def _stamp(self, chunk: dict[str, Any]) -> dict[str, Any]:
-        chunk["id"] = self.stream_id
-        chunk["object"] = "chat.completion.chunk"
-        chunk["created"] = self.created
-        chunk["model"] = self.request.model
-        if not self.request.include_usage:
-            chunk.pop("usage", None)
-        elif "usage" not in chunk:
-            chunk["usage"] = None
-        return chunk
-
-    def _extension(self) -> dict[str, Any]:
-        usage = self.record.usage
-        return {
-            "request_id": self.record.request_id,
-            "provider": self.target.provider_name,
-            "deployment": self.target.deployment_id,
-            "attempts": self.record.attempts,
-            "cost_usd": str(self.record.cost),
-            "usage_estimated": usage.estimated,
-        }
-
-    def __iter__(self) -> Iterator[StreamChunk]:
-        record = self.record
-        translator = self.opened.translator
-        completion_chars = self._text
-        held_finish: dict[str, Any] | None = None
-        try:
-            pending = list(self.opened.first)
-            events = self.opened.events
-            while True:
-                for chunk in pending:
-                    _collect_text(chunk, completion_chars)
-                    if not chunk.get("choices"):
-                        continue
-                    if any(c.get("finish_reason") for c in chunk["choices"]):
-                        held_finish = chunk
-                        continue
-                    yield StreamChunk(self._stamp(chunk))
-                if translator.done:
-                    break
-                event = next(events, None)
-                if event is None:
-                    break
-                pending = translator.feed(event)
-            if not translator.done:
-                raise UpstreamError(
-                    f"The stream from provider '{self.target.provider_name}' was cut before "
-                    "its end.",
-                    retryable=False,
-                )
-            self._settle(translator.usage, completion_chars)
-            final_usage = self.record.usage
-            if held_finish is not None:
-                if not self.request.include_usage:
-                    held_finish["aigateway"] = self._extension()
-                yield StreamChunk(self._stamp(held_finish))
-            if self.request.include_usage:
-                usage_chunk = self._stamp({"choices": []})
-                usage_chunk["usage"] = final_usage.to_openai()
-                usage_chunk["aigateway"] = self._extension()
-                yield StreamChunk(usage_chunk, usage=final_usage)
-        except GeneratorExit:
-            self._abandon()
-            raise
-        except GatewayError as error:
-            record.fail(error)
-            self._settle(translator.usage, completion_chars)
-            raise
-        except Exception as exc:
-            record.status_code = 500
-            record.error_type = "internal_error"
-            record.error_message = f"{exc.__class__.__name__}: {exc}"[:2000]
-            self._settle(translator.usage, completion_chars)
-            raise
-        finally:
-            self.close()
-
-    def _abandon(self) -> None:
-        """The consumer stopped before the end: bill what was consumed, log it as 499."""
-        if self._settled:
-            return
-        self.record.status_code = 499
-        self.record.error_type = "client_closed_request"
-        self.record.error_message = "The client closed the connection before the stream ended."
-        self._settle(self.opened.translator.usage, self._text)
-
-    def _settle(self, usage: Usage | None, completion_chars: list[str]) -> None:
-        """Charge what was consumed: upstream usage when given, else a local estimate."""
-        self._settled = True
-        if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
-            usage = Usage(
-                prompt_tokens=estimate_prompt_tokens(self.request),
-                completion_tokens=estimate_text_tokens("".join(completion_chars)),
-                estimated=True,
-            )
-        elif usage.completion_tokens == 0 and completion_chars:
-            usage = replace(
-                usage,
-                completion_tokens=estimate_text_tokens("".join(completion_chars)),
-                estimated=True,
-            )
-        self.pipeline.account(self.record, self.target, usage)
-
-    def __enter__(self) -> ChatStream:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the upstream connection and write the log row (once); safe to call early."""
-        if self._closed:
-            return
-        self._closed = True
-        if not self._settled:
-            self._abandon()
-        try:
-            self.opened.stream.close()
-        finally:
-            self.pipeline.log_writer.write(self.record)
-
-
-def _collect_text(chunk: dict[str, Any], sink: list[str]) -> None:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        content = delta.get("content")
-        if content:
-            sink.append(content)
-        for call in delta.get("tool_calls") or ():
-            arguments = (call.get("function") or {}).get("arguments")
-            if arguments:
-                sink.append(arguments)
 
 
 def get_pipeline(state: GatewayState) -> Pipeline:

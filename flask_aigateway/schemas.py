@@ -219,6 +219,8 @@ class ChatResponse:
     cache_hit: bool = False
     attempts: int = 1
     fallback_path: tuple[str, ...] = ()
+    #: Extra response headers (rate-limit and budget state) for the HTTP layer.
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def _message(self) -> dict[str, Any]:

@@ -408,7 +408,7 @@ class FakeOpenAI(FakeUpstream):
 
 _ANTHROPIC_ERRORS = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+    404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "api_error",
     504: "timeout_error", 529: "overloaded_error",
 }
 
@@ -430,7 +430,8 @@ class FakeAnthropic(FakeUpstream):
         return {"request-id": f"req_fake{next(_ids)}", "anthropic-organization-id": "org-fake"}
 
     def _invalid(self, headers: dict[str, str], body: Any) -> tuple[int, str] | None:
-        key = headers.get("x-api-key")
+        bearer = headers.get("authorization", "")
+        key = headers.get("x-api-key") or (bearer[7:] if bearer.startswith("Bearer ") else "")
         if not key:
             return 401, "x-api-key header is required"
         if self.require_key and key != self.require_key:

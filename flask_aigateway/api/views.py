@@ -85,12 +85,12 @@ def _gateway_headers(response: Response, result: ChatResponse | ChatStream) -> N
     """The ``x-aigateway-*`` headers (a stream's cost is in its final chunk instead)."""
     headers = response.headers
     if isinstance(result, ChatStream):
-        headers["x-aigateway-cache"] = "BYPASS"
+        headers.update(result.admission.headers)
         headers["x-aigateway-provider"] = result.target.provider_name
         headers["x-aigateway-deployment"] = result.target.deployment_id
         attempts, path = result.record.attempts, result.record.fallback_path
     else:
-        headers["x-aigateway-cache"] = "HIT" if result.cache_hit else "BYPASS"
+        headers.update(result.headers)
         headers["x-aigateway-provider"] = result.provider or ""
         headers["x-aigateway-deployment"] = result.deployment_id or ""
         headers["x-aigateway-cost-usd"] = str(result.cost)
@@ -154,13 +154,14 @@ def create_blueprint() -> Blueprint:
         chat_request = ChatRequest.from_body(_read_json_body())
         api_key = bearer_token(request.headers.get("Authorization"))
         pipeline = get_pipeline(get_state())
+        cache_control = request.headers.get("Cache-Control")
         if chat_request.stream:
-            stream = pipeline.open_stream(chat_request, api_key, rid)
+            stream = pipeline.open_stream(chat_request, api_key, rid, cache_control=cache_control)
             response = Response(_SSE(stream), mimetype="text/event-stream")
             response.headers["Cache-Control"] = "no-cache"
             response.headers["X-Accel-Buffering"] = "no"
         else:
-            result = pipeline.chat(chat_request, api_key, rid)
+            result = pipeline.chat(chat_request, api_key, rid, cache_control=cache_control)
             response = current_app.json.response(result.body)
             stream = None
         response.headers["x-request-id"] = rid

@@ -11,7 +11,7 @@ from ..policy import RULE_FIELDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_CLEAR = "On update, 'none' or 'unset' removes it (the team's value then applies)."
+_CLEAR = "On update, 'none' or 'unset' removes it (the inherited value then applies)."
 
 _OPTIONS = (
     click.option(
