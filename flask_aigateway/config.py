@@ -75,6 +75,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("AIGATEWAY_REDIS_URL", None, str,
            "Redis URL for state shared by several gateway processes (rate windows, counters, "
            "router health, cache). Unset: in-process state.", nullable=True),
+    Option("AIGATEWAY_REDIS_PREFIX", "aigw:", str,
+           "Prefix of every Redis key the gateway writes, so several gateways (or test runs) "
+           "can share one Redis database."),
     Option("AIGATEWAY_RATELIMIT_STORAGE_URI", None, str,
            "Flask-Limiter/limits storage URI. Unset: AIGATEWAY_REDIS_URL if set, else "
            "memory://.", nullable=True),

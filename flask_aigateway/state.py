@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .crypto import CredentialCipher
+from .errors import ConfigError
 from .db import make_engine, make_session_factory, transaction
 
 if TYPE_CHECKING:
@@ -74,6 +75,34 @@ class GatewayState:
                 if self._session_factory is None:
                     self._session_factory = make_session_factory(self.engine)
         return self._session_factory
+
+    def redis(self) -> Any:
+        """The shared Redis client (``redis.Redis``) when ``AIGATEWAY_REDIS_URL`` is set, else
+        None. One pooled client per app; keys must start with ``AIGATEWAY_REDIS_PREFIX``."""
+        url = self.settings["AIGATEWAY_REDIS_URL"]
+        if not url:
+            return None
+        client = self.resources.get("redis")
+        if client is None:
+            with self._lock:
+                client = self.resources.get("redis")
+                if client is None:
+                    try:
+                        import redis
+                    except ImportError:
+                        raise ConfigError(
+                            "AIGATEWAY_REDIS_URL is set but the 'redis' package is missing: "
+                            "pip install 'flask-aigateway[redis]'."
+                        ) from None
+                    client = redis.Redis.from_url(
+                        url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+                    )
+                    self.resources["redis"] = client
+        return client
+
+    def redis_key(self, *parts: object) -> str:
+        """A namespaced Redis key: ``<prefix><part>:<part>…``."""
+        return self.settings["AIGATEWAY_REDIS_PREFIX"] + ":".join(str(p) for p in parts)
 
     def session(self) -> Session:
         """A new session; the caller closes it (prefer :meth:`transaction`)."""

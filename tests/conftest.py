@@ -29,6 +29,8 @@ PG_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("AIGATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+#: Every Redis key of this test run starts with this (removed at the end of the run).
+REDIS_RUN_PREFIX = f"aigw-test:{os.getpid()}-{secrets.token_hex(3)}:"
 
 #: A fixed Fernet-compatible passphrase so tests can decrypt what they stored.
 TEST_SECRET = "test-secret-key-for-provider-credentials"
@@ -79,6 +81,8 @@ def redis_url() -> Iterator[str]:
     except Exception as exc:  # noqa: BLE001
         unavailable(f"Redis not reachable at {REDIS_URL}: {exc.__class__.__name__}")
     yield REDIS_URL
+    for key in client.scan_iter(match=REDIS_RUN_PREFIX + "*", count=1000):
+        client.delete(key)
     client.close()
 
 
@@ -114,6 +118,7 @@ def app_config(request: pytest.FixtureRequest, database_uri: str) -> dict[str, A
     }
     if BACKEND == "postgres":
         config["AIGATEWAY_REDIS_URL"] = request.getfixturevalue("redis_url")
+        config["AIGATEWAY_REDIS_PREFIX"] = f"{REDIS_RUN_PREFIX}{secrets.token_hex(4)}:"
     return config
 
 

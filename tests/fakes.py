@@ -90,7 +90,7 @@ def _estimate_tokens(body: Any) -> int:
 
 def _fragments(arguments: str) -> list[str]:
     step = max(1, len(arguments) // 3)
-    return [arguments[i:i + step] for i in range(0, len(arguments), step)]
+    return [arguments[i : i + step] for i in range(0, len(arguments), step)]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,8 +130,9 @@ class FakeUpstream:
     def __init__(self) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name=f"fake-{self.format}")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True, name=f"fake-{self.format}"
+        )
         self._thread.start()
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -198,8 +199,9 @@ class FakeUpstream:
             body = None
         headers = {k.lower(): v for k, v in h.headers.items()}
         with self._lock:
-            self.requests.append(Recorded(h.command, h.path, headers, raw, body,
-                                          h.client_address[1]))
+            self.requests.append(
+                Recorded(h.command, h.path, headers, raw, body, h.client_address[1])
+            )
             reply = self.replies.popleft() if self.replies else self.default
         if reply.latency:
             release.wait(reply.latency)
@@ -242,7 +244,7 @@ class FakeUpstream:
             h.send_header(name, value)
         h.end_headers()
         if reply.error_event_after is not None:
-            events = [*events[:reply.error_event_after], self._error_event(reply)]
+            events = [*events[: reply.error_event_after], self._error_event(reply)]
         try:
             for n, event in enumerate(events):
                 if reply.cut_after is not None and n == reply.cut_after:
@@ -256,7 +258,7 @@ class FakeUpstream:
                     event = event.replace("\n", "\r\n")
                 data = event.encode()
                 for i in range(0, len(data), reply.fragment or len(data)):
-                    piece = data[i:i + (reply.fragment or len(data))]
+                    piece = data[i : i + (reply.fragment or len(data))]
                     h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                     h.wfile.flush()
                 if reply.chunk_delay:
@@ -298,10 +300,16 @@ class FakeUpstream:
 _OPENAI_ERRORS = {
     400: ("invalid_request_error", None, "Invalid request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-fa***ke."),
-    403: ("invalid_request_error", "unsupported_country_region_territory",
-          "Country, region, or territory not supported"),
-    404: ("invalid_request_error", "model_not_found",
-          "The model `gpt-unknown` does not exist or you do not have access to it."),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model `gpt-unknown` does not exist or you do not have access to it.",
+    ),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests."),
     500: ("server_error", None, "The server had an error while processing your request."),
     503: ("server_error", None, "The engine is currently overloaded, please try again later."),
@@ -335,9 +343,14 @@ class FakeOpenAI(FakeUpstream):
         return None
 
     def _calls(self, reply: Reply) -> list[dict[str, Any]]:
-        return [{"id": c.id or f"call_fake{next(_ids)}", "type": "function",
-                 "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
-                for c in reply.tool_calls]
+        return [
+            {
+                "id": c.id or f"call_fake{next(_ids)}",
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+            }
+            for c in reply.tool_calls
+        ]
 
     def _finish(self, reply: Reply) -> str:
         return reply.finish or ("tool_calls" if reply.tool_calls else "stop")
@@ -345,37 +358,63 @@ class FakeOpenAI(FakeUpstream):
     def _usage_json(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         prompt, completion = self._usage(body, reply)
         return {
-            "prompt_tokens": prompt, "completion_tokens": completion,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": reply.cache_read_tokens, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
 
     def _message(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None,
-                                   "annotations": []}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": reply.text,
+            "refusal": None,
+            "annotations": [],
+        }
         if reply.tool_calls:
             message["tool_calls"] = self._calls(reply)
         return {
-            "id": f"chatcmpl-fake{next(_ids)}", "object": "chat.completion",
-            "created": int(time.time()), "model": body["model"],
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": self._finish(reply)}],
+            "id": f"chatcmpl-fake{next(_ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self._finish(reply),
+                }
+            ],
             "usage": self._usage_json(body, reply),
-            "service_tier": "default", "system_fingerprint": "fp_fake",
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
         }
 
     def _events(self, body: dict[str, Any], reply: Reply) -> list[str]:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        head = {"id": f"chatcmpl-fake{next(_ids)}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": body["model"], "service_tier": "default",
-                "system_fingerprint": "fp_fake"}
+        head = {
+            "id": f"chatcmpl-fake{next(_ids)}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body["model"],
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+        }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
-            data = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                         "finish_reason": finish}]}
+            data = {
+                **head,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
             if include_usage:
                 data["usage"] = None
             return f"data: {json.dumps(data)}\n\n"
@@ -385,8 +424,10 @@ class FakeOpenAI(FakeUpstream):
         for index, call in enumerate(self._calls(reply)):
             first = {**call, "index": index, "function": {**call["function"], "arguments": ""}}
             events.append(chunk({"tool_calls": [first]}))
-            events += [chunk({"tool_calls": [{"index": index, "function": {"arguments": f}}]})
-                       for f in _fragments(call["function"]["arguments"])]
+            events += [
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": f}}]})
+                for f in _fragments(call["function"]["arguments"])
+            ]
         events.append(chunk({}, self._finish(reply)))
         if include_usage:
             usage = {**head, "choices": [], "usage": self._usage_json(body, reply)}
@@ -395,21 +436,36 @@ class FakeOpenAI(FakeUpstream):
 
     def _error_body(self, reply: Reply) -> dict[str, Any]:
         kind, code, message = _OPENAI_ERRORS.get(reply.status, _OPENAI_ERRORS[500])
-        return {"error": {"message": reply.error_message or message,
-                          "type": reply.error_type or kind, "param": None,
-                          "code": reply.error_code or code}}
+        return {
+            "error": {
+                "message": reply.error_message or message,
+                "type": reply.error_type or kind,
+                "param": None,
+                "code": reply.error_code or code,
+            }
+        }
 
     def _error_event(self, reply: Reply) -> str:
-        error = {"message": reply.error_message or "The server had an error while processing "
-                 "your request.", "type": reply.error_type or "server_error", "param": None,
-                 "code": reply.error_code}
+        error = {
+            "message": reply.error_message
+            or "The server had an error while processing your request.",
+            "type": reply.error_type or "server_error",
+            "param": None,
+            "code": reply.error_code,
+        }
         return f"data: {json.dumps({'error': error})}\n\n"
 
 
 _ANTHROPIC_ERRORS = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "api_error",
-    504: "timeout_error", 529: "overloaded_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
 }
 
 
@@ -453,12 +509,16 @@ class FakeAnthropic(FakeUpstream):
             blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
             results = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
             if results - pending:
-                return 400, (f"messages.{i}.content: unexpected `tool_use_id` found in "
-                             "`tool_result` blocks. Each `tool_result` block must have a "
-                             "corresponding `tool_use` block in the previous message.")
+                return 400, (
+                    f"messages.{i}.content: unexpected `tool_use_id` found in "
+                    "`tool_result` blocks. Each `tool_result` block must have a "
+                    "corresponding `tool_use` block in the previous message."
+                )
             if pending - results:
-                return 400, ("messages: `tool_use` ids were found without `tool_result` blocks "
-                             f"immediately after: {', '.join(sorted(pending - results))}")
+                return 400, (
+                    "messages: `tool_use` ids were found without `tool_result` blocks "
+                    f"immediately after: {', '.join(sorted(pending - results))}"
+                )
             if any(b.get("type") == "text" and not b.get("text") for b in blocks):
                 return 400, f"messages.{i}: text content blocks must be non-empty"
             pending = {b["id"] for b in blocks if b.get("type") == "tool_use"}
@@ -474,25 +534,41 @@ class FakeAnthropic(FakeUpstream):
                 forced = {"text": text}
             text, calls = None, [ToolCall(choice["name"], forced)]
         blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-        blocks += [{"type": "tool_use", "id": c.id or f"toolu_fake{next(_ids)}", "name": c.name,
-                    "input": dict(c.arguments)} for c in calls]
+        blocks += [
+            {
+                "type": "tool_use",
+                "id": c.id or f"toolu_fake{next(_ids)}",
+                "name": c.name,
+                "input": dict(c.arguments),
+            }
+            for c in calls
+        ]
         return blocks
 
     def _usage_json(self, body: dict[str, Any], reply: Reply, output: int) -> dict[str, Any]:
         prompt, _ = self._usage(body, reply)
-        return {"input_tokens": prompt, "cache_creation_input_tokens": reply.cache_write_tokens,
-                "cache_read_input_tokens": reply.cache_read_tokens, "output_tokens": output,
-                "service_tier": "standard"}
+        return {
+            "input_tokens": prompt,
+            "cache_creation_input_tokens": reply.cache_write_tokens,
+            "cache_read_input_tokens": reply.cache_read_tokens,
+            "output_tokens": output,
+            "service_tier": "standard",
+        }
 
     def _stop(self, blocks: list[dict[str, Any]], reply: Reply) -> str:
-        return reply.finish or ("tool_use" if blocks and blocks[-1]["type"] == "tool_use"
-                                else "end_turn")
+        return reply.finish or (
+            "tool_use" if blocks and blocks[-1]["type"] == "tool_use" else "end_turn"
+        )
 
     def _message(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         blocks = self._blocks(body, reply)
         return {
-            "id": f"msg_fake{next(_ids)}", "type": "message", "role": "assistant",
-            "model": body["model"], "content": blocks, "stop_reason": self._stop(blocks, reply),
+            "id": f"msg_fake{next(_ids)}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": blocks,
+            "stop_reason": self._stop(blocks, reply),
             "stop_sequence": None,
             "usage": self._usage_json(body, reply, self._usage(body, reply)[1]),
         }
@@ -502,39 +578,69 @@ class FakeAnthropic(FakeUpstream):
             return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n"
 
         message = self._message(body, reply)
-        start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
-                 "usage": self._usage_json(body, reply, 1)}
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": self._usage_json(body, reply, 1),
+        }
         events = [event({"type": "message_start", "message": start})]
         for index, block in enumerate(message["content"]):
             if block["type"] == "text":
-                events.append(event({"type": "content_block_start", "index": index,
-                                     "content_block": {"type": "text", "text": ""}}))
+                events.append(
+                    event(
+                        {
+                            "type": "content_block_start",
+                            "index": index,
+                            "content_block": {"type": "text", "text": ""},
+                        }
+                    )
+                )
                 if index == 0:
                     events.append(event({"type": "ping"}))
                 deltas = [{"type": "text_delta", "text": w} for w in _words(block["text"])]
             else:
-                events.append(event({"type": "content_block_start", "index": index,
-                                     "content_block": {**block, "input": {}}}))
+                events.append(
+                    event(
+                        {
+                            "type": "content_block_start",
+                            "index": index,
+                            "content_block": {**block, "input": {}},
+                        }
+                    )
+                )
                 arguments = json.dumps(block["input"]) if block["input"] else ""
-                deltas = [{"type": "input_json_delta", "partial_json": f}
-                          for f in ["", *_fragments(arguments)]]
-            events += [event({"type": "content_block_delta", "index": index, "delta": d})
-                       for d in deltas]
+                deltas = [
+                    {"type": "input_json_delta", "partial_json": f}
+                    for f in ["", *_fragments(arguments)]
+                ]
+            events += [
+                event({"type": "content_block_delta", "index": index, "delta": d}) for d in deltas
+            ]
             events.append(event({"type": "content_block_stop", "index": index}))
-        events.append(event({
-            "type": "message_delta",
-            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-            "usage": {"output_tokens": message["usage"]["output_tokens"]},
-        }))
+        events.append(
+            event(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                    "usage": {"output_tokens": message["usage"]["output_tokens"]},
+                }
+            )
+        )
         return [*events, event({"type": "message_stop"})]
 
     def _error_body(self, reply: Reply) -> dict[str, Any]:
         kind = reply.error_type or _ANTHROPIC_ERRORS.get(reply.status, "api_error")
-        return {"type": "error", "error": {"type": kind,
-                                           "message": reply.error_message or "Internal server error"},
-                "request_id": f"req_fake{next(_ids)}"}
+        return {
+            "type": "error",
+            "error": {"type": kind, "message": reply.error_message or "Internal server error"},
+            "request_id": f"req_fake{next(_ids)}",
+        }
 
     def _error_event(self, reply: Reply) -> str:
-        error = {"type": reply.error_type or "overloaded_error",
-                 "message": reply.error_message or "Overloaded"}
+        error = {
+            "type": reply.error_type or "overloaded_error",
+            "message": reply.error_message or "Overloaded",
+        }
         return f"event: error\ndata: {json.dumps({'type': 'error', 'error': error})}\n\n"

@@ -33,8 +33,16 @@ USER = {"role": "user", "content": "hi"}
 
 def target(base_url: str = "", **kw: Any) -> Target:
     fields: dict[str, Any] = {"api_key": "sk-ant-upstream", "default_max_tokens": 1000} | kw
-    return Target("dep-1", "smart", "prov-1", "claude", ProviderFormat.ANTHROPIC, base_url,
-                  "claude-sonnet-4-5", **fields)
+    return Target(
+        "dep-1",
+        "smart",
+        "prov-1",
+        "claude",
+        ProviderFormat.ANTHROPIC,
+        base_url,
+        "claude-sonnet-4-5",
+        **fields,
+    )
 
 
 def chat(messages: list[dict[str, Any]] | None = None, **params: Any) -> ChatRequest:
@@ -62,13 +70,16 @@ def translate(name: str, request: ChatRequest | None = None) -> tuple[list[dict[
 # -- URL and headers ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("base", "url"), [
-    ("", "https://api.anthropic.com/v1/messages"),
-    ("https://api.anthropic.com/", "https://api.anthropic.com/v1/messages"),
-    ("https://api.anthropic.com/v1", "https://api.anthropic.com/v1/messages"),
-    ("https://api.anthropic.com/v1/messages", "https://api.anthropic.com/v1/messages"),
-    ("https://proxy.example.com/anthropic", "https://proxy.example.com/anthropic/v1/messages"),
-])
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("", "https://api.anthropic.com/v1/messages"),
+        ("https://api.anthropic.com/", "https://api.anthropic.com/v1/messages"),
+        ("https://api.anthropic.com/v1", "https://api.anthropic.com/v1/messages"),
+        ("https://api.anthropic.com/v1/messages", "https://api.anthropic.com/v1/messages"),
+        ("https://proxy.example.com/anthropic", "https://proxy.example.com/anthropic/v1/messages"),
+    ],
+)
 def test_messages_url(base: str, url: str) -> None:
     assert adapter.build_request(chat(), target(base)).url == url
 
@@ -86,29 +97,43 @@ def test_headers() -> None:
 
 
 def test_system_and_developer_messages_join_into_system() -> None:
-    body = sent([
-        {"role": "system", "content": "Be terse."},
-        {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
-        USER,
-        {"role": "system", "content": "Never lie."},
-    ])
+    body = sent(
+        [
+            {"role": "system", "content": "Be terse."},
+            {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
+            USER,
+            {"role": "system", "content": "Never lie."},
+        ]
+    )
     assert body["system"] == "Be terse.\n\nAnswer in French.\n\nNever lie."
     assert body["messages"] == [{"role": "user", "content": "hi"}]
 
 
 def test_system_with_cache_control_stays_blocks() -> None:
     marker = {"type": "ephemeral"}
-    body = sent([{"role": "system", "content": [
-        {"type": "text", "text": "Long manual", "cache_control": marker}]}, USER])
+    body = sent(
+        [
+            {
+                "role": "system",
+                "content": [{"type": "text", "text": "Long manual", "cache_control": marker}],
+            },
+            USER,
+        ]
+    )
     assert body["system"] == [{"type": "text", "text": "Long manual", "cache_control": marker}]
 
 
 def test_user_and_assistant_text_and_parts() -> None:
-    body = sent([
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-        {"role": "assistant", "content": "c"},
-        {"role": "user", "content": "d"},
-    ])
+    body = sent(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
+            {"role": "assistant", "content": "c"},
+            {"role": "user", "content": "d"},
+        ]
+    )
     assert body["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
         {"role": "assistant", "content": "c"},
@@ -118,80 +143,186 @@ def test_user_and_assistant_text_and_parts() -> None:
 
 
 def test_image_parts() -> None:
-    body = sent([{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"}},
-    ]}])
+    body = sent(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                    },
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"},
+                    },
+                ],
+            }
+        ]
+    )
     assert body["messages"][0]["content"][1:] == [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                     "data": "iVBORw0KGgo="}},
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+        },
         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
     ]
 
 
 def test_pdf_file_part_becomes_a_document() -> None:
-    body = sent([{"role": "user", "content": [{"type": "file", "file": {
-        "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}}]}])
-    assert body["messages"][0]["content"] == [{"type": "document", "title": "a.pdf", "source": {
-        "type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}]
+    body = sent(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "file",
+                        "file": {
+                            "filename": "a.pdf",
+                            "file_data": "data:application/pdf;base64,JVBERi0=",
+                        },
+                    }
+                ],
+            }
+        ]
+    )
+    assert body["messages"][0]["content"] == [
+        {
+            "type": "document",
+            "title": "a.pdf",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+        }
+    ]
 
 
-@pytest.mark.parametrize(("part", "param"), [
-    ({"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}, "messages[0].content[0].image_url.url"),
-    ({"type": "input_audio", "input_audio": {"data": "AAA", "format": "wav"}}, "messages[0].content[0]"),
-    ({"type": "file", "file": {"file_id": "file-abc"}}, "messages[0].content[0].file"),
-])
+@pytest.mark.parametrize(
+    ("part", "param"),
+    [
+        (
+            {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}},
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            {"type": "input_audio", "input_audio": {"data": "AAA", "format": "wav"}},
+            "messages[0].content[0]",
+        ),
+        ({"type": "file", "file": {"file_id": "file-abc"}}, "messages[0].content[0].file"),
+    ],
+)
 def test_content_parts_that_cannot_be_sent(part: dict[str, Any], param: str) -> None:
     message = refused(param, [{"role": "user", "content": [part]}])
     assert param in message
 
 
 def test_assistant_tool_calls_and_tool_results() -> None:
-    body = sent([
-        {"role": "user", "content": "Weather in Paris and Rome?"},
-        {"role": "assistant", "content": "Checking.", "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-            {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": ""}},
-        ]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
-        {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "noon"}]},
-        {"role": "user", "content": "Thanks, and tomorrow?"},
-    ])
-    assert body["messages"][1] == {"role": "assistant", "content": [
-        {"type": "text", "text": "Checking."},
-        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
-        {"type": "tool_use", "id": "call_2", "name": "get_time", "input": {}},
-    ]}
-    assert body["messages"][2] == {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
-        {"type": "tool_result", "tool_use_id": "call_2", "content": [{"type": "text", "text": "noon"}]},
-        {"type": "text", "text": "Thanks, and tomorrow?"},
-    ]}
+    body = sent(
+        [
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "get_time", "arguments": ""},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+            {
+                "role": "tool",
+                "tool_call_id": "call_2",
+                "content": [{"type": "text", "text": "noon"}],
+            },
+            {"role": "user", "content": "Thanks, and tomorrow?"},
+        ]
+    )
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "call_2", "name": "get_time", "input": {}},
+        ],
+    }
+    assert body["messages"][2] == {
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
+            {
+                "type": "tool_result",
+                "tool_use_id": "call_2",
+                "content": [{"type": "text", "text": "noon"}],
+            },
+            {"type": "text", "text": "Thanks, and tomorrow?"},
+        ],
+    }
     assert len(body["messages"]) == 3
 
 
 def test_invalid_tool_call_arguments_name_the_param() -> None:
     param = "messages[1].tool_calls[0].function.arguments"
-    refused(param, [USER, {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]}])
+    refused(
+        param,
+        [
+            USER,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{not json"},
+                    }
+                ],
+            },
+        ],
+    )
 
 
 def test_consecutive_same_role_turns_merge() -> None:
-    body = sent([USER, {"role": "user", "content": "again"},
-                 {"role": "assistant", "content": "x"}, {"role": "assistant", "content": ""},
-                 {"role": "assistant", "content": "y"}])
+    body = sent(
+        [
+            USER,
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": "x"},
+            {"role": "assistant", "content": ""},
+            {"role": "assistant", "content": "y"},
+        ]
+    )
     assert body["messages"] == [
-        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "again"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "x"}, {"type": "text", "text": "y"}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "again"}],
+        },
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "x"}, {"type": "text", "text": "y"}],
+        },
     ]
 
 
 def test_function_role_and_function_call_are_refused() -> None:
     refused("messages[1].role", [USER, {"role": "function", "name": "f", "content": "x"}])
-    refused("messages[1].function_call", [USER, {"role": "assistant", "content": None,
-                                                 "function_call": {"name": "f", "arguments": "{}"}}])
+    refused(
+        "messages[1].function_call",
+        [
+            USER,
+            {
+                "role": "assistant",
+                "content": None,
+                "function_call": {"name": "f", "arguments": "{}"},
+            },
+        ],
+    )
 
 
 # -- tools ----------------------------------------------------------------------------------------
@@ -203,25 +334,38 @@ def test_tools_translate_to_input_schema() -> None:
     tools = [*TOOLS, {"type": "function", "function": {"name": "ping", "description": "Ping."}}]
     assert sent(tools=tools)["tools"] == [
         {"name": "get_weather", "input_schema": TOOLS[0]["function"]["parameters"]},
-        {"name": "ping", "description": "Ping.", "input_schema": {"type": "object", "properties": {}}},
+        {
+            "name": "ping",
+            "description": "Ping.",
+            "input_schema": {"type": "object", "properties": {}},
+        },
     ]
 
 
-@pytest.mark.parametrize(("choice", "expected"), [
-    ("auto", {"type": "auto"}),
-    ("none", {"type": "none"}),
-    ("required", {"type": "any"}),
-    ({"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}),
-])
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ("required", {"type": "any"}),
+        (
+            {"type": "function", "function": {"name": "get_weather"}},
+            {"type": "tool", "name": "get_weather"},
+        ),
+    ],
+)
 def test_tool_choice(choice: Any, expected: dict[str, Any]) -> None:
     assert sent(tools=TOOLS, tool_choice=choice)["tool_choice"] == expected
 
 
-@pytest.mark.parametrize(("choice", "expected"), [
-    (None, {"type": "auto", "disable_parallel_tool_use": True}),
-    ("required", {"type": "any", "disable_parallel_tool_use": True}),
-    ("none", {"type": "none"}),
-])
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        (None, {"type": "auto", "disable_parallel_tool_use": True}),
+        ("required", {"type": "any", "disable_parallel_tool_use": True}),
+        ("none", {"type": "none"}),
+    ],
+)
 def test_parallel_tool_calls_false(choice: Any, expected: dict[str, Any]) -> None:
     params = {"tools": TOOLS, "parallel_tool_calls": False}
     if choice:
@@ -243,11 +387,14 @@ def test_unsupported_tool_types_are_refused() -> None:
 # -- sampling and limits --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("params", "expected"), [
-    ({}, 1000),
-    ({"max_tokens": 50}, 50),
-    ({"max_completion_tokens": 70, "max_tokens": 50}, 70),
-])
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, 1000),
+        ({"max_tokens": 50}, 50),
+        ({"max_completion_tokens": 70, "max_tokens": 50}, 70),
+    ],
+)
 def test_max_tokens(params: dict[str, Any], expected: int) -> None:
     assert sent(**params)["max_tokens"] == expected
 
@@ -283,8 +430,13 @@ JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "place", "schema":
 
 def test_json_schema_becomes_a_forced_tool() -> None:
     body = sent(response_format=JSON_SCHEMA)
-    assert body["tools"] == [{"name": "place", "input_schema": SCHEMA,
-                              "description": "Respond with a JSON object that matches this schema."}]
+    assert body["tools"] == [
+        {
+            "name": "place",
+            "input_schema": SCHEMA,
+            "description": "Respond with a JSON object that matches this schema.",
+        }
+    ]
     assert body["tool_choice"] == {"type": "tool", "name": "place"}
 
 
@@ -301,11 +453,18 @@ def test_json_mode_conflicts_and_unknown_types() -> None:
 
 
 def test_json_mode_response_becomes_content() -> None:
-    data = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
-            "content": [{"type": "tool_use", "id": "t", "name": "place", "input": {"city": "Oslo"}}],
-            "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 3}}
-    response = adapter.parse_response(json.dumps(data).encode(),
-                                      chat(response_format=JSON_SCHEMA), target())
+    data = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [{"type": "tool_use", "id": "t", "name": "place", "input": {"city": "Oslo"}}],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 5, "output_tokens": 3},
+    }
+    response = adapter.parse_response(
+        json.dumps(data).encode(), chat(response_format=JSON_SCHEMA), target()
+    )
     assert json.loads(response.content) == {"city": "Oslo"}
     assert response.finish_reason == "stop" and response.tool_calls == []
 
@@ -314,13 +473,31 @@ def test_json_mode_stream_becomes_content() -> None:
     request = chat(stream=True, response_format={"type": "json_object"})
     translator = adapter.stream_translator(request, target())
     events = [
-        {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3, "output_tokens": 1}}},
-        {"type": "content_block_start", "index": 0, "content_block": {
-            "type": "tool_use", "id": "t", "name": "json_response", "input": {}}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"a"'}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ": 1}"}},
+        {
+            "type": "message_start",
+            "message": {"id": "m", "usage": {"input_tokens": 3, "output_tokens": 1}},
+        },
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "tool_use", "id": "t", "name": "json_response", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '{"a"'},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": ": 1}"},
+        },
         {"type": "content_block_stop", "index": 0},
-        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use"},
+            "usage": {"output_tokens": 9},
+        },
     ]
     chunks = [c for e in events for c in translator.feed(SSEEvent(json.dumps(e), e["type"]))]
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == '{"a": 1}'
@@ -348,8 +525,11 @@ def _params_for(name: str) -> dict[str, Any]:
 
 
 REFUSED = sorted(n for n, h in PARAMETERS.items() if h.decision == "refused")
-ACCEPTED = sorted(n for n, h in PARAMETERS.items()
-                  if h.decision != "refused" and n not in ("model", "messages", "stream"))
+ACCEPTED = sorted(
+    n
+    for n, h in PARAMETERS.items()
+    if h.decision != "refused" and n not in ("model", "messages", "stream")
+)
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -366,11 +546,20 @@ def test_accepted_parameters_reach_the_body(name: str) -> None:
     assert body != before or name == "stream_options"
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("n", 1), ("logprobs", False), ("presence_penalty", 0), ("frequency_penalty", 0.0),
-    ("logit_bias", {}), ("top_logprobs", 0), ("store", False), ("modalities", ["text"]),
-    ("seed", None),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("n", 1),
+        ("logprobs", False),
+        ("presence_penalty", 0),
+        ("frequency_penalty", 0.0),
+        ("logit_bias", {}),
+        ("top_logprobs", 0),
+        ("store", False),
+        ("modalities", ["text"]),
+        ("seed", None),
+    ],
+)
 def test_default_values_of_refused_parameters_are_accepted(name: str, value: Any) -> None:
     assert sent(**{name: value})["messages"] == [USER]
 
@@ -395,11 +584,18 @@ def test_parse_text_message_with_cache_usage() -> None:
     body = response.body
     assert body["object"] == "chat.completion" and body["model"] == "smart"
     assert body["id"] == data["id"]
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Hi! My name is Claude.",
-                                             "refusal": None}
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "Hi! My name is Claude.",
+        "refusal": None,
+    }
     assert response.finish_reason == "stop"
-    assert response.usage == Usage(prompt_tokens=21 + 1800 + 188, completion_tokens=12,
-                                   cached_tokens=1800, cache_write_tokens=188)
+    assert response.usage == Usage(
+        prompt_tokens=21 + 1800 + 188,
+        completion_tokens=12,
+        cached_tokens=1800,
+        cache_write_tokens=188,
+    )
     assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 1800
     assert body["usage"]["total_tokens"] == 2021
 
@@ -412,25 +608,41 @@ def test_parse_tool_use_message() -> None:
     [call] = response.tool_calls
     assert call["id"] == "toolu_01A09q90qw90lq917835lq9" and call["type"] == "function"
     assert call["function"]["name"] == "get_weather"
-    assert json.loads(call["function"]["arguments"]) == {"location": "San Francisco, CA",
-                                                         "unit": "celsius"}
+    assert json.loads(call["function"]["arguments"]) == {
+        "location": "San Francisco, CA",
+        "unit": "celsius",
+    }
 
 
-@pytest.mark.parametrize(("stop_reason", "finish"), [
-    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"),
-    ("tool_use", "tool_calls"), ("refusal", "content_filter"), ("pause_turn", "stop"),
-])
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+    ],
+)
 def test_stop_reasons(stop_reason: str, finish: str) -> None:
     data = {**fixture("anthropic_message.json")["response"], "stop_reason": stop_reason}
-    assert adapter.parse_response(json.dumps(data).encode(), chat(), target()).finish_reason == finish
+    assert (
+        adapter.parse_response(json.dumps(data).encode(), chat(), target()).finish_reason == finish
+    )
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    (b"upstream connect error", "not valid JSON"),
-    (b'{"type": "completion", "completion": "hi"}', "not a message"),
-    (b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}',
-     "overloaded_error"),
-])
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"upstream connect error", "not valid JSON"),
+        (b'{"type": "completion", "completion": "hi"}', "not a message"),
+        (
+            b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}',
+            "overloaded_error",
+        ),
+    ],
+)
 def test_bodies_that_are_not_messages(body: bytes, needle: str) -> None:
     with pytest.raises(UpstreamError, match=needle) as info:
         adapter.parse_response(body, chat(), target())
@@ -443,21 +655,34 @@ def test_bodies_that_are_not_messages(body: bytes, needle: str) -> None:
 def test_text_stream() -> None:
     chunks, translator = translate("anthropic_stream.sse")
     deltas = [c["choices"][0]["delta"] for c in chunks]
-    assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hello"}, {"content": "!"},
-                      {"content": " How can I help?"}, {}]
+    assert deltas == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hello"},
+        {"content": "!"},
+        {"content": " How can I help?"},
+        {},
+    ]
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert {c["id"] for c in chunks} == {"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY"}
     assert all(c["model"] == "smart" and c["object"] == "chat.completion.chunk" for c in chunks)
     assert translator.done and translator.finish_reason == "stop"
-    assert translator.usage == Usage(prompt_tokens=25 + 1800 + 188, completion_tokens=15,
-                                     cached_tokens=1800, cache_write_tokens=188)
+    assert translator.usage == Usage(
+        prompt_tokens=25 + 1800 + 188,
+        completion_tokens=15,
+        cached_tokens=1800,
+        cache_write_tokens=188,
+    )
 
 
 def test_tool_stream_deltas() -> None:
     chunks, translator = translate("anthropic_tool_stream.sse")
     calls = [call for c in chunks for call in c["choices"][0]["delta"].get("tool_calls", [])]
-    assert calls[0] == {"index": 0, "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "type": "function",
-                        "function": {"name": "get_weather", "arguments": ""}}
+    assert calls[0] == {
+        "index": 0,
+        "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
     assert all(set(c) == {"index", "function"} for c in calls if "id" not in c)
     arguments = {0: "", 1: ""}
     for call in calls:
@@ -493,13 +718,21 @@ def test_non_retryable_error_event() -> None:
 
 def test_ping_unknown_events_and_cumulative_usage() -> None:
     translator = adapter.stream_translator(chat(stream=True), target())
-    start = {"type": "message_start", "message": {"id": "m", "usage": {
-        "input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 1}}}
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "m",
+            "usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 1},
+        },
+    }
     assert len(translator.feed(SSEEvent(json.dumps(start), "message_start"))) == 1
     assert translator.feed(SSEEvent('{"type": "ping"}', "ping")) == []
     assert translator.feed(SSEEvent('{"type": "future_event"}', "future_event")) == []
-    delta = {"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
-             "usage": {"input_tokens": 12, "output_tokens": 40}}
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "max_tokens"},
+        "usage": {"input_tokens": 12, "output_tokens": 40},
+    }
     [chunk] = translator.feed(SSEEvent(json.dumps(delta), "message_delta"))
     assert chunk["choices"][0]["finish_reason"] == "length"
     assert translator.usage == Usage(prompt_tokens=17, completion_tokens=40, cached_tokens=5)
@@ -547,9 +780,14 @@ def test_not_found_is_not_retried() -> None:
     assert "claude-typo" in error.message
 
 
-@pytest.mark.parametrize(("name", "status", "retry_after"), [
-    ("429", 429, 7.0), ("500", 500, None), ("529", 529, None),
-])
+@pytest.mark.parametrize(
+    ("name", "status", "retry_after"),
+    [
+        ("429", 429, 7.0),
+        ("500", 500, None),
+        ("529", 529, None),
+    ],
+)
 def test_retryable_errors(name: str, status: int, retry_after: float | None) -> None:
     error = classify(name, status)
     assert error.retryable and error.retry_after == retry_after and error.upstream_status == status

@@ -46,34 +46,76 @@ def fixture(name: str) -> Any:
 
 README_PROVIDERS = [
     (ProviderFormat.OPENAI, "", "https://api.openai.com/v1/chat/completions"),
-    (ProviderFormat.OPENAI, "https://api.openai.com/v1/", "https://api.openai.com/v1/chat/completions"),
-    (ProviderFormat.OPENAI, "https://api.openai.com/v1/chat/completions",
-     "https://api.openai.com/v1/chat/completions"),
-    (ProviderFormat.OPENAI, "https://api.groq.com/openai/v1",
-     "https://api.groq.com/openai/v1/chat/completions"),
-    (ProviderFormat.OPENAI, "https://api.mistral.ai/v1", "https://api.mistral.ai/v1/chat/completions"),
-    (ProviderFormat.OPENAI, "https://openrouter.ai/api/v1",
-     "https://openrouter.ai/api/v1/chat/completions"),
-    (ProviderFormat.OPENAI, "https://api.deepseek.com", "https://api.deepseek.com/chat/completions"),
-    (ProviderFormat.OPENAI, "https://api.deepseek.com/v1",
-     "https://api.deepseek.com/v1/chat/completions"),
-    (ProviderFormat.GEMINI, "",
-     "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions"),
-    (ProviderFormat.GEMINI, "https://generativelanguage.googleapis.com/v1beta/openai/",
-     "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions"),
+    (
+        ProviderFormat.OPENAI,
+        "https://api.openai.com/v1/",
+        "https://api.openai.com/v1/chat/completions",
+    ),
+    (
+        ProviderFormat.OPENAI,
+        "https://api.openai.com/v1/chat/completions",
+        "https://api.openai.com/v1/chat/completions",
+    ),
+    (
+        ProviderFormat.OPENAI,
+        "https://api.groq.com/openai/v1",
+        "https://api.groq.com/openai/v1/chat/completions",
+    ),
+    (
+        ProviderFormat.OPENAI,
+        "https://api.mistral.ai/v1",
+        "https://api.mistral.ai/v1/chat/completions",
+    ),
+    (
+        ProviderFormat.OPENAI,
+        "https://openrouter.ai/api/v1",
+        "https://openrouter.ai/api/v1/chat/completions",
+    ),
+    (
+        ProviderFormat.OPENAI,
+        "https://api.deepseek.com",
+        "https://api.deepseek.com/chat/completions",
+    ),
+    (
+        ProviderFormat.OPENAI,
+        "https://api.deepseek.com/v1",
+        "https://api.deepseek.com/v1/chat/completions",
+    ),
+    (
+        ProviderFormat.GEMINI,
+        "",
+        "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions",
+    ),
+    (
+        ProviderFormat.GEMINI,
+        "https://generativelanguage.googleapis.com/v1beta/openai/",
+        "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions",
+    ),
     (ProviderFormat.OLLAMA, "", "http://localhost:11434/v1/chat/completions"),
     (ProviderFormat.OLLAMA, "http://localhost:11434", "http://localhost:11434/v1/chat/completions"),
     (ProviderFormat.OLLAMA, "http://gpu-box:11434/v1/", "http://gpu-box:11434/v1/chat/completions"),
-    (ProviderFormat.AZURE, "https://res.openai.azure.com/openai/deployments/gpt4o",
-     "https://res.openai.azure.com/openai/deployments/gpt4o/chat/completions"
-     "?api-version=2024-10-21"),
-    (ProviderFormat.AZURE, "https://res.openai.azure.com",
-     "https://res.openai.azure.com/openai/deployments/gpt-4o-mini/chat/completions"
-     "?api-version=2024-10-21"),
-    (ProviderFormat.AZURE, "https://res.openai.azure.com/openai/v1/",
-     "https://res.openai.azure.com/openai/v1/chat/completions"),
-    (ProviderFormat.AZURE, "https://res.openai.azure.com/openai/deployments/d?api-version=2025-01-01",
-     "https://res.openai.azure.com/openai/deployments/d/chat/completions?api-version=2025-01-01"),
+    (
+        ProviderFormat.AZURE,
+        "https://res.openai.azure.com/openai/deployments/gpt4o",
+        "https://res.openai.azure.com/openai/deployments/gpt4o/chat/completions"
+        "?api-version=2024-10-21",
+    ),
+    (
+        ProviderFormat.AZURE,
+        "https://res.openai.azure.com",
+        "https://res.openai.azure.com/openai/deployments/gpt-4o-mini/chat/completions"
+        "?api-version=2024-10-21",
+    ),
+    (
+        ProviderFormat.AZURE,
+        "https://res.openai.azure.com/openai/v1/",
+        "https://res.openai.azure.com/openai/v1/chat/completions",
+    ),
+    (
+        ProviderFormat.AZURE,
+        "https://res.openai.azure.com/openai/deployments/d?api-version=2025-01-01",
+        "https://res.openai.azure.com/openai/deployments/d/chat/completions?api-version=2025-01-01",
+    ),
 ]
 
 
@@ -85,8 +127,11 @@ def test_chat_url_per_provider(fmt: ProviderFormat, base: str, expected: str) ->
 
 
 def test_azure_uses_the_providers_api_version() -> None:
-    t = target(ProviderFormat.AZURE, "https://r.openai.azure.com/openai/deployments/d",
-               api_version="2024-06-01")
+    t = target(
+        ProviderFormat.AZURE,
+        "https://r.openai.azure.com/openai/deployments/d",
+        api_version="2024-06-01",
+    )
     assert adapter.build_request(chat(), t).url.endswith("/chat/completions?api-version=2024-06-01")
 
 
@@ -118,8 +163,11 @@ def test_azure_sends_api_key_header_instead_of_bearer() -> None:
 
 
 def test_extra_headers_are_added_and_override_case_insensitively() -> None:
-    extra = {"HTTP-Referer": "https://example.com", "X-Title": "demo",
-             "authorization": "Bearer other"}
+    extra = {
+        "HTTP-Referer": "https://example.com",
+        "X-Title": "demo",
+        "authorization": "Bearer other",
+    }
     headers = adapter.build_request(chat(), target(extra_headers=extra)).headers
     assert headers["HTTP-Referer"] == "https://example.com" and headers["X-Title"] == "demo"
     assert [v for k, v in headers.items() if k.lower() == "authorization"] == ["Bearer other"]
@@ -129,17 +177,38 @@ def test_extra_headers_are_added_and_override_case_insensitively() -> None:
 
 
 def test_model_replaced_and_everything_else_untouched() -> None:
-    messages = [{"role": "user", "content": [{"type": "text", "text": "hi"},
-                                             {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]
-    request = ChatRequest.from_body({"model": "smart", "messages": messages, "seed": 7,
-                                     "x_vendor": {"nested": [1, 2]}, "reasoning_effort": "low"})
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+            ],
+        }
+    ]
+    request = ChatRequest.from_body(
+        {
+            "model": "smart",
+            "messages": messages,
+            "seed": 7,
+            "x_vendor": {"nested": [1, 2]},
+            "reasoning_effort": "low",
+        }
+    )
     body = json.loads(adapter.build_request(request, target()).body)
-    assert body == {"model": "gpt-4o-mini", "messages": messages, "seed": 7,
-                    "x_vendor": {"nested": [1, 2]}, "reasoning_effort": "low"}
+    assert body == {
+        "model": "gpt-4o-mini",
+        "messages": messages,
+        "seed": 7,
+        "x_vendor": {"nested": [1, 2]},
+        "reasoning_effort": "low",
+    }
 
 
-@pytest.mark.parametrize("client_options", [None, {"include_usage": False},
-                                            {"include_usage": True, "include_obfuscation": False}])
+@pytest.mark.parametrize(
+    "client_options",
+    [None, {"include_usage": False}, {"include_usage": True, "include_obfuscation": False}],
+)
 def test_streams_always_request_usage_upstream(client_options: Any) -> None:
     params = {"stream": True} | ({"stream_options": client_options} if client_options else {})
     req = adapter.build_request(chat(**params), target())
@@ -194,19 +263,26 @@ def test_parse_response_with_tool_calls_and_cached_tokens() -> None:
 
 
 def test_parse_response_without_usage_reports_zero() -> None:
-    body = {"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                                    "finish_reason": "stop"}]}
+    body = {
+        "id": "x",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+    }
     response = adapter.parse_response(json.dumps(body).encode(), chat(), target())
     assert response.usage == Usage() and "usage" not in response.body
     assert response.body["object"] == "chat.completion"
     assert response.body["choices"][0]["message"]["refusal"] is None
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    (b"<html>502 Bad Gateway</html>", "not valid JSON"),
-    (b'{"id": "x", "object": "chat.completion"}', "not a chat.completion"),
-    (b'{"error": {"message": "upstream exploded"}}', "upstream exploded"),
-])
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"<html>502 Bad Gateway</html>", "not valid JSON"),
+        (b'{"id": "x", "object": "chat.completion"}', "not a chat.completion"),
+        (b'{"error": {"message": "upstream exploded"}}', "upstream exploded"),
+    ],
+)
 def test_parse_response_refuses_bodies_that_are_not_completions(body: bytes, needle: str) -> None:
     with pytest.raises(UpstreamError, match=needle) as info:
         adapter.parse_response(body, chat(), target())
@@ -224,8 +300,12 @@ def test_stream_passes_chunks_with_alias_and_captures_usage() -> None:
     assert all(c["model"] == "smart" and "usage" not in c and c["choices"] for c in chunks)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text == "Hello! How can I help?"
-    assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None,
-                                        "finish_reason": "stop"}
+    assert chunks[-1]["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
 
 
 def test_stream_tool_call_deltas_pass_through() -> None:
@@ -252,16 +332,20 @@ def test_stream_cut_before_done_leaves_translator_not_done() -> None:
 
 def test_stream_normalises_a_list_delta_to_an_object() -> None:
     translator = adapter.stream_translator(chat(stream=True), target())
-    event = SSEEvent(json.dumps({"id": "c", "choices": [{"index": 0, "delta": [],
-                                                         "finish_reason": "stop"}]}))
+    event = SSEEvent(
+        json.dumps({"id": "c", "choices": [{"index": 0, "delta": [], "finish_reason": "stop"}]})
+    )
     [chunk] = translator.feed(event)
     assert chunk["choices"][0]["delta"] == {} and chunk["object"] == "chat.completion.chunk"
 
 
-@pytest.mark.parametrize(("data", "retryable"), [
-    ({"error": {"message": "overloaded", "type": "server_error"}}, True),
-    ({"error": {"message": "bad", "type": "invalid_request_error"}}, False),
-])
+@pytest.mark.parametrize(
+    ("data", "retryable"),
+    [
+        ({"error": {"message": "overloaded", "type": "server_error"}}, True),
+        ({"error": {"message": "bad", "type": "invalid_request_error"}}, False),
+    ],
+)
 def test_stream_error_event_raises(data: dict[str, Any], retryable: bool) -> None:
     translator = adapter.stream_translator(chat(stream=True), target())
     with pytest.raises(UpstreamError, match="mid-stream") as info:
@@ -333,28 +417,43 @@ def test_x_should_retry_false_wins() -> None:
 @pytest.mark.parametrize("status", [408, 409, 500, 502, 503, 504])
 def test_transient_statuses_are_retryable(status: int) -> None:
     error = classify("500", status)
-    assert error.retryable and error.upstream_status == status and "server had an error" in error.message
+    assert (
+        error.retryable
+        and error.upstream_status == status
+        and "server had an error" in error.message
+    )
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    (b"<html><body>Bad Gateway</body></html>", "Bad Gateway"),
-    (b'{"error": "model \\"llama9\\" not found"}', 'model "llama9" not found'),
-    (b"", "no error message"),
-])
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"<html><body>Bad Gateway</body></html>", "Bad Gateway"),
+        (b'{"error": "model \\"llama9\\" not found"}', 'model "llama9" not found'),
+        (b"", "no error message"),
+    ],
+)
 def test_odd_error_bodies_still_give_a_message(body: bytes, needle: str) -> None:
     assert needle in adapter.classify_error(500, {}, body).message
 
 
-@pytest.mark.parametrize(("headers", "seconds"), [
-    ({"Retry-After": "3"}, 3.0),
-    ({"retry-after": "1.5"}, 1.5),
-    ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
-    ({"Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT", "Date": "Wed, 21 Oct 2015 07:28:00 GMT"},
-     30.0),
-    ({"x-ratelimit-reset-requests": "1m30s"}, 90.0),
-    ({"x-ratelimit-reset-requests": "20ms", "x-ratelimit-reset-tokens": "6s"}, 6.0),
-    ({"retry-after": "soon"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"Retry-After": "3"}, 3.0),
+        ({"retry-after": "1.5"}, 1.5),
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        (
+            {
+                "Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT",
+                "Date": "Wed, 21 Oct 2015 07:28:00 GMT",
+            },
+            30.0,
+        ),
+        ({"x-ratelimit-reset-requests": "1m30s"}, 90.0),
+        ({"x-ratelimit-reset-requests": "20ms", "x-ratelimit-reset-tokens": "6s"}, 6.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
 def test_parse_retry_after(headers: dict[str, str], seconds: float | None) -> None:
     assert parse_retry_after(headers) == (pytest.approx(seconds) if seconds is not None else None)

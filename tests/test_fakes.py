@@ -25,8 +25,13 @@ from flask_aigateway.providers.sse import SSEParser
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HI = [{"role": "user", "content": "hi"}]
-WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 
 
 def strict(model: Any, data: Any) -> Any:
@@ -94,8 +99,9 @@ def test_openai_stream_transcripts(name: str) -> None:
     assert len(check_openai_events((FIXTURES / name).read_bytes())) > 3
 
 
-@pytest.mark.parametrize("name", ["anthropic_stream.sse", "anthropic_tool_stream.sse",
-                                  "anthropic_error_stream.sse"])
+@pytest.mark.parametrize(
+    "name", ["anthropic_stream.sse", "anthropic_tool_stream.sse", "anthropic_error_stream.sse"]
+)
 def test_anthropic_stream_transcripts(name: str) -> None:
     kinds = check_anthropic_events((FIXTURES / name).read_bytes())
     assert kinds[0] == "message_start"
@@ -121,26 +127,32 @@ def test_strict_validation_catches_unknown_fields() -> None:
 
 REPLIES = [
     Reply(),
-    Reply(text=None, tool_calls=[ToolCall("get_weather", {"city": "Paris"}),
-                                 ToolCall("get_time", {})]),
-    Reply(text="Let me look.", tool_calls=[ToolCall("get_weather", {"city": "Oslo"})],
-          cache_read_tokens=1024, cache_write_tokens=50),
+    Reply(
+        text=None, tool_calls=[ToolCall("get_weather", {"city": "Paris"}), ToolCall("get_time", {})]
+    ),
+    Reply(
+        text="Let me look.",
+        tool_calls=[ToolCall("get_weather", {"city": "Oslo"})],
+        cache_read_tokens=1024,
+        cache_write_tokens=50,
+    ),
 ]
 
 
 def post(fake: Any, body: dict[str, Any], **headers: str) -> requests.Response:
-    auth = {"authorization": "Bearer sk-x"} if fake.format == "openai" else {
-        "x-api-key": "sk-x", "anthropic-version": "2023-06-01"}
-    return requests.post(fake.origin + fake.endpoint, json=body, headers=auth | headers,
-                         timeout=5)
+    auth = (
+        {"authorization": "Bearer sk-x"}
+        if fake.format == "openai"
+        else {"x-api-key": "sk-x", "anthropic-version": "2023-06-01"}
+    )
+    return requests.post(fake.origin + fake.endpoint, json=body, headers=auth | headers, timeout=5)
 
 
 @pytest.mark.parametrize("reply", REPLIES)
 def test_fake_openai_output_is_valid(fake_openai: Any, reply: Reply) -> None:
     fake_openai.queue(reply, reply)
     strict(ChatCompletion, post(fake_openai, {"model": "m", "messages": HI}).json())
-    body = {"model": "m", "messages": HI, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {"model": "m", "messages": HI, "stream": True, "stream_options": {"include_usage": True}}
     chunks = check_openai_events(post(fake_openai, body).content)
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] > 0
 
@@ -160,15 +172,19 @@ def _runs(kinds: list[str]) -> list[str]:
 
 def test_fake_anthropic_stream_has_the_transcripts_shape(fake_anthropic: Any) -> None:
     body = {"model": "m", "max_tokens": 50, "messages": HI, "stream": True}
-    fake_anthropic.queue(Reply(text="Okay, checking.",
-                               tool_calls=[ToolCall("get_weather", {"location": "SF"}),
-                                           ToolCall("get_time", {})]))
+    fake_anthropic.queue(
+        Reply(
+            text="Okay, checking.",
+            tool_calls=[ToolCall("get_weather", {"location": "SF"}), ToolCall("get_time", {})],
+        )
+    )
     kinds = check_anthropic_events(post(fake_anthropic, body).content)
     expected = check_anthropic_events((FIXTURES / "anthropic_tool_stream.sse").read_bytes())
     assert _runs(kinds) == _runs(expected)
     text = check_anthropic_events(post(fake_anthropic, body).content)
-    assert _runs(text) == _runs(check_anthropic_events(
-        (FIXTURES / "anthropic_stream.sse").read_bytes()))
+    assert _runs(text) == _runs(
+        check_anthropic_events((FIXTURES / "anthropic_stream.sse").read_bytes())
+    )
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 429, 500, 503])
@@ -187,22 +203,63 @@ def test_fake_anthropic_errors_are_valid(fake_anthropic: Any, status: int) -> No
     strict(ErrorResponse, response.json())
 
 
-@pytest.mark.parametrize(("body", "headers", "needle"), [
-    ({"model": "m", "messages": HI}, {}, "max_tokens: Field required"),
-    ({"model": "m", "max_tokens": 5, "messages": HI}, {"anthropic-version": ""},
-     "anthropic-version"),
-    ({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, {},
-     "messages.0.role"),
-    ({"model": "m", "max_tokens": 5, "temperature": 1.5, "messages": HI}, {}, "temperature"),
-    ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": ""}]}, {},
-     "non-empty"),
-    ({"model": "m", "max_tokens": 5, "messages": [HI[0], {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "toolu_x", "content": "1"}]}]}, {},
-     "unexpected `tool_use_id`"),
-    ({"model": "m", "max_tokens": 5, "messages": [HI[0], {"role": "assistant", "content": [
-        {"type": "tool_use", "id": "toolu_y", "name": "f", "input": {}}]}, HI[0]]}, {},
-     "without `tool_result`"),
-])
+@pytest.mark.parametrize(
+    ("body", "headers", "needle"),
+    [
+        ({"model": "m", "messages": HI}, {}, "max_tokens: Field required"),
+        (
+            {"model": "m", "max_tokens": 5, "messages": HI},
+            {"anthropic-version": ""},
+            "anthropic-version",
+        ),
+        (
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+            {},
+            "messages.0.role",
+        ),
+        ({"model": "m", "max_tokens": 5, "temperature": 1.5, "messages": HI}, {}, "temperature"),
+        (
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": ""}]},
+            {},
+            "non-empty",
+        ),
+        (
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    HI[0],
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": "toolu_x", "content": "1"}
+                        ],
+                    },
+                ],
+            },
+            {},
+            "unexpected `tool_use_id`",
+        ),
+        (
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    HI[0],
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {"type": "tool_use", "id": "toolu_y", "name": "f", "input": {}}
+                        ],
+                    },
+                    HI[0],
+                ],
+            },
+            {},
+            "without `tool_result`",
+        ),
+    ],
+)
 def test_fake_anthropic_rejects_what_the_api_rejects(
     fake_anthropic: Any, body: dict[str, Any], headers: dict[str, str], needle: str
 ) -> None:
@@ -215,9 +272,14 @@ def test_fakes_record_requests_and_check_keys(fake_openai: Any, fake_anthropic: 
     assert post(fake_openai, {"model": "m", "messages": HI}).status_code == 401
     assert fake_openai.last.headers["authorization"] == "Bearer sk-x"
     assert fake_openai.last.json == {"model": "m", "messages": HI}
-    response = requests.post(fake_anthropic.origin + "/v1/messages", timeout=5,
-                             json={"model": "m", "max_tokens": 5, "messages": HI})
-    assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
+    response = requests.post(
+        fake_anthropic.origin + "/v1/messages",
+        timeout=5,
+        json={"model": "m", "max_tokens": 5, "messages": HI},
+    )
+    assert (
+        response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
+    )
     assert fake_anthropic.last.path == "/v1/messages"
 
 
@@ -226,15 +288,17 @@ def test_fakes_record_requests_and_check_keys(fake_openai: Any, fake_anthropic: 
 
 @pytest.fixture
 def oai(fake_openai: Any) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=fake_openai.base_url, api_key="sk-x", max_retries=0,
-                       timeout=5) as client:
+    with openai.OpenAI(
+        base_url=fake_openai.base_url, api_key="sk-x", max_retries=0, timeout=5
+    ) as client:
         yield client
 
 
 @pytest.fixture
 def claude(fake_anthropic: Any) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(base_url=fake_anthropic.base_url, api_key="sk-ant-x",
-                             max_retries=0, timeout=5) as client:
+    with anthropic.Anthropic(
+        base_url=fake_anthropic.base_url, api_key="sk-ant-x", max_retries=0, timeout=5
+    ) as client:
         yield client
 
 
@@ -253,12 +317,21 @@ def test_openai_sdk_chat_and_tools(oai: openai.OpenAI, fake_openai: Any) -> None
 
 def test_openai_sdk_streams_text_and_tool_calls(oai: openai.OpenAI, fake_openai: Any) -> None:
     fake_openai.reply(text="One two three.", tool_calls=[ToolCall("get_weather", {"city": "Nice"})])
-    stream = oai.chat.completions.create(model="gpt-x", messages=HI, tools=[WEATHER], stream=True,
-                                         stream_options={"include_usage": True})
+    stream = oai.chat.completions.create(
+        model="gpt-x",
+        messages=HI,
+        tools=[WEATHER],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    arguments = "".join(t.function.arguments or "" for c in chunks if c.choices
-                        for t in c.choices[0].delta.tool_calls or [])
+    arguments = "".join(
+        t.function.arguments or ""
+        for c in chunks
+        if c.choices
+        for t in c.choices[0].delta.tool_calls or []
+    )
     assert text == "One two three." and json.loads(arguments) == {"city": "Nice"}
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
@@ -273,23 +346,28 @@ def test_openai_sdk_errors(oai: openai.OpenAI, fake_openai: Any) -> None:
         list(oai.chat.completions.create(model="gpt-x", messages=HI, stream=True))
 
 
-def test_anthropic_sdk_message_and_tool_use(claude: anthropic.Anthropic,
-                                            fake_anthropic: Any) -> None:
+def test_anthropic_sdk_message_and_tool_use(
+    claude: anthropic.Anthropic, fake_anthropic: Any
+) -> None:
     fake_anthropic.reply(text="Hi!", prompt_tokens=20, cache_read_tokens=100)
     message = claude.messages.create(model="claude-x", max_tokens=50, messages=HI)
     assert message.content[0].text == "Hi!" and message.usage.cache_read_input_tokens == 100
     sent = fake_anthropic.last.headers
     assert "sk-ant-x" in (sent.get("x-api-key"), sent.get("authorization", "")[7:])
     fake_anthropic.reply(text=None, tool_calls=[ToolCall("get_weather", {"city": "Rome"})])
-    message = claude.messages.create(model="claude-x", max_tokens=50, messages=HI, tools=[
-        {"name": "get_weather", "input_schema": {"type": "object"}}])
+    message = claude.messages.create(
+        model="claude-x",
+        max_tokens=50,
+        messages=HI,
+        tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
+    )
     assert message.stop_reason == "tool_use" and message.content[0].input == {"city": "Rome"}
 
 
-def test_anthropic_sdk_stream_accumulates(claude: anthropic.Anthropic,
-                                          fake_anthropic: Any) -> None:
-    fake_anthropic.reply(text="Checking now.",
-                         tool_calls=[ToolCall("get_weather", {"city": "Bern", "days": [1, 2]})])
+def test_anthropic_sdk_stream_accumulates(claude: anthropic.Anthropic, fake_anthropic: Any) -> None:
+    fake_anthropic.reply(
+        text="Checking now.", tool_calls=[ToolCall("get_weather", {"city": "Bern", "days": [1, 2]})]
+    )
     with claude.messages.stream(model="claude-x", max_tokens=50, messages=HI) as stream:
         final = stream.get_final_message()
     assert final.content[0].text == "Checking now."

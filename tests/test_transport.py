@@ -19,8 +19,9 @@ from flask_aigateway.providers.sse import SSEParser
 from flask_aigateway.providers.transport import Transport
 from flask_aigateway.schemas import ChatRequest
 
-STREAM = ChatRequest.from_body({"model": "smart", "stream": True,
-                                "messages": [{"role": "user", "content": "hi"}]})
+STREAM = ChatRequest.from_body(
+    {"model": "smart", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+)
 PLAIN = ChatRequest.from_body({"model": "smart", "messages": [{"role": "user", "content": "hi"}]})
 
 
@@ -66,8 +67,9 @@ def test_connections_are_pooled_per_key(transport: Transport, fake_openai: Any) 
     assert ports[0] == ports[1] == ports[3] != ports[2]
 
 
-def test_connection_is_reused_after_a_complete_stream(transport: Transport,
-                                                      fake_anthropic: Any) -> None:
+def test_connection_is_reused_after_a_complete_stream(
+    transport: Transport, fake_anthropic: Any
+) -> None:
     with transport.open_stream(build(fake_anthropic, STREAM), timeout=5, pool_key="p") as stream:
         list(stream.events())
     transport.send(build(fake_anthropic), timeout=5, pool_key="p")
@@ -94,7 +96,9 @@ def test_error_status_is_returned_for_the_adapter(transport: Transport, fake_ope
 
 def drain(transport: Transport, fake: Any, reply: Reply) -> tuple[list[SSEEvent], Any]:
     fake.queue(reply)
-    translator = get_adapter(target_for(fake).wire_format).stream_translator(STREAM, target_for(fake))
+    translator = get_adapter(target_for(fake).wire_format).stream_translator(
+        STREAM, target_for(fake)
+    )
     with transport.open_stream(build(fake, STREAM), timeout=5, pool_key="p") as stream:
         assert stream.status == 200
         events = list(stream.events())
@@ -106,12 +110,15 @@ def drain(transport: Transport, fake: Any, reply: Reply) -> tuple[list[SSEEvent]
 def test_stream_events_survive_fragmented_reads_and_crlf(transport: Transport, fake: Any) -> None:
     reply = Reply(text="Héllo wörld, how are you?", tool_calls=[ToolCall("f", {"a": "ü"})])
     whole, done = drain(transport, fake, reply)
-    pieces, _ = drain(transport, fake, Reply(text=reply.text, tool_calls=reply.tool_calls,
-                                             fragment=3, crlf=True))
-    normalise = [(e.event, json.loads(e.data).get("type") if e.data != "[DONE]" else e.data)
-                 for e in whole]
-    assert [(e.event, json.loads(e.data).get("type") if e.data != "[DONE]" else e.data)
-            for e in pieces] == normalise
+    pieces, _ = drain(
+        transport, fake, Reply(text=reply.text, tool_calls=reply.tool_calls, fragment=3, crlf=True)
+    )
+    normalise = [
+        (e.event, json.loads(e.data).get("type") if e.data != "[DONE]" else e.data) for e in whole
+    ]
+    assert [
+        (e.event, json.loads(e.data).get("type") if e.data != "[DONE]" else e.data) for e in pieces
+    ] == normalise
     assert len(pieces) == len(whole) > 8
     assert done.done and done.finish_reason == "tool_calls"
 
@@ -120,15 +127,16 @@ def test_cut_stream_raises_and_translator_is_not_done(transport: Transport, fake
     fake.queue(Reply(cut_after=3))
     adapter = get_adapter(target_for(fake).wire_format)
     translator = adapter.stream_translator(STREAM, target_for(fake))
-    with transport.open_stream(build(fake, STREAM), timeout=5, pool_key="p") as stream:
-        with pytest.raises(UpstreamError, match="cut the connection") as info:
-            for event in stream.events():
-                translator.feed(event)
+    stream = transport.open_stream(build(fake, STREAM), timeout=5, pool_key="p")
+    with stream, pytest.raises(UpstreamError, match="cut the connection") as info:
+        for event in stream.events():
+            translator.feed(event)
     assert info.value.retryable and not translator.done
 
 
-def test_stream_ended_early_is_visible_through_the_translator(transport: Transport,
-                                                              fake: Any) -> None:
+def test_stream_ended_early_is_visible_through_the_translator(
+    transport: Transport, fake: Any
+) -> None:
     events, translator = drain(transport, fake, Reply(end_after=4))
     assert len(events) == 4 and translator.done is False
 
@@ -142,8 +150,9 @@ def test_non_2xx_stream_body_can_be_read(transport: Transport, fake_anthropic: A
     fake_anthropic.overloaded()
     with transport.open_stream(build(fake_anthropic, STREAM), timeout=5, pool_key="p") as stream:
         assert stream.status == 529
-        error = get_adapter("anthropic").classify_error(stream.status, stream.headers,
-                                                        stream.read_body())
+        error = get_adapter("anthropic").classify_error(
+            stream.status, stream.headers, stream.read_body()
+        )
     assert error.retryable and "Overloaded" in error.message
 
 
@@ -176,9 +185,9 @@ def test_hang_times_out_a_stream(transport: Transport, fake_anthropic: Any) -> N
 
 def test_read_timeout_between_events(transport: Transport, fake_openai: Any) -> None:
     fake_openai.queue(Reply(chunk_delay=0.6))
-    with transport.open_stream(build(fake_openai, STREAM), timeout=0.2, pool_key="p") as stream:
-        with pytest.raises(UpstreamTimeoutError, match="sent nothing"):
-            list(stream.events())
+    stream = transport.open_stream(build(fake_openai, STREAM), timeout=0.2, pool_key="p")
+    with stream, pytest.raises(UpstreamTimeoutError, match="sent nothing"):
+        list(stream.events())
 
 
 def test_connection_refused_is_retryable(transport: Transport) -> None:
@@ -225,13 +234,16 @@ def test_bad_url_is_not_retryable(transport: Transport) -> None:
 
 SAMPLE = (
     b": keep-alive comment\n"
-    b"event: message_start\ndata: {\"a\": \"\xc3\xa9\"}\n\n"
+    b'event: message_start\ndata: {"a": "\xc3\xa9"}\n\n'
     b"data: line one\ndata:line two\n\n"
     b"event: lonely\n\n"
     b"data: [DONE]\n\n"
 )
-EXPECTED = [SSEEvent('{"a": "é"}', "message_start"), SSEEvent("line one\nline two"),
-            SSEEvent("[DONE]")]
+EXPECTED = [
+    SSEEvent('{"a": "é"}', "message_start"),
+    SSEEvent("line one\nline two"),
+    SSEEvent("[DONE]"),
+]
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
@@ -246,12 +258,12 @@ def test_parser_handles_every_split_point(newline: bytes) -> None:
 def test_parser_byte_by_byte() -> None:
     parser = SSEParser()
     data = SAMPLE.replace(b"\n", b"\r\n")
-    events = [e for i in range(len(data)) for e in parser.feed(data[i:i + 1])]
+    events = [e for i in range(len(data)) for e in parser.feed(data[i : i + 1])]
     assert events == EXPECTED and not parser.pending
 
 
 def test_parser_keeps_an_unfinished_event_pending() -> None:
     parser = SSEParser()
-    assert parser.feed(b"event: message_delta\ndata: {\"x\"") == []
+    assert parser.feed(b'event: message_delta\ndata: {"x"') == []
     assert parser.pending
     assert parser.feed(b": 1}\n\n") == [SSEEvent('{"x": 1}', "message_delta")]

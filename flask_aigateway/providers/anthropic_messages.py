@@ -80,7 +80,9 @@ def _image_block(part: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _file_block(part: dict[str, Any], where: str) -> dict[str, Any]:
-    file = part.get("file") if isinstance(part.get("file"), dict) else {}
+    file = part.get("file")
+    if not isinstance(file, dict):
+        file = {}
     match = _DATA_URL.match(file.get("file_data") or "")
     if not match or match.group(1).lower() != "application/pdf":
         raise _refuse(f"{where}.file", "a file part other than an inline PDF (file_data "
@@ -270,7 +272,9 @@ def json_tool(response_format: Any) -> dict[str, Any] | None:
         if not isinstance(spec, dict):
             raise InvalidRequestError("'response_format.json_schema' must be an object.",
                                       param="response_format.json_schema")
-        schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else {}
+        schema = spec.get("schema")
+        if not isinstance(schema, dict):
+            schema = {}
         tool: dict[str, Any] = {
             "name": spec.get("name") or JSON_TOOL_DEFAULT_NAME,
             "description": spec.get("description")

@@ -58,12 +58,11 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
             return max(0.0, when - now)
         except (TypeError, ValueError, IndexError, OverflowError):
             pass
-    resets = [
-        _go_duration(h[name])
-        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
-        if name in h
-    ]
-    resets = [r for r in resets if r is not None]
+    resets: list[float] = []
+    for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
+        seconds = _go_duration(h.get(name, ""))
+        if seconds is not None:
+            resets.append(seconds)
     return max(resets) if resets else None
 
 

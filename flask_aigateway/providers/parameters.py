@@ -72,7 +72,7 @@ def render_markdown(tables: Mapping[str, Mapping[str, Handling]]) -> str:
         cells = []
         for fmt in formats:
             handling = tables[fmt][name]
-            cell = handling.decision if handling.decision != "refused" else "refused 400"
+            cell: str = handling.decision if handling.decision != "refused" else "refused 400"
             if handling.note:
                 cell += f": {handling.note}"
             cells.append(cell.replace("|", "\\|"))

@@ -1,0 +1,73 @@
+"""Several real gateway processes sharing one database (and Redis): the scale-out tests.
+
+Each :class:`GatewayProcess` is ``sample_app`` served by gunicorn (one gthread worker), exactly
+as ``make run`` serves it, on its own port, configured only through the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GatewayProcess:
+    """One gunicorn-served gateway; ``url`` is its base URL. Stop it with :meth:`stop`."""
+
+    def __init__(self, env: Mapping[str, str], instance_path: Path, threads: int = 16) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AIGATEWAY_")},
+            "INSTANCE_PATH": str(instance_path),
+            "PYTHONPATH": str(ROOT),
+            **env,
+        }
+        self.log_path = instance_path / f"gunicorn-{self.port}.log"
+        instance_path.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", "1", "--worker-class", "gthread", "--threads", str(threads),
+             "--graceful-timeout", "5", "sample_app:create_app()"],
+            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log_path.read_text()}")
+            try:
+                if requests.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gateway not ready in {timeout} s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
