@@ -44,7 +44,8 @@ def load_route(state: GatewayState, alias: str) -> AliasRoute | None:
     now = time.monotonic()
     entry = cache.get(alias)
     if entry is not None and entry[1] > now:
-        return entry[0]  # type: ignore[no-any-return]
+        route: AliasRoute | None = entry[0]
+        return route
     route = _load(state, alias)
     cache[alias] = (route, now + state.settings["AIGATEWAY_KEY_CACHE_SECONDS"])
     return route

@@ -94,7 +94,8 @@ class AIGateway:
         """The gateway state of ``app`` (default: the current app), with a helpful error."""
         target = app if app is not None else current_app
         try:
-            return target.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+            state: GatewayState = target.extensions[EXTENSION_KEY]
+            return state
         except KeyError:
             raise RuntimeError(
                 "AIGateway is not initialised on this app: call AIGateway(app) or "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from .catalog import AliasRoute
@@ -95,7 +95,7 @@ class AttemptLog:
 def execute(
     router: Router,
     settings: dict[str, Any],
-    routes: Callable[[], Sequence[AliasRoute]] | Sequence[AliasRoute],
+    routes: Iterable[AliasRoute],
     attempt: Callable[[Target, float], T],
     deadline: float,
     log: AttemptLog,
@@ -109,7 +109,7 @@ def execute(
     """
     max_attempts = max(1, settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"])
     last_error: GatewayError | None = None
-    for route in routes() if callable(routes) else routes:
+    for route in routes:
         log.path.append(route.alias)
         for target in router.candidates(route):
             for n in range(1, max_attempts + 1):

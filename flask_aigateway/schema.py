@@ -6,6 +6,7 @@ can create its schema with no source checkout.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import TYPE_CHECKING
 
@@ -21,9 +22,10 @@ VERSION_TABLE = "aigw_alembic_version"
 
 
 def migrations_dir() -> str:
-    from . import migrations
-
-    return os.path.dirname(os.path.abspath(migrations.__file__))
+    """Where the migrations are installed (``flask_aigateway.migrations``, mapped from the
+    source tree's top-level ``migrations/`` folder)."""
+    migrations = importlib.import_module("flask_aigateway.migrations")
+    return os.path.dirname(os.path.abspath(str(migrations.__file__)))
 
 
 def _config() -> Config:

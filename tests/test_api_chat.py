@@ -46,7 +46,8 @@ def test_chat_returns_openai_completion_with_gateway_headers(client, state, api_
     assert body["usage"]["completion_tokens"] == 500
     # $1/M in, $2/M out: 1000 * 1e-6 + 500 * 2e-6
     assert Decimal(response.headers["x-aigateway-cost-usd"]) == Decimal("0.002")
-    assert response.headers["x-aigateway-provider"] == f"fake-{'openai' if alias == 'gpt' else 'anthropic'}"
+    provider = "fake-openai" if alias == "gpt" else "fake-anthropic"
+    assert response.headers["x-aigateway-provider"] == provider
     assert response.headers["x-aigateway-deployment"].startswith("dep_")
     assert response.headers["x-aigateway-attempts"] == "1"
     assert response.headers["x-aigateway-cache"] in {"MISS", "BYPASS"}

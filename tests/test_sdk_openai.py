@@ -125,7 +125,8 @@ def test_json_schema(sdk, upstreams, alias):
 
 @ALIASES
 def test_multimodal_input(sdk, upstreams, alias):
-    image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAcCBlCwAAAABJRU5ErkJggg=="
+    image = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nG"
+             "NgYGD4DwABBAEAcCBlCwAAAABJRU5ErkJggg==")
     sdk.chat.completions.create(model=alias, messages=[{"role": "user", "content": [
         {"type": "text", "text": "What is in these images?"},
         {"type": "image_url", "image_url": {"url": image}},

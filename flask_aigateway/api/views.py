@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ..auth import authenticate, bearer_token
@@ -47,9 +47,14 @@ def _request_id() -> str:
     return rid
 
 
+def _json(body: Any, status: int = 200) -> Response:
+    """A compact JSON response (no pretty-printing on the hot path)."""
+    return Response(json.dumps(body, separators=(",", ":")), status=status,
+                    mimetype="application/json")
+
+
 def _error_response(error: GatewayError) -> Response:
-    response = current_app.json.response(error.to_dict())
-    response.status_code = error.status
+    response = _json(error.to_dict(), error.status)
     response.headers["x-request-id"] = _request_id()
     for name, value in error.headers.items():
         response.headers[name] = value
@@ -162,7 +167,7 @@ def create_blueprint() -> Blueprint:
             response.headers["X-Accel-Buffering"] = "no"
         else:
             result = pipeline.chat(chat_request, api_key, rid, cache_control=cache_control)
-            response = current_app.json.response(result.body)
+            response = _json(result.body)
             stream = None
         response.headers["x-request-id"] = rid
         _gateway_headers(response, stream if stream is not None else result)
@@ -178,7 +183,7 @@ def create_blueprint() -> Blueprint:
             for alias, created in list_aliases(get_state())
             if principal.rules.allows_model(alias)
         ]
-        return current_app.json.response({"object": "list", "data": data})
+        return _json({"object": "list", "data": data})
 
     @bp.route("/models/<path:model>", methods=_ALL_METHODS)
     def model(model: str) -> Response:
@@ -187,7 +192,7 @@ def create_blueprint() -> Blueprint:
         principal = authenticate(get_state(), bearer_token(request.headers.get("Authorization")))
         for alias, created in list_aliases(get_state()):
             if alias == model and principal.rules.allows_model(alias):
-                return current_app.json.response(_model_object(alias, created))
+                return _json(_model_object(alias, created))
         raise NotFoundError(f"The model '{model}' does not exist.", param="model",
                             code="model_not_found")
 
@@ -196,7 +201,7 @@ def create_blueprint() -> Blueprint:
         state = get_state()
         if not state.settings["AIGATEWAY_HEALTH_PUBLIC"]:
             authenticate(state, bearer_token(request.headers.get("Authorization")))
-        return current_app.json.response({"status": "ok"})
+        return _json({"status": "ok"})
 
     @bp.get("/health/ready")
     def health_ready() -> Response:
@@ -209,10 +214,8 @@ def create_blueprint() -> Blueprint:
                                             code="not_ready")
             body = error.to_dict()
             body["checks"] = checks
-            response = current_app.json.response(body)
-            response.status_code = 503
-            return response
-        return current_app.json.response({"status": "ready", "checks": checks})
+            return _json(body, 503)
+        return _json({"status": "ready", "checks": checks})
 
     @bp.route("/", defaults={"rest": ""}, methods=_ALL_METHODS)
     @bp.route("/<path:rest>", methods=_ALL_METHODS)

@@ -11,9 +11,11 @@ def get_adapter(wire_format: WireFormat | str) -> Adapter:
     from .anthropic import AnthropicAdapter
     from .openai import OpenAIAdapter
 
-    return {WireFormat.OPENAI: OpenAIAdapter(), WireFormat.ANTHROPIC: AnthropicAdapter()}[
-        WireFormat(wire_format)
-    ]
+    adapters: dict[WireFormat, Adapter] = {
+        WireFormat.OPENAI: OpenAIAdapter(),
+        WireFormat.ANTHROPIC: AnthropicAdapter(),
+    }
+    return adapters[WireFormat(wire_format)]
 
 
 __all__ = ["Adapter", "SSEEvent", "StreamTranslator", "Target", "UpstreamRequest", "get_adapter"]

@@ -79,21 +79,29 @@ class UpstreamStream:
         Ends when the upstream ends the body. A connection cut mid-body raises a retryable
         :class:`UpstreamError`; a silence longer than the read timeout raises
         :class:`UpstreamTimeoutError`. A body that ends cleanly but early is not an error
-        here: the format's translator then reports ``done`` False.
+        here: the format's translator then reports ``done`` False. After :meth:`close` it
+        yields nothing more.
         """
         parser = SSEParser()
         raw = self._response.raw
         try:
-            while True:
+            while not self._closed:
                 chunk = raw.read1(READ_SIZE, decode_content=True)
                 if not chunk:
                     self._finished = True
                     return
-                yield from parser.feed(chunk)
+                for event in parser.feed(chunk):
+                    if self._closed:
+                        return
+                    yield event
         except (ProtocolError, ReadTimeoutError, OSError, requests.RequestException) as exc:
             if self._closed:
                 return
             raise _network_error(exc, self._host, self._timeout) from exc
+        except ValueError:
+            if self._closed:
+                return
+            raise
 
     def close(self) -> None:
         """Release the connection: back to the pool after a complete body, dropped otherwise."""

@@ -1,0 +1,197 @@
+"""The fake Anthropic Messages API (JSON, the real SSE event sequence, request validation)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .server import FakeUpstream, Reply, ToolCall, fragments, next_id, words
+
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+class FakeAnthropic(FakeUpstream):
+    """``POST /v1/messages`` as Anthropic answers it (the real SSE event sequence)."""
+
+    format = "anthropic"
+    endpoint = "/v1/messages"
+
+    @property
+    def base_url(self) -> str:
+        return self.origin
+
+    def overloaded(self, **fields: Any) -> None:
+        self.fail(529, "Overloaded", **fields)
+
+    def _headers(self) -> dict[str, str]:
+        return {"request-id": f"req_fake{next_id()}", "anthropic-organization-id": "org-fake"}
+
+    def _invalid(self, headers: dict[str, str], body: Any) -> tuple[int, str] | None:
+        bearer = headers.get("authorization", "")
+        key = headers.get("x-api-key") or (bearer[7:] if bearer.startswith("Bearer ") else "")
+        if not key:
+            return 401, "x-api-key header is required"
+        if self.require_key and key != self.require_key:
+            return 401, "invalid x-api-key"
+        if not headers.get("anthropic-version"):
+            return 400, "anthropic-version: header is required"
+        if not isinstance(body, dict):
+            return 400, "request body must be a JSON object"
+        for name, kind in (("model", str), ("max_tokens", int), ("messages", list)):
+            if not isinstance(body.get(name), kind):
+                return 400, f"{name}: Field required"
+        if not 0 <= body.get("temperature", 0) <= 1:
+            return 400, "temperature: range: 0..1"
+        pending: set[str] = set()
+        for i, message in enumerate(body["messages"]):
+            if message.get("role") not in ("user", "assistant"):
+                return 400, f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            content = message.get("content")
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            results = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+            if results - pending:
+                return 400, (
+                    f"messages.{i}.content: unexpected `tool_use_id` found in "
+                    "`tool_result` blocks. Each `tool_result` block must have a "
+                    "corresponding `tool_use` block in the previous message."
+                )
+            if pending - results:
+                return 400, (
+                    "messages: `tool_use` ids were found without `tool_result` blocks "
+                    f"immediately after: {', '.join(sorted(pending - results))}"
+                )
+            if any(b.get("type") == "text" and not b.get("text") for b in blocks):
+                return 400, f"messages.{i}: text content blocks must be non-empty"
+            pending = {b["id"] for b in blocks if b.get("type") == "tool_use"}
+        return None
+
+    def _blocks(self, body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
+        text, calls = reply.text, list(reply.tool_calls)
+        choice = body.get("tool_choice") or {}
+        if choice.get("type") == "tool" and not calls:
+            try:
+                forced = json.loads(text or "{}")
+            except ValueError:
+                forced = {"text": text}
+            text, calls = None, [ToolCall(choice["name"], forced)]
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        blocks += [
+            {
+                "type": "tool_use",
+                "id": c.id or f"toolu_fake{next_id()}",
+                "name": c.name,
+                "input": dict(c.arguments),
+            }
+            for c in calls
+        ]
+        return blocks
+
+    def _usage_json(self, body: dict[str, Any], reply: Reply, output: int) -> dict[str, Any]:
+        prompt, _ = self._usage(body, reply)
+        return {
+            "input_tokens": prompt,
+            "cache_creation_input_tokens": reply.cache_write_tokens,
+            "cache_read_input_tokens": reply.cache_read_tokens,
+            "output_tokens": output,
+            "service_tier": "standard",
+        }
+
+    def _stop(self, blocks: list[dict[str, Any]], reply: Reply) -> str:
+        return reply.finish or (
+            "tool_use" if blocks and blocks[-1]["type"] == "tool_use" else "end_turn"
+        )
+
+    def _message(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        blocks = self._blocks(body, reply)
+        return {
+            "id": f"msg_fake{next_id()}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": blocks,
+            "stop_reason": self._stop(blocks, reply),
+            "stop_sequence": None,
+            "usage": self._usage_json(body, reply, self._usage(body, reply)[1]),
+        }
+
+    def _events(self, body: dict[str, Any], reply: Reply) -> list[str]:
+        def event(data: dict[str, Any]) -> str:
+            return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n"
+
+        message = self._message(body, reply)
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": self._usage_json(body, reply, 1),
+        }
+        events = [event({"type": "message_start", "message": start})]
+        for index, block in enumerate(message["content"]):
+            if block["type"] == "text":
+                events.append(
+                    event(
+                        {
+                            "type": "content_block_start",
+                            "index": index,
+                            "content_block": {"type": "text", "text": ""},
+                        }
+                    )
+                )
+                if index == 0:
+                    events.append(event({"type": "ping"}))
+                deltas = [{"type": "text_delta", "text": w} for w in words(block["text"])]
+            else:
+                events.append(
+                    event(
+                        {
+                            "type": "content_block_start",
+                            "index": index,
+                            "content_block": {**block, "input": {}},
+                        }
+                    )
+                )
+                arguments = json.dumps(block["input"]) if block["input"] else ""
+                deltas = [
+                    {"type": "input_json_delta", "partial_json": f}
+                    for f in ["", *fragments(arguments)]
+                ]
+            events += [
+                event({"type": "content_block_delta", "index": index, "delta": d}) for d in deltas
+            ]
+            events.append(event({"type": "content_block_stop", "index": index}))
+        events.append(
+            event(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                    "usage": {"output_tokens": message["usage"]["output_tokens"]},
+                }
+            )
+        )
+        return [*events, event({"type": "message_stop"})]
+
+    def _error_body(self, reply: Reply) -> dict[str, Any]:
+        kind = reply.error_type or _ANTHROPIC_ERRORS.get(reply.status, "api_error")
+        return {
+            "type": "error",
+            "error": {"type": kind, "message": reply.error_message or "Internal server error"},
+            "request_id": f"req_fake{next_id()}",
+        }
+
+    def _error_event(self, reply: Reply) -> str:
+        error = {
+            "type": reply.error_type or "overloaded_error",
+            "message": reply.error_message or "Overloaded",
+        }
+        return f"event: error\ndata: {json.dumps({'type': 'error', 'error': error})}\n\n"
