@@ -69,9 +69,21 @@ format: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-# Prints the README's configuration table, generated from flask_aigateway/config.py.
+# Rewrites the README's configuration table from flask_aigateway/config.py (OPTIONS).
+define OPTIONS_TABLE_SCRIPT
+import pathlib
+from flask_aigateway.config import options_table
+readme = pathlib.Path("README.md")
+start, end = "<!-- options-table:start -->\n", "\n<!-- options-table:end -->"
+head, rest = readme.read_text(encoding="utf-8").split(start, 1)
+tail = rest.split(end, 1)[1]
+readme.write_text(head + start + options_table() + end + tail, encoding="utf-8")
+print("README.md: configuration table regenerated")
+endef
+export OPTIONS_TABLE_SCRIPT
+
 options-table: $(DEV_STAMP)
-	@$(BIN)/python -c 'from flask_aigateway.config import options_table; print(options_table())'
+	@$(BIN)/python -c "$$OPTIONS_TABLE_SCRIPT"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

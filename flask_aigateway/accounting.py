@@ -1,28 +1,41 @@
-"""Cost of a request and its row in the request log.
+"""Cost of a request and the record of what it did (its future request-log row).
 
-Cost is the upstream usage times the prices of the deployment that actually served it, in
-exact :class:`~decimal.Decimal` USD. Every request that reached the pipeline becomes one
-:class:`RequestRecord`, written by :class:`RequestLogWriter`.
+Cost is the usage times the prices of the deployment that actually served it, in exact
+:class:`~decimal.Decimal` USD; a cache hit costs nothing. Every request that reached the
+pipeline becomes one :class:`RequestRecord`, metered by :mod:`.metrics` and written by
+:class:`~.logwriter.RequestLogWriter`.
 """
 
 from __future__ import annotations
 
-import logging
+import datetime as dt
+import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from .db import to_money, utcnow
-from .errors import GatewayError
-from .models import RequestLog
+from .errors import (
+    GatewayError,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamRateLimitError,
+    UpstreamTimeoutError,
+)
 from .providers.base import Target
-from .schemas import Usage
-from .state import GatewayState
-
-log = logging.getLogger(__name__)
+from .schemas import ChatRequest, ChatResponse, Usage
 
 _MILLION = Decimal(1_000_000)
+
+#: ``error_type`` values of requests refused by the gateway's own limits.
+RATE_LIMITED = "rate_limit_exceeded"
+BUDGET_EXCEEDED = "budget_exceeded"
+#: Statuses whose ``model`` may be anything the caller typed (unknown key, alias or
+#: permission): metrics do not use it as a label value, so garbage cannot add series.
+UNTRUSTED_ALIAS_STATUSES = frozenset({401, 403, 404})
 
 
 def cost_of(usage: Usage, target: Target) -> Decimal:
@@ -40,13 +53,39 @@ def cost_of(usage: Usage, target: Target) -> Decimal:
     return to_money(amount)
 
 
+def upstream_error_kind(error: GatewayError) -> str:
+    """A small closed set for the ``kind`` label of ``ai_gateway_upstream_errors_total``."""
+    if isinstance(error, UpstreamTimeoutError):
+        return "timeout"
+    if isinstance(error, UpstreamRateLimitError):
+        return "rate_limited"
+    if isinstance(error, UpstreamClientError):
+        return "client_error"
+    if isinstance(error, UpstreamError):
+        if error.code == "upstream_auth_failed":
+            return "auth"
+        status = error.upstream_status
+        if status is None:
+            return "network"
+        return "server_error" if status >= 500 else "http_error"
+    return "other"
+
+
 @dataclass(slots=True)
 class RequestRecord:
-    """What one request did, filled in step by step; becomes one request-log row."""
+    """What one request did, filled in step by step; becomes one request-log row.
+
+    Times: ``started`` is a ``perf_counter`` reading; :meth:`stop_clock` fixes ``latency_ms``
+    once, so the log, the rollups and the metrics see the same number. ``upstream_seconds`` is
+    the time spent waiting on upstreams (sending, reading answers and stream events) and
+    ``client_seconds`` the time a stream waited for the client to take a chunk; the rest is the
+    gateway's own overhead.
+    """
 
     request_id: str
     stream: bool = False
     started: float = field(default_factory=time.perf_counter)
+    started_at: dt.datetime = field(default_factory=utcnow)
     key_id: str | None = None
     team_id: str | None = None
     alias: str | None = None
@@ -57,12 +96,39 @@ class RequestRecord:
     usage: Usage = field(default_factory=Usage)
     cost: Decimal = Decimal(0)
     ttft_ms: float | None = None
+    latency_ms: float | None = None
+    upstream_seconds: float = 0.0
+    client_seconds: float = 0.0
     attempts: int = 0
     fallback_path: list[str] = field(default_factory=list)
+    #: (provider name, kind) of every failed upstream attempt, retried or not.
+    upstream_errors: list[tuple[str, str]] = field(default_factory=list)
     cache_hit: bool = False
+    #: True when the cache was read for this request (a HIT or a MISS, not a BYPASS).
+    cache_lookup: bool = False
+    #: Kept only with ``AIGATEWAY_LOG_CONTENT`` (see :meth:`keep_content`).
     prompt_text: str | None = None
     completion_text: str | None = None
+    keeps_content: bool = False
     finished: bool = False
+
+    def keep_content(self, request: ChatRequest) -> None:
+        """Store this request's text in its row (``AIGATEWAY_LOG_CONTENT``): the messages as
+        JSON now, the answer when it comes."""
+        self.keeps_content = True
+        self.prompt_text = json.dumps(request.messages, ensure_ascii=False)
+
+    def keep_completion(self, text: str | None = None, *,
+                        response: ChatResponse | None = None) -> None:
+        """The answer's text (content, then each tool call's name and arguments), if kept."""
+        if not self.keeps_content:
+            return
+        if response is not None:
+            parts = [response.content or ""]
+            parts += [json.dumps(call.get("function") or call, ensure_ascii=False)
+                      for call in response.tool_calls]
+            text = "\n".join(part for part in parts if part)
+        self.completion_text = text or ""
 
     def fail(self, error: GatewayError) -> None:
         self.status_code = error.status
@@ -75,14 +141,47 @@ class RequestRecord:
         self.error_type = "internal_error"
         self.error_message = f"{exc.__class__.__name__}: {exc}"[:2000]
 
+    def note_upstream_error(self, target: Target, error: GatewayError) -> None:
+        """Count one failed upstream attempt (the request may still succeed elsewhere)."""
+        self.upstream_errors.append((target.provider_name, upstream_error_kind(error)))
+
+    @contextmanager
+    def upstream_wait(self) -> Iterator[None]:
+        """Count the time spent in the block as waiting on an upstream."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.upstream_seconds += time.perf_counter() - began
+
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
 
+    def stop_clock(self) -> float:
+        """Fix the request's latency (first call wins) and return it in milliseconds."""
+        if self.latency_ms is None:
+            self.latency_ms = self.elapsed_ms()
+        return self.latency_ms
+
+    @property
+    def overhead_seconds(self) -> float:
+        """Time the gateway itself took: latency minus upstream and client waits (≥ 0)."""
+        total = self.stop_clock() / 1000.0
+        return max(0.0, total - self.upstream_seconds - self.client_seconds)
+
+    @property
+    def model_label(self) -> str:
+        """The alias as a metrics label: empty when the caller could have typed anything."""
+        if self.status_code in UNTRUSTED_ALIAS_STATUSES and self.target is None:
+            return ""
+        return self.alias or ""
+
     def to_row(self) -> dict[str, Any]:
+        """The ``aigw_request_logs`` row (``created_at`` is when the request arrived)."""
         target = self.target
         return {
             "request_id": self.request_id,
-            "created_at": utcnow(),
+            "created_at": self.started_at,
             "key_id": self.key_id,
             "team_id": self.team_id,
             "alias": self.alias,
@@ -97,7 +196,7 @@ class RequestRecord:
             "cached_tokens": self.usage.cached_tokens,
             "usage_estimated": self.usage.estimated,
             "cost": self.cost,
-            "latency_ms": round(self.elapsed_ms(), 3),
+            "latency_ms": round(self.stop_clock(), 3),
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
             "attempts": self.attempts,
             "fallback_path": list(self.fallback_path) or None,
@@ -108,21 +207,10 @@ class RequestRecord:
         }
 
 
-class RequestLogWriter:
-    """Writes request-log rows. Synchronous: the row is committed before the call returns,
-    so nothing is lost; a failure to write is logged loudly, never swallowed silently."""
-
-    def __init__(self, state: GatewayState) -> None:
-        self._state = state
-
-    def write(self, record: RequestRecord) -> None:
-        row = record.to_row()
-        try:
-            with self._state.transaction() as session:
-                session.add(RequestLog(**row))
-        except Exception:
-            log.exception("could not write the request-log row of %s", record.request_id)
-            raise
-
-    def close(self) -> None:
-        """Nothing buffered: every row is already written."""
+__all__ = [
+    "BUDGET_EXCEEDED",
+    "RATE_LIMITED",
+    "RequestRecord",
+    "cost_of",
+    "upstream_error_kind",
+]

@@ -1,33 +1,221 @@
 """Budgets as reservations (DESIGN §3): reserve the worst case before the call, settle after.
 
-Interface used by the pipeline; the governance issue fills in the counters.
+Every budget that applies to a request — the key's day and month budgets and those of each
+team above it, UTC calendar periods, team budgets pooled over all the keys and sub-teams below
+— is reserved in ONE atomic step (:mod:`flask_aigateway.budget_store`) before any upstream
+call, for the worst case the request can cost: the estimated prompt tokens at the highest
+input price, plus the maximum output tokens (the request's ``max_completion_tokens`` or
+``max_tokens``, else the alias's, else ``AIGATEWAY_DEFAULT_MAX_TOKENS``; times ``n``) at the
+highest output price, over every deployment of the alias and of every alias it may fall back
+to. If any budget would go over, the request is refused (429 ``insufficient_quota``) and
+nothing is held. When the request ends, however it ends, the reservation is replaced by the
+actual cost (a cut or abandoned stream: what was consumed; a cache hit: nothing) or released.
+
+Counters are kept for every key and team a request touches, budget or not, so a budget set in
+the middle of a period counts what was already spent in it. The guarantee "spend never exceeds
+a budget" holds as far as the prompt estimate (about four characters per token) does not
+undershoot the upstream's count; the output side is bounded by the max tokens sent upstream.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
+import datetime as dt
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING
 
+from .budget_store import (
+    CounterKey,
+    CounterState,
+    CounterStore,
+    RedisCounterStore,
+    Refused,
+    SqlCounterStore,
+)
+from .catalog import AliasRoute, load_route
+from .db import MONEY_QUANTUM, to_money, utcnow
+from .enums import Period, Scope
+from .errors import BudgetExceededError
+from .redis_failure import on_unreachable, unreachable_errors
 from .schemas import ChatRequest
 from .state import GatewayState
+from .tokens import estimate_prompt_tokens
 
 if TYPE_CHECKING:
     from .auth import Principal
-    from .catalog import AliasRoute
+
+log = logging.getLogger(__name__)
+
+_MILLION = Decimal(1_000_000)
+#: The response header naming the tightest remaining budget, USD.
+REMAINING_HEADER = "x-aigateway-budget-remaining-usd"
+_PERIOD_WORDS = {Period.DAY: ("daily budget", "today"),
+                 Period.MONTH: ("monthly budget", "this month")}
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLine:
+    """One counter a request is charged on, with the budget set on it (None: none)."""
+
+    key: CounterKey
+    limit: Decimal | None
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorstCase:
+    """The most a request can cost, and how that was computed (for messages)."""
+
+    prompt_tokens: int
+    output_tokens: int
+    input_price: Decimal
+    output_price: Decimal
+
+    @property
+    def cost(self) -> Decimal:
+        amount = (Decimal(self.prompt_tokens) * self.input_price
+                  + Decimal(self.output_tokens) * self.output_price) / _MILLION
+        return amount.quantize(MONEY_QUANTUM, rounding=ROUND_CEILING)
+
+
+def reachable_routes(state: GatewayState, route: AliasRoute) -> list[AliasRoute]:
+    """``route`` and every alias a request to it may end up on (fallbacks and context
+    fallbacks, followed transitively), each once."""
+    routes = [route]
+    seen = {route.alias}
+    i = 0
+    while i < len(routes):
+        current = routes[i]
+        i += 1
+        nexts = [*current.fallbacks, *([current.context_fallback]
+                                       if current.context_fallback else [])]
+        for alias in nexts:
+            if alias in seen:
+                continue
+            seen.add(alias)
+            found = load_route(state, alias)
+            if found is not None:
+                routes.append(found)
+    return routes
+
+
+def max_output_tokens(request: ChatRequest, routes: Sequence[AliasRoute], default: int) -> int:
+    """The most output tokens the request may produce: its own limit, else the largest alias
+    default on its routes (else ``default``), times ``n`` choices."""
+    limit = request.max_output_tokens
+    if limit is None:
+        limit = max((r.max_tokens or default for r in routes), default=default)
+    n = request.params.get("n")
+    return int(limit) * (n if isinstance(n, int) and n > 1 else 1)
+
+
+def worst_case(state: GatewayState, route: AliasRoute, request: ChatRequest) -> WorstCase:
+    """The worst-case cost of ``request`` on ``route`` (see the module docstring)."""
+    routes = reachable_routes(state, route)
+    targets = [t for r in routes for t in r.targets]
+    return WorstCase(
+        prompt_tokens=estimate_prompt_tokens(request),
+        output_tokens=max_output_tokens(request, routes,
+                                        state.settings["AIGATEWAY_DEFAULT_MAX_TOKENS"]),
+        input_price=max((t.input_price for t in targets), default=Decimal(0)),
+        output_price=max((t.output_price for t in targets), default=Decimal(0)),
+    )
+
+
+def budget_lines(principal: Principal, now: dt.datetime | None = None) -> list[BudgetLine]:
+    """The day and month counters of the key and of each team above it (nearest first)."""
+    now = now or utcnow()
+    day = now.date()
+    month = day.replace(day=1)
+    owners = [(Scope.KEY, principal.key_id), *((Scope.TEAM, t) for t in principal.team_ids)]
+    lines = []
+    for level, (scope, scope_id) in zip(principal.rules.levels, owners, strict=False):
+        lines.append(BudgetLine(CounterKey(scope, scope_id, Period.DAY, day),
+                                level.budget_per_day, level.owner))
+        lines.append(BudgetLine(CounterKey(scope, scope_id, Period.MONTH, month),
+                                level.budget_per_month, level.owner))
+    return lines
+
+
+def _usd(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return f"{text} USD"
+
+
+def _refusal(line: BudgetLine, state: CounterState, worst: WorstCase) -> BudgetExceededError:
+    words, when = _PERIOD_WORDS[line.key.period]
+    resets = line.key.ends().strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert line.limit is not None
+    return BudgetExceededError(
+        f"Budget exceeded: the {words} of {line.owner} is {_usd(line.limit)}; "
+        f"{_usd(state.spent)} is spent and {_usd(state.reserved)} reserved by requests in "
+        f"progress {when} (UTC), and this request may cost up to {_usd(worst.cost)} "
+        f"({worst.prompt_tokens} prompt tokens at {_usd(worst.input_price)}/M + "
+        f"{worst.output_tokens} output tokens at {_usd(worst.output_price)}/M). It resets at "
+        f"{resets}; lower max_tokens, or ask an operator to raise the budget.",
+    )
 
 
 class Reservation:
-    """Money held against every budget of one request until it settles or is released."""
+    """Money held against every budget of one request until it settles or is released.
+
+    Settling and releasing happen once (later calls do nothing) and never raise: the request
+    has already been served, so a store failure is logged with the amounts to reconcile.
+    """
+
+    def __init__(self, store: CounterStore | None = None, lines: Sequence[BudgetLine] = (),
+                 amount: Decimal = Decimal(0), states: Sequence[CounterState] = (),
+                 *, checked: bool = True) -> None:
+        self._store = store
+        self._lines = tuple(lines)
+        self.amount = amount
+        self._states = list(states)
+        self._checked = checked
+        self._lock = threading.Lock()
+        self.done = False
 
     def headers(self) -> dict[str, str]:
-        """Response headers (``x-aigateway-budget-remaining-usd`` of the tightest budget)."""
-        return {}
+        """``x-aigateway-budget-remaining-usd``: the least any budget has left (after what is
+        reserved now), or no header when no budget applies."""
+        left = [
+            line.limit - state.spent - state.reserved
+            for line, state in zip(self._lines, self._states, strict=False)
+            if line.limit is not None
+        ]
+        if not left:
+            return {}
+        return {REMAINING_HEADER: str(to_money(max(Decimal(0), min(left))))}
 
     def settle(self, cost: Decimal) -> None:
         """Replace the reservation by the actual cost (idempotent)."""
+        self._finish(to_money(cost), count=True)
 
     def release(self) -> None:
         """Give the whole reservation back (the request cost nothing)."""
+        self._finish(Decimal(0), count=False)
+
+    def _finish(self, cost: Decimal, *, count: bool) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.done = True
+        if self._store is None or not self._lines:
+            return
+        keys = [line.key for line in self._lines]
+        try:
+            if self._checked:
+                self._states = self._store.settle(keys, self.amount, cost, count=count)
+            elif isinstance(self._store, RedisCounterStore):
+                self._store.record_spend(keys, cost, count=count)
+        except Exception:
+            log.exception(
+                "could not settle a budget reservation: reserved %s USD, cost %s USD, "
+                "counters %s; correct aigw_usage_counters (or the Redis counters) by hand",
+                self.amount, cost, keys,
+            )
 
 
 class BudgetBook:
@@ -35,9 +223,65 @@ class BudgetBook:
 
     def __init__(self, state: GatewayState) -> None:
         self._state = state
+        self._store: CounterStore | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> CounterStore:
+        """Redis counters when ``AIGATEWAY_REDIS_URL`` is set, else database rows."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    sql = SqlCounterStore(self._state)
+                    client = self._state.redis()
+                    self._store = sql if client is None else RedisCounterStore(
+                        self._state, client, sql)
+        return self._store
 
     def reserve(self, principal: Principal | None, route: AliasRoute,
                 request: ChatRequest) -> Reservation:
-        """Reserve the worst-case cost; raise BudgetExceededError when any budget would go
-        over."""
-        return Reservation()
+        """Reserve the worst-case cost on every counter of ``principal`` at once.
+
+        Trusted in-process calls (no principal) have no budget and reserve nothing.
+
+        :raises BudgetExceededError: 429 naming the budget, its limit, spent and reserved.
+        :raises ServiceUnavailableError: Redis unreachable and failure mode ``closed``.
+        """
+        if principal is None:
+            return Reservation()
+        lines = budget_lines(principal)
+        worst = worst_case(self._state, route, request)
+        amount = worst.cost
+        store = self.store
+        try:
+            states = store.reserve([line.key for line in lines],
+                                   [line.limit for line in lines], amount)
+        except Refused as refused:
+            raise _refusal(lines[refused.index], refused.state, worst) from None
+        except unreachable_errors() as exc:
+            on_unreachable(self._state.settings, exc, "reserving budgets")
+            return Reservation(store, lines, amount, checked=False)
+        return Reservation(store, lines, amount, states)
+
+    def usage(self, scope: str, scope_id: str,
+              at: dt.datetime | None = None) -> dict[str, CounterState]:
+        """The live day and month counters of a key or team (``scope`` "key" or "team") for
+        the periods containing ``at`` (default: now): ``{"day": …, "month": …}``."""
+        day = (at or utcnow()).date()
+        keys = [CounterKey(scope, scope_id, Period.DAY, day),
+                CounterKey(scope, scope_id, Period.MONTH, day.replace(day=1))]
+        day_state, month_state = self.store.read(keys)
+        return {"day": day_state, "month": month_state}
+
+
+__all__ = [
+    "REMAINING_HEADER",
+    "BudgetBook",
+    "BudgetLine",
+    "Reservation",
+    "WorstCase",
+    "budget_lines",
+    "max_output_tokens",
+    "reachable_routes",
+    "worst_case",
+]

@@ -8,6 +8,7 @@ from flask import Flask, current_app
 
 from . import config
 from .errors import ConfigError
+from .logwriter import install_signal_handlers
 from .schemas import ChatRequest, ChatResponse
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class AIGateway:
         secret = settings["AIGATEWAY_SECRET_KEY"] or app.config.get("SECRET_KEY")
         state = GatewayState(settings, database_uri, engine, secret)
         app.extensions[EXTENSION_KEY] = state
+        # Flush the request log on SIGTERM when nothing else handles it (see logwriter).
+        install_signal_handlers()
 
         from .cli import register_cli
 

@@ -216,6 +216,72 @@ class CacheEntry(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+#: Upper bounds in milliseconds of the latency histogram kept in :class:`UsageRollup` (one
+#: column per bound plus one for slower requests). The Prometheus duration histograms use the
+#: same bounds, so percentiles from the database and from a scrape agree.
+LATENCY_BUCKETS_MS: tuple[int, ...] = (
+    10, 25, 50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000,
+    30000, 60000,
+)
+
+
+class UsageRollup(Base):
+    """Usage of one UTC hour per key x team x alias x provider, kept current by the request-log
+    writer (one upsert per batch, in the same transaction as the raw rows) so statistics never
+    scan the raw log. ``""`` stands for "none" in the four dimensions (unique constraints treat
+    NULLs as distinct). ``lat_le_<ms>`` count the requests whose latency fell in that bucket
+    (above the previous bound), ``lat_inf`` the slower ones."""
+
+    __tablename__ = "aigw_usage_rollups"
+    __table_args__ = (
+        UniqueConstraint("hour", "key_id", "team_id", "alias", "provider",
+                         name="uq_aigw_usage_rollups_dimensions"),
+        Index("ix_aigw_usage_rollups_key_hour", "key_id", "hour"),
+        Index("ix_aigw_usage_rollups_team_hour", "team_id", "hour"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    hour: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    key_id: Mapped[str] = mapped_column(String(40), default="")
+    team_id: Mapped[str] = mapped_column(String(40), default="")
+    alias: Mapped[str] = mapped_column(String(200), default="")
+    provider: Mapped[str] = mapped_column(String(100), default="")
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    rate_limited: Mapped[int] = mapped_column(BigInteger, default=0)
+    budget_exceeded: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_hits: Mapped[int] = mapped_column(BigInteger, default=0)
+    streams: Mapped[int] = mapped_column(BigInteger, default=0)
+    fallbacks: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimated: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+    latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_10: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_25: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_50: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_100: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_250: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_500: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_750: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_1000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_1500: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_2000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_3000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_5000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_7500: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_10000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_15000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_20000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_30000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_60000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_inf: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 __all__ = [
     "ApiKey",
     "Base",
@@ -226,4 +292,5 @@ __all__ = [
     "RequestLog",
     "Team",
     "UsageCounter",
+    "UsageRollup",
 ]

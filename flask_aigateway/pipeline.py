@@ -14,21 +14,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .accounting import RequestLogWriter, RequestRecord, cost_of
+from .accounting import RequestRecord, cost_of
 from .auth import Principal, authenticate
 from .budgets import BudgetBook, Reservation
 from .cache import CacheDecision, ResponseCache
 from .catalog import AliasRoute, load_route
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
+from .logwriter import RequestLogWriter
 from .metrics import Metrics
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, RateTicket
 from .routing import AttemptLog, Router, execute
 from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
-from .streaming import ChatStream, _Opened
+from .streaming import ChatStream, _Opened, replay_stream
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
 #: Passed as ``api_key`` by trusted in-process callers: no key, no key rules.
@@ -47,6 +48,8 @@ class Admission:
     reservation: Reservation | None = None
     cache: CacheDecision | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: What the rate limiter counted (its token windows are corrected when the request ends).
+    rate: RateTicket | None = None
     _done: bool = False
 
     def settle(self, record: RequestRecord) -> None:
@@ -57,6 +60,7 @@ class Admission:
         self._done = True
         if self.reservation is not None:
             self.reservation.settle(record.cost)
+            self.headers.update(self.reservation.headers())
 
     def release(self) -> None:
         if self._done:
@@ -74,7 +78,7 @@ class Pipeline:
         self.state = state
         self.settings = state.settings
         self.transport = Transport(connect_timeout=self.settings["AIGATEWAY_CONNECT_TIMEOUT"])
-        self.router = Router(self.settings)
+        self.router = Router(self.settings, state=state)
         self.limiter = RateLimiter(state)
         self.budgets = BudgetBook(state)
         self.cache = ResponseCache(state)
@@ -115,7 +119,8 @@ class Pipeline:
               admission: Admission) -> None:
         """Rate limits first (cheap, and a refused request reserves nothing), then the budget
         reservation of the worst-case cost, atomically across every budget that applies."""
-        admission.headers.update(self.limiter.admit(principal, request))
+        admission.rate = self.limiter.admit(principal, request, route)
+        admission.headers.update(admission.rate.headers)
         admission.reservation = self.budgets.reserve(principal, route, request)
         admission.headers.update(admission.reservation.headers())
 
@@ -131,6 +136,10 @@ class Pipeline:
             if route is not None:
                 yield route
 
+    def resolve(self, alias: str) -> AliasRoute | None:
+        """The route of another alias (a context-length fallback), or None."""
+        return load_route(self.state, alias)
+
     def deadline(self) -> float:
         return time.monotonic() + self.settings["AIGATEWAY_REQUEST_TIMEOUT"]
 
@@ -141,14 +150,19 @@ class Pipeline:
 
     def finish(self, record: RequestRecord, admission: Admission | None) -> None:
         """Last step of every request, whatever its outcome: settle or release what was
-        reserved, then log and meter it."""
+        reserved, let identical requests waiting on this one's cache miss go, then log and
+        meter it."""
+        record.stop_clock()
         if admission is not None:
             if record.status_code < 400 or record.cost > 0:
                 admission.settle(record)
             else:
                 admission.release()
+            if admission.cache is not None:
+                record.cache_lookup = admission.cache.looked_up
+                self.cache.release(admission.cache)
         try:
-            self.limiter.record_usage(record)
+            self.limiter.record_usage(record, admission.rate if admission is not None else None)
             self.metrics.observe(record)
         finally:
             self.log_writer.write(record)
@@ -162,6 +176,9 @@ class Pipeline:
         admission: Admission | None = None
         if request.stream:
             request = replace(request, stream=False)
+        self.metrics.started()
+        if self.settings["AIGATEWAY_LOG_CONTENT"]:
+            record.keep_content(request)
         try:
             principal = self.authenticate(api_key, record)
             route = self.authorize(request, principal)
@@ -171,15 +188,15 @@ class Pipeline:
             self.admit(request, principal, route, admission)
             cached = self.cache.get(admission.cache)
             if cached is not None:
-                record.cache_hit = True
                 admission.headers["x-aigateway-cache"] = "HIT"
-                return replace(cached, request_id=record.request_id, cache_hit=True,
-                               cost=record.cost, headers=admission.headers)
+                record.keep_completion(response=cached)
+                return replace(self.cache.serve(cached, record, route), headers=admission.headers)
             attempts = AttemptLog()
             try:
                 target, response = execute(
                     self.router, self.settings, self.routes(route),
-                    lambda t, left: self._call(request, t, left), self.deadline(), attempts,
+                    lambda t, left: self._call(request, t, left, record), self.deadline(), attempts,
+                    request=request, resolve=self.resolve,
                 )
             finally:
                 record.attempts = attempts.attempts
@@ -192,6 +209,8 @@ class Pipeline:
                     estimated=True,
                 )
             self.account(record, target, usage)
+            if not response.body.get("created"):
+                response.body["created"] = int(time.time())
             result = replace(
                 response,
                 usage=usage,
@@ -203,6 +222,7 @@ class Pipeline:
                 fallback_path=tuple(record.fallback_path),
                 headers=admission.headers,
             )
+            record.keep_completion(response=result)
             self.cache.put(admission.cache, result)
             return result
         except GatewayError as error:
@@ -214,13 +234,20 @@ class Pipeline:
         finally:
             self.finish(record, admission)
 
-    def _call(self, request: ChatRequest, target: Target, seconds_left: float) -> ChatResponse:
+    def _call(self, request: ChatRequest, target: Target, seconds_left: float,
+              record: RequestRecord) -> ChatResponse:
         adapter = get_adapter(target.wire_format)
         upstream = adapter.build_request(request, target)
-        answer = self.transport.send(upstream, timeout=seconds_left, pool_key=target.provider_id)
-        if answer.status >= 300:
-            raise adapter.classify_error(answer.status, answer.headers, answer.body)
-        return adapter.parse_response(answer.body, request, target)
+        try:
+            with record.upstream_wait():
+                answer = self.transport.send(upstream, timeout=seconds_left,
+                                             pool_key=target.provider_id)
+            if answer.status >= 300:
+                raise adapter.classify_error(answer.status, answer.headers, answer.body)
+            return adapter.parse_response(answer.body, request, target)
+        except UpstreamError as error:
+            record.note_upstream_error(target, error)
+            raise
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -236,6 +263,9 @@ class Pipeline:
         admission: Admission | None = None
         if not request.stream:
             request = replace(request, stream=True)
+        self.metrics.started()
+        if self.settings["AIGATEWAY_LOG_CONTENT"]:
+            record.keep_content(request)
         try:
             principal = self.authenticate(api_key, record)
             route = self.authorize(request, principal)
@@ -243,11 +273,17 @@ class Pipeline:
             admission.cache = self.cache.decide(request, principal, route, cache_control)
             admission.headers["x-aigateway-cache"] = admission.cache.status
             self.admit(request, principal, route, admission)
+            cached = self.cache.get(admission.cache)
+            if cached is not None:
+                admission.headers["x-aigateway-cache"] = "HIT"
+                return replay_stream(self, request, record,
+                                     self.cache.serve(cached, record, route), admission)
             attempts = AttemptLog()
             try:
                 target, opened = execute(
                     self.router, self.settings, self.routes(route),
-                    lambda t, left: self._open(request, t, left), self.deadline(), attempts,
+                    lambda t, left: self._open(request, t, left, record), self.deadline(), attempts,
+                    request=request, resolve=self.resolve, hold=True,
                 )
             finally:
                 record.attempts = attempts.attempts
@@ -261,11 +297,23 @@ class Pipeline:
                 record.crash(error)
             self.finish(record, admission)
             raise
-        return ChatStream(self, request, record, target, opened, admission)
+        return ChatStream(self, request, record, target, opened, admission,
+                          release=attempts.release)
 
-    def _open(self, request: ChatRequest, target: Target, seconds_left: float) -> _Opened:
+    def _open(self, request: ChatRequest, target: Target, seconds_left: float,
+              record: RequestRecord) -> _Opened:
         adapter = get_adapter(target.wire_format)
         upstream = adapter.build_request(request, target)
+        with record.upstream_wait():
+            try:
+                return self._first_events(adapter, request, target, upstream, seconds_left)
+            except UpstreamError as error:
+                record.note_upstream_error(target, error)
+                raise
+
+    def _first_events(self, adapter: Any, request: ChatRequest, target: Target,
+                      upstream: Any, seconds_left: float) -> _Opened:
+        """Open the upstream stream and read it until its first chunk (or proper end)."""
         stream = self.transport.open_stream(
             upstream, timeout=seconds_left, pool_key=target.provider_id
         )

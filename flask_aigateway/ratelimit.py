@@ -1,18 +1,77 @@
 """Rate limits of keys and teams (requests and tokens per minute), counted at admission.
 
-Interface used by the pipeline; the governance issue fills in the sliding windows.
+Every level of a key's chain that sets ``rate_limit`` or ``tokens_per_minute`` has a window of
+its own: the key's, and each team's, pooled over all the keys and sub-teams below it. A
+request counts in all of them, atomically (see :mod:`flask_aigateway.rate_windows`), so a
+limit is never exceeded whatever the concurrency and — with Redis — the number of processes.
+A refused request is counted nowhere. Token windows are charged the estimate at admission
+(estimated prompt tokens + the maximum output tokens) and corrected to the actual usage when
+the request ends.
+
+Windows live in ``AIGATEWAY_RATELIMIT_STORAGE_URI``: unset, Redis when ``AIGATEWAY_REDIS_URL``
+is set, else this process's memory — exact for one process with any number of threads, which
+is how ``make run`` serves; several processes without Redis would each count on their own.
+
+Response headers follow OpenAI: ``x-ratelimit-limit-requests``, ``-remaining-requests`` and
+``-reset-requests`` describe the request window with the least room left (``reset``: when its
+oldest entry leaves, so that room grows), the ``-tokens`` trio likewise; a refusal adds
+``Retry-After`` (seconds, and ``retry-after-ms``) for when the request would fit.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .budgets import max_output_tokens
+from .errors import ConfigError, RateLimitError
+from .rate_windows import MemoryWindows, RedisWindows, WindowSpec, WindowState, WindowStore
+from .redis_failure import on_unreachable, unreachable_errors
 from .schemas import ChatRequest
 from .state import GatewayState
+from .tokens import estimate_prompt_tokens
 
 if TYPE_CHECKING:
     from .accounting import RequestRecord
     from .auth import Principal
+    from .catalog import AliasRoute
+
+log = logging.getLogger(__name__)
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def format_duration(seconds: float) -> str:
+    """OpenAI's duration format for ``x-ratelimit-reset-*``: ``250ms``, ``12.5s``, ``1m0s``."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    minutes, rest = divmod(round(seconds, 3), 60)
+    rest_text = f"{rest:.3f}".rstrip("0").rstrip(".")
+    return f"{int(minutes)}m{rest_text}s" if minutes else f"{rest_text}s"
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    spec: WindowSpec
+    kind: str
+    owner: str
+
+
+@dataclass(slots=True)
+class RateTicket:
+    """What admitting one request counted: the token windows and the estimate charged to
+    them (corrected by :meth:`RateLimiter.record_usage`), and the response headers."""
+
+    entry: str = ""
+    token_windows: tuple[str, ...] = ()
+    estimate: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    store: WindowStore | None = None
 
 
 class RateLimiter:
@@ -20,12 +79,160 @@ class RateLimiter:
 
     def __init__(self, state: GatewayState) -> None:
         self._state = state
+        self._store: WindowStore | None = None
+        self._lock = threading.Lock()
 
-    def admit(self, principal: Principal | None, request: ChatRequest) -> dict[str, str]:
-        """Count the request in every window that applies; raise RateLimitError (429 with
-        Retry-After and x-ratelimit-* headers) when one is full. Returns the headers for a
-        successful response."""
-        return {}
+    @property
+    def store(self) -> WindowStore:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = self._make_store()
+        return self._store
 
-    def record_usage(self, record: RequestRecord) -> None:
-        """Correct token windows from the admission estimate to the actual usage."""
+    def _make_store(self) -> WindowStore:
+        settings = self._state.settings
+        uri = settings["AIGATEWAY_RATELIMIT_STORAGE_URI"]
+        if uri is None:
+            client = self._state.redis()
+            return MemoryWindows() if client is None else RedisWindows(
+                client, self._state.redis_key)
+        if uri.startswith("memory://"):
+            return MemoryWindows()
+        if not uri.startswith(_REDIS_SCHEMES):
+            raise ConfigError(
+                f"AIGATEWAY_RATELIMIT_STORAGE_URI={uri!r} is not supported: use memory:// or a "
+                "redis://, rediss:// or unix:// URL (or leave it unset to follow "
+                "AIGATEWAY_REDIS_URL)."
+            )
+        if uri == settings["AIGATEWAY_REDIS_URL"]:
+            return RedisWindows(self._state.redis(), self._state.redis_key)
+        import redis
+
+        client = redis.Redis.from_url(uri, socket_timeout=5, socket_connect_timeout=5,
+                                      health_check_interval=30)
+        self._state.resources["ratelimit_redis"] = client
+        return RedisWindows(client, self._state.redis_key)
+
+    def admit(self, principal: Principal | None, request: ChatRequest,
+              route: AliasRoute | None = None) -> RateTicket:
+        """Count the request in every window that applies, or in none and raise.
+
+        :raises RateLimitError: 429 with ``Retry-After`` and the ``x-ratelimit-*`` headers.
+        :raises ServiceUnavailableError: Redis unreachable and failure mode ``closed``.
+        """
+        if principal is None:
+            return RateTicket()
+        windows = self._windows(principal, request, route)
+        if not windows:
+            return RateTicket()
+        entry = uuid.uuid4().hex
+        store = self.store
+        try:
+            admitted, states = store.acquire([w.spec for w in windows], entry)
+        except unreachable_errors() as exc:
+            on_unreachable(self._state.settings, exc, "checking rate limits")
+            return RateTicket()
+        headers = _headers(windows, states)
+        if not admitted:
+            raise _refusal(windows, states, headers)
+        tokens = [w for w in windows if w.kind == "tokens"]
+        return RateTicket(
+            entry=entry,
+            token_windows=tuple(w.spec.name for w in tokens),
+            estimate=tokens[0].spec.cost if tokens else 0,
+            headers=headers,
+            store=store,
+        )
+
+    def record_usage(self, record: RequestRecord, ticket: RateTicket | None = None) -> None:
+        """Correct the token windows from the admission estimate to the actual usage (prompt
+        plus completion tokens; none for a cache hit or a request that failed before any)."""
+        if ticket is None or not ticket.token_windows or ticket.store is None:
+            return
+        actual = record.usage.prompt_tokens + record.usage.completion_tokens
+        if actual == ticket.estimate:
+            return
+        try:
+            ticket.store.adjust(ticket.token_windows, ticket.entry, ticket.estimate, actual)
+        except unreachable_errors() as exc:
+            log.warning("could not correct tokens-per-minute windows of request %s from %d "
+                        "to %d tokens: Redis unreachable (%s)", record.request_id,
+                        ticket.estimate, actual, exc.__class__.__name__)
+
+    def _windows(self, principal: Principal, request: ChatRequest,
+                 route: AliasRoute | None) -> list[_Window]:
+        owners = [f"key:{principal.key_id}", *(f"team:{t}" for t in principal.team_ids)]
+        levels = principal.rules.levels
+        windows: list[_Window] = []
+        estimate: int | None = None
+        for level, owner in zip(levels, owners, strict=False):
+            if level.rate_limit is not None:
+                windows.append(_Window(WindowSpec(f"{owner}:requests", level.rate_limit, 1),
+                                       "requests", level.owner))
+            if level.tokens_per_minute is not None:
+                if estimate is None:
+                    estimate = self._estimate(request, route)
+                windows.append(_Window(
+                    WindowSpec(f"{owner}:tokens", level.tokens_per_minute, estimate),
+                    "tokens", level.owner))
+        return windows
+
+    def _estimate(self, request: ChatRequest, route: AliasRoute | None) -> int:
+        default = self._state.settings["AIGATEWAY_DEFAULT_MAX_TOKENS"]
+        routes = [route] if route is not None else []
+        return estimate_prompt_tokens(request) + max_output_tokens(request, routes, default)
+
+
+def _tightest(windows: Sequence[_Window], states: Sequence[WindowState],
+              kind: str) -> WindowState | None:
+    pairs = [(w, s) for w, s in zip(windows, states, strict=True) if w.kind == kind]
+    if not pairs:
+        return None
+    refused = [s for _w, s in pairs if s.refused]
+    if refused:
+        return max(refused, key=lambda s: math.inf if s.retry_after is None else s.retry_after)
+    return min((s for _w, s in pairs), key=lambda s: (s.remaining, -s.reset_after))
+
+
+def _headers(windows: Sequence[_Window], states: Sequence[WindowState]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for kind in ("requests", "tokens"):
+        state = _tightest(windows, states, kind)
+        if state is None:
+            continue
+        headers[f"x-ratelimit-limit-{kind}"] = str(state.limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(state.remaining)
+        headers[f"x-ratelimit-reset-{kind}"] = format_duration(state.reset_after)
+    return headers
+
+
+def _refusal(windows: Sequence[_Window], states: Sequence[WindowState],
+             headers: dict[str, str]) -> RateLimitError:
+    refused = [(w, s) for w, s in zip(windows, states, strict=True) if s.refused]
+    never = [(w, s) for w, s in refused if s.retry_after is None]
+    if never:
+        window, state = never[0]
+        return RateLimitError(
+            f"This request alone needs up to {window.spec.cost} tokens (estimated prompt plus "
+            f"max output tokens), more than the tokens-per-minute limit of {window.owner} "
+            f"({state.limit} tokens/minute): lower max_tokens or shorten the prompt.",
+            headers={**headers, "x-should-retry": "false"},
+        )
+    window, state = max(refused, key=lambda ws: ws[1].retry_after or 0.0)
+    wait = state.retry_after or 0.0
+    unit = "requests/minute" if window.kind == "requests" else "tokens/minute"
+    pooled = " (pooled over all its keys and sub-teams)" if window.spec.name.startswith(
+        "team:") else ""
+    used = (f"{state.used} requests in the last minute" if window.kind == "requests"
+            else f"{state.used} tokens used in the last minute and this request needs up to "
+                 f"{window.spec.cost}")
+    return RateLimitError(
+        f"Rate limit reached: {window.owner} allows {state.limit} {unit}{pooled}, with "
+        f"{used}. Retry in {wait:.1f} s.",
+        headers={**headers, "Retry-After": str(max(1, math.ceil(wait))),
+                 "retry-after-ms": str(max(1, math.ceil(wait * 1000)))},
+    )
+
+
+__all__ = ["RateLimiter", "RateTicket", "format_duration"]

@@ -1,73 +1,165 @@
-"""Choosing deployments and running the attempt sequence: retries, backoff, fallback chain.
+"""Choosing deployments and running the attempt sequence: health, retries, backoff, fallbacks.
 
-``Router.candidates`` orders the deployments of one alias; :func:`execute` walks them (and then
-the alias's fallbacks), retrying retryable failures with backoff inside one overall deadline.
+:meth:`Router.plan` orders the deployments of one alias (healthy ones of the best priority
+first, by the alias's strategy; other tiers after them; open circuits and full RPM windows
+left out). :func:`execute` walks the plan, then the alias's fallbacks, retrying retryable
+upstream failures with backoff, feeding every outcome back to the router's state, all inside
+one overall deadline.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import math
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from .balancing import order_tier
 from .catalog import AliasRoute
 from .errors import (
     GatewayError,
+    RateLimitError,
     ServiceUnavailableError,
     UpstreamClientError,
     UpstreamError,
     UpstreamTimeoutError,
 )
 from .providers.base import Target
+from .providers.classify import CONTEXT_LENGTH_CODE
+from .router_state import RPM_WINDOW, Phase, Refusal, RouterState, Ticket, router_state_for
+from .schemas import ChatRequest
+from .tokens import estimate_prompt_tokens
+
+if TYPE_CHECKING:
+    from .state import GatewayState
 
 T = TypeVar("T")
 
 #: Longest single wait between retries, whatever the backoff or Retry-After says.
 MAX_RETRY_WAIT = 30.0
+#: An in-flight lease outlives the request timeout by this much before it expires by itself.
+LEASE_GRACE = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A deployment left out: ``reason`` ``"open"`` (cooling down or being probed) or ``"rpm"``
+    (its requests-per-minute limit is used up) until ``until`` (epoch s; ``now`` alike)."""
+
+    target: Target
+    reason: str
+    until: float
+    now: float
+
+    def describe(self) -> str:
+        t = self.target
+        when = dt.datetime.fromtimestamp(self.until, dt.UTC).strftime("%H:%M:%S UTC")
+        left = max(0.0, self.until - self.now)
+        name = f"deployment {t.deployment_id} ({t.provider_name}/{t.provider_model})"
+        if self.reason == "rpm":
+            return (f"{name} has used its {t.rpm_limit} requests per minute until {when} "
+                    f"({left:.1f} s from now)")
+        return (f"{name} is cooling down after repeated upstream failures until {when} "
+                f"({left:.1f} s from now)")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The deployments to try, in order, and the ones left out with the reason."""
+
+    targets: list[Target]
+    skipped: list[Skip] = field(default_factory=list)
 
 
 class Router:
-    """Orders the candidate deployments of an alias.
+    """Orders the deployments of an alias and keeps their health, load and latency in a
+    :class:`~flask_aigateway.router_state.RouterState` (shared through Redis when configured).
 
-    Only the enabled deployments of the best priority are candidates; the rest follow in
-    priority order so a request can still be served when every better one fails.
+    ``AIGATEWAY_CIRCUIT_FAILURES`` consecutive upstream failures open a deployment's circuit
+    for ``AIGATEWAY_CIRCUIT_COOLDOWN`` seconds; the caller's own errors never count.
     """
 
-    def __init__(self, settings: dict[str, Any], rng: random.Random | None = None) -> None:
-        self._rng = rng or random.Random()
+    def __init__(self, settings: dict[str, Any], rng: random.Random | None = None, *,
+                 state: GatewayState | None = None, store: RouterState | None = None) -> None:
+        self.settings = settings
+        self.rng = rng or random.Random()
+        self._state = state
+        self._store = store
 
-    def candidates(self, route: AliasRoute) -> list[Target]:
+    @property
+    def store(self) -> RouterState:
+        """The state store, created on first use (not while the app's pipeline is being built,
+        which holds the state's lock that creating the Redis client takes too)."""
+        if self._store is None:
+            self._store = router_state_for(self._state)
+        return self._store
+
+    @store.setter
+    def store(self, store: RouterState) -> None:
+        self._store = store
+
+    def plan(self, route: AliasRoute, request: ChatRequest | None = None) -> Plan:
+        stats = self.store.stats([t.deployment_id for t in route.targets])
         ordered: list[Target] = []
+        skipped: list[Skip] = []
         for priority in sorted({t.priority for t in route.targets}):
-            tier = [t for t in route.targets if t.priority == priority]
-            ordered.extend(self._weighted_order(tier))
-        return ordered
+            probes: list[Target] = []
+            ready: list[Target] = []
+            for target in (t for t in route.targets if t.priority == priority):
+                s = stats[target.deployment_id]
+                phase = s.phase
+                if phase is Phase.OPEN:
+                    skipped.append(Skip(target, "open", s.blocked_until, s.now))
+                elif target.rpm_limit and s.rpm_used >= target.rpm_limit:
+                    reset = (s.rpm_oldest or s.now) + RPM_WINDOW
+                    skipped.append(Skip(target, "rpm", reset, s.now))
+                elif phase is Phase.HALF_OPEN:
+                    probes.append(target)
+                else:
+                    ready.append(target)
+            ordered.extend(probes)
+            ordered.extend(order_tier(
+                route.strategy, ready, stats=stats, rng=self.rng,
+                turn=lambda: self.store.next_turn(route.alias),
+                prompt_tokens=lambda: estimate_prompt_tokens(request) if request else 0,
+                output_tokens=request.max_output_tokens if request else None,
+            ))
+        return Plan(ordered, skipped)
 
-    def _weighted_order(self, tier: Sequence[Target]) -> list[Target]:
-        """A random order in which a deployment comes first with probability ∝ its weight."""
-        pool = list(tier)
-        order: list[Target] = []
-        while pool:
-            total = sum(max(t.weight, 0) for t in pool)
-            if total <= 0:
-                order.extend(pool)
-                break
-            pick = self._rng.uniform(0, total)
-            for i, target in enumerate(pool):
-                pick -= max(target.weight, 0)
-                if pick <= 0:
-                    order.append(pool.pop(i))
-                    break
-            else:
-                order.append(pool.pop())
-        return order
+    def candidates(self, route: AliasRoute, request: ChatRequest | None = None) -> list[Target]:
+        """The deployments of ``route`` to try, in order."""
+        return self.plan(route, request).targets
 
-    def record_success(self, target: Target, seconds: float) -> None:
-        """Hook for health and latency tracking."""
+    def begin(self, target: Target, seconds_left: float) -> Ticket | Skip:
+        """Admit one attempt on ``target`` (atomically across processes), or say why not."""
+        result = self.store.begin(
+            target.deployment_id,
+            rpm_limit=target.rpm_limit,
+            lease_seconds=self.settings["AIGATEWAY_REQUEST_TIMEOUT"] + LEASE_GRACE,
+            probe_seconds=max(seconds_left, 0.0) + 1.0,
+        )
+        if isinstance(result, Refusal):
+            return Skip(target, result.reason, result.until, result.now)
+        return result
 
-    def record_failure(self, target: Target, error: GatewayError) -> None:
-        """Hook for health tracking."""
+    def succeeded(self, ticket: Ticket, seconds: float | None) -> None:
+        """The deployment answered (``seconds``: its latency, None when not a fair sample)."""
+        self.store.succeeded(ticket, seconds)
+
+    def failed(self, ticket: Ticket) -> float | None:
+        """An upstream failure; returns when the circuit reopens if it is now open."""
+        return self.store.failed(
+            ticket,
+            threshold=self.settings["AIGATEWAY_CIRCUIT_FAILURES"],
+            cooldown=self.settings["AIGATEWAY_CIRCUIT_COOLDOWN"],
+        )
+
+    def release(self, ticket: Ticket) -> None:
+        self.store.release(ticket)
 
 
 def retry_delay(settings: dict[str, Any], attempt: int, retry_after: float | None) -> float:
@@ -83,13 +175,27 @@ def retry_delay(settings: dict[str, Any], attempt: int, retry_after: float | Non
 
 
 class AttemptLog:
-    """What the attempt sequence did: counted attempts and the aliases it went through."""
+    """What the attempt sequence did: counted attempts, the aliases it went through, and the
+    in-flight lease a stream holds until it closes (:meth:`release`)."""
 
-    __slots__ = ("attempts", "path")
+    __slots__ = ("_release", "attempts", "path")
 
     def __init__(self) -> None:
         self.attempts = 0
         self.path: list[str] = []
+        self._release: Callable[[], None] | None = None
+
+    def hold(self, release: Callable[[], None]) -> None:
+        self._release = release
+
+    def release(self) -> None:
+        """End the held in-flight lease (idempotent; nothing when none is held)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+_FAILED = object()
 
 
 def execute(
@@ -99,51 +205,165 @@ def execute(
     attempt: Callable[[Target, float], T],
     deadline: float,
     log: AttemptLog,
+    *,
+    request: ChatRequest | None = None,
+    resolve: Callable[[str], AliasRoute | None] | None = None,
+    hold: bool = False,
 ) -> tuple[Target, T]:
     """Call ``attempt(target, seconds_left)`` until one succeeds.
 
     Retryable upstream failures are retried on the same deployment up to
-    ``AIGATEWAY_RETRY_MAX_ATTEMPTS`` times, then the next deployment is tried, then each
-    fallback alias in order. The caller's own errors (UpstreamClientError and any non-upstream
-    GatewayError) end the sequence at once. Nothing runs past ``deadline`` (monotonic time).
+    ``AIGATEWAY_RETRY_MAX_ATTEMPTS`` times (unless its circuit opens meanwhile), then the next
+    deployment of the plan is tried, then each fallback alias in order. A context-length error
+    switches to the alias's ``context_fallback`` (looked up with ``resolve``) and its
+    fallbacks; the caller's other errors end the sequence at once. Nothing runs past
+    ``deadline`` (monotonic time). With ``hold``, the winning attempt's in-flight lease is
+    kept until ``log.release()`` (streams: until they close).
+
+    :raises UpstreamError: the last upstream failure when every attempt failed.
+    :raises ServiceUnavailableError: 503 ``no_healthy_deployment`` when no deployment could
+        even be tried because every circuit is open (the message says which, until when).
+    :raises RateLimitError: 429 when every deployment is at its requests-per-minute limit.
+
+    Every error raised carries the ``x-aigateway-attempts`` (and, past the first alias,
+    ``x-aigateway-fallback``) headers, like a success.
     """
-    max_attempts = max(1, settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"])
-    last_error: GatewayError | None = None
-    for route in routes:
+    try:
+        return _execute(router, settings, routes, attempt, deadline, log, request=request,
+                        resolve=resolve, hold=hold)
+    except GatewayError as error:
+        error.headers["x-aigateway-attempts"] = str(log.attempts)
+        if len(log.path) > 1:
+            error.headers["x-aigateway-fallback"] = ",".join(log.path)
+        raise
+
+
+def _execute(
+    router: Router,
+    settings: dict[str, Any],
+    routes: Iterable[AliasRoute],
+    attempt: Callable[[Target, float], T],
+    deadline: float,
+    log: AttemptLog,
+    *,
+    request: ChatRequest | None,
+    resolve: Callable[[str], AliasRoute | None] | None,
+    hold: bool,
+) -> tuple[Target, T]:
+    queue: Iterator[AliasRoute] = iter(routes)
+    seen: set[str] = set()
+    errors: list[UpstreamError] = []
+    skipped: list[Skip] = []
+    while (route := next(queue, None)) is not None:
+        if route.alias in seen:
+            continue
+        seen.add(route.alias)
         log.path.append(route.alias)
-        for target in router.candidates(route):
-            for n in range(1, max_attempts + 1):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise UpstreamTimeoutError(
-                        "The request did not complete within AIGATEWAY_REQUEST_TIMEOUT "
-                        f"({settings['AIGATEWAY_REQUEST_TIMEOUT']:g} s) across "
-                        f"{log.attempts} attempt(s).",
-                        retryable=False,
-                    )
-                log.attempts += 1
-                started = time.monotonic()
-                try:
-                    result = attempt(target, remaining)
-                except UpstreamClientError:
-                    raise
-                except UpstreamError as error:
-                    last_error = error
-                    router.record_failure(target, error)
-                    if not error.retryable or n == max_attempts:
-                        break
-                    wait = retry_delay(settings, n, error.retry_after)
-                    if wait >= deadline - time.monotonic():
-                        break
-                    time.sleep(wait)
-                    continue
-                router.record_success(target, time.monotonic() - started)
-                return target, result
-    if last_error is not None:
-        raise last_error
+        plan = router.plan(route, request)
+        skipped.extend(plan.skipped)
+        try:
+            for target in plan.targets:
+                result = _run_target(router, settings, target, attempt, deadline, log,
+                                     errors, skipped, hold)
+                if result is not _FAILED:
+                    return target, result  # type: ignore[return-value]
+        except UpstreamClientError as error:
+            fallback = route.context_fallback
+            if (error.code != CONTEXT_LENGTH_CODE or not fallback or resolve is None
+                    or fallback in seen):
+                raise
+            errors.append(error)
+            queue = _chain(fallback, resolve)
+    if errors:
+        raise errors[-1]
+    if skipped:
+        raise _unavailable(log.path, skipped)
     aliases = ", ".join(log.path) or "?"
     raise ServiceUnavailableError(
         f"No enabled deployment can serve model '{aliases}'. Add one with "
         "'flask model deploy' or enable the provider.",
         code="no_healthy_deployment",
+    )
+
+
+def _run_target(router: Router, settings: dict[str, Any], target: Target,
+                attempt: Callable[[Target, float], Any], deadline: float, log: AttemptLog,
+                errors: list[UpstreamError], skipped: list[Skip], hold: bool) -> Any:
+    """Up to ``AIGATEWAY_RETRY_MAX_ATTEMPTS`` attempts on one deployment; the result, or
+    ``_FAILED`` to move on. The caller's errors propagate."""
+    max_attempts = max(1, settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"])
+    for n in range(1, max_attempts + 1):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise UpstreamTimeoutError(
+                "The request did not complete within AIGATEWAY_REQUEST_TIMEOUT "
+                f"({settings['AIGATEWAY_REQUEST_TIMEOUT']:g} s) across "
+                f"{log.attempts} attempt(s).",
+                retryable=False,
+            )
+        ticket = router.begin(target, remaining)
+        if isinstance(ticket, Skip):
+            skipped.append(ticket)
+            return _FAILED
+        log.attempts += 1
+        started = time.monotonic()
+        keep = False
+        try:
+            result = attempt(target, remaining)
+        except UpstreamClientError:
+            router.succeeded(ticket, None)
+            raise
+        except UpstreamError as error:
+            errors.append(error)
+            opened = router.failed(ticket)
+            if not error.retryable or n == max_attempts or opened is not None:
+                return _FAILED
+            wait = retry_delay(settings, n, error.retry_after)
+            if wait >= deadline - time.monotonic():
+                return _FAILED
+        else:
+            router.succeeded(ticket, time.monotonic() - started)
+            if hold:
+                log.hold(functools.partial(router.release, ticket))
+                keep = True
+            return result
+        finally:
+            if not keep:
+                router.release(ticket)
+        time.sleep(wait)
+    return _FAILED
+
+
+def _chain(alias: str, resolve: Callable[[str], AliasRoute | None]) -> Iterator[AliasRoute]:
+    """``alias`` and then its own fallbacks, as routes (unknown or disabled ones left out)."""
+    first = resolve(alias)
+    if first is None:
+        return
+    yield first
+    for name in first.fallbacks:
+        route = resolve(name)
+        if route is not None:
+            yield route
+
+
+def _unavailable(path: Sequence[str], skipped: Sequence[Skip]) -> GatewayError:
+    """503 (open circuits) or 429 (RPM limits) naming each deployment and until when."""
+    unique = list({s.target.deployment_id: s for s in skipped}.values())
+    wait = max(0.0, min(s.until - s.now for s in unique))
+    headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+    details = "; ".join(s.describe() for s in unique)
+    model = path[0] if path else "?"
+    if all(s.reason == "rpm" for s in unique):
+        return RateLimitError(
+            f"Every deployment of model '{model}' is at its requests-per-minute limit: "
+            f"{details}. Retry in {wait:.1f} s, or add a deployment with "
+            f"'flask model deploy {model} …'.",
+            code="deployment_rate_limited",
+            headers=headers,
+        )
+    return ServiceUnavailableError(
+        f"No healthy deployment can serve model '{model}': {details}. Retry after that, or "
+        f"add another deployment with 'flask model deploy {model} …'.",
+        code="no_healthy_deployment",
+        headers=headers,
     )

@@ -37,7 +37,7 @@ class GatewayState:
         self.database_uri = database_uri
         self._engine = engine
         self._session_factory: sessionmaker[Session] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: session_factory calls engine
         self.cipher = CredentialCipher(secret)
         #: Lazily created resources (transport, limiter, counters…), keyed by name.
         self.resources: dict[str, Any] = {}

@@ -8,14 +8,15 @@ However a stream ends — finished, cut by the upstream, failed, or closed early
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .accounting import RequestRecord
 from .errors import GatewayError, UpstreamError
 from .providers.base import SSEEvent, StreamTranslator, Target
-from .schemas import ChatRequest, StreamChunk, Usage
+from .replay import CompletionAssembler, completion_chunks
+from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ class ChatStream:
     target: Target
     opened: _Opened
     admission: Admission
+    #: Ends the router's in-flight lease of the deployment (least-busy counts the stream).
+    release: Callable[[], None] | None = None
+    #: A cache hit replayed as this stream (no upstream; see :func:`replay_stream`).
+    cached: ChatResponse | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     _text: list[str] = field(default_factory=list)
     _settled: bool = False
@@ -78,19 +83,35 @@ class ChatStream:
             "attempts": self.record.attempts,
             "cost_usd": str(self.record.cost),
             "usage_estimated": usage.estimated,
+            "cache_hit": self.record.cache_hit,
         }
 
     def __iter__(self) -> Iterator[StreamChunk]:
+        """The chunks. Time spent waiting for the consumer to take a chunk is counted as the
+        client's (``record.client_seconds``), not as the gateway's overhead."""
+        source = self._replay() if self.cached is not None else self._relay()
+        try:
+            for chunk in source:
+                paused = time.perf_counter()
+                yield chunk
+                self.record.client_seconds += time.perf_counter() - paused
+        finally:
+            source.close()
+
+    def _relay(self) -> Iterator[StreamChunk]:
         record = self.record
         translator = self.opened.translator
         completion_chars = self._text
         held_finish: dict[str, Any] | None = None
+        assembler = CompletionAssembler() if self._stores() else None
         try:
             pending = list(self.opened.first)
             events = self.opened.events
             while True:
                 for chunk in pending:
                     _collect_text(chunk, completion_chars)
+                    if assembler is not None:
+                        assembler.feed(chunk)
                     if not chunk.get("choices"):
                         continue
                     if any(c.get("finish_reason") for c in chunk["choices"]):
@@ -99,7 +120,8 @@ class ChatStream:
                     yield StreamChunk(self._stamp(chunk))
                 if translator.done:
                     break
-                event = next(events, None)
+                with record.upstream_wait():
+                    event = next(events, None)
                 if event is None:
                     break
                 pending = translator.feed(event)
@@ -110,6 +132,8 @@ class ChatStream:
                     retryable=False,
                 )
             self._settle(translator.usage, completion_chars)
+            if assembler is not None:
+                self._store(assembler)
             final_usage = self.record.usage
             if held_finish is not None:
                 if not self.request.include_usage:
@@ -125,6 +149,8 @@ class ChatStream:
             raise
         except GatewayError as error:
             record.fail(error)
+            if isinstance(error, UpstreamError):
+                record.note_upstream_error(self.target, error)
             self._settle(translator.usage, completion_chars)
             raise
         except Exception as exc:
@@ -133,6 +159,44 @@ class ChatStream:
             raise
         finally:
             self.close()
+
+    def _replay(self) -> Iterator[StreamChunk]:
+        """A cached answer as the stream an upstream would have sent: same chunks, one id,
+        the usage chunk when asked (with the cached usage), zero cost."""
+        assert self.cached is not None
+        try:
+            chunks = completion_chunks(self.cached.body)
+            for chunk in chunks[:-1]:
+                yield StreamChunk(self._stamp(chunk))
+            self._settle(None, [])
+            final = chunks[-1]
+            if not self.request.include_usage:
+                final["aigateway"] = self._extension()
+            yield StreamChunk(self._stamp(final))
+            if self.request.include_usage:
+                usage_chunk = self._stamp({"choices": []})
+                usage_chunk["usage"] = self.cached.usage.to_openai()
+                usage_chunk["aigateway"] = self._extension()
+                yield StreamChunk(usage_chunk, usage=self.cached.usage)
+        except GeneratorExit:
+            self._abandon()
+            raise
+        finally:
+            self.close()
+
+    def _stores(self) -> bool:
+        decision = self.admission.cache
+        return decision is not None and decision.write and decision.key is not None
+
+    def _store(self, assembler: CompletionAssembler) -> None:
+        """Cache the complete answer (what a JSON request would have received)."""
+        usage = self.record.usage
+        body = assembler.completion(model=self.request.model, usage=usage.to_openai())
+        body["id"] = self.stream_id
+        self.pipeline.cache.put(self.admission.cache, ChatResponse(
+            body=body, usage=usage, cost=self.record.cost, provider=self.target.provider_name,
+            deployment_id=self.target.deployment_id,
+        ))
 
     def _abandon(self) -> None:
         """The consumer stopped before the end: bill what was consumed, log it as 499."""
@@ -144,14 +208,26 @@ class ChatStream:
         self._settle(self.opened.translator.usage, self._text)
 
     def _settle(self, usage: Usage | None, completion_chars: list[str]) -> None:
-        """Charge what was consumed: upstream usage when given, else a local estimate."""
+        """Charge what was consumed: upstream usage when given, else a local estimate (a
+        replayed cache hit consumed nothing). A stream that did not end properly (cut,
+        failed, or left by the client) is charged at least the estimate of the text received,
+        since its upstream usage, if any, stopped counting early."""
         self._settled = True
+        if self.cached is not None:
+            self.record.keep_completion(response=self.cached)
+            self.admission.settle(self.record)
+            return
+        self.record.keep_completion("".join(completion_chars))
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
             usage = Usage(
                 prompt_tokens=estimate_prompt_tokens(self.request),
                 completion_tokens=estimate_text_tokens("".join(completion_chars)),
                 estimated=True,
             )
+        elif not self.opened.translator.done and completion_chars:
+            received = estimate_text_tokens("".join(completion_chars))
+            if received > usage.completion_tokens:
+                usage = replace(usage, completion_tokens=received, estimated=True)
         elif usage.completion_tokens == 0 and completion_chars:
             usage = replace(
                 usage,
@@ -177,6 +253,8 @@ class ChatStream:
         try:
             self.opened.stream.close()
         finally:
+            if self.release is not None:
+                self.release()
             self.pipeline.finish(self.record, self.admission)
 
 
@@ -192,3 +270,29 @@ def _collect_text(chunk: dict[str, Any], sink: list[str]) -> None:
                 sink.append(arguments)
 
 
+class _NoUpstream:
+    """The upstream side of a replayed cache hit: there is nothing to close."""
+
+    def close(self) -> None:
+        return None
+
+
+class _Replayed:
+    """A finished translator: a replay feeds no upstream events."""
+
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    done = True
+
+    def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
+        return []
+
+
+def replay_stream(pipeline: Pipeline, request: ChatRequest, record: RequestRecord,
+                  cached: ChatResponse, admission: Admission) -> ChatStream:
+    """A cache hit served as a stream; ``record.target`` is the deployment that produced it
+    (:meth:`ResponseCache.serve` sets it)."""
+    assert record.target is not None
+    record.ttft_ms = record.elapsed_ms()
+    opened = _Opened(_NoUpstream(), iter(()), _Replayed(), [])
+    return ChatStream(pipeline, request, record, record.target, opened, admission, cached=cached)

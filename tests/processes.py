@@ -28,7 +28,8 @@ def free_port() -> int:
 class GatewayProcess:
     """One gunicorn-served gateway; ``url`` is its base URL. Stop it with :meth:`stop`."""
 
-    def __init__(self, env: Mapping[str, str], instance_path: Path, threads: int = 16) -> None:
+    def __init__(self, env: Mapping[str, str], instance_path: Path, threads: int = 16,
+                 workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
@@ -42,7 +43,7 @@ class GatewayProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", "1", "--worker-class", "gthread", "--threads", str(threads),
+             "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
              "--graceful-timeout", "5", "sample_app:create_app()"],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )
@@ -56,7 +57,7 @@ class GatewayProcess:
             try:
                 if requests.get(self.url + "/v1/health", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.1)
         self.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from decimal import Decimal
 
 import pytest
@@ -37,6 +38,7 @@ def test_chat_returns_openai_completion_with_gateway_headers(client, state, api_
     assert response.status_code == 200, response.json
     body = response.json
     assert body["object"] == "chat.completion"
+    assert abs(body["created"] - time.time()) < 60
     assert body["model"] == alias
     assert body["choices"][0]["message"] == {
         **body["choices"][0]["message"], "role": "assistant", "content": "Hello there!"

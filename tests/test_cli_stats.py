@@ -1,4 +1,5 @@
-"""``flask stats``: usage aggregated from request-log rows, overall and grouped."""
+"""``flask stats`` and ``flask aigateway prune-logs``: usage from the hourly rollups, overall
+and grouped, and retention of the raw log."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from flask_aigateway.db import utcnow
 from flask_aigateway.errors import ValidationError
-from flask_aigateway.models import RequestLog
+from flask_aigateway.models import RequestLog, UsageRollup
+from flask_aigateway.rollups import write_batch
 from flask_aigateway.services import keys as key_service
 from flask_aigateway.services import stats as service
 from flask_aigateway.services import teams as team_service
@@ -27,6 +30,21 @@ def ok(runner: Any, *args: Any) -> Any:
     return result
 
 
+def log_row(**fields: Any) -> dict[str, Any]:
+    """A request-log row as the writer receives it (``RequestRecord.to_row``)."""
+    row: dict[str, Any] = {
+        "request_id": "req", "created_at": utcnow(), "key_id": None, "team_id": None,
+        "alias": None, "provider": None, "deployment_id": None, "provider_model": None,
+        "status_code": 200, "error_type": None, "error_message": None, "prompt_tokens": 0,
+        "completion_tokens": 0, "cached_tokens": 0, "usage_estimated": False,
+        "cost": Decimal(0), "latency_ms": 10.0, "ttft_ms": None, "attempts": 1,
+        "fallback_path": None, "cache_hit": False, "stream": False, "prompt_text": None,
+        "completion_text": None,
+    }
+    row.update(fields)
+    return row
+
+
 @pytest.fixture
 def log(state: Any) -> dict[str, str]:
     """Five logged requests: four in the last hours, one ten days old."""
@@ -36,90 +54,24 @@ def log(state: Any) -> dict[str, str]:
     now = utcnow()
     rows = [
         # key, team, alias, provider, status, prompt, completion, cost, latency, hit, age
-        (
-            key_a.id,
-            team.id,
-            "gpt-4o",
-            "openai",
-            200,
-            100,
-            50,
-            "0.0012345678",
-            100.0,
-            False,
-            dt.timedelta(hours=1),
-        ),
-        (
-            key_a.id,
-            team.id,
-            "gpt-4o",
-            "openai",
-            200,
-            10,
-            5,
-            "0.0000000001",
-            200.0,
-            True,
-            dt.timedelta(hours=2),
-        ),
-        (
-            key_b.id,
-            None,
-            "claude",
-            "anthropic",
-            502,
-            20,
-            0,
-            "0",
-            300.0,
-            False,
-            dt.timedelta(hours=3),
-        ),
-        (key_b.id, None, "claude", None, 429, 0, 0, "0", None, False, dt.timedelta(hours=4)),
-        (
-            key_a.id,
-            team.id,
-            "gpt-4o",
-            "openai",
-            200,
-            1000,
-            500,
-            "1.2345678901",
-            1000.0,
-            False,
-            dt.timedelta(days=10),
-        ),
+        (key_a.id, team.id, "gpt-4o", "openai", 200, 100, 50, "0.0012345678", 100.0, False,
+         dt.timedelta(hours=1)),
+        (key_a.id, team.id, "gpt-4o", "openai", 200, 10, 5, "0.0000000001", 200.0, True,
+         dt.timedelta(hours=2)),
+        (key_b.id, None, "claude", "anthropic", 502, 20, 0, "0", 300.0, False,
+         dt.timedelta(hours=3)),
+        (key_b.id, None, "claude", None, 429, 0, 0, "0", 5.0, False, dt.timedelta(hours=4)),
+        (key_a.id, team.id, "gpt-4o", "openai", 200, 1000, 500, "1.2345678901", 1000.0, False,
+         dt.timedelta(days=10)),
     ]
-    with state.transaction() as session:
-        for i, (
-            key,
-            team_id,
-            alias,
-            provider,
-            status,
-            prompt,
-            completion,
-            cost,
-            latency,
-            hit,
-            age,
-        ) in enumerate(rows):
-            session.add(
-                RequestLog(
-                    request_id=f"req_{i}",
-                    created_at=now - age,
-                    key_id=key,
-                    team_id=team_id,
-                    alias=alias,
-                    provider=provider,
-                    status_code=status,
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                    cost=Decimal(cost),
-                    latency_ms=latency,
-                    cache_hit=hit,
-                )
-            )
+    write_batch(state, [
+        log_row(request_id=f"req_{i}", created_at=now - age, key_id=key, team_id=team_id,
+                alias=alias, provider=provider, status_code=status, prompt_tokens=prompt,
+                completion_tokens=completion, cost=Decimal(cost), latency_ms=latency,
+                cache_hit=hit, error_type="rate_limit_exceeded" if status == 429 else None)
+        for i, (key, team_id, alias, provider, status, prompt, completion, cost, latency, hit,
+                age) in enumerate(rows)
+    ])
     return {"a": key_a.id, "b": key_b.id, "team": team.id}
 
 
@@ -130,9 +82,12 @@ def test_overall_numbers_over_all_time(state, log) -> None:
     assert row["error_rate"] == 0.4
     assert (row["prompt_tokens"], row["completion_tokens"]) == (1130, 555)
     assert row["cost"] == Decimal("1.2358024580")
-    assert row["p50_latency_ms"] == 250.0
-    assert row["p95_latency_ms"] == pytest.approx(895.0, abs=1e-9)
+    # Latencies 5, 100, 200, 300, 1000 ms in buckets ≤10, ≤100, ≤250, ≤500, ≤1000: the median
+    # is half-way through (100, 250], p95 three quarters through (750, 1000].
+    assert row["p50_latency_ms"] == 175.0
+    assert row["p95_latency_ms"] == 937.5
     assert row["cache_hit_ratio"] == 0.2
+    assert (row["cache_hits"], row["rate_limited"], row["budget_exceeded"]) == (1, 1, 0)
 
 
 def test_since_and_grouping(state, log) -> None:
@@ -140,8 +95,7 @@ def test_since_and_grouping(state, log) -> None:
     (row,) = service.usage_stats(state, since=since)
     assert (row["requests"], row["errors"], row["error_rate"]) == (4, 2, 0.5)
     assert row["cost"] == Decimal("0.0012345679")
-    assert row["p50_latency_ms"] == 200.0
-    assert row["p95_latency_ms"] == pytest.approx(290.0, abs=1e-9)
+    assert row["p50_latency_ms"] == 100.0
     assert row["cache_hit_ratio"] == 0.25
 
     by_key = service.usage_stats(state, since=since, by="key")
@@ -150,8 +104,7 @@ def test_since_and_grouping(state, log) -> None:
         (log["b"], "beta", 2, 2),
     ]
     assert by_key[0]["cost"] == Decimal("0.0012345679") and by_key[1]["cost"] == Decimal(0)
-    assert by_key[1]["error_rate"] == 1.0 and by_key[1]["p50_latency_ms"] == 300.0
-    assert by_key[1]["p95_latency_ms"] == 300.0 and by_key[1]["cache_hit_ratio"] == 0.0
+    assert by_key[1]["error_rate"] == 1.0 and by_key[1]["cache_hit_ratio"] == 0.0
 
     by_team = service.usage_stats(state, since=since, by="team")
     assert [(r["team"], r["name"], r["requests"]) for r in by_team] == [
@@ -169,6 +122,8 @@ def test_since_and_grouping(state, log) -> None:
         ("anthropic", 1),
         (None, 1),
     ]
+    own = service.usage_stats(state, since=since, by="model", key_id=log["b"])
+    assert [(r["model"], r["requests"]) for r in own] == [("claude", 2)]
 
 
 def test_an_empty_window(state, log) -> None:
@@ -180,10 +135,14 @@ def test_an_empty_window(state, log) -> None:
         "error_rate": None,
         "prompt_tokens": 0,
         "completion_tokens": 0,
+        "cached_tokens": 0,
         "cost": Decimal(0),
         "p50_latency_ms": None,
         "p95_latency_ms": None,
+        "cache_hits": 0,
         "cache_hit_ratio": None,
+        "rate_limited": 0,
+        "budget_exceeded": 0,
     }
     assert service.usage_stats(state, since=future, by="model") == []
 
@@ -214,10 +173,14 @@ def test_cli_json(runner, log) -> None:
             "error_rate": 0.4,
             "prompt_tokens": 1130,
             "completion_tokens": 555,
+            "cached_tokens": 0,
             "cost": "1.235802458",
-            "p50_latency_ms": 250.0,
-            "p95_latency_ms": pytest.approx(895.0, abs=1e-9),
+            "p50_latency_ms": 175.0,
+            "p95_latency_ms": 937.5,
+            "cache_hits": 1,
             "cache_hit_ratio": 0.2,
+            "rate_limited": 1,
+            "budget_exceeded": 0,
         }
     ]
     grouped = json.loads(ok(runner, "stats", "--since", "7d", "--by", "key", "--json").output)
@@ -233,55 +196,21 @@ def test_cli_json(runner, log) -> None:
 def test_cli_table(runner, log) -> None:
     lines = ok(runner, "stats", "--since", "24h", "--by", "key").output.splitlines()
     assert lines[0].split() == [
-        "KEY",
-        "NAME",
-        "REQUESTS",
-        "ERRORS",
-        "ERROR_RATE",
-        "PROMPT_TOKENS",
-        "COMPLETION_TOKENS",
-        "COST",
-        "P50_LATENCY_MS",
-        "P95_LATENCY_MS",
-        "CACHE_HIT_RATIO",
+        "KEY", "NAME", "REQUESTS", "ERRORS", "ERROR_RATE", "PROMPT_TOKENS",
+        "COMPLETION_TOKENS", "COST", "P50_LATENCY_MS", "P95_LATENCY_MS", "CACHE_HIT_RATIO",
     ]
+    # alpha: 100 ms and 200 ms, in (50, 100] and (100, 250].
     assert lines[1].split() == [
-        log["a"],
-        "alpha",
-        "2",
-        "0",
-        "0.0%",
-        "110",
-        "55",
-        "0.0012345679",
-        "150.0",
-        "195.0",
+        log["a"], "alpha", "2", "0", "0.0%", "110", "55", "0.0012345679", "100.0", "235.0",
         "50.0%",
     ]
+    # beta: 5 ms and 300 ms, in (0, 10] and (250, 500].
     assert lines[2].split() == [
-        log["b"],
-        "beta",
-        "2",
-        "2",
-        "100.0%",
-        "20",
-        "0",
-        "0",
-        "300.0",
-        "300.0",
-        "0.0%",
+        log["b"], "beta", "2", "2", "100.0%", "20", "0", "0", "10.0", "475.0", "0.0%",
     ]
     overall = ok(runner, "stats").output.splitlines()
     assert overall[1].split() == [
-        "5",
-        "2",
-        "40.0%",
-        "1130",
-        "555",
-        "1.235802458",
-        "250.0",
-        "895.0",
-        "20.0%",
+        "5", "2", "40.0%", "1130", "555", "1.235802458", "175.0", "937.5", "20.0%",
     ]
     empty = ok(runner, "stats", "--since", "2999-01-01", "--by", "team").output
     assert "No requests logged in this window." in empty
@@ -302,3 +231,25 @@ def test_cli_refuses_invalid_options(runner, log, args: list[str], message: str)
     result = invoke(runner, "stats", *args)
     assert result.exit_code == 1
     assert f"Error: {message}" in result.output
+
+
+def _raw_rows(state: Any) -> int:
+    with state.transaction() as session:
+        return session.scalar(select(func.count(RequestLog.id))) or 0
+
+
+def test_prune_logs_removes_old_raw_rows_and_keeps_the_rollups(runner, state, log) -> None:
+    before = service.usage_stats(state)
+    result = ok(runner, "aigateway", "prune-logs", "--older-than-days", "7", "--json")
+    assert json.loads(result.output) == {"removed": 1, "older_than_days": 7}
+    assert _raw_rows(state) == 4
+    with state.transaction() as session:
+        assert session.scalar(select(func.count(UsageRollup.id))) == 5
+    assert service.usage_stats(state) == before
+    text = ok(runner, "aigateway", "prune-logs").output
+    assert text == "Removed 0 request-log row(s) older than 30 day(s).\n"
+    state.settings["AIGATEWAY_LOG_RETENTION_DAYS"] = 0
+    assert "every row is kept" in ok(runner, "aigateway", "prune-logs").output
+    assert _raw_rows(state) == 4
+    refused = invoke(runner, "aigateway", "prune-logs", "--older-than-days", "0")
+    assert refused.exit_code == 2 and _raw_rows(state) == 4

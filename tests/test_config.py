@@ -211,7 +211,7 @@ def test_readme_configuration_table_is_the_generated_one() -> None:
     )
     assert match, "README.md lacks the <!-- options-table:start/end --> markers"
     assert match.group(1) == config.options_table(), (
-        "README.md's configuration table is out of date: replace it with `make options-table`."
+        "README.md's configuration table is out of date: regenerate it with `make options-table`."
     )
     for opt in config.OPTIONS:
         assert f"| `{opt.name}` |" in match.group(1)

@@ -6,12 +6,13 @@ host's own Flask-SQLAlchemy instance, in the same database or a separate one.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flask_aigateway import AIGateway, ConfigError, dashboard, get_state
@@ -75,6 +76,27 @@ def test_factory_initialisation(app_config: dict[str, Any], tmp_path: Path) -> N
     with app.app_context():
         assert get_state() is state
     assert app.test_client().get("/v1/health").status_code == 200
+    state.close()
+
+
+def test_first_database_use_through_a_session_does_not_deadlock(
+    database_uri: str, tmp_path: Path
+) -> None:
+    """A fresh process's first query may come from a service (session before engine)."""
+    app = make_app(tmp_path, AIGATEWAY_DATABASE_URI=database_uri)
+    AIGateway(app)
+    state = get_state(app)
+    answers: list[int] = []
+
+    def first_query() -> None:
+        with state.transaction() as session:
+            answers.append(session.execute(text("SELECT 1")).scalar_one())
+
+    worker = threading.Thread(target=first_query, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "GatewayState deadlocked creating its engine"
+    assert answers == [1]
     state.close()
 
 

@@ -6,7 +6,6 @@ that are not the gateway's alone.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,26 +20,12 @@ from flask_aigateway import AIGateway, get_state, schema
 from flask_aigateway.models import Base
 from flask_aigateway.schema import VERSION_TABLE
 
-BACKEND = os.environ.get("AIGATEWAY_TEST_BACKEND", "sqlite")
 GATEWAY_TABLES = {table.name for table in Base.metadata.sorted_tables}
 assert len(GATEWAY_TABLES) >= 8, GATEWAY_TABLES
 
 pytestmark = pytest.mark.parametrize(
     "empty_database_uri",
-    [
-        "sqlite",
-        pytest.param(
-            "postgres",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(
-                    BACKEND != "postgres",
-                    reason="PostgreSQL runs with AIGATEWAY_TEST_BACKEND=postgres "
-                    "(make test-postgres)",
-                ),
-            ],
-        ),
-    ],
+    ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
     indirect=True,
 )
 

@@ -409,6 +409,30 @@ def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
             except OSError:
                 time.sleep(0.2)
         assert status == 200, log_path.read_text()
+        hint = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "sample_app",
+                "provider",
+                "create",
+                "--name",
+                "ollama",
+                "--format",
+                "ollama",
+                "--base-url",
+                "http://localhost:11434/v1",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert hint.returncode == 0, hint.stdout + hint.stderr
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -164,6 +164,7 @@ def test_client_close_drops_the_upstream_connection(transport: Transport, fake: 
     next(events)
     stream.close()
     stream.close()
+    assert list(events) == []
     assert fake.disconnected.wait(3), "the upstream kept streaming to a closed connection"
 
 

@@ -28,6 +28,8 @@ from ..errors import (
 from ..extension import get_state
 from ..pipeline import ChatStream, get_pipeline, new_request_id
 from ..schemas import ChatRequest, ChatResponse
+from . import metrics as metrics_views
+from . import stats as stats_views
 from .health import readiness
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,8 @@ class _SSE:
 def create_blueprint() -> Blueprint:
     """A new ``/v1`` blueprint (one per registration keeps apps independent)."""
     bp = Blueprint("aigateway_api", __name__)
+    stats_views.register(bp)
+    metrics_views.register(bp)
 
     @bp.errorhandler(GatewayError)
     def handle_gateway_error(error: GatewayError) -> Response:

@@ -1,4 +1,5 @@
-"""``flask stats``: usage from the request log (thin skin over :mod:`..services.stats`)."""
+"""``flask stats`` (usage from the rollups) and ``flask aigateway prune-logs`` (retention of the
+raw request log): thin skins over :mod:`..services.stats` and :mod:`..rollups`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from typing import Any
 
 import click
 
+from ..rollups import prune_request_log
 from ..services import stats as service
 from .common import GatewayState, command, json_option, output
+from .db import aigateway_group
 
 METRIC_COLUMNS = (
     "requests",
@@ -44,7 +47,7 @@ def _display(row: dict[str, Any]) -> dict[str, Any]:
     "--since",
     metavar="WHEN",
     help="Start of the window: a duration back from now (30m, 24h, 7d, 2w) or an ISO date or "
-    "datetime (2026-11-01, UTC). Default: all time.",
+    "datetime (2026-11-01, UTC), rounded down to its UTC hour. Default: all time.",
 )
 @click.option(
     "--by",
@@ -54,12 +57,17 @@ def _display(row: dict[str, Any]) -> dict[str, Any]:
 @json_option
 @command
 def stats_command(state: GatewayState, since: str | None, by: str | None, as_json: bool) -> None:
-    """Usage statistics: requests, errors, tokens, cost (USD), p50/p95 latency, cache hits."""
-    rows = service.usage_stats(state, since=service.parse_since(since), by=by)
+    """Usage statistics: requests, errors, tokens, cost (USD), p50/p95 latency, cache hits.
+
+    Read from the hourly rollups the request-log writer keeps current (rows reach them within
+    AIGATEWAY_LOG_FLUSH_INTERVAL seconds); latency percentiles are estimated from histogram
+    buckets.
+    """
+    group = service.parse_group(by)
+    rows = service.usage_stats(state, since=service.parse_since(since), by=group)
     if as_json:
         output(rows, True)
         return
-    group = by.strip().lower() if by else None
     head: tuple[str, ...] = ()
     if group in ("key", "team"):
         head = (group, "name")
@@ -71,3 +79,27 @@ def stats_command(state: GatewayState, since: str | None, by: str | None, as_jso
         (*head, *METRIC_COLUMNS),
         empty="No requests logged in this window.",
     )
+
+
+@aigateway_group.command("prune-logs")
+@click.option(
+    "--older-than-days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Delete raw request-log rows older than this many days. Default: "
+    "AIGATEWAY_LOG_RETENTION_DAYS (0 there keeps everything).",
+)
+@json_option
+@command
+def prune_logs_command(state: GatewayState, older_than_days: int | None, as_json: bool) -> None:
+    """Delete raw request-log rows past retention (the usage rollups are kept, so statistics
+    do not change). The log writer also does this once a day."""
+    removed = prune_request_log(state, older_than_days=older_than_days)
+    days = older_than_days or state.settings["AIGATEWAY_LOG_RETENTION_DAYS"]
+    if as_json:
+        output({"removed": removed, "older_than_days": days or None}, True)
+    elif not days:
+        click.echo("AIGATEWAY_LOG_RETENTION_DAYS is 0: every row is kept. Pass "
+                   "--older-than-days to prune anyway.")
+    else:
+        click.echo(f"Removed {removed} request-log row(s) older than {days} day(s).")

@@ -1,7 +1,10 @@
-"""Usage statistics from the request log: requests, errors, tokens, cost, latency, cache hits.
+"""Usage statistics from the hourly rollups: requests, errors, tokens, cost, latency, cache hits.
 
-Aggregates are computed in Python over the selected rows (percentiles need the values); only
-the columns needed are read.
+Everything here reads :class:`~..models.UsageRollup` (never the raw request log), so a window
+of months costs the same as a window of minutes. Windows start on a whole UTC hour (``since``
+is rounded down to its hour); latency percentiles are interpolated inside the rollups'
+histogram buckets, like Prometheus' ``histogram_quantile``. The CLI (``flask stats``), the
+``/v1/stats`` view and the dashboard call these functions.
 """
 
 from __future__ import annotations
@@ -9,25 +12,30 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import distinct, func, select
 
 from ..db import to_money, utcnow
 from ..errors import ValidationError
-from ..models import ApiKey, RequestLog, Team
+from ..models import ApiKey, Team, UsageRollup
+from ..rollups import BUCKET_COLUMNS, histogram_percentile, hour_of
 from ..state import GatewayState
 from . import validation
 
-#: What ``usage_stats`` can group by, and the log column each one uses.
+#: What the statistics can be grouped by, and the rollup column each one uses.
 GROUPS: dict[str, Any] = {
-    "key": RequestLog.key_id,
-    "team": RequestLog.team_id,
-    "model": RequestLog.alias,
-    "provider": RequestLog.provider,
+    "key": UsageRollup.key_id,
+    "team": UsageRollup.team_id,
+    "model": UsageRollup.alias,
+    "provider": UsageRollup.provider,
 }
+_SUMMED = (
+    "requests", "errors", "rate_limited", "budget_exceeded", "cache_hits", "prompt_tokens",
+    "completion_tokens", "cached_tokens", "cost", *BUCKET_COLUMNS,
+)
 
 _DURATION_RE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -63,6 +71,21 @@ def parse_since(value: Any, *, now: dt.datetime | None = None) -> dt.datetime | 
         ) from None
 
 
+def parse_group(by: Any) -> str | None:
+    """``by`` as one of :data:`GROUPS` (case-insensitive), or None.
+
+    :raises ValidationError: with ``param="by"``.
+    """
+    if by is None or (isinstance(by, str) and not by.strip()):
+        return None
+    if not isinstance(by, str) or by.strip().lower() not in GROUPS:
+        raise ValidationError(
+            f"Cannot group statistics by {by!r}: choose one of {', '.join(GROUPS)}.",
+            param="by",
+        )
+    return by.strip().lower()
+
+
 def percentile(values: Sequence[float], fraction: float) -> float | None:
     """The ``fraction`` percentile of ``values`` by linear interpolation between the closest
     ranks (NumPy's default method); None for no values."""
@@ -76,79 +99,201 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def usage_stats(
-    state: GatewayState, *, since: dt.datetime | None = None, by: str | None = None
-) -> list[dict[str, Any]]:
-    """Aggregate the request log from ``since`` (None: all time), grouped by ``by``.
+def window_start(days: Any, *, now: dt.datetime | None = None) -> dt.datetime:
+    """Midnight UTC ``days - 1`` days ago: ``days=1`` is today, ``days=30`` the last 30 days.
 
-    Each row: the group (``key``/``team``/``model``/``provider``, plus ``name`` for keys and
-    teams), ``requests``, ``errors`` (status ≥ 400), ``error_rate``, ``prompt_tokens``,
-    ``completion_tokens``, ``cost`` (Decimal USD), ``p50_latency_ms``, ``p95_latency_ms`` and
-    ``cache_hit_ratio``; rates are None without requests, percentiles None without latencies.
-    ``by=None`` gives one overall row (even for an empty log); groups come most costly first,
-    rows without the group (e.g. requests refused before a key was known) last among equals.
-
-    :raises ValidationError: unknown ``by``.
+    :raises ValidationError: ``days`` is not a positive integer (``param="days"``).
     """
-    if by is not None:
-        if not isinstance(by, str) or by.strip().lower() not in GROUPS:
-            raise ValidationError(
-                f"Cannot group statistics by {by!r}: choose one of {', '.join(GROUPS)}.",
-                param="by",
-            )
-        by = by.strip().lower()
-    group_column = GROUPS[by] if by else None
-    columns = [
-        RequestLog.status_code,
-        RequestLog.prompt_tokens,
-        RequestLog.completion_tokens,
-        RequestLog.cost,
-        RequestLog.latency_ms,
-        RequestLog.cache_hit,
-    ]
-    stmt = select(*columns, *([group_column] if group_column is not None else []))
+    count = validation.integer(days, "days", minimum=1)
+    today = (now or utcnow()).astimezone(dt.UTC).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0)
+    return today - dt.timedelta(days=count - 1)
+
+
+def _filters(since: dt.datetime | None, key_id: str | None, team_id: str | None,
+             alias: str | None) -> list[Any]:
+    where = []
     if since is not None:
-        stmt = stmt.where(RequestLog.created_at >= since)
-    groups: dict[Any, list[Any]] = {}
-    names: dict[str, str] = {}
-    with state.transaction() as session:
-        for row in session.execute(stmt):
-            groups.setdefault(row[len(columns)] if by else None, []).append(row)
-        ids = [g for g in groups if g is not None]
-        if by == "key" and ids:
-            lookup = select(ApiKey.id, ApiKey.name).where(ApiKey.id.in_(ids))
-            names = {row_id: name for row_id, name in session.execute(lookup)}
-        elif by == "team" and ids:
-            lookup = select(Team.id, Team.name).where(Team.id.in_(ids))
-            names = {row_id: name for row_id, name in session.execute(lookup)}
-    if by is None:
-        return [_aggregate(groups.get(None, []))]
-    result = []
-    for group, rows in groups.items():
-        head: dict[str, Any] = {by: group}
-        if by in ("key", "team"):
-            head["name"] = names.get(group) if group is not None else None
-        result.append({**head, **_aggregate(rows)})
-    result.sort(key=lambda r: (-r["cost"], -r["requests"], r[by] is None, str(r[by])))
-    return result
+        where.append(UsageRollup.hour >= hour_of(since))
+    if key_id is not None:
+        where.append(UsageRollup.key_id == key_id)
+    if team_id is not None:
+        where.append(UsageRollup.team_id == team_id)
+    if alias is not None:
+        where.append(UsageRollup.alias == alias)
+    return where
 
 
-def _aggregate(rows: Sequence[Any]) -> dict[str, Any]:
-    requests = len(rows)
-    errors = sum(1 for r in rows if r.status_code >= 400)
-    latencies = [r.latency_ms for r in rows if r.latency_ms is not None]
-    hits = sum(1 for r in rows if r.cache_hit)
+def _sums() -> list[Any]:
+    return [func.coalesce(func.sum(getattr(UsageRollup, name)), 0).label(name)
+            for name in _SUMMED]
+
+
+def _metrics(row: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The public numbers of one aggregated rollup row (all zeros/None for no row)."""
+    values = {name: (row[name] if row is not None else 0) or 0 for name in _SUMMED}
+    requests = int(values["requests"])
+    buckets = [int(values[name]) for name in BUCKET_COLUMNS]
     return {
         "requests": requests,
-        "errors": errors,
-        "error_rate": errors / requests if requests else None,
-        "prompt_tokens": sum(r.prompt_tokens or 0 for r in rows),
-        "completion_tokens": sum(r.completion_tokens or 0 for r in rows),
-        "cost": to_money(sum((r.cost or Decimal(0) for r in rows), Decimal(0))),
-        "p50_latency_ms": percentile(latencies, 0.50),
-        "p95_latency_ms": percentile(latencies, 0.95),
-        "cache_hit_ratio": hits / requests if requests else None,
+        "errors": int(values["errors"]),
+        "error_rate": int(values["errors"]) / requests if requests else None,
+        "prompt_tokens": int(values["prompt_tokens"]),
+        "completion_tokens": int(values["completion_tokens"]),
+        "cached_tokens": int(values["cached_tokens"]),
+        "cost": to_money(values["cost"]),
+        "p50_latency_ms": histogram_percentile(buckets, 0.50),
+        "p95_latency_ms": histogram_percentile(buckets, 0.95),
+        "cache_hits": int(values["cache_hits"]),
+        "cache_hit_ratio": int(values["cache_hits"]) / requests if requests else None,
+        "rate_limited": int(values["rate_limited"]),
+        "budget_exceeded": int(values["budget_exceeded"]),
     }
 
 
-__all__ = ["GROUPS", "parse_since", "percentile", "usage_stats"]
+def usage_stats(
+    state: GatewayState,
+    *,
+    since: dt.datetime | None = None,
+    by: str | None = None,
+    key_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Usage from ``since`` (None: all time; rounded down to its UTC hour), grouped by ``by``,
+    optionally of one key only.
+
+    Each row: the group (``key``/``team``/``model``/``provider``, plus ``name`` for keys and
+    teams), ``requests``, ``errors`` (status ≥ 400), ``error_rate``, ``prompt_tokens``,
+    ``completion_tokens``, ``cached_tokens``, ``cost`` (Decimal USD), ``p50_latency_ms``,
+    ``p95_latency_ms``, ``cache_hits``, ``cache_hit_ratio``, ``rate_limited`` and
+    ``budget_exceeded``; rates and percentiles are None without requests. ``by=None`` gives
+    one overall row (even for an empty window); groups come most costly first, rows without
+    the group (e.g. requests refused before a key was known) last among equals.
+
+    :raises ValidationError: unknown ``by``.
+    """
+    group = parse_group(by)
+    where = _filters(since, key_id, None, None)
+    with state.transaction() as session:
+        if group is None:
+            row = session.execute(select(*_sums()).where(*where)).mappings().first()
+            return [_metrics(row)]
+        column = GROUPS[group]
+        rows = session.execute(
+            select(column.label("group"), *_sums()).where(*where).group_by(column)
+        ).mappings().all()
+        names = _names(session, group, [r["group"] for r in rows if r["group"]])
+    result = []
+    for row in rows:
+        value = row["group"] or None
+        head: dict[str, Any] = {group: value}
+        if group in ("key", "team"):
+            head["name"] = names.get(value) if value else None
+        result.append({**head, **_metrics(row)})
+    result.sort(key=lambda r: (-r["cost"], -r["requests"], r[group] is None, str(r[group])))
+    return result
+
+
+def overview(state: GatewayState, *, days: int = 30) -> dict[str, Any]:
+    """The dashboard's headline numbers over the last ``days`` days (today included).
+
+    ``keys`` counts the keys that can be used (not revoked or expired), ``teams`` every team;
+    ``active_keys``/``active_teams`` those with requests in the window; then the overall
+    numbers of :func:`usage_stats` and ``since`` (the window's start).
+    """
+    since = window_start(days)
+    now = utcnow()
+    where = _filters(since, None, None, None)
+    with state.transaction() as session:
+        row = session.execute(select(*_sums()).where(*where)).mappings().first()
+        active_keys = session.scalar(
+            select(func.count(distinct(UsageRollup.key_id))).where(*where,
+                                                                   UsageRollup.key_id != "")
+        )
+        active_teams = session.scalar(
+            select(func.count(distinct(UsageRollup.team_id))).where(*where,
+                                                                    UsageRollup.team_id != "")
+        )
+        keys = session.scalar(
+            select(func.count(ApiKey.id)).where(
+                ApiKey.revoked_at.is_(None),
+                (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+            )
+        )
+        teams = session.scalar(select(func.count(Team.id)))
+    return {
+        "days": int(days),
+        "since": since,
+        "keys": int(keys or 0),
+        "teams": int(teams or 0),
+        "active_keys": int(active_keys or 0),
+        "active_teams": int(active_teams or 0),
+        **_metrics(row),
+    }
+
+
+def daily_series(
+    state: GatewayState,
+    *,
+    days: int = 30,
+    key_id: str | None = None,
+    team_id: str | None = None,
+    alias: str | None = None,
+) -> list[dict[str, Any]]:
+    """One entry per UTC day of the last ``days`` days, oldest first, days without traffic
+    included: ``date``, ``requests``, ``errors``, ``prompt_tokens``, ``completion_tokens``,
+    ``cost`` (Decimal USD) and ``cache_hits``, optionally for one key, team or alias."""
+    since = window_start(days)
+    fields = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cache_hits")
+    with state.transaction() as session:
+        rows = session.execute(
+            select(UsageRollup.hour, *[func.sum(getattr(UsageRollup, f)).label(f)
+                                       for f in fields])
+            .where(*_filters(since, key_id, team_id, alias))
+            .group_by(UsageRollup.hour)
+        ).mappings().all()
+    series: dict[dt.date, dict[str, Any]] = {}
+    for offset in range(int(days)):
+        day = (since + dt.timedelta(days=offset)).date()
+        series[day] = {"date": day, **dict.fromkeys(fields, 0), "cost": Decimal(0)}
+    for row in rows:
+        entry = series.get(row["hour"].astimezone(dt.UTC).date())
+        if entry is None:
+            continue
+        for name in fields:
+            entry[name] += row[name] or 0
+    for entry in series.values():
+        entry["cost"] = to_money(entry["cost"])
+    return list(series.values())
+
+
+def top(state: GatewayState, *, by: str, days: int = 30, limit: int = 10) -> list[dict[str, Any]]:
+    """The ``limit`` most costly models, keys, teams or providers of the last ``days`` days
+    (rows of :func:`usage_stats`; ties broken by requests).
+
+    :raises ValidationError: unknown ``by``, or ``limit`` below 1.
+    """
+    group = parse_group(by)
+    if group is None:
+        raise ValidationError(f"top needs by: one of {', '.join(GROUPS)}.", param="by")
+    count = validation.integer(limit, "limit", minimum=1)
+    return usage_stats(state, since=window_start(days), by=group)[:count]
+
+
+def _names(session: Any, group: str, ids: list[str]) -> dict[str, str]:
+    if not ids or group not in ("key", "team"):
+        return {}
+    model = ApiKey if group == "key" else Team
+    return dict(session.execute(select(model.id, model.name).where(model.id.in_(ids))).all())
+
+
+__all__ = [
+    "GROUPS",
+    "daily_series",
+    "overview",
+    "parse_group",
+    "parse_since",
+    "percentile",
+    "top",
+    "usage_stats",
+    "window_start",
+]

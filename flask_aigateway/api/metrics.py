@@ -1,0 +1,37 @@
+"""``GET /v1/metrics``: the Prometheus scrape of this app's gateway (see :mod:`..metrics`)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from ..auth import bearer_token
+from ..errors import AuthenticationError, GatewayError
+from ..extension import get_state
+from ..pipeline import get_pipeline
+from .stats import is_operator
+
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def register(bp: Blueprint) -> None:
+    """Add ``/metrics`` to the ``/v1`` blueprint (no app-wide hook is involved)."""
+
+    @bp.route("/metrics", methods=_ALL_METHODS)
+    def metrics() -> Response:
+        """Open unless ``AIGATEWAY_METRICS_TOKEN`` is set; then that bearer token is needed."""
+        if request.method != "GET":
+            raise GatewayError(f"Method {request.method} is not allowed on {request.path}; "
+                               "use GET.", status=405, code="method_not_allowed")
+        state = get_state()
+        expected = state.settings["AIGATEWAY_METRICS_TOKEN"]
+        if expected:
+            token = bearer_token(request.headers.get("Authorization"))
+            if not is_operator(token, expected):
+                raise AuthenticationError(
+                    "The metrics endpoint needs 'Authorization: Bearer <AIGATEWAY_METRICS_TOKEN>'"
+                    + (" (the token sent is not it)." if token else "."),
+                    code="invalid_metrics_token" if token else "missing_metrics_token",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        body, content_type = get_pipeline(state).metrics.render(request.headers.get("Accept"))
+        return Response(body, content_type=content_type)

@@ -1,0 +1,71 @@
+"""``GET /v1/stats``: usage statistics over HTTP (a key sees its own, the operator sees all)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from ..auth import authenticate, bearer_token
+from ..errors import AuthenticationError, GatewayError
+from ..extension import get_state
+from ..services import stats as service
+
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def is_operator(token: str | None, expected: str | None) -> bool:
+    """Whether ``token`` is the operator token (constant-time comparison)."""
+    if not token or not expected:
+        return False
+    return hmac.compare_digest(token.encode(), expected.encode())
+
+
+def _jsonable(value: Any) -> Any:
+    """Decimals as exact strings, datetimes and dates as ISO 8601."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def register(bp: Blueprint) -> None:
+    """Add ``/stats`` to the ``/v1`` blueprint."""
+
+    @bp.route("/stats", methods=_ALL_METHODS)
+    def stats() -> Response:
+        """Query: ``since`` (``7d``, ``24h``, ``2026-11-01``…; default all time) and ``by``
+        (key, team, model or provider; default one overall row). A bearer API key gets its
+        own usage only; ``AIGATEWAY_ADMIN_TOKEN`` gets every key's."""
+        if request.method != "GET":
+            raise GatewayError(f"Method {request.method} is not allowed on {request.path}; "
+                               "use GET.", status=405, code="method_not_allowed")
+        state = get_state()
+        token = bearer_token(request.headers.get("Authorization"))
+        if is_operator(token, state.settings["AIGATEWAY_ADMIN_TOKEN"]):
+            key_id = None
+        else:
+            try:
+                key_id = authenticate(state, token).key_id
+            except AuthenticationError as error:
+                error.headers.setdefault("WWW-Authenticate", "Bearer")
+                raise
+        since = service.parse_since(request.args.get("since"))
+        group = service.parse_group(request.args.get("by"))
+        rows = service.usage_stats(state, since=since, by=group, key_id=key_id)
+        return current_app.json.response(_jsonable({
+            "object": "list",
+            "scope": "all" if key_id is None else "key",
+            "key": key_id,
+            "since": since,
+            "by": group,
+            "data": rows,
+        }))

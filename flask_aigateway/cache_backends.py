@@ -1,0 +1,284 @@
+"""Where cached responses live (``AIGATEWAY_CACHE_BACKEND``) and the per-key locks that keep a
+burst of identical misses to one upstream call.
+
+* ``sql``: :class:`~.models.CacheEntry` rows in the gateway's database, read only while
+  unexpired; expired rows are deleted through the ``expires_at`` index every few minutes.
+* ``redis``: one key per entry with a Redis TTL (needs ``AIGATEWAY_REDIS_URL``).
+* ``memory``: a bounded LRU in this process (``AIGATEWAY_CACHE_MAX_ENTRIES``).
+
+Locks are Redis locks whenever Redis is configured (they then hold across processes), else
+in-process locks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select
+
+from .db import utcnow
+from .errors import ConfigError
+from .models import CacheEntry
+from .state import GatewayState
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two deletions of expired SQL cache rows (per process).
+SQL_PRUNE_INTERVAL = 300.0
+
+
+class CacheBackend(Protocol):
+    def load(self, key: str) -> dict[str, Any] | None:
+        """The unexpired entry stored under ``key``, or None."""
+        ...
+
+    def store(self, key: str, alias: str, entry: dict[str, Any], ttl: int) -> None:
+        """Store ``entry`` (JSON-serialisable) for ``ttl`` seconds, replacing any other."""
+        ...
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many went."""
+        ...
+
+
+class SqlBackend:
+    def __init__(self, state: GatewayState) -> None:
+        self._state = state
+        self._next_prune = 0.0
+        self._lock = threading.Lock()
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        with self._state.transaction() as session:
+            return session.scalar(  # type: ignore[no-any-return]
+                select(CacheEntry.response).where(
+                    CacheEntry.key_hash == key, CacheEntry.expires_at > utcnow()
+                )
+            )
+
+    def store(self, key: str, alias: str, entry: dict[str, Any], ttl: int) -> None:
+        now = utcnow()
+        values = {
+            "key_hash": key,
+            "alias": alias,
+            "response": entry,
+            "created_at": now,
+            "expires_at": now + dt.timedelta(seconds=ttl),
+        }
+        with self._state.transaction() as session:
+            dialect = session.get_bind().dialect.name
+            if dialect in ("postgresql", "sqlite"):
+                if dialect == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert as dialect_insert
+                else:
+                    from sqlalchemy.dialects.sqlite import insert as dialect_insert
+                stmt = dialect_insert(CacheEntry).values(values)
+                session.execute(stmt.on_conflict_do_update(
+                    index_elements=["key_hash"],
+                    set_={name: stmt.excluded[name]
+                          for name in ("alias", "response", "created_at", "expires_at")},
+                ))
+            else:
+                session.merge(CacheEntry(**values))
+        self._maybe_prune()
+
+    def prune(self) -> int:
+        """Delete expired entries; returns how many went."""
+        with self._state.transaction() as session:
+            result = session.execute(delete(CacheEntry).where(CacheEntry.expires_at <= utcnow()))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def clear(self) -> int:
+        with self._state.transaction() as session:
+            result = session.execute(delete(CacheEntry))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def _maybe_prune(self) -> None:
+        with self._lock:
+            if time.monotonic() < self._next_prune:
+                return
+            self._next_prune = time.monotonic() + SQL_PRUNE_INTERVAL
+        removed = self.prune()
+        if removed:
+            log.debug("pruned %d expired cache entries", removed)
+
+
+class RedisBackend:
+    def __init__(self, state: GatewayState) -> None:
+        self._state = state
+        self._client = state.redis()
+
+    def _name(self, key: str) -> str:
+        return self._state.redis_key("cache", key)
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        raw = self._client.get(self._name(key))
+        return None if raw is None else json.loads(raw)  # type: ignore[no-any-return]
+
+    def store(self, key: str, alias: str, entry: dict[str, Any], ttl: int) -> None:
+        self._client.set(self._name(key), json.dumps(entry, separators=(",", ":")), ex=ttl)
+
+    def clear(self) -> int:
+        removed = 0
+        for name in self._client.scan_iter(match=self._name("*"), count=1000):
+            removed += int(self._client.delete(name))
+        return removed
+
+
+class MemoryBackend:
+    """A bounded LRU of this process; entries expire on read."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max(1, max_entries)
+        self._entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            item = self._entries.get(key)
+            if item is None:
+                return None
+            if item[0] <= time.monotonic():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return item[1]
+
+    def store(self, key: str, alias: str, entry: dict[str, Any], ttl: int) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (time.monotonic() + ttl, entry)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> int:
+        with self._lock:
+            removed = len(self._entries)
+            self._entries.clear()
+        return removed
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def make_backend(state: GatewayState) -> CacheBackend:
+    """The backend ``AIGATEWAY_CACHE_BACKEND`` names.
+
+    :raises ConfigError: ``redis`` without ``AIGATEWAY_REDIS_URL``.
+    """
+    name = state.settings["AIGATEWAY_CACHE_BACKEND"]
+    if name == "memory":
+        return MemoryBackend(state.settings["AIGATEWAY_CACHE_MAX_ENTRIES"])
+    if name == "redis":
+        if state.redis() is None:
+            raise ConfigError(
+                "AIGATEWAY_CACHE_BACKEND='redis' needs AIGATEWAY_REDIS_URL (e.g. "
+                "redis://localhost:6379/0), or choose the 'sql' or 'memory' backend."
+            )
+        return RedisBackend(state)
+    return SqlBackend(state)
+
+
+# -- single flight ---------------------------------------------------------------------------
+
+
+class Lease(Protocol):
+    def release(self) -> None: ...
+
+
+class Locks(Protocol):
+    def acquire(self, key: str, wait: float) -> Lease | None:
+        """Hold ``key``'s lock (waiting at most ``wait`` seconds); None when the wait ran out."""
+        ...
+
+
+class _LocalLease:
+    def __init__(self, locks: LocalLocks, key: str, entry: list[Any]) -> None:
+        self._locks, self._key, self._entry = locks, key, entry
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._entry[0].release()
+            self._locks._unref(self._key, self._entry)
+
+
+class LocalLocks:
+    """One lock per key in this process, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, list[Any]] = {}
+
+    def acquire(self, key: str, wait: float) -> Lease | None:
+        with self._lock:
+            entry = self._entries.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        if entry[0].acquire(timeout=wait):
+            return _LocalLease(self, key, entry)
+        self._unref(key, entry)
+        return None
+
+    def _unref(self, key: str, entry: list[Any]) -> None:
+        with self._lock:
+            entry[1] -= 1
+            if entry[1] == 0 and self._entries.get(key) is entry:
+                del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _RedisLease:
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+
+    def release(self) -> None:
+        from redis.exceptions import LockError, RedisError
+
+        try:
+            self._lock.release()
+        except LockError:
+            log.debug("cache lock expired before its release")
+        except RedisError:
+            log.warning("could not release a cache lock (it expires by itself)", exc_info=True)
+
+
+class RedisLocks:
+    """A Redis lock per key (token-checked release, expiring after ``ttl`` seconds so a
+    crashed process cannot hold it forever)."""
+
+    def __init__(self, state: GatewayState, ttl: float) -> None:
+        self._state = state
+        self._client = state.redis()
+        self._ttl = ttl
+
+    def acquire(self, key: str, wait: float) -> Lease | None:
+        from redis.exceptions import RedisError
+
+        lock = self._client.lock(self._state.redis_key("cache-lock", key), timeout=self._ttl,
+                                 sleep=0.02, blocking_timeout=wait)
+        try:
+            acquired = lock.acquire()
+        except RedisError:
+            log.warning("cache lock unavailable; this miss goes to the upstream", exc_info=True)
+            return None
+        return _RedisLease(lock) if acquired else None
+
+
+def make_locks(state: GatewayState) -> Locks:
+    if state.redis() is not None:
+        return RedisLocks(state, ttl=state.settings["AIGATEWAY_REQUEST_TIMEOUT"] + 10.0)
+    return LocalLocks()
+
+
+__all__ = ["CacheBackend", "LocalLocks", "MemoryBackend", "RedisBackend", "RedisLocks",
+           "SqlBackend", "make_backend", "make_locks"]

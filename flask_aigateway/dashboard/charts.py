@@ -1,0 +1,108 @@
+"""Chart specifications: plain data that ``dashboard.js`` turns into Chart.js charts.
+
+A page puts its specs in one ``<script type="application/json">`` block (``|tojson``) and a
+``<canvas data-chart="name">`` per chart, so no script is ever built from user data. Money
+is sent as float dollars: charts only draw it, tables show the exact Decimal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from ..db import utcnow
+
+
+def _num(value: Any) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, Decimal):
+        return float(value)
+    return float(value)
+
+
+def day_labels(days: int, *, today: dt.date | None = None) -> list[str]:
+    """The ``days`` UTC dates ending today, oldest first, as ISO strings."""
+    end = today or utcnow().date()
+    return [(end - dt.timedelta(days=offset)).isoformat() for offset in range(days - 1, -1, -1)]
+
+
+def _by_day(series: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    return {str(row["date"])[:10]: row for row in series}
+
+
+def requests_per_day(series: Sequence[Mapping[str, Any]], days: int) -> dict[str, Any]:
+    """Stacked bars of successful and failed requests per UTC day (missing days are zero)."""
+    labels = day_labels(days)
+    rows = _by_day(series)
+    errors = [int(rows[d]["errors"]) if d in rows else 0 for d in labels]
+    total = [int(rows[d]["requests"]) if d in rows else 0 for d in labels]
+    return {
+        "kind": "bar",
+        "labels": labels,
+        "stacked": True,
+        "datasets": [
+            {"label": "Successful", "data": [t - e for t, e in zip(total, errors, strict=True)],
+             "color": 0},
+            {"label": "Errors", "data": errors, "color": 3},
+        ],
+        "axes": {"x": "Day (UTC)", "y": "Requests"},
+    }
+
+
+def cost_per_day(series: Sequence[Mapping[str, Any]], days: int) -> dict[str, Any]:
+    """A line of the cost per UTC day, in USD."""
+    labels = day_labels(days)
+    rows = _by_day(series)
+    return {
+        "kind": "line",
+        "labels": labels,
+        "money": True,
+        "datasets": [
+            {"label": "Cost (USD)", "data": [_num(rows[d]["cost"]) if d in rows else 0.0
+                                             for d in labels], "color": 1, "fill": True},
+        ],
+        "axes": {"x": "Day (UTC)", "y": "USD"},
+    }
+
+
+def ranking(rows: Sequence[Mapping[str, Any]], *, label: str, value: str, title: str,
+            axis: str, money: bool = False, color: int = 0) -> dict[str, Any]:
+    """Horizontal bars, one per row, of ``row[value]`` labelled ``row[label]``."""
+    return {
+        "kind": "bar",
+        "horizontal": True,
+        "money": money,
+        "labels": [str(row[label]) for row in rows],
+        "datasets": [{"label": title, "data": [_num(row[value]) for row in rows],
+                      "color": color}],
+        "axes": {"x": axis, "y": ""},
+    }
+
+
+def share(rows: Sequence[Mapping[str, Any]], *, label: str, value: str, title: str,
+          colors: Sequence[int] | None = None) -> dict[str, Any]:
+    """A doughnut of ``row[value]`` per ``row[label]`` (``colors``: palette index per row)."""
+    spec: dict[str, Any] = {
+        "kind": "doughnut",
+        "labels": [str(row[label]) for row in rows],
+        "datasets": [{"label": title, "data": [_num(row[value]) for row in rows]}],
+    }
+    if colors is not None:
+        spec["colors"] = list(colors)
+    return spec
+
+
+def status_color(code: int) -> int:
+    """Palette index of an HTTP status: green success, amber client error, red server error."""
+    if code < 400:
+        return 1
+    if code == 429:
+        return 6
+    return 2 if code < 500 else 3
+
+
+__all__ = ["cost_per_day", "day_labels", "ranking", "requests_per_day", "share",
+           "status_color"]

@@ -1,0 +1,95 @@
+"""The request log (filters, keyset pages, breakdown charts), one entry's detail, and the live
+use of every budget and rate limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, render_template, request
+
+from ..errors import ValidationError
+from ..extension import get_state
+from ..services import keys as key_service
+from ..services import live_usage
+from ..services import models as model_service
+from ..services import providers as provider_service
+from ..services import requests_log as service
+from ..services import teams as team_service
+from . import charts
+from .forms import Form
+
+FILTER_FIELDS = ("key", "team", "provider", "model", "status", "error", "since", "until")
+
+
+def register(bp: Blueprint) -> None:
+    bp.add_url_rule("/requests", "requests", log_page)
+    bp.add_url_rule("/requests/<int:entry_id>", "request_entry", entry_page)
+    bp.add_url_rule("/usage", "usage", usage_page)
+
+
+def _choices() -> dict[str, Any]:
+    state = get_state()
+    return {
+        "keys": [(k.id, f"{k.name} ({k.prefix}…)") for k in key_service.list_keys(state)],
+        "teams": [(t.id, t.name) for t in team_service.list_teams(state)],
+        "providers": [p.name for p in provider_service.list_providers(state)],
+        "models": [m.alias for m in model_service.list_models(state)],
+        "statuses": list(service.STATUS_CHOICES.items()),
+    }
+
+
+def log_page() -> Any:
+    state = get_state()
+    form = Form(FILTER_FIELDS, {name: request.args.get(name, "") for name in FILTER_FIELDS})
+    page = None
+    breakdown = None
+    filters = service.LogFilters()
+    try:
+        filters = service.parse_filters(request.args)
+        page = service.search(
+            state,
+            filters,
+            before=request.args.get("before") or None,
+            after=request.args.get("after") or None,
+        )
+        breakdown = service.breakdown(state, filters)
+    except ValidationError as exc:
+        form.fail(exc)
+    specs: dict[str, Any] = {}
+    if breakdown is not None:
+        statuses = [{**row, "label": str(row["status"])} for row in breakdown.by_status]
+        models = [{**row, "label": row["model"] or "(none)"} for row in breakdown.by_model]
+        providers = [{**row, "label": row["provider"] or "(none)"}
+                     for row in breakdown.by_provider]
+        specs = {
+            "by_status": charts.share(statuses, label="label", value="requests",
+                                      title="Requests",
+                                      colors=[charts.status_color(r["status"]) for r in statuses]),
+            "by_model": charts.ranking(models[:10], label="label", value="requests",
+                                       title="Requests", axis="Requests", color=0),
+            "by_provider": charts.ranking(providers[:10], label="label", value="cost",
+                                          title="Cost (USD)", axis="USD", money=True, color=1),
+        }
+    return render_template(
+        "aigateway/requests/log.html",
+        form=form,
+        filters=filters.as_query(),
+        page=page,
+        breakdown=breakdown,
+        charts=specs,
+        **_choices(),
+    ), form.status
+
+
+def entry_page(entry_id: int) -> str:
+    entry = service.get_entry(get_state(), entry_id)
+    return render_template("aigateway/requests/entry.html", entry=entry)
+
+
+def usage_page() -> str:
+    state = get_state()
+    return render_template(
+        "aigateway/requests/usage.html",
+        budgets=live_usage.budget_usage(state),
+        rates=live_usage.rate_usage(state),
+    )

@@ -1,0 +1,69 @@
+"""Login by token and logout: the only dashboard pages open without a session."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request, url_for
+
+from ..extension import get_state
+from . import security
+
+_WRONG_TOKEN = (
+    "That token is not the dashboard token. It is the AIGATEWAY_DASHBOARD_TOKEN setting of "
+    "the gateway (the sample app prints it on start and keeps it in instance/secrets/)."
+)
+
+
+def register(bp: Blueprint) -> None:
+    bp.add_url_rule("/login", "login", login, methods=["GET", "POST"])
+    bp.add_url_rule("/logout", "logout", logout, methods=["POST"])
+
+
+def _destination() -> str:
+    return security.safe_next(request.values.get("next")) or url_for(".overview")
+
+
+def login() -> Any:
+    """Show the token form; on POST check the token (throttled) and open a session."""
+    state = get_state()
+    if security.host_auth(state) is not None:
+        return redirect(url_for(".overview"), 303)
+    if request.method == "GET" and security.logged_in(state):
+        return redirect(_destination(), 303)
+    error = None
+    status = 200
+    if request.method == "POST":
+        throttle = security.throttle(state)
+        client = security.client_address()
+        wait = throttle.retry_after(client)
+        if wait > 0:
+            error = (
+                f"Too many failed logins from your address. Try again in "
+                f"{math.ceil(wait)} seconds."
+            )
+            status = 429
+        elif security.token_matches(state, request.form.get("token", "")):
+            throttle.succeeded(client)
+            security.open_session(state)
+            return redirect(_destination(), 303)
+        else:
+            throttle.failed(client)
+            error = _WRONG_TOKEN
+            status = 401
+    next_target = security.safe_next(request.values.get("next"))
+    response = render_template("aigateway/login.html", error=error, next=next_target)
+    if status == 429:
+        wait = security.throttle(state).retry_after(security.client_address())
+        return response, status, {"Retry-After": str(max(1, math.ceil(wait)))}
+    return response, status
+
+
+def logout() -> Any:
+    """End the session (POST with the CSRF token, so no page can log an operator out)."""
+    state = get_state()
+    security.close_session(state)
+    if security.host_auth(state) is not None:
+        return redirect(url_for(".overview"), 303)
+    return redirect(url_for(".login"), 303)

@@ -1,0 +1,167 @@
+"""Provider pages: list, detail, new, edit, delete. Credentials are write-only.
+
+A stored API key is never put back into a page: the edit form leaves it blank ("leave blank
+to keep"), a submitted key is not echoed when the form comes back with an error, and extra
+header values that look secret are shown as :data:`KEEP` and kept unless replaced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request, url_for
+
+from ..errors import GatewayError
+from ..extension import get_state
+from ..services import models as model_service
+from ..services import providers as service
+from ..services import validation
+from ..services.validation import UNSET
+from .forms import Form
+from .notices import notify
+
+#: Shown instead of a secret-looking extra header value; submitting it keeps the stored one.
+KEEP = "(unchanged)"
+FIELDS = ("name", "format", "base_url", "api_key", "api_version", "extra_headers", "enabled",
+          "clear_api_key")
+CHECKBOXES = ("enabled", "clear_api_key")
+
+
+def register(bp: Blueprint) -> None:
+    bp.add_url_rule("/providers", "providers", list_page)
+    bp.add_url_rule("/providers/new", "provider_new", new_page, methods=["GET", "POST"])
+    bp.add_url_rule("/providers/<ref>", "provider", detail_page)
+    bp.add_url_rule("/providers/<ref>/edit", "provider_edit", edit_page, methods=["GET", "POST"])
+    bp.add_url_rule("/providers/<ref>/delete", "provider_delete", delete, methods=["POST"])
+
+
+def _usage() -> dict[str, list[dict[str, Any]]]:
+    """Deployments per provider id, with their alias."""
+    used: dict[str, list[dict[str, Any]]] = {}
+    for alias in model_service.list_models(get_state()):
+        for deployment in alias.deployments:
+            used.setdefault(deployment.provider_id, []).append(
+                model_service.deployment_to_dict(deployment, alias.alias) | {"model_id": alias.id}
+            )
+    return used
+
+
+def list_page() -> str:
+    state = get_state()
+    used = _usage()
+    providers = [
+        service.provider_to_dict(p) | {"deployments": len(used.get(p.id, []))}
+        for p in service.list_providers(state)
+    ]
+    return render_template("aigateway/providers/list.html", providers=providers)
+
+
+def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any:
+    provider = service.get_provider(get_state(), ref)
+    return render_template(
+        "aigateway/providers/detail.html",
+        provider=service.provider_to_dict(provider),
+        deployments=_usage().get(provider.id, []),
+        error=error,
+    ), status
+
+
+def _render_form(form: Form, provider: dict[str, Any] | None) -> Any:
+    if form.get("api_key"):
+        form.values["api_key"] = ""
+        if not form.ok:
+            form.general.append(
+                "The API key you typed was not kept on this page: enter it again."
+            )
+    return render_template(
+        "aigateway/providers/form.html",
+        form=form,
+        provider=provider,
+        formats=service.FORMAT_CHOICES,
+    ), form.status
+
+
+def new_page() -> Any:
+    if request.method == "GET":
+        return _render_form(Form(FIELDS, {"format": "openai", "enabled": True}, CHECKBOXES), None)
+    form = Form.submitted(FIELDS, CHECKBOXES)
+    try:
+        provider = service.create_provider(
+            get_state(),
+            name=form.get("name"),
+            format=form.get("format"),
+            base_url=form.text("base_url"),
+            api_key=form.text("api_key"),
+            api_version=form.text("api_version"),
+            extra_headers=form.get("extra_headers"),
+            enabled=form.checked("enabled"),
+        )
+    except GatewayError as exc:
+        return _render_form(form.fail(exc), None)
+    notify(f"Provider {provider.name!r} created.")
+    return redirect(url_for(".provider", ref=provider.id), 303)
+
+
+def _headers_text(raw: dict[str, str], shown: dict[str, str]) -> str:
+    return "\n".join(
+        f"{name}: {value if shown.get(name) == value else KEEP}" for name, value in raw.items()
+    )
+
+
+def _merge_headers(text: str, stored: dict[str, str]) -> dict[str, str]:
+    """The submitted headers, with :data:`KEEP` values replaced by the stored ones."""
+    parsed = validation.headers(text, "extra_headers")
+    return {
+        name: stored.get(name, "") if value == KEEP else value for name, value in parsed.items()
+    }
+
+
+def edit_page(ref: str) -> Any:
+    state = get_state()
+    provider = service.get_provider(state, ref)
+    shown = service.provider_to_dict(provider)
+    if request.method == "GET":
+        values = {
+            "name": provider.name,
+            "format": provider.format,
+            "base_url": provider.base_url or "",
+            "api_version": provider.api_version or "",
+            "extra_headers": _headers_text(provider.extra_headers or {},
+                                           shown["extra_headers"]),
+            "enabled": provider.enabled,
+        }
+        return _render_form(Form(FIELDS, values, CHECKBOXES), shown)
+    form = Form.submitted(FIELDS, CHECKBOXES)
+    if form.checked("clear_api_key"):
+        api_key: Any = None
+    else:
+        api_key = form.text("api_key") or UNSET
+    try:
+        headers = _merge_headers(form.get("extra_headers"), provider.extra_headers or {})
+        updated = service.update_provider(
+            state,
+            provider.id,
+            name=form.get("name"),
+            format=form.get("format"),
+            base_url=form.text("base_url"),
+            api_key=api_key,
+            api_version=form.text("api_version"),
+            extra_headers=headers,
+            enabled=form.checked("enabled"),
+        )
+    except GatewayError as exc:
+        return _render_form(form.fail(exc), shown)
+    notify(f"Provider {updated.name!r} saved.")
+    return redirect(url_for(".provider", ref=updated.id), 303)
+
+
+def delete(ref: str) -> Any:
+    state = get_state()
+    provider = service.get_provider(state, ref)
+    try:
+        removed = service.delete_provider(state, provider.id, force="force" in request.form)
+    except GatewayError as exc:
+        return detail_page(provider.id, error=exc.message, status=exc.status)
+    extra = f" with {len(removed)} deployment(s)" if removed else ""
+    notify(f"Provider {provider.name!r} deleted{extra}.")
+    return redirect(url_for(".providers"), 303)

@@ -1,0 +1,357 @@
+"""The request-log writer: rows leave the request path through a bounded queue and reach the
+database in batches from one background thread, and none is lost on the way.
+
+Guarantees:
+
+* **Back-pressure, never drops.** A full queue makes the finishing request wait for room; after
+  :data:`PUT_TIMEOUT` seconds it writes its own row (so a stuck writer slows requests down
+  instead of losing rows).
+* **Flushed at exit.** :meth:`RequestLogWriter.close` drains the queue; it runs from
+  ``state.close()``, from :mod:`atexit` (gunicorn workers end with ``sys.exit``, which runs it
+  after the requests in flight are done), and on SIGTERM when nobody else handles that signal
+  (:func:`install_signal_handlers`; a bare SIGTERM would otherwise kill the process without
+  running :mod:`atexit`).
+* **Retries.** A batch that fails because the database is unreachable is retried with backoff;
+  a batch refused for another reason is retried row by row, and a row the database refuses is
+  logged at ERROR level with its request id, key and cost.
+
+``AIGATEWAY_LOG_SYNC`` writes every row before the request returns instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from .accounting import RequestRecord
+from .rollups import prune_request_log, write_batch
+from .state import GatewayState
+
+log = logging.getLogger(__name__)
+
+#: Longest a finishing request waits for room in a full queue before writing its own row.
+PUT_TIMEOUT = 5.0
+#: Longest :meth:`RequestLogWriter.close` waits for the thread before writing what is left.
+CLOSE_TIMEOUT = 30.0
+#: Writers with a running thread, flushed at interpreter exit and on SIGTERM. Process-wide on
+#: purpose: exit and signals are process-wide events. Weak, so apps can be garbage collected.
+_LIVE: weakref.WeakSet[RequestLogWriter] = weakref.WeakSet()
+_hooks_lock = threading.Lock()
+_atexit_registered = False
+_signal_installed = False
+
+_STOP = object()
+_FLUSH = object()
+
+
+class RequestLogWriter:
+    """Writes request-log rows and their rollups for one app's gateway.
+
+    :meth:`write` is called once per request by the pipeline's ``finish`` step; it returns as
+    soon as the row is queued. The thread starts on the first row (and again in a forked
+    child, where the parent's thread does not exist). It also prunes raw rows past
+    ``AIGATEWAY_LOG_RETENTION_DAYS``, ``first_prune_after`` seconds after it starts and then
+    every ``prune_every`` seconds.
+    """
+
+    def __init__(self, state: GatewayState, *, first_prune_after: float = 60.0,
+                 prune_every: float = 86400.0) -> None:
+        settings = state.settings
+        self._state = state
+        self._sync = bool(settings["AIGATEWAY_LOG_SYNC"])
+        self._batch_size = max(1, settings["AIGATEWAY_LOG_BATCH_SIZE"])
+        self._interval = settings["AIGATEWAY_LOG_FLUSH_INTERVAL"]
+        self._queue_size = max(1, settings["AIGATEWAY_LOG_QUEUE_SIZE"])
+        self._first_prune_after = first_prune_after
+        self._prune_every = prune_every
+        self._lock = threading.RLock()
+        self._progress = threading.Condition(threading.Lock())
+        self._closed = False
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh queue and counters (at creation, and in a forked child)."""
+        self._pid = os.getpid()
+        self._queue: queue.Queue[Any] = queue.Queue(self._queue_size)
+        self._thread: threading.Thread | None = None
+        self._queued = 0
+        self._done = 0
+        self._putting = 0
+        self._next_prune = 0.0
+        #: Rows the database refused (each logged at ERROR level with its request id).
+        self.failed = 0
+
+    # -- producer side ---------------------------------------------------------------------
+
+    def write(self, record: RequestRecord) -> None:
+        """Hand over the row of ``record`` (fixing its latency now)."""
+        row = record.to_row()
+        if self._sync:
+            write_batch(self._state, [row])
+            return
+        with self._lock:
+            accepted = self._ensure_thread()
+            if accepted:
+                with self._progress:
+                    self._queued += 1
+                    self._putting += 1
+        if not accepted:
+            self._write_now([row])
+            return
+        try:
+            self._queue.put(row, timeout=PUT_TIMEOUT)
+        except queue.Full:
+            log.warning("the request-log queue stayed full for %.0f s; writing %s directly",
+                        PUT_TIMEOUT, row["request_id"])
+            self._write_now([row])
+            self._mark_done(1)
+        finally:
+            with self._progress:
+                self._putting -= 1
+                self._progress.notify_all()
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every row handed over before this call is in the database.
+
+        Returns False when ``timeout`` (seconds) passed first. Safe from any thread; never
+        needed for correctness, only to read one's own writes at once (tests, CLI scripts).
+        """
+        with self._progress:
+            target = self._queued
+            if self._done >= target:
+                return True
+        if self._thread is not None and self._thread.is_alive():
+            try:
+                self._queue.put(_FLUSH, timeout=timeout)
+            except queue.Full:
+                return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._progress:
+            while self._done < target:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._progress.wait(left)
+        return True
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Write every pending row and stop the thread; later rows are written directly.
+
+        Idempotent; called by ``state.close()``, at interpreter exit and on SIGTERM.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread if self._pid == os.getpid() else None
+        _LIVE.discard(self)
+        if thread is not None and thread.is_alive():
+            try:
+                self._queue.put(_STOP, timeout=timeout)
+            except queue.Full:
+                log.error("the request-log writer did not take the stop signal in %.0f s", timeout)
+            thread.join(timeout)
+        # Rows of requests that finished meanwhile: nobody starts a new put once closed, and
+        # draining makes room for the puts still waiting.
+        deadline = time.monotonic() + timeout
+        while True:
+            leftovers = [item for item in self._drain() if isinstance(item, Mapping)]
+            if leftovers:
+                self._write_now(leftovers)
+                self._mark_done(len(leftovers))
+            with self._progress:
+                if self._putting == 0 and self._queue.empty():
+                    return
+            if time.monotonic() > deadline:
+                log.error("request-log writer closed with %d rows still being handed over",
+                          self._putting)
+                return
+            time.sleep(0.01)
+
+    def _drain(self) -> list[Any]:
+        items = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    @property
+    def pending(self) -> int:
+        """Rows handed over but not yet written."""
+        with self._progress:
+            return self._queued - self._done
+
+    def _ensure_thread(self) -> bool:
+        """Start the thread if needed (caller holds ``_lock``); False once closed."""
+        if self._closed:
+            return False
+        if self._pid != os.getpid():
+            self._reset()
+        if self._thread is None:
+            self._next_prune = time.monotonic() + self._first_prune_after
+            self._thread = threading.Thread(
+                target=self._run, name="aigateway-request-log", daemon=True
+            )
+            self._thread.start()
+            _LIVE.add(self)
+            _register_atexit()
+        return True
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.05, self._next_prune - time.monotonic()))
+            except queue.Empty:
+                self._maintain()
+                continue
+            if item is _STOP:
+                return
+            if item is _FLUSH:
+                continue
+            batch = [item]
+            stop = self._fill(batch)
+            self._commit(batch)
+            self._mark_done(len(batch))
+            if stop:
+                return
+            self._maintain()
+
+    def _fill(self, batch: list[Any]) -> bool:
+        """Add rows to ``batch`` until it is full, the interval passed, or a flush/stop marker
+        arrives; True when the stop marker was seen."""
+        deadline = time.monotonic() + self._interval
+        while len(batch) < self._batch_size:
+            left = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is _STOP:
+                return True
+            if item is _FLUSH:
+                return False
+            batch.append(item)
+        return False
+
+    def _commit(self, batch: Sequence[Mapping[str, Any]]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                write_batch(self._state, batch)
+                return
+            except (OperationalError, DBAPIError) as exc:
+                unreachable = isinstance(exc, OperationalError) or exc.connection_invalidated
+                if not unreachable or self._closed:
+                    break
+                log.warning("request-log batch of %d rows not written (%s); retrying in %.1f s",
+                            len(batch), exc.__class__.__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("request-log batch of %d rows refused; retrying row by row",
+                              len(batch))
+                break
+        self._write_each(batch)
+
+    def _write_now(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write from the calling thread (queue full for too long, or writer closed)."""
+        try:
+            write_batch(self._state, rows)
+        except Exception:
+            log.exception("request-log batch of %d rows refused; retrying row by row", len(rows))
+            self._write_each(rows)
+
+    def _write_each(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            try:
+                write_batch(self._state, [row])
+            except Exception:
+                self.failed += 1
+                log.exception(
+                    "request-log row LOST: request_id=%s key_id=%s alias=%s status=%s cost=%s",
+                    row.get("request_id"), row.get("key_id"), row.get("alias"),
+                    row.get("status_code"), row.get("cost"),
+                )
+
+    def _mark_done(self, count: int) -> None:
+        with self._progress:
+            self._done += count
+            self._progress.notify_all()
+
+    def _maintain(self) -> None:
+        """Prune raw rows past retention when it is due (errors logged, retried next time)."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self._prune_every
+        try:
+            prune_request_log(self._state)
+        except Exception:
+            log.exception("pruning the request log failed; retrying in %.0f s", self._prune_every)
+
+
+def close_all_writers(timeout: float = CLOSE_TIMEOUT) -> None:
+    """Flush and stop every running writer of this process.
+
+    Runs at interpreter exit; call it from a server's own worker-exit hook too (e.g.
+    gunicorn's ``worker_exit``). Safe to call several times.
+    """
+    for writer in list(_LIVE):
+        try:
+            writer.close(timeout)
+        except Exception:
+            log.exception("closing a request-log writer failed")
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    with _hooks_lock:
+        if not _atexit_registered:
+            atexit.register(close_all_writers)
+            _atexit_registered = True
+
+
+def install_signal_handlers() -> bool:
+    """Flush the request log on SIGTERM when nothing else handles that signal.
+
+    Only from the main thread, and only if SIGTERM has its default action (gunicorn and most
+    servers install their own, which end in :mod:`atexit`). The handler flushes in a helper
+    thread (bounded wait, so a lock held by the interrupted code cannot hang it), then restores
+    the default action and re-sends the signal, so the process still dies of SIGTERM.
+    Returns True when the handler was installed by this call.
+    """
+    global _signal_installed
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    with _hooks_lock:
+        if _signal_installed or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return False
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        _signal_installed = True
+        return True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _signal_installed
+    helper = threading.Thread(target=close_all_writers, args=(10.0,), daemon=True)
+    helper.start()
+    helper.join(15.0)
+    with _hooks_lock:
+        signal.signal(signum, signal.SIG_DFL)
+        _signal_installed = False
+    os.kill(os.getpid(), signum)
+
+
+__all__ = ["RequestLogWriter", "close_all_writers", "install_signal_handlers"]

@@ -1,0 +1,304 @@
+"""Moving (sliding-log) windows of one minute behind the rate limits: in memory, or in Redis.
+
+A window holds one entry per admitted request — its time and its amount (1 for a request
+window, the estimated tokens for a token window). Admission checks every window a request
+counts in and records it in all of them, or in none, in ONE atomic step: under one lock in
+memory, in one Lua script in Redis. That is what makes a key window and its teams' pooled
+windows exact together, and why the ``limits`` package (Flask-Limiter's engine) is not used:
+its moving window admits one window per call (hitting the key window then a full team window
+leaves the refused request counted in the key window, with no way to take it back), and it
+cannot change an entry's amount afterwards, which the tokens-per-minute correction needs.
+
+An entry is in the window while ``now - WINDOW < time``; a refused request is recorded nowhere.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+#: Length of every rate window, seconds (limits are per minute).
+WINDOW_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """One window a request counts in: its name, its limit and what this request costs."""
+
+    name: str
+    limit: int
+    cost: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """A window after an admission (or as it stood when the request was refused).
+
+    ``reset_after``: seconds until its oldest entry leaves (0 when empty). ``retry_after``:
+    when this window refused, seconds until the request would fit (None: it never fits, its
+    cost alone is over the limit); None as well for a window that did not refuse.
+    """
+
+    limit: int
+    used: int
+    reset_after: float
+    refused: bool = False
+    retry_after: float | None = None
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+class WindowStore(Protocol):
+    """Where windows live. Both methods are atomic over every window they are given."""
+
+    def acquire(self, specs: Sequence[WindowSpec], entry: str) -> tuple[bool, list[WindowState]]:
+        """Record ``entry`` in every window if each has room for its cost, else in none.
+        Returns whether it was admitted and the state of each window, in ``specs`` order."""
+        ...
+
+    def adjust(self, names: Sequence[str], entry: str, old: int, new: int) -> None:
+        """Change the amount of ``entry`` (recorded with ``old``) to ``new`` in ``names``;
+        an entry that already left its window is ignored."""
+        ...
+
+
+class _Window:
+    __slots__ = ("entries", "index", "total")
+
+    def __init__(self) -> None:
+        self.entries: deque[list[Any]] = deque()
+        self.index: dict[str, list[Any]] = {}
+        self.total = 0
+
+    def purge(self, cutoff: float) -> None:
+        while self.entries and self.entries[0][0] <= cutoff:
+            _stamp, amount, entry = self.entries.popleft()
+            self.total -= amount
+            self.index.pop(entry, None)
+
+    def retry_after(self, now: float, window: float, cost: int, limit: int) -> float | None:
+        if cost > limit:
+            return None
+        need = self.total + cost - limit
+        freed = 0
+        for stamp, amount, _entry in self.entries:
+            freed += amount
+            if freed >= need:
+                return max(0.0, stamp + window - now)
+        return 0.0
+
+
+class MemoryWindows:
+    """Windows in this process's memory (the default for one process): exact among its
+    threads, invisible to other processes. ``clock`` is injectable for tests."""
+
+    #: Every this many admissions, windows nobody touched lately are dropped.
+    SWEEP_EVERY = 1000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 window: float = WINDOW_SECONDS) -> None:
+        self._clock = clock
+        self._window = window
+        self._lock = threading.Lock()
+        self._windows: dict[str, _Window] = {}
+        self._calls = 0
+
+    def acquire(self, specs: Sequence[WindowSpec], entry: str) -> tuple[bool, list[WindowState]]:
+        with self._lock:
+            now = self._clock()
+            cutoff = now - self._window
+            self._calls += 1
+            if self._calls % self.SWEEP_EVERY == 0:
+                self._sweep(cutoff)
+            windows = []
+            admitted = True
+            for spec in specs:
+                w = self._windows.setdefault(spec.name, _Window())
+                w.purge(cutoff)
+                windows.append(w)
+                if w.total + spec.cost > spec.limit:
+                    admitted = False
+            if admitted:
+                for spec, w in zip(specs, windows, strict=True):
+                    item = [now, spec.cost, entry]
+                    w.entries.append(item)
+                    w.index[entry] = item
+                    w.total += spec.cost
+            states = []
+            for spec, w in zip(specs, windows, strict=True):
+                refused = not admitted and w.total + spec.cost > spec.limit
+                reset = w.entries[0][0] + self._window - now if w.entries else 0.0
+                states.append(WindowState(
+                    limit=spec.limit, used=w.total, reset_after=max(0.0, reset), refused=refused,
+                    retry_after=(w.retry_after(now, self._window, spec.cost, spec.limit)
+                                 if refused else None),
+                ))
+            return admitted, states
+
+    def adjust(self, names: Sequence[str], entry: str, old: int, new: int) -> None:
+        with self._lock:
+            for name in names:
+                w = self._windows.get(name)
+                item = w.index.get(entry) if w is not None else None
+                if item is None or w is None:
+                    continue
+                w.total += new - item[1]
+                item[1] = new
+
+    def _sweep(self, cutoff: float) -> None:
+        for name in list(self._windows):
+            w = self._windows[name]
+            w.purge(cutoff)
+            if not w.entries:
+                del self._windows[name]
+
+
+#: KEYS: (zset, sum) per window. ARGV: window ms, entry, now ms ('' = Redis TIME), then
+#: (limit, cost) per window. Members are "<entry>|<amount>" scored by their time in ms.
+#: Returns {admitted, then (used, reset ms, retry ms or -1 never or -2 not refused) each}.
+_ACQUIRE = """
+local window = tonumber(ARGV[1])
+local entry = ARGV[2]
+local now
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local n = #KEYS / 2
+local totals = {}
+local admitted = 1
+for i = 1, n do
+  local z, s = KEYS[2 * i - 1], KEYS[2 * i]
+  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now - window)
+  if #expired > 0 then
+    local freed = 0
+    for _, m in ipairs(expired) do
+      freed = freed + tonumber(string.match(m, '|(%d+)$'))
+    end
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', now - window)
+    redis.call('DECRBY', s, freed)
+  end
+  totals[i] = tonumber(redis.call('GET', s) or '0')
+  if totals[i] + tonumber(ARGV[3 + 2 * i]) > tonumber(ARGV[2 + 2 * i]) then
+    admitted = 0
+  end
+end
+local out = {admitted}
+for i = 1, n do
+  local z, s = KEYS[2 * i - 1], KEYS[2 * i]
+  local limit, cost = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+  if admitted == 1 then
+    redis.call('ZADD', z, now, entry .. '|' .. cost)
+    redis.call('INCRBY', s, cost)
+    redis.call('PEXPIRE', z, window + 1000)
+    redis.call('PEXPIRE', s, window + 1000)
+    totals[i] = totals[i] + cost
+  end
+  local reset = 0
+  local oldest = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+  if #oldest > 0 then
+    reset = math.max(0, tonumber(oldest[2]) + window - now)
+  end
+  local retry = -2
+  if admitted == 0 and totals[i] + cost > limit then
+    retry = -1
+    if cost <= limit then
+      local need = totals[i] + cost - limit
+      local freed = 0
+      local members = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+      retry = 0
+      for j = 1, #members, 2 do
+        freed = freed + tonumber(string.match(members[j], '|(%d+)$'))
+        if freed >= need then
+          retry = math.max(0, tonumber(members[j + 1]) + window - now)
+          break
+        end
+      end
+    end
+  end
+  out[#out + 1] = totals[i]
+  out[#out + 1] = reset
+  out[#out + 1] = retry
+end
+return out
+"""
+
+#: KEYS: (zset, sum) per window. ARGV: entry, old amount, new amount.
+_ADJUST = """
+local old = ARGV[1] .. '|' .. ARGV[2]
+local new = ARGV[1] .. '|' .. ARGV[3]
+for i = 1, #KEYS / 2 do
+  local z, s = KEYS[2 * i - 1], KEYS[2 * i]
+  local score = redis.call('ZSCORE', z, old)
+  if score then
+    redis.call('ZREM', z, old)
+    redis.call('ZADD', z, score, new)
+    redis.call('INCRBY', s, tonumber(ARGV[3]) - tonumber(ARGV[2]))
+  end
+end
+return 1
+"""
+
+
+class RedisWindows:
+    """Windows in Redis, shared by every gateway process using the same Redis and prefix.
+
+    Time is Redis's own clock (``TIME``), so processes on machines whose clocks drift still
+    agree; ``clock`` (seconds) replaces it in tests. Each window is a sorted set of entries
+    plus a running total, both expiring a second after the window would be empty.
+    """
+
+    def __init__(self, client: Any, key: Callable[..., str],
+                 clock: Callable[[], float] | None = None,
+                 window: float = WINDOW_SECONDS) -> None:
+        self._client = client
+        self._key = key
+        self._clock = clock
+        self._window_ms = int(window * 1000)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._adjust = client.register_script(_ADJUST)
+
+    def _keys(self, names: Sequence[str]) -> list[str]:
+        keys: list[str] = []
+        for name in names:
+            base = self._key("rate", name)
+            keys += [base, base + ":sum"]
+        return keys
+
+    def acquire(self, specs: Sequence[WindowSpec], entry: str) -> tuple[bool, list[WindowState]]:
+        args: list[Any] = [self._window_ms, entry,
+                           "" if self._clock is None else int(self._clock() * 1000)]
+        for spec in specs:
+            args += [spec.limit, spec.cost]
+        reply = self._acquire(keys=self._keys([s.name for s in specs]), args=args)
+        admitted = int(reply[0]) == 1
+        states = []
+        for i, spec in enumerate(specs):
+            used, reset, retry = (int(v) for v in reply[1 + 3 * i: 4 + 3 * i])
+            states.append(WindowState(
+                limit=spec.limit, used=used, reset_after=reset / 1000.0,
+                refused=retry != -2,
+                retry_after=retry / 1000.0 if retry >= 0 else None,
+            ))
+        return admitted, states
+
+    def adjust(self, names: Sequence[str], entry: str, old: int, new: int) -> None:
+        self._adjust(keys=self._keys(names), args=[entry, old, new])
+
+
+__all__ = [
+    "WINDOW_SECONDS",
+    "MemoryWindows",
+    "RedisWindows",
+    "WindowSpec",
+    "WindowState",
+    "WindowStore",
+]

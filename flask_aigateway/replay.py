@@ -1,0 +1,104 @@
+"""Between a finished ``chat.completion`` and its stream chunks, both ways: a streamed answer is
+assembled into a completion for the cache, and a cached completion is replayed as chunks.
+
+Pure functions over OpenAI-shaped dicts (no I/O), so a JSON request and a streamed one share
+cache entries.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class CompletionAssembler:
+    """Feed it every chunk of a stream (in order); :meth:`completion` then gives the
+    ``chat.completion`` body the same answer would have had without streaming."""
+
+    def __init__(self) -> None:
+        self._choices: dict[int, dict[str, Any]] = {}
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        for choice in chunk.get("choices") or ():
+            index = choice.get("index", 0)
+            acc = self._choices.setdefault(
+                index, {"role": "assistant", "content": [], "refusal": [], "tools": {},
+                        "finish_reason": None, "logprobs": None},
+            )
+            delta = choice.get("delta") or {}
+            if delta.get("role"):
+                acc["role"] = delta["role"]
+            if delta.get("content"):
+                acc["content"].append(delta["content"])
+            if delta.get("refusal"):
+                acc["refusal"].append(delta["refusal"])
+            for call in delta.get("tool_calls") or ():
+                slot = acc["tools"].setdefault(
+                    call.get("index", 0),
+                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                if call.get("id"):
+                    slot["id"] = call["id"]
+                if call.get("type"):
+                    slot["type"] = call["type"]
+                function = call.get("function") or {}
+                if function.get("name"):
+                    slot["function"]["name"] += function["name"]
+                if function.get("arguments"):
+                    slot["function"]["arguments"] += function["arguments"]
+            if choice.get("finish_reason"):
+                acc["finish_reason"] = choice["finish_reason"]
+
+    def completion(self, *, model: str, usage: dict[str, Any] | None) -> dict[str, Any]:
+        choices = []
+        for index in sorted(self._choices):
+            acc = self._choices[index]
+            message: dict[str, Any] = {
+                "role": acc["role"],
+                "content": "".join(acc["content"]) if acc["content"] else None,
+            }
+            if acc["refusal"]:
+                message["refusal"] = "".join(acc["refusal"])
+            if acc["tools"]:
+                message["tool_calls"] = [acc["tools"][i] for i in sorted(acc["tools"])]
+            choices.append({"index": index, "message": message, "logprobs": None,
+                            "finish_reason": acc["finish_reason"]})
+        body: dict[str, Any] = {
+            "id": None,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+        }
+        if usage is not None:
+            body["usage"] = usage
+        return body
+
+
+def completion_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ``chat.completion`` body as the chunks of a stream (without id/created/model, which
+    the stream stamps, and without the usage chunk): per choice a role chunk, a content chunk,
+    one chunk per tool call, and the finish chunk last."""
+    chunks: list[dict[str, Any]] = []
+    finishes: list[dict[str, Any]] = []
+    for choice in body.get("choices") or ():
+        index = choice.get("index", 0)
+        message = choice.get("message") or {}
+
+        def chunk(delta: dict[str, Any], index: int = index) -> dict[str, Any]:
+            return {"choices": [{"index": index, "delta": delta, "logprobs": None,
+                                 "finish_reason": None}]}
+
+        chunks.append(chunk({"role": message.get("role", "assistant"), "content": ""}))
+        if message.get("content"):
+            chunks.append(chunk({"content": message["content"]}))
+        if message.get("refusal"):
+            chunks.append(chunk({"refusal": message["refusal"]}))
+        for position, call in enumerate(message.get("tool_calls") or ()):
+            chunks.append(chunk({"tool_calls": [{**call, "index": position}]}))
+        finishes.append({"choices": [{"index": index, "delta": {}, "logprobs": None,
+                                      "finish_reason": choice.get("finish_reason") or "stop"}]})
+    return chunks + finishes
+
+
+__all__ = ["CompletionAssembler", "completion_chunks"]

@@ -1,0 +1,226 @@
+"""Hourly usage rollups of the request log, latency percentiles from their histogram, and the
+pruning of raw rows past retention.
+
+The request-log writer calls :func:`write_batch`: the raw rows and the increments of their
+rollups go into one transaction, so the two never disagree. Increments are atomic upserts
+(``INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n`` on PostgreSQL and SQLite), so any
+number of processes can write the same rollup row concurrently.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from .accounting import BUDGET_EXCEEDED, RATE_LIMITED
+from .db import utcnow
+from .models import LATENCY_BUCKETS_MS, RequestLog, UsageRollup
+from .state import GatewayState
+
+log = logging.getLogger(__name__)
+
+DIMENSIONS = ("hour", "key_id", "team_id", "alias", "provider")
+#: One histogram column per bound of :data:`LATENCY_BUCKETS_MS`, then the overflow column.
+BUCKET_COLUMNS: tuple[str, ...] = (
+    *(f"lat_le_{bound}" for bound in LATENCY_BUCKETS_MS),
+    "lat_inf",
+)
+COUNTERS = (
+    "requests",
+    "errors",
+    "rate_limited",
+    "budget_exceeded",
+    "cache_hits",
+    "streams",
+    "fallbacks",
+    "estimated",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "latency_ms_sum",
+    "ttft_ms_sum",
+    "ttft_count",
+    *BUCKET_COLUMNS,
+)
+
+assert set(BUCKET_COLUMNS) <= set(UsageRollup.__table__.c.keys()), "rollup columns and bounds"
+
+#: Raw rows deleted per transaction when pruning (keeps locks short).
+PRUNE_BATCH = 5000
+
+
+def hour_of(moment: dt.datetime) -> dt.datetime:
+    """The start of ``moment``'s UTC hour."""
+    return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def bucket_column(latency_ms: float) -> str:
+    """The histogram column that counts a request of ``latency_ms``."""
+    return BUCKET_COLUMNS[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)]
+
+
+def _zero() -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
+    row["cost"] = Decimal(0)
+    row["latency_ms_sum"] = 0.0
+    row["ttft_ms_sum"] = 0.0
+    return row
+
+
+def rollup(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Aggregate request-log rows (as :meth:`RequestRecord.to_row` makes them) into rollup
+    increments, one per hour x key x team x alias x provider, sorted by those dimensions (a
+    fixed order keeps concurrent upserts from deadlocking on PostgreSQL)."""
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        dims = (
+            hour_of(row["created_at"]),
+            row["key_id"] or "",
+            row["team_id"] or "",
+            row["alias"] or "",
+            row["provider"] or "",
+        )
+        acc = merged.get(dims)
+        if acc is None:
+            acc = merged[dims] = {**dict(zip(DIMENSIONS, dims, strict=True)), **_zero()}
+        status = row["status_code"]
+        acc["requests"] += 1
+        acc["errors"] += status >= 400
+        acc["rate_limited"] += row["error_type"] == RATE_LIMITED
+        acc["budget_exceeded"] += row["error_type"] == BUDGET_EXCEEDED
+        acc["cache_hits"] += bool(row["cache_hit"])
+        acc["streams"] += bool(row["stream"])
+        acc["fallbacks"] += bool(row["fallback_path"])
+        acc["estimated"] += bool(row["usage_estimated"])
+        acc["prompt_tokens"] += row["prompt_tokens"] or 0
+        acc["completion_tokens"] += row["completion_tokens"] or 0
+        acc["cached_tokens"] += row["cached_tokens"] or 0
+        acc["cost"] += row["cost"] or Decimal(0)
+        latency = row["latency_ms"] or 0.0
+        acc["latency_ms_sum"] += latency
+        acc[bucket_column(latency)] += 1
+        if row["ttft_ms"] is not None:
+            acc["ttft_ms_sum"] += row["ttft_ms"]
+            acc["ttft_count"] += 1
+    return [merged[dims] for dims in sorted(merged, key=lambda d: (d[0].isoformat(), *d[1:]))]
+
+
+def upsert_rollups(session: Session, increments: Sequence[Mapping[str, Any]]) -> None:
+    """Add ``increments`` to their rollup rows, creating the rows that do not exist yet."""
+    if not increments:
+        return
+    dialect = session.get_bind().dialect.name
+    table = UsageRollup.__table__
+    if dialect in ("postgresql", "sqlite"):
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = dialect_insert(table).values(list(increments))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(DIMENSIONS),
+            set_={name: table.c[name] + stmt.excluded[name] for name in COUNTERS},
+        )
+        session.execute(stmt)
+        return
+    # Other databases: update, else insert (correct within one process, which is what a
+    # database without an atomic upsert can offer).
+    for increment in increments:
+        where = [table.c[name] == increment[name] for name in DIMENSIONS]
+        result = session.execute(
+            update(table).where(*where).values(
+                {name: table.c[name] + increment[name] for name in COUNTERS}
+            )
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            session.execute(insert(table).values(dict(increment)))
+
+
+def write_batch(state: GatewayState, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert request-log rows and add them to their rollups, in one transaction."""
+    if not rows:
+        return
+    with state.transaction() as session:
+        session.execute(insert(RequestLog), [dict(row) for row in rows])
+        upsert_rollups(session, rollup(rows))
+
+
+def prune_request_log(
+    state: GatewayState,
+    *,
+    older_than_days: int | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Delete raw request-log rows older than ``older_than_days`` (default
+    ``AIGATEWAY_LOG_RETENTION_DAYS``; 0 keeps everything) and return how many went.
+
+    Works through the ``created_at`` index in batches of :data:`PRUNE_BATCH`, one short
+    transaction each; rollups are never pruned. Idempotent: several processes may run it.
+    """
+    days = state.settings["AIGATEWAY_LOG_RETENTION_DAYS"] if older_than_days is None else (
+        older_than_days
+    )
+    if days <= 0:
+        return 0
+    cutoff = (now or utcnow()) - dt.timedelta(days=days)
+    removed = 0
+    while True:
+        with state.transaction() as session:
+            ids = list(
+                session.scalars(
+                    select(RequestLog.id)
+                    .where(RequestLog.created_at < cutoff)
+                    .order_by(RequestLog.created_at)
+                    .limit(PRUNE_BATCH)
+                )
+            )
+            if ids:
+                session.execute(delete(RequestLog).where(RequestLog.id.in_(ids)))
+        removed += len(ids)
+        if len(ids) < PRUNE_BATCH:
+            break
+    if removed:
+        log.info("pruned %d request-log rows older than %s", removed, cutoff.isoformat())
+    return removed
+
+
+def histogram_percentile(counts: Sequence[int], fraction: float) -> float | None:
+    """The ``fraction`` quantile in milliseconds from bucket counts (in :data:`BUCKET_COLUMNS`
+    order), interpolated linearly inside its bucket like Prometheus' ``histogram_quantile``;
+    the overflow bucket answers its lower bound. None without any request."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = fraction * total
+    cumulative = 0
+    for index, count in enumerate(counts):
+        if count and cumulative + count >= rank:
+            if index == len(LATENCY_BUCKETS_MS):
+                return float(LATENCY_BUCKETS_MS[-1])
+            lower = 0.0 if index == 0 else float(LATENCY_BUCKETS_MS[index - 1])
+            upper = float(LATENCY_BUCKETS_MS[index])
+            return lower + (upper - lower) * (rank - cumulative) / count
+        cumulative += count
+    return float(LATENCY_BUCKETS_MS[-1])
+
+
+__all__ = [
+    "BUCKET_COLUMNS",
+    "COUNTERS",
+    "DIMENSIONS",
+    "bucket_column",
+    "histogram_percentile",
+    "hour_of",
+    "prune_request_log",
+    "rollup",
+    "upsert_rollups",
+    "write_batch",
+]

@@ -1,0 +1,216 @@
+"""Router state shared by every gateway process through Redis (atomic Lua scripts).
+
+Same semantics as :class:`~flask_aigateway.router_state.MemoryRouterState`, with the clock of
+the Redis server (``TIME``) so that processes on several machines agree on cooldowns. Keys,
+all under ``AIGATEWAY_REDIS_PREFIX`` and all expiring:
+
+* ``router:dep:<id>`` hash: ``failures``, ``open_until``, ``probe_until``, ``latency``
+  (one day after the last write);
+* ``router:inflight:<id>`` sorted set: lease id → expiry; expired leases do not count, so a
+  crashed process cannot inflate in-flight counts for long;
+* ``router:rpm:<id>`` sorted set: lease id → start time, the last minute only;
+* ``router:turn:<alias>`` counter of round-robin turns (one day after the last turn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .router_state import (
+    EWMA_ALPHA,
+    RPM_WINDOW,
+    DeploymentStats,
+    Refusal,
+    Ticket,
+    new_lease_id,
+)
+
+#: Lifetime of health, latency and round-robin keys after their last write, seconds.
+STATE_TTL = 86_400
+
+_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function num(value) if value then return tonumber(value) end return nil end
+"""
+
+# KEYS: (dep hash, inflight zset, rpm zset) per deployment. ARGV: rpm window.
+# Returns now, then 7 values per deployment.
+_STATS = _PRELUDE + """
+local out = {tostring(now)}
+for i = 1, #KEYS, 3 do
+  local h = redis.call('HMGET', KEYS[i], 'failures', 'open_until', 'probe_until', 'latency')
+  out[#out + 1] = h[1] or ''
+  out[#out + 1] = h[2] or ''
+  out[#out + 1] = h[3] or ''
+  out[#out + 1] = h[4] or ''
+  out[#out + 1] = tostring(redis.call('ZCOUNT', KEYS[i + 1], '(' .. tostring(now), '+inf'))
+  local since = '(' .. tostring(now - tonumber(ARGV[1]))
+  out[#out + 1] = tostring(redis.call('ZCOUNT', KEYS[i + 2], since, '+inf'))
+  local oldest = redis.call('ZRANGEBYSCORE', KEYS[i + 2], since, '+inf',
+                            'WITHSCORES', 'LIMIT', 0, 1)
+  out[#out + 1] = oldest[2] or ''
+end
+return out
+"""
+
+# KEYS: dep hash, inflight zset, rpm zset. ARGV: lease id, rpm limit (0: none), lease seconds,
+# probe seconds, rpm window, state ttl. Returns {1, probe} or {0, reason, until, now}.
+_BEGIN = _PRELUDE + """
+local probe = 0
+local open_until = num(redis.call('HGET', KEYS[1], 'open_until'))
+if open_until then
+  if now < open_until then return {0, 'open', tostring(open_until), tostring(now)} end
+  local probe_until = num(redis.call('HGET', KEYS[1], 'probe_until'))
+  if probe_until and now < probe_until then
+    return {0, 'open', tostring(probe_until), tostring(now)}
+  end
+  probe = 1
+end
+local limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[5])
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tostring(now - window))
+  if redis.call('ZCARD', KEYS[3]) >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    return {0, 'rpm', tostring(tonumber(oldest[2]) + window), tostring(now)}
+  end
+  redis.call('ZADD', KEYS[3], tostring(now), ARGV[1])
+  redis.call('EXPIRE', KEYS[3], math.ceil(window) + 1)
+end
+if probe == 1 then
+  redis.call('HSET', KEYS[1], 'probe_until', tostring(now + tonumber(ARGV[4])))
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+end
+local lease = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tostring(now))
+redis.call('ZADD', KEYS[2], tostring(now + lease), ARGV[1])
+redis.call('EXPIRE', KEYS[2], math.ceil(lease) + 60)
+return {1, probe}
+"""
+
+# KEYS: dep hash. ARGV: latency seconds ('' when none), alpha, state ttl.
+_SUCCEEDED = _PRELUDE + """
+redis.call('HSET', KEYS[1], 'failures', '0')
+redis.call('HDEL', KEYS[1], 'open_until', 'probe_until')
+if ARGV[1] ~= '' then
+  local sample = tonumber(ARGV[1])
+  local old = num(redis.call('HGET', KEYS[1], 'latency'))
+  if old then
+    local alpha = tonumber(ARGV[2])
+    sample = alpha * sample + (1 - alpha) * old
+  end
+  redis.call('HSET', KEYS[1], 'latency', tostring(sample))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: dep hash. ARGV: threshold, cooldown seconds, state ttl. Returns open_until or ''.
+_FAILED = _PRELUDE + """
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local open_until = num(redis.call('HGET', KEYS[1], 'open_until'))
+local threshold = tonumber(ARGV[1])
+local result = ''
+if threshold > 0 and (failures >= threshold or open_until) then
+  result = tostring(now + tonumber(ARGV[2]))
+  redis.call('HSET', KEYS[1], 'open_until', result)
+  redis.call('HDEL', KEYS[1], 'probe_until')
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return result
+"""
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return float(text) if text else None
+
+
+class RedisRouterState:
+    """Router state in Redis; every call is one round trip (a Lua script or a pipeline)."""
+
+    def __init__(self, client: Any, key: Callable[..., str]) -> None:
+        self._client = client
+        self._key = key
+        self._stats = client.register_script(_STATS)
+        self._begin = client.register_script(_BEGIN)
+        self._succeeded = client.register_script(_SUCCEEDED)
+        self._failed = client.register_script(_FAILED)
+
+    def _keys(self, deployment_id: str) -> list[str]:
+        return [
+            self._key("router", "dep", deployment_id),
+            self._key("router", "inflight", deployment_id),
+            self._key("router", "rpm", deployment_id),
+        ]
+
+    def stats(self, deployment_ids: Sequence[str]) -> dict[str, DeploymentStats]:
+        if not deployment_ids:
+            return {}
+        keys = [k for deployment_id in deployment_ids for k in self._keys(deployment_id)]
+        raw = self._stats(keys=keys, args=[RPM_WINDOW])
+        now = _float(raw[0]) or 0.0
+        out = {}
+        for i, deployment_id in enumerate(deployment_ids):
+            values = raw[1 + 7 * i : 8 + 7 * i]
+            failures, open_until, probe_until, latency, in_flight, rpm_used, oldest = values
+            out[deployment_id] = DeploymentStats(
+                now=now,
+                in_flight=int(_float(in_flight) or 0),
+                latency=_float(latency),
+                failures=int(_float(failures) or 0),
+                open_until=_float(open_until),
+                probe_until=_float(probe_until),
+                rpm_used=int(_float(rpm_used) or 0),
+                rpm_oldest=_float(oldest),
+            )
+        return out
+
+    def next_turn(self, alias: str) -> int:
+        key = self._key("router", "turn", alias)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, STATE_TTL)
+        turn, _ = pipe.execute()
+        return int(turn) - 1
+
+    def begin(self, deployment_id: str, *, rpm_limit: int | None, lease_seconds: float,
+              probe_seconds: float) -> Ticket | Refusal:
+        lease_id = new_lease_id()
+        result = self._begin(
+            keys=self._keys(deployment_id),
+            args=[lease_id, rpm_limit or 0, lease_seconds, probe_seconds, RPM_WINDOW, STATE_TTL],
+        )
+        if int(result[0]) == 1:
+            return Ticket(deployment_id, lease_id, probe=int(result[1]) == 1, shared=True)
+        reason = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+        return Refusal(deployment_id, reason, _float(result[2]) or 0.0, _float(result[3]) or 0.0)
+
+    def succeeded(self, ticket: Ticket, latency: float | None) -> None:
+        ticket.settled = True
+        self._succeeded(
+            keys=[self._key("router", "dep", ticket.deployment_id)],
+            args=["" if latency is None else repr(latency), EWMA_ALPHA, STATE_TTL],
+        )
+
+    def failed(self, ticket: Ticket, *, threshold: int, cooldown: float) -> float | None:
+        ticket.settled = True
+        result = self._failed(
+            keys=[self._key("router", "dep", ticket.deployment_id)],
+            args=[threshold, cooldown, STATE_TTL],
+        )
+        return _float(result)
+
+    def release(self, ticket: Ticket) -> None:
+        if ticket.released:
+            return
+        ticket.released = True
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zrem(self._key("router", "inflight", ticket.deployment_id), ticket.lease_id)
+        if ticket.probe and not ticket.settled:
+            pipe.hdel(self._key("router", "dep", ticket.deployment_id), "probe_until")
+        pipe.execute()

@@ -1,0 +1,193 @@
+"""Live use of every budget and rate limit: what each team and key has consumed right now.
+
+Budgets come from the usage counters (spent + reserved in the current UTC day and month, the
+same rows the budget reservations write); rate limits from the request log's last minute
+(requests and tokens per key, and per team pooled over its sub-teams, as the limits apply).
+Both are small indexed reads, whatever the size of the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..db import utcnow
+from ..enums import Period, Scope
+from ..models import ApiKey, RequestLog, Team, UsageCounter
+from ..state import GatewayState
+from .teams import load_teams, subtree
+
+#: The window a per-minute limit counts over.
+RATE_WINDOW = dt.timedelta(minutes=1)
+
+
+def period_starts(now: dt.datetime) -> dict[str, dt.date]:
+    """The start of the current UTC day and month."""
+    today = now.astimezone(dt.UTC).date()
+    return {Period.DAY.value: today, Period.MONTH.value: today.replace(day=1)}
+
+
+def _ratio(used: Any, limit: Any) -> float | None:
+    if limit is None:
+        return None
+    if not limit:
+        return 1.0 if used else 0.0
+    return float(Decimal(used) / Decimal(limit))
+
+
+def budget_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """One row per budget that a team or a non-revoked key sets itself, this day or month.
+
+    Row: ``scope`` (team|key), ``id``, ``name``, ``period`` (day|month), ``period_start``,
+    ``limit`` (USD), ``spent``, ``reserved`` (USD held by requests in flight), ``requests``
+    and ``ratio`` = (spent + reserved) / limit. Teams first (tree order by name), then keys.
+    """
+    now = now or utcnow()
+    starts = period_starts(now)
+    with state.session() as session:
+        teams = load_teams(session)
+        keys = list(
+            session.scalars(
+                select(ApiKey)
+                .where(ApiKey.revoked_at.is_(None))
+                .where(ApiKey.budget_per_day.is_not(None) | ApiKey.budget_per_month.is_not(None))
+                .order_by(ApiKey.name, ApiKey.id)
+            )
+        )
+        counters = {
+            (c.scope, c.scope_id, c.period): c
+            for c in session.scalars(
+                select(UsageCounter).where(
+                    ((UsageCounter.period == Period.DAY.value)
+                     & (UsageCounter.period_start == starts[Period.DAY.value]))
+                    | ((UsageCounter.period == Period.MONTH.value)
+                       & (UsageCounter.period_start == starts[Period.MONTH.value]))
+                )
+            )
+        }
+    owners: list[tuple[str, Any]] = [(Scope.TEAM.value, t) for t in teams.values()]
+    owners += [(Scope.KEY.value, k) for k in keys]
+    rows: list[dict[str, Any]] = []
+    for scope, owner in owners:
+        for period, column in ((Period.DAY.value, "budget_per_day"),
+                               (Period.MONTH.value, "budget_per_month")):
+            limit = getattr(owner, column)
+            if limit is None:
+                continue
+            counter = counters.get((scope, owner.id, period))
+            spent = counter.spent if counter else Decimal(0)
+            reserved = counter.reserved if counter else Decimal(0)
+            rows.append({
+                "scope": scope,
+                "id": owner.id,
+                "name": owner.name,
+                "period": period,
+                "period_start": starts[period],
+                "limit": limit,
+                "spent": spent,
+                "reserved": reserved,
+                "requests": counter.requests if counter else 0,
+                "ratio": _ratio(spent + reserved, limit),
+            })
+    return rows
+
+
+def rate_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """One row per team or non-revoked key with a rate limit or tokens-per-minute limit of
+    its own: ``requests`` and ``tokens`` logged in the last minute against ``rate_limit`` and
+    ``tokens_per_minute`` (None when that limit is not set), and the ``ratio`` of the fuller
+    one. A team counts the requests of its own keys and of every sub-team's keys.
+    """
+    now = now or utcnow()
+    since = now - RATE_WINDOW
+    tokens = func.sum(RequestLog.prompt_tokens + RequestLog.completion_tokens)
+    with state.session() as session:
+        teams = load_teams(session)
+        keys = list(
+            session.scalars(
+                select(ApiKey)
+                .where(ApiKey.revoked_at.is_(None))
+                .where(ApiKey.rate_limit.is_not(None) | ApiKey.tokens_per_minute.is_not(None))
+                .order_by(ApiKey.name, ApiKey.id)
+            )
+        )
+        by_key = {
+            key_id: (count, int(total or 0))
+            for key_id, count, total in session.execute(
+                select(RequestLog.key_id, func.count(), tokens)
+                .where(RequestLog.created_at >= since, RequestLog.key_id.is_not(None))
+                .group_by(RequestLog.key_id)
+            )
+        }
+        by_team = {
+            team_id: (count, int(total or 0))
+            for team_id, count, total in session.execute(
+                select(RequestLog.team_id, func.count(), tokens)
+                .where(RequestLog.created_at >= since, RequestLog.team_id.is_not(None))
+                .group_by(RequestLog.team_id)
+            )
+        }
+    rows: list[dict[str, Any]] = []
+    for team in teams.values():
+        if team.rate_limit is None and team.tokens_per_minute is None:
+            continue
+        members = [team.id, *(t.id for t in subtree(teams, team.id))]
+        used = [by_team.get(m, (0, 0)) for m in members]
+        rows.append(_rate_row(Scope.TEAM.value, team, sum(u[0] for u in used),
+                              sum(u[1] for u in used)))
+    for key in keys:
+        count, total = by_key.get(key.id, (0, 0))
+        rows.append(_rate_row(Scope.KEY.value, key, count, total))
+    return rows
+
+
+def _rate_row(scope: str, owner: Team | ApiKey, requests: int, tokens: int) -> dict[str, Any]:
+    ratios = [
+        r for r in (_ratio(requests, owner.rate_limit), _ratio(tokens, owner.tokens_per_minute))
+        if r is not None
+    ]
+    return {
+        "scope": scope,
+        "id": owner.id,
+        "name": owner.name,
+        "rate_limit": owner.rate_limit,
+        "requests": requests,
+        "tokens_per_minute": owner.tokens_per_minute,
+        "tokens": tokens,
+        "ratio": max(ratios) if ratios else None,
+    }
+
+
+def usage_of(state: GatewayState, scope: str, scope_id: str, *,
+             now: dt.datetime | None = None) -> dict[str, dict[str, Any]]:
+    """Spent and reserved USD of one team or key in the current day and month (zeros when
+    nothing was counted yet), keyed by period."""
+    now = now or utcnow()
+    starts = period_starts(now)
+    with state.session() as session:
+        found = {
+            c.period: c
+            for c in session.scalars(
+                select(UsageCounter).where(
+                    UsageCounter.scope == scope,
+                    UsageCounter.scope_id == scope_id,
+                    UsageCounter.period_start.in_(list(starts.values())),
+                )
+            )
+            if c.period_start == starts.get(c.period)
+        }
+    return {
+        period: {
+            "period_start": start,
+            "spent": found[period].spent if period in found else Decimal(0),
+            "reserved": found[period].reserved if period in found else Decimal(0),
+            "requests": found[period].requests if period in found else 0,
+        }
+        for period, start in starts.items()
+    }
+
+
+__all__ = ["RATE_WINDOW", "budget_usage", "period_starts", "rate_usage", "usage_of"]

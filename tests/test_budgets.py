@@ -1,0 +1,382 @@
+"""Budgets as atomic reservations: worst case held, actual cost settled, nothing leaked.
+
+Costs are deterministic: the prompt below is estimated at 17 tokens, ``max_tokens`` is 100,
+and the fake upstream reports exactly 17 prompt and 100 completion tokens, so every request
+reserves and then spends R = 17 * $1/M + 100 * $2/M = $0.000217 (alias ``gpt``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+from fakes import Reply
+from flask import Flask
+from sqlalchemy import select
+
+from flask_aigateway import AIGateway, ChatRequest
+from flask_aigateway.budgets import worst_case
+from flask_aigateway.catalog import load_route
+from flask_aigateway.models import RequestLog, UsageCounter
+from flask_aigateway.pipeline import get_pipeline
+from flask_aigateway.services.keys import create_key, update_key
+from flask_aigateway.services.models import create_model, update_model
+from flask_aigateway.services.teams import create_team
+
+MESSAGES = [{"role": "user", "content": "x" * 40}]
+BODY = {"model": "gpt", "messages": MESSAGES, "max_tokens": 100}
+R = Decimal("0.000217")
+EXACT = Reply(text="ok", prompt_tokens=17, completion_tokens=100)
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    app_config["AIGATEWAY_DASHBOARD_ENABLED"] = False
+    return app_config
+
+
+@pytest.fixture
+def gpt(upstreams: dict[str, Any]) -> Any:
+    """The ``gpt`` fake, answering every request with exactly R worth of usage."""
+    upstreams["gpt"].default = EXACT
+    return upstreams["gpt"]
+
+
+def post(client: Any, key: str, body: dict[str, Any] | None = None) -> Any:
+    return client.post("/v1/chat/completions", data=json.dumps(body or BODY),
+                       headers={"Authorization": f"Bearer {key}"},
+                       content_type="application/json")
+
+
+def counters(state: Any, scope: str, scope_id: str) -> dict[str, UsageCounter]:
+    """The database rows of a key or team, by period."""
+    with state.transaction() as session:
+        rows = session.scalars(select(UsageCounter).where(
+            UsageCounter.scope == scope, UsageCounter.scope_id == scope_id)).all()
+    return {row.period: row for row in rows}
+
+
+def live(state: Any, scope: str, scope_id: str) -> dict[str, Any]:
+    """The live counters (Redis under the postgres backend, else the database)."""
+    return get_pipeline(state).budgets.usage(scope, scope_id)
+
+
+def assert_nothing_reserved(state: Any) -> None:
+    """No counter anywhere — database row or Redis hash — still holds a reservation."""
+    with state.transaction() as session:
+        rows = session.scalars(select(UsageCounter)).all()
+    assert [r.reserved for r in rows if r.reserved != 0] == []
+    client = state.redis()
+    if client is not None:
+        names = list(client.scan_iter(match=state.redis_key("budget", "*")))
+        assert [n for n in names if int(client.hget(n, "reserved")) != 0] == []
+
+
+def spent(state: Any, scope: str, scope_id: str) -> tuple[Decimal, Decimal]:
+    """(database spent, live spent) of the day counter — they must agree once settled."""
+    row = counters(state, scope, scope_id).get("day")
+    return (row.spent if row else Decimal(0)), live(state, scope, scope_id)["day"].spent
+
+
+def log_rows(state: Any) -> list[RequestLog]:
+    with state.transaction() as session:
+        return list(session.scalars(select(RequestLog).order_by(RequestLog.id)))
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def fire(url: str, keys: list[str], count: int, body: dict[str, Any] | None = None) -> list[Any]:
+    """``count`` requests released together by a barrier, keys taken in turn."""
+    barrier = threading.Barrier(count)
+
+    def one(i: int) -> Any:
+        barrier.wait()
+        return requests.post(url + "/v1/chat/completions", json=body or BODY, timeout=60,
+                             headers={"Authorization": f"Bearer {keys[i % len(keys)]}"})
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+# -- one request -------------------------------------------------------------------------
+
+
+def test_request_settles_actual_cost_on_key_and_every_team_counter(client, state, gpt):
+    org = create_team(state, name="org", budget_per_month="1")
+    team = create_team(state, name="eng", parent="org", budget_per_day=str(R * 10))
+    key, secret = create_key(state, name="k", team="eng", budget_per_day=str(R * 3))
+    response = post(client, secret)
+    assert response.status_code == 200, response.json
+    # the tightest budget is the key's daily one: 3R - R spent
+    assert Decimal(response.headers["x-aigateway-budget-remaining-usd"]) == R * 2
+    for scope, scope_id in (("key", key.id), ("team", team.id), ("team", org.id)):
+        rows = counters(state, scope, scope_id)
+        assert set(rows) == {"day", "month"}
+        today = dt.datetime.now(dt.UTC).date()
+        assert rows["day"].period_start == today
+        assert rows["month"].period_start == today.replace(day=1)
+        for period in ("day", "month"):
+            assert rows[period].spent == R
+            assert rows[period].reserved == 0
+            assert rows[period].requests == 1
+            assert live(state, scope, scope_id)[period].spent == R
+            assert live(state, scope, scope_id)[period].reserved == 0
+    assert_nothing_reserved(state)
+
+
+def test_key_without_budget_is_still_counted_and_gets_no_budget_header(client, state, gpt,
+                                                                       api_key):
+    response = post(client, api_key)
+    assert response.status_code == 200
+    assert "x-aigateway-budget-remaining-usd" not in response.headers
+    [row] = log_rows(state)
+    assert spent(state, "key", row.key_id) == (R, R)
+
+
+def test_budget_set_mid_period_counts_what_was_already_spent(client, state, gpt):
+    key, secret = create_key(state, name="k")
+    assert post(client, secret).status_code == 200
+    update_key(state, key.id, budget_per_day=str(R + R / 2))
+    response = post(client, secret)
+    assert response.status_code == 429
+    assert response.json["error"]["code"] == "budget_exceeded"
+    assert len(gpt.requests) == 1
+
+
+def test_refusal_names_the_budget_and_reserves_nothing(client, state, gpt):
+    key, secret = create_key(state, name="ci", budget_per_day=str(R - Decimal("1e-10")))
+    response = post(client, secret)
+    assert response.status_code == 429
+    assert response.headers["x-should-retry"] == "false"
+    error = response.json["error"]
+    assert error["type"] == "insufficient_quota"
+    assert error["code"] == "budget_exceeded"
+    message = error["message"]
+    assert f"daily budget of key 'ci' ({key.id}) is 0.0002169999 USD" in message
+    assert "0 USD is spent and 0 USD reserved" in message
+    assert "may cost up to 0.000217 USD (17 prompt tokens at 1 USD/M + 100 output tokens at " \
+           "2 USD/M)" in message
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    assert f"resets at {tomorrow.isoformat()}T00:00:00Z" in message
+    assert gpt.requests == []
+    assert live(state, "key", key.id)["day"].spent == 0
+    assert live(state, "key", key.id)["day"].reserved == 0
+    assert_nothing_reserved(state)
+    [row] = log_rows(state)
+    assert (row.status_code, row.error_type) == (429, "budget_exceeded")
+
+
+def test_a_budget_of_exactly_the_worst_case_admits_one_request(client, state, gpt):
+    _key, secret = create_key(state, name="k", budget_per_day=str(R))
+    first = post(client, secret)
+    assert first.status_code == 200
+    assert Decimal(first.headers["x-aigateway-budget-remaining-usd"]) == 0
+    assert post(client, secret).status_code == 429
+
+
+def test_monthly_budget_is_enforced_and_named(client, state, gpt):
+    _key, secret = create_key(state, name="m", budget_per_month=str(R * 2))
+    assert [post(client, secret).status_code for _ in range(3)] == [200, 200, 429]
+    assert "monthly budget of key 'm'" in post(client, secret).json["error"]["message"]
+
+
+def test_worst_case_uses_the_highest_prices_of_every_fallback(client, state, gpt):
+    create_model(state, alias="pricey", provider="fake-openai", model="big",
+                 pricing_input="10", pricing_output="20")
+    update_model(state, "gpt", fallbacks=["pricey"])
+    worst = Decimal(17 * 10 + 100 * 20) / 10**6
+    _key, secret = create_key(state, name="k", budget_per_day=str(worst - Decimal("1e-10")))
+    response = post(client, secret)
+    assert response.status_code == 429
+    assert "(17 prompt tokens at 10 USD/M + 100 output tokens at 20 USD/M)" in \
+        response.json["error"]["message"]
+    update_key(state, _key.id, budget_per_day=str(worst))
+    assert post(client, secret).status_code == 200
+    # only the cheaper deployment served it: the settled cost is R, not the worst case
+    assert counters(state, "key", _key.id)["day"].spent == R
+
+
+def test_max_output_tokens_come_from_request_then_alias_then_default(state, gpt, app):
+    route = load_route(state, "gpt")
+    without = ChatRequest.from_body({"model": "gpt", "messages": MESSAGES})
+    assert worst_case(state, route, without).output_tokens == 4096
+    assert worst_case(state, route, ChatRequest.from_body(
+        {**BODY, "max_completion_tokens": 7})).output_tokens == 7
+    assert worst_case(state, route, ChatRequest.from_body({**BODY, "n": 3})).output_tokens == 300
+    update_model(state, "gpt", max_tokens=50)
+    route = load_route(state, "gpt")
+    assert worst_case(state, route, without).output_tokens == 50
+    assert worst_case(state, route, ChatRequest.from_body(BODY)).cost == R
+
+
+def test_trusted_in_process_calls_touch_no_counter(app, state, gpt):
+    with app.app_context():
+        response = AIGateway.chat(AIGateway(), ChatRequest.from_body(BODY), app=app)
+    assert response.cost == R
+    with state.transaction() as session:
+        assert session.scalars(select(UsageCounter)).all() == []
+
+
+# -- failures, streams, disconnects --------------------------------------------------------
+
+
+def test_upstream_failure_releases_everything(client, state, gpt):
+    gpt.default = Reply(status=500)
+    key, secret = create_key(state, name="k", budget_per_day="1")
+    response = post(client, secret)
+    assert response.status_code == 502
+    assert spent(state, "key", key.id) == (0, 0)
+    assert [r.requests for r in counters(state, "key", key.id).values() if r.requests] == []
+    assert_nothing_reserved(state)
+
+
+def test_caller_error_passed_through_releases_everything(client, state, gpt):
+    gpt.fail(400, "bad request from the caller")
+    key, secret = create_key(state, name="k", budget_per_day="1")
+    assert post(client, secret).status_code == 400
+    assert spent(state, "key", key.id) == (0, 0)
+    assert_nothing_reserved(state)
+
+
+def stream(url: str, key: str, **extra: Any) -> Any:
+    return requests.post(url + "/v1/chat/completions", stream=True, timeout=20,
+                         json={**BODY, "stream": True, **extra},
+                         headers={"Authorization": f"Bearer {key}"})
+
+
+def test_stream_settles_its_exact_usage(live_server, state, gpt):
+    key, secret = create_key(state, name="k", budget_per_day=str(R * 3))
+    response = stream(live_server.url, secret, stream_options={"include_usage": True})
+    assert response.status_code == 200
+    assert Decimal(response.headers["x-aigateway-budget-remaining-usd"]) == R * 2
+    lines = [line for line in response.iter_lines() if line.startswith(b"data: {")]
+    final = json.loads(lines[-1][6:])
+    assert final["usage"]["completion_tokens"] == 100
+    assert Decimal(final["aigateway"]["cost_usd"]) == R
+    wait_for(lambda: len(log_rows(state)) == 1)
+    assert spent(state, "key", key.id) == (R, R)
+    assert_nothing_reserved(state)
+
+
+def test_cut_stream_charges_what_was_consumed(live_server, state, gpt):
+    gpt.queue(Reply(text="one two three four five six seven", cut_after=3))
+    key, secret = create_key(state, name="k", budget_per_day="1")
+    response = stream(live_server.url, secret)
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "error" in body
+    wait_for(lambda: len(log_rows(state)) == 1)
+    [row] = log_rows(state)
+    assert row.status_code >= 500 and row.usage_estimated
+    assert 0 < row.cost < R
+    assert spent(state, "key", key.id) == (row.cost, row.cost)
+    assert_nothing_reserved(state)
+
+
+def test_client_disconnect_charges_what_was_consumed(live_server, state, gpt):
+    gpt.queue(Reply(text="word " * 200, chunk_delay=0.02, prompt_tokens=17,
+                    completion_tokens=100))
+    key, secret = create_key(state, name="k", budget_per_day="1")
+    response = stream(live_server.url, secret)
+    assert response.status_code == 200
+    first = next(response.iter_lines())
+    assert first.startswith(b"data: ")
+    response.close()
+    wait_for(lambda: len(log_rows(state)) == 1, timeout=10)
+    [row] = log_rows(state)
+    assert row.status_code == 499
+    assert row.cost > 0
+    assert spent(state, "key", key.id) == (row.cost, row.cost)
+    assert_nothing_reserved(state)
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def test_fifty_concurrent_requests_on_a_key_budget_of_three(live_server, state, gpt):
+    key, secret = create_key(state, name="k", budget_per_day=str(R * 3))
+    responses = fire(live_server.url, [secret], 50)
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] * 3 + [429] * 47
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {
+        "budget_exceeded"}
+    assert len(gpt.requests) == 3
+    assert spent(state, "key", key.id) == (R * 3, R * 3)
+    assert_nothing_reserved(state)
+
+
+def test_team_budget_is_pooled_over_two_keys_under_concurrency(live_server, state, gpt):
+    team = create_team(state, name="pool", budget_per_day=str(R * 3))
+    a, secret_a = create_key(state, name="a", team="pool")
+    b, secret_b = create_key(state, name="b", team="pool")
+    responses = fire(live_server.url, [secret_a, secret_b], 50)
+    assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 47
+    refusal = next(r for r in responses if r.status_code == 429).json()["error"]["message"]
+    assert "daily budget of team 'pool'" in refusal
+    assert spent(state, "team", team.id) == (R * 3, R * 3)
+    assert spent(state, "key", a.id)[0] + spent(state, "key", b.id)[0] == R * 3
+    assert_nothing_reserved(state)
+
+
+def test_root_budget_is_pooled_across_three_levels_of_teams(client, state, gpt):
+    org = create_team(state, name="org", budget_per_day=str(R * 2))
+    create_team(state, name="research", parent="org")
+    create_team(state, name="nlp", parent="research")
+    _deep, deep = create_key(state, name="deep", team="nlp")
+    _mid, mid = create_key(state, name="mid", team="research")
+    assert post(client, deep).status_code == 200
+    assert post(client, mid).status_code == 200
+    refused = post(client, deep)
+    assert refused.status_code == 429
+    assert "daily budget of team 'org'" in refused.json["error"]["message"]
+    assert spent(state, "team", org.id) == (R * 2, R * 2)
+
+
+# -- Redis unreachable ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_down_app(app_config: dict[str, Any], tmp_path: Any, gpt: Any) -> Any:
+    """Another app on the same database whose Redis URL points at a closed port."""
+    def make(mode: str) -> Flask:
+        other = Flask("redis_down", instance_path=str(tmp_path / f"down-{mode}"))
+        other.config.update(app_config, AIGATEWAY_REDIS_URL="redis://127.0.0.1:9/0",
+                            AIGATEWAY_REDIS_FAILURE_MODE=mode)
+        AIGateway(other)
+        made.append(other)
+        return other
+
+    made: list[Flask] = []
+    yield make
+    for other in made:
+        AIGateway.get_state(other).close()
+
+
+def test_redis_unreachable_fails_closed_with_503(state, redis_down_app):
+    _key, secret = create_key(state, name="k", budget_per_day="1")
+    response = post(redis_down_app("closed").test_client(), secret)
+    assert response.status_code == 503
+    error = response.json["error"]
+    assert error["code"] == "shared_state_unavailable"
+    assert "AIGATEWAY_REDIS_FAILURE_MODE=closed" in error["message"]
+
+
+def test_redis_unreachable_fail_open_admits_and_records_spend(state, redis_down_app):
+    key, secret = create_key(state, name="k", budget_per_day="1")
+    response = post(redis_down_app("open").test_client(), secret)
+    assert response.status_code == 200
+    assert "x-aigateway-budget-remaining-usd" not in response.headers
+    assert counters(state, "key", key.id)["day"].spent == R

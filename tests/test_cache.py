@@ -1,0 +1,342 @@
+"""The response cache: what the key covers, when it is read and written (global, per alias,
+Cache-Control), the three backends, streams stored and replayed, tenant scope, and one upstream
+call for a burst of identical misses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+from fakes import Reply, ToolCall
+from sqlalchemy import func, select, update
+
+from flask_aigateway.cache import cache_directives, cache_key
+from flask_aigateway.cache_backends import LocalLocks, MemoryBackend, SqlBackend
+from flask_aigateway.db import utcnow
+from flask_aigateway.models import CacheEntry, RequestLog
+from flask_aigateway.pipeline import get_pipeline
+from flask_aigateway.schemas import ChatRequest
+from flask_aigateway.services import keys as key_service
+from flask_aigateway.services import teams as team_service
+
+MESSAGES = [{"role": "user", "content": "Cache me if you can"}]
+BODY = {"model": "gpt", "messages": MESSAGES}
+
+
+def post(client: Any, key: str, body: dict[str, Any] | None = None, **headers: str) -> Any:
+    return client.post("/v1/chat/completions", json=body or BODY,
+                       headers={"Authorization": f"Bearer {key}", **headers})
+
+
+def sse(response: Any) -> list[Any]:
+    out = []
+    for line in response.get_data().split(b"\n"):
+        if line.startswith(b"data: "):
+            payload = line[6:].decode()
+            out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
+def log_rows(state: Any) -> list[RequestLog]:
+    with state.transaction() as session:
+        return list(session.scalars(select(RequestLog).order_by(RequestLog.id)))
+
+
+@pytest.fixture
+def cached(state: Any) -> Any:
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    return state
+
+
+# -- the key ---------------------------------------------------------------------------------
+
+
+def key_of(scope: str = "", **body: Any) -> str:
+    return cache_key(ChatRequest.from_body({**BODY, **body}), scope)
+
+
+def test_key_ignores_what_does_not_change_the_answer() -> None:
+    base = key_of()
+    assert key_of(user="u-1", metadata={"a": "b"}, store=True, temperature=None) == base
+    assert cache_key(ChatRequest.from_body({**BODY, "stream": True,
+                                            "stream_options": {"include_usage": True}})) == base
+    assert key_of(temperature=1) == key_of(temperature=1.0)
+    assert key_of(response_format={"type": "json_schema", "json_schema": {"b": 1, "a": 2}}) == \
+        key_of(response_format={"json_schema": {"a": 2, "b": 1}, "type": "json_schema"})
+    assert len(base) == 64 and int(base, 16) >= 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "claude"},
+        {"messages": [{"role": "user", "content": "Cache me if you can!"}]},
+        {"messages": [{"role": "system", "content": "Be brief."}, *MESSAGES]},
+        {"temperature": 0.7}, {"top_p": 0.5}, {"max_tokens": 20},
+        {"max_completion_tokens": 20}, {"stop": ["\n"]}, {"seed": 7},
+        {"presence_penalty": 0.5}, {"frequency_penalty": 0.5}, {"n": 2},
+        {"logit_bias": {"50256": -100}}, {"parallel_tool_calls": False},
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        {"tool_choice": "none"}, {"response_format": {"type": "json_object"}},
+        {"logprobs": True}, {"reasoning_effort": "low"},
+    ],
+)
+def test_key_changes_with_everything_that_changes_the_answer(change) -> None:
+    assert key_of(**change) != key_of()
+
+
+def test_key_scope_and_cache_control_parsing() -> None:
+    assert key_of("key:key_a") != key_of("key:key_b") != key_of()
+    assert cache_directives("No-Cache, max-age=0") == {"no-cache", "max-age"}
+    assert cache_directives(None) == frozenset()
+
+
+# -- when the cache is used ------------------------------------------------------------------
+
+
+def test_off_by_default(client, state, api_key, upstreams) -> None:
+    first, second = post(client, api_key), post(client, api_key)
+    assert first.headers["x-aigateway-cache"] == second.headers["x-aigateway-cache"] == "BYPASS"
+    assert len(upstreams["gpt"].requests) == 2
+    with state.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(CacheEntry)) == 0
+
+
+@pytest.mark.parametrize("backend", ["sql", "memory", pytest.param("redis",
+                                                                   marks=pytest.mark.redis)])
+def test_a_hit_answers_in_the_normal_shape(client, cached, api_key, upstreams, backend) -> None:
+    cached.settings["AIGATEWAY_CACHE_BACKEND"] = backend
+    upstreams["gpt"].queue(Reply(text="Cached words.", prompt_tokens=11, completion_tokens=3))
+    miss = post(client, api_key)
+    hit = post(client, api_key)
+    assert (miss.headers["x-aigateway-cache"], hit.headers["x-aigateway-cache"]) == ("MISS", "HIT")
+    assert len(upstreams["gpt"].requests) == 1
+    assert hit.status_code == 200
+    assert hit.json["id"] == f"chatcmpl-{hit.headers['x-request-id']}" != miss.json["id"]
+    strip = ("id", "created")
+    assert {k: v for k, v in hit.json.items() if k not in strip} == \
+        {k: v for k, v in miss.json.items() if k not in strip}
+    assert hit.json["usage"]["completion_tokens"] == 3
+    assert hit.headers["x-aigateway-cost-usd"] == "0"
+    assert hit.headers["x-aigateway-provider"] == "fake-openai"
+    assert hit.headers["x-aigateway-attempts"] == "0"
+    rows = log_rows(cached)
+    assert [(r.cache_hit, r.status_code, r.request_id) for r in rows] == [
+        (False, 200, miss.headers["x-request-id"]), (True, 200, hit.headers["x-request-id"])]
+
+
+def test_per_alias_ttl_from_the_cli(client, runner, state, api_key, upstreams) -> None:
+    result = runner.invoke(args=["model", "update", "gpt", "--cache-ttl", "60"])
+    assert result.exit_code == 0, result.output
+    assert post(client, api_key).headers["x-aigateway-cache"] == "MISS"
+    assert post(client, api_key).headers["x-aigateway-cache"] == "HIT"
+    claude = {"model": "claude", "messages": MESSAGES}
+    assert post(client, api_key, claude).headers["x-aigateway-cache"] == "BYPASS"
+    with state.transaction() as session:
+        entry = session.scalars(select(CacheEntry)).one()
+    assert entry.alias == "gpt"
+    assert dt.timedelta(seconds=59) < entry.expires_at - entry.created_at <= dt.timedelta(
+        seconds=60)
+    # An alias TTL of 0 switches it off even when the cache is on globally.
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    runner.invoke(args=["model", "update", "gpt", "--cache-ttl", "0"])
+    assert post(client, api_key).headers["x-aigateway-cache"] == "BYPASS"
+    assert post(client, api_key, claude).headers["x-aigateway-cache"] == "MISS"
+
+
+def test_no_cache_refreshes_and_no_store_bypasses(client, cached, api_key, upstreams) -> None:
+    fake = upstreams["gpt"]
+    fake.queue(Reply(text="old"), Reply(text="new"), Reply(text="private"))
+    assert post(client, api_key).json["choices"][0]["message"]["content"] == "old"
+    refreshed = post(client, api_key, **{"Cache-Control": "no-cache"})
+    assert refreshed.headers["x-aigateway-cache"] == "BYPASS"
+    assert refreshed.json["choices"][0]["message"]["content"] == "new"
+    again = post(client, api_key)
+    assert again.headers["x-aigateway-cache"] == "HIT"
+    assert again.json["choices"][0]["message"]["content"] == "new"
+    other = {"model": "gpt", "messages": [{"role": "user", "content": "secret"}]}
+    private = post(client, api_key, other, **{"Cache-Control": "no-store"})
+    assert private.headers["x-aigateway-cache"] == "BYPASS"
+    assert post(client, api_key, other, **{"Cache-Control": "no-store"}).status_code == 200
+    assert len(fake.requests) == 4
+    with cached.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(CacheEntry)) == 1
+
+
+def test_expired_entries_are_not_served_and_get_pruned(client, cached, api_key, upstreams) -> None:
+    post(client, api_key)
+    with cached.transaction() as session:
+        session.execute(update(CacheEntry).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+    assert post(client, api_key).headers["x-aigateway-cache"] == "MISS"
+    with cached.transaction() as session:
+        session.execute(update(CacheEntry).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+    backend = SqlBackend(cached)
+    backend.store("other", "gpt", {"body": {}}, 60)  # a store prunes what expired
+    with cached.transaction() as session:
+        assert list(session.scalars(select(CacheEntry.key_hash))) == ["other"]
+
+
+def test_memory_backend_is_a_bounded_lru() -> None:
+    memory = MemoryBackend(max_entries=2)
+    memory.store("a", "m", {"v": "a"}, 60)
+    memory.store("b", "m", {"v": "b"}, 60)
+    assert memory.load("a") == {"v": "a"}
+    memory.store("c", "m", {"v": "c"}, 60)
+    assert (memory.load("a"), memory.load("b"), memory.load("c")) == ({"v": "a"}, None,
+                                                                      {"v": "c"})
+    memory.store("d", "m", {"v": "d"}, 0)
+    assert memory.load("d") is None and len(memory) == 2
+    assert memory.clear() == 2 and len(memory) == 0
+
+
+@pytest.mark.parametrize("scope", ["global", "team", "key"])
+def test_tenant_scope(client, cached, upstreams, scope) -> None:
+    cached.settings["AIGATEWAY_CACHE_SCOPE"] = scope
+    team_service.create_team(cached, name="blue")
+    _a, mate_1 = key_service.create_key(cached, name="mate-1", team="blue")
+    _b, mate_2 = key_service.create_key(cached, name="mate-2", team="blue")
+    _c, outsider = key_service.create_key(cached, name="outsider")
+    statuses = [post(client, key).headers["x-aigateway-cache"]
+                for key in (mate_1, mate_2, outsider, mate_1)]
+    assert statuses == {
+        "global": ["MISS", "HIT", "HIT", "HIT"],
+        "team": ["MISS", "HIT", "MISS", "HIT"],
+        "key": ["MISS", "MISS", "MISS", "HIT"],
+    }[scope]
+
+
+def test_a_hit_still_needs_a_valid_allowed_key(client, cached, api_key, upstreams) -> None:
+    post(client, api_key)
+    assert post(client, "aigw_not-a-key").status_code == 401
+    _key, limited = key_service.create_key(cached, name="claude-only", models="claude")
+    assert post(client, limited).status_code == 403
+    assert [r.status_code for r in log_rows(cached)] == [200, 401, 403]
+
+
+# -- streams ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_a_streamed_miss_is_stored_and_served_to_json_and_streams(client, cached, api_key,
+                                                                  upstreams, alias) -> None:
+    upstreams[alias].queue(Reply(text="Let me check.", prompt_tokens=20, completion_tokens=9,
+                                 tool_calls=[ToolCall("lookup", {"city": "Paris"})]))
+    body = {"model": alias, "messages": MESSAGES, "stream": True}
+    streamed = sse(post(client, api_key, body))
+    assert streamed[-1] == "[DONE]"
+    as_json = post(client, api_key, {"model": alias, "messages": MESSAGES})
+    assert as_json.headers["x-aigateway-cache"] == "HIT"
+    message = as_json.json["choices"][0]["message"]
+    assert message["content"] == "Let me check."
+    (call,) = message["tool_calls"]
+    assert call["function"]["name"] == "lookup"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert as_json.json["choices"][0]["finish_reason"] == "tool_calls"
+    assert as_json.json["usage"]["prompt_tokens"] == 20
+
+    replay = post(client, api_key, {**body, "stream_options": {"include_usage": True}})
+    assert replay.headers["x-aigateway-cache"] == "HIT"
+    events = sse(replay)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert {c["id"] for c in chunks} == {f"chatcmpl-{replay.headers['x-request-id']}"}
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == alias for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
+                   if c["choices"])
+    assert text == "Let me check."
+    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks
+             if c["choices"] and c["choices"][0]["delta"].get("tool_calls")]
+    assert calls[0]["function"]["name"] == "lookup" and calls[0]["index"] == 0
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 9
+    assert all(c["usage"] is None for c in chunks[:-1])
+    assert len(upstreams[alias].requests) == 1
+    rows = log_rows(cached)
+    assert [(r.stream, r.cache_hit) for r in rows] == [(True, False), (False, True),
+                                                        (True, True)]
+
+
+def test_a_cut_stream_is_not_stored(client, cached, api_key, upstreams) -> None:
+    upstreams["gpt"].queue(Reply(text="one two three four", cut_after=3))
+    sse(post(client, api_key, {**BODY, "stream": True}))
+    assert post(client, api_key).headers["x-aigateway-cache"] == "MISS"
+
+
+# -- one upstream call for a burst -----------------------------------------------------------
+
+
+def _burst(app: Any, key: str, count: int) -> list[Any]:
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def one(i: int) -> None:
+        client = app.test_client()
+        barrier.wait()
+        results[i] = post(client, key)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_identical_concurrent_misses_call_the_upstream_once(app, cached, api_key,
+                                                            upstreams) -> None:
+    upstreams["gpt"].default = Reply(text="Only once.", latency=0.3)
+    results = _burst(app, api_key, 6)
+    assert len(upstreams["gpt"].requests) == 1
+    assert Counter(r.headers["x-aigateway-cache"] for r in results) == {"MISS": 1, "HIT": 5}
+    assert {r.json["choices"][0]["message"]["content"] for r in results} == {"Only once."}
+
+
+def test_a_failed_leader_lets_the_next_request_ask(app, cached, api_key, upstreams) -> None:
+    fake = upstreams["gpt"]
+    fake.queue(*[Reply(status=500, latency=0.1)] * 3)
+    fake.default = Reply(text="Second try.", latency=0.1)
+    results = _burst(app, api_key, 3)
+    outcomes = Counter((r.status_code, r.headers.get("x-aigateway-cache")) for r in results)
+    assert outcomes == {(502, None): 1, (200, "MISS"): 1, (200, "HIT"): 1}
+    assert len(fake.requests) == 4
+
+
+def test_local_locks_are_forgotten_when_free() -> None:
+    locks = LocalLocks()
+    lease = locks.acquire("k", 1)
+    assert lease is not None and locks.acquire("k", 0.05) is None
+    lease.release()
+    lease.release()
+    assert len(locks) == 0
+    again = locks.acquire("k", 0.05)
+    assert again is not None
+    again.release()
+
+
+class _Unreachable:
+    """A backend whose server is down."""
+
+    def load(self, key: str) -> Any:
+        raise ConnectionError("cache server down")
+
+    def store(self, key: str, alias: str, entry: Any, ttl: int) -> None:
+        raise ConnectionError("cache server down")
+
+    def clear(self) -> int:
+        raise ConnectionError("cache server down")
+
+
+def test_an_unreachable_cache_fails_open(client, cached, api_key, upstreams, caplog) -> None:
+    get_pipeline(cached).cache._backend = _Unreachable()
+    first, second = post(client, api_key), post(client, api_key)
+    assert first.status_code == second.status_code == 200
+    assert second.headers["x-aigateway-cache"] == "MISS"
+    assert len(upstreams["gpt"].requests) == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert "cache read failed; answering from the upstream" in messages
+    assert "cache write failed; the answer is served but not cached" in messages

@@ -1,0 +1,139 @@
+"""Dashboard analytics pages fed by real traffic through the /v1 API: the overview's cards and
+charts, the request log with its filters, pages and breakdowns, and the live usage page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from dashboard_helpers import FLASK_SECRET, TOKEN, field_error, log_row, login, text
+from flask import Flask
+
+from flask_aigateway.db import utcnow
+from flask_aigateway.extension import get_state
+from flask_aigateway.models import UsageCounter
+from flask_aigateway.rollups import write_batch
+from flask_aigateway.services import live_usage
+from flask_aigateway.services.keys import create_key
+from flask_aigateway.services.teams import create_team
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    return {**app_config, "AIGATEWAY_DASHBOARD_TOKEN": TOKEN, "SECRET_KEY": FLASK_SECRET}
+
+
+def chat(client: Any, secret: str, model: str = "gpt") -> Any:
+    return client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
+                       json={"model": model, "messages": [{"role": "user", "content": "Hi"}]})
+
+
+def charts_of(page: str) -> dict[str, Any]:
+    match = re.search(r'<script type="application/json" id="aigw-charts">(.*?)</script>', page,
+                      re.S)
+    assert match, "the page has no chart data"
+    return json.loads(match.group(1))  # type: ignore[no-any-return]
+
+
+def metric(page: str, name: str) -> str:
+    match = re.search(rf'data-metric="{name}">(?:<a [^>]*>)?([^<]*)<', page)
+    assert match, name
+    return match.group(1)
+
+
+@pytest.fixture
+def traffic(app: Flask, client: Any, upstreams: dict[str, Any]) -> dict[str, Any]:
+    """Three answered requests and one refused upstream (400) from a key of team 'ops'."""
+    state = get_state(app)
+    create_team(state, name="ops")
+    key, secret = create_key(state, name="ops-bot", team="ops")
+    for _ in range(3):
+        assert chat(client, secret).status_code == 200
+    upstreams["gpt"].fail(400, "Bad prompt.")
+    assert chat(client, secret).status_code == 400
+    return {"key": key, "secret": secret}
+
+
+def test_overview_shows_the_traffic_in_cards_and_charts(client: Any,
+                                                        traffic: dict[str, Any]) -> None:
+    login(client)
+    page = text(client.get("/dashboard/"))
+    assert metric(page, "requests") == "4"
+    assert metric(page, "error_rate") == "25.0%"
+    assert metric(page, "keys") == "1" and metric(page, "teams") == "1"
+    assert metric(page, "cost").startswith("$")
+    charts = charts_of(page)
+    today = utcnow().date().isoformat()
+    requests = charts["requests"]
+    assert len(requests["labels"]) == 30 and requests["labels"][-1] == today
+    assert [d["data"][-1] for d in requests["datasets"]] == [3, 1]
+    assert requests["axes"] == {"x": "Day (UTC)", "y": "Requests"}
+    assert charts["cost"]["datasets"][0]["data"][-1] > 0
+    assert charts["top_models"]["labels"] == ["gpt"]
+    assert charts["top_keys"]["labels"] == ["ops-bot"]
+    assert f'href="/dashboard/keys/{traffic["key"].id}"' in page
+    assert traffic["secret"] not in page
+
+
+def test_request_log_lists_filters_and_breaks_down(client: Any, traffic: dict[str, Any]) -> None:
+    login(client)
+    page = text(client.get("/dashboard/requests"))
+    assert page.count("data-request-id=") == 4
+    assert "ops-bot" in page and "fake-openai" in page
+    charts = charts_of(page)
+    assert dict(zip(charts["by_status"]["labels"], charts["by_status"]["datasets"][0]["data"],
+                    strict=True)) == {"200": 3, "400": 1}
+    assert charts["by_model"]["labels"] == ["gpt"]
+
+    errors = text(client.get("/dashboard/requests?status=error"))
+    assert errors.count("data-request-id=") == 1
+    assert '<option value="error" selected>' in errors
+    by_key = text(client.get(f"/dashboard/requests?key={traffic['key'].id}&model=claude"))
+    assert "No request matches these filters." in by_key
+
+    entry = re.search(r'href="(/dashboard/requests/\d+)"', errors)
+    assert entry
+    detail = text(client.get(entry.group(1)))
+    assert "Bad prompt." in detail and "ops-bot" in detail
+
+    bad = client.get("/dashboard/requests?since=last+week&model=gpt")
+    assert bad.status_code == 400
+    assert "is not an ISO date or datetime" in field_error(text(bad), "since")
+    assert 'value="last week"' in text(bad)
+
+
+def test_request_log_pages_keep_their_filters(client: Any, app: Flask) -> None:
+    now = utcnow()
+    write_batch(get_state(app), [
+        log_row(created_at=now - dt.timedelta(seconds=i), alias="gpt" if i % 2 else "claude")
+        for i in range(130)
+    ])
+    login(client)
+    first = text(client.get("/dashboard/requests?model=gpt"))
+    assert first.count("data-request-id=") == 50
+    older = re.search(r'href="([^"]*before=[^"]*)"', first)
+    assert older and "model=gpt" in older.group(1)
+    second = text(client.get(older.group(1).replace("&amp;", "&")))
+    assert second.count("data-request-id=") == 15
+    assert "Older →" not in second and "← Newer" in second
+
+
+def test_live_usage_page_shows_budgets_and_rate_limits(client: Any, app: Flask) -> None:
+    state = get_state(app)
+    team = create_team(state, name="ops", budget_per_day="10", rate_limit="100")
+    create_key(state, name="bot", team="ops", budget_per_month="3", tokens_per_minute="1000")
+    starts = live_usage.period_starts(utcnow())
+    with state.transaction() as session:
+        session.add(UsageCounter(scope="team", scope_id=team.id, period="day",
+                                 period_start=starts["day"], spent=Decimal("8.5"),
+                                 reserved=Decimal("0"), requests=12))
+    login(client)
+    page = text(client.get("/dashboard/usage"))
+    assert "$8.50" in page and "$10.00" in page and "85.0%" in page
+    assert "bar-warn" in page and "w-85" in page
+    assert "$3.00" in page
+    assert "/ 100" in page and "/ 1,000" in page

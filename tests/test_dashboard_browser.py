@@ -1,0 +1,302 @@
+"""The dashboard in a real headless Chromium (Playwright), served under ``/ai-gateway``.
+
+An operator logs in, creates a provider on the fake OpenAI upstream, a model with two
+deployments, a team and a key; clients call the API with the OpenAI SDK; the operator sees
+the traffic in the charts and the log. Also: CSRF refusal, logout, the locked page, and no
+secret in any page's HTML. Every page is screenshotted into ``tests/screenshots/`` (ignored by
+git). Chromium is Debian's (``apt-get install -y chromium``), never a Playwright download.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import unavailable
+from dashboard_helpers import FLASK_SECRET, TOKEN
+from flask import Flask
+
+from flask_aigateway import AIGateway
+from flask_aigateway.extension import get_state
+from flask_aigateway.services.providers import list_providers
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("AIGATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+PREFIX = "/ai-gateway"
+ROOT = PREFIX + "/dashboard"
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+PROVIDER_KEY = "sk-browser-provider-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("Playwright is not installed: pip install -e '.[dev]'")
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    return {**app_config, "AIGATEWAY_DASHBOARD_TOKEN": TOKEN, "SECRET_KEY": FLASK_SECRET,
+            "AIGATEWAY_ROUTE_PREFIX": PREFIX}
+
+
+class Operator:
+    """A browser tab that records every page it saw, its console errors, and screenshots."""
+
+    def __init__(self, page: Any, base: str) -> None:
+        self.page = page
+        self.base = base
+        self.pages: dict[str, str] = {}
+        self.urls: set[str] = set()
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("dialog", lambda dialog: dialog.accept())
+        SCREENSHOTS.mkdir(exist_ok=True)
+
+    def _console(self, message: Any) -> None:
+        """Record console errors (CSP violations, script errors, failed static files); a
+        page answered with a deliberate 4xx status is not one."""
+        if message.type != "error":
+            return
+        source = (message.location or {}).get("url", "")
+        if message.text.startswith("Failed to load resource") and "/static/" not in source:
+            return
+        self.errors.append(f"{message.text} ({source})")
+
+    def settle(self, name: str) -> str:
+        """Wait for the page's script, check it is under the prefix, screenshot, record."""
+        self.page.wait_for_selector("html[data-ready=true]", state="attached")
+        assert self.page.url.startswith(self.base + ROOT), self.page.url
+        links = self.page.eval_on_selector_all(
+            "a[href], form[action], link[href], script[src]",
+            "els => els.map(e => e.getAttribute('href') || e.getAttribute('action')"
+            " || e.getAttribute('src'))",
+        )
+        outside = [link for link in links if not link.startswith(ROOT)]
+        assert not outside, f"{name}: links outside {ROOT}: {outside}"
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+        html = self.page.content()
+        self.pages[name] = html
+        self.urls.add(self.page.url)
+        return html  # type: ignore[no-any-return]
+
+    def visit(self, path: str, name: str) -> str:
+        self.page.goto(self.base + ROOT + path)
+        return self.settle(name)
+
+    def submit(self, name: str, button: str = "form.form button[type=submit]") -> str:
+        with self.page.expect_navigation():
+            self.page.click(button)
+        return self.settle(name)
+
+    def log_in(self) -> None:
+        self.page.goto(self.base + ROOT + "/")
+        self.settle("01-login")
+        self.page.fill("#f-token", TOKEN)
+        with self.page.expect_navigation():
+            self.page.click("button[type=submit]")
+        self.page.wait_for_selector("html[data-ready=true]", state="attached")
+        assert self.page.url == self.base + ROOT + "/"
+
+
+@pytest.fixture
+def operator(browser: Any, live_server: Any) -> Iterator[Operator]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    tab = Operator(context.new_page(), live_server.url)
+    yield tab
+    context.close()
+
+
+def chart_total(page: Any, name: str) -> float:
+    """The sum of every dataset of a rendered chart."""
+    return page.eval_on_selector(  # type: ignore[no-any-return]
+        f"canvas[data-chart={name}]",
+        "c => c.chart.data.datasets.reduce((s, d) => s + d.data.reduce((a, b) => a + b, 0), 0)",
+    )
+
+
+def test_operator_sets_up_the_gateway_and_sees_its_traffic(
+    operator: Operator, live_server: Any, fake_openai: Any, app: Flask
+) -> None:
+    import openai
+
+    page = operator.page
+    fake_openai.require_key = PROVIDER_KEY
+    operator.log_in()
+    operator.settle("02-overview-empty")
+
+    operator.visit("/providers/new", "03-provider-new")
+    page.fill("#f-name", "fake-openai")
+    page.select_option("#f-format", "openai")
+    page.fill("#f-base_url", fake_openai.base_url)
+    page.fill("#f-api_key", PROVIDER_KEY)
+    detail = operator.submit("04-provider-detail")
+    assert "Provider 'fake-openai' created." in detail and "****6789" in detail
+
+    operator.visit("/models/new", "05-model-new")
+    page.fill("#f-alias", "smart")
+    page.select_option("#f-strategy", "round-robin")
+    page.select_option("#f-provider", "fake-openai")
+    page.fill("#f-model", "gpt-4o-mini")
+    page.fill("#f-pricing_input", "150")
+    page.fill("#f-pricing_output", "600")
+    operator.submit("06-model-detail-one-deployment")
+    page.click("text=Add deployment")
+    operator.settle("07-deployment-new")
+    page.select_option("#f-provider", "fake-openai")
+    page.fill("#f-model", "gpt-4o-mini-eu")
+    page.fill("#f-pricing_input", "200")
+    page.fill("#f-pricing_output", "800")
+    page.fill("#f-weight", "2")
+    operator.submit("08-model-detail")
+    assert page.locator("tr[data-deployment]").count() == 2
+
+    operator.visit("/teams/new", "09-team-new")
+    page.fill("#f-name", "research")
+    page.fill("#f-budget_per_month", "50")
+    page.fill("#f-models", "smart")
+    operator.submit("10-team-detail-empty")
+
+    operator.visit("/keys/new", "11-key-new")
+    page.fill("#f-name", "browser-bot")
+    page.select_option("#f-team", label="research")
+    page.fill("#f-budget_per_day", "5")
+    page.fill("#f-rate_limit", "100")
+    operator.submit("12-key-secret")
+    secret = page.inner_text("#key-secret").strip()
+    assert secret.startswith("aigw_")
+    page.reload()
+    gone = operator.settle("13-key-secret-gone")
+    assert secret not in gone and "no longer available" in gone
+
+    client = openai.OpenAI(base_url=live_server.url + PREFIX + "/v1", api_key=secret,
+                           max_retries=0, timeout=20)
+    request_ids = []
+    for i in range(5):
+        raw = client.chat.completions.with_raw_response.create(
+            model="smart", messages=[{"role": "user", "content": f"Hello {i}"}])
+        request_ids.append(raw.headers["x-request-id"])
+    fake_openai.fail(400, "This prompt is refused.")
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="smart",
+                                       messages=[{"role": "user", "content": "refused"}])
+    client.close()
+    served = {r.json["model"] for r in fake_openai.requests}
+    assert served == {"gpt-4o-mini", "gpt-4o-mini-eu"}, "both deployments served"
+
+    overview = operator.visit("/", "14-overview")
+    assert re.search(r'data-metric="requests">6<', overview)
+    assert chart_total(page, "requests") == 6
+    assert chart_total(page, "cost") > 0
+    assert page.eval_on_selector("canvas[data-chart=top_models]",
+                                 "c => c.chart.data.labels") == ["smart"]
+    for name in ("requests", "cost", "top_models", "top_keys"):
+        assert page.get_attribute(f"canvas[data-chart={name}]", "data-rendered") == "true"
+
+    log = operator.visit("/requests", "15-requests")
+    assert page.locator("tr[data-request-id]").count() == 6
+    for request_id in request_ids:
+        assert f'data-request-id="{request_id}"' in log
+    assert chart_total(page, "by_status") == 6
+    page.select_option("#f-status", "error")
+    operator.submit("16-requests-errors", "form.filters button[type=submit]")
+    assert page.locator("tr[data-request-id]").count() == 1
+    page.click("tr[data-request-id] td a")
+    entry = operator.settle("17-request-entry")
+    assert "This prompt is refused." in entry
+
+    for path, name in [("/usage", "18-usage"), ("/models", "19-models"),
+                       ("/providers", "20-providers"), ("/teams", "21-teams"),
+                       ("/keys", "22-keys")]:
+        operator.visit(path, name)
+    page.click("text=browser-bot")
+    key_page = operator.settle("23-key-detail")
+    assert "research" in key_page and "$5.00" in key_page
+    assert chart_total(page, "requests") == 6
+    page.click("a.chip:has-text('research'), dd a:has-text('research')")
+    operator.settle("24-team-detail")
+    page.click("text=Edit")
+    operator.settle("25-team-edit")
+    operator.visit("/providers", "20-providers")
+    page.click("text=fake-openai")
+    page.click("text=Edit")
+    edit = operator.settle("26-provider-edit")
+    assert 'placeholder="stored: ****6789"' in edit
+
+    for name, html in operator.pages.items():
+        assert PROVIDER_KEY not in html, name
+        assert TOKEN not in html, name
+        if name != "12-key-secret":
+            assert secret not in html, name
+    for url in sorted(operator.urls):
+        raw = page.context.request.get(url).text()
+        for value in (PROVIDER_KEY, TOKEN, secret):
+            assert value not in raw, url
+    assert operator.errors == []
+
+
+def test_forged_csrf_token_is_refused_and_changes_nothing(operator: Operator,
+                                                          app: Flask) -> None:
+    operator.log_in()
+    operator.visit("/providers/new", "27-provider-new-forged")
+    page = operator.page
+    page.fill("#f-name", "forged")
+    page.eval_on_selector("form.form input[name=csrf_token]",
+                          "input => { input.value = 'forged'; }")
+    with page.expect_navigation() as navigation:
+        page.click("form.form button[type=submit]")
+    assert navigation.value.status == 400
+    page.screenshot(path=str(SCREENSHOTS / "28-csrf-refused.png"), full_page=True)
+    assert "This form has expired" in page.content()
+    assert list_providers(get_state(app)) == []
+
+
+def test_logout_ends_the_session(operator: Operator) -> None:
+    operator.log_in()
+    operator.visit("/keys", "22-keys")
+    with operator.page.expect_navigation():
+        operator.page.click("text=Log out")
+    assert operator.page.url == operator.base + ROOT + "/login"
+    operator.page.goto(operator.base + ROOT + "/providers")
+    assert operator.page.url.startswith(operator.base + ROOT + "/login?next=")
+    assert operator.errors == []
+
+
+def test_locked_dashboard_says_how_to_configure_it(browser: Any, app_config: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    from servers import LiveServer
+
+    locked = Flask("locked", instance_path=str(tmp_path / "instance"))
+    locked.config.update({k: v for k, v in app_config.items()
+                          if k != "AIGATEWAY_DASHBOARD_TOKEN"})
+    AIGateway(locked)
+    server = LiveServer(locked)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        response = page.goto(server.url + ROOT + "/")
+        assert response.status == 503
+        assert "AIGATEWAY_DASHBOARD_TOKEN" in page.inner_text("body")
+        page.screenshot(path=str(SCREENSHOTS / "00-locked.png"), full_page=True)
+    finally:
+        context.close()
+        server.stop()
+        get_state(locked).close()

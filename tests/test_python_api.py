@@ -1,0 +1,108 @@
+"""The Python API (``gateway.chat`` / ``gateway.stream``), including the README's example."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from fakes import Reply
+
+from flask_aigateway import AIGateway, AuthenticationError, ChatRequest, NotFoundError
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_example() -> str:
+    text = README.read_text()
+    match = re.search(
+        r"<!-- readme-example:library -->\s*```python\n(.*?)```\s*<!-- /readme-example:library -->",
+        text,
+        re.S,
+    )
+    assert match, "README.md lost its library example"
+    return match.group(1)
+
+
+def test_readme_library_example_runs(tmp_path, monkeypatch, fake_openai, empty_database_uri):
+    monkeypatch.chdir(tmp_path)
+    # The example reads its configuration like any app: here from the environment.
+    monkeypatch.setenv("FLASK_AIGATEWAY_DATABASE_URI", empty_database_uri)
+    source = readme_example().replace(
+        "gateway = AIGateway(app)",
+        'app.config.from_prefixed_env()\ngateway = AIGateway(app)',
+    )
+    namespace: dict = {"__name__": "readme_example"}
+    exec(compile(source, "README.md", "exec"), namespace)
+    app = namespace["app"]
+    state = AIGateway.get_state(app)
+    assert state.database_uri == empty_database_uri
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["aigateway", "db", "upgrade"]).exit_code == 0
+    result = runner.invoke(args=["provider", "create", "--name", "openai", "--format", "openai",
+                                 "--base-url", fake_openai.base_url, "--api-key", "sk-test-1234567"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(args=["model", "create", "--alias", "smart", "--provider", "openai",
+                                 "--model", "gpt-4o-mini", "--pricing-input", "0.15",
+                                 "--pricing-output", "0.60"])
+    assert result.exit_code == 0, result.output
+    client = app.test_client()
+
+    fake_openai.reply(text="A short summary.", prompt_tokens=1000, completion_tokens=100)
+    response = client.post("/summarise", json={"text": "A long text."})
+    assert response.status_code == 200, response.json
+    assert response.json == {"summary": "A short summary.", "finish_reason": "stop",
+                             "tokens": 1100, "cost_usd": "0.0002100000"}
+    sent = fake_openai.last.json
+    assert sent["model"] == "gpt-4o-mini"
+    assert sent["max_tokens"] == 200
+    assert sent["messages"][0] == {"role": "system", "content": "Summarise in one sentence."}
+
+    fake_openai.reply(text="Once upon a time")
+    response = client.post("/story")
+    assert response.json == {"story": "Once upon a time"}
+
+    fake_openai.default = Reply(status=500)
+    response = client.post("/summarise", json={"text": "x"})
+    assert response.status_code == 502
+    assert response.json["error"]["type"] == "upstream_error"
+    state.close()
+
+
+def test_chat_with_a_key_applies_its_rules(app, state, upstreams, gateway):
+    from flask_aigateway.services.keys import create_key
+
+    _key, secret = create_key(state, name="gpt-only", models="gpt")
+    request = ChatRequest(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    with app.app_context():
+        reply = gateway.chat(request, api_key=secret)
+        assert reply.content
+        assert reply.provider == "fake-openai"
+        assert reply.cost > Decimal(0)
+        with pytest.raises(AuthenticationError):
+            gateway.chat(request, api_key="aigw_wrong")
+        with pytest.raises(NotFoundError):
+            gateway.chat(ChatRequest(model="nope", messages=request.messages))
+
+
+def test_stream_closed_early_is_logged_and_billed(app, state, upstreams, gateway):
+    from sqlalchemy import select
+
+    from flask_aigateway.models import RequestLog
+
+    upstreams["claude"].reply(text=" ".join(["word"] * 50), prompt_tokens=10)
+    request = ChatRequest(model="claude", messages=[{"role": "user", "content": "hi"}])
+    with app.app_context(), gateway.stream(request) as chunks:
+        first = next(iter(chunks))
+        assert first.data["object"] == "chat.completion.chunk"
+    with state.transaction() as session:
+        [row] = session.scalars(select(RequestLog)).all()
+    assert row.stream is True
+    assert row.status_code == 499
+    assert row.cost > 0
+
+
+def test_gateway_without_app_context_says_what_to_do(gateway, upstreams):
+    with pytest.raises(RuntimeError, match="application context"):
+        gateway.chat(ChatRequest(model="gpt", messages=[{"role": "user", "content": "hi"}]))

@@ -1,0 +1,365 @@
+"""The request log loses nothing: background batches, back-pressure, flush at close, at exit and
+on SIGTERM (a gunicorn worker under load included), hourly rollups, retention."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from fakes import Reply
+from processes import GatewayProcess
+from sqlalchemy import create_engine, func, select, text
+
+from flask_aigateway.accounting import RequestRecord
+from flask_aigateway.logwriter import RequestLogWriter
+from flask_aigateway.models import RequestLog, UsageRollup
+from flask_aigateway.pipeline import get_pipeline
+from flask_aigateway.rollups import write_batch
+from flask_aigateway.services.stats import usage_stats
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGES = [{"role": "user", "content": "Log me"}]
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    """The production path: rows go through the background writer."""
+    return {**app_config, "AIGATEWAY_LOG_SYNC": False}
+
+
+def raw_ids(state: Any) -> list[str]:
+    with state.transaction() as session:
+        return list(session.scalars(select(RequestLog.request_id)))
+
+
+def rollup_requests(state: Any) -> int:
+    with state.transaction() as session:
+        return int(session.scalar(select(func.sum(UsageRollup.requests))) or 0)
+
+
+def record(request_id: str, **fields: Any) -> RequestRecord:
+    rec = RequestRecord(request_id, alias=fields.pop("alias", "gpt"), **fields)
+    rec.stop_clock()
+    return rec
+
+
+def post(client: Any, key: str, rid: str) -> Any:
+    return client.post("/v1/chat/completions", json={"model": "gpt", "messages": MESSAGES},
+                       headers={"Authorization": f"Bearer {key}", "X-Request-ID": rid})
+
+
+def test_rows_leave_the_request_path_and_arrive_in_one_batch_on_flush(
+    state, client, api_key, upstreams
+) -> None:
+    state.settings["AIGATEWAY_LOG_FLUSH_INTERVAL"] = 30.0
+    writer = get_pipeline(state).log_writer
+    ids = [f"req-{i}" for i in range(5)]
+    for rid in ids:
+        assert post(client, api_key, rid).status_code == 200
+    # Answered, yet still waiting for the batch to fill: the database was not on the hot path.
+    assert writer.pending == 5
+    assert raw_ids(state) == []
+    started = time.monotonic()
+    assert writer.flush(timeout=10)
+    assert time.monotonic() - started < 5, "a flush must not wait for the batch interval"
+    assert sorted(raw_ids(state)) == ids
+    assert rollup_requests(state) == 5
+    assert writer.pending == 0 and writer.failed == 0
+
+
+def test_closing_the_app_writes_what_is_pending(state, client, api_key, upstreams) -> None:
+    state.settings["AIGATEWAY_LOG_FLUSH_INTERVAL"] = 30.0
+    for i in range(3):
+        post(client, api_key, f"close-{i}")
+    upstreams["gpt"].fail(500)
+    upstreams["gpt"].fail(500)
+    upstreams["gpt"].fail(500)
+    assert post(client, api_key, "close-failed").status_code == 502
+    assert raw_ids(state) == []
+    state.close()
+    assert sorted(raw_ids(state)) == ["close-0", "close-1", "close-2", "close-failed"]
+    # After close a late request is still logged (written directly).
+    writer = RequestLogWriter(state)
+    writer.close()
+    writer.write(record("late"))
+    assert "late" in raw_ids(state)
+
+
+def _hold_write_lock(state: Any, seconds: float, held: threading.Event) -> None:
+    """Block every insert into the log for ``seconds`` from another connection."""
+    engine = create_engine(state.database_uri)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(text("LOCK TABLE aigw_request_logs IN EXCLUSIVE MODE"))
+            held.set()
+            time.sleep(seconds)
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_a_full_queue_blocks_producers_instead_of_dropping_rows(state) -> None:
+    state.settings.update(AIGATEWAY_LOG_QUEUE_SIZE=2, AIGATEWAY_LOG_BATCH_SIZE=1,
+                          AIGATEWAY_LOG_FLUSH_INTERVAL=0.0)
+    writer = RequestLogWriter(state)
+    writer.write(record("warm-up"))
+    assert writer.flush()
+    held = threading.Event()
+    locker = threading.Thread(target=_hold_write_lock, args=(state, 1.0, held))
+    locker.start()
+    assert held.wait(10)
+    waits: list[float] = []
+
+    def produce(n: int) -> None:
+        for i in range(5):
+            began = time.monotonic()
+            writer.write(record(f"bp-{n}-{i}"))
+            waits.append(time.monotonic() - began)
+
+    producers = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
+    for thread in producers:
+        thread.start()
+    for thread in producers:
+        thread.join(30)
+    locker.join(30)
+    assert writer.flush(timeout=30)
+    writer.close()
+    assert len(raw_ids(state)) == 21
+    assert writer.failed == 0
+    assert max(waits) > 0.3, "producers should have waited for room in the queue"
+    assert rollup_requests(state) == 21
+
+
+def test_a_row_the_database_refuses_is_reported_and_the_others_survive(state, caplog) -> None:
+    writer = RequestLogWriter(state)
+    bad = record("bad-row")
+    bad.status_code = None  # type: ignore[assignment]
+    with caplog.at_level(logging.ERROR, logger="flask_aigateway.logwriter"):
+        writer.write(record("good-1"))
+        writer.write(bad)
+        writer.write(record("good-2"))
+        writer.close()
+    assert sorted(raw_ids(state)) == ["good-1", "good-2"]
+    assert writer.failed == 1
+    assert any("bad-row" in r.getMessage() and "LOST" in r.getMessage() for r in caplog.records)
+
+
+def test_concurrent_batches_add_up_in_the_rollups(state) -> None:
+    threads, batches, size = 6, 10, 5
+
+    def work(n: int) -> None:
+        for b in range(batches):
+            rows = [record(f"c-{n}-{b}-{i}", key_id=None, cost=Decimal("0.0000000003"))
+                    for i in range(size)]
+            for i, rec in enumerate(rows):
+                rec.usage = rec.usage.__class__(prompt_tokens=i, completion_tokens=1)
+            write_batch(state, [r.to_row() for r in rows])
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(60)
+    total = threads * batches * size
+    (row,) = usage_stats(state)
+    assert row["requests"] == total
+    assert row["completion_tokens"] == total
+    assert row["prompt_tokens"] == threads * batches * sum(range(size))
+    assert row["cost"] == Decimal("0.0000000003") * total
+    with state.transaction() as session:
+        assert session.scalar(select(func.count(UsageRollup.id))) == 1
+
+
+def test_the_writer_prunes_raw_rows_past_retention(state) -> None:
+    old = record("ancient")
+    old.started_at = old.started_at.replace(year=old.started_at.year - 1)
+    write_batch(state, [old.to_row()])
+    writer = RequestLogWriter(state, first_prune_after=0.0)
+    writer.write(record("fresh"))
+    deadline = time.monotonic() + 10
+    while "ancient" in raw_ids(state) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.close()
+    assert raw_ids(state) == ["fresh"]
+    (row,) = usage_stats(state)
+    assert row["requests"] == 2, "rollups keep what the raw log pruned"
+
+
+_SCRIPT = """
+import os, sys, time
+from flask import Flask
+from flask_aigateway import AIGateway
+from flask_aigateway.accounting import RequestRecord
+from flask_aigateway.pipeline import get_pipeline
+
+app = Flask("exit_test")
+app.config.update(AIGATEWAY_DATABASE_URI=sys.argv[1], AIGATEWAY_CREATE_TABLES=True,
+                  AIGATEWAY_DASHBOARD_ENABLED=False, AIGATEWAY_LOG_FLUSH_INTERVAL=60)
+gateway = AIGateway(app)
+writer = get_pipeline(AIGateway.get_state(app)).log_writer
+for i in range(int(sys.argv[2])):
+    rec = RequestRecord(f"{sys.argv[3]}-{i}", alias="gpt")
+    writer.write(rec)
+print("written", writer.pending, flush=True)
+if sys.argv[3] == "exit":
+    sys.exit(0)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["exit", "sigterm"])
+def test_rows_are_flushed_when_the_process_ends(state, tmp_path, how) -> None:
+    """sys.exit runs atexit; a bare SIGTERM (no server handling it) is caught, flushed and
+    re-raised, so the process still dies of SIGTERM."""
+    script = tmp_path / "writer_script.py"
+    script.write_text(textwrap.dedent(_SCRIPT))
+    with subprocess.Popen(
+        [sys.executable, str(script), state.database_uri, "25", how],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline().decode()
+        if how == "sigterm" and line:
+            process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=30)
+    assert line == "written 25\n", err.decode()
+    assert process.returncode == (0 if how == "exit" else -signal.SIGTERM), err.decode()
+    assert sorted(raw_ids(state)) == sorted(f"{how}-{i}" for i in range(25))
+    assert rollup_requests(state) == 25
+
+
+# -- a real gunicorn worker killed under load ----------------------------------------------------
+
+
+def _gateway_env(app_config: dict[str, Any]) -> dict[str, str]:
+    env = {
+        "AIGATEWAY_DATABASE_URI": app_config["AIGATEWAY_DATABASE_URI"],
+        "AIGATEWAY_SECRET_KEY": app_config["AIGATEWAY_SECRET_KEY"],
+        "AIGATEWAY_DASHBOARD_ENABLED": "false",
+        "AIGATEWAY_LOG_FLUSH_INTERVAL": "3",
+    }
+    for name in ("AIGATEWAY_REDIS_URL", "AIGATEWAY_REDIS_PREFIX"):
+        if app_config.get(name):
+            env[name] = app_config[name]
+    return env
+
+
+def _worker_pid(master: int) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        path = Path(f"/proc/{master}/task/{master}/children")
+        children = path.read_text().split() if path.exists() else []
+        if children:
+            return int(children[0])
+        time.sleep(0.05)
+    raise AssertionError("gunicorn started no worker")
+
+
+class Load:
+    """Threads posting chat requests with their own request ids until stopped."""
+
+    def __init__(self, url: str, key: str, threads: int = 8) -> None:
+        self.url, self.key = url, key
+        self.sent: set[str] = set()
+        self.answered: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rid = uuid.uuid4().hex
+            with self._lock:
+                self.sent.add(rid)
+            try:
+                response = requests.post(
+                    self.url + "/v1/chat/completions",
+                    json={"model": "gpt", "messages": MESSAGES},
+                    headers={"Authorization": f"Bearer {self.key}", "X-Request-ID": rid},
+                    timeout=20,
+                )
+            except requests.RequestException:
+                time.sleep(0.02)
+                continue
+            with self._lock:
+                self.answered.add(response.headers.get("x-request-id", ""))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["master", "worker"])
+def test_sigterm_under_load_loses_no_row(state, app_config, api_key, upstreams, tmp_path,
+                                         target) -> None:
+    upstreams["gpt"].default = Reply(latency=0.05)
+    gateway = GatewayProcess(_gateway_env(app_config), tmp_path / "instance")
+    try:
+        worker = _worker_pid(gateway.process.pid)
+        load = Load(gateway.url, api_key)
+        time.sleep(1.0)
+        with load._lock:
+            answered_before = len(load.answered)
+        assert answered_before > 0
+        assert len(raw_ids(state)) < answered_before, "rows should still be queued"
+        if target == "master":
+            gateway.process.send_signal(signal.SIGTERM)
+            assert gateway.process.wait(30) == 0
+        else:
+            os.kill(worker, signal.SIGTERM)
+            time.sleep(1.5)  # the master starts a new worker, which serves the rest
+        load.stop()
+    finally:
+        gateway.stop()
+    logged = raw_ids(state)
+    assert len(logged) == len(set(logged)), "a row was written twice"
+    assert set(logged) == load.answered, (
+        f"{len(load.answered - set(logged))} answered request(s) without a row, "
+        f"{len(set(logged) - load.answered)} row(s) without an answer"
+    )
+    assert rollup_requests(state) == len(logged)
+    log_text = gateway.log_path.read_text()
+    assert "LOST" not in log_text, log_text[-2000:]
+
+
+def test_rows_carry_what_the_request_did(state, client, api_key, upstreams) -> None:
+    upstreams["claude"].reply(prompt_tokens=40, completion_tokens=10)
+    response = client.post("/v1/chat/completions",
+                           json={"model": "claude", "messages": MESSAGES},
+                           headers={"Authorization": f"Bearer {api_key}"})
+    assert response.status_code == 200
+    get_pipeline(state).log_writer.flush()
+    with state.transaction() as session:
+        (row,) = session.scalars(select(RequestLog)).all()
+        rollup = session.scalars(select(UsageRollup)).one()
+    assert row.request_id == response.headers["x-request-id"]
+    assert (row.provider, row.provider_model, row.status_code) == (
+        "fake-anthropic", "claude-sonnet-4-5", 200)
+    assert row.cost == Decimal("0.00006")
+    assert row.latency_ms is not None and row.latency_ms > 0
+    assert row.fallback_path is None and row.attempts == 1 and not row.cache_hit
+    assert (rollup.alias, rollup.provider, rollup.requests, rollup.cost) == (
+        "claude", "fake-anthropic", 1, Decimal("0.00006"))
+    assert rollup.key_id == row.key_id and rollup.team_id == ""
+    assert rollup.hour == row.created_at.replace(minute=0, second=0, microsecond=0)

@@ -1,0 +1,402 @@
+"""Retries, circuit breakers, fallback chains (JSON and streams), context-length fallback and
+the one deadline, against fake upstreams over real HTTP; with the request-log rows they leave."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis
+import requests
+from deployments import MESSAGES, Fleet, add_alias, chat, served_by
+from fakes import Reply
+from processes import free_port
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy import select
+
+from flask_aigateway.models import Deployment, ModelAlias, RequestLog
+from flask_aigateway.pipeline import get_pipeline
+from flask_aigateway.redis_failure import unreachable_errors
+from flask_aigateway.router_state import MemoryRouterState, Phase, ResilientRouterState
+from flask_aigateway.router_state_redis import RedisRouterState
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    fleet = Fleet()
+    yield fleet
+    fleet.close()
+
+
+def configure(state: Any, **settings: Any) -> None:
+    state.settings.update({f"AIGATEWAY_{name.upper()}": value for name, value in settings.items()})
+
+
+def stats(state: Any, deployment_id: str) -> Any:
+    return get_pipeline(state).router.store.stats([deployment_id])[deployment_id]
+
+
+def log_rows(state: Any, count: int, timeout: float = 5.0) -> list[RequestLog]:
+    """The request-log rows, once at least ``count`` are written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with state.transaction() as session:
+            rows = session.scalars(select(RequestLog).order_by(RequestLog.id)).all()
+        if len(rows) >= count or time.monotonic() > deadline:
+            assert len(rows) >= count, f"expected {count} log rows, found {len(rows)}"
+            return list(rows)
+        time.sleep(0.02)
+
+
+def sse(live_server: Any, key: str, model: str) -> requests.Response:
+    return requests.post(live_server.url + "/v1/chat/completions",
+                         json={"model": model, "messages": MESSAGES, "stream": True},
+                         headers={"Authorization": f"Bearer {key}"}, stream=True, timeout=20)
+
+
+def sse_payloads(response: requests.Response) -> list[Any]:
+    out = []
+    for line in response.iter_lines():
+        if line.startswith(b"data: "):
+            data = line[6:].decode()
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+# -- retries ------------------------------------------------------------------------------------
+
+
+def test_429_with_retry_after_is_waited_out(client, state, api_key, upstreams):
+    fake = upstreams["gpt"]
+    fake.rate_limited(retry_after="1")
+    started = time.monotonic()
+    response = chat(client, api_key, "gpt")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.json
+    assert elapsed >= 0.95
+    assert response.headers["x-aigateway-attempts"] == "2"
+    assert len(fake.requests) == 2
+    [row] = log_rows(state, 1)
+    assert (row.status_code, row.attempts, row.fallback_path) == (200, 2, None)
+
+
+@pytest.mark.parametrize(("alias", "status"), [("gpt", 500), ("gpt", 503), ("gpt", 408),
+                                               ("claude", 529)])
+def test_a_retryable_failure_then_success_is_retried(client, state, api_key, upstreams, alias,
+                                                     status):
+    fake = upstreams[alias]
+    fake.fail(status)
+    response = chat(client, api_key, alias)
+    assert response.status_code == 200, response.json
+    assert response.headers["x-aigateway-attempts"] == "2"
+    assert len(fake.requests) == 2
+    [row] = log_rows(state, 1)
+    assert (row.status_code, row.attempts) == (200, 2)
+
+
+def test_exponential_backoff_gives_up_after_max_attempts(client, state, api_key, upstreams):
+    configure(state, retry_max_attempts=3, retry_delay_ms=100)
+    fake = upstreams["gpt"]
+    fake.default = Reply(status=500)
+    started = time.monotonic()
+    response = chat(client, api_key, "gpt")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 502
+    assert response.json["error"]["type"] == "upstream_error"
+    assert len(fake.requests) == 3
+    # 100 ms then 200 ms, each ±25 %
+    assert 0.2 <= elapsed < 2.0
+    [row] = log_rows(state, 1)
+    assert (row.status_code, row.attempts) == (502, 3)
+
+
+def test_a_400_is_returned_at_once_and_never_opens_the_circuit(client, state, api_key, fleet):
+    configure(state, circuit_failures=1)
+    fakes = fleet.start(2)
+    ids = add_alias(state, "pair", fakes, strategy="round-robin")
+    for fake in fakes:
+        fake.queue(Reply(status=400, error_message="Invalid value for 'logit_bias'."))
+    for _ in range(2):
+        response = chat(client, api_key, "pair")
+        assert response.status_code == 400
+        assert response.json["error"]["message"] == "Invalid value for 'logit_bias'."
+        assert response.headers["x-aigateway-attempts"] == "1"
+    assert [len(f.requests) for f in fakes] == [1, 1]
+    assert all(stats(state, i).phase is Phase.CLOSED for i in ids)
+    assert all(stats(state, i).failures == 0 for i in ids)
+    assert served_by([chat(client, api_key, "pair")])
+
+
+# -- circuit breaker --------------------------------------------------------------------------
+
+
+def test_a_dead_deployment_is_cooled_down_then_probed(client, state, api_key, fleet):
+    configure(state, circuit_failures=2, circuit_cooldown=0.5, retry_max_attempts=1)
+    dead, alive = fleet.start(2)
+    dead.default = Reply(status=500)
+    ids = add_alias(state, "cb", [dead, alive], strategy="round-robin")
+    attempts = []
+    while len(dead.requests) < 2:
+        response = chat(client, api_key, "cb")
+        assert served_by([response]) == [ids[1]]
+        attempts.append(response.headers["x-aigateway-attempts"])
+    assert attempts.count("2") == 2
+    assert stats(state, ids[0]).phase is Phase.OPEN
+
+    cooled = [chat(client, api_key, "cb") for _ in range(6)]
+    assert served_by(cooled) == [ids[1]] * 6
+    assert [r.headers["x-aigateway-attempts"] for r in cooled] == ["1"] * 6
+    assert len(dead.requests) == 2, "no request may reach a deployment while it cools down"
+
+    time.sleep(0.55)
+    assert stats(state, ids[0]).phase is Phase.HALF_OPEN
+    dead.default = Reply()
+    probe = chat(client, api_key, "cb")
+    assert served_by([probe]) == [ids[0]]
+    assert len(dead.requests) == 3
+    assert stats(state, ids[0]).phase is Phase.CLOSED
+    back = served_by(chat(client, api_key, "cb") for _ in range(4))
+    assert sorted(back) == sorted(ids * 2)
+
+
+def test_a_failed_probe_reopens_the_circuit_at_once(client, state, api_key, fleet):
+    configure(state, circuit_failures=3, circuit_cooldown=0.3, retry_max_attempts=1)
+    dead, alive = fleet.start(2)
+    dead.default = Reply(status=502)
+    ids = add_alias(state, "cb", [dead, alive], deployments=[{"priority": 0}, {"priority": 1}])
+    for _ in range(3):
+        assert served_by([chat(client, api_key, "cb")]) == [ids[1]]
+    assert stats(state, ids[0]).phase is Phase.OPEN
+    time.sleep(0.35)
+    response = chat(client, api_key, "cb")
+    assert served_by([response]) == [ids[1]]
+    assert response.headers["x-aigateway-attempts"] == "2"
+    assert len(dead.requests) == 4
+    assert stats(state, ids[0]).phase is Phase.OPEN, "one failed probe reopens the circuit"
+
+
+def test_only_one_request_probes_a_half_open_deployment(live_server, state, api_key, fleet):
+    configure(state, circuit_failures=1, circuit_cooldown=0.2, retry_max_attempts=1)
+    dead, alive = fleet.start(2)
+    ids = add_alias(state, "cb", [dead, alive], strategy="round-robin")
+    dead.default = Reply(status=500)
+    url = live_server.url + "/v1/chat/completions"
+    body = {"model": "cb", "messages": MESSAGES}
+    auth = {"Authorization": f"Bearer {api_key}"}
+    while stats(state, ids[0]).phase is not Phase.OPEN:
+        requests.post(url, json=body, headers=auth, timeout=20)
+    time.sleep(0.25)
+    dead.default = Reply(latency=0.6)
+    probe: list[requests.Response] = []
+    thread = threading.Thread(target=lambda: probe.append(
+        requests.post(url, json=body, headers=auth, timeout=20)))
+    thread.start()
+    before = len(dead.requests)
+    deadline = time.monotonic() + 5
+    while len(dead.requests) == before:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    during = [requests.post(url, json=body, headers=auth, timeout=20) for _ in range(4)]
+    assert [r.headers["x-aigateway-deployment"] for r in during] == [ids[1]] * 4
+    thread.join()
+    assert probe[0].headers["x-aigateway-deployment"] == ids[0]
+    assert len(dead.requests) == before + 1
+    assert stats(state, ids[0]).phase is Phase.CLOSED
+
+
+def test_a_single_dead_deployment_fails_fast_once_open(client, state, api_key, upstreams):
+    configure(state, circuit_failures=2, circuit_cooldown=30, retry_max_attempts=5)
+    fake = upstreams["gpt"]
+    fake.default = Reply(status=500)
+    first = chat(client, api_key, "gpt")
+    assert first.status_code == 502
+    assert len(fake.requests) == 2, "retries stop as soon as the circuit opens"
+    assert first.headers["x-aigateway-attempts"] == "2"
+
+    started = time.monotonic()
+    second = chat(client, api_key, "gpt")
+    assert time.monotonic() - started < 0.5
+    assert second.status_code == 503
+    error = second.json["error"]
+    assert error["type"] == "service_unavailable_error"
+    assert error["code"] == "no_healthy_deployment"
+    with state.transaction() as session:
+        [deployment_id] = session.scalars(
+            select(Deployment.id).join(Deployment.model).where(ModelAlias.alias == "gpt")).all()
+    assert deployment_id in error["message"] and "cooling down" in error["message"]
+    assert "until" in error["message"] and "UTC" in error["message"]
+    assert 25 <= int(second.headers["Retry-After"]) <= 30
+    assert len(fake.requests) == 2
+    row_first, row_second = log_rows(state, 2)
+    assert (row_first.status_code, row_first.attempts) == (502, 2)
+    assert (row_second.status_code, row_second.attempts) == (503, 0)
+    assert row_second.error_type == "no_healthy_deployment"
+
+
+# -- fallback chains ----------------------------------------------------------------------------
+
+
+def chain(state: Any, fleet: Fleet) -> tuple[list[Any], list[str]]:
+    """Aliases a → b → c on three fakes, c priced differently."""
+    fakes = fleet.start(3)
+    [c_id] = add_alias(state, "c", [fakes[2]], deployments=[
+        {"pricing_input": "3", "pricing_output": "7"}])
+    [b_id] = add_alias(state, "b", [fakes[1]])
+    [a_id] = add_alias(state, "a", [fakes[0]], fallbacks=["b", "c"])
+    return fakes, [a_id, b_id, c_id]
+
+
+def test_json_falls_back_a_b_c(client, state, api_key, fleet):
+    configure(state, retry_max_attempts=2)
+    fakes, ids = chain(state, fleet)
+    fakes[0].default = Reply(status=500)
+    fakes[1].default = Reply(status=503)
+    fakes[2].reply(text="from c", prompt_tokens=1000, completion_tokens=100)
+    response = chat(client, api_key, "a")
+    assert response.status_code == 200, response.json
+    assert response.json["model"] == "a"
+    assert response.json["choices"][0]["message"]["content"] == "from c"
+    assert response.headers["x-aigateway-deployment"] == ids[2]
+    assert response.headers["x-aigateway-fallback"] == "a,b,c"
+    assert response.headers["x-aigateway-attempts"] == "5"
+    # charged at c's prices: 1000 * $3/M + 100 * $7/M
+    assert Decimal(response.headers["x-aigateway-cost-usd"]) == Decimal("0.0037")
+    assert [len(f.requests) for f in fakes] == [2, 2, 1]
+    [row] = log_rows(state, 1)
+    assert row.alias == "a"
+    assert (row.deployment_id, row.attempts, row.fallback_path) == (ids[2], 5, ["a", "b", "c"])
+    assert row.cost == Decimal("0.0037")
+
+
+def test_when_the_whole_chain_fails_the_last_error_is_returned(client, state, api_key, fleet):
+    configure(state, retry_max_attempts=1)
+    fakes, _ids = chain(state, fleet)
+    for fake in fakes:
+        fake.default = Reply(status=500)
+    response = chat(client, api_key, "a")
+    assert response.status_code == 502
+    assert response.headers["x-aigateway-fallback"] == "a,b,c"
+    [row] = log_rows(state, 1)
+    assert (row.status_code, row.attempts, row.fallback_path) == (502, 3, ["a", "b", "c"])
+
+
+def test_stream_falls_back_a_b_c_before_the_first_byte(live_server, state, api_key, fleet):
+    configure(state, retry_max_attempts=2)
+    fakes, ids = chain(state, fleet)
+    fakes[0].default = Reply(status=500)
+    fakes[1].default = Reply(cut_after=0)
+    fakes[2].default = Reply(text="streamed from c")
+    response = sse(live_server, api_key, "a")
+    assert response.status_code == 200
+    assert response.headers["x-aigateway-deployment"] == ids[2]
+    assert response.headers["x-aigateway-fallback"] == "a,b,c"
+    assert response.headers["x-aigateway-attempts"] == "5"
+    payloads = sse_payloads(response)
+    assert payloads[-1] == "[DONE]"
+    text = "".join(p["choices"][0]["delta"].get("content") or ""
+                   for p in payloads[:-1] if p.get("choices"))
+    assert text == "streamed from c"
+    assert len({p["id"] for p in payloads[:-1]}) == 1
+    assert [len(f.requests) for f in fakes] == [2, 2, 1]
+    [row] = log_rows(state, 1)
+    assert row.stream is True
+    assert (row.status_code, row.deployment_id) == (200, ids[2])
+    assert (row.attempts, row.fallback_path) == (5, ["a", "b", "c"])
+
+
+def test_a_stream_failing_after_its_first_byte_ends_with_an_error_event(live_server, state,
+                                                                        api_key, fleet):
+    fakes, ids = chain(state, fleet)
+    fakes[0].default = Reply(text="one two three four", error_event_after=3)
+    response = sse(live_server, api_key, "a")
+    assert response.headers["x-aigateway-deployment"] == ids[0]
+    payloads = sse_payloads(response)
+    assert "error" in payloads[-1]
+    assert any(p.get("choices") for p in payloads[:-1])
+    assert [len(f.requests) for f in fakes] == [1, 0, 0], "no fallback after the first byte"
+    [row] = log_rows(state, 1)
+    assert row.status_code >= 500 and row.fallback_path is None
+
+
+def test_context_length_error_goes_to_the_context_fallback(client, state, api_key, fleet):
+    small, big, spare = fleet.start(3)
+    add_alias(state, "spare", [spare])
+    [big_id] = add_alias(state, "big", [big])
+    add_alias(state, "small", [small], context_fallback="big", fallbacks=["spare"])
+    add_alias(state, "tiny", [fleet.start(1)[0]])
+    too_long = {"status": 400, "error_code": "context_length_exceeded",
+                "error_message": "This model's maximum context length is 8192 tokens."}
+    small.queue(Reply(**too_long))
+    response = chat(client, api_key, "small")
+    assert response.status_code == 200, response.json
+    assert response.headers["x-aigateway-deployment"] == big_id
+    assert response.headers["x-aigateway-fallback"] == "small,big"
+    assert [len(small.requests), len(big.requests), len(spare.requests)] == [1, 1, 0]
+    tiny = fleet.servers[-1]
+    tiny.queue(Reply(**too_long))
+    refused = chat(client, api_key, "tiny")
+    assert refused.status_code == 400
+    assert refused.json["error"]["code"] == "context_length_exceeded"
+    rows = log_rows(state, 2)
+    assert (rows[0].fallback_path, rows[0].deployment_id) == (["small", "big"], big_id)
+    assert (rows[1].status_code, rows[1].attempts) == (400, 1)
+
+
+# -- deadline -----------------------------------------------------------------------------------
+
+
+def test_the_deadline_caps_retries_and_fallbacks(client, state, api_key, fleet):
+    configure(state, request_timeout=1.0, retry_max_attempts=3, retry_delay_ms=10)
+    fakes = fleet.start(3)
+    for fake in fakes:
+        fake.default = Reply(status=500, latency=0.4)
+    add_alias(state, "slow", fakes)
+    started = time.monotonic()
+    response = chat(client, api_key, "slow")
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.6, "nine 0.4 s attempts would take 3.6 s"
+    assert response.status_code == 504
+    assert response.json["error"]["type"] == "timeout_error"
+    assert sum(len(f.requests) for f in fakes) <= 3
+    [row] = log_rows(state, 1)
+    assert row.status_code == 504 and 1 <= row.attempts <= 3
+
+
+def test_a_retry_after_beyond_the_deadline_is_not_waited(client, state, api_key, upstreams):
+    configure(state, request_timeout=2.0)
+    fake = upstreams["gpt"]
+    fake.rate_limited(retry_after="20")
+    started = time.monotonic()
+    response = chat(client, api_key, "gpt")
+    assert time.monotonic() - started < 1.0
+    assert response.status_code == 429
+    assert response.json["error"]["code"] == "upstream_rate_limited"
+    assert len(fake.requests) == 1
+
+
+# -- shared state outage --------------------------------------------------------------------------
+
+
+def test_routing_degrades_to_process_memory_when_redis_is_unreachable(client, state, api_key,
+                                                                      fleet, caplog):
+    dead_redis = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2,
+                             retry=Retry(NoBackoff(), 0))
+    store = ResilientRouterState(
+        RedisRouterState(dead_redis, state.redis_key), MemoryRouterState(), unreachable_errors()
+    )
+    get_pipeline(state).router.store = store
+    ids = add_alias(state, "rr", fleet.start(2), strategy="round-robin")
+    with caplog.at_level(logging.WARNING, logger="flask_aigateway.router_state"):
+        served = served_by(chat(client, api_key, "rr") for _ in range(6))
+    assert served == served[:2] * 3 and sorted(served[:2]) == sorted(ids)
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 1
+    assert store.degraded
+    dead_redis.close()
