@@ -41,7 +41,8 @@ def test_readme_library_example_runs(tmp_path, monkeypatch, fake_openai, empty_d
     runner = app.test_cli_runner()
     assert runner.invoke(args=["aigateway", "db", "upgrade"]).exit_code == 0
     result = runner.invoke(args=["provider", "create", "--name", "openai", "--format", "openai",
-                                 "--base-url", fake_openai.base_url, "--api-key", "sk-test-1234567"])
+                                 "--base-url", fake_openai.base_url,
+                                 "--api-key", "sk-test-1234567"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(args=["model", "create", "--alias", "smart", "--provider", "openai",
                                  "--model", "gpt-4o-mini", "--pricing-input", "0.15",
