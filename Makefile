@@ -4,6 +4,7 @@
 #   make test           the test suite on SQLite
 #   make test-postgres  the test suite on PostgreSQL + Redis
 #   make lint | typecheck | clean
+#   make bench          gateway vs bare upstream (and LiteLLM): bench/README.md, QUICK=1 LITELLM=1
 #
 # Variables: HOST, PORT, THREADS (gunicorn threads), PYTHON (interpreter that creates .venv),
 # PYTEST_ARGS (extra pytest arguments), TEST_DATABASE_URL, TEST_REDIS_URL.
@@ -88,3 +89,39 @@ options-table: $(DEV_STAMP)
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
+
+# The benchmark (bench/README.md): its own venv with the project, gunicorn's gevent worker,
+# aiohttp/uvloop for the mock and the load generator, and py-spy. LiteLLM proxy is measured when
+# $(LITELLM_VENV) has it; LITELLM=1 installs it there first (a few minutes).
+#   make bench                  the full run (about 15 minutes); rewrites bench/RESULTS.md
+#   make bench QUICK=1          a ~3-minute smoke run
+#   make bench OPEN_STREAMS=2000 SOAK=600 BENCH_ARGS='--repeats 3'
+BENCH_VENV ?= .venv-bench
+LITELLM_VENV ?= .venv-litellm
+LITELLM_VERSION ?= 1.108.7
+BENCH_ARGS ?=
+BENCH_STAMP := $(BENCH_VENV)/.installed-bench
+LITELLM_STAMP := $(LITELLM_VENV)/.installed-litellm
+
+.PHONY: bench
+
+$(BENCH_VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "the benchmark needs Python 3.11 or newer; run: make PYTHON=python3.11 bench")'
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+
+$(BENCH_STAMP): bench/requirements.txt $(PACKAGING) | $(BENCH_VENV)/bin/python
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[server,postgres,redis]' -r bench/requirements.txt
+	@touch $@
+
+$(LITELLM_STAMP):
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LITELLM_VENV)/bin/python -m pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'
+	@touch $@
+
+bench: $(BENCH_STAMP) $(if $(filter 1,$(LITELLM)),$(LITELLM_STAMP))
+	$(BENCH_VENV)/bin/python -m bench.run_bench --litellm-venv $(LITELLM_VENV) \
+		$(if $(filter 1,$(QUICK)),--quick) \
+		$(if $(OPEN_STREAMS),--open-streams $(OPEN_STREAMS)) \
+		$(if $(SOAK),--soak $(SOAK)) $(BENCH_ARGS)

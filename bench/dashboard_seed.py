@@ -9,10 +9,12 @@ Usage::
 
 Each UTC hour's rows are inserted with the rollups the gateway's own
 :func:`flask_aigateway.rollups.rollup` computes from them, so the hourly rollups are exactly
-what the request-log writer keeps in production. Traffic is spread over
-the last 30 days with a skewed mix of keys and models, a few percent of errors, refusals and
-cache hits. Each page is requested once to warm up, then ``--repeat`` times; the table shows
-the median and the slowest time per page (target: under 300 ms).
+what the request-log writer keeps in production. Traffic is spread over the last 30 days with
+a skewed mix of keys and models, a few percent of errors, refusals and cache hits.
+
+Each page is requested once (the "first" column: cold caches, and the overview computing its
+snapshot, see ``AIGATEWAY_DASHBOARD_CACHE_SECONDS``), then ``--repeat`` times; the target is
+the median and the slowest of those under 300 ms.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ def ensure_database(url: str, *, fresh: bool) -> None:
         return
     admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                             {"n": parsed.database})
+        exists = conn.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}
+        )
         if exists and fresh:
             conn.execute(text(f'DROP DATABASE "{parsed.database}" WITH (FORCE)'))
             exists = False
@@ -113,45 +116,80 @@ def ensure_database(url: str, *, fresh: bool) -> None:
 
 def seed_catalog(state: GatewayState, rng: random.Random) -> dict[str, Any]:
     """Providers, aliases, a team tree with budgets and limits, and 100 keys."""
-    for name, fmt in (("openai", "openai"), ("anthropic", "anthropic"), ("ollama", "ollama"),
-                      ("gemini", "gemini")):
+    for name, fmt in (
+        ("openai", "openai"),
+        ("anthropic", "anthropic"),
+        ("ollama", "ollama"),
+        ("gemini", "gemini"),
+    ):
         providers.create_provider(state, name=name, format=fmt, api_key=f"sk-bench-{name}-0000")
     for alias, provider, model, price_in, price_out, _share in ALIASES:
-        models.create_model(state, alias=alias, provider=provider, model=model,
-                            pricing_input=price_in, pricing_output=price_out)
-    models.add_deployment(state, "gpt-4o", provider="openai", model="gpt-4o-2024-11-20",
-                          pricing_input="2.50", pricing_output="10", priority=1)
-    roots = [teams.create_team(state, name=n, budget_per_month="5000", rate_limit="3000")
-             for n in ("research", "product", "platform")]
+        models.create_model(
+            state,
+            alias=alias,
+            provider=provider,
+            model=model,
+            pricing_input=price_in,
+            pricing_output=price_out,
+        )
+    models.add_deployment(
+        state,
+        "gpt-4o",
+        provider="openai",
+        model="gpt-4o-2024-11-20",
+        pricing_input="2.50",
+        pricing_output="10",
+        priority=1,
+    )
+    roots = [
+        teams.create_team(state, name=n, budget_per_month="5000", rate_limit="3000")
+        for n in ("research", "product", "platform")
+    ]
     children = []
     for root in roots:
         for suffix in ("core", "ml", "web"):
-            children.append(teams.create_team(state, name=f"{root.name}-{suffix}",
-                                              parent=root.id, budget_per_day="100",
-                                              rate_limit="600"))
+            children.append(
+                teams.create_team(
+                    state,
+                    name=f"{root.name}-{suffix}",
+                    parent=root.id,
+                    budget_per_day="100",
+                    rate_limit="600",
+                )
+            )
     team_ids = [t.id for t in roots + children]
     key_ids = []
     for index in range(100):
         budget = "20" if index % 4 == 0 else None
-        key, _secret = keys.create_key(state, name=f"service-{index:03d}",
-                                       team=rng.choice(team_ids), budget_per_day=budget,
-                                       rate_limit="120" if index % 5 == 0 else None)
+        key, _secret = keys.create_key(
+            state,
+            name=f"service-{index:03d}",
+            team=rng.choice(team_ids),
+            budget_per_day=budget,
+            rate_limit="120" if index % 5 == 0 else None,
+        )
         key_ids.append(key.id)
     with state.session() as session:
         key_teams = dict(session.execute(select(ApiKey.id, ApiKey.team_id)).all())
     return {"keys": key_ids, "key_teams": key_teams, "teams": team_ids}
 
 
-def _row(index: int, moment: dt.datetime, catalog: dict[str, Any], rng: random.Random,
-         weights: dict[str, list[float]]) -> dict[str, Any]:
+def _row(
+    index: int,
+    moment: dt.datetime,
+    catalog: dict[str, Any],
+    rng: random.Random,
+    weights: dict[str, list[float]],
+) -> dict[str, Any]:
     key_id = rng.choices(catalog["keys"], weights["keys"])[0]
     alias, provider, model, price_in, price_out, _ = rng.choices(ALIASES, weights["aliases"])[0]
     status, error, _ = rng.choices(OUTCOMES, weights["outcomes"])[0]
     refused = error in ("rate_limit_exceeded", "budget_exceeded")
     prompt = 0 if refused else int(rng.lognormvariate(6, 1))
     completion = 0 if status != 200 else int(rng.lognormvariate(5, 0.8))
-    cost = (Decimal(prompt) * Decimal(price_in) + Decimal(completion) * Decimal(price_out)
-            ) / 1_000_000
+    cost = (
+        Decimal(prompt) * Decimal(price_in) + Decimal(completion) * Decimal(price_out)
+    ) / 1_000_000
     cache_hit = status == 200 and rng.random() < 0.06
     return {
         "request_id": f"req_bench_{index:08d}",
@@ -181,8 +219,7 @@ def _row(index: int, moment: dt.datetime, catalog: dict[str, Any], rng: random.R
     }
 
 
-def seed_log(state: GatewayState, catalog: dict[str, Any], rows: int,
-             rng: random.Random) -> None:
+def seed_log(state: GatewayState, catalog: dict[str, Any], rows: int, rng: random.Random) -> None:
     """``rows`` log rows spread evenly over the last :data:`DAYS` days, one UTC day per
     transaction: each hour's raw rows, and that hour's rollups computed by the gateway's own
     :func:`~flask_aigateway.rollups.rollup` (complete per hour, so plain inserts suffice)."""
@@ -204,8 +241,13 @@ def seed_log(state: GatewayState, catalog: dict[str, Any], rows: int,
                 start = first_hour + dt.timedelta(hours=hour)
                 count = rows * (hour + 1) // hours - rows * hour // hours
                 batch = [
-                    _row(index + i, min(start + dt.timedelta(seconds=3600 * i / count), now),
-                         catalog, rng, weights)
+                    _row(
+                        index + i,
+                        min(start + dt.timedelta(seconds=3600 * i / count), now),
+                        catalog,
+                        rng,
+                        weights,
+                    )
                     for i in range(count)
                 ]
                 index += count
@@ -224,10 +266,17 @@ def seed_counters(state: GatewayState) -> None:
         owners += [("key", k) for k in session.scalars(select(ApiKey))]
         for scope, owner in owners:
             for period in (Period.DAY.value, Period.MONTH.value):
-                session.add(UsageCounter(
-                    scope=scope, scope_id=owner.id, period=period,
-                    period_start=starts[period], spent=Decimal("3.25"),
-                    reserved=Decimal("0.02"), requests=1000))
+                session.add(
+                    UsageCounter(
+                        scope=scope,
+                        scope_id=owner.id,
+                        period=period,
+                        period_start=starts[period],
+                        spent=Decimal("3.25"),
+                        reserved=Decimal("0.02"),
+                        requests=1000,
+                    )
+                )
 
 
 def pages(state: GatewayState) -> list[tuple[str, str]]:
@@ -267,40 +316,43 @@ def log_in(app: Flask) -> Any:
     return client
 
 
-def time_pages(app: Flask, repeat: int) -> list[tuple[str, float, float]]:
+def _timed(client: Any, path: str) -> tuple[Any, float]:
+    began = time.perf_counter()
+    response = client.get(path)
+    elapsed = (time.perf_counter() - began) * 1000
+    assert response.status_code == 200, (path, response.status_code)
+    return response, elapsed
+
+
+def time_pages(app: Flask, repeat: int) -> list[tuple[str, float, float, float]]:
+    """Per page: the first view (cold: the overview computes its snapshot then), then the
+    median and the slowest of ``repeat`` more."""
     client = log_in(app)
     timings = []
-    for name, path in pages(get_state(app)):
-        first = client.get(path)
-        assert first.status_code == 200, (path, first.status_code)
+    queue = pages(get_state(app))
+    while queue:
+        name, path = queue.pop(0)
+        first, cold = _timed(client, path)
+        samples = [_timed(client, path)[1] for _ in range(repeat)]
+        timings.append((name, cold, statistics.median(samples), max(samples)))
         older = re.search(r'href="([^"]*before=[^"]*)"', first.get_data(as_text=True))
-        samples = []
-        for _ in range(repeat):
-            began = time.perf_counter()
-            response = client.get(path)
-            samples.append((time.perf_counter() - began) * 1000)
-            assert response.status_code == 200
-        timings.append((name, statistics.median(samples), max(samples)))
         if name == "requests" and older:
-            path = older.group(1).replace("&amp;", "&")
-            client.get(path)
-            samples = []
-            for _ in range(repeat):
-                began = time.perf_counter()
-                client.get(path)
-                samples.append((time.perf_counter() - began) * 1000)
-            timings.append(("requests, page 2", statistics.median(samples), max(samples)))
+            queue.insert(0, ("requests, page 2", older.group(1).replace("&amp;", "&")))
     return timings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database", default=f"sqlite:///{RESULTS / 'dashboard_bench.db'}",
-                        help="SQLAlchemy URL of the benchmark database (created if missing)")
+    parser.add_argument(
+        "--database",
+        default=f"sqlite:///{RESULTS / 'dashboard_bench.db'}",
+        help="SQLAlchemy URL of the benchmark database (created if missing)",
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--reuse", action="store_true",
-                        help="time the pages on the data already seeded")
+    parser.add_argument(
+        "--reuse", action="store_true", help="time the pages on the data already seeded"
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
@@ -322,15 +374,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Seeded in {time.perf_counter() - began:,.0f} s", flush=True)
     with state.session() as session:
         logged = session.scalar(select(func.count()).select_from(RequestLog))
-    print(f"\n{backend}: {logged:,} log rows; median and slowest of {args.repeat} requests\n")
+    print(
+        f"\n{backend}: {logged:,} log rows; first view, then median and slowest of "
+        f"{args.repeat} more\n"
+    )
     timings = time_pages(app, args.repeat)
     width = max(len(name) for name, *_ in timings)
-    print(f"{'page':<{width}}  {'median':>9}  {'slowest':>9}")
+    print(f"{'page':<{width}}  {'first':>9}  {'median':>9}  {'slowest':>9}")
     slow = 0
-    for name, median, worst in timings:
-        flag = "" if worst < TARGET_MS else f"  over {TARGET_MS:.0f} ms"
+    for name, cold, median, worst in timings:
+        flag = "" if max(median, worst) < TARGET_MS else f"  over {TARGET_MS:.0f} ms"
         slow += bool(flag)
-        print(f"{name:<{width}}  {median:>7.1f}ms  {worst:>7.1f}ms{flag}")
+        print(f"{name:<{width}}  {cold:>7.1f}ms  {median:>7.1f}ms  {worst:>7.1f}ms{flag}")
     state.close()
     print(f"\n{len(timings) - slow} of {len(timings)} pages under {TARGET_MS:.0f} ms.")
     return 0 if slow == 0 else 1

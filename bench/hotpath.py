@@ -1,8 +1,12 @@
-"""Where the gateway's CPU goes per request: ``py-spy record`` against the serving worker
-while the load generator runs, then the collapsed stacks folded into a per-request cost table.
+"""Where the gateway's CPU goes per request: ``py-spy record --gil`` against the serving
+worker while the load generator runs, then the collapsed stacks folded into a per-request cost
+table.
 
-py-spy samples only threads that are running (not those waiting on a socket or a lock), so a
-function's share of the samples is its share of the worker's CPU. The table turns shares into
+``--gil`` samples the thread holding the GIL, i.e. the one running Python: py-spy's own idle
+detection counts threads blocked in psycopg's or redis-py's socket waits as running (measured:
+twice the worker's real CPU time), the GIL does not lie. A function's share of the samples is
+then its share of the worker's Python CPU; ``coverage`` says how much of the worker's CPU that
+is (the rest runs without the GIL: syscalls, SQLite, libpq). The table turns shares into
 milliseconds with the CPU per request measured without the profiler attached (py-spy pauses
 the process to sample, which inflates everything measured while it runs).
 
@@ -19,7 +23,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,17 @@ from .targets import Mock, Target
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 #: Frames at which the request path starts: the /v1 view function.
 VIEW_MARKER = "flask_aigateway/api/views.py"
+#: Leaf frames of a thread that is waiting, not working. py-spy's idle detection misses some
+#: (a thread-pool thread blocked on its queue shows as running), so they are dropped here.
+IDLE_LEAVES = (
+    "_worker (concurrent/futures/thread.py)",
+    "Condition.wait (threading.py)",
+    "Event.wait (threading.py)",
+    "Thread.join (threading.py)",
+    "Thread._wait_for_tstate_lock (threading.py)",
+    "Selector.select (selectors.py)",
+    "Hub.run (gevent/hub.py)",
+)
 
 
 def parse_collapsed(text: str) -> list[tuple[list[str], int]]:
@@ -96,8 +111,14 @@ def call_tree(stacks: Iterable[tuple[list[str], int]], depth: int,
     return ordered
 
 
+def is_idle(frames: list[str]) -> bool:
+    return bool(frames) and any(frames[-1].endswith(leaf) for leaf in IDLE_LEAVES)
+
+
 def analyse(stacks: list[tuple[list[str], int]], cpu_ms_per_req: float | None,
-            depth: int = 4, min_share: float = 0.01) -> dict[str, Any]:
+            depth: int = 7, min_share: float = 0.02) -> dict[str, Any]:
+    idle = sum(n for frames, n in stacks if is_idle(frames))
+    stacks = [(frames, n) for frames, n in stacks if not is_idle(frames)]
     total = sum(n for _, n in stacks) or 1
     scale = (cpu_ms_per_req or 0.0) / total
 
@@ -117,6 +138,7 @@ def analyse(stacks: list[tuple[list[str], int]], cpu_ms_per_req: float | None,
                 inclusive[frame] += n
     return {
         "samples": total,
+        "idle_samples_dropped": idle,
         "cpu_ms_per_req": cpu_ms_per_req,
         "threads": [{"thread": k, **cost(v)} for k, v in threads.most_common()],
         "tree": [{"depth": len(r["path"]) - 1, "frame": r["path"][-1], **cost(r["samples"])}
@@ -133,33 +155,39 @@ def py_spy() -> str | None:
 
 
 def profile(target: Target, mock: Mock, *, stream: bool, seconds: float, rate: int,
-            out_dir: Path, concurrency: int = 1) -> dict[str, Any]:
+            out_dir: Path, concurrency: int = 1, bystanders: Sequence[int] = ()) -> dict[str, Any]:
     """Measure CPU per request without the profiler, then record ``seconds`` of py-spy
     samples of the serving worker under the same load, and analyse them."""
     spy = py_spy()
     if spy is None:
         return {"error": "py-spy is not installed (pip install py-spy)"}
     calibration = run_load(target, mock, stream=stream, concurrency=concurrency,
-                           duration=max(3.0, seconds / 2), warmup=1.0)
+                           duration=max(3.0, seconds / 2), warmup=1.0, bystanders=bystanders)
     pid = worker_pid(target)
     mode = "stream" if stream else "json"
     raw_path = out_dir / f"pyspy-{target.name}-{mode}.txt"
     out_dir.mkdir(parents=True, exist_ok=True)
     argv = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--duration",
-            str(int(seconds)), "--format", "raw", "--output", str(raw_path)]
+            str(int(seconds)), "--gil", "--format", "raw", "--output", str(raw_path)]
     loaded: dict[str, Any] = {}
 
     def load() -> None:
         loaded.update(run_load(target, mock, stream=stream, concurrency=concurrency,
-                               duration=seconds + 2, warmup=0.0))
+                               duration=seconds + 2, warmup=0.0, bystanders=bystanders))
 
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
-    spy_run = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-    thread.join(seconds + 120)
+    try:
+        spy_run = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        return {"error": f"py-spy did not finish within {seconds + 60:g} s"}
+    finally:
+        thread.join(seconds + 120)
     if spy_run.returncode != 0 or not raw_path.exists():
         return {"error": f"py-spy failed: {spy_run.stderr[-800:]}"}
     result = analyse(parse_collapsed(raw_path.read_text()), calibration["cpu_ms_per_req"])
+    cores = (loaded.get("cores") or {}).get("target") or 0.0
+    result["coverage"] = result["samples"] / rate / (seconds * cores) if cores else None
     result.update({"mode": mode, "concurrency": concurrency, "seconds": seconds, "rate": rate,
                    "worker_pid": pid, "raw_file": raw_path.name,
                    "calibration_rps": calibration["rps"],

@@ -102,12 +102,13 @@ def memory_table(memory: dict[str, Any], labels: dict[str, str]) -> str:
         body.append([labels.get(name, name), str(idle.get("procs", "-")),
                      num(idle.get("rss_mb"), 0), num(idle.get("pss_mb"), 0),
                      num(timeline[0]["rss_mb"], 0) if timeline else "-",
-                     num(after.get("rss_mb"), 0), num(after.get("pss_mb"), 0),
+                     num(timeline[-1]["rss_mb"], 0) if timeline else "-",
                      num(entry.get("growth_after_warmup_mb"), 1),
-                     num(idle.get("idle_cpu_pct"), 2)])
+                     num(after.get("rss_mb"), 0), num(after.get("pss_mb"), 0),
+                     num(entry.get("soak_growth_mb"), 1), num(idle.get("idle_cpu_pct"), 2)])
     return table(["target", "procs", "idle RSS MB", "idle PSS MB", "RSS after pass 1",
-                  "RSS after run", "PSS after run", "growth after pass 1 MB", "idle CPU %"],
-                 body)
+                  "RSS after last pass", "growth MB", "RSS after run", "PSS after run",
+                  "soak growth MB", "idle CPU %"], body)
 
 
 def open_streams_table(results: dict[str, Any], labels: dict[str, str]) -> str:
@@ -195,6 +196,8 @@ def results_markdown(data: dict[str, Any]) -> str:
     ]
     for name, why in data.get("skipped", {}).items():
         out.append(f"* Skipped `{name}`: {why}")
+    for error in data.get("errors", []):
+        out.append(f"* **Phase {error['phase']} failed**: {error['error'][-300:]}")
     out += ["", "### Targets of issue 8", "", verdict_table(data["verdicts"]), "",
             "### Ratios", "", ratio_table(data["rows"], names), "",
             "### Absolute numbers (this machine, this run)", "",

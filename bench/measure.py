@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from .procs import (
@@ -33,11 +34,13 @@ def _load(argv: list[str], budget_s: float) -> dict[str, Any]:
 
 def run_load(target: Target, mock: Mock, *, stream: bool, concurrency: int = 1,
              duration: float = 4.0, warmup: float = 1.0, timeout: float = 60.0,
-             open_streams: int = 0, ramp: float = 0.5) -> dict[str, Any]:
+             open_streams: int = 0, ramp: float = 0.5,
+             bystanders: Sequence[int] = ()) -> dict[str, Any]:
     """Load ``target`` once and return the load generator's result plus, for its process tree:
     CPU ms per request (warm-up requests included, as their CPU is), peak RSS and end PSS;
     upstream calls per client request; and the CPU cores used by the client, the mock, the
-    target and anything else (``other_cores``: noise from outside the benchmark)."""
+    target, the ``bystanders`` (the other systems under test, idle meanwhile) and anything
+    else (``other``: noise from outside the benchmark)."""
     argv = ["--url", target.url, "--api-key", target.api_key, "--model", MODEL,
             "-c", str(concurrency), "-d", str(duration), "--warmup", str(warmup),
             "--ramp", str(ramp), "--timeout", str(timeout)]
@@ -51,6 +54,8 @@ def run_load(target: Target, mock: Mock, *, stream: bool, concurrency: int = 1,
     mock_tree = process_tree(mock.service.pid)
     cpu0 = cpu_seconds(tree)
     mock0 = cpu_seconds(mock_tree)
+    idle_trees = [process_tree(p) for p in bystanders if p not in (pid, mock.service.pid)]
+    idle0 = sum(cpu_seconds(t) for t in idle_trees)
     client0 = children_cpu_seconds()
     self0 = time.process_time()
     busy0 = machine_busy_seconds()
@@ -64,6 +69,7 @@ def run_load(target: Target, mock: Mock, *, stream: bool, concurrency: int = 1,
     tree = process_tree(pid) if pid else []
     cpu = cpu_seconds(tree) - cpu0
     mock_cpu = cpu_seconds(process_tree(mock.service.pid)) - mock0
+    idle = sum(cpu_seconds(t) for t in idle_trees) - idle0
     client = children_cpu_seconds() - client0
     own = time.process_time() - self0
     busy = machine_busy_seconds() - busy0
@@ -71,8 +77,8 @@ def run_load(target: Target, mock: Mock, *, stream: bool, concurrency: int = 1,
     target_cpu = 0.0 if is_mock else cpu
     result["cores"] = {
         "machine": busy / wall, "client": client / wall, "mock": mock_cpu / wall,
-        "target": cpu / wall,
-        "other": max(0.0, busy - client - mock_cpu - target_cpu - own) / wall,
+        "target": cpu / wall, "bystanders": idle / wall,
+        "other": max(0.0, busy - client - mock_cpu - target_cpu - idle - own) / wall,
     }
     result["cpu_ms_per_req"] = 1000 * cpu / done if done else None
     result["upstream_calls_per_req"] = (served / done if done and not is_mock else None)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +77,8 @@ class Bench:
         self.postgres: Postgres | None = None
         self.redis: RedisPrefix | None = None
         self.data: dict[str, Any] = {"raw": [], "workers": [], "open_streams": {},
-                                     "memory": {}, "profiles": {}, "soak": [], "skipped": {}}
+                                     "memory": {}, "profiles": {}, "soak": [], "skipped": {},
+                                     "errors": []}
 
     # -- setup and teardown ---------------------------------------------------------------
 
@@ -146,7 +149,8 @@ class Bench:
         assert self.mock is not None
         a = self.args
         kwargs: dict[str, Any] = {"stream": stream, "concurrency": concurrency,
-                                  "duration": a.duration, "warmup": a.warmup}
+                                  "duration": a.duration, "warmup": a.warmup,
+                                  "bystanders": self.pids()}
         kwargs.update(extra)
         record = run_load(self.targets[name], self.mock, **kwargs)
         record.update({"phase": phase, "target": name, "upstream_ms": latency,
@@ -241,7 +245,10 @@ class Bench:
             log(f"# py-spy profile of {name}, {mode}, c=1, {a.profile_seconds:g} s")
             self.data["profiles"][f"{name}-{mode}"] = hotpath.profile(
                 self.targets[name], self.mock, stream=stream, seconds=a.profile_seconds,
-                rate=a.profile_rate, out_dir=out_dir)
+                rate=a.profile_rate, out_dir=out_dir, bystanders=self.pids())
+
+    def pids(self) -> list[int]:
+        return [t.pid for t in self.targets.values() if t.pid]
 
     def memory_snapshot(self, when: str) -> None:
         for name, target in self.targets.items():
@@ -258,14 +265,16 @@ class Bench:
             for name, target in self.targets.items():
                 if name != UPSTREAM:
                     self.data["memory"][name] = {"idle": idle_state(target), "timeline": []}
+            # First, while the workers have few threads: py-spy samples every thread.
+            self.phase("profile", self.profile)
             log(f"# matrix: {a.repeats} pass(es), profiles {a.profiles}, concurrency "
                 f"{a.concurrency}, {a.duration:g} s per measurement")
-            self.matrix()
+            self.phase("matrix", self.matrix)
             log("# worker classes")
-            self.workers()
+            self.phase("workers", self.workers)
             log(f"# open streams: {a.open_streams} x {a.stream_seconds:g} s")
-            self.open_streams()
-            self.soak()
+            self.phase("open streams", self.open_streams)
+            self.phase("soak", self.soak)
             for name, target in self.targets.items():
                 if name != UPSTREAM and target.pid:
                     memory = self.data["memory"][name]
@@ -274,10 +283,21 @@ class Bench:
                     if len(timeline) >= 2:
                         memory["growth_after_warmup_mb"] = round(
                             timeline[-1]["rss_mb"] - timeline[0]["rss_mb"], 1)
-            self.profile()
+                    soaked = [r["rss_mb"] for r in self.data["soak"] if r["target"] == name]
+                    if len(soaked) >= 3:
+                        memory["soak_growth_mb"] = round(soaked[-1] - soaked[1], 1)
         finally:
             self.stop()
         return self.finish(started)
+
+    def phase(self, name: str, run: Callable[[], None]) -> None:
+        """Run one phase; a failure is reported and recorded, and the next phase still runs
+        (the results of a long run are not lost to one broken measurement)."""
+        try:
+            run()
+        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as error:
+            log(f"# phase {name} failed: {error}")
+            self.data["errors"].append({"phase": name, "error": str(error)[-2000:]})
 
     def finish(self, started: float) -> dict[str, Any]:
         a = self.args

@@ -2,19 +2,22 @@
 
 Every budget that applies to a request — the key's day and month budgets and those of each
 team above it, UTC calendar periods, team budgets pooled over all the keys and sub-teams below
-— is reserved in ONE atomic step (:mod:`flask_aigateway.budget_store`) before any upstream
-call, for the worst case the request can cost: the estimated prompt tokens at the highest
-input price, plus the maximum output tokens (the request's ``max_completion_tokens`` or
-``max_tokens``, else the alias's, else ``AIGATEWAY_DEFAULT_MAX_TOKENS``; times ``n``) at the
-highest output price, over every deployment of the alias and of every alias it may fall back
-to. If any budget would go over, the request is refused (429 ``insufficient_quota``) and
-nothing is held. When the request ends, however it ends, the reservation is replaced by the
-actual cost (a cut or abandoned stream: what was consumed; a cache hit: nothing) or released.
+— is reserved in ONE atomic step (:mod:`.budget_store`, :mod:`.budget_store_redis`) before
+any upstream call, for the worst case the request can cost: the estimated prompt tokens at
+the highest input price, plus the maximum output tokens (the request's
+``max_completion_tokens`` or ``max_tokens``, else the alias's, else
+``AIGATEWAY_DEFAULT_MAX_TOKENS``; times ``n``) at the highest output price, over every
+deployment of the alias and of every alias it may fall back to. If any budget would go over,
+the request is refused (429 ``insufficient_quota``) and nothing is held. When the request
+ends, however it ends, the reservation is replaced by the actual cost (a cut or abandoned
+stream: what was consumed; a cache hit: nothing) or released.
 
 Counters are kept for every key and team a request touches, budget or not, so a budget set in
 the middle of a period counts what was already spent in it. The guarantee "spend never exceeds
 a budget" holds as far as the prompt estimate (about four characters per token) does not
 undershoot the upstream's count; the output side is bounded by the max tokens sent upstream.
+The reservation is made before the cache lookup, so a request that would hit the cache still
+needs room for its worst case (and then costs nothing).
 """
 
 from __future__ import annotations
@@ -27,14 +30,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING
 
-from .budget_store import (
-    CounterKey,
-    CounterState,
-    CounterStore,
-    RedisCounterStore,
-    Refused,
-    SqlCounterStore,
-)
+from .budget_store import CounterKey, CounterState, CounterStore, Refused, SqlCounterStore
+from .budget_store_redis import RedisCounterStore
 from .catalog import AliasRoute, load_route
 from .db import MONEY_QUANTUM, to_money, utcnow
 from .enums import Period, Scope
@@ -52,8 +49,10 @@ log = logging.getLogger(__name__)
 _MILLION = Decimal(1_000_000)
 #: The response header naming the tightest remaining budget, USD.
 REMAINING_HEADER = "x-aigateway-budget-remaining-usd"
-_PERIOD_WORDS = {Period.DAY: ("daily budget", "today"),
-                 Period.MONTH: ("monthly budget", "this month")}
+_PERIOD_WORDS: dict[str, tuple[str, str]] = {
+    Period.DAY: ("daily budget", "today"),
+    Period.MONTH: ("monthly budget", "this month"),
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from sqlalchemy import delete, select
 from .db import utcnow
 from .errors import ConfigError
 from .models import CacheEntry
+from .rollups import upsert_insert
 from .state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class SqlBackend:
 
     def load(self, key: str) -> dict[str, Any] | None:
         with self._state.transaction() as session:
-            return session.scalar(  # type: ignore[no-any-return]
+            return session.scalar(
                 select(CacheEntry.response).where(
                     CacheEntry.key_hash == key, CacheEntry.expires_at > utcnow()
                 )
@@ -73,11 +74,7 @@ class SqlBackend:
         with self._state.transaction() as session:
             dialect = session.get_bind().dialect.name
             if dialect in ("postgresql", "sqlite"):
-                if dialect == "postgresql":
-                    from sqlalchemy.dialects.postgresql import insert as dialect_insert
-                else:
-                    from sqlalchemy.dialects.sqlite import insert as dialect_insert
-                stmt = dialect_insert(CacheEntry).values(values)
+                stmt = upsert_insert(dialect)(CacheEntry).values(values)
                 session.execute(stmt.on_conflict_do_update(
                     index_elements=["key_hash"],
                     set_={name: stmt.excluded[name]
@@ -118,7 +115,7 @@ class RedisBackend:
 
     def load(self, key: str) -> dict[str, Any] | None:
         raw = self._client.get(self._name(key))
-        return None if raw is None else json.loads(raw)  # type: ignore[no-any-return]
+        return None if raw is None else json.loads(raw)
 
     def store(self, key: str, alias: str, entry: dict[str, Any], ttl: int) -> None:
         self._client.set(self._name(key), json.dumps(entry, separators=(",", ":")), ex=ttl)

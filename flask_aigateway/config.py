@@ -48,6 +48,10 @@ OPTIONS: tuple[Option, ...] = (
            "redirect to the host's login page.", nullable=True),
     Option("AIGATEWAY_DASHBOARD_SESSION_HOURS", 12.0, float,
            "How long a dashboard login lasts before the token must be entered again."),
+    Option("AIGATEWAY_DASHBOARD_CACHE_SECONDS", 60.0, float,
+           "How long the dashboard overview's 30-day figures are reused before they are "
+           "recomputed in the background (the page meanwhile shows the previous ones and "
+           "their time). 0 recomputes them on every view."),
     Option("AIGATEWAY_ADMIN_TOKEN", None, str,
            "Operator bearer token: /v1/stats shows every key's usage to it.", nullable=True),
     Option("AIGATEWAY_METRICS_TOKEN", None, str,
@@ -164,7 +168,7 @@ def coerce(option: Option, value: Any) -> Any:
                 raise ValueError
             result = int(value)
         elif option.type is object:
-            if not (callable(value) or isinstance(value, str) and value.strip()):
+            if not (callable(value) or (isinstance(value, str) and value.strip())):
                 raise ConfigError(
                     f"{option.name}={value!r} must be a callable or its dotted path, "
                     "e.g. 'myapp.auth:is_admin'."

@@ -14,9 +14,10 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .accounting import BUDGET_EXCEEDED, RATE_LIMITED
@@ -113,18 +114,19 @@ def rollup(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [merged[dims] for dims in sorted(merged, key=lambda d: (d[0].isoformat(), *d[1:]))]
 
 
+def upsert_insert(dialect: str) -> Any:
+    """The ``insert`` with ``on_conflict_do_update`` of ``dialect`` (postgresql or sqlite)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
 def upsert_rollups(session: Session, increments: Sequence[Mapping[str, Any]]) -> None:
     """Add ``increments`` to their rollup rows, creating the rows that do not exist yet."""
     if not increments:
         return
     dialect = session.get_bind().dialect.name
-    table = UsageRollup.__table__
+    table = cast(Table, UsageRollup.__table__)
     if dialect in ("postgresql", "sqlite"):
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = dialect_insert(table).values(list(increments))
+        stmt = upsert_insert(dialect)(table).values(list(increments))
         stmt = stmt.on_conflict_do_update(
             index_elements=list(DIMENSIONS),
             set_={name: table.c[name] + stmt.excluded[name] for name in COUNTERS},
@@ -221,6 +223,7 @@ __all__ = [
     "hour_of",
     "prune_request_log",
     "rollup",
+    "upsert_insert",
     "upsert_rollups",
     "write_batch",
 ]

@@ -300,14 +300,14 @@ class ResilientRouterState:
         return getattr(self.local, method)(*args, **kwargs)
 
     def stats(self, deployment_ids: Sequence[str]) -> dict[str, DeploymentStats]:
-        return self._call("stats", deployment_ids)  # type: ignore[no-any-return]
+        return self._call("stats", deployment_ids)
 
     def next_turn(self, alias: str) -> int:
-        return self._call("next_turn", alias)  # type: ignore[no-any-return]
+        return self._call("next_turn", alias)
 
     def begin(self, deployment_id: str, *, rpm_limit: int | None, lease_seconds: float,
               probe_seconds: float) -> Ticket | Refusal:
-        return self._call(  # type: ignore[no-any-return]
+        return self._call(
             "begin", deployment_id, rpm_limit=rpm_limit, lease_seconds=lease_seconds,
             probe_seconds=probe_seconds,
         )
@@ -316,7 +316,7 @@ class ResilientRouterState:
         self._call("succeeded", ticket, latency)
 
     def failed(self, ticket: Ticket, *, threshold: int, cooldown: float) -> float | None:
-        return self._call(  # type: ignore[no-any-return]
+        return self._call(
             "failed", ticket, threshold=threshold, cooldown=cooldown
         )
 

@@ -103,7 +103,11 @@ class Router:
         self._store = store
 
     def plan(self, route: AliasRoute, request: ChatRequest | None = None) -> Plan:
+        """Open circuits and full RPM windows left out; half-open deployments first in their
+        tier (their probe); each tier ordered by the alias's strategy, best priority first."""
         stats = self.store.stats([t.deployment_id for t in route.targets])
+        turn = _once(lambda: self.store.next_turn(route.alias))
+        prompt_tokens = _once(lambda: estimate_prompt_tokens(request) if request else 0)
         ordered: list[Target] = []
         skipped: list[Skip] = []
         for priority in sorted({t.priority for t in route.targets}):
@@ -124,8 +128,7 @@ class Router:
             ordered.extend(probes)
             ordered.extend(order_tier(
                 route.strategy, ready, stats=stats, rng=self.rng,
-                turn=lambda: self.store.next_turn(route.alias),
-                prompt_tokens=lambda: estimate_prompt_tokens(request) if request else 0,
+                turn=turn, prompt_tokens=prompt_tokens,
                 output_tokens=request.max_output_tokens if request else None,
             ))
         return Plan(ordered, skipped)
@@ -160,6 +163,19 @@ class Router:
 
     def release(self, ticket: Ticket) -> None:
         self.store.release(ticket)
+
+
+def _once(compute: Callable[[], int]) -> Callable[[], int]:
+    """``compute``, called at most once (a round-robin turn is taken once per plan, whatever
+    the number of tiers)."""
+    memo: list[int] = []
+
+    def get() -> int:
+        if not memo:
+            memo.append(compute())
+        return memo[0]
+
+    return get
 
 
 def retry_delay(settings: dict[str, Any], attempt: int, retry_after: float | None) -> float:
@@ -266,7 +282,7 @@ def _execute(
                 result = _run_target(router, settings, target, attempt, deadline, log,
                                      errors, skipped, hold)
                 if result is not _FAILED:
-                    return target, result  # type: ignore[return-value]
+                    return target, result
         except UpstreamClientError as error:
             fallback = route.context_fallback
             if (error.code != CONTEXT_LENGTH_CODE or not fallback or resolve is None

@@ -94,8 +94,17 @@ class GatewayState:
                             "AIGATEWAY_REDIS_URL is set but the 'redis' package is missing: "
                             "pip install 'flask-aigateway[redis]'."
                         ) from None
+                    from redis.backoff import NoBackoff
+                    from redis.retry import Retry
+
+                    # One immediate retry: an outage must surface in milliseconds (the
+                    # callers decide to fail closed or degrade), not after seconds of backoff.
                     client = redis.Redis.from_url(
-                        url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+                        url,
+                        socket_timeout=5,
+                        socket_connect_timeout=2,
+                        health_check_interval=30,
+                        retry=Retry(NoBackoff(), 1),
                     )
                     self.resources["redis"] = client
         return client

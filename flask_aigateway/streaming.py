@@ -8,7 +8,7 @@ However a stream ends — finished, cut by the upstream, failed, or closed early
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +98,7 @@ class ChatStream:
         finally:
             source.close()
 
-    def _relay(self) -> Iterator[StreamChunk]:
+    def _relay(self) -> Generator[StreamChunk, None, None]:
         record = self.record
         translator = self.opened.translator
         completion_chars = self._text
@@ -160,7 +160,7 @@ class ChatStream:
         finally:
             self.close()
 
-    def _replay(self) -> Iterator[StreamChunk]:
+    def _replay(self) -> Generator[StreamChunk, None, None]:
         """A cached answer as the stream an upstream would have sent: same chunks, one id,
         the usage chunk when asked (with the cached usage), zero cost."""
         assert self.cached is not None

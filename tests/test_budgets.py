@@ -19,9 +19,11 @@ import pytest
 import requests
 from fakes import Reply
 from flask import Flask
+from servers import LiveServer
 from sqlalchemy import select
 
 from flask_aigateway import AIGateway, ChatRequest
+from flask_aigateway.budget_store import SqlCounterStore
 from flask_aigateway.budgets import worst_case
 from flask_aigateway.catalog import load_route
 from flask_aigateway.models import RequestLog, UsageCounter
@@ -348,35 +350,75 @@ def test_root_budget_is_pooled_across_three_levels_of_teams(client, state, gpt):
 # -- Redis unreachable ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_down_app(app_config: dict[str, Any], tmp_path: Any, gpt: Any) -> Any:
-    """Another app on the same database whose Redis URL points at a closed port."""
-    def make(mode: str) -> Flask:
-        other = Flask("redis_down", instance_path=str(tmp_path / f"down-{mode}"))
-        other.config.update(app_config, AIGATEWAY_REDIS_URL="redis://127.0.0.1:9/0",
-                            AIGATEWAY_REDIS_FAILURE_MODE=mode)
-        AIGateway(other)
-        made.append(other)
-        return other
-
-    made: list[Flask] = []
-    yield make
-    for other in made:
-        AIGateway.get_state(other).close()
+DOWN = "redis://127.0.0.1:9/0"
 
 
-def test_redis_unreachable_fails_closed_with_503(state, redis_down_app):
+def test_redis_unreachable_fails_closed_with_503(state, gpt, other_app):
     _key, secret = create_key(state, name="k", budget_per_day="1")
-    response = post(redis_down_app("closed").test_client(), secret)
+    down = other_app(AIGATEWAY_REDIS_URL=DOWN, AIGATEWAY_REDIS_FAILURE_MODE="closed")
+    response = post(down.test_client(), secret)
     assert response.status_code == 503
     error = response.json["error"]
     assert error["code"] == "shared_state_unavailable"
     assert "AIGATEWAY_REDIS_FAILURE_MODE=closed" in error["message"]
 
 
-def test_redis_unreachable_fail_open_admits_and_records_spend(state, redis_down_app):
+def test_redis_unreachable_fail_open_admits_and_records_spend(state, gpt, other_app):
     key, secret = create_key(state, name="k", budget_per_day="1")
-    response = post(redis_down_app("open").test_client(), secret)
+    down = other_app(AIGATEWAY_REDIS_URL=DOWN, AIGATEWAY_REDIS_FAILURE_MODE="open")
+    response = post(down.test_client(), secret)
     assert response.status_code == 200
     assert "x-aigateway-budget-remaining-usd" not in response.headers
     assert counters(state, "key", key.id)["day"].spent == R
+
+
+# -- other configurations ------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_app(app_config: dict[str, Any], tmp_path: Any) -> Any:
+    """Build another app on the same database with some settings changed."""
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        other = Flask("other", instance_path=str(tmp_path / f"other{len(made)}"))
+        other.config.update(app_config, **config)
+        AIGateway(other)
+        made.append(other)
+        return other
+
+    yield make
+    for other in made:
+        AIGateway.get_state(other).close()
+
+
+def test_cache_hits_cost_nothing(state, gpt, other_app):
+    cached = other_app(AIGATEWAY_CACHE_ENABLED=True).test_client()
+    key, secret = create_key(state, name="k", budget_per_day=str(R * 2))
+    first, second = post(cached, secret), post(cached, secret)
+    assert (first.headers["x-aigateway-cache"], second.headers["x-aigateway-cache"]) == (
+        "MISS", "HIT")
+    assert Decimal(second.headers["x-aigateway-cost-usd"]) == 0
+    assert Decimal(second.headers["x-aigateway-budget-remaining-usd"]) == R
+    assert len(gpt.requests) == 1
+    assert spent(state, "key", key.id) == (R, R)
+    assert counters(state, "key", key.id)["day"].requests == 2
+    assert_nothing_reserved(state)
+
+
+@pytest.mark.postgres
+def test_sql_counters_on_postgres_hold_under_concurrency(state, gpt, other_app):
+    """PostgreSQL without Redis: the conditional UPDATEs alone keep the budget."""
+    sql_only = other_app(AIGATEWAY_REDIS_URL=None)
+    assert isinstance(get_pipeline(AIGateway.get_state(sql_only)).budgets.store, SqlCounterStore)
+    team = create_team(state, name="pg", budget_per_day=str(R * 3))
+    _a, secret_a = create_key(state, name="a", team="pg")
+    _b, secret_b = create_key(state, name="b", team="pg", budget_per_day=str(R * 2))
+    server = LiveServer(sql_only)
+    try:
+        responses = fire(server.url, [secret_a, secret_b], 50)
+    finally:
+        server.stop()
+    assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 47
+    assert counters(state, "team", team.id)["day"].spent == R * 3
+    assert_nothing_reserved(state)

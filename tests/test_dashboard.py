@@ -71,8 +71,9 @@ def test_refuses_to_serve_without_a_token_or_host_auth(
 def test_refuses_to_serve_without_a_signing_secret(
     app_config: dict[str, Any], tmp_path: Path, closing: Any
 ) -> None:
-    config = {k: v for k, v in app_config.items()
-              if k not in ("SECRET_KEY", "AIGATEWAY_SECRET_KEY")}
+    config = {
+        k: v for k, v in app_config.items() if k not in ("SECRET_KEY", "AIGATEWAY_SECRET_KEY")
+    }
     app = make_app(tmp_path, config)
     closing(app)
     response = app.test_client().get("/dashboard/login")
@@ -95,12 +96,15 @@ def test_pages_redirect_to_login_and_login_opens_a_cookie_session(client: Any) -
     response = client.get("/dashboard/keys?status=active")
     assert response.status_code == 303
     assert response.headers["Location"].endswith(
-        "/dashboard/login?next=/dashboard/keys?status%3Dactive")
+        "/dashboard/login?next=/dashboard/keys?status%3Dactive"
+    )
 
     page = client.get("/dashboard/login?next=/dashboard/keys")
     assert 'type="password"' in text(page)
-    response = client.post("/dashboard/login", data={
-        "token": TOKEN, "csrf_token": csrf_from(text(page)), "next": "/dashboard/keys"})
+    response = client.post(
+        "/dashboard/login",
+        data={"token": TOKEN, "csrf_token": csrf_from(text(page)), "next": "/dashboard/keys"},
+    )
     assert response.status_code == 303
     assert response.headers["Location"] == "/dashboard/keys"
     cookie = response.headers["Set-Cookie"]
@@ -112,20 +116,32 @@ def test_pages_redirect_to_login_and_login_opens_a_cookie_session(client: Any) -
 
 def test_wrong_token_is_refused_without_echoing_it(client: Any) -> None:
     page = client.get("/dashboard/login")
-    response = client.post("/dashboard/login", data={
-        "token": "not-the-token-9876", "csrf_token": csrf_from(text(page))})
+    response = client.post(
+        "/dashboard/login",
+        data={"token": "not-the-token-9876", "csrf_token": csrf_from(text(page))},
+    )
     assert response.status_code == 401
     assert "not the dashboard token" in text(response)
     assert "not-the-token-9876" not in text(response)
     assert client.get("/dashboard/").status_code == 303
 
 
-@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/dashboard/",
-                                    "/elsewhere", "/dashboard/../admin", "/dashboard/%2e%2e/x"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/x",
+        "https://evil.example/dashboard/",
+        "/elsewhere",
+        "/dashboard/../admin",
+        "/dashboard/%2e%2e/x",
+    ],
+)
 def test_login_never_redirects_outside_the_dashboard(client: Any, target: str) -> None:
     page = client.get("/dashboard/login")
-    response = client.post("/dashboard/login", data={
-        "token": TOKEN, "csrf_token": csrf_from(text(page)), "next": target})
+    response = client.post(
+        "/dashboard/login",
+        data={"token": TOKEN, "csrf_token": csrf_from(text(page)), "next": target},
+    )
     assert response.headers["Location"] == "/dashboard/"
 
 
@@ -140,8 +156,10 @@ def test_login_itself_needs_the_csrf_token(client: Any) -> None:
 def test_failed_logins_are_throttled_per_client_address(client: Any) -> None:
     csrf = csrf_from(text(client.get("/dashboard/login")))
     for _ in range(security.LOGIN_MAX_FAILURES):
-        assert client.post("/dashboard/login",
-                           data={"token": "wrong", "csrf_token": csrf}).status_code == 401
+        assert (
+            client.post("/dashboard/login", data={"token": "wrong", "csrf_token": csrf}).status_code
+            == 401
+        )
     locked = client.post("/dashboard/login", data={"token": TOKEN, "csrf_token": csrf})
     assert locked.status_code == 429
     assert int(locked.headers["Retry-After"]) > 0
@@ -151,8 +169,11 @@ def test_failed_logins_are_throttled_per_client_address(client: Any) -> None:
     elsewhere = client.application.test_client()
     environ = {"REMOTE_ADDR": "10.9.8.7"}
     page = elsewhere.get("/dashboard/login", environ_base=environ)
-    response = elsewhere.post("/dashboard/login", environ_base=environ,
-                              data={"token": TOKEN, "csrf_token": csrf_from(text(page))})
+    response = elsewhere.post(
+        "/dashboard/login",
+        environ_base=environ,
+        data={"token": TOKEN, "csrf_token": csrf_from(text(page))},
+    )
     assert response.status_code == 303
 
 
@@ -181,8 +202,7 @@ def test_csrf_refusal_changes_nothing(client: Any, app: Flask) -> None:
     assert "CSRF check failed" in text(missing)
     forged = client.post("/dashboard/providers/new", data={**form, "csrf_token": csrf + "x"})
     assert forged.status_code == 400
-    header = client.post("/dashboard/providers/new", data=form,
-                         headers={"X-CSRF-Token": "guess"})
+    header = client.post("/dashboard/providers/new", data=form, headers={"X-CSRF-Token": "guess"})
     assert header.status_code == 400
     assert provider_count(app) == 0
     assert submit(client, "/dashboard/providers/new", csrf, **form).status_code == 303
@@ -228,12 +248,17 @@ def test_route_prefix_applies_to_every_link_form_redirect_and_cookie(
     response = client.get("/ai-gateway/dashboard/")
     assert response.headers["Location"].startswith("/ai-gateway/dashboard/login")
     page = client.get("/ai-gateway/dashboard/login")
-    response = client.post("/ai-gateway/dashboard/login",
-                           data={"token": TOKEN, "csrf_token": csrf_from(text(page))})
+    response = client.post(
+        "/ai-gateway/dashboard/login", data={"token": TOKEN, "csrf_token": csrf_from(text(page))}
+    )
     assert response.headers["Location"] == "/ai-gateway/dashboard/"
     assert "Path=/ai-gateway/dashboard" in response.headers["Set-Cookie"]
-    for path in ("/ai-gateway/dashboard/", "/ai-gateway/dashboard/keys",
-                 "/ai-gateway/dashboard/providers/new", "/ai-gateway/dashboard/requests"):
+    for path in (
+        "/ai-gateway/dashboard/",
+        "/ai-gateway/dashboard/keys",
+        "/ai-gateway/dashboard/providers/new",
+        "/ai-gateway/dashboard/requests",
+    ):
         body = text(client.get(path))
         urls = re.findall(r'(?:href|action|src)="([^"]*)"', body)
         assert urls
@@ -255,32 +280,37 @@ def test_host_auth_callable_decides_and_csrf_still_applies(
     assert page.status_code == 200
     assert "Log out" not in text(page)
     assert client.get("/dashboard/login").headers["Location"] == "/dashboard/"
-    assert client.post("/dashboard/providers/new", data={"name": "p", "format": "openai"}
-                       ).status_code == 400
-    assert submit(client, "/dashboard/providers/new", csrf_from(text(page)), name="p",
-                  format="openai").status_code == 303
+    assert (
+        client.post("/dashboard/providers/new", data={"name": "p", "format": "openai"}).status_code
+        == 400
+    )
+    assert (
+        submit(
+            client, "/dashboard/providers/new", csrf_from(text(page)), name="p", format="openai"
+        ).status_code
+        == 303
+    )
     assert provider_count(app) == 1
 
 
 def test_host_auth_may_answer_with_its_own_redirect(
     app_config: dict[str, Any], tmp_path: Path, closing: Any
 ) -> None:
-    app = make_app(tmp_path, app_config,
-                   AIGATEWAY_DASHBOARD_AUTH=lambda: redirect("/host-login"))
+    app = make_app(tmp_path, app_config, AIGATEWAY_DASHBOARD_AUTH=lambda: redirect("/host-login"))
     closing(app)
     response = app.test_client().get("/dashboard/keys")
     assert (response.status_code, response.headers["Location"]) == (302, "/host-login")
 
 
-def test_host_auth_by_dotted_path(app_config: dict[str, Any], tmp_path: Path,
-                                  closing: Any) -> None:
+def test_host_auth_by_dotted_path(app_config: dict[str, Any], tmp_path: Path, closing: Any) -> None:
     app = make_app(tmp_path, app_config, AIGATEWAY_DASHBOARD_AUTH="test_dashboard:allow_all")
     closing(app)
     assert security.host_auth(get_state(app)) is allow_all
     assert app.test_client().get("/dashboard/keys").status_code == 200
     with pytest.raises(ConfigError, match="cannot be imported"):
-        make_app(tmp_path / "other", app_config,
-                 AIGATEWAY_DASHBOARD_AUTH="no_such_module_here:allow")
+        make_app(
+            tmp_path / "other", app_config, AIGATEWAY_DASHBOARD_AUTH="no_such_module_here:allow"
+        )
 
 
 def test_host_auth_returning_something_else_fails_closed(
@@ -313,8 +343,9 @@ def test_host_templates_win_and_the_host_loader_is_untouched(
     templates.mkdir()
     (templates / "base.html").write_text("host base")
     (templates / "login.html").write_text("host login")
-    app = Flask("dashboard_host", instance_path=str(tmp_path / "instance"),
-                template_folder=str(templates))
+    app = Flask(
+        "dashboard_host", instance_path=str(tmp_path / "instance"), template_folder=str(templates)
+    )
     app.config.update(app_config)
 
     @app.get("/host")

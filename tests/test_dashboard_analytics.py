@@ -13,6 +13,7 @@ import pytest
 from dashboard_helpers import FLASK_SECRET, TOKEN, field_error, log_row, login, text
 from flask import Flask
 
+from flask_aigateway.dashboard.snapshots import SnapshotStore
 from flask_aigateway.db import utcnow
 from flask_aigateway.extension import get_state
 from flask_aigateway.models import UsageCounter
@@ -24,17 +25,26 @@ from flask_aigateway.services.teams import create_team
 
 @pytest.fixture
 def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
-    return {**app_config, "AIGATEWAY_DASHBOARD_TOKEN": TOKEN, "SECRET_KEY": FLASK_SECRET}
+    return {
+        **app_config,
+        "AIGATEWAY_DASHBOARD_TOKEN": TOKEN,
+        "SECRET_KEY": FLASK_SECRET,
+        "AIGATEWAY_DASHBOARD_CACHE_SECONDS": 0,
+    }
 
 
 def chat(client: Any, secret: str, model: str = "gpt") -> Any:
-    return client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
-                       json={"model": model, "messages": [{"role": "user", "content": "Hi"}]})
+    return client.post(
+        "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"model": model, "messages": [{"role": "user", "content": "Hi"}]},
+    )
 
 
 def charts_of(page: str) -> dict[str, Any]:
-    match = re.search(r'<script type="application/json" id="aigw-charts">(.*?)</script>', page,
-                      re.S)
+    match = re.search(
+        r'<script type="application/json" id="aigw-charts">(.*?)</script>', page, re.S
+    )
     assert match, "the page has no chart data"
     return json.loads(match.group(1))  # type: ignore[no-any-return]
 
@@ -58,8 +68,9 @@ def traffic(app: Flask, client: Any, upstreams: dict[str, Any]) -> dict[str, Any
     return {"key": key, "secret": secret}
 
 
-def test_overview_shows_the_traffic_in_cards_and_charts(client: Any,
-                                                        traffic: dict[str, Any]) -> None:
+def test_overview_shows_the_traffic_in_cards_and_charts(
+    client: Any, traffic: dict[str, Any]
+) -> None:
     login(client)
     page = text(client.get("/dashboard/"))
     assert metric(page, "requests") == "4"
@@ -85,8 +96,11 @@ def test_request_log_lists_filters_and_breaks_down(client: Any, traffic: dict[st
     assert page.count("data-request-id=") == 4
     assert "ops-bot" in page and "fake-openai" in page
     charts = charts_of(page)
-    assert dict(zip(charts["by_status"]["labels"], charts["by_status"]["datasets"][0]["data"],
-                    strict=True)) == {"200": 3, "400": 1}
+    assert dict(
+        zip(
+            charts["by_outcome"]["labels"], charts["by_outcome"]["datasets"][0]["data"], strict=True
+        )
+    ) == {"Answered": 3, "Other errors": 1}
     assert charts["by_model"]["labels"] == ["gpt"]
 
     errors = text(client.get("/dashboard/requests?status=error"))
@@ -108,10 +122,13 @@ def test_request_log_lists_filters_and_breaks_down(client: Any, traffic: dict[st
 
 def test_request_log_pages_keep_their_filters(client: Any, app: Flask) -> None:
     now = utcnow()
-    write_batch(get_state(app), [
-        log_row(created_at=now - dt.timedelta(seconds=i), alias="gpt" if i % 2 else "claude")
-        for i in range(130)
-    ])
+    write_batch(
+        get_state(app),
+        [
+            log_row(created_at=now - dt.timedelta(seconds=i), alias="gpt" if i % 2 else "claude")
+            for i in range(130)
+        ],
+    )
     login(client)
     first = text(client.get("/dashboard/requests?model=gpt"))
     assert first.count("data-request-id=") == 50
@@ -128,12 +145,52 @@ def test_live_usage_page_shows_budgets_and_rate_limits(client: Any, app: Flask) 
     create_key(state, name="bot", team="ops", budget_per_month="3", tokens_per_minute="1000")
     starts = live_usage.period_starts(utcnow())
     with state.transaction() as session:
-        session.add(UsageCounter(scope="team", scope_id=team.id, period="day",
-                                 period_start=starts["day"], spent=Decimal("8.5"),
-                                 reserved=Decimal("0"), requests=12))
+        session.add(
+            UsageCounter(
+                scope="team",
+                scope_id=team.id,
+                period="day",
+                period_start=starts["day"],
+                spent=Decimal("8.5"),
+                reserved=Decimal("0"),
+                requests=12,
+            )
+        )
     login(client)
     page = text(client.get("/dashboard/usage"))
     assert "$8.50" in page and "$10.00" in page and "85.0%" in page
     assert "bar-warn" in page and "w-85" in page
     assert "$3.00" in page
     assert "/ 100" in page and "/ 1,000" in page
+
+
+def test_snapshot_is_served_stale_while_one_refresh_runs() -> None:
+    now = [100.0]
+    started: list[Any] = []
+    store = SnapshotStore(60, clock=lambda: now[0], spawn=started.append)
+    values = iter(range(10))
+    first = store.get("k", lambda: next(values))
+    assert (first.value, started) == (0, [])
+    now[0] += 59
+    assert store.get("k", lambda: next(values)).value == 0
+    now[0] += 2
+    assert store.get("k", lambda: next(values)).value == 0, "stale, served at once"
+    assert store.get("k", lambda: next(values)).value == 0
+    assert len(started) == 1, "one refresh at a time"
+    started.pop()()
+    refreshed = store.get("k", lambda: next(values))
+    assert refreshed.value == 1 and refreshed.taken_at >= first.taken_at
+    assert SnapshotStore(0).get("k", lambda: "always").value == "always"
+
+
+def test_overview_figures_come_from_a_snapshot(client: Any, app: Flask) -> None:
+    state = get_state(app)
+    state.resources["dashboard.snapshots"] = SnapshotStore(3600)
+    login(client)
+    assert metric(text(client.get("/dashboard/")), "requests") == "0"
+    write_batch(state, [log_row()])
+    page = text(client.get("/dashboard/"))
+    assert metric(page, "requests") == "0"
+    assert "as of " in page
+    state.resources["dashboard.snapshots"] = SnapshotStore(0)
+    assert metric(text(client.get("/dashboard/")), "requests") == "1"

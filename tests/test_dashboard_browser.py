@@ -28,8 +28,14 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("AIGATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 PREFIX = "/ai-gateway"
 ROOT = PREFIX + "/dashboard"
@@ -53,8 +59,13 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
-    return {**app_config, "AIGATEWAY_DASHBOARD_TOKEN": TOKEN, "SECRET_KEY": FLASK_SECRET,
-            "AIGATEWAY_ROUTE_PREFIX": PREFIX}
+    return {
+        **app_config,
+        "AIGATEWAY_DASHBOARD_TOKEN": TOKEN,
+        "SECRET_KEY": FLASK_SECRET,
+        "AIGATEWAY_ROUTE_PREFIX": PREFIX,
+        "AIGATEWAY_DASHBOARD_CACHE_SECONDS": 0,
+    }
 
 
 class Operator:
@@ -174,6 +185,13 @@ def test_operator_sets_up_the_gateway_and_sees_its_traffic(
     page.fill("#f-budget_per_month", "50")
     page.fill("#f-models", "smart")
     operator.submit("10-team-detail-empty")
+    page.click("text=Add sub-team")
+    operator.settle("10a-sub-team-new")
+    assert page.eval_on_selector("#f-parent", "s => s.selectedOptions[0].text") == "research"
+    page.fill("#f-name", "research-nlp")
+    page.fill("#f-rate_limit", "60")
+    sub_team = operator.submit("10b-sub-team-detail")
+    assert "research → research-nlp" in sub_team.replace("&gt;", ">")
 
     operator.visit("/keys/new", "11-key-new")
     page.fill("#f-name", "browser-bot")
@@ -187,17 +205,20 @@ def test_operator_sets_up_the_gateway_and_sees_its_traffic(
     gone = operator.settle("13-key-secret-gone")
     assert secret not in gone and "no longer available" in gone
 
-    client = openai.OpenAI(base_url=live_server.url + PREFIX + "/v1", api_key=secret,
-                           max_retries=0, timeout=20)
+    client = openai.OpenAI(
+        base_url=live_server.url + PREFIX + "/v1", api_key=secret, max_retries=0, timeout=20
+    )
     request_ids = []
     for i in range(5):
         raw = client.chat.completions.with_raw_response.create(
-            model="smart", messages=[{"role": "user", "content": f"Hello {i}"}])
+            model="smart", messages=[{"role": "user", "content": f"Hello {i}"}]
+        )
         request_ids.append(raw.headers["x-request-id"])
     fake_openai.fail(400, "This prompt is refused.")
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="smart",
-                                       messages=[{"role": "user", "content": "refused"}])
+        client.chat.completions.create(
+            model="smart", messages=[{"role": "user", "content": "refused"}]
+        )
     client.close()
     served = {r.json["model"] for r in fake_openai.requests}
     assert served == {"gpt-4o-mini", "gpt-4o-mini-eu"}, "both deployments served"
@@ -206,8 +227,9 @@ def test_operator_sets_up_the_gateway_and_sees_its_traffic(
     assert re.search(r'data-metric="requests">6<', overview)
     assert chart_total(page, "requests") == 6
     assert chart_total(page, "cost") > 0
-    assert page.eval_on_selector("canvas[data-chart=top_models]",
-                                 "c => c.chart.data.labels") == ["smart"]
+    assert page.eval_on_selector("canvas[data-chart=top_models]", "c => c.chart.data.labels") == [
+        "smart"
+    ]
     for name in ("requests", "cost", "top_models", "top_keys"):
         assert page.get_attribute(f"canvas[data-chart={name}]", "data-rendered") == "true"
 
@@ -215,7 +237,7 @@ def test_operator_sets_up_the_gateway_and_sees_its_traffic(
     assert page.locator("tr[data-request-id]").count() == 6
     for request_id in request_ids:
         assert f'data-request-id="{request_id}"' in log
-    assert chart_total(page, "by_status") == 6
+    assert chart_total(page, "by_outcome") == 6
     page.select_option("#f-status", "error")
     operator.submit("16-requests-errors", "form.filters button[type=submit]")
     assert page.locator("tr[data-request-id]").count() == 1
@@ -223,10 +245,16 @@ def test_operator_sets_up_the_gateway_and_sees_its_traffic(
     entry = operator.settle("17-request-entry")
     assert "This prompt is refused." in entry
 
-    for path, name in [("/usage", "18-usage"), ("/models", "19-models"),
-                       ("/providers", "20-providers"), ("/teams", "21-teams"),
-                       ("/keys", "22-keys")]:
+    for path, name in [
+        ("/usage", "18-usage"),
+        ("/models", "19-models"),
+        ("/providers", "20-providers"),
+        ("/teams", "21-teams"),
+        ("/keys", "22-keys"),
+    ]:
         operator.visit(path, name)
+        if name == "21-teams":
+            assert page.locator("span.tree.depth-1").inner_text().endswith("research-nlp")
     page.click("text=browser-bot")
     key_page = operator.settle("23-key-detail")
     assert "research" in key_page and "$5.00" in key_page
@@ -253,14 +281,14 @@ def test_operator_sets_up_the_gateway_and_sees_its_traffic(
     assert operator.errors == []
 
 
-def test_forged_csrf_token_is_refused_and_changes_nothing(operator: Operator,
-                                                          app: Flask) -> None:
+def test_forged_csrf_token_is_refused_and_changes_nothing(operator: Operator, app: Flask) -> None:
     operator.log_in()
     operator.visit("/providers/new", "27-provider-new-forged")
     page = operator.page
     page.fill("#f-name", "forged")
-    page.eval_on_selector("form.form input[name=csrf_token]",
-                          "input => { input.value = 'forged'; }")
+    page.eval_on_selector(
+        "form.form input[name=csrf_token]", "input => { input.value = 'forged'; }"
+    )
     with page.expect_navigation() as navigation:
         page.click("form.form button[type=submit]")
     assert navigation.value.status == 400
@@ -280,13 +308,13 @@ def test_logout_ends_the_session(operator: Operator) -> None:
     assert operator.errors == []
 
 
-def test_locked_dashboard_says_how_to_configure_it(browser: Any, app_config: dict[str, Any],
-                                                   tmp_path: Path) -> None:
+def test_locked_dashboard_says_how_to_configure_it(
+    browser: Any, app_config: dict[str, Any], tmp_path: Path
+) -> None:
     from servers import LiveServer
 
     locked = Flask("locked", instance_path=str(tmp_path / "instance"))
-    locked.config.update({k: v for k, v in app_config.items()
-                          if k != "AIGATEWAY_DASHBOARD_TOKEN"})
+    locked.config.update({k: v for k, v in app_config.items() if k != "AIGATEWAY_DASHBOARD_TOKEN"})
     AIGateway(locked)
     server = LiveServer(locked)
     context = browser.new_context(viewport={"width": 1280, "height": 800})

@@ -44,23 +44,41 @@ def rows(app: Flask, model: Any) -> list[Any]:
 
 
 def new_provider(client: Any, csrf: str, **fields: Any) -> Any:
-    form = {"name": "upstream", "format": "openai", "base_url": "http://127.0.0.1:9/v1",
-            "api_key": PROVIDER_KEY, "enabled": True, **fields}
+    form = {
+        "name": "upstream",
+        "format": "openai",
+        "base_url": "http://127.0.0.1:9/v1",
+        "api_key": PROVIDER_KEY,
+        "enabled": True,
+        **fields,
+    }
     return submit(client, "/dashboard/providers/new", csrf, **form)
 
 
 def new_model(client: Any, csrf: str, **fields: Any) -> Any:
-    form = {"alias": "smart", "strategy": "weighted", "enabled": True, "provider": "upstream",
-            "model": "gpt-4o-mini", "pricing_input": "0.15", "pricing_output": "0.60",
-            "priority": "0", "weight": "1", **fields}
+    form = {
+        "alias": "smart",
+        "strategy": "weighted",
+        "enabled": True,
+        "provider": "upstream",
+        "model": "gpt-4o-mini",
+        "pricing_input": "0.15",
+        "pricing_output": "0.60",
+        "priority": "0",
+        "weight": "1",
+        **fields,
+    }
     return submit(client, "/dashboard/models/new", csrf, **form)
 
 
 def test_provider_create_show_edit_keeps_the_secret_write_only(
     client: Any, csrf: str, app: Flask
 ) -> None:
-    response = new_provider(client, csrf, extra_headers="HTTP-Referer: https://x.example\n"
-                                                        "X-Custom-Token: hidden-value-123456")
+    response = new_provider(
+        client,
+        csrf,
+        extra_headers="HTTP-Referer: https://x.example\nX-Custom-Token: hidden-value-123456",
+    )
     assert response.status_code == 303
     (provider,) = rows(app, Provider)
     assert provider_api_key(get_state(app), provider) == PROVIDER_KEY
@@ -78,21 +96,44 @@ def test_provider_create_show_edit_keeps_the_secret_write_only(
 
     headers = re.search(r'<textarea[^>]*name="extra_headers"[^>]*>(.*?)</textarea>', edit, re.S)
     assert headers
-    response = submit(client, f"/dashboard/providers/{provider.id}/edit", csrf, name="renamed",
-                      format="openai", base_url="", api_key="", api_version="",
-                      extra_headers=headers.group(1).replace("&#34;", '"'), enabled=False)
+    response = submit(
+        client,
+        f"/dashboard/providers/{provider.id}/edit",
+        csrf,
+        name="renamed",
+        format="openai",
+        base_url="",
+        api_key="",
+        api_version="",
+        extra_headers=headers.group(1).replace("&#34;", '"'),
+        enabled=False,
+    )
     assert response.status_code == 303
     (provider,) = rows(app, Provider)
     assert (provider.name, provider.enabled, provider.base_url) == ("renamed", False, None)
     assert provider_api_key(get_state(app), provider) == PROVIDER_KEY
     assert provider.extra_headers["X-Custom-Token"] == "hidden-value-123456"
 
-    submit(client, f"/dashboard/providers/{provider.id}/edit", csrf, name="renamed",
-           format="openai", api_key="sk-new-key-000000000000", enabled=True)
+    submit(
+        client,
+        f"/dashboard/providers/{provider.id}/edit",
+        csrf,
+        name="renamed",
+        format="openai",
+        api_key="sk-new-key-000000000000",
+        enabled=True,
+    )
     (provider,) = rows(app, Provider)
     assert provider_api_key(get_state(app), provider) == "sk-new-key-000000000000"
-    submit(client, f"/dashboard/providers/{provider.id}/edit", csrf, name="renamed",
-           format="openai", clear_api_key=True, enabled=True)
+    submit(
+        client,
+        f"/dashboard/providers/{provider.id}/edit",
+        csrf,
+        name="renamed",
+        format="openai",
+        clear_api_key=True,
+        enabled=True,
+    )
     (provider,) = rows(app, Provider)
     assert provider.api_key_encrypted is None
 
@@ -114,9 +155,7 @@ def test_invalid_provider_form_shows_the_service_message_and_drops_the_typed_key
     assert rows(app, Provider) == []
 
 
-def test_provider_delete_refused_while_used_then_forced(
-    client: Any, csrf: str, app: Flask
-) -> None:
+def test_provider_delete_refused_while_used_then_forced(client: Any, csrf: str, app: Flask) -> None:
     new_provider(client, csrf)
     new_model(client, csrf)
     (provider,) = rows(app, Provider)
@@ -140,9 +179,19 @@ def test_model_with_two_deployments_strategy_and_fallbacks(
     smart = next(m for m in rows(app, ModelAlias) if m.alias == "smart")
     assert (smart.strategy, smart.fallbacks) == ("least-busy", ["cheap"])
 
-    add = submit(client, f"/dashboard/models/{smart.id}/deployments/new", csrf,
-                 provider="backup", model="gpt-4o-mini-eu", pricing_input="0.2",
-                 pricing_output="0.8", priority="1", weight="2", rpm_limit="60", enabled=True)
+    add = submit(
+        client,
+        f"/dashboard/models/{smart.id}/deployments/new",
+        csrf,
+        provider="backup",
+        model="gpt-4o-mini-eu",
+        pricing_input="0.2",
+        pricing_output="0.8",
+        priority="1",
+        weight="2",
+        rpm_limit="60",
+        enabled=True,
+    )
     assert add.status_code == 303
     deployments = [d for d in rows(app, Deployment) if d.model_id == smart.id]
     assert len(deployments) == 2
@@ -153,28 +202,52 @@ def test_model_with_two_deployments_strategy_and_fallbacks(
     assert detail.count("data-deployment=") == 2
     assert "least-busy" in detail and "1. cheap" in detail
 
-    edit = submit(client, f"/dashboard/models/{smart.id}/deployments/{backup.id}/edit", csrf,
-                  provider="backup", model="gpt-4o-mini-eu", pricing_input="0.25",
-                  pricing_output="1", priority="1", weight="3", rpm_limit="", enabled=False)
+    edit = submit(
+        client,
+        f"/dashboard/models/{smart.id}/deployments/{backup.id}/edit",
+        csrf,
+        provider="backup",
+        model="gpt-4o-mini-eu",
+        pricing_input="0.25",
+        pricing_output="1",
+        priority="1",
+        weight="3",
+        rpm_limit="",
+        enabled=False,
+    )
     assert edit.status_code == 303
     backup = next(d for d in rows(app, Deployment) if d.id == backup.id)
-    assert (str(backup.input_price.normalize()), backup.weight, backup.rpm_limit,
-            backup.enabled) == ("0.25", 3, None, False)
+    assert (
+        str(backup.input_price.normalize()),
+        backup.weight,
+        backup.rpm_limit,
+        backup.enabled,
+    ) == ("0.25", 3, None, False)
 
-    routing = submit(client, f"/dashboard/models/{smart.id}/edit", csrf, strategy="cost-based",
-                     fallbacks="", max_tokens="1024", cache_ttl="0", enabled=True)
+    routing = submit(
+        client,
+        f"/dashboard/models/{smart.id}/edit",
+        csrf,
+        strategy="cost-based",
+        fallbacks="",
+        max_tokens="1024",
+        cache_ttl="0",
+        enabled=True,
+    )
     assert routing.status_code == 303
     smart = next(m for m in rows(app, ModelAlias) if m.id == smart.id)
     assert (smart.strategy, smart.fallbacks, smart.max_tokens, smart.cache_ttl) == (
-        "cost-based", [], 1024, 0)
+        "cost-based",
+        [],
+        1024,
+        0,
+    )
 
-    remove = submit(client, f"/dashboard/models/{smart.id}/deployments/{backup.id}/remove",
-                    csrf)
+    remove = submit(client, f"/dashboard/models/{smart.id}/deployments/{backup.id}/remove", csrf)
     assert remove.status_code == 303
     last = [d for d in rows(app, Deployment) if d.model_id == smart.id]
     assert len(last) == 1
-    refused = submit(client, f"/dashboard/models/{smart.id}/deployments/{last[0].id}/remove",
-                     csrf)
+    refused = submit(client, f"/dashboard/models/{smart.id}/deployments/{last[0].id}/remove", csrf)
     assert refused.status_code == 409
     assert "is the only one of alias" in text(refused)
 
@@ -186,9 +259,22 @@ def test_model_validation_matches_the_cli_and_keeps_values(
     response = new_model(client, csrf, pricing_input="cheap", fallbacks="nowhere")
     assert response.status_code == 400
     page = text(response)
-    cli = runner.invoke(args=["model", "create", "--alias", "smart", "--provider", "upstream",
-                              "--model", "gpt-4o-mini", "--pricing-input", "cheap",
-                              "--pricing-output", "0.60"])
+    cli = runner.invoke(
+        args=[
+            "model",
+            "create",
+            "--alias",
+            "smart",
+            "--provider",
+            "upstream",
+            "--model",
+            "gpt-4o-mini",
+            "--pricing-input",
+            "cheap",
+            "--pricing-output",
+            "0.60",
+        ]
+    )
     assert cli.exit_code == 1
     message = cli.output.strip().removeprefix("Error: ")
     assert field_error(page, "pricing_input") == message
@@ -198,7 +284,8 @@ def test_model_validation_matches_the_cli_and_keeps_values(
 
     unknown = new_model(client, csrf, fallbacks="nowhere")
     assert field_error(text(unknown), "fallbacks").startswith(
-        "Unknown alias(es) in fallbacks: nowhere")
+        "Unknown alias(es) in fallbacks: nowhere"
+    )
     missing = new_model(client, csrf, provider="ghost")
     assert missing.status_code == 404
     assert field_error(text(missing), "provider").startswith("No provider with name or id 'ghost'")
@@ -212,25 +299,48 @@ def test_model_delete_refused_while_a_fallback_then_forced(
     new_model(client, csrf, fallbacks="cheap")
     cheap = next(m for m in rows(app, ModelAlias) if m.alias == "cheap")
     assert submit(client, f"/dashboard/models/{cheap.id}/delete", csrf).status_code == 409
-    assert submit(client, f"/dashboard/models/{cheap.id}/delete", csrf,
-                  force=True).status_code == 303
+    assert (
+        submit(client, f"/dashboard/models/{cheap.id}/delete", csrf, force=True).status_code == 303
+    )
     assert [(m.alias, m.fallbacks) for m in rows(app, ModelAlias)] == [("smart", [])]
 
 
 def test_team_tree_effective_rules_and_looser_child_refused(
     client: Any, csrf: str, app: Flask
 ) -> None:
-    assert submit(client, "/dashboard/teams/new", csrf, name="research", budget_per_month="500",
-                  rate_limit="600", models="smart, gpt-4*").status_code == 303
+    assert (
+        submit(
+            client,
+            "/dashboard/teams/new",
+            csrf,
+            name="research",
+            budget_per_month="500",
+            rate_limit="600",
+            models="smart, gpt-4*",
+        ).status_code
+        == 303
+    )
     research = rows(app, Team)[0]
-    looser = submit(client, "/dashboard/teams/new", csrf, name="nlp", parent=research.id,
-                    rate_limit="1000")
+    looser = submit(
+        client, "/dashboard/teams/new", csrf, name="nlp", parent=research.id, rate_limit="1000"
+    )
     assert looser.status_code == 400
     assert "looser than the 600 requests/minute set by team 'research'" in field_error(
-        text(looser), "rate_limit")
+        text(looser), "rate_limit"
+    )
     assert field_value(text(looser), "rate_limit") == "1000"
-    assert submit(client, "/dashboard/teams/new", csrf, name="nlp", parent=research.id,
-                  budget_per_day="20", models="gpt-4o").status_code == 303
+    assert (
+        submit(
+            client,
+            "/dashboard/teams/new",
+            csrf,
+            name="nlp",
+            parent=research.id,
+            budget_per_day="20",
+            models="gpt-4o",
+        ).status_code
+        == 303
+    )
     nlp = next(t for t in rows(app, Team) if t.name == "nlp")
     assert nlp.parent_id == research.id
 
@@ -241,28 +351,53 @@ def test_team_tree_effective_rules_and_looser_child_refused(
     assert "research → nlp" in detail
     assert "$500.00" in detail and "team &#39;research&#39;" in detail
 
-    cycle = submit(client, f"/dashboard/teams/{research.id}/edit", csrf, name="research",
-                   parent=nlp.id, rate_limit="600", budget_per_month="500",
-                   models="smart, gpt-4*")
+    cycle = submit(
+        client,
+        f"/dashboard/teams/{research.id}/edit",
+        csrf,
+        name="research",
+        parent=nlp.id,
+        rate_limit="600",
+        budget_per_month="500",
+        models="smart, gpt-4*",
+    )
     assert cycle.status_code == 400
     assert "would make a cycle" in field_error(text(cycle), "parent")
-    assert submit(client, f"/dashboard/teams/{nlp.id}/edit", csrf, name="nlp-renamed",
-                  parent=research.id, budget_per_day="", models="").status_code == 303
+    assert (
+        submit(
+            client,
+            f"/dashboard/teams/{nlp.id}/edit",
+            csrf,
+            name="nlp-renamed",
+            parent=research.id,
+            budget_per_day="",
+            models="",
+        ).status_code
+        == 303
+    )
     nlp = next(t for t in rows(app, Team) if t.id == nlp.id)
     assert (nlp.name, nlp.budget_per_day, nlp.models) == ("nlp-renamed", None, None)
 
     assert submit(client, f"/dashboard/teams/{research.id}/delete", csrf).status_code == 409
-    assert submit(client, f"/dashboard/teams/{research.id}/delete", csrf,
-                  force=True).status_code == 303
+    assert (
+        submit(client, f"/dashboard/teams/{research.id}/delete", csrf, force=True).status_code
+        == 303
+    )
     assert [(t.name, t.parent_id) for t in rows(app, Team)] == [("nlp-renamed", None)]
 
 
-def test_new_key_secret_is_shown_once_after_a_redirect(client: Any, csrf: str,
-                                                      app: Flask) -> None:
+def test_new_key_secret_is_shown_once_after_a_redirect(client: Any, csrf: str, app: Flask) -> None:
     submit(client, "/dashboard/teams/new", csrf, name="ops", budget_per_day="5")
     team = rows(app, Team)[0]
-    response = submit(client, "/dashboard/keys/new", csrf, name="ci-bot", team=team.id,
-                      budget_per_day="2", expires_at="2099-01-31")
+    response = submit(
+        client,
+        "/dashboard/keys/new",
+        csrf,
+        name="ci-bot",
+        team=team.id,
+        budget_per_day="2",
+        expires_at="2099-01-31",
+    )
     assert response.status_code == 303
     (key,) = rows(app, ApiKey)
     assert response.headers["Location"] == f"/dashboard/keys/{key.id}/secret"
@@ -303,13 +438,26 @@ def test_key_secret_page_belongs_to_its_session(client: Any, csrf: str, app: Fla
 def test_key_edit_revoke_and_validation(client: Any, csrf: str, app: Flask, runner: Any) -> None:
     submit(client, "/dashboard/keys/new", csrf, name="bot")
     (key,) = rows(app, ApiKey)
-    bad = submit(client, f"/dashboard/keys/{key.id}/edit", csrf, name="bot",
-                 expires_at="2001-01-01", rate_limit="0")
+    bad = submit(
+        client,
+        f"/dashboard/keys/{key.id}/edit",
+        csrf,
+        name="bot",
+        expires_at="2001-01-01",
+        rate_limit="0",
+    )
     assert bad.status_code == 400
     cli = runner.invoke(args=["key", "update", key.id, "--rate-limit", "0"])
     assert field_error(text(bad), "rate_limit") == cli.output.strip().removeprefix("Error: ")
-    ok = submit(client, f"/dashboard/keys/{key.id}/edit", csrf, name="bot-2",
-                expires_at="2099-06-01T12:00:00Z", rate_limit="30", models="none")
+    ok = submit(
+        client,
+        f"/dashboard/keys/{key.id}/edit",
+        csrf,
+        name="bot-2",
+        expires_at="2099-06-01T12:00:00Z",
+        rate_limit="30",
+        models="none",
+    )
     assert ok.status_code == 303
     (key,) = rows(app, ApiKey)
     assert (key.name, key.rate_limit, key.models) == ("bot-2", 30, [])
@@ -326,9 +474,13 @@ def test_key_edit_revoke_and_validation(client: Any, csrf: str, app: Flask, runn
 
 
 def test_unknown_objects_are_404_pages(client: Any, csrf: str) -> None:
-    for path in ("/dashboard/providers/prov_0000000000000000", "/dashboard/models/nothing",
-                 "/dashboard/teams/nobody", "/dashboard/keys/key_missing",
-                 "/dashboard/requests/999999"):
+    for path in (
+        "/dashboard/providers/prov_0000000000000000",
+        "/dashboard/models/nothing",
+        "/dashboard/teams/nobody",
+        "/dashboard/keys/key_missing",
+        "/dashboard/requests/999999",
+    ):
         response = client.get(path)
         assert response.status_code == 404, path
         assert "Not found" in text(response)

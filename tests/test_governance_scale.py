@@ -6,6 +6,7 @@ Costs are those of ``test_budgets.py``: each request reserves and spends R = $0.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -15,14 +16,20 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import TEST_SECRET
+from conftest import PG_URL, REDIS_RUN_PREFIX, TEST_SECRET, unavailable
 from fakes import Reply
+from flask import Flask
 from processes import GatewayProcess
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
+from flask_aigateway import AIGateway
+from flask_aigateway.db import Base
 from flask_aigateway.models import UsageCounter
 from flask_aigateway.pipeline import get_pipeline
 from flask_aigateway.services.keys import create_key, revoke_key
+from flask_aigateway.services.models import create_model
+from flask_aigateway.services.providers import create_provider
 from flask_aigateway.services.teams import create_team
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -31,27 +38,83 @@ BODY = {"model": "gpt", "messages": [{"role": "user", "content": "x" * 40}], "ma
 R = Decimal("0.000217")
 
 
-@pytest.fixture
-def gateways(app_config: dict[str, Any], upstreams: dict[str, Any],
-             tmp_path: Any) -> Iterator[list[GatewayProcess]]:
-    """Two gateway processes on the test's database and Redis prefix (providers and the
-    ``gpt`` alias already created by ``upstreams``)."""
-    upstreams["gpt"].default = Reply(text="ok", prompt_tokens=17, completion_tokens=100)
-    env = {
-        "AIGATEWAY_DATABASE_URI": app_config["AIGATEWAY_DATABASE_URI"],
-        "AIGATEWAY_REDIS_URL": app_config["AIGATEWAY_REDIS_URL"],
-        "AIGATEWAY_REDIS_PREFIX": app_config["AIGATEWAY_REDIS_PREFIX"],
+@pytest.fixture(scope="module")
+def scale_database(redis_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this module's own (its processes outlive single tests)."""
+    admin_url = make_url(PG_URL)
+    name = f"aigw_scale_{secrets.token_hex(4)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001  (any connection failure means "not available")
+        admin.dispose()
+        unavailable(f"PostgreSQL not reachable at {PG_URL}: {exc.__class__.__name__}")
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def scale_env(scale_database: str, redis_url: str) -> dict[str, str]:
+    return {
+        "AIGATEWAY_DATABASE_URI": scale_database,
+        "AIGATEWAY_REDIS_URL": redis_url,
+        "AIGATEWAY_REDIS_PREFIX": f"{REDIS_RUN_PREFIX}scale-{secrets.token_hex(4)}:",
         "AIGATEWAY_SECRET_KEY": TEST_SECRET,
         "AIGATEWAY_DASHBOARD_ENABLED": "false",
         "AIGATEWAY_KEY_CACHE_SECONDS": "1",
         "AIGATEWAY_RETRY_DELAY_MS": "10",
-        "SECRET_KEY": "governance-scale-test",
     }
+
+
+@pytest.fixture(scope="module")
+def scale_state(scale_env: dict[str, str], _fake_openai_server: Any,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """This process's view of the shared database and Redis: where the test creates keys
+    and reads counters. The ``gpt`` alias is priced $1/$2 per million tokens."""
+    app = Flask("scale", instance_path=str(tmp_path_factory.mktemp("scale-instance")))
+    app.config.update(scale_env)
+    AIGateway(app)
+    state = AIGateway.get_state(app)
+    create_provider(state, name="fake-openai", format="openai",
+                    base_url=_fake_openai_server.base_url, api_key="sk-fake-openai-0123456789")
+    create_model(state, alias="gpt", provider="fake-openai", model="gpt-4o-mini",
+                 pricing_input="1", pricing_output="2")
+    yield state
+    state.close()
+
+
+@pytest.fixture(scope="module")
+def gateways(scale_env: dict[str, str], scale_state: Any,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[GatewayProcess]]:
+    """Two gunicorn gateway processes on the shared database and Redis."""
+    root = tmp_path_factory.mktemp("gateways")
+    env = {**scale_env, "SECRET_KEY": "governance-scale-test"}
     with ThreadPoolExecutor(2) as pool:
-        started = list(pool.map(lambda i: GatewayProcess(env, tmp_path / f"gw{i}"), range(2)))
-    yield started
-    for process in started:
-        process.stop()
+        futures = [pool.submit(GatewayProcess, env, root / f"gw{i}") for i in range(2)]
+    started = [f.result() for f in futures if f.exception() is None]
+    try:
+        if len(started) < 2:
+            raise next(f.exception() for f in futures if f.exception() is not None)
+        yield started
+    finally:
+        for process in started:
+            process.stop()
+
+
+@pytest.fixture
+def gpt(fake_openai: Any) -> Any:
+    """The upstream of ``gpt``, reset for this test, answering with exactly R of usage."""
+    fake_openai.default = Reply(text="ok", prompt_tokens=17, completion_tokens=100)
+    return fake_openai
 
 
 def fire(gateways: list[GatewayProcess], keys: list[str], count: int) -> list[Any]:
@@ -87,30 +150,32 @@ def assert_nothing_reserved(state: Any) -> None:
     assert [n for n in names if int(client.hget(n, "reserved")) != 0] == []
 
 
-def test_key_budget_of_three_holds_across_two_processes(gateways, state, upstreams):
-    key, secret = create_key(state, name="k", budget_per_day=str(R * 3))
+def test_key_budget_of_three_holds_across_two_processes(gateways, scale_state, gpt):
+    key, secret = create_key(scale_state, name="k", budget_per_day=str(R * 3))
     responses = fire(gateways, [secret], 50)
     assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 47
     refused = [r for r in responses if r.status_code == 429]
     assert {r.json()["error"]["code"] for r in refused} == {"budget_exceeded"}
     assert {r.headers["x-should-retry"] for r in refused} == {"false"}
-    assert len(upstreams["gpt"].requests) == 3
-    assert day_spent(state, "key", key.id) == (R * 3, R * 3, 0)
-    assert_nothing_reserved(state)
+    assert len(gpt.requests) == 3
+    assert day_spent(scale_state, "key", key.id) == (R * 3, R * 3, 0)
+    assert_nothing_reserved(scale_state)
 
 
-def test_team_budget_shared_by_two_keys_holds_across_two_processes(gateways, state):
-    team = create_team(state, name="pool", budget_per_day=str(R * 3))
-    _a, secret_a = create_key(state, name="a", team="pool")
-    _b, secret_b = create_key(state, name="b", team="pool")
+def test_team_budget_shared_by_two_keys_holds_across_two_processes(gateways, scale_state,
+                                                                    gpt):
+    team = create_team(scale_state, name="pool", budget_per_day=str(R * 3))
+    _a, secret_a = create_key(scale_state, name="a", team="pool")
+    _b, secret_b = create_key(scale_state, name="b", team="pool")
     responses = fire(gateways, [secret_a, secret_b], 50)
     assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 47
-    assert day_spent(state, "team", team.id) == (R * 3, R * 3, 0)
-    assert_nothing_reserved(state)
+    assert day_spent(scale_state, "team", team.id) == (R * 3, R * 3, 0)
+    assert_nothing_reserved(scale_state)
 
 
-def test_rate_limit_of_sixty_admits_exactly_sixty_of_120_across_two_processes(gateways, state):
-    _key, secret = create_key(state, name="k", rate_limit=60)
+def test_rate_limit_of_sixty_admits_exactly_sixty_of_120_across_two_processes(gateways,
+                                                                              scale_state, gpt):
+    _key, secret = create_key(scale_state, name="k", rate_limit=60)
     responses = fire(gateways, [secret], 120)
     admitted = [r for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code == 429]
@@ -127,13 +192,14 @@ def test_rate_limit_of_sixty_admits_exactly_sixty_of_120_across_two_processes(ga
     assert {r.url.split("/v1")[0] for r in refused} == {g.url for g in gateways}
 
 
-def test_revocation_reaches_every_process_within_the_key_cache_time(gateways, state):
-    key, secret = create_key(state, name="k")
+def test_revocation_reaches_every_process_within_the_key_cache_time(gateways, scale_state,
+                                                                     gpt):
+    key, secret = create_key(scale_state, name="k")
     auth = {"Authorization": f"Bearer {secret}"}
     for gateway in gateways:
         assert requests.post(gateway.url + "/v1/chat/completions", json=BODY, headers=auth,
                              timeout=20).status_code == 200
-    revoke_key(state, key.id)
+    revoke_key(scale_state, key.id)
     revoked = time.monotonic()
     for gateway in gateways:
         while True:

@@ -13,7 +13,7 @@ from sqlalchemy import insert
 from flask_aigateway.errors import NotFoundError, ValidationError
 from flask_aigateway.models import RequestLog, UsageCounter
 from flask_aigateway.rollups import write_batch
-from flask_aigateway.services import live_usage
+from flask_aigateway.services import live_usage, log_breakdown
 from flask_aigateway.services import requests_log as service
 from flask_aigateway.services.keys import create_key
 from flask_aigateway.services.teams import create_team
@@ -24,8 +24,15 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 def test_parse_filters_reads_blank_as_any_and_checks_values() -> None:
     assert service.parse_filters({"key": " ", "status": "", "since": ""}) == service.LogFilters()
-    filters = service.parse_filters({"key": "key_1", "status": "4XX", "since": "2026-11-01",
-                                     "until": "2026-11-02", "error": "budget_exceeded"})
+    filters = service.parse_filters(
+        {
+            "key": "key_1",
+            "status": "4XX",
+            "since": "2026-11-01",
+            "until": "2026-11-02",
+            "error": "budget_exceeded",
+        }
+    )
     assert filters.status == "4xx"
     assert filters.since == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     assert filters.until == dt.datetime(2026, 11, 3, tzinfo=dt.UTC), "a date includes its day"
@@ -55,8 +62,11 @@ def test_cursor_round_trip_and_damage() -> None:
 def seed(state: GatewayState, count: int, *, same_time_every: int = 1, **fields: object) -> None:
     """``count`` rows one second apart (``same_time_every`` rows share each timestamp)."""
     rows = [
-        log_row(created_at=NOW - dt.timedelta(seconds=i // same_time_every),
-                request_id=f"req_{i:04d}", **fields)
+        log_row(
+            created_at=NOW - dt.timedelta(seconds=i // same_time_every),
+            request_id=f"req_{i:04d}",
+            **fields,
+        )
         for i in range(count)
     ]
     write_batch(state, rows)
@@ -90,12 +100,27 @@ def test_pages_walk_the_whole_log_without_gaps_or_repeats(
 def test_filters_select_matching_rows(state: GatewayState) -> None:
     key, _secret = create_key(state, name="alpha")
     rows = [
-        log_row(created_at=NOW - dt.timedelta(hours=1), key_id=key.id, team_id="team_a",
-                alias="gpt", provider="openai"),
-        log_row(created_at=NOW - dt.timedelta(hours=2), alias="claude", provider="anthropic",
-                status_code=429, error_type="rate_limit_exceeded"),
-        log_row(created_at=NOW - dt.timedelta(days=3), alias="gpt", provider="openai",
-                status_code=502, error_type="upstream_error"),
+        log_row(
+            created_at=NOW - dt.timedelta(hours=1),
+            key_id=key.id,
+            team_id="team_a",
+            alias="gpt",
+            provider="openai",
+        ),
+        log_row(
+            created_at=NOW - dt.timedelta(hours=2),
+            alias="claude",
+            provider="anthropic",
+            status_code=429,
+            error_type="rate_limit_exceeded",
+        ),
+        log_row(
+            created_at=NOW - dt.timedelta(days=3),
+            alias="gpt",
+            provider="openai",
+            status_code=502,
+            error_type="upstream_error",
+        ),
     ]
     write_batch(state, rows)
 
@@ -121,29 +146,113 @@ def test_filters_select_matching_rows(state: GatewayState) -> None:
     assert page.rows[0]["key_name"] == "alpha"
 
 
-def test_breakdown_groups_the_window_exactly(state: GatewayState) -> None:
-    write_batch(state, [
-        log_row(created_at=NOW - dt.timedelta(minutes=5), alias="gpt", provider="openai",
-                cost=Decimal("0.0100000001")),
-        log_row(created_at=NOW - dt.timedelta(minutes=6), alias="gpt", provider="azure",
-                cost=Decimal("0.02"), status_code=500, error_type="upstream_error"),
-        log_row(created_at=NOW - dt.timedelta(minutes=7), alias="claude", provider="anthropic",
-                cost=Decimal("0.5")),
-        log_row(created_at=NOW - dt.timedelta(days=2), alias="old", provider="openai"),
-    ])
-    result = service.breakdown(state, service.LogFilters(), now=NOW)
-    assert result.since == NOW - service.DEFAULT_BREAKDOWN_WINDOW
-    assert result.total == 3
-    assert [(g["model"], g["requests"], g["errors"]) for g in result.by_model] == [
-        ("gpt", 2, 1), ("claude", 1, 0)]
-    by_provider = {g["provider"]: g["cost"] for g in result.by_provider}
-    assert by_provider == {"openai": Decimal("0.0100000001"), "azure": Decimal("0.02"),
-                           "anthropic": Decimal("0.5")}
-    assert [(g["status"], g["requests"]) for g in result.by_status] == [(200, 2), (500, 1)]
+BREAKDOWN_ROWS = (
+    {"minutes": 5, "alias": "gpt", "provider": "openai", "cost": "0.0100000001"},
+    {
+        "minutes": 6,
+        "alias": "gpt",
+        "provider": "azure",
+        "cost": "0.02",
+        "status_code": 500,
+        "error_type": "upstream_error",
+    },
+    {"minutes": 7, "alias": "claude", "provider": "anthropic", "cost": "0.5"},
+    {
+        "minutes": 8,
+        "alias": "claude",
+        "provider": None,
+        "cost": "0",
+        "status_code": 429,
+        "error_type": "rate_limit_exceeded",
+    },
+    {
+        "minutes": 9,
+        "alias": "claude",
+        "provider": None,
+        "cost": "0",
+        "status_code": 429,
+        "error_type": "budget_exceeded",
+    },
+    {"minutes": 60 * 48, "alias": "old", "provider": "openai", "cost": "1"},
+)
 
-    wide = service.breakdown(state, service.parse_filters({"since": "2000-01-01",
-                                                           "model": "old"}), now=NOW)
-    assert (wide.total, wide.by_model[0]["model"]) == (1, "old")
+
+def seed_breakdown(state: GatewayState) -> None:
+    rows = []
+    for spec in BREAKDOWN_ROWS:
+        fields = {k: v for k, v in spec.items() if k not in ("minutes", "cost")}
+        rows.append(
+            log_row(
+                created_at=NOW - dt.timedelta(minutes=spec["minutes"]),
+                cost=Decimal(spec["cost"]),
+                **fields,
+            )
+        )
+    write_batch(state, rows)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{}, {"status": "error"}, {"error": "upstream_error"}],
+    ids=["rollups", "log-by-status", "log-by-error"],
+)
+def test_breakdown_groups_the_window_exactly(state: GatewayState, raw: dict[str, str]) -> None:
+    seed_breakdown(state)
+    result = log_breakdown.breakdown(state, service.parse_filters(raw), now=NOW)
+    assert result.source == ("rollups" if not raw else "log")
+    if not raw:
+        assert result.since == NOW.replace(minute=0) - log_breakdown.DEFAULT_BREAKDOWN_WINDOW
+        assert result.total == 5
+        assert [(g["model"], g["requests"], g["errors"]) for g in result.by_model] == [
+            ("claude", 3, 2),
+            ("gpt", 2, 1),
+        ]
+        assert {g["provider"]: g["cost"] for g in result.by_provider} == {
+            "openai": Decimal("0.0100000001"),
+            "azure": Decimal("0.02"),
+            "anthropic": Decimal("0.5"),
+            None: Decimal(0),
+        }
+        assert {g["outcome"]: g["requests"] for g in result.by_outcome} == {
+            "ok": 2,
+            "rate_limited": 1,
+            "budget_exceeded": 1,
+            "error": 1,
+        }
+    elif "status" in raw:
+        assert result.total == 3
+        assert {g["outcome"]: g["requests"] for g in result.by_outcome} == {
+            "rate_limited": 1,
+            "budget_exceeded": 1,
+            "error": 1,
+        }
+    else:
+        assert (result.total, result.by_provider[0]["provider"]) == (1, "azure")
+        assert result.by_model == [
+            {"model": "gpt", "requests": 1, "errors": 1, "cost": Decimal("0.02")}
+        ]
+
+
+def test_breakdown_of_a_wider_window_and_one_model(state: GatewayState) -> None:
+    seed_breakdown(state)
+    for raw in (
+        {"since": "2000-01-01", "model": "old"},
+        {"since": "2000-01-01", "model": "old", "status": "ok"},
+    ):
+        wide = log_breakdown.breakdown(state, service.parse_filters(raw), now=NOW)
+        assert (wide.total, wide.by_model[0]["model"], wide.by_model[0]["cost"]) == (
+            1,
+            "old",
+            Decimal(1),
+        )
+    until = log_breakdown.breakdown(
+        state,
+        service.parse_filters(
+            {"since": "2000-01-01", "until": (NOW - dt.timedelta(days=1)).isoformat()}
+        ),
+        now=NOW,
+    )
+    assert until.total == 1
 
 
 def test_entry_has_the_texts_and_a_missing_one_is_not_found(state: GatewayState) -> None:
@@ -163,24 +272,47 @@ def test_budget_usage_reads_the_current_counters(state: GatewayState) -> None:
     create_key(state, name="free")
     starts = live_usage.period_starts(NOW)
     with state.transaction() as session:
-        session.add_all([
-            UsageCounter(scope="team", scope_id=team.id, period="day",
-                         period_start=starts["day"], spent=Decimal("2.5"),
-                         reserved=Decimal("0.5"), requests=7),
-            UsageCounter(scope="team", scope_id=team.id, period="day",
-                         period_start=starts["day"] - dt.timedelta(days=1),
-                         spent=Decimal("9"), reserved=Decimal(0), requests=70),
-            UsageCounter(scope="key", scope_id=key.id, period="day",
-                         period_start=starts["day"], spent=Decimal("4"),
-                         reserved=Decimal("1"), requests=3),
-        ])
-    rows = {(r["scope"], r["name"], r["period"]): r
-            for r in live_usage.budget_usage(state, now=NOW)}
-    assert set(rows) == {("team", "ops", "day"), ("team", "ops", "month"),
-                         ("key", "bot", "day")}
+        session.add_all(
+            [
+                UsageCounter(
+                    scope="team",
+                    scope_id=team.id,
+                    period="day",
+                    period_start=starts["day"],
+                    spent=Decimal("2.5"),
+                    reserved=Decimal("0.5"),
+                    requests=7,
+                ),
+                UsageCounter(
+                    scope="team",
+                    scope_id=team.id,
+                    period="day",
+                    period_start=starts["day"] - dt.timedelta(days=1),
+                    spent=Decimal("9"),
+                    reserved=Decimal(0),
+                    requests=70,
+                ),
+                UsageCounter(
+                    scope="key",
+                    scope_id=key.id,
+                    period="day",
+                    period_start=starts["day"],
+                    spent=Decimal("4"),
+                    reserved=Decimal("1"),
+                    requests=3,
+                ),
+            ]
+        )
+    rows = {
+        (r["scope"], r["name"], r["period"]): r for r in live_usage.budget_usage(state, now=NOW)
+    }
+    assert set(rows) == {("team", "ops", "day"), ("team", "ops", "month"), ("key", "bot", "day")}
     today = rows[("team", "ops", "day")]
     assert (today["spent"], today["reserved"], today["requests"]) == (
-        Decimal("2.5"), Decimal("0.5"), 7)
+        Decimal("2.5"),
+        Decimal("0.5"),
+        7,
+    )
     assert today["ratio"] == pytest.approx(0.3)
     assert rows[("team", "ops", "month")]["spent"] == 0
     assert rows[("key", "bot", "day")]["ratio"] == pytest.approx(1.25)
@@ -191,14 +323,27 @@ def test_rate_usage_counts_the_last_minute_pooled_over_sub_teams(state: GatewayS
     parent = create_team(state, name="parent", rate_limit="10")
     child = create_team(state, name="child", parent="parent")
     key, _secret = create_key(state, name="busy", team="child", tokens_per_minute="100")
-    write_batch(state, [
-        log_row(created_at=NOW - dt.timedelta(seconds=10), key_id=key.id, team_id=child.id,
-                prompt_tokens=30, completion_tokens=20),
-        log_row(created_at=NOW - dt.timedelta(seconds=20), key_id=key.id, team_id=child.id,
-                prompt_tokens=10, completion_tokens=0),
-        log_row(created_at=NOW - dt.timedelta(seconds=30), team_id=parent.id),
-        log_row(created_at=NOW - dt.timedelta(minutes=5), key_id=key.id, team_id=child.id),
-    ])
+    write_batch(
+        state,
+        [
+            log_row(
+                created_at=NOW - dt.timedelta(seconds=10),
+                key_id=key.id,
+                team_id=child.id,
+                prompt_tokens=30,
+                completion_tokens=20,
+            ),
+            log_row(
+                created_at=NOW - dt.timedelta(seconds=20),
+                key_id=key.id,
+                team_id=child.id,
+                prompt_tokens=10,
+                completion_tokens=0,
+            ),
+            log_row(created_at=NOW - dt.timedelta(seconds=30), team_id=parent.id),
+            log_row(created_at=NOW - dt.timedelta(minutes=5), key_id=key.id, team_id=child.id),
+        ],
+    )
     rows = {(r["scope"], r["name"]): r for r in live_usage.rate_usage(state, now=NOW)}
     assert set(rows) == {("team", "parent"), ("key", "busy")}
     assert (rows[("team", "parent")]["requests"], rows[("team", "parent")]["ratio"]) == (3, 0.3)

@@ -186,22 +186,23 @@ def test_latency_based_moves_to_the_faster_deployment_and_back(client, state, ap
     assert tally(phase1, ids)[0] > 0, "exploration keeps measuring the slow one"
 
     a.default, b.default = Reply(), Reply(latency=0.04)
-    phase2 = served_by(chat(client, api_key, "fast") for _ in range(200))
+    phase2 = served_by(chat(client, api_key, "fast") for _ in range(150))
     assert tally(phase2[-40:], ids)[0] >= 32, tally(phase2, ids)
     stats = router_stats(state, ids)
     assert stats[ids[0]].latency < stats[ids[1]].latency
 
 
 def test_only_the_best_priority_serves_while_healthy(client, state, api_key, fleet):
-    fakes = fleet.start(3)
+    fakes = fleet.start(4)
     ids = add_alias(state, "tiers", fakes, strategy="round-robin", deployments=[
-        {"priority": 0}, {"priority": 0}, {"priority": 1}])
+        {"priority": 0}, {"priority": 0}, {"priority": 1}, {"priority": 1}])
     served = served_by(chat(client, api_key, "tiers") for _ in range(10))
-    assert tally(served, ids) == [5, 5, 0]
+    assert tally(served, ids) == [5, 5, 0, 0]
+    assert served == served[:2] * 5
     state.settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"] = 1
     fakes[0].default = fakes[1].default = Reply(status=503)
     response = chat(client, api_key, "tiers")
-    assert served_by([response]) == [ids[2]]
+    assert served_by([response])[0] in ids[2:]
     assert response.headers["x-aigateway-attempts"] == "3"
 
 

@@ -7,7 +7,7 @@ import hmac
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, jsonify, request
 
 from ..auth import authenticate, bearer_token
 from ..errors import AuthenticationError, GatewayError
@@ -61,7 +61,7 @@ def register(bp: Blueprint) -> None:
         since = service.parse_since(request.args.get("since"))
         group = service.parse_group(request.args.get("by"))
         rows = service.usage_stats(state, since=since, by=group, key_id=key_id)
-        return current_app.json.response(_jsonable({
+        return jsonify(_jsonable({
             "object": "list",
             "scope": "all" if key_id is None else "key",
             "key": key_id,

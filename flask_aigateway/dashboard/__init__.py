@@ -61,14 +61,13 @@ def create_blueprint() -> Blueprint:
         team_pages,
     )
 
-    for module in (login, overview, provider_pages, model_pages, team_pages, key_pages,
-                   log_pages):
+    for module in (login, overview, provider_pages, model_pages, team_pages, key_pages, log_pages):
         module.register(bp)
     return bp
 
 
 def _install(setup: BlueprintSetupState) -> None:
-    security.install(get_state(setup.app))
+    security.install(get_state(setup.app))  # type: ignore[arg-type]
 
 
 def _guard() -> Any:
@@ -85,8 +84,9 @@ def _guard() -> Any:
             return allowed
         if not allowed:
             if security.host_auth(state) is not None:
-                return _error_page(403, "Access refused",
-                                   "Your account may not use the AI gateway dashboard.")
+                return _error_page(
+                    403, "Access refused", "Your account may not use the AI gateway dashboard."
+                )
             target = request.full_path.rstrip("?") if request.method == "GET" else None
             return redirect(url_for(_LOGIN_ENDPOINT, next=security.safe_next(target)), 303)
     if request.method not in security.SAFE_METHODS and not security.csrf_valid(state):
@@ -125,8 +125,9 @@ def _template_helpers() -> dict[str, Any]:
 
 
 def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
-    return render_template("aigateway/error.html", title=title, message=message,
-                           status=status), status
+    return render_template(
+        "aigateway/error.html", title=title, message=message, status=status
+    ), status
 
 
 def _gateway_error(error: GatewayError) -> tuple[str, int]:

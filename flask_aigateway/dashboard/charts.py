@@ -14,6 +14,10 @@ from typing import Any
 
 from ..db import utcnow
 
+#: Palette index of each request outcome: green answered, pink rate limited, amber over
+#: budget, red other errors.
+OUTCOME_COLORS: dict[str, int] = {"ok": 1, "rate_limited": 6, "budget_exceeded": 2, "error": 3}
+
 
 def _num(value: Any) -> float:
     if value is None:
@@ -44,8 +48,11 @@ def requests_per_day(series: Sequence[Mapping[str, Any]], days: int) -> dict[str
         "labels": labels,
         "stacked": True,
         "datasets": [
-            {"label": "Successful", "data": [t - e for t, e in zip(total, errors, strict=True)],
-             "color": 0},
+            {
+                "label": "Successful",
+                "data": [t - e for t, e in zip(total, errors, strict=True)],
+                "color": 0,
+            },
             {"label": "Errors", "data": errors, "color": 3},
         ],
         "axes": {"x": "Day (UTC)", "y": "Requests"},
@@ -61,29 +68,46 @@ def cost_per_day(series: Sequence[Mapping[str, Any]], days: int) -> dict[str, An
         "labels": labels,
         "money": True,
         "datasets": [
-            {"label": "Cost (USD)", "data": [_num(rows[d]["cost"]) if d in rows else 0.0
-                                             for d in labels], "color": 1, "fill": True},
+            {
+                "label": "Cost (USD)",
+                "data": [_num(rows[d]["cost"]) if d in rows else 0.0 for d in labels],
+                "color": 1,
+                "fill": True,
+            },
         ],
         "axes": {"x": "Day (UTC)", "y": "USD"},
     }
 
 
-def ranking(rows: Sequence[Mapping[str, Any]], *, label: str, value: str, title: str,
-            axis: str, money: bool = False, color: int = 0) -> dict[str, Any]:
+def ranking(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    label: str,
+    value: str,
+    title: str,
+    axis: str,
+    money: bool = False,
+    color: int = 0,
+) -> dict[str, Any]:
     """Horizontal bars, one per row, of ``row[value]`` labelled ``row[label]``."""
     return {
         "kind": "bar",
         "horizontal": True,
         "money": money,
         "labels": [str(row[label]) for row in rows],
-        "datasets": [{"label": title, "data": [_num(row[value]) for row in rows],
-                      "color": color}],
+        "datasets": [{"label": title, "data": [_num(row[value]) for row in rows], "color": color}],
         "axes": {"x": axis, "y": ""},
     }
 
 
-def share(rows: Sequence[Mapping[str, Any]], *, label: str, value: str, title: str,
-          colors: Sequence[int] | None = None) -> dict[str, Any]:
+def share(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    label: str,
+    value: str,
+    title: str,
+    colors: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """A doughnut of ``row[value]`` per ``row[label]`` (``colors``: palette index per row)."""
     spec: dict[str, Any] = {
         "kind": "doughnut",
@@ -95,14 +119,11 @@ def share(rows: Sequence[Mapping[str, Any]], *, label: str, value: str, title: s
     return spec
 
 
-def status_color(code: int) -> int:
-    """Palette index of an HTTP status: green success, amber client error, red server error."""
-    if code < 400:
-        return 1
-    if code == 429:
-        return 6
-    return 2 if code < 500 else 3
-
-
-__all__ = ["cost_per_day", "day_labels", "ranking", "requests_per_day", "share",
-           "status_color"]
+__all__ = [
+    "OUTCOME_COLORS",
+    "cost_per_day",
+    "day_labels",
+    "ranking",
+    "requests_per_day",
+    "share",
+]

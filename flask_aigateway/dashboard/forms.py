@@ -19,8 +19,12 @@ from ..services.validation import UNSET
 class Form:
     """The values of one form (strings as typed, booleans for checkboxes) and its errors."""
 
-    def __init__(self, fields: Iterable[str], values: Mapping[str, Any] | None = None,
-                 checkboxes: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        fields: Iterable[str],
+        values: Mapping[str, Any] | None = None,
+        checkboxes: Iterable[str] = (),
+    ) -> None:
         self.fields = tuple(fields)
         self.checkboxes = frozenset(checkboxes)
         self.values: dict[str, Any] = dict(values or {})

@@ -59,8 +59,9 @@ def list_page() -> str:
     keys = [service.key_to_dict(k) for k in service.list_keys(state)]
     if status in ("active", "revoked", "expired"):
         keys = [k for k in keys if k["status"] == status]
-    return render_template("aigateway/keys/list.html", keys=keys, status=status,
-                           rule_fields=RULE_FIELDS)
+    return render_template(
+        "aigateway/keys/list.html", keys=keys, status=status, rule_fields=RULE_FIELDS
+    )
 
 
 def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any:
@@ -88,8 +89,9 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
 
 def _form_page(form: Form, key: dict[str, Any] | None) -> Any:
     teams = [team_service.team_to_dict(t) for t in team_service.list_teams(get_state())]
-    return render_template("aigateway/keys/form.html", form=form, key=key, teams=teams,
-                           rule_fields=RULE_FIELDS), form.status
+    return render_template(
+        "aigateway/keys/form.html", form=form, key=key, teams=teams, rule_fields=RULE_FIELDS
+    ), form.status
 
 
 def _rules(form: Form) -> dict[str, str]:
@@ -139,8 +141,12 @@ def secret_page(ref: str) -> Any:
 def edit_page(ref: str) -> Any:
     state = get_state()
     key = service.key_to_dict(service.get_key(state, ref))
-    before = {"name": key["name"], "team": key["team_id"] or "",
-              "expires_at": expiry_text(key["expires_at"]), **rule_values(key)}
+    before = {
+        "name": key["name"],
+        "team": key["team_id"] or "",
+        "expires_at": expiry_text(key["expires_at"]),
+        **rule_values(key),
+    }
     if request.method == "GET":
         return _form_page(Form(FIELDS, before), key)
     form = Form.submitted(FIELDS)
@@ -168,8 +174,9 @@ def revoke(ref: str) -> Any:
 def rotate(ref: str) -> Any:
     state = get_state()
     try:
-        key, secret = service.rotate_key(state, ref,
-                                         grace_seconds=request.form.get("grace_seconds", "0"))
+        key, secret = service.rotate_key(
+            state, ref, grace_seconds=request.form.get("grace_seconds", "0")
+        )
     except GatewayError as exc:
         return detail_page(ref, error=exc.message, status=exc.status)
     return _reveal(key.id, secret)

@@ -10,7 +10,7 @@ from flask import Blueprint, render_template, request
 from ..errors import ValidationError
 from ..extension import get_state
 from ..services import keys as key_service
-from ..services import live_usage
+from ..services import live_usage, log_breakdown
 from ..services import models as model_service
 from ..services import providers as provider_service
 from ..services import requests_log as service
@@ -52,23 +52,38 @@ def log_page() -> Any:
             before=request.args.get("before") or None,
             after=request.args.get("after") or None,
         )
-        breakdown = service.breakdown(state, filters)
+        breakdown = log_breakdown.breakdown(state, filters)
     except ValidationError as exc:
         form.fail(exc)
     specs: dict[str, Any] = {}
     if breakdown is not None:
-        statuses = [{**row, "label": str(row["status"])} for row in breakdown.by_status]
         models = [{**row, "label": row["model"] or "(none)"} for row in breakdown.by_model]
-        providers = [{**row, "label": row["provider"] or "(none)"}
-                     for row in breakdown.by_provider]
+        providers = [{**row, "label": row["provider"] or "(none)"} for row in breakdown.by_provider]
         specs = {
-            "by_status": charts.share(statuses, label="label", value="requests",
-                                      title="Requests",
-                                      colors=[charts.status_color(r["status"]) for r in statuses]),
-            "by_model": charts.ranking(models[:10], label="label", value="requests",
-                                       title="Requests", axis="Requests", color=0),
-            "by_provider": charts.ranking(providers[:10], label="label", value="cost",
-                                          title="Cost (USD)", axis="USD", money=True, color=1),
+            "by_outcome": charts.share(
+                breakdown.by_outcome,
+                label="label",
+                value="requests",
+                title="Requests",
+                colors=[charts.OUTCOME_COLORS[row["outcome"]] for row in breakdown.by_outcome],
+            ),
+            "by_model": charts.ranking(
+                models[:10],
+                label="label",
+                value="requests",
+                title="Requests",
+                axis="Requests",
+                color=0,
+            ),
+            "by_provider": charts.ranking(
+                providers[:10],
+                label="label",
+                value="cost",
+                title="Cost (USD)",
+                axis="USD",
+                money=True,
+                color=1,
+            ),
         }
     return render_template(
         "aigateway/requests/log.html",

@@ -34,16 +34,15 @@ def login() -> Any:
         return redirect(_destination(), 303)
     error = None
     status = 200
+    headers: dict[str, str] = {}
     if request.method == "POST":
         throttle = security.throttle(state)
         client = security.client_address()
-        wait = throttle.retry_after(client)
+        wait = math.ceil(throttle.retry_after(client))
         if wait > 0:
-            error = (
-                f"Too many failed logins from your address. Try again in "
-                f"{math.ceil(wait)} seconds."
-            )
+            error = f"Too many failed logins from your address. Try again in {wait} seconds."
             status = 429
+            headers["Retry-After"] = str(wait)
         elif security.token_matches(state, request.form.get("token", "")):
             throttle.succeeded(client)
             security.open_session(state)
@@ -52,12 +51,10 @@ def login() -> Any:
             throttle.failed(client)
             error = _WRONG_TOKEN
             status = 401
-    next_target = security.safe_next(request.values.get("next"))
-    response = render_template("aigateway/login.html", error=error, next=next_target)
-    if status == 429:
-        wait = security.throttle(state).retry_after(security.client_address())
-        return response, status, {"Retry-After": str(max(1, math.ceil(wait)))}
-    return response, status
+    page = render_template(
+        "aigateway/login.html", error=error, next=security.safe_next(request.values.get("next"))
+    )
+    return page, status, headers
 
 
 def logout() -> Any:

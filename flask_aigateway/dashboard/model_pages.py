@@ -16,10 +16,26 @@ from . import charts
 from .forms import Form, display_list, display_value
 from .notices import notify
 
-ALIAS_FIELDS = ("alias", "strategy", "fallbacks", "context_fallback", "max_tokens", "cache_ttl",
-                "enabled")
-DEPLOYMENT_FIELDS = ("provider", "model", "pricing_input", "pricing_output",
-                     "pricing_cached_input", "priority", "weight", "rpm_limit", "enabled")
+ALIAS_FIELDS = (
+    "alias",
+    "strategy",
+    "fallbacks",
+    "context_fallback",
+    "max_tokens",
+    "cache_ttl",
+    "enabled",
+)
+DEPLOYMENT_FIELDS = (
+    "provider",
+    "model",
+    "pricing_input",
+    "pricing_output",
+    "pricing_cached_input",
+    "priority",
+    "weight",
+    "rpm_limit",
+    "enabled",
+)
 DAYS = 30
 
 
@@ -29,12 +45,21 @@ def register(bp: Blueprint) -> None:
     bp.add_url_rule("/models/<ref>", "model", detail_page)
     bp.add_url_rule("/models/<ref>/edit", "model_edit", edit_page, methods=["GET", "POST"])
     bp.add_url_rule("/models/<ref>/delete", "model_delete", delete, methods=["POST"])
-    bp.add_url_rule("/models/<ref>/deployments/new", "deployment_new", deployment_new,
-                    methods=["GET", "POST"])
-    bp.add_url_rule("/models/<ref>/deployments/<deployment_id>/edit", "deployment_edit",
-                    deployment_edit, methods=["GET", "POST"])
-    bp.add_url_rule("/models/<ref>/deployments/<deployment_id>/remove", "deployment_remove",
-                    deployment_remove, methods=["POST"])
+    bp.add_url_rule(
+        "/models/<ref>/deployments/new", "deployment_new", deployment_new, methods=["GET", "POST"]
+    )
+    bp.add_url_rule(
+        "/models/<ref>/deployments/<deployment_id>/edit",
+        "deployment_edit",
+        deployment_edit,
+        methods=["GET", "POST"],
+    )
+    bp.add_url_rule(
+        "/models/<ref>/deployments/<deployment_id>/remove",
+        "deployment_remove",
+        deployment_remove,
+        methods=["POST"],
+    )
 
 
 def _choices() -> dict[str, Any]:
@@ -59,13 +84,15 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
         "requests": charts.requests_per_day(series, DAYS),
         "cost": charts.cost_per_day(series, DAYS),
     }
-    return render_template("aigateway/models/detail.html", model=model, charts=specs,
-                           days=DAYS, error=error), status
+    return render_template(
+        "aigateway/models/detail.html", model=model, charts=specs, days=DAYS, error=error
+    ), status
 
 
 def _form_page(form: Form, model: dict[str, Any] | None) -> Any:
-    return render_template("aigateway/models/form.html", form=form, model=model,
-                           **_choices()), form.status
+    return render_template(
+        "aigateway/models/form.html", form=form, model=model, **_choices()
+    ), form.status
 
 
 def new_page() -> Any:
@@ -144,10 +171,14 @@ def delete(ref: str) -> Any:
     return redirect(url_for(".models"), 303)
 
 
-def _deployment_page(form: Form, model: dict[str, Any],
-                     deployment: dict[str, Any] | None) -> Any:
-    return render_template("aigateway/models/deployment_form.html", form=form, model=model,
-                           deployment=deployment, **_choices()), form.status
+def _deployment_page(form: Form, model: dict[str, Any], deployment: dict[str, Any] | None) -> Any:
+    return render_template(
+        "aigateway/models/deployment_form.html",
+        form=form,
+        model=model,
+        deployment=deployment,
+        **_choices(),
+    ), form.status
 
 
 def deployment_new(ref: str) -> Any:
@@ -180,7 +211,7 @@ def deployment_new(ref: str) -> Any:
 def _find_deployment(model: dict[str, Any], deployment_id: str) -> dict[str, Any]:
     for deployment in model["deployments"]:
         if deployment["id"] == deployment_id:
-            return deployment  # type: ignore[no-any-return]
+            return deployment
     raise NotFoundError(
         f"No deployment {deployment_id!r} in alias {model['alias']!r}.", param="deployment"
     )

@@ -17,7 +17,7 @@ _LIMIT = 5
 def notify(message: str, kind: str = "ok") -> None:
     """Show ``message`` on the next page (``kind``: ok, warn or error)."""
     session = dashboard_session.current(get_state())
-    pending = list(session.get(_KEY) or [])[-(_LIMIT - 1):]
+    pending = list(session.get(_KEY) or [])[-(_LIMIT - 1) :]
     pending.append([kind, message])
     session.put(_KEY, pending)
 

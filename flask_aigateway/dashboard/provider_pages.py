@@ -22,8 +22,16 @@ from .notices import notify
 
 #: Shown instead of a secret-looking extra header value; submitting it keeps the stored one.
 KEEP = "(unchanged)"
-FIELDS = ("name", "format", "base_url", "api_key", "api_version", "extra_headers", "enabled",
-          "clear_api_key")
+FIELDS = (
+    "name",
+    "format",
+    "base_url",
+    "api_key",
+    "api_version",
+    "extra_headers",
+    "enabled",
+    "clear_api_key",
+)
 CHECKBOXES = ("enabled", "clear_api_key")
 
 
@@ -70,9 +78,7 @@ def _render_form(form: Form, provider: dict[str, Any] | None) -> Any:
     if form.get("api_key"):
         form.values["api_key"] = ""
         if not form.ok:
-            form.general.append(
-                "The API key you typed was not kept on this page: enter it again."
-            )
+            form.general.append("The API key you typed was not kept on this page: enter it again.")
     return render_template(
         "aigateway/providers/form.html",
         form=form,
@@ -126,8 +132,7 @@ def edit_page(ref: str) -> Any:
             "format": provider.format,
             "base_url": provider.base_url or "",
             "api_version": provider.api_version or "",
-            "extra_headers": _headers_text(provider.extra_headers or {},
-                                           shown["extra_headers"]),
+            "extra_headers": _headers_text(provider.extra_headers or {}, shown["extra_headers"]),
             "enabled": provider.enabled,
         }
         return _render_form(Form(FIELDS, values, CHECKBOXES), shown)

@@ -51,9 +51,12 @@ class LoginThrottle:
     #: Clients tracked at most; beyond it, clients with no recent failure are forgotten.
     MAX_CLIENTS = 10_000
 
-    def __init__(self, max_failures: int = LOGIN_MAX_FAILURES,
-                 window: float = LOGIN_WINDOW_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_failures: int = LOGIN_MAX_FAILURES,
+        window: float = LOGIN_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_failures = max_failures
         self.window = window
         self._clock = clock
@@ -96,7 +99,7 @@ def throttle(state: GatewayState) -> LoginThrottle:
     found = state.resources.get(_THROTTLE_RESOURCE)
     if found is None:
         found = state.resources.setdefault(_THROTTLE_RESOURCE, LoginThrottle())
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def resolve_auth(value: Any) -> Callable[[], Any] | None:
@@ -119,7 +122,7 @@ def resolve_auth(value: Any) -> Callable[[], Any] | None:
             f"AIGATEWAY_DASHBOARD_AUTH is {value!r}, which is not callable: give a function "
             "taking no arguments that returns True, False or a response."
         )
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def install(state: GatewayState) -> None:
@@ -128,7 +131,7 @@ def install(state: GatewayState) -> None:
 
 
 def host_auth(state: GatewayState) -> Callable[[], Any] | None:
-    return state.resources.get(_AUTH_RESOURCE)  # type: ignore[no-any-return]
+    return state.resources.get(_AUTH_RESOURCE)
 
 
 def problem(state: GatewayState) -> str | None:

@@ -82,7 +82,7 @@ def current(state: GatewayState) -> DashboardSession:
     expired, or when no signing secret is configured)."""
     found = getattr(g, _G_ATTR, None)
     if found is not None:
-        return found  # type: ignore[no-any-return]
+        return found
     session = DashboardSession()
     secret = signing_secret(current_app, state)
     raw = request.cookies.get(COOKIE_NAME)
@@ -112,8 +112,9 @@ def save(state: GatewayState, response: Response) -> None:
     secret = signing_secret(current_app, state)
     path = cookie_path()
     if not secret or not session:
-        response.delete_cookie(COOKIE_NAME, path=path, httponly=True, samesite="Lax",
-                               secure=request.is_secure)
+        response.delete_cookie(
+            COOKIE_NAME, path=path, httponly=True, samesite="Lax", secure=request.is_secure
+        )
         return
     token = _fernet(secret).encrypt(json.dumps(dict(session), separators=(",", ":")).encode())
     response.set_cookie(

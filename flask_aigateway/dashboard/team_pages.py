@@ -50,14 +50,15 @@ def tree_rows() -> list[dict[str, Any]]:
     rows = []
     for team in teams:
         depth[team.id] = depth.get(team.parent_id, -1) + 1 if team.parent_id else 0
-        rows.append(service.team_to_dict(team) | {"depth": min(depth[team.id], 8),
-                                                  "keys": keys.get(team.id, 0)})
+        rows.append(
+            service.team_to_dict(team)
+            | {"depth": min(depth[team.id], 8), "keys": keys.get(team.id, 0)}
+        )
     return rows
 
 
 def list_page() -> str:
-    return render_template("aigateway/teams/list.html", teams=tree_rows(),
-                           rule_fields=RULE_FIELDS)
+    return render_template("aigateway/teams/list.html", teams=tree_rows(), rule_fields=RULE_FIELDS)
 
 
 def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any:
@@ -92,8 +93,9 @@ def _form_page(form: Form, team: dict[str, Any] | None) -> Any:
             if row["parent_id"] in inside:
                 inside.add(row["id"])
         parents = [row for row in parents if row["id"] not in inside]
-    return render_template("aigateway/teams/form.html", form=form, team=team, parents=parents,
-                           rule_fields=RULE_FIELDS), form.status
+    return render_template(
+        "aigateway/teams/form.html", form=form, team=team, parents=parents, rule_fields=RULE_FIELDS
+    ), form.status
 
 
 def _rules(form: Form) -> dict[str, str]:

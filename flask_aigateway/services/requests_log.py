@@ -1,9 +1,9 @@
 """Searching the request log: filters, keyset pagination and breakdowns on indexed columns.
 
-The dashboard's request page reads the log only through here. Every query is bounded: a page
-is a keyset slice on ``(created_at, id)`` (the ``created_at`` index, or the ``(key|team|alias,
-created_at)`` indexes when one of those filters is set), and breakdowns cover one time window
-(the filter's, else the last 24 hours), so a log of millions of rows stays fast.
+The dashboard's request page reads the log only through here (and :mod:`.log_breakdown`).
+Every query is bounded: a page is a keyset slice on ``(created_at, id)`` (the ``created_at``
+index, or the ``(key|team|alias, created_at)`` indexes when one of those filters is set), so
+a log of millions of rows stays fast.
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import binascii
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, case, func, or_, select
+from sqlalchemy import Select, or_, select
 
-from ..db import to_money, utcnow
 from ..errors import NotFoundError, ValidationError
 from ..models import ApiKey, RequestLog, Team
 from ..state import GatewayState
@@ -32,11 +30,10 @@ STATUS_CHOICES: dict[str, str] = {
     "4xx": "Client errors (4xx)",
     "5xx": "Server errors (5xx)",
 }
-#: Window of a breakdown when the filters give no start.
-DEFAULT_BREAKDOWN_WINDOW = dt.timedelta(hours=24)
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
+_Query = TypeVar("_Query", bound=Select)
 _CODE_RE = re.compile(r"^[1-5][0-9]{2}$")
 _DATE_ONLY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ID_FIELDS = {"key": "key_id", "team": "team_id", "provider": "provider", "model": "alias"}
@@ -79,18 +76,6 @@ class LogPage:
     rows: list[dict[str, Any]]
     older: str | None = None
     newer: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Breakdown:
-    """Requests, errors and cost of the matching rows in ``since``..``until``, grouped."""
-
-    since: dt.datetime
-    until: dt.datetime | None
-    total: int
-    by_model: list[dict[str, Any]] = field(default_factory=list)
-    by_provider: list[dict[str, Any]] = field(default_factory=list)
-    by_status: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _text(raw: Mapping[str, Any], name: str, limit: int = 200) -> str | None:
@@ -159,7 +144,8 @@ def parse_filters(raw: Mapping[str, Any]) -> LogFilters:
     return filters
 
 
-def _where(stmt: Select[Any], filters: LogFilters) -> Select[Any]:
+def apply_filters(stmt: _Query, filters: LogFilters) -> _Query:
+    """``stmt`` restricted to the log rows that match ``filters``."""
     for name, column in _ID_FIELDS.items():
         value = getattr(filters, name)
         if value is not None:
@@ -220,7 +206,7 @@ def search(
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValidationError(f"The page size must be 1 to {MAX_PAGE_SIZE}.", param="limit")
-    stmt = _where(select(RequestLog), filters)
+    stmt = apply_filters(select(RequestLog), filters)
     newest_first = after is None
     if before is not None or after is not None:
         created, row_id = decode_cursor(before if before is not None else after)  # type: ignore[arg-type]
@@ -321,75 +307,12 @@ def get_entry(state: GatewayState, entry_id: int) -> dict[str, Any]:
     return data
 
 
-def breakdown(
-    state: GatewayState, filters: LogFilters, *, now: dt.datetime | None = None
-) -> Breakdown:
-    """Requests, errors and cost of the matching rows by model, provider and status code.
-
-    The window is the filters' ``since``..``until``, or the last 24 hours when ``since`` is
-    not given (:data:`DEFAULT_BREAKDOWN_WINDOW`); one grouped query covers all three.
-    """
-    since = filters.since or (now or utcnow()) - DEFAULT_BREAKDOWN_WINDOW
-    window = LogFilters(**{**_fields(filters), "since": since})
-    errors = func.sum(case((RequestLog.status_code >= 400, 1), else_=0))
-    stmt = _where(
-        select(
-            RequestLog.alias,
-            RequestLog.provider,
-            RequestLog.status_code,
-            func.count().label("requests"),
-            errors.label("errors"),
-            func.sum(RequestLog.cost).label("cost"),
-        ),
-        window,
-    ).group_by(RequestLog.alias, RequestLog.provider, RequestLog.status_code)
-    groups: dict[str, dict[Any, dict[str, Any]]] = {"model": {}, "provider": {}, "status": {}}
-    total = 0
-    with state.session() as session:
-        for alias, provider, status, requests, error_count, cost in session.execute(stmt):
-            total += requests
-            amount = _money(cost)
-            for name, value in (("model", alias), ("provider", provider), ("status", status)):
-                slot = groups[name].setdefault(
-                    value, {name: value, "requests": 0, "errors": 0, "cost": Decimal(0)}
-                )
-                slot["requests"] += requests
-                slot["errors"] += int(error_count or 0)
-                slot["cost"] += amount
-
-    def ordered(name: str) -> list[dict[str, Any]]:
-        items = list(groups[name].values())
-        if name == "status":
-            return sorted(items, key=lambda g: g["status"])
-        return sorted(items, key=lambda g: (-g["requests"], str(g[name])))
-
-    return Breakdown(
-        since=since,
-        until=filters.until,
-        total=total,
-        by_model=ordered("model"),
-        by_provider=ordered("provider"),
-        by_status=ordered("status"),
-    )
-
-
-def _fields(filters: LogFilters) -> dict[str, Any]:
-    return {name: getattr(filters, name) for name in LogFilters.__dataclass_fields__}
-
-
-def _money(value: Any) -> Decimal:
-    """A summed Money column (typed as Money, so already a Decimal; None for no rows)."""
-    return Decimal(0) if value is None else to_money(value)
-
-
 __all__ = [
-    "DEFAULT_BREAKDOWN_WINDOW",
     "PAGE_SIZE",
     "STATUS_CHOICES",
-    "Breakdown",
     "LogFilters",
     "LogPage",
-    "breakdown",
+    "apply_filters",
     "decode_cursor",
     "encode_cursor",
     "get_entry",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -129,7 +129,7 @@ def _sums() -> list[Any]:
             for name in _SUMMED]
 
 
-def _metrics(row: Mapping[str, Any] | None) -> dict[str, Any]:
+def _metrics(row: Any) -> dict[str, Any]:
     """The public numbers of one aggregated rollup row (all zeros/None for no row)."""
     values = {name: (row[name] if row is not None else 0) or 0 for name in _SUMMED}
     requests = int(values["requests"])
