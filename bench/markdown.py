@@ -130,14 +130,17 @@ def open_streams_table(results: dict[str, Any], labels: dict[str, str]) -> str:
 def profile_section(name: str, prof: dict[str, Any]) -> str:
     if "error" in prof:
         return f"**{name}**: {prof['error']}\n"
-    out = [f"**{name}** — {prof['samples']} samples at {prof['rate']} Hz over "
-           f"{prof['seconds']:g} s, c={prof['concurrency']}; CPU per request without the "
-           f"profiler: {num(prof['cpu_ms_per_req'], 2)} ms (at "
+    coverage = prof.get("coverage")
+    out = [f"**{name}**: {prof['samples']} samples of the GIL holder at {prof['rate']} Hz "
+           f"over {prof['seconds']:g} s, c={prof['concurrency']}"
+           + (f", covering {coverage:.0%} of the worker's CPU (the rest ran without the GIL)"
+              if coverage else "")
+           + f"; CPU per request without the profiler: {num(prof['cpu_ms_per_req'], 2)} ms (at "
            f"{num(prof['calibration_rps'], 0)} req/s). Raw stacks: "
            f"`bench/results/profiles/{prof['raw_file']}`.", ""]
     out.append(table(["thread", "share", "ms/req"], [
         [t["thread"], f"{t['share']:.1%}", num(t["ms_per_req"], 3)] for t in prof["threads"]]))
-    out += ["", "Request path from the /v1 view down (inclusive, ≥ 1 % of samples):", ""]
+    out += ["", "Request path from the /v1 view down (inclusive, ≥ 2 % of samples):", ""]
     out.append(table(["step", "share", "ms/req"], [
         [("&nbsp;&nbsp;" * 2 * r["depth"]) + f"`{r['frame']}`", f"{r['share']:.1%}",
          num(r["ms_per_req"], 3)] for r in prof["tree"]]))

@@ -181,13 +181,19 @@ class SqlCounterStore:
                           else CounterState(key))
         return states
 
+    def _apply(self, conn: Connection, key: CounterKey, stmt: Any) -> bool:
+        """Run an UPDATE of ``key``'s row, creating the row first if it is missing; whether
+        it changed the row (False: its condition did not hold)."""
+        if conn.execute(stmt).rowcount == 1:
+            return True
+        self._ensure_rows(conn, [key])
+        return bool(conn.execute(stmt).rowcount == 1)
+
     def reserve(self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None],
                 amount: Decimal) -> list[CounterState]:
-        order = sorted(range(len(keys)), key=lambda i: keys[i])
         with self._begin() as conn:
-            self._ensure_rows(conn, [keys[i] for i in order])
             now = utcnow()
-            for i in order:
+            for i in sorted(range(len(keys)), key=lambda i: keys[i]):
                 stmt = (update(_TABLE).where(_match(keys[i]))
                         .values(reserved=_C.reserved + _money(amount), updated_at=now))
                 limit = limits[i]
@@ -195,24 +201,21 @@ class SqlCounterStore:
                     stmt = stmt.where(
                         _C.spent + _C.reserved + _money(amount) <= _money(limit)
                     )
-                if conn.execute(stmt).rowcount != 1:
+                if not self._apply(conn, keys[i], stmt):
                     raise Refused(i, self._read(conn, [keys[i]])[0])
             return self._read(conn, keys)
 
     def settle(self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal,
                *, count: bool) -> list[CounterState]:
         with self._begin() as conn:
-            self._ensure_rows(conn, sorted(keys))
             now = utcnow()
             for key in sorted(keys):
-                conn.execute(
-                    update(_TABLE).where(_match(key)).values(
-                        reserved=_C.reserved - _money(reserved),
-                        spent=_C.spent + _money(cost),
-                        requests=_C.requests + (1 if count else 0),
-                        updated_at=now,
-                    )
-                )
+                self._apply(conn, key, update(_TABLE).where(_match(key)).values(
+                    reserved=_C.reserved - _money(reserved),
+                    spent=_C.spent + _money(cost),
+                    requests=_C.requests + (1 if count else 0),
+                    updated_at=now,
+                ))
             return self._read(conn, keys)
 
     def read(self, keys: Sequence[CounterKey]) -> list[CounterState]:

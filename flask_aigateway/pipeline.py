@@ -201,6 +201,7 @@ class Pipeline:
             finally:
                 record.attempts = attempts.attempts
                 record.fallback_path = attempts.path if len(attempts.path) > 1 else []
+                record.target = record.target or attempts.last_target
             usage = response.usage
             if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
                 usage = Usage(
@@ -288,6 +289,7 @@ class Pipeline:
             finally:
                 record.attempts = attempts.attempts
                 record.fallback_path = attempts.path if len(attempts.path) > 1 else []
+                record.target = record.target or attempts.last_target
             record.target = target
             record.ttft_ms = record.elapsed_ms()
         except BaseException as error:

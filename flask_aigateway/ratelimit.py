@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .budgets import max_output_tokens
+from .budgets import max_output_tokens, reachable_routes
 from .errors import ConfigError, RateLimitError
 from .rate_windows import MemoryWindows, RedisWindows, WindowSpec, WindowState, WindowStore
 from .redis_failure import on_unreachable, unreachable_errors
@@ -107,8 +107,13 @@ class RateLimiter:
             )
         if uri == settings["AIGATEWAY_REDIS_URL"]:
             return RedisWindows(self._state.redis(), self._state.redis_key)
-        import redis
-
+        try:
+            import redis
+        except ImportError:
+            raise ConfigError(
+                "AIGATEWAY_RATELIMIT_STORAGE_URI names Redis but the 'redis' package is "
+                "missing: pip install 'flask-aigateway[redis]'."
+            ) from None
         client = redis.Redis.from_url(uri, socket_timeout=5, socket_connect_timeout=5,
                                       health_check_interval=30)
         self._state.resources["ratelimit_redis"] = client
@@ -179,8 +184,10 @@ class RateLimiter:
         return windows
 
     def _estimate(self, request: ChatRequest, route: AliasRoute | None) -> int:
+        """Estimated prompt tokens plus the most output tokens the request may produce on its
+        alias or any alias it may fall back to (as its budget reservation counts them)."""
         default = self._state.settings["AIGATEWAY_DEFAULT_MAX_TOKENS"]
-        routes = [route] if route is not None else []
+        routes = reachable_routes(self._state, route) if route is not None else []
         return estimate_prompt_tokens(request) + max_output_tokens(request, routes, default)
 
 

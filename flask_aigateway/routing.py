@@ -194,11 +194,13 @@ class AttemptLog:
     """What the attempt sequence did: counted attempts, the aliases it went through, and the
     in-flight lease a stream holds until it closes (:meth:`release`)."""
 
-    __slots__ = ("_release", "attempts", "path")
+    __slots__ = ("_release", "attempts", "last_target", "path")
 
     def __init__(self) -> None:
         self.attempts = 0
         self.path: list[str] = []
+        #: The deployment of the latest attempt (the request log names it on failures too).
+        self.last_target: Target | None = None
         self._release: Callable[[], None] | None = None
 
     def hold(self, release: Callable[[], None]) -> None:
@@ -322,6 +324,7 @@ def _run_target(router: Router, settings: dict[str, Any], target: Target,
             skipped.append(ticket)
             return _FAILED
         log.attempts += 1
+        log.last_target = target
         started = time.monotonic()
         keep = False
         try:

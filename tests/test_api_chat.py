@@ -190,7 +190,10 @@ def test_upstream_client_error_passes_through_without_retry(client, api_key, ups
     assert response.status_code == 400
     assert "too long" in response.json["error"]["message"]
     assert len(upstreams["gpt"].requests) == 1
-    assert log_rows(state)[-1].status_code == 400
+    row = log_rows(state)[-1]
+    assert row.status_code == 400
+    assert row.provider == "fake-openai"
+    assert row.deployment_id.startswith("dep_")
 
 
 def test_retryable_upstream_error_is_retried_then_succeeds(client, api_key, upstreams):

@@ -23,8 +23,8 @@ from servers import LiveServer
 from sqlalchemy import select
 
 from flask_aigateway import AIGateway, ChatRequest
-from flask_aigateway.budget_store import SqlCounterStore
-from flask_aigateway.budgets import worst_case
+from flask_aigateway.budget_store import CounterKey, CounterState, Refused, SqlCounterStore
+from flask_aigateway.budgets import BudgetLine, Reservation, worst_case
 from flask_aigateway.catalog import load_route
 from flask_aigateway.models import RequestLog, UsageCounter
 from flask_aigateway.pipeline import get_pipeline
@@ -422,3 +422,46 @@ def test_sql_counters_on_postgres_hold_under_concurrency(state, gpt, other_app):
     assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 47
     assert counters(state, "team", team.id)["day"].spent == R * 3
     assert_nothing_reserved(state)
+
+
+def test_sql_store_is_exact_across_engines_and_threads(state, other_app):
+    """Two engines on one database (two processes' worth) and 40 threads: 10 reservations of
+    a budget of 10 succeed, never more, and no "database is locked" on SQLite."""
+    stores = [SqlCounterStore(state), SqlCounterStore(AIGateway.get_state(other_app()))]
+    keys = [CounterKey("team", "t", "day", dt.date(2030, 1, 1)),
+            CounterKey("key", "k", "day", dt.date(2030, 1, 1))]
+    amount = Decimal("0.1")
+    barrier = threading.Barrier(40)
+
+    def one(i: int) -> bool:
+        barrier.wait()
+        try:
+            stores[i % 2].reserve(keys, [amount * 10, None], amount)
+        except Refused:
+            return False
+        return True
+
+    with ThreadPoolExecutor(40) as pool:
+        outcomes = list(pool.map(one, range(40)))
+    assert outcomes.count(True) == 10
+    team, key = stores[0].read(keys)
+    assert (team.reserved, key.reserved) == (amount * 10, amount * 10)
+    for i in range(10):
+        stores[i % 2].settle(keys, amount, amount / 2, count=True)
+    team, key = stores[1].read(keys)
+    assert (team.spent, team.reserved, team.requests) == (amount * 5, 0, 10)
+    assert (key.spent, key.reserved) == (amount * 5, 0)
+
+
+def test_a_failed_settlement_is_logged_and_never_raised(caplog):
+    class BrokenStore:
+        def settle(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("database down")
+
+    line = BudgetLine(CounterKey("key", "k", "day", dt.date(2030, 1, 1)), Decimal(1), "key 'k'")
+    reservation = Reservation(BrokenStore(), [line], Decimal("0.2"), [CounterState(line.key)])
+    reservation.settle(Decimal("0.1"))
+    reservation.settle(Decimal("0.1"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1
+    assert "could not settle a budget reservation: reserved 0.2 USD, cost 0.1" in messages[0]

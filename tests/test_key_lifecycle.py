@@ -46,7 +46,7 @@ def error_of(response: Any) -> tuple[int, str, str]:
 
 
 def test_expired_key_stops_at_its_second_even_when_cached(client, state, gpt):
-    expires = utcnow() + dt.timedelta(seconds=1.2)
+    expires = utcnow() + dt.timedelta(seconds=1.5)
     _key, secret = create_key(state, name="short", expires_at=expires)
     assert post(client, secret).status_code == 200
     time.sleep(max(0.0, (expires - utcnow()).total_seconds()) + 0.05)
@@ -80,7 +80,8 @@ def test_revocation_reaches_another_process_within_the_key_cache_time(client, st
         revoked_at = time.monotonic()
         assert post(client, secret).status_code == 401
         while post(remote, secret).status_code == 200:
-            assert time.monotonic() - revoked_at < 1.5, "still accepted after the cache TTL"
+            # the cache lasts 1 s; the rest is slack for a loaded machine
+            assert time.monotonic() - revoked_at < 3.0, "still accepted after the cache TTL"
             time.sleep(0.05)
         assert error_of(post(remote, secret))[1] == "revoked_api_key"
     finally:
@@ -100,9 +101,9 @@ def test_last_used_at_is_recorded(client, state, gpt):
 def test_rotation_keeps_the_key_and_honours_the_grace_period(client, state, gpt):
     key, old = create_key(state, name="k", rate_limit=100)
     assert post(client, old).status_code == 200
-    same, new = rotate_key(state, key.id, grace_seconds=1)
+    same, new = rotate_key(state, key.id, grace_seconds=2)
     assert same.id == key.id and new != old
-    grace_ends = utcnow() + dt.timedelta(seconds=1)
+    grace_ends = utcnow() + dt.timedelta(seconds=2)
     assert post(client, new).status_code == 200
     assert post(client, old).status_code == 200
     time.sleep(max(0.0, (grace_ends - utcnow()).total_seconds()) + 0.1)

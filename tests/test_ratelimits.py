@@ -84,7 +84,7 @@ def test_key_limit_admits_up_to_the_limit_with_openai_headers(client, state, gpt
         assert response.status_code == 200
         assert response.headers["x-ratelimit-limit-requests"] == "3"
         seen.append(response.headers["x-ratelimit-remaining-requests"])
-        assert 59 < reset_seconds(response.headers["x-ratelimit-reset-requests"]) <= 60
+        assert 50 < reset_seconds(response.headers["x-ratelimit-reset-requests"]) <= 60
     assert seen == ["2", "1", "0"]
     error = assert_refused(post(client, secret), 3)
     assert f"key 'ci' ({key.id}) allows 3 requests/minute" in error["message"]
