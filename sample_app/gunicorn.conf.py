@@ -55,3 +55,18 @@ def post_worker_init(worker: Any) -> None:
     from sample_app.bootstrap import announce
 
     announce(worker.wsgi, base_url=_public_url(worker.cfg.bind[0]))
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Flush the request log before the worker goes (atexit does too; this runs first)."""
+    from flask_aigateway.logwriter import close_all_writers
+
+    close_all_writers()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, drop the dead worker's live gauges (in-flight requests)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

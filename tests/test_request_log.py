@@ -3,6 +3,7 @@ on SIGTERM (a gunicorn worker under load included), hourly rollups, retention.""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -253,7 +254,7 @@ def _gateway_env(app_config: dict[str, Any]) -> dict[str, str]:
         "AIGATEWAY_DATABASE_URI": app_config["AIGATEWAY_DATABASE_URI"],
         "AIGATEWAY_SECRET_KEY": app_config["AIGATEWAY_SECRET_KEY"],
         "AIGATEWAY_DASHBOARD_ENABLED": "false",
-        "AIGATEWAY_LOG_FLUSH_INTERVAL": "3",
+        "AIGATEWAY_LOG_FLUSH_INTERVAL": "30",
     }
     for name in ("AIGATEWAY_REDIS_URL", "AIGATEWAY_REDIS_PREFIX"):
         if app_config.get(name):
@@ -281,7 +282,8 @@ class Load:
         self.answered: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._run, daemon=True)
+                         for _ in range(threads)]
         for thread in self._threads:
             thread.start()
 
@@ -303,6 +305,16 @@ class Load:
             with self._lock:
                 self.answered.add(response.headers.get("x-request-id", ""))
 
+    def wait_for(self, count: int, timeout: float = 20.0) -> int:
+        """Wait until ``count`` requests were answered; returns how many were."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.answered) >= count:
+                    return len(self.answered)
+            time.sleep(0.02)
+        raise AssertionError(f"only {len(self.answered)} requests answered in {timeout} s")
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
@@ -315,13 +327,11 @@ def test_sigterm_under_load_loses_no_row(state, app_config, api_key, upstreams, 
                                          target) -> None:
     upstreams["gpt"].default = Reply(latency=0.05)
     gateway = GatewayProcess(_gateway_env(app_config), tmp_path / "instance")
+    load: Load | None = None
     try:
         worker = _worker_pid(gateway.process.pid)
         load = Load(gateway.url, api_key)
-        time.sleep(1.0)
-        with load._lock:
-            answered_before = len(load.answered)
-        assert answered_before > 0
+        answered_before = load.wait_for(20)
         assert len(raw_ids(state)) < answered_before, "rows should still be queued"
         if target == "master":
             gateway.process.send_signal(signal.SIGTERM)
@@ -331,6 +341,8 @@ def test_sigterm_under_load_loses_no_row(state, app_config, api_key, upstreams, 
             time.sleep(1.5)  # the master starts a new worker, which serves the rest
         load.stop()
     finally:
+        if load is not None:
+            load.stop()
         gateway.stop()
     logged = raw_ids(state)
     assert len(logged) == len(set(logged)), "a row was written twice"
@@ -363,3 +375,23 @@ def test_rows_carry_what_the_request_did(state, client, api_key, upstreams) -> N
         "claude", "fake-anthropic", 1, Decimal("0.00006"))
     assert rollup.key_id == row.key_id and rollup.team_id == ""
     assert rollup.hour == row.created_at.replace(minute=0, second=0, microsecond=0)
+
+
+def test_prompt_and_completion_text_only_when_asked(state, client, api_key, upstreams) -> None:
+    writer = get_pipeline(state).log_writer
+    upstreams["gpt"].queue(Reply(text="Not kept."), Reply(text="Kept, with the prompt."),
+                           Reply(text="Streamed and kept."))
+    post(client, api_key, "quiet")
+    state.settings["AIGATEWAY_LOG_CONTENT"] = True
+    post(client, api_key, "loud")
+    client.post("/v1/chat/completions",
+                json={"model": "gpt", "messages": MESSAGES, "stream": True},
+                headers={"Authorization": f"Bearer {api_key}", "X-Request-ID": "loud-stream"}
+                ).get_data()
+    assert writer.flush()
+    with state.transaction() as session:
+        rows = {r.request_id: r for r in session.scalars(select(RequestLog))}
+    assert (rows["quiet"].prompt_text, rows["quiet"].completion_text) == (None, None)
+    assert json.loads(rows["loud"].prompt_text) == MESSAGES
+    assert rows["loud"].completion_text == "Kept, with the prompt."
+    assert rows["loud-stream"].completion_text == "Streamed and kept."
