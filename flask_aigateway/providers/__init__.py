@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from ..enums import WireFormat
+from .anthropic import AnthropicAdapter
 from .base import Adapter, SSEEvent, StreamTranslator, Target, UpstreamRequest
+from .openai import OpenAIAdapter
+
+#: Adapters are pure and stateless, so one instance per wire format serves every request.
+_ADAPTERS: dict[WireFormat, Adapter] = {
+    WireFormat.OPENAI: OpenAIAdapter(),
+    WireFormat.ANTHROPIC: AnthropicAdapter(),
+}
 
 
 def get_adapter(wire_format: WireFormat | str) -> Adapter:
-    """The adapter for a wire format (adapters are stateless, so these are shared)."""
-    from .anthropic import AnthropicAdapter
-    from .openai import OpenAIAdapter
-
-    adapters: dict[WireFormat, Adapter] = {
-        WireFormat.OPENAI: OpenAIAdapter(),
-        WireFormat.ANTHROPIC: AnthropicAdapter(),
-    }
-    return adapters[WireFormat(wire_format)]
+    """The adapter for a wire format."""
+    return _ADAPTERS[WireFormat(wire_format)]
 
 
 __all__ = ["Adapter", "SSEEvent", "StreamTranslator", "Target", "UpstreamRequest", "get_adapter"]
