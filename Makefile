@@ -93,8 +93,8 @@ clean:
 # The benchmark (bench/README.md): its own venv with the project, gunicorn's gevent worker,
 # aiohttp/uvloop for the mock and the load generator, and py-spy. LiteLLM proxy is measured when
 # $(LITELLM_VENV) has it; LITELLM=1 installs it there first (a few minutes).
-#   make bench                  the full run (about 15 minutes); rewrites bench/RESULTS.md
-#   make bench QUICK=1          a ~3-minute smoke run
+#   make bench                  the full run (12-15 minutes); rewrites bench/RESULTS.md
+#   make bench QUICK=1          a 3-4 minute smoke run
 #   make bench OPEN_STREAMS=2000 SOAK=600 BENCH_ARGS='--repeats 3'
 BENCH_VENV ?= .venv-bench
 LITELLM_VENV ?= .venv-litellm

@@ -5,10 +5,10 @@ table.
 ``--gil`` samples the thread holding the GIL, i.e. the one running Python: py-spy's own idle
 detection counts threads blocked in psycopg's or redis-py's socket waits as running (measured:
 twice the worker's real CPU time), the GIL does not lie. A function's share of the samples is
-then its share of the worker's Python CPU; ``coverage`` says how much of the worker's CPU that
-is (the rest runs without the GIL: syscalls, SQLite, libpq). The table turns shares into
-milliseconds with the CPU per request measured without the profiler attached (py-spy pauses
-the process to sample, which inflates everything measured while it runs).
+then its share of the worker's Python CPU (syscalls, SQLite and libpq run without the GIL and
+are spread over their Python callers). The table turns shares into milliseconds with the CPU
+per request measured without the profiler attached (py-spy pauses the process to sample, which
+inflates everything measured while it runs).
 
 Three views: the request path's call tree (each step and what it calls, to a depth), the
 threads (request handling, the background log writer, the server loop), and the hottest
@@ -81,8 +81,9 @@ def thread_of(frames: list[str]) -> str:
     return "server loop and other threads"
 
 
-def call_tree(stacks: Iterable[tuple[list[str], int]], depth: int,
-              min_share: float, total: int) -> list[dict[str, Any]]:
+def call_tree(
+    stacks: Iterable[tuple[list[str], int]], depth: int, min_share: float, total: int
+) -> list[dict[str, Any]]:
     """The request path from the view down: each node's inclusive samples, ``depth`` levels,
     nodes under ``min_share`` of ``total`` left out."""
     tree: dict[tuple[str, ...], int] = Counter()
@@ -90,17 +91,21 @@ def call_tree(stacks: Iterable[tuple[list[str], int]], depth: int,
         start = next((i for i, f in enumerate(frames) if VIEW_MARKER in f), None)
         if start is None:
             continue
-        path = frames[start:start + depth + 1]
+        path = frames[start : start + depth + 1]
         for end in range(1, len(path) + 1):
             tree[tuple(path[:end])] += count
-    rows = [{"path": list(path), "samples": n} for path, n in tree.items()
-            if n / total >= min_share]
+    rows = [
+        {"path": list(path), "samples": n} for path, n in tree.items() if n / total >= min_share
+    ]
     rows.sort(key=lambda r: r["path"])
     ordered: list[dict[str, Any]] = []
 
     def children(prefix: tuple[str, ...]) -> None:
-        kids = [r for r in rows if len(r["path"]) == len(prefix) + 1
-                and tuple(r["path"][:len(prefix)]) == prefix]
+        kids = [
+            r
+            for r in rows
+            if len(r["path"]) == len(prefix) + 1 and tuple(r["path"][: len(prefix)]) == prefix
+        ]
         for row in sorted(kids, key=lambda r: -r["samples"]):
             ordered.append(row)
             children(tuple(row["path"]))
@@ -115,8 +120,12 @@ def is_idle(frames: list[str]) -> bool:
     return bool(frames) and any(frames[-1].endswith(leaf) for leaf in IDLE_LEAVES)
 
 
-def analyse(stacks: list[tuple[list[str], int]], cpu_ms_per_req: float | None,
-            depth: int = 7, min_share: float = 0.02) -> dict[str, Any]:
+def analyse(
+    stacks: list[tuple[list[str], int]],
+    cpu_ms_per_req: float | None,
+    depth: int = 7,
+    min_share: float = 0.02,
+) -> dict[str, Any]:
     idle = sum(n for frames, n in stacks if is_idle(frames))
     stacks = [(frames, n) for frames, n in stacks if not is_idle(frames)]
     total = sum(n for _, n in stacks) or 1
@@ -141,12 +150,20 @@ def analyse(stacks: list[tuple[list[str], int]], cpu_ms_per_req: float | None,
         "idle_samples_dropped": idle,
         "cpu_ms_per_req": cpu_ms_per_req,
         "threads": [{"thread": k, **cost(v)} for k, v in threads.most_common()],
-        "tree": [{"depth": len(r["path"]) - 1, "frame": r["path"][-1], **cost(r["samples"])}
-                 for r in call_tree(stacks, depth, min_share, total)],
+        "tree": [
+            {"depth": len(r["path"]) - 1, "frame": r["path"][-1], **cost(r["samples"])}
+            for r in call_tree(stacks, depth, min_share, total)
+        ],
         "gateway_inclusive": [{"frame": k, **cost(v)} for k, v in inclusive.most_common(25)],
         "self_functions": [{"frame": k, **cost(v)} for k, v in self_funcs.most_common(25)],
         "self_packages": [{"package": k, **cost(v)} for k, v in self_packages.most_common(15)],
     }
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (what the reports print)."""
+    root = Path(__file__).resolve().parent.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def py_spy() -> str | None:
@@ -154,26 +171,64 @@ def py_spy() -> str | None:
     return str(local) if local.exists() else shutil.which("py-spy")
 
 
-def profile(target: Target, mock: Mock, *, stream: bool, seconds: float, rate: int,
-            out_dir: Path, concurrency: int = 1, bystanders: Sequence[int] = ()) -> dict[str, Any]:
+def profile(
+    target: Target,
+    mock: Mock,
+    *,
+    stream: bool,
+    seconds: float,
+    rate: int,
+    out_dir: Path,
+    concurrency: int = 1,
+    bystanders: Sequence[int] = (),
+) -> dict[str, Any]:
     """Measure CPU per request without the profiler, then record ``seconds`` of py-spy
     samples of the serving worker under the same load, and analyse them."""
     spy = py_spy()
     if spy is None:
         return {"error": "py-spy is not installed (pip install py-spy)"}
-    calibration = run_load(target, mock, stream=stream, concurrency=concurrency,
-                           duration=max(3.0, seconds / 2), warmup=1.0, bystanders=bystanders)
+    calibration = run_load(
+        target,
+        mock,
+        stream=stream,
+        concurrency=concurrency,
+        duration=max(3.0, seconds / 2),
+        warmup=1.0,
+        bystanders=bystanders,
+    )
     pid = worker_pid(target)
     mode = "stream" if stream else "json"
     raw_path = out_dir / f"pyspy-{target.name}-{mode}.txt"
     out_dir.mkdir(parents=True, exist_ok=True)
-    argv = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--duration",
-            str(int(seconds)), "--gil", "--format", "raw", "--output", str(raw_path)]
+    argv = [
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(int(seconds)),
+        "--gil",
+        "--format",
+        "raw",
+        "--output",
+        str(raw_path),
+    ]
     loaded: dict[str, Any] = {}
 
     def load() -> None:
-        loaded.update(run_load(target, mock, stream=stream, concurrency=concurrency,
-                               duration=seconds + 2, warmup=0.0, bystanders=bystanders))
+        loaded.update(
+            run_load(
+                target,
+                mock,
+                stream=stream,
+                concurrency=concurrency,
+                duration=seconds + 2,
+                warmup=0.0,
+                bystanders=bystanders,
+            )
+        )
 
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
@@ -186,10 +241,17 @@ def profile(target: Target, mock: Mock, *, stream: bool, seconds: float, rate: i
     if spy_run.returncode != 0 or not raw_path.exists():
         return {"error": f"py-spy failed: {spy_run.stderr[-800:]}"}
     result = analyse(parse_collapsed(raw_path.read_text()), calibration["cpu_ms_per_req"])
-    cores = (loaded.get("cores") or {}).get("target") or 0.0
-    result["coverage"] = result["samples"] / rate / (seconds * cores) if cores else None
-    result.update({"mode": mode, "concurrency": concurrency, "seconds": seconds, "rate": rate,
-                   "worker_pid": pid, "raw_file": raw_path.name,
-                   "calibration_rps": calibration["rps"],
-                   "profiled_rps": loaded.get("rps"), "command": " ".join(argv)})
+    result.update(
+        {
+            "mode": mode,
+            "concurrency": concurrency,
+            "seconds": seconds,
+            "rate": rate,
+            "worker_pid": pid,
+            "raw_file": _shown(raw_path),
+            "calibration_rps": calibration["rps"],
+            "profiled_rps": loaded.get("rps"),
+            "command": " ".join(argv),
+        }
+    )
     return result

@@ -26,8 +26,10 @@ from typing import Any
 
 import aiohttp
 
-_TEXT_MARKERS = {"openai": re.compile(rb'"content"\s*:\s*"[^"]'),
-                 "anthropic": re.compile(rb"text_delta")}
+_TEXT_MARKERS = {
+    "openai": re.compile(rb'"content"\s*:\s*"[^"]'),
+    "anthropic": re.compile(rb"text_delta"),
+}
 _END_MARKERS = {"openai": b"[DONE]", "anthropic": b"message_stop"}
 
 
@@ -43,14 +45,23 @@ def summary(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
     ordered = sorted(values)
-    return {"n": len(ordered), "min": ordered[0], "mean": sum(ordered) / len(ordered),
-            "p50": percentile(ordered, 50), "p90": percentile(ordered, 90),
-            "p99": percentile(ordered, 99), "max": ordered[-1]}  # type: ignore[dict-item]
+    return {
+        "n": len(ordered),
+        "min": ordered[0],
+        "mean": sum(ordered) / len(ordered),
+        "p50": percentile(ordered, 50),
+        "p90": percentile(ordered, 90),
+        "p99": percentile(ordered, 99),
+        "max": ordered[-1],
+    }  # type: ignore[dict-item]
 
 
 def request_body(api: str, model: str, stream: bool) -> bytes:
-    body: dict[str, Any] = {"model": model, "max_tokens": 64,
-                            "messages": [{"role": "user", "content": "Say hello."}]}
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Say hello."}],
+    }
     if stream:
         body["stream"] = True
         if api == "openai":
@@ -83,8 +94,11 @@ class Client:
         self.args = args
         self.session = session
         self.body = request_body(args.api, args.model, args.stream)
-        self.headers = {"content-type": "application/json",
-                        "authorization": f"Bearer {args.api_key}", "x-api-key": args.api_key}
+        self.headers = {
+            "content-type": "application/json",
+            "authorization": f"Bearer {args.api_key}",
+            "x-api-key": args.api_key,
+        }
         if args.api == "anthropic":
             self.headers["anthropic-version"] = "2023-06-01"
         self.text_marker = _TEXT_MARKERS[args.api]
@@ -98,8 +112,9 @@ class Client:
         results.open_now += 1
         results.open_max = max(results.open_max, results.open_now)
         try:
-            async with self.session.post(self.args.url, data=self.body,
-                                         headers=self.headers) as answer:
+            async with self.session.post(
+                self.args.url, data=self.body, headers=self.headers
+            ) as answer:
                 status = answer.status
                 while True:
                     data = await answer.content.readany()
@@ -177,8 +192,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, force_close=False)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     results = Results()
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     auto_decompress=False) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False
+    ) as session:
         client = Client(args, session)
         if args.open_streams:
             elapsed = await open_streams(client, results)
@@ -186,14 +202,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             elapsed = await closed_loop(client, results)
     ok = len(results.totals)
     return {
-        "url": args.url, "api": args.api, "stream": args.stream,
+        "url": args.url,
+        "api": args.api,
+        "stream": args.stream,
         "mode": "open-streams" if args.open_streams else "closed-loop",
-        "concurrency": args.open_streams or args.concurrency, "duration_s": elapsed,
-        "requests_ok": ok, "requests_err": sum(results.errors.values()),
-        "requests_warmup": results.warmup_requests, "rps": ok / max(elapsed, 1e-9),
-        "open_max": results.open_max, "statuses": results.statuses, "errors": results.errors,
-        "error_samples": results.samples, "latency_ms": summary(results.totals),
-        "ttfb_ms": summary(results.ttfbs), "ttft_ms": summary(results.ttfts),
+        "concurrency": args.open_streams or args.concurrency,
+        "duration_s": elapsed,
+        "requests_ok": ok,
+        "requests_err": sum(results.errors.values()),
+        "requests_warmup": results.warmup_requests,
+        "rps": ok / max(elapsed, 1e-9),
+        "open_max": results.open_max,
+        "statuses": results.statuses,
+        "errors": results.errors,
+        "error_samples": results.samples,
+        "latency_ms": summary(results.totals),
+        "ttfb_ms": summary(results.ttfbs),
+        "ttft_ms": summary(results.ttfts),
     }
 
 
@@ -207,12 +232,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-c", "--concurrency", type=int, default=16)
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds first")
-    parser.add_argument("--ramp", type=float, default=0.5,
-                        help="seconds over which workers (or open streams) start")
+    parser.add_argument(
+        "--ramp", type=float, default=0.5, help="seconds over which workers (or open streams) start"
+    )
     parser.add_argument("--max-requests", type=int, default=1_000_000)
     parser.add_argument("--timeout", type=float, default=60.0, help="per request, seconds")
-    parser.add_argument("--open-streams", type=int, default=0,
-                        help="open this many streams once instead of the closed loop")
+    parser.add_argument(
+        "--open-streams",
+        type=int,
+        default=0,
+        help="open this many streams once instead of the closed loop",
+    )
     args = parser.parse_args(argv)
     host = args.url.split("//", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
     if host not in ("127.0.0.1", "localhost", "[::1]"):

@@ -23,27 +23,58 @@ from .targets import MODEL, ROOT, Mock, Target
 
 
 def _load(argv: list[str], budget_s: float) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "bench.load", *argv], cwd=ROOT,
-                          capture_output=True, text=True, timeout=budget_s)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=budget_s,
+    )
     line = next((x for x in done.stdout.splitlines() if x.startswith("LOAD_JSON ")), None)
     if line is None:
-        raise RuntimeError(f"the load generator failed (exit {done.returncode}):\n"
-                           f"{done.stdout[-800:]}{done.stderr[-1500:]}")
-    return dict(json.loads(line[len("LOAD_JSON "):]))
+        raise RuntimeError(
+            f"the load generator failed (exit {done.returncode}):\n"
+            f"{done.stdout[-800:]}{done.stderr[-1500:]}"
+        )
+    return dict(json.loads(line[len("LOAD_JSON ") :]))
 
 
-def run_load(target: Target, mock: Mock, *, stream: bool, concurrency: int = 1,
-             duration: float = 4.0, warmup: float = 1.0, timeout: float = 60.0,
-             open_streams: int = 0, ramp: float = 0.5,
-             bystanders: Sequence[int] = ()) -> dict[str, Any]:
+def run_load(
+    target: Target,
+    mock: Mock,
+    *,
+    stream: bool,
+    concurrency: int = 1,
+    duration: float = 4.0,
+    warmup: float = 1.0,
+    timeout: float = 60.0,
+    open_streams: int = 0,
+    ramp: float = 0.5,
+    bystanders: Sequence[int] = (),
+) -> dict[str, Any]:
     """Load ``target`` once and return the load generator's result plus, for its process tree:
     CPU ms per request (warm-up requests included, as their CPU is), peak RSS and end PSS;
     upstream calls per client request; and the CPU cores used by the client, the mock, the
     target, the ``bystanders`` (the other systems under test, idle meanwhile) and anything
     else (``other``: noise from outside the benchmark)."""
-    argv = ["--url", target.url, "--api-key", target.api_key, "--model", MODEL,
-            "-c", str(concurrency), "-d", str(duration), "--warmup", str(warmup),
-            "--ramp", str(ramp), "--timeout", str(timeout)]
+    argv = [
+        "--url",
+        target.url,
+        "--api-key",
+        target.api_key,
+        "--model",
+        MODEL,
+        "-c",
+        str(concurrency),
+        "-d",
+        str(duration),
+        "--warmup",
+        str(warmup),
+        "--ramp",
+        str(ramp),
+        "--timeout",
+        str(timeout),
+    ]
     if stream:
         argv.append("--stream")
     if open_streams:
@@ -76,12 +107,15 @@ def run_load(target: Target, mock: Mock, *, stream: bool, concurrency: int = 1,
     done = result["requests_ok"] + result["requests_err"] + result["requests_warmup"]
     target_cpu = 0.0 if is_mock else cpu
     result["cores"] = {
-        "machine": busy / wall, "client": client / wall, "mock": mock_cpu / wall,
-        "target": cpu / wall, "bystanders": idle / wall,
+        "machine": busy / wall,
+        "client": client / wall,
+        "mock": mock_cpu / wall,
+        "target": cpu / wall,
+        "bystanders": idle / wall,
         "other": max(0.0, busy - client - mock_cpu - target_cpu - idle - own) / wall,
     }
     result["cpu_ms_per_req"] = 1000 * cpu / done if done else None
-    result["upstream_calls_per_req"] = (served / done if done and not is_mock else None)
+    result["upstream_calls_per_req"] = served / done if done and not is_mock else None
     if pid:
         result["peak_rss_mb"] = peak.peak_mb
         result["end_memory"] = Memory.of(pid).as_dict()
@@ -110,18 +144,34 @@ def worker_pid(target: Target) -> int:
 
 def versions(python: str | None = None) -> dict[str, str]:
     """Versions of what the measured gateway runs on (from the interpreter ``python``)."""
-    names = ["flask-aigateway", "flask", "werkzeug", "sqlalchemy", "gunicorn", "gevent",
-             "requests", "urllib3", "psycopg", "redis", "flask-limiter", "aiohttp", "uvloop",
-             "py-spy"]
-    code = ("import importlib.metadata as m, json, sys\n"
-            "out = {}\n"
-            f"for n in {names!r}:\n"
-            "    try: out[n] = m.version(n)\n"
-            "    except m.PackageNotFoundError: pass\n"
-            "out['python'] = sys.version.split()[0]\n"
-            "print(json.dumps(out))\n")
-    done = subprocess.run([python or sys.executable, "-c", code], capture_output=True,
-                          text=True, timeout=60)
+    names = [
+        "flask-aigateway",
+        "flask",
+        "werkzeug",
+        "sqlalchemy",
+        "gunicorn",
+        "gevent",
+        "requests",
+        "urllib3",
+        "psycopg",
+        "redis",
+        "flask-limiter",
+        "aiohttp",
+        "uvloop",
+        "py-spy",
+    ]
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "out = {}\n"
+        f"for n in {names!r}:\n"
+        "    try: out[n] = m.version(n)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "out['python'] = sys.version.split()[0]\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run(
+        [python or sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     return dict(json.loads(done.stdout)) if done.returncode == 0 else {}
 
 
@@ -129,12 +179,19 @@ def machine() -> dict[str, Any]:
     model = ""
     try:
         with open("/proc/cpuinfo") as info:
-            model = next((line.split(":", 1)[1].strip() for line in info
-                          if line.startswith("model name")), "")
+            model = next(
+                (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                "",
+            )
     except OSError:
         pass
     with open("/proc/meminfo") as info:
         total_kb = int(next(line for line in info if line.startswith("MemTotal")).split()[1])
     kernel = os.uname()
-    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(total_kb / 2**20, 1),
-            "kernel": f"{kernel.sysname} {kernel.release}", "loadavg": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(total_kb / 2**20, 1),
+        "kernel": f"{kernel.sysname} {kernel.release}",
+        "loadavg": os.getloadavg(),
+    }

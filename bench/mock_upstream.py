@@ -38,11 +38,11 @@ def _dumps(value: Any) -> str:
 class Knobs:
     """The mock's current timing; every field can be changed while it runs."""
 
-    FIELDS = {"latency_ms": float, "chunk_delay_ms": float, "chunks": int,
-              "completion_tokens": int}
+    FIELDS = {"latency_ms": float, "chunk_delay_ms": float, "chunks": int, "completion_tokens": int}
 
-    def __init__(self, latency_ms: float, chunk_delay_ms: float, chunks: int,
-                 completion_tokens: int) -> None:
+    def __init__(
+        self, latency_ms: float, chunk_delay_ms: float, chunks: int, completion_tokens: int
+    ) -> None:
         self.latency_ms = latency_ms
         self.chunk_delay_ms = chunk_delay_ms
         self.chunks = chunks
@@ -79,8 +79,10 @@ class Mock:
     async def _begin(self, request: web.Request) -> tuple[dict[str, Any], bool]:
         body = json.loads(await request.read())
         if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text='{"error":{"message":"body must be a JSON object"}}',
-                                     content_type="application/json")
+            raise web.HTTPBadRequest(
+                text='{"error":{"message":"body must be a JSON object"}}',
+                content_type="application/json",
+            )
         stream = bool(body.get("stream"))
         self.total += 1
         self.streamed += stream
@@ -88,12 +90,14 @@ class Mock:
             await asyncio.sleep(self.knobs.latency_ms / 1000)
         return body, stream
 
-    async def _sse(self, request: web.Request, head: list[bytes], pieces: list[bytes],
-                   tail: list[bytes]) -> web.StreamResponse:
+    async def _sse(
+        self, request: web.Request, head: list[bytes], pieces: list[bytes], tail: list[bytes]
+    ) -> web.StreamResponse:
         """Send ``head`` and the first piece at once, then one piece per ``chunk_delay_ms``,
         then ``tail``; without a delay everything goes in one write."""
-        response = web.StreamResponse(headers={"content-type": "text/event-stream",
-                                               "cache-control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+        )
         await response.prepare(request)
         delay = self.knobs.chunk_delay_ms / 1000
         if delay <= 0:
@@ -117,32 +121,55 @@ class Mock:
         if not stream:
             n = self.knobs.completion_tokens
             text = "".join(WORDS[i % len(WORDS)] for i in range(n))
-            return web.Response(content_type="application/json", text=_dumps({
-                "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                             "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": n,
-                          "total_tokens": prompt + n},
-            }))
+            return web.Response(
+                content_type="application/json",
+                text=_dumps(
+                    {
+                        "id": cid,
+                        "object": "chat.completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "logprobs": None,
+                                "message": {"role": "assistant", "content": text},
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": prompt,
+                            "completion_tokens": n,
+                            "total_tokens": prompt + n,
+                        },
+                    }
+                ),
+            )
         options = body.get("stream_options")
         usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        prefix = (f'data: {{"id":"{cid}","object":"chat.completion.chunk","created":{created},'
-                  f'"model":{_dumps(model)},"choices":[')
+        prefix = (
+            f'data: {{"id":"{cid}","object":"chat.completion.chunk","created":{created},'
+            f'"model":{_dumps(model)},"choices":['
+        )
         suffix = ',"usage":null}\n\n' if usage else "}\n\n"
 
         def chunk(delta: str, finish: str = "null") -> bytes:
-            return (prefix + f'{{"index":0,"delta":{delta},"finish_reason":{finish}}}]'
-                    + suffix).encode()
+            return (
+                prefix + f'{{"index":0,"delta":{delta},"finish_reason":{finish}}}]' + suffix
+            ).encode()
 
         n = self.knobs.chunks
         pieces = [chunk(_dumps({"content": WORDS[i % len(WORDS)]})) for i in range(n)]
         tail = [chunk("{}", '"stop"')]
         if usage:
-            tail.append((prefix + f'],"usage":{{"prompt_tokens":{prompt},"completion_tokens":'
-                         f'{n},"total_tokens":{prompt + n}}}}}\n\n').encode())
+            tail.append(
+                (
+                    prefix + f'],"usage":{{"prompt_tokens":{prompt},"completion_tokens":'
+                    f'{n},"total_tokens":{prompt + n}}}}}\n\n'
+                ).encode()
+            )
         tail.append(b"data: [DONE]\n\n")
-        return await self._sse(request, [chunk('{"role":"assistant","content":""}')], pieces,
-                               tail)
+        return await self._sse(request, [chunk('{"role":"assistant","content":""}')], pieces, tail)
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         body, stream = await self._begin(request)
@@ -152,39 +179,84 @@ class Mock:
         if not stream:
             n = self.knobs.completion_tokens
             text = "".join(WORDS[i % len(WORDS)] for i in range(n))
-            return web.Response(content_type="application/json", text=_dumps({
-                "id": mid, "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                "stop_sequence": None, "usage": {"input_tokens": prompt, "output_tokens": n},
-            }))
+            return web.Response(
+                content_type="application/json",
+                text=_dumps(
+                    {
+                        "id": mid,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [{"type": "text", "text": text}],
+                        "stop_reason": "end_turn",
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": prompt, "output_tokens": n},
+                    }
+                ),
+            )
 
         def event(name: str, data: Any) -> bytes:
             return f"event: {name}\ndata: {_dumps(data)}\n\n".encode()
 
         n = self.knobs.chunks
         head = [
-            event("message_start", {"type": "message_start", "message": {
-                "id": mid, "type": "message", "role": "assistant", "model": model,
-                "content": [], "stop_reason": None, "stop_sequence": None,
-                "usage": {"input_tokens": prompt, "output_tokens": 1}}}),
-            event("content_block_start", {"type": "content_block_start", "index": 0,
-                                          "content_block": {"type": "text", "text": ""}}),
+            event(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": mid,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": prompt, "output_tokens": 1},
+                    },
+                },
+            ),
+            event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
         ]
-        pieces = [event("content_block_delta", {
-            "type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": WORDS[i % len(WORDS)]}}) for i in range(n)]
+        pieces = [
+            event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": WORDS[i % len(WORDS)]},
+                },
+            )
+            for i in range(n)
+        ]
         tail = [
             event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            event("message_delta", {"type": "message_delta",
-                                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                    "usage": {"output_tokens": n}}),
+            event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": n},
+                },
+            ),
             event("message_stop", {"type": "message_stop"}),
         ]
         return await self._sse(request, head, pieces, tail)
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [
-            {"id": "mock-gpt", "object": "model", "created": 0, "owned_by": "mock"}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": "mock-gpt", "object": "model", "created": 0, "owned_by": "mock"}],
+            }
+        )
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -200,8 +272,14 @@ class Mock:
         return web.json_response(self.knobs.as_dict())
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"pid": os.getpid(), "since": self.started,
-                                  "total": self.total, "streamed": self.streamed})
+        return web.json_response(
+            {
+                "pid": os.getpid(),
+                "since": self.started,
+                "total": self.total,
+                "streamed": self.streamed,
+            }
+        )
 
 
 def build_app(knobs: Knobs) -> web.Application:
@@ -233,8 +311,14 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         pass
     knobs = Knobs(args.latency_ms, args.chunk_delay_ms, args.chunks, args.completion_tokens)
-    web.run_app(build_app(knobs), host="127.0.0.1", port=args.port, access_log=None,
-                print=None, backlog=4096)
+    web.run_app(
+        build_app(knobs),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+        backlog=4096,
+    )
 
 
 if __name__ == "__main__":

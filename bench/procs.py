@@ -54,16 +54,27 @@ class Service:
     """A child process in its own session (so stopping it stops its whole group), with its
     output in a log file. Stopped by :meth:`stop`: SIGTERM, then SIGKILL after ``grace`` s."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, log_path: Path,
-                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(
-            self.argv, env=dict(env) if env is not None else None, cwd=cwd,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            self.argv,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property
@@ -94,6 +105,7 @@ class Service:
 
 # -- /proc readings --------------------------------------------------------------------------
 
+
 def _children() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
@@ -101,7 +113,7 @@ def _children() -> dict[int, list[int]]:
             continue
         try:
             raw = Path(f"/proc/{name}/stat").read_bytes()
-            ppid = int(raw[raw.rindex(b")") + 2:].split()[1])
+            ppid = int(raw[raw.rindex(b")") + 2 :].split()[1])
         except (OSError, ValueError, IndexError):
             continue
         kids.setdefault(ppid, []).append(int(name))
@@ -148,7 +160,7 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     for pid in pids:
         try:
             raw = Path(f"/proc/{pid}/stat").read_bytes()
-            fields = raw[raw.rindex(b")") + 2:].split()
+            fields = raw[raw.rindex(b")") + 2 :].split()
             ticks += int(fields[11]) + int(fields[12])
         except (OSError, ValueError, IndexError):
             pass
@@ -183,8 +195,11 @@ class Memory:
         return cls(rss_mb(tree), pss_mb(tree), len(tree))
 
     def as_dict(self) -> dict[str, float]:
-        return {"rss_mb": round(self.rss_mb, 1), "pss_mb": round(self.pss_mb, 1),
-                "procs": self.procs}
+        return {
+            "rss_mb": round(self.rss_mb, 1),
+            "pss_mb": round(self.pss_mb, 1),
+            "procs": self.procs,
+        }
 
 
 class PeakRSS:
@@ -214,8 +229,12 @@ class PeakRSS:
                 tree = process_tree(self.pid)
             self.peak_mb = max(self.peak_mb, rss_mb(tree))
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2)

@@ -10,8 +10,12 @@ from typing import Any
 UPSTREAM = "upstream"
 LITELLM = "litellm"
 #: LiteLLM 1.108.7 on this machine as issue 8 quotes it, for when this run did not measure it.
-LITELLM_REFERENCE = {"json_c16_rps": 250.0, "added_p50_ms": 7.7, "cpu_json_ms": 7.7,
-                     "cpu_stream_ms": 21.0}
+LITELLM_REFERENCE = {
+    "json_c16_rps": 250.0,
+    "added_p50_ms": 7.7,
+    "cpu_json_ms": 7.7,
+    "cpu_stream_ms": 21.0,
+}
 
 
 def median(values: Iterable[float | None]) -> float | None:
@@ -32,8 +36,12 @@ Cell = tuple[float, float, bool, int]
 
 
 def cell_of(record: dict[str, Any]) -> Cell:
-    return (record["upstream_ms"], record["chunk_delay_ms"], record["stream"],
-            record["concurrency"])
+    return (
+        record["upstream_ms"],
+        record["chunk_delay_ms"],
+        record["stream"],
+        record["concurrency"],
+    )
 
 
 def aggregate(raw: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -45,8 +53,13 @@ def aggregate(raw: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         by_pass: dict[int, dict[str, dict[str, Any]]] = {}
         for r in records:
             by_pass.setdefault(r["pass"], {})[r["target"]] = r
-        row: dict[str, Any] = {"upstream_ms": cell[0], "chunk_delay_ms": cell[1],
-                               "stream": cell[2], "concurrency": cell[3], "targets": {}}
+        row: dict[str, Any] = {
+            "upstream_ms": cell[0],
+            "chunk_delay_ms": cell[1],
+            "stream": cell[2],
+            "concurrency": cell[3],
+            "targets": {},
+        }
         for name in dict.fromkeys(r["target"] for r in records):
             mine = [r for r in records if r["target"] == name]
             stats: dict[str, Any] = {
@@ -62,8 +75,7 @@ def aggregate(raw: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "requests_ok": sum(r["requests_ok"] for r in mine),
                 "peak_rss_mb": max((r.get("peak_rss_mb") or 0.0) for r in mine) or None,
                 "noise_cores_max": max(_get(r, "cores", "other") or 0.0 for r in mine),
-                "upstream_calls_per_req": median(r.get("upstream_calls_per_req")
-                                                 for r in mine),
+                "upstream_calls_per_req": median(r.get("upstream_calls_per_req") for r in mine),
             }
             if name != UPSTREAM:
                 stats.update(_paired(by_pass, name, UPSTREAM, "upstream"))
@@ -74,8 +86,9 @@ def aggregate(raw: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _paired(by_pass: dict[int, dict[str, dict[str, Any]]], name: str, base: str,
-            label: str) -> dict[str, Any]:
+def _paired(
+    by_pass: dict[int, dict[str, dict[str, Any]]], name: str, base: str, label: str
+) -> dict[str, Any]:
     ratios, added, added_ttfb = [], [], []
     for records in by_pass.values():
         mine, theirs = records.get(name), records.get(base)
@@ -91,23 +104,50 @@ def _paired(by_pass: dict[int, dict[str, dict[str, Any]]], name: str, base: str,
             added_ttfb.append(ttfb - base_ttfb)
     if not ratios:
         return {}
-    return {f"rps_vs_{label}": median(ratios), f"added_p50_vs_{label}_ms": median(added),
-            f"added_ttfb_p50_vs_{label}_ms": median(added_ttfb)}
+    return {
+        f"rps_vs_{label}": median(ratios),
+        f"added_p50_vs_{label}_ms": median(added),
+        f"added_ttfb_p50_vs_{label}_ms": median(added_ttfb),
+    }
 
 
-def find(rows: Sequence[dict[str, Any]], latency: float, stream: bool,
-         concurrency: int) -> dict[str, Any] | None:
-    return next((r for r in rows if r["upstream_ms"] == latency and r["stream"] == stream
-                 and r["concurrency"] == concurrency), None)
+def find(
+    rows: Sequence[dict[str, Any]], latency: float, stream: bool, concurrency: int
+) -> dict[str, Any] | None:
+    return next(
+        (
+            r
+            for r in rows
+            if r["upstream_ms"] == latency
+            and r["stream"] == stream
+            and r["concurrency"] == concurrency
+        ),
+        None,
+    )
 
 
 # -- the issue's targets ---------------------------------------------------------------------
 
-def _verdict(target: str, goal: str, measured: float | None, limit: float, *,
-             at_most: bool, unit: str, note: str = "") -> dict[str, Any]:
+
+def _verdict(
+    target: str,
+    goal: str,
+    measured: float | None,
+    limit: float,
+    *,
+    at_most: bool,
+    unit: str,
+    note: str = "",
+) -> dict[str, Any]:
     if measured is None:
-        return {"target": target, "goal": goal, "measured": None, "met": None,
-                "margin": "not measured", "note": note}
+        return {
+            "target": target,
+            "goal": goal,
+            "measured": None,
+            "met": None,
+            "margin": "not measured",
+            "note": note,
+        }
     met = measured <= limit if at_most else measured >= limit
     if met:
         margin = "met"
@@ -115,13 +155,24 @@ def _verdict(target: str, goal: str, measured: float | None, limit: float, *,
         margin = f"missed: {measured / limit:.1f}x the limit ({measured - limit:+.2f} {unit})"
     else:
         margin = f"missed: {measured / limit:.0%} of the goal"
-    return {"target": target, "goal": goal, "measured": round(measured, 3), "met": met,
-            "margin": margin, "note": note}
+    return {
+        "target": target,
+        "goal": goal,
+        "measured": round(measured, 3),
+        "met": met,
+        "margin": margin,
+        "note": note,
+    }
 
 
-def verdicts(name: str, rows: Sequence[dict[str, Any]], open_streams: dict[str, Any] | None,
-             memory: dict[str, Any] | None, streams_wanted: int,
-             profiles: Sequence[float] = (0.0, 50.0)) -> list[dict[str, Any]]:
+def verdicts(
+    name: str,
+    rows: Sequence[dict[str, Any]],
+    open_streams: dict[str, Any] | None,
+    memory: dict[str, Any] | None,
+    streams_wanted: int,
+    profiles: Sequence[float] = (0.0, 50.0),
+) -> list[dict[str, Any]]:
     """The issue's targets for gateway ``name``, each with what was measured and whether it
     was met (``None``: not measured in this run)."""
     out = []
@@ -130,44 +181,120 @@ def verdicts(name: str, rows: Sequence[dict[str, Any]], open_streams: dict[str, 
         row = find(rows, latency, stream, conc)
         return _get(row or {}, "targets", name, key)
 
-    out.append(_verdict(name, "added latency p50, c=1, 0 ms upstream, JSON ≤ 1.5 ms",
-                        stat(0.0, False, 1, "added_p50_vs_upstream_ms"), 1.5,
-                        at_most=True, unit="ms"))
+    out.append(
+        _verdict(
+            name,
+            "added latency p50, c=1, 0 ms upstream, JSON ≤ 1.5 ms",
+            stat(0.0, False, 1, "added_p50_vs_upstream_ms"),
+            1.5,
+            at_most=True,
+            unit="ms",
+        )
+    )
     vs_litellm = stat(0.0, False, 16, "rps_vs_litellm")
     note = "LiteLLM measured in this run"
     if vs_litellm is None:
         rps = stat(0.0, False, 16, "rps")
         vs_litellm = rps / LITELLM_REFERENCE["json_c16_rps"] if rps else None
-        note = (f"against LiteLLM's {LITELLM_REFERENCE['json_c16_rps']:.0f} req/s quoted in "
-                "issue 8 (not measured in this run)")
-    out.append(_verdict(name, "throughput c=16, 0 ms, JSON ≥ 4x LiteLLM", vs_litellm, 4.0,
-                        at_most=False, unit="x", note=note))
+        note = (
+            f"against LiteLLM's {LITELLM_REFERENCE['json_c16_rps']:.0f} req/s quoted in "
+            "issue 8 (not measured in this run)"
+        )
+    out.append(
+        _verdict(
+            name,
+            "throughput c=16, 0 ms, JSON ≥ 4x LiteLLM",
+            vs_litellm,
+            4.0,
+            at_most=False,
+            unit="x",
+            note=note,
+        )
+    )
     slow = max(profiles)
     for conc in (16, 64):
-        out.append(_verdict(name, f"streams c={conc}, {slow:g} ms upstream ≥ 90 % of upstream "
-                            "req/s", stat(slow, True, conc, "rps_vs_upstream"), 0.90,
-                            at_most=False, unit=""))
-        out.append(_verdict(name, f"added TTFB p50, streams c={conc}, {slow:g} ms ≤ 2 ms",
-                            stat(slow, True, conc, "added_ttfb_p50_vs_upstream_ms"), 2.0,
-                            at_most=True, unit="ms"))
-    out.append(_verdict(name, "CPU per JSON request ≤ 1.5 ms (c=16, 0 ms)",
-                        stat(0.0, False, 16, "cpu_ms_per_req"), 1.5, at_most=True, unit="ms"))
-    out.append(_verdict(name, "CPU per 20-chunk stream ≤ 3 ms (c=16, 0 ms)",
-                        stat(0.0, True, 16, "cpu_ms_per_req"), 3.0, at_most=True, unit="ms"))
+        out.append(
+            _verdict(
+                name,
+                f"streams c={conc}, {slow:g} ms upstream ≥ 90 % of upstream req/s",
+                stat(slow, True, conc, "rps_vs_upstream"),
+                0.90,
+                at_most=False,
+                unit="",
+            )
+        )
+        out.append(
+            _verdict(
+                name,
+                f"added TTFB p50, streams c={conc}, {slow:g} ms ≤ 2 ms",
+                stat(slow, True, conc, "added_ttfb_p50_vs_upstream_ms"),
+                2.0,
+                at_most=True,
+                unit="ms",
+            )
+        )
+    out.append(
+        _verdict(
+            name,
+            "CPU per JSON request ≤ 1.5 ms (c=16, 0 ms)",
+            stat(0.0, False, 16, "cpu_ms_per_req"),
+            1.5,
+            at_most=True,
+            unit="ms",
+        )
+    )
+    out.append(
+        _verdict(
+            name,
+            "CPU per 20-chunk stream ≤ 3 ms (c=16, 0 ms)",
+            stat(0.0, True, 16, "cpu_ms_per_req"),
+            3.0,
+            at_most=True,
+            unit="ms",
+        )
+    )
     if open_streams is not None:
         ok = open_streams.get("requests_ok", 0)
         n = open_streams.get("concurrency", 0)
-        out.append({"target": name, "goal": f"{streams_wanted} open streams: all complete",
-                    "measured": f"{ok}/{n}", "met": ok == n == streams_wanted
-                    and not open_streams.get("requests_err"),
-                    "margin": "met" if ok == n == streams_wanted else f"{n - ok} failed",
-                    "note": ""})
-        out.append(_verdict(name, "open streams: TTFB p99 ≤ 50 ms",
-                            _get(open_streams, "ttfb_ms", "p99"), 50.0, at_most=True,
-                            unit="ms"))
+        out.append(
+            {
+                "target": name,
+                "goal": f"{streams_wanted} open streams: all complete",
+                "measured": f"{ok}/{n}",
+                "met": ok == n == streams_wanted and not open_streams.get("requests_err"),
+                "margin": "met" if ok == n == streams_wanted else f"{n - ok} failed",
+                "note": "",
+            }
+        )
+        out.append(
+            _verdict(
+                name,
+                "open streams: TTFB p99 ≤ 50 ms",
+                _get(open_streams, "ttfb_ms", "p99"),
+                50.0,
+                at_most=True,
+                unit="ms",
+            )
+        )
     if memory is not None:
-        out.append(_verdict(name, "resident memory (RSS, whole tree) after the run ≤ 150 MB",
-                            _get(memory, "after", "rss_mb"), 150.0, at_most=True, unit="MB"))
-        out.append(_verdict(name, "no RSS growth after warm-up (last pass - first pass) ≤ 5 MB",
-                            memory.get("growth_after_warmup_mb"), 5.0, at_most=True, unit="MB"))
+        out.append(
+            _verdict(
+                name,
+                "resident memory (RSS, whole tree) after the run ≤ 150 MB",
+                _get(memory, "after", "rss_mb"),
+                150.0,
+                at_most=True,
+                unit="MB",
+            )
+        )
+        out.append(
+            _verdict(
+                name,
+                "no RSS growth after warm-up (last pass - first pass) ≤ 5 MB",
+                memory.get("growth_after_warmup_mb"),
+                5.0,
+                at_most=True,
+                unit="MB",
+            )
+        )
     return out

@@ -27,8 +27,18 @@ MODEL = "mock-gpt"
 RATE_LIMIT_RPM = 10_000_000
 BUDGET_PER_DAY_USD = 1_000_000
 #: Variables of the caller that would change the gateway under test if inherited.
-_SCRUBBED = ("DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "SECRET_KEY", "WORKERS",
-             "THREADS", "HOST", "PORT", "GUNICORN_CMD_ARGS", "PROMETHEUS_MULTIPROC_DIR")
+_SCRUBBED = (
+    "DATABASE_URL",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "SECRET_KEY",
+    "WORKERS",
+    "THREADS",
+    "HOST",
+    "PORT",
+    "GUNICORN_CMD_ARGS",
+    "PROMETHEUS_MULTIPROC_DIR",
+)
 
 
 class SetupError(RuntimeError):
@@ -61,14 +71,18 @@ class Mock:
     def __init__(self, scratch: Path) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.service = Service("mock", [sys.executable, "-m", "bench.mock_upstream",
-                                        "--port", str(self.port)],
-                               log_path=scratch / "mock.log", cwd=ROOT)
+        self.service = Service(
+            "mock",
+            [sys.executable, "-m", "bench.mock_upstream", "--port", str(self.port)],
+            log_path=scratch / "mock.log",
+            cwd=ROOT,
+        )
         if not wait_http(self.base_url + "/health", 20, self.service.proc):
             self.service.stop()
             raise SetupError(f"the mock upstream did not start:\n{self.service.log_tail()}")
-        self.target = Target("upstream", "bare upstream (mock)", self.base_url, "sk-mock",
-                             self.service)
+        self.target = Target(
+            "upstream", "bare upstream (mock)", self.base_url, "sk-mock", self.service
+        )
 
     def configure(self, **knobs: float) -> None:
         self._call("POST", "/__mock/config", knobs)
@@ -78,8 +92,12 @@ class Mock:
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
         data = json.dumps(payload).encode() if payload is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                         headers={"content-type": "application/json"})
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"content-type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as answer:
             return json.loads(answer.read())
 
@@ -88,6 +106,7 @@ class Mock:
 
 
 # -- PostgreSQL and Redis, throw-away ---------------------------------------------------------
+
 
 @dataclass(slots=True)
 class Postgres:
@@ -103,8 +122,10 @@ class Postgres:
             with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f'CREATE DATABASE "{self.name}"')
         except psycopg.Error as error:
-            raise SetupError(f"cannot create database {self.name} through {self.admin_url}: "
-                             f"{error}. Start PostgreSQL or pass --pg-url.") from error
+            raise SetupError(
+                f"cannot create database {self.name} through {self.admin_url}: "
+                f"{error}. Start PostgreSQL or pass --pg-url."
+            ) from error
         base = self.admin_url.rsplit("/", 1)[0]
         return base.replace("postgresql://", "postgresql+psycopg://", 1) + "/" + self.name
 
@@ -131,8 +152,9 @@ class RedisPrefix:
         try:
             redis.Redis.from_url(self.url, socket_timeout=5).ping()
         except redis.RedisError as error:
-            raise SetupError(f"Redis at {self.url} does not answer: {error}. Start it or "
-                             "pass --redis-url.") from error
+            raise SetupError(
+                f"Redis at {self.url} does not answer: {error}. Start it or pass --redis-url."
+            ) from error
 
     def clean(self) -> None:
         import redis
@@ -141,18 +163,21 @@ class RedisPrefix:
             client = redis.Redis.from_url(self.url, socket_timeout=5)
             keys = list(client.scan_iter(match=self.prefix + "*", count=1000))
             for start in range(0, len(keys), 500):
-                client.delete(*keys[start:start + 500])
+                client.delete(*keys[start : start + 500])
         except redis.RedisError as error:
             print(f"# could not clean Redis prefix {self.prefix}: {error}", file=sys.stderr)
 
 
 # -- flask-aigateway ------------------------------------------------------------------------
 
+
 def gateway_env(instance: Path, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AIGATEWAY_") and k not in _SCRUBBED}
-    env.update({"INSTANCE_PATH": str(instance), "PYTHONPATH": str(ROOT),
-                "PYTHONDONTWRITEBYTECODE": "1"})
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("AIGATEWAY_") and k not in _SCRUBBED
+    }
+    env.update(
+        {"INSTANCE_PATH": str(instance), "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    )
     env.update(extra)
     return env
 
@@ -161,8 +186,10 @@ def _flask(bin_dir: Path, env: dict[str, str], *args: str) -> str:
     argv = [str(bin_dir / "flask"), "--app", "sample_app", *args]
     done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
     if done.returncode != 0:
-        raise SetupError(f"`flask --app sample_app {' '.join(args)}` failed:\n"
-                         f"{done.stdout[-1500:]}{done.stderr[-1500:]}")
+        raise SetupError(
+            f"`flask --app sample_app {' '.join(args)}` failed:\n"
+            f"{done.stdout[-1500:]}{done.stderr[-1500:]}"
+        )
     return done.stdout
 
 
@@ -170,19 +197,69 @@ def provision(bin_dir: Path, env: dict[str, str], mock_url: str) -> str:
     """Create the schema, a provider for the mock, the model alias and a key with a rate limit
     and a daily budget; return the key's secret."""
     _flask(bin_dir, env, "aigateway", "db", "upgrade")
-    _flask(bin_dir, env, "provider", "create", "--name", "mock", "--format", "openai",
-           "--base-url", mock_url + "/v1", "--api-key", "sk-upstream-mock", "--json")
-    _flask(bin_dir, env, "model", "create", "--alias", MODEL, "--provider", "mock",
-           "--model", MODEL, "--pricing-input", "0.15", "--pricing-output", "0.60", "--json")
-    key = json.loads(_flask(bin_dir, env, "key", "create", "--name", "bench",
-                            "--rate-limit", str(RATE_LIMIT_RPM),
-                            "--budget-per-day", str(BUDGET_PER_DAY_USD), "--json"))
+    _flask(
+        bin_dir,
+        env,
+        "provider",
+        "create",
+        "--name",
+        "mock",
+        "--format",
+        "openai",
+        "--base-url",
+        mock_url + "/v1",
+        "--api-key",
+        "sk-upstream-mock",
+        "--json",
+    )
+    _flask(
+        bin_dir,
+        env,
+        "model",
+        "create",
+        "--alias",
+        MODEL,
+        "--provider",
+        "mock",
+        "--model",
+        MODEL,
+        "--pricing-input",
+        "0.15",
+        "--pricing-output",
+        "0.60",
+        "--json",
+    )
+    key = json.loads(
+        _flask(
+            bin_dir,
+            env,
+            "key",
+            "create",
+            "--name",
+            "bench",
+            "--rate-limit",
+            str(RATE_LIMIT_RPM),
+            "--budget-per-day",
+            str(BUDGET_PER_DAY_USD),
+            "--json",
+        )
+    )
     return str(key["secret"])
 
 
-def start_gateway(name: str, label: str, *, bin_dir: Path, scratch: Path, mock_url: str,
-                  worker_class: str, threads: int, connections: int,
-                  database_url: str | None = None, redis: RedisPrefix | None = None) -> Target:
+def start_gateway(
+    name: str,
+    label: str,
+    *,
+    bin_dir: Path,
+    scratch: Path,
+    mock_url: str,
+    worker_class: str,
+    threads: int,
+    connections: int,
+    database_url: str | None = None,
+    redis: RedisPrefix | None = None,
+) -> Target:
     """Provision and serve one gateway with ``sample_app/gunicorn.conf.py`` (one worker
     process, as ``make run``), overriding only the worker class and its concurrency."""
     instance = scratch / name
@@ -195,18 +272,32 @@ def start_gateway(name: str, label: str, *, bin_dir: Path, scratch: Path, mock_u
     env = gateway_env(instance, extra)
     api_key = provision(bin_dir, env, mock_url)
     port = free_port()
-    argv = [str(bin_dir / "gunicorn"), "--config", "sample_app/gunicorn.conf.py",
-            "--bind", f"127.0.0.1:{port}", "--worker-class", worker_class,
-            "--threads", str(threads), "--worker-connections", str(connections)]
+    argv = [
+        str(bin_dir / "gunicorn"),
+        "--config",
+        "sample_app/gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--worker-class",
+        worker_class,
+        "--threads",
+        str(threads),
+        "--worker-connections",
+        str(connections),
+    ]
     service = Service(name, argv, log_path=instance / "gunicorn.log", env=env, cwd=ROOT)
     base_url = f"http://127.0.0.1:{port}"
     if not wait_http(base_url + "/v1/health", 60, service.proc):
         service.stop()
         raise SetupError(f"gateway {name} did not start:\n{service.log_tail()}")
-    settings = {"worker_class": worker_class, "threads": threads,
-                "worker_connections": connections, "argv": argv,
-                "database": "postgresql" if database_url else "sqlite",
-                "redis": redis is not None}
+    settings = {
+        "worker_class": worker_class,
+        "threads": threads,
+        "worker_connections": connections,
+        "argv": argv,
+        "database": "postgresql" if database_url else "sqlite",
+        "redis": redis is not None,
+    }
     return Target(name, label, base_url, api_key, service, settings)
 
 
@@ -227,8 +318,20 @@ def start_litellm(venv: Path, *, scratch: Path, mock_url: str, workers: int) -> 
         service.stop()
         raise SetupError(f"LiteLLM did not start:\n{service.log_tail()}")
     version = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import importlib.metadata as m; print(m.version('litellm'))"],
-        capture_output=True, text=True, timeout=60).stdout.strip()
-    return Target("litellm", f"LiteLLM proxy {version} ({workers} uvicorn workers)", base_url,
-                  LITELLM_KEY, service, {"version": version, "workers": workers, "argv": argv})
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m; print(m.version('litellm'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    return Target(
+        "litellm",
+        f"LiteLLM proxy {version} ({workers} uvicorn workers)",
+        base_url,
+        LITELLM_KEY,
+        service,
+        {"version": version, "workers": workers, "argv": argv},
+    )

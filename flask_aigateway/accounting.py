@@ -118,15 +118,18 @@ class RequestRecord:
         self.keeps_content = True
         self.prompt_text = json.dumps(request.messages, ensure_ascii=False)
 
-    def keep_completion(self, text: str | None = None, *,
-                        response: ChatResponse | None = None) -> None:
+    def keep_completion(
+        self, text: str | None = None, *, response: ChatResponse | None = None
+    ) -> None:
         """The answer's text (content, then each tool call's name and arguments), if kept."""
         if not self.keeps_content:
             return
         if response is not None:
             parts = [response.content or ""]
-            parts += [json.dumps(call.get("function") or call, ensure_ascii=False)
-                      for call in response.tool_calls]
+            parts += [
+                json.dumps(call.get("function") or call, ensure_ascii=False)
+                for call in response.tool_calls
+            ]
             text = "\n".join(part for part in parts if part)
         self.completion_text = text or ""
 

@@ -83,9 +83,7 @@ def authenticate(state: GatewayState, secret: str | None) -> Principal:
 def _load(state: GatewayState, digest: str) -> Principal:
     with state.transaction() as session:
         key = session.scalars(
-            select(ApiKey).where(
-                or_(ApiKey.key_hash == digest, ApiKey.previous_key_hash == digest)
-            )
+            select(ApiKey).where(or_(ApiKey.key_hash == digest, ApiKey.previous_key_hash == digest))
         ).first()
         if key is None:
             raise AuthenticationError("Invalid API key.", code="invalid_api_key")

@@ -56,22 +56,28 @@ def round_robin(tier: Sequence[Target], turn: int) -> list[Target]:
     return ordered[start:] + ordered[:start]
 
 
-def least_busy(tier: Sequence[Target], stats: Mapping[str, DeploymentStats],
-               rng: random.Random) -> list[Target]:
+def least_busy(
+    tier: Sequence[Target], stats: Mapping[str, DeploymentStats], rng: random.Random
+) -> list[Target]:
     """Fewest in-flight requests first; ties in random order."""
     keyed = [(stats[t.deployment_id].in_flight, rng.random(), t) for t in tier]
     return [t for *_, t in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
-def cheapest(tier: Sequence[Target], prompt_tokens: int, output_tokens: int,
-             rng: random.Random) -> list[Target]:
+def cheapest(
+    tier: Sequence[Target], prompt_tokens: int, output_tokens: int, rng: random.Random
+) -> list[Target]:
     """Lowest expected cost for this request first; ties in random order."""
     keyed = [(expected_cost(t, prompt_tokens, output_tokens), rng.random(), t) for t in tier]
     return [t for *_, t in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
-def fastest(tier: Sequence[Target], stats: Mapping[str, DeploymentStats], rng: random.Random,
-            exploration: float = LATENCY_EXPLORATION) -> list[Target]:
+def fastest(
+    tier: Sequence[Target],
+    stats: Mapping[str, DeploymentStats],
+    rng: random.Random,
+    exploration: float = LATENCY_EXPLORATION,
+) -> list[Target]:
     """Lowest latency (EWMA) first, except that an untried deployment goes first, and with
     probability ``exploration`` one of the others does, so that a deployment which was slow
     (or whose first, cold-connection sample was) is measured again and wins back its traffic

@@ -80,8 +80,9 @@ class Refused(Exception):
 
 
 class CounterStore(Protocol):
-    def reserve(self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None],
-                amount: Decimal) -> list[CounterState]:
+    def reserve(
+        self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None], amount: Decimal
+    ) -> list[CounterState]:
         """Add ``amount`` to ``reserved`` of every counter if each stays within its limit
         (``spent + reserved + amount <= limit``; None = no limit), else change nothing.
 
@@ -89,8 +90,9 @@ class CounterStore(Protocol):
         """
         ...
 
-    def settle(self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal,
-               *, count: bool) -> list[CounterState]:
+    def settle(
+        self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal, *, count: bool
+    ) -> list[CounterState]:
         """Take ``reserved`` back and add ``cost`` to ``spent`` (``count``: and one request)."""
         ...
 
@@ -100,8 +102,12 @@ class CounterStore(Protocol):
 
 
 def _match(key: CounterKey) -> Any:
-    return and_(_C.scope == key.scope, _C.scope_id == key.scope_id, _C.period == key.period,
-                _C.period_start == key.start)
+    return and_(
+        _C.scope == key.scope,
+        _C.scope_id == key.scope_id,
+        _C.period == key.period,
+        _C.period_start == key.start,
+    )
 
 
 def _money(value: Decimal) -> Any:
@@ -140,9 +146,16 @@ class SqlCounterStore:
     def _ensure_rows(self, conn: Connection, keys: Sequence[CounterKey]) -> None:
         now = utcnow()
         rows = [
-            {"scope": k.scope, "scope_id": k.scope_id, "period": k.period,
-             "period_start": k.start, "spent": Decimal(0), "reserved": Decimal(0),
-             "requests": 0, "updated_at": now}
+            {
+                "scope": k.scope,
+                "scope_id": k.scope_id,
+                "period": k.period,
+                "period_start": k.start,
+                "spent": Decimal(0),
+                "reserved": Decimal(0),
+                "requests": 0,
+                "updated_at": now,
+            }
             for k in keys
         ]
         dialect = conn.dialect.name
@@ -166,8 +179,15 @@ class SqlCounterStore:
         if not keys:
             return []
         rows = conn.execute(
-            select(_C.scope, _C.scope_id, _C.period, _C.period_start, _C.spent, _C.reserved,
-                   _C.requests).where(
+            select(
+                _C.scope,
+                _C.scope_id,
+                _C.period,
+                _C.period_start,
+                _C.spent,
+                _C.reserved,
+                _C.requests,
+            ).where(
                 tuple_(_C.scope, _C.scope_id, _C.period, _C.period_start).in_(
                     [(k.scope, k.scope_id, k.period, k.start) for k in keys]
                 )
@@ -177,8 +197,11 @@ class SqlCounterStore:
         states = []
         for key in keys:
             row = found.get(key)
-            states.append(CounterState(key, row[4], row[5], int(row[6])) if row is not None
-                          else CounterState(key))
+            states.append(
+                CounterState(key, row[4], row[5], int(row[6]))
+                if row is not None
+                else CounterState(key)
+            )
         return states
 
     def _apply(self, conn: Connection, key: CounterKey, stmt: Any) -> bool:
@@ -189,33 +212,42 @@ class SqlCounterStore:
         self._ensure_rows(conn, [key])
         return bool(conn.execute(stmt).rowcount == 1)
 
-    def reserve(self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None],
-                amount: Decimal) -> list[CounterState]:
+    def reserve(
+        self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None], amount: Decimal
+    ) -> list[CounterState]:
         with self._begin() as conn:
             now = utcnow()
             for i in sorted(range(len(keys)), key=lambda i: keys[i]):
-                stmt = (update(_TABLE).where(_match(keys[i]))
-                        .values(reserved=_C.reserved + _money(amount), updated_at=now))
+                stmt = (
+                    update(_TABLE)
+                    .where(_match(keys[i]))
+                    .values(reserved=_C.reserved + _money(amount), updated_at=now)
+                )
                 limit = limits[i]
                 if limit is not None:
-                    stmt = stmt.where(
-                        _C.spent + _C.reserved + _money(amount) <= _money(limit)
-                    )
+                    stmt = stmt.where(_C.spent + _C.reserved + _money(amount) <= _money(limit))
                 if not self._apply(conn, keys[i], stmt):
                     raise Refused(i, self._read(conn, [keys[i]])[0])
             return self._read(conn, keys)
 
-    def settle(self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal,
-               *, count: bool) -> list[CounterState]:
+    def settle(
+        self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal, *, count: bool
+    ) -> list[CounterState]:
         with self._begin() as conn:
             now = utcnow()
             for key in sorted(keys):
-                self._apply(conn, key, update(_TABLE).where(_match(key)).values(
-                    reserved=_C.reserved - _money(reserved),
-                    spent=_C.spent + _money(cost),
-                    requests=_C.requests + (1 if count else 0),
-                    updated_at=now,
-                ))
+                self._apply(
+                    conn,
+                    key,
+                    update(_TABLE)
+                    .where(_match(key))
+                    .values(
+                        reserved=_C.reserved - _money(reserved),
+                        spent=_C.spent + _money(cost),
+                        requests=_C.requests + (1 if count else 0),
+                        updated_at=now,
+                    ),
+                )
             return self._read(conn, keys)
 
     def read(self, keys: Sequence[CounterKey]) -> list[CounterState]:

@@ -110,8 +110,9 @@ class RedisCounterStore:
         self._settle = client.register_script(_SETTLE)
 
     def _key(self, key: CounterKey) -> str:
-        return self._state.redis_key("budget", key.scope, key.scope_id, key.period,
-                                     key.start.isoformat())
+        return self._state.redis_key(
+            "budget", key.scope, key.scope_id, key.period, key.start.isoformat()
+        )
 
     def _states(self, keys: Sequence[CounterKey], values: Sequence[Any]) -> list[CounterState]:
         states = []
@@ -123,8 +124,9 @@ class RedisCounterStore:
                 states.append(CounterState(key, from_units(spent), from_units(reserved)))
         return states
 
-    def reserve(self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None],
-                amount: Decimal) -> list[CounterState]:
+    def reserve(
+        self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None], amount: Decimal
+    ) -> list[CounterState]:
         names = [self._key(k) for k in keys]
         args = [to_units(amount), *("" if lim is None else to_units(lim) for lim in limits)]
         for _attempt in range(3):
@@ -134,25 +136,30 @@ class RedisCounterStore:
                 return self._states(keys, reply[1:])
             if status == 0:
                 i = int(reply[1]) - 1
-                raise Refused(i, CounterState(keys[i], from_units(reply[2]),
-                                              from_units(reply[3])))
+                raise Refused(i, CounterState(keys[i], from_units(reply[2]), from_units(reply[3])))
             missing = [keys[int(i) - 1] for i in reply[1:]]
             baseline = self._sql.read(missing)
             self._load(
                 keys=[self._key(k) for k in missing],
-                args=[*(to_units(s.spent) for s in baseline),
-                      *(int((k.ends() + _KEEP_AFTER_PERIOD).timestamp()) for k in missing)],
+                args=[
+                    *(to_units(s.spent) for s in baseline),
+                    *(int((k.ends() + _KEEP_AFTER_PERIOD).timestamp()) for k in missing),
+                ],
             )
-        raise RuntimeError("budget counters vanished from Redis three times in a row while "
-                           "reserving; is Redis evicting keys (maxmemory-policy)?")
+        raise RuntimeError(
+            "budget counters vanished from Redis three times in a row while "
+            "reserving; is Redis evicting keys (maxmemory-policy)?"
+        )
 
-    def settle(self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal,
-               *, count: bool) -> list[CounterState]:
+    def settle(
+        self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal, *, count: bool
+    ) -> list[CounterState]:
         """Settle in Redis, then add the cost to the database rows (the report copy) — those
         get it even when Redis fails, so a counter reloaded later still includes it."""
         try:
-            reply = self._settle(keys=[self._key(k) for k in keys],
-                                 args=[-to_units(reserved), to_units(cost)])
+            reply = self._settle(
+                keys=[self._key(k) for k in keys], args=[-to_units(reserved), to_units(cost)]
+            )
         finally:
             self.record_spend(keys, cost, count=count)
         return self._states(keys, reply)

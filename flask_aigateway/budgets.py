@@ -75,8 +75,10 @@ class WorstCase:
 
     @property
     def cost(self) -> Decimal:
-        amount = (Decimal(self.prompt_tokens) * self.input_price
-                  + Decimal(self.output_tokens) * self.output_price) / _MILLION
+        amount = (
+            Decimal(self.prompt_tokens) * self.input_price
+            + Decimal(self.output_tokens) * self.output_price
+        ) / _MILLION
         return amount.quantize(MONEY_QUANTUM, rounding=ROUND_CEILING)
 
 
@@ -89,8 +91,10 @@ def reachable_routes(state: GatewayState, route: AliasRoute) -> list[AliasRoute]
     while i < len(routes):
         current = routes[i]
         i += 1
-        nexts = [*current.fallbacks, *([current.context_fallback]
-                                       if current.context_fallback else [])]
+        nexts = [
+            *current.fallbacks,
+            *([current.context_fallback] if current.context_fallback else []),
+        ]
         for alias in nexts:
             if alias in seen:
                 continue
@@ -117,8 +121,9 @@ def worst_case(state: GatewayState, route: AliasRoute, request: ChatRequest) -> 
     targets = [t for r in routes for t in r.targets]
     return WorstCase(
         prompt_tokens=estimate_prompt_tokens(request),
-        output_tokens=max_output_tokens(request, routes,
-                                        state.settings["AIGATEWAY_DEFAULT_MAX_TOKENS"]),
+        output_tokens=max_output_tokens(
+            request, routes, state.settings["AIGATEWAY_DEFAULT_MAX_TOKENS"]
+        ),
         input_price=max((t.input_price for t in targets), default=Decimal(0)),
         output_price=max((t.output_price for t in targets), default=Decimal(0)),
     )
@@ -132,10 +137,18 @@ def budget_lines(principal: Principal, now: dt.datetime | None = None) -> list[B
     owners = [(Scope.KEY, principal.key_id), *((Scope.TEAM, t) for t in principal.team_ids)]
     lines = []
     for level, (scope, scope_id) in zip(principal.rules.levels, owners, strict=False):
-        lines.append(BudgetLine(CounterKey(scope, scope_id, Period.DAY, day),
-                                level.budget_per_day, level.owner))
-        lines.append(BudgetLine(CounterKey(scope, scope_id, Period.MONTH, month),
-                                level.budget_per_month, level.owner))
+        lines.append(
+            BudgetLine(
+                CounterKey(scope, scope_id, Period.DAY, day), level.budget_per_day, level.owner
+            )
+        )
+        lines.append(
+            BudgetLine(
+                CounterKey(scope, scope_id, Period.MONTH, month),
+                level.budget_per_month,
+                level.owner,
+            )
+        )
     return lines
 
 
@@ -165,9 +178,15 @@ class Reservation:
     has already been served, so a store failure is logged with the amounts to reconcile.
     """
 
-    def __init__(self, store: CounterStore | None = None, lines: Sequence[BudgetLine] = (),
-                 amount: Decimal = Decimal(0), states: Sequence[CounterState] = (),
-                 *, checked: bool = True) -> None:
+    def __init__(
+        self,
+        store: CounterStore | None = None,
+        lines: Sequence[BudgetLine] = (),
+        amount: Decimal = Decimal(0),
+        states: Sequence[CounterState] = (),
+        *,
+        checked: bool = True,
+    ) -> None:
         self._store = store
         self._lines = tuple(lines)
         self.amount = amount
@@ -213,7 +232,9 @@ class Reservation:
             log.exception(
                 "could not settle a budget reservation: reserved %s USD, cost %s USD, "
                 "counters %s; correct aigw_usage_counters (or the Redis counters) by hand",
-                self.amount, cost, keys,
+                self.amount,
+                cost,
+                keys,
             )
 
 
@@ -233,12 +254,14 @@ class BudgetBook:
                 if self._store is None:
                     sql = SqlCounterStore(self._state)
                     client = self._state.redis()
-                    self._store = sql if client is None else RedisCounterStore(
-                        self._state, client, sql)
+                    self._store = (
+                        sql if client is None else RedisCounterStore(self._state, client, sql)
+                    )
         return self._store
 
-    def reserve(self, principal: Principal | None, route: AliasRoute,
-                request: ChatRequest) -> Reservation:
+    def reserve(
+        self, principal: Principal | None, route: AliasRoute, request: ChatRequest
+    ) -> Reservation:
         """Reserve the worst-case cost on every counter of ``principal`` at once.
 
         Trusted in-process calls (no principal) have no budget and reserve nothing.
@@ -253,8 +276,9 @@ class BudgetBook:
         amount = worst.cost
         store = self.store
         try:
-            states = store.reserve([line.key for line in lines],
-                                   [line.limit for line in lines], amount)
+            states = store.reserve(
+                [line.key for line in lines], [line.limit for line in lines], amount
+            )
         except Refused as refused:
             raise _refusal(lines[refused.index], refused.state, worst) from None
         except unreachable_errors() as exc:
@@ -262,13 +286,16 @@ class BudgetBook:
             return Reservation(store, lines, amount, checked=False)
         return Reservation(store, lines, amount, states)
 
-    def usage(self, scope: str, scope_id: str,
-              at: dt.datetime | None = None) -> dict[str, CounterState]:
+    def usage(
+        self, scope: str, scope_id: str, at: dt.datetime | None = None
+    ) -> dict[str, CounterState]:
         """The live day and month counters of a key or team (``scope`` "key" or "team") for
         the periods containing ``at`` (default: now): ``{"day": …, "month": …}``."""
         day = (at or utcnow()).date()
-        keys = [CounterKey(scope, scope_id, Period.DAY, day),
-                CounterKey(scope, scope_id, Period.MONTH, day.replace(day=1))]
+        keys = [
+            CounterKey(scope, scope_id, Period.DAY, day),
+            CounterKey(scope, scope_id, Period.MONTH, day.replace(day=1)),
+        ]
         day_state, month_state = self.store.read(keys)
         return {"day": day_state, "month": month_state}
 

@@ -37,10 +37,17 @@ log = logging.getLogger(__name__)
 #: Bumped when the key or the stored shape changes, so old entries are never misread.
 KEY_VERSION = 1
 #: Request fields that never change the answer (routing hints, caller labels, transport).
-IGNORED_FIELDS = frozenset({
-    "user", "stream", "stream_options", "metadata", "store", "prompt_cache_key",
-    "safety_identifier",
-})
+IGNORED_FIELDS = frozenset(
+    {
+        "user",
+        "stream",
+        "stream_options",
+        "metadata",
+        "store",
+        "prompt_cache_key",
+        "safety_identifier",
+    }
+)
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
 
@@ -74,8 +81,13 @@ def cache_key(request: ChatRequest, scope: str = "") -> str:
         "messages": request.messages,
         "params": params,
     }
-    text = json.dumps(_canonical(payload), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False)
+    text = json.dumps(
+        _canonical(payload),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -147,8 +159,13 @@ class ResponseCache:
             return f"team:{principal.team_id}"
         return f"key:{principal.key_id}"
 
-    def decide(self, request: ChatRequest, principal: Principal | None, route: AliasRoute,
-               cache_control: str | None) -> CacheDecision:
+    def decide(
+        self,
+        request: ChatRequest,
+        principal: Principal | None,
+        route: AliasRoute,
+        cache_control: str | None,
+    ) -> CacheDecision:
         """``no-store`` bypasses the cache; ``no-cache`` skips the read but stores the fresh
         answer (a refresh); otherwise a cached alias reads and writes (status MISS until a hit).
         """
@@ -159,8 +176,9 @@ class ResponseCache:
         key = cache_key(request, self.scope_of(principal))
         if "no-cache" in directives:
             return CacheDecision(key=key, write=True, ttl=ttl, alias=route.alias)
-        return CacheDecision(key=key, read=True, write=True, ttl=ttl, status=MISS,
-                             alias=route.alias)
+        return CacheDecision(
+            key=key, read=True, write=True, ttl=ttl, status=MISS, alias=route.alias
+        )
 
     def get(self, decision: CacheDecision | None) -> ChatResponse | None:
         """The cached answer, or None. On a miss this request becomes the one that asks the
@@ -279,5 +297,12 @@ def _origin(cached: ChatResponse, route: AliasRoute) -> Target:
     )
 
 
-__all__ = ["BYPASS", "HIT", "MISS", "CacheDecision", "ResponseCache", "cache_directives",
-           "cache_key"]
+__all__ = [
+    "BYPASS",
+    "HIT",
+    "MISS",
+    "CacheDecision",
+    "ResponseCache",
+    "cache_directives",
+    "cache_key",
+]

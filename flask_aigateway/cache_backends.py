@@ -75,11 +75,15 @@ class SqlBackend:
             dialect = session.get_bind().dialect.name
             if dialect in ("postgresql", "sqlite"):
                 stmt = upsert_insert(dialect)(CacheEntry).values(values)
-                session.execute(stmt.on_conflict_do_update(
-                    index_elements=["key_hash"],
-                    set_={name: stmt.excluded[name]
-                          for name in ("alias", "response", "created_at", "expires_at")},
-                ))
+                session.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["key_hash"],
+                        set_={
+                            name: stmt.excluded[name]
+                            for name in ("alias", "response", "created_at", "expires_at")
+                        },
+                    )
+                )
             else:
                 session.merge(CacheEntry(**values))
         self._maybe_prune()
@@ -261,8 +265,12 @@ class RedisLocks:
     def acquire(self, key: str, wait: float) -> Lease | None:
         from redis.exceptions import RedisError
 
-        lock = self._client.lock(self._state.redis_key("cache-lock", key), timeout=self._ttl,
-                                 sleep=0.02, blocking_timeout=wait)
+        lock = self._client.lock(
+            self._state.redis_key("cache-lock", key),
+            timeout=self._ttl,
+            sleep=0.02,
+            blocking_timeout=wait,
+        )
         try:
             acquired = lock.acquire()
         except RedisError:
@@ -277,5 +285,13 @@ def make_locks(state: GatewayState) -> Locks:
     return LocalLocks()
 
 
-__all__ = ["CacheBackend", "LocalLocks", "MemoryBackend", "RedisBackend", "RedisLocks",
-           "SqlBackend", "make_backend", "make_locks"]
+__all__ = [
+    "CacheBackend",
+    "LocalLocks",
+    "MemoryBackend",
+    "RedisBackend",
+    "RedisLocks",
+    "SqlBackend",
+    "make_backend",
+    "make_locks",
+]

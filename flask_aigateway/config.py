@@ -27,117 +27,268 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("AIGATEWAY_DATABASE_URI", None, str,
-           "SQLAlchemy URL of the gateway's own tables. Unset: the host app's Flask-SQLAlchemy "
-           "engine if it has one, else SQLALCHEMY_DATABASE_URI, else "
-           "sqlite:///<instance folder>/aigateway.db.", nullable=True),
-    Option("AIGATEWAY_ROUTE_PREFIX", "", str,
-           "URL prefix for every gateway route, e.g. '/ai-gateway' gives "
-           "'/ai-gateway/v1/chat/completions' and '/ai-gateway/dashboard'."),
-    Option("AIGATEWAY_API_ENABLED", True, bool,
-           "Register the /v1 API blueprint. False removes every /v1 route."),
-    Option("AIGATEWAY_DASHBOARD_ENABLED", True, bool,
-           "Register the /dashboard blueprint. False removes it entirely (404)."),
-    Option("AIGATEWAY_DASHBOARD_TOKEN", None, str,
-           "Token that logs an operator into the dashboard. Unset: the dashboard refuses to "
-           "serve (fail closed) unless AIGATEWAY_DASHBOARD_AUTH is given.", nullable=True),
-    Option("AIGATEWAY_DASHBOARD_AUTH", None, object,
-           "The host app's own dashboard auth instead of the token login: a callable taking no "
-           "arguments (or its dotted path, 'myapp.auth:is_admin') called on every dashboard "
-           "request; it returns True to allow, False to refuse (403), or a response such as a "
-           "redirect to the host's login page.", nullable=True),
-    Option("AIGATEWAY_DASHBOARD_SESSION_HOURS", 12.0, float,
-           "How long a dashboard login lasts before the token must be entered again."),
-    Option("AIGATEWAY_DASHBOARD_CACHE_SECONDS", 60.0, float,
-           "How long the dashboard overview's 30-day figures are reused before they are "
-           "recomputed in the background (the page meanwhile shows the previous ones and "
-           "their time). 0 recomputes them on every view."),
-    Option("AIGATEWAY_ADMIN_TOKEN", None, str,
-           "Operator bearer token: /v1/stats shows every key's usage to it.", nullable=True),
-    Option("AIGATEWAY_METRICS_TOKEN", None, str,
-           "When set, /v1/metrics requires 'Authorization: Bearer <token>'. Unset: the "
-           "Prometheus endpoint is open, like most exporters.", nullable=True),
-    Option("AIGATEWAY_HEALTH_PUBLIC", True, bool,
-           "GET /v1/health answers without an API key. False requires one."),
-    Option("AIGATEWAY_SECRET_KEY", None, str,
-           "Encrypts provider credentials at rest (Fernet). A Fernet key or any passphrase; "
-           "several comma-separated keys rotate (the first encrypts). Unset: derived from the "
-           "app's SECRET_KEY; with neither, storing a credential fails with a clear error.",
-           nullable=True),
-    Option("AIGATEWAY_RETRY_MAX_ATTEMPTS", 3, int,
-           "Attempts per deployment (the first call included) for retryable upstream failures."),
-    Option("AIGATEWAY_RETRY_DELAY_MS", 200, int,
-           "Base delay between retries in milliseconds (an upstream Retry-After wins)."),
-    Option("AIGATEWAY_RETRY_BACKOFF", "exponential", str,
-           "How the delay grows between retries.", choices=("fixed", "exponential")),
-    Option("AIGATEWAY_REQUEST_TIMEOUT", 120.0, float,
-           "Overall deadline in seconds for one request: every retry and fallback fits in it."),
-    Option("AIGATEWAY_CIRCUIT_FAILURES", 5, int,
-           "Consecutive upstream failures after which a deployment is skipped for "
-           "AIGATEWAY_CIRCUIT_COOLDOWN (circuit breaker); then one request probes it. "
-           "0 disables the breaker."),
-    Option("AIGATEWAY_CIRCUIT_COOLDOWN", 30.0, float,
-           "Seconds a deployment with an open circuit is skipped before it is probed again."),
-    Option("AIGATEWAY_CONNECT_TIMEOUT", 5.0, float,
-           "TCP connect timeout to an upstream, seconds."),
-    Option("AIGATEWAY_MAX_BODY_BYTES", 16 * 1024 * 1024, int,
-           "Largest request body accepted on /v1 (larger: 413)."),
-    Option("AIGATEWAY_DEFAULT_MAX_TOKENS", 4096, int,
-           "max_tokens sent to formats that require it (Anthropic) and used for budget "
-           "reservation when neither the request nor the model alias sets one."),
-    Option("AIGATEWAY_CACHE_ENABLED", False, bool,
-           "Cache responses for every alias (an alias may enable it alone with its cache TTL)."),
+    Option(
+        "AIGATEWAY_DATABASE_URI",
+        None,
+        str,
+        "SQLAlchemy URL of the gateway's own tables. Unset: the host app's Flask-SQLAlchemy "
+        "engine if it has one, else SQLALCHEMY_DATABASE_URI, else "
+        "sqlite:///<instance folder>/aigateway.db.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_ROUTE_PREFIX",
+        "",
+        str,
+        "URL prefix for every gateway route, e.g. '/ai-gateway' gives "
+        "'/ai-gateway/v1/chat/completions' and '/ai-gateway/dashboard'.",
+    ),
+    Option(
+        "AIGATEWAY_API_ENABLED",
+        True,
+        bool,
+        "Register the /v1 API blueprint. False removes every /v1 route.",
+    ),
+    Option(
+        "AIGATEWAY_DASHBOARD_ENABLED",
+        True,
+        bool,
+        "Register the /dashboard blueprint. False removes it entirely (404).",
+    ),
+    Option(
+        "AIGATEWAY_DASHBOARD_TOKEN",
+        None,
+        str,
+        "Token that logs an operator into the dashboard. Unset: the dashboard refuses to "
+        "serve (fail closed) unless AIGATEWAY_DASHBOARD_AUTH is given.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_DASHBOARD_AUTH",
+        None,
+        object,
+        "The host app's own dashboard auth instead of the token login: a callable taking no "
+        "arguments (or its dotted path, 'myapp.auth:is_admin') called on every dashboard "
+        "request; it returns True to allow, False to refuse (403), or a response such as a "
+        "redirect to the host's login page.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_DASHBOARD_SESSION_HOURS",
+        12.0,
+        float,
+        "How long a dashboard login lasts before the token must be entered again.",
+    ),
+    Option(
+        "AIGATEWAY_DASHBOARD_CACHE_SECONDS",
+        60.0,
+        float,
+        "How long the dashboard overview's 30-day figures are reused before they are "
+        "recomputed in the background (the page meanwhile shows the previous ones and "
+        "their time). 0 recomputes them on every view.",
+    ),
+    Option(
+        "AIGATEWAY_ADMIN_TOKEN",
+        None,
+        str,
+        "Operator bearer token: /v1/stats shows every key's usage to it.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_METRICS_TOKEN",
+        None,
+        str,
+        "When set, /v1/metrics requires 'Authorization: Bearer <token>'. Unset: the "
+        "Prometheus endpoint is open, like most exporters.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_HEALTH_PUBLIC",
+        True,
+        bool,
+        "GET /v1/health answers without an API key. False requires one.",
+    ),
+    Option(
+        "AIGATEWAY_SECRET_KEY",
+        None,
+        str,
+        "Encrypts provider credentials at rest (Fernet). A Fernet key or any passphrase; "
+        "several comma-separated keys rotate (the first encrypts). Unset: derived from the "
+        "app's SECRET_KEY; with neither, storing a credential fails with a clear error.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_RETRY_MAX_ATTEMPTS",
+        3,
+        int,
+        "Attempts per deployment (the first call included) for retryable upstream failures.",
+    ),
+    Option(
+        "AIGATEWAY_RETRY_DELAY_MS",
+        200,
+        int,
+        "Base delay between retries in milliseconds (an upstream Retry-After wins).",
+    ),
+    Option(
+        "AIGATEWAY_RETRY_BACKOFF",
+        "exponential",
+        str,
+        "How the delay grows between retries.",
+        choices=("fixed", "exponential"),
+    ),
+    Option(
+        "AIGATEWAY_REQUEST_TIMEOUT",
+        120.0,
+        float,
+        "Overall deadline in seconds for one request: every retry and fallback fits in it.",
+    ),
+    Option(
+        "AIGATEWAY_CIRCUIT_FAILURES",
+        5,
+        int,
+        "Consecutive upstream failures after which a deployment is skipped for "
+        "AIGATEWAY_CIRCUIT_COOLDOWN (circuit breaker); then one request probes it. "
+        "0 disables the breaker.",
+    ),
+    Option(
+        "AIGATEWAY_CIRCUIT_COOLDOWN",
+        30.0,
+        float,
+        "Seconds a deployment with an open circuit is skipped before it is probed again.",
+    ),
+    Option("AIGATEWAY_CONNECT_TIMEOUT", 5.0, float, "TCP connect timeout to an upstream, seconds."),
+    Option(
+        "AIGATEWAY_MAX_BODY_BYTES",
+        16 * 1024 * 1024,
+        int,
+        "Largest request body accepted on /v1 (larger: 413).",
+    ),
+    Option(
+        "AIGATEWAY_DEFAULT_MAX_TOKENS",
+        4096,
+        int,
+        "max_tokens sent to formats that require it (Anthropic) and used for budget "
+        "reservation when neither the request nor the model alias sets one.",
+    ),
+    Option(
+        "AIGATEWAY_CACHE_ENABLED",
+        False,
+        bool,
+        "Cache responses for every alias (an alias may enable it alone with its cache TTL).",
+    ),
     Option("AIGATEWAY_CACHE_TTL", 3600, int, "Cache entry lifetime, seconds."),
-    Option("AIGATEWAY_CACHE_BACKEND", "sql", str,
-           "Where cached responses live: the gateway's database (expired rows pruned), Redis "
-           "(needs AIGATEWAY_REDIS_URL; shared by every process) or this process's memory "
-           "(bounded LRU, lost on restart).",
-           choices=("sql", "redis", "memory")),
-    Option("AIGATEWAY_CACHE_SCOPE", "global", str,
-           "Who shares cache entries: every caller ('global'), the keys of one team ('team'; "
-           "keys without a team stay alone) or each key alone ('key'). Shared entries save "
-           "more, but a HIT tells a caller that someone in the scope sent the same request.",
-           choices=("global", "team", "key")),
-    Option("AIGATEWAY_CACHE_MAX_ENTRIES", 10000, int,
-           "Most responses the memory cache backend keeps (least recently used evicted first)."),
-    Option("AIGATEWAY_REDIS_URL", None, str,
-           "Redis URL for state shared by several gateway processes (rate windows, counters, "
-           "router health, cache). Unset: in-process state.", nullable=True),
-    Option("AIGATEWAY_REDIS_PREFIX", "aigw:", str,
-           "Prefix of every Redis key the gateway writes, so several gateways (or test runs) "
-           "can share one Redis database."),
-    Option("AIGATEWAY_REDIS_FAILURE_MODE", "closed", str,
-           "What rate limits and budgets do when Redis is unreachable: 'closed' refuses "
-           "requests with 503 until it is back; 'open' admits them unchecked (logged), their "
-           "spend still recorded in the database.", choices=("closed", "open")),
-    Option("AIGATEWAY_RATELIMIT_STORAGE_URI", None, str,
-           "Where rate-limit windows live: memory:// (this process only) or a redis://, "
-           "rediss:// or unix:// URL. Unset: AIGATEWAY_REDIS_URL if set, else memory://.",
-           nullable=True),
-    Option("AIGATEWAY_KEY_CACHE_SECONDS", 5.0, float,
-           "How long a verified API key is trusted from the in-process cache; revocation on "
-           "another process takes effect within this time."),
-    Option("AIGATEWAY_LOG_CONTENT", False, bool,
-           "Store prompt and completion text in the request log (off: tokens and cost only)."),
-    Option("AIGATEWAY_LOG_RETENTION_DAYS", 30, int,
-           "Raw request-log rows older than this many days are pruned, once a day by the log "
-           "writer and by 'flask aigateway prune-logs' (the hourly usage rollups are kept). "
-           "0 keeps every row."),
-    Option("AIGATEWAY_LOG_SYNC", False, bool,
-           "Write each request-log row before the request returns instead of in a background "
-           "thread (simpler to reason about in tests and scripts; slower under load)."),
-    Option("AIGATEWAY_LOG_QUEUE_SIZE", 10000, int,
-           "Request-log rows waiting for the background writer at most. When full, a finishing "
-           "request waits for room (back-pressure) and after a few seconds writes its row "
-           "itself: rows are never dropped."),
-    Option("AIGATEWAY_LOG_BATCH_SIZE", 500, int,
-           "Most request-log rows the background writer inserts in one transaction."),
-    Option("AIGATEWAY_LOG_FLUSH_INTERVAL", 0.5, float,
-           "Seconds the background writer waits to fill a batch: rows reach the database (and "
-           "the statistics) at most this late. Pending rows are flushed at shutdown."),
-    Option("AIGATEWAY_CREATE_TABLES", False, bool,
-           "Create missing tables at start-up without Alembic (handy in tests and notebooks; "
-           "use 'flask aigateway db upgrade' in production)."),
+    Option(
+        "AIGATEWAY_CACHE_BACKEND",
+        "sql",
+        str,
+        "Where cached responses live: the gateway's database (expired rows pruned), Redis "
+        "(needs AIGATEWAY_REDIS_URL; shared by every process) or this process's memory "
+        "(bounded LRU, lost on restart).",
+        choices=("sql", "redis", "memory"),
+    ),
+    Option(
+        "AIGATEWAY_CACHE_SCOPE",
+        "global",
+        str,
+        "Who shares cache entries: every caller ('global'), the keys of one team ('team'; "
+        "keys without a team stay alone) or each key alone ('key'). Shared entries save "
+        "more, but a HIT tells a caller that someone in the scope sent the same request.",
+        choices=("global", "team", "key"),
+    ),
+    Option(
+        "AIGATEWAY_CACHE_MAX_ENTRIES",
+        10000,
+        int,
+        "Most responses the memory cache backend keeps (least recently used evicted first).",
+    ),
+    Option(
+        "AIGATEWAY_REDIS_URL",
+        None,
+        str,
+        "Redis URL for state shared by several gateway processes (rate windows, counters, "
+        "router health, cache). Unset: in-process state.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_REDIS_PREFIX",
+        "aigw:",
+        str,
+        "Prefix of every Redis key the gateway writes, so several gateways (or test runs) "
+        "can share one Redis database.",
+    ),
+    Option(
+        "AIGATEWAY_REDIS_FAILURE_MODE",
+        "closed",
+        str,
+        "What rate limits and budgets do when Redis is unreachable: 'closed' refuses "
+        "requests with 503 until it is back; 'open' admits them unchecked (logged), their "
+        "spend still recorded in the database.",
+        choices=("closed", "open"),
+    ),
+    Option(
+        "AIGATEWAY_RATELIMIT_STORAGE_URI",
+        None,
+        str,
+        "Where rate-limit windows live: memory:// (this process only) or a redis://, "
+        "rediss:// or unix:// URL. Unset: AIGATEWAY_REDIS_URL if set, else memory://.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_KEY_CACHE_SECONDS",
+        5.0,
+        float,
+        "How long a verified API key is trusted from the in-process cache; revocation on "
+        "another process takes effect within this time.",
+    ),
+    Option(
+        "AIGATEWAY_LOG_CONTENT",
+        False,
+        bool,
+        "Store prompt and completion text in the request log (off: tokens and cost only).",
+    ),
+    Option(
+        "AIGATEWAY_LOG_RETENTION_DAYS",
+        30,
+        int,
+        "Raw request-log rows older than this many days are pruned, once a day by the log "
+        "writer and by 'flask aigateway prune-logs' (the hourly usage rollups are kept). "
+        "0 keeps every row.",
+    ),
+    Option(
+        "AIGATEWAY_LOG_SYNC",
+        False,
+        bool,
+        "Write each request-log row before the request returns instead of in a background "
+        "thread (simpler to reason about in tests and scripts; slower under load).",
+    ),
+    Option(
+        "AIGATEWAY_LOG_QUEUE_SIZE",
+        10000,
+        int,
+        "Request-log rows waiting for the background writer at most. When full, a finishing "
+        "request waits for room (back-pressure) and after a few seconds writes its row "
+        "itself: rows are never dropped.",
+    ),
+    Option(
+        "AIGATEWAY_LOG_BATCH_SIZE",
+        500,
+        int,
+        "Most request-log rows the background writer inserts in one transaction.",
+    ),
+    Option(
+        "AIGATEWAY_LOG_FLUSH_INTERVAL",
+        0.5,
+        float,
+        "Seconds the background writer waits to fill a batch: rows reach the database (and "
+        "the statistics) at most this late. Pending rows are flushed at shutdown.",
+    ),
+    Option(
+        "AIGATEWAY_CREATE_TABLES",
+        False,
+        bool,
+        "Create missing tables at start-up without Alembic (handy in tests and notebooks; "
+        "use 'flask aigateway db upgrade' in production).",
+    ),
 )
 
 BY_NAME: Mapping[str, Option] = {opt.name: opt for opt in OPTIONS}
@@ -188,9 +339,7 @@ def coerce(option: Option, value: Any) -> Any:
             f"default is {option.default!r}."
         ) from None
     if option.choices and result not in option.choices:
-        raise ConfigError(
-            f"{option.name}={result!r} is not one of: {', '.join(option.choices)}."
-        )
+        raise ConfigError(f"{option.name}={result!r} is not one of: {', '.join(option.choices)}.")
     if option.type in (int, float) and result < 0:
         raise ConfigError(f"{option.name} must not be negative (got {result!r}).")
     return result
@@ -209,12 +358,11 @@ def resolve(app_config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
             raw = app_config.get(opt.name, opt.default)
         resolved[opt.name] = coerce(opt, raw)
     prefix = resolved["AIGATEWAY_ROUTE_PREFIX"]
-    if prefix:
-        if not prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
-            raise ConfigError(
-                f"AIGATEWAY_ROUTE_PREFIX={prefix!r} must start with '/' and not end with '/', "
-                "e.g. '/ai-gateway'."
-            )
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/") or "//" in prefix):
+        raise ConfigError(
+            f"AIGATEWAY_ROUTE_PREFIX={prefix!r} must start with '/' and not end with '/', "
+            "e.g. '/ai-gateway'."
+        )
     return resolved
 
 
@@ -230,8 +378,7 @@ def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
         option = BY_NAME.get(name)
         if option is None:
             raise ConfigError(
-                f"Unknown environment variable {name}; known: "
-                + ", ".join(o.name for o in OPTIONS)
+                f"Unknown environment variable {name}; known: " + ", ".join(o.name for o in OPTIONS)
             )
         result[name] = coerce(option, value)
     return result

@@ -27,7 +27,7 @@ class ProviderFormat(StrEnum):
 
     @property
     def default_base_url(self) -> str | None:
-        """The base URL used when the provider has none (Azure has no default: it is per resource)."""
+        """The base URL used when the provider has none (Azure has none: it is per resource)."""
         return _DEFAULT_BASE_URLS[self]
 
     @property

@@ -64,8 +64,9 @@ class RequestLogWriter:
     every ``prune_every`` seconds.
     """
 
-    def __init__(self, state: GatewayState, *, first_prune_after: float = 60.0,
-                 prune_every: float = 86400.0) -> None:
+    def __init__(
+        self, state: GatewayState, *, first_prune_after: float = 60.0, prune_every: float = 86400.0
+    ) -> None:
         settings = state.settings
         self._state = state
         self._sync = bool(settings["AIGATEWAY_LOG_SYNC"])
@@ -111,8 +112,11 @@ class RequestLogWriter:
         try:
             self._queue.put(row, timeout=PUT_TIMEOUT)
         except queue.Full:
-            log.warning("the request-log queue stayed full for %.0f s; writing %s directly",
-                        PUT_TIMEOUT, row["request_id"])
+            log.warning(
+                "the request-log queue stayed full for %.0f s; writing %s directly",
+                PUT_TIMEOUT,
+                row["request_id"],
+            )
             self._write_now([row])
             self._mark_done(1)
         finally:
@@ -173,8 +177,9 @@ class RequestLogWriter:
                 if self._putting == 0 and self._queue.empty():
                     return
             if time.monotonic() > deadline:
-                log.error("request-log writer closed with %d rows still being handed over",
-                          self._putting)
+                log.error(
+                    "request-log writer closed with %d rows still being handed over", self._putting
+                )
                 return
             time.sleep(0.01)
 
@@ -256,13 +261,18 @@ class RequestLogWriter:
                 unreachable = isinstance(exc, OperationalError) or exc.connection_invalidated
                 if not unreachable or self._closed:
                     break
-                log.warning("request-log batch of %d rows not written (%s); retrying in %.1f s",
-                            len(batch), exc.__class__.__name__, delay)
+                log.warning(
+                    "request-log batch of %d rows not written (%s); retrying in %.1f s",
+                    len(batch),
+                    exc.__class__.__name__,
+                    delay,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except Exception:
-                log.exception("request-log batch of %d rows refused; retrying row by row",
-                              len(batch))
+                log.exception(
+                    "request-log batch of %d rows refused; retrying row by row", len(batch)
+                )
                 break
         self._write_each(batch)
 
@@ -282,8 +292,11 @@ class RequestLogWriter:
                 self.failed += 1
                 log.exception(
                     "request-log row LOST: request_id=%s key_id=%s alias=%s status=%s cost=%s",
-                    row.get("request_id"), row.get("key_id"), row.get("alias"),
-                    row.get("status_code"), row.get("cost"),
+                    row.get("request_id"),
+                    row.get("key_id"),
+                    row.get("alias"),
+                    row.get("status_code"),
+                    row.get("cost"),
                 )
 
     def _mark_done(self, count: int) -> None:

@@ -41,52 +41,92 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.requests = Counter(
-            "ai_gateway_requests", "Requests that reached the pipeline, by outcome.",
-            ["model", "provider", "status"], registry=registry)
+            "ai_gateway_requests",
+            "Requests that reached the pipeline, by outcome.",
+            ["model", "provider", "status"],
+            registry=registry,
+        )
         self.duration = Histogram(
-            "ai_gateway_request_duration_seconds", "Time from arrival to the last byte.",
-            ["model"], buckets=DURATION_BUCKETS, registry=registry)
+            "ai_gateway_request_duration_seconds",
+            "Time from arrival to the last byte.",
+            ["model"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
         self.ttft = Histogram(
             "ai_gateway_time_to_first_token_seconds",
             "Streams: time from arrival to the first chunk.",
-            ["model"], buckets=DURATION_BUCKETS, registry=registry)
+            ["model"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
         self.overhead = Histogram(
             "ai_gateway_overhead_seconds",
             "The gateway's own time per request: duration minus the time spent waiting on "
             "upstreams (and, for streams, on the client).",
-            ["model"], buckets=OVERHEAD_BUCKETS, registry=registry)
+            ["model"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=registry,
+        )
         self.tokens = Counter(
-            "ai_gateway_tokens", "Tokens used upstream (type: prompt, completion, or cached: "
+            "ai_gateway_tokens",
+            "Tokens used upstream (type: prompt, completion, or cached: "
             "the part of prompt tokens read from the provider's prompt cache).",
-            ["model", "type"], registry=registry)
+            ["model", "type"],
+            registry=registry,
+        )
         self.cost = Counter(
-            "ai_gateway_cost_dollars", "Upstream cost in USD.", ["model", "provider"],
-            registry=registry)
+            "ai_gateway_cost_dollars",
+            "Upstream cost in USD.",
+            ["model", "provider"],
+            registry=registry,
+        )
         self.cache_hits = Counter(
-            "ai_gateway_cache_hits", "Requests answered from the response cache.", ["model"],
-            registry=registry)
+            "ai_gateway_cache_hits",
+            "Requests answered from the response cache.",
+            ["model"],
+            registry=registry,
+        )
         self.cache_misses = Counter(
-            "ai_gateway_cache_misses", "Requests looked up in the response cache and not found.",
-            ["model"], registry=registry)
+            "ai_gateway_cache_misses",
+            "Requests looked up in the response cache and not found.",
+            ["model"],
+            registry=registry,
+        )
         self.rate_limited = Counter(
-            "ai_gateway_rate_limited", "Requests refused by a key or team rate limit.",
-            ["model"], registry=registry)
+            "ai_gateway_rate_limited",
+            "Requests refused by a key or team rate limit.",
+            ["model"],
+            registry=registry,
+        )
         self.budget_exceeded = Counter(
-            "ai_gateway_budget_exceeded", "Requests refused because a budget would be exceeded.",
-            ["model"], registry=registry)
+            "ai_gateway_budget_exceeded",
+            "Requests refused because a budget would be exceeded.",
+            ["model"],
+            registry=registry,
+        )
         self.fallbacks = Counter(
-            "ai_gateway_fallbacks", "Requests that went on to a fallback alias.", ["model"],
-            registry=registry)
+            "ai_gateway_fallbacks",
+            "Requests that went on to a fallback alias.",
+            ["model"],
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "ai_gateway_upstream_errors",
             "Failed upstream attempts (retried or not), by kind: timeout, rate_limited, "
             "client_error, auth, server_error, http_error, network.",
-            ["provider", "kind"], registry=registry)
+            ["provider", "kind"],
+            registry=registry,
+        )
         self.inflight = Gauge(
-            "ai_gateway_inflight_requests", "Requests in the pipeline right now.",
-            registry=registry, multiprocess_mode="livesum")
-        self._exporter = PrometheusMetrics(app=None, path=None, export_defaults=False,
-                                           registry=registry)
+            "ai_gateway_inflight_requests",
+            "Requests in the pipeline right now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._exporter = PrometheusMetrics(
+            app=None, path=None, export_defaults=False, registry=registry
+        )
 
     def started(self) -> None:
         """A request entered the pipeline (paired with :meth:`observe` when it ends)."""
@@ -103,9 +143,11 @@ class Metrics:
         if record.stream and record.ttft_ms is not None:
             self.ttft.labels(model).observe(record.ttft_ms / 1000.0)
         usage = record.usage
-        for kind, count in (("prompt", usage.prompt_tokens),
-                            ("completion", usage.completion_tokens),
-                            ("cached", usage.cached_tokens)):
+        for kind, count in (
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+            ("cached", usage.cached_tokens),
+        ):
             if count:
                 self.tokens.labels(model, kind).inc(count)
         if record.cost:

@@ -220,8 +220,24 @@ class CacheEntry(Base):
 #: column per bound plus one for slower requests). The Prometheus duration histograms use the
 #: same bounds, so percentiles from the database and from a scrape agree.
 LATENCY_BUCKETS_MS: tuple[int, ...] = (
-    10, 25, 50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000,
-    30000, 60000,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    750,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    7500,
+    10000,
+    15000,
+    20000,
+    30000,
+    60000,
 )
 
 
@@ -234,8 +250,14 @@ class UsageRollup(Base):
 
     __tablename__ = "aigw_usage_rollups"
     __table_args__ = (
-        UniqueConstraint("hour", "key_id", "team_id", "alias", "provider",
-                         name="uq_aigw_usage_rollups_dimensions"),
+        UniqueConstraint(
+            "hour",
+            "key_id",
+            "team_id",
+            "alias",
+            "provider",
+            name="uq_aigw_usage_rollups_dimensions",
+        ),
         Index("ix_aigw_usage_rollups_key_hour", "key_id", "hour"),
         Index("ix_aigw_usage_rollups_team_hour", "team_id", "hour"),
     )

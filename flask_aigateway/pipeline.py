@@ -115,8 +115,13 @@ class Pipeline:
             )
         return route
 
-    def admit(self, request: ChatRequest, principal: Principal | None, route: AliasRoute,
-              admission: Admission) -> None:
+    def admit(
+        self,
+        request: ChatRequest,
+        principal: Principal | None,
+        route: AliasRoute,
+        admission: Admission,
+    ) -> None:
         """Rate limits first (cheap, and a refused request reserves nothing), then the budget
         reservation of the worst-case cost, atomically across every budget that applies."""
         admission.rate = self.limiter.admit(principal, request, route)
@@ -169,8 +174,14 @@ class Pipeline:
 
     # -- JSON ------------------------------------------------------------------------------
 
-    def chat(self, request: ChatRequest, api_key: Any, request_id: str | None = None, *,
-             cache_control: str | None = None) -> ChatResponse:
+    def chat(
+        self,
+        request: ChatRequest,
+        api_key: Any,
+        request_id: str | None = None,
+        *,
+        cache_control: str | None = None,
+    ) -> ChatResponse:
         """Run one non-streaming request through every step; always writes its log row."""
         record = RequestRecord(request_id or new_request_id(), alias=request.model)
         admission: Admission | None = None
@@ -194,9 +205,14 @@ class Pipeline:
             attempts = AttemptLog()
             try:
                 target, response = execute(
-                    self.router, self.settings, self.routes(route),
-                    lambda t, left: self._call(request, t, left, record), self.deadline(), attempts,
-                    request=request, resolve=self.resolve,
+                    self.router,
+                    self.settings,
+                    self.routes(route),
+                    lambda t, left: self._call(request, t, left, record),
+                    self.deadline(),
+                    attempts,
+                    request=request,
+                    resolve=self.resolve,
                 )
             finally:
                 record.attempts = attempts.attempts
@@ -235,14 +251,16 @@ class Pipeline:
         finally:
             self.finish(record, admission)
 
-    def _call(self, request: ChatRequest, target: Target, seconds_left: float,
-              record: RequestRecord) -> ChatResponse:
+    def _call(
+        self, request: ChatRequest, target: Target, seconds_left: float, record: RequestRecord
+    ) -> ChatResponse:
         adapter = get_adapter(target.wire_format)
         upstream = adapter.build_request(request, target)
         try:
             with record.upstream_wait():
-                answer = self.transport.send(upstream, timeout=seconds_left,
-                                             pool_key=target.provider_id)
+                answer = self.transport.send(
+                    upstream, timeout=seconds_left, pool_key=target.provider_id
+                )
             if answer.status >= 300:
                 raise adapter.classify_error(answer.status, answer.headers, answer.body)
             return adapter.parse_response(answer.body, request, target)
@@ -252,8 +270,14 @@ class Pipeline:
 
     # -- streams ---------------------------------------------------------------------------
 
-    def open_stream(self, request: ChatRequest, api_key: Any, request_id: str | None = None, *,
-                    cache_control: str | None = None) -> ChatStream:
+    def open_stream(
+        self,
+        request: ChatRequest,
+        api_key: Any,
+        request_id: str | None = None,
+        *,
+        cache_control: str | None = None,
+    ) -> ChatStream:
         """Do every check and open the upstream stream before the first byte is sent.
 
         Retries and fallbacks happen here, until an upstream has produced its first event;
@@ -277,14 +301,21 @@ class Pipeline:
             cached = self.cache.get(admission.cache)
             if cached is not None:
                 admission.headers["x-aigateway-cache"] = "HIT"
-                return replay_stream(self, request, record,
-                                     self.cache.serve(cached, record, route), admission)
+                return replay_stream(
+                    self, request, record, self.cache.serve(cached, record, route), admission
+                )
             attempts = AttemptLog()
             try:
                 target, opened = execute(
-                    self.router, self.settings, self.routes(route),
-                    lambda t, left: self._open(request, t, left, record), self.deadline(), attempts,
-                    request=request, resolve=self.resolve, hold=True,
+                    self.router,
+                    self.settings,
+                    self.routes(route),
+                    lambda t, left: self._open(request, t, left, record),
+                    self.deadline(),
+                    attempts,
+                    request=request,
+                    resolve=self.resolve,
+                    hold=True,
                 )
             finally:
                 record.attempts = attempts.attempts
@@ -299,11 +330,13 @@ class Pipeline:
                 record.crash(error)
             self.finish(record, admission)
             raise
-        return ChatStream(self, request, record, target, opened, admission,
-                          release=attempts.release)
+        return ChatStream(
+            self, request, record, target, opened, admission, release=attempts.release
+        )
 
-    def _open(self, request: ChatRequest, target: Target, seconds_left: float,
-              record: RequestRecord) -> _Opened:
+    def _open(
+        self, request: ChatRequest, target: Target, seconds_left: float, record: RequestRecord
+    ) -> _Opened:
         adapter = get_adapter(target.wire_format)
         upstream = adapter.build_request(request, target)
         with record.upstream_wait():
@@ -313,8 +346,9 @@ class Pipeline:
                 record.note_upstream_error(target, error)
                 raise
 
-    def _first_events(self, adapter: Any, request: ChatRequest, target: Target,
-                      upstream: Any, seconds_left: float) -> _Opened:
+    def _first_events(
+        self, adapter: Any, request: ChatRequest, target: Target, upstream: Any, seconds_left: float
+    ) -> _Opened:
         """Open the upstream stream and read it until its first chunk (or proper end)."""
         stream = self.transport.open_stream(
             upstream, timeout=seconds_left, pool_key=target.provider_id

@@ -101,8 +101,9 @@ class MemoryWindows:
     #: Every this many admissions, windows nobody touched lately are dropped.
     SWEEP_EVERY = 1000
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 window: float = WINDOW_SECONDS) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, window: float = WINDOW_SECONDS
+    ) -> None:
         self._clock = clock
         self._window = window
         self._lock = threading.Lock()
@@ -134,11 +135,19 @@ class MemoryWindows:
             for spec, w in zip(specs, windows, strict=True):
                 refused = not admitted and w.total + spec.cost > spec.limit
                 reset = w.entries[0][0] + self._window - now if w.entries else 0.0
-                states.append(WindowState(
-                    limit=spec.limit, used=w.total, reset_after=max(0.0, reset), refused=refused,
-                    retry_after=(w.retry_after(now, self._window, spec.cost, spec.limit)
-                                 if refused else None),
-                ))
+                states.append(
+                    WindowState(
+                        limit=spec.limit,
+                        used=w.total,
+                        reset_after=max(0.0, reset),
+                        refused=refused,
+                        retry_after=(
+                            w.retry_after(now, self._window, spec.cost, spec.limit)
+                            if refused
+                            else None
+                        ),
+                    )
+                )
             return admitted, states
 
     def adjust(self, names: Sequence[str], entry: str, old: int, new: int) -> None:
@@ -256,9 +265,13 @@ class RedisWindows:
     plus a running total, both expiring a second after the window would be empty.
     """
 
-    def __init__(self, client: Any, key: Callable[..., str],
-                 clock: Callable[[], float] | None = None,
-                 window: float = WINDOW_SECONDS) -> None:
+    def __init__(
+        self,
+        client: Any,
+        key: Callable[..., str],
+        clock: Callable[[], float] | None = None,
+        window: float = WINDOW_SECONDS,
+    ) -> None:
         self._client = client
         self._key = key
         self._clock = clock
@@ -274,20 +287,27 @@ class RedisWindows:
         return keys
 
     def acquire(self, specs: Sequence[WindowSpec], entry: str) -> tuple[bool, list[WindowState]]:
-        args: list[Any] = [self._window_ms, entry,
-                           "" if self._clock is None else int(self._clock() * 1000)]
+        args: list[Any] = [
+            self._window_ms,
+            entry,
+            "" if self._clock is None else int(self._clock() * 1000),
+        ]
         for spec in specs:
             args += [spec.limit, spec.cost]
         reply = self._acquire(keys=self._keys([s.name for s in specs]), args=args)
         admitted = int(reply[0]) == 1
         states = []
         for i, spec in enumerate(specs):
-            used, reset, retry = (int(v) for v in reply[1 + 3 * i: 4 + 3 * i])
-            states.append(WindowState(
-                limit=spec.limit, used=used, reset_after=reset / 1000.0,
-                refused=retry != -2,
-                retry_after=retry / 1000.0 if retry >= 0 else None,
-            ))
+            used, reset, retry = (int(v) for v in reply[1 + 3 * i : 4 + 3 * i])
+            states.append(
+                WindowState(
+                    limit=spec.limit,
+                    used=used,
+                    reset_after=reset / 1000.0,
+                    refused=retry != -2,
+                    retry_after=retry / 1000.0 if retry >= 0 else None,
+                )
+            )
         return admitted, states
 
     def adjust(self, names: Sequence[str], entry: str, old: int, new: int) -> None:

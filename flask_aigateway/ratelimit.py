@@ -95,8 +95,9 @@ class RateLimiter:
         uri = settings["AIGATEWAY_RATELIMIT_STORAGE_URI"]
         if uri is None:
             client = self._state.redis()
-            return MemoryWindows() if client is None else RedisWindows(
-                client, self._state.redis_key)
+            return (
+                MemoryWindows() if client is None else RedisWindows(client, self._state.redis_key)
+            )
         if uri.startswith("memory://"):
             return MemoryWindows()
         if not uri.startswith(_REDIS_SCHEMES):
@@ -114,13 +115,15 @@ class RateLimiter:
                 "AIGATEWAY_RATELIMIT_STORAGE_URI names Redis but the 'redis' package is "
                 "missing: pip install 'flask-aigateway[redis]'."
             ) from None
-        client = redis.Redis.from_url(uri, socket_timeout=5, socket_connect_timeout=5,
-                                      health_check_interval=30)
+        client = redis.Redis.from_url(
+            uri, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
         self._state.resources["ratelimit_redis"] = client
         return RedisWindows(client, self._state.redis_key)
 
-    def admit(self, principal: Principal | None, request: ChatRequest,
-              route: AliasRoute | None = None) -> RateTicket:
+    def admit(
+        self, principal: Principal | None, request: ChatRequest, route: AliasRoute | None = None
+    ) -> RateTicket:
         """Count the request in every window that applies, or in none and raise.
 
         :raises RateLimitError: 429 with ``Retry-After`` and the ``x-ratelimit-*`` headers.
@@ -161,26 +164,41 @@ class RateLimiter:
         try:
             ticket.store.adjust(ticket.token_windows, ticket.entry, ticket.estimate, actual)
         except unreachable_errors() as exc:
-            log.warning("could not correct tokens-per-minute windows of request %s from %d "
-                        "to %d tokens: Redis unreachable (%s)", record.request_id,
-                        ticket.estimate, actual, exc.__class__.__name__)
+            log.warning(
+                "could not correct tokens-per-minute windows of request %s from %d "
+                "to %d tokens: Redis unreachable (%s)",
+                record.request_id,
+                ticket.estimate,
+                actual,
+                exc.__class__.__name__,
+            )
 
-    def _windows(self, principal: Principal, request: ChatRequest,
-                 route: AliasRoute | None) -> list[_Window]:
+    def _windows(
+        self, principal: Principal, request: ChatRequest, route: AliasRoute | None
+    ) -> list[_Window]:
         owners = [f"key:{principal.key_id}", *(f"team:{t}" for t in principal.team_ids)]
         levels = principal.rules.levels
         windows: list[_Window] = []
         estimate: int | None = None
         for level, owner in zip(levels, owners, strict=False):
             if level.rate_limit is not None:
-                windows.append(_Window(WindowSpec(f"{owner}:requests", level.rate_limit, 1),
-                                       "requests", level.owner))
+                windows.append(
+                    _Window(
+                        WindowSpec(f"{owner}:requests", level.rate_limit, 1),
+                        "requests",
+                        level.owner,
+                    )
+                )
             if level.tokens_per_minute is not None:
                 if estimate is None:
                     estimate = self._estimate(request, route)
-                windows.append(_Window(
-                    WindowSpec(f"{owner}:tokens", level.tokens_per_minute, estimate),
-                    "tokens", level.owner))
+                windows.append(
+                    _Window(
+                        WindowSpec(f"{owner}:tokens", level.tokens_per_minute, estimate),
+                        "tokens",
+                        level.owner,
+                    )
+                )
         return windows
 
     def _estimate(self, request: ChatRequest, route: AliasRoute | None) -> int:
@@ -191,8 +209,9 @@ class RateLimiter:
         return estimate_prompt_tokens(request) + max_output_tokens(request, routes, default)
 
 
-def _tightest(windows: Sequence[_Window], states: Sequence[WindowState],
-              kind: str) -> WindowState | None:
+def _tightest(
+    windows: Sequence[_Window], states: Sequence[WindowState], kind: str
+) -> WindowState | None:
     pairs = [(w, s) for w, s in zip(windows, states, strict=True) if w.kind == kind]
     if not pairs:
         return None
@@ -214,8 +233,9 @@ def _headers(windows: Sequence[_Window], states: Sequence[WindowState]) -> dict[
     return headers
 
 
-def _refusal(windows: Sequence[_Window], states: Sequence[WindowState],
-             headers: dict[str, str]) -> RateLimitError:
+def _refusal(
+    windows: Sequence[_Window], states: Sequence[WindowState], headers: dict[str, str]
+) -> RateLimitError:
     refused = [(w, s) for w, s in zip(windows, states, strict=True) if s.refused]
     never = [(w, s) for w, s in refused if s.retry_after is None]
     if never:
@@ -229,16 +249,23 @@ def _refusal(windows: Sequence[_Window], states: Sequence[WindowState],
     window, state = max(refused, key=lambda ws: ws[1].retry_after or 0.0)
     wait = state.retry_after or 0.0
     unit = "requests/minute" if window.kind == "requests" else "tokens/minute"
-    pooled = " (pooled over all its keys and sub-teams)" if window.spec.name.startswith(
-        "team:") else ""
-    used = (f"{state.used} requests in the last minute" if window.kind == "requests"
-            else f"{state.used} tokens used in the last minute and this request needs up to "
-                 f"{window.spec.cost}")
+    pooled = (
+        " (pooled over all its keys and sub-teams)" if window.spec.name.startswith("team:") else ""
+    )
+    used = (
+        f"{state.used} requests in the last minute"
+        if window.kind == "requests"
+        else f"{state.used} tokens used in the last minute and this request needs up to "
+        f"{window.spec.cost}"
+    )
     return RateLimitError(
         f"Rate limit reached: {window.owner} allows {state.limit} {unit}{pooled}, with "
         f"{used}. Retry in {wait:.1f} s.",
-        headers={**headers, "Retry-After": str(max(1, math.ceil(wait))),
-                 "retry-after-ms": str(max(1, math.ceil(wait * 1000)))},
+        headers={
+            **headers,
+            "Retry-After": str(max(1, math.ceil(wait))),
+            "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+        },
     )
 
 

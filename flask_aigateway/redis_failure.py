@@ -32,8 +32,12 @@ def on_unreachable(settings: dict[str, Any], exc: BaseException, what: str) -> N
     :raises ServiceUnavailableError: 503 ``shared_state_unavailable`` in ``closed`` mode.
     """
     if settings["AIGATEWAY_REDIS_FAILURE_MODE"] == "open":
-        log.warning("Redis unreachable while %s (%s); admitting the request unchecked "
-                    "(AIGATEWAY_REDIS_FAILURE_MODE=open)", what, exc.__class__.__name__)
+        log.warning(
+            "Redis unreachable while %s (%s); admitting the request unchecked "
+            "(AIGATEWAY_REDIS_FAILURE_MODE=open)",
+            what,
+            exc.__class__.__name__,
+        )
         return
     log.error("Redis unreachable while %s: %s", what, exc)
     raise ServiceUnavailableError(

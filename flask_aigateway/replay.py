@@ -22,8 +22,15 @@ class CompletionAssembler:
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
             acc = self._choices.setdefault(
-                index, {"role": "assistant", "content": [], "refusal": [], "tools": {},
-                        "finish_reason": None, "logprobs": None},
+                index,
+                {
+                    "role": "assistant",
+                    "content": [],
+                    "refusal": [],
+                    "tools": {},
+                    "finish_reason": None,
+                    "logprobs": None,
+                },
             )
             delta = choice.get("delta") or {}
             if delta.get("role"):
@@ -61,8 +68,14 @@ class CompletionAssembler:
                 message["refusal"] = "".join(acc["refusal"])
             if acc["tools"]:
                 message["tool_calls"] = [acc["tools"][i] for i in sorted(acc["tools"])]
-            choices.append({"index": index, "message": message, "logprobs": None,
-                            "finish_reason": acc["finish_reason"]})
+            choices.append(
+                {
+                    "index": index,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": acc["finish_reason"],
+                }
+            )
         body: dict[str, Any] = {
             "id": None,
             "object": "chat.completion",
@@ -86,8 +99,11 @@ def completion_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
         message = choice.get("message") or {}
 
         def chunk(delta: dict[str, Any], index: int = index) -> dict[str, Any]:
-            return {"choices": [{"index": index, "delta": delta, "logprobs": None,
-                                 "finish_reason": None}]}
+            return {
+                "choices": [
+                    {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+                ]
+            }
 
         chunks.append(chunk({"role": message.get("role", "assistant"), "content": ""}))
         if message.get("content"):
@@ -96,8 +112,18 @@ def completion_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
             chunks.append(chunk({"refusal": message["refusal"]}))
         for position, call in enumerate(message.get("tool_calls") or ()):
             chunks.append(chunk({"tool_calls": [{**call, "index": position}]}))
-        finishes.append({"choices": [{"index": index, "delta": {}, "logprobs": None,
-                                      "finish_reason": choice.get("finish_reason") or "stop"}]})
+        finishes.append(
+            {
+                "choices": [
+                    {
+                        "index": index,
+                        "delta": {},
+                        "logprobs": None,
+                        "finish_reason": choice.get("finish_reason") or "stop",
+                    }
+                ]
+            }
+        )
     return chunks + finishes
 
 

@@ -138,9 +138,9 @@ def upsert_rollups(session: Session, increments: Sequence[Mapping[str, Any]]) ->
     for increment in increments:
         where = [table.c[name] == increment[name] for name in DIMENSIONS]
         result = session.execute(
-            update(table).where(*where).values(
-                {name: table.c[name] + increment[name] for name in COUNTERS}
-            )
+            update(table)
+            .where(*where)
+            .values({name: table.c[name] + increment[name] for name in COUNTERS})
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             session.execute(insert(table).values(dict(increment)))
@@ -167,8 +167,10 @@ def prune_request_log(
     Works through the ``created_at`` index in batches of :data:`PRUNE_BATCH`, one short
     transaction each; rollups are never pruned. Idempotent: several processes may run it.
     """
-    days = state.settings["AIGATEWAY_LOG_RETENTION_DAYS"] if older_than_days is None else (
-        older_than_days
+    days = (
+        state.settings["AIGATEWAY_LOG_RETENTION_DAYS"]
+        if older_than_days is None
+        else (older_than_days)
     )
     if days <= 0:
         return 0

@@ -116,8 +116,14 @@ class RouterState(Protocol):
         """The alias's round-robin counter, incremented: 0, 1, 2… across every process."""
         ...
 
-    def begin(self, deployment_id: str, *, rpm_limit: int | None, lease_seconds: float,
-              probe_seconds: float) -> Ticket | Refusal:
+    def begin(
+        self,
+        deployment_id: str,
+        *,
+        rpm_limit: int | None,
+        lease_seconds: float,
+        probe_seconds: float,
+    ) -> Ticket | Refusal:
         """Admit one attempt, or refuse it: the circuit is checked (a half-open deployment
         admits one probe for ``probe_seconds``), an RPM slot is taken, and an in-flight lease
         is held that expires by itself after ``lease_seconds`` if never released."""
@@ -201,8 +207,14 @@ class MemoryRouterState:
             self._turns[alias] = turn + 1
             return turn
 
-    def begin(self, deployment_id: str, *, rpm_limit: int | None, lease_seconds: float,
-              probe_seconds: float) -> Ticket | Refusal:
+    def begin(
+        self,
+        deployment_id: str,
+        *,
+        rpm_limit: int | None,
+        lease_seconds: float,
+        probe_seconds: float,
+    ) -> Ticket | Refusal:
         with self._lock:
             now = self._clock()
             entry = self._entry(deployment_id)
@@ -232,7 +244,8 @@ class MemoryRouterState:
             entry.open_until = entry.probe_until = None
             if latency is not None:
                 entry.latency = (
-                    latency if entry.latency is None
+                    latency
+                    if entry.latency is None
                     else EWMA_ALPHA * latency + (1 - EWMA_ALPHA) * entry.latency
                 )
 
@@ -266,9 +279,13 @@ class ResilientRouterState:
     tries Redis again. Leases go back to the store that issued them.
     """
 
-    def __init__(self, shared: RouterState, local: RouterState,
-                 errors: tuple[type[BaseException], ...],
-                 retry_seconds: float = REDIS_RETRY_SECONDS) -> None:
+    def __init__(
+        self,
+        shared: RouterState,
+        local: RouterState,
+        errors: tuple[type[BaseException], ...],
+        retry_seconds: float = REDIS_RETRY_SECONDS,
+    ) -> None:
         self.shared = shared
         self.local = local
         self._errors = errors
@@ -288,7 +305,10 @@ class ResilientRouterState:
             log.warning(
                 "Router state in Redis is unreachable (%s: %s); routing uses this process's "
                 "memory (health, round-robin, in-flight counts are per process) and retries "
-                "Redis in %g s.", exc.__class__.__name__, exc, self._retry_seconds,
+                "Redis in %g s.",
+                exc.__class__.__name__,
+                exc,
+                self._retry_seconds,
             )
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -305,10 +325,19 @@ class ResilientRouterState:
     def next_turn(self, alias: str) -> int:
         return self._call("next_turn", alias)
 
-    def begin(self, deployment_id: str, *, rpm_limit: int | None, lease_seconds: float,
-              probe_seconds: float) -> Ticket | Refusal:
+    def begin(
+        self,
+        deployment_id: str,
+        *,
+        rpm_limit: int | None,
+        lease_seconds: float,
+        probe_seconds: float,
+    ) -> Ticket | Refusal:
         return self._call(
-            "begin", deployment_id, rpm_limit=rpm_limit, lease_seconds=lease_seconds,
+            "begin",
+            deployment_id,
+            rpm_limit=rpm_limit,
+            lease_seconds=lease_seconds,
             probe_seconds=probe_seconds,
         )
 
@@ -316,9 +345,7 @@ class ResilientRouterState:
         self._call("succeeded", ticket, latency)
 
     def failed(self, ticket: Ticket, *, threshold: int, cooldown: float) -> float | None:
-        return self._call(
-            "failed", ticket, threshold=threshold, cooldown=cooldown
-        )
+        return self._call("failed", ticket, threshold=threshold, cooldown=cooldown)
 
     def release(self, ticket: Ticket) -> None:
         if not ticket.shared:

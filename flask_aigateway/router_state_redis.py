@@ -37,7 +37,9 @@ local function num(value) if value then return tonumber(value) end return nil en
 
 # KEYS: (dep hash, inflight zset, rpm zset) per deployment. ARGV: rpm window.
 # Returns now, then 7 values per deployment.
-_STATS = _PRELUDE + """
+_STATS = (
+    _PRELUDE
+    + """
 local out = {tostring(now)}
 for i = 1, #KEYS, 3 do
   local h = redis.call('HMGET', KEYS[i], 'failures', 'open_until', 'probe_until', 'latency')
@@ -54,10 +56,13 @@ for i = 1, #KEYS, 3 do
 end
 return out
 """
+)
 
 # KEYS: dep hash, inflight zset, rpm zset. ARGV: lease id, rpm limit (0: none), lease seconds,
 # probe seconds, rpm window, state ttl. Returns {1, probe} or {0, reason, until, now}.
-_BEGIN = _PRELUDE + """
+_BEGIN = (
+    _PRELUDE
+    + """
 local probe = 0
 local open_until = num(redis.call('HGET', KEYS[1], 'open_until'))
 if open_until then
@@ -89,9 +94,12 @@ redis.call('ZADD', KEYS[2], tostring(now + lease), ARGV[1])
 redis.call('EXPIRE', KEYS[2], math.ceil(lease) + 60)
 return {1, probe}
 """
+)
 
 # KEYS: dep hash. ARGV: latency seconds ('' when none), alpha, state ttl.
-_SUCCEEDED = _PRELUDE + """
+_SUCCEEDED = (
+    _PRELUDE
+    + """
 redis.call('HSET', KEYS[1], 'failures', '0')
 redis.call('HDEL', KEYS[1], 'open_until', 'probe_until')
 if ARGV[1] ~= '' then
@@ -106,9 +114,12 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+)
 
 # KEYS: dep hash. ARGV: threshold, cooldown seconds, state ttl. Returns open_until or ''.
-_FAILED = _PRELUDE + """
+_FAILED = (
+    _PRELUDE
+    + """
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 local open_until = num(redis.call('HGET', KEYS[1], 'open_until'))
 local threshold = tonumber(ARGV[1])
@@ -121,6 +132,7 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return result
 """
+)
 
 
 def _float(value: Any) -> float | None:
@@ -178,8 +190,14 @@ class RedisRouterState:
         turn, _ = pipe.execute()
         return int(turn) - 1
 
-    def begin(self, deployment_id: str, *, rpm_limit: int | None, lease_seconds: float,
-              probe_seconds: float) -> Ticket | Refusal:
+    def begin(
+        self,
+        deployment_id: str,
+        *,
+        rpm_limit: int | None,
+        lease_seconds: float,
+        probe_seconds: float,
+    ) -> Ticket | Refusal:
         lease_id = new_lease_id()
         result = self._begin(
             keys=self._keys(deployment_id),

@@ -61,10 +61,14 @@ class Skip:
         left = max(0.0, self.until - self.now)
         name = f"deployment {t.deployment_id} ({t.provider_name}/{t.provider_model})"
         if self.reason == "rpm":
-            return (f"{name} has used its {t.rpm_limit} requests per minute until {when} "
-                    f"({left:.1f} s from now)")
-        return (f"{name} is cooling down after repeated upstream failures until {when} "
-                f"({left:.1f} s from now)")
+            return (
+                f"{name} has used its {t.rpm_limit} requests per minute until {when} "
+                f"({left:.1f} s from now)"
+            )
+        return (
+            f"{name} is cooling down after repeated upstream failures until {when} "
+            f"({left:.1f} s from now)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +87,14 @@ class Router:
     for ``AIGATEWAY_CIRCUIT_COOLDOWN`` seconds; the caller's own errors never count.
     """
 
-    def __init__(self, settings: dict[str, Any], rng: random.Random | None = None, *,
-                 state: GatewayState | None = None, store: RouterState | None = None) -> None:
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        rng: random.Random | None = None,
+        *,
+        state: GatewayState | None = None,
+        store: RouterState | None = None,
+    ) -> None:
         self.settings = settings
         self.rng = rng or random.Random()
         self._state = state
@@ -126,11 +136,17 @@ class Router:
                 else:
                     ready.append(target)
             ordered.extend(probes)
-            ordered.extend(order_tier(
-                route.strategy, ready, stats=stats, rng=self.rng,
-                turn=turn, prompt_tokens=prompt_tokens,
-                output_tokens=request.max_output_tokens if request else None,
-            ))
+            ordered.extend(
+                order_tier(
+                    route.strategy,
+                    ready,
+                    stats=stats,
+                    rng=self.rng,
+                    turn=turn,
+                    prompt_tokens=prompt_tokens,
+                    output_tokens=request.max_output_tokens if request else None,
+                )
+            )
         return Plan(ordered, skipped)
 
     def candidates(self, route: AliasRoute, request: ChatRequest | None = None) -> list[Target]:
@@ -247,8 +263,17 @@ def execute(
     ``x-aigateway-fallback``) headers, like a success.
     """
     try:
-        return _execute(router, settings, routes, attempt, deadline, log, request=request,
-                        resolve=resolve, hold=hold)
+        return _execute(
+            router,
+            settings,
+            routes,
+            attempt,
+            deadline,
+            log,
+            request=request,
+            resolve=resolve,
+            hold=hold,
+        )
     except GatewayError as error:
         error.headers["x-aigateway-attempts"] = str(log.attempts)
         if len(log.path) > 1:
@@ -281,14 +306,19 @@ def _execute(
         skipped.extend(plan.skipped)
         try:
             for target in plan.targets:
-                result = _run_target(router, settings, target, attempt, deadline, log,
-                                     errors, skipped, hold)
+                result = _run_target(
+                    router, settings, target, attempt, deadline, log, errors, skipped, hold
+                )
                 if result is not _FAILED:
                     return target, result
         except UpstreamClientError as error:
             fallback = route.context_fallback
-            if (error.code != CONTEXT_LENGTH_CODE or not fallback or resolve is None
-                    or fallback in seen):
+            if (
+                error.code != CONTEXT_LENGTH_CODE
+                or not fallback
+                or resolve is None
+                or fallback in seen
+            ):
                 raise
             errors.append(error)
             queue = _chain(fallback, resolve)
@@ -304,9 +334,17 @@ def _execute(
     )
 
 
-def _run_target(router: Router, settings: dict[str, Any], target: Target,
-                attempt: Callable[[Target, float], Any], deadline: float, log: AttemptLog,
-                errors: list[UpstreamError], skipped: list[Skip], hold: bool) -> Any:
+def _run_target(
+    router: Router,
+    settings: dict[str, Any],
+    target: Target,
+    attempt: Callable[[Target, float], Any],
+    deadline: float,
+    log: AttemptLog,
+    errors: list[UpstreamError],
+    skipped: list[Skip],
+    hold: bool,
+) -> Any:
     """Up to ``AIGATEWAY_RETRY_MAX_ATTEMPTS`` attempts on one deployment; the result, or
     ``_FAILED`` to move on. The caller's errors propagate."""
     max_attempts = max(1, settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"])

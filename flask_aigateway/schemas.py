@@ -139,8 +139,9 @@ class ChatRequest:
                 _check_type(name, value)
         stop = params.get("stop")
         if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
-            raise InvalidRequestError("'stop' must be a string or an array of strings.",
-                                      param="stop")
+            raise InvalidRequestError(
+                "'stop' must be a string or an array of strings.", param="stop"
+            )
         if params.get("stream_options") is not None and not stream:
             raise InvalidRequestError(
                 "'stream_options' is only allowed when 'stream' is true.", param="stream_options"

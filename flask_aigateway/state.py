@@ -12,8 +12,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .crypto import CredentialCipher
-from .errors import ConfigError
 from .db import make_engine, make_session_factory, transaction
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -31,8 +31,9 @@ class GatewayState:
     configurations never mix.
     """
 
-    def __init__(self, settings: dict[str, Any], database_uri: str, engine: Engine | None,
-                 secret: str | None) -> None:
+    def __init__(
+        self, settings: dict[str, Any], database_uri: str, engine: Engine | None, secret: str | None
+    ) -> None:
         self.settings = settings
         self.database_uri = database_uri
         self._engine = engine
@@ -125,8 +126,8 @@ class GatewayState:
 
     def create_tables(self) -> None:
         """Create missing tables without Alembic (tests, notebooks)."""
-        from .db import Base
         from . import models  # noqa: F401  (registers the tables)
+        from .db import Base
 
         Base.metadata.create_all(self.engine)
 

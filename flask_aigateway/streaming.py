@@ -193,10 +193,16 @@ class ChatStream:
         usage = self.record.usage
         body = assembler.completion(model=self.request.model, usage=usage.to_openai())
         body["id"] = self.stream_id
-        self.pipeline.cache.put(self.admission.cache, ChatResponse(
-            body=body, usage=usage, cost=self.record.cost, provider=self.target.provider_name,
-            deployment_id=self.target.deployment_id,
-        ))
+        self.pipeline.cache.put(
+            self.admission.cache,
+            ChatResponse(
+                body=body,
+                usage=usage,
+                cost=self.record.cost,
+                provider=self.target.provider_name,
+                deployment_id=self.target.deployment_id,
+            ),
+        )
 
     def _abandon(self) -> None:
         """The consumer stopped before the end: bill what was consumed, log it as 499."""
@@ -288,8 +294,13 @@ class _Replayed:
         return []
 
 
-def replay_stream(pipeline: Pipeline, request: ChatRequest, record: RequestRecord,
-                  cached: ChatResponse, admission: Admission) -> ChatStream:
+def replay_stream(
+    pipeline: Pipeline,
+    request: ChatRequest,
+    record: RequestRecord,
+    cached: ChatResponse,
+    admission: Admission,
+) -> ChatStream:
     """A cache hit served as a stream; ``record.target`` is the deployment that produced it
     (:meth:`ResponseCache.serve` sets it)."""
     assert record.target is not None

@@ -261,14 +261,38 @@ def upstreams(state: GatewayState, fake_openai: Any, fake_anthropic: Any) -> dic
     from flask_aigateway.services.models import create_model
     from flask_aigateway.services.providers import create_provider
 
-    create_provider(state, name="fake-openai", format="openai",
-                    base_url=fake_openai.base_url, api_key="sk-fake-openai-0123456789")
-    create_provider(state, name="fake-anthropic", format="anthropic",
-                    base_url=fake_anthropic.base_url, api_key="sk-ant-fake-0123456789")
-    create_model(state, alias="gpt", provider="fake-openai", model="gpt-4o-mini",
-                 pricing_input="1", pricing_output="2", pricing_cached_input="0.5")
-    create_model(state, alias="claude", provider="fake-anthropic", model="claude-sonnet-4-5",
-                 pricing_input="1", pricing_output="2", pricing_cached_input="0.5")
+    create_provider(
+        state,
+        name="fake-openai",
+        format="openai",
+        base_url=fake_openai.base_url,
+        api_key="sk-fake-openai-0123456789",
+    )
+    create_provider(
+        state,
+        name="fake-anthropic",
+        format="anthropic",
+        base_url=fake_anthropic.base_url,
+        api_key="sk-ant-fake-0123456789",
+    )
+    create_model(
+        state,
+        alias="gpt",
+        provider="fake-openai",
+        model="gpt-4o-mini",
+        pricing_input="1",
+        pricing_output="2",
+        pricing_cached_input="0.5",
+    )
+    create_model(
+        state,
+        alias="claude",
+        provider="fake-anthropic",
+        model="claude-sonnet-4-5",
+        pricing_input="1",
+        pricing_output="2",
+        pricing_cached_input="0.5",
+    )
     return {"gpt": fake_openai, "claude": fake_anthropic}
 
 
@@ -287,8 +311,9 @@ def sdk(live_server: Any, api_key: str) -> Any:
     """The official OpenAI SDK pointed at the live gateway (no SDK-side retries)."""
     import openai
 
-    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=api_key, max_retries=0,
-                           timeout=20)
+    client = openai.OpenAI(
+        base_url=live_server.url + "/v1", api_key=api_key, max_retries=0, timeout=20
+    )
     yield client
     client.close()
 

@@ -50,11 +50,19 @@ def add_alias(
     ids = []
     for i, fake in enumerate(fakes):
         provider = f"{alias}-upstream-{i}"
-        create_provider(state, name=provider, format="openai", base_url=fake.base_url,
-                        api_key=f"sk-{alias}-{i}-0123456789")
+        create_provider(
+            state,
+            name=provider,
+            format="openai",
+            base_url=fake.base_url,
+            api_key=f"sk-{alias}-{i}-0123456789",
+        )
         fields: dict[str, Any] = {
-            "provider": provider, "model": f"model-{i}", "pricing_input": "1",
-            "pricing_output": "2", **(deployments[i] if i < len(deployments) else {}),
+            "provider": provider,
+            "model": f"model-{i}",
+            "pricing_input": "1",
+            "pricing_output": "2",
+            **(deployments[i] if i < len(deployments) else {}),
         }
         if i == 0:
             created = create_model(state, alias=alias, **fields, **model)

@@ -28,8 +28,9 @@ def free_port() -> int:
 class GatewayProcess:
     """One gunicorn-served gateway; ``url`` is its base URL. Stop it with :meth:`stop`."""
 
-    def __init__(self, env: Mapping[str, str], instance_path: Path, threads: int = 16,
-                 workers: int = 1) -> None:
+    def __init__(
+        self, env: Mapping[str, str], instance_path: Path, threads: int = 16, workers: int = 1
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
@@ -42,10 +43,26 @@ class GatewayProcess:
         instance_path.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
-             "--graceful-timeout", "5", "sample_app:create_app()"],
-            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(threads),
+                "--graceful-timeout",
+                "5",
+                "sample_app:create_app()",
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self._wait_ready()
 

@@ -35,8 +35,9 @@ def price(prompt: int, completion: int, cached: int = 0) -> Decimal:
 
 
 def post(client: Any, key: str, body: dict[str, Any], **headers: str) -> Any:
-    return client.post("/v1/chat/completions", json=body,
-                       headers={"Authorization": f"Bearer {key}", **headers})
+    return client.post(
+        "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}", **headers}
+    )
 
 
 def sse(response: Any) -> list[Any]:
@@ -57,23 +58,46 @@ def reply_usage(alias: str, prompt: int, completion: int, cached: int = 0, **fie
     """The same usage from either fake: OpenAI counts cache reads inside prompt tokens,
     Anthropic reports uncached input tokens and cache reads apart."""
     uncached = prompt - cached if alias == "claude" else prompt
-    return Reply(prompt_tokens=uncached, completion_tokens=completion, cache_read_tokens=cached,
-                 **fields)
+    return Reply(
+        prompt_tokens=uncached, completion_tokens=completion, cache_read_tokens=cached, **fields
+    )
 
 
 def test_cost_of_is_exact_decimal_arithmetic() -> None:
-    target = Target("dep", "a", "prov", "p", ProviderFormat.OPENAI, "http://x", "m",
-                    input_price=Decimal("0.15"), output_price=Decimal("0.60"),
-                    cached_input_price=Decimal("0.075"))
+    target = Target(
+        "dep",
+        "a",
+        "prov",
+        "p",
+        ProviderFormat.OPENAI,
+        "http://x",
+        "m",
+        input_price=Decimal("0.15"),
+        output_price=Decimal("0.60"),
+        cached_input_price=Decimal("0.075"),
+    )
     usage = Usage(prompt_tokens=1_234_567, completion_tokens=89_101, cached_tokens=1_000_003)
-    expected = (Decimal(234_564) * Decimal("0.15") + Decimal(1_000_003) * Decimal("0.075")
-                + Decimal(89_101) * Decimal("0.60")) / M
+    expected = (
+        Decimal(234_564) * Decimal("0.15")
+        + Decimal(1_000_003) * Decimal("0.075")
+        + Decimal(89_101) * Decimal("0.60")
+    ) / M
     assert cost_of(usage, target) == expected.quantize(Decimal("1e-10"))
     assert cost_of(usage, target) == Decimal("0.163645425")
-    no_cached_price = Target("dep", "a", "prov", "p", ProviderFormat.OPENAI, "http://x", "m",
-                             input_price=Decimal(3), output_price=Decimal(15))
-    assert cost_of(Usage(prompt_tokens=7, completion_tokens=3, cached_tokens=5),
-                   no_cached_price) == Decimal("0.000066")
+    no_cached_price = Target(
+        "dep",
+        "a",
+        "prov",
+        "p",
+        ProviderFormat.OPENAI,
+        "http://x",
+        "m",
+        input_price=Decimal(3),
+        output_price=Decimal(15),
+    )
+    assert cost_of(
+        Usage(prompt_tokens=7, completion_tokens=3, cached_tokens=5), no_cached_price
+    ) == Decimal("0.000066")
 
 
 @pytest.mark.parametrize("alias", ALIASES)
@@ -113,20 +137,21 @@ def test_streamed_request_cost(client, state, api_key, upstreams, alias, include
 
 
 @pytest.mark.parametrize("alias", ALIASES)
-def test_cut_stream_is_charged_for_what_was_received(client, state, api_key, upstreams,
-                                                     alias) -> None:
+def test_cut_stream_is_charged_for_what_was_received(
+    client, state, api_key, upstreams, alias
+) -> None:
     """A stream cut mid-way: the prompt as the upstream counted it when it said (Anthropic's
     message_start), else the estimate; the completion as at least the estimate of the text
     that arrived. Marked estimated, priced exactly."""
     text = "alpha beta gamma delta epsilon zeta eta theta"
     cut = 5 if alias == "claude" else 4
-    upstreams[alias].queue(Reply(text=text, prompt_tokens=500, completion_tokens=8,
-                                 cut_after=cut))
+    upstreams[alias].queue(Reply(text=text, prompt_tokens=500, completion_tokens=8, cut_after=cut))
     body = {"model": alias, "messages": MESSAGES, "stream": True}
     events = sse(post(client, api_key, body))
     received = "".join(
         e["choices"][0]["delta"].get("content") or ""
-        for e in events if isinstance(e, dict) and e.get("choices")
+        for e in events
+        if isinstance(e, dict) and e.get("choices")
     )
     assert received and received != text
     assert events[-1]["error"]["type"] in ("upstream_error", "api_error")
@@ -140,8 +165,9 @@ def test_cut_stream_is_charged_for_what_was_received(client, state, api_key, ups
 
 
 @pytest.mark.parametrize("alias", ALIASES)
-def test_cache_hits_cost_nothing_json_and_streamed(client, state, api_key, upstreams,
-                                                   alias) -> None:
+def test_cache_hits_cost_nothing_json_and_streamed(
+    client, state, api_key, upstreams, alias
+) -> None:
     state.settings["AIGATEWAY_CACHE_ENABLED"] = True
     upstreams[alias].queue(reply_usage(alias, 1000, 500))
     body = {"model": alias, "messages": MESSAGES}
@@ -151,8 +177,9 @@ def test_cache_hits_cost_nothing_json_and_streamed(client, state, api_key, upstr
     hit = post(client, api_key, body)
     assert hit.headers["x-aigateway-cache"] == "HIT"
     assert Decimal(hit.headers["x-aigateway-cost-usd"]) == 0
-    events = sse(post(client, api_key, {**body, "stream": True,
-                                       "stream_options": {"include_usage": True}}))
+    events = sse(
+        post(client, api_key, {**body, "stream": True, "stream_options": {"include_usage": True}})
+    )
     assert events[-2]["aigateway"]["cost_usd"] == "0"
     assert events[-2]["aigateway"]["cache_hit"] is True
     assert len(upstreams[alias].requests) == 1
@@ -167,9 +194,17 @@ def test_cache_hits_cost_nothing_json_and_streamed(client, state, api_key, upstr
 
 def test_missing_upstream_usage_is_estimated_and_marked(client, state, api_key, upstreams) -> None:
     completion = {
-        "id": "chatcmpl-nousage", "object": "chat.completion", "created": 1, "model": "m",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "Forty-two, give or take."}}],
+        "id": "chatcmpl-nousage",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Forty-two, give or take."},
+            }
+        ],
     }
     upstreams["gpt"].queue(Reply(raw_body=json.dumps(completion).encode()))
     body = {"model": "gpt", "messages": MESSAGES}
@@ -185,8 +220,9 @@ def test_missing_upstream_usage_is_estimated_and_marked(client, state, api_key, 
     assert Decimal(response.headers["x-aigateway-cost-usd"]) == row.cost
 
 
-def test_refused_requests_cost_nothing_and_carry_their_status(client, state, api_key,
-                                                              upstreams) -> None:
+def test_refused_requests_cost_nothing_and_carry_their_status(
+    client, state, api_key, upstreams
+) -> None:
     assert post(client, "aigw_wrong", {"model": "gpt", "messages": MESSAGES}).status_code == 401
     assert post(client, api_key, {"model": "nope", "messages": MESSAGES}).status_code == 404
     upstreams["gpt"].fail(400, "bad things")
@@ -195,8 +231,9 @@ def test_refused_requests_cost_nothing_and_carry_their_status(client, state, api
     assert statuses == [(401, 0, "gpt"), (404, 0, "nope"), (400, 0, "gpt")]
 
 
-def test_upstream_time_is_separated_from_the_gateway_overhead(state, api_key, upstreams,
-                                                              client) -> None:
+def test_upstream_time_is_separated_from_the_gateway_overhead(
+    state, api_key, upstreams, client
+) -> None:
     from flask_aigateway.pipeline import get_pipeline
 
     seen: list[RequestRecord] = []
@@ -217,6 +254,8 @@ def test_upstream_error_kinds() -> None:
     assert upstream_error_kind(UpstreamClientError("c", upstream_status=400)) == "client_error"
     assert upstream_error_kind(UpstreamError("s", upstream_status=503)) == "server_error"
     assert upstream_error_kind(UpstreamError("n")) == "network"
-    assert upstream_error_kind(UpstreamError("a", upstream_status=401,
-                                             code="upstream_auth_failed")) == "auth"
+    assert (
+        upstream_error_kind(UpstreamError("a", upstream_status=401, code="upstream_auth_failed"))
+        == "auth"
+    )
     assert upstream_error_kind(UpstreamError("h", upstream_status=404)) == "http_error"

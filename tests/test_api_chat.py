@@ -21,8 +21,13 @@ def post(client, body, key=None, **kwargs):
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     headers.update(kwargs.pop("headers", {}))
     data = body if isinstance(body, bytes | str) else json.dumps(body)
-    return client.post("/v1/chat/completions", data=data, headers=headers,
-                       content_type="application/json", **kwargs)
+    return client.post(
+        "/v1/chat/completions",
+        data=data,
+        headers=headers,
+        content_type="application/json",
+        **kwargs,
+    )
 
 
 def log_rows(state):
@@ -31,8 +36,9 @@ def log_rows(state):
 
 
 @pytest.mark.parametrize("alias", ["gpt", "claude"])
-def test_chat_returns_openai_completion_with_gateway_headers(client, state, api_key, upstreams,
-                                                             alias):
+def test_chat_returns_openai_completion_with_gateway_headers(
+    client, state, api_key, upstreams, alias
+):
     upstreams[alias].reply(text="Hello there!", prompt_tokens=1000, completion_tokens=500)
     response = post(client, {"model": alias, "messages": MESSAGES}, api_key)
     assert response.status_code == 200, response.json
@@ -41,7 +47,9 @@ def test_chat_returns_openai_completion_with_gateway_headers(client, state, api_
     assert abs(body["created"] - time.time()) < 60
     assert body["model"] == alias
     assert body["choices"][0]["message"] == {
-        **body["choices"][0]["message"], "role": "assistant", "content": "Hello there!"
+        **body["choices"][0]["message"],
+        "role": "assistant",
+        "content": "Hello there!",
     }
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["prompt_tokens"] == 1000
@@ -66,8 +74,11 @@ def test_chat_returns_openai_completion_with_gateway_headers(client, state, api_
 
 def test_upstream_receives_provider_model_and_credentials(client, api_key, upstreams):
     fake = upstreams["gpt"]
-    post(client, {"model": "gpt", "messages": MESSAGES, "seed": 7, "x_future_field": {"a": 1}},
-         api_key)
+    post(
+        client,
+        {"model": "gpt", "messages": MESSAGES, "seed": 7, "x_future_field": {"a": 1}},
+        api_key,
+    )
     sent = fake.last
     assert sent.path == "/v1/chat/completions"
     assert sent.headers["authorization"] == "Bearer sk-fake-openai-0123456789"
@@ -102,10 +113,14 @@ def test_cached_prompt_tokens_are_priced_at_the_cached_price(client, api_key, up
         ({"model": "gpt", "messages": MESSAGES, "n": 0}, "n"),
         ({"model": "gpt", "messages": MESSAGES, "stream": "yes"}, "stream"),
         ({"model": "gpt", "messages": MESSAGES, "stop": [1]}, "stop"),
-        ({"model": "gpt", "messages": MESSAGES, "stream_options": {"include_usage": True}},
-         "stream_options"),
-        ({"model": "gpt", "messages": [{"role": "tool", "content": "x"}]},
-         "messages[0].tool_call_id"),
+        (
+            {"model": "gpt", "messages": MESSAGES, "stream_options": {"include_usage": True}},
+            "stream_options",
+        ),
+        (
+            {"model": "gpt", "messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].tool_call_id",
+        ),
     ],
 )
 def test_malformed_requests_get_400_in_openai_shape(client, api_key, upstreams, body, param):
@@ -135,10 +150,12 @@ def test_body_over_the_limit_is_413(app, client, api_key, upstreams, state):
         ({"Authorization": "Basic abc"}, "missing_api_key"),
     ],
 )
-def test_authentication_errors_are_401_and_never_echo_the_key(client, upstreams, headers, code,
-                                                              state):
-    response = client.post("/v1/chat/completions", json={"model": "gpt", "messages": MESSAGES},
-                           headers=headers)
+def test_authentication_errors_are_401_and_never_echo_the_key(
+    client, upstreams, headers, code, state
+):
+    response = client.post(
+        "/v1/chat/completions", json={"model": "gpt", "messages": MESSAGES}, headers=headers
+    )
     assert response.status_code == 401
     assert response.json["error"]["type"] == "authentication_error"
     assert response.json["error"]["code"] == code

@@ -52,16 +52,22 @@ def gpt(upstreams: dict[str, Any]) -> Any:
 
 
 def post(client: Any, key: str, body: dict[str, Any] | None = None) -> Any:
-    return client.post("/v1/chat/completions", data=json.dumps(body or BODY),
-                       headers={"Authorization": f"Bearer {key}"},
-                       content_type="application/json")
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body or BODY),
+        headers={"Authorization": f"Bearer {key}"},
+        content_type="application/json",
+    )
 
 
 def counters(state: Any, scope: str, scope_id: str) -> dict[str, UsageCounter]:
     """The database rows of a key or team, by period."""
     with state.transaction() as session:
-        rows = session.scalars(select(UsageCounter).where(
-            UsageCounter.scope == scope, UsageCounter.scope_id == scope_id)).all()
+        rows = session.scalars(
+            select(UsageCounter).where(
+                UsageCounter.scope == scope, UsageCounter.scope_id == scope_id
+            )
+        ).all()
     return {row.period: row for row in rows}
 
 
@@ -106,8 +112,12 @@ def fire(url: str, keys: list[str], count: int, body: dict[str, Any] | None = No
 
     def one(i: int) -> Any:
         barrier.wait()
-        return requests.post(url + "/v1/chat/completions", json=body or BODY, timeout=60,
-                             headers={"Authorization": f"Bearer {keys[i % len(keys)]}"})
+        return requests.post(
+            url + "/v1/chat/completions",
+            json=body or BODY,
+            timeout=60,
+            headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
+        )
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(one, range(count)))
@@ -139,8 +149,7 @@ def test_request_settles_actual_cost_on_key_and_every_team_counter(client, state
     assert_nothing_reserved(state)
 
 
-def test_key_without_budget_is_still_counted_and_gets_no_budget_header(client, state, gpt,
-                                                                       api_key):
+def test_key_without_budget_is_still_counted_and_gets_no_budget_header(client, state, gpt, api_key):
     response = post(client, api_key)
     assert response.status_code == 200
     assert "x-aigateway-budget-remaining-usd" not in response.headers
@@ -169,8 +178,10 @@ def test_refusal_names_the_budget_and_reserves_nothing(client, state, gpt):
     message = error["message"]
     assert f"daily budget of key 'ci' ({key.id}) is 0.0002169999 USD" in message
     assert "0 USD is spent and 0 USD reserved" in message
-    assert "may cost up to 0.000217 USD (17 prompt tokens at 1 USD/M + 100 output tokens at " \
-           "2 USD/M)" in message
+    assert (
+        "may cost up to 0.000217 USD (17 prompt tokens at 1 USD/M + 100 output tokens at "
+        "2 USD/M)" in message
+    )
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     assert f"resets at {tomorrow.isoformat()}T00:00:00Z" in message
     assert gpt.requests == []
@@ -196,15 +207,23 @@ def test_monthly_budget_is_enforced_and_named(client, state, gpt):
 
 
 def test_worst_case_uses_the_highest_prices_of_every_fallback(client, state, gpt):
-    create_model(state, alias="pricey", provider="fake-openai", model="big",
-                 pricing_input="10", pricing_output="20")
+    create_model(
+        state,
+        alias="pricey",
+        provider="fake-openai",
+        model="big",
+        pricing_input="10",
+        pricing_output="20",
+    )
     update_model(state, "gpt", fallbacks=["pricey"])
     worst = Decimal(17 * 10 + 100 * 20) / 10**6
     _key, secret = create_key(state, name="k", budget_per_day=str(worst - Decimal("1e-10")))
     response = post(client, secret)
     assert response.status_code == 429
-    assert "(17 prompt tokens at 10 USD/M + 100 output tokens at 20 USD/M)" in \
-        response.json["error"]["message"]
+    assert (
+        "(17 prompt tokens at 10 USD/M + 100 output tokens at 20 USD/M)"
+        in response.json["error"]["message"]
+    )
     update_key(state, _key.id, budget_per_day=str(worst))
     assert post(client, secret).status_code == 200
     # only the cheaper deployment served it: the settled cost is R, not the worst case
@@ -215,8 +234,12 @@ def test_max_output_tokens_come_from_request_then_alias_then_default(state, gpt,
     route = load_route(state, "gpt")
     without = ChatRequest.from_body({"model": "gpt", "messages": MESSAGES})
     assert worst_case(state, route, without).output_tokens == 4096
-    assert worst_case(state, route, ChatRequest.from_body(
-        {**BODY, "max_completion_tokens": 7})).output_tokens == 7
+    assert (
+        worst_case(
+            state, route, ChatRequest.from_body({**BODY, "max_completion_tokens": 7})
+        ).output_tokens
+        == 7
+    )
     assert worst_case(state, route, ChatRequest.from_body({**BODY, "n": 3})).output_tokens == 300
     update_model(state, "gpt", max_tokens=50)
     route = load_route(state, "gpt")
@@ -254,9 +277,13 @@ def test_caller_error_passed_through_releases_everything(client, state, gpt):
 
 
 def stream(url: str, key: str, **extra: Any) -> Any:
-    return requests.post(url + "/v1/chat/completions", stream=True, timeout=20,
-                         json={**BODY, "stream": True, **extra},
-                         headers={"Authorization": f"Bearer {key}"})
+    return requests.post(
+        url + "/v1/chat/completions",
+        stream=True,
+        timeout=20,
+        json={**BODY, "stream": True, **extra},
+        headers={"Authorization": f"Bearer {key}"},
+    )
 
 
 def test_stream_settles_its_exact_usage(live_server, state, gpt):
@@ -289,8 +316,7 @@ def test_cut_stream_charges_what_was_consumed(live_server, state, gpt):
 
 
 def test_client_disconnect_charges_what_was_consumed(live_server, state, gpt):
-    gpt.queue(Reply(text="word " * 200, chunk_delay=0.02, prompt_tokens=17,
-                    completion_tokens=100))
+    gpt.queue(Reply(text="word " * 200, chunk_delay=0.02, prompt_tokens=17, completion_tokens=100))
     key, secret = create_key(state, name="k", budget_per_day="1")
     response = stream(live_server.url, secret)
     assert response.status_code == 200
@@ -314,7 +340,8 @@ def test_fifty_concurrent_requests_on_a_key_budget_of_three(live_server, state, 
     codes = sorted(r.status_code for r in responses)
     assert codes == [200] * 3 + [429] * 47
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {
-        "budget_exceeded"}
+        "budget_exceeded"
+    }
     assert len(gpt.requests) == 3
     assert spent(state, "key", key.id) == (R * 3, R * 3)
     assert_nothing_reserved(state)
@@ -397,7 +424,9 @@ def test_cache_hits_cost_nothing(state, gpt, other_app):
     key, secret = create_key(state, name="k", budget_per_day=str(R * 2))
     first, second = post(cached, secret), post(cached, secret)
     assert (first.headers["x-aigateway-cache"], second.headers["x-aigateway-cache"]) == (
-        "MISS", "HIT")
+        "MISS",
+        "HIT",
+    )
     assert Decimal(second.headers["x-aigateway-cost-usd"]) == 0
     assert Decimal(second.headers["x-aigateway-budget-remaining-usd"]) == R
     assert len(gpt.requests) == 1
@@ -428,8 +457,10 @@ def test_sql_store_is_exact_across_engines_and_threads(state, other_app):
     """Two engines on one database (two processes' worth) and 40 threads: 10 reservations of
     a budget of 10 succeed, never more, and no "database is locked" on SQLite."""
     stores = [SqlCounterStore(state), SqlCounterStore(AIGateway.get_state(other_app()))]
-    keys = [CounterKey("team", "t", "day", dt.date(2030, 1, 1)),
-            CounterKey("key", "k", "day", dt.date(2030, 1, 1))]
+    keys = [
+        CounterKey("team", "t", "day", dt.date(2030, 1, 1)),
+        CounterKey("key", "k", "day", dt.date(2030, 1, 1)),
+    ]
     amount = Decimal("0.1")
     barrier = threading.Barrier(40)
 

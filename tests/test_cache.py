@@ -28,8 +28,11 @@ BODY = {"model": "gpt", "messages": MESSAGES}
 
 
 def post(client: Any, key: str, body: dict[str, Any] | None = None, **headers: str) -> Any:
-    return client.post("/v1/chat/completions", json=body or BODY,
-                       headers={"Authorization": f"Bearer {key}", **headers})
+    return client.post(
+        "/v1/chat/completions",
+        json=body or BODY,
+        headers={"Authorization": f"Bearer {key}", **headers},
+    )
 
 
 def sse(response: Any) -> list[Any]:
@@ -62,11 +65,18 @@ def key_of(scope: str = "", **body: Any) -> str:
 def test_key_ignores_what_does_not_change_the_answer() -> None:
     base = key_of()
     assert key_of(user="u-1", metadata={"a": "b"}, store=True, temperature=None) == base
-    assert cache_key(ChatRequest.from_body({**BODY, "stream": True,
-                                            "stream_options": {"include_usage": True}})) == base
+    assert (
+        cache_key(
+            ChatRequest.from_body(
+                {**BODY, "stream": True, "stream_options": {"include_usage": True}}
+            )
+        )
+        == base
+    )
     assert key_of(temperature=1) == key_of(temperature=1.0)
-    assert key_of(response_format={"type": "json_schema", "json_schema": {"b": 1, "a": 2}}) == \
-        key_of(response_format={"json_schema": {"a": 2, "b": 1}, "type": "json_schema"})
+    assert key_of(
+        response_format={"type": "json_schema", "json_schema": {"b": 1, "a": 2}}
+    ) == key_of(response_format={"json_schema": {"a": 2, "b": 1}, "type": "json_schema"})
     assert len(base) == 64 and int(base, 16) >= 0
 
 
@@ -76,13 +86,22 @@ def test_key_ignores_what_does_not_change_the_answer() -> None:
         {"model": "claude"},
         {"messages": [{"role": "user", "content": "Cache me if you can!"}]},
         {"messages": [{"role": "system", "content": "Be brief."}, *MESSAGES]},
-        {"temperature": 0.7}, {"top_p": 0.5}, {"max_tokens": 20},
-        {"max_completion_tokens": 20}, {"stop": ["\n"]}, {"seed": 7},
-        {"presence_penalty": 0.5}, {"frequency_penalty": 0.5}, {"n": 2},
-        {"logit_bias": {"50256": -100}}, {"parallel_tool_calls": False},
+        {"temperature": 0.7},
+        {"top_p": 0.5},
+        {"max_tokens": 20},
+        {"max_completion_tokens": 20},
+        {"stop": ["\n"]},
+        {"seed": 7},
+        {"presence_penalty": 0.5},
+        {"frequency_penalty": 0.5},
+        {"n": 2},
+        {"logit_bias": {"50256": -100}},
+        {"parallel_tool_calls": False},
         {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
-        {"tool_choice": "none"}, {"response_format": {"type": "json_object"}},
-        {"logprobs": True}, {"reasoning_effort": "low"},
+        {"tool_choice": "none"},
+        {"response_format": {"type": "json_object"}},
+        {"logprobs": True},
+        {"reasoning_effort": "low"},
     ],
 )
 def test_key_changes_with_everything_that_changes_the_answer(change) -> None:
@@ -106,8 +125,9 @@ def test_off_by_default(client, state, api_key, upstreams) -> None:
         assert session.scalar(select(func.count()).select_from(CacheEntry)) == 0
 
 
-@pytest.mark.parametrize("backend", ["sql", "memory", pytest.param("redis",
-                                                                   marks=pytest.mark.redis)])
+@pytest.mark.parametrize(
+    "backend", ["sql", "memory", pytest.param("redis", marks=pytest.mark.redis)]
+)
 def test_a_hit_answers_in_the_normal_shape(client, cached, api_key, upstreams, backend) -> None:
     cached.settings["AIGATEWAY_CACHE_BACKEND"] = backend
     upstreams["gpt"].queue(Reply(text="Cached words.", prompt_tokens=11, completion_tokens=3))
@@ -118,15 +138,18 @@ def test_a_hit_answers_in_the_normal_shape(client, cached, api_key, upstreams, b
     assert hit.status_code == 200
     assert hit.json["id"] == f"chatcmpl-{hit.headers['x-request-id']}" != miss.json["id"]
     strip = ("id", "created")
-    assert {k: v for k, v in hit.json.items() if k not in strip} == \
-        {k: v for k, v in miss.json.items() if k not in strip}
+    assert {k: v for k, v in hit.json.items() if k not in strip} == {
+        k: v for k, v in miss.json.items() if k not in strip
+    }
     assert hit.json["usage"]["completion_tokens"] == 3
     assert hit.headers["x-aigateway-cost-usd"] == "0"
     assert hit.headers["x-aigateway-provider"] == "fake-openai"
     assert hit.headers["x-aigateway-attempts"] == "0"
     rows = log_rows(cached)
     assert [(r.cache_hit, r.status_code, r.request_id) for r in rows] == [
-        (False, 200, miss.headers["x-request-id"]), (True, 200, hit.headers["x-request-id"])]
+        (False, 200, miss.headers["x-request-id"]),
+        (True, 200, hit.headers["x-request-id"]),
+    ]
 
 
 def test_per_alias_ttl_from_the_cli(client, runner, state, api_key, upstreams) -> None:
@@ -139,8 +162,9 @@ def test_per_alias_ttl_from_the_cli(client, runner, state, api_key, upstreams) -
     with state.transaction() as session:
         entry = session.scalars(select(CacheEntry)).one()
     assert entry.alias == "gpt"
-    assert dt.timedelta(seconds=59) < entry.expires_at - entry.created_at <= dt.timedelta(
-        seconds=60)
+    assert (
+        dt.timedelta(seconds=59) < entry.expires_at - entry.created_at <= dt.timedelta(seconds=60)
+    )
     # An alias TTL of 0 switches it off even when the cache is on globally.
     state.settings["AIGATEWAY_CACHE_ENABLED"] = True
     runner.invoke(args=["model", "update", "gpt", "--cache-ttl", "0"])
@@ -186,8 +210,7 @@ def test_memory_backend_is_a_bounded_lru() -> None:
     memory.store("b", "m", {"v": "b"}, 60)
     assert memory.load("a") == {"v": "a"}
     memory.store("c", "m", {"v": "c"}, 60)
-    assert (memory.load("a"), memory.load("b"), memory.load("c")) == ({"v": "a"}, None,
-                                                                      {"v": "c"})
+    assert (memory.load("a"), memory.load("b"), memory.load("c")) == ({"v": "a"}, None, {"v": "c"})
     memory.store("d", "m", {"v": "d"}, 0)
     assert memory.load("d") is None and len(memory) == 2
     assert memory.clear() == 2 and len(memory) == 0
@@ -200,13 +223,17 @@ def test_tenant_scope(client, cached, upstreams, scope) -> None:
     _a, mate_1 = key_service.create_key(cached, name="mate-1", team="blue")
     _b, mate_2 = key_service.create_key(cached, name="mate-2", team="blue")
     _c, outsider = key_service.create_key(cached, name="outsider")
-    statuses = [post(client, key).headers["x-aigateway-cache"]
-                for key in (mate_1, mate_2, outsider, mate_1)]
-    assert statuses == {
-        "global": ["MISS", "HIT", "HIT", "HIT"],
-        "team": ["MISS", "HIT", "MISS", "HIT"],
-        "key": ["MISS", "MISS", "MISS", "HIT"],
-    }[scope]
+    statuses = [
+        post(client, key).headers["x-aigateway-cache"] for key in (mate_1, mate_2, outsider, mate_1)
+    ]
+    assert (
+        statuses
+        == {
+            "global": ["MISS", "HIT", "HIT", "HIT"],
+            "team": ["MISS", "HIT", "MISS", "HIT"],
+            "key": ["MISS", "MISS", "MISS", "HIT"],
+        }[scope]
+    )
 
 
 def test_a_hit_still_needs_a_valid_allowed_key(client, cached, api_key, upstreams) -> None:
@@ -221,10 +248,17 @@ def test_a_hit_still_needs_a_valid_allowed_key(client, cached, api_key, upstream
 
 
 @pytest.mark.parametrize("alias", ["gpt", "claude"])
-def test_a_streamed_miss_is_stored_and_served_to_json_and_streams(client, cached, api_key,
-                                                                  upstreams, alias) -> None:
-    upstreams[alias].queue(Reply(text="Let me check.", prompt_tokens=20, completion_tokens=9,
-                                 tool_calls=[ToolCall("lookup", {"city": "Paris"})]))
+def test_a_streamed_miss_is_stored_and_served_to_json_and_streams(
+    client, cached, api_key, upstreams, alias
+) -> None:
+    upstreams[alias].queue(
+        Reply(
+            text="Let me check.",
+            prompt_tokens=20,
+            completion_tokens=9,
+            tool_calls=[ToolCall("lookup", {"city": "Paris"})],
+        )
+    )
     body = {"model": alias, "messages": MESSAGES, "stream": True}
     streamed = sse(post(client, api_key, body))
     assert streamed[-1] == "[DONE]"
@@ -246,19 +280,20 @@ def test_a_streamed_miss_is_stored_and_served_to_json_and_streams(client, cached
     assert {c["id"] for c in chunks} == {f"chatcmpl-{replay.headers['x-request-id']}"}
     assert all(c["object"] == "chat.completion.chunk" and c["model"] == alias for c in chunks)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
-                   if c["choices"])
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "Let me check."
-    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks
-             if c["choices"] and c["choices"][0]["delta"].get("tool_calls")]
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"][0]
+        for c in chunks
+        if c["choices"] and c["choices"][0]["delta"].get("tool_calls")
+    ]
     assert calls[0]["function"]["name"] == "lookup" and calls[0]["index"] == 0
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 9
     assert all(c["usage"] is None for c in chunks[:-1])
     assert len(upstreams[alias].requests) == 1
     rows = log_rows(cached)
-    assert [(r.stream, r.cache_hit) for r in rows] == [(True, False), (False, True),
-                                                        (True, True)]
+    assert [(r.stream, r.cache_hit) for r in rows] == [(True, False), (False, True), (True, True)]
 
 
 def test_a_cut_stream_is_not_stored(client, cached, api_key, upstreams) -> None:
@@ -287,8 +322,9 @@ def _burst(app: Any, key: str, count: int) -> list[Any]:
     return results
 
 
-def test_identical_concurrent_misses_call_the_upstream_once(app, cached, api_key,
-                                                            upstreams) -> None:
+def test_identical_concurrent_misses_call_the_upstream_once(
+    app, cached, api_key, upstreams
+) -> None:
     upstreams["gpt"].default = Reply(text="Only once.", latency=0.3)
     results = _burst(app, api_key, 6)
     assert len(upstreams["gpt"].requests) == 1

@@ -33,12 +33,29 @@ def ok(runner: Any, *args: Any) -> Any:
 def log_row(**fields: Any) -> dict[str, Any]:
     """A request-log row as the writer receives it (``RequestRecord.to_row``)."""
     row: dict[str, Any] = {
-        "request_id": "req", "created_at": utcnow(), "key_id": None, "team_id": None,
-        "alias": None, "provider": None, "deployment_id": None, "provider_model": None,
-        "status_code": 200, "error_type": None, "error_message": None, "prompt_tokens": 0,
-        "completion_tokens": 0, "cached_tokens": 0, "usage_estimated": False,
-        "cost": Decimal(0), "latency_ms": 10.0, "ttft_ms": None, "attempts": 1,
-        "fallback_path": None, "cache_hit": False, "stream": False, "prompt_text": None,
+        "request_id": "req",
+        "created_at": utcnow(),
+        "key_id": None,
+        "team_id": None,
+        "alias": None,
+        "provider": None,
+        "deployment_id": None,
+        "provider_model": None,
+        "status_code": 200,
+        "error_type": None,
+        "error_message": None,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached_tokens": 0,
+        "usage_estimated": False,
+        "cost": Decimal(0),
+        "latency_ms": 10.0,
+        "ttft_ms": None,
+        "attempts": 1,
+        "fallback_path": None,
+        "cache_hit": False,
+        "stream": False,
+        "prompt_text": None,
         "completion_text": None,
     }
     row.update(fields)
@@ -54,24 +71,93 @@ def log(state: Any) -> dict[str, str]:
     now = utcnow()
     rows = [
         # key, team, alias, provider, status, prompt, completion, cost, latency, hit, age
-        (key_a.id, team.id, "gpt-4o", "openai", 200, 100, 50, "0.0012345678", 100.0, False,
-         dt.timedelta(hours=1)),
-        (key_a.id, team.id, "gpt-4o", "openai", 200, 10, 5, "0.0000000001", 200.0, True,
-         dt.timedelta(hours=2)),
-        (key_b.id, None, "claude", "anthropic", 502, 20, 0, "0", 300.0, False,
-         dt.timedelta(hours=3)),
+        (
+            key_a.id,
+            team.id,
+            "gpt-4o",
+            "openai",
+            200,
+            100,
+            50,
+            "0.0012345678",
+            100.0,
+            False,
+            dt.timedelta(hours=1),
+        ),
+        (
+            key_a.id,
+            team.id,
+            "gpt-4o",
+            "openai",
+            200,
+            10,
+            5,
+            "0.0000000001",
+            200.0,
+            True,
+            dt.timedelta(hours=2),
+        ),
+        (
+            key_b.id,
+            None,
+            "claude",
+            "anthropic",
+            502,
+            20,
+            0,
+            "0",
+            300.0,
+            False,
+            dt.timedelta(hours=3),
+        ),
         (key_b.id, None, "claude", None, 429, 0, 0, "0", 5.0, False, dt.timedelta(hours=4)),
-        (key_a.id, team.id, "gpt-4o", "openai", 200, 1000, 500, "1.2345678901", 1000.0, False,
-         dt.timedelta(days=10)),
+        (
+            key_a.id,
+            team.id,
+            "gpt-4o",
+            "openai",
+            200,
+            1000,
+            500,
+            "1.2345678901",
+            1000.0,
+            False,
+            dt.timedelta(days=10),
+        ),
     ]
-    write_batch(state, [
-        log_row(request_id=f"req_{i}", created_at=now - age, key_id=key, team_id=team_id,
-                alias=alias, provider=provider, status_code=status, prompt_tokens=prompt,
-                completion_tokens=completion, cost=Decimal(cost), latency_ms=latency,
-                cache_hit=hit, error_type="rate_limit_exceeded" if status == 429 else None)
-        for i, (key, team_id, alias, provider, status, prompt, completion, cost, latency, hit,
-                age) in enumerate(rows)
-    ])
+    write_batch(
+        state,
+        [
+            log_row(
+                request_id=f"req_{i}",
+                created_at=now - age,
+                key_id=key,
+                team_id=team_id,
+                alias=alias,
+                provider=provider,
+                status_code=status,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost=Decimal(cost),
+                latency_ms=latency,
+                cache_hit=hit,
+                error_type="rate_limit_exceeded" if status == 429 else None,
+            )
+            for i, (
+                key,
+                team_id,
+                alias,
+                provider,
+                status,
+                prompt,
+                completion,
+                cost,
+                latency,
+                hit,
+                age,
+            ) in enumerate(rows)
+        ],
+    )
     return {"a": key_a.id, "b": key_b.id, "team": team.id}
 
 
@@ -196,21 +282,57 @@ def test_cli_json(runner, log) -> None:
 def test_cli_table(runner, log) -> None:
     lines = ok(runner, "stats", "--since", "24h", "--by", "key").output.splitlines()
     assert lines[0].split() == [
-        "KEY", "NAME", "REQUESTS", "ERRORS", "ERROR_RATE", "PROMPT_TOKENS",
-        "COMPLETION_TOKENS", "COST", "P50_LATENCY_MS", "P95_LATENCY_MS", "CACHE_HIT_RATIO",
+        "KEY",
+        "NAME",
+        "REQUESTS",
+        "ERRORS",
+        "ERROR_RATE",
+        "PROMPT_TOKENS",
+        "COMPLETION_TOKENS",
+        "COST",
+        "P50_LATENCY_MS",
+        "P95_LATENCY_MS",
+        "CACHE_HIT_RATIO",
     ]
     # alpha: 100 ms and 200 ms, in (50, 100] and (100, 250].
     assert lines[1].split() == [
-        log["a"], "alpha", "2", "0", "0.0%", "110", "55", "0.0012345679", "100.0", "235.0",
+        log["a"],
+        "alpha",
+        "2",
+        "0",
+        "0.0%",
+        "110",
+        "55",
+        "0.0012345679",
+        "100.0",
+        "235.0",
         "50.0%",
     ]
     # beta: 5 ms and 300 ms, in (0, 10] and (250, 500].
     assert lines[2].split() == [
-        log["b"], "beta", "2", "2", "100.0%", "20", "0", "0", "10.0", "475.0", "0.0%",
+        log["b"],
+        "beta",
+        "2",
+        "2",
+        "100.0%",
+        "20",
+        "0",
+        "0",
+        "10.0",
+        "475.0",
+        "0.0%",
     ]
     overall = ok(runner, "stats").output.splitlines()
     assert overall[1].split() == [
-        "5", "2", "40.0%", "1130", "555", "1.235802458", "175.0", "937.5", "20.0%",
+        "5",
+        "2",
+        "40.0%",
+        "1130",
+        "555",
+        "1.235802458",
+        "175.0",
+        "937.5",
+        "20.0%",
     ]
     empty = ok(runner, "stats", "--since", "2999-01-01", "--by", "team").output
     assert "No requests logged in this window." in empty

@@ -76,25 +76,38 @@ def scale_env(scale_database: str, redis_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def scale_state(scale_env: dict[str, str], _fake_openai_server: Any,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def scale_state(
+    scale_env: dict[str, str], _fake_openai_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     """This process's view of the shared database and Redis: where the test creates keys
     and reads counters. The ``gpt`` alias is priced $1/$2 per million tokens."""
     app = Flask("scale", instance_path=str(tmp_path_factory.mktemp("scale-instance")))
     app.config.update(scale_env)
     AIGateway(app)
     state = AIGateway.get_state(app)
-    create_provider(state, name="fake-openai", format="openai",
-                    base_url=_fake_openai_server.base_url, api_key="sk-fake-openai-0123456789")
-    create_model(state, alias="gpt", provider="fake-openai", model="gpt-4o-mini",
-                 pricing_input="1", pricing_output="2")
+    create_provider(
+        state,
+        name="fake-openai",
+        format="openai",
+        base_url=_fake_openai_server.base_url,
+        api_key="sk-fake-openai-0123456789",
+    )
+    create_model(
+        state,
+        alias="gpt",
+        provider="fake-openai",
+        model="gpt-4o-mini",
+        pricing_input="1",
+        pricing_output="2",
+    )
     yield state
     state.close()
 
 
 @pytest.fixture(scope="module")
-def gateways(scale_env: dict[str, str], scale_state: Any,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[GatewayProcess]]:
+def gateways(
+    scale_env: dict[str, str], scale_state: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[GatewayProcess]]:
     """Two gunicorn gateway processes on the shared database and Redis."""
     root = tmp_path_factory.mktemp("gateways")
     env = {**scale_env, "SECRET_KEY": "governance-scale-test"}
@@ -123,9 +136,12 @@ def fire(gateways: list[GatewayProcess], keys: list[str], count: int) -> list[An
 
     def one(i: int) -> Any:
         barrier.wait()
-        return requests.post(gateways[i % 2].url + "/v1/chat/completions", json=BODY,
-                             headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
-                             timeout=60)
+        return requests.post(
+            gateways[i % 2].url + "/v1/chat/completions",
+            json=BODY,
+            headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
+            timeout=60,
+        )
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(one, range(count)))
@@ -134,9 +150,13 @@ def fire(gateways: list[GatewayProcess], keys: list[str], count: int) -> list[An
 def day_spent(state: Any, scope: str, scope_id: str) -> tuple[Decimal, Decimal, Decimal]:
     """(database spent, live Redis spent, live Redis reserved) of a day counter."""
     with state.transaction() as session:
-        row = session.scalars(select(UsageCounter).where(
-            UsageCounter.scope == scope, UsageCounter.scope_id == scope_id,
-            UsageCounter.period == "day")).one()
+        row = session.scalars(
+            select(UsageCounter).where(
+                UsageCounter.scope == scope,
+                UsageCounter.scope_id == scope_id,
+                UsageCounter.period == "day",
+            )
+        ).one()
     live = get_pipeline(state).budgets.usage(scope, scope_id)["day"]
     return row.spent, live.spent, live.reserved
 
@@ -162,8 +182,7 @@ def test_key_budget_of_three_holds_across_two_processes(gateways, scale_state, g
     assert_nothing_reserved(scale_state)
 
 
-def test_team_budget_shared_by_two_keys_holds_across_two_processes(gateways, scale_state,
-                                                                    gpt):
+def test_team_budget_shared_by_two_keys_holds_across_two_processes(gateways, scale_state, gpt):
     team = create_team(scale_state, name="pool", budget_per_day=str(R * 3))
     _a, secret_a = create_key(scale_state, name="a", team="pool")
     _b, secret_b = create_key(scale_state, name="b", team="pool")
@@ -173,8 +192,9 @@ def test_team_budget_shared_by_two_keys_holds_across_two_processes(gateways, sca
     assert_nothing_reserved(scale_state)
 
 
-def test_rate_limit_of_sixty_admits_exactly_sixty_of_120_across_two_processes(gateways,
-                                                                              scale_state, gpt):
+def test_rate_limit_of_sixty_admits_exactly_sixty_of_120_across_two_processes(
+    gateways, scale_state, gpt
+):
     _key, secret = create_key(scale_state, name="k", rate_limit=60)
     responses = fire(gateways, [secret], 120)
     admitted = [r for r in responses if r.status_code == 200]
@@ -182,7 +202,8 @@ def test_rate_limit_of_sixty_admits_exactly_sixty_of_120_across_two_processes(ga
     assert (len(admitted), len(refused)) == (60, 60)
     # one shared window: each admission saw a different count
     assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in admitted) == list(
-        range(60))
+        range(60)
+    )
     for response in refused:
         assert response.json()["error"]["code"] == "rate_limit_exceeded"
         assert 1 <= int(response.headers["Retry-After"]) <= 60
@@ -191,19 +212,23 @@ def test_rate_limit_of_sixty_admits_exactly_sixty_of_120_across_two_processes(ga
         assert response.headers["x-ratelimit-reset-requests"].endswith("s")
 
 
-def test_revocation_reaches_every_process_within_the_key_cache_time(gateways, scale_state,
-                                                                     gpt):
+def test_revocation_reaches_every_process_within_the_key_cache_time(gateways, scale_state, gpt):
     key, secret = create_key(scale_state, name="k")
     auth = {"Authorization": f"Bearer {secret}"}
     for gateway in gateways:
-        assert requests.post(gateway.url + "/v1/chat/completions", json=BODY, headers=auth,
-                             timeout=20).status_code == 200
+        assert (
+            requests.post(
+                gateway.url + "/v1/chat/completions", json=BODY, headers=auth, timeout=20
+            ).status_code
+            == 200
+        )
     revoke_key(scale_state, key.id)
     revoked = time.monotonic()
     for gateway in gateways:
         while True:
-            response = requests.post(gateway.url + "/v1/chat/completions", json=BODY,
-                                     headers=auth, timeout=20)
+            response = requests.post(
+                gateway.url + "/v1/chat/completions", json=BODY, headers=auth, timeout=20
+            )
             if response.status_code == 401:
                 assert response.json()["error"]["code"] == "revoked_api_key"
                 break

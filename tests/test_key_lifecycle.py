@@ -35,9 +35,12 @@ def gpt(upstreams: dict[str, Any]) -> Any:
 
 
 def post(client: Any, key: str, body: dict[str, Any] | None = None) -> Any:
-    return client.post("/v1/chat/completions", data=json.dumps(body or BODY),
-                       headers={"Authorization": f"Bearer {key}"},
-                       content_type="application/json")
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body or BODY),
+        headers={"Authorization": f"Bearer {key}"},
+        content_type="application/json",
+    )
 
 
 def error_of(response: Any) -> tuple[int, str, str]:
@@ -65,8 +68,9 @@ def test_revoked_key_is_refused_at_once_on_this_process(client, state, gpt):
     assert "revoked" in message
 
 
-def test_revocation_reaches_another_process_within_the_key_cache_time(client, state, gpt,
-                                                                      app_config, tmp_path):
+def test_revocation_reaches_another_process_within_the_key_cache_time(
+    client, state, gpt, app_config, tmp_path
+):
     """A second app on the same database stands for another gateway process: it has its
     own key cache, which only its TTL (here 1 s) refreshes."""
     other = Flask("other_process", instance_path=str(tmp_path / "other"))
@@ -112,8 +116,9 @@ def test_rotation_keeps_the_key_and_honours_the_grace_period(client, state, gpt)
     assert "rotated" in message
     assert post(client, new).status_code == 200
     with state.transaction() as session:
-        owners = session.scalars(select(RequestLog.key_id).where(
-            RequestLog.status_code == 200)).all()
+        owners = session.scalars(
+            select(RequestLog.key_id).where(RequestLog.status_code == 200)
+        ).all()
     assert set(owners) == {key.id} and len(owners) == 4
     # the rate window is the key's, whichever secret is used: 4 of 100 counted
     response = post(client, new)
@@ -129,8 +134,7 @@ def test_rotation_without_grace_ends_the_old_secret_at_once(client, state, gpt):
 
 
 def test_rules_are_inherited_across_three_levels_of_teams(client, state, gpt, upstreams):
-    create_team(state, name="org", models=["gpt", "claude"], rate_limit=100,
-                budget_per_day="5")
+    create_team(state, name="org", models=["gpt", "claude"], rate_limit=100, budget_per_day="5")
     create_team(state, name="research", parent="org", models=["gpt"])
     create_team(state, name="nlp", parent="research", rate_limit=3)
     _key, secret = create_key(state, name="deep", team="nlp")

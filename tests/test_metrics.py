@@ -26,12 +26,18 @@ from flask_aigateway.services.models import update_model
 
 MESSAGES = [{"role": "user", "content": "Count me"}]
 ISSUE_SAMPLES = {
-    "ai_gateway_requests_total", "ai_gateway_request_duration_seconds_bucket",
-    "ai_gateway_time_to_first_token_seconds_bucket", "ai_gateway_tokens_total",
-    "ai_gateway_cost_dollars_total", "ai_gateway_cache_hits_total",
-    "ai_gateway_cache_misses_total", "ai_gateway_rate_limited_total",
-    "ai_gateway_budget_exceeded_total", "ai_gateway_fallbacks_total",
-    "ai_gateway_upstream_errors_total", "ai_gateway_inflight_requests",
+    "ai_gateway_requests_total",
+    "ai_gateway_request_duration_seconds_bucket",
+    "ai_gateway_time_to_first_token_seconds_bucket",
+    "ai_gateway_tokens_total",
+    "ai_gateway_cost_dollars_total",
+    "ai_gateway_cache_hits_total",
+    "ai_gateway_cache_misses_total",
+    "ai_gateway_rate_limited_total",
+    "ai_gateway_budget_exceeded_total",
+    "ai_gateway_fallbacks_total",
+    "ai_gateway_upstream_errors_total",
+    "ai_gateway_inflight_requests",
     "ai_gateway_overhead_seconds_bucket",
 }
 
@@ -59,8 +65,9 @@ def scrape(client: Any, **headers: str) -> Samples:
 
 
 def post(client: Any, key: str, body: dict[str, Any], **headers: str) -> Any:
-    return client.post("/v1/chat/completions", json=body,
-                       headers={"Authorization": f"Bearer {key}", **headers})
+    return client.post(
+        "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}", **headers}
+    )
 
 
 def test_the_issue_metrics_count_a_mixed_run(client, state, api_key, upstreams) -> None:
@@ -77,11 +84,13 @@ def test_the_issue_metrics_count_a_mixed_run(client, state, api_key, upstreams) 
     assert stream.get_data().endswith(b"data: [DONE]\n\n")
     gpt.queue(*[Reply(status=503)] * 3)
     claude.queue(Reply(prompt_tokens=5, completion_tokens=5))
-    fallback = post(client, api_key, {"model": "gpt", "messages": [{"role": "user",
-                                                                    "content": "other"}]})
+    fallback = post(
+        client, api_key, {"model": "gpt", "messages": [{"role": "user", "content": "other"}]}
+    )
     assert fallback.status_code == 200 and fallback.headers["x-aigateway-fallback"]
-    assert post(client, "aigw_bogus", {"model": "nonsense", "messages": MESSAGES}).status_code \
-        == 401
+    assert (
+        post(client, "aigw_bogus", {"model": "nonsense", "messages": MESSAGES}).status_code == 401
+    )
     assert post(client, limited, {"model": "claude", "messages": MESSAGES}).status_code == 200
     assert post(client, limited, {"model": "claude", "messages": MESSAGES}).status_code == 429
     assert post(client, poor, {"model": "claude", "messages": MESSAGES}).status_code == 429
@@ -89,10 +98,13 @@ def test_the_issue_metrics_count_a_mixed_run(client, state, api_key, upstreams) 
     samples = scrape(client)
     assert {name for name, _labels in samples} >= ISSUE_SAMPLES
     assert total(samples, "ai_gateway_requests_total") == 8
-    assert total(samples, "ai_gateway_requests_total", model="gpt", provider="fake-openai",
-                 status="200") == 2
-    assert total(samples, "ai_gateway_requests_total", model="", provider="",
-                 status="401") == 1
+    assert (
+        total(
+            samples, "ai_gateway_requests_total", model="gpt", provider="fake-openai", status="200"
+        )
+        == 2
+    )
+    assert total(samples, "ai_gateway_requests_total", model="", provider="", status="401") == 1
     assert total(samples, "ai_gateway_requests_total", status="429") == 2
     # The limited key's first claude request is served from the stream stored just before.
     assert total(samples, "ai_gateway_cache_hits_total", model="gpt") == 1
@@ -101,16 +113,22 @@ def test_the_issue_metrics_count_a_mixed_run(client, state, api_key, upstreams) 
     assert total(samples, "ai_gateway_rate_limited_total", model="claude") == 1
     assert total(samples, "ai_gateway_budget_exceeded_total", model="claude") == 1
     assert total(samples, "ai_gateway_fallbacks_total", model="gpt") == 1
-    assert total(samples, "ai_gateway_upstream_errors_total", provider="fake-openai",
-                 kind="server_error") == 3
+    assert (
+        total(
+            samples, "ai_gateway_upstream_errors_total", provider="fake-openai", kind="server_error"
+        )
+        == 3
+    )
     # The fallback's tokens count under the alias asked for (gpt), served by fake-anthropic.
     assert total(samples, "ai_gateway_tokens_total", model="gpt", type="prompt") == 105
     assert total(samples, "ai_gateway_tokens_total", model="gpt", type="cached") == 40
     assert total(samples, "ai_gateway_tokens_total", model="claude", type="completion") == 2
-    assert total(samples, "ai_gateway_cost_dollars_total", model="gpt",
-                 provider="fake-anthropic") == pytest.approx(0.000015)
-    assert total(samples, "ai_gateway_cost_dollars_total", model="gpt",
-                 provider="fake-openai") == pytest.approx(0.00018)
+    assert total(
+        samples, "ai_gateway_cost_dollars_total", model="gpt", provider="fake-anthropic"
+    ) == pytest.approx(0.000015)
+    assert total(
+        samples, "ai_gateway_cost_dollars_total", model="gpt", provider="fake-openai"
+    ) == pytest.approx(0.00018)
     assert total(samples, "ai_gateway_time_to_first_token_seconds_count") == 1
     assert total(samples, "ai_gateway_request_duration_seconds_count") == 8
     assert total(samples, "ai_gateway_overhead_seconds_count") == 8
@@ -136,8 +154,10 @@ def test_the_metrics_token_is_required_when_set(client, state) -> None:
 
 def test_open_by_default_and_openmetrics_on_request(tmp_path) -> None:
     app = Flask("open", instance_path=str(tmp_path))
-    app.config.update(AIGATEWAY_DATABASE_URI=f"sqlite:///{tmp_path / 'db.sqlite'}",
-                      AIGATEWAY_DASHBOARD_ENABLED=False)
+    app.config.update(
+        AIGATEWAY_DATABASE_URI=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        AIGATEWAY_DASHBOARD_ENABLED=False,
+    )
     AIGateway(app)
     client = app.test_client()
     assert client.get("/v1/metrics").status_code == 200
@@ -147,24 +167,40 @@ def test_open_by_default_and_openmetrics_on_request(tmp_path) -> None:
     AIGateway.get_state(app).close()
 
 
-def test_two_apps_in_one_process_keep_their_own_registry(app, client, tmp_path, upstreams,
-                                                         api_key) -> None:
+def test_two_apps_in_one_process_keep_their_own_registry(
+    app, client, tmp_path, upstreams, api_key
+) -> None:
     """The fixture app serves a request; a second app in the same process counts nothing of
     it, and neither touches prometheus_client's global registry or adds app hooks."""
     other = Flask("other", instance_path=str(tmp_path / "other"))
-    other.config.update(AIGATEWAY_DATABASE_URI=f"sqlite:///{tmp_path / 'other.db'}",
-                        AIGATEWAY_CREATE_TABLES=True, AIGATEWAY_DASHBOARD_ENABLED=False)
+    other.config.update(
+        AIGATEWAY_DATABASE_URI=f"sqlite:///{tmp_path / 'other.db'}",
+        AIGATEWAY_CREATE_TABLES=True,
+        AIGATEWAY_DASHBOARD_ENABLED=False,
+    )
     AIGateway(other)
-    hooks = [(a.before_request_funcs.get(None), a.after_request_funcs.get(None),
-              a.teardown_request_funcs.get(None)) for a in (app, other)]
+    hooks = [
+        (
+            a.before_request_funcs.get(None),
+            a.after_request_funcs.get(None),
+            a.teardown_request_funcs.get(None),
+        )
+        for a in (app, other)
+    ]
     try:
         assert post(client, api_key, {"model": "gpt", "messages": MESSAGES}).status_code == 200
         assert total(scrape(client), "ai_gateway_requests_total") == 1
         assert total(scrape(other.test_client()), "ai_gateway_requests_total") == 0
         global_names = {m.name for m in prometheus_client.REGISTRY.collect()}
         assert not any(name.startswith("ai_gateway") for name in global_names)
-        assert hooks == [(a.before_request_funcs.get(None), a.after_request_funcs.get(None),
-                          a.teardown_request_funcs.get(None)) for a in (app, other)]
+        assert hooks == [
+            (
+                a.before_request_funcs.get(None),
+                a.after_request_funcs.get(None),
+                a.teardown_request_funcs.get(None),
+            )
+            for a in (app, other)
+        ]
     finally:
         AIGateway.get_state(other).close()
 
@@ -182,14 +218,17 @@ def _per_process_requests(directory: Path, scratch: Path) -> dict[str, float]:
         shutil.copy(path, alone / path.name)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(alone))
-        found[pid] = sum(s.value for m in registry.collect() for s in m.samples
-                         if s.name == "ai_gateway_requests_total")
+        found[pid] = sum(
+            s.value
+            for m in registry.collect()
+            for s in m.samples
+            if s.name == "ai_gateway_requests_total"
+        )
     return found
 
 
 @pytest.mark.slow
-def test_totals_span_two_gunicorn_workers(state, app_config, api_key, upstreams,
-                                          tmp_path) -> None:
+def test_totals_span_two_gunicorn_workers(state, app_config, api_key, upstreams, tmp_path) -> None:
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
     env = {
@@ -212,7 +251,8 @@ def test_totals_span_two_gunicorn_workers(state, app_config, api_key, upstreams,
             response = requests.post(
                 gateway.url + "/v1/chat/completions",
                 json={"model": "gpt", "messages": MESSAGES},
-                headers={"Authorization": f"Bearer {api_key}"}, timeout=20,
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout=20,
             )
             assert response.status_code == 200
             with lock:
@@ -234,11 +274,18 @@ def test_totals_span_two_gunicorn_workers(state, app_config, api_key, upstreams,
         for _ in range(4):
             response = requests.get(gateway.url + "/v1/metrics", timeout=10)
             samples = parse(response.text)
-            assert total(samples, "ai_gateway_requests_total", model="gpt",
-                         provider="fake-openai", status="200") == sent
+            assert (
+                total(
+                    samples,
+                    "ai_gateway_requests_total",
+                    model="gpt",
+                    provider="fake-openai",
+                    status="200",
+                )
+                == sent
+            )
             assert total(samples, "ai_gateway_tokens_total", type="prompt") == 10 * sent
-            assert total(samples, "ai_gateway_cost_dollars_total") == pytest.approx(
-                0.00002 * sent)
+            assert total(samples, "ai_gateway_cost_dollars_total") == pytest.approx(0.00002 * sent)
             assert total(samples, "ai_gateway_request_duration_seconds_count") == sent
             assert total(samples, "ai_gateway_inflight_requests") == 0
     finally:

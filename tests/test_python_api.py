@@ -31,7 +31,7 @@ def test_readme_library_example_runs(tmp_path, monkeypatch, fake_openai, empty_d
     monkeypatch.setenv("FLASK_AIGATEWAY_DATABASE_URI", empty_database_uri)
     source = readme_example().replace(
         "gateway = AIGateway(app)",
-        'app.config.from_prefixed_env()\ngateway = AIGateway(app)',
+        "app.config.from_prefixed_env()\ngateway = AIGateway(app)",
     )
     namespace: dict = {"__name__": "readme_example"}
     exec(compile(source, "README.md", "exec"), namespace)
@@ -40,21 +40,49 @@ def test_readme_library_example_runs(tmp_path, monkeypatch, fake_openai, empty_d
     assert state.database_uri == empty_database_uri
     runner = app.test_cli_runner()
     assert runner.invoke(args=["aigateway", "db", "upgrade"]).exit_code == 0
-    result = runner.invoke(args=["provider", "create", "--name", "openai", "--format", "openai",
-                                 "--base-url", fake_openai.base_url,
-                                 "--api-key", "sk-test-1234567"])
+    result = runner.invoke(
+        args=[
+            "provider",
+            "create",
+            "--name",
+            "openai",
+            "--format",
+            "openai",
+            "--base-url",
+            fake_openai.base_url,
+            "--api-key",
+            "sk-test-1234567",
+        ]
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(args=["model", "create", "--alias", "smart", "--provider", "openai",
-                                 "--model", "gpt-4o-mini", "--pricing-input", "0.15",
-                                 "--pricing-output", "0.60"])
+    result = runner.invoke(
+        args=[
+            "model",
+            "create",
+            "--alias",
+            "smart",
+            "--provider",
+            "openai",
+            "--model",
+            "gpt-4o-mini",
+            "--pricing-input",
+            "0.15",
+            "--pricing-output",
+            "0.60",
+        ]
+    )
     assert result.exit_code == 0, result.output
     client = app.test_client()
 
     fake_openai.reply(text="A short summary.", prompt_tokens=1000, completion_tokens=100)
     response = client.post("/summarise", json={"text": "A long text."})
     assert response.status_code == 200, response.json
-    assert response.json == {"summary": "A short summary.", "finish_reason": "stop",
-                             "tokens": 1100, "cost_usd": "0.0002100000"}
+    assert response.json == {
+        "summary": "A short summary.",
+        "finish_reason": "stop",
+        "tokens": 1100,
+        "cost_usd": "0.0002100000",
+    }
     sent = fake_openai.last.json
     assert sent["model"] == "gpt-4o-mini"
     assert sent["max_tokens"] == 200

@@ -45,9 +45,12 @@ def gpt(upstreams: dict[str, Any]) -> Any:
 
 
 def post(client: Any, key: str, body: dict[str, Any] | None = None) -> Any:
-    return client.post("/v1/chat/completions", data=json.dumps(body or BODY),
-                       headers={"Authorization": f"Bearer {key}"},
-                       content_type="application/json")
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body or BODY),
+        headers={"Authorization": f"Bearer {key}"},
+        content_type="application/json",
+    )
 
 
 def reset_seconds(value: str) -> float:
@@ -116,13 +119,17 @@ def test_team_limit_is_pooled_over_keys_and_three_levels_of_teams(client, state,
     create_team(state, name="org", rate_limit=4)
     create_team(state, name="research", parent="org")
     create_team(state, name="nlp", parent="research")
-    keys = [create_key(state, name=n, team=t)[1]
-            for n, t in (("a", "org"), ("b", "research"), ("c", "nlp"), ("d", "nlp"))]
+    keys = [
+        create_key(state, name=n, team=t)[1]
+        for n, t in (("a", "org"), ("b", "research"), ("c", "nlp"), ("d", "nlp"))
+    ]
     assert [post(client, k).status_code for k in keys] == [200] * 4
     for k in keys:
         error = assert_refused(post(client, k), 4)
-        assert "team 'org' allows 4 requests/minute (pooled over all its keys and sub-teams)" \
+        assert (
+            "team 'org' allows 4 requests/minute (pooled over all its keys and sub-teams)"
             in error["message"]
+        )
 
 
 def test_concurrent_requests_never_exceed_the_limit(live_server, state, gpt):
@@ -131,8 +138,12 @@ def test_concurrent_requests_never_exceed_the_limit(live_server, state, gpt):
 
     def one(_: int) -> Any:
         barrier.wait()
-        return requests.post(live_server.url + "/v1/chat/completions", json=BODY, timeout=30,
-                             headers={"Authorization": f"Bearer {secret}"})
+        return requests.post(
+            live_server.url + "/v1/chat/completions",
+            json=BODY,
+            timeout=30,
+            headers={"Authorization": f"Bearer {secret}"},
+        )
 
     with ThreadPoolExecutor(30) as pool:
         responses = list(pool.map(one, range(30)))
@@ -168,8 +179,10 @@ def test_tokens_over_the_limit_are_refused_until_the_window_slides(client, state
     assert headers["x-ratelimit-limit-tokens"] == "250"
     assert headers["x-ratelimit-remaining-tokens"] == "40"
     assert 1 <= int(headers["Retry-After"]) <= 60
-    assert "210 tokens used in the last minute and this request needs up to 117" in \
-        refused.json["error"]["message"]
+    assert (
+        "210 tokens used in the last minute and this request needs up to 117"
+        in refused.json["error"]["message"]
+    )
 
 
 def test_a_request_larger_than_the_token_limit_is_told_so(client, state, gpt):

@@ -57,8 +57,11 @@ def record(request_id: str, **fields: Any) -> RequestRecord:
 
 
 def post(client: Any, key: str, rid: str) -> Any:
-    return client.post("/v1/chat/completions", json={"model": "gpt", "messages": MESSAGES},
-                       headers={"Authorization": f"Bearer {key}", "X-Request-ID": rid})
+    return client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt", "messages": MESSAGES},
+        headers={"Authorization": f"Bearer {key}", "X-Request-ID": rid},
+    )
 
 
 def test_rows_leave_the_request_path_and_arrive_in_one_batch_on_flush(
@@ -115,8 +118,9 @@ def _hold_write_lock(state: Any, seconds: float, held: threading.Event) -> None:
 
 
 def test_a_full_queue_blocks_producers_instead_of_dropping_rows(state) -> None:
-    state.settings.update(AIGATEWAY_LOG_QUEUE_SIZE=2, AIGATEWAY_LOG_BATCH_SIZE=1,
-                          AIGATEWAY_LOG_FLUSH_INTERVAL=0.0)
+    state.settings.update(
+        AIGATEWAY_LOG_QUEUE_SIZE=2, AIGATEWAY_LOG_BATCH_SIZE=1, AIGATEWAY_LOG_FLUSH_INTERVAL=0.0
+    )
     writer = RequestLogWriter(state)
     writer.write(record("warm-up"))
     assert writer.flush()
@@ -165,8 +169,10 @@ def test_concurrent_batches_add_up_in_the_rollups(state) -> None:
 
     def work(n: int) -> None:
         for b in range(batches):
-            rows = [record(f"c-{n}-{b}-{i}", key_id=None, cost=Decimal("0.0000000003"))
-                    for i in range(size)]
+            rows = [
+                record(f"c-{n}-{b}-{i}", key_id=None, cost=Decimal("0.0000000003"))
+                for i in range(size)
+            ]
             for i, rec in enumerate(rows):
                 rec.usage = rec.usage.__class__(prompt_tokens=i, completion_tokens=1)
             write_batch(state, [r.to_row() for r in rows])
@@ -232,7 +238,9 @@ def test_rows_are_flushed_when_the_process_ends(state, tmp_path, how) -> None:
     script.write_text(textwrap.dedent(_SCRIPT))
     with subprocess.Popen(
         [sys.executable, str(script), state.database_uri, "25", how],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ) as process:
         assert process.stdout is not None and process.stderr is not None
@@ -282,8 +290,7 @@ class Load:
         self.answered: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True)
-                         for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
         for thread in self._threads:
             thread.start()
 
@@ -323,8 +330,9 @@ class Load:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["master", "worker"])
-def test_sigterm_under_load_loses_no_row(state, app_config, api_key, upstreams, tmp_path,
-                                         target) -> None:
+def test_sigterm_under_load_loses_no_row(
+    state, app_config, api_key, upstreams, tmp_path, target
+) -> None:
     upstreams["gpt"].default = Reply(latency=0.05)
     gateway = GatewayProcess(_gateway_env(app_config), tmp_path / "instance")
     load: Load | None = None
@@ -357,9 +365,11 @@ def test_sigterm_under_load_loses_no_row(state, app_config, api_key, upstreams, 
 
 def test_rows_carry_what_the_request_did(state, client, api_key, upstreams) -> None:
     upstreams["claude"].reply(prompt_tokens=40, completion_tokens=10)
-    response = client.post("/v1/chat/completions",
-                           json={"model": "claude", "messages": MESSAGES},
-                           headers={"Authorization": f"Bearer {api_key}"})
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": "claude", "messages": MESSAGES},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
     assert response.status_code == 200
     get_pipeline(state).log_writer.flush()
     with state.transaction() as session:
@@ -367,27 +377,38 @@ def test_rows_carry_what_the_request_did(state, client, api_key, upstreams) -> N
         rollup = session.scalars(select(UsageRollup)).one()
     assert row.request_id == response.headers["x-request-id"]
     assert (row.provider, row.provider_model, row.status_code) == (
-        "fake-anthropic", "claude-sonnet-4-5", 200)
+        "fake-anthropic",
+        "claude-sonnet-4-5",
+        200,
+    )
     assert row.cost == Decimal("0.00006")
     assert row.latency_ms is not None and row.latency_ms > 0
     assert row.fallback_path is None and row.attempts == 1 and not row.cache_hit
     assert (rollup.alias, rollup.provider, rollup.requests, rollup.cost) == (
-        "claude", "fake-anthropic", 1, Decimal("0.00006"))
+        "claude",
+        "fake-anthropic",
+        1,
+        Decimal("0.00006"),
+    )
     assert rollup.key_id == row.key_id and rollup.team_id == ""
     assert rollup.hour == row.created_at.replace(minute=0, second=0, microsecond=0)
 
 
 def test_prompt_and_completion_text_only_when_asked(state, client, api_key, upstreams) -> None:
     writer = get_pipeline(state).log_writer
-    upstreams["gpt"].queue(Reply(text="Not kept."), Reply(text="Kept, with the prompt."),
-                           Reply(text="Streamed and kept."))
+    upstreams["gpt"].queue(
+        Reply(text="Not kept."),
+        Reply(text="Kept, with the prompt."),
+        Reply(text="Streamed and kept."),
+    )
     post(client, api_key, "quiet")
     state.settings["AIGATEWAY_LOG_CONTENT"] = True
     post(client, api_key, "loud")
-    client.post("/v1/chat/completions",
-                json={"model": "gpt", "messages": MESSAGES, "stream": True},
-                headers={"Authorization": f"Bearer {api_key}", "X-Request-ID": "loud-stream"}
-                ).get_data()
+    client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt", "messages": MESSAGES, "stream": True},
+        headers={"Authorization": f"Bearer {api_key}", "X-Request-ID": "loud-stream"},
+    ).get_data()
     assert writer.flush()
     with state.transaction() as session:
         rows = {r.request_id: r for r in session.scalars(select(RequestLog))}

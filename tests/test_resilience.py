@@ -56,9 +56,13 @@ def log_rows(state: Any, count: int, timeout: float = 5.0) -> list[RequestLog]:
 
 
 def sse(live_server: Any, key: str, model: str) -> requests.Response:
-    return requests.post(live_server.url + "/v1/chat/completions",
-                         json={"model": model, "messages": MESSAGES, "stream": True},
-                         headers={"Authorization": f"Bearer {key}"}, stream=True, timeout=20)
+    return requests.post(
+        live_server.url + "/v1/chat/completions",
+        json={"model": model, "messages": MESSAGES, "stream": True},
+        headers={"Authorization": f"Bearer {key}"},
+        stream=True,
+        timeout=20,
+    )
 
 
 def sse_payloads(response: requests.Response) -> list[Any]:
@@ -87,10 +91,12 @@ def test_429_with_retry_after_is_waited_out(client, state, api_key, upstreams):
     assert (row.status_code, row.attempts, row.fallback_path) == (200, 2, None)
 
 
-@pytest.mark.parametrize(("alias", "status"), [("gpt", 500), ("gpt", 503), ("gpt", 408),
-                                               ("claude", 529)])
-def test_a_retryable_failure_then_success_is_retried(client, state, api_key, upstreams, alias,
-                                                     status):
+@pytest.mark.parametrize(
+    ("alias", "status"), [("gpt", 500), ("gpt", 503), ("gpt", 408), ("claude", 529)]
+)
+def test_a_retryable_failure_then_success_is_retried(
+    client, state, api_key, upstreams, alias, status
+):
     fake = upstreams[alias]
     fake.fail(status)
     response = chat(client, api_key, alias)
@@ -195,8 +201,9 @@ def test_only_one_request_probes_a_half_open_deployment(live_server, state, api_
     time.sleep(0.25)
     dead.default = Reply(latency=0.6)
     probe: list[requests.Response] = []
-    thread = threading.Thread(target=lambda: probe.append(
-        requests.post(url, json=body, headers=auth, timeout=20)))
+    thread = threading.Thread(
+        target=lambda: probe.append(requests.post(url, json=body, headers=auth, timeout=20))
+    )
     thread.start()
     before = len(dead.requests)
     deadline = time.monotonic() + 5
@@ -229,7 +236,8 @@ def test_a_single_dead_deployment_fails_fast_once_open(client, state, api_key, u
     assert error["code"] == "no_healthy_deployment"
     with state.transaction() as session:
         [deployment_id] = session.scalars(
-            select(Deployment.id).join(Deployment.model).where(ModelAlias.alias == "gpt")).all()
+            select(Deployment.id).join(Deployment.model).where(ModelAlias.alias == "gpt")
+        ).all()
     assert deployment_id in error["message"] and "cooling down" in error["message"]
     assert "until" in error["message"] and "UTC" in error["message"]
     assert 25 <= int(second.headers["Retry-After"]) <= 30
@@ -246,8 +254,9 @@ def test_a_single_dead_deployment_fails_fast_once_open(client, state, api_key, u
 def chain(state: Any, fleet: Fleet) -> tuple[list[Any], list[str]]:
     """Aliases a → b → c on three fakes, c priced differently."""
     fakes = fleet.start(3)
-    [c_id] = add_alias(state, "c", [fakes[2]], deployments=[
-        {"pricing_input": "3", "pricing_output": "7"}])
+    [c_id] = add_alias(
+        state, "c", [fakes[2]], deployments=[{"pricing_input": "3", "pricing_output": "7"}]
+    )
     [b_id] = add_alias(state, "b", [fakes[1]])
     [a_id] = add_alias(state, "a", [fakes[0]], fallbacks=["b", "c"])
     return fakes, [a_id, b_id, c_id]
@@ -300,8 +309,9 @@ def test_stream_falls_back_a_b_c_before_the_first_byte(live_server, state, api_k
     assert response.headers["x-aigateway-attempts"] == "5"
     payloads = sse_payloads(response)
     assert payloads[-1] == "[DONE]"
-    text = "".join(p["choices"][0]["delta"].get("content") or ""
-                   for p in payloads[:-1] if p.get("choices"))
+    text = "".join(
+        p["choices"][0]["delta"].get("content") or "" for p in payloads[:-1] if p.get("choices")
+    )
     assert text == "streamed from c"
     assert len({p["id"] for p in payloads[:-1]}) == 1
     assert [len(f.requests) for f in fakes] == [2, 2, 1]
@@ -311,8 +321,9 @@ def test_stream_falls_back_a_b_c_before_the_first_byte(live_server, state, api_k
     assert (row.attempts, row.fallback_path) == (5, ["a", "b", "c"])
 
 
-def test_a_stream_failing_after_its_first_byte_ends_with_an_error_event(live_server, state,
-                                                                        api_key, fleet):
+def test_a_stream_failing_after_its_first_byte_ends_with_an_error_event(
+    live_server, state, api_key, fleet
+):
     fakes, ids = chain(state, fleet)
     fakes[0].default = Reply(text="one two three four", error_event_after=3)
     response = sse(live_server, api_key, "a")
@@ -331,8 +342,11 @@ def test_context_length_error_goes_to_the_context_fallback(client, state, api_ke
     [big_id] = add_alias(state, "big", [big])
     add_alias(state, "small", [small], context_fallback="big", fallbacks=["spare"])
     add_alias(state, "tiny", [fleet.start(1)[0]])
-    too_long = {"status": 400, "error_code": "context_length_exceeded",
-                "error_message": "This model's maximum context length is 8192 tokens."}
+    too_long = {
+        "status": 400,
+        "error_code": "context_length_exceeded",
+        "error_message": "This model's maximum context length is 8192 tokens.",
+    }
     small.queue(Reply(**too_long))
     response = chat(client, api_key, "small")
     assert response.status_code == 200, response.json
@@ -384,10 +398,12 @@ def test_a_retry_after_beyond_the_deadline_is_not_waited(client, state, api_key,
 # -- shared state outage --------------------------------------------------------------------------
 
 
-def test_routing_degrades_to_process_memory_when_redis_is_unreachable(client, state, api_key,
-                                                                      fleet, caplog):
-    dead_redis = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2,
-                             retry=Retry(NoBackoff(), 0))
+def test_routing_degrades_to_process_memory_when_redis_is_unreachable(
+    client, state, api_key, fleet, caplog
+):
+    dead_redis = redis.Redis(
+        host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
     store = ResilientRouterState(
         RedisRouterState(dead_redis, state.redis_key), MemoryRouterState(), unreachable_errors()
     )

@@ -34,8 +34,11 @@ def aliases(state: Any, fleet: Fleet) -> dict[str, tuple[list[Any], list[str]]]:
     """``rr`` (round-robin, two deployments), ``lb`` (least-busy, two slow deployments) and
     ``dead`` (one deployment that always fails): each alias's fakes and deployment ids."""
     made = {}
-    for alias, count, strategy in (("rr", 2, "round-robin"), ("lb", 2, "least-busy"),
-                                   ("dead", 1, "weighted")):
+    for alias, count, strategy in (
+        ("rr", 2, "round-robin"),
+        ("lb", 2, "least-busy"),
+        ("dead", 1, "weighted"),
+    ):
         fakes = fleet.start(count)
         made[alias] = (fakes, add_alias(state, alias, fakes, strategy=strategy))
     for fake in made["lb"][0]:
@@ -45,8 +48,9 @@ def aliases(state: Any, fleet: Fleet) -> dict[str, tuple[list[Any], list[str]]]:
 
 
 @pytest.fixture
-def gateways(app_config: dict[str, Any], aliases: Any,
-             tmp_path: Any) -> Iterator[list[GatewayProcess]]:
+def gateways(
+    app_config: dict[str, Any], aliases: Any, tmp_path: Any
+) -> Iterator[list[GatewayProcess]]:
     """Two gateway processes on the test's database and Redis prefix."""
     env = {
         "AIGATEWAY_DATABASE_URI": app_config["AIGATEWAY_DATABASE_URI"],
@@ -68,9 +72,12 @@ def gateways(app_config: dict[str, Any], aliases: Any,
 
 
 def post(gateway: GatewayProcess, key: str, model: str) -> requests.Response:
-    return requests.post(gateway.url + "/v1/chat/completions",
-                         json={"model": model, "messages": MESSAGES},
-                         headers={"Authorization": f"Bearer {key}"}, timeout=20)
+    return requests.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": model, "messages": MESSAGES},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=20,
+    )
 
 
 def test_round_robin_turns_and_in_flight_counts_are_shared(gateways, aliases, api_key):
@@ -100,8 +107,7 @@ def test_round_robin_turns_and_in_flight_counts_are_shared(gateways, aliases, ap
     )
 
 
-def test_a_circuit_opened_by_one_process_is_open_in_the_other(gateways, aliases, api_key,
-                                                              state):
+def test_a_circuit_opened_by_one_process_is_open_in_the_other(gateways, aliases, api_key, state):
     [dead], [dead_id] = aliases["dead"]
     first = post(gateways[0], api_key, "dead")
     assert first.status_code == 502

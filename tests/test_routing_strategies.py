@@ -34,8 +34,13 @@ def router_stats(state: Any, ids: list[str]) -> dict[str, Any]:
 
 def test_weighted_spreads_requests_in_proportion_to_weight(client, state, api_key, fleet):
     fakes = fleet.start(3)
-    ids = add_alias(state, "w", fakes, strategy="weighted",
-                    deployments=[{"weight": 1}, {"weight": 3}, {"weight": 6}])
+    ids = add_alias(
+        state,
+        "w",
+        fakes,
+        strategy="weighted",
+        deployments=[{"weight": 1}, {"weight": 3}, {"weight": 6}],
+    )
     total = 200
     counts = tally(served_by(chat(client, api_key, "w") for _ in range(total)), ids)
     for count, share in zip(counts, (0.1, 0.3, 0.6), strict=True):
@@ -47,8 +52,7 @@ def test_weighted_spreads_requests_in_proportion_to_weight(client, state, api_ke
 
 def test_round_robin_is_exact_per_alias(client, state, api_key, fleet):
     fakes = fleet.start(3)
-    ids = add_alias(state, "rr", fakes, strategy="round-robin",
-                    deployments=[{"weight": 5}, {}, {}])
+    ids = add_alias(state, "rr", fakes, strategy="round-robin", deployments=[{"weight": 5}, {}, {}])
     other = add_alias(state, "rr2", fleet.start(2), strategy="round-robin")
     served, served_other = [], []
     for _ in range(30):
@@ -66,13 +70,15 @@ def test_least_busy_spreads_concurrent_slow_requests_evenly(live_server, state, 
     fakes = fleet.start(3)
     for fake in fakes:
         fake.default = Reply(latency=1.0)
-    ids = add_alias(state, "lb", fakes, strategy="least-busy",
-                    deployments=[{"weight": 10}, {}, {}])
+    ids = add_alias(state, "lb", fakes, strategy="least-busy", deployments=[{"weight": 10}, {}, {}])
 
     def send() -> requests.Response:
-        return requests.post(live_server.url + "/v1/chat/completions",
-                             json={"model": "lb", "messages": MESSAGES},
-                             headers={"Authorization": f"Bearer {api_key}"}, timeout=20)
+        return requests.post(
+            live_server.url + "/v1/chat/completions",
+            json={"model": "lb", "messages": MESSAGES},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=20,
+        )
 
     with ThreadPoolExecutor(6) as pool:
         futures = []
@@ -89,8 +95,9 @@ def test_least_busy_spreads_concurrent_slow_requests_evenly(live_server, state, 
     assert [s.in_flight for s in router_stats(state, ids).values()] == [0, 0, 0]
 
 
-def test_least_busy_sends_most_traffic_to_the_deployment_that_frees_up(live_server, state,
-                                                                        api_key, fleet):
+def test_least_busy_sends_most_traffic_to_the_deployment_that_frees_up(
+    live_server, state, api_key, fleet
+):
     slow, fast = fleet.start(2)
     slow.default = Reply(latency=0.25)
     ids = add_alias(state, "lb", [slow, fast], strategy="least-busy")
@@ -99,10 +106,12 @@ def test_least_busy_sends_most_traffic_to_the_deployment_that_frees_up(live_serv
         with requests.Session() as session:
             out = []
             for _ in range(15):
-                response = session.post(live_server.url + "/v1/chat/completions",
-                                        json={"model": "lb", "messages": MESSAGES},
-                                        headers={"Authorization": f"Bearer {api_key}"},
-                                        timeout=20)
+                response = session.post(
+                    live_server.url + "/v1/chat/completions",
+                    json={"model": "lb", "messages": MESSAGES},
+                    headers={"Authorization": f"Bearer {api_key}"},
+                    timeout=20,
+                )
                 assert response.status_code == 200
                 out.append(response.headers["x-aigateway-deployment"])
             return out
@@ -119,10 +128,13 @@ def test_least_busy_counts_an_open_stream_until_it_closes(live_server, state, ap
     for fake in fakes:
         fake.default = Reply(text="one two three four five six", chunk_delay=0.1)
     ids = add_alias(state, "lb", fakes, strategy="least-busy")
-    stream = requests.post(live_server.url + "/v1/chat/completions",
-                           json={"model": "lb", "messages": MESSAGES, "stream": True},
-                           headers={"Authorization": f"Bearer {api_key}"},
-                           stream=True, timeout=20)
+    stream = requests.post(
+        live_server.url + "/v1/chat/completions",
+        json={"model": "lb", "messages": MESSAGES, "stream": True},
+        headers={"Authorization": f"Bearer {api_key}"},
+        stream=True,
+        timeout=20,
+    )
     streaming = stream.headers["x-aigateway-deployment"]
     stats = router_stats(state, ids)
     assert stats[streaming].in_flight == 1
@@ -130,9 +142,12 @@ def test_least_busy_counts_an_open_stream_until_it_closes(live_server, state, ap
         fake.default = Reply()
     other = next(i for i in ids if i != streaming)
     for _ in range(5):
-        response = requests.post(live_server.url + "/v1/chat/completions",
-                                 json={"model": "lb", "messages": MESSAGES},
-                                 headers={"Authorization": f"Bearer {api_key}"}, timeout=20)
+        response = requests.post(
+            live_server.url + "/v1/chat/completions",
+            json={"model": "lb", "messages": MESSAGES},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=20,
+        )
         assert response.headers["x-aigateway-deployment"] == other
     body = stream.content.decode()
     assert body.rstrip().endswith("data: [DONE]")
@@ -145,16 +160,21 @@ def test_least_busy_counts_an_open_stream_until_it_closes(live_server, state, ap
 def test_cost_based_picks_the_cheapest_for_this_request(client, state, api_key, fleet):
     fakes = fleet.start(3)
     # per million tokens: cheap input/dear output, dear input/cheap output, dear both
-    ids = add_alias(state, "cost", fakes, strategy="cost-based", deployments=[
-        {"pricing_input": "1", "pricing_output": "10"},
-        {"pricing_input": "5", "pricing_output": "1"},
-        {"pricing_input": "6", "pricing_output": "12"},
-    ])
+    ids = add_alias(
+        state,
+        "cost",
+        fakes,
+        strategy="cost-based",
+        deployments=[
+            {"pricing_input": "1", "pricing_output": "10"},
+            {"pricing_input": "5", "pricing_output": "1"},
+            {"pricing_input": "6", "pricing_output": "12"},
+        ],
+    )
     short = [chat(client, api_key, "cost", max_tokens=1000) for _ in range(20)]
     assert tally(served_by(short), ids) == [0, 20, 0]
     long_prompt = [{"role": "user", "content": "word " * 10_000}]
-    long = [chat(client, api_key, "cost", messages=long_prompt, max_tokens=10)
-            for _ in range(20)]
+    long = [chat(client, api_key, "cost", messages=long_prompt, max_tokens=10) for _ in range(20)]
     assert tally(served_by(long), ids) == [20, 0, 0]
     fakes[0].reply(prompt_tokens=1_000_000, completion_tokens=0)
     priced = chat(client, api_key, "cost", messages=long_prompt, max_tokens=10)
@@ -165,8 +185,13 @@ def test_cost_based_picks_the_cheapest_for_this_request(client, state, api_key, 
 def test_cost_based_skips_a_dead_cheapest_deployment(client, state, api_key, fleet):
     cheap, dear = fleet.start(2)
     cheap.default = Reply(status=500)
-    ids = add_alias(state, "cost", [cheap, dear], strategy="cost-based",
-                    deployments=[{"pricing_input": "0.1"}, {"pricing_input": "9"}])
+    ids = add_alias(
+        state,
+        "cost",
+        [cheap, dear],
+        strategy="cost-based",
+        deployments=[{"pricing_input": "0.1"}, {"pricing_input": "9"}],
+    )
     state.settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"] = 1
     response = chat(client, api_key, "cost")
     assert served_by([response]) == [ids[1]]
@@ -194,8 +219,13 @@ def test_latency_based_moves_to_the_faster_deployment_and_back(client, state, ap
 
 def test_only_the_best_priority_serves_while_healthy(client, state, api_key, fleet):
     fakes = fleet.start(4)
-    ids = add_alias(state, "tiers", fakes, strategy="round-robin", deployments=[
-        {"priority": 0}, {"priority": 0}, {"priority": 1}, {"priority": 1}])
+    ids = add_alias(
+        state,
+        "tiers",
+        fakes,
+        strategy="round-robin",
+        deployments=[{"priority": 0}, {"priority": 0}, {"priority": 1}, {"priority": 1}],
+    )
     served = served_by(chat(client, api_key, "tiers") for _ in range(10))
     assert tally(served, ids) == [5, 5, 0, 0]
     assert served == served[:2] * 5
@@ -208,15 +238,18 @@ def test_only_the_best_priority_serves_while_healthy(client, state, api_key, fle
 
 def test_a_deployment_over_its_rpm_limit_is_skipped(client, state, api_key, fleet):
     limited, spare = fleet.start(2)
-    ids = add_alias(state, "rpm", [limited, spare], deployments=[
-        {"priority": 0, "rpm_limit": 3}, {"priority": 1}])
+    ids = add_alias(
+        state,
+        "rpm",
+        [limited, spare],
+        deployments=[{"priority": 0, "rpm_limit": 3}, {"priority": 1}],
+    )
     served = served_by(chat(client, api_key, "rpm") for _ in range(6))
     assert served == [ids[0]] * 3 + [ids[1]] * 3
     assert len(limited.requests) == 3
 
 
-def test_every_deployment_at_its_rpm_limit_is_a_429_with_retry_after(client, state, api_key,
-                                                                     fleet):
+def test_every_deployment_at_its_rpm_limit_is_a_429_with_retry_after(client, state, api_key, fleet):
     [only] = fleet.start(1)
     [dep] = add_alias(state, "rpm", [only], deployments=[{"rpm_limit": 2}])
     assert len(served_by(chat(client, api_key, "rpm") for _ in range(2))) == 2
@@ -236,8 +269,9 @@ def test_strategy_and_fallbacks_are_set_from_the_cli(runner, client, state, api_
     fakes = fleet.start(2)
     ids = add_alias(state, "cli", fakes)
     add_alias(state, "spare", fleet.start(1))
-    result = runner.invoke(args=["model", "update", "cli", "--strategy", "round-robin",
-                                 "--fallbacks", "spare"])
+    result = runner.invoke(
+        args=["model", "update", "cli", "--strategy", "round-robin", "--fallbacks", "spare"]
+    )
     assert result.exit_code == 0, result.output
     with state.transaction() as session:
         model = session.scalars(select(ModelAlias).where(ModelAlias.alias == "cli")).one()
@@ -255,10 +289,12 @@ def test_round_robin_holds_under_concurrency(live_server, state, api_key, fleet)
     def worker() -> None:
         with requests.Session() as session:
             for _ in range(10):
-                response = session.post(live_server.url + "/v1/chat/completions",
-                                        json={"model": "rr", "messages": MESSAGES},
-                                        headers={"Authorization": f"Bearer {api_key}"},
-                                        timeout=20)
+                response = session.post(
+                    live_server.url + "/v1/chat/completions",
+                    json={"model": "rr", "messages": MESSAGES},
+                    headers={"Authorization": f"Bearer {api_key}"},
+                    timeout=20,
+                )
                 with lock:
                     served.append(response.headers["x-aigateway-deployment"])
 

@@ -15,8 +15,11 @@ WEATHER_TOOL = {
     "function": {
         "name": "get_weather",
         "description": "Weather of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
     },
 }
 ALIASES = pytest.mark.parametrize("alias", ["gpt", "claude"])
@@ -44,8 +47,9 @@ def test_raw_response_headers(sdk, upstreams, alias):
 @ALIASES
 def test_streaming(sdk, upstreams, alias):
     upstreams[alias].reply(text="streamed words here", prompt_tokens=20, completion_tokens=3)
-    stream = sdk.chat.completions.create(model=alias, messages=MESSAGES, stream=True,
-                                         stream_options={"include_usage": True})
+    stream = sdk.chat.completions.create(
+        model=alias, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "streamed words here"
@@ -58,8 +62,9 @@ def test_streaming(sdk, upstreams, alias):
 @ALIASES
 def test_tool_calling(sdk, upstreams, alias):
     upstreams[alias].reply(text=None, tool_calls=[ToolCall("get_weather", {"city": "Oslo"})])
-    completion = sdk.chat.completions.create(model=alias, messages=MESSAGES,
-                                             tools=[WEATHER_TOOL], tool_choice="auto")
+    completion = sdk.chat.completions.create(
+        model=alias, messages=MESSAGES, tools=[WEATHER_TOOL], tool_choice="auto"
+    )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     [call] = choice.message.tool_calls
@@ -71,19 +76,24 @@ def test_tool_calling(sdk, upstreams, alias):
 
     # The tool result goes back and the conversation continues.
     upstreams[alias].reply(text="It is sunny in Oslo.")
-    follow_up = sdk.chat.completions.create(model=alias, tools=[WEATHER_TOOL], messages=[
-        *MESSAGES,
-        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'},
-    ])
+    follow_up = sdk.chat.completions.create(
+        model=alias,
+        tools=[WEATHER_TOOL],
+        messages=[
+            *MESSAGES,
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'},
+        ],
+    )
     assert follow_up.choices[0].message.content == "It is sunny in Oslo."
 
 
 @ALIASES
 def test_streamed_tool_calling(sdk, upstreams, alias):
     upstreams[alias].reply(text=None, tool_calls=[ToolCall("get_weather", {"city": "Rome"})])
-    stream = sdk.chat.completions.create(model=alias, messages=MESSAGES, tools=[WEATHER_TOOL],
-                                         stream=True)
+    stream = sdk.chat.completions.create(
+        model=alias, messages=MESSAGES, tools=[WEATHER_TOOL], stream=True
+    )
     name, arguments, finish = None, "", None
     for chunk in stream:
         if not chunk.choices:
@@ -104,7 +114,8 @@ def test_json_mode(sdk, upstreams, alias):
     else:
         upstreams[alias].reply(text='{"ok": true}')
     completion = sdk.chat.completions.create(
-        model=alias, messages=MESSAGES, response_format={"type": "json_object"})
+        model=alias, messages=MESSAGES, response_format={"type": "json_object"}
+    )
     assert json.loads(completion.choices[0].message.content) == {"ok": True}
     assert completion.choices[0].finish_reason == "stop"
 
@@ -117,28 +128,45 @@ def test_json_schema(sdk, upstreams, alias):
     else:
         upstreams[alias].reply(text='{"n": 3}')
     completion = sdk.chat.completions.create(
-        model=alias, messages=MESSAGES,
-        response_format={"type": "json_schema", "json_schema": {"name": "answer",
-                                                                "schema": schema}})
+        model=alias,
+        messages=MESSAGES,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema},
+        },
+    )
     assert json.loads(completion.choices[0].message.content) == {"n": 3}
 
 
 @ALIASES
 def test_multimodal_input(sdk, upstreams, alias):
-    image = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nG"
-             "NgYGD4DwABBAEAcCBlCwAAAABJRU5ErkJggg==")
-    sdk.chat.completions.create(model=alias, messages=[{"role": "user", "content": [
-        {"type": "text", "text": "What is in these images?"},
-        {"type": "image_url", "image_url": {"url": image}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
-    ]}])
+    image = (
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nG"
+        "NgYGD4DwABBAEAcCBlCwAAAABJRU5ErkJggg=="
+    )
+    sdk.chat.completions.create(
+        model=alias,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in these images?"},
+                    {"type": "image_url", "image_url": {"url": image}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                ],
+            }
+        ],
+    )
     sent = json.dumps(upstreams[alias].last.json)
     assert "iVBORw0KGgo" in sent
     assert "https://example.com/cat.jpg" in sent
     if alias == "claude":
         parts = upstreams[alias].last.json["messages"][0]["content"]
-        assert parts[1]["source"] == {"type": "base64", "media_type": "image/png",
-                                      "data": image.split(",", 1)[1]}
+        assert parts[1]["source"] == {
+            "type": "base64",
+            "media_type": "image/png",
+            "data": image.split(",", 1)[1],
+        }
         assert parts[2]["source"] == {"type": "url", "url": "https://example.com/cat.jpg"}
 
 
@@ -163,8 +191,9 @@ def test_models_list(sdk, upstreams):
     ],
 )
 @ALIASES
-def test_errors_surface_as_the_sdk_exceptions(live_server, state, api_key, upstreams, alias,
-                                              setup, exception, status):
+def test_errors_surface_as_the_sdk_exceptions(
+    live_server, state, api_key, upstreams, alias, setup, exception, status
+):
     from flask_aigateway.services.keys import create_key
     from flask_aigateway.services.providers import update_provider
 
@@ -188,15 +217,13 @@ def test_errors_surface_as_the_sdk_exceptions(live_server, state, api_key, upstr
     elif setup == "upstream_500":
         fake.default = Reply(status=500)
     elif setup == "no_deployment":
-        update_provider(state, f"fake-{'openai' if alias == 'gpt' else 'anthropic'}",
-                        enabled=False)
+        update_provider(state, f"fake-{'openai' if alias == 'gpt' else 'anthropic'}", enabled=False)
     elif setup == "timeout":
         state.settings["AIGATEWAY_REQUEST_TIMEOUT"] = 0.5
         fake.default = Reply(latency=3)
     client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=key, max_retries=0)
     with pytest.raises(exception) as caught:
-        client.chat.completions.create(model=model,
-                                       messages=[{"role": "user", "content": content}])
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}])
     assert caught.value.status_code == status
     assert isinstance(caught.value.body, dict)
     assert caught.value.body.get("message")

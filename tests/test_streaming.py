@@ -53,11 +53,15 @@ def wait_for_rows(state, count, timeout=5.0):
 
 
 @pytest.mark.parametrize("alias", ["gpt", "claude"])
-def test_stream_is_openai_sse_with_one_id_and_final_usage(live_server, state, api_key,
-                                                          upstreams, alias):
+def test_stream_is_openai_sse_with_one_id_and_final_usage(
+    live_server, state, api_key, upstreams, alias
+):
     upstreams[alias].reply(text="one two three", prompt_tokens=100, completion_tokens=3)
-    response = stream(live_server, api_key, {
-        "model": alias, "messages": MESSAGES, "stream_options": {"include_usage": True}})
+    response = stream(
+        live_server,
+        api_key,
+        {"model": alias, "messages": MESSAGES, "stream_options": {"include_usage": True}},
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["x-aigateway-provider"]
@@ -101,10 +105,18 @@ def test_stream_without_include_usage_has_no_usage_chunk(live_server, api_key, u
 @pytest.mark.parametrize("alias", ["gpt", "claude"])
 def test_streamed_tool_calls(live_server, api_key, upstreams, alias):
     upstreams[alias].reply(text=None, tool_calls=[ToolCall("get_weather", {"city": "Paris"})])
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}}}}]
-    got = events(stream(live_server, api_key, {"model": alias, "messages": MESSAGES,
-                                               "tools": tools}))
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    got = events(
+        stream(live_server, api_key, {"model": alias, "messages": MESSAGES, "tools": tools})
+    )
     calls = [d for c in got[:-1] for d in c["choices"][0]["delta"].get("tool_calls") or []]
     assert calls[0]["index"] == 0
     assert calls[0]["id"]
@@ -116,7 +128,8 @@ def test_streamed_tool_calls(live_server, api_key, upstreams, alias):
 
 @pytest.mark.parametrize("alias", ["gpt", "claude"])
 def test_cut_stream_ends_with_an_error_event_and_bills_what_was_consumed(
-        live_server, api_key, upstreams, state, alias):
+    live_server, api_key, upstreams, state, alias
+):
     upstreams[alias].reply(text="a b c d e f g h", cut_after=4, prompt_tokens=50)
     got = events(stream(live_server, api_key, {"model": alias, "messages": MESSAGES}))
     assert got[-1] != "[DONE]"
@@ -145,7 +158,8 @@ def test_failure_before_the_first_byte_is_retried(live_server, api_key, upstream
     assert response.headers["x-aigateway-attempts"] == "2"
     got = events(response)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in got[:-1]) == (
-        "after retry")
+        "after retry"
+    )
 
 
 def test_failure_before_the_first_byte_falls_back(live_server, api_key, upstreams, state):

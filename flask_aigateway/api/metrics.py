@@ -20,8 +20,11 @@ def register(bp: Blueprint) -> None:
     def metrics() -> Response:
         """Open unless ``AIGATEWAY_METRICS_TOKEN`` is set; then that bearer token is needed."""
         if request.method != "GET":
-            raise GatewayError(f"Method {request.method} is not allowed on {request.path}; "
-                               "use GET.", status=405, code="method_not_allowed")
+            raise GatewayError(
+                f"Method {request.method} is not allowed on {request.path}; use GET.",
+                status=405,
+                code="method_not_allowed",
+            )
         state = get_state()
         expected = state.settings["AIGATEWAY_METRICS_TOKEN"]
         if expected:

@@ -46,8 +46,11 @@ def register(bp: Blueprint) -> None:
         (key, team, model or provider; default one overall row). A bearer API key gets its
         own usage only; ``AIGATEWAY_ADMIN_TOKEN`` gets every key's."""
         if request.method != "GET":
-            raise GatewayError(f"Method {request.method} is not allowed on {request.path}; "
-                               "use GET.", status=405, code="method_not_allowed")
+            raise GatewayError(
+                f"Method {request.method} is not allowed on {request.path}; use GET.",
+                status=405,
+                code="method_not_allowed",
+            )
         state = get_state()
         token = bearer_token(request.headers.get("Authorization"))
         if is_operator(token, state.settings["AIGATEWAY_ADMIN_TOKEN"]):
@@ -61,11 +64,15 @@ def register(bp: Blueprint) -> None:
         since = service.parse_since(request.args.get("since"))
         group = service.parse_group(request.args.get("by"))
         rows = service.usage_stats(state, since=since, by=group, key_id=key_id)
-        return jsonify(_jsonable({
-            "object": "list",
-            "scope": "all" if key_id is None else "key",
-            "key": key_id,
-            "since": since,
-            "by": group,
-            "data": rows,
-        }))
+        return jsonify(
+            _jsonable(
+                {
+                    "object": "list",
+                    "scope": "all" if key_id is None else "key",
+                    "key": key_id,
+                    "since": since,
+                    "by": group,
+                    "data": rows,
+                }
+            )
+        )

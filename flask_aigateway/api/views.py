@@ -51,8 +51,9 @@ def _request_id() -> str:
 
 def _json(body: Any, status: int = 200) -> Response:
     """A compact JSON response (no pretty-printing on the hot path)."""
-    return Response(json.dumps(body, separators=(",", ":")), status=status,
-                    mimetype="application/json")
+    return Response(
+        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json"
+    )
 
 
 def _error_response(error: GatewayError) -> Response:
@@ -143,16 +144,22 @@ def create_blueprint() -> Blueprint:
         if status == 413:
             return _error_response(RequestTooLargeError("The request body is too large."))
         return _error_response(
-            GatewayError(error.description or error.name, status=status,
-                         code=error.name.lower().replace(" ", "_"))
+            GatewayError(
+                error.description or error.name,
+                status=status,
+                code=error.name.lower().replace(" ", "_"),
+            )
         )
 
     @bp.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
         log.exception("unexpected error on %s", request.path)
         return _error_response(
-            GatewayError("The gateway hit an internal error; the request id identifies it in "
-                         "the gateway's logs.", code="internal_error")
+            GatewayError(
+                "The gateway hit an internal error; the request id identifies it in "
+                "the gateway's logs.",
+                code="internal_error",
+            )
         )
 
     @bp.route("/chat/completions", methods=_ALL_METHODS)
@@ -197,8 +204,9 @@ def create_blueprint() -> Blueprint:
         for alias, created in list_aliases(get_state()):
             if alias == model and principal.rules.allows_model(alias):
                 return _json(_model_object(alias, created))
-        raise NotFoundError(f"The model '{model}' does not exist.", param="model",
-                            code="model_not_found")
+        raise NotFoundError(
+            f"The model '{model}' does not exist.", param="model", code="model_not_found"
+        )
 
     @bp.get("/health")
     def health() -> Response:
@@ -214,8 +222,9 @@ def create_blueprint() -> Blueprint:
             authenticate(state, bearer_token(request.headers.get("Authorization")))
         problems, checks = readiness(state)
         if problems:
-            error = ServiceUnavailableError("Not ready: " + "; ".join(problems) + ".",
-                                            code="not_ready")
+            error = ServiceUnavailableError(
+                "Not ready: " + "; ".join(problems) + ".", code="not_ready"
+            )
             body = error.to_dict()
             body["checks"] = checks
             return _json(body, 503)

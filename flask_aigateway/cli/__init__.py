@@ -14,6 +14,12 @@ from .teams import team_group
 
 def register_cli(app: Flask) -> None:
     """Add the gateway's command groups to ``app.cli`` (only apps that init the extension)."""
-    for command in (aigateway_group, provider_group, model_group, team_group, key_group,
-                    stats_command):
+    for command in (
+        aigateway_group,
+        provider_group,
+        model_group,
+        team_group,
+        key_group,
+        stats_command,
+    ):
         app.cli.add_command(command)

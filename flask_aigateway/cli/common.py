@@ -43,8 +43,10 @@ def command(fn: F) -> F:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral() else str(
-            value.normalize()
+        return (
+            format(value.normalize(), "f")
+            if value == value.to_integral()
+            else str(value.normalize())
         )
     if isinstance(value, dt.datetime):
         return value.isoformat()

@@ -26,7 +26,8 @@ def upgrade_command(revision: str) -> None:
     """Create the schema on an empty database, or upgrade it to the newest version."""
     state = get_state()
     schema.upgrade(state, revision)
-    click.echo(f"Schema at {schema.current_revision(state)} ({state.engine.url.render_as_string()}).")
+    where = state.engine.url.render_as_string()
+    click.echo(f"Schema at {schema.current_revision(state)} ({where}).")
 
 
 @db_group.command("downgrade")

@@ -99,7 +99,9 @@ def prune_logs_command(state: GatewayState, older_than_days: int | None, as_json
     if as_json:
         output({"removed": removed, "older_than_days": days or None}, True)
     elif not days:
-        click.echo("AIGATEWAY_LOG_RETENTION_DAYS is 0: every row is kept. Pass "
-                   "--older-than-days to prune anyway.")
+        click.echo(
+            "AIGATEWAY_LOG_RETENTION_DAYS is 0: every row is kept. Pass "
+            "--older-than-days to prune anyway."
+        )
     else:
         click.echo(f"Removed {removed} request-log row(s) older than {days} day(s).")

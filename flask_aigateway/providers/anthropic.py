@@ -47,24 +47,28 @@ PARAMETERS: dict[str, Handling] = {
     ),
     "stream": Handling("translated", "`stream: true`; Anthropic events become OpenAI chunks"),
     "stream_options": Handling(
-        "translated", "Anthropic always reports usage; the gateway emits the usage chunk when "
+        "translated",
+        "Anthropic always reports usage; the gateway emits the usage chunk when "
         "`include_usage` is true",
     ),
-    "temperature": Handling("translated", "same value; above 1 refused (Anthropic's range is "
-                                          "0 to 1)"),
+    "temperature": Handling(
+        "translated", "same value; above 1 refused (Anthropic's range is 0 to 1)"
+    ),
     "top_p": Handling("passed"),
     "n": Handling("refused", "only `1` (Anthropic returns one choice)", lambda v: v == 1),
     "stop": Handling("translated", "`stop_sequences` (a string becomes a one-item list)"),
     "max_tokens": Handling(
-        "translated", "`max_tokens`; when neither it nor `max_completion_tokens` is set, the "
+        "translated",
+        "`max_tokens`; when neither it nor `max_completion_tokens` is set, the "
         "model alias default (Anthropic requires one)",
     ),
     "max_completion_tokens": Handling("translated", "`max_tokens` (wins over `max_tokens`)"),
     "presence_penalty": Handling("refused", "only `0`", lambda v: v == 0),
     "frequency_penalty": Handling("refused", "only `0`", lambda v: v == 0),
     "logit_bias": Handling("refused", "only `{}`", lambda v: v == {}),
-    "logprobs": Handling("refused", "only `false` (no log probabilities at Anthropic)",
-                         lambda v: v is False),
+    "logprobs": Handling(
+        "refused", "only `false` (no log probabilities at Anthropic)", lambda v: v is False
+    ),
     "top_logprobs": Handling("refused", "only `0`", lambda v: v == 0),
     "seed": Handling("refused", "Anthropic has no seeded sampling"),
     "user": Handling("translated", "`metadata.user_id`"),
@@ -76,7 +80,8 @@ PARAMETERS: dict[str, Handling] = {
     "store": Handling("refused", "only `false`", lambda v: v is False),
     "service_tier": Handling("refused", "no equivalent tiers"),
     "tools": Handling(
-        "translated", "`function` tools → `{name, description, input_schema}` (`strict` is not "
+        "translated",
+        "`function` tools → `{name, description, input_schema}` (`strict` is not "
         "enforced by Anthropic); other tool types refused",
     ),
     "tool_choice": Handling(
@@ -88,20 +93,22 @@ PARAMETERS: dict[str, Handling] = {
     "functions": Handling("refused", "deprecated: send `tools`"),
     "function_call": Handling("refused", "deprecated: send `tool_choice`"),
     "response_format": Handling(
-        "translated", "`json_schema` → a forced tool whose `input_schema` is the schema; "
-        "`json_object` → the same with `{\"type\": \"object\"}`; the tool input comes back as "
+        "translated",
+        "`json_schema` → a forced tool whose `input_schema` is the schema; "
+        '`json_object` → the same with `{"type": "object"}`; the tool input comes back as '
         "the message content with finish_reason `stop`; `text`: nothing to do. Refused "
         "together with `tools`",
     ),
     "reasoning_effort": Handling("refused", "extended thinking is not mapped"),
     "verbosity": Handling("refused", "no equivalent"),
-    "modalities": Handling("refused", "only `[\"text\"]`", lambda v: v == ["text"]),
+    "modalities": Handling("refused", 'only `["text"]`', lambda v: v == ["text"]),
     "audio": Handling("refused", "no audio output at Anthropic"),
     "prediction": Handling("refused", "no predicted outputs at Anthropic"),
     "web_search_options": Handling("refused", "server tools are not mapped"),
     "top_k": Handling("passed", "Anthropic's own sampling parameter"),
-    OTHER_FIELDS: Handling("refused", "unknown fields cannot be translated (except `top_k`, "
-                                      "passed as Anthropic's own)"),
+    OTHER_FIELDS: Handling(
+        "refused", "unknown fields cannot be translated (except `top_k`, passed as Anthropic's own)"
+    ),
 }
 
 #: Client parameters the body assembly below reads (the others are refused or ignored).
@@ -175,18 +182,16 @@ class AnthropicAdapter:
             data, request.model, json_tool_name(request.params)
         )
         return ChatResponse(
-            body=completion, usage=usage, provider=target.provider_name,
+            body=completion,
+            usage=usage,
+            provider=target.provider_name,
             deployment_id=target.deployment_id,
         )
 
-    def stream_translator(
-        self, request: ChatRequest, target: Target
-    ) -> AnthropicStreamTranslator:
+    def stream_translator(self, request: ChatRequest, target: Target) -> AnthropicStreamTranslator:
         return AnthropicStreamTranslator(request.model, json_tool_name(request.params))
 
-    def classify_error(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> UpstreamError:
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """Read ``{"type": "error", "error": {"type", "message"}}`` and apply the shared policy
         (529 ``overloaded_error`` is retryable like a 5xx)."""
         data = try_json(body)
@@ -233,8 +238,7 @@ def _add_tools(body: dict[str, Any], params: Mapping[str, Any]) -> None:
         return
     if tools:
         body["tools"] = translate_tools(tools)
-        choice = translate_tool_choice(params.get("tool_choice"),
-                                       params.get("parallel_tool_calls"))
+        choice = translate_tool_choice(params.get("tool_choice"), params.get("parallel_tool_calls"))
         if choice is not None:
             body["tool_choice"] = choice
     elif params.get("tool_choice") is not None:

@@ -63,8 +63,9 @@ def _image_block(part: dict[str, Any], where: str) -> dict[str, Any]:
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str):
-        raise InvalidRequestError(f"'{where}.image_url.url' must be a string.",
-                                  param=f"{where}.image_url.url")
+        raise InvalidRequestError(
+            f"'{where}.image_url.url' must be a string.", param=f"{where}.image_url.url"
+        )
     match = _DATA_URL.match(url)
     if match:
         source = {"type": "base64", "media_type": match.group(1).lower(), "data": match.group(3)}
@@ -85,8 +86,10 @@ def _file_block(part: dict[str, Any], where: str) -> dict[str, Any]:
         file = {}
     match = _DATA_URL.match(file.get("file_data") or "")
     if not match or match.group(1).lower() != "application/pdf":
-        raise _refuse(f"{where}.file", "a file part other than an inline PDF (file_data "
-                                       "'data:application/pdf;base64,...')")
+        raise _refuse(
+            f"{where}.file",
+            "a file part other than an inline PDF (file_data 'data:application/pdf;base64,...')",
+        )
     block: dict[str, Any] = {
         "type": "document",
         "source": {"type": "base64", "media_type": "application/pdf", "data": match.group(3)},
@@ -122,8 +125,7 @@ def _tool_use_blocks(calls: Any, where: str) -> list[dict[str, Any]]:
         here = f"{where}.tool_calls[{j}]"
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise InvalidRequestError(f"'{here}' must be a function call with a name.",
-                                      param=here)
+            raise InvalidRequestError(f"'{here}' must be a function call with a name.", param=here)
         arguments = function.get("arguments") or "{}"
         try:
             parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
@@ -136,8 +138,12 @@ def _tool_use_blocks(calls: Any, where: str) -> list[dict[str, Any]]:
                 param=f"{here}.function.arguments",
             )
         blocks.append(
-            {"type": "tool_use", "id": str(call.get("id") or f"call_{j}"),
-             "name": function["name"], "input": parsed}
+            {
+                "type": "tool_use",
+                "id": str(call.get("id") or f"call_{j}"),
+                "name": function["name"],
+                "input": parsed,
+            }
         )
     return blocks
 
@@ -178,8 +184,10 @@ def translate_messages(
             turn_role, blocks = "user", _user_blocks(message.get("content"), where)
         elif role == "assistant":
             if message.get("function_call") is not None:
-                raise _refuse(f"{where}.function_call", "the deprecated 'function_call' "
-                                                        "(send 'tool_calls' instead)")
+                raise _refuse(
+                    f"{where}.function_call",
+                    "the deprecated 'function_call' (send 'tool_calls' instead)",
+                )
             turn_role = "assistant"
             blocks = text_blocks(message.get("content"), where, refusal_ok=True)
             blocks += _tool_use_blocks(message.get("tool_calls"), where)
@@ -214,8 +222,9 @@ def translate_tools(tools: list[Any]) -> list[dict[str, Any]]:
             kind = tool.get("type") if isinstance(tool, dict) else None
             raise _refuse(f"{where}.type", f"a {kind!r} tool (only 'function' tools)")
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise InvalidRequestError(f"'{where}.function.name' is required.",
-                                      param=f"{where}.function.name")
+            raise InvalidRequestError(
+                f"'{where}.function.name' is required.", param=f"{where}.function.name"
+            )
         schema = dict(function.get("parameters") or {"properties": {}})
         schema.setdefault("type", "object")
         entry: dict[str, Any] = {"name": function["name"], "input_schema": schema}
@@ -270,8 +279,10 @@ def json_tool(response_format: Any) -> dict[str, Any] | None:
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         if not isinstance(spec, dict):
-            raise InvalidRequestError("'response_format.json_schema' must be an object.",
-                                      param="response_format.json_schema")
+            raise InvalidRequestError(
+                "'response_format.json_schema' must be an object.",
+                param="response_format.json_schema",
+            )
         schema = spec.get("schema")
         if not isinstance(schema, dict):
             schema = {}

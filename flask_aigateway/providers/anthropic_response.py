@@ -28,8 +28,9 @@ FINISH_REASONS: dict[str, str] = {
     "refusal": "content_filter",
 }
 #: In-stream error types worth another try (the others are the request's fault).
-RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error",
-                                   "timeout_error"})
+RETRYABLE_ERROR_TYPES = frozenset(
+    {"overloaded_error", "api_error", "rate_limit_error", "timeout_error"}
+)
 
 
 def finish_reason(stop_reason: str | None, *, json_mode: bool) -> str:
@@ -83,8 +84,13 @@ def message_to_completion(
             if json_tool is not None and block.get("name") == json_tool:
                 json_text = arguments
             else:
-                calls.append({"id": block.get("id"), "type": "function",
-                              "function": {"name": block.get("name"), "arguments": arguments}})
+                calls.append(
+                    {
+                        "id": block.get("id"),
+                        "type": "function",
+                        "function": {"name": block.get("name"), "arguments": arguments},
+                    }
+                )
     if json_text is not None:
         content: str | None = json_text
     elif texts:
@@ -100,13 +106,16 @@ def message_to_completion(
         "object": "chat.completion",
         "created": 0,
         "model": alias,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": finish_reason(data.get("stop_reason"),
-                                           json_mode=json_tool is not None),
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(
+                    data.get("stop_reason"), json_mode=json_tool is not None
+                ),
+            }
+        ],
         "usage": usage.to_openai(),
     }
     return body, usage
@@ -153,7 +162,10 @@ class AnthropicStreamTranslator:
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
-            "id": self._id, "object": "chat.completion.chunk", "created": 0, "model": self.alias,
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": self.alias,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
 
@@ -197,8 +209,12 @@ class AnthropicStreamTranslator:
         if kind == "tool_use":
             self._blocks[index] = _Block("tool", tool_index=self._tools)
             self._tools += 1
-            call = {"index": self._blocks[index].tool_index, "id": block.get("id"),
-                    "type": "function", "function": {"name": block.get("name"), "arguments": ""}}
+            call = {
+                "index": self._blocks[index].tool_index,
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": ""},
+            }
             return [self._chunk({"tool_calls": [call]})]
         self._blocks[index] = _Block("ignored")
         return []

@@ -101,12 +101,9 @@ class Adapter(Protocol):
         raises UpstreamError when the body is not what the format promises."""
         ...
 
-    def stream_translator(self, request: ChatRequest, target: Target) -> StreamTranslator:
-        ...
+    def stream_translator(self, request: ChatRequest, target: Target) -> StreamTranslator: ...
 
-    def classify_error(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> UpstreamError:
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """A non-2xx upstream answer as an error: retryable or not, the caller's fault or not,
         with the upstream message and Retry-After (seconds) when given."""
         ...

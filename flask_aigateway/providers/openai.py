@@ -82,21 +82,22 @@ class OpenAIAdapter:
                 choice["message"].setdefault("refusal", None)
         usage = Usage.from_openai(data.get("usage")) or Usage()
         return ChatResponse(
-            body=data, usage=usage, provider=target.provider_name,
+            body=data,
+            usage=usage,
+            provider=target.provider_name,
             deployment_id=target.deployment_id,
         )
 
     def stream_translator(self, request: ChatRequest, target: Target) -> OpenAIStreamTranslator:
         return OpenAIStreamTranslator(request.model)
 
-    def classify_error(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> UpstreamError:
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """Read OpenAI's ``{"error": {"message", "type", "param", "code"}}`` (or the bare
         ``{"error": "..."}`` some compatible servers send) and apply the shared policy."""
         message, code, param = _error_fields(try_json(body), body)
-        return classify_status(status, headers, label=LABEL, message=message, code=code,
-                               param=param)
+        return classify_status(
+            status, headers, label=LABEL, message=message, code=code, param=param
+        )
 
 
 class OpenAIStreamTranslator:

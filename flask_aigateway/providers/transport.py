@@ -147,8 +147,9 @@ class Transport:
                 if session is None:
                     session = requests.Session()
                     session.auth = _NoAuth()
-                    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.pool_maxsize,
-                                          max_retries=0)
+                    adapter = HTTPAdapter(
+                        pool_connections=4, pool_maxsize=self.pool_maxsize, max_retries=0
+                    )
                     session.mount("http://", adapter)
                     session.mount("https://", adapter)
                     self._sessions[pool_key] = session
@@ -164,8 +165,13 @@ class Transport:
         log.debug("upstream %s %s (pool %s, stream=%s)", req.method, host, pool_key, stream)
         try:
             return self._session(pool_key).request(
-                req.method, req.url, data=req.body, headers=headers, stream=stream,
-                timeout=(min(self.connect_timeout, timeout), timeout), allow_redirects=False,
+                req.method,
+                req.url,
+                data=req.body,
+                headers=headers,
+                stream=stream,
+                timeout=(min(self.connect_timeout, timeout), timeout),
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise _network_error(exc, host, timeout) from exc
@@ -176,9 +182,7 @@ class Transport:
         response = self._request(req, timeout, pool_key, stream=False)
         return UpstreamResponse(response.status_code, response.headers, response.content)
 
-    def open_stream(
-        self, req: UpstreamRequest, *, timeout: float, pool_key: str
-    ) -> UpstreamStream:
+    def open_stream(self, req: UpstreamRequest, *, timeout: float, pool_key: str) -> UpstreamStream:
         """Send ``req`` and return once the answer's headers arrived; ``timeout`` bounds the
         wait for them and then every silence between two network reads."""
         response = self._request(req, timeout, pool_key, stream=True)
@@ -223,7 +227,6 @@ def _network_error(exc: BaseException, host: str, timeout: float) -> UpstreamErr
             retryable=True,
         )
     return UpstreamError(
-        f"Could not send the request to the upstream {host}: {exc}. Check the provider's "
-        "base URL.",
+        f"Could not send the request to the upstream {host}: {exc}. Check the provider's base URL.",
         retryable=False,
     )

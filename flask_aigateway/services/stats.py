@@ -33,8 +33,16 @@ GROUPS: dict[str, Any] = {
     "provider": UsageRollup.provider,
 }
 _SUMMED = (
-    "requests", "errors", "rate_limited", "budget_exceeded", "cache_hits", "prompt_tokens",
-    "completion_tokens", "cached_tokens", "cost", *BUCKET_COLUMNS,
+    "requests",
+    "errors",
+    "rate_limited",
+    "budget_exceeded",
+    "cache_hits",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    *BUCKET_COLUMNS,
 )
 
 _DURATION_RE = re.compile(r"^(\d+)\s*([mhdw])$")
@@ -105,13 +113,13 @@ def window_start(days: Any, *, now: dt.datetime | None = None) -> dt.datetime:
     :raises ValidationError: ``days`` is not a positive integer (``param="days"``).
     """
     count = validation.integer(days, "days", minimum=1)
-    today = (now or utcnow()).astimezone(dt.UTC).replace(hour=0, minute=0, second=0,
-                                                         microsecond=0)
+    today = (now or utcnow()).astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return today - dt.timedelta(days=count - 1)
 
 
-def _filters(since: dt.datetime | None, key_id: str | None, team_id: str | None,
-             alias: str | None) -> list[Any]:
+def _filters(
+    since: dt.datetime | None, key_id: str | None, team_id: str | None, alias: str | None
+) -> list[Any]:
     where = []
     if since is not None:
         where.append(UsageRollup.hour >= hour_of(since))
@@ -125,8 +133,7 @@ def _filters(since: dt.datetime | None, key_id: str | None, team_id: str | None,
 
 
 def _sums() -> list[Any]:
-    return [func.coalesce(func.sum(getattr(UsageRollup, name)), 0).label(name)
-            for name in _SUMMED]
+    return [func.coalesce(func.sum(getattr(UsageRollup, name)), 0).label(name) for name in _SUMMED]
 
 
 def _metrics(row: Any) -> dict[str, Any]:
@@ -178,9 +185,11 @@ def usage_stats(
             row = session.execute(select(*_sums()).where(*where)).mappings().first()
             return [_metrics(row)]
         column = GROUPS[group]
-        rows = session.execute(
-            select(column.label("group"), *_sums()).where(*where).group_by(column)
-        ).mappings().all()
+        rows = (
+            session.execute(select(column.label("group"), *_sums()).where(*where).group_by(column))
+            .mappings()
+            .all()
+        )
         names = _names(session, group, [r["group"] for r in rows if r["group"]])
     result = []
     for row in rows:
@@ -206,12 +215,12 @@ def overview(state: GatewayState, *, days: int = 30) -> dict[str, Any]:
     with state.transaction() as session:
         row = session.execute(select(*_sums()).where(*where)).mappings().first()
         active_keys = session.scalar(
-            select(func.count(distinct(UsageRollup.key_id))).where(*where,
-                                                                   UsageRollup.key_id != "")
+            select(func.count(distinct(UsageRollup.key_id))).where(*where, UsageRollup.key_id != "")
         )
         active_teams = session.scalar(
-            select(func.count(distinct(UsageRollup.team_id))).where(*where,
-                                                                    UsageRollup.team_id != "")
+            select(func.count(distinct(UsageRollup.team_id))).where(
+                *where, UsageRollup.team_id != ""
+            )
         )
         keys = session.scalar(
             select(func.count(ApiKey.id)).where(
@@ -245,12 +254,17 @@ def daily_series(
     since = window_start(days)
     fields = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cache_hits")
     with state.transaction() as session:
-        rows = session.execute(
-            select(UsageRollup.hour, *[func.sum(getattr(UsageRollup, f)).label(f)
-                                       for f in fields])
-            .where(*_filters(since, key_id, team_id, alias))
-            .group_by(UsageRollup.hour)
-        ).mappings().all()
+        rows = (
+            session.execute(
+                select(
+                    UsageRollup.hour, *[func.sum(getattr(UsageRollup, f)).label(f) for f in fields]
+                )
+                .where(*_filters(since, key_id, team_id, alias))
+                .group_by(UsageRollup.hour)
+            )
+            .mappings()
+            .all()
+        )
     series: dict[dt.date, dict[str, Any]] = {}
     for offset in range(int(days)):
         day = (since + dt.timedelta(days=offset)).date()

@@ -73,7 +73,7 @@ def optional_int(value: Any, field: str, *, minimum: int = 0) -> int | None:
 def integer(value: Any, field: str, *, minimum: int = 0) -> int:
     """A whole number of at least ``minimum``."""
     try:
-        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError
         number = int(value.strip() if isinstance(value, str) else value)
     except (ValueError, TypeError):
@@ -183,9 +183,7 @@ def headers(value: Any, field: str = "extra_headers") -> dict[str, str]:
             if not str(line).strip():
                 continue
             if ":" not in line:
-                raise ValidationError(
-                    f"Header {line!r} must look like 'Name: value'.", param=field
-                )
+                raise ValidationError(f"Header {line!r} must look like 'Name: value'.", param=field)
             key, _, val = str(line).partition(":")
             pairs.append((key, val))
     result: dict[str, str] = {}
