@@ -4,7 +4,11 @@ One worker process with threads (DESIGN §3): without Redis, rate windows and ro
 in that process's memory, so several worker processes would each count on their own and
 multiply every limit. ``WORKERS`` > 1 is accepted only with ``AIGATEWAY_REDIS_URL`` set.
 
-Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``THREADS`` (8), ``WORKERS`` (1).
+Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``THREADS`` (8), ``WORKERS`` (1),
+``WORKER_CLASS`` (``gthread``; ``gevent`` holds many long streams with less CPU and memory —
+see bench/RESULTS.md — and needs ``pip install gevent``), ``WORKER_CONNECTIONS`` (gevent's
+concurrent connections, 2000), ``ACCESS_LOG`` (unset: no access log, since every request is
+already in the gateway's request log; ``-`` for stdout or a file path).
 """
 
 from __future__ import annotations
@@ -27,14 +31,15 @@ def _workers() -> int:
 wsgi_app = "sample_app:create_app()"
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
 workers = _workers()
-worker_class = "gthread"
+worker_class = os.environ.get("WORKER_CLASS", "gthread")
 threads = int(os.environ.get("THREADS", "8"))
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
 # A gthread worker's heartbeat does not wait for requests, so long streams are not cut;
 # on shutdown, requests in flight get graceful_timeout seconds to finish.
 timeout = 60
 graceful_timeout = 30
 keepalive = 5
-accesslog = "-"
+accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 # Gunicorn 23+ opens a control socket at one fixed path per user; two servers would collide.
 control_socket_disable = True
