@@ -9,8 +9,10 @@ Usage::
 
 Each UTC hour's rows are inserted with the rollups the gateway's own
 :func:`flask_aigateway.rollups.rollup` computes from them, so the hourly rollups are exactly
-what the request-log writer keeps in production. Traffic is spread over the last 30 days with
-a skewed mix of keys and models, a few percent of errors, refusals and cache hits.
+what the request-log writer keeps in production; the daily rollups are those hourly ones merged
+per UTC day by :func:`flask_aigateway.rollups.daily`, as the writer merges them. Traffic is
+spread over the last 30 days with a skewed mix of keys and models, a few percent of errors,
+refusals and cache hits.
 
 Each page is requested once (the "first" column: cold caches, and the overview computing its
 snapshot, see ``AIGATEWAY_DASHBOARD_CACHE_SECONDS``), then ``--repeat`` times; the target is
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from flask_aigateway import AIGateway
@@ -44,9 +46,10 @@ from flask_aigateway.models import (
     RequestLog,
     Team,
     UsageCounter,
+    UsageDailyRollup,
     UsageRollup,
 )
-from flask_aigateway.rollups import hour_of, rollup
+from flask_aigateway.rollups import COUNTERS, DAILY_DIMENSIONS, daily, hour_of, rollup
 from flask_aigateway.services import keys, models, providers, teams
 from flask_aigateway.services.live_usage import period_starts
 from flask_aigateway.state import GatewayState
@@ -222,7 +225,9 @@ def _row(
 def seed_log(state: GatewayState, catalog: dict[str, Any], rows: int, rng: random.Random) -> None:
     """``rows`` log rows spread evenly over the last :data:`DAYS` days, one UTC day per
     transaction: each hour's raw rows, and that hour's rollups computed by the gateway's own
-    :func:`~flask_aigateway.rollups.rollup` (complete per hour, so plain inserts suffice)."""
+    :func:`~flask_aigateway.rollups.rollup` (complete per hour, so plain inserts suffice); the
+    daily rollups of all those hours are merged in memory and inserted at the end (the seeded
+    days do not start at midnight UTC, so a UTC day spans two transactions)."""
     now = dt.datetime.now(dt.UTC)
     first_hour = hour_of(now - dt.timedelta(days=DAYS)) + dt.timedelta(hours=1)
     hours = DAYS * 24
@@ -231,7 +236,7 @@ def seed_log(state: GatewayState, catalog: dict[str, Any], rows: int, rng: rando
         "aliases": [float(a[5]) for a in ALIASES],
         "outcomes": [float(o[2]) for o in OUTCOMES],
     }
-    log_table, rollup_table = RequestLog.__table__, UsageRollup.__table__
+    days: dict[tuple[Any, ...], dict[str, Any]] = {}
     began = time.perf_counter()
     index = 0
     for day in range(DAYS):
@@ -251,11 +256,20 @@ def seed_log(state: GatewayState, catalog: dict[str, Any], rows: int, rng: rando
                     for i in range(count)
                 ]
                 index += count
-                conn.execute(log_table.insert(), batch)
-                conn.execute(rollup_table.insert(), rollup(batch))
+                conn.execute(insert(RequestLog), batch)
+                increments = rollup(batch)
+                conn.execute(insert(UsageRollup), increments)
+                for increment in daily(increments):
+                    dims = tuple(increment[name] for name in DAILY_DIMENSIONS)
+                    total = days.setdefault(dims, increment)
+                    if total is not increment:
+                        for name in COUNTERS:
+                            total[name] += increment[name]
         if (day + 1) % 3 == 0:
             rate = index / (time.perf_counter() - began)
             print(f"  {index:>9,} rows  ({rate:,.0f} rows/s)", flush=True)
+    with state.transaction() as session:
+        session.connection().execute(insert(UsageDailyRollup), list(days.values()))
 
 
 def seed_counters(state: GatewayState) -> None:

@@ -304,6 +304,68 @@ class UsageRollup(Base):
     lat_inf: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class UsageDailyRollup(Base):
+    """Usage of one UTC day per key x team x alias x provider: the same measures as
+    :class:`UsageRollup` (``day`` is the day's midnight UTC), kept by the request-log writer in
+    the same transaction as the hourly rows, so month-long statistics read a day's row instead
+    of its 24 hourly ones."""
+
+    __tablename__ = "aigw_usage_daily_rollups"
+    __table_args__ = (
+        UniqueConstraint(
+            "day",
+            "key_id",
+            "team_id",
+            "alias",
+            "provider",
+            name="uq_aigw_usage_daily_rollups_dimensions",
+        ),
+        Index("ix_aigw_usage_daily_rollups_key_day", "key_id", "day"),
+        Index("ix_aigw_usage_daily_rollups_team_day", "team_id", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    day: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    key_id: Mapped[str] = mapped_column(String(40), default="")
+    team_id: Mapped[str] = mapped_column(String(40), default="")
+    alias: Mapped[str] = mapped_column(String(200), default="")
+    provider: Mapped[str] = mapped_column(String(100), default="")
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    rate_limited: Mapped[int] = mapped_column(BigInteger, default=0)
+    budget_exceeded: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_hits: Mapped[int] = mapped_column(BigInteger, default=0)
+    streams: Mapped[int] = mapped_column(BigInteger, default=0)
+    fallbacks: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimated: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+    latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_10: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_25: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_50: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_100: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_250: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_500: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_750: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_1000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_1500: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_2000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_3000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_5000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_7500: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_10000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_15000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_20000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_30000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_le_60000: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_inf: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 __all__ = [
     "ApiKey",
     "Base",
@@ -314,5 +376,6 @@ __all__ = [
     "RequestLog",
     "Team",
     "UsageCounter",
+    "UsageDailyRollup",
     "UsageRollup",
 ]

@@ -1,10 +1,12 @@
-"""Hourly usage rollups of the request log, latency percentiles from their histogram, and the
-pruning of raw rows past retention.
+"""Hourly and daily usage rollups of the request log, latency percentiles from their
+histogram, and the pruning of raw rows past retention.
 
 The request-log writer calls :func:`write_batch`: the raw rows and the increments of their
-rollups go into one transaction, so the two never disagree. Increments are atomic upserts
-(``INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n`` on PostgreSQL and SQLite), so any
-number of processes can write the same rollup row concurrently.
+hourly and daily rollups go into one transaction, so the three never disagree. Increments are
+atomic upserts (``INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n`` on PostgreSQL and
+SQLite), so any number of processes can write the same rollup row concurrently. The upsert
+statements are built once per table and dialect and executed with the batch's rows as
+parameters, so a batch costs its rows, not a freshly compiled statement.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from sqlalchemy.orm import Session
 
 from .accounting import BUDGET_EXCEEDED, RATE_LIMITED
 from .db import utcnow
-from .models import LATENCY_BUCKETS_MS, RequestLog, UsageRollup
+from .models import LATENCY_BUCKETS_MS, RequestLog, UsageDailyRollup, UsageRollup
 from .state import GatewayState
 
 log = logging.getLogger(__name__)
 
 DIMENSIONS = ("hour", "key_id", "team_id", "alias", "provider")
+#: The dimensions of :class:`~.models.UsageDailyRollup` (``day`` is the day's midnight UTC).
+DAILY_DIMENSIONS = ("day", "key_id", "team_id", "alias", "provider")
 #: One histogram column per bound of :data:`LATENCY_BUCKETS_MS`, then the overflow column.
 BUCKET_COLUMNS: tuple[str, ...] = (
     *(f"lat_le_{bound}" for bound in LATENCY_BUCKETS_MS),
@@ -53,6 +57,7 @@ COUNTERS = (
 )
 
 assert set(BUCKET_COLUMNS) <= set(UsageRollup.__table__.c.keys()), "rollup columns and bounds"
+assert set(COUNTERS) <= set(UsageDailyRollup.__table__.c.keys()), "daily and hourly measures"
 
 #: Raw rows deleted per transaction when pruning (keeps locks short).
 PRUNE_BATCH = 5000
@@ -61,6 +66,11 @@ PRUNE_BATCH = 5000
 def hour_of(moment: dt.datetime) -> dt.datetime:
     """The start of ``moment``'s UTC hour."""
     return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def day_of(moment: dt.datetime) -> dt.datetime:
+    """Midnight UTC of ``moment``'s UTC day."""
+    return moment.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def bucket_column(latency_ms: float) -> str:
@@ -114,29 +124,64 @@ def rollup(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [merged[dims] for dims in sorted(merged, key=lambda d: (d[0].isoformat(), *d[1:]))]
 
 
+def daily(increments: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Merge hourly increments (as :func:`rollup` makes them) into daily ones, one per day x
+    key x team x alias x provider, sorted by those dimensions like :func:`rollup`'s."""
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for increment in increments:
+        dims = (day_of(increment["hour"]), *(increment[name] for name in DIMENSIONS[1:]))
+        acc = merged.get(dims)
+        if acc is None:
+            merged[dims] = {
+                **dict(zip(DAILY_DIMENSIONS, dims, strict=True)),
+                **{name: increment[name] for name in COUNTERS},
+            }
+            continue
+        for name in COUNTERS:
+            acc[name] += increment[name]
+    return [merged[dims] for dims in sorted(merged, key=lambda d: (d[0].isoformat(), *d[1:]))]
+
+
 def upsert_insert(dialect: str) -> Any:
     """The ``insert`` with ``on_conflict_do_update`` of ``dialect`` (postgresql or sqlite)."""
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-def upsert_rollups(session: Session, increments: Sequence[Mapping[str, Any]]) -> None:
-    """Add ``increments`` to their rollup rows, creating the rows that do not exist yet."""
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert_statement(dialect: str, table: Table, dimensions: Sequence[str]) -> Any:
+    """The parameterised upsert of ``table`` on ``dialect``, built on first use and reused
+    (SQLAlchemy then serves its compiled form from its statement cache)."""
+    stmt = _UPSERTS.get((dialect, table.name))
+    if stmt is None:
+        base = upsert_insert(dialect)(table)
+        stmt = base.on_conflict_do_update(
+            index_elements=list(dimensions),
+            set_={name: table.c[name] + base.excluded[name] for name in COUNTERS},
+        )
+        _UPSERTS[(dialect, table.name)] = stmt
+    return stmt
+
+
+def _upsert(
+    session: Session,
+    table: Table,
+    dimensions: Sequence[str],
+    increments: Sequence[Mapping[str, Any]],
+) -> None:
     if not increments:
         return
     dialect = session.get_bind().dialect.name
-    table = cast(Table, UsageRollup.__table__)
     if dialect in ("postgresql", "sqlite"):
-        stmt = upsert_insert(dialect)(table).values(list(increments))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(DIMENSIONS),
-            set_={name: table.c[name] + stmt.excluded[name] for name in COUNTERS},
+        session.execute(
+            _upsert_statement(dialect, table, dimensions), [dict(i) for i in increments]
         )
-        session.execute(stmt)
         return
     # Other databases: update, else insert (correct within one process, which is what a
     # database without an atomic upsert can offer).
     for increment in increments:
-        where = [table.c[name] == increment[name] for name in DIMENSIONS]
+        where = [table.c[name] == increment[name] for name in dimensions]
         result = session.execute(
             update(table)
             .where(*where)
@@ -146,8 +191,16 @@ def upsert_rollups(session: Session, increments: Sequence[Mapping[str, Any]]) ->
             session.execute(insert(table).values(dict(increment)))
 
 
+def upsert_rollups(session: Session, increments: Sequence[Mapping[str, Any]]) -> None:
+    """Add hourly ``increments`` (from :func:`rollup`) to their hourly rollup rows and to the
+    daily rows of their days, creating the rows that do not exist yet."""
+    _upsert(session, cast(Table, UsageRollup.__table__), DIMENSIONS, increments)
+    _upsert(session, cast(Table, UsageDailyRollup.__table__), DAILY_DIMENSIONS, daily(increments))
+
+
 def write_batch(state: GatewayState, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert request-log rows and add them to their rollups, in one transaction."""
+    """Insert request-log rows and add them to their hourly and daily rollups, in one
+    transaction."""
     if not rows:
         return
     with state.transaction() as session:
@@ -219,8 +272,11 @@ def histogram_percentile(counts: Sequence[int], fraction: float) -> float | None
 __all__ = [
     "BUCKET_COLUMNS",
     "COUNTERS",
+    "DAILY_DIMENSIONS",
     "DIMENSIONS",
     "bucket_column",
+    "daily",
+    "day_of",
     "histogram_percentile",
     "hour_of",
     "prune_request_log",

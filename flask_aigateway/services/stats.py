@@ -1,10 +1,12 @@
-"""Usage statistics from the hourly rollups: requests, errors, tokens, cost, latency, cache hits.
+"""Usage statistics from the rollups: requests, errors, tokens, cost, latency, cache hits.
 
-Everything here reads :class:`~..models.UsageRollup` (never the raw request log), so a window
-of months costs the same as a window of minutes. Windows start on a whole UTC hour (``since``
-is rounded down to its hour); latency percentiles are interpolated inside the rollups'
-histogram buckets, like Prometheus' ``histogram_quantile``. The CLI (``flask stats``), the
-``/v1/stats`` view and the dashboard call these functions.
+Everything here reads the rollups (never the raw request log): a window reads the hourly rows
+(:class:`~..models.UsageRollup`) of its hours before the first midnight it contains, then the
+daily rows (:class:`~..models.UsageDailyRollup`) of its whole days, so a window of months costs
+about as much as a window of days and the sums are exactly the hourly ones. Windows start on a
+whole UTC hour (``since`` is rounded down to its hour); latency percentiles are interpolated
+inside the rollups' histogram buckets, like Prometheus' ``histogram_quantile``. The CLI
+(``flask stats``), the ``/v1/stats`` view and the dashboard call these functions.
 """
 
 from __future__ import annotations
@@ -16,22 +18,24 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 
 from ..db import to_money, utcnow
 from ..errors import ValidationError
-from ..models import ApiKey, Team, UsageRollup
-from ..rollups import BUCKET_COLUMNS, histogram_percentile, hour_of
+from ..models import ApiKey, Team, UsageDailyRollup, UsageRollup
+from ..rollups import BUCKET_COLUMNS, day_of, histogram_percentile, hour_of
 from ..state import GatewayState
 from . import validation
 
 #: What the statistics can be grouped by, and the rollup column each one uses.
-GROUPS: dict[str, Any] = {
-    "key": UsageRollup.key_id,
-    "team": UsageRollup.team_id,
-    "model": UsageRollup.alias,
-    "provider": UsageRollup.provider,
+GROUPS: dict[str, str] = {
+    "key": "key_id",
+    "team": "team_id",
+    "model": "alias",
+    "provider": "provider",
 }
+#: Grouping by the rollup row's own time (``hour`` or ``day``), for :func:`daily_series`.
+_TIME = "time"
 _SUMMED = (
     "requests",
     "errors",
@@ -117,23 +121,75 @@ def window_start(days: Any, *, now: dt.datetime | None = None) -> dt.datetime:
     return today - dt.timedelta(days=count - 1)
 
 
-def _filters(
-    since: dt.datetime | None, key_id: str | None, team_id: str | None, alias: str | None
-) -> list[Any]:
-    where = []
-    if since is not None:
-        where.append(UsageRollup.hour >= hour_of(since))
-    if key_id is not None:
-        where.append(UsageRollup.key_id == key_id)
-    if team_id is not None:
-        where.append(UsageRollup.team_id == team_id)
-    if alias is not None:
-        where.append(UsageRollup.alias == alias)
-    return where
+def _sources(
+    since: dt.datetime | None,
+    key_id: str | None = None,
+    team_id: str | None = None,
+    alias: str | None = None,
+) -> list[tuple[Any, list[Any]]]:
+    """The rollup tables, each with its conditions, whose rows together cover the window from
+    ``since``'s hour on (None: all time) exactly once: hourly rows up to the window's first
+    midnight, daily rows from there."""
+    dimensions = {"key_id": key_id, "team_id": team_id, "alias": alias}
+
+    def where(model: Any) -> list[Any]:
+        return [getattr(model, n) == v for n, v in dimensions.items() if v is not None]
+
+    if since is None:
+        return [(UsageDailyRollup, where(UsageDailyRollup))]
+    start = hour_of(since)
+    first_day = day_of(start)
+    if first_day < start:
+        first_day += dt.timedelta(days=1)
+    sources: list[tuple[Any, list[Any]]] = []
+    if start < first_day:
+        hourly = [UsageRollup.hour >= start, UsageRollup.hour < first_day, *where(UsageRollup)]
+        sources.append((UsageRollup, hourly))
+    daily = [UsageDailyRollup.day >= first_day, *where(UsageDailyRollup)]
+    sources.append((UsageDailyRollup, daily))
+    return sources
 
 
-def _sums() -> list[Any]:
-    return [func.coalesce(func.sum(getattr(UsageRollup, name)), 0).label(name) for name in _SUMMED]
+def _column(model: Any, name: str) -> Any:
+    if name == _TIME:
+        return model.hour if model is UsageRollup else model.day
+    return getattr(model, name)
+
+
+def _aggregate(
+    session: Any,
+    sources: list[tuple[Any, list[Any]]],
+    names: Sequence[str],
+    group: str | None = None,
+) -> dict[Any, dict[str, Any]]:
+    """The sums of the measures ``names`` over ``sources``, per value of the rollup column
+    ``group`` (or :data:`_TIME`), or under the key None for ``group=None`` (always present)."""
+    totals: dict[Any, dict[str, Any]] = {}
+    for model, where in sources:
+        sums = [func.coalesce(func.sum(getattr(model, n)), 0).label(n) for n in names]
+        if group is None:
+            stmt = select(*sums).where(*where)
+        else:
+            column = _column(model, group)
+            stmt = select(column.label("group"), *sums).where(*where).group_by(column)
+        for row in session.execute(stmt).mappings():
+            key = row["group"] if group is not None else None
+            acc = totals.get(key)
+            if acc is None:
+                totals[key] = {n: row[n] or 0 for n in names}
+                continue
+            for n in names:
+                acc[n] += row[n] or 0
+    return totals
+
+
+def _distinct(session: Any, sources: list[tuple[Any, list[Any]]], name: str) -> int:
+    """How many distinct non-empty values the rollup column ``name`` takes over ``sources``."""
+    values: set[str] = set()
+    for model, where in sources:
+        column = getattr(model, name)
+        values.update(session.scalars(select(column).where(*where, column != "").distinct()))
+    return len(values)
 
 
 def _metrics(row: Any) -> dict[str, Any]:
@@ -179,21 +235,15 @@ def usage_stats(
     :raises ValidationError: unknown ``by``.
     """
     group = parse_group(by)
-    where = _filters(since, key_id, None, None)
+    sources = _sources(since, key_id)
     with state.transaction() as session:
         if group is None:
-            row = session.execute(select(*_sums()).where(*where)).mappings().first()
-            return [_metrics(row)]
-        column = GROUPS[group]
-        rows = (
-            session.execute(select(column.label("group"), *_sums()).where(*where).group_by(column))
-            .mappings()
-            .all()
-        )
-        names = _names(session, group, [r["group"] for r in rows if r["group"]])
+            return [_metrics(_aggregate(session, sources, _SUMMED).get(None))]
+        rows = _aggregate(session, sources, _SUMMED, GROUPS[group])
+        names = _names(session, group, [value for value in rows if value])
     result = []
-    for row in rows:
-        value = row["group"] or None
+    for value, row in rows.items():
+        value = value or None
         head: dict[str, Any] = {group: value}
         if group in ("key", "team"):
             head["name"] = names.get(value) if value else None
@@ -211,17 +261,11 @@ def overview(state: GatewayState, *, days: int = 30) -> dict[str, Any]:
     """
     since = window_start(days)
     now = utcnow()
-    where = _filters(since, None, None, None)
+    sources = _sources(since)
     with state.transaction() as session:
-        row = session.execute(select(*_sums()).where(*where)).mappings().first()
-        active_keys = session.scalar(
-            select(func.count(distinct(UsageRollup.key_id))).where(*where, UsageRollup.key_id != "")
-        )
-        active_teams = session.scalar(
-            select(func.count(distinct(UsageRollup.team_id))).where(
-                *where, UsageRollup.team_id != ""
-            )
-        )
+        row = _aggregate(session, sources, _SUMMED).get(None)
+        active_keys = _distinct(session, sources, "key_id")
+        active_teams = _distinct(session, sources, "team_id")
         keys = session.scalar(
             select(func.count(ApiKey.id)).where(
                 ApiKey.revoked_at.is_(None),
@@ -254,23 +298,13 @@ def daily_series(
     since = window_start(days)
     fields = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cache_hits")
     with state.transaction() as session:
-        rows = (
-            session.execute(
-                select(
-                    UsageRollup.hour, *[func.sum(getattr(UsageRollup, f)).label(f) for f in fields]
-                )
-                .where(*_filters(since, key_id, team_id, alias))
-                .group_by(UsageRollup.hour)
-            )
-            .mappings()
-            .all()
-        )
+        rows = _aggregate(session, _sources(since, key_id, team_id, alias), fields, _TIME)
     series: dict[dt.date, dict[str, Any]] = {}
     for offset in range(int(days)):
         day = (since + dt.timedelta(days=offset)).date()
         series[day] = {"date": day, **dict.fromkeys(fields, 0), "cost": Decimal(0)}
-    for row in rows:
-        entry = series.get(row["hour"].astimezone(dt.UTC).date())
+    for moment, row in rows.items():
+        entry = series.get(moment.astimezone(dt.UTC).date())
         if entry is None:
             continue
         for name in fields:
