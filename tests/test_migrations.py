@@ -130,3 +130,63 @@ def test_downgrade_to_base_removes_only_gateway_tables(migrated_app: Flask, engi
 
     db(migrated_app, "upgrade")
     assert table_names(engine) == GATEWAY_TABLES | {VERSION_TABLE, "host_orders"}
+
+
+def test_daily_rollups_are_backfilled_from_the_hourly_ones(migrated_app: Flask) -> None:
+    """0003 fills the daily table from rollups recorded before it existed, in UTC days."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from flask_aigateway.models import UsageDailyRollup, UsageRollup
+
+    db(migrated_app, "upgrade", "--revision", "0002")
+    state = get_state(migrated_app)
+    hours = [
+        dt.datetime(2026, 11, 27, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 11, 27, 23, tzinfo=dt.UTC),
+        dt.datetime(2026, 11, 28, 1, tzinfo=dt.UTC),
+    ]
+    with state.transaction() as session:
+        for n, hour in enumerate(hours, start=1):
+            session.add(
+                UsageRollup(
+                    hour=hour,
+                    key_id="key_a",
+                    alias="gpt",
+                    provider="p",
+                    requests=n,
+                    errors=1,
+                    prompt_tokens=10 * n,
+                    cost=Decimal("0.0000000001") * n,
+                    lat_le_100=n,
+                )
+            )
+    db(migrated_app, "upgrade")
+    with state.transaction() as session:
+        rows = session.query(UsageDailyRollup).order_by(UsageDailyRollup.day).all()
+        got = [
+            (r.day, r.key_id, r.alias, r.requests, r.errors, r.prompt_tokens, r.cost, r.lat_le_100)
+            for r in rows
+        ]
+    assert got == [
+        (
+            dt.datetime(2026, 11, 27, tzinfo=dt.UTC),
+            "key_a",
+            "gpt",
+            3,
+            2,
+            30,
+            Decimal("0.0000000003"),
+            3,
+        ),
+        (
+            dt.datetime(2026, 11, 28, tzinfo=dt.UTC),
+            "key_a",
+            "gpt",
+            3,
+            1,
+            30,
+            Decimal("0.0000000003"),
+            3,
+        ),
+    ]
