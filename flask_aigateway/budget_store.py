@@ -5,10 +5,13 @@ so concurrent requests, threads and processes can never together exceed a budget
 
 * :class:`SqlCounterStore` (one node, or several sharing PostgreSQL without Redis): one
   transaction per reservation, one conditional ``UPDATE … SET reserved = reserved + :amount
-  WHERE spent + reserved + :amount <= :limit`` per counter row, rows created by an upsert and
-  always taken in the same order (no deadlocks). SQLite transactions start with ``BEGIN
-  IMMEDIATE`` (and one lock per process), so writers queue instead of failing with "database
-  is locked"; PostgreSQL re-checks the condition on the latest row version.
+  WHERE spent + reserved + :amount <= :limit RETURNING …`` per counter row, rows created by an
+  ``INSERT … ON CONFLICT DO NOTHING`` and always taken in the same order (no deadlocks). SQLite
+  transactions start with ``BEGIN IMMEDIATE`` (and one lock per process), so writers queue
+  instead of failing with "database is locked"; PostgreSQL re-checks the condition on the
+  latest row version. This is the request's hot path, so the SQL is written once per engine
+  and run on a pooled DB-API connection (building and compiling SQLAlchemy statements cost
+  twenty times more CPU than running them).
 * :class:`~flask_aigateway.budget_store_redis.RedisCounterStore` (``AIGATEWAY_REDIS_URL``
   set): live counters in Redis, one Lua script for every budget at once, the database rows
   kept current for reports.
@@ -24,13 +27,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, Table, and_, literal, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Dialect, Table
 
-from .db import Money, utcnow
+from .db import MONEY_PLACES, to_money, utcnow
 from .enums import Period
+from .errors import ConfigError
 from .models import UsageCounter
 from .state import GatewayState
 
@@ -101,158 +102,190 @@ class CounterStore(Protocol):
         ...
 
 
-def _match(key: CounterKey) -> Any:
-    return and_(
-        _C.scope == key.scope,
-        _C.scope_id == key.scope_id,
-        _C.period == key.period,
-        _C.period_start == key.start,
-    )
+def _money_to_units(value: Decimal) -> int:
+    return int(to_money(value).scaleb(MONEY_PLACES))
 
 
-def _money(value: Decimal) -> Any:
-    return literal(value, Money())
+def _units_to_money(value: Any) -> Decimal:
+    return to_money(Decimal(int(value)).scaleb(-MONEY_PLACES))
+
+
+class _Sql:
+    """The counter statements of one engine, written once: the DB-API placeholder, the
+    conversions of money, dates and times to what the ``Money``/``Date``/``UTCDateTime``
+    column types store, and the SQL text (ON CONFLICT and RETURNING: SQLite ≥ 3.35,
+    PostgreSQL)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        if dialect.name not in ("sqlite", "postgresql"):
+            raise ConfigError(
+                f"budget counters need SQLite or PostgreSQL, not {dialect.name}; "
+                "point AIGATEWAY_DATABASE_URI at one of those"
+            )
+        self.sqlite = dialect.name == "sqlite"
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        table = _TABLE.name
+        where = (
+            f"scope = {mark} AND scope_id = {mark} AND period = {mark} AND period_start = {mark}"
+        )
+        returning = "RETURNING spent, reserved, requests"
+        self.insert = (
+            f"INSERT INTO {table} (scope, scope_id, period, period_start, spent, reserved, "
+            f"requests, updated_at) VALUES ({mark}, {mark}, {mark}, {mark}, 0, 0, 0, {mark}) "
+            "ON CONFLICT (scope, scope_id, period, period_start) DO NOTHING"
+        )
+        self.reserve = (
+            f"UPDATE {table} SET reserved = reserved + {mark}, updated_at = {mark} "
+            f"WHERE {where} {returning}"
+        )
+        self.reserve_within = (
+            f"UPDATE {table} SET reserved = reserved + {mark}, updated_at = {mark} "
+            f"WHERE {where} AND spent + reserved + {mark} <= {mark} {returning}"
+        )
+        self.settle = (
+            f"UPDATE {table} SET reserved = reserved - {mark}, spent = spent + {mark}, "
+            f"requests = requests + {mark}, updated_at = {mark} WHERE {where} {returning}"
+        )
+        self.read = f"SELECT spent, reserved, requests FROM {table} WHERE {where}"
+
+    def money(self, value: Decimal) -> Any:
+        return _money_to_units(value) if self.sqlite else to_money(value)
+
+    def key(self, key: CounterKey) -> tuple[Any, ...]:
+        start = key.start.isoformat() if self.sqlite else key.start
+        return (key.scope, key.scope_id, key.period, start)
+
+    def now(self) -> Any:
+        now = utcnow()
+        return now.replace(tzinfo=None).isoformat(" ", "microseconds") if self.sqlite else now
+
+    def state(self, key: CounterKey, row: Sequence[Any] | None) -> CounterState:
+        if row is None:
+            return CounterState(key)
+        convert = _units_to_money if self.sqlite else to_money
+        return CounterState(key, convert(row[0]), convert(row[1]), int(row[2]))
 
 
 class SqlCounterStore:
-    """Counters as rows of ``aigw_usage_counters`` (see the module docstring)."""
+    """Counters as rows of ``aigw_usage_counters`` (see the module docstring).
+
+    The hot path runs pre-written SQL on a pooled DB-API connection: no statement is built,
+    compiled or looked up per call, and each counter costs one ``UPDATE … RETURNING`` (plus an
+    ``INSERT … ON CONFLICT DO NOTHING`` the first time it is used in a period).
+    """
 
     def __init__(self, state: GatewayState) -> None:
         self._state = state
-        self._sqlite = state.engine.dialect.name == "sqlite"
-        self._lock = threading.Lock() if self._sqlite else None
+        self._sql = _Sql(state.engine.dialect)
+        self._lock = threading.Lock() if self._sql.sqlite else None
 
     @contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        """One write transaction; on SQLite it takes the write lock at once."""
+    def _begin(self) -> Iterator[Any]:
+        """A cursor in one write transaction, committed when the block ends without error;
+        on SQLite it takes the write lock at once (``BEGIN IMMEDIATE``)."""
         if self._lock is not None:
             self._lock.acquire()
         try:
-            with self._state.engine.connect() as conn:
-                if self._sqlite:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                else:
-                    conn.begin()
+            conn = self._state.engine.raw_connection()
+            try:
+                cursor = conn.cursor()
+                if self._sql.sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
                 try:
-                    yield conn
+                    yield cursor
+                    conn.commit()
                 except BaseException:
-                    conn.rollback()
+                    _rollback(conn)
                     raise
-                conn.commit()
+                finally:
+                    cursor.close()
+            finally:
+                conn.close()
         finally:
             if self._lock is not None:
                 self._lock.release()
 
-    def _ensure_rows(self, conn: Connection, keys: Sequence[CounterKey]) -> None:
-        now = utcnow()
-        rows = [
-            {
-                "scope": k.scope,
-                "scope_id": k.scope_id,
-                "period": k.period,
-                "period_start": k.start,
-                "spent": Decimal(0),
-                "reserved": Decimal(0),
-                "requests": 0,
-                "updated_at": now,
-            }
-            for k in keys
-        ]
-        dialect = conn.dialect.name
-        if dialect == "postgresql":
-            for row in rows:
-                conn.execute(pg_insert(_TABLE).values(**row).on_conflict_do_nothing())
-            return
-        if dialect == "sqlite":
-            for row in rows:
-                conn.execute(sqlite_insert(_TABLE).values(**row).on_conflict_do_nothing())
-            return
-        for key, row in zip(keys, rows, strict=True):
-            if conn.execute(select(_C.id).where(_match(key))).first() is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(_TABLE.insert().values(**row))
-                except IntegrityError:
-                    pass
+    def _update(
+        self,
+        cursor: Any,
+        key: CounterKey,
+        sql: str,
+        head: tuple[Any, ...],
+        tail: tuple[Any, ...] = (),
+    ) -> Sequence[Any] | None:
+        """Run an UPDATE … RETURNING of ``key``'s row (parameters ``head``, which ends with the
+        update time, the key, ``tail``), creating the row first if it is missing; the new row,
+        or None when the UPDATE's condition did not hold."""
+        params = (*head, *self._sql.key(key), *tail)
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+        if rows:
+            return cast(Sequence[Any], rows[0])
+        cursor.execute(self._sql.insert, (*self._sql.key(key), head[-1]))
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+        return cast(Sequence[Any], rows[0]) if rows else None
 
-    def _read(self, conn: Connection, keys: Sequence[CounterKey]) -> list[CounterState]:
-        if not keys:
-            return []
-        rows = conn.execute(
-            select(
-                _C.scope,
-                _C.scope_id,
-                _C.period,
-                _C.period_start,
-                _C.spent,
-                _C.reserved,
-                _C.requests,
-            ).where(
-                tuple_(_C.scope, _C.scope_id, _C.period, _C.period_start).in_(
-                    [(k.scope, k.scope_id, k.period, k.start) for k in keys]
-                )
-            )
-        ).all()
-        found = {CounterKey(r[0], r[1], r[2], r[3]): r for r in rows}
+    def _read(self, cursor: Any, keys: Sequence[CounterKey]) -> list[CounterState]:
         states = []
         for key in keys:
-            row = found.get(key)
-            states.append(
-                CounterState(key, row[4], row[5], int(row[6]))
-                if row is not None
-                else CounterState(key)
-            )
+            cursor.execute(self._sql.read, self._sql.key(key))
+            rows = cursor.fetchall()
+            states.append(self._sql.state(key, rows[0] if rows else None))
         return states
-
-    def _apply(self, conn: Connection, key: CounterKey, stmt: Any) -> bool:
-        """Run an UPDATE of ``key``'s row, creating the row first if it is missing; whether
-        it changed the row (False: its condition did not hold)."""
-        if conn.execute(stmt).rowcount == 1:
-            return True
-        self._ensure_rows(conn, [key])
-        return bool(conn.execute(stmt).rowcount == 1)
 
     def reserve(
         self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None], amount: Decimal
     ) -> list[CounterState]:
-        with self._begin() as conn:
-            now = utcnow()
+        sql = self._sql
+        units = sql.money(amount)
+        head = (units, sql.now())
+        states: list[CounterState] = [CounterState(k) for k in keys]
+        with self._begin() as cursor:
             for i in sorted(range(len(keys)), key=lambda i: keys[i]):
-                stmt = (
-                    update(_TABLE)
-                    .where(_match(keys[i]))
-                    .values(reserved=_C.reserved + _money(amount), updated_at=now)
-                )
                 limit = limits[i]
-                if limit is not None:
-                    stmt = stmt.where(_C.spent + _C.reserved + _money(amount) <= _money(limit))
-                if not self._apply(conn, keys[i], stmt):
-                    raise Refused(i, self._read(conn, [keys[i]])[0])
-            return self._read(conn, keys)
+                if limit is None:
+                    row = self._update(cursor, keys[i], sql.reserve, head)
+                else:
+                    row = self._update(
+                        cursor, keys[i], sql.reserve_within, head, (units, sql.money(limit))
+                    )
+                if row is None:
+                    raise Refused(i, self._read(cursor, [keys[i]])[0])
+                states[i] = sql.state(keys[i], row)
+        return states
 
     def settle(
         self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal, *, count: bool
     ) -> list[CounterState]:
-        with self._begin() as conn:
-            now = utcnow()
-            for key in sorted(keys):
-                self._apply(
-                    conn,
-                    key,
-                    update(_TABLE)
-                    .where(_match(key))
-                    .values(
-                        reserved=_C.reserved - _money(reserved),
-                        spent=_C.spent + _money(cost),
-                        requests=_C.requests + (1 if count else 0),
-                        updated_at=now,
-                    ),
-                )
-            return self._read(conn, keys)
+        sql = self._sql
+        head = (sql.money(reserved), sql.money(cost), 1 if count else 0, sql.now())
+        states: list[CounterState] = [CounterState(k) for k in keys]
+        with self._begin() as cursor:
+            for i in sorted(range(len(keys)), key=lambda i: keys[i]):
+                states[i] = sql.state(keys[i], self._update(cursor, keys[i], sql.settle, head))
+        return states
 
     def read(self, keys: Sequence[CounterKey]) -> list[CounterState]:
-        with self._state.engine.connect() as conn:
-            return self._read(conn, keys)
+        if not keys:
+            return []
+        conn = self._state.engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                return self._read(cursor, keys)
+            finally:
+                cursor.close()
+        finally:
+            conn.close()
+
+
+def _rollback(conn: Any) -> None:
+    """Roll back; a connection that cannot even do that is dropped from the pool."""
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001  (whatever broke it, the connection is unusable)
+        conn.invalidate()
 
 
 __all__ = [
