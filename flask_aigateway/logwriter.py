@@ -1,5 +1,6 @@
 """The request-log writer: rows leave the request path through a bounded queue and reach the
-database in batches from one background thread, and none is lost on the way.
+database in batches from one background thread, and none is lost on the way. The thread is
+woken once per batch (first row of an idle period, full batch, flush, stop), not once per row.
 
 Guarantees:
 
@@ -23,11 +24,11 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import queue
 import signal
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,9 +50,6 @@ _LIVE: weakref.WeakSet[RequestLogWriter] = weakref.WeakSet()
 _hooks_lock = threading.Lock()
 _atexit_registered = False
 _signal_installed = False
-
-_STOP = object()
-_FLUSH = object()
 
 
 class RequestLogWriter:
@@ -75,17 +73,26 @@ class RequestLogWriter:
         self._queue_size = max(1, settings["AIGATEWAY_LOG_QUEUE_SIZE"])
         self._first_prune_after = first_prune_after
         self._prune_every = prune_every
-        self._lock = threading.RLock()
-        self._progress = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        #: Signalled when rows leave the queue (room for blocked producers).
+        self._room = threading.Condition(self._mutex)
+        #: Signalled when rows are written (for :meth:`flush`).
+        self._progress = threading.Condition(self._mutex)
         self._closed = False
         self._reset()
 
     def _reset(self) -> None:
         """Fresh queue and counters (at creation, and in a forked child)."""
         self._pid = os.getpid()
-        self._queue: queue.Queue[Any] = queue.Queue(self._queue_size)
+        self._rows: deque[dict[str, Any]] = deque()
+        #: Wakes the thread: set by the first row of an idle period, a full batch, a flush or
+        #: the stop request, never once per row (each wake-up is a thread switch).
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopping = False
         self._queued = 0
+        self._taken = 0
+        self._flush_target = 0
         self._done = 0
         self._putting = 0
         self._next_prune = 0.0
@@ -100,29 +107,45 @@ class RequestLogWriter:
         if self._sync:
             write_batch(self._state, [row])
             return
-        with self._lock:
-            accepted = self._ensure_thread()
-            if accepted:
-                with self._progress:
-                    self._queued += 1
-                    self._putting += 1
-        if not accepted:
+        with self._mutex:
+            queued = self._ensure_thread()
+            if queued:
+                self._queued += 1
+                if len(self._rows) < self._queue_size or self._wait_for_room():
+                    self._rows.append(row)
+                    size = len(self._rows)
+                    if size == 1 or size == self._batch_size:
+                        self._wake.set()
+                    return
+                timed_out = not self._closed
+        if not queued:
             self._write_now([row])
             return
-        try:
-            self._queue.put(row, timeout=PUT_TIMEOUT)
-        except queue.Full:
+        if timed_out:
             log.warning(
                 "the request-log queue stayed full for %.0f s; writing %s directly",
                 PUT_TIMEOUT,
                 row["request_id"],
             )
-            self._write_now([row])
-            self._mark_done(1)
+        self._write_now([row])
+        self._mark_done(1)
+
+    def _wait_for_room(self) -> bool:
+        """Wait (holding ``_mutex``) until the queue has room; False after :data:`PUT_TIMEOUT`
+        seconds, or when the writer closed meanwhile (the row is then written directly)."""
+        deadline = time.monotonic() + PUT_TIMEOUT
+        self._putting += 1
+        try:
+            while len(self._rows) >= self._queue_size:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._closed and self._thread is None):
+                    return False
+                self._wake.set()
+                self._room.wait(min(left, 0.1))
+            return True
         finally:
-            with self._progress:
-                self._putting -= 1
-                self._progress.notify_all()
+            self._putting -= 1
+            self._progress.notify_all()
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until every row handed over before this call is in the database.
@@ -130,17 +153,11 @@ class RequestLogWriter:
         Returns False when ``timeout`` (seconds) passed first. Safe from any thread; never
         needed for correctness, only to read one's own writes at once (tests, CLI scripts).
         """
-        with self._progress:
-            target = self._queued
-            if self._done >= target:
-                return True
-        if self._thread is not None and self._thread.is_alive():
-            try:
-                self._queue.put(_FLUSH, timeout=timeout)
-            except queue.Full:
-                return False
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._progress:
+        with self._mutex:
+            target = self._queued
+            self._flush_target = max(self._flush_target, target)
+            self._wake.set()
             while self._done < target:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -153,28 +170,34 @@ class RequestLogWriter:
 
         Idempotent; called by ``state.close()``, at interpreter exit and on SIGTERM.
         """
-        with self._lock:
+        with self._mutex:
             if self._closed:
                 return
             self._closed = True
+            self._stopping = True
             thread = self._thread if self._pid == os.getpid() else None
+            self._wake.set()
         _LIVE.discard(self)
         if thread is not None and thread.is_alive():
-            try:
-                self._queue.put(_STOP, timeout=timeout)
-            except queue.Full:
-                log.error("the request-log writer did not take the stop signal in %.0f s", timeout)
             thread.join(timeout)
-        # Rows of requests that finished meanwhile: nobody starts a new put once closed, and
-        # draining makes room for the puts still waiting.
+            if thread.is_alive():
+                log.error("the request-log writer did not stop in %.0f s", timeout)
+        with self._mutex:
+            self._thread = None
+            self._room.notify_all()
+        # Rows of requests that finished meanwhile: nobody queues a new row once closed, and
+        # taking them makes room for the producers still waiting.
         deadline = time.monotonic() + timeout
         while True:
-            leftovers = [item for item in self._drain() if isinstance(item, Mapping)]
+            with self._mutex:
+                leftovers = list(self._rows)
+                self._rows.clear()
+                self._room.notify_all()
             if leftovers:
                 self._write_now(leftovers)
                 self._mark_done(len(leftovers))
-            with self._progress:
-                if self._putting == 0 and self._queue.empty():
+            with self._mutex:
+                if self._putting == 0 and not self._rows:
                     return
             if time.monotonic() > deadline:
                 log.error(
@@ -183,22 +206,14 @@ class RequestLogWriter:
                 return
             time.sleep(0.01)
 
-    def _drain(self) -> list[Any]:
-        items = []
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                return items
-
     @property
     def pending(self) -> int:
         """Rows handed over but not yet written."""
-        with self._progress:
+        with self._mutex:
             return self._queued - self._done
 
     def _ensure_thread(self) -> bool:
-        """Start the thread if needed (caller holds ``_lock``); False once closed."""
+        """Start the thread if needed (caller holds ``_mutex``); False once closed."""
         if self._closed:
             return False
         if self._pid != os.getpid():
@@ -217,39 +232,42 @@ class RequestLogWriter:
 
     def _run(self) -> None:
         while True:
-            try:
-                item = self._queue.get(timeout=max(0.05, self._next_prune - time.monotonic()))
-            except queue.Empty:
-                self._maintain()
-                continue
-            if item is _STOP:
-                return
-            if item is _FLUSH:
-                continue
-            batch = [item]
-            stop = self._fill(batch)
-            self._commit(batch)
-            self._mark_done(len(batch))
+            batch, stop = self._next_batch()
+            if batch:
+                self._commit(batch)
+                self._mark_done(len(batch))
             if stop:
                 return
             self._maintain()
 
-    def _fill(self, batch: list[Any]) -> bool:
-        """Add rows to ``batch`` until it is full, the interval passed, or a flush/stop marker
-        arrives; True when the stop marker was seen."""
-        deadline = time.monotonic() + self._interval
-        while len(batch) < self._batch_size:
-            left = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if item is _STOP:
-                return True
-            if item is _FLUSH:
-                return False
-            batch.append(item)
-        return False
+    def _next_batch(self) -> tuple[list[dict[str, Any]], bool]:
+        """Wait for rows, then until the batch is full, the flush interval passed since the
+        first of them arrived, or a flush or stop is asked; take up to a batch of rows.
+
+        Returns ``([], False)`` when idle until the next prune, and ``stop`` True once a stop
+        was asked and every row is taken.
+        """
+        deadline: float | None = None
+        while True:
+            self._wake.clear()
+            with self._mutex:
+                size = len(self._rows)
+                urgent = self._stopping or self._taken < self._flush_target
+                due = deadline is not None and time.monotonic() >= deadline
+                if size and (size >= self._batch_size or urgent or due or self._interval <= 0):
+                    batch = [self._rows.popleft() for _ in range(min(size, self._batch_size))]
+                    self._taken += len(batch)
+                    self._room.notify_all()
+                    return batch, self._stopping and not self._rows
+                if not size and self._stopping:
+                    return [], True
+            if not size:
+                if not self._wake.wait(max(0.05, self._next_prune - time.monotonic())):
+                    return [], False
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + self._interval
+            self._wake.wait(max(0.0, deadline - time.monotonic()))
 
     def _commit(self, batch: Sequence[Mapping[str, Any]]) -> None:
         delay = 0.1
@@ -300,7 +318,7 @@ class RequestLogWriter:
                 )
 
     def _mark_done(self, count: int) -> None:
-        with self._progress:
+        with self._mutex:
             self._done += count
             self._progress.notify_all()
 

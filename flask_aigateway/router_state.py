@@ -143,6 +143,11 @@ class RouterState(Protocol):
         """End the in-flight lease (idempotent); an unsettled probe frees the probe slot."""
         ...
 
+    def finish(self, ticket: Ticket, latency: float | None) -> None:
+        """:meth:`succeeded` then :meth:`release`, in one step (one round trip when shared):
+        the end of an attempt whose lease is not held any longer."""
+        ...
+
 
 def new_lease_id() -> str:
     return uuid.uuid4().hex
@@ -260,6 +265,10 @@ class MemoryRouterState:
                 return entry.open_until
             return None
 
+    def finish(self, ticket: Ticket, latency: float | None) -> None:
+        self.succeeded(ticket, latency)
+        self.release(ticket)
+
     def release(self, ticket: Ticket) -> None:
         with self._lock:
             if ticket.released:
@@ -346,6 +355,20 @@ class ResilientRouterState:
 
     def failed(self, ticket: Ticket, *, threshold: int, cooldown: float) -> float | None:
         return self._call("failed", ticket, threshold=threshold, cooldown=cooldown)
+
+    def finish(self, ticket: Ticket, latency: float | None) -> None:
+        if not ticket.shared:
+            self.succeeded(ticket, latency)
+            self.local.release(ticket)
+            return
+        if not self.degraded:
+            try:
+                self.shared.finish(ticket, latency)
+                return
+            except self._errors as exc:
+                self._down(exc)
+        ticket.released = True
+        self.local.succeeded(ticket, latency)
 
     def release(self, ticket: Ticket) -> None:
         if not ticket.shared:

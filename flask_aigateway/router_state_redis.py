@@ -116,6 +116,9 @@ return 1
 """
 )
 
+# KEYS: dep hash, inflight zset. ARGV: latency, alpha, state ttl (as _SUCCEEDED), lease id.
+_FINISH = _SUCCEEDED.replace("return 1", "redis.call('ZREM', KEYS[2], ARGV[4])\nreturn 1")
+
 # KEYS: dep hash. ARGV: threshold, cooldown seconds, state ttl. Returns open_until or ''.
 _FAILED = (
     _PRELUDE
@@ -152,6 +155,7 @@ class RedisRouterState:
         self._begin = client.register_script(_BEGIN)
         self._succeeded = client.register_script(_SUCCEEDED)
         self._failed = client.register_script(_FAILED)
+        self._finish = client.register_script(_FINISH)
 
     def _keys(self, deployment_id: str) -> list[str]:
         return [
@@ -232,3 +236,16 @@ class RedisRouterState:
         if ticket.probe and not ticket.settled:
             pipe.hdel(self._key("router", "dep", ticket.deployment_id), "probe_until")
         pipe.execute()
+
+    def finish(self, ticket: Ticket, latency: float | None) -> None:
+        if ticket.released:
+            self.succeeded(ticket, latency)
+            return
+        ticket.settled = ticket.released = True
+        self._finish(
+            keys=[
+                self._key("router", "dep", ticket.deployment_id),
+                self._key("router", "inflight", ticket.deployment_id),
+            ],
+            args=["" if latency is None else repr(latency), EWMA_ALPHA, STATE_TTL, ticket.lease_id],
+        )

@@ -149,6 +149,15 @@ class Router:
             )
         return Plan(ordered, skipped)
 
+    def attempt_plan(self, route: AliasRoute, request: ChatRequest | None = None) -> Plan:
+        """What to try for one request: :meth:`plan`, but without the snapshot for a single
+        deployment. There is nothing to order then, and :meth:`begin` refuses exactly what the
+        snapshot would skip (open circuit, probe in progress, full RPM window) with the same
+        reason and time, so the store's round trip is saved."""
+        if len(route.targets) == 1:
+            return Plan(list(route.targets), [])
+        return self.plan(route, request)
+
     def candidates(self, route: AliasRoute, request: ChatRequest | None = None) -> list[Target]:
         """The deployments of ``route`` to try, in order."""
         return self.plan(route, request).targets
@@ -179,6 +188,10 @@ class Router:
 
     def release(self, ticket: Ticket) -> None:
         self.store.release(ticket)
+
+    def finish(self, ticket: Ticket, seconds: float | None) -> None:
+        """:meth:`succeeded` and :meth:`release` at once (one shared-store round trip)."""
+        self.store.finish(ticket, seconds)
 
 
 def _once(compute: Callable[[], int]) -> Callable[[], int]:
@@ -302,7 +315,7 @@ def _execute(
             continue
         seen.add(route.alias)
         log.path.append(route.alias)
-        plan = router.plan(route, request)
+        plan = router.attempt_plan(route, request)
         skipped.extend(plan.skipped)
         try:
             for target in plan.targets:
@@ -379,10 +392,12 @@ def _run_target(
             if wait >= deadline - time.monotonic():
                 return _FAILED
         else:
-            router.succeeded(ticket, time.monotonic() - started)
+            keep = True
             if hold:
+                router.succeeded(ticket, time.monotonic() - started)
                 log.hold(functools.partial(router.release, ticket))
-                keep = True
+            else:
+                router.finish(ticket, time.monotonic() - started)
             return result
         finally:
             if not keep:

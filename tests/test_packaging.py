@@ -123,7 +123,8 @@ def test_wheel_metadata(wheel: Path, names: set[str]) -> None:
     assert metadata["Requires-Python"] == ">=3.11"
     assert {"dev", "postgres", "redis", "server"} <= set(metadata.get_all("Provides-Extra"))
     requires = " ".join(metadata.get_all("Requires-Dist"))
-    for dependency in ("flask", "sqlalchemy", "alembic", "cryptography", "requests", "click"):
+    dependencies = ("flask", "sqlalchemy", "alembic", "cryptography", "urllib3", "certifi", "click")
+    for dependency in dependencies:
         assert dependency in requires.lower()
 
 

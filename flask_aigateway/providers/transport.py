@@ -1,7 +1,9 @@
-"""The only module that does upstream HTTP: pooled keep-alive sessions, timeouts, SSE reading.
+"""The only module that does upstream HTTP: pooled keep-alive connections, timeouts, SSE reading.
 
-Network failures leave here as the gateway's errors: a refused or reset connection is a
-retryable :class:`UpstreamError`, a connect or read timeout an :class:`UpstreamTimeoutError`.
+Calls urllib3's connection pools directly (no ``requests`` session: its cookie jar, hooks and
+per-request environment merging cost about a millisecond of CPU per call). Network failures
+leave here as the gateway's errors: a refused or reset connection is a retryable
+:class:`UpstreamError`, a connect or read timeout an :class:`UpstreamTimeoutError`.
 Headers are never logged (they carry provider credentials).
 """
 
@@ -9,15 +11,24 @@ from __future__ import annotations
 
 import logging
 import threading
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from requests.auth import AuthBase
-from urllib3.exceptions import ProtocolError, ReadTimeoutError
+import certifi
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool, PoolManager, ProxyManager, Timeout
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util import make_headers
 
 from ..errors import UpstreamError, UpstreamTimeoutError
 from .base import SSEEvent, UpstreamRequest
@@ -28,12 +39,10 @@ log = logging.getLogger(__name__)
 #: Bytes asked of the socket per read while streaming; a read returns as soon as data arrives.
 READ_SIZE = 65536
 
+#: What a plain request accepts when the adapter did not say: every encoding urllib3 can decode.
+_ACCEPT_ENCODING = make_headers(accept_encoding=True)["accept-encoding"]
 
-class _NoAuth(AuthBase):
-    """Keeps ``requests`` from adding ``~/.netrc`` credentials: adapters set auth headers."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return request
+_SCHEMES = ("http", "https")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +64,21 @@ class UpstreamStream:
     connection to the pool.
     """
 
-    def __init__(self, response: requests.Response, host: str, timeout: float) -> None:
+    def __init__(self, response: BaseHTTPResponse, host: str, timeout: float) -> None:
         self._response = response
         self._host = host
         self._timeout = timeout
         self._finished = False
         self._closed = False
-        self.status: int = response.status_code
+        self.status: int = response.status
         self.headers: Mapping[str, str] = response.headers
 
     def read_body(self) -> bytes:
         """The whole remaining body (for a non-2xx answer, which is small JSON)."""
         try:
-            body = self._response.content
-        except requests.RequestException as exc:
-            raise _network_error(exc, self._host, self._timeout) from exc
+            body = self._response.read(decode_content=True)
+        except (HTTPError, OSError) as exc:
+            raise _body_error(exc, self._host, self._timeout) from exc
         self._finished = True
         return body
 
@@ -83,7 +92,7 @@ class UpstreamStream:
         yields nothing more.
         """
         parser = SSEParser()
-        raw = self._response.raw
+        raw = self._response
         try:
             while not self._closed:
                 chunk = raw.read1(READ_SIZE, decode_content=True)
@@ -94,10 +103,10 @@ class UpstreamStream:
                     if self._closed:
                         return
                     yield event
-        except (ProtocolError, ReadTimeoutError, OSError, requests.RequestException) as exc:
+        except (HTTPError, OSError) as exc:
             if self._closed:
                 return
-            raise _network_error(exc, self._host, self._timeout) from exc
+            raise _body_error(exc, self._host, self._timeout) from exc
         except ValueError:
             if self._closed:
                 return
@@ -108,10 +117,9 @@ class UpstreamStream:
         if self._closed:
             return
         self._closed = True
-        raw = self._response.raw
         if not self._finished:
-            raw.close()
-        raw.release_conn()
+            self._response.close()
+        self._response.release_conn()
 
     def __enter__(self) -> UpstreamStream:
         return self
@@ -125,102 +133,157 @@ class UpstreamStream:
         self.close()
 
 
-class Transport:
-    """Pooled HTTP to upstreams: one keep-alive :class:`requests.Session` per ``pool_key``.
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where one URL's requests go: a direct pool (fast path) or a proxy from the environment."""
 
-    ``pool_key`` is the provider id, so each provider has its own connection pool (up to
-    ``pool_maxsize`` connections) and one slow provider cannot starve another. Thread-safe.
-    Redirects are not followed: a 3xx reaches the adapter as an error (fix the base URL).
+    host: str
+    target: str
+    pool: HTTPConnectionPool | None
+    proxy: ProxyManager | None
+
+
+class Transport:
+    """Pooled HTTP to upstreams: keep-alive urllib3 connection pools per ``pool_key``.
+
+    ``pool_key`` is the provider id, so each provider has its own connection pools (up to
+    ``pool_maxsize`` connections per host) and one slow provider cannot starve another.
+    Thread-safe. Redirects are not followed: a 3xx reaches the adapter as an error (fix the
+    base URL). Like ``requests`` before it, TLS is verified against certifi's bundle and the
+    ``HTTP(S)_PROXY``/``NO_PROXY`` environment variables are honoured (read once per pool).
     """
 
     def __init__(self, connect_timeout: float = 5.0, pool_maxsize: int = 100) -> None:
         self.connect_timeout = connect_timeout
         self.pool_maxsize = pool_maxsize
-        self._sessions: dict[str, requests.Session] = {}
+        self._managers: dict[str, PoolManager] = {}
+        self._routes: dict[tuple[str, str], _Route] = {}
         self._lock = threading.Lock()
 
-    def _session(self, pool_key: str) -> requests.Session:
-        session = self._sessions.get(pool_key)
-        if session is None:
-            with self._lock:
-                session = self._sessions.get(pool_key)
-                if session is None:
-                    session = requests.Session()
-                    session.auth = _NoAuth()
-                    adapter = HTTPAdapter(
-                        pool_connections=4, pool_maxsize=self.pool_maxsize, max_retries=0
-                    )
-                    session.mount("http://", adapter)
-                    session.mount("https://", adapter)
-                    self._sessions[pool_key] = session
-        return session
+    def _manager(self, pool_key: str, proxy_url: str | None) -> PoolManager:
+        key = pool_key if proxy_url is None else f"{pool_key}\0{proxy_url}"
+        manager = self._managers.get(key)
+        if manager is None:
+            size, ca_certs = self.pool_maxsize, certifi.where()
+            if proxy_url is None:
+                manager = PoolManager(4, maxsize=size, block=False, ca_certs=ca_certs)
+            else:
+                manager = ProxyManager(proxy_url, 4, maxsize=size, block=False, ca_certs=ca_certs)
+            self._managers[key] = manager
+        return manager
+
+    def _route(self, url: str, pool_key: str) -> _Route:
+        route = self._routes.get((pool_key, url))
+        if route is not None:
+            return route
+        parts = urlsplit(url)
+        host = parts.netloc
+        if parts.scheme not in _SCHEMES or not parts.hostname:
+            raise UpstreamError(
+                f"Could not send the request to the upstream {host or url!r}: the URL is not "
+                f"http(s) with a host. Check the provider's base URL.",
+                retryable=False,
+            )
+        proxy_url = urllib.request.getproxies().get(parts.scheme)
+        if proxy_url and urllib.request.proxy_bypass(parts.hostname):
+            proxy_url = None
+        with self._lock:
+            manager = self._manager(pool_key, proxy_url)
+            if isinstance(manager, ProxyManager):
+                route = _Route(host, url, None, manager)
+            else:
+                pool = manager.connection_from_host(parts.hostname, parts.port, parts.scheme)
+                target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                route = _Route(host, target, pool, None)
+            if len(self._routes) > 4096:
+                self._routes.clear()
+            self._routes[(pool_key, url)] = route
+        return route
 
     def _request(
         self, req: UpstreamRequest, timeout: float, pool_key: str, stream: bool
-    ) -> requests.Response:
+    ) -> tuple[BaseHTTPResponse, str]:
+        route = self._route(req.url, pool_key)
         headers = dict(req.headers)
-        if stream and not any(k.lower() == "accept-encoding" for k in headers):
-            headers["Accept-Encoding"] = "identity"
-        host = urlsplit(req.url).netloc
-        log.debug("upstream %s %s (pool %s, stream=%s)", req.method, host, pool_key, stream)
+        if not any(k.lower() == "accept-encoding" for k in headers):
+            headers["Accept-Encoding"] = "identity" if stream else _ACCEPT_ENCODING
+        log.debug("upstream %s %s (pool %s, stream=%s)", req.method, route.host, pool_key, stream)
+        limit = Timeout(connect=min(self.connect_timeout, timeout), read=timeout)
         try:
-            return self._session(pool_key).request(
-                req.method,
-                req.url,
-                data=req.body,
-                headers=headers,
-                stream=stream,
-                timeout=(min(self.connect_timeout, timeout), timeout),
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise _network_error(exc, host, timeout) from exc
+            if route.pool is not None:
+                response = route.pool.urlopen(
+                    req.method,
+                    route.target,
+                    body=req.body,
+                    headers=headers,
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    timeout=limit,
+                    preload_content=False,
+                    decode_content=True,
+                )
+            else:
+                assert route.proxy is not None
+                response = route.proxy.urlopen(
+                    req.method,
+                    route.target,
+                    redirect=False,
+                    body=req.body,
+                    headers=headers,
+                    retries=False,
+                    timeout=limit,
+                    preload_content=False,
+                    decode_content=True,
+                )
+        except (HTTPError, OSError) as exc:
+            raise _connect_error(exc, route.host, timeout) from exc
+        return response, route.host
 
     def send(self, req: UpstreamRequest, *, timeout: float, pool_key: str) -> UpstreamResponse:
         """Send ``req`` and read the whole answer; ``timeout`` is the read timeout in seconds
         (the pipeline passes what is left of the request's deadline)."""
-        response = self._request(req, timeout, pool_key, stream=False)
-        return UpstreamResponse(response.status_code, response.headers, response.content)
+        response, host = self._request(req, timeout, pool_key, stream=False)
+        try:
+            body = response.read(decode_content=True)
+        except (HTTPError, OSError) as exc:
+            response.close()
+            raise _body_error(exc, host, timeout) from exc
+        finally:
+            response.release_conn()
+        return UpstreamResponse(response.status, response.headers, body)
 
     def open_stream(self, req: UpstreamRequest, *, timeout: float, pool_key: str) -> UpstreamStream:
         """Send ``req`` and return once the answer's headers arrived; ``timeout`` bounds the
         wait for them and then every silence between two network reads."""
-        response = self._request(req, timeout, pool_key, stream=True)
-        return UpstreamStream(response, urlsplit(req.url).netloc, timeout)
+        response, host = self._request(req, timeout, pool_key, stream=True)
+        return UpstreamStream(response, host, timeout)
 
     def close(self) -> None:
         """Close every pooled connection (app teardown, tests)."""
         with self._lock:
-            sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            session.close()
+            managers, self._managers, self._routes = list(self._managers.values()), {}, {}
+        for manager in managers:
+            manager.clear()
 
 
-def _network_error(exc: BaseException, host: str, timeout: float) -> UpstreamError:
-    """A ``requests``/``urllib3`` failure as the gateway's error, naming the host (never the
-    URL's query or any header)."""
-    if isinstance(exc, requests.ConnectionError) and exc.args:
-        inner = exc.args[0]
-        if isinstance(inner, ReadTimeoutError):
-            exc = inner
-    if isinstance(exc, requests.ConnectTimeout):
+def _timeout_error(host: str, timeout: float) -> UpstreamTimeoutError:
+    return UpstreamTimeoutError(
+        f"The upstream {host} sent nothing for {timeout:g} s (read timeout).", retryable=True
+    )
+
+
+def _connect_error(exc: BaseException, host: str, timeout: float) -> UpstreamError:
+    """A failure before the answer's headers arrived, naming the host (never the URL's query
+    or any header)."""
+    if isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError):
         return UpstreamTimeoutError(
             f"Could not connect to the upstream {host} in time; it may be down or unreachable.",
             retryable=True,
         )
-    if isinstance(exc, requests.ReadTimeout | ReadTimeoutError | TimeoutError):
-        return UpstreamTimeoutError(
-            f"The upstream {host} sent nothing for {timeout:g} s (read timeout).",
-            retryable=True,
-        )
-    if isinstance(exc, ProtocolError | requests.exceptions.ChunkedEncodingError):
-        return UpstreamError(
-            f"The upstream {host} cut the connection before the end of its answer.",
-            retryable=True,
-        )
-    if isinstance(exc, requests.ConnectionError) or (
-        isinstance(exc, OSError) and not isinstance(exc, requests.RequestException)
-    ):
+    if isinstance(exc, ReadTimeoutError | TimeoutError):
+        return _timeout_error(host, timeout)
+    if isinstance(exc, NewConnectionError | ProtocolError | SSLError | ProxyError | OSError):
         return UpstreamError(
             f"Could not reach the upstream {host} (connection refused or reset, or name not "
             f"resolved): {exc.__class__.__name__}.",
@@ -229,4 +292,14 @@ def _network_error(exc: BaseException, host: str, timeout: float) -> UpstreamErr
     return UpstreamError(
         f"Could not send the request to the upstream {host}: {exc}. Check the provider's base URL.",
         retryable=False,
+    )
+
+
+def _body_error(exc: BaseException, host: str, timeout: float) -> UpstreamError:
+    """A failure while reading the answer's body: a silence is a read timeout, anything else
+    a cut connection."""
+    if isinstance(exc, ReadTimeoutError | TimeoutError):
+        return _timeout_error(host, timeout)
+    return UpstreamError(
+        f"The upstream {host} cut the connection before the end of its answer.", retryable=True
     )
