@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .accounting import RequestRecord, cost_of
 from .auth import Principal, authenticate
@@ -31,6 +31,8 @@ from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
 from .streaming import ChatStream, _Opened, replay_stream
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
+
+T = TypeVar("T")
 
 #: Passed as ``api_key`` by trusted in-process callers: no key, no key rules.
 TRUSTED = object()
@@ -145,6 +147,36 @@ class Pipeline:
         """The route of another alias (a context-length fallback), or None."""
         return load_route(self.state, alias)
 
+    def route(
+        self,
+        request: ChatRequest,
+        route: AliasRoute,
+        record: RequestRecord,
+        attempt: Callable[[Target, float], T],
+        *,
+        hold: bool = False,
+    ) -> tuple[Target, T, AttemptLog]:
+        """Pick deployments, call, retry, fall back (``routing.execute``); the record gets the
+        attempts, the fallback path and the deployment tried last, whatever the outcome."""
+        attempts = AttemptLog()
+        try:
+            target, result = execute(
+                self.router,
+                self.settings,
+                self.routes(route),
+                attempt,
+                self.deadline(),
+                attempts,
+                request=request,
+                resolve=self.resolve,
+                hold=hold,
+            )
+        finally:
+            record.attempts = attempts.attempts
+            record.fallback_path = attempts.path if len(attempts.path) > 1 else []
+            record.target = record.target or attempts.last_target
+        return target, result, attempts
+
     def deadline(self) -> float:
         return time.monotonic() + self.settings["AIGATEWAY_REQUEST_TIMEOUT"]
 
@@ -202,22 +234,9 @@ class Pipeline:
                 admission.headers["x-aigateway-cache"] = "HIT"
                 record.keep_completion(response=cached)
                 return replace(self.cache.serve(cached, record, route), headers=admission.headers)
-            attempts = AttemptLog()
-            try:
-                target, response = execute(
-                    self.router,
-                    self.settings,
-                    self.routes(route),
-                    lambda t, left: self._call(request, t, left, record),
-                    self.deadline(),
-                    attempts,
-                    request=request,
-                    resolve=self.resolve,
-                )
-            finally:
-                record.attempts = attempts.attempts
-                record.fallback_path = attempts.path if len(attempts.path) > 1 else []
-                record.target = record.target or attempts.last_target
+            target, response, _attempts = self.route(
+                request, route, record, lambda t, left: self._call(request, t, left, record)
+            )
             usage = response.usage
             if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
                 usage = Usage(
@@ -304,23 +323,13 @@ class Pipeline:
                 return replay_stream(
                     self, request, record, self.cache.serve(cached, record, route), admission
                 )
-            attempts = AttemptLog()
-            try:
-                target, opened = execute(
-                    self.router,
-                    self.settings,
-                    self.routes(route),
-                    lambda t, left: self._open(request, t, left, record),
-                    self.deadline(),
-                    attempts,
-                    request=request,
-                    resolve=self.resolve,
-                    hold=True,
-                )
-            finally:
-                record.attempts = attempts.attempts
-                record.fallback_path = attempts.path if len(attempts.path) > 1 else []
-                record.target = record.target or attempts.last_target
+            target, opened, attempts = self.route(
+                request,
+                route,
+                record,
+                lambda t, left: self._open(request, t, left, record),
+                hold=True,
+            )
             record.target = target
             record.ttft_ms = record.elapsed_ms()
         except BaseException as error:
