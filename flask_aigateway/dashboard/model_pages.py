@@ -37,6 +37,13 @@ DEPLOYMENT_FIELDS = (
     "enabled",
 )
 DAYS = 30
+#: Every deployment field but the checkbox: what the services take as keyword arguments.
+_DEPLOYMENT_INPUTS = DEPLOYMENT_FIELDS[:-1]
+
+
+def _deployment_input(form: Form) -> dict[str, Any]:
+    """A submitted deployment as the services' keyword arguments (raw text: they validate)."""
+    return {name: form.get(name) for name in _DEPLOYMENT_INPUTS}
 
 
 def register(bp: Blueprint) -> None:
@@ -111,14 +118,7 @@ def new_page() -> Any:
             max_tokens=form.get("max_tokens"),
             cache_ttl=form.get("cache_ttl"),
             enabled=form.checked("enabled"),
-            provider=form.get("provider"),
-            model=form.get("model"),
-            pricing_input=form.get("pricing_input"),
-            pricing_output=form.get("pricing_output"),
-            pricing_cached_input=form.get("pricing_cached_input"),
-            priority=form.get("priority"),
-            weight=form.get("weight"),
-            rpm_limit=form.get("rpm_limit"),
+            **_deployment_input(form),
         )
     except GatewayError as exc:
         return _form_page(form.fail(exc), None)
@@ -192,14 +192,7 @@ def deployment_new(ref: str) -> Any:
         service.add_deployment(
             state,
             model["id"],
-            provider=form.get("provider"),
-            model=form.get("model"),
-            pricing_input=form.get("pricing_input"),
-            pricing_output=form.get("pricing_output"),
-            pricing_cached_input=form.get("pricing_cached_input"),
-            priority=form.get("priority"),
-            weight=form.get("weight"),
-            rpm_limit=form.get("rpm_limit"),
+            **_deployment_input(form),
             enabled=form.checked("enabled"),
         )
     except GatewayError as exc:
@@ -222,31 +215,17 @@ def deployment_edit(ref: str, deployment_id: str) -> Any:
     model = service.model_to_dict(service.get_model(state, ref))
     deployment = _find_deployment(model, deployment_id)
     if request.method == "GET":
-        values = {
-            "provider": deployment["provider"],
-            "model": deployment["model"],
-            "pricing_input": display_value(deployment["pricing_input"]),
-            "pricing_output": display_value(deployment["pricing_output"]),
-            "pricing_cached_input": display_value(deployment["pricing_cached_input"]),
-            "priority": display_value(deployment["priority"]),
-            "weight": display_value(deployment["weight"]),
-            "rpm_limit": display_value(deployment["rpm_limit"]),
-            "enabled": deployment["enabled"],
+        values: dict[str, Any] = {
+            name: display_value(deployment[name]) for name in _DEPLOYMENT_INPUTS
         }
+        values["enabled"] = deployment["enabled"]
         return _deployment_page(Form(DEPLOYMENT_FIELDS, values, ("enabled",)), model, deployment)
     form = Form.submitted(DEPLOYMENT_FIELDS, ("enabled",))
     try:
         service.update_deployment(
             state,
             deployment_id,
-            provider=form.get("provider"),
-            model=form.get("model"),
-            pricing_input=form.get("pricing_input"),
-            pricing_output=form.get("pricing_output"),
-            pricing_cached_input=form.get("pricing_cached_input"),
-            priority=form.get("priority"),
-            weight=form.get("weight"),
-            rpm_limit=form.get("rpm_limit"),
+            **_deployment_input(form),
             enabled=form.checked("enabled"),
         )
     except GatewayError as exc:
