@@ -1,21 +1,21 @@
 """Creating and upgrading the gateway's schema with Alembic (``flask aigateway db …``).
 
 The migrations ship inside the package (``flask_aigateway.migrations``), so an installed wheel
-can create its schema with no source checkout.
+can create its schema with no source checkout. Alembic (with Mako and its other imports, about
+10 MB) is imported only when a command or the readiness check needs it, not by every serving
+process.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-
 if TYPE_CHECKING:
+    from alembic.config import Config
+
     from .state import GatewayState
 
 VERSION_TABLE = "aigw_alembic_version"
@@ -29,6 +29,8 @@ def migrations_dir() -> str:
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", migrations_dir())
     return cfg
@@ -36,6 +38,8 @@ def _config() -> Config:
 
 def upgrade(state: GatewayState, revision: str = "head") -> None:
     """Create or upgrade the schema to ``revision``; idempotent, one transaction per step."""
+    from alembic import command
+
     cfg = _config()
     with state.engine.begin() as connection:
         cfg.attributes["connection"] = connection
@@ -43,6 +47,8 @@ def upgrade(state: GatewayState, revision: str = "head") -> None:
 
 
 def downgrade(state: GatewayState, revision: str) -> None:
+    from alembic import command
+
     cfg = _config()
     with state.engine.begin() as connection:
         cfg.attributes["connection"] = connection
@@ -51,6 +57,8 @@ def downgrade(state: GatewayState, revision: str) -> None:
 
 def revision(state: GatewayState, message: str, autogenerate: bool = True) -> None:
     """Write a new migration from the difference between the models and the database."""
+    from alembic import command
+
     cfg = _config()
     with state.engine.begin() as connection:
         cfg.attributes["connection"] = connection
@@ -59,12 +67,18 @@ def revision(state: GatewayState, message: str, autogenerate: bool = True) -> No
 
 def current_revision(state: GatewayState) -> str | None:
     """The revision the database is at (None: no gateway schema yet)."""
+    from alembic.runtime.migration import MigrationContext
+
     with state.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
 
 
+@functools.cache
 def head_revision() -> str | None:
+    """The newest migration shipped with the package (read once per process)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
