@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--worker-class",
         default="gthread",
-        choices=("gthread", "gevent"),
+        choices=("gthread", "gevent", "gevent_pywsgi"),
         help="gunicorn worker class of the measured gateways",
     )
     p.add_argument(

@@ -1,18 +1,25 @@
 """Gunicorn settings for ``make run``: ``gunicorn --config sample_app/gunicorn.conf.py``.
 
-One worker process with threads (DESIGN §3): without Redis, rate windows and router health live
-in that process's memory, so several worker processes would each count on their own and
-multiply every limit. ``WORKERS`` > 1 is accepted only with ``AIGATEWAY_REDIS_URL`` set.
+One worker process (DESIGN §3): without Redis, rate windows and router health live in that
+process's memory, so several worker processes would each count on their own and multiply every
+limit. ``WORKERS`` > 1 is accepted only with ``AIGATEWAY_REDIS_URL`` set.
 
-Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``THREADS`` (8), ``WORKERS`` (1),
-``WORKER_CLASS`` (``gthread``; ``gevent`` holds many long streams with less CPU and memory —
-see bench/RESULTS.md — and needs ``pip install gevent``), ``WORKER_CONNECTIONS`` (gevent's
-concurrent connections, 2000), ``ACCESS_LOG`` (unset: no access log, since every request is
-already in the gateway's request log; ``-`` for stdout or a file path).
+The worker class is gevent: a proxy spends its time waiting on upstreams and holds long
+streams, and a greenlet per connection does that with less CPU per request and far less memory
+than an OS thread per connection (bench/RESULTS.md measures both). ``gthread`` stays available
+(``WORKER_CLASS=gthread``, ``THREADS``) for host apps whose C extensions block without
+cooperating with gevent; without gevent installed, gthread is used.
+
+Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``WORKERS`` (1), ``WORKER_CLASS``
+(``gevent``), ``WORKER_CONNECTIONS`` (concurrent connections of a gevent worker, 2000: size it
+for the streams you expect to hold, not for the CPU), ``THREADS`` (gthread's threads, 8),
+``ACCESS_LOG`` (unset: no access log, since every request is already in the gateway's request
+log; ``-`` for stdout or a file path).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -28,10 +35,17 @@ def _workers() -> int:
     return count
 
 
+def _worker_class() -> str:
+    chosen = os.environ.get("WORKER_CLASS", "").strip()
+    if chosen:
+        return chosen
+    return "gevent" if importlib.util.find_spec("gevent") is not None else "gthread"
+
+
 wsgi_app = "sample_app:create_app()"
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
 workers = _workers()
-worker_class = os.environ.get("WORKER_CLASS", "gthread")
+worker_class = _worker_class()
 threads = int(os.environ.get("THREADS", "8"))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
 # A gthread worker's heartbeat does not wait for requests, so long streams are not cut;

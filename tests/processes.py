@@ -1,7 +1,7 @@
 """Several real gateway processes sharing one database (and Redis): the scale-out tests.
 
-Each :class:`GatewayProcess` is ``sample_app`` served by gunicorn (one gthread worker), exactly
-as ``make run`` serves it, on its own port, configured only through the environment.
+Each :class:`GatewayProcess` is ``sample_app`` served by gunicorn (one gevent worker by default,
+or gthread), as ``make run`` serves it, on its own port, configured only through the environment.
 """
 
 from __future__ import annotations
@@ -29,7 +29,12 @@ class GatewayProcess:
     """One gunicorn-served gateway; ``url`` is its base URL. Stop it with :meth:`stop`."""
 
     def __init__(
-        self, env: Mapping[str, str], instance_path: Path, threads: int = 16, workers: int = 1
+        self,
+        env: Mapping[str, str],
+        instance_path: Path,
+        threads: int = 16,
+        workers: int = 1,
+        worker_class: str = "gevent",
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -52,9 +57,8 @@ class GatewayProcess:
                 "--workers",
                 str(workers),
                 "--worker-class",
-                "gthread",
-                "--threads",
-                str(threads),
+                worker_class,
+                *(("--threads", str(threads)) if worker_class == "gthread" else ()),
                 "--graceful-timeout",
                 "5",
                 "sample_app:create_app()",

@@ -329,12 +329,15 @@ class Load:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
 @pytest.mark.parametrize("target", ["master", "worker"])
 def test_sigterm_under_load_loses_no_row(
-    state, app_config, api_key, upstreams, tmp_path, target
+    state, app_config, api_key, upstreams, tmp_path, target, worker_class
 ) -> None:
     upstreams["gpt"].default = Reply(latency=0.05)
-    gateway = GatewayProcess(_gateway_env(app_config), tmp_path / "instance")
+    gateway = GatewayProcess(
+        _gateway_env(app_config), tmp_path / "instance", worker_class=worker_class
+    )
     load: Load | None = None
     try:
         worker = _worker_pid(gateway.process.pid)

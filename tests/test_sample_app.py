@@ -377,7 +377,7 @@ def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
     """``flask aigateway db upgrade`` then gunicorn with sample_app/gunicorn.conf.py."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HOST="127.0.0.1", PORT=str(port), THREADS="4")
+    env.update(HOST="127.0.0.1", PORT=str(port))
     upgrade = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "sample_app", "aigateway", "db", "upgrade"],
         cwd=ROOT,
@@ -442,7 +442,7 @@ def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
             raise
     output = log_path.read_text()
     assert code == 0, output
-    assert "Using worker: gthread" in output
+    assert "Using worker: gevent" in output
     assert output.count("flask-aigateway is ready.") == 1, output
     assert f"http://127.0.0.1:{port}/v1" in output
     assert "GET /v1/health" not in output, "no access log unless ACCESS_LOG is set"

@@ -1,0 +1,652 @@
+"""The direct-route HTTP/1.1 client on the wire: body framings, content codings, interim answers,
+keep-alive and stale connections, cuts, timeouts and the exact request bytes, against tiny
+raw-socket servers that answer scripted bytes and record what they received."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import itertools
+import os
+import re
+import resource
+import socket
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from flask_aigateway import __version__
+from flask_aigateway.errors import UpstreamError, UpstreamTimeoutError
+from flask_aigateway.providers import http11
+from flask_aigateway.providers.base import SSEEvent, UpstreamRequest
+from flask_aigateway.providers.transport import Transport, UpstreamResponse
+
+# -- a scripted raw-socket server -----------------------------------------------------------------
+
+
+class _HangUp(Exception):
+    """Raised by the :func:`hang_up` step: the server closes the connection there."""
+
+
+def hang_up(sock: socket.socket) -> None:
+    raise _HangUp
+
+
+#: One step of a scripted answer: bytes to write, seconds to sleep, or a callable on the socket.
+Step = bytes | float | Callable[[socket.socket], None]
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the server read it off the wire."""
+
+    port: int
+    head: bytes
+    body: bytes
+
+    @property
+    def headers(self) -> dict[str, str]:
+        lines = self.head.decode("latin-1").split("\r\n")[1:]
+        return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+class RawServer:
+    """Answers each request (in arrival order) with the next queued script, or a small JSON 200.
+
+    Records the peer port of every accepted connection, every request, the connections the
+    client closed (``eofs``) and those the server hung up (``hangups``).
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.connections: list[int] = []
+        self.requests: list[Received] = []
+        self.eofs: list[int] = []
+        self.hangups: list[int] = []
+        self._answers: deque[Sequence[Step]] = deque()
+        self._socks: list[socket.socket] = []
+        self._changed = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def answer(self, *steps: Step) -> None:
+        self._answers.append(steps)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+    def _record(self, into: list[int], port: int) -> None:
+        with self._changed:
+            into.append(port)
+            self._changed.notify_all()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                sock, (_, port) = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.settimeout(5)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._socks.append(sock)
+            self._record(self.connections, port)
+            threading.Thread(target=self._serve, args=(sock, port), daemon=True).start()
+
+    def _serve(self, sock: socket.socket, port: int) -> None:
+        buffer = b""
+        try:
+            while True:
+                request, buffer = _read_request(sock, buffer)
+                if request is None:
+                    self._record(self.eofs, port)
+                    return
+                self.requests.append(Received(port, *request))
+                for step in self._answers.popleft() if self._answers else (ok(),):
+                    if isinstance(step, bytes):
+                        sock.sendall(step)
+                    elif isinstance(step, float):
+                        time.sleep(step)
+                    else:
+                        step(sock)
+        except _HangUp:
+            sock.close()
+            self._record(self.hangups, port)
+        except ConnectionError:
+            self._record(self.eofs, port)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self._listener.close()
+        for sock in self._socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def _read_request(sock: socket.socket, buffer: bytes) -> tuple[tuple[bytes, bytes] | None, bytes]:
+    while b"\r\n\r\n" not in buffer:
+        data = sock.recv(65536)
+        if not data:
+            return None, b""
+        buffer += data
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    length = int(match.group(1)) if match else 0
+    while len(rest) < length:
+        data = sock.recv(65536)
+        if not data:
+            return None, b""
+        rest += data
+    return (head, rest[:length]), rest[length:]
+
+
+def head(*headers: str, status: str = "200 OK", version: str = "HTTP/1.1") -> bytes:
+    """A status line and header block."""
+    return "".join([f"{version} {status}\r\n", *(f"{h}\r\n" for h in headers), "\r\n"]).encode()
+
+
+def ok(body: bytes = b'{"ok": true}', *headers: str) -> bytes:
+    """A complete Content-Length answer."""
+    return head("Content-Type: application/json", f"Content-Length: {len(body)}", *headers) + body
+
+
+def chunk(data: bytes, extension: str = "") -> bytes:
+    return f"{len(data):x}{extension}\r\n".encode() + data + b"\r\n"
+
+
+CHUNKED = head("Content-Type: text/event-stream", "Transfer-Encoding: chunked")
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def pieces(data: bytes, *cuts: int) -> list[Step]:
+    """``data`` as separate writes cut at ``cuts``, with a short pause between them."""
+    bounds = [0, *cuts, len(data)]
+    steps: list[Step] = []
+    for start, end in itertools.pairwise(bounds):
+        steps += [data[start:end], 0.01]
+    return steps
+
+
+# -- fixtures and request helpers -----------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[RawServer]:
+    raw = RawServer()
+    yield raw
+    raw.close()
+
+
+@pytest.fixture
+def transport() -> Iterator[Transport]:
+    t = Transport(connect_timeout=1.0)
+    yield t
+    t.close()
+
+
+def request(
+    server: RawServer, headers: dict[str, str] | None = None, body: bytes = b'{"q": 1}'
+) -> UpstreamRequest:
+    return UpstreamRequest("POST", f"{server.url}/v1/chat", dict(headers or {}), body)
+
+
+def send(transport: Transport, server: RawServer, timeout: float = 2.0) -> UpstreamResponse:
+    return transport.send(request(server), timeout=timeout, pool_key="p")
+
+
+def stream_events(transport: Transport, server: RawServer, timeout: float = 2.0) -> list[SSEEvent]:
+    with transport.open_stream(request(server), timeout=timeout, pool_key="p") as stream:
+        assert stream.status == 200
+        return list(stream.events())
+
+
+SSE = (
+    b'event: message_start\r\ndata: {"type": "message_start"}\r\n\r\n'
+    b": keep-alive\r\n\r\n"
+    b'data: {"text": "h\xc3\xa9llo"}\r\n\r\n'
+    b"data: [DONE]\r\n\r\n"
+)
+#: Where SSE's first and second events end.
+FIRST, SECOND = 57, 101
+SSE_EVENTS = [
+    SSEEvent('{"type": "message_start"}', "message_start"),
+    SSEEvent('{"text": "héllo"}'),
+    SSEEvent("[DONE]"),
+]
+
+
+# -- exact request bytes --------------------------------------------------------------------------
+
+
+def test_request_bytes_are_exact(transport: Transport, server: RawServer) -> None:
+    req = UpstreamRequest(
+        "POST",
+        f"{server.url}/v1/chat?api-version=2",
+        {"Authorization": "Bearer sk-k", "Content-Type": "application/json"},
+        b'{"q": "\xc3\xa9"}',
+    )
+    transport.send(req, timeout=2, pool_key="p")
+    [received] = server.requests
+    assert (
+        received.head
+        == (
+            f"POST /v1/chat?api-version=2 HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{server.port}\r\n"
+            "Authorization: Bearer sk-k\r\n"
+            "Content-Type: application/json\r\n"
+            "Accept-Encoding: gzip, deflate\r\n"
+            f"User-Agent: flask-aigateway/{__version__}\r\n"
+            f"Content-Length: {len(req.body)}"
+        ).encode()
+    )
+    assert received.body == req.body
+
+
+def test_stream_request_asks_for_identity_and_adapter_headers_win(
+    transport: Transport, server: RawServer
+) -> None:
+    server.answer(CHUNKED + chunk(SSE) + LAST_CHUNK)
+    stream_events(transport, server)
+    server.answer(ok())
+    mine = {"user-agent": "custom/1", "ACCEPT-ENCODING": "gzip"}
+    transport.send(request(server, mine), timeout=2, pool_key="p")
+    streamed, sent = server.requests
+    assert streamed.headers["accept-encoding"] == "identity"
+    assert streamed.headers["user-agent"] == f"flask-aigateway/{__version__}"
+    assert (
+        sent.head.lower().count(b"user-agent") == sent.head.lower().count(b"accept-encoding") == 1
+    )
+    assert sent.headers["user-agent"] == "custom/1" and sent.headers["accept-encoding"] == "gzip"
+
+
+@pytest.mark.parametrize(
+    "headers", [{"X-Extra": "a\r\nInjected: 1"}, {"X-Extra": "a\nb"}, {"X-Bad\r\nName": "v"}]
+)
+def test_header_with_a_line_break_is_refused_and_nothing_is_sent(
+    transport: Transport, server: RawServer, headers: dict[str, str]
+) -> None:
+    with pytest.raises(UpstreamError, match="line break") as info:
+        transport.send(request(server, headers), timeout=2, pool_key="p")
+    assert info.value.retryable is False
+    send(transport, server)
+    assert len(server.connections) == len(server.requests) == 1
+
+
+# -- body framings --------------------------------------------------------------------------------
+
+
+def test_chunked_json_body_with_extensions_and_trailers(
+    transport: Transport, server: RawServer
+) -> None:
+    wire = (
+        head("Content-Type: application/json", "Transfer-Encoding: chunked")
+        + chunk(b'{"id": ', ";name=value")
+        + chunk(b'"x", "n": ', ';q="a;b"')
+        + chunk(b"42}")
+        + b"0;end=1\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n"
+    )
+    server.answer(*pieces(wire, 70, 80, 95))
+    response = send(transport, server)
+    assert response.status == 200 and response.body == b'{"id": "x", "n": 42}'
+    send(transport, server)
+    assert server.requests[0].port == server.requests[1].port, "trailers were not consumed"
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_chunked_sse_stream_split_at_awkward_points(
+    transport: Transport, server: RawServer, size: int
+) -> None:
+    # Chunks cut SSE lines, a multi-byte character and CRLFs; writes cut chunk framing.
+    body = b"".join(chunk(SSE[i : i + 13]) for i in range(0, len(SSE), 13)) + LAST_CHUNK
+    wire = CHUNKED + body
+    server.answer(*(wire[i : i + size] for i in range(0, len(wire), size)))
+    assert stream_events(transport, server) == SSE_EVENTS
+    send(transport, server)
+    assert server.requests[0].port == server.requests[1].port
+
+
+def test_close_delimited_body_and_the_connection_is_not_reused(
+    transport: Transport, server: RawServer
+) -> None:
+    server.answer(head("Connection: close") + b"first part, ", 0.02, b"second part", hang_up)
+    assert send(transport, server).body == b"first part, second part"
+    send(transport, server)
+    first, second = server.requests
+    assert first.port != second.port and len(server.connections) == 2
+
+
+def test_close_delimited_stream(transport: Transport, server: RawServer) -> None:
+    server.answer(head("Content-Type: text/event-stream"), *pieces(SSE, 5, 40, 41), hang_up)
+    assert stream_events(transport, server) == SSE_EVENTS
+
+
+def test_content_length_body_split_across_delayed_writes(
+    transport: Transport, server: RawServer
+) -> None:
+    body = b'{"choices": [{"message": {"content": "' + b"x" * 5000 + b'"}}]}'
+    server.answer(*pieces(ok(body), 10, 60, 61, 3000))
+    assert send(transport, server).body == body
+    send(transport, server)
+    assert server.requests[0].port == server.requests[1].port
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("deflate", _raw_deflate)],
+    ids=["gzip", "deflate-zlib", "deflate-raw"],
+)
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+def test_compressed_body_is_decoded(
+    transport: Transport,
+    server: RawServer,
+    encoding: str,
+    compress: Callable[[bytes], bytes],
+    chunked: bool,
+) -> None:
+    body = b'{"text": "' + "héllo wörld ".encode() * 200 + b'"}'
+    encoded = compress(body)
+    if chunked:
+        framing = head(f"Content-Encoding: {encoding}", "Transfer-Encoding: chunked")
+        server.answer(framing, 0.01, chunk(encoded[:1]), 0.01, chunk(encoded[1:]) + LAST_CHUNK)
+    else:
+        framing = head(f"Content-Encoding: {encoding}", f"Content-Length: {len(encoded)}")
+        server.answer(framing, 0.01, *pieces(encoded, 1, 5))
+    assert send(transport, server).body == body
+    send(transport, server)
+    assert server.requests[0].port == server.requests[1].port
+
+
+def test_gzip_stream_is_decoded(transport: Transport, server: RawServer) -> None:
+    compressor = zlib.compressobj(wbits=31)
+    parts = [compressor.compress(SSE[:50]) + compressor.flush(zlib.Z_SYNC_FLUSH)]
+    parts.append(compressor.compress(SSE[50:]) + compressor.flush())
+    wire = head("Content-Encoding: gzip", "Transfer-Encoding: chunked")
+    server.answer(
+        wire, chunk(parts[0][:7]), 0.01, chunk(parts[0][7:]), 0.01, chunk(parts[1]) + LAST_CHUNK
+    )
+    assert stream_events(transport, server) == SSE_EVENTS
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd, gzip"])
+def test_unsupported_content_encoding_is_a_clear_error(
+    transport: Transport, server: RawServer, encoding: str
+) -> None:
+    server.answer(head(f"Content-Encoding: {encoding}", "Content-Length: 4") + b"\x0b\x01\x80x")
+    with pytest.raises(UpstreamError, match=f"Content-Encoding '{encoding}'"):
+        send(transport, server)
+
+
+def test_no_body_answers_keep_the_connection(transport: Transport, server: RawServer) -> None:
+    server.answer(head(status="204 No Content"))
+    server.answer(head("Content-Length: 0"))
+    assert send(transport, server).body == send(transport, server).body == b""
+    send(transport, server)
+    assert len({r.port for r in server.requests}) == 1
+
+
+# -- status lines, interim answers, headers -------------------------------------------------------
+
+
+def test_interim_answers_are_skipped(transport: Transport, server: RawServer) -> None:
+    server.answer(
+        head(status="100 Continue"),
+        0.01,
+        head("Link: </style.css>; rel=preload", status="103 Early Hints"),
+        ok(b'{"real": true}', "X-Final: yes"),
+    )
+    response = send(transport, server)
+    assert response.status == 200 and response.body == b'{"real": true}'
+    assert response.headers["x-final"] == "yes" and "link" not in response.headers
+
+
+def test_status_line_without_a_reason_phrase(transport: Transport, server: RawServer) -> None:
+    server.answer(b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\n{}")
+    server.answer(b"HTTP/1.1 429 \r\nContent-Length: 2\r\n\r\n{}")
+    assert send(transport, server).status == 200
+    assert send(transport, server).status == 429
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 OK\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"<html>not http</html>",
+        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n",
+    ],
+)
+def test_malformed_answer_is_a_retryable_error(
+    transport: Transport, server: RawServer, answer: bytes
+) -> None:
+    server.answer(answer, hang_up)
+    with pytest.raises(UpstreamError) as info:
+        send(transport, server)
+    assert info.value.retryable and not isinstance(info.value, UpstreamTimeoutError)
+
+
+@pytest.mark.parametrize("size_line", [b"-5", b"zz", b"5 5", b""])
+def test_invalid_chunk_size_fails_at_once(
+    transport: Transport, server: RawServer, size_line: bytes
+) -> None:
+    server.answer(CHUNKED + size_line + b"\r\nabcde\r\n")  # and the connection stays open
+    with pytest.raises(UpstreamError, match="cut the connection") as info:
+        send(transport, server, timeout=1)
+    assert not isinstance(info.value, UpstreamTimeoutError)
+
+
+def test_header_lookups_ignore_case_and_repeats_are_joined(
+    transport: Transport, server: RawServer
+) -> None:
+    server.answer(ok(b"{}", "X-Multi: a", "x-multi:  b ", "Retry-After: 2"))
+    headers = send(transport, server).headers
+    assert headers["content-type"] == headers["CONTENT-TYPE"] == "application/json"
+    assert headers["X-MULTI"] == "a, b" and headers.get("retry-after") == "2"
+    assert "Retry-After" in headers and headers.get("missing") is None
+    assert dict(headers)["x-multi"] == "a, b"
+
+
+# -- keep-alive and stale connections -------------------------------------------------------------
+
+
+def test_keep_alive_reuses_the_connection(transport: Transport, server: RawServer) -> None:
+    for _ in range(3):
+        send(transport, server)
+    assert len(server.connections) == 1 and len({r.port for r in server.requests}) == 1
+
+
+def test_keep_alive_works_with_descriptors_above_1023(
+    transport: Transport, server: RawServer
+) -> None:
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("needs a file descriptor limit above 1200")
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        send(transport, server)
+        send(transport, server)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+    assert server.requests[0].port == server.requests[1].port
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        head("Content-Length: 2", version="HTTP/1.0") + b"{}",
+        head("Content-Length: 2", "Connection: close") + b"{}",
+        head("Content-Length: 2", "Connection: Keep-Alive, Close") + b"{}",
+    ],
+    ids=["http10", "connection-close", "connection-list"],
+)
+def test_answer_that_ends_the_connection_is_not_reused(
+    transport: Transport, server: RawServer, answer: bytes
+) -> None:
+    server.answer(answer)  # the server itself keeps the connection open
+    assert send(transport, server).body == b"{}"
+    first = server.requests[0].port
+    assert server.wait_for(lambda: first in server.eofs), "the client kept the connection"
+    send(transport, server)
+    assert server.requests[1].port != first
+
+
+def test_idle_connection_closed_by_the_server_is_not_used(server: RawServer) -> None:
+    pool = http11.Pool(
+        "http", "127.0.0.1", server.port, host_header="upstream", ssl_context=None, maxsize=2
+    )
+
+    def get() -> bytes:
+        response = http11.send(pool, "GET", "/", {}, b"", connect_timeout=1, read_timeout=2)
+        return response.read()
+
+    server.answer(ok(), hang_up)
+    try:
+        get()
+        assert server.wait_for(lambda: len(server.hangups) == 1)
+        time.sleep(0.05)
+        conn = pool.acquire(1.0)
+        assert not conn.reused, "a connection the server had closed was taken from the pool"
+        pool.release(conn)
+        assert get() == b'{"ok": true}'
+    finally:
+        pool.close()
+    first, second = server.requests
+    assert first.port != second.port and len(server.connections) == 2
+
+
+def test_reused_connection_closed_without_an_answer_is_retried_once(
+    transport: Transport, server: RawServer
+) -> None:
+    server.answer(ok())
+    server.answer(hang_up)
+    server.answer(ok(b'{"second": true}'))
+    send(transport, server)
+    assert send(transport, server).body == b'{"second": true}'
+    first, unanswered, retried = (r.port for r in server.requests)
+    assert first == unanswered != retried
+
+
+def test_retry_on_a_fresh_connection_is_not_retried_again(
+    transport: Transport, server: RawServer
+) -> None:
+    server.answer(ok())
+    server.answer(hang_up)
+    server.answer(hang_up)
+    send(transport, server)
+    with pytest.raises(UpstreamError, match="closed the connection without answering") as info:
+        send(transport, server)
+    assert info.value.retryable and not isinstance(info.value, UpstreamTimeoutError)
+    send(transport, server)
+    assert len(server.requests) == 4 and len(server.connections) == 3
+
+
+def test_fresh_connection_closed_without_an_answer_is_not_retried(
+    transport: Transport, server: RawServer
+) -> None:
+    server.answer(hang_up)
+    with pytest.raises(UpstreamError, match="closed the connection without answering") as info:
+        send(transport, server)
+    assert info.value.retryable
+    send(transport, server)
+    assert len(server.requests) == len(server.connections) == 2
+
+
+# -- cuts and timeouts ----------------------------------------------------------------------------
+
+
+def test_body_cut_before_content_length(transport: Transport, server: RawServer) -> None:
+    server.answer(head("Content-Length: 100") + b'{"partial": ', 0.01, b"tru", hang_up)
+    with pytest.raises(UpstreamError, match="cut the connection") as info:
+        send(transport, server)
+    assert info.value.retryable and not isinstance(info.value, UpstreamTimeoutError)
+
+
+@pytest.mark.parametrize("cut", [b"40\r\nda", b"5\r\nabcde", b"5\r\nabcde\r\n", b"5"])
+def test_chunked_body_cut_mid_chunk(transport: Transport, server: RawServer, cut: bytes) -> None:
+    server.answer(CHUNKED + chunk(b"data: 1\n\n") + cut, hang_up)
+    with pytest.raises(UpstreamError, match="cut the connection") as info:
+        send(transport, server)
+    assert info.value.retryable and not isinstance(info.value, UpstreamTimeoutError)
+    server.answer(CHUNKED + chunk(SSE[:FIRST]) + cut, hang_up)
+    with transport.open_stream(request(server), timeout=2, pool_key="p") as stream:
+        events = stream.events()
+        assert next(events) == SSE_EVENTS[0]
+        with pytest.raises(UpstreamError, match="cut the connection"):
+            next(events)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["send", "open_stream"])
+def test_read_timeout_while_waiting_for_headers(
+    transport: Transport, server: RawServer, streaming: bool
+) -> None:
+    server.answer(0.6, ok())
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeoutError, match=r"sent nothing for 0\.2 s") as info:
+        if streaming:
+            transport.open_stream(request(server), timeout=0.2, pool_key="p")
+        else:
+            send(transport, server, timeout=0.2)
+    assert info.value.retryable and time.monotonic() - started < 0.55
+
+
+def test_read_timeout_between_chunks(transport: Transport, server: RawServer) -> None:
+    server.answer(CHUNKED + chunk(SSE[:FIRST]), 0.6, chunk(SSE[FIRST:]) + LAST_CHUNK)
+    with transport.open_stream(request(server), timeout=0.2, pool_key="p") as stream:
+        events = stream.events()
+        assert next(events) == SSE_EVENTS[0]
+        with pytest.raises(UpstreamTimeoutError, match="sent nothing"):
+            next(events)
+    server.answer(head("Content-Length: 4"), b"{", 0.6, b"}}}")
+    with pytest.raises(UpstreamTimeoutError):
+        send(transport, server, timeout=0.2)
+
+
+# -- closing --------------------------------------------------------------------------------------
+
+
+def test_closing_a_stream_early_drops_its_connection(
+    transport: Transport, server: RawServer
+) -> None:
+    endless = CHUNKED + chunk(SSE[:FIRST]) + chunk(SSE[FIRST:SECOND])
+    server.answer(endless)  # and no last chunk: the upstream is still "generating"
+    stream = transport.open_stream(request(server), timeout=2, pool_key="p")
+    events = stream.events()
+    assert [next(events), next(events)] == SSE_EVENTS[:2]
+    stream.close()
+    assert list(events) == []
+    first = server.requests[0].port
+    assert server.wait_for(lambda: first in server.eofs), "the upstream saw no EOF"
+    send(transport, server)
+    assert server.requests[1].port != first
+
+
+def test_transport_close_closes_idle_connections(transport: Transport, server: RawServer) -> None:
+    send(transport, server)
+    transport.close()
+    first = server.requests[0].port
+    assert server.wait_for(lambda: first in server.eofs), "the idle connection stayed open"
+    send(transport, server)
+    assert server.requests[1].port != first
