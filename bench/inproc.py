@@ -1,0 +1,206 @@
+"""The gateway's own CPU per request without any server: the WSGI app called in-process.
+
+``make bench`` measures the gateway as deployed (gunicorn, a load generator, the whole process
+tree); this measures only what the app does per request, with no HTTP server, no load generator
+and no other process competing for the GIL, so a change to the hot path shows up in a few
+seconds and cProfile's view of it is not drowned in the server's work::
+
+    .venv-bench/bin/python -m bench.inproc                  # JSON, SQLite
+    .venv-bench/bin/python -m bench.inproc --stream         # 20-chunk streams
+    .venv-bench/bin/python -m bench.inproc --postgres       # PostgreSQL + Redis
+    .venv-bench/bin/python -m bench.inproc --profile | head -60
+
+The gateway is ``sample_app`` configured as in ``make bench`` (a provider for the mock, an alias
+with prices, a key with a rate limit and a daily budget; request log and metrics on), against
+:mod:`bench.mock_upstream` in a child process. CPU is the process's (request path plus the
+request-log writer thread); "main thread" is the request path alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .procs import free_port, wait_http
+from .targets import BUDGET_PER_DAY_USD, MODEL, RATE_LIMIT_RPM
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("-n", "--requests", type=int, default=3000, help="measured requests")
+    p.add_argument("--warmup", type=int, default=300, help="unmeasured requests first")
+    p.add_argument("--stream", action="store_true", help="stream: true (20 chunks)")
+    p.add_argument("--postgres", action="store_true", help="PostgreSQL + Redis instead of SQLite")
+    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--profile", action="store_true", help="print a cProfile (CPU time) table")
+    return p.parse_args(argv)
+
+
+def _psql(admin_url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+def _provision(app: Any, mock_url: str) -> str:
+    runner = app.test_cli_runner()
+    commands = [
+        ["aigateway", "db", "upgrade"],
+        ["provider", "create", "--name", "mock", "--format", "openai", "--base-url", mock_url]
+        + ["--api-key", "sk-upstream-mock"],
+        ["model", "create", "--alias", MODEL, "--provider", "mock", "--model", MODEL]
+        + ["--pricing-input", "0.15", "--pricing-output", "0.60"],
+    ]
+    for args in commands:
+        result = runner.invoke(args=args)
+        if result.exit_code != 0:
+            raise SystemExit(f"flask {' '.join(args)} failed:\n{result.output}")
+    result = runner.invoke(
+        args=["key", "create", "--name", "bench", "--rate-limit", str(RATE_LIMIT_RPM)]
+        + ["--budget-per-day", str(BUDGET_PER_DAY_USD), "--json"]
+    )
+    if result.exit_code != 0:
+        raise SystemExit(f"flask key create failed:\n{result.output}")
+    return str(json.loads(result.output)["secret"])
+
+
+def _caller(app: Any, secret: str, stream: bool) -> Callable[[], str]:
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Say hello, briefly."}],
+            "stream": stream,
+            "max_tokens": 64,
+        }
+    ).encode()
+    status: list[str] = []
+
+    def start_response(line: str, headers: Any, exc_info: Any = None) -> None:
+        status.append(line)
+
+    def one() -> str:
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/v1/chat/completions",
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": "Bearer " + secret,
+            "HTTP_HOST": "127.0.0.1:8000",
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+        chunks: Iterable[bytes] = app(environ, start_response)
+        try:
+            for _ in chunks:
+                pass
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return status[-1]
+
+    return one
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    port = free_port()
+    mock = subprocess.Popen(
+        [sys.executable, "-m", "bench.mock_upstream", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    database = None
+    os.environ["INSTANCE_PATH"] = tempfile.mkdtemp(prefix="aigw-inproc-")
+    try:
+        if not wait_http(f"http://127.0.0.1:{port}/__mock/stats", 20, mock):
+            raise SystemExit("the mock upstream did not start")
+        if args.postgres:
+            database = f"aigw_inproc_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+            _psql(args.pg_url, f"CREATE DATABASE {database}")
+            base = args.pg_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+            os.environ["AIGATEWAY_DATABASE_URI"] = f"{base}/{database}"
+            os.environ["AIGATEWAY_REDIS_URL"] = args.redis_url
+            os.environ["AIGATEWAY_REDIS_PREFIX"] = f"{database}:"
+        sys.path.insert(0, str(ROOT))
+        from sample_app import create_app
+
+        from flask_aigateway.logwriter import close_all_writers
+
+        app = create_app()
+        one = _caller(app, _provision(app, f"http://127.0.0.1:{port}/v1"), args.stream)
+        for _ in range(args.warmup):
+            status = one()
+        if not status.startswith("200"):
+            raise SystemExit(f"the gateway answered {status}")
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile(time.process_time)
+            profiler.enable()
+        wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
+        for _ in range(args.requests):
+            one()
+        n = args.requests
+        wall, cpu, thread = (
+            (time.perf_counter() - wall) / n * 1000,
+            (time.process_time() - cpu) / n * 1000,
+            (time.thread_time() - thread) / n * 1000,
+        )
+        if profiler is not None:
+            import pstats
+
+            profiler.disable()
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("tottime").print_stats(40)
+            stats.sort_stats("cumulative").print_stats(60)
+        close_all_writers()
+        mode = "stream" if args.stream else "JSON"
+        backend = "PostgreSQL + Redis" if args.postgres else "SQLite"
+        print(
+            f"{mode}, {backend}, {n} requests: CPU {cpu:.3f} ms/request "
+            f"(main thread {thread:.3f} ms), wall {wall:.3f} ms"
+            + (" [under cProfile]" if profiler is not None else "")
+        )
+        if args.postgres:
+            from flask_aigateway.extension import get_state
+
+            with app.app_context():
+                get_state().engine.dispose()
+        return 0
+    finally:
+        mock.terminate()
+        mock.wait(10)
+        if database is not None:
+            _psql(args.pg_url, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
