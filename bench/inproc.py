@@ -53,25 +53,56 @@ def _psql(admin_url: str, sql: str) -> None:
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 def _provision(app: Any, mock_url: str) -> str:
     runner = app.test_cli_runner()
     commands = [
         ["aigateway", "db", "upgrade"],
-        ["provider", "create", "--name", "mock", "--format", "openai", "--base-url", mock_url]
-        + ["--api-key", "sk-upstream-mock"],
-        ["model", "create", "--alias", MODEL, "--provider", "mock", "--model", MODEL]
-        + ["--pricing-input", "0.15", "--pricing-output", "0.60"],
+        [
+            "provider",
+            "create",
+            "--name",
+            "mock",
+            "--format",
+            "openai",
+            "--base-url",
+            mock_url,
+            "--api-key",
+            "sk-upstream-mock",
+        ],
+        [
+            "model",
+            "create",
+            "--alias",
+            MODEL,
+            "--provider",
+            "mock",
+            "--model",
+            MODEL,
+            "--pricing-input",
+            "0.15",
+            "--pricing-output",
+            "0.60",
+        ],
     ]
     for args in commands:
         result = runner.invoke(args=args)
         if result.exit_code != 0:
             raise SystemExit(f"flask {' '.join(args)} failed:\n{result.output}")
     result = runner.invoke(
-        args=["key", "create", "--name", "bench", "--rate-limit", str(RATE_LIMIT_RPM)]
-        + ["--budget-per-day", str(BUDGET_PER_DAY_USD), "--json"]
+        args=[
+            "key",
+            "create",
+            "--name",
+            "bench",
+            "--rate-limit",
+            str(RATE_LIMIT_RPM),
+            "--budget-per-day",
+            str(BUDGET_PER_DAY_USD),
+            "--json",
+        ]
     )
     if result.exit_code != 0:
         raise SystemExit(f"flask key create failed:\n{result.output}")
@@ -149,9 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["AIGATEWAY_REDIS_URL"] = args.redis_url
             os.environ["AIGATEWAY_REDIS_PREFIX"] = f"{database}:"
         sys.path.insert(0, str(ROOT))
-        from sample_app import create_app
-
         from flask_aigateway.logwriter import close_all_writers
+        from sample_app import create_app
 
         app = create_app()
         one = _caller(app, _provision(app, f"http://127.0.0.1:{port}/v1"), args.stream)
