@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -148,14 +146,9 @@ class RequestRecord:
         """Count one failed upstream attempt (the request may still succeed elsewhere)."""
         self.upstream_errors.append((target.provider_name, upstream_error_kind(error)))
 
-    @contextmanager
-    def upstream_wait(self) -> Iterator[None]:
+    def upstream_wait(self) -> _UpstreamWait:
         """Count the time spent in the block as waiting on an upstream."""
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.upstream_seconds += time.perf_counter() - began
+        return _UpstreamWait(self)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -208,6 +201,23 @@ class RequestRecord:
             "prompt_text": self.prompt_text,
             "completion_text": self.completion_text,
         }
+
+
+class _UpstreamWait:
+    """The context manager of :meth:`RequestRecord.upstream_wait` (a plain class: cheaper to
+    enter and leave than a ``@contextmanager`` generator)."""
+
+    __slots__ = ("_began", "_record")
+
+    def __init__(self, record: RequestRecord) -> None:
+        self._record = record
+        self._began = 0.0
+
+    def __enter__(self) -> None:
+        self._began = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._record.upstream_seconds += time.perf_counter() - self._began
 
 
 __all__ = [

@@ -16,6 +16,8 @@ values are per process, not per app: serve one gateway app per process.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
 
@@ -26,6 +28,8 @@ from .state import GatewayState
 #: Request and first-token durations share the rollups' bounds, so quantiles agree.
 DURATION_BUCKETS = tuple(bound / 1000.0 for bound in LATENCY_BUCKETS_MS)
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+_M = TypeVar("_M", Counter, Histogram)
 
 
 class Metrics:
@@ -127,6 +131,18 @@ class Metrics:
         self._exporter = PrometheusMetrics(
             app=None, path=None, export_defaults=False, registry=registry
         )
+        #: Labelled children already made, by (metric, label values). ``labels()`` checks,
+        #: converts and locks on every call, and a request touches six to nine series; a
+        #: child is cached only once ``labels()`` made it, so no series appears earlier.
+        self._children: dict[tuple[object, ...], Counter | Histogram] = {}
+
+    def _series(self, metric: _M, *values: str) -> _M:
+        """``metric.labels(*values)``, from the cache after the first time."""
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child  # type: ignore[return-value]
 
     def started(self) -> None:
         """A request entered the pipeline (paired with :meth:`observe` when it ends)."""
@@ -135,35 +151,35 @@ class Metrics:
     def observe(self, record: RequestRecord) -> None:
         """Count one finished request."""
         self.inflight.dec()
+        series = self._series
         model = record.model_label
         provider = record.target.provider_name if record.target is not None else ""
-        self.requests.labels(model, provider, str(record.status_code)).inc()
-        self.duration.labels(model).observe(record.stop_clock() / 1000.0)
-        self.overhead.labels(model).observe(record.overhead_seconds)
+        series(self.requests, model, provider, str(record.status_code)).inc()
+        series(self.duration, model).observe(record.stop_clock() / 1000.0)
+        series(self.overhead, model).observe(record.overhead_seconds)
         if record.stream and record.ttft_ms is not None:
-            self.ttft.labels(model).observe(record.ttft_ms / 1000.0)
+            series(self.ttft, model).observe(record.ttft_ms / 1000.0)
         usage = record.usage
-        for kind, count in (
-            ("prompt", usage.prompt_tokens),
-            ("completion", usage.completion_tokens),
-            ("cached", usage.cached_tokens),
-        ):
-            if count:
-                self.tokens.labels(model, kind).inc(count)
+        if usage.prompt_tokens:
+            series(self.tokens, model, "prompt").inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            series(self.tokens, model, "completion").inc(usage.completion_tokens)
+        if usage.cached_tokens:
+            series(self.tokens, model, "cached").inc(usage.cached_tokens)
         if record.cost:
-            self.cost.labels(model, provider).inc(float(record.cost))
+            series(self.cost, model, provider).inc(float(record.cost))
         if record.cache_hit:
-            self.cache_hits.labels(model).inc()
+            series(self.cache_hits, model).inc()
         elif record.cache_lookup:
-            self.cache_misses.labels(model).inc()
+            series(self.cache_misses, model).inc()
         if record.error_type == RATE_LIMITED:
-            self.rate_limited.labels(model).inc()
+            series(self.rate_limited, model).inc()
         elif record.error_type == BUDGET_EXCEEDED:
-            self.budget_exceeded.labels(model).inc()
+            series(self.budget_exceeded, model).inc()
         if record.fallback_path:
-            self.fallbacks.labels(model).inc()
+            series(self.fallbacks, model).inc()
         for provider_name, kind in record.upstream_errors:
-            self.upstream_errors.labels(provider_name, kind).inc()
+            series(self.upstream_errors, provider_name, kind).inc()
 
     def render(self, accept: str | None = None) -> tuple[str, str]:
         """The scrape body and its content type; with ``PROMETHEUS_MULTIPROC_DIR`` set, the

@@ -8,8 +8,8 @@ route (pick a deployment, call, retry, fall back) → account (usage, cost) → 
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -39,7 +39,12 @@ TRUSTED = object()
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """A random version-4 UUID as 32 hex digits: what ``uuid.uuid4().hex`` gives, made without
+    building a :class:`uuid.UUID` (this runs on every request)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
 
 
 @dataclass(slots=True)

@@ -120,7 +120,9 @@ class MemoryWindows:
             windows = []
             admitted = True
             for spec in specs:
-                w = self._windows.setdefault(spec.name, _Window())
+                w = self._windows.get(spec.name)
+                if w is None:
+                    w = self._windows[spec.name] = _Window()
                 w.purge(cutoff)
                 windows.append(w)
                 if w.total + spec.cost > spec.limit:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -134,7 +134,7 @@ class RateLimiter:
         windows = self._windows(principal, request, route)
         if not windows:
             return RateTicket()
-        entry = uuid.uuid4().hex
+        entry = os.urandom(16).hex()
         store = self.store
         try:
             admitted, states = store.acquire([w.spec for w in windows], entry)
@@ -212,13 +212,13 @@ class RateLimiter:
 def _tightest(
     windows: Sequence[_Window], states: Sequence[WindowState], kind: str
 ) -> WindowState | None:
-    pairs = [(w, s) for w, s in zip(windows, states, strict=True) if w.kind == kind]
-    if not pairs:
-        return None
-    refused = [s for _w, s in pairs if s.refused]
+    kept = [s for w, s in zip(windows, states, strict=True) if w.kind == kind]
+    if len(kept) < 2:
+        return kept[0] if kept else None
+    refused = [s for s in kept if s.refused]
     if refused:
         return max(refused, key=lambda s: math.inf if s.retry_after is None else s.retry_after)
-    return min((s for _w, s in pairs), key=lambda s: (s.remaining, -s.reset_after))
+    return min(kept, key=lambda s: (s.remaining, -s.reset_after))
 
 
 def _headers(windows: Sequence[_Window], states: Sequence[WindowState]) -> dict[str, str]:

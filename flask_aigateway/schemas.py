@@ -14,6 +14,8 @@ from typing import Any
 from .errors import InvalidRequestError
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+#: A text message with one of these roles is valid as it is (the common case, checked first).
+_ROLES_WITHOUT_REQUIRED_FIELDS = _ROLES - {"tool"}
 
 #: Type checks for the OpenAI parameters the gateway knows: name -> (types, description).
 _NUM = (int, float)
@@ -64,6 +66,12 @@ def _check_type(name: str, value: Any) -> None:
 
 
 def _check_message(index: int, message: Any) -> None:
+    if (
+        isinstance(message, dict)
+        and isinstance(message.get("content"), str)
+        and message.get("role") in _ROLES_WITHOUT_REQUIRED_FIELDS
+    ):
+        return
     where = f"messages[{index}]"
     if not isinstance(message, dict):
         raise InvalidRequestError(f"'{where}' must be an object.", param=where)

@@ -54,6 +54,12 @@ class ChatStream:
     _text: list[str] = field(default_factory=list)
     _settled: bool = False
     _closed: bool = False
+    _stream_id: str = field(init=False)
+    _include_usage: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._stream_id = f"chatcmpl-{self.record.request_id}"
+        self._include_usage = self.request.include_usage
 
     @property
     def request_id(self) -> str:
@@ -61,14 +67,14 @@ class ChatStream:
 
     @property
     def stream_id(self) -> str:
-        return f"chatcmpl-{self.record.request_id}"
+        return self._stream_id
 
     def _stamp(self, chunk: dict[str, Any]) -> dict[str, Any]:
-        chunk["id"] = self.stream_id
+        chunk["id"] = self._stream_id
         chunk["object"] = "chat.completion.chunk"
         chunk["created"] = self.created
         chunk["model"] = self.request.model
-        if not self.request.include_usage:
+        if not self._include_usage:
             chunk.pop("usage", None)
         elif "usage" not in chunk:
             chunk["usage"] = None
@@ -89,39 +95,42 @@ class ChatStream:
     def __iter__(self) -> Iterator[StreamChunk]:
         """The chunks. Time spent waiting for the consumer to take a chunk is counted as the
         client's (``record.client_seconds``), not as the gateway's overhead."""
-        source = self._replay() if self.cached is not None else self._relay()
-        try:
-            for chunk in source:
-                paused = time.perf_counter()
-                yield chunk
-                self.record.client_seconds += time.perf_counter() - paused
-        finally:
-            source.close()
+        return self._replay() if self.cached is not None else self._relay()
 
     def _relay(self) -> Generator[StreamChunk, None, None]:
+        """The upstream's chunks, stamped. Runs once per chunk, so it keeps to plain locals
+        and ``perf_counter`` pairs (the same sums ``record.upstream_wait()`` would make)."""
         record = self.record
         translator = self.opened.translator
         completion_chars = self._text
         held_finish: dict[str, Any] | None = None
         assembler = CompletionAssembler() if self._stores() else None
+        clock = time.perf_counter
+        stamp = self._stamp
         try:
             pending = list(self.opened.first)
             events = self.opened.events
             while True:
                 for chunk in pending:
-                    _collect_text(chunk, completion_chars)
+                    choices = chunk.get("choices")
+                    finished = _collect_text(choices, completion_chars)
                     if assembler is not None:
                         assembler.feed(chunk)
-                    if not chunk.get("choices"):
+                    if not choices:
                         continue
-                    if any(c.get("finish_reason") for c in chunk["choices"]):
+                    if finished:
                         held_finish = chunk
                         continue
-                    yield StreamChunk(self._stamp(chunk))
+                    paused = clock()
+                    yield StreamChunk(stamp(chunk))
+                    record.client_seconds += clock() - paused
                 if translator.done:
                     break
-                with record.upstream_wait():
+                began = clock()
+                try:
                     event = next(events, None)
+                finally:
+                    record.upstream_seconds += clock() - began
                 if event is None:
                     break
                 pending = translator.feed(event)
@@ -136,14 +145,18 @@ class ChatStream:
                 self._store(assembler)
             final_usage = self.record.usage
             if held_finish is not None:
-                if not self.request.include_usage:
+                if not self._include_usage:
                     held_finish["aigateway"] = self._extension()
-                yield StreamChunk(self._stamp(held_finish))
-            if self.request.include_usage:
-                usage_chunk = self._stamp({"choices": []})
+                paused = clock()
+                yield StreamChunk(stamp(held_finish))
+                record.client_seconds += clock() - paused
+            if self._include_usage:
+                usage_chunk = stamp({"choices": []})
                 usage_chunk["usage"] = final_usage.to_openai()
                 usage_chunk["aigateway"] = self._extension()
+                paused = clock()
                 yield StreamChunk(usage_chunk, usage=final_usage)
+                record.client_seconds += clock() - paused
         except GeneratorExit:
             self._abandon()
             raise
@@ -164,20 +177,28 @@ class ChatStream:
         """A cached answer as the stream an upstream would have sent: same chunks, one id,
         the usage chunk when asked (with the cached usage), zero cost."""
         assert self.cached is not None
+        record = self.record
+        clock = time.perf_counter
         try:
             chunks = completion_chunks(self.cached.body)
             for chunk in chunks[:-1]:
+                paused = clock()
                 yield StreamChunk(self._stamp(chunk))
+                record.client_seconds += clock() - paused
             self._settle(None, [])
             final = chunks[-1]
-            if not self.request.include_usage:
+            if not self._include_usage:
                 final["aigateway"] = self._extension()
+            paused = clock()
             yield StreamChunk(self._stamp(final))
-            if self.request.include_usage:
+            record.client_seconds += clock() - paused
+            if self._include_usage:
                 usage_chunk = self._stamp({"choices": []})
                 usage_chunk["usage"] = self.cached.usage.to_openai()
                 usage_chunk["aigateway"] = self._extension()
+                paused = clock()
                 yield StreamChunk(usage_chunk, usage=self.cached.usage)
+                record.client_seconds += clock() - paused
         except GeneratorExit:
             self._abandon()
             raise
@@ -264,8 +285,11 @@ class ChatStream:
             self.pipeline.finish(self.record, self.admission)
 
 
-def _collect_text(chunk: dict[str, Any], sink: list[str]) -> None:
-    for choice in chunk.get("choices") or ():
+def _collect_text(choices: list[dict[str, Any]] | None, sink: list[str]) -> bool:
+    """Append the text of ``choices`` (content, tool-call arguments) to ``sink``; True when
+    one of them has a finish reason (one pass, as this runs for every chunk)."""
+    finished = False
+    for choice in choices or ():
         delta = choice.get("delta") or {}
         content = delta.get("content")
         if content:
@@ -274,6 +298,9 @@ def _collect_text(chunk: dict[str, Any], sink: list[str]) -> None:
             arguments = (call.get("function") or {}).get("arguments")
             if arguments:
                 sink.append(arguments)
+        if choice.get("finish_reason"):
+            finished = True
+    return finished
 
 
 class _NoUpstream:

@@ -37,30 +37,30 @@ log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _ENV_REQUEST_ID = "aigateway.request_id"
+#: Compact JSON (``json.dumps`` with ``separators`` builds a new encoder on every call).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_SSE_HEADERS = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))
 
 
 def _request_id() -> str:
     """The caller's ``X-Request-ID`` when it is sane, else a new one; fixed per request."""
-    rid = request.environ.get(_ENV_REQUEST_ID)
+    environ = request.environ
+    rid = environ.get(_ENV_REQUEST_ID)
     if rid is None:
         given = request.headers.get("X-Request-ID", "")
         rid = given if _REQUEST_ID_RE.match(given) else new_request_id()
-        request.environ[_ENV_REQUEST_ID] = rid
+        environ[_ENV_REQUEST_ID] = rid
     return rid
 
 
 def _json(body: Any, status: int = 200) -> Response:
     """A compact JSON response (no pretty-printing on the hot path)."""
-    return Response(
-        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json"
-    )
+    return Response(_COMPACT.encode(body), status=status, content_type="application/json")
 
 
 def _error_response(error: GatewayError) -> Response:
     response = _json(error.to_dict(), error.status)
-    response.headers["x-request-id"] = _request_id()
-    for name, value in error.headers.items():
-        response.headers[name] = value
+    response.headers.extend([("x-request-id", _request_id()), *error.headers.items()])
     return response
 
 
@@ -72,9 +72,9 @@ def _method_not_allowed(allowed: str) -> GatewayError:
     )
 
 
-def _read_json_body() -> Any:
-    """The decoded body, within ``AIGATEWAY_MAX_BODY_BYTES``; 400/413 in OpenAI's shape."""
-    limit = get_state().settings["AIGATEWAY_MAX_BODY_BYTES"]
+def _read_json_body(limit: int) -> Any:
+    """The decoded body, within ``limit`` bytes (``AIGATEWAY_MAX_BODY_BYTES``); 400/413 in
+    OpenAI's shape."""
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
@@ -89,23 +89,29 @@ def _read_json_body() -> Any:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
 
 
-def _gateway_headers(response: Response, result: ChatResponse | ChatStream) -> None:
-    """The ``x-aigateway-*`` headers (a stream's cost is in its final chunk instead)."""
-    headers = response.headers
+def _gateway_headers(rid: str, result: ChatResponse | ChatStream) -> list[tuple[str, str]]:
+    """``x-request-id``, the rate-limit and budget headers, then the ``x-aigateway-*`` ones (a
+    stream's cost is in its final chunk instead).
+
+    They are added to the response in one ``extend``: each ``Headers.__setitem__`` scans every
+    header set before it case-insensitively. The names are distinct, so adding is setting.
+    """
+    headers = [("x-request-id", rid)]
     if isinstance(result, ChatStream):
-        headers.update(result.admission.headers)
-        headers["x-aigateway-provider"] = result.target.provider_name
-        headers["x-aigateway-deployment"] = result.target.deployment_id
+        headers += result.admission.headers.items()
+        headers.append(("x-aigateway-provider", result.target.provider_name))
+        headers.append(("x-aigateway-deployment", result.target.deployment_id))
         attempts, path = result.record.attempts, result.record.fallback_path
     else:
-        headers.update(result.headers)
-        headers["x-aigateway-provider"] = result.provider or ""
-        headers["x-aigateway-deployment"] = result.deployment_id or ""
-        headers["x-aigateway-cost-usd"] = str(result.cost)
+        headers += result.headers.items()
+        headers.append(("x-aigateway-provider", result.provider or ""))
+        headers.append(("x-aigateway-deployment", result.deployment_id or ""))
+        headers.append(("x-aigateway-cost-usd", str(result.cost)))
         attempts, path = result.attempts, list(result.fallback_path)
-    headers["x-aigateway-attempts"] = str(attempts)
+    headers.append(("x-aigateway-attempts", str(attempts)))
     if path:
-        headers["x-aigateway-fallback"] = ",".join(path)
+        headers.append(("x-aigateway-fallback", ",".join(path)))
+    return headers
 
 
 class _SSE:
@@ -116,11 +122,12 @@ class _SSE:
         self._stream = stream
 
     def __iter__(self) -> Iterator[bytes]:
+        encode = _COMPACT.encode
         try:
             for chunk in self._stream:
-                yield b"data: " + json.dumps(chunk.data, separators=(",", ":")).encode() + b"\n\n"
+                yield b"data: " + encode(chunk.data).encode() + b"\n\n"
         except GatewayError as error:
-            yield b"data: " + json.dumps(error.to_dict(), separators=(",", ":")).encode() + b"\n\n"
+            yield b"data: " + _COMPACT.encode(error.to_dict()).encode() + b"\n\n"
             return
         yield b"data: [DONE]\n\n"
 
@@ -167,21 +174,22 @@ def create_blueprint() -> Blueprint:
         rid = _request_id()
         if request.method != "POST":
             raise _method_not_allowed("POST")
-        chat_request = ChatRequest.from_body(_read_json_body())
-        api_key = bearer_token(request.headers.get("Authorization"))
-        pipeline = get_pipeline(get_state())
-        cache_control = request.headers.get("Cache-Control")
+        state = get_state()
+        chat_request = ChatRequest.from_body(
+            _read_json_body(state.settings["AIGATEWAY_MAX_BODY_BYTES"])
+        )
+        headers = request.headers
+        api_key = bearer_token(headers.get("Authorization"))
+        pipeline = get_pipeline(state)
+        cache_control = headers.get("Cache-Control")
         if chat_request.stream:
             stream = pipeline.open_stream(chat_request, api_key, rid, cache_control=cache_control)
             response = Response(_SSE(stream), mimetype="text/event-stream")
-            response.headers["Cache-Control"] = "no-cache"
-            response.headers["X-Accel-Buffering"] = "no"
+            response.headers.extend([*_SSE_HEADERS, *_gateway_headers(rid, stream)])
         else:
             result = pipeline.chat(chat_request, api_key, rid, cache_control=cache_control)
             response = _json(result.body)
-            stream = None
-        response.headers["x-request-id"] = rid
-        _gateway_headers(response, stream if stream is not None else result)
+            response.headers.extend(_gateway_headers(rid, result))
         return response
 
     @bp.route("/models", methods=_ALL_METHODS)

@@ -140,17 +140,18 @@ class OpenAIStreamTranslator:
                 retryable=error.get("type") != "invalid_request_error"
                 and code != "context_length_exceeded",
             )
-        usage = Usage.from_openai(chunk.pop("usage", None))
-        if usage is not None:
-            self.usage = usage
+        usage = chunk.pop("usage", None)
+        if usage:
+            self.usage = Usage.from_openai(usage)
         choices = chunk.get("choices")
         if not choices:
             return []
         for choice in choices:
             if not isinstance(choice.get("delta"), dict):
                 choice["delta"] = {}
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
+            finish_reason = choice.get("finish_reason")
+            if finish_reason:
+                self.finish_reason = finish_reason
         chunk["model"] = self.alias
         chunk.setdefault("object", "chat.completion.chunk")
         chunk.setdefault("created", 0)

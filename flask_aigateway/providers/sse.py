@@ -35,10 +35,28 @@ class SSEParser:
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False
-        self._buffer += chunk
-        events: list[SSEEvent] = []
-        start = 0
         buffer = self._buffer
+        if b"\r" in chunk or b"\r" in buffer:
+            buffer += chunk
+            return self._events(self._split_any(buffer))
+        # No CR: every complete line ends with LF, and LF never occurs inside a UTF-8
+        # sequence, so decoding the complete lines at once equals decoding them one by one.
+        if not buffer and chunk.endswith(b"\n"):
+            text = chunk[:-1].decode("utf-8", errors="replace")
+        else:
+            buffer += chunk
+            end = buffer.rfind(b"\n")
+            if end < 0:
+                return []
+            text = buffer[:end].decode("utf-8", errors="replace")
+            del buffer[: end + 1]
+        return self._events(text.split("\n"))
+
+    def _split_any(self, buffer: bytearray) -> list[str]:
+        """The complete lines of ``buffer`` whatever their ending (CR, LF or CRLF), removed
+        from it; a CR at the very end may be the first half of a CRLF split across reads."""
+        lines: list[str] = []
+        start = 0
         while True:
             cr = buffer.find(b"\r", start)
             lf = buffer.find(b"\n", start)
@@ -52,10 +70,25 @@ class SSEParser:
             else:
                 line, start = buffer[start:cr], cr + 1
                 self._skip_lf = True
-            event = self._line(bytes(line).decode("utf-8", errors="replace"))
-            if event is not None:
-                events.append(event)
+            lines.append(bytes(line).decode("utf-8", errors="replace"))
         del buffer[:start]
+        return lines
+
+    def _events(self, lines: list[str]) -> list[SSEEvent]:
+        """Apply complete lines in order; ``data:`` lines, the bulk of a stream, are handled
+        inline, every other field by :meth:`_field`."""
+        events: list[SSEEvent] = []
+        data = self._data
+        for line in lines:
+            if not line:
+                if data:
+                    events.append(SSEEvent(data="\n".join(data), event=self._event))
+                    data.clear()
+                self._event = None
+            elif line.startswith("data:"):
+                data.append(line[6:] if line.startswith(" ", 5) else line[5:])
+            else:
+                self._field(line)
         return events
 
     @property
@@ -63,17 +96,9 @@ class SSEParser:
         """True when bytes of an unfinished event are buffered (useful to report a cut)."""
         return bool(self._buffer or self._data or self._event is not None)
 
-    def _line(self, line: str) -> SSEEvent | None:
-        if not line:
-            if not self._data:
-                self._event = None
-                return None
-            event = SSEEvent(data="\n".join(self._data), event=self._event)
-            self._data = []
-            self._event = None
-            return event
+    def _field(self, line: str) -> None:
         if line.startswith(":"):
-            return None
+            return
         name, sep, value = line.partition(":")
         if sep and value.startswith(" "):
             value = value[1:]
@@ -81,4 +106,3 @@ class SSEParser:
             self._data.append(value)
         elif name == "event":
             self._event = value or None
-        return None
