@@ -7,9 +7,9 @@ OpenAI's chat format adds), rounded up. Rows that rely on it are marked ``usage_
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from . import jsoncodec
 from .schemas import ChatRequest
 
 CHARS_PER_TOKEN = 4
@@ -36,7 +36,7 @@ def _content_tokens(content: Any) -> int:
         elif part.get("type") == "image_url":
             total += IMAGE_TOKENS
         else:
-            total += estimate_text_tokens(json.dumps(part, separators=(",", ":")))
+            total += estimate_text_tokens(jsoncodec.dumps_text(part))
     return total
 
 
@@ -46,8 +46,8 @@ def estimate_prompt_tokens(request: ChatRequest) -> int:
     for message in request.messages:
         total += MESSAGE_OVERHEAD + _content_tokens(message.get("content"))
         for call in message.get("tool_calls") or ():
-            total += estimate_text_tokens(json.dumps(call, separators=(",", ":")))
+            total += estimate_text_tokens(jsoncodec.dumps_text(call))
     tools = request.params.get("tools")
     if tools:
-        total += estimate_text_tokens(json.dumps(tools, separators=(",", ":")))
+        total += estimate_text_tokens(jsoncodec.dumps_text(tools))
     return total

@@ -7,7 +7,6 @@ this blueprint only, so the host app's own pages and error handlers are untouche
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
+from .. import jsoncodec
 from ..auth import authenticate, bearer_token
 from ..catalog import list_aliases
 from ..errors import (
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _ENV_REQUEST_ID = "aigateway.request_id"
-#: Compact JSON (``json.dumps`` with ``separators`` builds a new encoder on every call).
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
 _SSE_HEADERS = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))
 
 
@@ -55,7 +53,7 @@ def _request_id() -> str:
 
 def _json(body: Any, status: int = 200) -> Response:
     """A compact JSON response (no pretty-printing on the hot path)."""
-    return Response(_COMPACT.encode(body), status=status, content_type="application/json")
+    return Response(jsoncodec.dumps(body), status=status, content_type="application/json")
 
 
 def _error_response(error: GatewayError) -> Response:
@@ -84,7 +82,7 @@ def _read_json_body(limit: int) -> Any:
     if not raw.strip():
         raise InvalidRequestError("The request body is empty: send a JSON object.")
     try:
-        return json.loads(raw)
+        return jsoncodec.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
 
@@ -122,12 +120,12 @@ class _SSE:
         self._stream = stream
 
     def __iter__(self) -> Iterator[bytes]:
-        encode = _COMPACT.encode
+        encode = jsoncodec.dumps
         try:
             for chunk in self._stream:
-                yield b"data: " + encode(chunk.data).encode() + b"\n\n"
+                yield b"data: " + encode(chunk.data) + b"\n\n"
         except GatewayError as error:
-            yield b"data: " + _COMPACT.encode(error.to_dict()).encode() + b"\n\n"
+            yield b"data: " + encode(error.to_dict()) + b"\n\n"
             return
         yield b"data: [DONE]\n\n"
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .. import jsoncodec
 from ..errors import UpstreamError
 from ..schemas import Usage
 from .base import SSEEvent
@@ -173,7 +174,7 @@ class AnthropicStreamTranslator:
         if event.event == "ping" or not event.data.strip():
             return []
         try:
-            data = json.loads(event.data)
+            data = jsoncodec.loads(event.data)
         except ValueError:
             data = None
         if not isinstance(data, dict):

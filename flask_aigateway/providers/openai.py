@@ -7,10 +7,10 @@ not, passes through untouched.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from .. import jsoncodec
 from ..enums import ProviderFormat, WireFormat
 from ..errors import UpstreamError
 from ..schemas import ChatRequest, ChatResponse, Usage
@@ -121,7 +121,7 @@ class OpenAIStreamTranslator:
         if not data:
             return []
         try:
-            chunk = json.loads(data)
+            chunk = jsoncodec.loads(data)
         except ValueError:
             raise UpstreamError(
                 f"The {LABEL} upstream sent a stream event that is not JSON: {data[:200]!r}",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from .. import jsoncodec
 from ..errors import UpstreamError
 
 #: How much of a non-JSON upstream body an error message quotes.
@@ -15,7 +15,7 @@ USER_AGENT = "flask-aigateway"
 
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON, the way the SDKs send bodies."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return jsoncodec.dumps(obj)
 
 
 def merge_headers(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -38,7 +38,7 @@ def load_json(body: bytes, what: str) -> Any:
     """Decode an upstream JSON body; raise a retryable :class:`UpstreamError` naming ``what``
     when it is not JSON (a proxy's HTML page, a truncated body…)."""
     try:
-        return json.loads(body)
+        return jsoncodec.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise UpstreamError(
             f"The upstream answered with a body that is not valid JSON where {what} was "
@@ -50,6 +50,6 @@ def load_json(body: bytes, what: str) -> Any:
 def try_json(body: bytes) -> Any:
     """The decoded body, or None when it is not JSON (for error bodies, which may be anything)."""
     try:
-        return json.loads(body)
+        return jsoncodec.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
