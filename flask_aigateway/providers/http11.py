@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import collections
 import io
+import ipaddress
+import math
 import select
 import socket
 import ssl
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -31,6 +34,16 @@ MAX_LINE = 65536
 #: Most header lines accepted in one answer.
 MAX_HEADERS = 200
 _NO_BODY_STATUSES = frozenset({204, 304})
+#: Seconds a host name's resolved addresses are reused for new connections.
+DNS_TTL = 30.0
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class HTTPClientError(Exception):
@@ -174,10 +187,41 @@ class Pool:
         self._ssl = ssl_context
         self._idle: collections.deque[Connection] = collections.deque()
         self._closed = False
+        self._resolved: tuple[float, list[Any]] | None = None
+
+    def _addresses(self) -> list[Any]:
+        """The host's addresses, resolved at most every :data:`DNS_TTL` seconds.
+
+        A name lookup per new connection is slow under gevent (its resolver hands every
+        lookup to a thread pool) and adds its latency to the request that opens the
+        connection; an IP address is never looked up again.
+        """
+        resolved = self._resolved
+        if resolved is not None and resolved[0] > time.monotonic():
+            return resolved[1]
+        infos = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
+        ttl = math.inf if _is_ip(self.host) else DNS_TTL
+        self._resolved = (time.monotonic() + ttl, infos)
+        return infos
+
+    def _open(self, timeout: float) -> socket.socket:
+        """A TCP connection to the first address that accepts one (as ``create_connection``)."""
+        error: OSError | None = None
+        for family, kind, proto, _, address in self._addresses():
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        self._resolved = None  # look the name up again next time
+        raise error or OSError(f"no address for {self.host!r}")
 
     def _connect(self, timeout: float) -> Connection:
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+            sock = self._open(timeout)
         except TimeoutError as exc:
             raise ConnectTimeout(str(exc) or "timed out") from exc
         except OSError as exc:
