@@ -18,21 +18,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from .budget_store import CounterKey, CounterState, Refused, SqlCounterStore
-from .db import MONEY_PLACES, to_money
+from .budget_store import CounterKey, CounterState, Refused, SqlCounterStore, from_units, to_units
 from .state import GatewayState
-
-_UNIT = Decimal(1).scaleb(-MONEY_PLACES)
-
-
-def to_units(value: Decimal) -> int:
-    """USD as an integer count of 1e-10 USD."""
-    return int(to_money(value).scaleb(MONEY_PLACES))
-
-
-def from_units(value: Any) -> Decimal:
-    return to_money(Decimal(int(value)) * _UNIT)
-
 
 #: KEYS: one hash per counter. ARGV: amount, then one limit per counter ('' = none).
 #: Returns {-1, missing indexes…} when a counter is not loaded, {0, index, spent, reserved}
@@ -97,6 +84,8 @@ return out
 
 #: A counter stays in Redis this long after its period ends, for requests still settling.
 _KEEP_AFTER_PERIOD = dt.timedelta(days=1)
+#: Redis key names remembered per store (a few per active key and team; cleared when full).
+_NAMES_KEPT = 10_000
 
 
 class RedisCounterStore:
@@ -108,11 +97,17 @@ class RedisCounterStore:
         self._reserve = client.register_script(_RESERVE)
         self._load = client.register_script(_LOAD)
         self._settle = client.register_script(_SETTLE)
+        self._names: dict[CounterKey, str] = {}
 
     def _key(self, key: CounterKey) -> str:
-        return self._state.redis_key(
-            "budget", key.scope, key.scope_id, key.period, key.start.isoformat()
-        )
+        name = self._names.get(key)
+        if name is None:
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
+            name = self._names[key] = self._state.redis_key(
+                "budget", key.scope, key.scope_id, key.period, key.start.isoformat()
+            )
+        return name
 
     def _states(self, keys: Sequence[CounterKey], values: Sequence[Any]) -> list[CounterState]:
         states = []
@@ -165,9 +160,11 @@ class RedisCounterStore:
         return self._states(keys, reply)
 
     def record_spend(self, keys: Sequence[CounterKey], cost: Decimal, *, count: bool) -> None:
-        """Add ``cost`` (and a request) to the database rows only."""
+        """Add ``cost`` (and a request) to the database rows only, before the request returns
+        (reports and a reload read them at once): one statement for every counter."""
         if cost or count:
-            self._sql.settle(keys, Decimal(0), cost, count=count)
+            units, requests = to_units(cost), 1 if count else 0
+            self._sql.add_spend([(key, units, requests) for key in keys])
 
     def read(self, keys: Sequence[CounterKey]) -> list[CounterState]:
         """Live values; a counter not in Redis reads as its database row."""

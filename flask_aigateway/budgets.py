@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MILLION = Decimal(1_000_000)
+_ZERO = Decimal(0)
+#: ``state.cache`` of each key's budget lines for the current UTC day.
+_LINES_CACHE = "budget_lines"
+#: Keys whose lines are kept (the cache is emptied when it reaches this many).
+_LINES_KEPT = 10_000
 #: The response header naming the tightest remaining budget, USD.
 REMAINING_HEADER = "x-aigateway-budget-remaining-usd"
 _PERIOD_WORDS: dict[str, tuple[str, str]] = {
@@ -130,26 +135,48 @@ def worst_case(state: GatewayState, route: AliasRoute, request: ChatRequest) -> 
 
 
 def budget_lines(principal: Principal, now: dt.datetime | None = None) -> list[BudgetLine]:
-    """The day and month counters of the key and of each team above it (nearest first)."""
+    """The day and month counters of the key and of each team above it (nearest first).
+
+    Scopes and periods are plain strings, not the enum members: the database drivers adapt a
+    ``str`` subclass through their slow path, on every statement of the hot path.
+    """
     now = now or utcnow()
     day = now.date()
     month = day.replace(day=1)
-    owners = [(Scope.KEY, principal.key_id), *((Scope.TEAM, t) for t in principal.team_ids)]
+    owners = [
+        (Scope.KEY.value, principal.key_id),
+        *((Scope.TEAM.value, t) for t in principal.team_ids),
+    ]
     lines = []
     for level, (scope, scope_id) in zip(principal.rules.levels, owners, strict=False):
         lines.append(
             BudgetLine(
-                CounterKey(scope, scope_id, Period.DAY, day), level.budget_per_day, level.owner
+                CounterKey(scope, scope_id, Period.DAY.value, day),
+                level.budget_per_day,
+                level.owner,
             )
         )
         lines.append(
             BudgetLine(
-                CounterKey(scope, scope_id, Period.MONTH, month),
+                CounterKey(scope, scope_id, Period.MONTH.value, month),
                 level.budget_per_month,
                 level.owner,
             )
         )
     return lines
+
+
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    """The budget lines of one principal on one UTC day, with their keys and limits: built
+    once per principal (a new object whenever its rules are reloaded) and day, not per
+    request."""
+
+    principal: Principal
+    day: dt.date
+    lines: tuple[BudgetLine, ...]
+    keys: tuple[CounterKey, ...]
+    limits: tuple[Decimal | None, ...]
 
 
 def _usd(value: Decimal) -> str:
@@ -182,15 +209,18 @@ class Reservation:
         self,
         store: CounterStore | None = None,
         lines: Sequence[BudgetLine] = (),
-        amount: Decimal = Decimal(0),
+        amount: Decimal = _ZERO,
         states: Sequence[CounterState] = (),
         *,
         checked: bool = True,
+        keys: Sequence[CounterKey] | None = None,
     ) -> None:
         self._store = store
         self._lines = tuple(lines)
+        #: The counters of ``lines`` (given when already at hand).
+        self._keys = tuple(line.key for line in self._lines) if keys is None else keys
         self.amount = amount
-        self._states = list(states)
+        self._states: Sequence[CounterState] = states
         self._checked = checked
         self._lock = threading.Lock()
         self.done = False
@@ -198,14 +228,15 @@ class Reservation:
     def headers(self) -> dict[str, str]:
         """``x-aigateway-budget-remaining-usd``: the least any budget has left (after what is
         reserved now), or no header when no budget applies."""
-        left = [
-            line.limit - state.spent - state.reserved
-            for line, state in zip(self._lines, self._states, strict=False)
-            if line.limit is not None
-        ]
-        if not left:
+        least: Decimal | None = None
+        for line, state in zip(self._lines, self._states, strict=False):
+            if line.limit is not None:
+                left = line.limit - state.spent - state.reserved
+                if least is None or left < least:
+                    least = left
+        if least is None:
             return {}
-        return {REMAINING_HEADER: str(to_money(max(Decimal(0), min(left))))}
+        return {REMAINING_HEADER: str(to_money(max(_ZERO, least)))}
 
     def settle(self, cost: Decimal) -> None:
         """Replace the reservation by the actual cost (idempotent)."""
@@ -213,7 +244,7 @@ class Reservation:
 
     def release(self) -> None:
         """Give the whole reservation back (the request cost nothing)."""
-        self._finish(Decimal(0), count=False)
+        self._finish(_ZERO, count=False)
 
     def _finish(self, cost: Decimal, *, count: bool) -> None:
         with self._lock:
@@ -222,7 +253,7 @@ class Reservation:
             self.done = True
         if self._store is None or not self._lines:
             return
-        keys = [line.key for line in self._lines]
+        keys = self._keys
         try:
             if self._checked:
                 self._states = self._store.settle(keys, self.amount, cost, count=count)
@@ -271,20 +302,39 @@ class BudgetBook:
         """
         if principal is None:
             return Reservation()
-        lines = budget_lines(principal)
+        charge = self._charge(principal)
         worst = worst_case(self._state, route, request)
         amount = worst.cost
         store = self.store
         try:
-            states = store.reserve(
-                [line.key for line in lines], [line.limit for line in lines], amount
-            )
+            states = store.reserve(charge.keys, charge.limits, amount)
         except Refused as refused:
-            raise _refusal(lines[refused.index], refused.state, worst) from None
+            raise _refusal(charge.lines[refused.index], refused.state, worst) from None
         except unreachable_errors() as exc:
             on_unreachable(self._state.settings, exc, "reserving budgets")
-            return Reservation(store, lines, amount, checked=False)
-        return Reservation(store, lines, amount, states)
+            return Reservation(store, charge.lines, amount, checked=False, keys=charge.keys)
+        return Reservation(store, charge.lines, amount, states, keys=charge.keys)
+
+    def _charge(self, principal: Principal) -> _Charge:
+        """The lines of :func:`budget_lines` for ``principal`` today, from the cache when this
+        very principal object was seen today (a reloaded principal is another object, and
+        ``state.invalidate()`` empties the cache)."""
+        now = utcnow()
+        day = now.date()
+        cache = self._state.cache(_LINES_CACHE)
+        charge: _Charge | None = cache.get(principal.key_id)
+        if charge is None or charge.principal is not principal or charge.day != day:
+            if len(cache) >= _LINES_KEPT:
+                cache.clear()
+            lines = tuple(budget_lines(principal, now))
+            charge = cache[principal.key_id] = _Charge(
+                principal,
+                day,
+                lines,
+                tuple(line.key for line in lines),
+                tuple(line.limit for line in lines),
+            )
+        return charge
 
     def usage(
         self, scope: str, scope_id: str, at: dt.datetime | None = None
@@ -293,8 +343,8 @@ class BudgetBook:
         the periods containing ``at`` (default: now): ``{"day": …, "month": …}``."""
         day = (at or utcnow()).date()
         keys = [
-            CounterKey(scope, scope_id, Period.DAY, day),
-            CounterKey(scope, scope_id, Period.MONTH, day.replace(day=1)),
+            CounterKey(str(scope), scope_id, Period.DAY.value, day),
+            CounterKey(str(scope), scope_id, Period.MONTH.value, day.replace(day=1)),
         ]
         day_state, month_state = self.store.read(keys)
         return {"day": day_state, "month": month_state}

@@ -1,15 +1,18 @@
 """The SQL counter store's pre-written statements: what they store reads back through the ORM
-column types, and a refused reservation changes nothing (on the test backend's engine)."""
+column types, a refused reservation changes nothing, and the connections it keeps come and go
+with the engine (on the test backend's engine)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from flask_aigateway import budget_store
 from flask_aigateway.budget_store import CounterKey, CounterState, Refused, SqlCounterStore
 from flask_aigateway.models import UsageCounter
 
@@ -61,3 +64,60 @@ def test_sql_store_refusal_changes_nothing(state):
     assert refused.value.index == 2
     assert refused.value.state == CounterState(KEYS[2], Decimal(0), Decimal("0.4"), 0)
     assert [s.reserved for s in store.read(KEYS)] == [Decimal("0.4")] * 3
+
+
+def test_sql_store_add_spend_creates_rows_and_adds_once_per_counter(state):
+    """The Redis store's report copy: one statement adds spent and requests, creates missing
+    rows, merges a counter named twice and leaves ``reserved`` alone."""
+    store = SqlCounterStore(state)
+    store.reserve(KEYS[:1], [None], Decimal("0.4"))
+    units = 1_234_567  # 0.0001234567 USD
+    store.add_spend([(KEYS[0], units, 1), (KEYS[1], units, 1), (KEYS[0], units, 0)])
+    found = rows(state)
+    assert found[("key", "k1", "day")][:3] == (C * 2, Decimal("0.4"), 1)
+    assert found[("key", "k1", "month")][:3] == (C, Decimal(0), 1)
+    assert ("team", "t1", "day") not in found
+    store.add_spend([(KEYS[1], units, 1)])
+    assert rows(state)[("key", "k1", "month")][:3] == (C * 2, Decimal(0), 2)
+
+
+def test_sql_store_writes_again_after_the_engine_is_disposed(state):
+    """The store's kept connection goes with the engine's pool (``state.close()`` disposes
+    the engine) and comes back on the next write."""
+    store = SqlCounterStore(state)
+    store.reserve(KEYS, [None, None, None], C)
+    state.engine.dispose()
+    if state.engine.dialect.name == "sqlite" and os.path.isdir("/proc/self/fd"):
+        database = os.path.realpath(state.engine.url.database)
+        assert database not in open_files(), "a connection kept the database file open"
+    store.settle(KEYS, C, C, count=True)
+    assert [s.spent for s in store.read(KEYS)] == [C] * 3
+
+
+def open_files() -> set[str]:
+    names = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.add(os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")))
+        except OSError:
+            continue
+    return names
+
+
+@pytest.mark.postgres
+def test_a_kept_postgres_connection_the_server_dropped_is_replaced(state, monkeypatch):
+    """Single-statement writes run on a kept autocommit connection; one idle for a while is
+    pinged first, so a connection the server ended (restart, idle timeout) costs no write."""
+    monkeypatch.setattr(budget_store, "_PING_AFTER", 0.0)
+    store = SqlCounterStore(state)
+    store.add_spend([(KEYS[0], 10, 1)])
+    with state.engine.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND query LIKE 'INSERT INTO aigw_usage_counters%'"
+            )
+        ).one()
+    store.add_spend([(KEYS[0], 10, 1)])
+    assert rows(state)[("key", "k1", "day")][2] == 2

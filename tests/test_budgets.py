@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -22,12 +23,15 @@ from flask import Flask
 from servers import LiveServer
 from sqlalchemy import select
 
-from flask_aigateway import AIGateway, ChatRequest
+from flask_aigateway import AIGateway, ChatRequest, budgets
+from flask_aigateway.auth import authenticate
 from flask_aigateway.budget_store import CounterKey, CounterState, Refused, SqlCounterStore
 from flask_aigateway.budgets import BudgetLine, Reservation, worst_case
 from flask_aigateway.catalog import load_route
+from flask_aigateway.errors import BudgetExceededError
 from flask_aigateway.models import RequestLog, UsageCounter
 from flask_aigateway.pipeline import get_pipeline
+from flask_aigateway.policy import effective_rules
 from flask_aigateway.services.keys import create_key, update_key
 from flask_aigateway.services.models import create_model, update_model
 from flask_aigateway.services.teams import create_team
@@ -253,6 +257,44 @@ def test_trusted_in_process_calls_touch_no_counter(app, state, gpt):
     assert response.cost == R
     with state.transaction() as session:
         assert session.scalars(select(UsageCounter)).all() == []
+
+
+def test_counters_roll_over_at_utc_midnight_and_month_end(state, gpt, monkeypatch):
+    """A key's counters are kept per day, but never carried past midnight (UTC)."""
+    key, secret = create_key(state, name="k", budget_per_day=str(R * 2))
+    principal = authenticate(state, secret)
+    route, request = load_route(state, "gpt"), ChatRequest.from_body(BODY)
+    book = get_pipeline(state).budgets
+    clock = [dt.datetime(2030, 1, 31, 23, 59, 59, tzinfo=dt.UTC)]
+    monkeypatch.setattr(budgets, "utcnow", lambda: clock[0])
+    for _ in range(2):
+        book.reserve(principal, route, request).settle(R)
+    with pytest.raises(BudgetExceededError):
+        book.reserve(principal, route, request)
+    clock[0] = dt.datetime(2030, 2, 1, 0, 0, 1, tzinfo=dt.UTC)
+    book.reserve(principal, route, request).settle(R)
+    february = book.usage("key", key.id, clock[0])
+    january = book.usage("key", key.id, dt.datetime(2030, 1, 31, tzinfo=dt.UTC))
+    assert (february["day"].spent, february["month"].spent) == (R, R)
+    assert (january["day"].spent, january["month"].spent) == (R * 2, R * 2)
+
+
+def test_a_reloaded_principal_is_charged_on_its_own_rules(state, gpt):
+    """Reloading a key's rules (another process changed them) makes a new principal; the
+    budgets it carries apply at once, whatever was cached for the old one."""
+    _key, secret = create_key(state, name="k")
+    principal = authenticate(state, secret)
+    route, request = load_route(state, "gpt"), ChatRequest.from_body(BODY)
+    book = get_pipeline(state).budgets
+    book.reserve(principal, route, request).release()
+    levels = principal.rules.levels
+    stricter = replace(
+        principal,
+        rules=effective_rules([replace(levels[0], budget_per_day=Decimal(0)), *levels[1:]]),
+    )
+    with pytest.raises(BudgetExceededError):
+        book.reserve(stricter, route, request)
+    book.reserve(principal, route, request).release()
 
 
 # -- failures, streams, disconnects --------------------------------------------------------
