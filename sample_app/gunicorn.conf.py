@@ -13,12 +13,14 @@ cooperating with gevent; without gevent installed, gthread is used.
 Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``WORKERS`` (1), ``WORKER_CLASS``
 (``gevent``), ``WORKER_CONNECTIONS`` (concurrent connections of a gevent worker, 2000: size it
 for the streams you expect to hold, not for the CPU), ``THREADS`` (gthread's threads, 8),
+``GRACEFUL_TIMEOUT`` (seconds streams in flight may take to finish on SIGTERM, 120),
 ``ACCESS_LOG`` (unset: no access log, since every request is already in the gateway's request
 log; ``-`` for stdout or a file path).
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 from typing import Any
@@ -48,10 +50,11 @@ workers = _workers()
 worker_class = _worker_class()
 threads = int(os.environ.get("THREADS", "8"))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
-# A gthread worker's heartbeat does not wait for requests, so long streams are not cut;
-# on shutdown, requests in flight get graceful_timeout seconds to finish.
+# Neither worker's heartbeat waits for requests, so long streams are not cut; on shutdown
+# (SIGTERM), requests and streams in flight get graceful_timeout seconds to finish, then the
+# request log is flushed (worker_exit).
 timeout = 60
-graceful_timeout = 30
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "120"))
 keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
@@ -69,11 +72,27 @@ def _public_url(address: str) -> str:
     return f"http://{host}:{port}"
 
 
+#: Young collections every 50,000 new container objects instead of 700: a request allocates
+#: hundreds, almost all freed by reference counting, so the default ran a collection every
+#: few requests, and full collections (which stop every stream) followed every 70 young ones.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
 def post_worker_init(worker: Any) -> None:
-    """Once the worker has loaded the app: seed starter providers and print the welcome text."""
+    """Once the worker has loaded the app: seed starter providers, print the welcome text, and
+    take everything loaded so far out of the garbage collector's sight.
+
+    ``gc.freeze()`` moves the objects that live as long as the process (modules, the app,
+    SQLAlchemy's metadata: several hundred thousand) to a permanent generation. Without it
+    each full collection walks them all — pauses of 100-160 ms measured with a thousand open
+    streams, during which no request moves.
+    """
     from sample_app.bootstrap import announce
 
     announce(worker.wsgi, base_url=_public_url(worker.cfg.bind[0]))
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
