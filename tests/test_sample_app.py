@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, session
 
 from flask_aigateway import ConfigError, get_state
 from flask_aigateway.services.models import list_models
@@ -213,6 +213,23 @@ def test_empty_secret_file_says_how_to_recover(tmp_path: Path) -> None:
     (tmp_path / "secrets" / "aigateway_secret_key").write_text("\n")
     with pytest.raises(RuntimeError, match="delete the file to generate a new one"):
         ensure_secrets(str(tmp_path), {"SECRET_KEY": "x", "AIGATEWAY_DASHBOARD_TOKEN": "y"})
+
+
+def test_sessions_of_the_host_pages_still_work(make_app: Callable[..., Flask]) -> None:
+    """The sample app keeps Flask's signing serializer between requests (a CPU saving);
+    sessions still round-trip, and a new secret key stops honouring the old cookies."""
+    app = make_app({"SECRET_KEY": "first"})
+
+    @app.get("/visit")
+    def visit() -> str:
+        session["visits"] = session.get("visits", 0) + 1
+        return str(session["visits"])
+
+    client = app.test_client()
+    assert [client.get("/visit").text for _ in range(3)] == ["1", "2", "3"]
+    app.secret_key = "second"
+    assert client.get("/visit").text == "1", "a cookie signed with the old key was accepted"
+    assert client.get("/visit").text == "2"
 
 
 def test_openai_key_creates_provider_and_aliases_once(ready_app: Flask) -> None:
