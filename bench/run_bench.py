@@ -61,13 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--worker-class",
-        default="gthread",
+        default="gevent",
         choices=("gthread", "gevent", "gevent_pywsgi"),
-        help="gunicorn worker class of the measured gateways",
+        help="gunicorn worker class of the measured gateways (make run's is gevent)",
     )
     p.add_argument(
         "--compare-worker-class",
-        default="gevent",
+        default="gthread",
         help="the other worker class, compared on streams ('' skips)",
     )
     p.add_argument(

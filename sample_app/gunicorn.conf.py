@@ -2,7 +2,8 @@
 
 One worker process (DESIGN §3): without Redis, rate windows and router health live in that
 process's memory, so several worker processes would each count on their own and multiply every
-limit. ``WORKERS`` > 1 is accepted only with ``AIGATEWAY_REDIS_URL`` set.
+limit. ``WORKERS`` > 1 is accepted only with ``AIGATEWAY_REDIS_URL`` set, and is then the
+default: one worker process per CPU.
 
 The worker class is gevent: a proxy spends its time waiting on upstreams and holds long
 streams, and a greenlet per connection does that with less CPU per request and far less memory
@@ -10,7 +11,8 @@ than an OS thread per connection (bench/RESULTS.md measures both). ``gthread`` s
 (``WORKER_CLASS=gthread``, ``THREADS``) for host apps whose C extensions block without
 cooperating with gevent; without gevent installed, gthread is used.
 
-Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``WORKERS`` (1), ``WORKER_CLASS``
+Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``WORKERS`` (1; with Redis, the CPU
+count), ``WORKER_CLASS``
 (``gevent``), ``WORKER_CONNECTIONS`` (concurrent connections of a gevent worker, 2000: size it
 for the streams you expect to hold, not for the CPU), ``THREADS`` (gthread's threads, 8),
 ``GRACEFUL_TIMEOUT`` (seconds streams in flight may take to finish on SIGTERM, 120),
@@ -27,12 +29,15 @@ from typing import Any
 
 
 def _workers() -> int:
-    count = int(os.environ.get("WORKERS", "1"))
-    if count > 1 and not os.environ.get("AIGATEWAY_REDIS_URL"):
+    """``WORKERS``; by default one process, or one per CPU when Redis holds the shared state."""
+    redis = bool(os.environ.get("AIGATEWAY_REDIS_URL"))
+    given = os.environ.get("WORKERS", "").strip()
+    count = int(given) if given else (os.cpu_count() or 1) if redis else 1
+    if count > 1 and not redis:
         raise RuntimeError(
             f"WORKERS={count} needs AIGATEWAY_REDIS_URL: without Redis each worker process keeps "
-            "its own rate windows, which multiplies every limit. Use THREADS for concurrency, "
-            "or set AIGATEWAY_REDIS_URL=redis://…"
+            "its own rate windows, which multiplies every limit. Use WORKER_CONNECTIONS for "
+            "concurrency, or set AIGATEWAY_REDIS_URL=redis://…"
         )
     return count
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 import signal
 import socket
 import stat
@@ -463,3 +464,26 @@ def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
     assert output.count("flask-aigateway is ready.") == 1, output
     assert f"http://127.0.0.1:{port}/v1" in output
     assert "GET /v1/health" not in output, "no access log unless ACCESS_LOG is set"
+
+
+def _gunicorn_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
+    for name in ("AIGATEWAY_REDIS_URL", "WORKERS", "WORKER_CLASS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(ROOT / "sample_app" / "gunicorn.conf.py"))
+
+
+def test_server_settings_size_workers_from_the_cpu_count_with_redis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alone = _gunicorn_settings(monkeypatch)
+    assert (alone["workers"], alone["worker_class"]) == (1, "gevent")
+    shared = _gunicorn_settings(monkeypatch, AIGATEWAY_REDIS_URL="redis://127.0.0.1:6379/0")
+    assert shared["workers"] == (os.cpu_count() or 1)
+    chosen = _gunicorn_settings(
+        monkeypatch, AIGATEWAY_REDIS_URL="redis://x", WORKERS="3", WORKER_CLASS="gthread"
+    )
+    assert (chosen["workers"], chosen["worker_class"]) == (3, "gthread")
+    with pytest.raises(RuntimeError, match="needs AIGATEWAY_REDIS_URL"):
+        _gunicorn_settings(monkeypatch, WORKERS="2")
