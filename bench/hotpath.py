@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .measure import run_load, worker_pid
+from .procs import process_tree
 from .targets import Mock, Target
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -197,6 +198,12 @@ def profile(
         bystanders=bystanders,
     )
     pid = worker_pid(target)
+    assert target.pid is not None
+    # Several workers (PostgreSQL + Redis: one per CPU): the load may land on any of them,
+    # so sample the whole tree (the master only waits, and waiting holds no GIL).
+    several = len([p for p in process_tree(target.pid) if p != target.pid]) > 1
+    if several:
+        pid = target.pid
     mode = "stream" if stream else "json"
     raw_path = out_dir / f"pyspy-{target.name}-{mode}.txt"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,6 +217,7 @@ def profile(
         "--duration",
         str(int(seconds)),
         "--gil",
+        *(["--subprocesses"] if several else []),
         "--format",
         "raw",
         "--output",
