@@ -366,6 +366,42 @@ def test_sigterm_under_load_loses_no_row(
     assert "LOST" not in log_text, log_text[-2000:]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_sigterm_lets_a_stream_in_flight_finish(
+    state, app_config, api_key, upstreams, tmp_path, worker_class
+) -> None:
+    """Graceful shutdown: a stream that started before SIGTERM reaches its end, and its
+    request-log row is written before the server exits."""
+    text = "word " * 20
+    upstreams["gpt"].default = Reply(text=text, chunk_delay=0.1)
+    gateway = GatewayProcess(
+        _gateway_env(app_config), tmp_path / "instance", worker_class=worker_class
+    )
+    try:
+        response = requests.post(
+            gateway.url + "/v1/chat/completions",
+            json={"model": "gpt", "messages": MESSAGES, "stream": True},
+            headers={"Authorization": f"Bearer {api_key}"},
+            stream=True,
+            timeout=30,
+        )
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        received = [next(lines)]
+        gateway.process.send_signal(signal.SIGTERM)
+        received.extend(lines)
+        assert gateway.process.wait(30) == 0
+    finally:
+        gateway.stop()
+    events = [line[6:] for line in received if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert content == text
+    assert raw_ids(state) == [response.headers["x-request-id"]]
+
+
 def test_rows_carry_what_the_request_did(state, client, api_key, upstreams) -> None:
     upstreams["claude"].reply(prompt_tokens=40, completion_tokens=10)
     response = client.post(
