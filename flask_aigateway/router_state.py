@@ -15,6 +15,7 @@ open until ``now + cooldown`` → half-open once the cooldown is over, where exa
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -161,6 +162,8 @@ class _Entry:
     latency: float | None = None
     #: lease id -> expiry (epoch seconds)
     leases: dict[str, float] = field(default_factory=dict)
+    #: no lease expires before this (so most calls need not scan every lease in flight)
+    leases_checked_until: float = math.inf
     #: start times of the attempts of the last RPM_WINDOW seconds, oldest first
     window: deque[float] = field(default_factory=deque)
 
@@ -182,8 +185,11 @@ class MemoryRouterState:
 
     @staticmethod
     def _expire(entry: _Entry, now: float) -> None:
-        for lease_id in [k for k, until in entry.leases.items() if until <= now]:
-            del entry.leases[lease_id]
+        if now >= entry.leases_checked_until:
+            leases = entry.leases
+            for lease_id in [k for k, until in leases.items() if until <= now]:
+                del leases[lease_id]
+            entry.leases_checked_until = min(leases.values(), default=math.inf)
         while entry.window and entry.window[0] <= now - RPM_WINDOW:
             entry.window.popleft()
 
@@ -238,7 +244,10 @@ class MemoryRouterState:
             if probe:
                 entry.probe_until = now + probe_seconds
             ticket = Ticket(deployment_id, new_lease_id(), probe=probe)
-            entry.leases[ticket.lease_id] = now + lease_seconds
+            until = now + lease_seconds
+            entry.leases[ticket.lease_id] = until
+            if until < entry.leases_checked_until:
+                entry.leases_checked_until = until
             return ticket
 
     def succeeded(self, ticket: Ticket, latency: float | None) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from flask_aigateway.models import ModelAlias, RequestLog
 from flask_aigateway.pipeline import get_pipeline
+from flask_aigateway.router_state import MemoryRouterState, Ticket
 
 
 @pytest.fixture
@@ -304,3 +305,31 @@ def test_round_robin_holds_under_concurrency(live_server, state, api_key, fleet)
     for thread in threads:
         thread.join()
     assert tally(served, ids) == [20, 20, 20, 20]
+
+
+def test_in_flight_leases_expire_on_their_own() -> None:
+    """A lease never released (its request's process died) stops counting as in flight for
+    least-busy once it expires; leases taken later keep counting until theirs."""
+    now = [1000.0]
+    state = MemoryRouterState(clock=lambda: now[0])
+
+    def take(seconds: float) -> Ticket:
+        ticket = state.begin("d", rpm_limit=None, lease_seconds=seconds, probe_seconds=5)
+        assert isinstance(ticket, Ticket)
+        return ticket
+
+    def in_flight() -> int:
+        return state.stats(["d"])["d"].in_flight
+
+    take(10)
+    take(10)
+    now[0] += 5
+    later = take(10)
+    take(2)
+    assert in_flight() == 4
+    now[0] += 3
+    assert in_flight() == 3, "the 2-second lease outlived its expiry"
+    now[0] += 3
+    assert in_flight() == 1, "the first two leases outlived their expiry"
+    state.release(later)
+    assert in_flight() == 0
