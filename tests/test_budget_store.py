@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from flask_aigateway import budget_store
+from flask_aigateway import counter_writes
 from flask_aigateway.budget_store import CounterKey, CounterState, Refused, SqlCounterStore
 from flask_aigateway.models import UsageCounter
 
@@ -108,7 +108,7 @@ def open_files() -> set[str]:
 def test_a_kept_postgres_connection_the_server_dropped_is_replaced(state, monkeypatch):
     """Single-statement writes run on a kept autocommit connection; one idle for a while is
     pinged first, so a connection the server ended (restart, idle timeout) costs no write."""
-    monkeypatch.setattr(budget_store, "_PING_AFTER", 0.0)
+    monkeypatch.setattr(counter_writes, "PING_AFTER", 0.0)
     store = SqlCounterStore(state)
     store.add_spend([(KEYS[0], 10, 1)])
     with state.engine.connect() as conn:

@@ -1,0 +1,212 @@
+"""Where the usage counters' SQL runs: on a connection the store keeps, or a pooled one.
+
+The budget path runs a few pre-written statements per request; checking a connection out of
+SQLAlchemy's pool for each (checkout, reset, pre-ping, checkin) cost more CPU than the SQL.
+:class:`CounterWrites` decides where each write runs, :class:`KeptConnection` is the kept
+connection and its life cycle (engine disposal, fork, a server that dropped it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, event
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+#: Seconds a kept autocommit connection may sit idle before it is pinged ahead of its use.
+PING_AFTER = 10.0
+
+
+class KeptConnection:
+    """One DB-API connection of the engine kept by the store, detached from the pool.
+
+    Taken through the pool (so the engine's ``connect`` settings apply) and then detached: no
+    checkout, checkin, reset or pre-ping per use, which cost more CPU than the SQL it runs.
+    Used under :attr:`lock`. Closed when the engine is disposed (``GatewayState.close``) or
+    the store is dropped, and opened again on the next use; a broken one is replaced, and one
+    inherited over fork is left to the parent. ``autocommit``: every statement commits on its
+    own, and a connection idle for :data:`PING_AFTER` seconds is pinged before use (the
+    pool's pre-ping, where it matters: after a quiet spell, a restarted server).
+    """
+
+    def __init__(self, engine: Engine, *, autocommit: bool) -> None:
+        self._engine = engine
+        self._autocommit = autocommit
+        self.lock = threading.Lock()
+        self._conn: Any = None
+        self._cursor: Any = None
+        self._closer: weakref.finalize[Any, Any] | None = None
+        self._inherited: list[Any] = []
+        self._pid = os.getpid()
+        self._used = 0.0
+        # A weak reference: the engine's listener must not keep the store alive.
+        ref = weakref.ref(self)
+
+        def disposed(_engine: Engine) -> None:
+            own = ref()
+            if own is not None:
+                own.close()
+
+        event.listen(engine, "engine_disposed", disposed)
+
+    @property
+    def dbapi(self) -> Any:
+        return self._conn.dbapi_connection
+
+    def cursor(self) -> Any:
+        """The connection's cursor, opening the connection if needed (hold :attr:`lock`)."""
+        if self._pid != os.getpid():
+            self._forget_inherited()
+        if self._autocommit and self._conn is not None:
+            now = time.monotonic()
+            if now - self._used > PING_AFTER:
+                try:
+                    self._engine.dialect.do_ping(self.dbapi)
+                except Exception:
+                    log.debug("a counter connection failed its ping", exc_info=True)
+                    self.discard()
+            self._used = now
+        if self._conn is None:
+            self._open()
+        return self._cursor
+
+    def _open(self) -> None:
+        conn = self._engine.raw_connection()
+        conn.detach()
+        self._conn = conn
+        # Closed with the store when nothing else closed it first.
+        self._closer = weakref.finalize(self, _close_quietly, conn)
+        dbapi: Any = conn.dbapi_connection
+        if self._autocommit:
+            self._engine.dialect.set_isolation_level(dbapi, "AUTOCOMMIT")
+        self._cursor = dbapi.cursor()
+        self._used = time.monotonic()
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: the parent still uses the connection, and closing (or garbage
+        collecting) it here would end the parent's session, so it is only put aside."""
+        if self._closer is not None:
+            self._closer.detach()
+        if self._conn is not None:
+            self._inherited.append(self._conn)
+        self._conn = self._cursor = self._closer = None
+        self._pid = os.getpid()
+
+    def discard(self) -> None:
+        """Close the connection (hold :attr:`lock`); the next use opens another."""
+        closer, self._conn, self._cursor, self._closer = self._closer, None, None, None
+        if closer is not None:
+            closer()
+
+    def close(self) -> None:
+        with self.lock:
+            if self._pid == os.getpid():
+                self.discard()
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:
+        log.debug("closing a broken counter connection failed", exc_info=True)
+
+
+class CounterWrites:
+    """Runs the store's writes.
+
+    * SQLite file: every transaction on the store's own connection (:class:`KeptConnection`),
+      one at a time: SQLite has one writer anyway, and the lock queues this process's writers
+      here rather than in ``busy_timeout``.
+    * In-memory SQLite (a pool of one shared connection): a pooled connection, same lock.
+    * PostgreSQL: transactions run in parallel on row locks, each on a pooled connection. A
+      write of ONE statement (atomic by itself) runs in autocommit on the store's own
+      connection when that is free (one round trip, instead of a checkout and its pre-ping,
+      BEGIN, the statement and COMMIT), else on a pooled connection.
+    """
+
+    def __init__(self, engine: Engine, sqlite: bool) -> None:
+        self._engine = engine
+        self._sqlite = sqlite
+        shared = isinstance(engine.pool, (StaticPool, SingletonThreadPool))
+        self._own = None if sqlite and shared else KeptConnection(engine, autocommit=not sqlite)
+        self._lock = threading.Lock() if sqlite and shared else None
+
+    def run(self, work: Callable[[Any], _T]) -> _T:
+        """``work(cursor)`` in one transaction, committed when it returns, rolled back when it
+        raises."""
+        own = self._own
+        if not self._sqlite or own is None:
+            if self._lock is None:
+                return self._run_pooled(work)
+            with self._lock:
+                return self._run_pooled(work)
+        with own.lock:
+            cursor = own.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                result = work(cursor)
+                own.dbapi.commit()
+            except BaseException:
+                try:
+                    own.dbapi.rollback()
+                except Exception:  # noqa: BLE001  (whatever broke it, the connection is unusable)
+                    own.discard()
+                raise
+            return result
+
+    def run_statement(self, work: Callable[[Any], None]) -> None:
+        """``work(cursor)``, which runs ONE statement: see the class docstring."""
+        own = self._own
+        if self._sqlite or own is None:
+            self.run(work)
+            return
+        if own.lock.acquire(blocking=False):
+            try:
+                cursor = own.cursor()
+                try:
+                    work(cursor)
+                except BaseException:
+                    own.discard()
+                    raise
+            finally:
+                own.lock.release()
+            return
+        self._run_pooled(work)
+
+    def _run_pooled(self, work: Callable[[Any], _T]) -> _T:
+        conn = self._engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                if self._sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                result = work(cursor)
+                conn.commit()
+                return result
+            except BaseException:
+                rollback_or_invalidate(conn)
+                raise
+            finally:
+                cursor.close()
+        finally:
+            conn.close()
+
+
+def rollback_or_invalidate(conn: Any) -> None:
+    """Roll back; a connection that cannot even do that is dropped from the pool."""
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001  (whatever broke it, the connection is unusable)
+        conn.invalidate()
+
+
+__all__ = ["CounterWrites", "KeptConnection", "rollback_or_invalidate"]
