@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from ..services import models as service
+from ..services.model_fields import DEPLOYMENT_FIELDS
 from .common import GatewayState, command, json_option, output, render_table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,18 +31,7 @@ _DEPLOYMENT_OPTIONS: tuple[tuple[str, str, bool, str, str], ...] = (
     ("--weight", "weight", False, "N", "1 or more; share of traffic among equals (default 1)."),
     ("--rpm-limit", "rpm_limit", False, "N", "Requests per minute this deployment accepts."),
 )
-_DEPLOYMENT_COLUMNS = (
-    "id",
-    "provider",
-    "model",
-    "pricing_input",
-    "pricing_output",
-    "pricing_cached_input",
-    "priority",
-    "weight",
-    "rpm_limit",
-    "enabled",
-)
+_DEPLOYMENT_COLUMNS = ("id", *DEPLOYMENT_FIELDS)
 _LIST_COLUMNS = ("id", "alias", "strategy", "fallbacks", "deployments", "enabled")
 _CLEARABLE = frozenset({"fallbacks", "max_tokens", "cache_ttl", "context_fallback"})
 

@@ -12,6 +12,7 @@ from ..extension import get_state
 from ..services import models as service
 from ..services import providers as provider_service
 from ..services import stats
+from ..services.model_fields import DEPLOYMENT_FIELDS
 from . import charts
 from .forms import Form, display_list, display_value
 from .notices import notify
@@ -23,17 +24,6 @@ ALIAS_FIELDS = (
     "context_fallback",
     "max_tokens",
     "cache_ttl",
-    "enabled",
-)
-DEPLOYMENT_FIELDS = (
-    "provider",
-    "model",
-    "pricing_input",
-    "pricing_output",
-    "pricing_cached_input",
-    "priority",
-    "weight",
-    "rpm_limit",
     "enabled",
 )
 DAYS = 30

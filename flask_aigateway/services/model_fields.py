@@ -124,6 +124,21 @@ def check_references(
         )
 
 
+#: A deployment's fields as the services take and return them (the provider by name), in the
+#: order the CLI and the dashboard show them.
+DEPLOYMENT_FIELDS = (
+    "provider",
+    "model",
+    "pricing_input",
+    "pricing_output",
+    "pricing_cached_input",
+    "priority",
+    "weight",
+    "rpm_limit",
+    "enabled",
+)
+
+
 def deployment_fields(
     *,
     model: Any,
@@ -167,6 +182,7 @@ def deployment_fields(
 
 
 __all__ = [
+    "DEPLOYMENT_FIELDS",
     "LIST_HINT",
     "STRATEGY_CHOICES",
     "alias_list",
