@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .procs import free_port, wait_http
-from .targets import BUDGET_PER_DAY_USD, MODEL, RATE_LIMIT_RPM
+from .targets import KEY_COMMAND, MODEL, setup_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,54 +58,10 @@ def _psql(admin_url: str, sql: str) -> None:
 
 def _provision(app: Any, mock_url: str) -> str:
     runner = app.test_cli_runner()
-    commands = [
-        ["aigateway", "db", "upgrade"],
-        [
-            "provider",
-            "create",
-            "--name",
-            "mock",
-            "--format",
-            "openai",
-            "--base-url",
-            mock_url,
-            "--api-key",
-            "sk-upstream-mock",
-        ],
-        [
-            "model",
-            "create",
-            "--alias",
-            MODEL,
-            "--provider",
-            "mock",
-            "--model",
-            MODEL,
-            "--pricing-input",
-            "0.15",
-            "--pricing-output",
-            "0.60",
-        ],
-    ]
-    for args in commands:
+    for args in [*setup_commands(mock_url), KEY_COMMAND]:
         result = runner.invoke(args=args)
         if result.exit_code != 0:
             raise SystemExit(f"flask {' '.join(args)} failed:\n{result.output}")
-    result = runner.invoke(
-        args=[
-            "key",
-            "create",
-            "--name",
-            "bench",
-            "--rate-limit",
-            str(RATE_LIMIT_RPM),
-            "--budget-per-day",
-            str(BUDGET_PER_DAY_USD),
-            "--json",
-        ]
-    )
-    if result.exit_code != 0:
-        raise SystemExit(f"flask key create failed:\n{result.output}")
     return str(json.loads(result.output)["secret"])
 
 
@@ -184,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         from sample_app import create_app
 
         app = create_app()
-        one = _caller(app, _provision(app, f"http://127.0.0.1:{port}/v1"), args.stream)
+        one = _caller(app, _provision(app, f"http://127.0.0.1:{port}"), args.stream)
         for _ in range(args.warmup):
             status = one()
         if not status.startswith("200"):

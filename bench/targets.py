@@ -193,58 +193,35 @@ def _flask(bin_dir: Path, env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def setup_commands(mock_url: str) -> list[list[str]]:
+    """The ``flask --app sample_app`` commands that prepare a gateway for the bench: the
+    schema, a provider for the mock, the model alias with prices."""
+    return [
+        ["aigateway", "db", "upgrade"],
+        [
+            *("provider", "create", "--name", "mock", "--format", "openai"),
+            *("--base-url", mock_url + "/v1", "--api-key", "sk-upstream-mock", "--json"),
+        ],
+        [
+            *("model", "create", "--alias", MODEL, "--provider", "mock", "--model", MODEL),
+            *("--pricing-input", "0.15", "--pricing-output", "0.60", "--json"),
+        ],
+    ]
+
+
+#: The command that creates the bench key (a rate limit and a daily budget); prints its JSON.
+KEY_COMMAND = [
+    *("key", "create", "--name", "bench", "--rate-limit", str(RATE_LIMIT_RPM)),
+    *("--budget-per-day", str(BUDGET_PER_DAY_USD), "--json"),
+]
+
+
 def provision(bin_dir: Path, env: dict[str, str], mock_url: str) -> str:
     """Create the schema, a provider for the mock, the model alias and a key with a rate limit
     and a daily budget; return the key's secret."""
-    _flask(bin_dir, env, "aigateway", "db", "upgrade")
-    _flask(
-        bin_dir,
-        env,
-        "provider",
-        "create",
-        "--name",
-        "mock",
-        "--format",
-        "openai",
-        "--base-url",
-        mock_url + "/v1",
-        "--api-key",
-        "sk-upstream-mock",
-        "--json",
-    )
-    _flask(
-        bin_dir,
-        env,
-        "model",
-        "create",
-        "--alias",
-        MODEL,
-        "--provider",
-        "mock",
-        "--model",
-        MODEL,
-        "--pricing-input",
-        "0.15",
-        "--pricing-output",
-        "0.60",
-        "--json",
-    )
-    key = json.loads(
-        _flask(
-            bin_dir,
-            env,
-            "key",
-            "create",
-            "--name",
-            "bench",
-            "--rate-limit",
-            str(RATE_LIMIT_RPM),
-            "--budget-per-day",
-            str(BUDGET_PER_DAY_USD),
-            "--json",
-        )
-    )
-    return str(key["secret"])
+    for args in setup_commands(mock_url):
+        _flask(bin_dir, env, *args)
+    return str(json.loads(_flask(bin_dir, env, *KEY_COMMAND))["secret"])
 
 
 def start_gateway(
