@@ -280,7 +280,6 @@ class Response:
         "_chunked",
         "_conn",
         "_decoder",
-        "_done",
         "_keep",
         "_pool",
         "_remaining",
@@ -310,7 +309,6 @@ class Response:
         self._chunked = False
         self._chunk_left = 0
         self._remaining: int | None = None
-        self._done = False
         if no_body:
             self._remaining = 0
         elif "chunked" in headers.get("transfer-encoding", "").lower():
@@ -334,13 +332,7 @@ class Response:
         if self._remaining == 0:
             self._finish()
 
-    @property
-    def complete(self) -> bool:
-        """True once the whole body has been read."""
-        return self._done
-
     def _finish(self) -> None:
-        self._done = True
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -426,25 +418,6 @@ class Response:
     def read(self) -> bytes:
         """The whole remaining body, decoded."""
         parts: list[bytes] = []
-        if self._remaining is not None and self._decoder is None and self._conn is not None:
-            # A sized body in one read (the common JSON answer).
-            remaining = self._remaining
-            try:
-                data = self._conn.rfile.read(remaining)
-            except TimeoutError as exc:
-                self.close()
-                raise ReadTimeout("timed out") from exc
-            except (OSError, ValueError) as exc:
-                self.close()
-                raise ProtocolError(f"{exc.__class__.__name__}: {exc}") from exc
-            if len(data) < remaining:
-                self.close()
-                raise ProtocolError(
-                    f"connection closed with {remaining - len(data)} body bytes missing"
-                )
-            self._remaining = 0
-            self._finish()
-            return data
         while True:
             data = self.read1()
             if not data:
