@@ -209,7 +209,7 @@ def test_a_bad_limit_string_fails_at_start_naming_the_option(
 
 
 def test_an_unreachable_storage_skips_the_throttle_and_keeps_the_401(
-    app_config: dict[str, Any], tmp_path: Path
+    app_config: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     pytest.importorskip("redis")
     app = Flask("host", instance_path=str(tmp_path / "instance"))
@@ -219,6 +219,7 @@ def test_an_unreachable_storage_skips_the_throttle_and_keeps_the_401(
     client = app.test_client()
     statuses = {client.get("/v1/models", headers=bearer("aigw_x")).status_code for _ in range(5)}
     assert statuses == {401}
+    assert "throttle api_auth not applied" in caplog.text
     get_state(app).close()
 
 
