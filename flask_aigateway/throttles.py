@@ -229,10 +229,16 @@ def _own_limiter(settings: Mapping[str, Any]) -> Limiter:
     a private app leaves the host's hooks, config and ``app.extensions`` exactly as they were:
     it can never limit a host route nor add a header to one.
 
-    :raises ConfigError: the storage URI is not one Flask-Limiter supports, or its client
-        package is missing.
+    :raises ConfigError: the storage URI is not memory:// or Redis (the rate windows' choice
+        too), or its client package is missing.
     """
     uri = storage_uri(settings)
+    if not uri.startswith(("memory://", *_REDIS_SCHEMES)):
+        raise ConfigError(
+            f"AIGATEWAY_RATELIMIT_STORAGE_URI={uri!r} is not supported: use memory:// or a "
+            "redis://, rediss:// or unix:// URL (or leave it unset to follow "
+            "AIGATEWAY_REDIS_URL)."
+        )
     options: dict[str, str | int] = {}
     if uri.startswith(_REDIS_SCHEMES):
         options["key_prefix"] = settings["AIGATEWAY_REDIS_PREFIX"] + "throttles"
