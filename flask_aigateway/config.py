@@ -234,6 +234,42 @@ OPTIONS: tuple[Option, ...] = (
         nullable=True,
     ),
     Option(
+        "AIGATEWAY_THROTTLE_API_AUTH",
+        "30/minute",
+        str,
+        "Flask-Limiter throttle on /v1 requests whose API key is missing or invalid, per "
+        "client address: over it, failing requests get 429 instead of 401; valid keys from "
+        "the address are still served. Limit string ('30/minute'); empty turns it off.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_THROTTLE_ADMIN_TOKEN",
+        "10/minute",
+        str,
+        "Flask-Limiter throttle on wrong AIGATEWAY_ADMIN_TOKEN attempts at /v1/stats, per "
+        "client address: over it, the token is not checked (429) until the window frees. "
+        "Empty turns it off.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_THROTTLE_METRICS_TOKEN",
+        "10/minute",
+        str,
+        "Flask-Limiter throttle on wrong AIGATEWAY_METRICS_TOKEN attempts at /v1/metrics, per "
+        "client address, like the admin token's. Empty turns it off.",
+        nullable=True,
+    ),
+    Option(
+        "AIGATEWAY_THROTTLE_DASHBOARD_LOGIN",
+        "5 per 5 minutes",
+        str,
+        "Flask-Limiter throttle on failed dashboard logins per client address: over it the "
+        "login page says how long to wait (429); a successful login clears the count. "
+        "Throttles count in AIGATEWAY_RATELIMIT_STORAGE_URI, else AIGATEWAY_REDIS_URL, else "
+        "memory:// (or in the host's own Limiter). Empty turns it off.",
+        nullable=True,
+    ),
+    Option(
         "AIGATEWAY_KEY_CACHE_SECONDS",
         5.0,
         float,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
-from . import config
+from . import config, throttles
 from .errors import ConfigError
 from .logwriter import install_signal_handlers
 from .schemas import ChatRequest, ChatResponse
@@ -56,10 +56,14 @@ class AIGateway:
 
         register_cli(app)
         prefix = settings["AIGATEWAY_ROUTE_PREFIX"]
+        api_blueprints = []
         if settings["AIGATEWAY_API_ENABLED"]:
             from .api import create_blueprint as create_api
 
-            app.register_blueprint(create_api(), url_prefix=prefix + "/v1")
+            api_blueprints.append(create_api())
+            app.register_blueprint(api_blueprints[0], url_prefix=prefix + "/v1")
+        # Flask-Limiter throttles on failed authentications (see throttles.py).
+        throttles.install(app, state, exempt=api_blueprints)
         if settings["AIGATEWAY_DASHBOARD_ENABLED"]:
             from .dashboard import create_blueprint as create_dashboard
 

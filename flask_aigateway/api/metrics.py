@@ -8,6 +8,7 @@ from ..auth import bearer_token
 from ..errors import AuthenticationError, GatewayError
 from ..extension import get_state
 from ..pipeline import get_pipeline
+from ..throttles import METRICS_TOKEN, get_throttles
 from .stats import is_operator
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -18,7 +19,8 @@ def register(bp: Blueprint) -> None:
 
     @bp.route("/metrics", methods=_ALL_METHODS)
     def metrics() -> Response:
-        """Open unless ``AIGATEWAY_METRICS_TOKEN`` is set; then that bearer token is needed."""
+        """Open unless ``AIGATEWAY_METRICS_TOKEN`` is set; then that bearer token is needed
+        (wrong ones throttled per client address, see :mod:`..throttles`)."""
         if request.method != "GET":
             raise GatewayError(
                 f"Method {request.method} is not allowed on {request.path}; use GET.",
@@ -29,12 +31,20 @@ def register(bp: Blueprint) -> None:
         expected = state.settings["AIGATEWAY_METRICS_TOKEN"]
         if expected:
             token = bearer_token(request.headers.get("Authorization"))
-            if not is_operator(token, expected):
-                raise AuthenticationError(
-                    "The metrics endpoint needs 'Authorization: Bearer <AIGATEWAY_METRICS_TOKEN>'"
-                    + (" (the token sent is not it)." if token else "."),
-                    code="invalid_metrics_token" if token else "missing_metrics_token",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+            throttles = get_throttles(state)
+            # Over the metrics-token throttle the token is not compared at all (429).
+            wait = throttles.wait(METRICS_TOKEN) if token else 0
+            if not wait and not is_operator(token, expected):
+                wait = throttles.failed(METRICS_TOKEN) if token else 0
+                if not wait:
+                    raise AuthenticationError(
+                        "The metrics endpoint needs 'Authorization: Bearer "
+                        "<AIGATEWAY_METRICS_TOKEN>'"
+                        + (" (the token sent is not it)." if token else "."),
+                        code="invalid_metrics_token" if token else "missing_metrics_token",
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+            if wait:
+                raise throttles.refusal(METRICS_TOKEN, wait)
         body, content_type = get_pipeline(state).metrics.render(request.headers.get("Accept"))
         return Response(body, content_type=content_type)

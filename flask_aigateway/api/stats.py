@@ -13,6 +13,7 @@ from ..auth import authenticate, bearer_token
 from ..errors import AuthenticationError, GatewayError
 from ..extension import get_state
 from ..services import stats as service
+from ..throttles import ADMIN_TOKEN, get_throttles
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -53,12 +54,19 @@ def register(bp: Blueprint) -> None:
             )
         state = get_state()
         token = bearer_token(request.headers.get("Authorization"))
-        if is_operator(token, state.settings["AIGATEWAY_ADMIN_TOKEN"]):
+        admin = state.settings["AIGATEWAY_ADMIN_TOKEN"]
+        throttles = get_throttles(state)
+        # Over the admin-token throttle the token is not compared; an API key still works.
+        locked = throttles.wait(ADMIN_TOKEN) if admin and token else 0
+        if not locked and is_operator(token, admin):
             key_id = None
         else:
             try:
                 key_id = authenticate(state, token).key_id
             except AuthenticationError as error:
+                wait = locked or (throttles.failed(ADMIN_TOKEN) if admin and token else 0)
+                if wait:
+                    raise throttles.refusal(ADMIN_TOKEN, wait) from None
                 error.headers.setdefault("WWW-Authenticate", "Bearer")
                 raise
         since = service.parse_since(request.args.get("since"))

@@ -19,6 +19,7 @@ from .. import jsoncodec
 from ..auth import authenticate, bearer_token
 from ..catalog import list_aliases
 from ..errors import (
+    AuthenticationError,
     GatewayError,
     InvalidRequestError,
     NotFoundError,
@@ -28,6 +29,7 @@ from ..errors import (
 from ..extension import get_state
 from ..pipeline import ChatStream, get_pipeline, new_request_id
 from ..schemas import ChatRequest, ChatResponse
+from ..throttles import API_AUTH, get_throttles
 from . import metrics as metrics_views
 from . import stats as stats_views
 from .health import readiness
@@ -142,6 +144,14 @@ def create_blueprint() -> Blueprint:
     @bp.errorhandler(GatewayError)
     def handle_gateway_error(error: GatewayError) -> Response:
         return _error_response(error)
+
+    @bp.errorhandler(AuthenticationError)
+    def handle_authentication_error(error: AuthenticationError) -> Response:
+        """A failed authentication counts in the address's ``api_auth`` throttle; over it,
+        the answer is 429 instead of 401 (valid keys never reach this handler)."""
+        throttles = get_throttles(get_state())
+        wait = throttles.failed(API_AUTH)
+        return _error_response(throttles.refusal(API_AUTH, wait) if wait else error)
 
     @bp.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException) -> Response:

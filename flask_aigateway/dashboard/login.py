@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from ..extension import get_state
+from ..throttles import DASHBOARD_LOGIN, get_throttles
 from . import security
 
 _WRONG_TOKEN = (
@@ -26,7 +26,11 @@ def _destination() -> str:
 
 
 def login() -> Any:
-    """Show the token form; on POST check the token (throttled) and open a session."""
+    """Show the token form; on POST check the token and open a session.
+
+    Failed logins are throttled per client address (``AIGATEWAY_THROTTLE_DASHBOARD_LOGIN``):
+    over the limit the token is not checked and the page says how long to wait (429).
+    """
     state = get_state()
     if security.host_auth(state) is not None:
         return redirect(url_for(".overview"), 303)
@@ -36,21 +40,19 @@ def login() -> Any:
     status = 200
     headers: dict[str, str] = {}
     if request.method == "POST":
-        throttle = security.throttle(state)
-        client = security.client_address()
-        wait = math.ceil(throttle.retry_after(client))
-        if wait > 0:
+        throttles = get_throttles(state)
+        wait = throttles.wait(DASHBOARD_LOGIN)
+        if not wait and security.token_matches(state, request.form.get("token", "")):
+            throttles.succeeded(DASHBOARD_LOGIN)
+            security.open_session(state)
+            return redirect(_destination(), 303)
+        if not wait:
+            wait = throttles.failed(DASHBOARD_LOGIN)
+            error, status = _WRONG_TOKEN, 401
+        if wait:
             error = f"Too many failed logins from your address. Try again in {wait} seconds."
             status = 429
             headers["Retry-After"] = str(wait)
-        elif security.token_matches(state, request.form.get("token", "")):
-            throttle.succeeded(client)
-            security.open_session(state)
-            return redirect(_destination(), 303)
-        else:
-            throttle.failed(client)
-            error = _WRONG_TOKEN
-            status = 401
     page = render_template(
         "aigateway/login.html", error=error, next=security.safe_next(request.values.get("next"))
     )

@@ -1,4 +1,4 @@
-"""Who may use the dashboard: fail-closed configuration, token login, host auth, CSRF, throttle.
+"""Who may use the dashboard: fail-closed configuration, token login, host auth, CSRF.
 
 * Nothing is served until ``AIGATEWAY_DASHBOARD_TOKEN`` or ``AIGATEWAY_DASHBOARD_AUTH`` is set
   and a signing secret exists (:func:`problem`).
@@ -6,8 +6,10 @@
   encrypted session cookie of :mod:`.session`; it never appears in a URL or a page.
 * Every non-GET request must carry the session's CSRF token (``csrf_token`` form field or
   ``X-CSRF-Token`` header), compared in constant time.
-* Failed logins are throttled per client address in this process (:class:`LoginThrottle`):
-  behind a proxy, make ``request.remote_addr`` the client's (Werkzeug's ``ProxyFix``).
+* Failed logins are throttled per client address by Flask-Limiter
+  (``AIGATEWAY_THROTTLE_DASHBOARD_LOGIN``, :mod:`flask_aigateway.throttles`), across processes
+  when it counts in Redis: behind a proxy, make ``request.remote_addr`` the client's
+  (Werkzeug's ``ProxyFix``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -30,76 +30,11 @@ from ..errors import ConfigError
 from ..state import GatewayState
 from . import session as dashboard_session
 
-#: Failed logins allowed per client address within :data:`LOGIN_WINDOW_SECONDS`.
-LOGIN_MAX_FAILURES = 5
-LOGIN_WINDOW_SECONDS = 300.0
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _AUTH_RESOURCE = "dashboard.auth"
-_THROTTLE_RESOURCE = "dashboard.login_throttle"
-
-
-class LoginThrottle:
-    """Sliding-window count of failed logins per client; thread-safe, in-process.
-
-    After ``max_failures`` failures within ``window`` seconds a client must wait until the
-    oldest of them leaves the window. A success clears the client's failures.
-    """
-
-    #: Clients tracked at most; beyond it, clients with no recent failure are forgotten.
-    MAX_CLIENTS = 10_000
-
-    def __init__(
-        self,
-        max_failures: int = LOGIN_MAX_FAILURES,
-        window: float = LOGIN_WINDOW_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, client: str, now: float) -> deque[float]:
-        entries = self._failures.get(client, deque())
-        while entries and entries[0] <= now - self.window:
-            entries.popleft()
-        return entries
-
-    def retry_after(self, client: str) -> float:
-        """Seconds before ``client`` may try again (0: now)."""
-        with self._lock:
-            now = self._clock()
-            entries = self._recent(client, now)
-            if len(entries) < self.max_failures:
-                return 0.0
-            return max(0.0, entries[0] + self.window - now)
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            now = self._clock()
-            if len(self._failures) >= self.MAX_CLIENTS:
-                for known in list(self._failures):
-                    if not self._recent(known, now):
-                        del self._failures[known]
-            entries = self._recent(client, now)
-            entries.append(now)
-            self._failures[client] = entries
-
-    def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._failures.pop(client, None)
-
-
-def throttle(state: GatewayState) -> LoginThrottle:
-    """This app's login throttle (one per app, kept in its state)."""
-    found = state.resources.get(_THROTTLE_RESOURCE)
-    if found is None:
-        found = state.resources.setdefault(_THROTTLE_RESOURCE, LoginThrottle())
-    return found
 
 
 def resolve_auth(value: Any) -> Callable[[], Any] | None:
@@ -230,10 +165,6 @@ def csrf_valid(state: GatewayState) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
 
 
-def client_address() -> str:
-    return request.remote_addr or "unknown"
-
-
 def safe_next(target: str | None) -> str | None:
     """``target`` when it is a path inside the dashboard (no scheme, host or ``//``), else
     None: the login redirect can never send anyone elsewhere."""
@@ -252,12 +183,8 @@ def safe_next(target: str | None) -> str | None:
 __all__ = [
     "CSRF_FIELD",
     "CSRF_HEADER",
-    "LOGIN_MAX_FAILURES",
-    "LOGIN_WINDOW_SECONDS",
     "SAFE_METHODS",
-    "LoginThrottle",
     "authorize",
-    "client_address",
     "close_session",
     "csrf_token",
     "csrf_valid",
@@ -268,6 +195,5 @@ __all__ = [
     "problem",
     "resolve_auth",
     "safe_next",
-    "throttle",
     "token_matches",
 ]
