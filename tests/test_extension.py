@@ -320,6 +320,7 @@ def test_beside_host_flask_sqlalchemy_in_the_same_database(
         assert tables(empty_database_uri) == GATEWAY_TABLES | {"host_notes", VERSION_TABLE}
         assert app.test_client().get("/v1/health").status_code == 200
     finally:
+        state.close()
         with app.app_context():
             db.engine.dispose()
 
