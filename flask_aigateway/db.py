@@ -255,11 +255,10 @@ def init_database(
     elif registered is None:
         db.init_app(app)
     with app.app_context():
-        engines = db.engines
-        engine = engines.get(BIND_KEY)
-        if engine is None:
-            engine = _add_bind_engine(db, app, binds[BIND_KEY], engines.get(None))
-    if engine is not engines.get(None):
+        engines: Mapping[str | None, Engine] = db.engines
+        default = engines.get(None)
+        engine = engines.get(BIND_KEY) or _add_bind_engine(db, app, binds[BIND_KEY], default)
+    if engine is not default:
         configure_engine(engine)  # never change the host's default engine
     return db, url, engine
 

@@ -121,4 +121,3 @@ class AIGateway:
 def get_state(app: Flask | None = None) -> GatewayState:
     """Module-level shortcut for :meth:`AIGateway.get_state`."""
     return AIGateway.get_state(app)
-

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from host_app import HOST_TABLES, HostThing, create_app, db
 from sqlalchemy import create_engine, inspect, select, text
 
 from flask_aigateway import AIGateway, ConfigError, get_state, schema
 from flask_aigateway.models import Base, Provider
 from flask_aigateway.services.providers import create_provider, list_providers
-from host_app import HOST_TABLES, HostThing, create_app, db
 
 GATEWAY_TABLES = {table.name for table in Base.metadata.sorted_tables}
 GATEWAY_VERSION = schema.VERSION_TABLE
