@@ -44,9 +44,10 @@ $(DEV_STAMP): $(PACKAGING) | $(BIN)/python
 	@touch $@
 
 # One worker process with threads (DESIGN §3): in-process rate windows stay exact. The schema
-# is created or upgraded first; sample_app/gunicorn.conf.py holds the server settings.
+# is created or upgraded first (Flask-Migrate's own command: sample_app's Migrate points at the
+# gateway's migrations); sample_app/gunicorn.conf.py holds the server settings.
 run: $(RUN_STAMP)
-	$(BIN)/flask --app sample_app aigateway db upgrade
+	$(BIN)/flask --app sample_app db upgrade
 	HOST=$(HOST) PORT=$(PORT) THREADS=$(THREADS) \
 		$(BIN)/gunicorn --config sample_app/gunicorn.conf.py
 

@@ -31,9 +31,9 @@ OPTIONS: tuple[Option, ...] = (
         "AIGATEWAY_DATABASE_URI",
         None,
         str,
-        "SQLAlchemy URL of the gateway's own tables. Unset: the host app's Flask-SQLAlchemy "
-        "engine if it has one, else SQLALCHEMY_DATABASE_URI, else "
-        "sqlite:///<instance folder>/aigateway.db.",
+        "SQLAlchemy URL of the gateway's tables (its Flask-SQLAlchemy bind 'aigateway'; "
+        "SQLALCHEMY_BINDS['aigateway'] does the same). Unset: the host's default database, "
+        "SQLALCHEMY_DATABASE_URI, else sqlite:///<instance folder>/aigateway.db.",
         nullable=True,
     ),
     Option(
@@ -322,7 +322,7 @@ OPTIONS: tuple[Option, ...] = (
         "AIGATEWAY_CREATE_TABLES",
         False,
         bool,
-        "Create missing tables at start-up without Alembic (handy in tests and notebooks; "
+        "Create missing tables at start-up without migrations (handy in tests and notebooks; "
         "use 'flask aigateway db upgrade' in production).",
     ),
 )

@@ -1,26 +1,45 @@
-"""The gateway's own SQLAlchemy engine, session factory and column types.
+"""The gateway's database: its Flask-SQLAlchemy bind, engine, session factory and column types.
 
-The gateway does not register a Flask-SQLAlchemy instance: only one may exist per app, its
-teardown hook runs on every host request, and the gateway's tables may live in a database of
-their own (``AIGATEWAY_DATABASE_URI``). It owns a plain SQLAlchemy 2.x engine instead, reusing
-the host's Flask-SQLAlchemy engine (and so its pool) when the host has one and nothing else is
-configured.
+Flask-SQLAlchemy holds the engine. The gateway uses the host's ``SQLAlchemy`` instance when it
+has one (``AIGateway(app, db=db)`` or ``app.extensions["sqlalchemy"]``), else one of its own.
+Its tables live on their own metadata (:class:`Base`, not the host's ``db.Model``) under the
+bind key :data:`BIND_KEY`, so ``AIGATEWAY_DATABASE_URI`` (or ``SQLALCHEMY_BINDS["aigateway"]``)
+can put them in a database of their own and the host's ``db.create_all()`` never creates them.
+The bind carries the options a multi-threaded gateway needs (SQLite: no same-thread check,
+foreign keys, busy timeout, WAL; PostgreSQL: pre-ping and pool sizes) without touching the
+host's default engine.
+
+Sessions come from a plain :class:`~sqlalchemy.orm.sessionmaker` bound to that engine, not from
+``db.session``: Flask-SQLAlchemy's scoped session lives in the app context and is removed at its
+teardown, and its ``Session.get_bind`` looks engines up through ``current_app``; the pipeline,
+the background request-log writer and the budget counters run in threads with no Flask context
+at all. A unit of work is :func:`transaction` (one commit or one rollback), which a request-wide
+session would blur. The host's ``db.session`` still reaches the gateway's tables (their metadata
+names the bind key), for a host view that wants to read them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, DateTime, Engine, MetaData, Numeric, create_engine, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy import BigInteger, DateTime, Engine, MetaData, Numeric, event
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask_sqlalchemy import SQLAlchemy
+
+#: Flask-SQLAlchemy bind key of the gateway's tables (``SQLALCHEMY_BINDS["aigateway"]``).
+BIND_KEY = "aigateway"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -39,7 +58,7 @@ _MONEY_SCALE = 10**MONEY_PLACES
 class Base(DeclarativeBase):
     """Declarative base of the gateway's tables (all prefixed ``aigw_``)."""
 
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = MetaData(naming_convention=NAMING_CONVENTION, info={"bind_key": BIND_KEY})
 
 
 def utcnow() -> dt.datetime:
@@ -114,6 +133,30 @@ def to_money(value: Decimal | int | float | str) -> Decimal:
     return Decimal(value).quantize(MONEY_QUANTUM)
 
 
+def default_database_uri(app: Flask) -> str:
+    """SQLite file in the app's instance folder: zero services for a single node."""
+    return "sqlite:///" + os.path.join(app.instance_path, "aigateway.db")
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    )
+
+
+def bind_options(url: str) -> dict[str, Any]:
+    """The gateway's ``SQLALCHEMY_BINDS`` entry for ``url``: the URL plus engine options.
+
+    SQLite connections are shared across the gateway's threads (Flask-SQLAlchemy adds the
+    ``StaticPool`` an in-memory database needs); other databases check a pooled connection
+    before use and pool enough connections for a threaded worker.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return {"url": url, "connect_args": {"check_same_thread": False}}
+    return {"url": url, "pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -128,27 +171,122 @@ def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for ``url`` with settings that suit a multi-threaded gateway.
+def configure_engine(engine: Engine) -> None:
+    """Per-connection settings no engine option can express (idempotent).
 
-    SQLite files get WAL (readers never block the writer), a busy timeout and foreign keys;
-    in-memory SQLite shares one connection across threads so every thread sees the same tables.
+    SQLite files get WAL (readers never block the writer), a busy timeout and foreign keys; an
+    in-memory database gets the last two. They apply to connections opened from now on, which
+    is every connection when the gateway configures the bind's engine before its first use.
     """
-    if url.startswith("sqlite"):
-        memory = url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
-        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
-        if memory:
-            kwargs["poolclass"] = StaticPool
-        else:
-            path = url.split("///", 1)[-1].split("?", 1)[0]
-            if path:
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        engine = create_engine(url, **kwargs)
+    if engine.dialect.name != "sqlite":
+        return
+    if not event.contains(engine, "connect", _sqlite_pragmas):
         event.listen(engine, "connect", _sqlite_pragmas)
-        if not memory:
-            event.listen(engine, "connect", _sqlite_wal)
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if not _is_memory_sqlite(engine.url) and not event.contains(engine, "connect", _sqlite_wal):
+        event.listen(engine, "connect", _sqlite_wal)
+
+
+def _bind_url(app: Flask, database_uri: str | None, host_bind: Any) -> str:
+    """Where the bind points: ``AIGATEWAY_DATABASE_URI``, else the host's own
+    ``SQLALCHEMY_BINDS["aigateway"]``, else ``SQLALCHEMY_DATABASE_URI``, else the instance
+    folder's SQLite file. Both set to different URLs is a configuration error."""
+    configured = host_bind.get("url") if isinstance(host_bind, Mapping) else host_bind
+    if isinstance(configured, URL):
+        configured = configured.render_as_string(hide_password=False)
+    if database_uri and configured and make_url(database_uri) != make_url(configured):
+        raise ConfigError(
+            f"AIGATEWAY_DATABASE_URI and SQLALCHEMY_BINDS[{BIND_KEY!r}] name different "
+            "databases; set only one of them."
+        )
+    url = database_uri or configured or app.config.get("SQLALCHEMY_DATABASE_URI")
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=False)
+    return str(url) if url else default_database_uri(app)
+
+
+def init_database(
+    app: Flask, database_uri: str | None, db: SQLAlchemy | None
+) -> tuple[SQLAlchemy, str, Engine]:
+    """Give the gateway's bind an engine in Flask-SQLAlchemy; return ``(db, url, engine)``.
+
+    ``db`` is the host's instance (else ``app.extensions["sqlalchemy"]``). The bind is added to
+    ``SQLALCHEMY_BINDS`` with ``setdefault`` semantics (a bind the host configured is kept as
+    is). Three cases:
+
+    * the instance is already initialised on ``app``: the bind's engine is created by that
+      instance's own engine factory and added to its engines (Flask-SQLAlchemy creates engines
+      only in ``init_app``, so this uses its internal ``_make_engine``; configure
+      ``SQLALCHEMY_BINDS["aigateway"]`` before ``db.init_app(app)`` to avoid it);
+    * the instance is not initialised on ``app`` yet: the gateway calls ``db.init_app(app)``
+      (do not call it again);
+    * no instance: the gateway creates one of its own, initialises it and keeps it private
+      (removed from ``app.extensions``), so a host that registers Flask-SQLAlchemy later still
+      can; its engines are then separate from the gateway's (pass ``db=`` to share one
+      instance).
+
+    :raises ConfigError: ``db`` is not the instance registered on ``app``, or the URLs conflict.
+    """
+    from flask_sqlalchemy import SQLAlchemy
+
+    registered = app.extensions.get("sqlalchemy")
+    if db is not None and registered is not None and db is not registered:
+        raise ConfigError(
+            "AIGateway(app, db=db): db is not the SQLAlchemy instance registered on this app "
+            "(app.extensions['sqlalchemy']); pass that instance, or none."
+        )
+    db = db or registered
+    binds = dict(app.config.get("SQLALCHEMY_BINDS") or {})
+    host_bind = binds.get(BIND_KEY)
+    url = _bind_url(app, database_uri, host_bind)
+    if host_bind is None:
+        binds[BIND_KEY] = bind_options(url)
+        app.config["SQLALCHEMY_BINDS"] = binds  # a copy: a dict shared by two apps stays intact
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and os.path.isabs(parsed.database):
+        os.makedirs(os.path.dirname(parsed.database), exist_ok=True)
+
+    if db is None:
+        db = SQLAlchemy(add_models_to_shell=False)
+        db.init_app(app)
+        # Private: the host may still register its own instance. Its scoped db.session is
+        # never used (see above), so its app-wide teardown hook is not left on the host app.
+        del app.extensions["sqlalchemy"]
+        app.teardown_appcontext_funcs.remove(db._teardown_session)
+    elif registered is None:
+        db.init_app(app)
+    with app.app_context():
+        engines: Mapping[str | None, Engine] = db.engines
+        default = engines.get(None)
+        engine = engines.get(BIND_KEY) or _add_bind_engine(db, app, binds[BIND_KEY], default)
+    if engine is not default:
+        configure_engine(engine)  # never change the host's default engine
+    return db, url, engine
+
+
+def _add_bind_engine(
+    db: SQLAlchemy, app: Flask, options: Mapping[str, Any] | str, default: Engine | None
+) -> Engine:
+    """Create the bind's engine on an instance that ``init_app`` already ran on, exactly as
+    ``init_app`` would have. An in-memory SQLite default database is shared, not copied."""
+    options = dict(options) if isinstance(options, Mapping) else {"url": options}
+    url = make_url(options["url"])
+    if default is not None and _is_memory_sqlite(url) and default.url == url:
+        engine = default
+    else:
+        echo = app.config.get("SQLALCHEMY_ECHO", False)
+        options.setdefault("echo", echo)
+        options.setdefault("echo_pool", echo)
+        try:
+            db._apply_driver_defaults(options, app)
+            engine = db._make_engine(BIND_KEY, options, app)
+        except AttributeError:  # a Flask-SQLAlchemy without these internals
+            raise ConfigError(
+                f"Flask-SQLAlchemy was initialised on this app without the gateway's bind: "
+                f"set SQLALCHEMY_BINDS[{BIND_KEY!r}] before db.init_app(app), or create "
+                "AIGateway(app, db=db) before calling db.init_app(app)."
+            ) from None
+    db._app_engines[app][BIND_KEY] = engine
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -12,8 +12,11 @@ from .logwriter import install_signal_handlers
 from .schemas import ChatRequest, ChatResponse
 
 if TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
     from .pipeline import ChatStream
-from .state import GatewayState, default_database_uri
+from .db import init_database
+from .state import GatewayState
 
 EXTENSION_KEY = "aigateway"
 
@@ -24,20 +27,27 @@ class AIGateway:
     ``options`` are ``AIGATEWAY_*`` settings that win over ``app.config`` (Flask-Limiter's
     precedence: constructor > config > default). The object keeps no reference to an app: one
     instance may serve several apps, each with its own state in ``app.extensions["aigateway"]``.
+
+    ``db`` is the host's Flask-SQLAlchemy instance; without it the gateway uses the one in
+    ``app.extensions["sqlalchemy"]``, else one of its own (see :func:`~.db.init_database`).
     """
 
-    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+    def __init__(
+        self, app: Flask | None = None, *, db: SQLAlchemy | None = None, **options: Any
+    ) -> None:
         unknown = sorted(k for k in options if k not in config.BY_NAME)
         if unknown:
             raise ConfigError(f"Unknown AIGateway option(s): {', '.join(unknown)}.")
         self._options = options
+        self._db = db
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask) -> None:
-        """Register the gateway on ``app``: its state, blueprints and CLI commands.
+    def init_app(self, app: Flask, db: SQLAlchemy | None = None) -> None:
+        """Register the gateway on ``app``: its state, database bind, blueprints and commands.
 
-        Touches nothing of the host outside the gateway's own routes and commands.
+        Touches nothing of the host outside the gateway's own routes and commands, and the
+        gateway's bind in ``SQLALCHEMY_BINDS`` (added only when the host has not set it).
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
@@ -45,9 +55,11 @@ class AIGateway:
                 "to run another configuration, create another Flask app."
             )
         settings = config.resolve(app.config, self._options)
-        database_uri, engine = _database_for(app, settings)
+        sqlalchemy, database_uri, engine = init_database(
+            app, settings["AIGATEWAY_DATABASE_URI"], db if db is not None else self._db
+        )
         secret = settings["AIGATEWAY_SECRET_KEY"] or app.config.get("SECRET_KEY")
-        state = GatewayState(settings, database_uri, engine, secret)
+        state = GatewayState(settings, database_uri, engine, secret, db=sqlalchemy)
         app.extensions[EXTENSION_KEY] = state
         # Flush the request log on SIGTERM when nothing else handles it (see logwriter).
         install_signal_handlers()
@@ -113,19 +125,3 @@ class AIGateway:
 def get_state(app: Flask | None = None) -> GatewayState:
     """Module-level shortcut for :meth:`AIGateway.get_state`."""
     return AIGateway.get_state(app)
-
-
-def _database_for(app: Flask, settings: dict[str, Any]) -> tuple[str, Any]:
-    """Which database the gateway's tables live in (see ``AIGATEWAY_DATABASE_URI``)."""
-    uri = settings["AIGATEWAY_DATABASE_URI"]
-    if uri:
-        return uri, None
-    host_db = app.extensions.get("sqlalchemy")
-    if host_db is not None:
-        with app.app_context():
-            engine = host_db.engine
-        return engine.url.render_as_string(hide_password=False), engine
-    uri = app.config.get("SQLALCHEMY_DATABASE_URI")
-    if uri:
-        return uri, None
-    return default_database_uri(app), None

@@ -1,9 +1,24 @@
-"""Creating and upgrading the gateway's schema with Alembic (``flask aigateway db …``).
+"""Creating and upgrading the gateway's schema with Flask-Migrate (``flask aigateway db …``).
 
-The migrations ship inside the package (``flask_aigateway.migrations``), so an installed wheel
-can create its schema with no source checkout. Alembic (with Mako and its other imports, about
-10 MB) is imported only when a command or the readiness check needs it, not by every serving
-process.
+The migrations ship inside the package (``flask_aigateway.migrations``, see
+:func:`migrations_dir`), so an installed wheel can create its schema with no source checkout.
+They are a Flask-Migrate directory of their own with their own version table
+(:data:`VERSION_TABLE`), so they run two ways:
+
+* ``flask db upgrade`` in an app whose ``Migrate`` points at :func:`migrations_dir` (the
+  sample app: ``Migrate(app, db, directory=schema.migrations_dir())``);
+* ``flask aigateway db upgrade`` (and :func:`upgrade` here) in any app, beside a host's own
+  Flask-Migrate history: the gateway builds its own :class:`flask_migrate.Migrate` for its
+  directory (never registered on the app, so the host's ``flask db`` stays the host's) and
+  runs Alembic's command with the configuration Flask-Migrate builds.
+
+Why not ``flask_migrate.upgrade()`` itself: those functions read ``app.extensions["migrate"]``
+(the host's ``Migrate``, whose configure callbacks are not meant for the gateway's history) and
+turn every error into a log line and ``sys.exit(1)``, right for a command line but not for a
+library function whose caller should see the error. They do the same two steps inside.
+
+Alembic (with Mako and its other imports, about 10 MB) is imported only when a command or the
+readiness check needs it, not by every serving process.
 """
 
 from __future__ import annotations
@@ -23,33 +38,38 @@ VERSION_TABLE = "aigw_alembic_version"
 
 def migrations_dir() -> str:
     """Where the migrations are installed (``flask_aigateway.migrations``, mapped from the
-    source tree's top-level ``migrations/`` folder)."""
+    source tree's top-level ``migrations/`` folder): the ``directory`` to give ``Migrate``."""
     migrations = importlib.import_module("flask_aigateway.migrations")
     return os.path.dirname(os.path.abspath(str(migrations.__file__)))
 
 
-def _config() -> Config:
-    from alembic.config import Config
+def _config(state: GatewayState) -> Config:
+    """Flask-Migrate's Alembic configuration for the gateway's directory (app context needed:
+    Flask-Migrate reads ``-x`` arguments from ``g``). No ``alembic.ini`` is needed."""
+    from flask_migrate import Migrate
 
-    cfg = Config()
-    cfg.set_main_option("script_location", migrations_dir())
-    return cfg
+    return Migrate(db=state.db, directory=migrations_dir()).get_config()
 
 
 def upgrade(state: GatewayState, revision: str = "head") -> None:
-    """Create or upgrade the schema to ``revision``; idempotent, one transaction per step."""
+    """Create or upgrade the schema to ``revision``; idempotent, one transaction.
+
+    Run inside the app context of ``state``'s app.
+    """
     from alembic import command
 
-    cfg = _config()
+    cfg = _config(state)
     with state.engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
 
 def downgrade(state: GatewayState, revision: str) -> None:
+    """Step the schema back to ``revision`` (``"base"`` drops every gateway table, and only
+    those). Run inside the app context of ``state``'s app."""
     from alembic import command
 
-    cfg = _config()
+    cfg = _config(state)
     with state.engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
@@ -59,14 +79,14 @@ def revision(state: GatewayState, message: str, autogenerate: bool = True) -> No
     """Write a new migration from the difference between the models and the database."""
     from alembic import command
 
-    cfg = _config()
+    cfg = _config(state)
     with state.engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.revision(cfg, message=message, autogenerate=autogenerate)
 
 
 def current_revision(state: GatewayState) -> str | None:
-    """The revision the database is at (None: no gateway schema yet)."""
+    """The revision the database is at (None: no gateway schema yet). No app context needed."""
     from alembic.runtime.migration import MigrationContext
 
     with state.engine.connect() as connection:
@@ -78,10 +98,22 @@ def current_revision(state: GatewayState) -> str | None:
 def head_revision() -> str | None:
     """The newest migration shipped with the package (read once per process)."""
     from alembic.script import ScriptDirectory
+    from flask_migrate import Config
 
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    cfg = Config()
+    cfg.set_main_option("script_location", migrations_dir())
+    return ScriptDirectory.from_config(cfg).get_current_head()
 
 
 def is_current(state: GatewayState) -> bool:
     """True when the database is at the newest migration (``/v1/health/ready`` checks this)."""
     return current_revision(state) == head_revision()
+
+
+def include_host_object(obj: object, name: str | None, type_: str, *_args: object) -> bool:
+    """``include_object`` for a host's own Flask-Migrate history in a database shared with the
+    gateway: ``Migrate(app, db, include_object=include_host_object)`` keeps the host's
+    ``flask db migrate`` from proposing to drop the gateway's tables."""
+    if type_ == "table" and name is not None:
+        return not name.startswith("aigw_")  # the gateway's tables and its version table
+    return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,33 +11,39 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .crypto import CredentialCipher
-from .db import make_engine, make_session_factory, transaction
+from .db import make_session_factory, transaction
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from flask import Flask
-
-
-def default_database_uri(app: Flask) -> str:
-    """SQLite file in the app's instance folder: zero services for a single node."""
-    return "sqlite:///" + os.path.join(app.instance_path, "aigateway.db")
+    from flask_sqlalchemy import SQLAlchemy
 
 
 class GatewayState:
     """Everything one app's gateway holds: settings, database, cipher and shared resources.
 
     Created by :meth:`AIGateway.init_app`; two apps in one process each get their own, so their
-    configurations never mix.
+    configurations never mix. The engine is the one Flask-SQLAlchemy created for the gateway's
+    bind (``db.engines["aigateway"]``), taken once at init so the pipeline and background
+    threads use it without a Flask context.
     """
 
     def __init__(
-        self, settings: dict[str, Any], database_uri: str, engine: Engine | None, secret: str | None
+        self,
+        settings: dict[str, Any],
+        database_uri: str,
+        engine: Engine,
+        secret: str | None,
+        db: SQLAlchemy | None = None,
     ) -> None:
         self.settings = settings
+        #: The gateway bind's URL as configured (Flask-SQLAlchemy resolves relative SQLite
+        #: paths into the instance folder: ``engine.url`` is where it really is).
         self.database_uri = database_uri
+        #: The Flask-SQLAlchemy instance holding the engine (the host's, or the gateway's own).
+        self.db = db
         self._engine = engine
         self._session_factory: sessionmaker[Session] | None = None
-        self._lock = threading.RLock()  # re-entrant: session_factory calls engine
+        self._lock = threading.RLock()
         self.cipher = CredentialCipher(secret)
         #: Lazily created resources (transport, limiter, counters…), keyed by name.
         self.resources: dict[str, Any] = {}
@@ -63,10 +68,6 @@ class GatewayState:
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            with self._lock:
-                if self._engine is None:
-                    self._engine = make_engine(self.database_uri)
         return self._engine
 
     @property
@@ -138,5 +139,4 @@ class GatewayState:
             if callable(closer):
                 closer()
         self.resources.clear()
-        if self._engine is not None:
-            self._engine.dispose()
+        self._engine.dispose()

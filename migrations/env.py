@@ -1,13 +1,22 @@
-"""Alembic environment of flask-aigateway.
+"""Alembic environment of flask-aigateway, run by Flask-Migrate.
 
-Run through ``flask aigateway db …`` (or :mod:`flask_aigateway.schema`), which hands over an open
-connection in ``config.attributes["connection"]``. The version table is ``aigw_alembic_version``
-so the gateway's migrations never collide with the host app's own Alembic history.
+Two ways in, one behaviour:
+
+* ``flask db upgrade`` in an app whose ``Migrate`` points at this directory (the sample app):
+  no connection is handed over, so the gateway's engine comes from the gateway state of
+  ``current_app`` (the engine of its Flask-SQLAlchemy bind, wherever that database is);
+* ``flask aigateway db …`` / :mod:`flask_aigateway.schema`: an open connection arrives in
+  ``config.attributes["connection"]``.
+
+Either way the version table is ``aigw_alembic_version`` and only ``aigw_`` tables are compared,
+so the gateway's history and a host's own Flask-Migrate history (``alembic_version``) never touch
+each other's tables. The host's ``Migrate`` configure arguments and metadata are ignored here.
 """
 
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection, Engine
 
 from flask_aigateway import models  # noqa: F401  (registers every table)
 from flask_aigateway.db import Base
@@ -25,9 +34,19 @@ def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-
     return True
 
 
+def gateway_engine() -> Engine:
+    """The engine of the gateway of the app Flask-Migrate runs in."""
+    from flask import current_app
+
+    from flask_aigateway.extension import get_state
+
+    return get_state(current_app).engine
+
+
 def run_migrations_offline() -> None:
+    url = config.get_main_option("sqlalchemy.url") or gateway_engine().url
     context.configure(
-        url=config.get_main_option("sqlalchemy.url"),
+        url=url,
         target_metadata=target_metadata,
         literal_binds=True,
         version_table=VERSION_TABLE,
@@ -38,8 +57,7 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def run_migrations_online() -> None:
-    connection = config.attributes["connection"]
+def run_with(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -50,6 +68,15 @@ def run_migrations_online() -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        run_with(connection)
+        return
+    with gateway_engine().connect() as connection:
+        run_with(connection)
 
 
 if context.is_offline_mode():

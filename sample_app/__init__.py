@@ -1,6 +1,10 @@
 """The sample app: a Flask app that is nothing but the gateway, configured from the environment.
 
-``make run`` serves it with gunicorn (``sample_app/gunicorn.conf.py``). Environment:
+It declares its database like any Flask app: ``db = SQLAlchemy()`` holds the engine (the
+gateway's bind is its only one) and ``migrate = Migrate(...)`` points Flask-Migrate at the
+gateway's migrations, so ``flask --app sample_app db upgrade`` creates or upgrades the schema.
+``make run`` runs that, then serves the app with gunicorn (``sample_app/gunicorn.conf.py``).
+Environment:
 
 * ``DATABASE_URL``: the gateway's database; ``postgres://`` and ``postgresql://`` URLs are
   read as ``postgresql+psycopg://`` (psycopg 3). Default: SQLite in the instance folder.
@@ -20,14 +24,21 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from flask.sessions import SecureCookieSessionInterface
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
 from itsdangerous import URLSafeTimedSerializer
 
-from flask_aigateway import AIGateway
+from flask_aigateway import AIGateway, schema
 from flask_aigateway import config as gateway_config
 
 from .bootstrap import announce, ensure_secrets
 
 _PSYCOPG_SCHEMES = ("postgres://", "postgresql://")
+
+#: The app's Flask-SQLAlchemy instance; the gateway adds its bind ("aigateway") to it.
+db = SQLAlchemy()
+#: Flask-Migrate on the gateway's installed migrations: ``flask --app sample_app db upgrade``.
+migrate = Migrate(directory=schema.migrations_dir())
 
 
 def database_url(url: str) -> str:
@@ -57,7 +68,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the sample app: environment, then ``config`` (wins), then first-start secrets.
 
     Creating the app prints nothing and needs no schema; the gateway's tables come from
-    ``flask --app sample_app aigateway db upgrade``.
+    ``flask --app sample_app db upgrade`` (or ``flask --app sample_app aigateway db upgrade``).
+    The gateway is given ``db`` before it is initialised, so it adds its bind and calls
+    ``db.init_app(app)`` itself (the app has no database of its own to configure).
     """
     instance_path = os.environ.get("INSTANCE_PATH", "").strip()
     app = Flask(__name__, instance_path=os.path.abspath(instance_path) if instance_path else None)
@@ -65,7 +78,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     app.config.update(ensure_secrets(app.instance_path, app.config))
     app.session_interface = SessionInterface()
-    AIGateway(app)
+    AIGateway(app, db=db)
+    migrate.init_app(app, db)
     app.cli.add_command(bootstrap_command)
     return app
 

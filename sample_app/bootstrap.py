@@ -237,7 +237,7 @@ def announce(
     if not schema.is_current(state):
         say(
             f"The gateway's tables are missing or out of date in {_shown_url(state)}.\n"
-            f"Run `{flask} aigateway db upgrade` (make run does it), then restart."
+            f"Run `{flask} db upgrade` (make run does it), then restart."
         )
         return []
     try:

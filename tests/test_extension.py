@@ -249,9 +249,20 @@ def test_host_routes_404_page_and_error_handlers_are_unchanged(
     config_before = dict(app.config)
     AIGateway(app)
     assert _app_wide_hooks(app) == before
-    assert {k: v for k, v in app.config.items() if not k.startswith("AIGATEWAY_")} == {
-        k: v for k, v in config_before.items() if not k.startswith("AIGATEWAY_")
+    # The host's settings keep their values; what is added is the gateway's Flask-SQLAlchemy
+    # bind and the defaults Flask-SQLAlchemy sets for the keys it reads.
+    assert {k: app.config[k] for k in config_before} == config_before
+    added = set(app.config) - set(config_before)
+    assert {k for k in added if not k.startswith("AIGATEWAY_")} <= {
+        "SQLALCHEMY_BINDS",
+        "SQLALCHEMY_DATABASE_URI",
+        "SQLALCHEMY_ENGINE_OPTIONS",
+        "SQLALCHEMY_ECHO",
+        "SQLALCHEMY_RECORD_QUERIES",
+        "SQLALCHEMY_TRACK_MODIFICATIONS",
     }
+    assert list(app.config["SQLALCHEMY_BINDS"]) == ["aigateway"]
+    assert "sqlalchemy" not in app.extensions, "the gateway's own instance stays private"
 
     client = app.test_client()
     assert client.get("/hello").get_data(as_text=True) == "host hello"
@@ -302,10 +313,14 @@ def test_beside_host_flask_sqlalchemy_in_the_same_database(
     state = _use_both(app, db, note)
     try:
         with app.app_context():
-            assert state.engine is db.engine, "the gateway reuses the host's engine and pool"
+            assert state.db is db, "the gateway uses the host's Flask-SQLAlchemy instance"
+            assert state.engine is db.engines["aigateway"], "its bind's engine"
+            assert state.engine is not db.engine, "the host's default engine is left as it is"
+            assert state.engine.url == db.engine.url, "the bind points at the host's database"
         assert tables(empty_database_uri) == GATEWAY_TABLES | {"host_notes", VERSION_TABLE}
         assert app.test_client().get("/v1/health").status_code == 200
     finally:
+        state.close()
         with app.app_context():
             db.engine.dispose()
 

@@ -357,9 +357,9 @@ def test_no_bootstrap_before_the_schema_exists(
     app = make_app()
     printed: list[str] = []
     assert announce(app, base_url="http://127.0.0.1:8000", echo=printed.append) == []
-    assert "aigateway db upgrade" in "\n".join(printed)
+    assert "--app sample_app db upgrade`" in "\n".join(printed)
 
-    result = app.test_cli_runner().invoke(args=["aigateway", "db", "upgrade"])
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
     assert "Created provider" not in result.output
     assert list_providers(get_state(app)) == [], "db commands never seed"
@@ -392,12 +392,13 @@ def _get(url: str) -> int:
 
 @pytest.mark.slow
 def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
-    """``flask aigateway db upgrade`` then gunicorn with sample_app/gunicorn.conf.py."""
+    """``flask db upgrade`` (Flask-Migrate's command) then gunicorn with
+    sample_app/gunicorn.conf.py, as ``make run`` does."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HOST="127.0.0.1", PORT=str(port))
     upgrade = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "sample_app", "aigateway", "db", "upgrade"],
+        [sys.executable, "-m", "flask", "--app", "sample_app", "db", "upgrade"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -16,7 +16,8 @@ def aigateway_group() -> None:
 
 @aigateway_group.group("db")
 def db_group() -> None:
-    """Create or upgrade the gateway's tables (Alembic; version table aigw_alembic_version)."""
+    """Create or upgrade the gateway's tables (Flask-Migrate; version table
+    aigw_alembic_version)."""
 
 
 @db_group.command("upgrade")
