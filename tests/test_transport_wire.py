@@ -20,6 +20,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -594,7 +595,7 @@ def test_read_timeout_while_waiting_for_headers(
 ) -> None:
     server.answer(0.6, ok())
     started = time.monotonic()
-    with pytest.raises(UpstreamTimeoutError, match=r"within the request's deadline of 0\.2 s") as info:
+    with pytest.raises(UpstreamTimeoutError, match=r"deadline of 0\.2 s") as info:
         if streaming:
             transport.open_stream(request(server), timeout=0.2, pool_key="p")
         else:
@@ -696,7 +697,7 @@ def test_a_trickling_answer_ends_at_the_deadline(
 ) -> None:
     server.answer(*steps)
     started = time.monotonic()
-    with pytest.raises(UpstreamTimeoutError, match="deadline of 0.5 s") as info:
+    with pytest.raises(UpstreamTimeoutError, match=r"deadline of 0\.5 s") as info:
         send(transport, server, timeout=0.5)
     assert info.value.retryable
     assert 0.45 <= time.monotonic() - started < 0.9
@@ -765,11 +766,10 @@ def test_an_oversized_plain_body_is_refused(server: RawServer, framing: str) -> 
 
 
 @pytest.mark.parametrize("line", [b"data: " + b"x" * 5000, b"data: x\n" * 700])
-def test_an_sse_line_or_event_over_the_cap_ends_the_stream(
-    server: RawServer, line: bytes
-) -> None:
+def test_an_sse_line_or_event_over_the_cap_ends_the_stream(server: RawServer, line: bytes) -> None:
     transport = Transport(connect_timeout=1.0, max_sse_line_bytes=1000)
-    server.answer(CHUNKED + chunk(SSE[:FIRST]), *[chunk(line[i : i + 500]) for i in range(0, len(line), 500)])
+    parts = [chunk(line[i : i + 500]) for i in range(0, len(line), 500)]
+    server.answer(CHUNKED + chunk(SSE[:FIRST]), *parts)
     try:
         with transport.open_stream(request(server), timeout=2, pool_key="p") as stream:
             events = stream.events()
@@ -854,7 +854,7 @@ def test_proxy_from_the_environment_and_no_proxy(
     monkeypatch.setenv("NO_PROXY", "upstream.invalid")
     other = Transport(connect_timeout=1.0)
     try:
-        with pytest.raises(UpstreamError, match="Could not reach the upstream upstream.invalid"):
+        with pytest.raises(UpstreamError, match=r"Could not reach the upstream upstream\.invalid"):
             other.send(req, timeout=2, pool_key="p")
     finally:
         other.close()
@@ -891,3 +891,58 @@ def test_a_url_with_a_line_break_is_refused_before_sending(
     with pytest.raises(UpstreamError, match="base URL") as info:
         transport.send(req, timeout=2, pool_key="p")
     assert info.value.retryable is False and server.connections == []
+
+
+# -- through the gateway --------------------------------------------------------------------------
+
+COMPLETION = (
+    b'{"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "choices": '
+    b'[{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],'
+    b' "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}'
+)
+
+
+def raw_alias(state: Any, server: RawServer) -> None:
+    from flask_aigateway.services.models import create_model
+    from flask_aigateway.services.providers import create_provider
+
+    create_provider(state, name="raw", format="openai", base_url=server.url + "/v1")
+    create_model(
+        state, alias="raw", provider="raw", model="m", pricing_input="1", pricing_output="2"
+    )
+
+
+def chat(client: Any, key: str) -> Any:
+    return client.post(
+        "/v1/chat/completions",
+        json={"model": "raw", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
+def test_every_upstream_request_is_an_attempt_the_gateway_counts(
+    client: Any, state: Any, api_key: str, server: RawServer
+) -> None:
+    raw_alias(state, server)
+    server.answer(ok(COMPLETION))
+    assert chat(client, api_key).status_code == 200
+    server.answer(hang_up)  # on the pooled connection, after reading the request
+    server.answer(reset)  # on a fresh one
+    server.answer(ok(COMPLETION))
+    response = chat(client, api_key)
+    assert response.status_code == 200, response.json
+    assert response.headers["x-aigateway-attempts"] == "3"
+    assert len(server.requests) == 1 + 3
+
+
+def test_an_oversized_upstream_answer_is_a_502(
+    app: Any, client: Any, state: Any, api_key: str, server: RawServer
+) -> None:
+    state.settings["AIGATEWAY_MAX_RESPONSE_BYTES"] = 100
+    raw_alias(state, server)
+    server.answer(ok(COMPLETION))
+    response = chat(client, api_key)
+    assert response.status_code == 502
+    error = response.json["error"]
+    assert error["type"] == "upstream_error" and "AIGATEWAY_MAX_RESPONSE_BYTES" in error["message"]
+    assert len(server.requests) == 1, "a cut answer is not retried on the same deployment"

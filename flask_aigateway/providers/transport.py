@@ -39,7 +39,7 @@ import requests
 import requests.adapters
 import requests.cookies
 import requests.utils
-from urllib3 import HTTPResponse, PoolManager
+from urllib3 import HTTPConnectionPool, HTTPResponse, PoolManager
 from urllib3.exceptions import DecodeError, HTTPError, ReadTimeoutError
 
 from .. import __version__
@@ -179,10 +179,12 @@ def _framing_problem(msg: http.client.HTTPMessage) -> str | None:
     return None
 
 
-_BOUNDED_POOLS: dict[type, type] = {}
+_BOUNDED_POOLS: dict[type[HTTPConnectionPool], type[HTTPConnectionPool]] = {}
 
 
-def _bounded_pool_classes(classes: Mapping[str, type]) -> dict[str, type]:
+def _bounded_pool_classes(
+    classes: Mapping[str, type[HTTPConnectionPool]],
+) -> dict[str, type[HTTPConnectionPool]]:
     """``classes`` (a PoolManager's pool class per scheme) with connections answering through
     :class:`_Answer`: the same pools, proxies and SOCKS included."""
     result = {}
@@ -618,4 +620,3 @@ def _body_error(exc: BaseException, host: str, timeout: float) -> UpstreamError:
         "framing).",
         retryable=True,
     )
-
