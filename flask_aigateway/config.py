@@ -7,6 +7,7 @@ variables onto exactly these keys, and the README's configuration table is gener
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +158,35 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a deployment with an open circuit is skipped before it is probed again.",
     ),
     Option("AIGATEWAY_CONNECT_TIMEOUT", 5.0, float, "TCP connect timeout to an upstream, seconds."),
+    Option(
+        "AIGATEWAY_UPSTREAM_POOL_SIZE",
+        100,
+        int,
+        "Idle keep-alive connections kept per provider and upstream host (the requests "
+        "HTTPAdapter's pool_maxsize); busier moments open extra connections, closed after use.",
+    ),
+    Option(
+        "AIGATEWAY_MAX_RESPONSE_BYTES",
+        32 * 1024 * 1024,
+        int,
+        "Largest upstream answer body accepted, counted after decompression; a larger one "
+        "is cut and answered 502 upstream_error.",
+    ),
+    Option(
+        "AIGATEWAY_MAX_SSE_LINE_BYTES",
+        4 * 1024 * 1024,
+        int,
+        "Longest line (and event) accepted in an upstream event stream; a longer one ends "
+        "the stream with an upstream error.",
+    ),
+    Option(
+        "AIGATEWAY_CA_BUNDLE",
+        None,
+        str,
+        "CA bundle file (or directory) that upstream TLS certificates are verified against. "
+        "Unset: REQUESTS_CA_BUNDLE if set, else certifi's bundle.",
+        nullable=True,
+    ),
     Option(
         "AIGATEWAY_MAX_BODY_BYTES",
         16 * 1024 * 1024,
@@ -399,6 +429,9 @@ def resolve(app_config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
             f"AIGATEWAY_ROUTE_PREFIX={prefix!r} must start with '/' and not end with '/', "
             "e.g. '/ai-gateway'."
         )
+    bundle = resolved["AIGATEWAY_CA_BUNDLE"]
+    if bundle and not os.path.exists(bundle):
+        raise ConfigError(f"AIGATEWAY_CA_BUNDLE={bundle!r} does not exist; give a CA bundle file.")
     return resolved
 
 

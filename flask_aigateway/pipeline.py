@@ -84,7 +84,7 @@ class Pipeline:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.settings = state.settings
-        self.transport = Transport(connect_timeout=self.settings["AIGATEWAY_CONNECT_TIMEOUT"])
+        self.transport = Transport.from_settings(self.settings)
         self.router = Router(self.settings, state=state)
         self.limiter = RateLimiter(state)
         self.budgets = BudgetBook(state)

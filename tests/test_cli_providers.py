@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 
 from flask_aigateway import AIGateway
 from flask_aigateway.enums import AZURE_DEFAULT_API_VERSION
+from flask_aigateway.errors import ValidationError
 from flask_aigateway.models import Deployment, ModelAlias, Provider
 from flask_aigateway.services import models as model_service
 from flask_aigateway.services import providers as service
@@ -214,6 +215,63 @@ def test_malformed_base_url(runner, state, url):
 def test_create_invalid_fields(runner, state, args, expected):
     message = invoke_error(runner, "provider", "create", "--format", "openai", *args)
     assert expected in message
+    assert count(state, Provider) == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://h.example/v1\r\nX-Injected: 1", "https://h.example/v\n1", "https://a b.x"],
+)
+def test_base_url_with_a_line_break_or_space_is_refused(runner, state, url):
+    message = invoke_error(
+        runner, "provider", "create", "--name", "x", "--format", "openai", "--base-url", url
+    )
+    assert "The base url" in message and "line breaks or control characters" in message
+    assert count(state, Provider) == 0
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Host: evil.example",
+        "Content-Length: 5",
+        "Transfer-Encoding: chunked",
+        "Connection: close",
+        "keep-alive: 5",
+        "TE: trailers",
+        "Upgrade: h2c",
+        "Expect: 100-continue",
+    ],
+)
+def test_framing_and_hop_by_hop_headers_are_refused(runner, state, header):
+    name = header.partition(":")[0]
+    message = invoke_error(
+        runner, "provider", "create", "--name", "x", "--format", "openai", "--header", header
+    )
+    assert f"Header {name!r} cannot be set as an extra header" in message
+    assert count(state, Provider) == 0
+    service.create_provider(state, name="p", format="openai", extra_headers=["X-Title: t"])
+    message = invoke_error(runner, "provider", "update", "p", "--header", header)
+    assert repr(name) in message
+    assert stored(state, "p").extra_headers == {"X-Title": "t"}
+
+
+def test_service_refuses_framing_headers_and_line_breaks_naming_the_field(state):
+    with pytest.raises(ValidationError) as info:
+        service.create_provider(
+            state, name="p", format="openai", extra_headers={"Transfer-Encoding": "chunked"}
+        )
+    assert info.value.param == "extra_headers" and "'Transfer-Encoding'" in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        service.create_provider(
+            state, name="p", format="openai", base_url="https://h.example/v1\r\nHost: x"
+        )
+    assert info.value.param == "base_url" and "line breaks" in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        service.create_provider(
+            state, name="p", format="openai", extra_headers={"X-A": "v\r\nHost: x"}
+        )
+    assert info.value.param == "extra_headers"
     assert count(state, Provider) == 0
 
 

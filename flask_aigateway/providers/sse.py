@@ -12,24 +12,44 @@ from __future__ import annotations
 from .base import SSEEvent
 
 
+class SSETooLarge(ValueError):
+    """A line still unfinished, or one event's data, grew past the parser's ``max_line``."""
+
+
 class SSEParser:
     """Feed it network reads in order; it returns every event completed so far.
 
     An event still incomplete when the stream ends is discarded (the spec's rule): a caller
     that needs to know whether the stream ended properly asks its format's translator, whose
     ``done`` stays False without the terminating event.
+
+    ``max_line`` (bytes) bounds memory against a hostile upstream: a line still unfinished
+    after a feed, or the data of one event, longer than it raises :class:`SSETooLarge`.
     """
 
-    __slots__ = ("_buffer", "_data", "_event", "_skip_lf")
+    __slots__ = ("_buffer", "_data", "_data_size", "_event", "_max_line", "_skip_lf")
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int | None = None) -> None:
         self._buffer = bytearray()
         self._data: list[str] = []
+        self._data_size = 0
         self._event: str | None = None
         self._skip_lf = False
+        self._max_line = max_line
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """Parse one network read; return the events it completed (possibly none)."""
+        """Parse one network read; return the events it completed (possibly none).
+
+        Raises :class:`SSETooLarge` when a pending line or an event's data passes ``max_line``.
+        """
+        events = self._feed(chunk)
+        if self._max_line is not None and (
+            len(self._buffer) > self._max_line or self._data_size > self._max_line
+        ):
+            raise SSETooLarge(f"a server-sent event line or event is over {self._max_line} bytes")
+        return events
+
+    def _feed(self, chunk: bytes) -> list[SSEEvent]:
         if not chunk:
             return []
         if self._skip_lf and chunk[:1] == b"\n":
@@ -84,9 +104,11 @@ class SSEParser:
                 if data:
                     events.append(SSEEvent(data="\n".join(data), event=self._event))
                     data.clear()
+                self._data_size = 0
                 self._event = None
             elif line.startswith("data:"):
                 data.append(line[6:] if line.startswith(" ", 5) else line[5:])
+                self._data_size += len(line)
             else:
                 self._field(line)
         return events
@@ -104,5 +126,6 @@ class SSEParser:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_size += len(value)
         elif name == "event":
             self._event = value or None

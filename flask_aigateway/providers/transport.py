@@ -1,57 +1,235 @@
-"""The only module that does upstream HTTP: pooled keep-alive connections, timeouts, SSE reading.
+"""The only module that does upstream HTTP: ``requests`` Sessions per provider, one total deadline,
+bounded reads, SSE reading.
 
-Direct routes go through :mod:`.http11` (keep-alive sockets, one ``sendall`` per request,
-C-level buffered reads: about a tenth of the CPU urllib3 and ``http.client`` spend per call);
-routes through an ``HTTP(S)_PROXY`` from the environment go through urllib3's proxy manager.
+Each provider (``pool_key``) has its own :class:`requests.Session` with an ``HTTPAdapter``
+(keep-alive pools, ``max_retries=0``: the router owns retries and counts every attempt, so a
+request the upstream may have received is never sent again here). Every answer is read with
+``stream=True`` in bounded pieces, under caps on the decoded body and on one SSE line. The
+``timeout`` the pipeline passes is what is left of the request's deadline: every socket read of
+the answer (interim ``1xx`` answers, headers, body, stream) is given only the time left, so a
+trickling upstream cannot hold a call past it. Answers with ambiguous framing (a Content-Length
+that is not plain digits, a chunk size that is not plain hex, a Transfer-Encoding other than
+``chunked``, folded header lines) are refused and their connection discarded.
+
 Network failures leave here as the gateway's errors: a refused or reset connection is a
-retryable :class:`UpstreamError`, a connect or read timeout an :class:`UpstreamTimeoutError`.
-Headers are never logged (they carry provider credentials).
+retryable :class:`UpstreamError` naming the host (never the URL's query or a header), a connect
+or read timeout an :class:`UpstreamTimeoutError`. Headers are never logged (they carry provider
+credentials). Nothing else in the package imports urllib3.
 """
 
 from __future__ import annotations
 
+import contextvars
+import http.client
+import importlib.util
+import io
 import logging
-import ssl
+import re
+import socket
 import threading
-import urllib.request
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
-from typing import Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
-import certifi
-from urllib3 import BaseHTTPResponse, ProxyManager, Timeout
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ProxyError,
-    ReadTimeoutError,
-    SSLError,
-)
-from urllib3.util import make_headers
+import requests
+import requests.adapters
+import requests.cookies
+import requests.utils
+from urllib3 import HTTPConnectionPool, HTTPResponse, PoolManager
+from urllib3.exceptions import DecodeError, HTTPError, ReadTimeoutError
 
 from .. import __version__
 from ..errors import UpstreamError, UpstreamTimeoutError
-from . import http11
 from .base import SSEEvent, UpstreamRequest
-from .sse import SSEParser
+from .sse import SSEParser, SSETooLarge
+from .wire import FRAMING_HEADERS
 
 log = logging.getLogger(__name__)
 
-#: Bytes asked of the socket per read while streaming; a read returns as soon as data arrives.
+#: Bytes asked of the connection per read; a streaming read returns as soon as data arrives,
+#: and a decoded read never returns more than this (urllib3 bounds decompression by it).
 READ_SIZE = 65536
 
-#: What a plain request accepts when the adapter did not say: what :mod:`.http11` decodes.
-_ACCEPT_ENCODING = "gzip, deflate"
-#: The same through the proxy path: every encoding urllib3 can decode.
-_PROXY_ACCEPT_ENCODING = make_headers(accept_encoding=True)["accept-encoding"]
+#: What a plain request accepts when the adapter did not say: what urllib3 can decode here.
+_ACCEPT_ENCODING = requests.utils.DEFAULT_ACCEPT_ENCODING
+_DECODABLE = frozenset({*HTTPResponse.CONTENT_DECODERS, "identity"})
 _USER_AGENT = f"flask-aigateway/{__version__}"
 
+#: Headers requests/urllib3 write themselves (and hop-by-hop ones); refused when a provider is
+#: configured, and here again for rows stored before that check existed.
+_OWN_HEADERS = FRAMING_HEADERS
+
 _SCHEMES = ("http", "https")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}[ \t]*")
+
+#: (deadline on the monotonic clock) of the call being sent on this thread/greenlet; read by
+#: :class:`_Answer` when urllib3 creates it inside ``Session.send``.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "aigateway_upstream_deadline", default=None
+)
+
+
+# -- what urllib3's connections read answers with -----------------------------------------------
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's socket as http.client reads it, each read given only the time left
+    before the call's deadline (at most the read timeout urllib3 had set)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+        self._read_timeout = sock.gettimeout()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request's deadline passed")
+        timeout = self._read_timeout
+        self._sock.settimeout(left if timeout is None or left < timeout else timeout)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _BoundedSocket:
+    """What :class:`_Answer` hands to http.client instead of the socket: the same socket whose
+    ``makefile`` reads through :class:`_DeadlineReader`."""
+
+    __slots__ = ("_deadline", "_sock")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline), READ_SIZE)
+
+
+class MalformedAnswer(http.client.HTTPException):
+    """An upstream answer whose framing or headers are ambiguous: refused, connection dropped."""
+
+
+class _Answer(http.client.HTTPResponse):
+    """http.client's response with the two things the gateway needs on top: reads bounded by
+    the call's deadline, and strict framing (what http.client parses with ``int()`` leniently,
+    e.g. ``+4``, ``1_0`` or ``0x4``, is refused). Raising from :meth:`begin` or a chunk-size
+    read makes urllib3 close the connection instead of pooling it."""
+
+    def __init__(
+        self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None
+    ) -> None:
+        deadline = _DEADLINE.get()
+        if deadline is not None:
+            sock = _BoundedSocket(sock, deadline)
+        super().__init__(sock, debuglevel, method, url)
+
+    def begin(self) -> None:
+        super().begin()
+        while 100 < self.status < 200 and self.status != 101:
+            # http.client skips 100 Continue only; another interim answer (103 Early Hints)
+            # would be taken as final and the real one left on the connection.
+            self.headers = self.msg = None  # type: ignore[assignment]
+            super().begin()
+        problem = _framing_problem(self.msg) if self.status != 101 else "101 was not asked for"
+        if problem:
+            self.will_close = True
+            self._close_conn()  # type: ignore[attr-defined]
+            raise MalformedAnswer(problem)
+
+    def _read_next_chunk_size(self) -> int:
+        line = self.fp.readline(65537)
+        size = line.split(b";", 1)[0].rstrip(b"\r\n")
+        if not _HEX.fullmatch(size):
+            self._close_conn()  # type: ignore[attr-defined]
+            raise ValueError("invalid chunk size")
+        return int(size, 16)
+
+
+def _framing_problem(msg: http.client.HTTPMessage) -> str | None:
+    """Why an answer's headers cannot be trusted to delimit its body, or None."""
+    if msg.defects:
+        return "a header line is malformed"
+    for value in msg.values():
+        if "\r" in value or "\n" in value:
+            return "a header is folded over several lines (obsolete line folding)"
+    encodings = msg.get_all("transfer-encoding")
+    lengths = msg.get_all("content-length")
+    if encodings:
+        if ",".join(encodings).strip().lower() != "chunked":
+            return "its Transfer-Encoding is not 'chunked'"
+        if lengths:
+            return "it has both Transfer-Encoding and Content-Length"
+    if lengths:
+        values = {v.strip().encode() for item in lengths for v in item.split(",")}
+        if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
+            return "its Content-Length is not one plain number"
+    return None
+
+
+_BOUNDED_POOLS: dict[type[HTTPConnectionPool], type[HTTPConnectionPool]] = {}
+
+
+def _bounded_pool_classes(
+    classes: Mapping[str, type[HTTPConnectionPool]],
+) -> dict[str, type[HTTPConnectionPool]]:
+    """``classes`` (a PoolManager's pool class per scheme) with connections answering through
+    :class:`_Answer`: the same pools, proxies and SOCKS included."""
+    result = {}
+    for scheme, pool in classes.items():
+        bounded = _BOUNDED_POOLS.get(pool)
+        if bounded is None:
+            connection = type(
+                f"Bounded{pool.ConnectionCls.__name__}",
+                (pool.ConnectionCls,),
+                {"response_class": _Answer},
+            )
+            bounded = type(f"Bounded{pool.__name__}", (pool,), {"ConnectionCls": connection})
+            _BOUNDED_POOLS[pool] = bounded
+        result[scheme] = bounded
+    return result
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' HTTPAdapter whose pools (direct and proxied) read answers with :class:`_Answer`."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        manager: PoolManager = self.poolmanager
+        manager.pool_classes_by_scheme = _bounded_pool_classes(manager.pool_classes_by_scheme)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        known = proxy in self.proxy_manager
+        manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not known:
+            manager.pool_classes_by_scheme = _bounded_pool_classes(manager.pool_classes_by_scheme)
+        return manager
+
+
+class _NoCookies(DefaultCookiePolicy):
+    """Stores no cookie and returns none: an upstream's Set-Cookie must never reach the next
+    request (of this tenant or another)."""
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
+# -- answers --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,65 +239,6 @@ class UpstreamResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
-
-
-class _Body(Protocol):
-    """What :class:`UpstreamStream` reads: :class:`http11.Response` or :class:`_ProxiedBody`."""
-
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    def read(self) -> bytes: ...
-
-    def read1(self, size: int) -> bytes: ...
-
-    def close(self) -> None: ...
-
-
-class _ProxiedBody:
-    """A urllib3 response (proxy path) seen through :class:`_Body`."""
-
-    def __init__(self, response: BaseHTTPResponse) -> None:
-        self._response = response
-        self.status: int = response.status
-        self.headers: Mapping[str, str] = response.headers
-        self._finished = False
-
-    def read(self) -> bytes:
-        try:
-            body = self._response.read(decode_content=True)
-        except (HTTPError, OSError) as exc:
-            self.close()
-            raise _as_http11(exc) from exc
-        self._finished = True
-        self._response.release_conn()
-        return body
-
-    def read1(self, size: int) -> bytes:
-        try:
-            chunk = self._response.read1(size, decode_content=True)
-        except (HTTPError, OSError) as exc:
-            self.close()
-            raise _as_http11(exc) from exc
-        if not chunk:
-            self._finished = True
-            self._response.release_conn()
-        return chunk
-
-    def close(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._response.close()
-            self._response.release_conn()
-
-
-def _as_http11(exc: BaseException) -> http11.HTTPClientError:
-    if isinstance(exc, ReadTimeoutError | TimeoutError):
-        return http11.ReadTimeout("timed out")
-    return http11.ProtocolError(f"{exc.__class__.__name__}: {exc}")
 
 
 class UpstreamStream:
@@ -132,56 +251,82 @@ class UpstreamStream:
     connection to the pool.
     """
 
-    def __init__(self, body: _Body, host: str, timeout: float) -> None:
-        self._body = body
+    def __init__(
+        self, response: requests.Response, host: str, timeout: float, transport: Transport
+    ) -> None:
+        self._response = response
+        self._raw: HTTPResponse = response.raw
         self._host = host
         self._timeout = timeout
+        self._max_body = transport.max_response_bytes
+        self._max_line = transport.max_sse_line_bytes
         self._closed = False
-        self.status: int = body.status
-        self.headers: Mapping[str, str] = body.headers
+        self.status: int = response.status_code
+        self.headers: Mapping[str, str] = response.headers
 
     def read_body(self) -> bytes:
-        """The whole remaining body (for a non-2xx answer, which is small JSON)."""
+        """The whole remaining body, at most ``max_response_bytes`` once decoded; raises a
+        non-retryable :class:`UpstreamError` past it (and drops the connection)."""
+        raw = self._raw
         try:
-            return self._body.read()
-        except http11.HTTPClientError as exc:
+            if raw.length_remaining is not None and "content-encoding" not in raw.headers:
+                if raw.length_remaining > self._max_body:
+                    raise _too_large(self._host, self._max_body)
+                return raw.read()
+            parts = []
+            size = 0
+            while piece := raw.read(READ_SIZE, decode_content=True):
+                size += len(piece)
+                if size > self._max_body:
+                    raise _too_large(self._host, self._max_body)
+                parts.append(piece)
+            return b"".join(parts)
+        except (HTTPError, OSError) as exc:
+            self.close()
             raise _body_error(exc, self._host, self._timeout) from exc
+        except UpstreamError:
+            self.close()
+            raise
 
     def events(self) -> Iterator[SSEEvent]:
         """Server-sent events in order, parsed incrementally as network reads arrive.
 
         Ends when the upstream ends the body. A connection cut mid-body raises a retryable
-        :class:`UpstreamError`; a silence longer than the read timeout raises
-        :class:`UpstreamTimeoutError`. A body that ends cleanly but early is not an error
-        here: the format's translator then reports ``done`` False. After :meth:`close` it
-        yields nothing more.
+        :class:`UpstreamError`; the deadline passing raises :class:`UpstreamTimeoutError`; a
+        line or event over ``max_sse_line_bytes`` a non-retryable :class:`UpstreamError`. A
+        body that ends cleanly but early is not an error here: the format's translator then
+        reports ``done`` False. After :meth:`close` it yields nothing more.
         """
-        parser = SSEParser()
-        read1 = self._body.read1
+        parser = SSEParser(max_line=self._max_line)
+        read1 = self._raw.read1
         try:
             while not self._closed:
-                chunk = read1(READ_SIZE)
+                chunk = read1(READ_SIZE, decode_content=True)
                 if not chunk:
                     return
                 for event in parser.feed(chunk):
                     if self._closed:
                         return
                     yield event
-        except http11.HTTPClientError as exc:
+        except SSETooLarge as exc:
+            self.close()
+            raise UpstreamError(
+                f"The upstream {self._host} sent a server-sent event larger than "
+                f"{self._max_line} bytes (AIGATEWAY_MAX_SSE_LINE_BYTES); the stream was cut.",
+                retryable=False,
+            ) from exc
+        except (HTTPError, OSError, ValueError) as exc:
             if self._closed:
                 return
+            self.close()
             raise _body_error(exc, self._host, self._timeout) from exc
-        except (OSError, ValueError):
-            if self._closed:
-                return
-            raise
 
     def close(self) -> None:
         """Release the connection: back to the pool after a complete body, dropped otherwise."""
         if self._closed:
             return
         self._closed = True
-        self._body.close()
+        self._response.close()
 
     def __enter__(self) -> UpstreamStream:
         return self
@@ -195,52 +340,81 @@ class UpstreamStream:
         self.close()
 
 
+# -- the transport --------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class _Route:
-    """Where one URL's requests go: a direct pool (fast path) or a proxy from the environment."""
+    """What one URL needs per call, resolved once: the host to name in errors, the proxies
+    from the environment and the CA bundle (both as requests resolves them)."""
 
     host: str
-    target: str
-    pool: http11.Pool | None
-    proxy: ProxyManager | None
+    proxies: dict[str, str]
+    verify: bool | str
 
 
 class Transport:
-    """Pooled HTTP to upstreams: keep-alive connection pools per ``pool_key``.
+    """Pooled HTTP to upstreams through ``requests``: one Session per ``pool_key``.
 
-    ``pool_key`` is the provider id, so each provider has its own connection pools (up to
-    ``pool_maxsize`` idle connections per host) and one slow provider cannot starve another.
-    Thread- and greenlet-safe. Redirects are not followed: a 3xx reaches the adapter as an
-    error (fix the base URL). TLS is verified against certifi's bundle, and the
-    ``HTTP(S)_PROXY``/``NO_PROXY`` environment variables are honoured (read once per URL).
+    ``pool_key`` is the provider id, so each provider has its own Session and connection pools
+    (up to ``pool_maxsize`` idle connections per host) and one slow provider cannot starve
+    another. Thread- and greenlet-safe. Redirects are not followed: a 3xx reaches the adapter
+    as an error (fix the base URL). TLS is verified against ``ca_bundle`` (default: certifi's
+    bundle, or ``REQUESTS_CA_BUNDLE``), and ``HTTP(S)_PROXY``/``ALL_PROXY``/``NO_PROXY`` are
+    honoured (resolved once per URL); SOCKS proxies need PySocks (``requests[socks]``).
+    Cookies are never kept.
     """
 
-    def __init__(self, connect_timeout: float = 5.0, pool_maxsize: int = 100) -> None:
+    def __init__(
+        self,
+        connect_timeout: float = 5.0,
+        pool_maxsize: int = 100,
+        *,
+        max_response_bytes: int = 32 * 1024 * 1024,
+        max_sse_line_bytes: int = 4 * 1024 * 1024,
+        ca_bundle: str | None = None,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.pool_maxsize = pool_maxsize
-        self._pools: http11.PoolSet | None = None
-        self._proxies: dict[str, ProxyManager] = {}
+        self.max_response_bytes = max_response_bytes
+        self.max_sse_line_bytes = max_sse_line_bytes
+        self.ca_bundle = ca_bundle
+        self._sessions: dict[str, requests.Session] = {}
         self._routes: dict[tuple[str, str], _Route] = {}
         self._lock = threading.Lock()
 
-    def _pool_set(self) -> http11.PoolSet:
-        if self._pools is None:
-            context = ssl.create_default_context(cafile=certifi.where())
-            context.set_alpn_protocols(["http/1.1"])
-            self._pools = http11.PoolSet(self.pool_maxsize, context)
-        return self._pools
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Transport:
+        """A transport configured by the app's resolved ``AIGATEWAY_*`` settings."""
+        return cls(
+            connect_timeout=settings["AIGATEWAY_CONNECT_TIMEOUT"],
+            pool_maxsize=settings["AIGATEWAY_UPSTREAM_POOL_SIZE"],
+            max_response_bytes=settings["AIGATEWAY_MAX_RESPONSE_BYTES"],
+            max_sse_line_bytes=settings["AIGATEWAY_MAX_SSE_LINE_BYTES"],
+            ca_bundle=settings["AIGATEWAY_CA_BUNDLE"],
+        )
 
-    def _proxy(self, pool_key: str, proxy_url: str) -> ProxyManager:
-        key = f"{pool_key}\0{proxy_url}"
-        manager = self._proxies.get(key)
-        if manager is None:
-            manager = ProxyManager(
-                proxy_url, 4, maxsize=self.pool_maxsize, block=False, ca_certs=certifi.where()
-            )
-            self._proxies[key] = manager
-        return manager
+    def _session(self, pool_key: str) -> requests.Session:
+        session = self._sessions.get(pool_key)
+        if session is not None:
+            return session
+        with self._lock:
+            session = self._sessions.get(pool_key)
+            if session is None:
+                session = requests.Session()
+                session.cookies = requests.cookies.RequestsCookieJar(policy=_NoCookies())
+                adapter = _Adapter(
+                    pool_connections=4,
+                    pool_maxsize=self.pool_maxsize,
+                    max_retries=0,
+                    pool_block=False,
+                )
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+                self._sessions[pool_key] = session
+        return session
 
-    def _route(self, url: str, pool_key: str) -> _Route:
+    def _route(self, url: str, pool_key: str, session: requests.Session) -> _Route:
         route = self._routes.get((pool_key, url))
         if route is not None:
             return route
@@ -250,28 +424,30 @@ class Transport:
             port = parts.port
         except ValueError:
             port = -1
-        if parts.scheme not in _SCHEMES or not parts.hostname or port == -1:
+        if (
+            parts.scheme not in _SCHEMES
+            or not parts.hostname
+            or port == -1
+            or any(ord(ch) < 33 or ord(ch) == 127 for ch in url)
+        ):
             raise UpstreamError(
-                f"Could not send the request to the upstream {host or url!r}: the URL is not "
-                f"http(s) with a host. Check the provider's base URL.",
+                f"Could not send the request to the upstream {host or 'at the base URL'}: the "
+                "URL is not http(s) with a host, or contains spaces or control characters. "
+                "Check the provider's base URL.",
                 retryable=False,
             )
-        proxy_url = urllib.request.getproxies().get(parts.scheme)
-        if proxy_url and urllib.request.proxy_bypass(parts.hostname):
-            proxy_url = None
+        settings = session.merge_environment_settings(url, {}, None, self.ca_bundle, None)
+        proxies: dict[str, str] = settings["proxies"]
+        proxy = requests.utils.select_proxy(url, proxies)
+        if proxy and proxy.lower().startswith("socks") and not importlib.util.find_spec("socks"):
+            raise UpstreamError(
+                f"The proxy for the upstream {host} (from HTTPS_PROXY, HTTP_PROXY or "
+                "ALL_PROXY) is a SOCKS proxy, and SOCKS support is not installed: "
+                "pip install 'requests[socks]', or set NO_PROXY for this host.",
+                retryable=False,
+            )
+        route = _Route(host, proxies, settings["verify"])
         with self._lock:
-            if proxy_url:
-                route = _Route(host, url, None, self._proxy(pool_key, proxy_url))
-            else:
-                pool = self._pool_set().get(
-                    pool_key,
-                    parts.scheme,
-                    parts.hostname,
-                    port or _DEFAULT_PORTS[parts.scheme],
-                    host,
-                )
-                target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-                route = _Route(host, target, pool, None)
             if len(self._routes) > 4096:
                 self._routes.clear()
             self._routes[(pool_key, url)] = route
@@ -279,137 +455,168 @@ class Transport:
 
     def _request(
         self, req: UpstreamRequest, timeout: float, pool_key: str, stream: bool
-    ) -> tuple[_Body, str]:
-        route = self._route(req.url, pool_key)
+    ) -> tuple[requests.Response, str]:
+        session = self._session(pool_key)
+        route = self._route(req.url, pool_key, session)
         headers = dict(req.headers)
         names = {k.lower() for k in headers}
+        if not names.isdisjoint(_OWN_HEADERS):
+            own = sorted(names & _OWN_HEADERS)
+            raise UpstreamError(
+                f"Could not send the request to the upstream {route.host}: header(s) "
+                f"{', '.join(own)} are set by the gateway itself. Remove them from the "
+                "provider's extra headers.",
+                retryable=False,
+            )
         if "accept-encoding" not in names:
-            if stream:
-                headers["Accept-Encoding"] = "identity"
-            else:
-                headers["Accept-Encoding"] = (
-                    _ACCEPT_ENCODING if route.pool is not None else _PROXY_ACCEPT_ENCODING
-                )
+            headers["Accept-Encoding"] = "identity" if stream else _ACCEPT_ENCODING
         if "user-agent" not in names:
             headers["User-Agent"] = _USER_AGENT
         log.debug("upstream %s %s (pool %s, stream=%s)", req.method, route.host, pool_key, stream)
-        connect = min(self.connect_timeout, timeout)
-        if route.pool is not None:
-            try:
-                body: _Body = http11.send(
-                    route.pool,
-                    req.method,
-                    route.target,
-                    headers,
-                    req.body,
-                    connect_timeout=connect,
-                    read_timeout=timeout,
-                )
-            except ValueError as exc:
-                raise UpstreamError(
-                    f"Could not send the request to the upstream {route.host}: {exc}. Check "
-                    "the provider's extra headers and API key.",
-                    retryable=False,
-                ) from exc
-            except http11.HTTPClientError as exc:
-                raise _connect_error(exc, route.host, timeout) from exc
-            return body, route.host
-        assert route.proxy is not None
+        token = _DEADLINE.set(time.monotonic() + timeout)
         try:
-            response = route.proxy.urlopen(
-                req.method,
-                route.target,
-                redirect=False,
-                body=req.body,
-                headers=headers,
-                retries=False,
-                timeout=Timeout(connect=connect, read=timeout),
-                preload_content=False,
-                decode_content=True,
+            prepared = requests.PreparedRequest()
+            prepared.prepare(method=req.method, url=req.url, headers=headers, data=req.body)
+            response = session.send(
+                prepared,
+                stream=True,
+                timeout=(min(self.connect_timeout, timeout), timeout),
+                verify=route.verify,
+                proxies=route.proxies,
+                allow_redirects=False,
             )
-        except (HTTPError, OSError) as exc:
+        except requests.exceptions.InvalidHeader as exc:
+            raise UpstreamError(
+                f"Could not send the request to the upstream {route.host}: a header contains "
+                "a line break or is not valid. Check the provider's extra headers and API key.",
+                retryable=False,
+            ) from exc
+        except requests.RequestException as exc:
             raise _connect_error(exc, route.host, timeout) from exc
-        return _ProxiedBody(response), route.host
+        finally:
+            _DEADLINE.reset(token)
+        encoding = response.headers.get("content-encoding")
+        if encoding and any(
+            e.strip().lower() not in _DECODABLE for e in encoding.split(",") if e.strip()
+        ):
+            response.close()
+            raise UpstreamError(
+                f"The upstream {route.host} answered with Content-Encoding {encoding!r}, which "
+                "the gateway cannot decode; set an Accept-Encoding extra header it honours.",
+                retryable=False,
+            )
+        return response, route.host
 
     def send(self, req: UpstreamRequest, *, timeout: float, pool_key: str) -> UpstreamResponse:
-        """Send ``req`` and read the whole answer; ``timeout`` is the read timeout in seconds
-        (the pipeline passes what is left of the request's deadline)."""
+        """Send ``req`` and read the whole answer; ``timeout`` (seconds) is what is left of the
+        request's deadline and bounds the whole call, the body's last byte included."""
         response, host = self._request(req, timeout, pool_key, stream=False)
-        try:
-            body = response.read()
-        except http11.HTTPClientError as exc:
-            raise _body_error(exc, host, timeout) from exc
-        finally:
-            response.close()
-        return UpstreamResponse(response.status, response.headers, body)
+        stream = UpstreamStream(response, host, timeout, self)
+        with stream:
+            body = stream.read_body()
+        return UpstreamResponse(stream.status, stream.headers, body)
 
     def open_stream(self, req: UpstreamRequest, *, timeout: float, pool_key: str) -> UpstreamStream:
-        """Send ``req`` and return once the answer's headers arrived; ``timeout`` bounds the
-        wait for them and then every silence between two network reads."""
+        """Send ``req`` and return once the answer's headers arrived; ``timeout`` (what is
+        left of the request's deadline) bounds the wait for them and the whole stream."""
         response, host = self._request(req, timeout, pool_key, stream=True)
-        return UpstreamStream(response, host, timeout)
+        return UpstreamStream(response, host, timeout, self)
 
     def close(self) -> None:
         """Close every pooled connection (app teardown, tests)."""
         with self._lock:
-            pools, self._pools = self._pools, None
-            proxies, self._proxies, self._routes = list(self._proxies.values()), {}, {}
-        if pools is not None:
-            pools.close()
-        for manager in proxies:
-            manager.clear()
+            sessions, self._sessions, self._routes = list(self._sessions.values()), {}, {}
+        for session in sessions:
+            session.close()
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (requests → urllib3 → http.client/socket), outermost first."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return
+        yield seen
+        reason = getattr(seen, "reason", None)
+        if isinstance(reason, BaseException):
+            seen = reason
+            continue
+        inner = [a for a in seen.args if isinstance(a, BaseException)]
+        seen = inner[-1] if inner else (seen.__cause__ or seen.__context__)
 
 
 def _timeout_error(host: str, timeout: float) -> UpstreamTimeoutError:
     return UpstreamTimeoutError(
-        f"The upstream {host} sent nothing for {timeout:g} s (read timeout).", retryable=True
+        f"The upstream {host} sent nothing more within the request's deadline of {timeout:g} s "
+        "(read timeout).",
+        retryable=True,
     )
 
 
-def _connect_error(exc: BaseException, host: str, timeout: float) -> UpstreamError:
+def _too_large(host: str, limit: int) -> UpstreamError:
+    return UpstreamError(
+        f"The upstream {host} sent an answer larger than {limit} bytes once decoded "
+        "(AIGATEWAY_MAX_RESPONSE_BYTES); it was cut.",
+        retryable=False,
+    )
+
+
+def _connect_error(exc: requests.RequestException, host: str, timeout: float) -> UpstreamError:
     """A failure before the answer's headers arrived, naming the host (never the URL's query
     or any header)."""
-    if isinstance(exc, http11.ConnectTimeout) or (
-        isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError)
-    ):
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
         return UpstreamTimeoutError(
             f"Could not connect to the upstream {host} in time; it may be down or unreachable.",
             retryable=True,
         )
-    if isinstance(exc, http11.ReadTimeout | ReadTimeoutError | TimeoutError):
+    if isinstance(exc, requests.exceptions.Timeout):
         return _timeout_error(host, timeout)
-    if isinstance(exc, http11.ProtocolError):
-        return UpstreamError(
-            f"The upstream {host} broke the connection or sent an answer the gateway cannot "
-            f"read: {exc}.",
-            retryable=True,
-        )
-    if isinstance(
-        exc,
-        http11.HTTPClientError
-        | NewConnectionError
-        | ProtocolError
-        | SSLError
-        | ProxyError
-        | OSError,
-    ):
-        cause = exc.__cause__ if isinstance(exc, http11.ConnectError) and exc.__cause__ else exc
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        causes = list(_causes(exc))
+        malformed = next((c for c in causes if isinstance(c, MalformedAnswer)), None)
+        if malformed is not None:
+            return UpstreamError(
+                f"The upstream {host} sent an answer the gateway cannot read: {malformed}.",
+                retryable=True,
+            )
+        if any(isinstance(c, http.client.RemoteDisconnected) for c in causes):
+            return UpstreamError(
+                f"The upstream {host} closed the connection without answering; the request "
+                "may have reached it.",
+                retryable=True,
+            )
+        if any(isinstance(c, http.client.HTTPException) for c in causes):
+            return UpstreamError(
+                f"The upstream {host} sent an answer the gateway cannot read "
+                f"({causes[-1].__class__.__name__}).",
+                retryable=True,
+            )
         return UpstreamError(
             f"Could not reach the upstream {host} (connection refused or reset, or name not "
-            f"resolved): {cause.__class__.__name__}.",
+            f"resolved): {causes[-1].__class__.__name__}.",
             retryable=True,
         )
     return UpstreamError(
-        f"Could not send the request to the upstream {host}: {exc}. Check the provider's base URL.",
+        f"Could not send the request to the upstream {host} ({exc.__class__.__name__}). "
+        "Check the provider's base URL.",
         retryable=False,
     )
 
 
 def _body_error(exc: BaseException, host: str, timeout: float) -> UpstreamError:
-    """A failure while reading the answer's body: a silence is a read timeout, anything else
-    a cut connection."""
-    if isinstance(exc, http11.ReadTimeout | ReadTimeoutError | TimeoutError):
+    """A failure while reading the answer's body: the deadline passing is a timeout, anything
+    else a cut connection or an unreadable body."""
+    if isinstance(exc, ReadTimeoutError | TimeoutError):
         return _timeout_error(host, timeout)
+    if isinstance(exc, DecodeError):
+        return UpstreamError(
+            f"The upstream {host} sent a compressed body that does not decode.", retryable=True
+        )
     return UpstreamError(
-        f"The upstream {host} cut the connection before the end of its answer.", retryable=True
+        f"The upstream {host} cut the connection before the end of its answer (or broke its "
+        "framing).",
+        retryable=True,
     )

@@ -12,6 +12,23 @@ from ..errors import UpstreamError
 QUOTE_LIMIT = 300
 USER_AGENT = "flask-aigateway"
 
+#: Headers the HTTP client writes itself to frame a request, and hop-by-hop headers that only
+#: concern one connection: as extra headers they would go out twice or break the framing.
+FRAMING_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
+
 
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON, the way the SDKs send bodies."""

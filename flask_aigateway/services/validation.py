@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ..db import to_money
 from ..errors import ValidationError
+from ..providers.wire import FRAMING_HEADERS
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$")
 _UNSET = ("", None)
@@ -92,6 +93,12 @@ def url(value: Any, field: str = "base_url") -> str | None:
     if value in _UNSET:
         return None
     text = str(value).strip()
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ValidationError(
+            f"The {label(field)} {text!r} contains spaces, line breaks or control characters; "
+            "give the URL alone, e.g. https://api.openai.com/v1.",
+            param=field,
+        )
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValidationError(
@@ -191,6 +198,12 @@ def headers(value: Any, field: str = "extra_headers") -> dict[str, str]:
         key = str(key).strip()
         if not re.match(r"^[A-Za-z0-9-]+$", key):
             raise ValidationError(f"Header name {key!r} is not valid.", param=field)
+        if key.lower() in FRAMING_HEADERS:
+            raise ValidationError(
+                f"Header {key!r} cannot be set as an extra header: the gateway's HTTP client "
+                "sets it for each request (framing or connection handling). Remove it.",
+                param=field,
+            )
         result[key] = str(val).strip()
     return result
 

@@ -1,28 +1,31 @@
-"""The direct-route HTTP/1.1 client on the wire: body framings, content codings, interim answers,
-keep-alive and stale connections, cuts, timeouts and the exact request bytes, against tiny
-raw-socket servers that answer scripted bytes and record what they received."""
+"""The transport (requests) on the wire: body framings, content codings, interim answers,
+keep-alive and stale connections, cuts, the total deadline, caps, strict framing, proxies and
+cookies, and the exact request bytes, against tiny raw-socket servers that answer scripted
+bytes and record what they received. The regression cases of issue 12 are marked there."""
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib.util
 import itertools
 import os
 import re
 import resource
 import socket
+import struct
 import threading
 import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from flask_aigateway import __version__
 from flask_aigateway.errors import UpstreamError, UpstreamTimeoutError
-from flask_aigateway.providers import http11
 from flask_aigateway.providers.base import SSEEvent, UpstreamRequest
 from flask_aigateway.providers.transport import Transport, UpstreamResponse
 
@@ -448,7 +451,7 @@ def test_malformed_answer_is_a_retryable_error(
     assert info.value.retryable and not isinstance(info.value, UpstreamTimeoutError)
 
 
-@pytest.mark.parametrize("size_line", [b"-5", b"zz", b"5 5", b""])
+@pytest.mark.parametrize("size_line", [b"-5", b"zz", b"5 5", b"", b"0x5", b"+5", b"0_5", b" 5"])
 def test_invalid_chunk_size_fails_at_once(
     transport: Transport, server: RawServer, size_line: bytes
 ) -> None:
@@ -461,12 +464,11 @@ def test_invalid_chunk_size_fails_at_once(
 def test_header_lookups_ignore_case_and_repeats_are_joined(
     transport: Transport, server: RawServer
 ) -> None:
-    server.answer(ok(b"{}", "X-Multi: a", "x-multi:  b ", "Retry-After: 2"))
+    server.answer(ok(b"{}", "X-Multi: a", "x-multi:  b", "Retry-After: 2"))
     headers = send(transport, server).headers
     assert headers["content-type"] == headers["CONTENT-TYPE"] == "application/json"
     assert headers["X-MULTI"] == "a, b" and headers.get("retry-after") == "2"
     assert "Retry-After" in headers and headers.get("missing") is None
-    assert dict(headers)["x-multi"] == "a, b"
 
 
 # -- keep-alive and stale connections -------------------------------------------------------------
@@ -513,54 +515,43 @@ def test_answer_that_ends_the_connection_is_not_reused(
     assert server.requests[1].port != first
 
 
-def test_idle_connection_closed_by_the_server_is_not_used(server: RawServer) -> None:
-    pool = http11.Pool(
-        "http", "127.0.0.1", server.port, host_header="upstream", ssl_context=None, maxsize=2
-    )
-
-    def get() -> bytes:
-        response = http11.send(pool, "GET", "/", {}, b"", connect_timeout=1, read_timeout=2)
-        return response.read()
-
+def test_idle_connection_closed_by_the_server_is_not_used(
+    transport: Transport, server: RawServer
+) -> None:
     server.answer(ok(), hang_up)
-    try:
-        get()
-        assert server.wait_for(lambda: len(server.hangups) == 1)
-        time.sleep(0.05)
-        conn = pool.acquire(1.0)
-        assert not conn.reused, "a connection the server had closed was taken from the pool"
-        pool.release(conn)
-        assert get() == b'{"ok": true}'
-    finally:
-        pool.close()
+    send(transport, server)
+    assert server.wait_for(lambda: len(server.hangups) == 1)
+    time.sleep(0.05)
+    assert send(transport, server).body == b'{"ok": true}'
     first, second = server.requests
     assert first.port != second.port and len(server.connections) == 2
 
 
-def test_reused_connection_closed_without_an_answer_is_retried_once(
-    transport: Transport, server: RawServer
-) -> None:
-    server.answer(ok())
-    server.answer(hang_up)
-    server.answer(ok(b'{"second": true}'))
-    send(transport, server)
-    assert send(transport, server).body == b'{"second": true}'
-    first, unanswered, retried = (r.port for r in server.requests)
-    assert first == unanswered != retried
+def reset(sock: socket.socket) -> None:
+    """Close with an RST (SO_LINGER 0) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raise _HangUp
 
 
-def test_retry_on_a_fresh_connection_is_not_retried_again(
-    transport: Transport, server: RawServer
+# Issue 12 (b): no request is re-sent by the transport. The router owns retries and counts
+# every attempt; a request the upstream has read must never go out a second time from here.
+@pytest.mark.parametrize("cut", [hang_up, reset], ids=["closed", "reset"])
+def test_reused_connection_cut_after_the_request_is_not_sent_again(
+    transport: Transport, server: RawServer, cut: Callable[[socket.socket], None]
 ) -> None:
     server.answer(ok())
-    server.answer(hang_up)
-    server.answer(hang_up)
+    server.answer(cut)
     send(transport, server)
-    with pytest.raises(UpstreamError, match="closed the connection without answering") as info:
+    with pytest.raises(UpstreamError) as info:
         send(transport, server)
     assert info.value.retryable and not isinstance(info.value, UpstreamTimeoutError)
+    assert f"127.0.0.1:{server.port}" in str(info.value)
+    time.sleep(0.1)
+    assert len(server.requests) == 2, "the transport sent the request again"
+    first, unanswered = server.requests
+    assert first.port == unanswered.port
     send(transport, server)
-    assert len(server.requests) == 4 and len(server.connections) == 3
+    assert len(server.requests) == 3 and server.requests[2].port != first.port
 
 
 def test_fresh_connection_closed_without_an_answer_is_not_retried(
@@ -604,7 +595,7 @@ def test_read_timeout_while_waiting_for_headers(
 ) -> None:
     server.answer(0.6, ok())
     started = time.monotonic()
-    with pytest.raises(UpstreamTimeoutError, match=r"sent nothing for 0\.2 s") as info:
+    with pytest.raises(UpstreamTimeoutError, match=r"deadline of 0\.2 s") as info:
         if streaming:
             transport.open_stream(request(server), timeout=0.2, pool_key="p")
         else:
@@ -650,3 +641,308 @@ def test_transport_close_closes_idle_connections(transport: Transport, server: R
     assert server.wait_for(lambda: first in server.eofs), "the idle connection stayed open"
     send(transport, server)
     assert server.requests[1].port != first
+
+
+# -- issue 12 (a): no answer ever reaches the wrong request ---------------------------------------
+
+LEFTOVERS = {
+    "body-longer-than-content-length": head("Content-Length: 2") + b'{}{"smuggled": true}',
+    "body-on-a-204": head(status="204 No Content") + ok(b'{"smuggled": true}'),
+    "body-on-a-304": head(status="304 Not Modified") + b'{"smuggled": true}',
+    "two-answers-glued": ok(b"{}") + ok(b'{"smuggled": true}'),
+}
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["glued", "late"])
+@pytest.mark.parametrize("answer", LEFTOVERS.values(), ids=LEFTOVERS.keys())
+def test_bytes_left_after_an_answer_never_answer_the_next_request(
+    transport: Transport, server: RawServer, answer: bytes, late: bool
+) -> None:
+    end = answer.index(b"\r\n\r\n") + 4 + (2 if answer.startswith(b"HTTP/1.1 200") else 0)
+    if late:  # the extra bytes arrive after the answer, before the next request is sent
+        server.answer(answer[:end], 0.05, answer[end:])
+    else:
+        server.answer(answer)
+    server.answer(ok(b'{"b": true}'))
+    send(transport, server)
+    if late:
+        time.sleep(0.3)
+    assert send(transport, server).body == b'{"b": true}'
+    assert len(server.requests) == 2
+
+
+# -- issue 12 (c): the deadline is total ----------------------------------------------------------
+
+
+def trickle(piece: bytes, count: int, pause: float = 0.05) -> list[Step]:
+    steps: list[Step] = []
+    for _ in range(count):
+        steps += [piece, pause]
+    return steps
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [head("Content-Length: 1000"), *trickle(b"x", 100)],
+        [CHUNKED, *trickle(chunk(b"x"), 100)],
+        trickle(head(status="100 Continue"), 100),
+        trickle(head(status="103 Early Hints"), 100),
+        [b"HTTP/1.1 200 OK\r\n", *trickle(b"X-Slow: 1\r\n", 100)],
+    ],
+    ids=["sized-body", "chunked-body", "100-continue-run", "103-run", "header-lines"],
+)
+def test_a_trickling_answer_ends_at_the_deadline(
+    transport: Transport, server: RawServer, steps: list[Step]
+) -> None:
+    server.answer(*steps)
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeoutError, match=r"deadline of 0\.5 s") as info:
+        send(transport, server, timeout=0.5)
+    assert info.value.retryable
+    assert 0.45 <= time.monotonic() - started < 0.9
+
+
+def test_a_trickling_stream_ends_at_the_deadline(transport: Transport, server: RawServer) -> None:
+    server.answer(CHUNKED, *trickle(chunk(b"data: 1\n\n"), 100))
+    started = time.monotonic()
+    events: list[SSEEvent] = []
+    with (
+        transport.open_stream(request(server), timeout=0.5, pool_key="p") as stream,
+        pytest.raises(UpstreamTimeoutError),
+    ):
+        events.extend(stream.events())
+    assert len(events) >= 3
+    assert 0.45 <= time.monotonic() - started < 0.9
+
+
+# -- issue 12 (d): oversized and decompression-bomb bodies are cut --------------------------------
+
+
+def gzip_bomb(size: int) -> bytes:
+    """``size`` zero bytes gzipped, built without holding them in memory (about size/1000)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    return b"".join(compressor.compress(block) for _ in range(size >> 20)) + compressor.flush()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+def test_a_decompression_bomb_is_cut_without_growing_memory(
+    transport: Transport, server: RawServer, chunked: bool
+) -> None:
+    bomb = gzip_bomb(200 << 20)
+    assert len(bomb) < 250_000
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(bomb)}"
+    server.answer(
+        head("Content-Encoding: gzip", framing) + (chunk(bomb) + LAST_CHUNK if chunked else bomb)
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with pytest.raises(UpstreamError, match="larger than 33554432 bytes") as info:
+        send(transport, server)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    assert grown_mib < 100, f"reading the bomb grew the peak memory by {grown_mib:.0f} MiB"
+    assert info.value.retryable is False and info.value.status == 502
+    send(transport, server)
+    assert server.requests[0].port != server.requests[1].port, "the cut connection was reused"
+
+
+@pytest.mark.parametrize("framing", ["sized", "chunked", "close"])
+def test_an_oversized_plain_body_is_refused(server: RawServer, framing: str) -> None:
+    transport = Transport(connect_timeout=1.0, max_response_bytes=1000)
+    body = b"x" * 5000
+    if framing == "sized":
+        server.answer(ok(body))
+    elif framing == "chunked":
+        server.answer(CHUNKED + chunk(body[:900]) + chunk(body[900:]) + LAST_CHUNK)
+    else:
+        server.answer(head("Connection: close") + body, hang_up)
+    try:
+        with pytest.raises(UpstreamError, match="AIGATEWAY_MAX_RESPONSE_BYTES"):
+            send(transport, server)
+        server.answer(ok(b"x" * 1000))
+        assert len(send(transport, server).body) == 1000
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("line", [b"data: " + b"x" * 5000, b"data: x\n" * 700])
+def test_an_sse_line_or_event_over_the_cap_ends_the_stream(server: RawServer, line: bytes) -> None:
+    transport = Transport(connect_timeout=1.0, max_sse_line_bytes=1000)
+    parts = [chunk(line[i : i + 500]) for i in range(0, len(line), 500)]
+    server.answer(CHUNKED + chunk(SSE[:FIRST]), *parts)
+    try:
+        with transport.open_stream(request(server), timeout=2, pool_key="p") as stream:
+            events = stream.events()
+            assert next(events) == SSE_EVENTS[0]
+            with pytest.raises(UpstreamError, match="AIGATEWAY_MAX_SSE_LINE_BYTES") as info:
+                next(events)
+        assert info.value.retryable is False
+        first = server.requests[0].port
+        assert server.wait_for(lambda: first in server.eofs), "the connection was kept"
+    finally:
+        transport.close()
+
+
+# -- issue 12 (e): malformed framing is refused and the connection discarded ----------------------
+
+MALFORMED = {
+    "content-length-plus": head("Content-Length: +2") + b"{}",
+    "content-length-underscore": head("Content-Length: 1_0") + b"0123456789",
+    "content-length-hex": head("Content-Length: 0x2") + b"{}",
+    "content-length-conflict": head("Content-Length: 2", "Content-Length: 3") + b"{}",
+    "content-length-list": head("Content-Length: 2, 3") + b"{}",
+    "transfer-encoding-notchunked": head("Transfer-Encoding: notchunked") + chunk(b"{}"),
+    "transfer-encoding-and-length": head("Transfer-Encoding: chunked", "Content-Length: 7")
+    + chunk(b"{}")
+    + LAST_CHUNK,
+    "folded-header": head("Content-Length: 2", "X-Folded: a", " b") + b"{}",
+    "chunk-size-0x": CHUNKED + b"0x2\r\n{}\r\n" + LAST_CHUNK,
+    "unasked-101": head("Upgrade: websocket", status="101 Switching Protocols"),
+}
+
+
+@pytest.mark.parametrize("answer", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_framing_is_refused_and_the_connection_dropped(
+    transport: Transport, server: RawServer, answer: bytes
+) -> None:
+    server.answer(answer)  # and the server keeps the connection open
+    started = time.monotonic()
+    with pytest.raises(UpstreamError) as info:
+        send(transport, server)
+    assert info.value.retryable and not isinstance(info.value, UpstreamTimeoutError)
+    assert time.monotonic() - started < 1.0
+    first = server.requests[0].port
+    assert server.wait_for(lambda: first in server.eofs), "the connection was kept"
+    send(transport, server)
+    assert server.requests[1].port != first
+
+
+def test_repeated_identical_content_length_is_accepted(
+    transport: Transport, server: RawServer
+) -> None:
+    server.answer(head("Content-Length: 2", "Content-Length: 2") + b"{}")
+    assert send(transport, server).body == b"{}"
+
+
+# -- requests' own behaviour the gateway relies on ------------------------------------------------
+
+
+def test_upstream_cookies_are_never_sent_back(transport: Transport, server: RawServer) -> None:
+    server.answer(ok(b"{}", "Set-Cookie: session=abc; Path=/", "Set-Cookie: b=2"))
+    send(transport, server)
+    send(transport, server)
+    assert "cookie" not in server.requests[1].headers
+
+
+def test_redirects_are_not_followed(transport: Transport, server: RawServer) -> None:
+    server.answer(head("Location: /elsewhere", "Content-Length: 0", status="302 Found"))
+    assert send(transport, server).status == 302
+    assert len(server.requests) == 1
+
+
+def test_proxy_from_the_environment_and_no_proxy(
+    transport: Transport, server: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    req = UpstreamRequest("POST", "http://upstream.invalid/v1/chat?v=1", {}, b"{}")
+    transport.send(req, timeout=2, pool_key="p")
+    assert server.requests[0].head.startswith(
+        b"POST http://upstream.invalid/v1/chat?v=1 HTTP/1.1\r\n"
+    )
+    monkeypatch.setenv("NO_PROXY", "upstream.invalid")
+    other = Transport(connect_timeout=1.0)
+    try:
+        with pytest.raises(UpstreamError, match=r"Could not reach the upstream upstream\.invalid"):
+            other.send(req, timeout=2, pool_key="p")
+    finally:
+        other.close()
+    assert len(server.requests) == 1
+
+
+def test_a_socks_proxy_without_pysocks_is_a_clear_error(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if importlib.util.find_spec("socks") is not None:
+        pytest.skip("PySocks is installed: SOCKS proxies are supported")
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://user:secret@127.0.0.1:1")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    req = UpstreamRequest("POST", "https://api.example.com/v1/chat", {}, b"{}")
+    with pytest.raises(UpstreamError, match=r"pip install 'requests\[socks\]'") as info:
+        transport.send(req, timeout=2, pool_key="p")
+    assert info.value.retryable is False and "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding", "Connection"])
+def test_framing_headers_from_stored_providers_are_refused_before_sending(
+    transport: Transport, server: RawServer, name: str
+) -> None:
+    with pytest.raises(UpstreamError, match=name.lower()) as info:
+        transport.send(request(server, {name: "x"}), timeout=2, pool_key="p")
+    assert info.value.retryable is False and server.requests == []
+
+
+def test_a_url_with_a_line_break_is_refused_before_sending(
+    transport: Transport, server: RawServer
+) -> None:
+    req = UpstreamRequest("POST", f"{server.url}/v1\r\nX-Injected: 1", {}, b"{}")
+    with pytest.raises(UpstreamError, match="base URL") as info:
+        transport.send(req, timeout=2, pool_key="p")
+    assert info.value.retryable is False and server.connections == []
+
+
+# -- through the gateway --------------------------------------------------------------------------
+
+COMPLETION = (
+    b'{"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "choices": '
+    b'[{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],'
+    b' "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}'
+)
+
+
+def raw_alias(state: Any, server: RawServer) -> None:
+    from flask_aigateway.services.models import create_model
+    from flask_aigateway.services.providers import create_provider
+
+    create_provider(state, name="raw", format="openai", base_url=server.url + "/v1")
+    create_model(
+        state, alias="raw", provider="raw", model="m", pricing_input="1", pricing_output="2"
+    )
+
+
+def chat(client: Any, key: str) -> Any:
+    return client.post(
+        "/v1/chat/completions",
+        json={"model": "raw", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
+def test_every_upstream_request_is_an_attempt_the_gateway_counts(
+    client: Any, state: Any, api_key: str, server: RawServer
+) -> None:
+    raw_alias(state, server)
+    server.answer(ok(COMPLETION))
+    assert chat(client, api_key).status_code == 200
+    server.answer(hang_up)  # on the pooled connection, after reading the request
+    server.answer(reset)  # on a fresh one
+    server.answer(ok(COMPLETION))
+    response = chat(client, api_key)
+    assert response.status_code == 200, response.json
+    assert response.headers["x-aigateway-attempts"] == "3"
+    assert len(server.requests) == 1 + 3
+
+
+def test_an_oversized_upstream_answer_is_a_502(
+    app: Any, client: Any, state: Any, api_key: str, server: RawServer
+) -> None:
+    state.settings["AIGATEWAY_MAX_RESPONSE_BYTES"] = 100
+    raw_alias(state, server)
+    server.answer(ok(COMPLETION))
+    response = chat(client, api_key)
+    assert response.status_code == 502
+    error = response.json["error"]
+    assert error["type"] == "upstream_error" and "AIGATEWAY_MAX_RESPONSE_BYTES" in error["message"]
+    assert len(server.requests) == 1, "a cut answer is not retried on the same deployment"
