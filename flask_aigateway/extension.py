@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
-from . import config, throttles
+from . import config
 from .errors import ConfigError
+from .governance import throttles
 from .logwriter import install_signal_handlers
 from .schemas import ChatRequest, ChatResponse
 

@@ -15,17 +15,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from .accounting import RequestRecord, cost_of
-from .auth import Principal, authenticate
-from .budgets import BudgetBook, Reservation
 from .cache import CacheDecision, ResponseCache
 from .catalog import AliasRoute, load_route
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
+from .governance.auth import Principal, authenticate
+from .governance.budgets import BudgetBook, Reservation
+from .governance.ratelimit import RateLimiter, RateTicket
 from .logwriter import RequestLogWriter
 from .metrics import Metrics
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
-from .ratelimit import RateLimiter, RateTicket
 from .routing import AttemptLog, Router, execute
 from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState

@@ -396,7 +396,7 @@ def router_state_for(state: GatewayState | None) -> RouterState:
     client = state.redis() if state is not None else None
     if client is None or state is None:
         return MemoryRouterState()
-    from .redis_failure import unreachable_errors
+    from .governance.redis_failure import unreachable_errors
     from .router_state_redis import RedisRouterState
 
     return ResilientRouterState(

@@ -12,8 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from flask_aigateway import counter_writes
-from flask_aigateway.budget_store import CounterKey, CounterState, Refused, SqlCounterStore
+from flask_aigateway.governance import counter_writes
+from flask_aigateway.governance.budget_store import (
+    CounterKey,
+    CounterState,
+    Refused,
+    SqlCounterStore,
+)
 from flask_aigateway.models import UsageCounter
 
 DAY = dt.datetime.now(dt.UTC).date()

@@ -23,15 +23,21 @@ from flask import Flask
 from servers import LiveServer
 from sqlalchemy import select
 
-from flask_aigateway import AIGateway, ChatRequest, budgets
-from flask_aigateway.auth import authenticate
-from flask_aigateway.budget_store import CounterKey, CounterState, Refused, SqlCounterStore
-from flask_aigateway.budgets import BudgetLine, Reservation, worst_case
+from flask_aigateway import AIGateway, ChatRequest
 from flask_aigateway.catalog import load_route
 from flask_aigateway.errors import BudgetExceededError
+from flask_aigateway.governance import budgets
+from flask_aigateway.governance.auth import authenticate
+from flask_aigateway.governance.budget_store import (
+    CounterKey,
+    CounterState,
+    Refused,
+    SqlCounterStore,
+)
+from flask_aigateway.governance.budgets import BudgetLine, Reservation, worst_case
+from flask_aigateway.governance.policy import effective_rules
 from flask_aigateway.models import RequestLog, UsageCounter
 from flask_aigateway.pipeline import get_pipeline
-from flask_aigateway.policy import effective_rules
 from flask_aigateway.services.keys import create_key, update_key
 from flask_aigateway.services.models import create_model, update_model
 from flask_aigateway.services.teams import create_team

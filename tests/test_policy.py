@@ -9,8 +9,7 @@ from decimal import Decimal
 import pytest
 
 from flask_aigateway.errors import ValidationError
-from flask_aigateway.models import ApiKey, Team
-from flask_aigateway.policy import (
+from flask_aigateway.governance.policy import (
     EffectiveRules,
     Rules,
     check_within,
@@ -19,6 +18,7 @@ from flask_aigateway.policy import (
     matches,
     rules_of,
 )
+from flask_aigateway.models import ApiKey, Team
 
 ORG = Rules(
     budget_per_day=Decimal("20"),

@@ -20,10 +20,10 @@ from sqlalchemy import select
 
 from flask_aigateway import AIGateway
 from flask_aigateway.errors import ConfigError
+from flask_aigateway.governance.rate_windows import MemoryWindows, RedisWindows, WindowSpec
+from flask_aigateway.governance.ratelimit import format_duration
 from flask_aigateway.models import RequestLog
 from flask_aigateway.pipeline import get_pipeline
-from flask_aigateway.rate_windows import MemoryWindows, RedisWindows, WindowSpec
-from flask_aigateway.ratelimit import format_duration
 from flask_aigateway.services.keys import create_key
 from flask_aigateway.services.teams import create_team
 

@@ -20,8 +20,8 @@ from processes import GatewayProcess
 from flask_aigateway import AIGateway
 from flask_aigateway.errors import ConfigError
 from flask_aigateway.extension import get_state
+from flask_aigateway.governance.throttles import API_AUTH, get_throttles
 from flask_aigateway.services.keys import create_key
-from flask_aigateway.throttles import API_AUTH, get_throttles
 
 ADMIN = "operator-token-0123456789"
 SCRAPER = "scraper-token-0123456789"

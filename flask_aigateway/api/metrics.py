@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from ..auth import bearer_token
 from ..errors import AuthenticationError, GatewayError
 from ..extension import get_state
+from ..governance.auth import bearer_token
+from ..governance.throttles import METRICS_TOKEN, get_throttles
 from ..pipeline import get_pipeline
-from ..throttles import METRICS_TOKEN, get_throttles
 from .stats import is_operator
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]

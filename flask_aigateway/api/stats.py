@@ -9,11 +9,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..auth import authenticate, bearer_token
 from ..errors import AuthenticationError, GatewayError
 from ..extension import get_state
+from ..governance.auth import authenticate, bearer_token
+from ..governance.throttles import ADMIN_TOKEN, get_throttles
 from ..services import stats as service
-from ..throttles import ADMIN_TOKEN, get_throttles
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 

@@ -16,7 +16,6 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from .. import jsoncodec
-from ..auth import authenticate, bearer_token
 from ..catalog import list_aliases
 from ..errors import (
     AuthenticationError,
@@ -27,9 +26,10 @@ from ..errors import (
     ServiceUnavailableError,
 )
 from ..extension import get_state
+from ..governance.auth import authenticate, bearer_token
+from ..governance.throttles import API_AUTH, get_throttles
 from ..pipeline import ChatStream, get_pipeline, new_request_id
 from ..schemas import ChatRequest, ChatResponse
-from ..throttles import API_AUTH, get_throttles
 from . import metrics as metrics_views
 from . import stats as stats_views
 from .health import readiness

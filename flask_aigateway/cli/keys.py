@@ -9,7 +9,7 @@ import click
 
 from ..db import utcnow
 from ..errors import ValidationError
-from ..policy import RULE_FIELDS
+from ..governance.policy import RULE_FIELDS
 from ..services import keys as service
 from ..services import validation
 from .common import GatewayState, command, json_option, output, to_json

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..policy import RULE_FIELDS
+from ..governance.policy import RULE_FIELDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import ValidationError
-from ..policy import RULE_FIELDS
+from ..governance.policy import RULE_FIELDS
 from ..services import teams as service
 from .common import GatewayState, command, json_option, output, render_table
 from .rules import given_rules, rule_options

@@ -9,7 +9,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from ..policy import LIMIT_FIELDS
+from ..governance.policy import LIMIT_FIELDS
 
 DASH = "—"
 

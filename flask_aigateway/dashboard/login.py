@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from ..extension import get_state
-from ..throttles import DASHBOARD_LOGIN, get_throttles
+from ..governance.throttles import DASHBOARD_LOGIN, get_throttles
 from . import security
 
 _WRONG_TOKEN = (

@@ -10,7 +10,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from ..enums import Scope
 from ..errors import GatewayError
 from ..extension import get_state
-from ..policy import RULE_FIELDS, describe
+from ..governance.policy import RULE_FIELDS, describe
 from ..services import keys as key_service
 from ..services import live_usage, stats
 from ..services import teams as service

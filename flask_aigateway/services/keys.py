@@ -18,8 +18,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ..db import utcnow
 from ..errors import ConflictError, NotFoundError, ValidationError
+from ..governance.policy import RULE_FIELDS, EffectiveRules, check_within, effective_rules, rules_of
 from ..models import ApiKey, Team
-from ..policy import RULE_FIELDS, EffectiveRules, check_within, effective_rules, rules_of
 from ..state import GatewayState
 from . import validation
 from .teams import UNSET, ancestors, ancestry_rules, chain, load_teams, parse_rules, resolve

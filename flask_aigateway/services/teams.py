@@ -17,8 +17,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import ConflictError, NotFoundError, ValidationError
-from ..models import ApiKey, Team
-from ..policy import (
+from ..governance.policy import (
     RULE_FIELDS,
     EffectiveRules,
     Rules,
@@ -27,6 +26,7 @@ from ..policy import (
     effective_rules,
     rules_of,
 )
+from ..models import ApiKey, Team
 from ..state import GatewayState
 from . import validation
 from .validation import UNSET

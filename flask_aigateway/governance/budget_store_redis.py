@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from ..state import GatewayState
 from .budget_store import CounterKey, CounterState, Refused, SqlCounterStore, from_units, to_units
-from .state import GatewayState
 
 #: KEYS: one hash per counter. ARGV: amount, then one limit per counter ('' = none).
 #: Returns {-1, missing indexes…} when a counter is not loaded, {0, index, spent, reserved}

@@ -29,12 +29,12 @@ from typing import Any, Protocol, cast
 
 from sqlalchemy import Dialect, Table
 
+from ..db import MONEY_PLACES, MONEY_QUANTUM, to_money, utcnow
+from ..enums import Period
+from ..errors import ConfigError
+from ..models import UsageCounter
+from ..state import GatewayState
 from .counter_writes import CounterWrites
-from .db import MONEY_PLACES, MONEY_QUANTUM, to_money, utcnow
-from .enums import Period
-from .errors import ConfigError
-from .models import UsageCounter
-from .state import GatewayState
 
 _TABLE = cast(Table, UsageCounter.__table__)
 _C = _TABLE.c

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 #: The numeric rules, in display order, with how a message names them and their unit.
 LIMIT_FIELDS: dict[str, tuple[str, str]] = {

@@ -28,18 +28,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigError, RateLimitError
+from ..schemas import ChatRequest
+from ..state import GatewayState
+from ..tokens import estimate_prompt_tokens
 from .budgets import max_output_tokens, reachable_routes
-from .errors import ConfigError, RateLimitError
 from .rate_windows import MemoryWindows, RedisWindows, WindowSpec, WindowState, WindowStore
 from .redis_failure import on_unreachable, unreachable_errors
-from .schemas import ChatRequest
-from .state import GatewayState
-from .tokens import estimate_prompt_tokens
 
 if TYPE_CHECKING:
-    from .accounting import RequestRecord
+    from ..accounting import RequestRecord
+    from ..catalog import AliasRoute
     from .auth import Principal
-    from .catalog import AliasRoute
 
 log = logging.getLogger(__name__)
 

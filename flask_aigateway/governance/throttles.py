@@ -44,9 +44,9 @@ from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError
 from limits.storage import MemoryStorage
 
-from .errors import ConfigError, RateLimitError
+from ..errors import ConfigError, RateLimitError
+from ..state import GatewayState
 from .redis_failure import unreachable_errors
-from .state import GatewayState
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
 
-from .db import utcnow
-from .errors import AuthenticationError
-from .models import ApiKey, Team
+from ..db import utcnow
+from ..errors import AuthenticationError
+from ..models import ApiKey, Team
+from ..services.keys import hash_secret
+from ..state import GatewayState
 from .policy import EffectiveRules, effective_rules, rules_of
-from .services.keys import hash_secret
-from .state import GatewayState
 
 _CACHE = "principals"
 #: last_used_at is written at most this often per key and process.
