@@ -29,8 +29,8 @@ from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
 
 if TYPE_CHECKING:
-    from .catalog import AliasRoute
     from .governance.auth import Principal
+    from .routing.catalog import AliasRoute
 
 log = logging.getLogger(__name__)
 

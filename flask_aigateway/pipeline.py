@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 from .accounting import RequestRecord, cost_of
 from .cache import CacheDecision, ResponseCache
-from .catalog import AliasRoute, load_route
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from .governance.auth import Principal, authenticate
 from .governance.budgets import BudgetBook, Reservation
@@ -26,7 +25,8 @@ from .metrics import Metrics
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
-from .routing import AttemptLog, Router, execute
+from .routing.catalog import AliasRoute, load_route
+from .routing.router import AttemptLog, Router, execute
 from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
 from .streaming import ChatStream, _Opened, replay_stream

@@ -24,8 +24,8 @@ from sqlalchemy import select
 from flask_aigateway.governance.redis_failure import unreachable_errors
 from flask_aigateway.models import Deployment, ModelAlias, RequestLog
 from flask_aigateway.pipeline import get_pipeline
-from flask_aigateway.router_state import MemoryRouterState, Phase, ResilientRouterState
-from flask_aigateway.router_state_redis import RedisRouterState
+from flask_aigateway.routing.state import MemoryRouterState, Phase, ResilientRouterState
+from flask_aigateway.routing.state_redis import RedisRouterState
 
 
 @pytest.fixture
@@ -409,7 +409,7 @@ def test_routing_degrades_to_process_memory_when_redis_is_unreachable(
     )
     get_pipeline(state).router.store = store
     ids = add_alias(state, "rr", fleet.start(2), strategy="round-robin")
-    with caplog.at_level(logging.WARNING, logger="flask_aigateway.router_state"):
+    with caplog.at_level(logging.WARNING, logger="flask_aigateway.routing.state"):
         served = served_by(chat(client, api_key, "rr") for _ in range(6))
     assert served == served[:2] * 3 and sorted(served[:2]) == sorted(ids)
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]

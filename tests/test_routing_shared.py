@@ -17,7 +17,7 @@ from fakes import Reply
 from processes import GatewayProcess
 
 from flask_aigateway.pipeline import get_pipeline
-from flask_aigateway.router_state import Phase
+from flask_aigateway.routing.state import Phase
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 

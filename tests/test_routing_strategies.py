@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from flask_aigateway.models import ModelAlias, RequestLog
 from flask_aigateway.pipeline import get_pipeline
-from flask_aigateway.router_state import MemoryRouterState, Ticket
+from flask_aigateway.routing.state import MemoryRouterState, Ticket
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from .. import jsoncodec
-from ..catalog import list_aliases
 from ..errors import (
     AuthenticationError,
     GatewayError,
@@ -29,6 +28,7 @@ from ..extension import get_state
 from ..governance.auth import authenticate, bearer_token
 from ..governance.throttles import API_AUTH, get_throttles
 from ..pipeline import ChatStream, get_pipeline, new_request_id
+from ..routing.catalog import list_aliases
 from ..schemas import ChatRequest, ChatResponse
 from . import metrics as metrics_views
 from . import stats as stats_views

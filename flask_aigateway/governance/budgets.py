@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING
 
-from ..catalog import AliasRoute, load_route
 from ..db import MONEY_QUANTUM, to_money, utcnow
 from ..enums import Period, Scope
 from ..errors import BudgetExceededError
+from ..routing.catalog import AliasRoute, load_route
 from ..schemas import ChatRequest
 from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens

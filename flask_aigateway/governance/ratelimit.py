@@ -38,7 +38,7 @@ from .redis_failure import on_unreachable, unreachable_errors
 
 if TYPE_CHECKING:
     from ..accounting import RequestRecord
-    from ..catalog import AliasRoute
+    from ..routing.catalog import AliasRoute
     from .auth import Principal
 
 log = logging.getLogger(__name__)

@@ -17,14 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .router_state import (
-    EWMA_ALPHA,
-    RPM_WINDOW,
-    DeploymentStats,
-    Refusal,
-    Ticket,
-    new_lease_id,
-)
+from .state import EWMA_ALPHA, RPM_WINDOW, DeploymentStats, Refusal, Ticket, new_lease_id
 
 #: Lifetime of health, latency and round-robin keys after their last write, seconds.
 STATE_TTL = 86_400

@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .balancing import order_tier
-from .catalog import AliasRoute
-from .errors import (
+from ..errors import (
     GatewayError,
     RateLimitError,
     ServiceUnavailableError,
@@ -28,14 +26,16 @@ from .errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from .providers.base import Target
-from .providers.classify import CONTEXT_LENGTH_CODE
-from .router_state import RPM_WINDOW, Phase, Refusal, RouterState, Ticket, router_state_for
-from .schemas import ChatRequest
-from .tokens import estimate_prompt_tokens
+from ..providers.base import Target
+from ..providers.classify import CONTEXT_LENGTH_CODE
+from ..schemas import ChatRequest
+from ..tokens import estimate_prompt_tokens
+from .catalog import AliasRoute
+from .state import RPM_WINDOW, Phase, Refusal, RouterState, Ticket, router_state_for
+from .strategies import order_tier
 
 if TYPE_CHECKING:
-    from .state import GatewayState
+    from ..state import GatewayState
 
 T = TypeVar("T")
 

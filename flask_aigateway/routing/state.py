@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .state import GatewayState
+    from ..state import GatewayState
 
 log = logging.getLogger(__name__)
 
@@ -396,8 +396,8 @@ def router_state_for(state: GatewayState | None) -> RouterState:
     client = state.redis() if state is not None else None
     if client is None or state is None:
         return MemoryRouterState()
-    from .governance.redis_failure import unreachable_errors
-    from .router_state_redis import RedisRouterState
+    from ..governance.redis_failure import unreachable_errors
+    from .state_redis import RedisRouterState
 
     return ResilientRouterState(
         RedisRouterState(client, state.redis_key), MemoryRouterState(), unreachable_errors()

@@ -10,9 +10,9 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
-from .enums import Strategy
-from .providers.base import Target
-from .router_state import DeploymentStats
+from ..enums import Strategy
+from ..providers.base import Target
+from .state import DeploymentStats
 
 #: Output tokens assumed by cost-based routing when the request sets no max_tokens.
 EXPECTED_OUTPUT_TOKENS = 256
