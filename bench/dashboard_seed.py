@@ -37,6 +37,7 @@ from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from flask_aigateway import AIGateway
+from flask_aigateway.accounting.rollups import COUNTERS, DAILY_DIMENSIONS, daily, hour_of, rollup
 from flask_aigateway.db import to_money
 from flask_aigateway.enums import Period
 from flask_aigateway.extension import get_state
@@ -49,7 +50,6 @@ from flask_aigateway.models import (
     UsageDailyRollup,
     UsageRollup,
 )
-from flask_aigateway.rollups import COUNTERS, DAILY_DIMENSIONS, daily, hour_of, rollup
 from flask_aigateway.services import keys, models, providers, teams
 from flask_aigateway.services.live_usage import period_starts
 from flask_aigateway.state import GatewayState

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["AIGATEWAY_REDIS_URL"] = args.redis_url
             os.environ["AIGATEWAY_REDIS_PREFIX"] = f"{database}:"
         sys.path.insert(0, str(ROOT))
-        from flask_aigateway.logwriter import close_all_writers
+        from flask_aigateway.accounting.logwriter import close_all_writers
         from sample_app import create_app
 
         app = create_app()

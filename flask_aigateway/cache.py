@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .accounting import RequestRecord
+from .accounting.record import RequestRecord
 from .cache_backends import CacheBackend, Lease, Locks, make_backend, make_locks
 from .enums import ProviderFormat
 from .providers.base import Target

@@ -22,10 +22,10 @@ from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 
+from .accounting.rollups import upsert_insert
 from .db import utcnow
 from .errors import ConfigError
 from .models import CacheEntry
-from .rollups import upsert_insert
 from .state import GatewayState
 
 log = logging.getLogger(__name__)

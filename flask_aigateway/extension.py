@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app
 
 from . import config
+from .accounting.logwriter import install_signal_handlers
 from .errors import ConfigError
 from .governance import throttles
-from .logwriter import install_signal_handlers
 from .schemas import ChatRequest, ChatResponse
 
 if TYPE_CHECKING:

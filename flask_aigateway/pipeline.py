@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from .accounting import RequestRecord, cost_of
+from .accounting.logwriter import RequestLogWriter
+from .accounting.metrics import Metrics
+from .accounting.record import RequestRecord, cost_of
 from .cache import CacheDecision, ResponseCache
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from .governance.auth import Principal, authenticate
 from .governance.budgets import BudgetBook, Reservation
 from .governance.ratelimit import RateLimiter, RateTicket
-from .logwriter import RequestLogWriter
-from .metrics import Metrics
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport

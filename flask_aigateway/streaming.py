@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .accounting import RequestRecord
+from .accounting.record import RequestRecord
 from .errors import GatewayError, UpstreamError
 from .providers.base import SSEEvent, StreamTranslator, Target
 from .replay import CompletionAssembler, completion_chunks

@@ -102,7 +102,7 @@ def post_worker_init(worker: Any) -> None:
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Flush the request log before the worker goes (atexit does too; this runs first)."""
-    from flask_aigateway.logwriter import close_all_writers
+    from flask_aigateway.accounting.logwriter import close_all_writers
 
     close_all_writers()
 

@@ -11,7 +11,7 @@ import pytest
 from fakes import Reply
 from sqlalchemy import select
 
-from flask_aigateway.accounting import RequestRecord, cost_of, upstream_error_kind
+from flask_aigateway.accounting.record import RequestRecord, cost_of, upstream_error_kind
 from flask_aigateway.enums import ProviderFormat
 from flask_aigateway.errors import (
     UpstreamClientError,

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from flask_aigateway.accounting.rollups import write_batch
 from flask_aigateway.db import utcnow
 from flask_aigateway.errors import ValidationError
 from flask_aigateway.models import RequestLog, UsageRollup
-from flask_aigateway.rollups import write_batch
 from flask_aigateway.services import keys as key_service
 from flask_aigateway.services import stats as service
 from flask_aigateway.services import teams as team_service

@@ -13,11 +13,11 @@ import pytest
 from dashboard_helpers import FLASK_SECRET, TOKEN, field_error, log_row, login, text
 from flask import Flask
 
+from flask_aigateway.accounting.rollups import write_batch
 from flask_aigateway.dashboard.snapshots import SnapshotStore
 from flask_aigateway.db import utcnow
 from flask_aigateway.extension import get_state
 from flask_aigateway.models import UsageCounter
-from flask_aigateway.rollups import write_batch
 from flask_aigateway.services import live_usage
 from flask_aigateway.services.keys import create_key
 from flask_aigateway.services.teams import create_team

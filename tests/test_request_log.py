@@ -23,11 +23,11 @@ from fakes import Reply
 from processes import GatewayProcess
 from sqlalchemy import create_engine, func, select, text
 
-from flask_aigateway.accounting import RequestRecord
-from flask_aigateway.logwriter import RequestLogWriter
+from flask_aigateway.accounting.logwriter import RequestLogWriter
+from flask_aigateway.accounting.record import RequestRecord
+from flask_aigateway.accounting.rollups import write_batch
 from flask_aigateway.models import RequestLog, UsageRollup
 from flask_aigateway.pipeline import get_pipeline
-from flask_aigateway.rollups import write_batch
 from flask_aigateway.services.stats import usage_stats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ def test_a_row_the_database_refuses_is_reported_and_the_others_survive(state, ca
     writer = RequestLogWriter(state)
     bad = record("bad-row")
     bad.status_code = None  # type: ignore[assignment]
-    with caplog.at_level(logging.ERROR, logger="flask_aigateway.logwriter"):
+    with caplog.at_level(logging.ERROR, logger="flask_aigateway.accounting.logwriter"):
         writer.write(record("good-1"))
         writer.write(bad)
         writer.write(record("good-2"))

@@ -10,9 +10,9 @@ import pytest
 from dashboard_helpers import log_row
 from sqlalchemy import insert
 
+from flask_aigateway.accounting.rollups import write_batch
 from flask_aigateway.errors import NotFoundError, ValidationError
 from flask_aigateway.models import RequestLog, UsageCounter
-from flask_aigateway.rollups import write_batch
 from flask_aigateway.services import live_usage, log_breakdown
 from flask_aigateway.services import requests_log as service
 from flask_aigateway.services.keys import create_key

@@ -14,10 +14,10 @@ from fakes import Reply
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from flask_aigateway.accounting.rollups import histogram_percentile, write_batch
 from flask_aigateway.db import utcnow
 from flask_aigateway.errors import ValidationError
 from flask_aigateway.models import LATENCY_BUCKETS_MS, RequestLog
-from flask_aigateway.rollups import histogram_percentile, write_batch
 from flask_aigateway.services import keys as key_service
 from flask_aigateway.services import stats as service
 from flask_aigateway.services import teams as team_service

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..rollups import prune_request_log
+from ..accounting.rollups import prune_request_log
 from ..services import stats as service
 from .common import GatewayState, command, json_option, output
 from .db import aigateway_group

@@ -37,7 +37,7 @@ from .rate_windows import MemoryWindows, RedisWindows, WindowSpec, WindowState, 
 from .redis_failure import on_unreachable, unreachable_errors
 
 if TYPE_CHECKING:
-    from ..accounting import RequestRecord
+    from ..accounting.record import RequestRecord
     from ..routing.catalog import AliasRoute
     from .auth import Principal
 

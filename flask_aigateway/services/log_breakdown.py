@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from ..accounting import BUDGET_EXCEEDED, RATE_LIMITED
+from ..accounting.record import BUDGET_EXCEEDED, RATE_LIMITED
+from ..accounting.rollups import hour_of
 from ..db import to_money, utcnow
 from ..models import RequestLog, UsageRollup
-from ..rollups import hour_of
 from ..state import GatewayState
 from .requests_log import LogFilters, apply_filters
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from ..accounting.rollups import BUCKET_COLUMNS, day_of, histogram_percentile, hour_of
 from ..db import to_money, utcnow
 from ..errors import ValidationError
 from ..models import ApiKey, Team, UsageDailyRollup, UsageRollup
-from ..rollups import BUCKET_COLUMNS, day_of, histogram_percentile, hour_of
 from ..state import GatewayState
 from . import validation
 

@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .db import to_money, utcnow
-from .errors import (
+from ..db import to_money, utcnow
+from ..errors import (
     GatewayError,
     UpstreamClientError,
     UpstreamError,
     UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
-from .providers.base import Target
-from .schemas import ChatRequest, ChatResponse, Usage
+from ..providers.base import Target
+from ..schemas import ChatRequest, ChatResponse, Usage
 
 _MILLION = Decimal(1_000_000)
 

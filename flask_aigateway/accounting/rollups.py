@@ -22,10 +22,10 @@ from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .accounting import BUDGET_EXCEEDED, RATE_LIMITED
-from .db import utcnow
-from .models import LATENCY_BUCKETS_MS, RequestLog, UsageDailyRollup, UsageRollup
-from .state import GatewayState
+from ..db import utcnow
+from ..models import LATENCY_BUCKETS_MS, RequestLog, UsageDailyRollup, UsageRollup
+from ..state import GatewayState
+from .record import BUDGET_EXCEEDED, RATE_LIMITED
 
 log = logging.getLogger(__name__)
 

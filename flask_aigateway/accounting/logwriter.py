@@ -34,9 +34,9 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from .accounting import RequestRecord
+from ..state import GatewayState
+from .record import RequestRecord
 from .rollups import prune_request_log, write_batch
-from .state import GatewayState
 
 log = logging.getLogger(__name__)
 

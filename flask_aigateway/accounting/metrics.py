@@ -21,9 +21,9 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
 
-from .accounting import BUDGET_EXCEEDED, RATE_LIMITED, RequestRecord
-from .models import LATENCY_BUCKETS_MS
-from .state import GatewayState
+from ..models import LATENCY_BUCKETS_MS
+from ..state import GatewayState
+from .record import BUDGET_EXCEEDED, RATE_LIMITED, RequestRecord
 
 #: Request and first-token durations share the rollups' bounds, so quantiles agree.
 DURATION_BUCKETS = tuple(bound / 1000.0 for bound in LATENCY_BUCKETS_MS)
