@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from .accounting.logwriter import RequestLogWriter
 from .accounting.metrics import Metrics
 from .accounting.record import RequestRecord, cost_of
-from .cache import CacheDecision, ResponseCache
+from .caching.cache import CacheDecision, ResponseCache
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from .governance.auth import Principal, authenticate
 from .governance.budgets import BudgetBook, Reservation

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .accounting.record import RequestRecord
+from .caching.replay import CompletionAssembler, completion_chunks
 from .errors import GatewayError, UpstreamError
 from .providers.base import SSEEvent, StreamTranslator, Target
-from .replay import CompletionAssembler, completion_chunks
 from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 

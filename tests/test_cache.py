@@ -14,8 +14,8 @@ import pytest
 from fakes import Reply, ToolCall
 from sqlalchemy import func, select, update
 
-from flask_aigateway.cache import cache_directives, cache_key
-from flask_aigateway.cache_backends import LocalLocks, MemoryBackend, SqlBackend
+from flask_aigateway.caching.backends import LocalLocks, MemoryBackend, SqlBackend
+from flask_aigateway.caching.cache import cache_directives, cache_key
 from flask_aigateway.db import utcnow
 from flask_aigateway.models import CacheEntry, RequestLog
 from flask_aigateway.pipeline import get_pipeline

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 
-from .accounting.rollups import upsert_insert
-from .db import utcnow
-from .errors import ConfigError
-from .models import CacheEntry
-from .state import GatewayState
+from ..accounting.rollups import upsert_insert
+from ..db import utcnow
+from ..errors import ConfigError
+from ..models import CacheEntry
+from ..state import GatewayState
 
 log = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .accounting.record import RequestRecord
-from .cache_backends import CacheBackend, Lease, Locks, make_backend, make_locks
-from .enums import ProviderFormat
-from .providers.base import Target
-from .schemas import ChatRequest, ChatResponse, Usage
-from .state import GatewayState
+from ..accounting.record import RequestRecord
+from ..enums import ProviderFormat
+from ..providers.base import Target
+from ..schemas import ChatRequest, ChatResponse, Usage
+from ..state import GatewayState
+from .backends import CacheBackend, Lease, Locks, make_backend, make_locks
 
 if TYPE_CHECKING:
-    from .governance.auth import Principal
-    from .routing.catalog import AliasRoute
+    from ..governance.auth import Principal
+    from ..routing.catalog import AliasRoute
 
 log = logging.getLogger(__name__)
 
