@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app
+from flask import Flask
 
 from . import config
 from .accounting.logwriter import install_signal_handlers
@@ -17,9 +17,7 @@ if TYPE_CHECKING:
 
     from .pipeline import ChatStream
 from .db import init_database
-from .state import GatewayState
-
-EXTENSION_KEY = "aigateway"
+from .state import EXTENSION_KEY, GatewayState, get_state
 
 
 class AIGateway:
@@ -112,17 +110,4 @@ class AIGateway:
     @staticmethod
     def get_state(app: Flask | None = None) -> GatewayState:
         """The gateway state of ``app`` (default: the current app), with a helpful error."""
-        target = app if app is not None else current_app
-        try:
-            state: GatewayState = target.extensions[EXTENSION_KEY]
-            return state
-        except KeyError:
-            raise RuntimeError(
-                "AIGateway is not initialised on this app: call AIGateway(app) or "
-                "gateway.init_app(app) first."
-            ) from None
-
-
-def get_state(app: Flask | None = None) -> GatewayState:
-    """Module-level shortcut for :meth:`AIGateway.get_state`."""
-    return AIGateway.get_state(app)
+        return get_state(app)

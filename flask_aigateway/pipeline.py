@@ -11,21 +11,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from .accounting.logwriter import RequestLogWriter
 from .accounting.metrics import Metrics
 from .accounting.record import RequestRecord, cost_of
-from .caching.cache import CacheDecision, ResponseCache
+from .admission import Admission
+from .caching.cache import ResponseCache
+from .catalog import AliasRoute, load_route
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from .governance.auth import Principal, authenticate
-from .governance.budgets import BudgetBook, Reservation
-from .governance.ratelimit import RateLimiter, RateTicket
+from .governance.budgets import BudgetBook
+from .governance.ratelimit import RateLimiter
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
-from .routing.catalog import AliasRoute, load_route
 from .routing.router import AttemptLog, Router, execute
 from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
@@ -45,36 +46,6 @@ def new_request_id() -> str:
     raw[6] = raw[6] & 0x0F | 0x40
     raw[8] = raw[8] & 0x3F | 0x80
     return raw.hex()
-
-
-@dataclass(slots=True)
-class Admission:
-    """What admitting one request holds until it ends: its budget reservation (settled to the
-    actual cost or released, exactly once) and the headers the client gets."""
-
-    reservation: Reservation | None = None
-    cache: CacheDecision | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    #: What the rate limiter counted (its token windows are corrected when the request ends).
-    rate: RateTicket | None = None
-    _done: bool = False
-
-    def settle(self, record: RequestRecord) -> None:
-        """Replace the reservation by what the request actually cost (0 when it failed
-        before any upstream work was billed)."""
-        if self._done:
-            return
-        self._done = True
-        if self.reservation is not None:
-            self.reservation.settle(record.cost)
-            self.headers.update(self.reservation.headers())
-
-    def release(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self.reservation is not None:
-            self.reservation.release()
 
 
 class Pipeline:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from flask import Flask, current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -140,3 +141,24 @@ class GatewayState:
                 closer()
         self.resources.clear()
         self._engine.dispose()
+
+
+#: Where :meth:`AIGateway.init_app` keeps the state: ``app.extensions["aigateway"]``.
+EXTENSION_KEY = "aigateway"
+
+
+def get_state(app: Flask | None = None) -> GatewayState:
+    """The gateway state of ``app`` (default: the current app), with a helpful error.
+
+    It lives here rather than in :mod:`.extension` so the blueprints and commands that the
+    extension registers can import it without importing the extension back.
+    """
+    target = app if app is not None else current_app
+    try:
+        state: GatewayState = target.extensions[EXTENSION_KEY]
+        return state
+    except KeyError:
+        raise RuntimeError(
+            "AIGateway is not initialised on this app: call AIGateway(app) or "
+            "gateway.init_app(app) first."
+        ) from None

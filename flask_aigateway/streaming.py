@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .accounting.record import RequestRecord
 from .caching.replay import CompletionAssembler, completion_chunks
@@ -20,7 +20,20 @@ from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
-    from .pipeline import Admission, Pipeline
+    from .admission import Admission
+    from .caching.cache import ResponseCache
+
+
+class StreamOwner(Protocol):
+    """What an open stream needs of the pipeline that opened it (the pipeline is one): the
+    cache to store a finished answer, and the account and finish steps that end the request.
+    A Protocol, so this module does not import the pipeline that imports it."""
+
+    cache: ResponseCache
+
+    def account(self, record: RequestRecord, target: Target, usage: Usage) -> None: ...
+
+    def finish(self, record: RequestRecord, admission: Admission | None) -> None: ...
 
 
 @dataclass(slots=True)
@@ -40,7 +53,7 @@ class ChatStream:
     :class:`UpstreamError` from the iterator (the HTTP view turns it into an error event).
     """
 
-    pipeline: Pipeline
+    pipeline: StreamOwner
     request: ChatRequest
     record: RequestRecord
     target: Target
@@ -322,7 +335,7 @@ class _Replayed:
 
 
 def replay_stream(
-    pipeline: Pipeline,
+    pipeline: StreamOwner,
     request: ChatRequest,
     record: RequestRecord,
     cached: ChatResponse,

@@ -24,6 +24,7 @@ from servers import LiveServer
 from sqlalchemy import select
 
 from flask_aigateway import AIGateway, ChatRequest
+from flask_aigateway.catalog import load_route
 from flask_aigateway.errors import BudgetExceededError
 from flask_aigateway.governance import budgets
 from flask_aigateway.governance.auth import authenticate
@@ -37,7 +38,6 @@ from flask_aigateway.governance.budgets import BudgetLine, Reservation, worst_ca
 from flask_aigateway.governance.policy import effective_rules
 from flask_aigateway.models import RequestLog, UsageCounter
 from flask_aigateway.pipeline import get_pipeline
-from flask_aigateway.routing.catalog import load_route
 from flask_aigateway.services.keys import create_key, update_key
 from flask_aigateway.services.models import create_model, update_model
 from flask_aigateway.services.teams import create_team

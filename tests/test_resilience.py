@@ -21,9 +21,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import select
 
-from flask_aigateway.governance.redis_failure import unreachable_errors
 from flask_aigateway.models import Deployment, ModelAlias, RequestLog
 from flask_aigateway.pipeline import get_pipeline
+from flask_aigateway.redis_failure import unreachable_errors
 from flask_aigateway.routing.state import MemoryRouterState, Phase, ResilientRouterState
 from flask_aigateway.routing.state_redis import RedisRouterState
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from ..errors import AuthenticationError, GatewayError
-from ..extension import get_state
 from ..governance.auth import bearer_token
 from ..governance.throttles import METRICS_TOKEN, get_throttles
 from ..pipeline import get_pipeline
+from ..state import get_state
 from .stats import is_operator
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]

@@ -10,10 +10,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from ..errors import AuthenticationError, GatewayError
-from ..extension import get_state
 from ..governance.auth import authenticate, bearer_token
 from ..governance.throttles import ADMIN_TOKEN, get_throttles
 from ..services import stats as service
+from ..state import get_state
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 

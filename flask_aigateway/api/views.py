@@ -16,6 +16,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from .. import jsoncodec
+from ..catalog import list_aliases
 from ..errors import (
     AuthenticationError,
     GatewayError,
@@ -24,12 +25,11 @@ from ..errors import (
     RequestTooLargeError,
     ServiceUnavailableError,
 )
-from ..extension import get_state
 from ..governance.auth import authenticate, bearer_token
 from ..governance.throttles import API_AUTH, get_throttles
 from ..pipeline import ChatStream, get_pipeline, new_request_id
-from ..routing.catalog import list_aliases
 from ..schemas import ChatRequest, ChatResponse
+from ..state import get_state
 from . import metrics as metrics_views
 from . import stats as stats_views
 from .health import readiness

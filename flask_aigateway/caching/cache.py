@@ -29,8 +29,8 @@ from ..state import GatewayState
 from .backends import CacheBackend, Lease, Locks, make_backend, make_locks
 
 if TYPE_CHECKING:
+    from ..catalog import AliasRoute
     from ..governance.auth import Principal
-    from ..routing.catalog import AliasRoute
 
 log = logging.getLogger(__name__)
 

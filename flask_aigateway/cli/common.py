@@ -13,8 +13,7 @@ import click
 from flask.cli import with_appcontext
 
 from ..errors import GatewayError
-from ..extension import get_state
-from ..state import GatewayState
+from ..state import GatewayState, get_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -6,7 +6,7 @@ import click
 from flask.cli import with_appcontext
 
 from .. import schema
-from ..extension import get_state
+from ..state import get_state
 
 
 @click.group("aigateway")

@@ -16,7 +16,7 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from ..errors import GatewayError, NotFoundError
-from ..extension import get_state
+from ..state import get_state
 from . import notices, security
 from . import session as dashboard_session
 from .formatting import Formatter

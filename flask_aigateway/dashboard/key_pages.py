@@ -15,11 +15,11 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from ..enums import Scope
 from ..errors import GatewayError
-from ..extension import get_state
 from ..governance.policy import RULE_FIELDS, describe
 from ..services import keys as service
 from ..services import live_usage, stats
 from ..services import teams as team_service
+from ..state import get_state
 from . import charts
 from . import session as dashboard_session
 from .forms import Form

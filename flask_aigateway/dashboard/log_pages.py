@@ -8,13 +8,13 @@ from typing import Any
 from flask import Blueprint, render_template, request
 
 from ..errors import ValidationError
-from ..extension import get_state
 from ..services import keys as key_service
 from ..services import live_usage, log_breakdown
 from ..services import models as model_service
 from ..services import providers as provider_service
 from ..services import requests_log as service
 from ..services import teams as team_service
+from ..state import get_state
 from . import charts
 from .forms import Form
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from ..extension import get_state
 from ..governance.throttles import DASHBOARD_LOGIN, get_throttles
+from ..state import get_state
 from . import security
 
 _WRONG_TOKEN = (

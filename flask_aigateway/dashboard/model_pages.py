@@ -8,11 +8,11 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from ..errors import GatewayError, NotFoundError
-from ..extension import get_state
 from ..services import models as service
 from ..services import providers as provider_service
 from ..services import stats
 from ..services.model_fields import DEPLOYMENT_FIELDS
+from ..state import get_state
 from . import charts
 from .forms import Form, display_list, display_value
 from .notices import notify

@@ -6,7 +6,7 @@ session).
 
 from __future__ import annotations
 
-from ..extension import get_state
+from ..state import get_state
 from . import session as dashboard_session
 
 _KEY = "notices"

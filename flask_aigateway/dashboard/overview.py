@@ -12,9 +12,8 @@ from typing import Any
 
 from flask import Blueprint, render_template
 
-from ..extension import get_state
 from ..services import stats
-from ..state import GatewayState
+from ..state import GatewayState, get_state
 from . import charts, snapshots
 
 DAYS = 30

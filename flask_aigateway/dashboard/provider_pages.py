@@ -12,11 +12,11 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from ..errors import GatewayError
-from ..extension import get_state
 from ..services import models as model_service
 from ..services import providers as service
 from ..services import validation
 from ..services.validation import UNSET
+from ..state import get_state
 from .forms import Form
 from .notices import notify
 

@@ -9,11 +9,11 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from ..enums import Scope
 from ..errors import GatewayError
-from ..extension import get_state
 from ..governance.policy import RULE_FIELDS, describe
 from ..services import keys as key_service
 from ..services import live_usage, stats
 from ..services import teams as service
+from ..state import get_state
 from . import charts
 from .forms import Form, display_list, display_value
 from .notices import notify

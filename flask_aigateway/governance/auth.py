@@ -8,6 +8,7 @@ services call ``state.invalidate()``) and reaches other processes within that ma
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 import time
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from sqlalchemy import or_, select, update
 from ..db import utcnow
 from ..errors import AuthenticationError
 from ..models import ApiKey, Team
-from ..services.keys import hash_secret
 from ..state import GatewayState
 from .policy import EffectiveRules, effective_rules, rules_of
 
@@ -38,6 +38,11 @@ class Principal:
     expires_at: dt.datetime | None = None
     #: Set when the secret used is the previous one of a rotated key.
     grace_until: dt.datetime | None = None
+
+
+def hash_secret(secret: str) -> str:
+    """The SHA-256 hex digest stored for ``secret`` (and looked up by authentication)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -30,16 +30,16 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING
 
+from ..catalog import AliasRoute, load_route
 from ..db import MONEY_QUANTUM, to_money, utcnow
 from ..enums import Period, Scope
 from ..errors import BudgetExceededError
-from ..routing.catalog import AliasRoute, load_route
+from ..redis_failure import on_unreachable, unreachable_errors
 from ..schemas import ChatRequest
 from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
 from .budget_store import CounterKey, CounterState, CounterStore, Refused, SqlCounterStore
 from .budget_store_redis import RedisCounterStore
-from .redis_failure import on_unreachable, unreachable_errors
 
 if TYPE_CHECKING:
     from .auth import Principal

@@ -29,16 +29,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, RateLimitError
+from ..redis_failure import on_unreachable, unreachable_errors
 from ..schemas import ChatRequest
 from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
 from .budgets import max_output_tokens, reachable_routes
 from .rate_windows import MemoryWindows, RedisWindows, WindowSpec, WindowState, WindowStore
-from .redis_failure import on_unreachable, unreachable_errors
 
 if TYPE_CHECKING:
     from ..accounting.record import RequestRecord
-    from ..routing.catalog import AliasRoute
+    from ..catalog import AliasRoute
     from .auth import Principal
 
 log = logging.getLogger(__name__)

@@ -45,8 +45,8 @@ from limits.errors import ConfigurationError
 from limits.storage import MemoryStorage
 
 from ..errors import ConfigError, RateLimitError
+from ..redis_failure import unreachable_errors
 from ..state import GatewayState
-from .redis_failure import unreachable_errors
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..catalog import AliasRoute
 from ..errors import (
     GatewayError,
     RateLimitError,
@@ -28,10 +29,19 @@ from ..errors import (
 )
 from ..providers.base import Target
 from ..providers.classify import CONTEXT_LENGTH_CODE
+from ..redis_failure import unreachable_errors
 from ..schemas import ChatRequest
 from ..tokens import estimate_prompt_tokens
-from .catalog import AliasRoute
-from .state import RPM_WINDOW, Phase, Refusal, RouterState, Ticket, router_state_for
+from .state import (
+    RPM_WINDOW,
+    MemoryRouterState,
+    Phase,
+    Refusal,
+    ResilientRouterState,
+    RouterState,
+    Ticket,
+)
+from .state_redis import RedisRouterState
 from .strategies import order_tier
 
 if TYPE_CHECKING:
@@ -438,4 +448,15 @@ def _unavailable(path: Sequence[str], skipped: Sequence[Skip]) -> GatewayError:
         f"add another deployment with 'flask model deploy {model} …'.",
         code="no_healthy_deployment",
         headers=headers,
+    )
+
+
+def router_state_for(state: GatewayState | None) -> RouterState:
+    """The store for an app: Redis (with the in-memory fallback) when ``AIGATEWAY_REDIS_URL``
+    is set, else process memory."""
+    client = state.redis() if state is not None else None
+    if client is None or state is None:
+        return MemoryRouterState()
+    return ResilientRouterState(
+        RedisRouterState(client, state.redis_key), MemoryRouterState(), unreachable_errors()
     )

@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..state import GatewayState
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -388,17 +388,3 @@ class ResilientRouterState:
         except self._errors as exc:
             ticket.released = True
             self._down(exc)
-
-
-def router_state_for(state: GatewayState | None) -> RouterState:
-    """The store for an app: Redis (with the in-memory fallback) when ``AIGATEWAY_REDIS_URL``
-    is set, else process memory."""
-    client = state.redis() if state is not None else None
-    if client is None or state is None:
-        return MemoryRouterState()
-    from ..governance.redis_failure import unreachable_errors
-    from .state_redis import RedisRouterState
-
-    return ResilientRouterState(
-        RedisRouterState(client, state.redis_key), MemoryRouterState(), unreachable_errors()
-    )

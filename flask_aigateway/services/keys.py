@@ -8,7 +8,6 @@ A key's rule overrides must fit its team's whole ancestry (see :mod:`flask_aigat
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
 from typing import Any
 
@@ -18,6 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ..db import utcnow
 from ..errors import ConflictError, NotFoundError, ValidationError
+from ..governance.auth import hash_secret
 from ..governance.policy import RULE_FIELDS, EffectiveRules, check_within, effective_rules, rules_of
 from ..models import ApiKey, Team
 from ..state import GatewayState
@@ -32,11 +32,6 @@ DISPLAY_PREFIX_LENGTH = 12
 def generate_secret() -> str:
     """A new key secret: ``aigw_`` + 32 random bytes, URL-safe base64 (256 bits)."""
     return SECRET_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_secret(secret: str) -> str:
-    """The SHA-256 hex digest stored for ``secret`` (and looked up by authentication)."""
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 def key_status(key: ApiKey, now: dt.datetime | None = None) -> str:

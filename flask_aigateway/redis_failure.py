@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import ServiceUnavailableError
+from .errors import ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from ..enums import ProviderFormat, Strategy
-from ..models import Deployment, ModelAlias
-from ..providers.base import Target
-from ..state import GatewayState
+from .enums import ProviderFormat, Strategy
+from .models import Deployment, ModelAlias
+from .providers.base import Target
+from .state import GatewayState
 
 _CACHE = "routes"
 
