@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask
 
 from . import config
-from .accounting.logwriter import install_signal_handlers
+from .accounting import install_signal_handlers
 from .errors import ConfigError
 from .governance import throttles
 from .schemas import ChatRequest, ChatResponse

@@ -14,20 +14,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from .accounting.logwriter import RequestLogWriter
-from .accounting.metrics import Metrics
-from .accounting.record import RequestRecord, cost_of
+from .accounting import Metrics, RequestLogWriter, RequestRecord, cost_of
 from .admission import Admission
-from .caching.cache import ResponseCache
+from .caching import ResponseCache
 from .catalog import AliasRoute, load_route
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
-from .governance.auth import Principal, authenticate
-from .governance.budgets import BudgetBook
-from .governance.ratelimit import RateLimiter
+from .governance import BudgetBook, Principal, RateLimiter, authenticate
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
-from .routing.router import AttemptLog, Router, execute
+from .routing import AttemptLog, Router, execute
 from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
 from .streaming import ChatStream, _Opened, replay_stream

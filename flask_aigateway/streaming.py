@@ -12,8 +12,8 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .accounting.record import RequestRecord
-from .caching.replay import CompletionAssembler, completion_chunks
+from .accounting import RequestRecord
+from .caching import CompletionAssembler, completion_chunks
 from .errors import GatewayError, UpstreamError
 from .providers.base import SSEEvent, StreamTranslator, Target
 from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage

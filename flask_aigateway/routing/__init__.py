@@ -1,1 +1,15 @@
-"""TODO"""
+"""Routing: which deployment answers, and what happens when it fails.
+
+Orders the healthy deployments of an alias's best priority tier by its strategy
+(:mod:`.strategies`: weighted, round-robin, least-busy, cost, latency), runs the attempts with
+retries and backoff (honouring ``Retry-After``), a circuit breaker per deployment and the
+alias's fallback chain under one deadline (:mod:`.router`). Leases, latencies, RPM windows and
+cooldowns live in process memory or, with Redis, shared by every process
+(:mod:`.state`, :mod:`.state_redis`).
+"""
+
+from __future__ import annotations
+
+from .router import AttemptLog, Router, execute
+
+__all__ = ["AttemptLog", "Router", "execute"]
