@@ -69,3 +69,14 @@ class Period(StrEnum):
 
     DAY = "day"
     MONTH = "month"
+
+
+class Route(StrEnum):
+    """The API door a request came in through (the request log's ``route`` column): every door
+    runs the same pipeline, and the log, the dashboard and ``flask stats`` say which one."""
+
+    CHAT_COMPLETIONS = "chat.completions"
+    MESSAGES = "messages"
+    COUNT_TOKENS = "messages.count_tokens"
+    EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"

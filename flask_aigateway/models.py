@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Base, Money, UTCDateTime, utcnow
+from .enums import Route
 
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -200,6 +201,12 @@ class RequestLog(Base):
     fallback_path: Mapped[list[str] | None] = mapped_column(JSON)
     cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The API door (:class:`~.enums.Route`): chat.completions, messages, embeddings…
+    route: Mapped[str] = mapped_column(
+        String(40),
+        default=Route.CHAT_COMPLETIONS.value,
+        server_default=Route.CHAT_COMPLETIONS.value,
+    )
     prompt_text: Mapped[str | None] = mapped_column(Text)
     completion_text: Mapped[str | None] = mapped_column(Text)
 

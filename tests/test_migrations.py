@@ -190,3 +190,29 @@ def test_daily_rollups_are_backfilled_from_the_hourly_ones(migrated_app: Flask) 
             3,
         ),
     ]
+
+
+def test_rows_logged_before_0004_came_in_through_chat_completions(
+    migrated_app: Flask, engine: Engine
+) -> None:
+    """0004 adds the request log's route; rows already logged get the only door there was,
+    and a downgrade drops the column again without touching the rows."""
+    db(migrated_app, "upgrade", "--revision", "0003")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO aigw_request_logs (request_id, created_at, status_code, "
+                "prompt_tokens, completion_tokens, cached_tokens, usage_estimated, cost, "
+                "attempts, cache_hit, stream) VALUES ('r1', '2026-12-01 10:00:00', 200, 1, 1, "
+                "0, false, 0, 1, false, false)"
+            )
+        )
+    db(migrated_app, "upgrade")
+    with engine.connect() as conn:
+        assert list(conn.execute(text("SELECT request_id, route FROM aigw_request_logs"))) == [
+            ("r1", "chat.completions")
+        ]
+    db(migrated_app, "downgrade", "0003")
+    assert "route" not in {c["name"] for c in inspect(engine).get_columns("aigw_request_logs")}
+    with engine.connect() as conn:
+        assert list(conn.scalars(text("SELECT request_id FROM aigw_request_logs"))) == ["r1"]

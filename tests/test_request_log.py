@@ -423,6 +423,7 @@ def test_rows_carry_what_the_request_did(state, client, api_key, upstreams) -> N
     assert row.cost == Decimal("0.00006")
     assert row.latency_ms is not None and row.latency_ms > 0
     assert row.fallback_path is None and row.attempts == 1 and not row.cache_hit
+    assert row.route == "chat.completions"
     assert (rollup.alias, rollup.provider, rollup.requests, rollup.cost) == (
         "claude",
         "fake-anthropic",

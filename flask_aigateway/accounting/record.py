@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..db import to_money, utcnow
+from ..enums import Route
 from ..errors import (
     GatewayError,
     UpstreamClientError,
@@ -82,6 +83,8 @@ class RequestRecord:
 
     request_id: str
     stream: bool = False
+    #: The API door the request came in through (a :class:`~..enums.Route` value).
+    route: str = Route.CHAT_COMPLETIONS.value
     started: float = field(default_factory=time.perf_counter)
     started_at: dt.datetime = field(default_factory=utcnow)
     key_id: str | None = None
@@ -198,6 +201,7 @@ class RequestRecord:
             "fallback_path": list(self.fallback_path) or None,
             "cache_hit": self.cache_hit,
             "stream": self.stream,
+            "route": self.route,
             "prompt_text": self.prompt_text,
             "completion_text": self.completion_text,
         }

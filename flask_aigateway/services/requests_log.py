@@ -287,6 +287,7 @@ def row_to_dict(row: RequestLog, names: Mapping[str, str] | None = None) -> dict
         "fallback_path": list(row.fallback_path or []),
         "cache_hit": row.cache_hit,
         "stream": row.stream,
+        "route": row.route,
     }
 
 
