@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import requests
 import requests.adapters
 import requests.cookies
+import requests.structures
 import requests.utils
 from urllib3 import HTTPConnectionPool, HTTPResponse, PoolManager
 from urllib3.exceptions import DecodeError, HTTPError, ReadTimeoutError
@@ -159,14 +160,23 @@ class _Answer(http.client.HTTPResponse):
 
 
 def _framing_problem(msg: http.client.HTTPMessage) -> str | None:
-    """Why an answer's headers cannot be trusted to delimit its body, or None."""
+    """Why an answer's headers cannot be trusted to delimit its body, or None.
+
+    Reads the headers as received (``raw_items``), in one pass: the policy-processed views
+    (``values``, ``get_all``) cost more than the rest of this check on every call.
+    """
     if msg.defects:
         return "a header line is malformed"
-    for value in msg.values():
+    encodings: list[str] = []
+    lengths: list[str] = []
+    for name, value in msg.raw_items():
         if "\r" in value or "\n" in value:
             return "a header is folded over several lines (obsolete line folding)"
-    encodings = msg.get_all("transfer-encoding")
-    lengths = msg.get_all("content-length")
+        lowered = name.lower()
+        if lowered == "transfer-encoding":
+            encodings.append(value)
+        elif lowered == "content-length":
+            lengths.append(value)
     if encodings:
         if ",".join(encodings).strip().lower() != "chunked":
             return "its Transfer-Encoding is not 'chunked'"
@@ -203,7 +213,23 @@ def _bounded_pool_classes(
 
 
 class _Adapter(requests.adapters.HTTPAdapter):
-    """requests' HTTPAdapter whose pools (direct and proxied) read answers with :class:`_Answer`."""
+    """requests' HTTPAdapter whose pools (direct and proxied) read answers with :class:`_Answer`,
+    with the per-call work that depends only on the URL done once.
+
+    The overrides are the ones requests documents for subclassing: the connection pool of a
+    direct route and the request target of a URL are kept per URL (a provider calls one or two
+    URLs all its life), instead of parsing the URL and normalising the pool key on every call;
+    a pool the manager has since closed (evicted) is looked up again. Proxied routes take
+    requests' own path every time.
+    """
+
+    #: URLs kept at most (per provider), beyond which the caches start over.
+    MAX_URLS = 256
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._direct_pools: dict[tuple[str, bool | str], HTTPConnectionPool] = {}
+        self._targets: dict[str, str] = {}
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -216,6 +242,55 @@ class _Adapter(requests.adapters.HTTPAdapter):
         if not known:
             manager.pool_classes_by_scheme = _bounded_pool_classes(manager.pool_classes_by_scheme)
         return manager
+
+    def get_connection_with_tls_context(
+        self,
+        request: requests.PreparedRequest,
+        verify: bool | str,
+        proxies: dict[str, str] | None = None,
+        cert: Any = None,
+    ) -> HTTPConnectionPool:
+        if proxies or cert is not None:
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        key = (str(request.url), verify)
+        pool = self._direct_pools.get(key)
+        if pool is None or pool.pool is None:  # closed pools have no connection queue
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            if len(self._direct_pools) >= self.MAX_URLS:
+                self._direct_pools.clear()
+            self._direct_pools[key] = pool
+        return pool
+
+    def request_url(self, request: requests.PreparedRequest, proxies: dict[str, str] | None) -> str:
+        if proxies:
+            return str(super().request_url(request, proxies))
+        url = str(request.url)
+        target = self._targets.get(url)
+        if target is None:
+            target = str(super().request_url(request, proxies))
+            if len(self._targets) >= self.MAX_URLS:
+                self._targets.clear()
+            self._targets[url] = target
+        return target
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        """requests' Response for ``resp``, less the Set-Cookie parsing: the gateway keeps no
+        cookie from an upstream (:class:`_NoCookies`), so reading them on every call would be
+        work thrown away."""
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = requests.structures.CaseInsensitiveDict(resp.headers)
+        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url.decode("utf-8") if isinstance(req.url, bytes) else str(req.url)
+        response.request = req
+        response.connection = self
+        return response
+
+    def close(self) -> None:
+        self._direct_pools.clear()
+        super().close()
 
 
 class _NoCookies(DefaultCookiePolicy):
@@ -349,8 +424,12 @@ class _Route:
     from the environment and the CA bundle (both as requests resolves them)."""
 
     host: str
+    #: Empty when no proxy applies to the URL (the adapter then takes its direct path).
     proxies: dict[str, str]
     verify: bool | str
+    adapter: _Adapter
+    #: The URL prepared once (requests' normalisation and IDNA encoding); each call copies it.
+    template: requests.PreparedRequest
 
 
 class Transport:
@@ -363,6 +442,14 @@ class Transport:
     bundle, or ``REQUESTS_CA_BUNDLE``), and ``HTTP(S)_PROXY``/``ALL_PROXY``/``NO_PROXY`` are
     honoured (resolved once per URL); SOCKS proxies need PySocks (``requests[socks]``).
     Cookies are never kept.
+
+    A call is sent through the Session's mounted adapter (``HTTPAdapter.send``) with a request
+    prepared from a per-URL template (``PreparedRequest.copy`` + ``prepare_method``/
+    ``prepare_headers``/``prepare_body``): what ``Session.send`` adds per call (response hooks,
+    copying Set-Cookie into its jar, following redirects) and what ``prepare_url`` redoes per
+    call (parsing, IDNA, requoting a URL that never changes) are work the gateway turns off or
+    needs once. Proxies and the CA bundle are still resolved by the Session
+    (``merge_environment_settings``), once per URL.
     """
 
     def __init__(
@@ -446,7 +533,11 @@ class Transport:
                 "pip install 'requests[socks]', or set NO_PROXY for this host.",
                 retryable=False,
             )
-        route = _Route(host, proxies, settings["verify"])
+        template = requests.PreparedRequest()
+        template.prepare_url(url, None)
+        adapter = session.get_adapter(url)
+        assert isinstance(adapter, _Adapter)
+        route = _Route(host, proxies if proxy else {}, settings["verify"], adapter, template)
         with self._lock:
             if len(self._routes) > 4096:
                 self._routes.clear()
@@ -475,15 +566,16 @@ class Transport:
         log.debug("upstream %s %s (pool %s, stream=%s)", req.method, route.host, pool_key, stream)
         token = _DEADLINE.set(time.monotonic() + timeout)
         try:
-            prepared = requests.PreparedRequest()
-            prepared.prepare(method=req.method, url=req.url, headers=headers, data=req.body)
-            response = session.send(
+            prepared = route.template.copy()
+            prepared.prepare_method(req.method)
+            prepared.prepare_headers(headers)
+            prepared.prepare_body(req.body, None)
+            response = route.adapter.send(
                 prepared,
                 stream=True,
                 timeout=(min(self.connect_timeout, timeout), timeout),
                 verify=route.verify,
                 proxies=route.proxies,
-                allow_redirects=False,
             )
         except requests.exceptions.InvalidHeader as exc:
             raise UpstreamError(
