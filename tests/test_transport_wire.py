@@ -946,3 +946,31 @@ def test_an_oversized_upstream_answer_is_a_502(
     error = response.json["error"]
     assert error["type"] == "upstream_error" and "AIGATEWAY_MAX_RESPONSE_BYTES" in error["message"]
     assert len(server.requests) == 1, "a cut answer is not retried on the same deployment"
+
+
+def test_a_pool_evicted_by_other_hosts_is_looked_up_again(transport: Transport) -> None:
+    """The adapter keeps a direct route's pool per URL; when requests' pool manager evicts it
+    (more hosts than ``pool_connections``) the next call gets a fresh pool, not a closed one."""
+    servers = [RawServer() for _ in range(6)]
+    try:
+        for raw in servers + servers[:2]:
+            answer = send(transport, raw)
+            assert answer.status == 200 and answer.body == b'{"ok": true}'
+        assert [len(raw.requests) for raw in servers] == [2, 2, 1, 1, 1, 1]
+    finally:
+        for raw in servers:
+            raw.close()
+
+
+def test_the_request_target_keeps_the_query_of_the_url(
+    transport: Transport, server: RawServer
+) -> None:
+    """The request line is computed once per URL and must be the URL's own path and query."""
+    for path in ("/v1/chat?api-version=2024-10-21", "/v1/other"):
+        transport.send(
+            UpstreamRequest("POST", server.url + path, {}, b"{}"), timeout=2.0, pool_key="p"
+        )
+    assert [r.head.split(b" ")[1] for r in server.requests] == [
+        b"/v1/chat?api-version=2024-10-21",
+        b"/v1/other",
+    ]
