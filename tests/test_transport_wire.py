@@ -948,15 +948,19 @@ def test_an_oversized_upstream_answer_is_a_502(
     assert len(server.requests) == 1, "a cut answer is not retried on the same deployment"
 
 
-def test_a_pool_evicted_by_other_hosts_is_looked_up_again(transport: Transport) -> None:
-    """The adapter keeps a direct route's pool per URL; when requests' pool manager evicts it
-    (more hosts than ``pool_connections``) the next call gets a fresh pool, not a closed one."""
+def test_more_hosts_than_pools_keep_their_connections(transport: Transport) -> None:
+    """The adapter keeps a direct route's pool per URL: with more hosts than
+    ``pool_connections`` each still reuses its keep-alive connection, and closing the
+    transport closes them all."""
     servers = [RawServer() for _ in range(6)]
     try:
         for raw in servers + servers[:2]:
             answer = send(transport, raw)
             assert answer.status == 200 and answer.body == b'{"ok": true}'
         assert [len(raw.requests) for raw in servers] == [2, 2, 1, 1, 1, 1]
+        assert [len(raw.connections) for raw in servers] == [1] * 6
+        transport.close()
+        assert all(raw.wait_for(lambda raw=raw: len(raw.eofs) == 1) for raw in servers)
     finally:
         for raw in servers:
             raw.close()

@@ -218,9 +218,10 @@ class _Adapter(requests.adapters.HTTPAdapter):
 
     The overrides are the ones requests documents for subclassing: the connection pool of a
     direct route and the request target of a URL are kept per URL (a provider calls one or two
-    URLs all its life), instead of parsing the URL and normalising the pool key on every call;
-    a pool the manager has since closed (evicted) is looked up again. Proxied routes take
-    requests' own path every time.
+    URLs all its life), instead of parsing the URL and normalising the pool key on every call.
+    A kept pool stays in use after the pool manager drops it (more hosts than
+    ``pool_connections``), is looked up again once closed, and is closed with the adapter.
+    Proxied routes take requests' own path every time.
     """
 
     #: URLs kept at most (per provider), beyond which the caches start over.
@@ -289,8 +290,11 @@ class _Adapter(requests.adapters.HTTPAdapter):
         return response
 
     def close(self) -> None:
+        pools = list(self._direct_pools.values())
         self._direct_pools.clear()
         super().close()
+        for pool in pools:  # urllib3 2 drops evicted pools without closing them
+            pool.close()
 
 
 class _NoCookies(DefaultCookiePolicy):
