@@ -387,3 +387,34 @@ def test_models_list_each_kind(client, api_key, embed):
 def test_sdk_models_keep_the_kind(sdk: openai.OpenAI, embed: Any) -> None:
     models = {m.id: m for m in sdk.models.list()}
     assert models["embed"].model_extra == {"aigateway": {"kind": "embedding"}}
+
+
+# -- metrics and the Python API -------------------------------------------------------------------
+
+
+def test_metrics_count_embeddings_requests_and_tokens(client, api_key, embed):
+    from test_metrics import scrape, total
+
+    assert post(client, api_key, {"model": "embed", "input": [1, 2, 3, 4, 5]}).status_code == 200
+    assert post(client, api_key, {"model": "gpt", "input": "x"}).status_code == 400
+    samples = scrape(client)
+    ok = total(samples, "ai_gateway_requests_total", model="embed", status="200")
+    assert ok == 1
+    assert total(samples, "ai_gateway_requests_total", status="400") == 1
+    assert total(samples, "ai_gateway_tokens_total", model="embed", type="prompt") == 5
+    assert total(samples, "ai_gateway_tokens_total", model="embed", type="completion") == 0
+
+
+def test_python_api_embeddings(app, state, gateway, embed):
+    from flask_aigateway import EmbeddingsRequest
+
+    request = EmbeddingsRequest.from_body({"model": "embed", "input": ["a", "b"]})
+    with app.app_context():
+        result = gateway.embeddings(request)
+    assert [d["embedding"] for d in result.body["data"]] == [
+        fake_vector(MODEL, "a", 1536),
+        fake_vector(MODEL, "b", 1536),
+    ]
+    assert result.usage.prompt_tokens == 2 and result.cost == Decimal("0.000002")
+    [row] = log_rows(state)
+    assert (row.route, row.key_id) == ("embeddings", None)
