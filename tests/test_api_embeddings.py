@@ -418,3 +418,13 @@ def test_python_api_embeddings(app, state, gateway, embed):
     assert result.usage.prompt_tokens == 2 and result.cost == Decimal("0.000002")
     [row] = log_rows(state)
     assert (row.route, row.key_id) == ("embeddings", None)
+
+
+def test_content_is_logged_only_when_the_operator_opts_in(client, state, api_key, embed):
+    assert post(client, api_key, {"model": "embed", "input": ["secret a"]}).status_code == 200
+    state.settings["AIGATEWAY_LOG_CONTENT"] = True
+    assert post(client, api_key, {"model": "embed", "input": ["é a", "b"]}).status_code == 200
+    first, second = log_rows(state)
+    assert (first.prompt_text, first.completion_text) == (None, None)
+    assert json.loads(second.prompt_text) == ["é a", "b"]
+    assert second.completion_text == "2 embedding(s)"
