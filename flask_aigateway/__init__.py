@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .embeddings import EmbeddingsRequest
 from .errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -30,6 +31,7 @@ __all__ = [
     "ChatResponse",
     "ConfigError",
     "ConflictError",
+    "EmbeddingsRequest",
     "GatewayError",
     "InvalidRequestError",
     "NotFoundError",

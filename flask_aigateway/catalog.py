@@ -15,7 +15,8 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .enums import ProviderFormat, Strategy
+from .enums import ModelKind, ProviderFormat, Strategy
+from .errors import InvalidRequestError
 from .models import Deployment, ModelAlias
 from .providers.base import Target
 from .state import GatewayState
@@ -36,6 +37,8 @@ class AliasRoute:
     cache_ttl: int | None
     created_at: dt.datetime
     targets: tuple[Target, ...]
+    #: What the alias serves: each API door refuses an alias of the other kind.
+    kind: ModelKind = ModelKind.CHAT
 
 
 def load_route(state: GatewayState, alias: str) -> AliasRoute | None:
@@ -51,15 +54,33 @@ def load_route(state: GatewayState, alias: str) -> AliasRoute | None:
     return route
 
 
-def list_aliases(state: GatewayState) -> list[tuple[str, dt.datetime]]:
-    """Every enabled alias with its creation time, sorted by name."""
+def list_aliases(state: GatewayState) -> list[tuple[str, dt.datetime, ModelKind]]:
+    """Every enabled alias with its creation time and kind, sorted by name."""
     with state.transaction() as session:
         rows = session.execute(
-            select(ModelAlias.alias, ModelAlias.created_at)
+            select(ModelAlias.alias, ModelAlias.created_at, ModelAlias.kind)
             .where(ModelAlias.enabled.is_(True))
             .order_by(ModelAlias.alias)
         ).all()
-    return [(alias, created) for alias, created in rows]
+    return [(alias, created, ModelKind(kind)) for alias, created, kind in rows]
+
+
+def wrong_kind(route: AliasRoute, kind: ModelKind) -> InvalidRequestError:
+    """400 naming ``model``: the alias serves the other kind of request."""
+    if kind is ModelKind.EMBEDDING:
+        return InvalidRequestError(
+            f"The model '{route.alias}' is a chat model; POST /v1/embeddings needs an embedding "
+            f"model (an operator marks one with `flask model update {route.alias} --kind "
+            "embedding`).",
+            param="model",
+            code="model_not_embedding",
+        )
+    return InvalidRequestError(
+        f"The model '{route.alias}' is an embedding model; use it with POST /v1/embeddings, "
+        "or pick a chat model (GET /v1/models lists each model's kind).",
+        param="model",
+        code="model_not_chat",
+    )
 
 
 def _load(state: GatewayState, alias: str) -> AliasRoute | None:
@@ -114,4 +135,5 @@ def _load(state: GatewayState, alias: str) -> AliasRoute | None:
             cache_ttl=model.cache_ttl,
             created_at=model.created_at,
             targets=tuple(targets),
+            kind=ModelKind(model.kind or ModelKind.CHAT.value),
         )

@@ -47,6 +47,14 @@ _DEFAULT_BASE_URLS: dict[ProviderFormat, str | None] = {
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
 
+class ModelKind(StrEnum):
+    """What a model alias serves: chat (``/v1/chat/completions`` and the doors that translate
+    to it) or embeddings (``/v1/embeddings``). Each door refuses an alias of the other kind."""
+
+    CHAT = "chat"
+    EMBEDDING = "embedding"
+
+
 class Strategy(StrEnum):
     """How a model alias picks among its deployments."""
 

@@ -8,6 +8,7 @@ from flask import Flask
 
 from . import config
 from .accounting import install_signal_handlers
+from .embeddings import EmbeddingsRequest
 from .errors import ConfigError
 from .governance import throttles
 from .schemas import ChatRequest, ChatResponse
@@ -106,6 +107,16 @@ class AIGateway:
 
         pipeline = get_pipeline(self.get_state(app))
         return pipeline.open_stream(request, TRUSTED if api_key is None else api_key)
+
+    def embeddings(
+        self, request: EmbeddingsRequest, api_key: str | None = None, *, app: Flask | None = None
+    ) -> ChatResponse:
+        """Run ``request`` through the same pipeline as ``POST /v1/embeddings`` (trusted without
+        ``api_key``, as :meth:`chat`); ``.body`` is OpenAI's ``list`` of embeddings."""
+        from .pipeline import TRUSTED, get_pipeline
+
+        pipeline = get_pipeline(self.get_state(app))
+        return pipeline.embeddings(request, TRUSTED if api_key is None else api_key)
 
     @staticmethod
     def get_state(app: Flask | None = None) -> GatewayState:

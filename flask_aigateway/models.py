@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Base, Money, UTCDateTime, utcnow
-from .enums import Route
+from .enums import ModelKind, Route
 
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -81,6 +81,10 @@ class ModelAlias(TimestampMixin, Base):
     #: Per-alias cache TTL in seconds; ``None`` follows the global setting, 0 disables.
     cache_ttl: Mapped[int | None] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: What the alias serves (:class:`~.enums.ModelKind`): ``chat`` or ``embedding``.
+    kind: Mapped[str] = mapped_column(
+        String(20), default=ModelKind.CHAT.value, server_default=ModelKind.CHAT.value
+    )
 
     deployments: Mapped[list[Deployment]] = relationship(
         back_populates="model",

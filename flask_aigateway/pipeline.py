@@ -17,7 +17,10 @@ from typing import Any, TypeVar
 from .accounting import Metrics, RequestLogWriter, RequestRecord, cost_of
 from .admission import Admission
 from .caching import ResponseCache
-from .catalog import AliasRoute, load_route
+from .catalog import AliasRoute, load_route, wrong_kind
+from .embedding_pipeline import embed
+from .embeddings import EmbeddingsRequest, GatewayRequest
+from .enums import ModelKind
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from .governance import BudgetBook, Principal, RateLimiter, authenticate
 from .providers import get_adapter
@@ -73,8 +76,14 @@ class Pipeline:
         record.team_id = principal.team_id
         return principal
 
-    def authorize(self, request: ChatRequest, principal: Principal | None) -> AliasRoute:
-        """The route of the requested alias, if it exists and this key may use it."""
+    def authorize(
+        self,
+        request: GatewayRequest,
+        principal: Principal | None,
+        kind: ModelKind | None = ModelKind.CHAT,
+    ) -> AliasRoute:
+        """The route of the requested alias, if it exists, this key may use it and it serves
+        ``kind`` (None: the caller checks)."""
         if principal is not None and not principal.rules.allows_model(request.model):
             raise PermissionDeniedError(
                 f"This API key may not use model '{request.model}'.", param="model"
@@ -87,11 +96,13 @@ class Pipeline:
                 param="model",
                 code="model_not_found",
             )
+        if kind is not None and route.kind is not kind:
+            raise wrong_kind(route, kind)
         return route
 
     def admit(
         self,
-        request: ChatRequest,
+        request: GatewayRequest,
         principal: Principal | None,
         route: AliasRoute,
         admission: Admission,
@@ -103,25 +114,27 @@ class Pipeline:
         admission.reservation = self.budgets.reserve(principal, route, request)
         admission.headers.update(admission.reservation.headers())
 
-    def routes(self, first: AliasRoute) -> Iterator[AliasRoute]:
-        """The requested alias, then its fallback chain in order (each alias once)."""
+    def routes(self, first: AliasRoute, kind: ModelKind = ModelKind.CHAT) -> Iterator[AliasRoute]:
+        """The requested alias, then its fallback chain in order (each alias once; fallbacks
+        of another kind left out)."""
         seen = {first.alias}
         yield first
         for alias in first.fallbacks:
             if alias in seen:
                 continue
             seen.add(alias)
-            route = load_route(self.state, alias)
+            route = self.resolve(alias, kind)
             if route is not None:
                 yield route
 
-    def resolve(self, alias: str) -> AliasRoute | None:
-        """The route of another alias (a context-length fallback), or None."""
-        return load_route(self.state, alias)
+    def resolve(self, alias: str, kind: ModelKind = ModelKind.CHAT) -> AliasRoute | None:
+        """The route of another alias (a context-length fallback) of ``kind``, or None."""
+        route = load_route(self.state, alias)
+        return route if route is not None and route.kind is kind else None
 
     def route(
         self,
-        request: ChatRequest,
+        request: GatewayRequest,
         route: AliasRoute,
         record: RequestRecord,
         attempt: Callable[[Target, float], T],
@@ -129,18 +142,20 @@ class Pipeline:
         hold: bool = False,
     ) -> tuple[Target, T, AttemptLog]:
         """Pick deployments, call, retry, fall back (``routing.execute``); the record gets the
-        attempts, the fallback path and the deployment tried last, whatever the outcome."""
+        attempts, the fallback path and the deployment tried last, whatever the outcome.
+        Fallbacks serve the requested alias's kind only."""
         attempts = AttemptLog()
+        kind = route.kind
         try:
             target, result = execute(
                 self.router,
                 self.settings,
-                self.routes(route),
+                self.routes(route, kind),
                 attempt,
                 self.deadline(),
                 attempts,
                 request=request,
-                resolve=self.resolve,
+                resolve=lambda alias: self.resolve(alias, kind),
                 hold=hold,
             )
         finally:
@@ -258,6 +273,18 @@ class Pipeline:
         except UpstreamError as error:
             record.note_upstream_error(target, error)
             raise
+
+    def embeddings(
+        self,
+        request: EmbeddingsRequest,
+        api_key: Any,
+        request_id: str | None = None,
+        *,
+        cache_control: str | None = None,
+    ) -> ChatResponse:
+        """Run one ``/v1/embeddings`` request through the same steps (:mod:`.embedding_pipeline`);
+        always writes its log row."""
+        return embed(self, request, api_key, request_id or new_request_id(), cache_control)
 
     # -- streams ---------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import jsoncodec
-from .schemas import ChatRequest
+from .embeddings import EmbeddingsRequest, GatewayRequest
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 4
@@ -40,8 +40,20 @@ def _content_tokens(content: Any) -> int:
     return total
 
 
-def estimate_prompt_tokens(request: ChatRequest) -> int:
-    """Prompt tokens of a request: messages, tool calls and tool definitions."""
+def estimate_input_tokens(request: EmbeddingsRequest) -> int:
+    """Input tokens of an embeddings request: each text estimated, each token array its
+    length (those are exact)."""
+    return sum(
+        estimate_text_tokens(item) if isinstance(item, str) else len(item)
+        for item in request.inputs
+    )
+
+
+def estimate_prompt_tokens(request: GatewayRequest) -> int:
+    """Prompt tokens of a request: messages, tool calls and tool definitions (an embeddings
+    request: its inputs)."""
+    if isinstance(request, EmbeddingsRequest):
+        return estimate_input_tokens(request)
     total = 3
     for message in request.messages:
         total += MESSAGE_OVERHEAD + _content_tokens(message.get("content"))

@@ -16,6 +16,9 @@ from flask_aigateway.providers import Target, get_adapter
 from flask_aigateway.providers.anthropic import PARAMETERS, AnthropicAdapter
 from flask_aigateway.providers.base import SSEEvent
 from flask_aigateway.providers.openai import PARAMETERS as OPENAI_PARAMETERS
+from flask_aigateway.providers.openai_embeddings import (
+    render_markdown as render_embeddings_markdown,
+)
 from flask_aigateway.providers.parameters import (
     OPENAI_CHAT_PARAMETERS,
     OTHER_FIELDS,
@@ -566,6 +569,7 @@ def test_default_values_of_refused_parameters_are_accepted(name: str, value: Any
 
 def test_docs_parameters_table_is_generated_from_the_tables() -> None:
     expected = render_markdown({"openai": OPENAI_PARAMETERS, "anthropic": PARAMETERS})
+    expected += "\n" + render_embeddings_markdown()
     assert (ROOT / "docs" / "parameters.md").read_text() == expected, (
         "docs/parameters.md is stale: regenerate it with render_markdown()"
     )

@@ -264,7 +264,7 @@ def test_fallback_chain_serves_from_the_next_alias(client, api_key, upstreams, s
     assert log_rows(state)[-1].fallback_path == ["gpt", "claude"]
 
 
-@pytest.mark.parametrize("path", ["/v1/nope", "/v1/", "/v1/embeddings"])
+@pytest.mark.parametrize("path", ["/v1/nope", "/v1/", "/v1/audio/speech"])
 def test_unknown_routes_under_v1_are_404_in_openai_shape(client, path):
     response = client.post(path, json={})
     assert response.status_code == 404

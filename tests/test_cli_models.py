@@ -244,9 +244,11 @@ def test_list(runner, state, gpt):
     )
     service.update_model(state, "alt", enabled=False)
     lines = invoke_ok(runner, "model", "list").output.splitlines()
-    assert lines[0].split() == ["ID", "ALIAS", "STRATEGY", "FALLBACKS", "DEPLOYMENTS", "ENABLED"]
-    assert lines[1].split() == [alias_row(state, "alt").id, "alt", "cost-based", "gpt", "1", "no"]
-    assert lines[2].split() == [gpt.id, "gpt", "weighted", "(none)", "2", "yes"]
+    header = ["ID", "ALIAS", "KIND", "STRATEGY", "FALLBACKS", "DEPLOYMENTS", "ENABLED"]
+    assert lines[0].split() == header
+    alt_id = alias_row(state, "alt").id
+    assert lines[1].split() == [alt_id, "alt", "chat", "cost-based", "gpt", "1", "no"]
+    assert lines[2].split() == [gpt.id, "gpt", "chat", "weighted", "(none)", "2", "yes"]
     data = json.loads(invoke_ok(runner, "model", "list", "--json").stdout)
     assert [m["alias"] for m in data] == ["alt", "gpt"]
     assert len(data[1]["deployments"]) == 2

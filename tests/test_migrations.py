@@ -216,3 +216,25 @@ def test_rows_logged_before_0004_came_in_through_chat_completions(
     assert "route" not in {c["name"] for c in inspect(engine).get_columns("aigw_request_logs")}
     with engine.connect() as conn:
         assert list(conn.scalars(text("SELECT request_id FROM aigw_request_logs"))) == ["r1"]
+
+
+def test_aliases_made_before_0005_are_chat_models(migrated_app: Flask, engine: Engine) -> None:
+    """0005 adds the model kind; aliases already made get the only kind there was, and a
+    downgrade drops the column again without touching them."""
+    db(migrated_app, "upgrade", "--revision", "0004")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO aigw_models (id, alias, strategy, fallbacks, enabled, created_at, "
+                "updated_at) VALUES ('mdl_1', 'old', 'weighted', '[]', true, "
+                "'2026-12-01 10:00:00', '2026-12-01 10:00:00')"
+            )
+        )
+    db(migrated_app, "upgrade")
+    assert stamped(engine) == ["0005"]
+    with engine.connect() as conn:
+        assert list(conn.execute(text("SELECT alias, kind FROM aigw_models"))) == [("old", "chat")]
+    db(migrated_app, "downgrade", "0004")
+    assert "kind" not in {c["name"] for c in inspect(engine).get_columns("aigw_models")}
+    with engine.connect() as conn:
+        assert list(conn.scalars(text("SELECT alias FROM aigw_models"))) == ["old"]

@@ -30,6 +30,7 @@ from ..governance.throttles import API_AUTH, get_throttles
 from ..pipeline import ChatStream, get_pipeline, new_request_id
 from ..schemas import ChatRequest, ChatResponse
 from ..state import get_state
+from . import embeddings as embeddings_views
 from . import metrics as metrics_views
 from . import stats as stats_views
 from .health import readiness
@@ -140,6 +141,7 @@ def create_blueprint() -> Blueprint:
     bp = Blueprint("aigateway_api", __name__)
     stats_views.register(bp)
     metrics_views.register(bp)
+    embeddings_views.register(bp)
 
     @bp.errorhandler(GatewayError)
     def handle_gateway_error(error: GatewayError) -> Response:
@@ -206,8 +208,8 @@ def create_blueprint() -> Blueprint:
             raise _method_not_allowed("GET")
         principal = authenticate(get_state(), bearer_token(request.headers.get("Authorization")))
         data = [
-            _model_object(alias, created)
-            for alias, created in list_aliases(get_state())
+            _model_object(alias, created, kind)
+            for alias, created, kind in list_aliases(get_state())
             if principal.rules.allows_model(alias)
         ]
         return _json({"object": "list", "data": data})
@@ -217,9 +219,9 @@ def create_blueprint() -> Blueprint:
         if request.method != "GET":
             raise _method_not_allowed("GET")
         principal = authenticate(get_state(), bearer_token(request.headers.get("Authorization")))
-        for alias, created in list_aliases(get_state()):
+        for alias, created, kind in list_aliases(get_state()):
             if alias == model and principal.rules.allows_model(alias):
-                return _json(_model_object(alias, created))
+                return _json(_model_object(alias, created, kind))
         raise NotFoundError(
             f"The model '{model}' does not exist.", param="model", code="model_not_found"
         )
@@ -256,10 +258,13 @@ def create_blueprint() -> Blueprint:
     return bp
 
 
-def _model_object(alias: str, created: Any) -> dict[str, Any]:
+def _model_object(alias: str, created: Any, kind: str) -> dict[str, Any]:
+    """OpenAI's model object, plus ``aigateway.kind`` (``chat`` or ``embedding``): which door
+    serves the alias (the SDKs keep unknown fields)."""
     return {
         "id": alias,
         "object": "model",
         "created": int(created.timestamp()) if created else 0,
         "owned_by": "aigateway",
+        "aigateway": {"kind": str(kind)},
     }

@@ -22,9 +22,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..accounting.record import RequestRecord
+from ..embeddings import EmbeddingsRequest, GatewayRequest
 from ..enums import ProviderFormat
 from ..providers.base import Target
-from ..schemas import ChatRequest, ChatResponse, Usage
+from ..schemas import ChatResponse, Usage
 from ..state import GatewayState
 from .backends import CacheBackend, Lease, Locks, make_backend, make_locks
 
@@ -65,22 +66,26 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def cache_key(request: ChatRequest, scope: str = "") -> str:
+def cache_key(request: GatewayRequest, scope: str = "") -> str:
     """SHA-256 (hex) of the canonical JSON of the alias, the messages and every parameter
     except :data:`IGNORED_FIELDS` (a parameter set to null counts as absent), within
-    ``scope``."""
-    params = {
-        name: value
-        for name, value in request.params.items()
-        if name not in IGNORED_FIELDS and value is not None
-    }
-    payload = {
-        "v": KEY_VERSION,
-        "scope": scope,
-        "model": request.model,
-        "messages": request.messages,
-        "params": params,
-    }
+    ``scope``; for an embeddings request, of its alias, input, dimensions and encoding."""
+    payload: dict[str, Any]
+    if isinstance(request, EmbeddingsRequest):
+        payload = {"v": KEY_VERSION, "scope": scope, **request.cache_payload()}
+    else:
+        params = {
+            name: value
+            for name, value in request.params.items()
+            if name not in IGNORED_FIELDS and value is not None
+        }
+        payload = {
+            "v": KEY_VERSION,
+            "scope": scope,
+            "model": request.model,
+            "messages": request.messages,
+            "params": params,
+        }
     text = json.dumps(
         _canonical(payload),
         sort_keys=True,
@@ -161,7 +166,7 @@ class ResponseCache:
 
     def decide(
         self,
-        request: ChatRequest,
+        request: GatewayRequest,
         principal: Principal | None,
         route: AliasRoute,
         cache_control: str | None,
@@ -216,12 +221,22 @@ class ResponseCache:
             lease, decision.lease = decision.lease, None
             lease.release()
 
-    def serve(self, cached: ChatResponse, record: RequestRecord, route: AliasRoute) -> ChatResponse:
+    def serve(
+        self,
+        cached: ChatResponse,
+        record: RequestRecord,
+        route: AliasRoute,
+        *,
+        restamp: bool = True,
+    ) -> ChatResponse:
         """A hit as this request's answer: a fresh id, zero cost, attributed to the deployment
-        that produced it (the record's usage stays zero: no upstream tokens were used)."""
+        that produced it (the record's usage stays zero: no upstream tokens were used).
+        ``restamp=False`` keeps the body as stored (an embeddings list has no id or time)."""
         record.cache_hit = True
         record.target = _origin(cached, route)
-        body = {**cached.body, "id": f"chatcmpl-{record.request_id}", "created": int(time.time())}
+        body = cached.body
+        if restamp:
+            body = {**body, "id": f"chatcmpl-{record.request_id}", "created": int(time.time())}
         return replace(
             cached,
             body=body,

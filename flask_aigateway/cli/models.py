@@ -32,7 +32,7 @@ _DEPLOYMENT_OPTIONS: tuple[tuple[str, str, bool, str, str], ...] = (
     ("--rpm-limit", "rpm_limit", False, "N", "Requests per minute this deployment accepts."),
 )
 _DEPLOYMENT_COLUMNS = ("id", *DEPLOYMENT_FIELDS)
-_LIST_COLUMNS = ("id", "alias", "strategy", "fallbacks", "deployments", "enabled")
+_LIST_COLUMNS = ("id", "alias", "kind", "strategy", "fallbacks", "deployments", "enabled")
 _CLEARABLE = frozenset({"fallbacks", "max_tokens", "cache_ttl", "context_fallback"})
 
 
@@ -98,6 +98,12 @@ def model_group() -> None:
 @click.option("--max-tokens", help="Default max output tokens for this alias.")
 @click.option("--cache-ttl", help="Cache lifetime in seconds for this alias (0 disables).")
 @click.option("--context-fallback", help="Alias tried when the prompt is too long.")
+@click.option(
+    "--kind",
+    default=None,
+    help=f"What the alias serves: {', '.join(service.KIND_CHOICES)} (default chat; an "
+    "embedding model answers POST /v1/embeddings, priced by --pricing-input).",
+)
 @json_option
 @command
 def create_command(
@@ -109,6 +115,7 @@ def create_command(
     max_tokens: str | None,
     cache_ttl: str | None,
     context_fallback: str | None,
+    kind: str | None,
     as_json: bool,
 ) -> None:
     """Create a model alias with its first deployment."""
@@ -118,6 +125,7 @@ def create_command(
         "max_tokens": max_tokens,
         "cache_ttl": cache_ttl,
         "context_fallback": context_fallback,
+        "kind": kind,
     }
     model = service.create_model(
         state, alias=alias, **deployment, **{k: v for k, v in settings.items() if v is not None}
@@ -158,6 +166,7 @@ def info_command(state: GatewayState, alias: str, as_json: bool) -> None:
 @click.option("--max-tokens", help="Default max output tokens ('none' clears).")
 @click.option("--cache-ttl", help="Cache seconds, 0 disables ('none' follows the global setting).")
 @click.option("--context-fallback", help="Alias for too-long prompts ('none' clears).")
+@click.option("--kind", help=f"What the alias serves: {', '.join(service.KIND_CHOICES)}.")
 @json_option
 @command
 def update_command(
@@ -169,6 +178,7 @@ def update_command(
     max_tokens: str | None,
     cache_ttl: str | None,
     context_fallback: str | None,
+    kind: str | None,
     as_json: bool,
 ) -> None:
     """Change an alias's settings; options not given stay as they are."""
@@ -179,6 +189,7 @@ def update_command(
         "max_tokens": max_tokens,
         "cache_ttl": cache_ttl,
         "context_fallback": context_fallback,
+        "kind": kind,
     }
     changes = {
         k: _clearable(v) if k in _CLEARABLE else v for k, v in given.items() if v is not None

@@ -19,6 +19,7 @@ from .notices import notify
 
 ALIAS_FIELDS = (
     "alias",
+    "kind",
     "strategy",
     "fallbacks",
     "context_fallback",
@@ -64,6 +65,7 @@ def _choices() -> dict[str, Any]:
     return {
         "providers": [p.name for p in provider_service.list_providers(state)],
         "strategies": service.STRATEGY_CHOICES,
+        "kinds": service.KIND_CHOICES,
         "aliases": [m.alias for m in service.list_models(state)],
     }
 
@@ -95,13 +97,20 @@ def _form_page(form: Form, model: dict[str, Any] | None) -> Any:
 def new_page() -> Any:
     fields = ALIAS_FIELDS + DEPLOYMENT_FIELDS
     if request.method == "GET":
-        defaults = {"strategy": "weighted", "enabled": True, "priority": "0", "weight": "1"}
+        defaults = {
+            "kind": "chat",
+            "strategy": "weighted",
+            "enabled": True,
+            "priority": "0",
+            "weight": "1",
+        }
         return _form_page(Form(fields, defaults, ("enabled",)), None)
     form = Form.submitted(fields, ("enabled",))
     try:
         created = service.create_model(
             get_state(),
             alias=form.get("alias"),
+            kind=form.get("kind") or "chat",
             strategy=form.get("strategy"),
             fallbacks=form.get("fallbacks"),
             context_fallback=form.get("context_fallback"),
@@ -122,6 +131,7 @@ def edit_page(ref: str) -> Any:
     if request.method == "GET":
         values = {
             "alias": model["alias"],
+            "kind": model["kind"],
             "strategy": model["strategy"],
             "fallbacks": display_list(model["fallbacks"]),
             "context_fallback": model["context_fallback"] or "",
@@ -136,6 +146,7 @@ def edit_page(ref: str) -> Any:
         service.update_model(
             state,
             model["id"],
+            kind=form.get("kind") or model["kind"],
             strategy=form.get("strategy"),
             fallbacks=form.get("fallbacks"),
             context_fallback=form.get("context_fallback"),

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING
 
 from ..catalog import AliasRoute, load_route
 from ..db import MONEY_QUANTUM, to_money, utcnow
+from ..embeddings import EmbeddingsRequest, GatewayRequest
 from ..enums import Period, Scope
 from ..errors import BudgetExceededError
 from ..redis_failure import on_unreachable, unreachable_errors
-from ..schemas import ChatRequest
 from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
 from .budget_store import CounterKey, CounterState, CounterStore, Refused, SqlCounterStore
@@ -110,9 +110,11 @@ def reachable_routes(state: GatewayState, route: AliasRoute) -> list[AliasRoute]
     return routes
 
 
-def max_output_tokens(request: ChatRequest, routes: Sequence[AliasRoute], default: int) -> int:
+def max_output_tokens(request: GatewayRequest, routes: Sequence[AliasRoute], default: int) -> int:
     """The most output tokens the request may produce: its own limit, else the largest alias
-    default on its routes (else ``default``), times ``n`` choices."""
+    default on its routes (else ``default``), times ``n`` choices; none for embeddings."""
+    if isinstance(request, EmbeddingsRequest):
+        return 0
     limit = request.max_output_tokens
     if limit is None:
         limit = max((r.max_tokens or default for r in routes), default=default)
@@ -120,7 +122,7 @@ def max_output_tokens(request: ChatRequest, routes: Sequence[AliasRoute], defaul
     return int(limit) * (n if isinstance(n, int) and n > 1 else 1)
 
 
-def worst_case(state: GatewayState, route: AliasRoute, request: ChatRequest) -> WorstCase:
+def worst_case(state: GatewayState, route: AliasRoute, request: GatewayRequest) -> WorstCase:
     """The worst-case cost of ``request`` on ``route`` (see the module docstring)."""
     routes = reachable_routes(state, route)
     targets = [t for r in routes for t in r.targets]
@@ -291,7 +293,7 @@ class BudgetBook:
         return self._store
 
     def reserve(
-        self, principal: Principal | None, route: AliasRoute, request: ChatRequest
+        self, principal: Principal | None, route: AliasRoute, request: GatewayRequest
     ) -> Reservation:
         """Reserve the worst-case cost on every counter of ``principal`` at once.
 

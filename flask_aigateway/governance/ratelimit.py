@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..embeddings import GatewayRequest
 from ..errors import ConfigError, RateLimitError
 from ..redis_failure import on_unreachable, unreachable_errors
-from ..schemas import ChatRequest
 from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
 from .budgets import max_output_tokens, reachable_routes
@@ -122,7 +122,7 @@ class RateLimiter:
         return RedisWindows(client, self._state.redis_key)
 
     def admit(
-        self, principal: Principal | None, request: ChatRequest, route: AliasRoute | None = None
+        self, principal: Principal | None, request: GatewayRequest, route: AliasRoute | None = None
     ) -> RateTicket:
         """Count the request in every window that applies, or in none and raise.
 
@@ -174,7 +174,7 @@ class RateLimiter:
             )
 
     def _windows(
-        self, principal: Principal, request: ChatRequest, route: AliasRoute | None
+        self, principal: Principal, request: GatewayRequest, route: AliasRoute | None
     ) -> list[_Window]:
         owners = [f"key:{principal.key_id}", *(f"team:{t}" for t in principal.team_ids)]
         levels = principal.rules.levels
@@ -201,7 +201,7 @@ class RateLimiter:
                 )
         return windows
 
-    def _estimate(self, request: ChatRequest, route: AliasRoute | None) -> int:
+    def _estimate(self, request: GatewayRequest, route: AliasRoute | None) -> int:
         """Estimated prompt tokens plus the most output tokens the request may produce on its
         alias or any alias it may fall back to (as its budget reservation counts them)."""
         default = self._state.settings["AIGATEWAY_DEFAULT_MAX_TOKENS"]

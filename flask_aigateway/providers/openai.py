@@ -46,20 +46,10 @@ class OpenAIAdapter:
         body["model"] = target.provider_model
         if request.stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if request.stream else "application/json",
-            "User-Agent": USER_AGENT,
-        }
-        if target.api_key:
-            if target.provider_format is ProviderFormat.AZURE:
-                headers["api-key"] = target.api_key
-            else:
-                headers["Authorization"] = f"Bearer {target.api_key}"
         return UpstreamRequest(
             method="POST",
             url=openai_chat_url(target),
-            headers=merge_headers(headers, target.extra_headers),
+            headers=request_headers(target, stream=request.stream),
             body=dumps(body),
             stream=request.stream,
         )
@@ -98,6 +88,23 @@ class OpenAIAdapter:
         return classify_status(
             status, headers, label=LABEL, message=message, code=code, param=param
         )
+
+
+def request_headers(target: Target, *, stream: bool = False) -> dict[str, str]:
+    """Headers of a request to an OpenAI-format upstream: JSON, the ``api-key`` header for
+    Azure or ``Authorization: Bearer`` otherwise (none without a key), then the provider's
+    extra headers."""
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+        "User-Agent": USER_AGENT,
+    }
+    if target.api_key:
+        if target.provider_format is ProviderFormat.AZURE:
+            headers["api-key"] = target.api_key
+        else:
+            headers["Authorization"] = f"Bearer {target.api_key}"
+    return merge_headers(headers, target.extra_headers)
 
 
 class OpenAIStreamTranslator:

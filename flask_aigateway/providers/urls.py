@@ -14,6 +14,9 @@ from ..errors import ConfigError
 from .base import Target
 
 _CHAT = "/chat/completions"
+_EMBEDDINGS = "/embeddings"
+#: The OpenAI-format endpoints the gateway calls: a base pasted as one of them serves the others.
+_OPENAI_ENDPOINTS = (_CHAT, _EMBEDDINGS)
 _MESSAGES = "/v1/messages"
 
 
@@ -36,18 +39,32 @@ def openai_chat_url(target: Target) -> str:
     resource URL, completed with ``/openai/deployments/{provider_model}``) and an
     ``api-version`` query unless the base carries one or is the version-less ``/openai/v1`` API.
     """
+    return _openai_url(target, _CHAT)
+
+
+def openai_embeddings_url(target: Target) -> str:
+    """``POST`` URL of OpenAI-format embeddings for this target: ``{base}/embeddings``, built
+    as :func:`openai_chat_url` builds the chat one (Ollama's ``/v1``, Azure's deployment path
+    and ``api-version``); a base pasted as the full chat or embeddings endpoint is accepted."""
+    return _openai_url(target, _EMBEDDINGS)
+
+
+def _openai_url(target: Target, endpoint: str) -> str:
     scheme, netloc, path, query, _ = urlsplit(base_url(target))
     path = path.rstrip("/")
     fmt = target.provider_format
     if fmt is ProviderFormat.AZURE and not path:
         path = "/openai/deployments/" + quote(target.provider_model, safe="")
-    if not path.endswith(_CHAT):
+    for other in _OPENAI_ENDPOINTS:
+        if other != endpoint and path.endswith(other):
+            path = path[: -len(other)]
+    if not path.endswith(endpoint):
         if fmt is ProviderFormat.OLLAMA and not path.endswith("/v1"):
             path += "/v1"
-        path += _CHAT
+        path += endpoint
     if fmt is ProviderFormat.AZURE:
         params = parse_qsl(query, keep_blank_values=True)
-        versionless = path.endswith("/openai/v1" + _CHAT)
+        versionless = path.endswith("/openai/v1" + endpoint)
         if not versionless and not any(k == "api-version" for k, _ in params):
             params.append(("api-version", target.api_version or AZURE_DEFAULT_API_VERSION))
         query = urlencode(params)

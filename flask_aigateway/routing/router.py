@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..catalog import AliasRoute
+from ..embeddings import GatewayRequest
 from ..errors import (
     GatewayError,
     RateLimitError,
@@ -30,7 +31,6 @@ from ..errors import (
 from ..providers.base import Target
 from ..providers.classify import CONTEXT_LENGTH_CODE
 from ..redis_failure import unreachable_errors
-from ..schemas import ChatRequest
 from ..tokens import estimate_prompt_tokens
 from .state import (
     RPM_WINDOW,
@@ -122,7 +122,7 @@ class Router:
     def store(self, store: RouterState) -> None:
         self._store = store
 
-    def plan(self, route: AliasRoute, request: ChatRequest | None = None) -> Plan:
+    def plan(self, route: AliasRoute, request: GatewayRequest | None = None) -> Plan:
         """Open circuits and full RPM windows left out; half-open deployments first in their
         tier (their probe); each tier ordered by the alias's strategy, best priority first."""
         stats = self.store.stats([t.deployment_id for t in route.targets])
@@ -159,7 +159,7 @@ class Router:
             )
         return Plan(ordered, skipped)
 
-    def attempt_plan(self, route: AliasRoute, request: ChatRequest | None = None) -> Plan:
+    def attempt_plan(self, route: AliasRoute, request: GatewayRequest | None = None) -> Plan:
         """What to try for one request: :meth:`plan`, but without the snapshot for a single
         deployment. There is nothing to order then, and :meth:`begin` refuses exactly what the
         snapshot would skip (open circuit, probe in progress, full RPM window) with the same
@@ -168,7 +168,7 @@ class Router:
             return Plan(list(route.targets), [])
         return self.plan(route, request)
 
-    def candidates(self, route: AliasRoute, request: ChatRequest | None = None) -> list[Target]:
+    def candidates(self, route: AliasRoute, request: GatewayRequest | None = None) -> list[Target]:
         """The deployments of ``route`` to try, in order."""
         return self.plan(route, request).targets
 
@@ -263,7 +263,7 @@ def execute(
     deadline: float,
     log: AttemptLog,
     *,
-    request: ChatRequest | None = None,
+    request: GatewayRequest | None = None,
     resolve: Callable[[str], AliasRoute | None] | None = None,
     hold: bool = False,
 ) -> tuple[Target, T]:
@@ -312,7 +312,7 @@ def _execute(
     deadline: float,
     log: AttemptLog,
     *,
-    request: ChatRequest | None,
+    request: GatewayRequest | None,
     resolve: Callable[[str], AliasRoute | None] | None,
     hold: bool,
 ) -> tuple[Target, T]:

@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..enums import Strategy
+from ..enums import ModelKind, ProviderFormat, Strategy
 from ..errors import ValidationError
 from ..models import ModelAlias
 from . import validation
 from .validation import UNSET
 
 STRATEGY_CHOICES: tuple[str, ...] = tuple(s.value for s in Strategy)
+KIND_CHOICES: tuple[str, ...] = tuple(k.value for k in ModelKind)
 
 _ID_RE = re.compile(r"^mdl_[0-9a-f]{16}$")
 LIST_HINT = "list them with `flask model list`"
@@ -35,6 +36,22 @@ def alias_name(value: Any, field: str = "alias") -> str:
             param=field,
         )
     return text
+
+
+def kind_choice(value: Any) -> str:
+    """One of :class:`~flask_aigateway.enums.ModelKind` (``chat`` or ``embedding``)."""
+    return validation.choice(value, "kind", KIND_CHOICES)
+
+
+def check_kind(alias: str, kind: str, formats: list[str]) -> None:
+    """An embedding alias needs OpenAI-format deployments: the Anthropic API has none."""
+    if kind == ModelKind.EMBEDDING.value and ProviderFormat.ANTHROPIC.value in formats:
+        raise ValidationError(
+            f"The alias {alias!r} is an embedding model, and Anthropic-format providers have "
+            "no embeddings endpoint: deploy it on an OpenAI-format provider (openai, azure, "
+            "ollama, gemini).",
+            param="kind",
+        )
 
 
 def strategy_choice(value: Any) -> str:
@@ -183,13 +200,16 @@ def deployment_fields(
 
 __all__ = [
     "DEPLOYMENT_FIELDS",
+    "KIND_CHOICES",
     "LIST_HINT",
     "STRATEGY_CHOICES",
     "alias_list",
     "alias_name",
+    "check_kind",
     "check_references",
     "deployment_fields",
     "flag",
+    "kind_choice",
     "optional_alias",
     "strategy_choice",
 ]

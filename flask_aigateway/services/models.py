@@ -12,13 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from ..enums import Strategy
+from ..enums import ModelKind, Strategy
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..models import Deployment, ModelAlias
 from ..state import GatewayState
 from . import model_fields as parse
 from . import validation
-from .model_fields import STRATEGY_CHOICES
+from .model_fields import KIND_CHOICES, STRATEGY_CHOICES
 from .providers import find_provider
 from .validation import UNSET, Unset
 
@@ -85,12 +85,15 @@ def create_model(
     weight: Any = 1,
     rpm_limit: Any = None,
     enabled: bool = True,
+    kind: Any = ModelKind.CHAT.value,
 ) -> ModelAlias:
     """Create an alias with its first deployment, atomically, and return it.
 
     Prices are USD per million tokens (Decimal, ≥ 0; the cached-input price defaults to the
     input price). ``fallbacks`` is an ordered list (or "a,b") of other existing aliases;
     ``cache_ttl`` None follows the global setting and 0 disables caching for the alias.
+    ``kind`` is ``chat`` or ``embedding`` (served on ``/v1/embeddings``, priced by the input
+    price; its deployments must be on OpenAI-format providers).
 
     :raises ValidationError: a field is invalid (``param`` names it).
     :raises NotFoundError: the provider does not exist.
@@ -103,6 +106,7 @@ def create_model(
     clean_max_tokens = validation.optional_int(max_tokens, "max_tokens", minimum=1)
     clean_ttl = validation.optional_int(cache_ttl, "cache_ttl", minimum=0)
     clean_enabled = parse.flag(enabled)
+    clean_kind = parse.kind_choice(kind)
     fields = parse.deployment_fields(
         model=model,
         pricing_input=pricing_input,
@@ -124,6 +128,7 @@ def create_model(
             )
         parse.check_references(session, clean_alias, clean_fallbacks, clean_context)
         target = find_provider(session, provider)
+        parse.check_kind(clean_alias, clean_kind, [target.format])
         created = ModelAlias(
             alias=clean_alias,
             strategy=clean_strategy,
@@ -132,6 +137,7 @@ def create_model(
             max_tokens=clean_max_tokens,
             cache_ttl=clean_ttl,
             enabled=clean_enabled,
+            kind=clean_kind,
         )
         created.deployments.append(Deployment(provider=target, **fields))
         session.add(created)
@@ -170,6 +176,7 @@ def update_model(
     max_tokens: Any = UNSET,
     cache_ttl: Any = UNSET,
     context_fallback: Any = UNSET,
+    kind: Any = UNSET,
 ) -> ModelAlias:
     """Change the given settings of an alias; :data:`UNSET` leaves a setting as it is.
 
@@ -193,8 +200,14 @@ def update_model(
         changes["cache_ttl"] = validation.optional_int(cache_ttl, "cache_ttl", minimum=0)
     if context_fallback is not UNSET:
         changes["context_fallback"] = parse.optional_alias(context_fallback, "context_fallback")
+    if kind is not UNSET:
+        changes["kind"] = parse.kind_choice(kind)
     with state.transaction() as session:
         target = find_model(session, ref)
+        if "kind" in changes:
+            parse.check_kind(
+                target.alias, changes["kind"], [d.provider.format for d in target.deployments]
+            )
         parse.check_references(
             session,
             target.alias,
@@ -272,7 +285,9 @@ def add_deployment(
     )
     with state.transaction() as session:
         target = find_model(session, model_ref)
-        deployment = Deployment(provider=find_provider(session, provider), **fields)
+        found = find_provider(session, provider)
+        parse.check_kind(target.alias, target.kind, [found.format])
+        deployment = Deployment(provider=found, **fields)
         target.deployments.append(deployment)
         session.flush()
     state.invalidate()
@@ -314,7 +329,9 @@ def update_deployment(
     with state.transaction() as session:
         deployment = _find_deployment(session, deployment_id, None)
         if provider is not UNSET:
-            deployment.provider = find_provider(session, provider)
+            found = find_provider(session, provider)
+            parse.check_kind(deployment.model.alias, deployment.model.kind, [found.format])
+            deployment.provider = found
         for column, value in fields.items():
             setattr(deployment, column, value)
         deployment.model.alias  # noqa: B018  (loaded for deployment_to_dict after commit)
@@ -377,6 +394,7 @@ def model_to_dict(model: ModelAlias) -> dict[str, Any]:
         "context_fallback": model.context_fallback,
         "max_tokens": model.max_tokens,
         "cache_ttl": model.cache_ttl,
+        "kind": model.kind,
         "enabled": model.enabled,
         "created_at": model.created_at,
         "updated_at": model.updated_at,
@@ -385,6 +403,7 @@ def model_to_dict(model: ModelAlias) -> dict[str, Any]:
 
 
 __all__ = [
+    "KIND_CHOICES",
     "STRATEGY_CHOICES",
     "add_deployment",
     "create_model",

@@ -1,12 +1,47 @@
-"""The fake OpenAI chat completions endpoint (JSON, SSE with the usage chunk, errors)."""
+"""The fake OpenAI chat completions endpoint (JSON, SSE with the usage chunk, errors) and its
+embeddings endpoint (deterministic unit vectors, float or base64, usage)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import struct
 import time
 from typing import Any
 
-from .server import FakeUpstream, Reply, fragments, next_id, words
+from .server import FakeUpstream, Reply, _Handler, fragments, next_id, words
+
+#: OpenAI's embedding models and their native dimensions; other model ids get
+#: :data:`OTHER_DIMENSIONS` (small vectors keep the tests light).
+EMBEDDING_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+OTHER_DIMENSIONS = 16
+_EMBEDDING_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
+
+
+def fake_vector(model: str, item: Any, dimensions: int) -> list[float]:
+    """The deterministic unit vector the fake answers for one input (a text or a token array)
+    on ``model``: float32 values, so the float and base64 encodings carry the same numbers."""
+    seed = hashlib.sha256(f"{model}\0{json.dumps(item)}".encode()).digest()
+    raw: list[float] = []
+    counter = 0
+    while len(raw) < dimensions:
+        block = hashlib.sha256(seed + counter.to_bytes(4, "little")).digest()
+        raw += [(v / 0xFFFFFFFF) * 2 - 1 for v in struct.unpack("<8I", block)]
+        counter += 1
+    raw = raw[:dimensions]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    return [struct.unpack("<f", struct.pack("<f", x / norm))[0] for x in raw]
+
+
+def embedding_tokens(item: Any) -> int:
+    """Tokens the fake counts for one input: a token array its length, a text ~4 chars each."""
+    return len(item) if isinstance(item, list) else max(1, len(item) // 4)
+
 
 _OPENAI_ERRORS = {
     400: ("invalid_request_error", None, "Invalid request."),
@@ -37,8 +72,98 @@ class FakeOpenAI(FakeUpstream):
     def base_url(self) -> str:
         return self.origin + "/v1"
 
+    #: False: behave like an OpenAI-compatible server that ignores ``encoding_format`` and
+    #: always sends floats (reset to True between tests).
+    honours_base64 = True
+
     def _headers(self) -> dict[str, str]:
         return {"x-request-id": f"req_fake{next_id()}", "openai-processing-ms": "1"}
+
+    def reset(self) -> None:
+        super().reset()
+        self.honours_base64 = True
+
+    # -- POST /v1/embeddings ----------------------------------------------------------------
+
+    def _other_route(
+        self, h: _Handler, path: str, headers: dict[str, str], body: Any, reply: Reply
+    ) -> bool:
+        if path != "/v1/embeddings":
+            return False
+        problem = self._invalid_embeddings(headers, body)
+        if problem is not None:
+            status, message = problem
+            self._error(h, Reply(status=status, error_message=message))
+        elif reply.status >= 400:
+            self._error(h, reply)
+        elif reply.raw_body is not None:
+            self._send(h, 200, reply.raw_body, reply.headers)
+        else:
+            data = json.dumps(self._embeddings(body, reply)).encode()
+            self._send(h, 200, data, reply.headers)
+        return True
+
+    def _invalid_embeddings(self, headers: dict[str, str], body: Any) -> tuple[int, str] | None:
+        if self.require_key and headers.get("authorization") != f"Bearer {self.require_key}":
+            return 401, _OPENAI_ERRORS[401][2]
+        if not isinstance(body, dict):
+            return 400, "We could not parse the JSON body of your request."
+        unknown = sorted(set(body) - _EMBEDDING_FIELDS)
+        if unknown:
+            return 400, f"Unrecognized request argument supplied: {unknown[0]}"
+        if not isinstance(body.get("model"), str):
+            return 400, "you must provide a model parameter"
+        items = self._inputs(body.get("input"))
+        if items is None:
+            return 400, "'$.input' is invalid. Please check the API reference."
+        if body.get("encoding_format") not in (None, "float", "base64"):
+            return 400, (
+                f"{body['encoding_format']!r} is not one of ['float', 'base64'] - 'encoding_format'"
+            )
+        dimensions = body.get("dimensions")
+        if dimensions is not None:
+            if not body["model"].startswith("text-embedding-3"):
+                return 400, "This model does not support specifying dimensions."
+            if not isinstance(dimensions, int) or dimensions < 1:
+                return 400, f"{dimensions!r} is less than the minimum of 1 - 'dimensions'"
+        return None
+
+    @staticmethod
+    def _inputs(value: Any) -> list[Any] | None:
+        """The inputs of an embeddings body, or None when OpenAI would refuse ``input``."""
+        if isinstance(value, str):
+            return [value] if value else None
+        if not isinstance(value, list) or not value or len(value) > 2048:
+            return None
+        if all(isinstance(v, int) for v in value):
+            return [value]
+        if all(isinstance(v, str) and v for v in value):
+            return list(value)
+        if all(isinstance(v, list) and v and all(isinstance(t, int) for t in v) for v in value):
+            return list(value)
+        return None
+
+    def _embeddings(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        model = body["model"]
+        items = self._inputs(body["input"]) or []
+        dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS.get(model, OTHER_DIMENSIONS)
+        as_base64 = self.honours_base64 and body.get("encoding_format") == "base64"
+        data = []
+        for index, item in enumerate(items):
+            vector: Any = fake_vector(model, item, dimensions)
+            if as_base64:
+                packed = struct.pack(f"<{len(vector)}f", *vector)
+                vector = base64.b64encode(packed).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        prompt = reply.prompt_tokens
+        if prompt is None:
+            prompt = sum(embedding_tokens(item) for item in items)
+        return {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+        }
 
     def _invalid(self, headers: dict[str, str], body: Any) -> tuple[int, str] | None:
         if self.require_key and headers.get("authorization") != f"Bearer {self.require_key}":

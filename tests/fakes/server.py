@@ -211,6 +211,8 @@ class FakeUpstream:
             release.wait(HANG_LIMIT)
             h.close_connection = True
             return
+        if h.command == "POST" and self._other_route(h, h.path.split("?")[0], headers, body, reply):
+            return
         if h.command != "POST" or h.path.split("?")[0] != self.endpoint:
             return self._error(h, Reply(status=404, error_message=f"Unknown route {h.path}"))
         problem = self._invalid(headers, body)
@@ -279,6 +281,13 @@ class FakeUpstream:
         return prompt, completion
 
     # -- format hooks -----------------------------------------------------------------------
+
+    def _other_route(
+        self, h: _Handler, path: str, headers: dict[str, str], body: Any, reply: Reply
+    ) -> bool:
+        """Answer a ``POST`` to another endpoint of the format than :attr:`endpoint` (e.g.
+        ``/v1/embeddings``); True when it did."""
+        return False
 
     def _headers(self) -> dict[str, str]:
         return {}

@@ -1,0 +1,44 @@
+"""``POST /v1/embeddings``: parse the body into an :class:`EmbeddingsRequest`, run it through
+the pipeline, answer OpenAI's ``list`` with the gateway's headers (cost included)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from ..embeddings import EmbeddingsRequest
+from ..governance.auth import bearer_token
+from ..pipeline import get_pipeline
+from ..state import get_state
+
+
+def register(bp: Blueprint) -> None:
+    """Add the route to the ``/v1`` blueprint (its error handlers answer in OpenAI's shape)."""
+    # The views module imports this one to register it; its helpers are read at registration.
+    from .views import (
+        _ALL_METHODS,
+        _gateway_headers,
+        _json,
+        _method_not_allowed,
+        _read_json_body,
+        _request_id,
+    )
+
+    @bp.route("/embeddings", methods=_ALL_METHODS)
+    def embeddings() -> Response:
+        rid = _request_id()
+        if request.method != "POST":
+            raise _method_not_allowed("POST")
+        state = get_state()
+        embeddings_request = EmbeddingsRequest.from_body(
+            _read_json_body(state.settings["AIGATEWAY_MAX_BODY_BYTES"])
+        )
+        headers = request.headers
+        result = get_pipeline(state).embeddings(
+            embeddings_request,
+            bearer_token(headers.get("Authorization")),
+            rid,
+            cache_control=headers.get("Cache-Control"),
+        )
+        response = _json(result.body)
+        response.headers.extend(_gateway_headers(rid, result))
+        return response

@@ -1,0 +1,137 @@
+"""``POST /v1/embeddings`` through the pipeline's named steps (DESIGN §1).
+
+authenticate → authorize (an ``embedding`` alias on OpenAI-format deployments) → admit (rate
+limits count the input tokens; the budget reserves them at the highest input price) → cache
+lookup (alias, input, dimensions, encoding) → route (retries, fallbacks to other embedding
+aliases) → account (the upstream's ``prompt_tokens``) → finish (settle, log with route
+``embeddings``, metrics). The steps are :class:`~.pipeline.Pipeline`'s own; only the call and
+the checks that are particular to embeddings live here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from .accounting import RequestRecord
+from .admission import Admission
+from .catalog import AliasRoute, wrong_kind
+from .embeddings import EmbeddingsRequest
+from .enums import ModelKind, Route, WireFormat
+from .errors import GatewayError, InvalidRequestError, UpstreamError
+from .providers.base import Target
+from .providers.openai_embeddings import OpenAIEmbeddingsAdapter
+from .schemas import ChatResponse, Usage
+from .tokens import estimate_input_tokens
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+_ADAPTER = OpenAIEmbeddingsAdapter()
+
+
+def check_embeddable(route: AliasRoute) -> None:
+    """An alias may serve embeddings when it is of kind ``embedding`` and no deployment of it
+    is Anthropic-format (that API has no embeddings); else 400 naming ``model``."""
+    anthropic = [t.provider_name for t in route.targets if t.wire_format is WireFormat.ANTHROPIC]
+    if anthropic:
+        raise InvalidRequestError(
+            f"The model '{route.alias}' is served by Anthropic-format provider(s) "
+            f"{', '.join(sorted(set(anthropic)))}, which have no embeddings endpoint; use an "
+            "embedding model on an OpenAI-format provider (OpenAI, Azure, Ollama, Gemini).",
+            param="model",
+            code="model_not_embedding",
+        )
+    if route.kind is not ModelKind.EMBEDDING:
+        raise wrong_kind(route, ModelKind.EMBEDDING)
+
+
+def embed(
+    pipeline: Pipeline,
+    request: EmbeddingsRequest,
+    api_key: Any,
+    request_id: str,
+    cache_control: str | None = None,
+) -> ChatResponse:
+    """Run one embeddings request through every step; always writes its log row.
+
+    The answer is OpenAI's ``{"object": "list", "data": [...], "model": alias, "usage"}`` in a
+    :class:`ChatResponse` (cost, deployment, attempts and headers beside it).
+    """
+    record = RequestRecord(request_id, alias=request.model, route=Route.EMBEDDINGS.value)
+    admission: Admission | None = None
+    pipeline.metrics.started()
+    if pipeline.settings["AIGATEWAY_LOG_CONTENT"]:
+        record.keeps_content = True
+        record.prompt_text = json.dumps(request.input, ensure_ascii=False)
+    try:
+        principal = pipeline.authenticate(api_key, record)
+        route = pipeline.authorize(request, principal, kind=None)
+        check_embeddable(route)
+        admission = Admission()
+        admission.cache = pipeline.cache.decide(request, principal, route, cache_control)
+        admission.headers["x-aigateway-cache"] = admission.cache.status
+        pipeline.admit(request, principal, route, admission)
+        cached = pipeline.cache.get(admission.cache)
+        if cached is not None:
+            admission.headers["x-aigateway-cache"] = "HIT"
+            served = pipeline.cache.serve(cached, record, route, restamp=False)
+            return replace(served, headers=admission.headers)
+        target, response, _attempts = pipeline.route(
+            request, route, record, lambda t, left: _call(pipeline, request, t, left, record)
+        )
+        usage = response.usage
+        body = response.body
+        if usage.prompt_tokens == 0:
+            usage = Usage(prompt_tokens=estimate_input_tokens(request), estimated=True)
+            body = {
+                **body,
+                "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens},
+            }
+        pipeline.account(record, target, usage)
+        result = replace(
+            response,
+            body=body,
+            usage=usage,
+            cost=record.cost,
+            provider=target.provider_name,
+            deployment_id=target.deployment_id,
+            request_id=record.request_id,
+            attempts=record.attempts,
+            fallback_path=tuple(record.fallback_path),
+            headers=admission.headers,
+        )
+        if record.keeps_content:
+            record.completion_text = f"{len(body['data'])} embedding(s)"
+        pipeline.cache.put(admission.cache, result)
+        return result
+    except GatewayError as error:
+        record.fail(error)
+        raise
+    except Exception as exc:
+        record.crash(exc)
+        raise
+    finally:
+        pipeline.finish(record, admission)
+
+
+def _call(
+    pipeline: Pipeline,
+    request: EmbeddingsRequest,
+    target: Target,
+    seconds_left: float,
+    record: RequestRecord,
+) -> ChatResponse:
+    upstream = _ADAPTER.build_request(request, target)
+    try:
+        with record.upstream_wait():
+            answer = pipeline.transport.send(
+                upstream, timeout=seconds_left, pool_key=target.provider_id
+            )
+        if answer.status >= 300:
+            raise _ADAPTER.classify_error(answer.status, answer.headers, answer.body)
+        return _ADAPTER.parse_response(answer.body, request, target)
+    except UpstreamError as error:
+        record.note_upstream_error(target, error)
+        raise
