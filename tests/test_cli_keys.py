@@ -223,7 +223,7 @@ def test_invalid_input_is_refused(runner, state, args: list[str], message: str) 
     existing, _ = create(runner, "--name", "old")
     fails(runner, state, "key", "create", "--name", "new", *args, message=message)
     fails(runner, state, "key", "update", existing["id"], *args, message=message)
-    fails(runner, state, "key", "create", "--name", "bad name!", message="is not valid")
+    fails(runner, state, "key", "create", "--name", "bad\tname", message="U+0009")
     assert [k.name for k in keys(state)] == ["old"]
 
 
@@ -490,3 +490,54 @@ def test_rotate_keeps_the_id_and_changes_the_hash(runner, state) -> None:
         "soon",
         message="The grace seconds must be a whole number",
     )
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored_name"),
+    [
+        ("Frontend App", "Frontend App"),
+        ("  Équipe données — prod 🚀  ", "Équipe données — prod 🚀"),
+        ("客服机器人", "客服机器人"),
+        ("bad name!", "bad name!"),
+    ],
+)
+def test_names_are_labels_with_spaces_and_unicode(runner, state, typed, stored_name) -> None:
+    ok(runner, "team", "create", "--name", "Data Science")
+    data, _ = create(runner, "--name", typed, "--team", "Data Science")
+    key = only_key(state)
+    assert key.name == data["name"] == stored_name
+    assert data["team"] == "Data Science"
+    text = ok(runner, "key", "create", "--name", typed, "--team", "Data Science").output
+    assert f"Created key {stored_name!r}" in text and "in team 'Data Science'" in text
+    listed = ok(runner, "key", "list", "--team", "Data Science").output
+    assert listed.count(stored_name) == 2
+    renamed = json.loads(ok(runner, "key", "update", key.id, "--name", "Café Bot", "--json").output)
+    assert renamed["name"] == "Café Bot"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("line\nbreak", "U+000A"),
+        ("bell\x07", "U+0007"),
+        ("right\u202eto-left", "U+202E"),
+        ("   ", "The name is required."),
+        ("n" * 101, "at most 100 characters (got 101)"),
+    ],
+)
+def test_names_with_control_characters_or_too_long_are_refused(
+    runner, state, name, message
+) -> None:
+    existing, _ = create(runner, "--name", "old")
+    fails(runner, state, "key", "create", "--name", name, message=message)
+    fails(runner, state, "key", "update", existing["id"], "--name", name, message=message)
+
+
+def test_a_team_reference_is_matched_after_unicode_normalisation(runner, state) -> None:
+    composed, decomposed = "Caf\u00e9 Team", "Cafe\u0301 Team"
+    ok(runner, "team", "create", "--name", composed)
+    data, _ = create(runner, "--name", "k", "--team", decomposed)
+    assert data["team"] == composed
+    with state.transaction() as session:
+        (team,) = session.scalars(select(Team))
+    assert only_key(state).team_id == team.id

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,8 +19,10 @@ from ..db import to_money
 from ..errors import ValidationError
 from ..providers.wire import FRAMING_HEADERS
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$")
+_HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
 _UNSET = ("", None)
+#: Joiners that are "format" characters yet belong inside emoji and some scripts' words.
+_JOINERS = frozenset("\u200c\u200d")
 
 
 def label(field: str) -> str:
@@ -27,12 +30,52 @@ def label(field: str) -> str:
     return field.replace("_", " ")
 
 
+def normalize_label(value: str) -> str:
+    """How a label is stored and compared: NFC, surrounding blanks removed.
+
+    References typed on a command line go through this too, so ``"Café"`` typed with a
+    combining accent still finds the team created with a precomposed one.
+    """
+    return unicodedata.normalize("NFC", value).strip()
+
+
 def name(value: Any, field: str = "name", *, max_length: int = 100) -> str:
-    """A handle such as a provider name or model alias: letters, digits and ``._:/@+-``."""
+    """A label people read (key, team or provider name): any printable Unicode, spaces too.
+
+    Trimmed and NFC-normalised; refused when empty, longer than ``max_length`` characters,
+    or holding a control, line-break, tab or other invisible formatting character (those
+    would break the CLI's tables and let two names look alike while differing).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"The {label(field)} is required.", param=field)
+    text = normalize_label(value)
+    if len(text) > max_length:
+        raise ValidationError(
+            f"The {label(field)} is too long: use at most {max_length} characters "
+            f"(got {len(text)}).",
+            param=field,
+        )
+    bad = next((ch for ch in text if not (ch.isprintable() or ch in _JOINERS)), None)
+    if bad is not None:
+        raise ValidationError(
+            f"The {label(field)} {text!r} is not valid: it contains the control or invisible "
+            f"character U+{ord(bad):04X}; use printable characters and plain spaces only.",
+            param=field,
+        )
+    return text
+
+
+def handle(value: Any, field: str = "alias", *, max_length: int = 200) -> str:
+    """A model alias: letters, digits and ``._:/@+-``, starting with a letter or digit.
+
+    Stricter than :func:`name` because an alias is what clients put in the JSON ``model``
+    field and in ``models`` whitelists (where ``,`` separates and a trailing ``*`` is a
+    wildcard): it must survive every SDK, shell and config file unquoted.
+    """
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"The {label(field)} is required.", param=field)
     text = value.strip()
-    if len(text) > max_length or not _NAME_RE.match(text):
+    if len(text) > max_length or not _HANDLE_RE.match(text):
         raise ValidationError(
             f"The {label(field)} {text!r} is not valid: use up to {max_length} letters, digits "
             "and . _ : / @ + - (starting with a letter or digit).",
@@ -142,7 +185,7 @@ def name_list(value: Any, field: str) -> list[str] | None:
             )
         base = item[:-1] if item.endswith("*") else item
         if base:
-            name(base, field, max_length=200)
+            handle(base, field, max_length=200)
         if item not in result:
             result.append(item)
     return result
