@@ -541,3 +541,46 @@ def test_a_team_reference_is_matched_after_unicode_normalisation(runner, state) 
     with state.transaction() as session:
         (team,) = session.scalars(select(Team))
     assert only_key(state).team_id == team.id
+
+
+# --- Unix timestamps for --expires, on every command that takes it -----------------------------
+
+UNIX_2099 = 4_102_444_800  # 2100-01-01T00:00:00Z
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        (str(UNIX_2099), dt.datetime(2100, 1, 1, tzinfo=dt.UTC)),
+        (f" {UNIX_2099 + 90}.5 ", dt.datetime(2100, 1, 1, 0, 1, 30, 500000, tzinfo=dt.UTC)),
+        ("21000101", dt.datetime(2100, 1, 1, tzinfo=dt.UTC)),
+    ],
+)
+def test_expires_takes_a_unix_timestamp_on_create_and_update(
+    runner, state, typed, expected
+) -> None:
+    created, _ = create(runner, "--name", "a", "--expires", typed)
+    assert only_key(state).expires_at == expected
+    assert created["expires_at"] == expected.isoformat()
+
+    ok(runner, "key", "update", created["id"], "--no-expiry")
+    assert only_key(state).expires_at is None
+    updated = json.loads(
+        ok(runner, "key", "update", created["id"], "--expires", typed, "--json").output
+    )
+    assert only_key(state).expires_at == expected
+    assert updated["expires_at"] == expected.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("1000000000", "The expiry 2001-09-09T01:46:40+00:00 is in the past"),
+        ("4102444800000", "The expiry '4102444800000' is not an ISO date or datetime or a Unix"),
+        ("17672256OO", "The expiry '17672256OO' is not an ISO date or datetime or a Unix"),
+    ],
+)
+def test_expires_refuses_past_or_millisecond_timestamps(runner, state, typed, message) -> None:
+    existing, _ = create(runner, "--name", "old")
+    fails(runner, state, "key", "create", "--name", "new", "--expires", typed, message=message)
+    fails(runner, state, "key", "update", existing["id"], "--expires", typed, message=message)

@@ -32,8 +32,9 @@ SECRET_WARNING = (
 
 expires_option = click.option(
     "--expires",
-    metavar="DATE",
-    help="Expiry as ISO date or datetime, UTC unless stated (2027-01-31 = 00:00 UTC that day).",
+    metavar="WHEN",
+    help="Expiry as ISO date or datetime, UTC unless stated (2027-01-31 = 00:00 UTC that day), "
+    "or Unix timestamp in seconds (1801440000).",
 )
 expires_in_days_option = click.option(
     "--expires-in-days", metavar="N", help="Expire N days from now."

@@ -55,7 +55,8 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 def parse_since(value: Any, *, now: dt.datetime | None = None) -> dt.datetime | None:
     """The start of a stats window from ``7d`` / ``24h`` / ``30m`` / ``2w`` (before ``now``),
-    an ISO date or datetime (UTC unless it says otherwise), or None/"" for all time.
+    an ISO date or datetime (UTC unless it says otherwise), a Unix timestamp in seconds, or
+    None/"" for all time.
 
     :raises ValidationError: with ``param="since"``.
     """
@@ -78,7 +79,7 @@ def parse_since(value: Any, *, now: dt.datetime | None = None) -> dt.datetime | 
     except ValidationError:
         raise ValidationError(
             f"The since value {value!r} is not valid: use a duration such as 7d, 24h or 30m, "
-            "or a date such as 2026-11-01 (UTC).",
+            "a date such as 2026-11-01 (UTC) or a Unix timestamp such as 1793491200.",
             param="since",
         ) from None
 

@@ -200,24 +200,51 @@ def choice(value: Any, field: str, choices: list[str] | tuple[str, ...]) -> str:
     return value.strip().lower()
 
 
+#: Unix time as typed: 9 or more digits, optionally a fraction. Eight digits stay an ISO basic
+#: date (``20270131``), which is what someone typing them means; 9 digits reach back to 1973.
+_UNIX_TIME_RE = re.compile(r"^\d{9,}(\.\d+)?$")
+
+
 def optional_datetime(value: Any, field: str) -> dt.datetime | None:
-    """A UTC datetime from ISO 8601 (a date alone means its midnight UTC), or None."""
+    """A UTC datetime, or None when left empty.
+
+    Accepts an ISO 8601 date or datetime (a date alone means its midnight UTC; no offset
+    means UTC) or a Unix timestamp in seconds (``1767225600``, as a number or as 9+ digits,
+    optionally with a fraction).
+
+    :raises ValidationError: with ``param=field``; milliseconds are refused as out of range.
+    """
     if value in _UNSET:
         return None
     if isinstance(value, dt.datetime):
         moment = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        moment = _from_unix(value, value, field)
+    elif isinstance(value, str) and _UNIX_TIME_RE.match(value.strip()):
+        moment = _from_unix(float(value.strip()), value, field)
     else:
         try:
             moment = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError:
             raise ValidationError(
-                f"The {label(field)} {value!r} is not an ISO date or datetime, e.g. "
-                "2027-01-31 or 2027-01-31T12:00:00Z.",
+                f"The {label(field)} {value!r} is not an ISO date or datetime or a Unix "
+                "timestamp, e.g. 2027-01-31, 2027-01-31T12:00:00Z or 1801440000.",
                 param=field,
             ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(dt.UTC)
+
+
+def _from_unix(seconds: float, typed: Any, field: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValidationError(
+            f"The {label(field)} {typed!r} is out of range for a Unix timestamp: give seconds "
+            "since 1970-01-01 UTC (not milliseconds), e.g. 1801440000.",
+            param=field,
+        ) from None
 
 
 def headers(value: Any, field: str = "extra_headers") -> dict[str, str]:
