@@ -29,11 +29,12 @@ from ..errors import (
 from ..governance.auth import authenticate, bearer_token
 from ..governance.throttles import API_AUTH, get_throttles
 from ..pipeline import ChatStream, get_pipeline, new_request_id
+from ..schema import missing_schema
 from ..schemas import ChatRequest, ChatResponse
 from ..state import get_state
 from . import metrics as metrics_views
 from . import stats as stats_views
-from .health import readiness
+from .health import liveness_counts, readiness
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,10 @@ def create_blueprint() -> Blueprint:
 
     @bp.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
+        missing = missing_schema(error)
+        if missing is not None:
+            log.error("%s on %s: %s", missing.code, request.path, error.__class__.__name__)
+            return _error_response(missing)
         log.exception("unexpected error on %s", request.path)
         return _error_response(
             GatewayError(
@@ -243,7 +248,7 @@ def create_blueprint() -> Blueprint:
         state = get_state()
         if not state.settings["AIGATEWAY_HEALTH_PUBLIC"]:
             authenticate(state, bearer_token(request.headers.get("Authorization")))
-        return _json({"status": "ok"})
+        return _json({"status": "ok", **liveness_counts(state)})
 
     @bp.get("/health/ready")
     def health_ready() -> Response:
