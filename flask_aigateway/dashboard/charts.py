@@ -79,6 +79,33 @@ def cost_per_day(series: Sequence[Mapping[str, Any]], days: int) -> dict[str, An
     }
 
 
+def usage_per_day(series: Sequence[Mapping[str, Any]], days: int) -> dict[str, Any]:
+    """Requests per UTC day as bars (left axis) with the day's cost as a line on a right
+    axis in USD: two units, one chart."""
+    labels = day_labels(days)
+    rows = _by_day(series)
+    return {
+        "kind": "bar",
+        "labels": labels,
+        "right": {"money": True, "title": "USD"},
+        "datasets": [
+            {
+                "label": "Requests",
+                "data": [int(rows[d]["requests"]) if d in rows else 0 for d in labels],
+                "color": 0,
+            },
+            {
+                "label": "Cost (USD)",
+                "data": [_num(rows[d]["cost"]) if d in rows else 0.0 for d in labels],
+                "color": 1,
+                "type": "line",
+                "axis": "right",
+            },
+        ],
+        "axes": {"x": "Day (UTC)", "y": "Requests"},
+    }
+
+
 def ranking(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -126,4 +153,5 @@ __all__ = [
     "ranking",
     "requests_per_day",
     "share",
+    "usage_per_day",
 ]

@@ -1,0 +1,199 @@
+"""Analytics on the dashboard's detail pages, fed by real traffic through ``/v1`` and checked
+against the request log: the provider page's cards, 60-day usage chart and its table, the
+breakdowns by model and by key, and the newest requests."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from dashboard_helpers import FLASK_SECRET, TOKEN, login, text
+from flask import Flask
+from sqlalchemy import select
+
+from flask_aigateway.db import utcnow
+from flask_aigateway.extension import get_state
+from flask_aigateway.models import Provider, RequestLog
+from flask_aigateway.services.keys import create_key
+from flask_aigateway.services.models import create_model
+from flask_aigateway.services.teams import create_team
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **app_config,
+        "AIGATEWAY_DASHBOARD_TOKEN": TOKEN,
+        "SECRET_KEY": FLASK_SECRET,
+        "AIGATEWAY_DASHBOARD_CACHE_SECONDS": 0,
+    }
+
+
+def chat(client: Any, secret: str, model: str) -> Any:
+    return client.post(
+        "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"model": model, "messages": [{"role": "user", "content": "Hi"}]},
+    )
+
+
+def charts_of(page: str) -> dict[str, Any]:
+    match = re.search(
+        r'<script type="application/json" id="aigw-charts">(.*?)</script>', page, re.S
+    )
+    assert match, "the page has no chart data"
+    return json.loads(match.group(1))  # type: ignore[no-any-return]
+
+
+def metric(page: str, name: str) -> str:
+    match = re.search(rf'data-metric="{name}">([^<]*)<', page)
+    assert match, name
+    return match.group(1)
+
+
+def section(page: str, marker: str) -> str:
+    """The HTML of the ``<section …{marker}…>`` (or ``<details>``) element."""
+    start = page.index(marker)
+    tag = page.rindex("<", 0, start)
+    name = page[tag + 1 : page.index(" ", tag)]
+    return page[tag : page.index(f"</{name}>", start)]
+
+
+def table_rows(fragment: str) -> list[list[str]]:
+    """The text of every body cell, row by row."""
+    body = fragment[fragment.index("<tbody>") :]
+    rows = []
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        rows.append([html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in cells])
+    return rows
+
+
+@pytest.fixture
+def traffic(app: Flask, client: Any, upstreams: dict[str, Any]) -> dict[str, Any]:
+    """On provider fake-openai: aliases gpt and gpt-mini; key "Frontend App 🚀" (team
+    "Data Science") sends 2 x gpt + 1 x gpt-mini, key batch 1 x gpt and one refused by the
+    upstream (400). A claude request (fake-anthropic) must not count."""
+    state = get_state(app)
+    create_model(
+        state,
+        alias="gpt-mini",
+        provider="fake-openai",
+        model="gpt-4o-mini",
+        pricing_input="3",
+        pricing_output="6",
+    )
+    create_team(state, name="Data Science")
+    front, front_secret = create_key(state, name="Frontend App 🚀", team="Data Science")
+    batch, batch_secret = create_key(state, name="batch")
+    fake = upstreams["gpt"]
+    for secret, model, prompt, completion in (
+        (front_secret, "gpt", 1000, 500),
+        (front_secret, "gpt", 2000, 100),
+        (front_secret, "gpt-mini", 400, 40),
+        (batch_secret, "gpt", 10, 5),
+    ):
+        fake.reply(text="ok", prompt_tokens=prompt, completion_tokens=completion)
+        assert chat(client, secret, model).status_code == 200
+    fake.fail(400, "Bad prompt.")
+    assert chat(client, batch_secret, "gpt").status_code == 400
+    upstreams["claude"].reply(text="ok", prompt_tokens=99, completion_tokens=99)
+    assert chat(client, front_secret, "claude").status_code == 200
+    with state.session() as session:
+        provider = session.scalar(select(Provider).where(Provider.name == "fake-openai"))
+        rows = list(
+            session.scalars(
+                select(RequestLog)
+                .where(RequestLog.provider == "fake-openai")
+                .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+            )
+        )
+    return {"provider": provider, "rows": rows, "front": front, "batch": batch}
+
+
+def test_provider_page_numbers_match_the_request_log(client: Any, traffic: dict[str, Any]):
+    rows: list[RequestLog] = traffic["rows"]
+    assert len(rows) == 5
+    login(client)
+    page = text(client.get(f"/dashboard/providers/{traffic['provider'].id}"))
+
+    tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)
+    errors = sum(1 for r in rows if r.status_code >= 400)
+    cost = sum((r.cost for r in rows), Decimal(0))
+    assert metric(page, "requests") == "5"
+    assert metric(page, "tokens") == f"{tokens:,}"
+    assert metric(page, "errors") == str(errors) == "1"
+    assert metric(page, "error_rate") == "20.0%"
+    assert metric(page, "cost") == f"${cost:.4f}"
+    assert metric(page, "p50_latency_ms").endswith("ms")
+    assert metric(page, "p95_latency_ms").endswith("ms")
+
+    charts = charts_of(page)
+    usage = charts["usage"]
+    today = utcnow().date().isoformat()
+    assert len(usage["labels"]) == 60 and usage["labels"][-1] == today
+    requests, spend = usage["datasets"]
+    assert requests["data"][-1] == 5 and sum(requests["data"]) == 5
+    assert spend["axis"] == "right" and usage["right"]["money"] is True
+    assert spend["data"][-1] == pytest.approx(float(cost))
+    day_table = table_rows(section(page, 'data-table="usage"'))
+    assert day_table == [
+        [
+            today,
+            "5",
+            "1",
+            f"{sum(r.prompt_tokens for r in rows):,} / {sum(r.completion_tokens for r in rows):,}",
+            f"${cost.normalize():f}",
+        ]
+    ]
+
+    by_model: dict[str, list[Any]] = defaultdict(lambda: [0, 0, Decimal(0), 0])
+    by_key: dict[str, list[Any]] = defaultdict(lambda: [0, 0, Decimal(0), 0])
+    names = {traffic["front"].id: "Frontend App 🚀", traffic["batch"].id: "batch"}
+    for r in rows:
+        for groups, name in ((by_model, r.alias), (by_key, names[r.key_id])):
+            groups[name][0] += 1
+            groups[name][1] += r.prompt_tokens + r.completion_tokens
+            groups[name][2] += r.cost
+            groups[name][3] += int(r.status_code >= 400)
+
+    def expected(groups: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
+        """(name, requests, tokens, cost, errors) most costly first, as the page orders."""
+        ordered = sorted(groups.items(), key=lambda item: (-item[1][2], -item[1][0], item[0]))
+        return [(name, f"{n:,}", f"{t:,}", c, str(e)) for name, (n, t, c, e) in ordered]
+
+    def shown(fragment: str) -> list[tuple[Any, ...]]:
+        return [
+            (name, n, t, Decimal(c.lstrip("$").replace(",", "")), e)
+            for name, n, t, c, e in table_rows(fragment)
+        ]
+
+    model_rows = shown(section(page, 'data-breakdown="model"'))
+    key_rows = shown(section(page, 'data-breakdown="key"'))
+    assert model_rows == expected(by_model)
+    assert key_rows == expected(by_key)
+    assert [name for name, *_ in model_rows] == ["gpt", "gpt-mini"]
+    assert charts["by_model"]["labels"] == [r[0] for r in model_rows]
+    assert charts["by_key"]["labels"] == [r[0] for r in key_rows]
+    assert f'href="/dashboard/keys/{traffic["front"].id}"' in section(page, 'data-breakdown="key"')
+    assert "claude" not in section(page, 'data-breakdown="model"')
+
+    recent = section(page, 'data-section="recent"')
+    assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]
+
+
+def test_provider_page_without_traffic_says_what_to_do(client: Any, app: Flask, upstreams):
+    login(client)
+    with get_state(app).session() as session:
+        provider = session.scalar(select(Provider).where(Provider.name == "fake-anthropic"))
+    page = text(client.get(f"/dashboard/providers/{provider.id}"))
+    assert metric(page, "requests") == "0"
+    assert "No request reached this provider in the last 60 days" in page
+    assert "Deploy a model alias on it" in page
+    assert "No request in the last 60 days." in page
+    assert 'data-chart="usage"' not in page
