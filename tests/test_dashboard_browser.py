@@ -265,7 +265,18 @@ def test_operator_sets_up_the_gateway_and_sees_its_traffic(
     operator.settle("25-team-edit")
     operator.visit("/providers", "20-providers")
     page.click("text=fake-openai")
-    page.click("text=Edit")
+    provider_page = operator.settle("26a-provider-detail")
+    assert re.search(r'data-metric="requests">6<', provider_page)
+    usage = page.eval_on_selector(
+        "canvas[data-chart=usage]",
+        "c => c.chart.data.datasets.map(d => [d.type || 'bar', d.yAxisID || 'y',"
+        " d.data.reduce((a, b) => a + b, 0)])",
+    )
+    assert [u[:2] for u in usage] == [["bar", "y"], ["line", "y1"]]
+    assert usage[0][2] == 6 and usage[1][2] > 0
+    for name in ("usage", "by_model", "by_key"):
+        assert page.get_attribute(f"canvas[data-chart={name}]", "data-rendered") == "true"
+    page.click("a.btn:has-text('Edit')")
     edit = operator.settle("26-provider-edit")
     assert 'placeholder="stored: ****6789"' in edit
 
