@@ -197,3 +197,104 @@ def test_provider_page_without_traffic_says_what_to_do(client: Any, app: Flask, 
     assert "Deploy a model alias on it" in page
     assert "No request in the last 60 days." in page
     assert 'data-chart="usage"' not in page
+
+
+def all_rows(app: Flask, **where: Any) -> list[RequestLog]:
+    with get_state(app).session() as session:
+        stmt = select(RequestLog).order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+        for name, value in where.items():
+            stmt = stmt.where(getattr(RequestLog, name) == value)
+        return list(session.scalars(stmt))
+
+
+def grouped(rows: list[RequestLog], attr: str) -> dict[Any, tuple[int, int, Decimal]]:
+    """(requests, tokens, cost) per value of ``attr``, counted from the log itself."""
+    groups: dict[Any, list[Any]] = defaultdict(lambda: [0, 0, Decimal(0)])
+    for r in rows:
+        slot = groups[getattr(r, attr)]
+        slot[0] += 1
+        slot[1] += r.prompt_tokens + r.completion_tokens
+        slot[2] += r.cost
+    return {k: (n, t, c) for k, (n, t, c) in groups.items()}
+
+
+def breakdown_of(page: str, group: str) -> dict[str, tuple[int, int, Decimal]]:
+    return {
+        name: (int(n.replace(",", "")), int(t.replace(",", "")), Decimal(c.lstrip("$")))
+        for name, n, t, c, _e in table_rows(section(page, f'data-breakdown="{group}"'))
+    }
+
+
+def test_model_page_breaks_down_by_provider_key_and_team(client, app, traffic) -> None:
+    rows = all_rows(app, alias="gpt")
+    login(client)
+    with get_state(app).session() as session:
+        from flask_aigateway.models import ModelAlias
+
+        model_id = session.scalar(select(ModelAlias.id).where(ModelAlias.alias == "gpt"))
+    page = text(client.get(f"/dashboard/models/{model_id}"))
+    assert metric(page, "requests") == str(len(rows)) == "4"
+    assert metric(page, "errors") == "1"
+    assert breakdown_of(page, "provider") == grouped(rows, "provider")
+    names = {traffic["front"].id: "Frontend App 🚀", traffic["batch"].id: "batch"}
+    assert breakdown_of(page, "key") == {names[k]: v for k, v in grouped(rows, "key_id").items()}
+    team_rows = breakdown_of(page, "team")
+    in_team = grouped([r for r in rows if r.team_id], "team_id")
+    assert team_rows["Data Science"] == in_team[traffic["front"].team_id]
+    assert team_rows["(no team)"][0] == 2
+    assert len(charts_of(page)["usage"]["labels"]) == 60
+    recent = section(page, 'data-section="recent"')
+    assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]
+
+
+def test_key_page_shows_its_models_limits_share_and_recent(client, app, traffic) -> None:
+    front = traffic["front"]
+    rows = all_rows(app, key_id=front.id)
+    team_rows = all_rows(app, team_id=front.team_id)
+    login(client)
+    page = text(client.get(f"/dashboard/keys/{front.id}"))
+    assert metric(page, "requests") == "4"
+    assert breakdown_of(page, "model") == grouped(rows, "alias")
+    share = sum((r.cost for r in rows), Decimal(0)) / sum((r.cost for r in team_rows), Decimal(0))
+    assert metric(page, "team_share") == f"{float(share) * 100:.1f}%" == "100.0%"
+    assert "No budget or rate limit applies" in section(page, 'data-section="limits"')
+    assert len(charts_of(page)["usage"]["labels"]) == 30
+    recent = section(page, 'data-section="recent"')
+    assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]
+
+    batch = text(client.get(f"/dashboard/keys/{traffic['batch'].id}"))
+    assert "This key is in no team" in batch
+
+
+def test_key_page_limits_name_who_sets_them(client, app, traffic) -> None:
+    from flask_aigateway.services.teams import update_team
+
+    update_team(get_state(app), "Data Science", budget_per_day="2", rate_limit=100)
+    login(client)
+    page = text(client.get(f"/dashboard/keys/{traffic['front'].id}"))
+    limits = table_rows(section(page, 'data-section="limits"'))
+    assert limits[0][:2] == ["Budget per day", "team 'Data Science'"]
+    assert limits[0][2] == "$2.00" and limits[0][-1] == "★"
+    assert limits[1][:4] == ["Requests per minute", "team 'Data Science'", "100", "4 last minute"]
+
+
+def test_team_page_breaks_down_and_lists_key_spend(client, app, traffic) -> None:
+    team_id = traffic["front"].team_id
+    rows = all_rows(app, team_id=team_id)
+    login(client)
+    page = text(client.get(f"/dashboard/teams/{team_id}"))
+    assert metric(page, "requests") == str(len(rows)) == "4"
+    assert breakdown_of(page, "model") == grouped(rows, "alias")
+    assert breakdown_of(page, "provider") == grouped(rows, "provider")
+    by_key = grouped(rows, "key_id")
+    assert breakdown_of(page, "key") == {"Frontend App 🚀": by_key[traffic["front"].id]}
+    key_row = re.search(rf'<tr data-key="{traffic["front"].id}">(.*?)</tr>', page, re.S)
+    assert key_row
+    cells = [
+        html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+        for c in re.findall(r"<td[^>]*>(.*?)</td>", key_row.group(1), re.S)
+    ]
+    assert cells[-2] == "4"
+    assert Decimal(cells[-1].lstrip("$")) == sum((r.cost for r in rows), Decimal(0))
+    recent = section(page, 'data-section="recent"')
+    assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]

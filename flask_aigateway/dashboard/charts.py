@@ -106,6 +106,17 @@ def usage_per_day(series: Sequence[Mapping[str, Any]], days: int) -> dict[str, A
     }
 
 
+def detail_charts(detail: Any) -> dict[str, Any]:
+    """The charts of a detail page's analytics (a ``services.detail_stats.DetailStats``):
+    ``usage`` per day, and ``by_<group>`` (cost per row) for each breakdown."""
+    specs: dict[str, Any] = {"usage": usage_per_day(detail.series, detail.days)}
+    for group, rows in detail.breakdowns.items():
+        specs[f"by_{group}"] = ranking(
+            rows, label="label", value="cost", title="Cost (USD)", axis="USD", money=True
+        )
+    return specs
+
+
 def ranking(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -150,6 +161,7 @@ __all__ = [
     "OUTCOME_COLORS",
     "cost_per_day",
     "day_labels",
+    "detail_charts",
     "ranking",
     "requests_per_day",
     "share",

@@ -72,21 +72,12 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
     state = get_state()
     provider = service.get_provider(state, ref)
     detail = detail_stats(state, Scope(provider=provider.name), days=DAYS, by=("model", "key"))
-    specs = {
-        "usage": charts.usage_per_day(detail.series, DAYS),
-        **{
-            f"by_{group}": charts.ranking(
-                rows, label="label", value="cost", title="Cost (USD)", axis="USD", money=True
-            )
-            for group, rows in detail.breakdowns.items()
-        },
-    }
     return render_template(
         "aigateway/providers/detail.html",
         provider=service.provider_to_dict(provider),
         deployments=_usage().get(provider.id, []),
         detail=detail,
-        charts=specs,
+        charts=charts.detail_charts(detail),
         error=error,
     ), status
 

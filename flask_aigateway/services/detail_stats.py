@@ -106,15 +106,24 @@ def detail_stats(
         alias=scope.alias,
         provider=scope.provider,
     )
-    page = requests_log.search(state, scope.log_filters(since), limit=recent)
+    rows = requests_log.search(state, scope.log_filters(since), limit=recent).rows if recent else []
     return DetailStats(
         days=int(days),
         since=since,
         summary=summary,
         series=series,
         breakdowns=breakdowns,
-        recent=page.rows,
+        recent=rows,
     )
+
+
+def cost_share(state: GatewayState, cost: Any, team_id: str | None, *, days: int) -> float | None:
+    """``cost`` as a fraction of the team's cost over the same window (None without a team
+    or when the team spent nothing): a key's share of its team's spend."""
+    if team_id is None:
+        return None
+    team_cost = detail_stats(state, Scope(team_id=team_id), days=days, recent=0).summary["cost"]
+    return float(cost / team_cost) if team_cost else None
 
 
 def _label(group: str, value: str | None, names: dict[str, str]) -> str:
@@ -126,4 +135,4 @@ def _label(group: str, value: str | None, names: dict[str, str]) -> str:
     return value
 
 
-__all__ = ["RECENT", "DetailStats", "Scope", "detail_stats"]
+__all__ = ["RECENT", "DetailStats", "Scope", "cost_share", "detail_stats"]
