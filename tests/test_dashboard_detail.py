@@ -298,3 +298,32 @@ def test_team_page_breaks_down_and_lists_key_spend(client, app, traffic) -> None
     assert Decimal(cells[-1].lstrip("$")) == sum((r.cost for r in rows), Decimal(0))
     recent = section(page, 'data-section="recent"')
     assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]
+
+
+@pytest.mark.parametrize("extra", [{}, {"status": "error"}])
+def test_request_log_shows_summary_cards_and_nine_breakdowns(client, app, traffic, extra):
+    """With filters (provider, a start date, and a status that sends it to the raw log), the
+    cards and the tokens / cost / requests of each model, key and team match the log."""
+    rows = [r for r in all_rows(app, provider="fake-openai")]
+    if extra:
+        rows = [r for r in rows if r.status_code >= 400]
+    login(client)
+    query = {"provider": "fake-openai", "since": utcnow().date().isoformat(), **extra}
+    page = text(client.get("/dashboard/requests", query_string=query))
+    assert metric(page, "requests") == str(len(rows))
+    assert metric(page, "tokens") == f"{sum(r.prompt_tokens + r.completion_tokens for r in rows):,}"
+    assert metric(page, "errors") == str(sum(1 for r in rows if r.status_code >= 400))
+    charts = charts_of(page)
+    names = {traffic["front"].id: "Frontend App 🚀", traffic["batch"].id: "batch"}
+    teams = {traffic["front"].team_id: "Data Science", None: "(no team)"}
+    for dimension, attr, label in (
+        ("model", "alias", lambda v: v),
+        ("key", "key_id", names.get),
+        ("team", "team_id", teams.get),
+    ):
+        expected = {label(k): v for k, v in grouped(rows, attr).items()}
+        assert breakdown_of(page, dimension) == expected, dimension
+        for measure, index in (("requests", 0), ("tokens", 1), ("cost", 2)):
+            spec = charts[f"{measure}_by_{dimension}"]
+            shown = dict(zip(spec["labels"], spec["datasets"][0]["data"], strict=True))
+            assert shown == pytest.approx({k: float(v[index]) for k, v in expected.items()})
