@@ -258,7 +258,15 @@ def test_key_page_shows_its_models_limits_share_and_recent(client, app, traffic)
     share = sum((r.cost for r in rows), Decimal(0)) / sum((r.cost for r in team_rows), Decimal(0))
     assert metric(page, "team_share") == f"{float(share) * 100:.1f}%" == "100.0%"
     assert "No budget or rate limit applies" in section(page, 'data-section="limits"')
-    assert len(charts_of(page)["usage"]["labels"]) == 30
+    charts = charts_of(page)
+    assert len(charts["usage"]["labels"]) == 30
+    stacked = charts["by_model_per_day"]
+    assert stacked["stacked"] is True and stacked["labels"][-1] == utcnow().date().isoformat()
+    per_model = {d["label"]: d["data"][-1] for d in stacked["datasets"]}
+    assert per_model == {alias: n for alias, (n, _t, _c) in grouped(rows, "alias").items()}
+    assert stacked["datasets"][0]["label"] == "gpt"
+    table = table_rows(section(page, 'data-table="by_model_per_day"'))
+    assert sorted((r[1], int(r[2])) for r in table) == sorted(per_model.items())
     recent = section(page, 'data-section="recent"')
     assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]
 

@@ -106,6 +106,34 @@ def usage_per_day(series: Sequence[Mapping[str, Any]], days: int) -> dict[str, A
     }
 
 
+def requests_by_model_per_day(rows: Sequence[Mapping[str, Any]], days: int) -> dict[str, Any]:
+    """Requests per UTC day stacked by model alias (``rows``: date, model, requests), the
+    five busiest aliases each in its colour and the rest as "other"."""
+    labels = day_labels(days)
+    totals: dict[str, int] = {}
+    for row in rows:
+        name = row["model"] or "(none)"
+        totals[name] = totals.get(name, 0) + int(row["requests"])
+    top = sorted(totals, key=lambda name: (-totals[name], name))[:5]
+    data: dict[str, dict[str, int]] = {}
+    for row in rows:
+        name = row["model"] or "(none)"
+        series = data.setdefault(name if name in top else "other", {})
+        day = str(row["date"])[:10]
+        series[day] = series.get(day, 0) + int(row["requests"])
+    names = top + (["other"] if "other" in data else [])
+    return {
+        "kind": "bar",
+        "labels": labels,
+        "stacked": True,
+        "datasets": [
+            {"label": name, "data": [data[name].get(d, 0) for d in labels], "color": i}
+            for i, name in enumerate(names)
+        ],
+        "axes": {"x": "Day (UTC)", "y": "Requests"},
+    }
+
+
 def detail_charts(detail: Any) -> dict[str, Any]:
     """The charts of a detail page's analytics (a ``services.detail_stats.DetailStats``):
     ``usage`` per day, and ``by_<group>`` (cost per row) for each breakdown."""
@@ -163,6 +191,7 @@ __all__ = [
     "day_labels",
     "detail_charts",
     "ranking",
+    "requests_by_model_per_day",
     "requests_per_day",
     "share",
     "usage_per_day",

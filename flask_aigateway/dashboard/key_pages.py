@@ -20,7 +20,7 @@ from ..services import keys as service
 from ..services import live_usage
 from ..services import teams as team_service
 from ..services.detail_stats import Scope as DetailScope
-from ..services.detail_stats import cost_share, detail_stats
+from ..services.detail_stats import cost_share, daily_by_model, detail_stats
 from ..state import get_state
 from . import charts
 from . import session as dashboard_session
@@ -73,6 +73,9 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
     owner_name = describe(service.get_key(state, key["id"]))
     detail = detail_stats(state, DetailScope(key_id=key["id"]), days=DAYS, by=("model",))
     share = cost_share(state, detail.summary["cost"], key["team_id"], days=DAYS)
+    per_model = daily_by_model(state, DetailScope(key_id=key["id"]), days=DAYS)
+    specs = charts.detail_charts(detail)
+    specs["by_model_per_day"] = charts.requests_by_model_per_day(per_model, DAYS)
     return render_template(
         "aigateway/keys/detail.html",
         info=info,
@@ -83,7 +86,8 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
         team_share=share,
         owner_name=owner_name,
         rule_fields=RULE_FIELDS,
-        charts=charts.detail_charts(detail),
+        per_model=per_model,
+        charts=specs,
         days=DAYS,
         error=error,
     ), status

@@ -12,12 +12,16 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import func, select
+
+from ..db import to_money
 from ..state import GatewayState
 from . import requests_log
 from .stats import (
     _SUMMED,
     GROUPS,
     _aggregate,
+    _column,
     _metrics,
     _names,
     _sources,
@@ -117,6 +121,32 @@ def detail_stats(
     )
 
 
+def daily_by_model(state: GatewayState, scope: Scope, *, days: int) -> list[dict[str, Any]]:
+    """Requests and cost per UTC day per model alias over the last ``days`` days, from the
+    rollups: one row per (``date``, ``model``) with traffic, oldest first (for a chart
+    stacked by model and its table)."""
+    since = window_start(days)
+    sources = _sources(since, scope.key_id, scope.team_id, scope.alias, scope.provider)
+    totals: dict[tuple[dt.date, str], dict[str, Any]] = {}
+    with state.transaction() as session:
+        for model, where in sources:
+            moment = _column(model, "time")
+            stmt = (
+                select(moment, model.alias, func.sum(model.requests), func.sum(model.cost))
+                .where(*where)
+                .group_by(moment, model.alias)
+            )
+            for when, alias, requests, cost in session.execute(stmt):
+                day = when.astimezone(dt.UTC).date()
+                slot = totals.setdefault(
+                    (day, alias or ""),
+                    {"date": day, "model": alias or None, "requests": 0, "cost": to_money(0)},
+                )
+                slot["requests"] += int(requests or 0)
+                slot["cost"] += to_money(cost or 0)
+    return [totals[k] for k in sorted(totals, key=lambda k: (k[0], k[1]))]
+
+
 def cost_share(state: GatewayState, cost: Any, team_id: str | None, *, days: int) -> float | None:
     """``cost`` as a fraction of the team's cost over the same window (None without a team
     or when the team spent nothing): a key's share of its team's spend."""
@@ -135,4 +165,4 @@ def _label(group: str, value: str | None, names: dict[str, str]) -> str:
     return value
 
 
-__all__ = ["RECENT", "DetailStats", "Scope", "cost_share", "detail_stats"]
+__all__ = ["RECENT", "DetailStats", "Scope", "cost_share", "daily_by_model", "detail_stats"]
