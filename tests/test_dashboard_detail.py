@@ -322,6 +322,9 @@ def test_request_log_shows_summary_cards_and_nine_breakdowns(client, app, traffi
     assert metric(page, "tokens") == f"{sum(r.prompt_tokens + r.completion_tokens for r in rows):,}"
     assert metric(page, "errors") == str(sum(1 for r in rows if r.status_code >= 400))
     charts = charts_of(page)
+    outcome_table = dict(table_rows(section(page, 'data-table="outcome-provider"'))[0:1])
+    answered = sum(1 for r in rows if r.status_code < 400)
+    assert outcome_table == ({"Answered": str(answered)} if answered else {"Other errors": "1"})
     names = {traffic["front"].id: "Frontend App 🚀", traffic["batch"].id: "batch"}
     teams = {traffic["front"].team_id: "Data Science", None: "(no team)"}
     for dimension, attr, label in (
