@@ -12,16 +12,17 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from .enums import ModelKind, ProviderFormat, Strategy
 from .errors import InvalidRequestError
-from .models import Deployment, ModelAlias
+from .models import Deployment, ModelAlias, Provider
 from .providers.base import Target
 from .state import GatewayState
 
 _CACHE = "routes"
+_COUNTS_CACHE = "catalog_counts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,50 @@ def wrong_kind(route: AliasRoute, kind: ModelKind) -> InvalidRequestError:
         param="model",
         code="model_not_chat",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogCounts:
+    """How much the gateway can serve, for ``GET /v1/health`` (counts only, never names)."""
+
+    #: Enabled providers.
+    providers_configured: int
+    #: Enabled aliases with at least one enabled deployment on an enabled provider.
+    models_available: int
+
+
+def catalog_counts(state: GatewayState) -> CatalogCounts:
+    """The catalogue's counts, cached like routes (a management change in this process
+    refreshes them at once, others within ``AIGATEWAY_KEY_CACHE_SECONDS``) so a probe
+    polling every second costs no query per call.
+
+    :raises sqlalchemy.exc.SQLAlchemyError: when the database cannot answer.
+    """
+    cache = state.cache(_COUNTS_CACHE)
+    now = time.monotonic()
+    entry = cache.get(None)
+    if entry is not None and entry[1] > now:
+        counts: CatalogCounts = entry[0]
+        return counts
+    servable = (
+        select(Deployment.model_id)
+        .join(Provider, Provider.id == Deployment.provider_id)
+        .where(Deployment.enabled.is_(True), Provider.enabled.is_(True))
+    )
+    with state.transaction() as session:
+        providers = session.scalar(
+            select(func.count()).select_from(Provider).where(Provider.enabled.is_(True))
+        )
+        models = session.scalar(
+            select(func.count())
+            .select_from(ModelAlias)
+            .where(ModelAlias.enabled.is_(True), ModelAlias.id.in_(servable))
+        )
+    counts = CatalogCounts(
+        providers_configured=int(providers or 0), models_available=int(models or 0)
+    )
+    cache[None] = (counts, now + state.settings["AIGATEWAY_KEY_CACHE_SECONDS"])
+    return counts
 
 
 def _load(state: GatewayState, alias: str) -> AliasRoute | None:

@@ -27,6 +27,7 @@ from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
 from .routing import AttemptLog, Router, execute
+from .schema import missing_schema
 from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
 from .streaming import ChatStream, _Opened, replay_stream
@@ -252,8 +253,12 @@ class Pipeline:
             record.fail(error)
             raise
         except Exception as exc:
-            record.crash(exc)
-            raise
+            missing = missing_schema(exc)
+            if missing is None:
+                record.crash(exc)
+                raise
+            record.fail(missing)
+            raise missing from exc
         finally:
             self.finish(record, admission)
 
@@ -332,11 +337,16 @@ class Pipeline:
             record.target = target
             record.ttft_ms = record.elapsed_ms()
         except BaseException as error:
+            missing = missing_schema(error)
             if isinstance(error, GatewayError):
                 record.fail(error)
+            elif missing is not None:
+                record.fail(missing)
             else:
                 record.crash(error)
             self.finish(record, admission)
+            if missing is not None:
+                raise missing from error
             raise
         return ChatStream(
             self, request, record, target, opened, admission, release=attempts.release

@@ -28,12 +28,47 @@ import importlib
 import os
 from typing import TYPE_CHECKING
 
+from .errors import ServiceUnavailableError
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
     from .state import GatewayState
 
 VERSION_TABLE = "aigw_alembic_version"
+
+#: The fix for a missing or outdated schema, as the 503 on ``/v1`` and the readiness probe say.
+UPGRADE_HINT = (
+    "run `flask --app <your app> aigateway db upgrade` (or `flask db upgrade` where the app's "
+    "Flask-Migrate points at the gateway's migrations, as sample_app's does)"
+)
+
+#: SQLSTATEs of PostgreSQL's UndefinedTable and UndefinedColumn.
+_UNDEFINED = ("42P01", "42703")
+#: SQLite's words for the same (it has no error codes for them).
+_SQLITE_UNDEFINED = ("no such table:", "no such column:", "has no column named")
+
+
+def missing_schema(exc: BaseException) -> ServiceUnavailableError | None:
+    """The 503 to answer when ``exc`` is the database saying a table or column is missing.
+
+    Recognised from the error the failed statement already raised (PostgreSQL's SQLSTATE,
+    SQLite's message), so the serving path asks the database nothing extra: a schema
+    created after the fact is seen by the very next request. None for any other exception.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return None
+    original = exc.orig
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    text = str(original)
+    if sqlstate not in _UNDEFINED and not any(words in text for words in _SQLITE_UNDEFINED):
+        return None
+    return ServiceUnavailableError(
+        "The gateway's database schema is missing or out of date; " + UPGRADE_HINT + ".",
+        code="schema_missing",
+    )
 
 
 def migrations_dir() -> str:

@@ -293,7 +293,7 @@ def test_models_lists_what_the_key_may_use(client, state, upstreams):
 
 
 def test_health_is_public_and_ready_checks_the_database(client, state):
-    assert client.get("/v1/health").json == {"status": "ok"}
+    assert client.get("/v1/health").json["status"] == "ok"
     ready = client.get("/v1/health/ready")
     assert ready.status_code == 200
     assert ready.json["checks"]["database"] == "ok"
@@ -309,5 +309,37 @@ def test_ready_is_503_when_the_schema_is_missing(tmp_path):
     AIGateway(app)
     response = app.test_client().get("/v1/health/ready")
     assert response.status_code == 503
-    assert "flask aigateway db upgrade" in response.json["error"]["message"]
+    assert "aigateway db upgrade" in response.json["error"]["message"]
     AIGateway.get_state(app).close()
+
+
+def test_a_unicode_provider_name_travels_percent_encoded_in_its_header(
+    state, live_server, api_key, fake_openai
+):
+    """Header values are Latin-1 on the wire: a label like "OpenAI — Zürich" is sent as
+    percent-encoded UTF-8 (``%`` encoded too), which ``unquote`` turns back into the name."""
+    from urllib.parse import unquote
+
+    import requests
+
+    from flask_aigateway.services.models import create_model
+    from flask_aigateway.services.providers import create_provider
+
+    name = "OpenAI — Zürich 100%"
+    create_provider(
+        state, name=name, format="openai", base_url=fake_openai.base_url, api_key="sk-x"
+    )
+    create_model(state, alias="eu", provider=name, model="m", pricing_input="1", pricing_output="2")
+    fake_openai.reply(text="hi", prompt_tokens=3, completion_tokens=2)
+    response = requests.post(
+        f"{live_server.url}/v1/chat/completions",
+        json={"model": "eu", "messages": MESSAGES},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=20,
+    )
+    assert response.status_code == 200, response.text
+    header = response.headers["x-aigateway-provider"]
+    assert header == "OpenAI %E2%80%94 Z%C3%BCrich 100%25"
+    assert unquote(header) == name
+    (row,) = log_rows(state)
+    assert row.provider == name

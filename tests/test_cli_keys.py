@@ -223,7 +223,7 @@ def test_invalid_input_is_refused(runner, state, args: list[str], message: str) 
     existing, _ = create(runner, "--name", "old")
     fails(runner, state, "key", "create", "--name", "new", *args, message=message)
     fails(runner, state, "key", "update", existing["id"], *args, message=message)
-    fails(runner, state, "key", "create", "--name", "bad name!", message="is not valid")
+    fails(runner, state, "key", "create", "--name", "bad\tname", message="U+0009")
     assert [k.name for k in keys(state)] == ["old"]
 
 
@@ -490,3 +490,97 @@ def test_rotate_keeps_the_id_and_changes_the_hash(runner, state) -> None:
         "soon",
         message="The grace seconds must be a whole number",
     )
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored_name"),
+    [
+        ("Frontend App", "Frontend App"),
+        ("  Équipe données — prod 🚀  ", "Équipe données — prod 🚀"),
+        ("客服机器人", "客服机器人"),
+        ("bad name!", "bad name!"),
+    ],
+)
+def test_names_are_labels_with_spaces_and_unicode(runner, state, typed, stored_name) -> None:
+    ok(runner, "team", "create", "--name", "Data Science")
+    data, _ = create(runner, "--name", typed, "--team", "Data Science")
+    key = only_key(state)
+    assert key.name == data["name"] == stored_name
+    assert data["team"] == "Data Science"
+    text = ok(runner, "key", "create", "--name", typed, "--team", "Data Science").output
+    assert f"Created key {stored_name!r}" in text and "in team 'Data Science'" in text
+    listed = ok(runner, "key", "list", "--team", "Data Science").output
+    assert listed.count(stored_name) == 2
+    renamed = json.loads(ok(runner, "key", "update", key.id, "--name", "Café Bot", "--json").output)
+    assert renamed["name"] == "Café Bot"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("line\nbreak", "U+000A"),
+        ("bell\x07", "U+0007"),
+        ("right\u202eto-left", "U+202E"),
+        ("   ", "The name is required."),
+        ("n" * 101, "at most 100 characters (got 101)"),
+    ],
+)
+def test_names_with_control_characters_or_too_long_are_refused(
+    runner, state, name, message
+) -> None:
+    existing, _ = create(runner, "--name", "old")
+    fails(runner, state, "key", "create", "--name", name, message=message)
+    fails(runner, state, "key", "update", existing["id"], "--name", name, message=message)
+
+
+def test_a_team_reference_is_matched_after_unicode_normalisation(runner, state) -> None:
+    composed, decomposed = "Caf\u00e9 Team", "Cafe\u0301 Team"
+    ok(runner, "team", "create", "--name", composed)
+    data, _ = create(runner, "--name", "k", "--team", decomposed)
+    assert data["team"] == composed
+    with state.transaction() as session:
+        (team,) = session.scalars(select(Team))
+    assert only_key(state).team_id == team.id
+
+
+# --- Unix timestamps for --expires, on every command that takes it -----------------------------
+
+UNIX_2099 = 4_102_444_800  # 2100-01-01T00:00:00Z
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        (str(UNIX_2099), dt.datetime(2100, 1, 1, tzinfo=dt.UTC)),
+        (f" {UNIX_2099 + 90}.5 ", dt.datetime(2100, 1, 1, 0, 1, 30, 500000, tzinfo=dt.UTC)),
+        ("21000101", dt.datetime(2100, 1, 1, tzinfo=dt.UTC)),
+    ],
+)
+def test_expires_takes_a_unix_timestamp_on_create_and_update(
+    runner, state, typed, expected
+) -> None:
+    created, _ = create(runner, "--name", "a", "--expires", typed)
+    assert only_key(state).expires_at == expected
+    assert created["expires_at"] == expected.isoformat()
+
+    ok(runner, "key", "update", created["id"], "--no-expiry")
+    assert only_key(state).expires_at is None
+    updated = json.loads(
+        ok(runner, "key", "update", created["id"], "--expires", typed, "--json").output
+    )
+    assert only_key(state).expires_at == expected
+    assert updated["expires_at"] == expected.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("1000000000", "The expiry 2001-09-09T01:46:40+00:00 is in the past"),
+        ("4102444800000", "The expiry '4102444800000' is not an ISO date or datetime or a Unix"),
+        ("17672256OO", "The expiry '17672256OO' is not an ISO date or datetime or a Unix"),
+    ],
+)
+def test_expires_refuses_past_or_millisecond_timestamps(runner, state, typed, message) -> None:
+    existing, _ = create(runner, "--name", "old")
+    fails(runner, state, "key", "create", "--name", "new", "--expires", typed, message=message)
+    fails(runner, state, "key", "update", existing["id"], "--expires", typed, message=message)

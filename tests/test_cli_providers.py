@@ -203,7 +203,8 @@ def test_malformed_base_url(runner, state, url):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--name", "bad name"], "The name 'bad name' is not valid"),
+        (["--name", "bad\x1bname"], "The name 'bad\\x1bname' is not valid"),
+        (["--name", "n" * 101], "The name is too long: use at most 100 characters (got 101)"),
         (["--name", "prov_0123456789abcdef"], "looks like a provider id"),
         (["--name", "x", "--header", "no colon"], "must look like 'Name: value'"),
         (["--name", "x", "--header", "Authorization: Bearer abc"], "give it as the API key"),
@@ -499,3 +500,71 @@ def test_delete_unknown(runner):
     assert "No provider with name or id 'ghost'" in invoke_error(
         runner, "provider", "delete", "ghost"
     )
+
+
+# --- names are labels -------------------------------------------------------------------------
+
+
+def test_provider_names_with_spaces_and_unicode_are_quoted_references(runner, state):
+    created = json.loads(
+        invoke_ok(
+            runner,
+            "provider",
+            "create",
+            "--name",
+            "  OpenAI (EU) — Zürich  ",
+            "--format",
+            "openai",
+            "--api-key",
+            SECRET,
+            "--json",
+        ).stdout
+    )
+    assert created["name"] == "OpenAI (EU) — Zürich"
+    assert stored(state, "OpenAI (EU) — Zürich").id == created["id"]
+    info = json.loads(
+        invoke_ok(runner, "provider", "info", "OpenAI (EU) — Zürich", "--json").stdout
+    )
+    assert info["id"] == created["id"]
+    invoke_ok(
+        runner,
+        "model",
+        "create",
+        "--alias",
+        "eu-gpt",
+        "--provider",
+        "OpenAI (EU) — Zürich",
+        "--model",
+        "gpt-4o",
+        "--pricing-input",
+        "1",
+        "--pricing-output",
+        "2",
+    )
+    assert "OpenAI (EU) — Zürich" in invoke_ok(runner, "provider", "list").output
+    invoke_ok(runner, "provider", "update", "OpenAI (EU) — Zürich", "--name", "东京 OpenAI")
+    assert stored(state, "东京 OpenAI").id == created["id"]
+    message = invoke_error(runner, "provider", "delete", "东京 OpenAI")
+    assert "eu-gpt" in message
+    assert count(state, Provider) == 1
+
+
+def test_aliases_keep_their_strict_charset(runner, state):
+    service.create_provider(state, name="Main Provider", format="openai", api_key=SECRET)
+    message = invoke_error(
+        runner,
+        "model",
+        "create",
+        "--alias",
+        "my model",
+        "--provider",
+        "Main Provider",
+        "--model",
+        "m",
+        "--pricing-input",
+        "1",
+        "--pricing-output",
+        "2",
+    )
+    assert "The alias 'my model' is not valid" in message
+    assert count(state, ModelAlias) == 0

@@ -336,6 +336,8 @@ def test_cli_table(runner, log) -> None:
     ]
     empty = ok(runner, "stats", "--since", "2999-01-01", "--by", "team").output
     assert "No requests logged in this window." in empty
+    as_unix = ok(runner, "stats", "--since", "32472144000", "--by", "team").output
+    assert as_unix == empty
 
 
 @pytest.mark.parametrize(

@@ -295,7 +295,7 @@ def test_invalid_names_and_duplicates_are_refused(runner, state) -> None:
     ok(runner, "team", "create", "--name", "org")
     ok(runner, "team", "create", "--name", "eng")
     org_id = teams(state)["org"].id
-    fails(runner, state, "team", "create", "--name", "bad name!", message="is not valid")
+    fails(runner, state, "team", "create", "--name", "bad\x00name", message="U+0000")
     fails(
         runner,
         state,
@@ -545,3 +545,32 @@ def test_help_documents_the_rule_options(runner) -> None:
         "--no-parent",
     ):
         assert option in text
+
+
+def test_team_names_with_spaces_and_unicode_are_quoted_references(runner, state) -> None:
+    ok(runner, "team", "create", "--name", "Data Science", "--budget-daily", "10")
+    ok(runner, "team", "create", "--name", "  Ingeniería 日本  ", "--parent", "Data Science")
+    tree = teams(state)
+    assert set(tree) == {"Data Science", "Ingeniería 日本"}
+    child = tree["Ingeniería 日本"]
+    assert child.parent_id == tree["Data Science"].id
+
+    info = json.loads(ok(runner, "team", "info", "Ingeniería 日本", "--json").output)
+    assert [step["name"] for step in info["path"]] == ["Data Science", "Ingeniería 日本"]
+    assert "Data Science > Ingeniería 日本" in ok(runner, "team", "info", "Ingeniería 日本").output
+    listed = ok(runner, "team", "list").output
+    assert "Data Science" in listed and "Ingeniería 日本" in listed
+
+    ok(runner, "team", "update", "Data Science", "--name", "Data & ML", "--budget-daily", "5")
+    assert teams(state)["Data & ML"].budget_per_day == Decimal("5")
+    fails(
+        runner,
+        state,
+        "team",
+        "create",
+        "--name",
+        " Data & ML ",
+        message="already",
+    )
+    ok(runner, "team", "delete", "Ingeniería 日本")
+    assert set(teams(state)) == {"Data & ML"}

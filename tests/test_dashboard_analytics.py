@@ -101,7 +101,9 @@ def test_request_log_lists_filters_and_breaks_down(client: Any, traffic: dict[st
             charts["by_outcome"]["labels"], charts["by_outcome"]["datasets"][0]["data"], strict=True
         )
     ) == {"Answered": 3, "Other errors": 1}
-    assert charts["by_model"]["labels"] == ["gpt"]
+    assert charts["requests_by_model"]["labels"] == ["gpt"]
+    assert charts["requests_by_key"]["labels"] == ["ops-bot"]
+    assert charts["cost_by_team"]["labels"] == ["ops"]
 
     errors = text(client.get("/dashboard/requests?status=error"))
     assert errors.count("data-request-id=") == 1

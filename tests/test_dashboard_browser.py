@@ -258,14 +258,30 @@ def test_operator_sets_up_the_gateway_and_sees_its_traffic(
     page.click("text=browser-bot")
     key_page = operator.settle("23-key-detail")
     assert "research" in key_page and "$5.00" in key_page
-    assert chart_total(page, "requests") == 6
+    assert (
+        page.eval_on_selector(
+            "canvas[data-chart=usage]", "c => c.chart.data.datasets[0].data.reduce((a, b) => a + b)"
+        )
+        == 6
+    )
     page.click("a.chip:has-text('research'), dd a:has-text('research')")
     operator.settle("24-team-detail")
     page.click("text=Edit")
     operator.settle("25-team-edit")
     operator.visit("/providers", "20-providers")
     page.click("text=fake-openai")
-    page.click("text=Edit")
+    provider_page = operator.settle("26a-provider-detail")
+    assert re.search(r'data-metric="requests">6<', provider_page)
+    usage = page.eval_on_selector(
+        "canvas[data-chart=usage]",
+        "c => c.chart.data.datasets.map(d => [d.type || 'bar', d.yAxisID || 'y',"
+        " d.data.reduce((a, b) => a + b, 0)])",
+    )
+    assert [u[:2] for u in usage] == [["bar", "y"], ["line", "y1"]]
+    assert usage[0][2] == 6 and usage[1][2] > 0
+    for name in ("usage", "by_model", "by_key"):
+        assert page.get_attribute(f"canvas[data-chart={name}]", "data-rendered") == "true"
+    page.click("a.btn:has-text('Edit')")
     edit = operator.settle("26-provider-edit")
     assert 'placeholder="stored: ****6789"' in edit
 

@@ -141,13 +141,13 @@ def test_provider_create_show_edit_keeps_the_secret_write_only(
 def test_invalid_provider_form_shows_the_service_message_and_drops_the_typed_key(
     client: Any, csrf: str, app: Flask, runner: Any
 ) -> None:
-    response = new_provider(client, csrf, name="bad name!", base_url="ftp://nowhere")
+    response = new_provider(client, csrf, name="bad\tname", base_url="ftp://nowhere")
     assert response.status_code == 400
     page = text(response)
-    cli = runner.invoke(args=["provider", "create", "--name", "bad name!", "--format", "openai"])
+    cli = runner.invoke(args=["provider", "create", "--name", "bad\tname", "--format", "openai"])
     assert cli.exit_code == 1
     assert field_error(page, "name") == cli.output.strip().removeprefix("Error: ")
-    assert field_value(page, "name") == "bad name!"
+    assert field_value(page, "name") == "bad\tname"
     assert field_value(page, "base_url") == "ftp://nowhere"
     assert field_value(page, "api_key") is None
     assert PROVIDER_KEY not in page
@@ -424,6 +424,36 @@ def test_new_key_secret_is_shown_once_after_a_redirect(client: Any, csrf: str, a
     (key,) = rows(app, ApiKey)
     assert key.key_hash == hash_secret(new_secret.group(1))
     assert key.previous_key_hash == hash_secret(secret.group(1))
+
+
+def test_names_with_spaces_unicode_and_markup_are_shown_escaped(
+    client: Any, csrf: str, app: Flask
+) -> None:
+    team_name, key_name, provider_name = "Data <Science> & Co", 'Frontend "App" 🚀', "Ünï <b>"
+    submit(client, "/dashboard/teams/new", csrf, name=f"  {team_name} ")
+    (team,) = rows(app, Team)
+    assert team.name == team_name
+    submit(client, "/dashboard/keys/new", csrf, name=key_name, team=team.id)
+    (key,) = rows(app, ApiKey)
+    assert key.name == key_name
+    new_provider(client, csrf, name=provider_name)
+    (provider,) = rows(app, Provider)
+    assert provider.name == provider_name
+    pages = {
+        "/dashboard/teams": team_name,
+        f"/dashboard/teams/{team.id}": key_name,
+        "/dashboard/keys": key_name,
+        f"/dashboard/keys/{key.id}": team_name,
+        "/dashboard/providers": provider_name,
+        f"/dashboard/providers/{provider.id}": provider_name,
+    }
+    for path, shown in pages.items():
+        page = text(client.get(path))
+        escaped = shown.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        assert escaped.replace('"', "&#34;") in page or escaped in page, path
+        assert "<Science>" not in page and "Ünï <b>" not in page, path
+    edit = text(client.get(f"/dashboard/teams/{team.id}/edit"))
+    assert field_value(edit, "name") == team_name
 
 
 def test_key_secret_page_belongs_to_its_session(client: Any, csrf: str, app: Flask) -> None:

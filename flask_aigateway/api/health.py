@@ -1,11 +1,43 @@
-"""Readiness checks behind ``GET /v1/health/ready``: database (schema present), Redis."""
+"""What ``GET /v1/health`` counts and what ``GET /v1/health/ready`` checks (database with its
+schema, Redis)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import logging
+from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..catalog import catalog_counts
 from ..models import ModelAlias
+from ..schema import UPGRADE_HINT, missing_schema
 from ..state import GatewayState
+
+log = logging.getLogger(__name__)
+
+
+def liveness_counts(state: GatewayState) -> dict[str, Any]:
+    """``providers_configured`` and ``models_available`` for ``/v1/health`` (counts only).
+
+    ``/v1/health`` is the liveness probe, so it stays 200 while the process serves: when the
+    database cannot answer the counts are ``None`` (restarting the process would not help;
+    ``/v1/health/ready`` is the probe that fails), and a missing schema adds ``problem``
+    with the command that fixes it.
+    """
+    try:
+        counts = catalog_counts(state)
+    except SQLAlchemyError as exc:
+        result: dict[str, Any] = {"providers_configured": None, "models_available": None}
+        if missing_schema(exc) is not None:
+            result["problem"] = f"the database schema is missing; {UPGRADE_HINT}"
+        else:
+            log.warning("health: the database could not count the catalogue (%r)", exc)
+        return result
+    return {
+        "providers_configured": counts.providers_configured,
+        "models_available": counts.models_available,
+    }
 
 
 def readiness(state: GatewayState) -> tuple[list[str], dict[str, str]]:
@@ -17,11 +49,14 @@ def readiness(state: GatewayState) -> tuple[list[str], dict[str, str]]:
             connection.execute(select(ModelAlias.id).limit(1))
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001  (any failure means "not ready", reported)
-        checks["database"] = "down"
-        problems.append(
-            f"database unreachable or schema missing ({exc.__class__.__name__}); run "
-            "'flask aigateway db upgrade'"
-        )
+        if missing_schema(exc) is not None:
+            checks["database"] = "schema missing"
+            problems.append(f"the database schema is missing; {UPGRADE_HINT}")
+        else:
+            checks["database"] = "down"
+            problems.append(
+                f"database unreachable or schema missing ({exc.__class__.__name__}); {UPGRADE_HINT}"
+            )
     redis_url = state.settings["AIGATEWAY_REDIS_URL"]
     if redis_url:
         try:

@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
@@ -28,12 +29,13 @@ from ..errors import (
 from ..governance.auth import authenticate, bearer_token
 from ..governance.throttles import API_AUTH, get_throttles
 from ..pipeline import ChatStream, get_pipeline, new_request_id
+from ..schema import missing_schema
 from ..schemas import ChatRequest, ChatResponse
 from ..state import get_state
 from . import embeddings as embeddings_views
 from . import metrics as metrics_views
 from . import stats as stats_views
-from .health import readiness
+from .health import liveness_counts, readiness
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,19 @@ def _read_json_body(limit: int) -> Any:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
 
 
+#: What stays literal in a header carrying a provider name: printable ASCII except ``%``.
+_HEADER_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) != "%")
+
+
+def header_text(value: str) -> str:
+    """A name as a header value: percent-encoded UTF-8 for anything beyond printable ASCII.
+
+    Provider names are labels (any printable Unicode) but HTTP header values are Latin-1 on
+    the wire; ``%`` itself is encoded so ``urllib.parse.unquote`` always gives the name back.
+    """
+    return quote(value, safe=_HEADER_SAFE)
+
+
 def _gateway_headers(rid: str, result: ChatResponse | ChatStream) -> list[tuple[str, str]]:
     """``x-request-id``, the rate-limit and budget headers, then the ``x-aigateway-*`` ones (a
     stream's cost is in its final chunk instead).
@@ -100,12 +115,12 @@ def _gateway_headers(rid: str, result: ChatResponse | ChatStream) -> list[tuple[
     headers = [("x-request-id", rid)]
     if isinstance(result, ChatStream):
         headers += result.admission.headers.items()
-        headers.append(("x-aigateway-provider", result.target.provider_name))
+        headers.append(("x-aigateway-provider", header_text(result.target.provider_name)))
         headers.append(("x-aigateway-deployment", result.target.deployment_id))
         attempts, path = result.record.attempts, result.record.fallback_path
     else:
         headers += result.headers.items()
-        headers.append(("x-aigateway-provider", result.provider or ""))
+        headers.append(("x-aigateway-provider", header_text(result.provider or "")))
         headers.append(("x-aigateway-deployment", result.deployment_id or ""))
         headers.append(("x-aigateway-cost-usd", str(result.cost)))
         attempts, path = result.attempts, list(result.fallback_path)
@@ -170,6 +185,10 @@ def create_blueprint() -> Blueprint:
 
     @bp.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
+        missing = missing_schema(error)
+        if missing is not None:
+            log.error("%s on %s: %s", missing.code, request.path, error.__class__.__name__)
+            return _error_response(missing)
         log.exception("unexpected error on %s", request.path)
         return _error_response(
             GatewayError(
@@ -231,7 +250,7 @@ def create_blueprint() -> Blueprint:
         state = get_state()
         if not state.settings["AIGATEWAY_HEALTH_PUBLIC"]:
             authenticate(state, bearer_token(request.headers.get("Authorization")))
-        return _json({"status": "ok"})
+        return _json({"status": "ok", **liveness_counts(state)})
 
     @bp.get("/health/ready")
     def health_ready() -> Response:

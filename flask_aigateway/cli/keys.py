@@ -8,13 +8,14 @@ from typing import Any
 import click
 
 from ..db import utcnow
+from ..enums import Scope
 from ..errors import ValidationError
 from ..governance.policy import RULE_FIELDS
 from ..services import keys as service
-from ..services import validation
+from ..services import live_usage, validation
 from .common import GatewayState, command, json_option, output, to_json
 from .rules import given_rules, rule_options
-from .teams import rules_table
+from .teams import rules_table, usage_text
 
 LIST_COLUMNS = (
     "id",
@@ -32,8 +33,9 @@ SECRET_WARNING = (
 
 expires_option = click.option(
     "--expires",
-    metavar="DATE",
-    help="Expiry as ISO date or datetime, UTC unless stated (2027-01-31 = 00:00 UTC that day).",
+    metavar="WHEN",
+    help="Expiry as ISO date or datetime, UTC unless stated (2027-01-31 = 00:00 UTC that day), "
+    "or Unix timestamp in seconds (1801440000).",
 )
 expires_in_days_option = click.option(
     "--expires-in-days", metavar="N", help="Expire N days from now."
@@ -132,8 +134,10 @@ def list_command(state: GatewayState, team: str | None, active: bool, as_json: b
 @json_option
 @command
 def info_command(state: GatewayState, key_id: str, as_json: bool) -> None:
-    """Show a key: status, team path, own overrides and effective rules."""
+    """Show a key: status, team path, own overrides and effective rules, and its use today
+    and this month against every budget and limit that binds it (with who sets each)."""
     info = service.key_info(state, key_id)
+    info["usage"] = live_usage.limits_report(state, Scope.KEY.value, info["key"]["id"])
     if as_json:
         output(info, True)
         return
@@ -142,6 +146,8 @@ def info_command(state: GatewayState, key_id: str, as_json: bool) -> None:
     output(record, False)
     click.echo("")
     click.echo(rules_table(info["rules"], info["effective"]))
+    click.echo("")
+    click.echo(usage_text(info["usage"]))
 
 
 @key_group.command("update")

@@ -46,8 +46,9 @@ def _display(row: dict[str, Any]) -> dict[str, Any]:
 @click.option(
     "--since",
     metavar="WHEN",
-    help="Start of the window: a duration back from now (30m, 24h, 7d, 2w) or an ISO date or "
-    "datetime (2026-11-01, UTC), rounded down to its UTC hour. Default: all time.",
+    help="Start of the window: a duration back from now (30m, 24h, 7d, 2w), an ISO date or "
+    "datetime (2026-11-01, UTC) or a Unix timestamp, rounded down to its UTC hour. "
+    "Default: all time.",
 )
 @click.option(
     "--by",

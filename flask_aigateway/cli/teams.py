@@ -6,8 +6,10 @@ from typing import Any
 
 import click
 
+from ..enums import Scope
 from ..errors import ValidationError
 from ..governance.policy import RULE_FIELDS
+from ..services import live_usage
 from ..services import teams as service
 from .common import GatewayState, command, json_option, output, render_table
 from .rules import given_rules, rule_options
@@ -54,8 +56,10 @@ def list_command(state: GatewayState, as_json: bool) -> None:
 @json_option
 @command
 def info_command(state: GatewayState, ref: str, as_json: bool) -> None:
-    """Show a team (id or name): its ancestry, own and effective rules, sub-teams, keys."""
+    """Show a team (id or name): ancestry, own and effective rules, sub-teams, keys, and its
+    pooled use today and this month against every budget and limit that binds it."""
     info = service.team_info(state, ref)
+    info["usage"] = live_usage.limits_report(state, Scope.TEAM.value, info["team"]["id"])
     if as_json:
         output(info, True)
         return
@@ -73,6 +77,65 @@ def info_command(state: GatewayState, ref: str, as_json: bool) -> None:
     )
     click.echo("")
     click.echo(rules_table(info["rules"], info["effective"]))
+    click.echo("")
+    click.echo(usage_text(info["usage"]))
+
+
+_LIMIT_LABELS = {
+    "day": "budget per day (USD)",
+    "month": "budget per month (USD)",
+    "rate_limit": "rate limit (requests/min)",
+    "tokens_per_minute": "tokens per minute",
+}
+
+
+def usage_text(report: dict[str, Any]) -> str:
+    """A :func:`~flask_aigateway.services.live_usage.limits_report` as two tables: own use
+    today and this month, then every budget and limit that binds, who sets it and what is
+    left (``*`` marks the one that refuses first)."""
+    day, month, minute = report["day"], report["month"], report["last_minute"]
+    own = render_table(
+        [
+            {"usage": "spent (USD)", "today": day["spent"], "this month": month["spent"]},
+            {"usage": "reserved (USD)", "today": day["reserved"], "this month": month["reserved"]},
+            {"usage": "requests", "today": day["requests"], "this month": month["requests"]},
+        ],
+        ("usage", "today", "this month"),
+    )
+    heading = (
+        f"Usage (UTC day {day['period_start']}, month from {month['period_start']}; last "
+        f"minute: {minute['requests']} requests, {minute['tokens']} tokens)"
+    )
+    rows = [
+        {
+            "limit": _LIMIT_LABELS[row["period"]],
+            "set by": row["owner"],
+            "value": row["limit"],
+            "used": row["spent"],
+            "reserved": row["reserved"],
+            "remaining": row["remaining"],
+            "binding": "*" if row["binding"] else "",
+        }
+        for row in report["budgets"]
+    ]
+    rows += [
+        {
+            "limit": _LIMIT_LABELS[row["limit_name"]],
+            "set by": row["owner"],
+            "value": row["limit"],
+            "used": row["used"],
+            "reserved": None,
+            "remaining": row["remaining"],
+            "binding": "*" if row["binding"] else "",
+        }
+        for row in report["rate_limits"]
+    ]
+    limits = (
+        render_table(rows, ("limit", "set by", "value", "used", "reserved", "remaining", "binding"))
+        if rows
+        else "No budget or rate limit applies."
+    )
+    return f"{heading}\n{own}\n\n{limits}"
 
 
 def rules_table(own: dict[str, Any], effective: dict[str, Any]) -> str:

@@ -79,6 +79,72 @@ def cost_per_day(series: Sequence[Mapping[str, Any]], days: int) -> dict[str, An
     }
 
 
+def usage_per_day(series: Sequence[Mapping[str, Any]], days: int) -> dict[str, Any]:
+    """Requests per UTC day as bars (left axis) with the day's cost as a line on a right
+    axis in USD: two units, one chart."""
+    labels = day_labels(days)
+    rows = _by_day(series)
+    return {
+        "kind": "bar",
+        "labels": labels,
+        "right": {"money": True, "title": "USD"},
+        "datasets": [
+            {
+                "label": "Requests",
+                "data": [int(rows[d]["requests"]) if d in rows else 0 for d in labels],
+                "color": 0,
+            },
+            {
+                "label": "Cost (USD)",
+                "data": [_num(rows[d]["cost"]) if d in rows else 0.0 for d in labels],
+                "color": 1,
+                "type": "line",
+                "axis": "right",
+            },
+        ],
+        "axes": {"x": "Day (UTC)", "y": "Requests"},
+    }
+
+
+def requests_by_model_per_day(rows: Sequence[Mapping[str, Any]], days: int) -> dict[str, Any]:
+    """Requests per UTC day stacked by model alias (``rows``: date, model, requests), the
+    five busiest aliases each in its colour and the rest as "other"."""
+    labels = day_labels(days)
+    totals: dict[str, int] = {}
+    for row in rows:
+        name = row["model"] or "(none)"
+        totals[name] = totals.get(name, 0) + int(row["requests"])
+    top = sorted(totals, key=lambda name: (-totals[name], name))[:5]
+    data: dict[str, dict[str, int]] = {}
+    for row in rows:
+        name = row["model"] or "(none)"
+        series = data.setdefault(name if name in top else "other", {})
+        day = str(row["date"])[:10]
+        series[day] = series.get(day, 0) + int(row["requests"])
+    names = top + (["other"] if "other" in data else [])
+    return {
+        "kind": "bar",
+        "labels": labels,
+        "stacked": True,
+        "datasets": [
+            {"label": name, "data": [data[name].get(d, 0) for d in labels], "color": i}
+            for i, name in enumerate(names)
+        ],
+        "axes": {"x": "Day (UTC)", "y": "Requests"},
+    }
+
+
+def detail_charts(detail: Any) -> dict[str, Any]:
+    """The charts of a detail page's analytics (a ``services.detail_stats.DetailStats``):
+    ``usage`` per day, and ``by_<group>`` (cost per row) for each breakdown."""
+    specs: dict[str, Any] = {"usage": usage_per_day(detail.series, detail.days)}
+    for group, rows in detail.breakdowns.items():
+        specs[f"by_{group}"] = ranking(
+            rows, label="label", value="cost", title="Cost (USD)", axis="USD", money=True
+        )
+    return specs
+
+
 def ranking(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -123,7 +189,10 @@ __all__ = [
     "OUTCOME_COLORS",
     "cost_per_day",
     "day_labels",
+    "detail_charts",
     "ranking",
+    "requests_by_model_per_day",
     "requests_per_day",
     "share",
+    "usage_per_day",
 ]

@@ -17,8 +17,10 @@ from ..enums import Scope
 from ..errors import GatewayError
 from ..governance.policy import RULE_FIELDS, describe
 from ..services import keys as service
-from ..services import live_usage, stats
+from ..services import live_usage
 from ..services import teams as team_service
+from ..services.detail_stats import Scope as DetailScope
+from ..services.detail_stats import cost_share, daily_by_model, detail_stats
 from ..state import get_state
 from . import charts
 from . import session as dashboard_session
@@ -69,18 +71,22 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
     info = service.key_info(state, ref)
     key = info["key"]
     owner_name = describe(service.get_key(state, key["id"]))
-    series = stats.daily_series(state, days=DAYS, key_id=key["id"])
-    specs = {
-        "requests": charts.requests_per_day(series, DAYS),
-        "cost": charts.cost_per_day(series, DAYS),
-    }
+    detail = detail_stats(state, DetailScope(key_id=key["id"]), days=DAYS, by=("model",))
+    share = cost_share(state, detail.summary["cost"], key["team_id"], days=DAYS)
+    per_model = daily_by_model(state, DetailScope(key_id=key["id"]), days=DAYS)
+    specs = charts.detail_charts(detail)
+    specs["by_model_per_day"] = charts.requests_by_model_per_day(per_model, DAYS)
     return render_template(
         "aigateway/keys/detail.html",
         info=info,
         key=key,
         usage=live_usage.usage_of(state, Scope.KEY.value, key["id"]),
+        limits=live_usage.limits_report(state, Scope.KEY.value, key["id"]),
+        detail=detail,
+        team_share=share,
         owner_name=owner_name,
         rule_fields=RULE_FIELDS,
+        per_model=per_model,
         charts=specs,
         days=DAYS,
         error=error,

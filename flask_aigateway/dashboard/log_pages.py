@@ -3,6 +3,7 @@ use of every budget and rate limit."""
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 from flask import Blueprint, render_template, request
@@ -19,6 +20,9 @@ from . import charts
 from .forms import Form
 
 FILTER_FIELDS = ("key", "team", "provider", "model", "status", "error", "since", "until")
+#: The nine breakdowns: each measure (chart title, palette colour) by each dimension.
+DIMENSIONS = ("model", "key", "team")
+MEASURES = (("tokens", "Tokens", 4), ("cost", "Cost (USD)", 1), ("requests", "Requests", 0))
 
 
 def register(bp: Blueprint) -> None:
@@ -57,7 +61,6 @@ def log_page() -> Any:
         form.fail(exc)
     specs: dict[str, Any] = {}
     if breakdown is not None:
-        models = [{**row, "label": row["model"] or "(none)"} for row in breakdown.by_model]
         providers = [{**row, "label": row["provider"] or "(none)"} for row in breakdown.by_provider]
         specs = {
             "by_outcome": charts.share(
@@ -66,14 +69,6 @@ def log_page() -> Any:
                 value="requests",
                 title="Requests",
                 colors=[charts.OUTCOME_COLORS[row["outcome"]] for row in breakdown.by_outcome],
-            ),
-            "by_model": charts.ranking(
-                models[:10],
-                label="label",
-                value="requests",
-                title="Requests",
-                axis="Requests",
-                color=0,
             ),
             "by_provider": charts.ranking(
                 providers[:10],
@@ -85,6 +80,19 @@ def log_page() -> Any:
                 color=1,
             ),
         }
+        for dimension in DIMENSIONS:
+            rows = getattr(breakdown, f"by_{dimension}")
+            for measure, title, color in MEASURES:
+                ranked = sorted(rows, key=itemgetter(measure), reverse=True)[:10]
+                specs[f"{measure}_by_{dimension}"] = charts.ranking(
+                    ranked,
+                    label="label",
+                    value=measure,
+                    title=title,
+                    axis=title,
+                    money=measure == "cost",
+                    color=color,
+                )
     return render_template(
         "aigateway/requests/log.html",
         form=form,
@@ -92,6 +100,8 @@ def log_page() -> Any:
         page=page,
         breakdown=breakdown,
         charts=specs,
+        dimensions=DIMENSIONS,
+        measures=MEASURES,
         **_choices(),
     ), form.status
 

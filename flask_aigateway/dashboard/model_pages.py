@@ -10,7 +10,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from ..errors import GatewayError, NotFoundError
 from ..services import models as service
 from ..services import providers as provider_service
-from ..services import stats
+from ..services.detail_stats import Scope, detail_stats
 from ..services.model_fields import DEPLOYMENT_FIELDS
 from ..state import get_state
 from . import charts
@@ -27,7 +27,7 @@ ALIAS_FIELDS = (
     "cache_ttl",
     "enabled",
 )
-DAYS = 30
+DAYS = 60
 #: Every deployment field but the checkbox: what the services take as keyword arguments.
 _DEPLOYMENT_INPUTS = DEPLOYMENT_FIELDS[:-1]
 
@@ -78,13 +78,16 @@ def list_page() -> str:
 def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any:
     state = get_state()
     model = service.model_to_dict(service.get_model(state, ref))
-    series = stats.daily_series(state, days=DAYS, alias=model["alias"])
-    specs = {
-        "requests": charts.requests_per_day(series, DAYS),
-        "cost": charts.cost_per_day(series, DAYS),
-    }
+    detail = detail_stats(
+        state, Scope(alias=model["alias"]), days=DAYS, by=("provider", "key", "team")
+    )
     return render_template(
-        "aigateway/models/detail.html", model=model, charts=specs, days=DAYS, error=error
+        "aigateway/models/detail.html",
+        model=model,
+        detail=detail,
+        charts=charts.detail_charts(detail),
+        days=DAYS,
+        error=error,
     ), status
 
 

@@ -15,8 +15,10 @@ from ..errors import GatewayError
 from ..services import models as model_service
 from ..services import providers as service
 from ..services import validation
+from ..services.detail_stats import Scope, detail_stats
 from ..services.validation import UNSET
 from ..state import get_state
+from . import charts
 from .forms import Form
 from .notices import notify
 
@@ -33,6 +35,8 @@ FIELDS = (
     "clear_api_key",
 )
 CHECKBOXES = ("enabled", "clear_api_key")
+#: The window of a provider page's analytics, in UTC days.
+DAYS = 60
 
 
 def register(bp: Blueprint) -> None:
@@ -65,11 +69,15 @@ def list_page() -> str:
 
 
 def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any:
-    provider = service.get_provider(get_state(), ref)
+    state = get_state()
+    provider = service.get_provider(state, ref)
+    detail = detail_stats(state, Scope(provider=provider.name), days=DAYS, by=("model", "key"))
     return render_template(
         "aigateway/providers/detail.html",
         provider=service.provider_to_dict(provider),
         deployments=_usage().get(provider.id, []),
+        detail=detail,
+        charts=charts.detail_charts(detail),
         error=error,
     ), status
 

@@ -11,8 +11,10 @@ from ..enums import Scope
 from ..errors import GatewayError
 from ..governance.policy import RULE_FIELDS, describe
 from ..services import keys as key_service
-from ..services import live_usage, stats
+from ..services import live_usage
 from ..services import teams as service
+from ..services.detail_stats import Scope as DetailScope
+from ..services.detail_stats import detail_stats
 from ..state import get_state
 from . import charts
 from .forms import Form, display_list, display_value
@@ -66,11 +68,11 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
     info = service.team_info(state, ref)
     team = info["team"]
     keys = [key_service.key_to_dict(k) for k in key_service.list_keys(state, team=team["id"])]
-    series = stats.daily_series(state, days=DAYS, team_id=team["id"])
-    specs = {
-        "requests": charts.requests_per_day(series, DAYS),
-        "cost": charts.cost_per_day(series, DAYS),
-    }
+    detail = detail_stats(
+        state, DetailScope(team_id=team["id"]), days=DAYS, by=("model", "provider", "key")
+    )
+    spend = {row["key"]: row for row in detail.breakdowns["key"] if row["key"]}
+    keys = [k | {"spend": spend.get(k["id"])} for k in keys]
     return render_template(
         "aigateway/teams/detail.html",
         info=info,
@@ -79,7 +81,8 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
         usage=live_usage.usage_of(state, Scope.TEAM.value, team["id"]),
         owner_name=describe(service.get_team(state, team["id"])),
         rule_fields=RULE_FIELDS,
-        charts=specs,
+        detail=detail,
+        charts=charts.detail_charts(detail),
         days=DAYS,
         error=error,
     ), status

@@ -48,8 +48,8 @@ def _expiry(value: Any, now: dt.datetime) -> dt.datetime | None:
         moment = validation.optional_datetime(value, "expires_at")
     except ValidationError:
         raise ValidationError(
-            f"The expiry {value!r} is not an ISO date or datetime, e.g. 2027-01-31 (00:00 UTC "
-            "that day) or 2027-01-31T12:00:00Z.",
+            f"The expiry {value!r} is not an ISO date or datetime or a Unix timestamp in "
+            "seconds, e.g. 2027-01-31 (00:00 UTC that day), 2027-01-31T12:00:00Z or 1801440000.",
             param="expires_at",
         ) from None
     if moment is not None and moment <= now:

@@ -16,9 +16,10 @@ from sqlalchemy import func, select
 
 from ..db import utcnow
 from ..enums import Period, Scope
+from ..governance.policy import describe
 from ..models import ApiKey, RequestLog, Team, UsageCounter
 from ..state import GatewayState
-from .teams import load_teams, subtree
+from .teams import chain, load_teams, subtree
 
 #: The window a per-minute limit counts over.
 RATE_WINDOW = dt.timedelta(minutes=1)
@@ -204,4 +205,161 @@ def usage_of(
     }
 
 
-__all__ = ["RATE_WINDOW", "budget_usage", "period_starts", "rate_usage", "usage_of"]
+#: A budget column per period, and what each per-minute limit counts in the last minute.
+_BUDGETS = ((Period.DAY.value, "budget_per_day"), (Period.MONTH.value, "budget_per_month"))
+_RATES = (("rate_limit", "requests"), ("tokens_per_minute", "tokens"))
+
+
+def limits_report(
+    state: GatewayState, scope: str, owner_id: str, *, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Use of one key or team (``scope`` = key | team) against every limit that binds it.
+
+    A key is bound by its own budgets and limits and by those of its team and every ancestor
+    (team budgets and limits are pooled: a team's counter holds its sub-teams' spend too);
+    a team by its own and its ancestors'. Returns:
+
+    * ``day`` / ``month``: the owner's own ``period_start``, ``spent``, ``reserved`` (USD
+      held by requests in flight) and ``requests`` in the current UTC day and month;
+    * ``last_minute``: its ``requests`` and ``tokens`` logged in the last minute (a team's
+      pooled over its sub-teams), which the per-minute limits count;
+    * ``budgets``: one row per budget set along the chain, nearest first: ``period``,
+      ``scope``, ``id``, ``owner`` ("team 'eng'"), ``limit``, that scope's ``spent`` and
+      ``reserved``, ``remaining`` (never below 0) and ``binding`` (the row that leaves the
+      least, per period — what stops the next request first);
+    * ``rate_limits``: the same per ``rate_limit`` / ``tokens_per_minute``, ``used`` being
+      the last minute's requests or tokens of that scope.
+
+    :raises KeyError: when no such key or team exists (callers resolve refs first).
+    """
+    now = now or utcnow()
+    starts = period_starts(now)
+    since = now - RATE_WINDOW
+    tokens = func.sum(RequestLog.prompt_tokens + RequestLog.completion_tokens)
+    with state.session() as session:
+        teams = load_teams(session)
+        if scope == Scope.KEY.value:
+            key = session.get(ApiKey, owner_id)
+            if key is None:
+                raise KeyError(owner_id)
+            levels: list[tuple[str, Any]] = [(Scope.KEY.value, key)]
+            team_id = key.team_id
+        else:
+            if owner_id not in teams:
+                raise KeyError(owner_id)
+            levels = []
+            team_id = owner_id
+        levels += [(Scope.TEAM.value, team) for team in chain(teams, team_id)]
+        counters = _counters(session, [(s, o.id) for s, o in levels], starts)
+        by_key = _last_minute(session, RequestLog.key_id, since, tokens)
+        by_team = _last_minute(session, RequestLog.team_id, since, tokens)
+
+    def minute(level_scope: str, owner: Any) -> dict[str, int]:
+        if level_scope == Scope.KEY.value:
+            count, total = by_key.get(owner.id, (0, 0))
+        else:
+            members = [owner.id, *(t.id for t in subtree(teams, owner.id))]
+            used = [by_team.get(m, (0, 0)) for m in members]
+            count, total = sum(u[0] for u in used), sum(u[1] for u in used)
+        return {"requests": count, "tokens": total}
+
+    budgets: list[dict[str, Any]] = []
+    for period, column in _BUDGETS:
+        rows = []
+        for level_scope, owner in levels:
+            limit = getattr(owner, column)
+            if limit is None:
+                continue
+            spent, reserved, _ = counters.get((level_scope, owner.id, period), _ZERO)
+            rows.append(
+                {
+                    "period": period,
+                    **_owner(level_scope, owner),
+                    "limit": limit,
+                    "spent": spent,
+                    "reserved": reserved,
+                    "remaining": max(limit - spent - reserved, Decimal(0)),
+                }
+            )
+        budgets += _mark_binding(rows)
+    rate_limits: list[dict[str, Any]] = []
+    for column, measure in _RATES:
+        rows = []
+        for level_scope, owner in levels:
+            limit = getattr(owner, column)
+            if limit is None:
+                continue
+            used = minute(level_scope, owner)[measure]
+            rows.append(
+                {
+                    "limit_name": column,
+                    **_owner(level_scope, owner),
+                    "limit": limit,
+                    "used": used,
+                    "remaining": max(limit - used, 0),
+                }
+            )
+        rate_limits += _mark_binding(rows)
+    own_scope, own = levels[0]
+    periods = {}
+    for period, _column in _BUDGETS:
+        spent, reserved, requests = counters.get((own_scope, own.id, period), _ZERO)
+        periods[period] = {
+            "period_start": starts[period],
+            "spent": spent,
+            "reserved": reserved,
+            "requests": requests,
+        }
+    return {
+        **periods,
+        "last_minute": minute(own_scope, own),
+        "budgets": budgets,
+        "rate_limits": rate_limits,
+    }
+
+
+_ZERO: tuple[Decimal, Decimal, int] = (Decimal(0), Decimal(0), 0)
+
+
+def _counters(
+    session: Any, owners: list[tuple[str, str]], starts: dict[str, dt.date]
+) -> dict[tuple[str, str, str], tuple[Decimal, Decimal, int]]:
+    """Spent, reserved and requests of each (scope, id) in the current day and month."""
+    ids = sorted({owner_id for _scope, owner_id in owners})
+    found: dict[tuple[str, str, str], tuple[Decimal, Decimal, int]] = {}
+    for counter in session.scalars(
+        select(UsageCounter).where(
+            UsageCounter.scope_id.in_(ids),
+            UsageCounter.period_start.in_(sorted(set(starts.values()))),
+        )
+    ):
+        if counter.period_start == starts.get(counter.period):
+            found[(counter.scope, counter.scope_id, counter.period)] = (
+                counter.spent,
+                counter.reserved,
+                counter.requests,
+            )
+    return found
+
+
+def _owner(scope: str, owner: Team | ApiKey) -> dict[str, Any]:
+    return {"scope": scope, "id": owner.id, "name": owner.name, "owner": describe(owner)}
+
+
+def _mark_binding(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flag the row leaving the least (the nearest on a tie): the one that refuses first."""
+    if rows:
+        tightest = min(rows, key=lambda row: row["remaining"])
+        for row in rows:
+            row["binding"] = row is tightest
+    return rows
+
+
+__all__ = [
+    "RATE_WINDOW",
+    "budget_usage",
+    "limits_report",
+    "period_starts",
+    "rate_usage",
+    "usage_of",
+]

@@ -1,4 +1,5 @@
-"""Breakdowns of the request log by model, provider and outcome, for the dashboard's charts.
+"""Breakdowns of the request log by model, provider, key, team and outcome (requests, errors,
+tokens, cost), and the summary of every match, for the request log page.
 
 They cover one time window (the filters', else the last 24 hours) and read the hourly rollups
 unless the filters name a status or an error type, which only the raw log records; then an
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 from ..accounting.record import BUDGET_EXCEEDED, RATE_LIMITED
 from ..accounting.rollups import hour_of
 from ..db import to_money, utcnow
-from ..models import RequestLog, UsageRollup
+from ..models import ApiKey, RequestLog, Team, UsageRollup
 from ..state import GatewayState
 from .requests_log import LogFilters, apply_filters
 
@@ -44,6 +45,10 @@ class Breakdown:
     by_model: list[dict[str, Any]] = field(default_factory=list)
     by_provider: list[dict[str, Any]] = field(default_factory=list)
     by_outcome: list[dict[str, Any]] = field(default_factory=list)
+    by_key: list[dict[str, Any]] = field(default_factory=list)
+    by_team: list[dict[str, Any]] = field(default_factory=list)
+    #: ``requests``, ``errors``, ``error_rate``, ``tokens`` and ``cost`` of every match.
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def outcome_of(status: int, error_type: str | None) -> str:
@@ -57,33 +62,68 @@ def outcome_of(status: int, error_type: str | None) -> str:
     return "error"
 
 
+@dataclass(frozen=True, slots=True)
+class _Cell:
+    """One grouped row of the rollups or the log: its dimensions and its sums."""
+
+    alias: str | None
+    provider: str | None
+    key: str | None
+    team: str | None
+    requests: int
+    errors: int
+    tokens: int
+    cost: Decimal
+
+
 class _Groups:
-    """Accumulates requests, errors and cost per model, per provider and per outcome."""
+    """Accumulates requests, errors, tokens and cost per model, provider, key and team, and
+    requests per outcome."""
 
     def __init__(self) -> None:
         self.total = 0
-        self.models: dict[str | None, dict[str, Any]] = {}
-        self.providers: dict[str | None, dict[str, Any]] = {}
+        self.errors = 0
+        self.tokens = 0
+        self.cost = Decimal(0)
+        self.dimensions: dict[str, dict[str | None, dict[str, Any]]] = {
+            name: {} for name in ("model", "provider", "key", "team")
+        }
         self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
 
-    def add(
-        self, alias: str | None, provider: str | None, requests: int, errors: int, cost: Decimal
-    ) -> None:
-        self.total += requests
-        for groups, name, value in (
-            (self.models, "model", alias),
-            (self.providers, "provider", provider),
+    def add(self, cell: _Cell) -> None:
+        self.total += cell.requests
+        self.errors += cell.errors
+        self.tokens += cell.tokens
+        self.cost += cell.cost
+        for name, value in (
+            ("model", cell.alias),
+            ("provider", cell.provider),
+            ("key", cell.key),
+            ("team", cell.team),
         ):
-            slot = groups.setdefault(
-                value, {name: value, "requests": 0, "errors": 0, "cost": Decimal(0)}
+            slot = self.dimensions[name].setdefault(
+                value,
+                {name: value, "requests": 0, "errors": 0, "tokens": 0, "cost": Decimal(0)},
             )
-            slot["requests"] += requests
-            slot["errors"] += errors
-            slot["cost"] += cost
+            slot["requests"] += cell.requests
+            slot["errors"] += cell.errors
+            slot["tokens"] += cell.tokens
+            slot["cost"] += cell.cost
 
-    def result(self, since: dt.datetime, until: dt.datetime | None, source: str) -> Breakdown:
-        def ordered(groups: dict[str | None, dict[str, Any]], name: str) -> list[dict[str, Any]]:
-            rows = [g | {"cost": to_money(g["cost"])} for g in groups.values()]
+    def result(
+        self,
+        since: dt.datetime,
+        until: dt.datetime | None,
+        source: str,
+        names: dict[str, str] | None = None,
+    ) -> Breakdown:
+        names = names or {}
+
+        def ordered(name: str) -> list[dict[str, Any]]:
+            rows = [
+                g | {"cost": to_money(g["cost"]), "label": _label(name, g[name], names)}
+                for g in self.dimensions[name].values()
+            ]
             return sorted(rows, key=lambda g: (-g["requests"], g[name] is None, str(g[name])))
 
         return Breakdown(
@@ -91,8 +131,17 @@ class _Groups:
             until=until,
             total=self.total,
             source=source,
-            by_model=ordered(self.models, "model"),
-            by_provider=ordered(self.providers, "provider"),
+            summary={
+                "requests": self.total,
+                "errors": self.errors,
+                "error_rate": self.errors / self.total if self.total else None,
+                "tokens": self.tokens,
+                "cost": to_money(self.cost),
+            },
+            by_model=ordered("model"),
+            by_provider=ordered("provider"),
+            by_key=ordered("key"),
+            by_team=ordered("team"),
             by_outcome=[
                 {"outcome": name, "label": OUTCOMES[name], "requests": count}
                 for name, count in self.outcomes.items()
@@ -128,10 +177,13 @@ def _from_rollups(state: GatewayState, filters: LogFilters, since: dt.datetime) 
     stmt = select(
         table.alias,
         table.provider,
+        table.key_id,
+        table.team_id,
         func.sum(table.requests),
         func.sum(table.errors),
         func.sum(table.rate_limited),
         func.sum(table.budget_exceeded),
+        func.sum(table.prompt_tokens + table.completion_tokens),
         func.sum(table.cost),
     ).where(table.hour >= start)
     if end is not None:
@@ -147,17 +199,31 @@ def _from_rollups(state: GatewayState, filters: LogFilters, since: dt.datetime) 
             stmt = stmt.where(column == value)
     groups = _Groups()
     with state.session() as session:
-        rows = session.execute(stmt.group_by(table.alias, table.provider)).all()
-    for alias, provider, requests, errors, limited, refused, cost in rows:
+        rows = session.execute(
+            stmt.group_by(table.alias, table.provider, table.key_id, table.team_id)
+        ).all()
+        names = _names(session, rows)
+    for alias, provider, key, team, requests, errors, limited, refused, tokens, cost in rows:
         requests, errors, limited, refused = (
             int(v or 0) for v in (requests, errors, limited, refused)
         )
-        groups.add(alias or None, provider or None, requests, errors, _money(cost))
+        groups.add(
+            _Cell(
+                alias or None,
+                provider or None,
+                key or None,
+                team or None,
+                requests,
+                errors,
+                int(tokens or 0),
+                _money(cost),
+            )
+        )
         groups.outcomes["ok"] += requests - errors
         groups.outcomes["rate_limited"] += limited
         groups.outcomes["budget_exceeded"] += refused
         groups.outcomes["error"] += errors - limited - refused
-    return groups.result(start, end, "rollups")
+    return groups.result(start, end, "rollups", names)
 
 
 def _from_log(state: GatewayState, filters: LogFilters, since: dt.datetime) -> Breakdown:
@@ -166,32 +232,63 @@ def _from_log(state: GatewayState, filters: LogFilters, since: dt.datetime) -> B
     # of walking a whole (alias, created_at) index just to avoid a sort.
     alias = func.coalesce(RequestLog.alias, "")
     provider = func.coalesce(RequestLog.provider, "")
+    key = func.coalesce(RequestLog.key_id, "")
+    team = func.coalesce(RequestLog.team_id, "")
     error_type = func.coalesce(RequestLog.error_type, "")
     stmt = apply_filters(
         select(
             alias,
             provider,
+            key,
+            team,
             RequestLog.status_code,
             error_type,
             func.count(),
+            func.sum(RequestLog.prompt_tokens + RequestLog.completion_tokens),
             func.sum(RequestLog.cost),
         ),
         window,
-    ).group_by(alias, provider, RequestLog.status_code, error_type)
+    ).group_by(alias, provider, key, team, RequestLog.status_code, error_type)
     groups = _Groups()
     with state.session() as session:
         rows = session.execute(stmt).all()
-    for alias_value, provider_value, status, error, requests, cost in rows:
+        names = _names(session, [(r[0], r[1], r[2], r[3]) for r in rows])
+    for alias_value, provider_value, key_id, team_id, status, error, requests, tokens, cost in rows:
         outcome = outcome_of(status, error or None)
         groups.add(
-            alias_value or None,
-            provider_value or None,
-            requests,
-            requests if outcome != "ok" else 0,
-            _money(cost),
+            _Cell(
+                alias_value or None,
+                provider_value or None,
+                key_id or None,
+                team_id or None,
+                requests,
+                requests if outcome != "ok" else 0,
+                int(tokens or 0),
+                _money(cost),
+            )
         )
         groups.outcomes[outcome] += requests
-    return groups.result(since, filters.until, "log")
+    return groups.result(since, filters.until, "log", names)
+
+
+def _names(session: Any, rows: Any) -> dict[str, str]:
+    """Names of the keys and teams in grouped ``rows`` (alias, provider, key, team, …)."""
+    key_ids = {row[2] for row in rows if row[2]}
+    team_ids = {row[3] for row in rows if row[3]}
+    names: dict[str, str] = {}
+    if key_ids:
+        query = select(ApiKey.id, ApiKey.name).where(ApiKey.id.in_(key_ids))
+        names.update((str(i), str(n)) for i, n in session.execute(query))
+    if team_ids:
+        query = select(Team.id, Team.name).where(Team.id.in_(team_ids))
+        names.update((str(i), str(n)) for i, n in session.execute(query))
+    return names
+
+
+def _label(group: str, value: str | None, names: dict[str, str]) -> str:
+    if value is None:
+        return {"key": "(no key)", "team": "(no team)"}.get(group, "(none)")
+    return names.get(value, value) if group in ("key", "team") else value
 
 
 def _fields(filters: LogFilters) -> dict[str, Any]:

@@ -28,7 +28,7 @@ NONE_WORDS = ("", "none")
 
 def alias_name(value: Any, field: str = "alias") -> str:
     """A new alias; one shaped like a model id is refused so refs stay unambiguous."""
-    text = validation.name(value, field, max_length=200)
+    text = validation.handle(value, field, max_length=200)
     if _ID_RE.match(text):
         raise ValidationError(
             f"The alias {text!r} looks like a model id; choose an alias that does not start "
@@ -82,7 +82,7 @@ def alias_list(value: Any, field: str = "fallbacks") -> list[str]:
                 f"The {validation.label(field)} have an empty entry (check the commas).",
                 param=field,
             )
-        alias = validation.name(item, field, max_length=200)
+        alias = validation.handle(item, field, max_length=200)
         if alias in result:
             raise ValidationError(
                 f"The {validation.label(field)} name {alias!r} twice; list each alias once.",
@@ -96,7 +96,7 @@ def optional_alias(value: Any, field: str) -> str | None:
     """One alias (e.g. the context fallback), or None for "", "none" or None."""
     if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
         return None
-    return validation.name(value, field, max_length=200)
+    return validation.handle(value, field, max_length=200)
 
 
 def flag(value: Any, field: str = "enabled") -> bool:

@@ -128,7 +128,7 @@ def find_provider(session: Session, ref: Any, *, param: str = "provider") -> Pro
     """
     if not isinstance(ref, str) or not ref.strip():
         raise ValidationError(f"The {validation.label(param)} is required.", param=param)
-    text = ref.strip()
+    text = validation.normalize_label(ref)
     provider = session.get(Provider, text) or session.scalar(
         select(Provider).where(Provider.name == text)
     )

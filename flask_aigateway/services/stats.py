@@ -55,7 +55,8 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 def parse_since(value: Any, *, now: dt.datetime | None = None) -> dt.datetime | None:
     """The start of a stats window from ``7d`` / ``24h`` / ``30m`` / ``2w`` (before ``now``),
-    an ISO date or datetime (UTC unless it says otherwise), or None/"" for all time.
+    an ISO date or datetime (UTC unless it says otherwise), a Unix timestamp in seconds, or
+    None/"" for all time.
 
     :raises ValidationError: with ``param="since"``.
     """
@@ -78,7 +79,7 @@ def parse_since(value: Any, *, now: dt.datetime | None = None) -> dt.datetime | 
     except ValidationError:
         raise ValidationError(
             f"The since value {value!r} is not valid: use a duration such as 7d, 24h or 30m, "
-            "or a date such as 2026-11-01 (UTC).",
+            "a date such as 2026-11-01 (UTC) or a Unix timestamp such as 1793491200.",
             param="since",
         ) from None
 
@@ -126,11 +127,12 @@ def _sources(
     key_id: str | None = None,
     team_id: str | None = None,
     alias: str | None = None,
+    provider: str | None = None,
 ) -> list[tuple[Any, list[Any]]]:
     """The rollup tables, each with its conditions, whose rows together cover the window from
     ``since``'s hour on (None: all time) exactly once: hourly rows up to the window's first
     midnight, daily rows from there."""
-    dimensions = {"key_id": key_id, "team_id": team_id, "alias": alias}
+    dimensions = {"key_id": key_id, "team_id": team_id, "alias": alias, "provider": provider}
 
     def where(model: Any) -> list[Any]:
         return [getattr(model, n) == v for n, v in dimensions.items() if v is not None]
@@ -291,14 +293,17 @@ def daily_series(
     key_id: str | None = None,
     team_id: str | None = None,
     alias: str | None = None,
+    provider: str | None = None,
 ) -> list[dict[str, Any]]:
     """One entry per UTC day of the last ``days`` days, oldest first, days without traffic
     included: ``date``, ``requests``, ``errors``, ``prompt_tokens``, ``completion_tokens``,
-    ``cost`` (Decimal USD) and ``cache_hits``, optionally for one key, team or alias."""
+    ``cost`` (Decimal USD) and ``cache_hits``, optionally for one key, team, alias or
+    provider (by name, as logged)."""
     since = window_start(days)
     fields = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cache_hits")
+    sources = _sources(since, key_id, team_id, alias, provider)
     with state.transaction() as session:
-        rows = _aggregate(session, _sources(since, key_id, team_id, alias), fields, _TIME)
+        rows = _aggregate(session, sources, fields, _TIME)
     series: dict[dt.date, dict[str, Any]] = {}
     for offset in range(int(days)):
         day = (since + dt.timedelta(days=offset)).date()

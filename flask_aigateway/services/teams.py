@@ -89,7 +89,7 @@ def resolve(teams: Mapping[str, Team], ref: str | None, *, param: str = "team") 
     """The team ``ref`` names (a full id, else a name) among ``teams``."""
     if not isinstance(ref, str) or not ref.strip():
         raise ValidationError(f"The {validation.label(param)} is required.", param=param)
-    ref = ref.strip()
+    ref = validation.normalize_label(ref)
     if ref in teams:
         return teams[ref]
     for team in teams.values():

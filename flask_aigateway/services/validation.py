@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,8 +19,10 @@ from ..db import to_money
 from ..errors import ValidationError
 from ..providers.wire import FRAMING_HEADERS
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$")
+_HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
 _UNSET = ("", None)
+#: Joiners that are "format" characters yet belong inside emoji and some scripts' words.
+_JOINERS = frozenset("\u200c\u200d")
 
 
 def label(field: str) -> str:
@@ -27,12 +30,52 @@ def label(field: str) -> str:
     return field.replace("_", " ")
 
 
+def normalize_label(value: str) -> str:
+    """How a label is stored and compared: NFC, surrounding blanks removed.
+
+    References typed on a command line go through this too, so ``"Café"`` typed with a
+    combining accent still finds the team created with a precomposed one.
+    """
+    return unicodedata.normalize("NFC", value).strip()
+
+
 def name(value: Any, field: str = "name", *, max_length: int = 100) -> str:
-    """A handle such as a provider name or model alias: letters, digits and ``._:/@+-``."""
+    """A label people read (key, team or provider name): any printable Unicode, spaces too.
+
+    Trimmed and NFC-normalised; refused when empty, longer than ``max_length`` characters,
+    or holding a control, line-break, tab or other invisible formatting character (those
+    would break the CLI's tables and let two names look alike while differing).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"The {label(field)} is required.", param=field)
+    text = normalize_label(value)
+    if len(text) > max_length:
+        raise ValidationError(
+            f"The {label(field)} is too long: use at most {max_length} characters "
+            f"(got {len(text)}).",
+            param=field,
+        )
+    bad = next((ch for ch in text if not (ch.isprintable() or ch in _JOINERS)), None)
+    if bad is not None:
+        raise ValidationError(
+            f"The {label(field)} {text!r} is not valid: it contains the control or invisible "
+            f"character U+{ord(bad):04X}; use printable characters and plain spaces only.",
+            param=field,
+        )
+    return text
+
+
+def handle(value: Any, field: str = "alias", *, max_length: int = 200) -> str:
+    """A model alias: letters, digits and ``._:/@+-``, starting with a letter or digit.
+
+    Stricter than :func:`name` because an alias is what clients put in the JSON ``model``
+    field and in ``models`` whitelists (where ``,`` separates and a trailing ``*`` is a
+    wildcard): it must survive every SDK, shell and config file unquoted.
+    """
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"The {label(field)} is required.", param=field)
     text = value.strip()
-    if len(text) > max_length or not _NAME_RE.match(text):
+    if len(text) > max_length or not _HANDLE_RE.match(text):
         raise ValidationError(
             f"The {label(field)} {text!r} is not valid: use up to {max_length} letters, digits "
             "and . _ : / @ + - (starting with a letter or digit).",
@@ -142,7 +185,7 @@ def name_list(value: Any, field: str) -> list[str] | None:
             )
         base = item[:-1] if item.endswith("*") else item
         if base:
-            name(base, field, max_length=200)
+            handle(base, field, max_length=200)
         if item not in result:
             result.append(item)
     return result
@@ -157,24 +200,51 @@ def choice(value: Any, field: str, choices: list[str] | tuple[str, ...]) -> str:
     return value.strip().lower()
 
 
+#: Unix time as typed: 9 or more digits, optionally a fraction. Eight digits stay an ISO basic
+#: date (``20270131``), which is what someone typing them means; 9 digits reach back to 1973.
+_UNIX_TIME_RE = re.compile(r"^\d{9,}(\.\d+)?$")
+
+
 def optional_datetime(value: Any, field: str) -> dt.datetime | None:
-    """A UTC datetime from ISO 8601 (a date alone means its midnight UTC), or None."""
+    """A UTC datetime, or None when left empty.
+
+    Accepts an ISO 8601 date or datetime (a date alone means its midnight UTC; no offset
+    means UTC) or a Unix timestamp in seconds (``1767225600``, as a number or as 9+ digits,
+    optionally with a fraction).
+
+    :raises ValidationError: with ``param=field``; milliseconds are refused as out of range.
+    """
     if value in _UNSET:
         return None
     if isinstance(value, dt.datetime):
         moment = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        moment = _from_unix(value, value, field)
+    elif isinstance(value, str) and _UNIX_TIME_RE.match(value.strip()):
+        moment = _from_unix(float(value.strip()), value, field)
     else:
         try:
             moment = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError:
             raise ValidationError(
-                f"The {label(field)} {value!r} is not an ISO date or datetime, e.g. "
-                "2027-01-31 or 2027-01-31T12:00:00Z.",
+                f"The {label(field)} {value!r} is not an ISO date or datetime or a Unix "
+                "timestamp, e.g. 2027-01-31, 2027-01-31T12:00:00Z or 1801440000.",
                 param=field,
             ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(dt.UTC)
+
+
+def _from_unix(seconds: float, typed: Any, field: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValidationError(
+            f"The {label(field)} {typed!r} is out of range for a Unix timestamp: give seconds "
+            "since 1970-01-01 UTC (not milliseconds), e.g. 1801440000.",
+            param=field,
+        ) from None
 
 
 def headers(value: Any, field: str = "extra_headers") -> dict[str, str]:

@@ -62,17 +62,21 @@
           borderColor: "#151a24", borderWidth: 2
         };
       }
-      if (spec.kind === "line") {
-        return {
+      /* A dataset may draw as a line on a bar chart and use the right-hand axis ("y1"):
+         spec.right describes that axis (two measures, two units, one chart). */
+      var extra = set.axis === "right" ? { yAxisID: "y1", money: !!spec.right.money } : {};
+      if (set.type) extra.type = set.type;
+      if ((set.type || spec.kind) === "line") {
+        return Object.assign({
           label: set.label, data: set.data, borderColor: base, backgroundColor: alpha(base, 0.18),
-          fill: !!set.fill, tension: 0.3, borderWidth: 2,
+          fill: !!set.fill, tension: 0.3, borderWidth: 2, order: 0,
           pointRadius: set.data.length > 14 ? 0 : 2, pointHoverRadius: 4, pointHitRadius: 8
-        };
+        }, extra);
       }
-      return {
+      return Object.assign({
         label: set.label, data: set.data, backgroundColor: alpha(base, 0.85),
-        hoverBackgroundColor: base, borderRadius: 3, maxBarThickness: 26
-      };
+        hoverBackgroundColor: base, borderRadius: 3, maxBarThickness: 26, order: 1
+      }, extra);
     });
   }
 
@@ -106,7 +110,20 @@
       ticks: { color: TEXT, maxRotation: 0, callback: function (value) { return tickFormat(value); } },
       title: { display: !!axes[spec.horizontal ? "x" : "y"], text: axes[spec.horizontal ? "x" : "y"], color: TEXT }
     };
-    return spec.horizontal ? { x: linear, y: category } : { x: category, y: linear };
+    if (spec.horizontal) return { x: linear, y: category };
+    var result = { x: category, y: linear };
+    if (spec.right) {
+      var rightFormat = spec.right.money ? moneyTick : count;
+      result.y1 = {
+        position: "right",
+        beginAtZero: true,
+        grid: { drawOnChartArea: false },
+        border: { display: false },
+        ticks: { color: TEXT, maxRotation: 0, callback: function (value) { return rightFormat(value); } },
+        title: { display: !!spec.right.title, text: spec.right.title, color: TEXT }
+      };
+    }
+    return result;
   }
 
   function build(canvas, spec) {
@@ -127,7 +144,8 @@
             label: function (ctx) {
               var value = ctx.parsed && typeof ctx.parsed === "object"
                 ? (spec.horizontal ? ctx.parsed.x : ctx.parsed.y) : ctx.parsed;
-              return " " + (ctx.dataset.label || ctx.label) + ": " + valueFormat(value);
+              var format = ctx.dataset.yAxisID === "y1" ? (ctx.dataset.money ? money : count) : valueFormat;
+              return " " + (ctx.dataset.label || ctx.label) + ": " + format(value);
             }
           }
         }

@@ -1,0 +1,168 @@
+"""Analytics of one provider, model, key or team for its dashboard page, from the rollups.
+
+Cards, a daily series and breakdowns read the rollups (hourly rows for the window's first
+partial day, daily rows after it, as :mod:`.stats` does), so a page costs the same on a log
+of a million rows as on a thousand; only the most recent requests read the log itself, an
+indexed newest-first query with a small limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..db import to_money
+from ..state import GatewayState
+from . import requests_log
+from .stats import (
+    _SUMMED,
+    GROUPS,
+    _aggregate,
+    _column,
+    _metrics,
+    _names,
+    _sources,
+    daily_series,
+    window_start,
+)
+
+#: How many of the newest requests a detail page lists.
+RECENT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose analytics: exactly one of the fields is set. ``provider`` and ``alias`` are
+    names as logged (a renamed provider's older rows keep its old name)."""
+
+    provider: str | None = None
+    alias: str | None = None
+    key_id: str | None = None
+    team_id: str | None = None
+
+    def log_filters(self, since: dt.datetime) -> requests_log.LogFilters:
+        return requests_log.LogFilters(
+            provider=self.provider,
+            model=self.alias,
+            key=self.key_id,
+            team=self.team_id,
+            since=since,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DetailStats:
+    """What a detail page shows: ``summary`` (the numbers of :func:`.stats.usage_stats`),
+    ``series`` (one row per UTC day, oldest first), ``breakdowns`` (group -> rows, most
+    costly first, each with ``label``, ``tokens`` and the summary numbers) and ``recent``
+    (the newest log rows of the window, newest first)."""
+
+    days: int
+    since: dt.datetime
+    summary: dict[str, Any]
+    series: list[dict[str, Any]]
+    breakdowns: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    recent: list[dict[str, Any]] = field(default_factory=list)
+
+
+def detail_stats(
+    state: GatewayState,
+    scope: Scope,
+    *,
+    days: int = 60,
+    by: tuple[str, ...] = (),
+    recent: int = RECENT,
+) -> DetailStats:
+    """Analytics of ``scope`` over the last ``days`` UTC days (today included), broken down
+    by each of ``by`` (``model``, ``key``, ``team``, ``provider``).
+
+    :raises ValidationError: ``days`` below 1.
+    """
+    since = window_start(days)
+    sources = _sources(since, scope.key_id, scope.team_id, scope.alias, scope.provider)
+    breakdowns: dict[str, list[dict[str, Any]]] = {}
+    with state.transaction() as session:
+        summary = _metrics(_aggregate(session, sources, _SUMMED).get(None))
+        for group in by:
+            grouped = _aggregate(session, sources, _SUMMED, GROUPS[group])
+            names = _names(session, group, [value for value in grouped if value])
+            rows = []
+            for value, row in grouped.items():
+                numbers = _metrics(row)
+                rows.append(
+                    {
+                        group: value or None,
+                        "label": _label(group, value or None, names),
+                        "tokens": numbers["prompt_tokens"] + numbers["completion_tokens"],
+                        **numbers,
+                    }
+                )
+            rows.sort(key=lambda r: (-r["cost"], -r["requests"], r[group] is None, r["label"]))
+            breakdowns[group] = rows
+    series = daily_series(
+        state,
+        days=days,
+        key_id=scope.key_id,
+        team_id=scope.team_id,
+        alias=scope.alias,
+        provider=scope.provider,
+    )
+    rows = requests_log.search(state, scope.log_filters(since), limit=recent).rows if recent else []
+    return DetailStats(
+        days=int(days),
+        since=since,
+        summary=summary,
+        series=series,
+        breakdowns=breakdowns,
+        recent=rows,
+    )
+
+
+def daily_by_model(state: GatewayState, scope: Scope, *, days: int) -> list[dict[str, Any]]:
+    """Requests and cost per UTC day per model alias over the last ``days`` days, from the
+    rollups: one row per (``date``, ``model``) with traffic, oldest first (for a chart
+    stacked by model and its table)."""
+    since = window_start(days)
+    sources = _sources(since, scope.key_id, scope.team_id, scope.alias, scope.provider)
+    totals: dict[tuple[dt.date, str], dict[str, Any]] = {}
+    with state.transaction() as session:
+        for model, where in sources:
+            moment = _column(model, "time")
+            stmt = (
+                select(moment, model.alias, func.sum(model.requests), func.sum(model.cost))
+                .where(*where)
+                .group_by(moment, model.alias)
+            )
+            for when, alias, requests, cost in session.execute(stmt):
+                day = when.astimezone(dt.UTC).date()
+                slot = totals.setdefault(
+                    (day, alias or ""),
+                    {"date": day, "model": alias or None, "requests": 0, "cost": to_money(0)},
+                )
+                slot["requests"] += int(requests or 0)
+                slot["cost"] += to_money(cost or 0)
+    return [totals[k] for k in sorted(totals, key=lambda k: (k[0], k[1]))]
+
+
+def cost_share(state: GatewayState, cost: Any, team_id: str | None, *, days: int) -> float | None:
+    """``cost`` as a fraction of the team's cost over the same window (None without a team
+    or when the team spent nothing): a key's share of its team's spend."""
+    if team_id is None:
+        return None
+    team_cost = detail_stats(state, Scope(team_id=team_id), days=days, recent=0).summary["cost"]
+    return float(cost / team_cost) if team_cost else None
+
+
+def _label(group: str, value: str | None, names: dict[str, str]) -> str:
+    """How a breakdown row is named: a key or team by name (its id when it is gone)."""
+    if value is None:
+        return {"key": "(no key)", "team": "(no team)"}.get(group, "(none)")
+    if group in ("key", "team"):
+        return names.get(value, value)
+    return value
+
+
+__all__ = ["RECENT", "DetailStats", "Scope", "cost_share", "daily_by_model", "detail_stats"]

@@ -1,0 +1,340 @@
+"""Analytics on the dashboard's detail pages, fed by real traffic through ``/v1`` and checked
+against the request log: the provider page's cards, 60-day usage chart and its table, the
+breakdowns by model and by key, and the newest requests."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from dashboard_helpers import FLASK_SECRET, TOKEN, login, text
+from flask import Flask
+from sqlalchemy import select
+
+from flask_aigateway.db import utcnow
+from flask_aigateway.extension import get_state
+from flask_aigateway.models import Provider, RequestLog
+from flask_aigateway.services.keys import create_key
+from flask_aigateway.services.models import create_model
+from flask_aigateway.services.teams import create_team
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **app_config,
+        "AIGATEWAY_DASHBOARD_TOKEN": TOKEN,
+        "SECRET_KEY": FLASK_SECRET,
+        "AIGATEWAY_DASHBOARD_CACHE_SECONDS": 0,
+    }
+
+
+def chat(client: Any, secret: str, model: str) -> Any:
+    return client.post(
+        "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"model": model, "messages": [{"role": "user", "content": "Hi"}]},
+    )
+
+
+def charts_of(page: str) -> dict[str, Any]:
+    match = re.search(
+        r'<script type="application/json" id="aigw-charts">(.*?)</script>', page, re.S
+    )
+    assert match, "the page has no chart data"
+    return json.loads(match.group(1))  # type: ignore[no-any-return]
+
+
+def metric(page: str, name: str) -> str:
+    match = re.search(rf'data-metric="{name}">([^<]*)<', page)
+    assert match, name
+    return match.group(1)
+
+
+def section(page: str, marker: str) -> str:
+    """The HTML of the ``<section …{marker}…>`` (or ``<details>``) element."""
+    start = page.index(marker)
+    tag = page.rindex("<", 0, start)
+    name = page[tag + 1 : page.index(" ", tag)]
+    return page[tag : page.index(f"</{name}>", start)]
+
+
+def table_rows(fragment: str) -> list[list[str]]:
+    """The text of every body cell, row by row."""
+    body = fragment[fragment.index("<tbody>") :]
+    rows = []
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        rows.append([html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in cells])
+    return rows
+
+
+@pytest.fixture
+def traffic(app: Flask, client: Any, upstreams: dict[str, Any]) -> dict[str, Any]:
+    """On provider fake-openai: aliases gpt and gpt-mini; key "Frontend App 🚀" (team
+    "Data Science") sends 2 x gpt + 1 x gpt-mini, key batch 1 x gpt and one refused by the
+    upstream (400). A claude request (fake-anthropic) must not count."""
+    state = get_state(app)
+    create_model(
+        state,
+        alias="gpt-mini",
+        provider="fake-openai",
+        model="gpt-4o-mini",
+        pricing_input="3",
+        pricing_output="6",
+    )
+    create_team(state, name="Data Science")
+    front, front_secret = create_key(state, name="Frontend App 🚀", team="Data Science")
+    batch, batch_secret = create_key(state, name="batch")
+    fake = upstreams["gpt"]
+    for secret, model, prompt, completion in (
+        (front_secret, "gpt", 1000, 500),
+        (front_secret, "gpt", 2000, 100),
+        (front_secret, "gpt-mini", 400, 40),
+        (batch_secret, "gpt", 10, 5),
+    ):
+        fake.reply(text="ok", prompt_tokens=prompt, completion_tokens=completion)
+        assert chat(client, secret, model).status_code == 200
+    fake.fail(400, "Bad prompt.")
+    assert chat(client, batch_secret, "gpt").status_code == 400
+    upstreams["claude"].reply(text="ok", prompt_tokens=99, completion_tokens=99)
+    assert chat(client, front_secret, "claude").status_code == 200
+    with state.session() as session:
+        provider = session.scalar(select(Provider).where(Provider.name == "fake-openai"))
+        rows = list(
+            session.scalars(
+                select(RequestLog)
+                .where(RequestLog.provider == "fake-openai")
+                .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+            )
+        )
+    return {"provider": provider, "rows": rows, "front": front, "batch": batch}
+
+
+def test_provider_page_numbers_match_the_request_log(client: Any, traffic: dict[str, Any]):
+    rows: list[RequestLog] = traffic["rows"]
+    assert len(rows) == 5
+    login(client)
+    page = text(client.get(f"/dashboard/providers/{traffic['provider'].id}"))
+
+    tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)
+    errors = sum(1 for r in rows if r.status_code >= 400)
+    cost = sum((r.cost for r in rows), Decimal(0))
+    assert metric(page, "requests") == "5"
+    assert metric(page, "tokens") == f"{tokens:,}"
+    assert metric(page, "errors") == str(errors) == "1"
+    assert metric(page, "error_rate") == "20.0%"
+    assert metric(page, "cost") == f"${cost:.4f}"
+    assert metric(page, "p50_latency_ms").endswith("ms")
+    assert metric(page, "p95_latency_ms").endswith("ms")
+
+    charts = charts_of(page)
+    usage = charts["usage"]
+    today = utcnow().date().isoformat()
+    assert len(usage["labels"]) == 60 and usage["labels"][-1] == today
+    requests, spend = usage["datasets"]
+    assert requests["data"][-1] == 5 and sum(requests["data"]) == 5
+    assert spend["axis"] == "right" and usage["right"]["money"] is True
+    assert spend["data"][-1] == pytest.approx(float(cost))
+    day_table = table_rows(section(page, 'data-table="usage"'))
+    assert day_table == [
+        [
+            today,
+            "5",
+            "1",
+            f"{sum(r.prompt_tokens for r in rows):,} / {sum(r.completion_tokens for r in rows):,}",
+            f"${cost.normalize():f}",
+        ]
+    ]
+
+    by_model: dict[str, list[Any]] = defaultdict(lambda: [0, 0, Decimal(0), 0])
+    by_key: dict[str, list[Any]] = defaultdict(lambda: [0, 0, Decimal(0), 0])
+    names = {traffic["front"].id: "Frontend App 🚀", traffic["batch"].id: "batch"}
+    for r in rows:
+        for groups, name in ((by_model, r.alias), (by_key, names[r.key_id])):
+            groups[name][0] += 1
+            groups[name][1] += r.prompt_tokens + r.completion_tokens
+            groups[name][2] += r.cost
+            groups[name][3] += int(r.status_code >= 400)
+
+    def expected(groups: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
+        """(name, requests, tokens, cost, errors) most costly first, as the page orders."""
+        ordered = sorted(groups.items(), key=lambda item: (-item[1][2], -item[1][0], item[0]))
+        return [(name, f"{n:,}", f"{t:,}", c, str(e)) for name, (n, t, c, e) in ordered]
+
+    def shown(fragment: str) -> list[tuple[Any, ...]]:
+        return [
+            (name, n, t, Decimal(c.lstrip("$").replace(",", "")), e)
+            for name, n, t, c, e in table_rows(fragment)
+        ]
+
+    model_rows = shown(section(page, 'data-breakdown="model"'))
+    key_rows = shown(section(page, 'data-breakdown="key"'))
+    assert model_rows == expected(by_model)
+    assert key_rows == expected(by_key)
+    assert [name for name, *_ in model_rows] == ["gpt", "gpt-mini"]
+    assert charts["by_model"]["labels"] == [r[0] for r in model_rows]
+    assert charts["by_key"]["labels"] == [r[0] for r in key_rows]
+    assert f'href="/dashboard/keys/{traffic["front"].id}"' in section(page, 'data-breakdown="key"')
+    assert "claude" not in section(page, 'data-breakdown="model"')
+
+    recent = section(page, 'data-section="recent"')
+    assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]
+
+
+def test_provider_page_without_traffic_says_what_to_do(client: Any, app: Flask, upstreams):
+    login(client)
+    with get_state(app).session() as session:
+        provider = session.scalar(select(Provider).where(Provider.name == "fake-anthropic"))
+    page = text(client.get(f"/dashboard/providers/{provider.id}"))
+    assert metric(page, "requests") == "0"
+    assert "No request reached this provider in the last 60 days" in page
+    assert "Deploy a model alias on it" in page
+    assert "No request in the last 60 days." in page
+    assert 'data-chart="usage"' not in page
+
+
+def all_rows(app: Flask, **where: Any) -> list[RequestLog]:
+    with get_state(app).session() as session:
+        stmt = select(RequestLog).order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+        for name, value in where.items():
+            stmt = stmt.where(getattr(RequestLog, name) == value)
+        return list(session.scalars(stmt))
+
+
+def grouped(rows: list[RequestLog], attr: str) -> dict[Any, tuple[int, int, Decimal]]:
+    """(requests, tokens, cost) per value of ``attr``, counted from the log itself."""
+    groups: dict[Any, list[Any]] = defaultdict(lambda: [0, 0, Decimal(0)])
+    for r in rows:
+        slot = groups[getattr(r, attr)]
+        slot[0] += 1
+        slot[1] += r.prompt_tokens + r.completion_tokens
+        slot[2] += r.cost
+    return {k: (n, t, c) for k, (n, t, c) in groups.items()}
+
+
+def breakdown_of(page: str, group: str) -> dict[str, tuple[int, int, Decimal]]:
+    return {
+        name: (int(n.replace(",", "")), int(t.replace(",", "")), Decimal(c.lstrip("$")))
+        for name, n, t, c, _e in table_rows(section(page, f'data-breakdown="{group}"'))
+    }
+
+
+def test_model_page_breaks_down_by_provider_key_and_team(client, app, traffic) -> None:
+    rows = all_rows(app, alias="gpt")
+    login(client)
+    with get_state(app).session() as session:
+        from flask_aigateway.models import ModelAlias
+
+        model_id = session.scalar(select(ModelAlias.id).where(ModelAlias.alias == "gpt"))
+    page = text(client.get(f"/dashboard/models/{model_id}"))
+    assert metric(page, "requests") == str(len(rows)) == "4"
+    assert metric(page, "errors") == "1"
+    assert breakdown_of(page, "provider") == grouped(rows, "provider")
+    names = {traffic["front"].id: "Frontend App 🚀", traffic["batch"].id: "batch"}
+    assert breakdown_of(page, "key") == {names[k]: v for k, v in grouped(rows, "key_id").items()}
+    team_rows = breakdown_of(page, "team")
+    in_team = grouped([r for r in rows if r.team_id], "team_id")
+    assert team_rows["Data Science"] == in_team[traffic["front"].team_id]
+    assert team_rows["(no team)"][0] == 2
+    assert len(charts_of(page)["usage"]["labels"]) == 60
+    recent = section(page, 'data-section="recent"')
+    assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]
+
+
+def test_key_page_shows_its_models_limits_share_and_recent(client, app, traffic) -> None:
+    front = traffic["front"]
+    rows = all_rows(app, key_id=front.id)
+    team_rows = all_rows(app, team_id=front.team_id)
+    login(client)
+    page = text(client.get(f"/dashboard/keys/{front.id}"))
+    assert metric(page, "requests") == "4"
+    assert breakdown_of(page, "model") == grouped(rows, "alias")
+    share = sum((r.cost for r in rows), Decimal(0)) / sum((r.cost for r in team_rows), Decimal(0))
+    assert metric(page, "team_share") == f"{float(share) * 100:.1f}%" == "100.0%"
+    assert "No budget or rate limit applies" in section(page, 'data-section="limits"')
+    charts = charts_of(page)
+    assert len(charts["usage"]["labels"]) == 30
+    stacked = charts["by_model_per_day"]
+    assert stacked["stacked"] is True and stacked["labels"][-1] == utcnow().date().isoformat()
+    per_model = {d["label"]: d["data"][-1] for d in stacked["datasets"]}
+    assert per_model == {alias: n for alias, (n, _t, _c) in grouped(rows, "alias").items()}
+    assert stacked["datasets"][0]["label"] == "gpt"
+    table = table_rows(section(page, 'data-table="by_model_per_day"'))
+    assert sorted((r[1], int(r[2])) for r in table) == sorted(per_model.items())
+    recent = section(page, 'data-section="recent"')
+    assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]
+
+    batch = text(client.get(f"/dashboard/keys/{traffic['batch'].id}"))
+    assert "This key is in no team" in batch
+
+
+def test_key_page_limits_name_who_sets_them(client, app, traffic) -> None:
+    from flask_aigateway.services.teams import update_team
+
+    update_team(get_state(app), "Data Science", budget_per_day="2", rate_limit=100)
+    login(client)
+    page = text(client.get(f"/dashboard/keys/{traffic['front'].id}"))
+    limits = table_rows(section(page, 'data-section="limits"'))
+    assert limits[0][:2] == ["Budget per day", "team 'Data Science'"]
+    assert limits[0][2] == "$2.00" and limits[0][-1] == "★"
+    assert limits[1][:4] == ["Requests per minute", "team 'Data Science'", "100", "4 last minute"]
+
+
+def test_team_page_breaks_down_and_lists_key_spend(client, app, traffic) -> None:
+    team_id = traffic["front"].team_id
+    rows = all_rows(app, team_id=team_id)
+    login(client)
+    page = text(client.get(f"/dashboard/teams/{team_id}"))
+    assert metric(page, "requests") == str(len(rows)) == "4"
+    assert breakdown_of(page, "model") == grouped(rows, "alias")
+    assert breakdown_of(page, "provider") == grouped(rows, "provider")
+    by_key = grouped(rows, "key_id")
+    assert breakdown_of(page, "key") == {"Frontend App 🚀": by_key[traffic["front"].id]}
+    key_row = re.search(rf'<tr data-key="{traffic["front"].id}">(.*?)</tr>', page, re.S)
+    assert key_row
+    cells = [
+        html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+        for c in re.findall(r"<td[^>]*>(.*?)</td>", key_row.group(1), re.S)
+    ]
+    assert cells[-2] == "4"
+    assert Decimal(cells[-1].lstrip("$")) == sum((r.cost for r in rows), Decimal(0))
+    recent = section(page, 'data-section="recent"')
+    assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]
+
+
+@pytest.mark.parametrize("extra", [{}, {"status": "error"}])
+def test_request_log_shows_summary_cards_and_nine_breakdowns(client, app, traffic, extra):
+    """With filters (provider, a start date, and a status that sends it to the raw log), the
+    cards and the tokens / cost / requests of each model, key and team match the log."""
+    rows = [r for r in all_rows(app, provider="fake-openai")]
+    if extra:
+        rows = [r for r in rows if r.status_code >= 400]
+    login(client)
+    query = {"provider": "fake-openai", "since": utcnow().date().isoformat(), **extra}
+    page = text(client.get("/dashboard/requests", query_string=query))
+    assert metric(page, "requests") == str(len(rows))
+    assert metric(page, "tokens") == f"{sum(r.prompt_tokens + r.completion_tokens for r in rows):,}"
+    assert metric(page, "errors") == str(sum(1 for r in rows if r.status_code >= 400))
+    charts = charts_of(page)
+    outcome_table = dict(table_rows(section(page, 'data-table="outcome-provider"'))[0:1])
+    answered = sum(1 for r in rows if r.status_code < 400)
+    assert outcome_table == ({"Answered": str(answered)} if answered else {"Other errors": "1"})
+    names = {traffic["front"].id: "Frontend App 🚀", traffic["batch"].id: "batch"}
+    teams = {traffic["front"].team_id: "Data Science", None: "(no team)"}
+    for dimension, attr, label in (
+        ("model", "alias", lambda v: v),
+        ("key", "key_id", names.get),
+        ("team", "team_id", teams.get),
+    ):
+        expected = {label(k): v for k, v in grouped(rows, attr).items()}
+        assert breakdown_of(page, dimension) == expected, dimension
+        for measure, index in (("requests", 0), ("tokens", 1), ("cost", 2)):
+            spec = charts[f"{measure}_by_{dimension}"]
+            shown = dict(zip(spec["labels"], spec["datasets"][0]["data"], strict=True))
+            assert shown == pytest.approx({k: float(v[index]) for k, v in expected.items()})
