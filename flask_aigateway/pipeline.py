@@ -66,12 +66,33 @@ class Pipeline:
     # -- steps ---------------------------------------------------------------------------
 
     def authenticate(self, api_key: Any, record: RequestRecord) -> Principal | None:
+        """The caller's principal; ``api_key`` may be a secret, :data:`TRUSTED`, or a
+        :class:`Principal` the caller already authenticated (:meth:`authenticate_first`)."""
         if api_key is TRUSTED:
             return None
-        principal = authenticate(self.state, api_key)
+        principal = api_key if isinstance(api_key, Principal) else authenticate(self.state, api_key)
         record.key_id = principal.key_id
         record.team_id = principal.team_id
         return principal
+
+    def authenticate_first(self, api_key: str | None, request_id: str) -> Principal:
+        """Authenticate before the request body is read (the ``/v1`` views do), so an
+        unauthenticated caller cannot make the gateway parse anything.
+
+        A refused key still gets its log row and metrics, without a model (the body is never
+        read); raises what :func:`authenticate` raises.
+        """
+        try:
+            return authenticate(self.state, api_key)
+        except BaseException as error:
+            record = RequestRecord(request_id)
+            self.metrics.started()
+            if isinstance(error, GatewayError):
+                record.fail(error)
+            else:
+                record.crash(error)
+            self.finish(record, None)
+            raise
 
     def authorize(self, request: ChatRequest, principal: Principal | None) -> AliasRoute:
         """The route of the requested alias, if it exists and this key may use it."""
