@@ -116,13 +116,21 @@ class Pipeline:
         principal: Principal | None,
         route: AliasRoute,
         admission: Admission,
-    ) -> None:
+    ) -> ChatRequest:
         """Rate limits first (cheap, and a refused request reserves nothing), then the budget
-        reservation of the worst-case cost, atomically across every budget that applies."""
+        reservation of the worst-case cost, atomically across every budget that applies.
+
+        Returns the request to send: when a budget applies and the client set no output
+        limit, one that asks the adapters to send the output cap the reservation assumed
+        (``ChatRequest.cap_output``), so the budget holds however long the answer would be.
+        """
         admission.rate = self.limiter.admit(principal, request, route)
         admission.headers.update(admission.rate.headers)
         admission.reservation = self.budgets.reserve(principal, route, request)
         admission.headers.update(admission.reservation.headers())
+        if admission.reservation.limited and request.max_output_tokens is None:
+            return replace(request, cap_output=True)
+        return request
 
     def routes(self, first: AliasRoute) -> Iterator[AliasRoute]:
         """The requested alias, then its fallback chain in order (each alias once)."""
@@ -221,7 +229,7 @@ class Pipeline:
             admission = Admission()
             admission.cache = self.cache.decide(request, principal, route, cache_control)
             admission.headers["x-aigateway-cache"] = admission.cache.status
-            self.admit(request, principal, route, admission)
+            request = self.admit(request, principal, route, admission)
             cached = self.cache.get(admission.cache)
             if cached is not None:
                 admission.headers["x-aigateway-cache"] = "HIT"
@@ -309,7 +317,7 @@ class Pipeline:
             admission = Admission()
             admission.cache = self.cache.decide(request, principal, route, cache_control)
             admission.headers["x-aigateway-cache"] = admission.cache.status
-            self.admit(request, principal, route, admission)
+            request = self.admit(request, principal, route, admission)
             cached = self.cache.get(admission.cache)
             if cached is not None:
                 admission.headers["x-aigateway-cache"] = "HIT"

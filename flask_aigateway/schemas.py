@@ -182,6 +182,10 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     stream: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    #: Set by the pipeline when a budget applies and the client gave no output limit: the
+    #: adapters then send the alias's default max tokens upstream — the output size the
+    #: budget reservation assumed — so one long answer cannot overshoot the budget.
+    cap_output: bool = False
 
     @classmethod
     def from_body(cls, body: Any) -> ChatRequest:
