@@ -17,14 +17,18 @@ count), ``WORKER_CLASS``
 for the streams you expect to hold, not for the CPU), ``THREADS`` (gthread's threads, 8),
 ``GRACEFUL_TIMEOUT`` (seconds streams in flight may take to finish on SIGTERM, 120),
 ``ACCESS_LOG`` (unset: no access log, since every request is already in the gateway's request
-log; ``-`` for stdout or a file path).
+log; ``-`` for stdout or a file path), ``PROMETHEUS_MULTIPROC_DIR`` (with several workers:
+where they write their metrics, emptied on start; default a fresh temporary directory).
 """
 
 from __future__ import annotations
 
 import gc
+import glob
 import importlib.util
 import os
+import shutil
+import tempfile
 from typing import Any
 
 
@@ -49,9 +53,30 @@ def _worker_class() -> str:
     return "gevent" if importlib.util.find_spec("gevent") is not None else "gthread"
 
 
+def _metrics_dir(count: int) -> tuple[str | None, bool]:
+    """The Prometheus multiprocess directory and whether this config created it.
+
+    Several worker processes each count in their own memory, so a scrape would report only the
+    worker that answered it. With ``WORKERS`` > 1 every worker must write its values to one
+    directory (``PROMETHEUS_MULTIPROC_DIR``) that ``/v1/metrics`` sums; the variable is set
+    here, in the master, before any worker imports prometheus_client. Given by the operator,
+    it is used as it is; else a fresh one is made under ``TMPDIR`` and removed on exit.
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if given:
+        os.makedirs(given, exist_ok=True)
+        return given, False
+    if count <= 1:
+        return None, False
+    path = tempfile.mkdtemp(prefix="aigateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path, True
+
+
 wsgi_app = "sample_app:create_app()"
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
 workers = _workers()
+METRICS_DIR, _METRICS_DIR_CREATED = _metrics_dir(workers)
 worker_class = _worker_class()
 threads = int(os.environ.get("THREADS", "8"))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
@@ -107,9 +132,23 @@ def worker_exit(server: Any, worker: Any) -> None:
     close_all_writers()
 
 
+def on_starting(server: Any) -> None:
+    """Empty the metrics directory: values of an earlier run's processes would be summed in."""
+    if METRICS_DIR:
+        for path in glob.glob(os.path.join(METRICS_DIR, "*.db")):
+            os.remove(path)
+
+
 def child_exit(server: Any, worker: Any) -> None:
-    """With PROMETHEUS_MULTIPROC_DIR, drop the dead worker's live gauges (in-flight requests)."""
+    """With PROMETHEUS_MULTIPROC_DIR, drop the dead worker's live gauges (in-flight requests);
+    its counters stay in the sum."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory this config created (one given by the operator stays)."""
+    if METRICS_DIR and _METRICS_DIR_CREATED:
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)
