@@ -53,30 +53,9 @@ def _worker_class() -> str:
     return "gevent" if importlib.util.find_spec("gevent") is not None else "gthread"
 
 
-def _metrics_dir(count: int) -> tuple[str | None, bool]:
-    """The Prometheus multiprocess directory and whether this config created it.
-
-    Several worker processes each count in their own memory, so a scrape would report only the
-    worker that answered it. With ``WORKERS`` > 1 every worker must write its values to one
-    directory (``PROMETHEUS_MULTIPROC_DIR``) that ``/v1/metrics`` sums; the variable is set
-    here, in the master, before any worker imports prometheus_client. Given by the operator,
-    it is used as it is; else a fresh one is made under ``TMPDIR`` and removed on exit.
-    """
-    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
-    if given:
-        os.makedirs(given, exist_ok=True)
-        return given, False
-    if count <= 1:
-        return None, False
-    path = tempfile.mkdtemp(prefix="aigateway-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return path, True
-
-
 wsgi_app = "sample_app:create_app()"
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
 workers = _workers()
-METRICS_DIR, _METRICS_DIR_CREATED = _metrics_dir(workers)
 worker_class = _worker_class()
 threads = int(os.environ.get("THREADS", "8"))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
@@ -132,11 +111,28 @@ def worker_exit(server: Any, worker: Any) -> None:
     close_all_writers()
 
 
+#: The metrics directory :func:`on_starting` created (removed by :func:`on_exit`), if any.
+_CREATED: dict[str, str] = {}
+
+
 def on_starting(server: Any) -> None:
-    """Empty the metrics directory: values of an earlier run's processes would be summed in."""
-    if METRICS_DIR:
-        for path in glob.glob(os.path.join(METRICS_DIR, "*.db")):
-            os.remove(path)
+    """Set up the Prometheus multiprocess directory when there are several workers.
+
+    Several worker processes each count in their own memory, so a scrape would report only the
+    worker that answered it. With more than one, every worker writes its values to one
+    directory (``PROMETHEUS_MULTIPROC_DIR``) that ``/v1/metrics`` sums: set here, in the master
+    before any worker starts (and imports prometheus_client). One given by the operator is used
+    as it is; else a fresh one is made under ``TMPDIR`` and removed on exit. Either way it is
+    emptied first: values of an earlier run's processes would be summed in.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not path and server.cfg.workers > 1:
+        path = _CREATED["path"] = tempfile.mkdtemp(prefix="aigateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -149,6 +145,7 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """Remove the metrics directory this config created (one given by the operator stays)."""
-    if METRICS_DIR and _METRICS_DIR_CREATED:
-        shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    """Remove the metrics directory :func:`on_starting` created (one given by the operator
+    stays)."""
+    if "path" in _CREATED:
+        shutil.rmtree(_CREATED["path"], ignore_errors=True)
