@@ -15,6 +15,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from .crypto import decrypt_headers
 from .enums import ModelKind, ProviderFormat, Strategy
 from .errors import InvalidRequestError
 from .models import Deployment, ModelAlias, Provider
@@ -160,7 +161,7 @@ def _load(state: GatewayState, alias: str) -> AliasRoute | None:
                     provider_model=dep.provider_model,
                     api_key=api_key,
                     api_version=provider.api_version,
-                    extra_headers=dict(provider.extra_headers or {}),
+                    extra_headers=decrypt_headers(state.cipher, provider.extra_headers),
                     input_price=dep.input_price or Decimal(0),
                     output_price=dep.output_price or Decimal(0),
                     cached_input_price=dep.cached_input_price,

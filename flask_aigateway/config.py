@@ -355,6 +355,29 @@ OPTIONS: tuple[Option, ...] = (
         "Create missing tables at start-up without migrations (handy in tests and notebooks; "
         "use 'flask aigateway db upgrade' in production).",
     ),
+    # -- hardening (issue 14) --------------------------------------------------------------
+    Option(
+        "AIGATEWAY_MAX_JSON_DEPTH",
+        64,
+        int,
+        "Deepest nesting of arrays and objects accepted in a /v1 request body (deeper: 400).",
+    ),
+    Option(
+        "AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS",
+        False,
+        bool,
+        "Also refuse provider base URLs on loopback and private addresses (checked when a "
+        "provider is configured and again after DNS resolution on every upstream call). "
+        "Link-local and cloud-metadata addresses are always refused.",
+    ),
+    Option(
+        "AIGATEWAY_TRUSTED_PROXIES",
+        0,
+        int,
+        "Number of reverse proxies in front of sample_app whose X-Forwarded-For, -Proto and "
+        "-Host headers are trusted (Werkzeug's ProxyFix); 0 trusts none. Behind a "
+        "TLS-terminating proxy set it so the dashboard cookie is sent as Secure.",
+    ),
 )
 
 BY_NAME: Mapping[str, Option] = {opt.name: opt for opt in OPTIONS}

@@ -57,6 +57,27 @@ class CredentialCipher:
             ) from None
 
 
+#: Marks an extra-header value stored as a Fernet token (values without it are rows written
+#: before header values were encrypted, read as they are and encrypted on the next update).
+ENCRYPTED_PREFIX = "aigw-enc:"
+
+
+def encrypt_headers(cipher: CredentialCipher, headers: dict[str, str]) -> dict[str, str]:
+    """Header values as stored: names in clear (shown in listings), values encrypted."""
+    return {name: ENCRYPTED_PREFIX + cipher.encrypt(value) for name, value in headers.items()}
+
+
+def decrypt_headers(cipher: CredentialCipher, stored: dict[str, str] | None) -> dict[str, str]:
+    """Stored header values in clear (see :func:`encrypt_headers`); raises ConfigError like
+    :meth:`CredentialCipher.decrypt` when the secret changed."""
+    return {
+        name: cipher.decrypt(value[len(ENCRYPTED_PREFIX) :])
+        if value.startswith(ENCRYPTED_PREFIX)
+        else value
+        for name, value in (stored or {}).items()
+    }
+
+
 def mask(secret: str | None) -> str | None:
     """What listings show of a credential: its last four characters at most."""
     if not secret:

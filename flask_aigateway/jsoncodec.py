@@ -42,3 +42,81 @@ def loads(data: bytes | bytearray | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data)
+
+
+class BodyError(ValueError):
+    """A request body that is not acceptable JSON; the message names the problem."""
+
+
+def loads_body(raw: bytes, max_depth: int) -> Any:
+    """Decode a client's JSON body, refusing what must not reach the pipeline.
+
+    Refused with :class:`BodyError`: bytes that are not UTF-8, JSON that does not parse,
+    nesting deeper than ``max_depth`` (arrays and objects), and strings or keys holding lone
+    surrogates (``"\\ud800"``: valid JSON escapes, but not Unicode, and they break every encoder
+    downstream). Never raises anything else, whatever the input — in particular never
+    ``RecursionError``.
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError(
+            f"The request body is not valid UTF-8 (byte {exc.start}); send UTF-8 JSON."
+        ) from None
+    # Counting brackets is C-fast; a body with fewer of them than the limit cannot nest deeper
+    # than it, so the usual small body is never walked.
+    walk = raw.count(b"[") + raw.count(b"{") > max_depth
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise _too_deep(max_depth) from None
+        # What orjson refuses but the standard library reads (huge integers, NaN, lone
+        # surrogates); the walk below then also checks every string.
+        try:
+            value = json.loads(raw)
+        except RecursionError:
+            raise _too_deep(max_depth) from None
+        except ValueError as std_exc:
+            raise BodyError(f"The request body is not valid JSON: {std_exc}.") from None
+        _walk(value, max_depth, check_strings=True)
+        return value
+    if walk:
+        _walk(value, max_depth, check_strings=False)
+    return value
+
+
+def _too_deep(max_depth: int) -> BodyError:
+    return BodyError(
+        f"The request body nests arrays and objects more than {max_depth} levels deep."
+    )
+
+
+def _walk(value: Any, max_depth: int, *, check_strings: bool) -> None:
+    """Check nesting depth (and, when asked, that every string encodes as UTF-8), iteratively."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth >= max_depth:
+                raise _too_deep(max_depth)
+            for key, child in item.items():
+                if check_strings:
+                    _check_string(key)
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth >= max_depth:
+                raise _too_deep(max_depth)
+            stack.extend((child, depth + 1) for child in item)
+        elif check_strings and isinstance(item, str):
+            _check_string(item)
+
+
+def _check_string(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BodyError(
+            "The request body holds a lone surrogate escape (such as \\ud800) in a string: "
+            "that is not Unicode text; send valid UTF-16 surrogate pairs or the characters."
+        ) from None

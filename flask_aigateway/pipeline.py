@@ -20,7 +20,7 @@ from .caching import ResponseCache
 from .catalog import AliasRoute, load_route, wrong_kind
 from .embedding_pipeline import embed
 from .embeddings import EmbeddingsRequest, GatewayRequest
-from .enums import ModelKind
+from .enums import ModelKind, Route
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from .governance import BudgetBook, Principal, RateLimiter, authenticate
 from .providers import get_adapter
@@ -34,6 +34,7 @@ from .streaming import ChatStream, _Opened, replay_stream
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
 T = TypeVar("T")
+_Req = TypeVar("_Req", bound=GatewayRequest)
 
 #: Passed as ``api_key`` by trusted in-process callers: no key, no key rules.
 TRUSTED = object()
@@ -70,12 +71,35 @@ class Pipeline:
     # -- steps ---------------------------------------------------------------------------
 
     def authenticate(self, api_key: Any, record: RequestRecord) -> Principal | None:
+        """The caller's principal; ``api_key`` may be a secret, :data:`TRUSTED`, or a
+        :class:`Principal` the caller already authenticated (:meth:`authenticate_first`)."""
         if api_key is TRUSTED:
             return None
-        principal = authenticate(self.state, api_key)
+        principal = api_key if isinstance(api_key, Principal) else authenticate(self.state, api_key)
         record.key_id = principal.key_id
         record.team_id = principal.team_id
         return principal
+
+    def authenticate_first(
+        self, api_key: str | None, request_id: str, route: Route = Route.CHAT_COMPLETIONS
+    ) -> Principal:
+        """Authenticate before the request body is read (the ``/v1`` views do), so an
+        unauthenticated caller cannot make the gateway parse anything.
+
+        A refused key still gets its log row and metrics, without a model (the body is never
+        read); raises what :func:`authenticate` raises.
+        """
+        try:
+            return authenticate(self.state, api_key)
+        except BaseException as error:
+            record = RequestRecord(request_id, route=route.value)
+            self.metrics.started()
+            if isinstance(error, GatewayError):
+                record.fail(error)
+            else:
+                record.crash(error)
+            self.finish(record, None)
+            raise
 
     def authorize(
         self,
@@ -103,17 +127,29 @@ class Pipeline:
 
     def admit(
         self,
-        request: GatewayRequest,
+        request: _Req,
         principal: Principal | None,
         route: AliasRoute,
         admission: Admission,
-    ) -> None:
+    ) -> _Req:
         """Rate limits first (cheap, and a refused request reserves nothing), then the budget
-        reservation of the worst-case cost, atomically across every budget that applies."""
+        reservation of the worst-case cost, atomically across every budget that applies.
+
+        Returns the request to send: when a budget applies and the client set no output
+        limit, one that asks the adapters to send the output cap the reservation assumed
+        (``ChatRequest.cap_output``), so the budget holds however long the answer would be.
+        """
         admission.rate = self.limiter.admit(principal, request, route)
         admission.headers.update(admission.rate.headers)
         admission.reservation = self.budgets.reserve(principal, route, request)
         admission.headers.update(admission.reservation.headers())
+        if (
+            isinstance(request, ChatRequest)
+            and admission.reservation.limited
+            and request.max_output_tokens is None
+        ):
+            return replace(request, cap_output=True)
+        return request
 
     def routes(self, first: AliasRoute, kind: ModelKind = ModelKind.CHAT) -> Iterator[AliasRoute]:
         """The requested alias, then its fallback chain in order (each alias once; fallbacks
@@ -216,7 +252,7 @@ class Pipeline:
             admission = Admission()
             admission.cache = self.cache.decide(request, principal, route, cache_control)
             admission.headers["x-aigateway-cache"] = admission.cache.status
-            self.admit(request, principal, route, admission)
+            request = self.admit(request, principal, route, admission)
             cached = self.cache.get(admission.cache)
             if cached is not None:
                 admission.headers["x-aigateway-cache"] = "HIT"
@@ -320,7 +356,7 @@ class Pipeline:
             admission = Admission()
             admission.cache = self.cache.decide(request, principal, route, cache_control)
             admission.headers["x-aigateway-cache"] = admission.cache.status
-            self.admit(request, principal, route, admission)
+            request = self.admit(request, principal, route, admission)
             cached = self.cache.get(admission.cache)
             if cached is not None:
                 admission.headers["x-aigateway-cache"] = "HIT"

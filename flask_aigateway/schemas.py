@@ -49,6 +49,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "n": (1, 128),
     "max_tokens": (1, 10_000_000),
     "max_completion_tokens": (1, 10_000_000),
+    "seed": (-(2**63), 2**63 - 1),
 }
 
 
@@ -81,6 +82,9 @@ def _check_message(index: int, message: Any) -> None:
             f"'{where}.role' must be one of {', '.join(sorted(_ROLES))} (got {role!r}).",
             param=f"{where}.role",
         )
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None:
+        _check_tool_calls(f"{where}.tool_calls", tool_calls)
     content = message.get("content")
     if content is None:
         if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
@@ -95,6 +99,7 @@ def _check_message(index: int, message: Any) -> None:
                     f"'{where}.content[{j}]' must be an object with a 'type'.",
                     param=f"{where}.content[{j}]",
                 )
+            _check_part(f"{where}.content[{j}]", part)
     elif not isinstance(content, str):
         raise InvalidRequestError(
             f"'{where}.content' must be a string or an array of content parts.",
@@ -104,6 +109,65 @@ def _check_message(index: int, message: Any) -> None:
         raise InvalidRequestError(
             f"'{where}.tool_call_id' is required for role 'tool'.", param=f"{where}.tool_call_id"
         )
+
+
+#: Content parts whose payload field the gateway checks: type -> (field, accepted types).
+_PART_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "text": ("text", (str,)),
+    "image_url": ("image_url", (dict, str)),
+    "input_audio": ("input_audio", (dict,)),
+    "file": ("file", (dict,)),
+}
+
+
+def _check_part(where: str, part: dict[str, Any]) -> None:
+    """A known content part carries its payload (unknown part types pass through)."""
+    known = _PART_FIELDS.get(part["type"])
+    if known is None:
+        return
+    name, types = known
+    value = part.get(name)
+    if isinstance(value, dict) and part["type"] == "image_url":
+        value = value.get("url")
+        types = (str,)
+    if not isinstance(value, types):
+        raise InvalidRequestError(
+            f"'{where}' of type '{part['type']}' needs its '{name}' field.", param=where
+        )
+
+
+def _check_tool_calls(where: str, tool_calls: Any) -> None:
+    """An assistant message's ``tool_calls``: an array of ``{"function": {"name": …}}``."""
+    if not isinstance(tool_calls, list):
+        raise InvalidRequestError(f"'{where}' must be an array.", param=where)
+    for k, call in enumerate(tool_calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidRequestError(
+                f"'{where}[{k}]' must be an object with a 'function' holding a 'name'.",
+                param=f"{where}[{k}]",
+            )
+
+
+def _check_tools(tools: list[Any]) -> None:
+    """Each tool is an object with a ``type``; a function tool names its function."""
+    for i, tool in enumerate(tools):
+        where = f"tools[{i}]"
+        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            raise InvalidRequestError(f"'{where}' must be an object with a 'type'.", param=where)
+        if tool["type"] == "function":
+            function = tool.get("function")
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise InvalidRequestError(
+                    f"'{where}.function' must be an object with a 'name'.",
+                    param=f"{where}.function",
+                )
+
+
+def _check_typed_object(name: str, value: Any) -> None:
+    """``tool_choice`` / ``response_format`` given as an object need a string ``type``."""
+    if isinstance(value, dict) and not isinstance(value.get("type"), str):
+        raise InvalidRequestError(f"'{name}' must have a string 'type'.", param=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +182,10 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     stream: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    #: Set by the pipeline when a budget applies and the client gave no output limit: the
+    #: adapters then send the alias's default max tokens upstream — the output size the
+    #: budget reservation assumed — so one long answer cannot overshoot the budget.
+    cap_output: bool = False
 
     @classmethod
     def from_body(cls, body: Any) -> ChatRequest:
@@ -128,6 +196,12 @@ class ChatRequest:
         if not isinstance(model, str) or not model.strip():
             raise InvalidRequestError(
                 "'model' is required and must be a non-empty string.", param="model"
+            )
+        if not model.isprintable():
+            raise InvalidRequestError(
+                "'model' holds a control character (NUL, CR, LF, tab or the like); send the "
+                "alias as plain text.",
+                param="model",
             )
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -145,6 +219,10 @@ class ChatRequest:
         for name, value in params.items():
             if name in _PARAM_TYPES and value is not None:
                 _check_type(name, value)
+        if params.get("tools"):
+            _check_tools(params["tools"])
+        _check_typed_object("tool_choice", params.get("tool_choice"))
+        _check_typed_object("response_format", params.get("response_format"))
         stop = params.get("stop")
         if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
             raise InvalidRequestError(

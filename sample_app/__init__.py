@@ -9,6 +9,8 @@ Environment:
 * ``DATABASE_URL``: the gateway's database; ``postgres://`` and ``postgresql://`` URLs are
   read as ``postgresql+psycopg://`` (psycopg 3). Default: SQLite in the instance folder.
 * every ``AIGATEWAY_*`` variable of :mod:`flask_aigateway.config` (an unknown one is an error).
+* ``AIGATEWAY_TRUSTED_PROXIES``: reverse proxies whose ``X-Forwarded-*`` headers are trusted
+  (Werkzeug's ``ProxyFix``; see :func:`trust_proxies`).
 * ``SECRET_KEY``; ``INSTANCE_PATH`` (default ``./instance``), which holds the SQLite file and
   the secrets generated on first start (see :mod:`sample_app.bootstrap`).
 * ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``: starter providers on first start.
@@ -27,6 +29,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from itsdangerous import URLSafeTimedSerializer
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_aigateway import AIGateway, schema
 from flask_aigateway import config as gateway_config
@@ -78,10 +81,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     app.config.update(ensure_secrets(app.instance_path, app.config))
     app.session_interface = SessionInterface()
+    trust_proxies(app)
     AIGateway(app, db=db)
     migrate.init_app(app, db)
     app.cli.add_command(bootstrap_command)
     return app
+
+
+def trust_proxies(app: Flask) -> None:
+    """Behind ``AIGATEWAY_TRUSTED_PROXIES`` reverse proxies, read the client's address, scheme
+    and host from their ``X-Forwarded-For``/``-Proto``/``-Host`` headers (Werkzeug's
+    ``ProxyFix``): behind a TLS-terminating proxy the request is then seen as HTTPS and the
+    dashboard's session cookie is sent ``Secure``. 0 (the default) trusts no such header —
+    a client could otherwise forge them."""
+    hops = int(app.config.get("AIGATEWAY_TRUSTED_PROXIES") or 0)
+    if hops > 0:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
 
 
 class SessionInterface(SecureCookieSessionInterface):

@@ -17,14 +17,18 @@ count), ``WORKER_CLASS``
 for the streams you expect to hold, not for the CPU), ``THREADS`` (gthread's threads, 8),
 ``GRACEFUL_TIMEOUT`` (seconds streams in flight may take to finish on SIGTERM, 120),
 ``ACCESS_LOG`` (unset: no access log, since every request is already in the gateway's request
-log; ``-`` for stdout or a file path).
+log; ``-`` for stdout or a file path), ``PROMETHEUS_MULTIPROC_DIR`` (with several workers:
+where they write their metrics, emptied on start; default a fresh temporary directory).
 """
 
 from __future__ import annotations
 
 import gc
+import glob
 import importlib.util
 import os
+import shutil
+import tempfile
 from typing import Any
 
 
@@ -107,9 +111,41 @@ def worker_exit(server: Any, worker: Any) -> None:
     close_all_writers()
 
 
+#: The metrics directory :func:`on_starting` created (removed by :func:`on_exit`), if any.
+_CREATED: dict[str, str] = {}
+
+
+def on_starting(server: Any) -> None:
+    """Set up the Prometheus multiprocess directory when there are several workers.
+
+    Several worker processes each count in their own memory, so a scrape would report only the
+    worker that answered it. With more than one, every worker writes its values to one
+    directory (``PROMETHEUS_MULTIPROC_DIR``) that ``/v1/metrics`` sums: set here, in the master
+    before any worker starts (and imports prometheus_client). One given by the operator is used
+    as it is; else a fresh one is made under ``TMPDIR`` and removed on exit. Either way it is
+    emptied first: values of an earlier run's processes would be summed in.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not path and server.cfg.workers > 1:
+        path = _CREATED["path"] = tempfile.mkdtemp(prefix="aigateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+
+
 def child_exit(server: Any, worker: Any) -> None:
-    """With PROMETHEUS_MULTIPROC_DIR, drop the dead worker's live gauges (in-flight requests)."""
+    """With PROMETHEUS_MULTIPROC_DIR, drop the dead worker's live gauges (in-flight requests);
+    its counters stay in the sum."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory :func:`on_starting` created (one given by the operator
+    stays)."""
+    if "path" in _CREATED:
+        shutil.rmtree(_CREATED["path"], ignore_errors=True)

@@ -544,3 +544,84 @@ def test_a_failed_settlement_is_logged_and_never_raised(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1
     assert "could not settle a budget reservation: reserved 0.2 USD, cost 0.1" in messages[0]
+
+
+# -- the cap the reservation assumed is sent upstream ------------------------------------------
+
+#: An answer far longer than any default: 5000 tokens (a word is a token for the fakes).
+LONG = Reply(text="word " * 5000)
+#: The alias default output size of these tests, and the worst case reserved for a request
+#: without max_tokens: 17 prompt tokens * $1/M + 50 output tokens * $2/M.
+CAP = 50
+R_CAP = Decimal("0.000117")
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_budget_holds_when_the_client_sets_no_max_tokens(
+    client, state, upstreams, alias, stream
+) -> None:
+    """Without a cap, one answer here would cost 5000 * $2/M = $0.01, forty times the budget;
+    the gateway sends the alias default it reserved for, so spend never passes the budget."""
+    fake = upstreams[alias]
+    fake.default = LONG
+    update_model(state, alias, max_tokens=CAP)
+    budget = R_CAP * Decimal("2.5")
+    key, secret = create_key(state, name="k", budget_per_day=str(budget))
+    body: dict[str, Any] = {"model": alias, "messages": MESSAGES}
+    if stream:
+        body["stream"] = True
+    responses = [post(client, secret, body) for _ in range(4)]
+    assert all(b"word" in r.get_data() for r in responses[:2])
+    assert [r.status_code for r in responses] == [200, 200, 429, 429]
+    assert [r.json["max_tokens"] for r in fake.requests] == [CAP, CAP]
+    served = [r for r in log_rows(state) if r.status_code == 200]
+    assert [r.completion_tokens for r in served] == [CAP, CAP]
+    total = sum((r.cost for r in served), Decimal(0))
+    assert spent(state, "key", key.id) == (total, total)
+    assert total <= budget
+    assert_nothing_reserved(state)
+
+
+def test_no_cap_is_added_without_a_budget_or_when_the_client_sets_one(
+    client, state, upstreams, api_key
+) -> None:
+    """The cap is the budget's promise, not a policy: a key without a budget, or a client that
+    set its own limit, sends exactly what the client sent."""
+    fake = upstreams["gpt"]
+    fake.default = LONG
+    update_model(state, "gpt", max_tokens=CAP)
+    assert post(client, api_key, {"model": "gpt", "messages": MESSAGES}).status_code == 200
+    assert "max_tokens" not in fake.last.json
+    assert "max_completion_tokens" not in fake.last.json
+    _key, secret = create_key(state, name="k", budget_per_day="1")
+    own = {"model": "gpt", "messages": MESSAGES, "max_completion_tokens": 7}
+    assert post(client, secret, own).status_code == 200
+    assert fake.last.json["max_completion_tokens"] == 7
+    assert "max_tokens" not in fake.last.json
+
+
+def test_openai_itself_gets_the_cap_as_max_completion_tokens(state) -> None:
+    """api.openai.com and Azure refuse ``max_tokens`` for reasoning models: the cap goes as
+    ``max_completion_tokens`` there, as ``max_tokens`` to other OpenAI-compatible servers."""
+    from flask_aigateway.enums import ProviderFormat
+    from flask_aigateway.providers.base import Target
+    from flask_aigateway.providers.openai import OpenAIAdapter
+
+    request = ChatRequest(model="gpt", messages=MESSAGES, cap_output=True)
+    sent = {}
+    for fmt, url in [
+        (ProviderFormat.OPENAI, "https://api.openai.com/v1"),
+        (ProviderFormat.AZURE, "https://example.openai.azure.com"),
+        (ProviderFormat.OPENAI, "http://127.0.0.1:8001/v1"),
+        (ProviderFormat.OLLAMA, "http://localhost:11434/v1"),
+    ]:
+        target = Target("d", "gpt", "p", "p", fmt, url, "m", api_key="k", default_max_tokens=CAP)
+        body = json.loads(OpenAIAdapter().build_request(request, target).body)
+        sent[(fmt.value, url)] = {k: v for k, v in body.items() if k.startswith("max_")}
+    assert list(sent.values()) == [
+        {"max_completion_tokens": CAP},
+        {"max_completion_tokens": CAP},
+        {"max_tokens": CAP},
+        {"max_tokens": CAP},
+    ]

@@ -76,7 +76,8 @@ def test_create_openai_with_key_stores_it_encrypted(runner, state):
     assert row.format == "openai"
     assert row.base_url is None
     assert row.enabled is True
-    assert row.extra_headers == {"HTTP-Referer": "https://example.org"}
+    assert service.provider_headers(state, row) == {"HTTP-Referer": "https://example.org"}
+    assert "example.org" not in json.dumps(row.extra_headers)
     assert row.api_key_hint == "****XYZ9"
     assert service.provider_api_key(state, row) == SECRET
     with state.engine.connect() as conn:
@@ -254,7 +255,7 @@ def test_framing_and_hop_by_hop_headers_are_refused(runner, state, header):
     service.create_provider(state, name="p", format="openai", extra_headers=["X-Title: t"])
     message = invoke_error(runner, "provider", "update", "p", "--header", header)
     assert repr(name) in message
-    assert stored(state, "p").extra_headers == {"X-Title": "t"}
+    assert service.provider_headers(state, stored(state, "p")) == {"X-Title": "t"}
 
 
 def test_service_refuses_framing_headers_and_line_breaks_naming_the_field(state):
@@ -402,7 +403,7 @@ def test_update_settings(runner, state):
     )
     row = stored(state, "p")
     assert row.base_url == "https://b.example/v2"
-    assert row.extra_headers == {"B": "2", "C": "3"}
+    assert service.provider_headers(state, row) == {"B": "2", "C": "3"}
     assert row.enabled is False
     invoke_ok(
         runner, "provider", "update", "p", "--base-url", "default", "--clear-headers", "--enable"

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from flask_aigateway.extension import get_state
 from flask_aigateway.models import ApiKey, Deployment, ModelAlias, Provider, Team
 from flask_aigateway.services.keys import hash_secret
-from flask_aigateway.services.providers import provider_api_key
+from flask_aigateway.services.providers import provider_api_key, provider_headers
 
 PROVIDER_KEY = "sk-provider-secret-abcdefghijklmnop"
 
@@ -102,7 +102,7 @@ def test_provider_create_show_edit_keeps_the_secret_write_only(
         csrf,
         name="renamed",
         format="openai",
-        base_url="",
+        base_url="http://127.0.0.1:9/v1",
         api_key="",
         api_version="",
         extra_headers=headers.group(1).replace("&#34;", '"'),
@@ -110,9 +110,14 @@ def test_provider_create_show_edit_keeps_the_secret_write_only(
     )
     assert response.status_code == 303
     (provider,) = rows(app, Provider)
-    assert (provider.name, provider.enabled, provider.base_url) == ("renamed", False, None)
+    assert (provider.name, provider.enabled, provider.base_url) == (
+        "renamed",
+        False,
+        "http://127.0.0.1:9/v1",
+    )
     assert provider_api_key(get_state(app), provider) == PROVIDER_KEY
-    assert provider.extra_headers["X-Custom-Token"] == "hidden-value-123456"
+    assert provider_headers(get_state(app), provider)["X-Custom-Token"] == "hidden-value-123456"
+    assert "hidden-value-123456" not in str(provider.extra_headers)
 
     submit(
         client,

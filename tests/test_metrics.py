@@ -295,3 +295,105 @@ def test_totals_span_two_gunicorn_workers(state, app_config, api_key, upstreams,
         if name == "ai_gateway_requests_total":
             by_status[dict(labels)["status"]] += value
     assert dict(by_status) == {"200": sent}
+
+
+@pytest.mark.slow
+def test_make_run_with_two_workers_counts_every_workers_requests(
+    state, app_config, api_key, upstreams, tmp_path, request
+) -> None:
+    """gunicorn with sample_app/gunicorn.conf.py and WORKERS=2, as ``make run`` starts it with
+    Redis: the config creates the multiprocess directory itself (nothing set by the test), and
+    every scrape, whichever worker answers it, counts the requests of both."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from processes import ROOT, free_port
+
+    redis_url = app_config.get("AIGATEWAY_REDIS_URL") or request.getfixturevalue("redis_url")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    port = free_port()
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("AIGATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"
+        },
+        "PYTHONPATH": str(ROOT),
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "TMPDIR": str(temp),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WORKERS": "2",
+        "AIGATEWAY_DATABASE_URI": app_config["AIGATEWAY_DATABASE_URI"],
+        "AIGATEWAY_SECRET_KEY": app_config["AIGATEWAY_SECRET_KEY"],
+        "AIGATEWAY_DASHBOARD_ENABLED": "false",
+        "AIGATEWAY_REDIS_URL": redis_url,
+        "AIGATEWAY_REDIS_PREFIX": app_config.get("AIGATEWAY_REDIS_PREFIX")
+        or f"aigw-test:{os.getpid()}-workers:",
+    }
+    upstreams["gpt"].default = Reply(prompt_tokens=10, completion_tokens=5, latency=0.05)
+    log_path = tmp_path / "gunicorn.log"
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    sent = 0
+    lock = threading.Lock()
+
+    def fire(count: int) -> None:
+        nonlocal sent
+        for _ in range(count):
+            with requests.Session() as session:  # a new connection each time: any worker
+                response = session.post(
+                    url + "/v1/chat/completions",
+                    json={"model": "gpt", "messages": MESSAGES},
+                    headers={"Authorization": f"Bearer {api_key}"},
+                    timeout=20,
+                )
+            assert response.status_code == 200
+            with lock:
+                sent += 1
+
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert server.poll() is None, log_path.read_text()
+            try:
+                if requests.get(url + "/v1/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        [metrics_dir] = list(temp.glob("aigateway-metrics-*"))
+        per_process: dict[str, float] = {}
+        for _round in range(10):
+            threads = [threading.Thread(target=fire, args=(3,)) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            per_process = _per_process_requests(metrics_dir, tmp_path / "split")
+            if len([v for v in per_process.values() if v]) >= 2:
+                break
+        assert len([v for v in per_process.values() if v]) == 2, per_process
+        for _ in range(6):
+            with requests.Session() as session:
+                samples = parse(session.get(url + "/v1/metrics", timeout=10).text)
+            assert total(samples, "ai_gateway_requests_total", status="200") == sent
+            assert total(samples, "ai_gateway_inflight_requests") == 0
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert not metrics_dir.exists(), "the directory the config created is removed on exit"

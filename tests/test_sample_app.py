@@ -488,3 +488,53 @@ def test_server_settings_size_workers_from_the_cpu_count_with_redis(
     assert (chosen["workers"], chosen["worker_class"]) == (3, "gthread")
     with pytest.raises(RuntimeError, match="needs AIGATEWAY_REDIS_URL"):
         _gunicorn_settings(monkeypatch, WORKERS="2")
+
+
+# -- behind a TLS-terminating proxy --------------------------------------------------------------
+
+
+def _login_cookie(app: Flask, headers: dict[str, str]) -> str:
+    """The Set-Cookie header of a dashboard login made through ``headers`` (a proxy's)."""
+    from dashboard_helpers import TOKEN, csrf_from
+
+    client = app.test_client()
+    page = client.get("/dashboard/login", headers=headers)
+    assert page.status_code == 200
+    response = client.post(
+        "/dashboard/login",
+        data={"token": TOKEN, "csrf_token": csrf_from(page.get_data(as_text=True))},
+        headers=headers,
+    )
+    assert response.status_code == 303
+    [cookie] = [c for c in response.headers.getlist("Set-Cookie") if "Max-Age" in c]
+    return cookie
+
+
+@pytest.mark.parametrize(
+    ("hops", "forwarded_proto", "secure"),
+    [(1, "https", True), (1, "http", False), (0, "https", False), (2, "https", True)],
+)
+def test_trusted_proxies_make_the_dashboard_cookie_secure_behind_tls(
+    ready_app: Flask,
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    hops: int,
+    forwarded_proto: str,
+    secure: bool,
+) -> None:
+    """``AIGATEWAY_TRUSTED_PROXIES`` (from the environment, as ``make run`` reads it) wraps the
+    app in ProxyFix; without it a forged X-Forwarded-Proto changes nothing."""
+    from dashboard_helpers import TOKEN
+
+    monkeypatch.setenv("AIGATEWAY_TRUSTED_PROXIES", str(hops))
+    monkeypatch.setenv("AIGATEWAY_DASHBOARD_TOKEN", TOKEN)
+    app = make_app()
+    headers = {
+        "X-Forwarded-Proto": forwarded_proto,
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Host": "gateway.example",
+    }
+    if hops == 2:
+        headers = {k: f"{v}, {v}" for k, v in headers.items()}
+    cookie = _login_cookie(app, headers)
+    assert ("; Secure" in cookie) is secure

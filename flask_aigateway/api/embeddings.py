@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from ..embeddings import EmbeddingsRequest
+from ..enums import Route
 from ..governance.auth import bearer_token
 from ..pipeline import get_pipeline
 from ..state import get_state
@@ -29,15 +30,19 @@ def register(bp: Blueprint) -> None:
         if request.method != "POST":
             raise _method_not_allowed("POST")
         state = get_state()
-        embeddings_request = EmbeddingsRequest.from_body(
-            _read_json_body(state.settings["AIGATEWAY_MAX_BODY_BYTES"])
-        )
         headers = request.headers
-        result = get_pipeline(state).embeddings(
-            embeddings_request,
-            bearer_token(headers.get("Authorization")),
-            rid,
-            cache_control=headers.get("Cache-Control"),
+        pipeline = get_pipeline(state)
+        api_key = pipeline.authenticate_first(
+            bearer_token(headers.get("Authorization")), rid, Route.EMBEDDINGS
+        )
+        settings = state.settings
+        embeddings_request = EmbeddingsRequest.from_body(
+            _read_json_body(
+                settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]
+            )
+        )
+        result = pipeline.embeddings(
+            embeddings_request, api_key, rid, cache_control=headers.get("Cache-Control")
         )
         response = _json(result.body)
         response.headers.extend(_gateway_headers(rid, result))

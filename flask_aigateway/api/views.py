@@ -75,9 +75,10 @@ def _method_not_allowed(allowed: str) -> GatewayError:
     )
 
 
-def _read_json_body(limit: int) -> Any:
-    """The decoded body, within ``limit`` bytes (``AIGATEWAY_MAX_BODY_BYTES``); 400/413 in
-    OpenAI's shape."""
+def _read_json_body(limit: int, max_depth: int) -> Any:
+    """The decoded body, within ``limit`` bytes (``AIGATEWAY_MAX_BODY_BYTES``) and
+    ``max_depth`` levels of nesting (``AIGATEWAY_MAX_JSON_DEPTH``), UTF-8 without lone
+    surrogates; 400/413 in OpenAI's shape. Called only after the key is authenticated."""
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
@@ -87,9 +88,9 @@ def _read_json_body(limit: int) -> Any:
     if not raw.strip():
         raise InvalidRequestError("The request body is empty: send a JSON object.")
     try:
-        return jsoncodec.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
+        return jsoncodec.loads_body(raw, max_depth)
+    except jsoncodec.BodyError as exc:
+        raise InvalidRequestError(str(exc)) from None
 
 
 #: What stays literal in a header carrying a provider name: printable ASCII except ``%``.
@@ -204,12 +205,14 @@ def create_blueprint() -> Blueprint:
         if request.method != "POST":
             raise _method_not_allowed("POST")
         state = get_state()
-        chat_request = ChatRequest.from_body(
-            _read_json_body(state.settings["AIGATEWAY_MAX_BODY_BYTES"])
-        )
         headers = request.headers
-        api_key = bearer_token(headers.get("Authorization"))
         pipeline = get_pipeline(state)
+        api_key = pipeline.authenticate_first(bearer_token(headers.get("Authorization")), rid)
+        settings = state.settings
+        body = _read_json_body(
+            settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]
+        )
+        chat_request = ChatRequest.from_body(body)
         cache_control = headers.get("Cache-Control")
         if chat_request.stream:
             stream = pipeline.open_stream(chat_request, api_key, rid, cache_control=cache_control)

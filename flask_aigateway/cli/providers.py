@@ -68,7 +68,7 @@ def create_command(
         extra_headers=list(headers),
         enabled=not disabled,
     )
-    record = service.provider_to_dict(provider)
+    record = service.provider_to_dict(provider, state)
     if as_json:
         output(record, True)
         return
@@ -81,7 +81,7 @@ def create_command(
 @command
 def list_command(state: GatewayState, as_json: bool) -> None:
     """List providers (credentials masked)."""
-    records = [service.provider_to_dict(p) for p in service.list_providers(state)]
+    records = [service.provider_to_dict(p, state) for p in service.list_providers(state)]
     output(
         records if as_json else [_row(r) for r in records],
         as_json,
@@ -96,14 +96,18 @@ def list_command(state: GatewayState, as_json: bool) -> None:
 @command
 def info_command(state: GatewayState, ref: str, as_json: bool) -> None:
     """Show one provider by name or full id (credential masked)."""
-    output(service.provider_to_dict(service.get_provider(state, ref)), as_json)
+    output(service.provider_to_dict(service.get_provider(state, ref), state), as_json)
 
 
 @provider_group.command("update")
 @click.argument("ref")
 @click.option("--name", help="New name.")
 @click.option("--format", "format_", help=f"One of: {', '.join(service.FORMAT_CHOICES)}.")
-@click.option("--base-url", help="New endpoint URL ('default' returns to the format's).")
+@click.option(
+    "--base-url",
+    help="New endpoint URL ('default' returns to the format's). Changing it or --format "
+    "needs --api-key again (or --clear-api-key): the stored key never follows a move.",
+)
 @click.option("--api-key", help="New credential (stored encrypted).")
 @click.option("--clear-api-key", is_flag=True, help="Remove the stored credential.")
 @click.option("--api-version", help="New API version ('none' clears it).")
@@ -159,7 +163,7 @@ def update_command(
     if not changes:
         raise click.UsageError("Nothing to change: give at least one option (see --help).")
     provider = service.update_provider(state, ref, **changes)
-    record = service.provider_to_dict(provider)
+    record = service.provider_to_dict(provider, state)
     if as_json:
         output(record, True)
         return

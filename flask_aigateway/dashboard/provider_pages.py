@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from ..errors import GatewayError
+from ..errors import GatewayError, ValidationError
 from ..services import models as model_service
 from ..services import providers as service
 from ..services import validation
@@ -62,7 +62,7 @@ def list_page() -> str:
     state = get_state()
     used = _usage()
     providers = [
-        service.provider_to_dict(p) | {"deployments": len(used.get(p.id, []))}
+        service.provider_to_dict(p, state) | {"deployments": len(used.get(p.id, []))}
         for p in service.list_providers(state)
     ]
     return render_template("aigateway/providers/list.html", providers=providers)
@@ -74,7 +74,7 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
     detail = detail_stats(state, Scope(provider=provider.name), days=DAYS, by=("model", "key"))
     return render_template(
         "aigateway/providers/detail.html",
-        provider=service.provider_to_dict(provider),
+        provider=service.provider_to_dict(provider, state),
         deployments=_usage().get(provider.id, []),
         detail=detail,
         charts=charts.detail_charts(detail),
@@ -122,9 +122,18 @@ def _headers_text(raw: dict[str, str], shown: dict[str, str]) -> str:
     )
 
 
-def _merge_headers(text: str, stored: dict[str, str]) -> dict[str, str]:
-    """The submitted headers, with :data:`KEEP` values replaced by the stored ones."""
+def _merge_headers(text: str, stored: dict[str, str], *, moved: bool) -> dict[str, str]:
+    """The submitted headers, with :data:`KEEP` values replaced by the stored ones — unless
+    the provider is ``moved`` to another format or base URL: stored values were given for the
+    old destination, so they must be typed again (or the header removed)."""
     parsed = validation.headers(text, "extra_headers")
+    kept = sorted(name for name, value in parsed.items() if value == KEEP and name in stored)
+    if moved and kept:
+        raise ValidationError(
+            f"The base URL or format changes: type the value of header(s) {', '.join(kept)} "
+            f"again (it was stored for the old destination), or remove the line.",
+            param="extra_headers",
+        )
     return {
         name: stored.get(name, "") if value == KEEP else value for name, value in parsed.items()
     }
@@ -133,14 +142,16 @@ def _merge_headers(text: str, stored: dict[str, str]) -> dict[str, str]:
 def edit_page(ref: str) -> Any:
     state = get_state()
     provider = service.get_provider(state, ref)
-    shown = service.provider_to_dict(provider)
+    shown = service.provider_to_dict(provider, state)
     if request.method == "GET":
         values = {
             "name": provider.name,
             "format": provider.format,
             "base_url": provider.base_url or "",
             "api_version": provider.api_version or "",
-            "extra_headers": _headers_text(provider.extra_headers or {}, shown["extra_headers"]),
+            "extra_headers": _headers_text(
+                service.provider_headers(state, provider), shown["extra_headers"]
+            ),
             "enabled": provider.enabled,
         }
         return _render_form(Form(FIELDS, values, CHECKBOXES), shown)
@@ -150,7 +161,12 @@ def edit_page(ref: str) -> Any:
     else:
         api_key = form.text("api_key") or UNSET
     try:
-        headers = _merge_headers(form.get("extra_headers"), provider.extra_headers or {})
+        moved = form.get("format") != provider.format or validation.url(form.text("base_url")) != (
+            provider.base_url
+        )
+        headers = _merge_headers(
+            form.get("extra_headers"), service.provider_headers(state, provider), moved=moved
+        )
         updated = service.update_provider(
             state,
             provider.id,

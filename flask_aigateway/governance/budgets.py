@@ -227,6 +227,11 @@ class Reservation:
         self._lock = threading.Lock()
         self.done = False
 
+    @property
+    def limited(self) -> bool:
+        """Whether any budget (a limit, not only a spend counter) applies to the request."""
+        return any(line.limit is not None for line in self._lines)
+
     def headers(self) -> dict[str, str]:
         """``x-aigateway-budget-remaining-usd``: the least any budget has left (after what is
         reserved now), or no header when no budget applies."""

@@ -34,6 +34,20 @@ PARAMETERS: dict[str, Handling] = {
 }
 
 
+def _cap_parameter(target: Target) -> str:
+    """The output-limit parameter a budget cap is sent as: OpenAI's own API and Azure take
+    ``max_completion_tokens`` (their reasoning models refuse ``max_tokens``); other
+    OpenAI-compatible servers (Ollama, Gemini, vLLM or llama.cpp on a custom URL) are sure to
+    know ``max_tokens``."""
+    if target.provider_format is ProviderFormat.AZURE:
+        return "max_completion_tokens"
+    if target.provider_format is ProviderFormat.OPENAI and target.base_url.rstrip("/") == (
+        ProviderFormat.OPENAI.default_base_url
+    ):
+        return "max_completion_tokens"
+    return "max_tokens"
+
+
 class OpenAIAdapter:
     """Pure translation to and from OpenAI-format upstreams (stateless, shareable)."""
 
@@ -44,6 +58,8 @@ class OpenAIAdapter:
         (``api-key`` header for Azure, ``Authorization: Bearer`` otherwise, none without a key)."""
         body = request.to_body()
         body["model"] = target.provider_model
+        if request.cap_output and request.max_output_tokens is None:
+            body[_cap_parameter(target)] = target.default_max_tokens
         if request.stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return UpstreamRequest(

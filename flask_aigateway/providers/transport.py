@@ -45,6 +45,7 @@ from urllib3.exceptions import DecodeError, HTTPError, ReadTimeoutError
 
 from .. import __version__
 from ..errors import UpstreamError, UpstreamTimeoutError
+from .addresses import address_problem, host_problem
 from .base import SSEEvent, UpstreamRequest
 from .sse import SSEParser, SSETooLarge
 from .wire import FRAMING_HEADERS
@@ -72,6 +73,11 @@ _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}[ \t]*")
 #: :class:`_Answer` when urllib3 creates it inside ``Session.send``.
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "aigateway_upstream_deadline", default=None
+)
+#: The address policy (``block_private``) of the call being sent on this thread/greenlet; read
+#: when urllib3 opens a connection inside ``Session.send``.
+_BLOCK_PRIVATE: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "aigateway_upstream_block_private", default=None
 )
 
 
@@ -189,6 +195,33 @@ def _framing_problem(msg: http.client.HTTPMessage) -> str | None:
     return None
 
 
+class BlockedAddress(OSError):
+    """A new upstream connection reached an address the policy forbids (after DNS
+    resolution): closed before anything was sent on it."""
+
+
+def _checked_connect(base: Any) -> Any:
+    """``base.connect`` followed by the address policy on the address actually connected to
+    (``AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS``; :mod:`.addresses`). Runs before the request's first
+    byte — and so before any credential — is written. Through a proxy the peer is the proxy,
+    which the operator chose: the URL's host was checked by name in :meth:`Transport._route`."""
+
+    def connect(self: Any) -> None:
+        base.connect(self)
+        block_private = _BLOCK_PRIVATE.get()
+        if block_private is None or getattr(self, "proxy", None) is not None:
+            return
+        if hasattr(self, "_socks_options") or self.sock is None:
+            return
+        peer = self.sock.getpeername()[0]
+        problem = address_problem(str(peer), block_private=block_private)
+        if problem is not None:
+            self.close()
+            raise BlockedAddress(f"{self.host} resolved to {problem}")
+
+    return connect
+
+
 _BOUNDED_POOLS: dict[type[HTTPConnectionPool], type[HTTPConnectionPool]] = {}
 
 
@@ -204,7 +237,7 @@ def _bounded_pool_classes(
             connection = type(
                 f"Bounded{pool.ConnectionCls.__name__}",
                 (pool.ConnectionCls,),
-                {"response_class": _Answer},
+                {"response_class": _Answer, "connect": _checked_connect(pool.ConnectionCls)},
             )
             bounded = type(f"Bounded{pool.__name__}", (pool,), {"ConnectionCls": connection})
             _BOUNDED_POOLS[pool] = bounded
@@ -464,8 +497,10 @@ class Transport:
         max_response_bytes: int = 32 * 1024 * 1024,
         max_sse_line_bytes: int = 4 * 1024 * 1024,
         ca_bundle: str | None = None,
+        block_private: bool = False,
     ) -> None:
         self.connect_timeout = connect_timeout
+        self.block_private = block_private
         self.pool_maxsize = pool_maxsize
         self.max_response_bytes = max_response_bytes
         self.max_sse_line_bytes = max_sse_line_bytes
@@ -483,6 +518,7 @@ class Transport:
             max_response_bytes=settings["AIGATEWAY_MAX_RESPONSE_BYTES"],
             max_sse_line_bytes=settings["AIGATEWAY_MAX_SSE_LINE_BYTES"],
             ca_bundle=settings["AIGATEWAY_CA_BUNDLE"],
+            block_private=settings["AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS"],
         )
 
     def _session(self, pool_key: str) -> requests.Session:
@@ -527,6 +563,9 @@ class Transport:
                 "Check the provider's base URL.",
                 retryable=False,
             )
+        problem = host_problem(parts.hostname, block_private=self.block_private)
+        if problem is not None:
+            raise _blocked(host, problem)
         settings = session.merge_environment_settings(url, {}, None, self.ca_bundle, None)
         proxies: dict[str, str] = settings["proxies"]
         proxy = requests.utils.select_proxy(url, proxies)
@@ -569,6 +608,7 @@ class Transport:
             headers["User-Agent"] = _USER_AGENT
         log.debug("upstream %s %s (pool %s, stream=%s)", req.method, route.host, pool_key, stream)
         token = _DEADLINE.set(time.monotonic() + timeout)
+        policy = _BLOCK_PRIVATE.set(self.block_private)
         try:
             prepared = route.template.copy()
             prepared.prepare_method(req.method)
@@ -591,6 +631,7 @@ class Transport:
             raise _connect_error(exc, route.host, timeout) from exc
         finally:
             _DEADLINE.reset(token)
+            _BLOCK_PRIVATE.reset(policy)
         encoding = response.headers.get("content-encoding")
         if encoding and any(
             e.strip().lower() not in _DECODABLE for e in encoding.split(",") if e.strip()
@@ -644,6 +685,16 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen = inner[-1] if inner else (seen.__cause__ or seen.__context__)
 
 
+def _blocked(host: str, problem: str) -> UpstreamError:
+    """A destination the address policy refuses: not retried, nothing was sent to it."""
+    return UpstreamError(
+        f"Refused to call the upstream {host}: {problem}. Nothing was sent. Check the "
+        "provider's base URL (and AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS).",
+        retryable=False,
+        code="upstream_address_refused",
+    )
+
+
 def _timeout_error(host: str, timeout: float) -> UpstreamTimeoutError:
     return UpstreamTimeoutError(
         f"The upstream {host} sent nothing more within the request's deadline of {timeout:g} s "
@@ -672,6 +723,9 @@ def _connect_error(exc: requests.RequestException, host: str, timeout: float) ->
         return _timeout_error(host, timeout)
     if isinstance(exc, requests.exceptions.ConnectionError):
         causes = list(_causes(exc))
+        blocked = next((c for c in causes if isinstance(c, BlockedAddress)), None)
+        if blocked is not None:
+            return _blocked(host, str(blocked))
         malformed = next((c for c in causes if isinstance(c, MalformedAnswer)), None)
         if malformed is not None:
             return UpstreamError(

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..crypto import mask
+from ..crypto import ENCRYPTED_PREFIX, decrypt_headers, encrypt_headers, mask
 from ..enums import AZURE_DEFAULT_API_VERSION, ProviderFormat
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..models import Deployment, Provider
@@ -103,6 +103,43 @@ def _headers(value: Any) -> dict[str, str]:
     return result
 
 
+def _base_url(state: GatewayState, value: Any) -> str | None:
+    return validation.upstream_url(
+        value, "base_url", block_private=state.settings["AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS"]
+    )
+
+
+def _check_destination(
+    provider: Provider, fmt: ProviderFormat, url: str | None, *, new_key: Any, new_headers: Any
+) -> None:
+    """Credentials stay with the destination they were given for.
+
+    Changing the format or base URL would send the stored API key (and extra headers that
+    look secret) to the new destination, so such a change must give them again — or remove
+    them — in the same update; otherwise it is refused (anyone who may edit a provider could
+    else point it at a host they control and receive the key on the next request).
+    """
+    if fmt.value == provider.format and url == provider.base_url:
+        return
+    what = "base URL" if url != provider.base_url else "format"
+    if provider.api_key_encrypted and new_key is UNSET:
+        raise ValidationError(
+            f"Changing the provider's {what} would send its stored API key to the new "
+            "destination: give the API key again in the same change (--api-key, or the API "
+            "key field), or remove it (--clear-api-key).",
+            param="api_key",
+        )
+    secret = sorted(k for k in (provider.extra_headers or {}) if _SENSITIVE_HEADER.search(k))
+    if secret and new_headers is UNSET:
+        raise ValidationError(
+            f"Changing the provider's {what} would send its stored header(s) "
+            f"{', '.join(secret)} to the new destination: give the extra headers again in the "
+            "same change (--header, or the extra headers field), or remove them "
+            "(--clear-headers).",
+            param="extra_headers",
+        )
+
+
 def _check_preset(fmt: ProviderFormat, base_url: str | None) -> None:
     if fmt is ProviderFormat.AZURE and base_url is None:
         raise ValidationError(
@@ -181,7 +218,7 @@ def create_provider(
     """
     clean_name = _name(name)
     fmt = _format(format)
-    url = validation.url(base_url, "base_url")
+    url = _base_url(state, base_url)
     _check_preset(fmt, url)
     version = _api_version(api_version)
     if fmt is ProviderFormat.AZURE and version is None:
@@ -195,7 +232,7 @@ def create_provider(
             format=fmt.value,
             base_url=url,
             api_version=version,
-            extra_headers=headers,
+            extra_headers=encrypt_headers(state.cipher, headers),
             enabled=bool(enabled),
         )
         _set_api_key(state, provider, key)
@@ -236,7 +273,9 @@ def update_provider(
 
     ``api_key=None`` removes the credential, ``base_url=None`` returns to the format's default,
     ``extra_headers=None`` removes every extra header (a value replaces them all). Switching to
-    Azure requires a base URL and sets the default API version when none is stored.
+    Azure requires a base URL and sets the default API version when none is stored. Changing
+    the format or base URL of a provider with a stored API key (or secret-looking extra
+    headers) requires giving them again, or removing them, in the same call.
 
     :raises NotFoundError: no such provider.
     :raises ValidationError: a field is invalid.
@@ -248,7 +287,7 @@ def update_provider(
     if format is not UNSET:
         changes["format"] = _format(format)
     if base_url is not UNSET:
-        changes["base_url"] = validation.url(base_url, "base_url")
+        changes["base_url"] = _base_url(state, base_url)
     if api_version is not UNSET:
         changes["api_version"] = _api_version(api_version)
     if extra_headers is not UNSET:
@@ -262,6 +301,13 @@ def update_provider(
         fmt = changes.get("format", ProviderFormat(provider.format))
         url = changes.get("base_url", provider.base_url)
         _check_preset(fmt, url)
+        _check_destination(
+            provider,
+            fmt,
+            url,
+            new_key=new_key,
+            new_headers=changes.get("extra_headers", UNSET),
+        )
         provider.format = fmt.value
         provider.base_url = url
         version = changes.get("api_version", provider.api_version)
@@ -269,7 +315,7 @@ def update_provider(
             version = AZURE_DEFAULT_API_VERSION
         provider.api_version = version
         if "extra_headers" in changes:
-            provider.extra_headers = changes["extra_headers"]
+            provider.extra_headers = encrypt_headers(state.cipher, changes["extra_headers"])
         if enabled is not UNSET:
             provider.enabled = bool(enabled)
         if new_key is not UNSET:
@@ -326,18 +372,34 @@ def provider_api_key(state: GatewayState, provider: Provider) -> str | None:
     return state.cipher.decrypt(provider.api_key_encrypted)
 
 
-def _shown_headers(headers: dict[str, str] | None) -> dict[str, str]:
+def provider_headers(state: GatewayState, provider: Provider) -> dict[str, str]:
+    """The provider's extra headers in clear (stored encrypted, like the API key).
+
+    :raises ConfigError: a stored value cannot be decrypted with the configured secret.
+    """
+    return decrypt_headers(state.cipher, provider.extra_headers)
+
+
+def _shown_headers(state: GatewayState | None, provider: Provider) -> dict[str, str]:
+    if state is None:
+        headers = {
+            key: "(encrypted)" if val.startswith(ENCRYPTED_PREFIX) else val
+            for key, val in (provider.extra_headers or {}).items()
+        }
+    else:
+        headers = provider_headers(state, provider)
     return {
         key: (mask(val) or "") if _SENSITIVE_HEADER.search(key) else val
-        for key, val in (headers or {}).items()
+        for key, val in headers.items()
     }
 
 
-def provider_to_dict(provider: Provider) -> dict[str, Any]:
+def provider_to_dict(provider: Provider, state: GatewayState | None = None) -> dict[str, Any]:
     """A provider for display and JSON: never the credential, only its mask.
 
     ``base_url`` is what is stored (None = the format's default); ``effective_base_url`` is
-    where requests go. Values of extra headers that look secret are masked too.
+    where requests go. Extra header values are shown decrypted when ``state`` is given
+    (else as ``(encrypted)``), those that look secret masked.
     """
     fmt = ProviderFormat(provider.format)
     return {
@@ -348,7 +410,7 @@ def provider_to_dict(provider: Provider) -> dict[str, Any]:
         "effective_base_url": provider.base_url or fmt.default_base_url,
         "api_key": provider.api_key_hint if provider.api_key_encrypted else None,
         "api_version": provider.api_version,
-        "extra_headers": _shown_headers(provider.extra_headers),
+        "extra_headers": _shown_headers(state, provider),
         "enabled": provider.enabled,
         "created_at": provider.created_at,
         "updated_at": provider.updated_at,
@@ -363,6 +425,7 @@ __all__ = [
     "get_provider",
     "list_providers",
     "provider_api_key",
+    "provider_headers",
     "provider_to_dict",
     "update_provider",
 ]

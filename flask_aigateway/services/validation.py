@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ..db import to_money
 from ..errors import ValidationError
+from ..providers.addresses import host_problem
 from ..providers.wire import FRAMING_HEADERS
 
 _HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
@@ -156,6 +157,30 @@ def url(value: Any, field: str = "base_url") -> str | None:
             f"The {label(field)} {text!r} has an invalid port.", param=field
         ) from None
     return text.rstrip("/")
+
+
+def upstream_url(value: Any, field: str = "base_url", *, block_private: bool = False) -> str | None:
+    """:func:`url` for a provider's base URL: also refused are user-info (``user:pass@``: it
+    would be shown in listings and never sent — credentials go in the API key) and hosts the
+    address policy forbids (metadata names, link-local addresses; with ``block_private``
+    loopback and private ones too: :mod:`flask_aigateway.providers.addresses`)."""
+    text = url(value, field)
+    if text is None:
+        return None
+    parts = urlsplit(text)
+    if "@" in parts.netloc:
+        raise ValidationError(
+            f"The {label(field)} contains a user name or password ('user:pass@'); remove it "
+            "and give the credential as the API key, which is stored encrypted.",
+            param=field,
+        )
+    problem = host_problem(parts.hostname or "", block_private=block_private)
+    if problem is not None:
+        raise ValidationError(
+            f"The {label(field)} is refused: {problem}. Point it at the provider's API.",
+            param=field,
+        )
+    return text
 
 
 def name_list(value: Any, field: str) -> list[str] | None:

@@ -33,6 +33,11 @@ class FakeAnthropic(FakeUpstream):
     def overloaded(self, **fields: Any) -> None:
         self.fail(529, "Overloaded", **fields)
 
+    length_finish = "max_tokens"
+
+    def _max_output(self, body: dict[str, Any]) -> int | None:
+        return int(body["max_tokens"]) if isinstance(body.get("max_tokens"), int) else None
+
     def _headers(self) -> dict[str, str]:
         return {"request-id": f"req_fake{next_id()}", "anthropic-organization-id": "org-fake"}
 

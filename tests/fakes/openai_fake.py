@@ -76,6 +76,13 @@ class FakeOpenAI(FakeUpstream):
     #: always sends floats (reset to True between tests).
     honours_base64 = True
 
+    def _max_output(self, body: dict[str, Any]) -> int | None:
+        """``max_completion_tokens``, else the legacy ``max_tokens`` (as OpenAI reads them)."""
+        for name in ("max_completion_tokens", "max_tokens"):
+            if isinstance(body.get(name), int):
+                return int(body[name])
+        return None
+
     def _headers(self) -> dict[str, str]:
         return {"x-request-id": f"req_fake{next_id()}", "openai-processing-ms": "1"}
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -223,6 +223,7 @@ class FakeUpstream:
             return self._error(h, reply)
         if reply.raw_body is not None:
             return self._send(h, 200, reply.raw_body, reply.headers)
+        reply = self._capped(body, reply)
         if body.get("stream"):
             return self._stream(h, reply, self._events(body, reply))
         return self._send(h, 200, json.dumps(self._message(body, reply)).encode(), reply.headers)
@@ -273,6 +274,21 @@ class FakeUpstream:
             h.close_connection = True
             self.disconnected.set()
 
+    def _capped(self, body: dict[str, Any], reply: Reply) -> Reply:
+        """The reply as the real API gives it under the request's output limit: text cut to
+        that many tokens (a token is a word here), usage at the limit, the format's own
+        "stopped at the limit" finish reason. Tool calls are left whole."""
+        cap = self._max_output(body)
+        if cap is None:
+            return reply
+        _prompt, completion = self._usage(body, reply)
+        if completion <= cap:
+            return reply
+        text = reply.text
+        if text is not None:
+            text = "".join(words(text)[:cap])
+        return replace(reply, text=text, completion_tokens=cap, finish=self.length_finish)
+
     def _usage(self, body: dict[str, Any], reply: Reply) -> tuple[int, int]:
         prompt = reply.prompt_tokens if reply.prompt_tokens is not None else estimate_tokens(body)
         completion = reply.completion_tokens
@@ -288,6 +304,13 @@ class FakeUpstream:
         """Answer a ``POST`` to another endpoint of the format than :attr:`endpoint` (e.g.
         ``/v1/embeddings``); True when it did."""
         return False
+
+    #: The format's finish reason for an answer stopped at the output limit.
+    length_finish = "length"
+
+    def _max_output(self, body: dict[str, Any]) -> int | None:
+        """The output limit the request sets (each format names its own parameters)."""
+        raise NotImplementedError
 
     def _headers(self) -> dict[str, str]:
         return {}

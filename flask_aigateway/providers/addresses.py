@@ -1,0 +1,66 @@
+"""Where upstream calls may go: the address policy for provider base URLs.
+
+Checked twice: when a provider is configured (the host as written: a metadata name or a
+literal address) and on every new upstream connection, after DNS resolution (the address
+actually connected to), so a name that resolves — or is re-pointed — to a forbidden address is
+refused too. Link-local addresses (169.254.0.0/16, fe80::/10: where cloud metadata services
+live) and known metadata names and addresses are always refused; loopback and private ranges
+are allowed (Ollama and vLLM run there) unless ``AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS`` is set.
+Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+#: Host names of cloud metadata services (compared lower-case, without a trailing dot).
+METADATA_HOSTS = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata.azure.internal",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
+#: Metadata addresses outside the link-local ranges (AWS IPv6, Alibaba, Oracle's is link-local).
+_METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_problem(address: str, *, block_private: bool) -> str | None:
+    """Why connecting to ``address`` (a literal IP, IPv6 zone allowed) is refused, or None.
+
+    Not an IP address at all: None (a host name; see :func:`host_problem`).
+    """
+    try:
+        ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in _METADATA_ADDRESSES:
+        return f"{ip} is a cloud metadata address"
+    if ip.is_link_local:
+        return f"{ip} is a link-local address (where cloud metadata services answer)"
+    if ip.is_multicast or ip.is_unspecified:
+        return f"{ip} is not a unicast address"
+    if block_private and not ip.is_global:
+        return (
+            f"{ip} is a loopback or private address, refused because "
+            "AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS is set"
+        )
+    return None
+
+
+def host_problem(host: str, *, block_private: bool) -> str | None:
+    """Why a base URL's host (as written) is refused, or None: metadata names always, literal
+    addresses by :func:`address_problem`. Names are resolved only at call time."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name in METADATA_HOSTS:
+        return f"{name} is a cloud metadata host"
+    return address_problem(name, block_private=block_private)

@@ -1,0 +1,320 @@
+"""Credentials stay where they belong: a provider's key follows no base-URL change, base URLs
+cannot point at metadata services (as written or after DNS), extra headers are encrypted.
+
+Through the service layer, the CLI (CliRunner), the dashboard (test client, real login and
+CSRF) and the transport (real connections to a fake upstream on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from dashboard_helpers import FLASK_SECRET, TOKEN, field_error, login, submit, text
+from sqlalchemy import select, update
+
+from flask_aigateway.errors import UpstreamError, ValidationError
+from flask_aigateway.models import Provider
+from flask_aigateway.providers.base import UpstreamRequest
+from flask_aigateway.providers.transport import Transport
+from flask_aigateway.services import providers as service
+
+KEY = "sk-original-key-0123456789"
+NEW_KEY = "sk-replacement-key-987654"
+
+#: Base URLs refused whatever the configuration: metadata names and link-local addresses.
+ALWAYS_REFUSED = [
+    "http://169.254.169.254/latest",
+    "http://169.254.0.1:8080/v1",
+    "http://[fe80::1]/v1",
+    "http://[fd00:ec2::254]/latest",
+    "http://[::ffff:169.254.169.254]/v1",
+    "http://100.100.100.200/latest",
+    "http://metadata.google.internal/computeMetadata/v1",
+    "http://METADATA.google.internal./v1",
+    "http://metadata/v1",
+    "http://0.0.0.0:8000/v1",
+]
+LOCAL = ["http://127.0.0.1:11434/v1", "http://localhost:8000/v1", "http://10.1.2.3/v1"]
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    return {**app_config, "AIGATEWAY_DASHBOARD_TOKEN": TOKEN, "SECRET_KEY": FLASK_SECRET}
+
+
+def stored(state: Any, name: str = "p") -> Provider:
+    with state.session() as session:
+        return session.scalars(select(Provider).where(Provider.name == name)).one()
+
+
+def make(state: Any, **fields: Any) -> Provider:
+    values = {
+        "name": "p",
+        "format": "openai",
+        "base_url": "https://api.example.com/v1",
+        "api_key": KEY,
+    }
+    return service.create_provider(state, **{**values, **fields})
+
+
+# -- the service layer ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change", [{"base_url": "https://attacker.example/v1"}, {"format": "ollama"}]
+)
+def test_moving_a_provider_without_its_key_is_refused(state, change) -> None:
+    make(state)
+    with pytest.raises(ValidationError) as refused:
+        service.update_provider(state, "p", **change)
+    assert refused.value.param == "api_key"
+    assert "give the API key again" in refused.value.message
+    row = stored(state)
+    assert (row.format, row.base_url) == ("openai", "https://api.example.com/v1")
+    assert service.provider_api_key(state, row) == KEY
+
+
+def test_moving_a_provider_with_its_key_again_or_removed_is_allowed(state) -> None:
+    make(state)
+    service.update_provider(state, "p", base_url="https://b.example/v1", api_key=NEW_KEY)
+    assert service.provider_api_key(state, stored(state)) == NEW_KEY
+    service.update_provider(state, "p", base_url="https://c.example/v1", api_key=None)
+    row = stored(state)
+    assert (row.base_url, row.api_key_encrypted) == ("https://c.example/v1", None)
+    # No key stored: nothing to walk off with, the base URL changes freely.
+    service.update_provider(state, "p", base_url="https://d.example/v1")
+    # Same destination (other fields changing): the key stays.
+    service.update_provider(state, "p", api_key=KEY)
+    service.update_provider(state, "p", name="renamed", base_url="https://d.example/v1/")
+    assert service.provider_api_key(state, stored(state, "renamed")) == KEY
+
+
+def test_secret_looking_headers_do_not_follow_a_move(state) -> None:
+    make(state, api_key=None, extra_headers=["X-Auth-Token: hunter2", "X-Title: t"])
+    with pytest.raises(ValidationError) as refused:
+        service.update_provider(state, "p", base_url="https://elsewhere.example/v1")
+    assert refused.value.param == "extra_headers"
+    assert "X-Auth-Token" in refused.value.message
+    service.update_provider(
+        state, "p", base_url="https://elsewhere.example/v1", extra_headers=["X-Title: t"]
+    )
+    assert service.provider_headers(state, stored(state)) == {"X-Title": "t"}
+
+
+@pytest.mark.parametrize("url", ALWAYS_REFUSED)
+def test_metadata_and_link_local_base_urls_are_refused(state, url) -> None:
+    with pytest.raises(ValidationError) as refused:
+        make(state, base_url=url)
+    assert refused.value.param == "base_url"
+    assert "refused" in refused.value.message
+    make(state)
+    with pytest.raises(ValidationError):
+        service.update_provider(state, "p", base_url=url, api_key=KEY)
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("https://user:pass@api.example.com/v1", "user name or password"),
+        ("https://sk-123@api.example.com/v1", "user name or password"),
+        ("https://api.example.com/v1 ", None),
+        ("https://api.example.com/v1\r\nX-Evil: 1", "control characters"),
+        ("https://api.exa mple.com/v1", "spaces"),
+        ("https://api.example.com/v1\x00", "control characters"),
+    ],
+)
+def test_user_info_whitespace_and_control_characters_are_refused(state, url, words) -> None:
+    if words is None:  # surrounding blanks are trimmed, as everywhere else
+        assert make(state, base_url=url).base_url == "https://api.example.com/v1"
+        return
+    with pytest.raises(ValidationError) as refused:
+        make(state, base_url=url)
+    assert refused.value.param == "base_url"
+    assert words in refused.value.message
+
+
+@pytest.mark.parametrize("url", LOCAL)
+def test_loopback_and_private_are_allowed_by_default(state, url) -> None:
+    assert make(state, base_url=url).base_url == url
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:11434/v1", "http://10.1.2.3/v1"])
+def test_one_option_blocks_loopback_and_private(app_config, state, url) -> None:
+    state.settings["AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS"] = True
+    with pytest.raises(ValidationError) as refused:
+        make(state, base_url=url)
+    assert "AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS" in refused.value.message
+    assert make(state, base_url="https://api.example.com/v1")
+
+
+def test_extra_headers_are_stored_encrypted(state) -> None:
+    make(state, extra_headers=["X-Org-Secret: s3cr3t-value", "X-Title: my-app"])
+    row = stored(state)
+    raw = json.dumps(row.extra_headers)
+    assert "s3cr3t-value" not in raw and "my-app" not in raw
+    assert set(row.extra_headers) == {"X-Org-Secret", "X-Title"}
+    assert service.provider_headers(state, row) == {
+        "X-Org-Secret": "s3cr3t-value",
+        "X-Title": "my-app",
+    }
+    shown = service.provider_to_dict(row, state)["extra_headers"]
+    assert shown["X-Title"] == "my-app" and "s3cr3t" not in shown["X-Org-Secret"]
+    assert service.provider_to_dict(row)["extra_headers"]["X-Title"] == "(encrypted)"
+
+
+def test_headers_stored_in_clear_before_are_still_read_and_encrypted_on_update(
+    state, upstreams, api_key, client
+) -> None:
+    """Rows written before header values were encrypted: sent as they are, then encrypted by
+    the next update that gives headers."""
+    with state.transaction() as session:
+        session.execute(
+            update(Provider)
+            .where(Provider.name == "fake-openai")
+            .values(extra_headers={"X-Legacy": "plain"})
+        )
+    state.invalidate()
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+    response = client.post("/v1/chat/completions", json=body, headers=auth(api_key))
+    assert response.status_code == 200
+    assert upstreams["gpt"].last.headers["x-legacy"] == "plain"
+    service.update_provider(state, "fake-openai", extra_headers=["X-Legacy: plain"])
+    assert "plain" not in json.dumps(stored(state, "fake-openai").extra_headers)
+    response = client.post("/v1/chat/completions", json=body, headers=auth(api_key))
+    assert upstreams["gpt"].last.headers["x-legacy"] == "plain"
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_update_of_the_base_url_needs_the_key_again(runner, state) -> None:
+    make(state)
+    result = runner.invoke(args=["provider", "update", "p", "--base-url", "https://x.example"])
+    assert result.exit_code == 1
+    assert "give the API key again" in result.output and "--api-key" in result.output
+    assert stored(state).base_url == "https://api.example.com/v1"
+    assert service.provider_api_key(state, stored(state)) == KEY
+    args = ["provider", "update", "p", "--base-url", "https://x.example", "--api-key", NEW_KEY]
+    assert runner.invoke(args=args).exit_code == 0
+    assert service.provider_api_key(state, stored(state)) == NEW_KEY
+    args = ["provider", "update", "p", "--format", "ollama", "--clear-api-key"]
+    assert runner.invoke(args=args).exit_code == 0
+    assert stored(state).api_key_encrypted is None
+
+
+def test_cli_refuses_metadata_and_user_info_urls(runner, state) -> None:
+    for url in ["http://169.254.169.254/", "https://u:p@api.example.com/v1"]:
+        result = runner.invoke(
+            args=["provider", "create", "--name", "p", "--format", "openai", "--base-url", url]
+        )
+        assert result.exit_code == 1
+        assert result.output.startswith("Error: ") and "base url" in result.output.lower()
+        assert "u:p" not in result.output.replace(url, "")
+
+
+# -- the dashboard ----------------------------------------------------------------------------
+
+
+def test_dashboard_edit_of_the_base_url_needs_the_key_again(client, state) -> None:
+    provider = make(state, extra_headers=["X-Api-Token: tok-123456789"])
+    csrf = login(client)
+    path = f"/dashboard/providers/{provider.id}/edit"
+    form = {"name": "p", "format": "openai", "base_url": "https://evil.example/v1"}
+    response = submit(client, path, csrf, **form, extra_headers="", enabled=True)
+    assert response.status_code == 400
+    assert "give the API key again" in (field_error(text(response), "api_key") or "")
+    assert stored(state).base_url == "https://api.example.com/v1"
+
+    # The key given again, but the stored secret header still shown as "(unchanged)".
+    form["api_key"] = NEW_KEY
+    kept = "X-Api-Token: (unchanged)"
+    response = submit(client, path, csrf, **form, extra_headers=kept, enabled=True)
+    assert response.status_code == 400
+    assert "X-Api-Token" in (field_error(text(response), "extra_headers") or "")
+    assert service.provider_api_key(state, stored(state)) == KEY
+
+    response = submit(client, path, csrf, **form, extra_headers="", enabled=True)
+    assert response.status_code == 303
+    row = stored(state)
+    assert row.base_url == "https://evil.example/v1"
+    assert service.provider_api_key(state, row) == NEW_KEY and row.extra_headers == {}
+
+
+def test_dashboard_refuses_a_metadata_base_url(client, state) -> None:
+    csrf = login(client)
+    form = {"name": "p", "format": "openai", "base_url": "http://169.254.169.254/latest"}
+    response = submit(client, "/dashboard/providers/new", csrf, **form, enabled=True)
+    assert response.status_code == 400
+    assert "link-local" in (field_error(text(response), "base_url") or "")
+    with state.session() as session:
+        assert session.scalars(select(Provider)).all() == []
+
+
+# -- call time: the transport ----------------------------------------------------------------
+
+
+def chat(url: str) -> UpstreamRequest:
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    return UpstreamRequest(
+        "POST", url, {"Content-Type": "application/json", "Authorization": "Bearer s"}, body
+    )
+
+
+def test_a_name_resolving_to_a_blocked_address_is_refused_after_dns(fake_openai) -> None:
+    """``localhost`` passes the check by name; the connection to 127.0.0.1 is refused before
+    the request — and its credential — is written."""
+    url = fake_openai.base_url.replace("127.0.0.1", "localhost") + "/chat/completions"
+    blocked = Transport(block_private=True)
+    try:
+        with pytest.raises(UpstreamError) as refused:
+            blocked.send(chat(url), timeout=5, pool_key="p")
+        assert refused.value.code == "upstream_address_refused"
+        assert refused.value.retryable is False
+        assert "127.0.0.1" in refused.value.message or "::1" in refused.value.message
+        assert fake_openai.requests == []
+    finally:
+        blocked.close()
+    allowed = Transport()
+    try:
+        assert allowed.send(chat(url), timeout=5, pool_key="p").status == 200
+        assert len(fake_openai.requests) == 1
+    finally:
+        allowed.close()
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/v1", "http://metadata/v1"])
+def test_the_transport_refuses_metadata_destinations_by_name(url) -> None:
+    transport = Transport()
+    try:
+        with pytest.raises(UpstreamError) as refused:
+            transport.send(chat(url + "/chat/completions"), timeout=5, pool_key="p")
+        assert refused.value.code == "upstream_address_refused"
+        assert "Nothing was sent" in refused.value.message
+    finally:
+        transport.close()
+
+
+def test_a_row_pointing_at_metadata_is_refused_at_call_time(
+    client, state, upstreams, api_key
+) -> None:
+    """A base URL stored before the configuration-time check (or written to the database
+    directly) is refused on the request path: a 502 naming the problem, not retried."""
+    with state.transaction() as session:
+        session.execute(
+            update(Provider)
+            .where(Provider.name == "fake-openai")
+            .values(base_url="http://169.254.169.254/v1")
+        )
+    state.invalidate()
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+    response = client.post("/v1/chat/completions", json=body, headers=auth(api_key))
+    assert response.status_code == 502
+    error = response.get_json()["error"]
+    assert "link-local" in error["message"]
+    assert upstreams["gpt"].requests == []
