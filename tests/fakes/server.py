@@ -211,6 +211,10 @@ class FakeUpstream:
             release.wait(HANG_LIMIT)
             h.close_connection = True
             return
+        extra = self._extra_endpoint(h.command, h.path.split("?")[0])
+        if extra is not None:
+            status, data = extra(headers, body)
+            return self._send(h, status, json.dumps(data).encode(), {})
         if h.command != "POST" or h.path.split("?")[0] != self.endpoint:
             return self._error(h, Reply(status=404, error_message=f"Unknown route {h.path}"))
         problem = self._invalid(headers, body)
@@ -282,6 +286,10 @@ class FakeUpstream:
 
     def _headers(self) -> dict[str, str]:
         return {}
+
+    def _extra_endpoint(self, method: str, path: str) -> Any:
+        """A handler ``(headers, body) -> (status, JSON)`` for another route, or None."""
+        return None
 
     def _invalid(self, headers: dict[str, str], body: Any) -> tuple[int, str] | None:
         raise NotImplementedError
