@@ -366,7 +366,7 @@ class ChunkEvents:
         self._tool_blocks: dict[int, int] = {}
 
     def start(self) -> list[dict[str, Any]]:
-        message = {
+        message: dict[str, Any] = {
             "id": self.message_id,
             "type": "message",
             "role": "assistant",
