@@ -551,3 +551,35 @@ class MessageAssembler:
                 **(self.message.get("usage") or {}),
                 **(event.get("usage") or {}),
             }
+
+
+def render_markdown() -> str:
+    """The ``POST /v1/messages`` parameters table (``docs/parameters-messages.md`` and the
+    README): one row per Anthropic field, per upstream format."""
+    lines = [
+        "# Anthropic Messages parameters (`POST /v1/messages`) per upstream format",
+        "",
+        "Generated from `PARAMETERS` in `flask_aigateway/providers/messages_inbound.py` (a test",
+        "fails when this file and the table disagree).",
+        "",
+        "- **passed**: sent upstream unchanged.",
+        "- **translated**: sent in the upstream format's own terms (how is said in the cell).",
+        "- **refused**: answered `400 invalid_request_error` naming the field before any",
+        "  upstream call; never silently dropped. A value that asks for nothing (`null`, or the",
+        "  default named in the cell) is accepted.",
+        "",
+        "| field | anthropic-format upstream | openai-format upstream |",
+        "|---|---|---|",
+    ]
+    for name in [*MESSAGES_PARAMETERS, OTHER_FIELDS]:
+        handling = PARAMETERS[name]
+        cell: str = handling.decision if handling.decision != "refused" else "refused 400"
+        if handling.note:
+            cell += f": {handling.note}"
+        anthropic = (
+            "translated: the alias becomes the provider model id" if name == "model" else "passed"
+        )
+        label = name if name == OTHER_FIELDS else f"`{name}`"
+        cell = cell.replace("|", "\\|")
+        lines.append(f"| {label} | {anthropic} | {cell} |")
+    return "\n".join(lines) + "\n"
