@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Reply
+
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog
@@ -277,7 +277,7 @@ def test_cache_tokens_are_reported_and_priced(client, api_key, upstreams, state,
             "cache_creation_input_tokens": 50,
             "output_tokens": 4,
         }
-        # (20 + 50) × $1 + 100 × $0.5 + 4 × $2 per million
+        # (20 + 50) x $1 + 100 x $0.5 + 4 x $2 per million
         cost = Decimal("0.000128")
     else:
         upstreams[alias].reply(prompt_tokens=120, cache_read_tokens=100, completion_tokens=4)
@@ -391,7 +391,7 @@ def test_count_tokens_follows_model_rules(client, state, upstreams) -> None:
 def test_docs_and_readme_tables_are_generated() -> None:
     generated = render_markdown()
     assert (ROOT / "docs" / "parameters-messages.md").read_text() == generated, (
-        "docs/parameters-messages.md is stale: regenerate it with messages_inbound.render_markdown()"
+        "docs/parameters-messages.md is stale: regenerate it with render_markdown()"
     )
     match = re.search(
         r"<!-- messages-parameters:start -->\n(.*?)<!-- messages-parameters:end -->",
