@@ -120,7 +120,8 @@ class Messages:
             if cached is not None:
                 admission.headers["x-aigateway-cache"] = "HIT"
                 served = pipeline.cache.serve(cached, record, route)
-                return MessageResult(cached.body, replace(served, headers=admission.headers))
+                message = {**cached.body, "id": f"msg_{record.request_id}"}
+                return MessageResult(message, replace(served, headers=admission.headers))
             target, (message, usage), _attempts = pipeline.route(
                 request,
                 route,
@@ -227,7 +228,7 @@ class Messages:
                 served = pipeline.cache.serve(cached, record, route)
                 assert record.target is not None
                 record.ttft_ms = record.elapsed_ms()
-                replay = _Replay(cached.body)
+                replay = _Replay({**cached.body, "id": f"msg_{record.request_id}"})
                 return MessageStream(
                     pipeline, request, record, record.target, replay, admission, cached=served
                 )

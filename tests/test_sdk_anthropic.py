@@ -8,6 +8,7 @@ from typing import Any
 
 import anthropic
 import pytest
+import requests
 from fakes import Reply, ToolCall
 from sqlalchemy import select
 
@@ -301,3 +302,42 @@ def test_rate_limit_raises_rate_limit_error(live_server, state, upstreams):
         client.messages.create(model="claude", max_tokens=5, messages=HELLO)
     assert caught.value.body["error"]["type"] == "rate_limit_error"
     assert caught.value.response.headers["retry-after"]
+
+
+@ALIASES
+@pytest.mark.parametrize("tools", [False, True])
+def test_stream_events_are_exactly_the_sdk_types(live_server, api_key, upstreams, alias, tools):
+    """Every event of a gateway stream validates strictly as the SDK's own types, whatever
+    the upstream format (no field the SDK does not know, ``event:`` name = ``type``)."""
+    from test_fakes import check_anthropic_events
+
+    calls = [ToolCall("get_weather", {"city": "Paris"})] if tools else []
+    upstreams[alias].reply(text="Let me check.", tool_calls=calls)
+    response = requests.post(
+        live_server.url + "/v1/messages",
+        json={"model": alias, "max_tokens": 50, "messages": HELLO, "stream": True},
+        headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"},
+        timeout=20,
+    )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    kinds = check_anthropic_events(response.content)
+    blocks = 2 if tools else 1
+    assert kinds[0] == "message_start"
+    assert kinds[-2:] == ["message_delta", "message_stop"]
+    assert kinds.count("content_block_start") == kinds.count("content_block_stop") == blocks
+    assert "ping" in kinds
+
+
+@ALIASES
+def test_non_stream_message_is_exactly_the_sdk_type(live_server, api_key, upstreams, alias):
+    from anthropic.types import Message
+    from test_fakes import strict
+
+    upstreams[alias].reply(text="Sure.", tool_calls=[ToolCall("get_weather", {"city": "Rome"})])
+    response = requests.post(
+        live_server.url + "/v1/messages",
+        json={"model": alias, "max_tokens": 50, "messages": HELLO, "tools": [WEATHER]},
+        headers={"x-api-key": api_key},
+        timeout=20,
+    )
+    strict(Message, response.json())
