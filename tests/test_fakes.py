@@ -136,6 +136,7 @@ REPLIES = [
         cache_read_tokens=1024,
         cache_write_tokens=50,
     ),
+    Reply(thinking="Hmm, let me think about it.", text="Done."),
 ]
 
 

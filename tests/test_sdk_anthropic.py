@@ -341,3 +341,41 @@ def test_non_stream_message_is_exactly_the_sdk_type(live_server, api_key, upstre
         timeout=20,
     )
     strict(Message, response.json())
+
+
+def test_thinking_streams_through_from_anthropic_upstreams(claude, upstreams):
+    thoughtful = Reply(thinking="Weighing it up carefully.", text="Yes.")
+    upstreams["claude"].queue(thoughtful, thoughtful)
+    with claude.messages.stream(
+        model="claude",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=HELLO,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    deltas = [e.delta.type for e in events if e.type == "content_block_delta"]
+    assert "thinking_delta" in deltas and "signature_delta" in deltas
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "Weighing it up carefully."
+    assert final.content[0].signature == "c2ln"
+    assert upstreams["claude"].last.json["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    message = claude.messages.create(
+        model="claude",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=HELLO,
+    )
+    assert message.content[0].type == "thinking"
+
+
+def test_thinking_is_refused_by_name_for_openai_upstreams(claude, upstreams):
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.messages.create(
+            model="gpt",
+            max_tokens=2048,
+            thinking={"type": "enabled", "budget_tokens": 1024},
+            messages=HELLO,
+        )
+    assert "'thinking'" in caught.value.message
+    assert upstreams["gpt"].requests == []

@@ -105,7 +105,10 @@ class FakeAnthropic(FakeUpstream):
             except ValueError:
                 forced = {"text": text}
             text, calls = None, [ToolCall(choice["name"], forced)]
-        blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        blocks: list[dict[str, Any]] = []
+        if reply.thinking:
+            blocks.append({"type": "thinking", "thinking": reply.thinking, "signature": "c2ln"})
+        blocks += [{"type": "text", "text": text}] if text else []
         blocks += [
             {
                 "type": "tool_use",
@@ -172,6 +175,20 @@ class FakeAnthropic(FakeUpstream):
                 if index == 0:
                     events.append(event({"type": "ping"}))
                 deltas = [{"type": "text_delta", "text": w} for w in words(block["text"])]
+            elif block["type"] == "thinking":
+                events.append(
+                    event(
+                        {
+                            "type": "content_block_start",
+                            "index": index,
+                            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                        }
+                    )
+                )
+                deltas = [
+                    *({"type": "thinking_delta", "thinking": w} for w in words(block["thinking"])),
+                    {"type": "signature_delta", "signature": block["signature"]},
+                ]
             else:
                 events.append(
                     event(

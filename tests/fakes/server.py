@@ -45,6 +45,8 @@ class Reply:
     """
 
     text: str | None = "Hello from the fake upstream."
+    #: Anthropic only: a ``thinking`` block (with a signature) before the text.
+    thinking: str | None = None
     tool_calls: Sequence[ToolCall] = ()
     finish: str | None = None
     prompt_tokens: int | None = None
