@@ -5,6 +5,7 @@ body in Anthropic's shape, so the estimates and the worst case are the same)."""
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -70,6 +71,26 @@ def log_rows(state: Any) -> list[RequestLog]:
         return list(session.scalars(select(RequestLog).order_by(RequestLog.id)))
 
 
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def open_stream(url: str, route: str, secret: str) -> Any:
+    auth = {"x-api-key": secret} if route == "messages" else {"Authorization": f"Bearer {secret}"}
+    extra = {"stream_options": {"include_usage": True}} if route == "chat" else {}
+    return requests.post(
+        url + PATHS[route],
+        json=body(route, stream=True, **extra),
+        headers=auth,
+        stream=True,
+        timeout=20,
+    )
+
+
 # -- budgets ----------------------------------------------------------------------------------
 
 
@@ -108,21 +129,47 @@ def test_upstream_failure_releases_the_reservation(client, state, gpt, route):
 @ROUTES
 def test_stream_settles_its_exact_usage(live_server, state, gpt, route):
     key, secret = create_key(state, name="k", budget_per_day="1")
-    auth = {"x-api-key": secret} if route == "messages" else {"Authorization": f"Bearer {secret}"}
-    extra = {"stream_options": {"include_usage": True}} if route == "chat" else {}
-    with requests.post(
-        live_server.url + PATHS[route],
-        json=body(route, stream=True, **extra),
-        headers=auth,
-        stream=True,
-        timeout=20,
-    ) as response:
+    with open_stream(live_server.url, route, secret) as response:
         assert response.status_code == 200
-        raw = response.content
-    assert raw
+        assert response.content
+    wait_for(lambda: len(log_rows(state)) == 1)
     assert day_spent(state, key.id) == R
     assert reserved(state) == []
     assert log_rows(state)[-1].completion_tokens == 100
+
+
+@ROUTES
+def test_cut_stream_charges_what_was_consumed(live_server, state, gpt, route):
+    gpt.queue(Reply(text="one two three four five six seven", cut_after=3))
+    key, secret = create_key(state, name="k", budget_per_day="1")
+    with open_stream(live_server.url, route, secret) as response:
+        assert response.status_code == 200
+        assert b"error" in response.content
+    wait_for(lambda: len(log_rows(state)) == 1)
+    [row] = log_rows(state)
+    assert row.status_code >= 500 and row.usage_estimated
+    assert 0 < row.cost < R
+    assert day_spent(state, key.id) == row.cost
+    assert reserved(state) == []
+
+
+@ROUTES
+def test_client_disconnect_charges_what_was_consumed(live_server, state, gpt, route):
+    gpt.queue(Reply(text="word " * 200, chunk_delay=0.02, prompt_tokens=17, completion_tokens=100))
+    key, secret = create_key(state, name="k", budget_per_day="1")
+    response = open_stream(live_server.url, route, secret)
+    assert response.status_code == 200
+    assert next(response.iter_lines())
+    response.close()
+    wait_for(lambda: len(log_rows(state)) == 1, timeout=10)
+    [row] = log_rows(state)
+    assert (row.status_code, row.route) == (
+        499,
+        "messages" if route == "messages" else "chat.completions",
+    )
+    assert row.cost > 0
+    assert day_spent(state, key.id) == row.cost
+    assert reserved(state) == []
 
 
 # -- rate limits ------------------------------------------------------------------------------
