@@ -339,7 +339,12 @@ def test_missing_key_is_401_authentication_error(client, upstreams, state) -> No
         "type": "error",
         "error": {"type": "authentication_error", "message": response.json["error"]["message"]},
     }
+    assert "x-api-key" in response.json["error"]["message"]
     assert log_rows(state)[-1].route == "messages"
+    wrong = "aigw_" + "w" * 40
+    response = post(client, body(), wrong)
+    assert response.status_code == 401
+    assert wrong not in response.get_data(as_text=True)
 
 
 def test_budget_exceeded_is_429_and_not_retried_by_sdks(client, state, upstreams) -> None:

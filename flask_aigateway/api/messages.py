@@ -69,6 +69,12 @@ def _anthropic_errors(view: Callable[[], Response]) -> Callable[[], Response]:
         try:
             return view()
         except AuthenticationError as error:
+            if error.code == "missing_api_key":
+                error = AuthenticationError(
+                    "Missing API key. Send it as 'x-api-key: aigw_…' or "
+                    "'Authorization: Bearer aigw_…'.",
+                    code="missing_api_key",
+                )
             throttles = get_throttles(get_state())
             wait = throttles.failed(API_AUTH)
             return _error_response(throttles.refusal(API_AUTH, wait) if wait else error)
