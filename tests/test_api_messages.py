@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import Reply
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog
@@ -404,3 +405,25 @@ def test_docs_and_readme_tables_are_generated() -> None:
     )
     assert match, "README.md lost its messages parameter table markers"
     assert match.group(1) == generated[generated.index("- **passed**") :]
+
+
+def test_retries_and_a_fallback_across_formats(client, api_key, upstreams, state) -> None:
+    from flask_aigateway.services.models import update_model
+
+    upstreams["claude"].fail(500)
+    upstreams["claude"].reply(text="second time lucky")
+    response = post(client, body(model="claude"), api_key)
+    assert response.json["content"][0]["text"] == "second time lucky"
+    assert response.headers["x-aigateway-attempts"] == "2"
+    update_model(state, "gpt", fallbacks="claude")
+    upstreams["gpt"].default = Reply(status=503)
+    upstreams["claude"].reply(text="from claude")
+    response = post(client, body(top_k=3), api_key)
+    # A field the first format cannot carry is the caller's fault: refused, no fallback.
+    assert response.status_code == 400
+    response = post(client, body(), api_key)
+    assert response.status_code == 200
+    assert response.json["content"][0]["text"] == "from claude"
+    assert response.json["model"] == "gpt"
+    assert response.headers["x-aigateway-fallback"] == "gpt,claude"
+    assert upstreams["claude"].last.json["model"] == "claude-sonnet-4-5"
