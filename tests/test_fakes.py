@@ -136,6 +136,7 @@ REPLIES = [
         cache_read_tokens=1024,
         cache_write_tokens=50,
     ),
+    Reply(thinking="Hmm, let me think about it.", text="Done."),
 ]
 
 
@@ -387,3 +388,15 @@ def test_anthropic_sdk_errors(claude: anthropic.Anthropic, fake_anthropic: Any) 
     with pytest.raises(Exception, match="incomplete chunked read"):
         list(claude.messages.create(model="claude-x", max_tokens=5, messages=HI, stream=True))
     assert fake_anthropic.errors == []
+
+
+def test_anthropic_sdk_count_tokens(claude: anthropic.Anthropic, fake_anthropic: Any) -> None:
+    """``POST /v1/messages/count_tokens`` as the API answers it (checked with the SDK type)."""
+    from anthropic.types import MessageTokensCount
+
+    raw = claude.messages.with_raw_response.count_tokens(model="claude-x", messages=HI)
+    strict(MessageTokensCount, json.loads(raw.http_response.content))
+    assert raw.parse().input_tokens > 0
+    assert fake_anthropic.last.path == "/v1/messages/count_tokens"
+    with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
+        claude.messages.count_tokens(model="claude-x", messages=HI, extra_body={"max_tokens": 5})

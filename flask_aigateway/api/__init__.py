@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
-from .views import create_blueprint
+from flask import Blueprint
+
+from . import messages, views
+
+
+def create_blueprint() -> Blueprint:
+    """A new ``/v1`` blueprint: the OpenAI-compatible views, then the other API doors."""
+    bp = views.create_blueprint()
+    messages.register(bp)
+    return bp
+
 
 __all__ = ["create_blueprint"]

@@ -80,6 +80,27 @@ class FakeAnthropic(FakeUpstream):
             pending = {b["id"] for b in blocks if b.get("type") == "tool_use"}
         return None
 
+    def _extra_endpoint(self, method: str, path: str) -> Any:
+        if method == "POST" and path == "/v1/messages/count_tokens":
+            return self._count_tokens
+        return None
+
+    def _count_tokens(self, headers: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
+        """``POST /v1/messages/count_tokens``: the same checks as a message (no
+        ``max_tokens``, which the real endpoint refuses as an extra input), then
+        ``{"input_tokens": N}``; N counts the system prompt, messages and tools."""
+        if isinstance(body, dict) and "max_tokens" in body:
+            return 400, self._error_body(
+                Reply(status=400, error_message="max_tokens: Extra inputs are not permitted")
+            )
+        checked = {**body, "max_tokens": 1} if isinstance(body, dict) else body
+        problem = self._invalid(headers, checked)
+        if problem is not None:
+            status, message = problem
+            return status, self._error_body(Reply(status=status, error_message=message))
+        counted = {k: body.get(k) for k in ("system", "messages", "tools") if body.get(k)}
+        return 200, {"input_tokens": max(1, len(json.dumps(counted)) // 4)}
+
     def _blocks(self, body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
         text, calls = reply.text, list(reply.tool_calls)
         choice = body.get("tool_choice") or {}
@@ -89,7 +110,10 @@ class FakeAnthropic(FakeUpstream):
             except ValueError:
                 forced = {"text": text}
             text, calls = None, [ToolCall(choice["name"], forced)]
-        blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        blocks: list[dict[str, Any]] = []
+        if reply.thinking:
+            blocks.append({"type": "thinking", "thinking": reply.thinking, "signature": "c2ln"})
+        blocks += [{"type": "text", "text": text}] if text else []
         blocks += [
             {
                 "type": "tool_use",
@@ -156,6 +180,20 @@ class FakeAnthropic(FakeUpstream):
                 if index == 0:
                     events.append(event({"type": "ping"}))
                 deltas = [{"type": "text_delta", "text": w} for w in words(block["text"])]
+            elif block["type"] == "thinking":
+                events.append(
+                    event(
+                        {
+                            "type": "content_block_start",
+                            "index": index,
+                            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                        }
+                    )
+                )
+                deltas = [
+                    *({"type": "thinking_delta", "thinking": w} for w in words(block["thinking"])),
+                    {"type": "signature_delta", "signature": block["signature"]},
+                ]
             else:
                 events.append(
                     event(

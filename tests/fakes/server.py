@@ -45,6 +45,8 @@ class Reply:
     """
 
     text: str | None = "Hello from the fake upstream."
+    #: Anthropic only: a ``thinking`` block (with a signature) before the text.
+    thinking: str | None = None
     tool_calls: Sequence[ToolCall] = ()
     finish: str | None = None
     prompt_tokens: int | None = None
@@ -213,6 +215,10 @@ class FakeUpstream:
             return
         if h.command == "POST" and self._other_route(h, h.path.split("?")[0], headers, body, reply):
             return
+        extra = self._extra_endpoint(h.command, h.path.split("?")[0])
+        if extra is not None:
+            status, data = extra(headers, body)
+            return self._send(h, status, json.dumps(data).encode(), {})
         if h.command != "POST" or h.path.split("?")[0] != self.endpoint:
             return self._error(h, Reply(status=404, error_message=f"Unknown route {h.path}"))
         problem = self._invalid(headers, body)
@@ -314,6 +320,10 @@ class FakeUpstream:
 
     def _headers(self) -> dict[str, str]:
         return {}
+
+    def _extra_endpoint(self, method: str, path: str) -> Any:
+        """A handler ``(headers, body) -> (status, JSON)`` for another route, or None."""
+        return None
 
     def _invalid(self, headers: dict[str, str], body: Any) -> tuple[int, str] | None:
         raise NotImplementedError

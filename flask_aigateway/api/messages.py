@@ -1,0 +1,201 @@
+"""``POST /v1/messages`` and ``/v1/messages/count_tokens``: the Anthropic Messages API door.
+
+Errors on these routes are rendered in Anthropic's shape (``{"type": "error", "error": {"type",
+"message"}}``) with the statuses the Anthropic SDKs map to their exception classes; the rest of
+``/v1`` keeps OpenAI's shape. Credentials come from ``x-api-key`` (what the Anthropic SDK and
+Claude Code send) or ``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from .. import jsoncodec
+from ..enums import Route
+from ..errors import AuthenticationError, GatewayError, UpstreamError
+from ..governance.auth import bearer_token
+from ..governance.throttles import API_AUTH, get_throttles
+from ..messages import MessageStream, messages_of
+from ..pipeline import get_pipeline
+from ..state import get_state
+from .views import _SSE_HEADERS, _gateway_headers, _read_json_body, _request_id
+
+log = logging.getLogger(__name__)
+
+#: Gateway status → (status, Anthropic error type) as the Anthropic SDK maps them.
+_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
+    """The status and Anthropic error body for a gateway error. An upstream that stayed
+    overloaded (529) and "no healthy deployment" (503) are ``overloaded_error`` 529."""
+    status = error.status
+    if status == 503 or (isinstance(error, UpstreamError) and error.upstream_status == 529):
+        status = 529
+    kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return status, {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def _error_response(error: GatewayError) -> Response:
+    status, body = anthropic_error(error)
+    response = Response(jsoncodec.dumps(body), status=status, content_type="application/json")
+    response.headers.extend([("x-request-id", _request_id()), *error.headers.items()])
+    return response
+
+
+def _anthropic_errors(view: Callable[[], Response]) -> Callable[[], Response]:
+    """Render every error of ``view`` in Anthropic's shape (failed authentication counts in
+    the address's ``api_auth`` throttle, as on the rest of ``/v1``)."""
+
+    @functools.wraps(view)
+    def wrapper() -> Response:
+        try:
+            return view()
+        except AuthenticationError as error:
+            if error.code == "missing_api_key":
+                error = AuthenticationError(
+                    "Missing API key. Send it as 'x-api-key: aigw_…' or "
+                    "'Authorization: Bearer aigw_…'.",
+                    code="missing_api_key",
+                )
+            throttles = get_throttles(get_state())
+            wait = throttles.failed(API_AUTH)
+            return _error_response(throttles.refusal(API_AUTH, wait) if wait else error)
+        except GatewayError as error:
+            return _error_response(error)
+        except Exception:
+            log.exception("unexpected error on %s", request.path)
+            return _error_response(
+                GatewayError(
+                    "The gateway hit an internal error; the request id identifies it in the "
+                    "gateway's logs."
+                )
+            )
+
+    return wrapper
+
+
+def _credentials() -> str | None:
+    """``x-api-key`` first (the Anthropic SDK's header), else ``Authorization: Bearer``."""
+    key = request.headers.get("x-api-key")
+    return key.strip() if key else bearer_token(request.headers.get("Authorization"))
+
+
+def _read_body(settings: Any) -> Any:
+    """The JSON body, read only once the key is authenticated (as on every /v1 route)."""
+    return _read_json_body(
+        settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]
+    )
+
+
+def _method_check() -> None:
+    if request.method != "POST":
+        raise GatewayError(
+            f"Method {request.method} is not allowed on {request.path}; use POST.",
+            status=405,
+            code="method_not_allowed",
+        )
+
+
+def _forwarded() -> dict[str, str]:
+    return {
+        name: request.headers[name]
+        for name in ("anthropic-version", "anthropic-beta")
+        if request.headers.get(name)
+    }
+
+
+class _AnthropicSSE:
+    """The SSE body of a Messages stream (``event:`` + ``data:``); an error after the first
+    byte is an ``error`` event. ``close()`` ends the request (log row, settlement)."""
+
+    def __init__(self, stream: MessageStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        encode = jsoncodec.dumps
+        try:
+            for event in self._stream:
+                kind = str(event.get("type")).encode()
+                yield b"event: " + kind + b"\ndata: " + encode(event) + b"\n\n"
+        except GatewayError as error:
+            _status, body = anthropic_error(error)
+            yield b"event: error\ndata: " + encode(body) + b"\n\n"
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _stream_headers(rid: str, stream: MessageStream) -> list[tuple[str, str]]:
+    """What :func:`_gateway_headers` says of a chat stream, for a Messages stream."""
+    headers = [("x-request-id", rid), *stream.admission.headers.items()]
+    headers.append(("x-aigateway-provider", stream.target.provider_name))
+    headers.append(("x-aigateway-deployment", stream.target.deployment_id))
+    headers.append(("x-aigateway-attempts", str(stream.record.attempts)))
+    if stream.record.fallback_path:
+        headers.append(("x-aigateway-fallback", ",".join(stream.record.fallback_path)))
+    return headers
+
+
+def register(bp: Blueprint) -> None:
+    """Add the Messages routes to the ``/v1`` blueprint."""
+
+    @bp.route("/messages", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @_anthropic_errors
+    def messages() -> Response:
+        rid = _request_id()
+        _method_check()
+        state = get_state()
+        pipeline = get_pipeline(state)
+        principal = pipeline.authenticate_first(_credentials(), rid, Route.MESSAGES)
+        body = _read_body(state.settings)
+        door = messages_of(pipeline)
+        cache_control = request.headers.get("Cache-Control")
+        if isinstance(body, dict) and body.get("stream"):
+            stream = door.open_stream(
+                body, principal, rid, headers=_forwarded(), cache_control=cache_control
+            )
+            response = Response(_AnthropicSSE(stream), mimetype="text/event-stream")
+            response.headers.extend([*_SSE_HEADERS, *_stream_headers(rid, stream)])
+            return response
+        result = door.create(
+            body, principal, rid, headers=_forwarded(), cache_control=cache_control
+        )
+        response = Response(jsoncodec.dumps(result.body), content_type="application/json")
+        response.headers.extend(_gateway_headers(rid, result.response))
+        return response
+
+    @bp.route("/messages/count_tokens", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @_anthropic_errors
+    def count_tokens() -> Response:
+        rid = _request_id()
+        _method_check()
+        state = get_state()
+        pipeline = get_pipeline(state)
+        principal = pipeline.authenticate_first(_credentials(), rid, Route.COUNT_TOKENS)
+        body = _read_body(state.settings)
+        count, exact = messages_of(pipeline).count_tokens(
+            body, principal, rid, headers=_forwarded()
+        )
+        response = Response(jsoncodec.dumps(count), content_type="application/json")
+        response.headers["x-request-id"] = rid
+        response.headers["x-aigateway-token-count"] = "exact" if exact else "estimated"
+        return response

@@ -1,0 +1,591 @@
+"""``POST /v1/messages`` (and ``count_tokens``) through the pipeline's named steps.
+
+The steps are :class:`~.pipeline.Pipeline`'s own (authenticate, authorize, admit, cache, route,
+account, finish); only the upstream call differs. Anthropic-format deployments get the client's
+body unchanged except ``model`` (thinking, ``cache_control``, documents… all survive);
+OpenAI-format ones get it translated both ways (:mod:`.providers.messages_inbound`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import jsoncodec
+from .accounting import RequestRecord
+from .admission import Admission
+from .enums import Route, WireFormat
+from .errors import GatewayError, InvalidRequestError, UpstreamError
+from .pipeline import Pipeline, new_request_id
+from .providers import get_adapter
+from .providers.anthropic import ANTHROPIC_VERSION
+from .providers.anthropic_response import LABEL, AnthropicStreamTranslator, error_event, usage_from
+from .providers.base import SSEEvent, Target, UpstreamRequest
+from .providers.messages_inbound import (
+    ChunkEvents,
+    MessageAssembler,
+    carrier,
+    check_body,
+    message_events,
+    to_chat_request,
+    to_message,
+)
+from .providers.urls import anthropic_messages_url
+from .providers.wire import USER_AGENT, dumps, load_json, merge_headers
+from .schemas import ChatRequest, ChatResponse, Usage
+from .tokens import estimate_prompt_tokens, estimate_text_tokens
+
+#: Client headers forwarded to Anthropic-format upstreams.
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageResult:
+    """A finished ``message`` body and the headers the view adds."""
+
+    body: dict[str, Any]
+    response: ChatResponse
+
+
+def _anthropic_request(
+    body: Mapping[str, Any], target: Target, client_headers: Mapping[str, str], path: str = ""
+) -> UpstreamRequest:
+    """The client's body, ``model`` replaced, to ``{base}/v1/messages{path}``."""
+    upstream = dict(body)
+    upstream["model"] = target.provider_model
+    stream = bool(upstream.get("stream"))
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+        "anthropic-version": client_headers.get("anthropic-version") or ANTHROPIC_VERSION,
+        "User-Agent": USER_AGENT,
+    }
+    if client_headers.get("anthropic-beta"):
+        headers["anthropic-beta"] = client_headers["anthropic-beta"]
+    if target.api_key:
+        headers["x-api-key"] = target.api_key
+    return UpstreamRequest(
+        method="POST",
+        url=anthropic_messages_url(target) + path,
+        headers=merge_headers(headers, target.extra_headers),
+        body=dumps(upstream),
+        stream=stream,
+    )
+
+
+class Messages:
+    """The Messages door of one pipeline (stateless beyond it)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def _begin(
+        self, body: Any, api_key: Any, request_id: str | None, route: Route, stream: bool
+    ) -> tuple[RequestRecord, ChatRequest]:
+        body = check_body(body)
+        record = RequestRecord(request_id or new_request_id(), stream=stream, alias=body["model"])
+        record.route = route.value
+        request = carrier(body, route.value)
+        if self.pipeline.settings["AIGATEWAY_LOG_CONTENT"]:
+            record.keep_content(request)
+        return record, request
+
+    # -- JSON ---------------------------------------------------------------------------------
+
+    def create(
+        self,
+        body: Any,
+        api_key: Any,
+        request_id: str | None = None,
+        *,
+        headers: Mapping[str, str],
+        cache_control: str | None = None,
+    ) -> MessageResult:
+        """One non-streaming Messages request through every step; always logged."""
+        pipeline = self.pipeline
+        record, request = self._begin(body, api_key, request_id, Route.MESSAGES, False)
+        body = {**body, "stream": False} if "stream" in body else body
+        admission: Admission | None = None
+        pipeline.metrics.started()
+        try:
+            principal = pipeline.authenticate(api_key, record)
+            route = pipeline.authorize(request, principal)
+            admission = Admission()
+            admission.cache = pipeline.cache.decide(request, principal, route, cache_control)
+            admission.headers["x-aigateway-cache"] = admission.cache.status
+            pipeline.admit(request, principal, route, admission)
+            cached = pipeline.cache.get(admission.cache)
+            if cached is not None:
+                admission.headers["x-aigateway-cache"] = "HIT"
+                served = pipeline.cache.serve(cached, record, route)
+                message = {**cached.body, "id": f"msg_{record.request_id}"}
+                return MessageResult(message, replace(served, headers=admission.headers))
+            target, (message, usage), _attempts = pipeline.route(
+                request,
+                route,
+                record,
+                lambda t, left: self._call(body, headers, t, left, record),
+            )
+            if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
+                usage = Usage(
+                    prompt_tokens=estimate_prompt_tokens(request),
+                    completion_tokens=estimate_text_tokens(
+                        jsoncodec.dumps_text(message["content"])
+                    ),
+                    estimated=True,
+                )
+            pipeline.account(record, target, usage)
+            message["model"] = request.model
+            result = ChatResponse(
+                body=message,
+                usage=usage,
+                cost=record.cost,
+                provider=target.provider_name,
+                deployment_id=target.deployment_id,
+                request_id=record.request_id,
+                attempts=record.attempts,
+                fallback_path=tuple(record.fallback_path),
+                headers=admission.headers,
+            )
+            record.keep_completion(_text(message))
+            pipeline.cache.put(admission.cache, result)
+            return MessageResult(message, result)
+        except GatewayError as error:
+            record.fail(error)
+            raise
+        except Exception as exc:
+            record.crash(exc)
+            raise
+        finally:
+            pipeline.finish(record, admission)
+
+    def _call(
+        self,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        target: Target,
+        seconds_left: float,
+        record: RequestRecord,
+    ) -> tuple[dict[str, Any], Usage]:
+        transport = self.pipeline.transport
+        adapter = get_adapter(target.wire_format)
+        if target.wire_format is WireFormat.ANTHROPIC:
+            upstream = _anthropic_request(body, target, headers)
+        else:
+            chat = to_chat_request(body)
+            upstream = adapter.build_request(chat, target)
+        try:
+            with record.upstream_wait():
+                answer = transport.send(upstream, timeout=seconds_left, pool_key=target.provider_id)
+            if answer.status >= 300:
+                raise adapter.classify_error(answer.status, answer.headers, answer.body)
+            if target.wire_format is WireFormat.ANTHROPIC:
+                data = load_json(answer.body, "an Anthropic message")
+                if not isinstance(data, dict) or data.get("type") != "message":
+                    if isinstance(data, dict) and data.get("type") == "error":
+                        raise error_event(data.get("error") or {}, where="with a 200 status")
+                    raise UpstreamError(
+                        f"The {LABEL} upstream answered 200 with a body that is not a message.",
+                        retryable=True,
+                    )
+                return data, usage_from(data.get("usage") or {})
+            response = adapter.parse_response(answer.body, chat, target)
+            message = to_message(response, f"msg_{record.request_id}", body["model"])
+            return message, response.usage
+        except UpstreamError as error:
+            record.note_upstream_error(target, error)
+            raise
+
+    # -- streams ------------------------------------------------------------------------------
+
+    def open_stream(
+        self,
+        body: Any,
+        api_key: Any,
+        request_id: str | None = None,
+        *,
+        headers: Mapping[str, str],
+        cache_control: str | None = None,
+    ) -> MessageStream:
+        """Every check, and the upstream stream opened, before the first byte (retries and
+        fallbacks until an upstream produced its first event)."""
+        pipeline = self.pipeline
+        record, request = self._begin(body, api_key, request_id, Route.MESSAGES, True)
+        admission: Admission | None = None
+        pipeline.metrics.started()
+        try:
+            principal = pipeline.authenticate(api_key, record)
+            route = pipeline.authorize(request, principal)
+            admission = Admission()
+            admission.cache = pipeline.cache.decide(request, principal, route, cache_control)
+            admission.headers["x-aigateway-cache"] = admission.cache.status
+            pipeline.admit(request, principal, route, admission)
+            cached = pipeline.cache.get(admission.cache)
+            if cached is not None:
+                admission.headers["x-aigateway-cache"] = "HIT"
+                served = pipeline.cache.serve(cached, record, route)
+                assert record.target is not None
+                record.ttft_ms = record.elapsed_ms()
+                replay = _Replay({**cached.body, "id": f"msg_{record.request_id}"})
+                return MessageStream(
+                    pipeline, request, record, record.target, replay, admission, cached=served
+                )
+            target, source, attempts = pipeline.route(
+                request,
+                route,
+                record,
+                lambda t, left: self._open(body, headers, request, t, left, record),
+                hold=True,
+            )
+            record.target = target
+            record.ttft_ms = record.elapsed_ms()
+        except BaseException as error:
+            if isinstance(error, GatewayError):
+                record.fail(error)
+            else:
+                record.crash(error)
+            pipeline.finish(record, admission)
+            raise
+        return MessageStream(
+            pipeline, request, record, target, source, admission, release=attempts.release
+        )
+
+    def _open(
+        self,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        request: ChatRequest,
+        target: Target,
+        seconds_left: float,
+        record: RequestRecord,
+    ) -> _Source:
+        adapter = get_adapter(target.wire_format)
+        source: _Source
+        if target.wire_format is WireFormat.ANTHROPIC:
+            upstream = _anthropic_request(body, target, headers)
+        else:
+            chat = to_chat_request(body)
+            upstream = adapter.build_request(chat, target)
+        with record.upstream_wait():
+            stream = self.pipeline.transport.open_stream(
+                upstream, timeout=seconds_left, pool_key=target.provider_id
+            )
+            try:
+                if stream.status >= 300:
+                    raise adapter.classify_error(stream.status, stream.headers, stream.read_body())
+                if target.wire_format is WireFormat.ANTHROPIC:
+                    source = _Passthrough(stream, request.model)
+                else:
+                    events = ChunkEvents(
+                        f"msg_{record.request_id}", request.model, estimate_prompt_tokens(chat)
+                    )
+                    source = _Translated(stream, adapter.stream_translator(chat, target), events)
+                if not source.prime():
+                    raise UpstreamError(
+                        f"The stream from provider '{target.provider_name}' ended before any data.",
+                        retryable=True,
+                    )
+                return source
+            except UpstreamError as error:
+                stream.close()
+                record.note_upstream_error(target, error)
+                raise
+            except BaseException:
+                stream.close()
+                raise
+
+    # -- count_tokens -------------------------------------------------------------------------
+
+    def count_tokens(
+        self, body: Any, api_key: Any, request_id: str | None = None, *, headers: Mapping[str, str]
+    ) -> tuple[dict[str, Any], bool]:
+        """``{"input_tokens": N}`` and whether it is exact: the upstream's own count when the
+        alias's first deployment is Anthropic-format, else the gateway's estimate. No budget,
+        no cost; logged with route ``messages.count_tokens``."""
+        pipeline = self.pipeline
+        if isinstance(body, dict) and "max_tokens" not in body:
+            body = {**body, "max_tokens": 1}
+        record, request = self._begin(body, api_key, request_id, Route.COUNT_TOKENS, False)
+        upstream_body = {k: v for k, v in body.items() if k not in ("max_tokens", "stream")}
+        pipeline.metrics.started()
+        try:
+            principal = pipeline.authenticate(api_key, record)
+            route = pipeline.authorize(request, principal)
+            targets = sorted(route.targets, key=lambda t: t.priority)
+            if targets and targets[0].wire_format is WireFormat.ANTHROPIC:
+                target = targets[0]
+                record.target = target
+                upstream = _anthropic_request(upstream_body, target, headers, "/count_tokens")
+                adapter = get_adapter(target.wire_format)
+                with record.upstream_wait():
+                    answer = pipeline.transport.send(
+                        upstream,
+                        timeout=pipeline.deadline() - time.monotonic(),
+                        pool_key=target.provider_id,
+                    )
+                record.attempts = 1
+                if answer.status >= 300:
+                    raise adapter.classify_error(answer.status, answer.headers, answer.body)
+                data = load_json(answer.body, "an Anthropic token count")
+                if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
+                    raise UpstreamError(
+                        f"The {LABEL} upstream answered count_tokens with no input_tokens.",
+                        retryable=False,
+                    )
+                return {"input_tokens": data["input_tokens"]}, True
+            if targets:
+                record.target = targets[0]
+            return {"input_tokens": estimate_prompt_tokens(request)}, False
+        except GatewayError as error:
+            record.fail(error)
+            raise
+        except Exception as exc:
+            record.crash(exc)
+            raise
+        finally:
+            pipeline.finish(record, None)
+
+
+def _text(message: Mapping[str, Any]) -> str:
+    """The text of a message's blocks (text, then tool inputs) for the log and estimates."""
+    parts = []
+    for block in message.get("content") or ():
+        if block.get("type") == "text":
+            parts.append(block.get("text") or "")
+        elif block.get("type") == "tool_use":
+            parts.append(jsoncodec.dumps_text(block.get("input") or {}))
+    return "\n".join(p for p in parts if p)
+
+
+# -- stream sources ---------------------------------------------------------------------------
+
+
+class _Source:
+    """Anthropic events from somewhere; ``usage`` so far and ``done`` once properly ended."""
+
+    usage: Usage | None = None
+    done: bool = False
+    pending: list[dict[str, Any]]
+
+    def prime(self) -> bool:
+        """Read until the first events (left in ``pending``); False when the stream ended."""
+        while not self.pending and not self.done:
+            if not self.advance():
+                return False
+        return True
+
+    def advance(self) -> bool:
+        """Read one upstream event into ``pending``; False at the end of the body."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+
+class _Passthrough(_Source):
+    """An Anthropic-format upstream: its events unchanged (``model`` shown as the alias)."""
+
+    def __init__(self, stream: Any, alias: str) -> None:
+        self._stream = stream
+        self._events: Iterator[SSEEvent] = stream.events()
+        self._watch = AnthropicStreamTranslator(alias, None)
+        self._alias = alias
+        self.pending = []
+
+    def advance(self) -> bool:
+        event = next(self._events, None)
+        if event is None:
+            return False
+        self._watch.feed(event)
+        self.usage, self.done = self._watch.usage, self._watch.done
+        if event.event == "ping" and not event.data.strip():
+            self.pending.append({"type": "ping"})
+            return True
+        data = jsoncodec.loads(event.data)
+        if data.get("type") == "message_start":
+            data["message"]["model"] = self._alias
+        self.pending.append(data)
+        return True
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _Translated(_Source):
+    """An OpenAI-format upstream: its chunks (via its adapter) as Anthropic events."""
+
+    def __init__(self, stream: Any, translator: Any, events: ChunkEvents) -> None:
+        self._stream = stream
+        self._events: Iterator[SSEEvent] = stream.events()
+        self._translator = translator
+        self._converter = events
+        self.pending = events.start()
+        self._started = False
+
+    def prime(self) -> bool:
+        while not self._started:
+            if not self.advance():
+                return False
+        return True
+
+    def advance(self) -> bool:
+        event = next(self._events, None)
+        if event is None:
+            return False
+        for chunk in self._translator.feed(event):
+            self._started = True
+            self.pending += self._converter.feed(chunk)
+        if self._translator.done:
+            self._started = True
+            self.usage = self._translator.usage or Usage()
+            self.done = True
+            self.pending += self._converter.end(self.usage)
+        return True
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _Replay(_Source):
+    """A cached message replayed as its event sequence."""
+
+    def __init__(self, message: Mapping[str, Any]) -> None:
+        self.pending = message_events(message)
+        self.done = True
+
+    def advance(self) -> bool:
+        return False
+
+
+@dataclass(slots=True)
+class MessageStream:
+    """An open Messages stream: iterate for Anthropic event dicts. However it ends, it
+    charges what was consumed and hands its record to the pipeline's ``finish`` once."""
+
+    pipeline: Pipeline
+    request: ChatRequest
+    record: RequestRecord
+    target: Target
+    source: _Source
+    admission: Admission
+    release: Any = None
+    cached: ChatResponse | None = None
+    _text: list[str] = field(default_factory=list)
+    _settled: bool = False
+    _closed: bool = False
+
+    def __iter__(self) -> Generator[dict[str, Any], None, None]:
+        record, source = self.record, self.source
+        assembler = MessageAssembler()
+        clock = time.perf_counter
+        try:
+            while True:
+                pending, source.pending = source.pending, []
+                for event in pending:
+                    assembler.feed(event)
+                    delta = event.get("delta") or {}
+                    for key in ("text", "partial_json", "thinking"):
+                        if delta.get(key):
+                            self._text.append(delta[key])
+                    paused = clock()
+                    yield event
+                    record.client_seconds += clock() - paused
+                if source.done and not source.pending:
+                    break
+                began = clock()
+                try:
+                    more = source.advance()
+                finally:
+                    record.upstream_seconds += clock() - began
+                if not more:
+                    break
+            if not source.done:
+                raise UpstreamError(
+                    f"The stream from provider '{self.target.provider_name}' was cut before "
+                    "its end.",
+                    retryable=False,
+                )
+            self._settle(source.usage)
+            self._store(assembler)
+        except GeneratorExit:
+            self._abandon()
+            raise
+        except GatewayError as error:
+            record.fail(error)
+            if isinstance(error, UpstreamError):
+                record.note_upstream_error(self.target, error)
+            self._settle(source.usage)
+            raise
+        except Exception as exc:
+            record.crash(exc)
+            self._settle(source.usage)
+            raise
+        finally:
+            self.close()
+
+    def _store(self, assembler: MessageAssembler) -> None:
+        decision = self.admission.cache
+        if self.cached is not None or decision is None or not decision.write or not decision.key:
+            return
+        self.pipeline.cache.put(
+            decision,
+            ChatResponse(
+                body=assembler.message,
+                usage=self.record.usage,
+                cost=self.record.cost,
+                provider=self.target.provider_name,
+                deployment_id=self.target.deployment_id,
+            ),
+        )
+
+    def _abandon(self) -> None:
+        if self._settled:
+            return
+        self.record.status_code = 499
+        self.record.error_type = "client_closed_request"
+        self.record.error_message = "The client closed the connection before the stream ended."
+        self._settle(self.source.usage)
+
+    def _settle(self, usage: Usage | None) -> None:
+        """Charge what was consumed (upstream usage, else the estimate of the text sent)."""
+        self._settled = True
+        if self.cached is not None:
+            self.admission.settle(self.record)
+            return
+        text = "".join(self._text)
+        self.record.keep_completion(text)
+        received = estimate_text_tokens(text)
+        if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
+            usage = Usage(
+                prompt_tokens=estimate_prompt_tokens(self.request),
+                completion_tokens=received,
+                estimated=True,
+            )
+        elif not self.source.done and received > usage.completion_tokens:
+            usage = replace(usage, completion_tokens=received, estimated=True)
+        self.pipeline.account(self.record, self.target, usage)
+        self.admission.settle(self.record)
+
+    def close(self) -> None:
+        """Close the upstream connection and write the log row (once); safe to call early."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._settled:
+            self._abandon()
+        try:
+            self.source.close()
+        finally:
+            if self.release is not None:
+                self.release()
+            self.pipeline.finish(self.record, self.admission)
+
+
+def messages_of(pipeline: Pipeline) -> Messages:
+    """The Messages door of a pipeline (cheap: no state of its own)."""
+    return Messages(pipeline)
+
+
+__all__ = ["InvalidRequestError", "MessageResult", "MessageStream", "Messages", "messages_of"]

@@ -1,0 +1,585 @@
+"""Anthropic Messages API requests coming in, for OpenAI-format upstreams: the request as an
+OpenAI :class:`ChatRequest`, the ``chat.completion`` back as an Anthropic ``message``, and
+``chat.completion.chunk`` dicts as the Messages SSE event sequence.
+
+Anthropic-format upstreams get the client's body unchanged (except ``model``) and need none of
+this. Every field or block the OpenAI format cannot carry raises :class:`InvalidRequestError`
+naming its exact path, per :data:`PARAMETERS` — never dropped behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import InvalidRequestError
+from ..schemas import ChatRequest, ChatResponse, Usage
+from .parameters import OTHER_FIELDS, Handling
+
+_TO = "an OpenAI-format upstream"
+
+#: Every top-level field of Anthropic's ``POST /v1/messages``, for OpenAI-format upstreams
+#: (Anthropic-format upstreams get every field unchanged except ``model``).
+PARAMETERS: dict[str, Handling] = {
+    "model": Handling("translated", "replaced by the deployment's provider model id"),
+    "messages": Handling(
+        "translated",
+        "text, images (base64 → data URL, url → URL), `tool_use` → assistant `tool_calls`, "
+        "`tool_result` → `tool` messages (text content; `is_error: true` prefixes the text "
+        "with `Error: `); `cache_control` accepted and ignored. `document`, `thinking`, "
+        "`redacted_thinking`, server-tool and other blocks refused",
+    ),
+    "system": Handling("translated", "a leading `system` message (string or text blocks)"),
+    "max_tokens": Handling("translated", "`max_tokens`"),
+    "stream": Handling(
+        "translated",
+        "`stream: true` with `stream_options.include_usage`; chunks become Anthropic events",
+    ),
+    "stop_sequences": Handling("translated", "`stop`"),
+    "temperature": Handling("passed"),
+    "top_p": Handling("passed"),
+    "top_k": Handling("refused", "OpenAI has no top-k sampling"),
+    "metadata": Handling(
+        "translated",
+        "`metadata.user_id` → `user`; other keys refused",
+        lambda v: isinstance(v, dict) and set(v) <= {"user_id"},
+    ),
+    "tools": Handling(
+        "translated",
+        "client tools → `function` tools (`input_schema` → `parameters`); server tools refused",
+    ),
+    "tool_choice": Handling(
+        "translated",
+        "`auto` → auto, `any` → required, `tool` → the named function, `none` → none; "
+        "`disable_parallel_tool_use` → `parallel_tool_calls: false`",
+    ),
+    "thinking": Handling(
+        "refused",
+        'extended thinking has no OpenAI equivalent; only `{"type": "disabled"}`',
+        lambda v: isinstance(v, dict) and v.get("type") == "disabled",
+    ),
+    "service_tier": Handling("refused", "only `auto`", lambda v: v == "auto"),
+    "container": Handling("refused", "no code-execution containers"),
+    "mcp_servers": Handling("refused", "no MCP connector"),
+    "context_management": Handling("refused", "no context editing"),
+    OTHER_FIELDS: Handling("refused", "unknown fields cannot be translated"),
+}
+
+#: Anthropic's fields in the order of its reference (the docs table's rows).
+MESSAGES_PARAMETERS: tuple[str, ...] = tuple(name for name in PARAMETERS if name != OTHER_FIELDS)
+
+#: OpenAI ``finish_reason`` → Anthropic ``stop_reason``.
+STOP_REASONS: dict[str, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def _refuse(param: str, what: str) -> InvalidRequestError:
+    return InvalidRequestError(f"'{param}': {what} cannot be sent to {_TO}.", param=param)
+
+
+def check_body(body: Any) -> dict[str, Any]:
+    """The shape every upstream needs (model, messages, max_tokens); 400 naming the field."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequestError("model: Field required (a non-empty string).", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidRequestError("messages: Field required (an array).", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise InvalidRequestError(
+                f"messages.{i}.role: Input should be 'user' or 'assistant'.",
+                param=f"messages.{i}.role",
+            )
+        content = message.get("content")
+        if not isinstance(content, str | list):
+            raise InvalidRequestError(
+                f"messages.{i}.content: a string or an array of content blocks is required.",
+                param=f"messages.{i}.content",
+            )
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidRequestError(
+            "max_tokens: Field required (a positive integer).", param="max_tokens"
+        )
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequestError("stream: Input should be a valid boolean.", param="stream")
+    return body
+
+
+def carrier(body: Mapping[str, Any], route: str) -> ChatRequest:
+    """What governance and the cache see of a Messages request: the alias, the messages (the
+    system prompt first), ``max_tokens`` and every other field, plus the door it came in
+    through so it never shares a cache entry with a chat completion."""
+    messages: list[dict[str, Any]] = []
+    system = body.get("system")
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages += body["messages"]
+    params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream", "system")}
+    if system:
+        params["system"] = system
+    params["aigateway_route"] = route
+    return ChatRequest(
+        model=body["model"], messages=messages, stream=bool(body.get("stream")), params=params
+    )
+
+
+# -- request ---------------------------------------------------------------------------------
+
+
+def _text_of(blocks: Any, where: str) -> str:
+    """Text blocks joined (``cache_control`` and ``citations`` carry nothing OpenAI reads)."""
+    if isinstance(blocks, str):
+        return blocks
+    texts = []
+    for j, block in enumerate(blocks or ()):
+        here = f"{where}[{j}]"
+        if not isinstance(block, dict) or block.get("type") != "text":
+            kind = block.get("type") if isinstance(block, dict) else None
+            raise _refuse(here, f"a {kind!r} block here (text only)")
+        texts.append(str(block.get("text") or ""))
+    return "\n\n".join(texts)
+
+
+def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
+    source = block.get("source") or {}
+    kind = source.get("type")
+    if kind == "base64":
+        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+    elif kind == "url" and isinstance(source.get("url"), str):
+        url = source["url"]
+    else:
+        raise _refuse(f"{where}.source", f"an image source of type {kind!r}")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _user_turn(content: Any, where: str) -> list[dict[str, Any]]:
+    """One Anthropic user turn: ``tool`` messages for its tool results, then a user message."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    out: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for j, block in enumerate(content):
+        here = f"{where}.content[{j}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            parts.append({"type": "text", "text": str(block.get("text") or "")})
+        elif kind == "image":
+            parts.append(_image_part(block, here))
+        elif kind == "tool_result":
+            text = _text_of(block.get("content"), f"{here}.content")
+            if block.get("is_error"):
+                text = "Error: " + text
+            out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
+        else:
+            raise _refuse(here, f"a {kind!r} block")
+    if parts:
+        only_text = all(p["type"] == "text" for p in parts)
+        joined = "\n\n".join(p["text"] for p in parts) if only_text else parts
+        out.append({"role": "user", "content": joined})
+    return out
+
+
+def _assistant_turn(content: Any, where: str) -> dict[str, Any]:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for j, block in enumerate(content):
+        here = f"{where}.content[{j}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(str(block.get("text") or ""))
+        elif kind == "tool_use":
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
+                    },
+                }
+            )
+        else:
+            raise _refuse(here, f"a {kind!r} block")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if calls:
+        message["tool_calls"] = calls
+    elif message["content"] is None:
+        message["content"] = ""
+    return message
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise InvalidRequestError("tools: Input should be a valid list.", param="tools")
+    out = []
+    for j, tool in enumerate(tools):
+        where = f"tools[{j}]"
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or kind not in (None, "custom"):
+            raise _refuse(f"{where}.type", f"a {kind!r} server tool (client tools only)")
+        if not isinstance(tool.get("name"), str):
+            raise InvalidRequestError(f"{where}.name: Field required.", param=f"{where}.name")
+        function: dict[str, Any] = {
+            "name": tool["name"],
+            "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
+        }
+        if tool.get("description"):
+            function["description"] = tool["description"]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: Any, params: dict[str, Any]) -> None:
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind in ("auto", "none"):
+        params["tool_choice"] = kind
+    elif kind == "any":
+        params["tool_choice"] = "required"
+    elif kind == "tool" and isinstance(choice.get("name"), str):
+        params["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    else:
+        raise _refuse("tool_choice", f"tool_choice {json.dumps(choice)[:80]}")
+    if choice.get("disable_parallel_tool_use") and kind != "none":
+        params["parallel_tool_calls"] = False
+
+
+def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
+    """The Messages request as an OpenAI chat request; raises :class:`InvalidRequestError`
+    (400, ``param`` naming the field or block) for anything :data:`PARAMETERS` refuses."""
+    for name, value in body.items():
+        handling = PARAMETERS.get(name, PARAMETERS[OTHER_FIELDS])
+        if not handling.allows(value):
+            raise InvalidRequestError(
+                f"'{name}' cannot be honoured by the OpenAI-format upstream serving "
+                f"'{body.get('model')}' ({handling.note}). Remove it, or use a model served "
+                "by an Anthropic-format provider.",
+                param=name,
+            )
+    messages: list[dict[str, Any]] = []
+    system = body.get("system")
+    if system:
+        messages.append({"role": "system", "content": _text_of(system, "system")})
+    for i, message in enumerate(body["messages"]):
+        where = f"messages[{i}]"
+        if message["role"] == "user":
+            messages += _user_turn(message["content"], where)
+        else:
+            messages.append(_assistant_turn(message["content"], where))
+    params: dict[str, Any] = {"max_tokens": body["max_tokens"]}
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            params[name] = body[name]
+    if body.get("stop_sequences"):
+        params["stop"] = list(body["stop_sequences"])
+    user = (body.get("metadata") or {}).get("user_id")
+    if user:
+        params["user"] = user
+    if body.get("tools"):
+        params["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        _tool_choice(body["tool_choice"], params)
+    stream = bool(body.get("stream"))
+    if stream:
+        params["stream_options"] = {"include_usage": True}
+    return ChatRequest(model=body["model"], messages=messages, stream=stream, params=params)
+
+
+# -- response --------------------------------------------------------------------------------
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    """Anthropic's ``usage``: ``input_tokens`` counts only the uncached prompt tokens."""
+    return {
+        "input_tokens": max(
+            0, usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
+        ),
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "output_tokens": usage.completion_tokens,
+    }
+
+
+def _arguments(text: str | None) -> Any:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {"_raw_arguments": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def to_message(response: ChatResponse, message_id: str, alias: str) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` as an Anthropic ``message`` (tool call arguments parsed
+    into ``input`` objects)."""
+    content: list[dict[str, Any]] = []
+    if response.content:
+        content.append({"type": "text", "text": response.content})
+    for call in response.tool_calls:
+        function = call.get("function") or {}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": _arguments(function.get("arguments")),
+            }
+        )
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": alias,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(response.finish_reason or "stop", "end_turn"),
+        "stop_sequence": None,
+        "usage": usage_json(response.usage),
+    }
+
+
+class ChunkEvents:
+    """OpenAI ``chat.completion.chunk`` dicts → Anthropic stream events (dicts), one stream.
+
+    OpenAI interleaves nothing Anthropic cannot say: text becomes a ``text`` block, each tool
+    call a ``tool_use`` block opened at its first chunk (id and name) and fed
+    ``input_json_delta`` fragments. :meth:`start` and :meth:`end` frame the sequence.
+    """
+
+    def __init__(self, message_id: str, alias: str, input_tokens: int) -> None:
+        self.message_id = message_id
+        self.alias = alias
+        self.input_tokens = input_tokens
+        self.stop_reason = "end_turn"
+        self._open: tuple[str, int] | None = None
+        self._blocks = 0
+        self._tool_blocks: dict[int, int] = {}
+
+    def start(self) -> list[dict[str, Any]]:
+        message: dict[str, Any] = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.alias,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
+        }
+        return [{"type": "message_start", "message": message}, {"type": "ping"}]
+
+    def _close(self) -> list[dict[str, Any]]:
+        if self._open is None:
+            return []
+        index = self._open[1]
+        self._open = None
+        return [{"type": "content_block_stop", "index": index}]
+
+    def _begin(self, kind: str, block: dict[str, Any]) -> list[dict[str, Any]]:
+        events = self._close()
+        index = self._blocks
+        self._blocks += 1
+        self._open = (kind, index)
+        events.append({"type": "content_block_start", "index": index, "content_block": block})
+        return events
+
+    def feed(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                if self._open is None or self._open[0] != "text":
+                    events += self._begin("text", {"type": "text", "text": ""})
+                index = self._open[1] if self._open else 0
+                events.append(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "text_delta", "text": text},
+                    }
+                )
+            for call in delta.get("tool_calls") or ():
+                position = int(call.get("index") or 0)
+                function = call.get("function") or {}
+                if position not in self._tool_blocks:
+                    block = {
+                        "type": "tool_use",
+                        "id": call.get("id"),
+                        "name": function.get("name"),
+                        "input": {},
+                    }
+                    events += self._begin("tool", block)
+                    self._tool_blocks[position] = self._blocks - 1
+                fragment = function.get("arguments")
+                if fragment:
+                    events.append(
+                        {
+                            "type": "content_block_delta",
+                            "index": self._tool_blocks[position],
+                            "delta": {"type": "input_json_delta", "partial_json": fragment},
+                        }
+                    )
+            if choice.get("finish_reason"):
+                self.stop_reason = STOP_REASONS.get(choice["finish_reason"], "end_turn")
+        return events
+
+    def end(self, usage: Usage) -> list[dict[str, Any]]:
+        events = self._close()
+        events.append(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+                "usage": usage_json(usage),
+            }
+        )
+        events.append({"type": "message_stop"})
+        return events
+
+
+def message_events(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A finished ``message`` as the stream that would have produced it (a cache replay)."""
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**(message.get("usage") or {}), "output_tokens": 0},
+    }
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": start}, {"type": "ping"}]
+    for index, block in enumerate(message.get("content") or ()):
+        kind = block.get("type")
+        if kind == "text":
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "text", "text": ""},
+                }
+            )
+            delta = {"type": "text_delta", "text": block.get("text") or ""}
+        elif kind == "tool_use":
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {**block, "input": {}},
+                }
+            )
+            delta = {
+                "type": "input_json_delta",
+                "partial_json": json.dumps(block.get("input") or {}),
+            }
+        elif kind == "thinking":
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                }
+            )
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "thinking_delta", "thinking": block.get("thinking") or ""},
+                }
+            )
+            delta = {"type": "signature_delta", "signature": block.get("signature") or ""}
+        else:
+            events.append({"type": "content_block_start", "index": index, "content_block": block})
+            events.append({"type": "content_block_stop", "index": index})
+            continue
+        events.append({"type": "content_block_delta", "index": index, "delta": delta})
+        events.append({"type": "content_block_stop", "index": index})
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {
+                "stop_reason": message.get("stop_reason"),
+                "stop_sequence": message.get("stop_sequence"),
+            },
+            "usage": message.get("usage") or {},
+        }
+    )
+    events.append({"type": "message_stop"})
+    return events
+
+
+class MessageAssembler:
+    """Anthropic stream events → the finished ``message`` (to cache a streamed answer)."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {}
+        self._json: dict[int, str] = {}
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message_start":
+            self.message = {**(event.get("message") or {}), "content": []}
+        elif kind == "content_block_start":
+            self.message["content"].append(dict(event.get("content_block") or {}))
+        elif kind == "content_block_delta":
+            index = int(event.get("index") or 0)
+            block = self.message["content"][index]
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif delta.get("type") == "input_json_delta":
+                self._json[index] = self._json.get(index, "") + delta.get("partial_json", "")
+            elif delta.get("type") == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+            elif delta.get("type") == "signature_delta":
+                block["signature"] = delta.get("signature", "")
+        elif kind == "content_block_stop":
+            index = int(event.get("index") or 0)
+            if index in self._json:
+                self.message["content"][index]["input"] = _arguments(self._json.pop(index))
+        elif kind == "message_delta":
+            self.message.update(event.get("delta") or {})
+            self.message["usage"] = {
+                **(self.message.get("usage") or {}),
+                **(event.get("usage") or {}),
+            }
+
+
+def render_markdown() -> str:
+    """The ``POST /v1/messages`` parameters table (``docs/parameters-messages.md`` and the
+    README): one row per Anthropic field, per upstream format."""
+    lines = [
+        "# Anthropic Messages parameters (`POST /v1/messages`) per upstream format",
+        "",
+        "Generated from `PARAMETERS` in `flask_aigateway/providers/messages_inbound.py` (a test",
+        "fails when this file and the table disagree).",
+        "",
+        "- **passed**: sent upstream unchanged.",
+        "- **translated**: sent in the upstream format's own terms (how is said in the cell).",
+        "- **refused**: answered `400 invalid_request_error` naming the field before any",
+        "  upstream call; never silently dropped. A value that asks for nothing (`null`, or the",
+        "  default named in the cell) is accepted.",
+        "",
+        "| field | anthropic-format upstream | openai-format upstream |",
+        "|---|---|---|",
+    ]
+    for name in [*MESSAGES_PARAMETERS, OTHER_FIELDS]:
+        handling = PARAMETERS[name]
+        cell: str = handling.decision if handling.decision != "refused" else "refused 400"
+        if handling.note:
+            cell += f": {handling.note}"
+        anthropic = (
+            "translated: the alias becomes the provider model id" if name == "model" else "passed"
+        )
+        label = name if name == OTHER_FIELDS else f"`{name}`"
+        cell = cell.replace("|", "\\|")
+        lines.append(f"| {label} | {anthropic} | {cell} |")
+    return "\n".join(lines) + "\n"

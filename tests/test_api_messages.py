@@ -1,0 +1,445 @@
+"""POST /v1/messages over the Flask test client: the parameter table row by row (passthrough to
+Anthropic-format upstreams, translation or a 400 naming the field for OpenAI-format ones),
+headers, credentials, Anthropic-shaped errors, usage and cost, count_tokens, and the log."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import Reply
+from sqlalchemy import select
+
+from flask_aigateway.models import RequestLog
+from flask_aigateway.providers.messages_inbound import PARAMETERS, render_markdown
+from flask_aigateway.providers.parameters import OTHER_FIELDS
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = [{"role": "user", "content": "Hello"}]
+PNG = "iVBORw0KGgo="
+
+
+def post(client: Any, body: Any, key: str | None = None, path: str = "/v1/messages", **kw: Any):
+    headers = {"x-api-key": key} if key else {}
+    headers.update(kw.pop("headers", {}))
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    return client.post(path, data=data, headers=headers, content_type="application/json", **kw)
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    return {"model": "gpt", "max_tokens": 64, "messages": HELLO, **fields}
+
+
+def log_rows(state: Any) -> list[Any]:
+    with state.transaction() as session:
+        return list(session.scalars(select(RequestLog).order_by(RequestLog.id)).all())
+
+
+#: One sample per row of the table: the field's value and, for OpenAI-format upstreams, what
+#: the upstream receives (a dict of OpenAI fields) or None when it is refused.
+SAMPLES: dict[str, tuple[Any, dict[str, Any] | None]] = {
+    "model": ("gpt", {"model": "gpt-4o-mini"}),
+    "messages": (
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}],
+            }
+        ],
+        {"messages": [{"role": "user", "content": "Hi"}]},
+    ),
+    "system": (
+        [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
+        {"messages": [{"role": "system", "content": "Be brief.\n\nBe kind."}, *HELLO]},
+    ),
+    "max_tokens": (77, {"max_tokens": 77}),
+    "stream": (False, {}),
+    "stop_sequences": (["END", "STOP"], {"stop": ["END", "STOP"]}),
+    "temperature": (0.3, {"temperature": 0.3}),
+    "top_p": (0.9, {"top_p": 0.9}),
+    "top_k": (40, None),
+    "metadata": ({"user_id": "u-42"}, {"user": "u-42"}),
+    "tools": (
+        [{"name": "f", "description": "F.", "input_schema": {"type": "object"}}],
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": {"type": "object"},
+                        "description": "F.",
+                    },
+                }
+            ]
+        },
+    ),
+    "tool_choice": ({"type": "auto"}, {"tool_choice": "auto"}),
+    "thinking": ({"type": "enabled", "budget_tokens": 1024}, None),
+    "service_tier": ("standard_only", None),
+    "container": ("container_1", None),
+    "mcp_servers": ([{"type": "url", "url": "https://mcp.example", "name": "x"}], None),
+    "context_management": ({"edits": []}, None),
+    OTHER_FIELDS: (1, None),
+}
+
+
+def test_every_row_of_the_table_has_a_sample() -> None:
+    assert set(SAMPLES) == set(PARAMETERS)
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_parameter_row(client, api_key, upstreams, name) -> None:
+    value, expected = SAMPLES[name]
+    field = "aigateway_unknown_field" if name == OTHER_FIELDS else name
+    sent_body = body(**{field: value}) if field != "model" else body()
+    if field == "tool_choice":
+        sent_body["tools"] = SAMPLES["tools"][0]
+    # Anthropic-format upstream: every field reaches it unchanged, except model.
+    response = post(client, {**sent_body, "model": "claude"}, api_key)
+    assert response.status_code == 200, response.json
+    received = upstreams["claude"].last.json
+    assert received == {**sent_body, "model": "claude-sonnet-4-5"}
+    # OpenAI-format upstream: translated, or refused naming the field (nothing sent).
+    before = len(upstreams["gpt"].requests)
+    response = post(client, sent_body, api_key)
+    if expected is None:
+        assert response.status_code == 400
+        assert response.json["type"] == "error"
+        assert response.json["error"]["type"] == "invalid_request_error"
+        assert f"'{field}'" in response.json["error"]["message"]
+        assert len(upstreams["gpt"].requests) == before
+        return
+    assert response.status_code == 200, response.json
+    received = upstreams["gpt"].last.json
+    for key, want in expected.items():
+        assert received[key] == want
+
+
+@pytest.mark.parametrize(
+    ("choice", "sent"),
+    [
+        ({"type": "auto"}, {"tool_choice": "auto"}),
+        ({"type": "any"}, {"tool_choice": "required"}),
+        ({"type": "none"}, {"tool_choice": "none"}),
+        (
+            {"type": "tool", "name": "f"},
+            {"tool_choice": {"type": "function", "function": {"name": "f"}}},
+        ),
+        (
+            {"type": "auto", "disable_parallel_tool_use": True},
+            {"tool_choice": "auto", "parallel_tool_calls": False},
+        ),
+    ],
+)
+def test_tool_choice_translations(client, api_key, upstreams, choice, sent) -> None:
+    tools = [{"name": "f", "input_schema": {"type": "object"}}]
+    response = post(client, body(tools=tools, tool_choice=choice), api_key)
+    assert response.status_code == 200, response.json
+    received = upstreams["gpt"].last.json
+    for key, want in sent.items():
+        assert received[key] == want
+    if "parallel_tool_calls" not in sent:
+        assert "parallel_tool_calls" not in received
+
+
+def test_images_base64_and_url_are_translated(client, api_key, upstreams) -> None:
+    content = [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
+        {"type": "text", "text": "What are these?"},
+    ]
+    response = post(client, body(messages=[{"role": "user", "content": content}]), api_key)
+    assert response.status_code == 200, response.json
+    assert upstreams["gpt"].last.json["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                {"type": "text", "text": "What are these?"},
+            ],
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("block", "param"),
+    [
+        (
+            {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+            },
+            "messages[0].content[1]",
+        ),
+        (
+            {"type": "image", "source": {"type": "file", "file_id": "file_1"}},
+            "messages[0].content[1].source",
+        ),
+        (
+            {"type": "search_result", "source": "x", "title": "t", "content": []},
+            "messages[0].content[1]",
+        ),
+    ],
+)
+def test_blocks_openai_cannot_carry_are_refused_by_name(client, api_key, upstreams, block, param):
+    content = [{"type": "text", "text": "Read this"}, block]
+    response = post(client, body(messages=[{"role": "user", "content": content}]), api_key)
+    assert response.status_code == 400
+    assert response.json["error"]["type"] == "invalid_request_error"
+    assert f"'{param}'" in response.json["error"]["message"]
+    assert upstreams["gpt"].requests == []
+    # The same blocks reach an Anthropic-format upstream untouched.
+    response = post(
+        client, body(model="claude", messages=[{"role": "user", "content": content}]), api_key
+    )
+    assert response.status_code == 200
+    assert upstreams["claude"].last.json["messages"][0]["content"] == content
+
+
+def test_thinking_history_is_refused_for_openai_upstreams(client, api_key, upstreams) -> None:
+    history = [
+        *HELLO,
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "hm", "signature": "s"},
+                {"type": "text", "text": "Hi"},
+            ],
+        },
+        {"role": "user", "content": "More"},
+    ]
+    response = post(client, body(messages=history), api_key)
+    assert response.status_code == 400
+    assert "'messages[1].content[0]'" in response.json["error"]["message"]
+
+
+def test_server_tools_are_refused_by_name(client, api_key, upstreams) -> None:
+    tools = [{"type": "web_search_20250305", "name": "web_search"}]
+    response = post(client, body(tools=tools), api_key)
+    assert response.status_code == 400
+    assert "'tools[0].type'" in response.json["error"]["message"]
+
+
+def test_thinking_disabled_is_accepted(client, api_key, upstreams) -> None:
+    response = post(client, body(thinking={"type": "disabled"}), api_key)
+    assert response.status_code == 200
+    assert "thinking" not in upstreams["gpt"].last.json
+
+
+def test_anthropic_headers_are_forwarded_and_beta_query_accepted(client, api_key, upstreams):
+    response = post(
+        client,
+        body(model="claude"),
+        api_key,
+        path="/v1/messages?beta=true",
+        headers={"anthropic-version": "2023-06-01", "anthropic-beta": "prompt-caching-2024-07-31"},
+    )
+    assert response.status_code == 200
+    sent = upstreams["claude"].last.headers
+    assert sent["anthropic-version"] == "2023-06-01"
+    assert sent["anthropic-beta"] == "prompt-caching-2024-07-31"
+    assert sent["x-api-key"] == "sk-ant-fake-0123456789"
+    assert api_key not in json.dumps(sent)
+    post(client, body(), api_key, headers={"anthropic-beta": "x"})
+    assert "anthropic-beta" not in upstreams["gpt"].last.headers
+
+
+def test_bearer_credentials_and_gateway_headers(client, api_key, upstreams) -> None:
+    response = client.post(
+        "/v1/messages", json=body(), headers={"Authorization": f"Bearer {api_key}"}
+    )
+    assert response.status_code == 200
+    for name in (
+        "x-request-id",
+        "x-aigateway-cache",
+        "x-aigateway-provider",
+        "x-aigateway-cost-usd",
+    ):
+        assert response.headers[name]
+    assert response.json["id"].startswith("msg_")
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_cache_tokens_are_reported_and_priced(client, api_key, upstreams, state, alias):
+    if alias == "claude":
+        upstreams[alias].reply(
+            prompt_tokens=20, cache_read_tokens=100, cache_write_tokens=50, completion_tokens=4
+        )
+        expected = {
+            "input_tokens": 20,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 50,
+            "output_tokens": 4,
+        }
+        # (20 + 50) x $1 + 100 x $0.5 + 4 x $2 per million
+        cost = Decimal("0.000128")
+    else:
+        upstreams[alias].reply(prompt_tokens=120, cache_read_tokens=100, completion_tokens=4)
+        expected = {
+            "input_tokens": 20,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 0,
+            "output_tokens": 4,
+        }
+        cost = Decimal("0.000078")
+    response = post(client, body(model=alias), api_key)
+    assert response.status_code == 200
+    usage = response.json["usage"]
+    for key, want in expected.items():
+        assert usage[key] == want
+    assert Decimal(response.headers["x-aigateway-cost-usd"]) == cost
+    row = log_rows(state)[-1]
+    assert row.cost == cost
+    assert row.cached_tokens == 100
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"max_tokens": 5, "messages": HELLO}, "model"),
+        ({"model": "gpt", "messages": HELLO}, "max_tokens"),
+        ({"model": "gpt", "max_tokens": 5}, "messages"),
+        (
+            {"model": "gpt", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+            "messages.0.role",
+        ),
+    ],
+)
+def test_malformed_bodies_get_400_in_anthropic_shape(
+    client, api_key, upstreams, state, payload, param
+):
+    response = post(client, payload, api_key)
+    assert response.status_code == 400
+    assert response.json["type"] == "error"
+    assert response.json["error"]["type"] == "invalid_request_error"
+    assert param in response.json["error"]["message"]
+    assert upstreams["gpt"].requests == []
+
+
+def test_invalid_json_and_wrong_method_in_anthropic_shape(client, api_key, upstreams) -> None:
+    response = post(client, "{not json", api_key)
+    assert response.status_code == 400
+    assert response.json["error"]["type"] == "invalid_request_error"
+    response = client.get("/v1/messages")
+    assert response.status_code == 405
+    assert response.json["type"] == "error"
+    # The rest of /v1 keeps OpenAI's shape.
+    assert "type" not in client.get("/v1/nope").json
+
+
+def test_missing_key_is_401_authentication_error(client, upstreams, state) -> None:
+    response = post(client, body())
+    assert response.status_code == 401
+    assert response.json == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": response.json["error"]["message"]},
+    }
+    assert "x-api-key" in response.json["error"]["message"]
+    assert log_rows(state)[-1].route == "messages"
+    wrong = "aigw_" + "w" * 40
+    response = post(client, body(), wrong)
+    assert response.status_code == 401
+    assert wrong not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b'{"model": "gpt", "messages": "\\ud800"}', b"[" * 5000 + b"]" * 5000],
+    ids=["truncated", "lone-surrogate", "deep"],
+)
+def test_without_a_key_the_body_is_never_read(client, upstreams, state, path, raw) -> None:
+    """401 whatever the body, as on every /v1 route: the key is checked before parsing."""
+    for key in (None, "aigw_" + "n" * 40):
+        response = post(client, raw, key, path=path)
+        assert response.status_code == 401
+        assert response.json["error"]["type"] == "authentication_error"
+    assert log_rows(state)[-1].route == path.removeprefix("/v1/").replace("/", ".")
+    assert upstreams["gpt"].requests == []
+
+
+def test_budget_exceeded_is_429_and_not_retried_by_sdks(client, state, upstreams) -> None:
+    from flask_aigateway.services.keys import create_key
+
+    _key, secret = create_key(state, name="poor", budget_per_day="0.0000001")
+    response = post(client, body(max_tokens=1000), secret)
+    assert response.status_code == 429
+    assert response.json["error"]["type"] == "rate_limit_error"
+    assert response.headers["x-should-retry"] == "false"
+    assert upstreams["gpt"].requests == []
+
+
+def test_no_healthy_deployment_is_529_overloaded(client, api_key, upstreams, state) -> None:
+    from flask_aigateway.services.providers import update_provider
+
+    update_provider(state, "fake-openai", enabled=False)
+    response = post(client, body(), api_key)
+    assert response.status_code == 529
+    assert response.json["error"]["type"] == "overloaded_error"
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_count_tokens_route_and_log(client, api_key, upstreams, state, alias) -> None:
+    response = post(
+        client, {"model": alias, "messages": HELLO}, api_key, path="/v1/messages/count_tokens"
+    )
+    assert response.status_code == 200
+    assert response.json["input_tokens"] > 0
+    exact = "exact" if alias == "claude" else "estimated"
+    assert response.headers["x-aigateway-token-count"] == exact
+    row = log_rows(state)[-1]
+    assert (row.route, row.status_code, row.cost) == ("messages.count_tokens", 200, 0)
+
+
+def test_count_tokens_follows_model_rules(client, state, upstreams) -> None:
+    from flask_aigateway.services.keys import create_key
+
+    _key, secret = create_key(state, name="gpt-only", models="gpt")
+    response = post(
+        client, {"model": "claude", "messages": HELLO}, secret, path="/v1/messages/count_tokens"
+    )
+    assert response.status_code == 403
+    assert response.json["error"]["type"] == "permission_error"
+    assert upstreams["claude"].requests == []
+
+
+def test_docs_and_readme_tables_are_generated() -> None:
+    generated = render_markdown()
+    assert (ROOT / "docs" / "parameters-messages.md").read_text() == generated, (
+        "docs/parameters-messages.md is stale: regenerate it with render_markdown()"
+    )
+    match = re.search(
+        r"<!-- messages-parameters:start -->\n(.*?)<!-- messages-parameters:end -->",
+        (ROOT / "README.md").read_text(),
+        re.S,
+    )
+    assert match, "README.md lost its messages parameter table markers"
+    assert match.group(1) == generated[generated.index("- **passed**") :]
+
+
+def test_retries_and_a_fallback_across_formats(client, api_key, upstreams, state) -> None:
+    from flask_aigateway.services.models import update_model
+
+    upstreams["claude"].fail(500)
+    upstreams["claude"].reply(text="second time lucky")
+    response = post(client, body(model="claude"), api_key)
+    assert response.json["content"][0]["text"] == "second time lucky"
+    assert response.headers["x-aigateway-attempts"] == "2"
+    update_model(state, "gpt", fallbacks="claude")
+    upstreams["gpt"].default = Reply(status=503)
+    upstreams["claude"].reply(text="from claude")
+    response = post(client, body(top_k=3), api_key)
+    # A field the first format cannot carry is the caller's fault: refused, no fallback.
+    assert response.status_code == 400
+    response = post(client, body(), api_key)
+    assert response.status_code == 200
+    assert response.json["content"][0]["text"] == "from claude"
+    assert response.json["model"] == "gpt"
+    assert response.headers["x-aigateway-fallback"] == "gpt,claude"
+    assert upstreams["claude"].last.json["model"] == "claude-sonnet-4-5"

@@ -1,0 +1,381 @@
+"""The official Anthropic Python SDK, pointed at the gateway (``base_url`` without ``/v1``),
+works unchanged — whichever wire format the upstream speaks."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import pytest
+import requests
+from fakes import Reply, ToolCall
+from sqlalchemy import select
+
+from flask_aigateway.models import RequestLog
+
+ALIASES = pytest.mark.parametrize("alias", ["gpt", "claude"])
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather of a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture
+def claude(live_server: Any, api_key: str) -> Any:
+    """The official Anthropic SDK pointed at the live gateway (no SDK-side retries)."""
+    client = anthropic.Anthropic(
+        base_url=live_server.url, api_key=api_key, max_retries=0, timeout=20
+    )
+    yield client
+    client.close()
+
+
+def log_rows(state: Any) -> list[Any]:
+    with state.transaction() as session:
+        return list(session.scalars(select(RequestLog).order_by(RequestLog.id)).all())
+
+
+@ALIASES
+def test_create_text(claude, upstreams, state, alias):
+    upstreams[alias].reply(text="Hi from upstream", prompt_tokens=12, completion_tokens=4)
+    raw = claude.messages.with_raw_response.create(
+        model=alias, max_tokens=100, system="Be brief.", messages=HELLO
+    )
+    message = raw.parse()
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.model == alias
+    assert [b.type for b in message.content] == ["text"]
+    assert message.content[0].text == "Hi from upstream"
+    assert message.stop_reason == "end_turn"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (12, 4)
+    assert Decimal(raw.headers["x-aigateway-cost-usd"]) == Decimal("0.00002")
+    sent = upstreams[alias].last.json
+    if alias == "gpt":
+        assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
+        assert sent["max_tokens"] == 100
+    else:
+        assert sent["system"] == "Be brief."
+        assert sent["model"] == "claude-sonnet-4-5"
+    row = log_rows(state)[-1]
+    assert (row.route, row.status_code, row.prompt_tokens, row.completion_tokens) == (
+        "messages",
+        200,
+        12,
+        4,
+    )
+
+
+@ALIASES
+def test_create_with_tools_returns_tool_use(claude, upstreams, alias):
+    upstreams[alias].reply(text=None, tool_calls=[ToolCall("get_weather", {"city": "Paris"})])
+    message = claude.messages.create(
+        model=alias,
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[WEATHER],
+        tool_choice={"type": "any"},
+    )
+    assert message.stop_reason == "tool_use"
+    (block,) = message.content
+    assert block.type == "tool_use"
+    assert block.name == "get_weather"
+    assert block.input == {"city": "Paris"}
+    assert block.id
+    sent = upstreams[alias].last.json
+    if alias == "gpt":
+        assert sent["tools"][0]["function"]["parameters"] == WEATHER["input_schema"]
+        assert sent["tool_choice"] == "required"
+    else:
+        assert sent["tools"] == [WEATHER]
+        assert sent["tool_choice"] == {"type": "any"}
+
+
+@ALIASES
+def test_multi_turn_tool_history_survives(claude, upstreams, alias):
+    upstreams[alias].reply(text="It is sunny in Paris and Rome is unknown.")
+    history = [
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Let me look."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                },
+                {
+                    "type": "tool_use",
+                    "id": "toolu_2",
+                    "name": "get_weather",
+                    "input": {"city": "Rome"},
+                },
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "content": [{"type": "text", "text": "station offline"}],
+                    "is_error": True,
+                },
+                {"type": "text", "text": "Summarise."},
+            ],
+        },
+    ]
+    message = claude.messages.create(model=alias, max_tokens=100, messages=history, tools=[WEATHER])
+    assert message.content[0].text == "It is sunny in Paris and Rome is unknown."
+    sent = upstreams[alias].last.json
+    if alias == "claude":
+        assert sent["messages"] == history
+        return
+    assert sent["messages"] == [
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                },
+                {
+                    "id": "toolu_2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                },
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: station offline"},
+        {"role": "user", "content": "Summarise."},
+    ]
+
+
+@ALIASES
+def test_stream_text_events(claude, upstreams, state, alias):
+    upstreams[alias].reply(text="Hello there friend", prompt_tokens=9, completion_tokens=3)
+    with claude.messages.stream(model=alias, max_tokens=50, messages=HELLO) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    kinds = [e.type for e in events]
+    assert kinds[0] == "message_start"
+    assert kinds[-1] == "message_stop"
+    assert "ping" not in kinds or kinds.index("ping") < kinds.index("content_block_delta")
+    raw = [
+        e.type
+        for e in events
+        if e.type in ("content_block_start", "content_block_stop", "message_delta")
+    ]
+    assert raw == ["content_block_start", "content_block_stop", "message_delta"]
+    assert "".join(e.delta.text for e in events if e.type == "content_block_delta") == (
+        "Hello there friend"
+    )
+    assert final.model == alias
+    assert final.content[0].text == "Hello there friend"
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 3
+    row = log_rows(state)[-1]
+    assert (row.route, row.stream, row.status_code, row.completion_tokens) == (
+        "messages",
+        True,
+        200,
+        3,
+    )
+
+
+@ALIASES
+def test_stream_tool_use(claude, upstreams, alias):
+    upstreams[alias].reply(
+        text=None,
+        tool_calls=[
+            ToolCall("get_weather", {"city": "Paris"}),
+            ToolCall("get_weather", {"city": "Oslo"}),
+        ],
+    )
+    with claude.messages.stream(
+        model=alias, max_tokens=50, messages=HELLO, tools=[WEATHER]
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    starts = [e for e in events if e.type == "content_block_start"]
+    assert [s.content_block.type for s in starts] == ["tool_use", "tool_use"]
+    assert [s.index for s in starts] == [0, 1]
+    assert any(
+        e.type == "content_block_delta" and e.delta.type == "input_json_delta" for e in events
+    )
+    assert [b.input for b in final.content] == [{"city": "Paris"}, {"city": "Oslo"}]
+    assert final.stop_reason == "tool_use"
+
+
+@ALIASES
+def test_stream_failure_mid_stream_is_an_error_event(claude, upstreams, alias):
+    upstreams[alias].reply(text="one two three four five six", error_event_after=3)
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        claude.messages.stream(model=alias, max_tokens=50, messages=HELLO) as stream,
+    ):
+        list(stream)
+    assert caught.value.body["type"] == "error"
+
+
+@ALIASES
+def test_count_tokens(claude, upstreams, alias):
+    raw = claude.messages.with_raw_response.count_tokens(
+        model=alias, messages=HELLO, system="Brief."
+    )
+    count = raw.parse()
+    assert count.input_tokens > 0
+    if alias == "claude":
+        assert raw.headers["x-aigateway-token-count"] == "exact"
+        sent = upstreams["claude"].last
+        assert sent.path == "/v1/messages/count_tokens"
+        assert sent.json["model"] == "claude-sonnet-4-5"
+        assert "max_tokens" not in sent.json
+    else:
+        assert raw.headers["x-aigateway-token-count"] == "estimated"
+        assert upstreams["gpt"].requests == []
+
+
+def test_bearer_credentials_work_too(live_server, api_key, upstreams):
+    client = anthropic.Anthropic(
+        base_url=live_server.url, auth_token=api_key, api_key=None, max_retries=0
+    )
+    assert client.messages.create(model="claude", max_tokens=5, messages=HELLO).content
+
+
+def test_errors_raise_the_sdk_exception_classes(claude, live_server, state, upstreams):
+    from flask_aigateway.services.keys import create_key
+
+    bad = anthropic.Anthropic(base_url=live_server.url, api_key="aigw_nope", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        bad.messages.create(model="claude", max_tokens=5, messages=HELLO)
+    assert caught.value.body["error"]["type"] == "authentication_error"
+    _key, gpt_only = create_key(state, name="gpt-only", models="gpt")
+    limited = anthropic.Anthropic(base_url=live_server.url, api_key=gpt_only, max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError):
+        limited.messages.create(model="claude", max_tokens=5, messages=HELLO)
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        claude.messages.create(model="nope", max_tokens=5, messages=HELLO)
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": caught.value.body["error"]["message"]},
+    }
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.messages.create(model="gpt", max_tokens=5, messages=HELLO, extra_body={"top_k": 5})
+    assert "top_k" in caught.value.message
+    state.settings["AIGATEWAY_MAX_BODY_BYTES"] = 2000
+    with pytest.raises(anthropic.RequestTooLargeError):
+        claude.messages.create(
+            model="claude", max_tokens=5, messages=[{"role": "user", "content": "x" * 5000}]
+        )
+    state.settings["AIGATEWAY_MAX_BODY_BYTES"] = 10_000_000
+    upstreams["claude"].default = Reply(status=500, error_message="boom")
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        claude.messages.create(model="claude", max_tokens=5, messages=HELLO)
+    assert caught.value.status_code == 502
+    upstreams["claude"].default = Reply(status=529, error_message="Overloaded")
+    with pytest.raises(anthropic.OverloadedError):
+        claude.messages.create(model="claude", max_tokens=5, messages=HELLO)
+
+
+def test_rate_limit_raises_rate_limit_error(live_server, state, upstreams):
+    from flask_aigateway.services.keys import create_key
+
+    _key, secret = create_key(state, name="slow", rate_limit=1)
+    client = anthropic.Anthropic(base_url=live_server.url, api_key=secret, max_retries=0)
+    client.messages.create(model="claude", max_tokens=5, messages=HELLO)
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        client.messages.create(model="claude", max_tokens=5, messages=HELLO)
+    assert caught.value.body["error"]["type"] == "rate_limit_error"
+    assert caught.value.response.headers["retry-after"]
+
+
+@ALIASES
+@pytest.mark.parametrize("tools", [False, True])
+def test_stream_events_are_exactly_the_sdk_types(live_server, api_key, upstreams, alias, tools):
+    """Every event of a gateway stream validates strictly as the SDK's own types, whatever
+    the upstream format (no field the SDK does not know, ``event:`` name = ``type``)."""
+    from test_fakes import check_anthropic_events
+
+    calls = [ToolCall("get_weather", {"city": "Paris"})] if tools else []
+    upstreams[alias].reply(text="Let me check.", tool_calls=calls)
+    response = requests.post(
+        live_server.url + "/v1/messages",
+        json={"model": alias, "max_tokens": 50, "messages": HELLO, "stream": True},
+        headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"},
+        timeout=20,
+    )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    kinds = check_anthropic_events(response.content)
+    blocks = 2 if tools else 1
+    assert kinds[0] == "message_start"
+    assert kinds[-2:] == ["message_delta", "message_stop"]
+    assert kinds.count("content_block_start") == kinds.count("content_block_stop") == blocks
+    assert "ping" in kinds
+
+
+@ALIASES
+def test_non_stream_message_is_exactly_the_sdk_type(live_server, api_key, upstreams, alias):
+    from anthropic.types import Message
+    from test_fakes import strict
+
+    upstreams[alias].reply(text="Sure.", tool_calls=[ToolCall("get_weather", {"city": "Rome"})])
+    response = requests.post(
+        live_server.url + "/v1/messages",
+        json={"model": alias, "max_tokens": 50, "messages": HELLO, "tools": [WEATHER]},
+        headers={"x-api-key": api_key},
+        timeout=20,
+    )
+    strict(Message, response.json())
+
+
+def test_thinking_streams_through_from_anthropic_upstreams(claude, upstreams):
+    thoughtful = Reply(thinking="Weighing it up carefully.", text="Yes.")
+    upstreams["claude"].queue(thoughtful, thoughtful)
+    with claude.messages.stream(
+        model="claude",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=HELLO,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    deltas = [e.delta.type for e in events if e.type == "content_block_delta"]
+    assert "thinking_delta" in deltas and "signature_delta" in deltas
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "Weighing it up carefully."
+    assert final.content[0].signature == "c2ln"
+    assert upstreams["claude"].last.json["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    message = claude.messages.create(
+        model="claude",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=HELLO,
+    )
+    assert message.content[0].type == "thinking"
+
+
+def test_thinking_is_refused_by_name_for_openai_upstreams(claude, upstreams):
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.messages.create(
+            model="gpt",
+            max_tokens=2048,
+            thinking={"type": "enabled", "budget_tokens": 1024},
+            messages=HELLO,
+        )
+    assert "'thinking'" in caught.value.message
+    assert upstreams["gpt"].requests == []
