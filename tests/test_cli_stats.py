@@ -347,7 +347,7 @@ def test_cli_table(runner, log) -> None:
         (["--since", "last week"], "The since value 'last week' is not valid"),
         (
             ["--by", "day"],
-            "Cannot group statistics by 'day': choose one of key, team, model, provider.",
+            "Cannot group statistics by 'day': choose one of key, team, model, provider, route.",
         ),
     ],
 )
@@ -377,3 +377,49 @@ def test_prune_logs_removes_old_raw_rows_and_keeps_the_rollups(runner, state, lo
     assert _raw_rows(state) == 4
     refused = invoke(runner, "aigateway", "prune-logs", "--older-than-days", "0")
     assert refused.exit_code == 2 and _raw_rows(state) == 4
+
+
+def test_stats_by_route_counts_each_door(runner, state, client, api_key, upstreams) -> None:
+    """Requests through chat completions, Messages and embeddings are rolled up per door, so
+    ``flask stats --by route`` (and the dashboard, which reads the same rollups) tells them
+    apart; the request log keeps the door per row too."""
+    from flask_aigateway.pipeline import get_pipeline
+    from flask_aigateway.services.models import create_model
+
+    create_model(
+        state,
+        alias="embed",
+        provider="fake-openai",
+        model="text-embedding-3-small",
+        pricing_input="1",
+        pricing_output="0",
+        kind="embedding",
+    )
+    auth = {"Authorization": f"Bearer {api_key}"}
+    hello = [{"role": "user", "content": "hi"}]
+    for _ in range(2):
+        response = client.post(
+            "/v1/chat/completions", json={"model": "gpt", "messages": hello}, headers=auth
+        )
+        assert response.status_code == 200
+    response = client.post(
+        "/v1/messages",
+        json={"model": "claude", "max_tokens": 16, "messages": hello},
+        headers={"x-api-key": api_key},
+    )
+    assert response.status_code == 200
+    response = client.post("/v1/embeddings", json={"model": "embed", "input": "hi"}, headers=auth)
+    assert response.status_code == 200
+    get_pipeline(state).log_writer.flush()
+
+    rows = json.loads(ok(runner, "stats", "--by", "route", "--json").output)
+    assert {row["route"]: row["requests"] for row in rows} == {
+        "chat.completions": 2,
+        "messages": 1,
+        "embeddings": 1,
+    }
+    table = ok(runner, "stats", "--by", "route").output
+    assert "ROUTE" in table.upper() and "embeddings" in table and "messages" in table
+    with state.transaction() as session:
+        routes = sorted(session.scalars(select(RequestLog.route)).all())
+    assert routes == ["chat.completions", "chat.completions", "embeddings", "messages"]

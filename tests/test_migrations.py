@@ -146,21 +146,27 @@ def test_daily_rollups_are_backfilled_from_the_hourly_ones(migrated_app: Flask) 
         dt.datetime(2026, 11, 27, 23, tzinfo=dt.UTC),
         dt.datetime(2026, 11, 28, 1, tzinfo=dt.UTC),
     ]
-    with state.transaction() as session:
-        for n, hour in enumerate(hours, start=1):
-            session.add(
-                UsageRollup(
-                    hour=hour,
-                    key_id="key_a",
-                    alias="gpt",
-                    provider="p",
-                    requests=n,
-                    errors=1,
-                    prompt_tokens=10 * n,
-                    cost=Decimal("0.0000000001") * n,
-                    lat_le_100=n,
-                )
-            )
+    # The hourly table as 0002 made it (no route column yet).
+    table = UsageRollup.__table__
+    as_of_0002 = Table(table.name, MetaData(), *(c._copy() for c in table.c if c.name != "route"))
+    with state.engine.begin() as conn:
+        conn.execute(
+            as_of_0002.insert(),
+            [
+                {
+                    "hour": hour,
+                    "key_id": "key_a",
+                    "alias": "gpt",
+                    "provider": "p",
+                    "requests": n,
+                    "errors": 1,
+                    "prompt_tokens": 10 * n,
+                    "cost": Decimal("0.0000000001") * n,
+                    "lat_le_100": n,
+                }
+                for n, hour in enumerate(hours, start=1)
+            ],
+        )
     db(migrated_app, "upgrade")
     with state.transaction() as session:
         rows = session.query(UsageDailyRollup).order_by(UsageDailyRollup.day).all()
@@ -231,10 +237,44 @@ def test_aliases_made_before_0005_are_chat_models(migrated_app: Flask, engine: E
             )
         )
     db(migrated_app, "upgrade")
-    assert stamped(engine) == ["0005"]
+    assert stamped(engine) == [schema.head_revision()]
     with engine.connect() as conn:
         assert list(conn.execute(text("SELECT alias, kind FROM aigw_models"))) == [("old", "chat")]
     db(migrated_app, "downgrade", "0004")
     assert "kind" not in {c["name"] for c in inspect(engine).get_columns("aigw_models")}
     with engine.connect() as conn:
         assert list(conn.scalars(text("SELECT alias FROM aigw_models"))) == ["old"]
+
+
+def test_0006_adds_the_route_to_the_rollups_and_its_downgrade_adds_them_up(
+    migrated_app: Flask, engine: Engine
+) -> None:
+    """Rollups made before 0006 keep no route (""); after it, rows that differ only by route
+    are distinct; stepping back merges them into one row with the sums."""
+    db(migrated_app, "upgrade", "--revision", "0005")
+    insert = (
+        "INSERT INTO aigw_usage_rollups (hour, key_id, team_id, alias, provider, {route} "
+        "requests, errors, rate_limited, budget_exceeded, cache_hits, streams, fallbacks, "
+        "estimated, prompt_tokens, completion_tokens, cached_tokens, cost, latency_ms_sum, "
+        "ttft_ms_sum, ttft_count, lat_le_10, lat_le_25, lat_le_50, lat_le_100, lat_le_250, "
+        "lat_le_500, lat_le_750, lat_le_1000, lat_le_1500, lat_le_2000, lat_le_3000, "
+        "lat_le_5000, lat_le_7500, lat_le_10000, lat_le_15000, lat_le_20000, lat_le_30000, "
+        "lat_le_60000, lat_inf) VALUES ('2026-12-01 10:00:00.000000', 'k', '', 'gpt', 'p', "
+        "{value} {n}, 0, 0, 0, 0, 0, 0, 0, {n}0, 0, 0, {n}, 1.5, 0, 0, 0, 0, 0, {n}, 0, 0, 0, "
+        "0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)"
+    )
+    with engine.begin() as conn:
+        conn.execute(text(insert.format(route="", value="", n=1)))
+    db(migrated_app, "upgrade")
+    with engine.begin() as conn:
+        assert list(conn.scalars(text("SELECT route FROM aigw_usage_rollups"))) == [""]
+        for n, route in ((2, "'messages',"), (4, "'embeddings',")):
+            conn.execute(text(insert.format(route="route,", value=route, n=n)))
+        assert conn.execute(text("SELECT COUNT(*) FROM aigw_usage_rollups")).scalar() == 3
+    db(migrated_app, "downgrade", "0005")
+    assert "route" not in {c["name"] for c in inspect(engine).get_columns("aigw_usage_rollups")}
+    with engine.connect() as conn:
+        rows = list(
+            conn.execute(text("SELECT requests, prompt_tokens, lat_le_100 FROM aigw_usage_rollups"))
+        )
+    assert rows == [(7, 70, 7)]

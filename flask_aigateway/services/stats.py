@@ -33,6 +33,7 @@ GROUPS: dict[str, str] = {
     "team": "team_id",
     "model": "alias",
     "provider": "provider",
+    "route": "route",
 }
 #: Grouping by the rollup row's own time (``hour`` or ``day``), for :func:`daily_series`.
 _TIME = "time"
