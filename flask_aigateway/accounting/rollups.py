@@ -246,6 +246,11 @@ def prune_request_log(
             break
     if removed:
         log.info("pruned %d request-log rows older than %s", removed, cutoff.isoformat())
+    from ..responses.store import prune as prune_responses  # stored responses share retention
+
+    gone = prune_responses(state, cutoff)
+    if gone:
+        log.info("pruned %d stored responses older than %s", gone, cutoff.isoformat())
     return removed
 
 
