@@ -186,12 +186,12 @@ class Pipeline:
         request_id: str | None = None,
         *,
         cache_control: str | None = None,
-        route: Route = Route.CHAT_COMPLETIONS,
+        api_route: Route = Route.CHAT_COMPLETIONS,
     ) -> ChatResponse:
         """Run one non-streaming request through every step; always writes its log row
-        (``route``: the API door it came in through)."""
+        (``api_route``: the API door it came in through)."""
         record = RequestRecord(request_id or new_request_id(), alias=request.model)
-        record.route = route.value
+        record.route = api_route.value
         admission: Admission | None = None
         if request.stream:
             request = replace(request, stream=False)
@@ -272,7 +272,7 @@ class Pipeline:
         request_id: str | None = None,
         *,
         cache_control: str | None = None,
-        route: Route = Route.CHAT_COMPLETIONS,
+        api_route: Route = Route.CHAT_COMPLETIONS,
     ) -> ChatStream:
         """Do every check and open the upstream stream before the first byte is sent.
 
@@ -281,7 +281,7 @@ class Pipeline:
         however it ends (finished, cut, failed, or closed early by the client).
         """
         record = RequestRecord(request_id or new_request_id(), stream=True, alias=request.model)
-        record.route = route.value
+        record.route = api_route.value
         admission: Admission | None = None
         if not request.stream:
             request = replace(request, stream=True)

@@ -70,9 +70,7 @@ def _owner() -> Principal:
 def create() -> Response:
     rid = _request_id()
     state = get_state()
-    parsed = ResponsesRequest.from_body(
-        _read_json_body(state.settings["AIGATEWAY_MAX_BODY_BYTES"])
-    )
+    parsed = ResponsesRequest.from_body(_read_json_body(state.settings["AIGATEWAY_MAX_BODY_BYTES"]))
     if parsed.store is None:
         # Content is kept by default only where the operator keeps content at all.
         parsed.store = bool(state.settings["AIGATEWAY_LOG_CONTENT"])
@@ -95,14 +93,14 @@ def create() -> Response:
 
     if parsed.stream:
         stream = pipeline.open_stream(
-            chat_request, api_key, rid, cache_control=cache_control, route=Route.RESPONSES
+            chat_request, api_key, rid, cache_control=cache_control, api_route=Route.RESPONSES
         )
         events = ResponseEvents(parsed, _chunks(stream), on_finished=keep)
         response = Response(_EventSSE(stream, events), mimetype="text/event-stream")
         response.headers.extend([*_SSE_HEADERS, *_gateway_headers(rid, stream)])
         return response
     result = pipeline.chat(
-        chat_request, api_key, rid, cache_control=cache_control, route=Route.RESPONSES
+        chat_request, api_key, rid, cache_control=cache_control, api_route=Route.RESPONSES
     )
     body = completed(parsed, result)
     keep(body)

@@ -87,9 +87,7 @@ def history(state: GatewayState, response_id: str, key_id: str | None) -> list[d
         items: list[dict[str, Any]] = []
         for row in reversed(chain):
             items.extend(row.input_items)
-            items.extend(
-                item for item in row.output_items if item.get("type") in _REPLAYED_OUTPUT
-            )
+            items.extend(item for item in row.output_items if item.get("type") in _REPLAYED_OUTPUT)
         return items
 
 

@@ -323,7 +323,8 @@ def _chat_part(part: dict[str, Any]) -> dict[str, Any]:
     if kind in ("input_text", "output_text"):
         return {"type": "text", "text": part["text"]}
     if kind == "input_image":
-        return {"type": "image_url", "image_url": {"url": part["image_url"], "detail": part["detail"]}}
+        image = {"url": part["image_url"], "detail": part["detail"]}
+        return {"type": "image_url", "image_url": image}
     file = {k: part[k] for k in ("file_data", "file_id", "filename") if k in part}
     return {"type": "file", "file": file}
 
@@ -343,9 +344,7 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
                 text = "".join(p["text"] for p in parts)
                 messages.append({"role": item["role"], "content": text})
             else:
-                messages.append(
-                    {"role": item["role"], "content": [_chat_part(p) for p in parts]}
-                )
+                messages.append({"role": item["role"], "content": [_chat_part(p) for p in parts]})
         elif kind == "function_call":
             call = {
                 "id": item["call_id"],
@@ -433,9 +432,7 @@ def chat_text(text: Any) -> dict[str, Any]:
             )
         spec = {k: fmt[k] for k in ("name", "schema", "description", "strict") if k in fmt}
         return {"response_format": {"type": "json_schema", "json_schema": spec}}
-    raise _bad(
-        "'text.format.type' must be text, json_object or json_schema.", "text.format.type"
-    )
+    raise _bad("'text.format.type' must be text, json_object or json_schema.", "text.format.type")
 
 
 # -- out ------------------------------------------------------------------------------------
@@ -508,9 +505,7 @@ def response_object(
         "created_at": request.created_at,
         "status": status,
         "error": error,
-        "incomplete_details": (
-            {"reason": "max_output_tokens"} if status == "incomplete" else None
-        ),
+        "incomplete_details": ({"reason": "max_output_tokens"} if status == "incomplete" else None),
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "model": request.model,
