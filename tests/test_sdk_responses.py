@@ -286,6 +286,7 @@ def test_store_false_keeps_nothing(sdk, upstreams):
         sdk.responses.create(model="gpt", input="again", previous_response_id=created.id)
 
 
+@ALIASES
 @pytest.mark.parametrize(
     ("status", "error"),
     [
@@ -297,29 +298,32 @@ def test_store_false_keeps_nothing(sdk, upstreams):
         (502, openai.InternalServerError),
     ],
 )
-def test_errors_raise_the_sdk_exceptions(sdk, upstreams, live_server, state, status, error):
+def test_errors_raise_the_sdk_exceptions(sdk, upstreams, live_server, state, alias, status, error):
     from flask_aigateway.services.keys import create_key
 
     client = sdk
-    model = "gpt"
+    model = alias
     kwargs: dict = {}
     if status == 400:
         kwargs["tools"] = [{"type": "web_search"}]
     elif status == 401:
         client = openai.OpenAI(base_url=live_server.url + "/v1", api_key="aigw_nope", max_retries=0)
     elif status == 403:
-        _key, secret = create_key(state, name="limited", models=["claude"])
+        other = "claude" if alias == "gpt" else "gpt"
+        _key, secret = create_key(state, name="limited", models=[other])
         client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=secret, max_retries=0)
     elif status == 404:
         model = "no-such-model"
     elif status == 429:
-        upstreams["gpt"].queue(*[Reply(status=429, headers={"Retry-After": "0"})] * 5)
+        upstreams[alias].queue(*[Reply(status=429, headers={"Retry-After": "0"})] * 5)
     else:
-        upstreams["gpt"].queue(*[Reply(status=500)] * 5)
+        upstreams[alias].queue(*[Reply(status=500)] * 5)
     with pytest.raises(error) as caught:
         client.responses.create(model=model, input="Hello", **kwargs)
     if status == 400:
         assert "web_search" in caught.value.message
+    if status >= 429:
+        assert upstreams[alias].requests, "the upstream was called"
     if client is not sdk:
         client.close()
 
