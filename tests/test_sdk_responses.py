@@ -396,3 +396,37 @@ def test_stream_failure_is_an_error_event(sdk, upstreams, alias):
     assert kinds[-1] == "response.failed"
     assert events[-1].response.status == "failed"
     assert events[-1].response.error.message
+
+
+@ALIASES
+def test_shapes_validate_against_the_sdk_types(client, upstreams, api_key, alias):
+    """The SDK builds its objects without validation; check every field against its types."""
+    from openai.types.responses import Response, ResponseItemList, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    auth = {"Authorization": f"Bearer {api_key}"}
+    upstreams[alias].reply(text=None, tool_calls=[ToolCall("get_weather", {"city": "Oslo"})])
+    body = {"model": alias, "input": "Weather?", "tools": [WEATHER], "store": True}
+    created = client.post("/v1/responses", json=body, headers=auth).get_json()
+    Response.model_validate(created, strict=False)
+    items = client.get(f"/v1/responses/{created['id']}/input_items", headers=auth)
+    ResponseItemList.model_validate(items.get_json())
+    for tool_calls, text in (((), "some words"), ([ToolCall("get_weather", {"city": "A"})], None)):
+        upstreams[alias].reply(text=text, tool_calls=tool_calls)
+        stream = client.post("/v1/responses", json={**body, "stream": True}, headers=auth)
+        lines = stream.get_data(as_text=True).splitlines()
+        events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+        kinds = [line[7:] for line in lines if line.startswith("event: ")]
+        assert kinds == [e["type"] for e in events]
+        adapter = TypeAdapter(ResponseStreamEvent)
+        for event in events:
+            adapter.validate_python(event)
+
+
+@ALIASES
+def test_stream_incomplete_at_the_token_limit(sdk, upstreams, alias):
+    upstreams[alias].reply(text="cut short", finish="length" if alias == "gpt" else "max_tokens")
+    events = list(sdk.responses.create(model=alias, input="Hi", max_output_tokens=2, stream=True))
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens"
+    assert events[-1].response.output[0].status == "incomplete"
