@@ -243,3 +243,15 @@ def test_an_upstream_outage_keeps_nothing(client, state, upstreams, api_key):
     assert response.status_code == 502
     with state.session() as session:
         assert session.scalars(select(StoredResponse.id)).all() == []
+
+
+def test_readme_field_table_is_the_generated_one():
+    from pathlib import Path
+
+    from flask_aigateway.responses.translate import KNOWN_FIELDS, render_markdown
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start, end = "<!-- responses-fields:start -->\n", "<!-- responses-fields:end -->"
+    assert start in readme, "README.md lost its Responses API field table markers"
+    assert readme.split(start, 1)[1].split(end, 1)[0] == render_markdown(), "regenerate it"
+    assert {"input", "previous_response_id", "store", "tools"} <= KNOWN_FIELDS
