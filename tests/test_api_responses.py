@@ -255,3 +255,21 @@ def test_readme_field_table_is_the_generated_one():
     assert start in readme, "README.md lost its Responses API field table markers"
     assert readme.split(start, 1)[1].split(end, 1)[0] == render_markdown(), "regenerate it"
     assert {"input", "previous_response_id", "store", "tools"} <= KNOWN_FIELDS
+
+
+def test_the_cache_serves_stateless_requests_only(client, state, upstreams, api_key):
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    upstreams["gpt"].reply(text="cached answer")
+    body = {"model": "gpt", "input": "same", "store": True}
+    first = post(client, api_key, body)
+    again = post(client, api_key, body)
+    assert (first.headers["x-aigateway-cache"], again.headers["x-aigateway-cache"]) == (
+        "MISS",
+        "HIT",
+    )
+    assert again.get_json()["output"][0]["content"][0]["text"] == "cached answer"
+    assert again.get_json()["id"] != first.get_json()["id"]
+    follow = {**body, "previous_response_id": first.get_json()["id"]}
+    assert post(client, api_key, follow).headers["x-aigateway-cache"] == "BYPASS"
+    assert post(client, api_key, follow).headers["x-aigateway-cache"] == "BYPASS"
+    assert len(upstreams["gpt"].requests) == 3
