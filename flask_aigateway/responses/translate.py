@@ -8,7 +8,6 @@ names it.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -572,7 +571,3 @@ def completed(request: ResponsesRequest, response: ChatResponse) -> dict[str, An
         ),
         finish_reason=response.finish_reason,
     )
-
-
-def arguments_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
