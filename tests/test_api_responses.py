@@ -248,7 +248,7 @@ def test_an_upstream_outage_keeps_nothing(client, state, upstreams, api_key):
 def test_readme_field_table_is_the_generated_one():
     from pathlib import Path
 
-    from flask_aigateway.responses.translate import KNOWN_FIELDS, render_markdown
+    from flask_aigateway.responses.fields import KNOWN_FIELDS, render_markdown
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     start, end = "<!-- responses-fields:start -->\n", "<!-- responses-fields:end -->"

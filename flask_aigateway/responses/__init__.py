@@ -4,6 +4,7 @@ stream (``events``) and the stored responses behind ``previous_response_id`` (``
 from __future__ import annotations
 
 from .events import ResponseEvents
-from .translate import ResponsesRequest, completed
+from .objects import completed
+from .translate import ResponsesRequest
 
 __all__ = ["ResponseEvents", "ResponsesRequest", "completed"]

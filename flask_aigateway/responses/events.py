@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GatewayError
-from .translate import ResponsesRequest, new_id, response_object, usage_object
+from .objects import response_object, usage_object
+from .translate import ResponsesRequest, new_id
 
 
 @dataclass(slots=True)
