@@ -361,3 +361,21 @@ __all__ = [
     "UsageDailyRollup",
     "UsageRollup",
 ]
+
+
+class StoredResponse(Base):
+    """A Responses API response kept for ``previous_response_id`` and ``GET /v1/responses``
+    (``store``): its own input items, its output items, and the whole response object.
+    Belongs to the key that created it; pruned with the request log."""
+
+    __tablename__ = "aigw_responses"
+    __table_args__ = (Index("ix_aigw_responses_key_time", "key_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    team_id: Mapped[str | None] = mapped_column(String(40))
+    previous_response_id: Mapped[str | None] = mapped_column(String(80))
+    input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    output_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)

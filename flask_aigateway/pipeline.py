@@ -237,9 +237,12 @@ class Pipeline:
         request_id: str | None = None,
         *,
         cache_control: str | None = None,
+        api_route: Route = Route.CHAT_COMPLETIONS,
     ) -> ChatResponse:
-        """Run one non-streaming request through every step; always writes its log row."""
+        """Run one non-streaming request through every step; always writes its log row
+        (``api_route``: the API door it came in through)."""
         record = RequestRecord(request_id or new_request_id(), alias=request.model)
+        record.route = api_route.value
         admission: Admission | None = None
         if request.stream:
             request = replace(request, stream=False)
@@ -336,6 +339,7 @@ class Pipeline:
         request_id: str | None = None,
         *,
         cache_control: str | None = None,
+        api_route: Route = Route.CHAT_COMPLETIONS,
     ) -> ChatStream:
         """Do every check and open the upstream stream before the first byte is sent.
 
@@ -344,6 +348,7 @@ class Pipeline:
         however it ends (finished, cut, failed, or closed early by the client).
         """
         record = RequestRecord(request_id or new_request_id(), stream=True, alias=request.model)
+        record.route = api_route.value
         admission: Admission | None = None
         if not request.stream:
             request = replace(request, stream=True)

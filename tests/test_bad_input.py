@@ -23,7 +23,7 @@ HI = [{"role": "user", "content": "hi"}]
 #: The /v1 POST routes whose bodies the cases below describe.
 ROUTES = ["/v1/chat/completions"]
 #: Every /v1 POST route in OpenAI's error shape: none reads a body before the key is checked.
-KEYED_ROUTES = ["/v1/chat/completions", "/v1/embeddings"]
+KEYED_ROUTES = ["/v1/chat/completions", "/v1/embeddings", "/v1/responses"]
 
 
 def body(alias: str, **fields: Any) -> bytes:

@@ -219,7 +219,8 @@ def prune_request_log(
     ``AIGATEWAY_LOG_RETENTION_DAYS``; 0 keeps everything) and return how many went.
 
     Works through the ``created_at`` index in batches of :data:`PRUNE_BATCH`, one short
-    transaction each; rollups are never pruned. Idempotent: several processes may run it.
+    transaction each; rollups are never pruned. Stored Responses API responses share this
+    retention and go with them. Idempotent: several processes may run it.
     """
     days = (
         state.settings["AIGATEWAY_LOG_RETENTION_DAYS"]
@@ -247,6 +248,11 @@ def prune_request_log(
             break
     if removed:
         log.info("pruned %d request-log rows older than %s", removed, cutoff.isoformat())
+    from ..responses.store import prune as prune_responses  # stored responses share retention
+
+    gone = prune_responses(state, cutoff)
+    if gone:
+        log.info("pruned %d stored responses older than %s", gone, cutoff.isoformat())
     return removed
 
 

@@ -158,6 +158,9 @@ def create_blueprint() -> Blueprint:
     stats_views.register(bp)
     metrics_views.register(bp)
     embeddings_views.register(bp)
+    from . import responses as responses_views  # imports this module's helpers
+
+    responses_views.register(bp)
 
     @bp.errorhandler(GatewayError)
     def handle_gateway_error(error: GatewayError) -> Response:

@@ -93,8 +93,9 @@ def stats_command(state: GatewayState, since: str | None, by: str | None, as_jso
 @json_option
 @command
 def prune_logs_command(state: GatewayState, older_than_days: int | None, as_json: bool) -> None:
-    """Delete raw request-log rows past retention (the usage rollups are kept, so statistics
-    do not change). The log writer also does this once a day."""
+    """Delete raw request-log rows past retention, and stored Responses API responses of the
+    same age (the usage rollups are kept, so statistics do not change). The log writer also
+    does this once a day."""
     removed = prune_request_log(state, older_than_days=older_than_days)
     days = older_than_days or state.settings["AIGATEWAY_LOG_RETENTION_DAYS"]
     if as_json:

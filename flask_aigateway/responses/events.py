@@ -1,0 +1,201 @@
+"""A chat stream as the Responses API's event stream.
+
+``response.created`` and ``response.in_progress`` first; an ``output_item.added`` /
+``content_part.added`` / ``output_text.delta``… / ``output_text.done`` / ``content_part.done``
+/ ``output_item.done`` run for the text and an ``output_item.added`` /
+``function_call_arguments.delta``… / ``.done`` / ``output_item.done`` run per tool call; then
+``response.completed`` (or ``response.incomplete`` at the token limit) with the usage and the
+gateway's ``aigateway`` object (cost, provider, attempts), as chat's final chunk has it. A
+failure after the first byte gives an ``error`` event and ``response.failed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import GatewayError
+from .objects import response_object, usage_object
+from .translate import ResponsesRequest, new_id
+
+
+@dataclass(slots=True)
+class _Open:
+    """The output item being written: its index in ``output`` and its text so far."""
+
+    index: int
+    item: dict[str, Any]
+    parts: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ResponseEvents:
+    """Iterate for ``(event type, event data)``; ``on_finished`` gets the final response
+    object when the stream ends as ``completed`` or ``incomplete``."""
+
+    request: ResponsesRequest
+    chunks: Iterable[dict[str, Any]]
+    on_finished: Callable[[dict[str, Any]], None] | None = None
+    _sequence: int = 0
+    _output: list[dict[str, Any]] = field(default_factory=list)
+    _open: _Open | None = None
+    _calls: dict[int, _Open] = field(default_factory=dict)
+
+    def _event(self, kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        data = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return kind, data
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        start = response_object(self.request, status="in_progress")
+        yield self._event("response.created", response=start)
+        yield self._event("response.in_progress", response=start)
+        usage: dict[str, Any] | None = None
+        extension: dict[str, Any] | None = None
+        finish_reason: str | None = None
+        try:
+            for chunk in self.chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                if chunk.get("aigateway"):
+                    extension = chunk["aigateway"]
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        yield from self._text(delta["content"])
+                    for call in delta.get("tool_calls") or ():
+                        yield from self._call(call)
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+        except GatewayError as error:
+            yield from self._close("incomplete")
+            yield self._event(
+                "error", code=error.code or error.type, message=error.message, param=error.param
+            )
+            failed = response_object(
+                self.request,
+                status="failed",
+                output=self._output,
+                error={"code": "server_error", "message": error.message},
+            )
+            yield self._event("response.failed", response=failed)
+            return
+        status = "incomplete" if finish_reason == "length" else "completed"
+        yield from self._close(status)
+        details = (usage or {}).get("prompt_tokens_details") or {}
+        final = response_object(
+            self.request,
+            status="completed",
+            output=self._output,
+            usage=usage_object(
+                int((usage or {}).get("prompt_tokens") or 0),
+                int((usage or {}).get("completion_tokens") or 0),
+                int(details.get("cached_tokens") or 0),
+            ),
+            finish_reason=finish_reason,
+        )
+        if self.on_finished is not None:
+            self.on_finished(final)
+        kind, data = self._event(f"response.{final['status']}", response=final)
+        if extension is not None:
+            data["aigateway"] = extension
+        yield kind, data
+
+    def _text(self, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        current = self._open
+        if current is None or current.item["type"] != "message":
+            yield from self._close("completed")
+            item = {
+                "type": "message",
+                "id": new_id("msg"),
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
+            current = self._start(item)
+            yield self._event("response.output_item.added", output_index=current.index, item=item)
+            yield self._event(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=current.index,
+                content_index=0,
+                part={"type": "output_text", "text": "", "annotations": []},
+            )
+        current.parts.append(text)
+        yield self._event(
+            "response.output_text.delta",
+            item_id=current.item["id"],
+            output_index=current.index,
+            content_index=0,
+            delta=text,
+            logprobs=[],
+        )
+
+    def _call(self, call: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        index = call.get("index", 0)
+        function = call.get("function") or {}
+        current = self._calls.get(index)
+        if current is None:
+            yield from self._close("completed")
+            item = {
+                "type": "function_call",
+                "id": new_id("fc"),
+                "call_id": call.get("id") or new_id("call"),
+                "name": function.get("name") or "",
+                "arguments": "",
+                "status": "in_progress",
+            }
+            current = self._calls[index] = self._start(item)
+            yield self._event("response.output_item.added", output_index=current.index, item=item)
+        arguments = function.get("arguments")
+        if arguments:
+            current.parts.append(arguments)
+            yield self._event(
+                "response.function_call_arguments.delta",
+                item_id=current.item["id"],
+                output_index=current.index,
+                delta=arguments,
+            )
+
+    def _start(self, item: dict[str, Any]) -> _Open:
+        self._output.append(item)
+        self._open = _Open(len(self._output) - 1, item)
+        return self._open
+
+    def _close(self, status: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Finish the open item: its done events, and the whole item in ``output``."""
+        current, self._open = self._open, None
+        if current is None:
+            return
+        item = current.item
+        text = "".join(current.parts)
+        if item["type"] == "message":
+            part = {"type": "output_text", "text": text, "annotations": []}
+            yield self._event(
+                "response.output_text.done",
+                item_id=item["id"],
+                output_index=current.index,
+                content_index=0,
+                text=text,
+                logprobs=[],
+            )
+            yield self._event(
+                "response.content_part.done",
+                item_id=item["id"],
+                output_index=current.index,
+                content_index=0,
+                part=part,
+            )
+            done = {**item, "status": status, "content": [part]}
+        else:
+            yield self._event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=current.index,
+                name=item["name"],
+                arguments=text,
+            )
+            done = {**item, "status": status, "arguments": text}
+        self._output[current.index] = done
+        yield self._event("response.output_item.done", output_index=current.index, item=done)

@@ -1,0 +1,77 @@
+"""The Responses API request fields the gateway understands, and the README's table of them."""
+
+from __future__ import annotations
+
+#: Tools the upstream would have to run itself: the gateway cannot, so it refuses them.
+BUILT_IN_TOOLS = frozenset(
+    {
+        "web_search",
+        "web_search_preview",
+        "web_search_2025_08_26",
+        "web_search_preview_2025_03_11",
+        "file_search",
+        "code_interpreter",
+        "computer_use_preview",
+        "computer_use",
+        "image_generation",
+        "mcp",
+        "local_shell",
+        "shell",
+        "apply_patch",
+        "custom",
+    }
+)
+
+#: Every request field the gateway understands, with what it does with it (the README's
+#: field table is :func:`render_markdown` of this; others are refused by name).
+_FIELD_DOCS: dict[str, str] = {
+    "model": ("the gateway alias (echoed back as `model`)"),
+    "input": (
+        "a string (one user message) or items: `message` (roles `user`, `assistant`, "
+        "`system`, `developer`; parts `input_text`, `input_image` with an http(s) or "
+        "base64 data URL, `input_file` with `file_data` — or `file_id` for OpenAI-format "
+        "upstreams), `function_call`, `function_call_output`. `input_file.file_url`, "
+        "image file ids, `reasoning`/`item_reference` and other items: 400 naming them"
+    ),
+    "instructions": ("a system message first (not carried to the next turn, as upstream)"),
+    "tools": (
+        "`function` tools (`name`, `description`, `parameters`, `strict`); built-in tools"
+        " (`web_search`, `file_search`, `code_interpreter`, `computer_use_preview`, "
+        "`image_generation`, `mcp`…) 400 naming the tool"
+    ),
+    "tool_choice": ("chat's `tool_choice` (`auto`, `none`, `required`, or a named function)"),
+    "parallel_tool_calls": ("chat's `parallel_tool_calls`"),
+    "max_output_tokens": (
+        'chat\'s `max_completion_tokens`; hitting it gives `status: "incomplete"`, '
+        '`incomplete_details.reason: "max_output_tokens"`'
+    ),
+    "temperature": ("as on chat completions"),
+    "top_p": ("as on chat completions"),
+    "user": ("as on chat completions"),
+    "metadata": ("kept on the response object (and stored), not sent upstream"),
+    "truncation": ("`disabled` (default) or `auto`, accepted"),
+    "store": ("keep the response for `previous_response_id` and `GET` (see below)"),
+    "previous_response_id": (
+        "the stored conversation (every earlier input item and output) comes before "
+        "`input`; such a request bypasses the response cache"
+    ),
+    "stream": (
+        "the event stream; its `response.completed` event carries the `aigateway` object "
+        "with the cost, as chat's final chunk does"
+    ),
+    "include": ("only empty (no output item has extra data to include)"),
+    "text": ("`format`: `text`, `json_object`, `json_schema` → chat's `response_format`"),
+    "reasoning": (
+        "`effort` → chat's `reasoning_effort` (OpenAI-format upstreams; Anthropic-format "
+        "ones answer 400 naming it); other keys 400"
+    ),
+}
+KNOWN_FIELDS = frozenset(_FIELD_DOCS)
+
+
+def render_markdown() -> str:
+    """The README's Responses API field table."""
+    lines = ["| field | what the gateway does |", "|---|---|"]
+    lines += [f"| `{name}` | {doc} |" for name, doc in _FIELD_DOCS.items()]
+    lines.append("| (any other field) | refused 400 naming it (a `null` value is accepted) |")
+    return "\n".join(lines) + "\n"

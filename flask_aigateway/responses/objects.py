@@ -1,0 +1,113 @@
+"""Responses API objects out of chat answers: output items, usage, the ``response`` object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..schemas import ChatResponse
+from .translate import ResponsesRequest, new_id
+
+
+def output_items(response: ChatResponse) -> list[dict[str, Any]]:
+    """The chat answer's message and tool calls as Responses output items."""
+    items: list[dict[str, Any]] = []
+    content = response.content
+    if content:
+        items.append(message_item(new_id("msg"), content, "completed"))
+    for call in response.tool_calls:
+        function = call.get("function") or {}
+        items.append(
+            {
+                "type": "function_call",
+                "id": new_id("fc"),
+                "call_id": call.get("id") or new_id("call"),
+                "name": function.get("name", ""),
+                "arguments": function.get("arguments") or "",
+                "status": "completed",
+            }
+        )
+    return items
+
+
+def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": item_id,
+        "role": "assistant",
+        "status": status,
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+def usage_object(
+    prompt: int, completion: int, cached: int = 0, cache_write: int = 0
+) -> dict[str, Any]:
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": cache_write},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + completion,
+    }
+
+
+def response_object(
+    request: ResponsesRequest,
+    *,
+    status: str,
+    output: list[dict[str, Any]] | None = None,
+    usage: dict[str, Any] | None = None,
+    finish_reason: str | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``response`` object: the request's settings echoed back, with the given outcome."""
+    body = request.body
+    if status == "completed" and finish_reason == "length":
+        status = "incomplete"
+    tools = [
+        {"strict": None, "description": None, "parameters": None, **tool}
+        for tool in body.get("tools") or []
+    ]
+    text = body.get("text") or {}
+    return {
+        "id": request.id,
+        "object": "response",
+        "created_at": request.created_at,
+        "status": status,
+        "error": error,
+        "incomplete_details": ({"reason": "max_output_tokens"} if status == "incomplete" else None),
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": request.model,
+        "output": output or [],
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": request.previous_response_id,
+        "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
+        "store": bool(request.store),
+        "temperature": body.get("temperature"),
+        "text": {"format": text.get("format") or {"type": "text"}},
+        "tool_choice": body.get("tool_choice") or "auto",
+        "tools": tools,
+        "top_p": body.get("top_p"),
+        "truncation": body.get("truncation") or "disabled",
+        "usage": usage,
+        "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
+    }
+
+
+def completed(request: ResponsesRequest, response: ChatResponse) -> dict[str, Any]:
+    """The ``response`` object of a finished chat answer."""
+    usage = response.usage
+    return response_object(
+        request,
+        status="completed",
+        output=output_items(response),
+        usage=usage_object(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            usage.cache_write_tokens,
+        ),
+        finish_reason=response.finish_reason,
+    )

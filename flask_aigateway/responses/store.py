@@ -1,0 +1,141 @@
+"""Stored responses (``store``): kept per key so ``previous_response_id`` continues a
+conversation on any provider, read back by ``GET /v1/responses/{id}``, and pruned with the
+request log.
+
+A stored response belongs to the key that created it: another key, even of the same team, gets
+a 404, as an unknown id would (a team's keys are often different people or services).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from ..db import utcnow
+from ..errors import InvalidRequestError, NotFoundError
+from ..models import StoredResponse
+from ..state import GatewayState
+
+#: How many responses back a ``previous_response_id`` chain is followed.
+MAX_CHAIN = 1000
+PRUNE_BATCH = 1000
+
+
+def not_found(response_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"No response with id '{response_id}' is stored for this API key.",
+        param="response_id",
+        code="response_not_found",
+    )
+
+
+def save(
+    state: GatewayState,
+    response: dict[str, Any],
+    input_items: list[dict[str, Any]],
+    *,
+    key_id: str | None,
+    team_id: str | None,
+) -> None:
+    """Keep a finished response and its own input items (one row)."""
+    with state.transaction() as session:
+        session.add(
+            StoredResponse(
+                id=response["id"],
+                created_at=utcnow(),
+                key_id=key_id,
+                team_id=team_id,
+                previous_response_id=response.get("previous_response_id"),
+                input_items=input_items,
+                output_items=response.get("output") or [],
+                response=response,
+            )
+        )
+
+
+def load(state: GatewayState, response_id: str, key_id: str | None) -> StoredResponse:
+    """The stored response of this key; :class:`NotFoundError` otherwise."""
+    with state.transaction() as session:
+        row = session.get(StoredResponse, response_id)
+        if row is None or row.key_id != key_id:
+            raise not_found(response_id)
+        session.expunge(row)
+        return row
+
+
+def history(state: GatewayState, response_id: str, key_id: str | None) -> list[dict[str, Any]]:
+    """The conversation up to and including ``response_id``: every earlier response's input
+    items and output, oldest first (instructions are not carried over, as upstream)."""
+    chain: list[StoredResponse] = []
+    current: str | None = response_id
+    with state.transaction() as session:
+        while current is not None and len(chain) < MAX_CHAIN:
+            row = session.get(StoredResponse, current)
+            if row is None or row.key_id != key_id:
+                if not chain:
+                    raise InvalidRequestError(
+                        f"Previous response with id '{response_id}' not found (responses are "
+                        "kept only with 'store' and for the key that created them).",
+                        param="previous_response_id",
+                        code="previous_response_not_found",
+                    )
+                break
+            chain.append(row)
+            current = row.previous_response_id
+        items: list[dict[str, Any]] = []
+        for row in reversed(chain):
+            items.extend(row.input_items)
+            items.extend(item for item in row.output_items if item.get("type") in _REPLAYED_OUTPUT)
+        return items
+
+
+_REPLAYED_OUTPUT = frozenset({"message", "function_call"})
+
+
+def remove(state: GatewayState, response_id: str, key_id: str | None) -> None:
+    with state.transaction() as session:
+        row = session.get(StoredResponse, response_id)
+        if row is None or row.key_id != key_id:
+            raise not_found(response_id)
+        session.delete(row)
+
+
+def page(
+    items: list[dict[str, Any]], *, limit: int, order: str, after: str | None
+) -> dict[str, Any]:
+    """A list page as the API gives it: ``data``, ``first_id``, ``last_id``, ``has_more``."""
+    ordered = list(reversed(items)) if order == "desc" else list(items)
+    if after is not None:
+        ids = [item.get("id") for item in ordered]
+        if after not in ids:
+            raise InvalidRequestError(f"No input item with id '{after}'.", param="after")
+        ordered = ordered[ids.index(after) + 1 :]
+    data = ordered[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(ordered) > limit,
+    }
+
+
+def prune(state: GatewayState, cutoff: dt.datetime) -> int:
+    """Delete responses created before ``cutoff`` in short batches; how many went."""
+    removed = 0
+    while True:
+        with state.transaction() as session:
+            ids = list(
+                session.scalars(
+                    select(StoredResponse.id)
+                    .where(StoredResponse.created_at < cutoff)
+                    .limit(PRUNE_BATCH)
+                )
+            )
+            if ids:
+                session.execute(delete(StoredResponse).where(StoredResponse.id.in_(ids)))
+        removed += len(ids)
+        if len(ids) < PRUNE_BATCH:
+            return removed

@@ -1,0 +1,391 @@
+"""The Responses API in terms of chat: a ``POST /v1/responses`` body → :class:`ChatRequest`
+(``objects`` turns the chat answer back into a ``response`` object).
+
+Pure translation, no I/O: every provider serves the Responses API through its chat adapter.
+Nothing is dropped silently: a field, item or part the gateway cannot carry is a 400 that
+names it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidRequestError
+from ..schemas import ChatRequest
+from .fields import BUILT_IN_TOOLS, KNOWN_FIELDS
+
+_MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
+
+
+def new_id(prefix: str) -> str:
+    """``resp_…``, ``msg_…``, ``fc_…``: a prefix and 48 random hex digits."""
+    return f"{prefix}_{os.urandom(24).hex()}"
+
+
+def _bad(message: str, param: str) -> InvalidRequestError:
+    return InvalidRequestError(message, param=param)
+
+
+@dataclass(slots=True)
+class ResponsesRequest:
+    """A validated ``POST /v1/responses`` body; ``items`` are its input as stored items (each
+    with an id), in order."""
+
+    model: str
+    items: list[dict[str, Any]]
+    body: dict[str, Any]
+    stream: bool = False
+    store: bool | None = None
+    previous_response_id: str | None = None
+    id: str = field(default_factory=lambda: new_id("resp"))
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+    @classmethod
+    def from_body(cls, body: Any) -> ResponsesRequest:
+        """Validate a decoded body; raise :class:`InvalidRequestError` naming the field."""
+        if not isinstance(body, dict):
+            raise InvalidRequestError("The request body must be a JSON object.")
+        for name, value in body.items():
+            if name not in KNOWN_FIELDS and value is not None:
+                raise _bad(
+                    f"'{name}' is not supported by this gateway's Responses API; remove it.", name
+                )
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise _bad("'model' is required and must be a non-empty string.", "model")
+        stream = body.get("stream") or False
+        if not isinstance(stream, bool):
+            raise _bad("'stream' must be a boolean.", "stream")
+        store = body.get("store")
+        if store is not None and not isinstance(store, bool):
+            raise _bad("'store' must be a boolean.", "store")
+        previous = body.get("previous_response_id")
+        if previous is not None and not isinstance(previous, str):
+            raise _bad("'previous_response_id' must be a string.", "previous_response_id")
+        include = body.get("include")
+        if include:
+            raise _bad(
+                "'include' is not supported (no output item has extra data to include).",
+                "include",
+            )
+        truncation = body.get("truncation")
+        if truncation not in (None, "disabled", "auto"):
+            raise _bad("'truncation' must be 'disabled' or 'auto'.", "truncation")
+        instructions = body.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            raise _bad("'instructions' must be a string.", "instructions")
+        limit = body.get("max_output_tokens")
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+        ):
+            raise _bad("'max_output_tokens' must be a positive integer.", "max_output_tokens")
+        metadata = body.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise _bad("'metadata' must be an object.", "metadata")
+        items = input_items(body.get("input"))
+        request = cls(
+            model=model,
+            items=items,
+            body=body,
+            stream=stream,
+            store=store,
+            previous_response_id=previous,
+        )
+        request.chat([])  # validates tools, text.format, reasoning … before anything runs
+        return request
+
+    def chat(self, history: list[dict[str, Any]]) -> ChatRequest:
+        """The chat request: instructions, then ``history`` (items of earlier responses),
+        then this request's input."""
+        body = self.body
+        messages: list[dict[str, Any]] = []
+        if body.get("instructions"):
+            messages.append({"role": "system", "content": body["instructions"]})
+        messages.extend(items_to_messages(history, "previous_response_id"))
+        messages.extend(items_to_messages(self.items, "input"))
+        if not messages:
+            raise _bad("'input' is required: send a string or a list of input items.", "input")
+        params: dict[str, Any] = {}
+        for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
+            if body.get(name) is not None:
+                params[name] = body[name]
+        if body.get("max_output_tokens") is not None:
+            params["max_completion_tokens"] = body["max_output_tokens"]
+        if body.get("tools"):
+            params["tools"] = chat_tools(body["tools"])
+        if body.get("tool_choice") is not None:
+            params["tool_choice"] = chat_tool_choice(body["tool_choice"])
+        text = body.get("text")
+        if text is not None:
+            params.update(chat_text(text))
+        reasoning = body.get("reasoning")
+        if reasoning is not None:
+            if not isinstance(reasoning, dict):
+                raise _bad("'reasoning' must be an object.", "reasoning")
+            for name, value in reasoning.items():
+                if name == "effort" and value is not None:
+                    params["reasoning_effort"] = value
+                elif value is not None:
+                    raise _bad(f"'reasoning.{name}' is not supported.", f"reasoning.{name}")
+        stream = self.stream
+        if stream:
+            params["stream_options"] = {"include_usage": True}
+        return ChatRequest.from_body(
+            {"model": self.model, "messages": messages, "stream": stream, **params}
+        )
+
+
+def input_items(value: Any) -> list[dict[str, Any]]:
+    """The request's ``input`` as stored items (a string is one user message); ids added."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [{"role": "user", "content": value}]
+    if not isinstance(value, list):
+        raise _bad("'input' must be a string or an array of input items.", "input")
+    items = []
+    for index, item in enumerate(value):
+        where = f"input[{index}]"
+        if not isinstance(item, dict):
+            raise _bad(f"'{where}' must be an object.", where)
+        kind = item.get("type", "message")
+        if kind == "message":
+            items.append(_message_item(item, where))
+        elif kind == "function_call":
+            for name in ("call_id", "name", "arguments"):
+                if not isinstance(item.get(name), str):
+                    raise _bad(f"'{where}.{name}' must be a string.", f"{where}.{name}")
+            items.append(
+                {
+                    "type": "function_call",
+                    "id": item.get("id") or new_id("fc"),
+                    "call_id": item["call_id"],
+                    "name": item["name"],
+                    "arguments": item["arguments"],
+                    "status": "completed",
+                }
+            )
+        elif kind == "function_call_output":
+            if not isinstance(item.get("call_id"), str):
+                raise _bad(f"'{where}.call_id' must be a string.", f"{where}.call_id")
+            output = item.get("output")
+            if isinstance(output, list):
+                output = _texts(output, f"{where}.output")
+            if not isinstance(output, str):
+                raise _bad(f"'{where}.output' must be a string.", f"{where}.output")
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "id": item.get("id") or new_id("fco"),
+                    "call_id": item["call_id"],
+                    "output": output,
+                    "status": "completed",
+                }
+            )
+        else:
+            raise _bad(
+                f"'{where}.type' {kind!r} is not supported: send messages, function_call and "
+                "function_call_output items.",
+                f"{where}.type",
+            )
+    return items
+
+
+def _texts(parts: list[Any], where: str) -> str:
+    texts = []
+    for j, part in enumerate(parts):
+        if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text"):
+            raise _bad(f"'{where}[{j}]' must be a text part.", f"{where}[{j}]")
+        texts.append(str(part.get("text", "")))
+    return "".join(texts)
+
+
+def _message_item(item: dict[str, Any], where: str) -> dict[str, Any]:
+    role = item.get("role")
+    if role not in _MESSAGE_ROLES:
+        raise _bad(
+            f"'{where}.role' must be one of assistant, developer, system, user (got {role!r}).",
+            f"{where}.role",
+        )
+    content = item.get("content")
+    text_type = "output_text" if role == "assistant" else "input_text"
+    if isinstance(content, str):
+        parts: list[dict[str, Any]] = [{"type": text_type, "text": content}]
+    elif isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            here = f"{where}.content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in ("input_text", "output_text"):
+                if not isinstance(part.get("text"), str):
+                    raise _bad(f"'{here}.text' must be a string.", f"{here}.text")
+                parts.append({"type": text_type, "text": part["text"]})
+                if role == "assistant":
+                    parts[-1]["annotations"] = []
+            elif kind == "refusal" and role == "assistant":
+                parts.append({"type": "refusal", "refusal": str(part.get("refusal", ""))})
+            elif kind == "input_image" and role != "assistant":
+                if not isinstance(part.get("image_url"), str):
+                    raise _bad(
+                        f"'{here}.image_url' is required (an http(s) URL or a base64 data "
+                        "URL); image file ids cannot be carried.",
+                        f"{here}.image_url",
+                    )
+                parts.append(
+                    {
+                        "type": "input_image",
+                        "image_url": part["image_url"],
+                        "detail": part.get("detail") or "auto",
+                    }
+                )
+            elif kind == "input_file" and role != "assistant":
+                if part.get("file_url") is not None:
+                    raise _bad(
+                        f"'{here}.file_url' cannot be carried; send 'file_data' instead.",
+                        f"{here}.file_url",
+                    )
+                if not isinstance(part.get("file_data"), str) and not isinstance(
+                    part.get("file_id"), str
+                ):
+                    raise _bad(
+                        f"'{here}' needs 'file_data' (a base64 data URL) or 'file_id'.", here
+                    )
+                parts.append({k: v for k, v in part.items() if v is not None})
+            else:
+                raise _bad(
+                    f"'{here}.type' {kind!r} is not supported in a {role} message.",
+                    f"{here}.type",
+                )
+    else:
+        raise _bad(
+            f"'{where}.content' must be a string or an array of content parts.",
+            f"{where}.content",
+        )
+    stored: dict[str, Any] = {
+        "type": "message",
+        "id": item.get("id") or new_id("msg"),
+        "role": role,
+        "content": parts,
+        "status": "completed",
+    }
+    return stored
+
+
+def _chat_part(part: dict[str, Any]) -> dict[str, Any]:
+    kind = part["type"]
+    if kind in ("input_text", "output_text"):
+        return {"type": "text", "text": part["text"]}
+    if kind == "input_image":
+        image = {"url": part["image_url"], "detail": part["detail"]}
+        return {"type": "image_url", "image_url": image}
+    file = {k: part[k] for k in ("file_data", "file_id", "filename") if k in part}
+    return {"type": "file", "file": file}
+
+
+def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Stored items as chat messages: consecutive ``function_call`` items (and the assistant
+    message before them) become one assistant message with ``tool_calls``."""
+    messages: list[dict[str, Any]] = []
+    for item in items:
+        kind = item["type"]
+        if kind == "message":
+            parts = item["content"]
+            if item["role"] == "assistant":
+                text = "".join(p.get("text") or p.get("refusal") or "" for p in parts)
+                messages.append({"role": "assistant", "content": text})
+            elif all(p["type"] == "input_text" for p in parts):
+                text = "".join(p["text"] for p in parts)
+                messages.append({"role": item["role"], "content": text})
+            else:
+                messages.append({"role": item["role"], "content": [_chat_part(p) for p in parts]})
+        elif kind == "function_call":
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+                if not last.get("content"):
+                    last["content"] = None
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append(
+                {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
+            )
+    return messages
+
+
+def chat_tools(tools: Any) -> list[dict[str, Any]]:
+    """Function tools in chat's shape; built-in tools refused by name."""
+    if not isinstance(tools, list):
+        raise _bad("'tools' must be an array.", "tools")
+    result = []
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]"
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind != "function":
+            if kind in BUILT_IN_TOOLS:
+                raise _bad(
+                    f"The built-in tool '{kind}' ({where}) cannot run through this gateway: "
+                    "only function tools are supported.",
+                    f"{where}.type",
+                )
+            raise _bad(f"'{where}.type' must be 'function' (got {kind!r}).", f"{where}.type")
+        assert isinstance(tool, dict)
+        unknown = set(tool) - {"type", "name", "description", "parameters", "strict"}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise _bad(f"'{where}.{name}' is not supported.", f"{where}.{name}")
+        if not isinstance(tool.get("name"), str):
+            raise _bad(f"'{where}.name' must be a string.", f"{where}.name")
+        function: dict[str, Any] = {"name": tool["name"]}
+        for name in ("description", "parameters", "strict"):
+            if tool.get(name) is not None:
+                function[name] = tool[name]
+        result.append({"type": "function", "function": function})
+    return result
+
+
+def chat_tool_choice(choice: Any) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        if not isinstance(choice.get("name"), str):
+            raise _bad("'tool_choice.name' must be a string.", "tool_choice.name")
+        return {"type": "function", "function": {"name": choice["name"]}}
+    raise _bad(
+        "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'name': …}.",
+        "tool_choice",
+    )
+
+
+def chat_text(text: Any) -> dict[str, Any]:
+    """``text.format`` as chat's ``response_format``."""
+    if not isinstance(text, dict):
+        raise _bad("'text' must be an object.", "text")
+    for name, value in text.items():
+        if name != "format" and value is not None:
+            raise _bad(f"'text.{name}' is not supported.", f"text.{name}")
+    fmt = text.get("format")
+    if fmt is None:
+        return {}
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return {}
+    if kind == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    if kind == "json_schema":
+        assert isinstance(fmt, dict)
+        if not isinstance(fmt.get("name"), str) or not isinstance(fmt.get("schema"), dict):
+            raise _bad(
+                "'text.format' of type json_schema needs 'name' and 'schema'.", "text.format"
+            )
+        spec = {k: fmt[k] for k in ("name", "schema", "description", "strict") if k in fmt}
+        return {"response_format": {"type": "json_schema", "json_schema": spec}}
+    raise _bad("'text.format.type' must be text, json_object or json_schema.", "text.format.type")

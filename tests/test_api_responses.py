@@ -1,0 +1,275 @@
+"""``/v1/responses`` over HTTP: what is refused and why, governance as on chat completions
+(same tests for both doors), the request log's route, and where stored responses go."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from fakes import Reply
+from sqlalchemy import func, select
+
+from flask_aigateway.accounting.rollups import prune_request_log
+from flask_aigateway.models import RequestLog, StoredResponse, UsageCounter
+from flask_aigateway.services.keys import create_key
+
+DOORS = pytest.mark.parametrize("door", ["chat.completions", "responses"])
+
+
+def post(client: Any, key: str, body: dict[str, Any], path: str = "/v1/responses") -> Any:
+    return client.post(
+        path,
+        data=json.dumps(body),
+        headers={"Authorization": f"Bearer {key}"},
+        content_type="application/json",
+    )
+
+
+def ask(client: Any, key: str, door: str, **extra: Any) -> Any:
+    """One request of 40 characters and 100 output tokens at most, through either door."""
+    if door == "responses":
+        body = {"model": "gpt", "input": "x" * 40, "max_output_tokens": 100, **extra}
+        return post(client, key, body)
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 100}
+    return post(client, key, {**body, **extra}, "/v1/chat/completions")
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    assert response.status_code >= 400, response.get_json()
+    return response.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": "hi", "background": True}, "background"),
+        ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"input": "hi", "tools": [{"type": "file_search"}]}, "tools[0].type"),
+        ({"input": "hi", "tools": [{"type": "code_interpreter"}]}, "tools[0].type"),
+        ({"input": "hi", "tools": [{"type": "computer_use_preview"}]}, "tools[0].type"),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": [{"type": "input_file", "file_url": "http://x"}]}
+                ]
+            },
+            "input[0].content[0].file_url",
+        ),
+        ({"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
+        ({"input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
+        ({"input": "hi", "truncation": "sometimes"}, "truncation"),
+        ({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+        ({"input": "hi", "include": ["reasoning.encrypted_content"]}, "include"),
+        ({"input": "hi", "reasoning": {"summary": "auto"}}, "reasoning.summary"),
+        ({"input": 3}, "input"),
+        ({}, "input"),
+    ],
+)
+def test_what_cannot_be_carried_is_a_400_naming_it(client, upstreams, api_key, body, param):
+    response = post(client, api_key, {"model": "gpt", **body})
+    assert response.status_code == 400
+    assert error_of(response)["param"] == param
+    assert upstreams["gpt"].requests == []
+
+
+def test_built_in_tools_are_named(client, upstreams, api_key):
+    response = post(client, api_key, {"model": "gpt", "input": "hi", "tools": [{"type": "mcp"}]})
+    assert "'mcp'" in error_of(response)["message"]
+
+
+def test_reasoning_effort_goes_to_openai_format_and_is_refused_by_anthropic(
+    client, upstreams, api_key
+):
+    assert post(client, api_key, {"model": "gpt", "input": "hi", "reasoning": {"effort": "low"}})
+    assert upstreams["gpt"].last.json["reasoning_effort"] == "low"
+    response = post(
+        client, api_key, {"model": "claude", "input": "hi", "reasoning": {"effort": "low"}}
+    )
+    assert response.status_code == 400
+    assert "reasoning_effort" in error_of(response)["message"]
+
+
+def test_an_inline_pdf_reaches_both_formats(client, upstreams, api_key):
+    pdf = "data:application/pdf;base64,JVBERi0xLjQK"
+    part = {"type": "input_file", "file_data": pdf, "filename": "a.pdf"}
+    for alias in ("gpt", "claude"):
+        body = {"model": alias, "input": [{"role": "user", "content": [part]}]}
+        assert post(client, api_key, body).status_code == 200
+    [gpt_message] = upstreams["gpt"].last.json["messages"]
+    assert gpt_message["content"][0] == {
+        "type": "file",
+        "file": {"file_data": pdf, "filename": "a.pdf"},
+    }
+    [claude_message] = upstreams["claude"].last.json["messages"]
+    assert claude_message["content"][0]["type"] == "document"
+
+
+def test_logged_with_route_responses(client, state, upstreams, api_key):
+    upstreams["gpt"].reply(text="ok", prompt_tokens=10, completion_tokens=5)
+    response = post(client, api_key, {"model": "gpt", "input": "hi"})
+    assert response.status_code == 200
+    post(client, api_key, {"model": "gpt", "input": "hi", "stream": True}).get_data()
+    with state.session() as session:
+        rows = session.scalars(select(RequestLog).order_by(RequestLog.id)).all()
+    assert [(r.route, r.stream, r.status_code) for r in rows] == [
+        ("responses", False, 200),
+        ("responses", True, 200),
+    ]
+    assert rows[0].cost == Decimal(response.headers["x-aigateway-cost-usd"])
+
+
+def test_a_bad_key_is_refused_and_logged(client, state, upstreams):
+    response = post(client, "aigw_wrong", {"model": "gpt", "input": "hi"})
+    assert response.status_code == 401
+    with state.session() as session:
+        [row] = session.scalars(select(RequestLog)).all()
+    assert (row.route, row.status_code) == ("responses", 401)
+
+
+@DOORS
+def test_rate_limit_as_on_chat(client, state, upstreams, door):
+    _key, secret = create_key(state, name="limited", rate_limit=2)
+    assert [ask(client, secret, door).status_code for _ in range(2)] == [200, 200]
+    refused = ask(client, secret, door)
+    assert refused.status_code == 429
+    assert error_of(refused)["code"] == "rate_limit_exceeded"
+    assert refused.headers["Retry-After"]
+    assert refused.headers["x-ratelimit-limit-requests"] == "2"
+
+
+@DOORS
+def test_budget_as_on_chat(client, state, upstreams, door):
+    """The worst case is reserved (40 characters in, 100 tokens out); the real cost is spent."""
+    _key, poor = create_key(state, name="poor", budget_per_day="0.0001")
+    refused = ask(client, poor, door)
+    assert refused.status_code == 429
+    assert error_of(refused)["code"] == "budget_exceeded"
+    assert refused.headers["x-should-retry"] == "false"
+
+    key, rich = create_key(state, name="rich", budget_per_day="1")
+    upstreams["gpt"].reply(text="ok", prompt_tokens=10, completion_tokens=5)
+    answered = ask(client, rich, door)
+    assert answered.status_code == 200
+    cost = Decimal(answered.headers["x-aigateway-cost-usd"])
+    assert cost == Decimal("0.00002")
+    with state.session() as session:
+        spent = session.scalar(
+            select(func.sum(UsageCounter.spent)).where(
+                UsageCounter.scope_id == key.id, UsageCounter.period == "day"
+            )
+        )
+        reserved = session.scalar(
+            select(func.sum(UsageCounter.reserved)).where(UsageCounter.scope_id == key.id)
+        )
+    assert spent == cost
+    assert reserved == 0
+
+
+@pytest.fixture
+def content_logged(app_config: dict[str, Any]) -> None:
+    """Turns content logging on (request it before ``client``: the app is built after)."""
+    app_config["AIGATEWAY_LOG_CONTENT"] = True
+
+
+def test_store_defaults_to_the_log_content_setting(client, state, upstreams, api_key):
+    """With content logging off (the default) nothing is kept unless ``store`` is true."""
+    assert not state.settings["AIGATEWAY_LOG_CONTENT"]
+    implicit = post(client, api_key, {"model": "gpt", "input": "hi"}).get_json()
+    explicit = post(client, api_key, {"model": "gpt", "input": "hi", "store": True}).get_json()
+    with state.session() as session:
+        ids = session.scalars(select(StoredResponse.id)).all()
+    assert ids == [explicit["id"]]
+    assert implicit["store"] is False and explicit["store"] is True
+
+
+def test_store_is_on_by_default_when_content_is_logged(
+    content_logged, client, state, upstreams, api_key
+):
+    kept = post(client, api_key, {"model": "gpt", "input": "hi"}).get_json()
+    post(client, api_key, {"model": "gpt", "input": "hi", "store": False})
+    with state.session() as session:
+        assert session.scalars(select(StoredResponse.id)).all() == [kept["id"]]
+
+
+def test_stored_responses_are_pruned_with_the_request_log(client, state, upstreams, api_key):
+    old = post(client, api_key, {"model": "gpt", "input": "hi", "store": True}).get_json()
+    new = post(client, api_key, {"model": "gpt", "input": "hi", "store": True}).get_json()
+    with state.transaction() as session:
+        row = session.get(StoredResponse, old["id"])
+        assert row is not None
+        row.created_at = row.created_at - dt.timedelta(days=40)
+    prune_request_log(state, older_than_days=30)
+    with state.session() as session:
+        assert session.scalars(select(StoredResponse.id)).all() == [new["id"]]
+    assert (
+        client.get(
+            f"/v1/responses/{old['id']}", headers={"Authorization": f"Bearer {api_key}"}
+        ).status_code
+        == 404
+    )
+
+
+def test_a_stream_is_stored_when_it_completes(client, state, upstreams, api_key):
+    upstreams["gpt"].reply(text="a b c")
+    body = post(client, api_key, {"model": "gpt", "input": "hi", "stream": True, "store": True})
+    events = [
+        json.loads(line[6:])
+        for line in body.get_data(as_text=True).splitlines()
+        if line.startswith("data: ")
+    ]
+    final = events[-1]["response"]
+    got = client.get(f"/v1/responses/{final['id']}", headers={"Authorization": f"Bearer {api_key}"})
+    assert got.get_json()["output"] == final["output"]
+
+
+def test_wrong_methods_and_pages(client, upstreams, api_key):
+    auth = {"Authorization": f"Bearer {api_key}"}
+    assert client.get("/v1/responses", headers=auth).status_code == 405
+    created = post(client, api_key, {"model": "gpt", "input": "hi", "store": True}).get_json()
+    bad = client.get(f"/v1/responses/{created['id']}/input_items?limit=0", headers=auth)
+    assert error_of(bad)["param"] == "limit"
+    bad = client.get(f"/v1/responses/{created['id']}/input_items?order=up", headers=auth)
+    assert error_of(bad)["param"] == "order"
+    deleted = client.delete(f"/v1/responses/{created['id']}", headers=auth).get_json()
+    assert deleted == {"id": created["id"], "object": "response", "deleted": True}
+
+
+def test_an_upstream_outage_keeps_nothing(client, state, upstreams, api_key):
+    upstreams["gpt"].queue(*[Reply(status=500)] * 5)
+    response = post(client, api_key, {"model": "gpt", "input": "hi", "store": True})
+    assert response.status_code == 502
+    with state.session() as session:
+        assert session.scalars(select(StoredResponse.id)).all() == []
+
+
+def test_readme_field_table_is_the_generated_one():
+    from pathlib import Path
+
+    from flask_aigateway.responses.fields import KNOWN_FIELDS, render_markdown
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start, end = "<!-- responses-fields:start -->\n", "<!-- responses-fields:end -->"
+    assert start in readme, "README.md lost its Responses API field table markers"
+    assert readme.split(start, 1)[1].split(end, 1)[0] == render_markdown(), "regenerate it"
+    assert {"input", "previous_response_id", "store", "tools"} <= KNOWN_FIELDS
+
+
+def test_the_cache_serves_stateless_requests_only(client, state, upstreams, api_key):
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    upstreams["gpt"].reply(text="cached answer")
+    body = {"model": "gpt", "input": "same", "store": True}
+    first = post(client, api_key, body)
+    again = post(client, api_key, body)
+    assert (first.headers["x-aigateway-cache"], again.headers["x-aigateway-cache"]) == (
+        "MISS",
+        "HIT",
+    )
+    assert again.get_json()["output"][0]["content"][0]["text"] == "cached answer"
+    assert again.get_json()["id"] != first.get_json()["id"]
+    follow = {**body, "previous_response_id": first.get_json()["id"]}
+    assert post(client, api_key, follow).headers["x-aigateway-cache"] == "BYPASS"
+    assert post(client, api_key, follow).headers["x-aigateway-cache"] == "BYPASS"
+    assert len(upstreams["gpt"].requests) == 3
