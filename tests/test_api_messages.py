@@ -277,8 +277,8 @@ def test_cache_tokens_are_reported_and_priced(client, api_key, upstreams, state,
             "cache_creation_input_tokens": 50,
             "output_tokens": 4,
         }
-        # (20 + 50) x $1 + 100 x $0.5 + 4 x $2 per million
-        cost = Decimal("0.000128")
+        # 20 x $1 + 50 x $1.25 (cache write) + 100 x $0.5 + 4 x $2 per million
+        cost = Decimal("0.0001405")
     else:
         upstreams[alias].reply(prompt_tokens=120, cache_read_tokens=100, completion_tokens=4)
         expected = {
