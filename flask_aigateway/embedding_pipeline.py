@@ -60,22 +60,16 @@ def embed(
     :class:`ChatResponse` (cost, deployment, attempts and headers beside it).
     """
     record = RequestRecord(request_id, alias=request.model, route=Route.EMBEDDINGS.value)
-    admission: Admission | None = None
+    admission = Admission()
     pipeline.metrics.started()
     if pipeline.settings["AIGATEWAY_LOG_CONTENT"]:
         record.keeps_content = True
         record.prompt_text = json.dumps(request.input, ensure_ascii=False)
     try:
-        principal = pipeline.authenticate(api_key, record)
-        route = pipeline.authorize(request, principal, kind=None)
-        check_embeddable(route)
-        admission = Admission()
-        admission.cache = pipeline.cache.decide(request, principal, route, cache_control)
-        admission.headers["x-aigateway-cache"] = admission.cache.status
-        pipeline.admit(request, principal, route, admission)
-        cached = pipeline.cache.get(admission.cache)
+        route, request, cached = pipeline.enter(
+            request, api_key, record, admission, cache_control, kind=None, check=check_embeddable
+        )
         if cached is not None:
-            admission.headers["x-aigateway-cache"] = "HIT"
             served = pipeline.cache.serve(cached, record, route, restamp=False)
             return replace(served, headers=admission.headers)
         target, response, _attempts = pipeline.route(

@@ -107,18 +107,13 @@ class Messages:
         pipeline = self.pipeline
         record, request = self._begin(body, api_key, request_id, Route.MESSAGES, False)
         body = {**body, "stream": False} if "stream" in body else body
-        admission: Admission | None = None
+        admission = Admission()
         pipeline.metrics.started()
         try:
-            principal = pipeline.authenticate(api_key, record)
-            route = pipeline.authorize(request, principal)
-            admission = Admission()
-            admission.cache = pipeline.cache.decide(request, principal, route, cache_control)
-            admission.headers["x-aigateway-cache"] = admission.cache.status
-            pipeline.admit(request, principal, route, admission)
-            cached = pipeline.cache.get(admission.cache)
+            route, request, cached = pipeline.enter(
+                request, api_key, record, admission, cache_control
+            )
             if cached is not None:
-                admission.headers["x-aigateway-cache"] = "HIT"
                 served = pipeline.cache.serve(cached, record, route)
                 message = {**cached.body, "id": f"msg_{record.request_id}"}
                 return MessageResult(message, replace(served, headers=admission.headers))
@@ -213,18 +208,13 @@ class Messages:
         fallbacks until an upstream produced its first event)."""
         pipeline = self.pipeline
         record, request = self._begin(body, api_key, request_id, Route.MESSAGES, True)
-        admission: Admission | None = None
+        admission = Admission()
         pipeline.metrics.started()
         try:
-            principal = pipeline.authenticate(api_key, record)
-            route = pipeline.authorize(request, principal)
-            admission = Admission()
-            admission.cache = pipeline.cache.decide(request, principal, route, cache_control)
-            admission.headers["x-aigateway-cache"] = admission.cache.status
-            pipeline.admit(request, principal, route, admission)
-            cached = pipeline.cache.get(admission.cache)
+            route, request, cached = pipeline.enter(
+                request, api_key, record, admission, cache_control
+            )
             if cached is not None:
-                admission.headers["x-aigateway-cache"] = "HIT"
                 served = pipeline.cache.serve(cached, record, route)
                 assert record.target is not None
                 record.ttft_ms = record.elapsed_ms()

@@ -151,6 +151,36 @@ class Pipeline:
             return replace(request, cap_output=True)
         return request
 
+    def enter(
+        self,
+        request: _Req,
+        api_key: Any,
+        record: RequestRecord,
+        admission: Admission,
+        cache_control: str | None,
+        kind: ModelKind | None = ModelKind.CHAT,
+        check: Callable[[AliasRoute], None] | None = None,
+    ) -> tuple[AliasRoute, _Req, ChatResponse | None]:
+        """Every check a door runs before any upstream work, in order: authenticate →
+        authorize (the alias, the key's rules, its ``kind``; then ``check``) → the cache
+        decision → admit (rate windows, budget reservation) → cache lookup.
+
+        Fills the caller's ``admission`` as it goes, so :meth:`finish` releases whatever it
+        came to hold however this ends. Returns the alias route, the request to send (capped
+        when a budget applies, see :meth:`admit`) and the cached answer (None on a miss).
+        """
+        principal = self.authenticate(api_key, record)
+        route = self.authorize(request, principal, kind)
+        if check is not None:
+            check(route)
+        admission.cache = self.cache.decide(request, principal, route, cache_control)
+        admission.headers["x-aigateway-cache"] = admission.cache.status
+        request = self.admit(request, principal, route, admission)
+        cached = self.cache.get(admission.cache)
+        if cached is not None:
+            admission.headers["x-aigateway-cache"] = "HIT"
+        return route, request, cached
+
     def routes(self, first: AliasRoute, kind: ModelKind = ModelKind.CHAT) -> Iterator[AliasRoute]:
         """The requested alias, then its fallback chain in order (each alias once; fallbacks
         of another kind left out)."""
@@ -243,22 +273,15 @@ class Pipeline:
         (``api_route``: the API door it came in through)."""
         record = RequestRecord(request_id or new_request_id(), alias=request.model)
         record.route = api_route.value
-        admission: Admission | None = None
+        admission = Admission()
         if request.stream:
             request = replace(request, stream=False)
         self.metrics.started()
         if self.settings["AIGATEWAY_LOG_CONTENT"]:
             record.keep_content(request)
         try:
-            principal = self.authenticate(api_key, record)
-            route = self.authorize(request, principal)
-            admission = Admission()
-            admission.cache = self.cache.decide(request, principal, route, cache_control)
-            admission.headers["x-aigateway-cache"] = admission.cache.status
-            request = self.admit(request, principal, route, admission)
-            cached = self.cache.get(admission.cache)
+            route, request, cached = self.enter(request, api_key, record, admission, cache_control)
             if cached is not None:
-                admission.headers["x-aigateway-cache"] = "HIT"
                 record.keep_completion(response=cached)
                 return replace(self.cache.serve(cached, record, route), headers=admission.headers)
             target, response, _attempts = self.route(
@@ -349,22 +372,15 @@ class Pipeline:
         """
         record = RequestRecord(request_id or new_request_id(), stream=True, alias=request.model)
         record.route = api_route.value
-        admission: Admission | None = None
+        admission = Admission()
         if not request.stream:
             request = replace(request, stream=True)
         self.metrics.started()
         if self.settings["AIGATEWAY_LOG_CONTENT"]:
             record.keep_content(request)
         try:
-            principal = self.authenticate(api_key, record)
-            route = self.authorize(request, principal)
-            admission = Admission()
-            admission.cache = self.cache.decide(request, principal, route, cache_control)
-            admission.headers["x-aigateway-cache"] = admission.cache.status
-            request = self.admit(request, principal, route, admission)
-            cached = self.cache.get(admission.cache)
+            route, request, cached = self.enter(request, api_key, record, admission, cache_control)
             if cached is not None:
-                admission.headers["x-aigateway-cache"] = "HIT"
                 return replay_stream(
                     self, request, record, self.cache.serve(cached, record, route), admission
                 )
