@@ -347,7 +347,8 @@ def test_cli_table(runner, log) -> None:
         (["--since", "last week"], "The since value 'last week' is not valid"),
         (
             ["--by", "day"],
-            "Cannot group statistics by 'day': choose one of key, team, model, provider, route.",
+            "Cannot group statistics by 'day': choose one of key, team, model, provider, route, "
+            "deployment.",
         ),
     ],
 )

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..db import to_money
+from ..models import Deployment
 from ..state import GatewayState
 from . import requests_log
 from .stats import (
@@ -77,7 +78,9 @@ def detail_stats(
     recent: int = RECENT,
 ) -> DetailStats:
     """Analytics of ``scope`` over the last ``days`` UTC days (today included), broken down
-    by each of ``by`` (``model``, ``key``, ``team``, ``provider``).
+    by each of ``by`` (``model``, ``key``, ``team``, ``provider``, ``deployment``).
+    Deployment rows also carry ``provider`` and ``provider_model`` (None once the deployment
+    is removed), so a model page tells its deployments apart when two share a provider.
 
     :raises ValidationError: ``days`` below 1.
     """
@@ -100,6 +103,8 @@ def detail_stats(
                         **numbers,
                     }
                 )
+            if group == "deployment":
+                _describe_deployments(session, rows)
             rows.sort(key=lambda r: (-r["cost"], -r["requests"], r[group] is None, r["label"]))
             breakdowns[group] = rows
     series = daily_series(
@@ -156,10 +161,30 @@ def cost_share(state: GatewayState, cost: Any, team_id: str | None, *, days: int
     return float(cost / team_cost) if team_cost else None
 
 
+def _describe_deployments(session: Any, rows: list[dict[str, Any]]) -> None:
+    """Add each deployment's current provider name and provider model to its breakdown row:
+    one query for all of them (the rollups keep only the id)."""
+    ids = [row["deployment"] for row in rows if row["deployment"]]
+    found = {}
+    if ids:
+        stmt = select(Deployment).where(Deployment.id.in_(ids))
+        found = {d.id: d for d in session.scalars(stmt)}
+    for row in rows:
+        deployment = found.get(row["deployment"] or "")
+        row["provider"] = deployment.provider.name if deployment else None
+        row["provider_model"] = deployment.provider_model if deployment else None
+        if deployment is not None:
+            row["label"] = f"{row['provider']} · {row['provider_model']} ({deployment.id})"
+        elif row["deployment"]:
+            row["label"] = f"{row['deployment']} (removed)"
+
+
 def _label(group: str, value: str | None, names: dict[str, str]) -> str:
     """How a breakdown row is named: a key or team by name (its id when it is gone)."""
     if value is None:
-        return {"key": "(no key)", "team": "(no team)"}.get(group, "(none)")
+        return {"key": "(no key)", "team": "(no team)", "deployment": "(no deployment)"}.get(
+            group, "(none)"
+        )
     if group in ("key", "team"):
         return names.get(value, value)
     return value
