@@ -88,9 +88,14 @@ def detail_stats(
     sources = _sources(since, scope.key_id, scope.team_id, scope.alias, scope.provider)
     breakdowns: dict[str, list[dict[str, Any]]] = {}
     with state.transaction() as session:
-        summary = _metrics(_aggregate(session, sources, _SUMMED).get(None))
+        if by:
+            columns = sorted({GROUPS[group] for group in by})
+            combos = _aggregate_combinations(session, sources, columns)
+            summary = _metrics(_merge(combos, columns, None).get(None))
+        else:
+            summary = _metrics(_aggregate(session, sources, _SUMMED).get(None))
         for group in by:
-            grouped = _aggregate(session, sources, _SUMMED, GROUPS[group])
+            grouped = _merge(combos, columns, GROUPS[group])
             names = _names(session, group, [value for value in grouped if value])
             rows = []
             for value, row in grouped.items():
@@ -124,6 +129,42 @@ def detail_stats(
         breakdowns=breakdowns,
         recent=rows,
     )
+
+
+def _aggregate_combinations(
+    session: Any, sources: list[tuple[Any, list[Any]]], columns: list[str]
+) -> list[tuple[tuple[Any, ...], Any]]:
+    """The measures summed per combination of the rollup ``columns`` over ``sources``: one
+    query per rollup table, whatever the number of breakdowns, so a page with four of them
+    reads the rollups of its window once (a few hundred combinations for one model or key)."""
+    combos: list[tuple[tuple[Any, ...], Any]] = []
+    for model, where in sources:
+        dims = [getattr(model, name) for name in columns]
+        sums = [func.coalesce(func.sum(getattr(model, n)), 0).label(n) for n in _SUMMED]
+        stmt = select(*dims, *sums).where(*where).group_by(*dims)
+        for row in session.execute(stmt):
+            combos.append((tuple(row[: len(dims)]), row[len(dims) :]))
+    return combos
+
+
+def _merge(
+    combos: list[tuple[tuple[Any, ...], Any]], columns: list[str], group: str | None
+) -> dict[Any, dict[str, Any]]:
+    """:func:`_aggregate_combinations`' sums added up per value of the column ``group`` (or
+    all under None), in the shape :func:`.stats._aggregate` gives; None is always present
+    for ``group=None``."""
+    index = columns.index(group) if group is not None else None
+    totals: dict[Any, dict[str, Any]] = (
+        {} if group is not None else {None: dict.fromkeys(_SUMMED, 0)}
+    )
+    for values, sums in combos:
+        key = values[index] if index is not None else None
+        acc = totals.get(key)
+        if acc is None:
+            acc = totals[key] = dict.fromkeys(_SUMMED, 0)
+        for name, value in zip(_SUMMED, sums, strict=True):
+            acc[name] += value or 0
+    return totals
 
 
 def daily_by_model(state: GatewayState, scope: Scope, *, days: int) -> list[dict[str, Any]]:
