@@ -39,11 +39,13 @@ from sqlalchemy.engine import make_url
 from flask_aigateway import AIGateway
 from flask_aigateway.accounting.rollups import COUNTERS, DAILY_DIMENSIONS, daily, hour_of, rollup
 from flask_aigateway.db import to_money
-from flask_aigateway.enums import Period
+from flask_aigateway.enums import Period, Route
 from flask_aigateway.extension import get_state
 from flask_aigateway.models import (
     ApiKey,
+    Deployment,
     ModelAlias,
+    Provider,
     RequestLog,
     Team,
     UsageCounter,
@@ -174,7 +176,20 @@ def seed_catalog(state: GatewayState, rng: random.Random) -> dict[str, Any]:
         key_ids.append(key.id)
     with state.session() as session:
         key_teams = dict(session.execute(select(ApiKey.id, ApiKey.team_id)).all())
-    return {"keys": key_ids, "key_teams": key_teams, "teams": team_ids}
+        deployments: dict[str, list[tuple[str, str]]] = {}
+        stmt = (
+            select(ModelAlias.alias, Deployment.id, Deployment.provider_model)
+            .join(Deployment.model)
+            .order_by(Deployment.priority, Deployment.id)
+        )
+        for alias, deployment_id, provider_model in session.execute(stmt):
+            deployments.setdefault(alias, []).append((deployment_id, provider_model))
+    return {
+        "keys": key_ids,
+        "key_teams": key_teams,
+        "teams": team_ids,
+        "deployments": deployments,
+    }
 
 
 def _row(
@@ -194,6 +209,10 @@ def _row(
         Decimal(prompt) * Decimal(price_in) + Decimal(completion) * Decimal(price_out)
     ) / 1_000_000
     cache_hit = status == 200 and rng.random() < 0.06
+    # The first deployment serves four requests in five; a second one (gpt-4o has two) the
+    # rest, so the model page's breakdown by deployment has more than one row.
+    served = catalog["deployments"][alias]
+    deployment_id, model = served[1] if len(served) > 1 and rng.random() < 0.2 else served[0]
     return {
         "request_id": f"req_bench_{index:08d}",
         "created_at": moment,
@@ -201,7 +220,8 @@ def _row(
         "team_id": catalog["key_teams"][key_id],
         "alias": alias,
         "provider": None if refused else provider,
-        "deployment_id": None,
+        "deployment_id": None if refused else deployment_id,
+        "route": Route.CHAT_COMPLETIONS.value,
         "provider_model": None if refused else model,
         "status_code": status,
         "error_type": error,
@@ -294,11 +314,14 @@ def seed_counters(state: GatewayState) -> None:
 
 
 def pages(state: GatewayState) -> list[tuple[str, str]]:
-    """Every dashboard page, with the busiest key, team and alias for the detail pages."""
+    """Every dashboard page, with the busiest provider, alias and key, and a sub-team, for the
+    detail pages (each reads 60 days of rollups: cards, a daily chart, its breakdowns and
+    the 20 newest requests), and the request log with filters (cards and nine breakdowns)."""
     with state.session() as session:
         key_id = session.scalar(select(RequestLog.key_id).order_by(RequestLog.id.desc()).limit(1))
         team_id = session.scalar(select(Team.id).where(Team.parent_id.is_not(None)).limit(1))
         model_id = session.scalar(select(ModelAlias.id).where(ModelAlias.alias == "gpt-4o"))
+        provider_id = session.scalar(select(Provider.id).where(Provider.name == "openai"))
         entry = session.scalar(select(func.max(RequestLog.id)))
     week = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).date().isoformat()
     return [
@@ -308,11 +331,14 @@ def pages(state: GatewayState) -> list[tuple[str, str]]:
         ("requests, errors of a model", "/dashboard/requests?model=gpt-4o&status=error"),
         ("requests, last 7 days", f"/dashboard/requests?since={week}"),
         ("requests, error type", "/dashboard/requests?error=upstream_timeout"),
+        ("requests, team filter", f"/dashboard/requests?team={team_id}"),
+        ("requests, provider + model", "/dashboard/requests?provider=openai&model=gpt-4o"),
         ("request entry", f"/dashboard/requests/{entry}"),
         ("live usage", "/dashboard/usage"),
         ("models", "/dashboard/models"),
         ("model detail", f"/dashboard/models/{model_id}"),
         ("providers", "/dashboard/providers"),
+        ("provider detail", f"/dashboard/providers/{provider_id}"),
         ("teams", "/dashboard/teams"),
         ("team detail", f"/dashboard/teams/{team_id}"),
         ("keys", "/dashboard/keys"),

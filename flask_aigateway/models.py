@@ -261,6 +261,9 @@ class RollupMeasuresMixin:
     provider: Mapped[str] = mapped_column(String(100), default="")
     #: The API door (:class:`~.enums.Route`); ``""`` for rows rolled up before it was kept.
     route: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    #: The deployment that served (or last failed) the request; ``""`` for none or for rows
+    #: rolled up before it was kept (the request log keeps it per row).
+    deployment_id: Mapped[str] = mapped_column(String(40), default="", server_default="")
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     errors: Mapped[int] = mapped_column(BigInteger, default=0)
     rate_limited: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -298,9 +301,9 @@ class RollupMeasuresMixin:
 
 
 class UsageRollup(RollupMeasuresMixin, Base):
-    """Usage of one UTC hour per key x team x alias x provider x route, kept current by the
-    request-log writer (one upsert per batch, in the same transaction as the raw rows) so
-    statistics never scan the raw log. ``""`` stands for "none" in the five dimensions
+    """Usage of one UTC hour per key x team x alias x provider x route x deployment, kept
+    current by the request-log writer (one upsert per batch, in the same transaction as the
+    raw rows) so statistics never scan the raw log. ``""`` stands for "none" in the six dimensions
     (unique constraints treat NULLs as distinct). ``lat_le_<ms>`` count the requests whose
     latency fell in that bucket (above the previous bound), ``lat_inf`` the slower ones."""
 
@@ -313,6 +316,7 @@ class UsageRollup(RollupMeasuresMixin, Base):
             "alias",
             "provider",
             "route",
+            "deployment_id",
             name="uq_aigw_usage_rollups_dimensions",
         ),
         Index("ix_aigw_usage_rollups_key_hour", "key_id", "hour"),
@@ -324,10 +328,10 @@ class UsageRollup(RollupMeasuresMixin, Base):
 
 
 class UsageDailyRollup(RollupMeasuresMixin, Base):
-    """Usage of one UTC day per key x team x alias x provider x route: the same measures as
-    :class:`UsageRollup` (``day`` is the day's midnight UTC), kept by the request-log writer in
-    the same transaction as the hourly rows, so month-long statistics read a day's row instead
-    of its 24 hourly ones."""
+    """Usage of one UTC day per key x team x alias x provider x route x deployment: the same
+    measures as :class:`UsageRollup` (``day`` is the day's midnight UTC), kept by the
+    request-log writer in the same transaction as the hourly rows, so month-long statistics
+    read a day's row instead of its 24 hourly ones."""
 
     __tablename__ = "aigw_usage_daily_rollups"
     __table_args__ = (
@@ -338,6 +342,7 @@ class UsageDailyRollup(RollupMeasuresMixin, Base):
             "alias",
             "provider",
             "route",
+            "deployment_id",
             name="uq_aigw_usage_daily_rollups_dimensions",
         ),
         Index("ix_aigw_usage_daily_rollups_key_day", "key_id", "day"),

@@ -347,7 +347,8 @@ def test_cli_table(runner, log) -> None:
         (["--since", "last week"], "The since value 'last week' is not valid"),
         (
             ["--by", "day"],
-            "Cannot group statistics by 'day': choose one of key, team, model, provider, route.",
+            "Cannot group statistics by 'day': choose one of key, team, model, provider, route, "
+            "deployment.",
         ),
     ],
 )
@@ -423,3 +424,41 @@ def test_stats_by_route_counts_each_door(runner, state, client, api_key, upstrea
     with state.transaction() as session:
         routes = sorted(session.scalars(select(RequestLog.route)).all())
     assert routes == ["chat.completions", "chat.completions", "embeddings", "messages"]
+
+
+def test_stats_by_deployment_counts_each_deployment(runner, state, client, api_key, upstreams):
+    """Two deployments of one alias, used one after the other: ``flask stats --by deployment``
+    reads each one's requests and errors from the rollups, as the request log has them."""
+    from flask_aigateway.models import Deployment
+    from flask_aigateway.pipeline import get_pipeline
+    from flask_aigateway.services.models import add_deployment, update_deployment
+
+    auth = {"Authorization": f"Bearer {api_key}"}
+    hello = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", json=hello, headers=auth).status_code == 200
+    upstreams["gpt"].fail(400, "Bad prompt.")
+    assert client.post("/v1/chat/completions", json=hello, headers=auth).status_code == 400
+    with state.transaction() as session:
+        (first,) = session.scalars(
+            select(Deployment.id).where(Deployment.provider_model == "gpt-4o-mini")
+        )
+    second = add_deployment(
+        state,
+        "gpt",
+        provider="fake-anthropic",
+        model="claude-haiku-4-5",
+        pricing_input="1",
+        pricing_output="1",
+    )
+    update_deployment(state, first, enabled=False)
+    assert client.post("/v1/chat/completions", json=hello, headers=auth).status_code == 200
+    get_pipeline(state).log_writer.flush()
+
+    rows = json.loads(ok(runner, "stats", "--by", "deployment", "--json").output)
+    assert {row["deployment"]: (row["requests"], row["errors"]) for row in rows} == {
+        first: (2, 1),
+        second.id: (1, 0),
+    }
+    with state.transaction() as session:
+        logged = sorted(session.scalars(select(RequestLog.deployment_id)).all())
+    assert logged == sorted([first, first, second.id])

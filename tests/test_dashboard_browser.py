@@ -2,9 +2,11 @@
 
 An operator logs in, creates a provider on the fake OpenAI upstream, a model with two
 deployments, a team and a key; clients call the API with the OpenAI SDK; the operator sees
-the traffic in the charts and the log. Also: CSRF refusal, logout, the locked page, and no
-secret in any page's HTML. Every page is screenshotted into ``tests/screenshots/`` (ignored by
-git). Chromium is Debian's (``apt-get install -y chromium``), never a Playwright download.
+the traffic in the charts and the log. Also: CSRF refusal, logout, the locked page, no
+secret in any page's HTML, and every detail page's numbers against the request log. Every page
+is screenshotted into ``tests/screenshots/`` (ignored by git); the detail pages into pytest's
+``tmp_path`` and, with ``AIGATEWAY_TEST_SCREENSHOT_DIR=docs/screenshots``, into the docs.
+Chromium is Debian's (``apt-get install -y chromium``), never a Playwright download.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +347,191 @@ def test_locked_dashboard_says_how_to_configure_it(
         context.close()
         server.stop()
         get_state(locked).close()
+
+
+def _cards(page: Any) -> dict[str, str]:
+    """The summary cards of the page as shown: metric name -> text."""
+    return page.eval_on_selector_all(  # type: ignore[no-any-return]
+        "[data-metric]", "els => Object.fromEntries(els.map(e => [e.dataset.metric, e.innerText]))"
+    )
+
+
+def _breakdown(page: Any, group: str) -> dict[str, list[str]]:
+    """A breakdown table as shown: row key (``data-row``) -> the text of its cells."""
+    return page.eval_on_selector_all(  # type: ignore[no-any-return]
+        f"section[data-breakdown={group}] tbody tr",
+        "trs => Object.fromEntries(trs.map(tr => [tr.dataset.row,"
+        " [...tr.querySelectorAll('td')].map(td => td.textContent.trim())]))",
+    )
+
+
+def _expected_cards(rows: list[Any]) -> dict[str, str]:
+    from flask_aigateway.dashboard import formatting as fmt
+
+    errors = sum(1 for r in rows if r.status_code >= 400)
+    return {
+        "requests": fmt.number(len(rows)),
+        "tokens": fmt.number(sum(r.prompt_tokens + r.completion_tokens for r in rows)),
+        "cost": fmt.money(sum((r.cost for r in rows), Decimal(0))),
+        "errors": fmt.number(errors),
+        "error_rate": fmt.percent(errors / len(rows) if rows else None),
+    }
+
+
+def _expected_groups(rows: list[Any], attr: str) -> dict[str, list[str]]:
+    """(requests, tokens, cost, errors) per value of ``attr`` as the breakdown tables show
+    them, counted from the request log itself."""
+    from flask_aigateway.dashboard import formatting as fmt
+
+    groups: dict[str, list[Any]] = {}
+    for r in rows:
+        slot = groups.setdefault(getattr(r, attr) or "", [0, 0, Decimal(0), 0])
+        slot[0] += 1
+        slot[1] += r.prompt_tokens + r.completion_tokens
+        slot[2] += r.cost
+        slot[3] += int(r.status_code >= 400)
+    return {
+        k: [fmt.number(n), fmt.number(t), fmt.exact_money(c), fmt.number(e)]
+        for k, (n, t, c, e) in groups.items()
+    }
+
+
+def test_every_detail_page_matches_the_request_log(
+    browser: Any, live_server: Any, upstreams: dict[str, Any], app: Flask, tmp_path: Path
+) -> None:
+    """Three keys in two teams (and one without) call three aliases on two providers through
+    real HTTP; every detail page (provider, model, key, team) and the filtered request log
+    show cards and breakdowns that match the request log, and each page is screenshotted at
+    1280x800 into ``tmp_path`` (and into ``$AIGATEWAY_TEST_SCREENSHOT_DIR`` when set: that is
+    how ``docs/screenshots/`` is made)."""
+    import shutil
+
+    import requests
+    from sqlalchemy import select
+
+    from flask_aigateway.models import ModelAlias, Provider, RequestLog
+    from flask_aigateway.services.keys import create_key
+    from flask_aigateway.services.models import create_model
+    from flask_aigateway.services.teams import create_team
+
+    state = get_state(app)
+    create_model(
+        state,
+        alias="gpt-mini",
+        provider="fake-openai",
+        model="gpt-4o-mini-2",
+        pricing_input="3",
+        pricing_output="6",
+    )
+    science = create_team(state, name="Data Science")
+    platform = create_team(state, name="Platform")
+    front, front_secret = create_key(state, name="Frontend App 🚀", team="Data Science")
+    batch, batch_secret = create_key(state, name="nightly batch", team="Platform")
+    solo, solo_secret = create_key(state, name="solo")
+    fake_openai, fake_anthropic = upstreams["gpt"], upstreams["claude"]
+    url = live_server.url + PREFIX + "/v1/chat/completions"
+    for secret, model, tokens, status in (
+        (front_secret, "gpt", (1200, 300), 200),
+        (front_secret, "gpt", (800, 90), 200),
+        (front_secret, "claude", (500, 500), 200),
+        (front_secret, "gpt-mini", (40, 4), 200),
+        (batch_secret, "gpt-mini", (20000, 2000), 200),
+        (batch_secret, "gpt-mini", (15000, 1000), 200),
+        (batch_secret, "gpt", (0, 0), 400),
+        (solo_secret, "claude", (70, 7), 200),
+        (solo_secret, "gpt", (90, 9), 200),
+    ):
+        fake = fake_anthropic if model == "claude" else fake_openai
+        if status == 200:
+            fake.reply(text="ok", prompt_tokens=tokens[0], completion_tokens=tokens[1])
+        else:
+            fake.fail(status, "This prompt is refused.")
+        response = requests.post(
+            url,
+            headers={"Authorization": f"Bearer {secret}"},
+            json={"model": model, "messages": [{"role": "user", "content": "Hi"}]},
+            timeout=20,
+        )
+        assert response.status_code == status, response.text
+    with state.session() as session:
+        log = list(session.scalars(select(RequestLog)))
+        provider_id = session.scalar(select(Provider.id).where(Provider.name == "fake-openai"))
+        gpt_id = session.scalar(select(ModelAlias.id).where(ModelAlias.alias == "gpt"))
+    assert len(log) == 9
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    operator = Operator(context.new_page(), live_server.url)
+    page = operator.page
+    seen: list[str] = []
+
+    def visit(path: str, name: str) -> None:
+        operator.visit(path, name)
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+        seen.append(name)
+
+    def check(rows: list[Any], groups: dict[str, str]) -> None:
+        cards = _cards(page)
+        assert {k: cards[k] for k in _expected_cards(rows)} == _expected_cards(rows)
+        for group, attr in groups.items():
+            shown = {k: v[-4:] for k, v in _breakdown(page, group).items()}
+            assert shown == _expected_groups(rows, attr), group
+        for canvas in page.locator("canvas[data-chart]").all():
+            assert canvas.get_attribute("data-rendered") == "true"
+
+    try:
+        operator.log_in()
+        visit(f"/providers/{provider_id}", "detail-provider")
+        mine = [r for r in log if r.provider == "fake-openai"]
+        check(mine, {"model": "alias", "key": "key_id"})
+        assert page.locator("section[data-section=recent] tr[data-request-id]").count() == 7
+
+        visit(f"/models/{gpt_id}", "detail-model")
+        mine = [r for r in log if r.alias == "gpt"]
+        check(mine, {"key": "key_id", "team": "team_id"})
+        assert set(_breakdown(page, "key")) == {front.id, batch.id, solo.id}
+        deployments = {k: v[3:] for k, v in _breakdown(page, "deployment").items()}
+        (deployment,) = {r.deployment_id for r in mine}
+        errors = sum(1 for r in mine if r.status_code >= 400)
+        expected = _expected_groups(mine, "deployment_id")[deployment]
+        assert deployments == {
+            deployment: [
+                expected[0],
+                expected[3],
+                f"{100 * errors / len(mine):.1f}%",
+                expected[1],
+                expected[2],
+            ]
+        }
+
+        visit(f"/keys/{front.id}", "detail-key")
+        mine = [r for r in log if r.key_id == front.id]
+        check(mine, {"model": "alias"})
+        assert page.locator("section[data-section=limits]").count() == 1
+
+        visit(f"/teams/{science.id}", "detail-team")
+        mine = [r for r in log if r.team_id == science.id]
+        check(mine, {"model": "alias", "provider": "provider", "key": "key_id"})
+
+        visit(f"/teams/{platform.id}", "detail-team-platform")
+        check([r for r in log if r.team_id == platform.id], {"model": "alias"})
+
+        visit(f"/requests?provider=fake-openai&team={science.id}", "request-log-filtered")
+        mine = [r for r in log if r.provider == "fake-openai" and r.team_id == science.id]
+        check(mine, {"model": "alias"})
+        assert page.locator("tr[data-request-id]").count() == len(mine) == 3
+
+        visit("/requests?model=gpt&status=error", "request-log-errors")
+        mine = [r for r in log if r.alias == "gpt" and r.status_code >= 400]
+        check(mine, {"key": "key_id"})
+        assert set(_breakdown(page, "key")) == {batch.id}
+        assert operator.errors == []
+    finally:
+        context.close()
+    assert seen and all((shots / f"{name}.png").stat().st_size > 10_000 for name in seen)
+    target = os.environ.get("AIGATEWAY_TEST_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        for name in seen:
+            shutil.copy(shots / f"{name}.png", Path(target) / f"{name}.png")

@@ -338,3 +338,89 @@ def test_request_log_shows_summary_cards_and_nine_breakdowns(client, app, traffi
             spec = charts[f"{measure}_by_{dimension}"]
             shown = dict(zip(spec["labels"], spec["datasets"][0]["data"], strict=True))
             assert shown == pytest.approx({k: float(v[index]) for k, v in expected.items()})
+
+
+def test_model_page_breaks_down_by_deployment(client, app, upstreams) -> None:
+    """Alias "spread" first served by its fake-openai deployment (two answers, one upstream
+    refusal), then, with that one disabled, by a new fake-anthropic deployment: the model page
+    shows each deployment with its provider, provider model, requests, errors, error rate,
+    tokens and cost as the request log counts them."""
+    from flask_aigateway.models import ModelAlias
+    from flask_aigateway.services.models import add_deployment, update_deployment
+
+    state = get_state(app)
+    model = create_model(
+        state,
+        alias="spread",
+        provider="fake-openai",
+        model="gpt-4o",
+        pricing_input="2",
+        pricing_output="4",
+    )
+    _key, secret = create_key(state, name="ops")
+    upstreams["gpt"].reply(text="ok", prompt_tokens=100, completion_tokens=10)
+    assert chat(client, secret, "spread").status_code == 200
+    upstreams["gpt"].reply(text="ok", prompt_tokens=300, completion_tokens=30)
+    assert chat(client, secret, "spread").status_code == 200
+    upstreams["gpt"].fail(400, "Bad prompt.")
+    assert chat(client, secret, "spread").status_code == 400
+    with state.session() as session:
+        first = session.scalar(select(ModelAlias).where(ModelAlias.id == model.id))
+        first_id = first.deployments[0].id
+    second = add_deployment(
+        state,
+        model.id,
+        provider="fake-anthropic",
+        model="claude-haiku-4-5",
+        pricing_input="1",
+        pricing_output="1",
+    )
+    update_deployment(state, first_id, enabled=False)
+    upstreams["claude"].reply(text="ok", prompt_tokens=50, completion_tokens=5)
+    assert chat(client, secret, "spread").status_code == 200
+
+    rows = all_rows(app, alias="spread")
+    assert {r.deployment_id for r in rows} == {first_id, second.id}
+    login(client)
+    page = text(client.get(f"/dashboard/models/{model.id}"))
+    assert metric(page, "requests") == "4"
+    fragment = section(page, 'data-breakdown="deployment"')
+    shown = dict(
+        zip(re.findall(r'<tr data-row="([^"]*)"', fragment), table_rows(fragment), strict=True)
+    )
+    for deployment_id, (provider, provider_model) in (
+        (first_id, ("fake-openai", "gpt-4o")),
+        (second.id, ("fake-anthropic", "claude-haiku-4-5")),
+    ):
+        mine = [r for r in rows if r.deployment_id == deployment_id]
+        errors = sum(1 for r in mine if r.status_code >= 400)
+        tokens = sum(r.prompt_tokens + r.completion_tokens for r in mine)
+        cost = sum((r.cost for r in mine), Decimal(0))
+        assert shown[deployment_id] == [
+            deployment_id,
+            provider,
+            provider_model,
+            str(len(mine)),
+            str(errors),
+            f"{100 * errors / len(mine):.1f}%",
+            f"{tokens:,}",
+            f"${cost.normalize():f}",
+        ]
+    assert shown[first_id][3:6] == ["3", "1", "33.3%"]
+    assert shown[second.id][3:6] == ["1", "0", "0.0%"]
+    labels = charts_of(page)["by_deployment"]["labels"]
+    assert sorted(labels) == sorted(
+        [f"fake-openai · gpt-4o ({first_id})", f"fake-anthropic · claude-haiku-4-5 ({second.id})"]
+    )
+
+
+def test_model_page_without_traffic_has_an_empty_deployment_breakdown(client, app, upstreams):
+    from flask_aigateway.models import ModelAlias
+
+    login(client)
+    with get_state(app).session() as session:
+        model_id = session.scalar(select(ModelAlias.id).where(ModelAlias.alias == "claude"))
+    page = text(client.get(f"/dashboard/models/{model_id}"))
+    fragment = section(page, 'data-breakdown="deployment"')
+    assert "No request reached a deployment of this alias in this period." in fragment
+    assert 'data-chart="by_deployment"' not in fragment

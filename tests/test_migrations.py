@@ -146,9 +146,10 @@ def test_daily_rollups_are_backfilled_from_the_hourly_ones(migrated_app: Flask) 
         dt.datetime(2026, 11, 27, 23, tzinfo=dt.UTC),
         dt.datetime(2026, 11, 28, 1, tzinfo=dt.UTC),
     ]
-    # The hourly table as 0002 made it (no route column yet).
+    # The hourly table as 0002 made it (no route or deployment column yet).
     table = UsageRollup.__table__
-    as_of_0002 = Table(table.name, MetaData(), *(c._copy() for c in table.c if c.name != "route"))
+    later = ("route", "deployment_id")
+    as_of_0002 = Table(table.name, MetaData(), *(c._copy() for c in table.c if c.name not in later))
     with state.engine.begin() as conn:
         conn.execute(
             as_of_0002.insert(),
@@ -278,3 +279,59 @@ def test_0006_adds_the_route_to_the_rollups_and_its_downgrade_adds_them_up(
             conn.execute(text("SELECT requests, prompt_tokens, lat_le_100 FROM aigw_usage_rollups"))
         )
     assert rows == [(7, 70, 7)]
+
+
+def test_0008_adds_the_deployment_to_the_rollups_and_its_downgrade_adds_them_up(
+    migrated_app: Flask, engine: Engine
+) -> None:
+    """Rollups made before 0008 keep no deployment (""); after it, rows that differ only by
+    deployment are distinct (hourly and daily); stepping back merges them into one row with
+    the sums, and leaves rows that differ by route apart."""
+    db(migrated_app, "upgrade", "--revision", "0006")
+    measures = (
+        "requests, errors, rate_limited, budget_exceeded, cache_hits, streams, fallbacks, "
+        "estimated, prompt_tokens, completion_tokens, cached_tokens, cost, latency_ms_sum, "
+        "ttft_ms_sum, ttft_count, lat_le_10, lat_le_25, lat_le_50, lat_le_100, lat_le_250, "
+        "lat_le_500, lat_le_750, lat_le_1000, lat_le_1500, lat_le_2000, lat_le_3000, "
+        "lat_le_5000, lat_le_7500, lat_le_10000, lat_le_15000, lat_le_20000, lat_le_30000, "
+        "lat_le_60000, lat_inf"
+    )
+    values = "{n}, {n}, 0, 0, 0, 0, 0, 0, {n}0, 0, 0, {n}, 1.5, 0, 0, 0, 0, 0, {n}, " + ", ".join(
+        ["0"] * 15
+    )
+
+    def insert(table: str, time: str, route: str, n: int, deployment: str | None) -> str:
+        column, value = (
+            ("deployment_id, ", f"'{deployment}', ") if deployment is not None else ("", "")
+        )
+        return (
+            f"INSERT INTO {table} ({time}, key_id, team_id, alias, provider, route, {column}"
+            f"{measures}) VALUES ('2026-12-01 00:00:00.000000', 'k', '', 'gpt', 'p', "
+            f"'{route}', {value}" + values.format(n=n) + ")"
+        )
+
+    tables = (("aigw_usage_rollups", "hour"), ("aigw_usage_daily_rollups", "day"))
+    with engine.begin() as conn:
+        for table, time in tables:
+            conn.execute(text(insert(table, time, "chat.completions", 1, None)))
+    db(migrated_app, "upgrade")
+    with engine.begin() as conn:
+        for table, time in tables:
+            assert list(conn.scalars(text(f"SELECT deployment_id FROM {table}"))) == [""]
+            for n, deployment in ((2, "dep_a"), (4, "dep_b")):
+                conn.execute(text(insert(table, time, "chat.completions", n, deployment)))
+            conn.execute(text(insert(table, time, "messages", 8, "dep_a")))
+            assert conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar() == 4
+    db(migrated_app, "downgrade", "0006")
+    for table, _time in tables:
+        assert "deployment_id" not in {c["name"] for c in inspect(engine).get_columns(table)}
+        with engine.connect() as conn:
+            rows = list(
+                conn.execute(
+                    text(
+                        f"SELECT route, requests, errors, prompt_tokens, lat_le_100 FROM {table} "
+                        "ORDER BY route"
+                    )
+                )
+            )
+        assert rows == [("chat.completions", 7, 7, 70, 7), ("messages", 8, 8, 80, 8)]

@@ -29,9 +29,9 @@ from .record import BUDGET_EXCEEDED, RATE_LIMITED
 
 log = logging.getLogger(__name__)
 
-DIMENSIONS = ("hour", "key_id", "team_id", "alias", "provider", "route")
+DIMENSIONS = ("hour", "key_id", "team_id", "alias", "provider", "route", "deployment_id")
 #: The dimensions of :class:`~.models.UsageDailyRollup` (``day`` is the day's midnight UTC).
-DAILY_DIMENSIONS = ("day", "key_id", "team_id", "alias", "provider", "route")
+DAILY_DIMENSIONS = ("day", "key_id", "team_id", "alias", "provider", "route", "deployment_id")
 #: One histogram column per bound of :data:`LATENCY_BUCKETS_MS`, then the overflow column.
 BUCKET_COLUMNS: tuple[str, ...] = (
     *(f"lat_le_{bound}" for bound in LATENCY_BUCKETS_MS),
@@ -88,8 +88,9 @@ def _zero() -> dict[str, Any]:
 
 def rollup(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Aggregate request-log rows (as :meth:`RequestRecord.to_row` makes them) into rollup
-    increments, one per hour x key x team x alias x provider x route, sorted by those dimensions (a
-    fixed order keeps concurrent upserts from deadlocking on PostgreSQL)."""
+    increments, one per hour x key x team x alias x provider x route x deployment, sorted by
+    those dimensions (a fixed order keeps concurrent upserts from deadlocking on
+    PostgreSQL)."""
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         dims = (
@@ -99,6 +100,7 @@ def rollup(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             row["alias"] or "",
             row["provider"] or "",
             row.get("route") or "",
+            row.get("deployment_id") or "",
         )
         acc = merged.get(dims)
         if acc is None:
@@ -127,7 +129,8 @@ def rollup(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def daily(increments: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Merge hourly increments (as :func:`rollup` makes them) into daily ones, one per day x
-    key x team x alias x provider x route, sorted by those dimensions like :func:`rollup`'s."""
+    key x team x alias x provider x route x deployment, sorted by those dimensions like
+    :func:`rollup`'s."""
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for increment in increments:
         dims = (day_of(increment["hour"]), *(increment[name] for name in DIMENSIONS[1:]))

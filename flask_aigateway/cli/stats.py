@@ -53,7 +53,8 @@ def _display(row: dict[str, Any]) -> dict[str, Any]:
 @click.option(
     "--by",
     metavar="GROUP",
-    help="Group by key, team, model, provider or route (the API door). Default: one overall row.",
+    help="Group by key, team, model, provider, route (the API door) or deployment. "
+    "Default: one overall row.",
 )
 @json_option
 @command

@@ -79,7 +79,7 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
     state = get_state()
     model = service.model_to_dict(service.get_model(state, ref))
     detail = detail_stats(
-        state, Scope(alias=model["alias"]), days=DAYS, by=("provider", "key", "team")
+        state, Scope(alias=model["alias"]), days=DAYS, by=("provider", "deployment", "key", "team")
     )
     return render_template(
         "aigateway/models/detail.html",

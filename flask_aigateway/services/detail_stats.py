@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..db import to_money
+from ..models import Deployment
 from ..state import GatewayState
 from . import requests_log
 from .stats import (
@@ -77,7 +78,9 @@ def detail_stats(
     recent: int = RECENT,
 ) -> DetailStats:
     """Analytics of ``scope`` over the last ``days`` UTC days (today included), broken down
-    by each of ``by`` (``model``, ``key``, ``team``, ``provider``).
+    by each of ``by`` (``model``, ``key``, ``team``, ``provider``, ``deployment``).
+    Deployment rows also carry ``provider`` and ``provider_model`` (None once the deployment
+    is removed), so a model page tells its deployments apart when two share a provider.
 
     :raises ValidationError: ``days`` below 1.
     """
@@ -85,9 +88,14 @@ def detail_stats(
     sources = _sources(since, scope.key_id, scope.team_id, scope.alias, scope.provider)
     breakdowns: dict[str, list[dict[str, Any]]] = {}
     with state.transaction() as session:
-        summary = _metrics(_aggregate(session, sources, _SUMMED).get(None))
+        if by:
+            columns = sorted({GROUPS[group] for group in by})
+            combos = _aggregate_combinations(session, sources, columns)
+            summary = _metrics(_merge(combos, columns, None).get(None))
+        else:
+            summary = _metrics(_aggregate(session, sources, _SUMMED).get(None))
         for group in by:
-            grouped = _aggregate(session, sources, _SUMMED, GROUPS[group])
+            grouped = _merge(combos, columns, GROUPS[group])
             names = _names(session, group, [value for value in grouped if value])
             rows = []
             for value, row in grouped.items():
@@ -100,6 +108,8 @@ def detail_stats(
                         **numbers,
                     }
                 )
+            if group == "deployment":
+                _describe_deployments(session, rows)
             rows.sort(key=lambda r: (-r["cost"], -r["requests"], r[group] is None, r["label"]))
             breakdowns[group] = rows
     series = daily_series(
@@ -119,6 +129,42 @@ def detail_stats(
         breakdowns=breakdowns,
         recent=rows,
     )
+
+
+def _aggregate_combinations(
+    session: Any, sources: list[tuple[Any, list[Any]]], columns: list[str]
+) -> list[tuple[tuple[Any, ...], Any]]:
+    """The measures summed per combination of the rollup ``columns`` over ``sources``: one
+    query per rollup table, whatever the number of breakdowns, so a page with four of them
+    reads the rollups of its window once (a few hundred combinations for one model or key)."""
+    combos: list[tuple[tuple[Any, ...], Any]] = []
+    for model, where in sources:
+        dims = [getattr(model, name) for name in columns]
+        sums = [func.coalesce(func.sum(getattr(model, n)), 0).label(n) for n in _SUMMED]
+        stmt = select(*dims, *sums).where(*where).group_by(*dims)
+        for row in session.execute(stmt):
+            combos.append((tuple(row[: len(dims)]), row[len(dims) :]))
+    return combos
+
+
+def _merge(
+    combos: list[tuple[tuple[Any, ...], Any]], columns: list[str], group: str | None
+) -> dict[Any, dict[str, Any]]:
+    """:func:`_aggregate_combinations`' sums added up per value of the column ``group`` (or
+    all under None), in the shape :func:`.stats._aggregate` gives; None is always present
+    for ``group=None``."""
+    index = columns.index(group) if group is not None else None
+    totals: dict[Any, dict[str, Any]] = (
+        {} if group is not None else {None: dict.fromkeys(_SUMMED, 0)}
+    )
+    for values, sums in combos:
+        key = values[index] if index is not None else None
+        acc = totals.get(key)
+        if acc is None:
+            acc = totals[key] = dict.fromkeys(_SUMMED, 0)
+        for name, value in zip(_SUMMED, sums, strict=True):
+            acc[name] += value or 0
+    return totals
 
 
 def daily_by_model(state: GatewayState, scope: Scope, *, days: int) -> list[dict[str, Any]]:
@@ -156,10 +202,30 @@ def cost_share(state: GatewayState, cost: Any, team_id: str | None, *, days: int
     return float(cost / team_cost) if team_cost else None
 
 
+def _describe_deployments(session: Any, rows: list[dict[str, Any]]) -> None:
+    """Add each deployment's current provider name and provider model to its breakdown row:
+    one query for all of them (the rollups keep only the id)."""
+    ids = [row["deployment"] for row in rows if row["deployment"]]
+    found = {}
+    if ids:
+        stmt = select(Deployment).where(Deployment.id.in_(ids))
+        found = {d.id: d for d in session.scalars(stmt)}
+    for row in rows:
+        deployment = found.get(row["deployment"] or "")
+        row["provider"] = deployment.provider.name if deployment else None
+        row["provider_model"] = deployment.provider_model if deployment else None
+        if deployment is not None:
+            row["label"] = f"{row['provider']} · {row['provider_model']} ({deployment.id})"
+        elif row["deployment"]:
+            row["label"] = f"{row['deployment']} (removed)"
+
+
 def _label(group: str, value: str | None, names: dict[str, str]) -> str:
     """How a breakdown row is named: a key or team by name (its id when it is gone)."""
     if value is None:
-        return {"key": "(no key)", "team": "(no team)"}.get(group, "(none)")
+        return {"key": "(no key)", "team": "(no team)", "deployment": "(no deployment)"}.get(
+            group, "(none)"
+        )
     if group in ("key", "team"):
         return names.get(value, value)
     return value

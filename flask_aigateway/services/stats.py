@@ -34,6 +34,7 @@ GROUPS: dict[str, str] = {
     "model": "alias",
     "provider": "provider",
     "route": "route",
+    "deployment": "deployment_id",
 }
 #: Grouping by the rollup row's own time (``hour`` or ``day``), for :func:`daily_series`.
 _TIME = "time"
