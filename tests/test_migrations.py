@@ -287,7 +287,7 @@ def test_0008_adds_the_deployment_to_the_rollups_and_its_downgrade_adds_them_up(
     """Rollups made before 0008 keep no deployment (""); after it, rows that differ only by
     deployment are distinct (hourly and daily); stepping back merges them into one row with
     the sums, and leaves rows that differ by route apart."""
-    db(migrated_app, "upgrade", "--revision", "0006")
+    db(migrated_app, "upgrade", "--revision", "0007")
     measures = (
         "requests, errors, rate_limited, budget_exceeded, cache_hits, streams, fallbacks, "
         "estimated, prompt_tokens, completion_tokens, cached_tokens, cost, latency_ms_sum, "
@@ -322,7 +322,7 @@ def test_0008_adds_the_deployment_to_the_rollups_and_its_downgrade_adds_them_up(
                 conn.execute(text(insert(table, time, "chat.completions", n, deployment)))
             conn.execute(text(insert(table, time, "messages", 8, "dep_a")))
             assert conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar() == 4
-    db(migrated_app, "downgrade", "0006")
+    db(migrated_app, "downgrade", "0007")
     for table, _time in tables:
         assert "deployment_id" not in {c["name"] for c in inspect(engine).get_columns(table)}
         with engine.connect() as conn:

@@ -350,3 +350,44 @@ def test_rate_usage_counts_the_last_minute_pooled_over_sub_teams(state: GatewayS
     busy = rows[("key", "busy")]
     assert (busy["requests"], busy["tokens"], busy["rate_limit"]) == (2, 60, None)
     assert busy["ratio"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    ("since_hours", "until_hours"),
+    [(24 * 9 + 5, None), (24 * 9 + 5, 24 * 2 + 7), (24 * 3, 24 * 3 - 20), (30, 2), (24 * 9, 0)],
+    ids=["open-ended", "partial-days-both-ends", "within-a-day", "across-one-midnight", "to-now"],
+)
+def test_breakdowns_over_days_add_hourly_and_daily_rollups_exactly(
+    state: GatewayState, since_hours: int, until_hours: int | None
+) -> None:
+    """Whole days are read from the daily rollups and the hours around them from the hourly
+    ones: every window counts each logged request exactly once."""
+    now = dt.datetime(2026, 11, 20, 14, 30, tzinfo=dt.UTC)
+    moments = [now - dt.timedelta(hours=h, minutes=5) for h in range(0, 24 * 10, 7)]
+    write_batch(
+        state,
+        [
+            log_row(created_at=moment, alias="gpt" if i % 3 else "claude", cost=Decimal(i))
+            for i, moment in enumerate(moments)
+        ],
+    )
+    since = (now - dt.timedelta(hours=since_hours)).replace(minute=0)
+    until = (
+        None if until_hours is None else (now - dt.timedelta(hours=until_hours)).replace(minute=0)
+    )
+    raw = {"since": since.isoformat()} | ({"until": until.isoformat()} if until else {})
+    result = log_breakdown.breakdown(state, service.parse_filters(raw), now=now)
+    assert result.source == "rollups"
+    inside = [(i, m) for i, m in enumerate(moments) if m >= since and (until is None or m < until)]
+    assert result.total == len(inside)
+    assert {g["model"]: g["requests"] for g in result.by_model} == {
+        name: count
+        for name, count in (
+            ("gpt", sum(1 for i, _ in inside if i % 3)),
+            ("claude", sum(1 for i, _ in inside if not i % 3)),
+        )
+        if count
+    }
+    assert sum((g["cost"] for g in result.by_model), Decimal(0)) == sum(
+        (Decimal(i) for i, _ in inside), Decimal(0)
+    )

@@ -6,7 +6,7 @@ over its deployments and which of them failed. Rows rolled up before it keep ``"
 deployment known: the request log's own ``deployment_id`` column says it per row).
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-05 19:20:00
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0008'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
