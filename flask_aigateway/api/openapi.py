@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from .. import jsoncodec
+from ..schemas import _PARAM_TYPES, _RANGES, _ROLES
 from ..state import get_state
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -91,6 +92,68 @@ _ANTHROPIC_ERROR = {
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _ANTHROPIC_AUTH: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
 
+_JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+_JSON_TYPES.update({dict: "object", list: "array"})
+
+
+def _chat_message() -> dict[str, Any]:
+    """A chat message as :func:`..schemas._check_message` accepts it: content (a string or
+    typed parts) is required, except on an assistant message carrying tool calls."""
+    part = {"type": "object", "required": ["type"], "properties": {"type": _STRING}}
+    tool_call = {
+        "type": "object",
+        "required": ["function"],
+        "properties": {
+            "function": {"type": "object", "required": ["name"], "properties": {"name": _STRING}}
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["role"],
+        "properties": {
+            "role": {"enum": sorted(_ROLES)},
+            "content": {"type": ["string", "array", "null"], "items": part},
+            "name": _STRING,
+            "tool_call_id": _STRING,
+            "tool_calls": {"type": "array", "items": tool_call},
+        },
+        "anyOf": [
+            {"required": ["content"], "properties": {"content": {"type": ["string", "array"]}}},
+            {
+                "required": ["role", "tool_calls"],
+                "properties": {"role": {"const": "assistant"}, "tool_calls": {"minItems": 1}},
+            },
+        ],
+    }
+
+
+def _chat_request() -> dict[str, Any]:
+    """The chat body as :meth:`..schemas.ChatRequest.from_body` checks it: built from the same
+    tables of parameter types and ranges, so the document cannot drift from the checks."""
+    properties: dict[str, Any] = {
+        "model": {"type": "string", "minLength": 1},
+        "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
+        "stream": {"type": ["boolean", "null"]},
+        "stop": {"type": ["string", "array", "null"], "items": _STRING},
+    }
+    for name, (types, _words) in _PARAM_TYPES.items():
+        if name in properties:
+            continue
+        names = sorted({"number" if float in types else _JSON_TYPES[t] for t in types})
+        if "number" in names and "integer" in names:
+            names.remove("integer")
+        schema: dict[str, Any] = {"type": [*names, "null"]}
+        if name in _RANGES:
+            schema["minimum"], schema["maximum"] = _RANGES[name]
+        properties[name] = schema
+    return {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": properties,
+        "additionalProperties": True,
+    }
+
+
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -120,35 +183,8 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "ChatMessage": {
-        "type": "object",
-        "required": ["role"],
-        "properties": {
-            "role": _STRING,
-            "content": {"type": ["string", "array", "null"], "items": {"type": "object"}},
-            "name": _STRING,
-        },
-    },
-    "ChatCompletionRequest": {
-        "type": "object",
-        "required": ["model", "messages"],
-        "properties": {
-            "model": _STRING,
-            "messages": {"type": "array", "items": _ref("ChatMessage")},
-            "stream": {"type": "boolean"},
-            "max_tokens": {"type": ["integer", "null"]},
-            "max_completion_tokens": {"type": ["integer", "null"]},
-            "temperature": {"type": ["number", "null"]},
-            "top_p": {"type": ["number", "null"]},
-            "n": {"type": ["integer", "null"]},
-            "stop": {"type": ["string", "array", "null"], "items": _STRING},
-            "tools": {"type": "array", "items": {"type": "object"}},
-            "tool_choice": {"type": ["string", "object"]},
-            "stream_options": {"type": ["object", "null"]},
-            "user": _STRING,
-        },
-        "additionalProperties": True,
-    },
+    "ChatMessage": _chat_message(),
+    "ChatCompletionRequest": _chat_request(),
     "Usage": {
         "type": "object",
         "properties": {
