@@ -74,6 +74,21 @@ def test_servers_and_paths_follow_the_route_prefix(database_uri, tmp_path):
         gateway.get_state(app).close()
 
 
+def sse_events(text: str) -> list[dict[str, str]]:
+    """The events of an SSE body as field → value (``data`` lines joined), as a client reads
+    them."""
+    events = []
+    for block in text.split("\n\n"):
+        event: dict[str, str] = {}
+        for line in block.splitlines():
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            event[field] = event[field] + "\n" + value if field in event else value
+        if event:
+            events.append(event)
+    return events
+
+
 class Documented:
     """Validates an answer against what the document promises for its operation."""
 
@@ -93,6 +108,14 @@ class Documented:
             )
             errors = [str(e) for e in validator.iter_errors(response.get_json())]
             assert not errors, (path, method, response.status_code, errors)
+        if media_type == "text/event-stream":
+            validator = jsonschema_rs.Draft202012Validator(
+                {**schema, "components": self.document["components"]}
+            )
+            events = sse_events(response.get_data(as_text=True))
+            assert events
+            for event in events:
+                assert validator.is_valid(event), (path, event)
         for name, header in entry.get("headers", {}).items():
             assert not header.get("required") or name in response.headers, (path, name)
 

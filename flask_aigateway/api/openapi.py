@@ -155,6 +155,13 @@ def _chat_request() -> dict[str, Any]:
 
 
 _SCHEMAS: dict[str, Any] = {
+    "ServerSentEvent": {
+        "description": "One event of a stream; its data is a JSON object (OpenAI's chunks end "
+        "with data '[DONE]').",
+        "type": "object",
+        "required": ["data"],
+        "properties": {"event": _STRING, "data": _STRING, "id": _STRING, "retry": _INTEGER},
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -427,7 +434,7 @@ def _json_or_sse(schema: str, events: str) -> dict[str, Any]:
         "headers": _GATEWAY_HEADERS,
         "content": {
             **_json_content(_ref(schema)),
-            "text/event-stream": {"schema": _STRING},
+            "text/event-stream": {"schema": _ref("ServerSentEvent")},
         },
     }
 
