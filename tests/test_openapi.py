@@ -217,3 +217,16 @@ def test_the_checker_catches_an_undocumented_shape(client, upstreams, api_key, d
     response = client.post("/v1/chat/completions", json=CHAT)
     with pytest.raises(AssertionError):
         documented.check(response, "/messages", "post")
+
+
+@pytest.mark.parametrize("path", ["/v1/models/a%0Ab", "/v1/responses/x%0Ay", "/v1/nope%0A"])
+def test_a_newline_in_the_path_is_an_openai_404_not_the_host_apps_html(client, api_key, path):
+    """Found by the fuzz: Werkzeug's ``path`` converter does not match a newline."""
+    response = client.get(path, headers=bearer(api_key))
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] in (
+        "unknown_url",
+        "model_not_found",
+        "response_not_found",
+    )
+    assert response.headers["x-request-id"]
