@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, request
+from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from .. import jsoncodec
 from ..catalog import list_aliases
@@ -152,9 +154,23 @@ class _SSE:
         self._stream.close()
 
 
+class _AnyPath(PathConverter):
+    """A path that may hold a newline: Werkzeug's ``path`` stops at one (its ``.`` does not
+    match it), so ``/v1/x%0Ay`` matched no rule and got the host app's HTML 404 instead of
+    the catch-all's OpenAI-shaped one (found by the schemathesis fuzz)."""
+
+    regex = "(?s:[^/].*?)"
+
+
+def _add_any_path_converter(setup: BlueprintSetupState) -> None:
+    setup.app.url_map.converters.setdefault("aigateway_any", _AnyPath)
+
+
 def create_blueprint() -> Blueprint:
     """A new ``/v1`` blueprint (one per registration keeps apps independent)."""
     bp = Blueprint("aigateway_api", __name__)
+    # Before any rule is added: the catch-all below uses it.
+    bp.record_once(_add_any_path_converter)
     stats_views.register(bp)
     metrics_views.register(bp)
     embeddings_views.register(bp)
@@ -274,7 +290,7 @@ def create_blueprint() -> Blueprint:
         return _json({"status": "ready", "checks": checks})
 
     @bp.route("/", defaults={"rest": ""}, methods=_ALL_METHODS)
-    @bp.route("/<path:rest>", methods=_ALL_METHODS)
+    @bp.route("/<aigateway_any:rest>", methods=_ALL_METHODS)
     def unknown(rest: str) -> Response:
         raise NotFoundError(
             f"Unknown API route {request.method} {request.path}.", code="unknown_url"
