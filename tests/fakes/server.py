@@ -112,6 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    #: A listen backlog like a real upstream's: socketserver's default of 5 overflows when a
+    #: test releases a hundred requests at once, and the dropped connects surface as flaky
+    #: upstream errors that no provider would cause.
+    request_queue_size = 128
     fake: FakeUpstream
 
     def handle_error(self, request: Any, client_address: Any) -> None:
