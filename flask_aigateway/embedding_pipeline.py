@@ -19,8 +19,7 @@ from .admission import Admission
 from .catalog import AliasRoute, wrong_kind
 from .embeddings import EmbeddingsRequest
 from .enums import ModelKind, Route, WireFormat
-from .errors import GatewayError, InvalidRequestError, UpstreamError
-from .providers.base import Target
+from .errors import GatewayError, InvalidRequestError
 from .providers.openai_embeddings import OpenAIEmbeddingsAdapter
 from .schemas import ChatResponse, Usage
 from .tokens import estimate_input_tokens
@@ -73,7 +72,10 @@ def embed(
             served = pipeline.cache.serve(cached, record, route, restamp=False)
             return replace(served, headers=admission.headers)
         target, response, _attempts = pipeline.route(
-            request, route, record, lambda t, left: _call(pipeline, request, t, left, record)
+            request,
+            route,
+            record,
+            lambda t, left: pipeline._call(request, t, left, record, _ADAPTER),
         )
         usage = response.usage
         body = response.body
@@ -108,24 +110,3 @@ def embed(
         raise
     finally:
         pipeline.finish(record, admission)
-
-
-def _call(
-    pipeline: Pipeline,
-    request: EmbeddingsRequest,
-    target: Target,
-    seconds_left: float,
-    record: RequestRecord,
-) -> ChatResponse:
-    upstream = _ADAPTER.build_request(request, target)
-    try:
-        with record.upstream_wait():
-            answer = pipeline.transport.send(
-                upstream, timeout=seconds_left, pool_key=target.provider_id
-            )
-        if answer.status >= 300:
-            raise _ADAPTER.classify_error(answer.status, answer.headers, answer.body)
-        return _ADAPTER.parse_response(answer.body, request, target)
-    except UpstreamError as error:
-        record.note_upstream_error(target, error)
-        raise

@@ -325,9 +325,16 @@ class Pipeline:
             self.finish(record, admission)
 
     def _call(
-        self, request: ChatRequest, target: Target, seconds_left: float, record: RequestRecord
+        self,
+        request: Any,
+        target: Target,
+        seconds_left: float,
+        record: RequestRecord,
+        adapter: Any = None,
     ) -> ChatResponse:
-        adapter = get_adapter(target.wire_format)
+        """One upstream call through ``adapter`` (default: the target's wire format's chat
+        adapter; the embeddings door passes its own)."""
+        adapter = adapter or get_adapter(target.wire_format)
         upstream = adapter.build_request(request, target)
         try:
             with record.upstream_wait():
