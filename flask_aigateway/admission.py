@@ -1,5 +1,5 @@
 """What admitting one request holds until it ends: the budget reservation, the cache decision,
-the rate ticket and the headers the client gets.
+the rate ticket, the router outcome still to report and the headers the client gets.
 
 Its own module because both the pipeline (which admits) and an open stream (which ends the
 request later) hold one; neither imports the other for it.
@@ -10,38 +10,64 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .redis_batch import ScriptBatch
+
 if TYPE_CHECKING:
     from .accounting.record import RequestRecord
     from .caching.cache import CacheDecision
     from .governance.budgets import Reservation
     from .governance.ratelimit import RateTicket
+    from .routing.router import AttemptLog
 
 
 @dataclass(slots=True)
 class Admission:
     """What admitting one request holds until it ends: its budget reservation (settled to the
-    actual cost or released, exactly once) and the headers the client gets."""
+    actual cost or released, exactly once) and the headers the client gets.
+
+    Ending it (:meth:`settle` or :meth:`release`) settles the reservation, corrects the token
+    windows to the actual usage and reports the router outcome the attempts left pending —
+    with Redis, all three in one round trip (:class:`~.redis_batch.ScriptBatch`) — and puts
+    the spend the usage counters' database rows still need on the request's record, for its
+    log row.
+    """
 
     reservation: Reservation | None = None
     cache: CacheDecision | None = None
     headers: dict[str, str] = field(default_factory=dict)
     #: What the rate limiter counted (its token windows are corrected when the request ends).
     rate: RateTicket | None = None
+    #: The attempts of the request: the lease (and, for JSON, the success) of the winning
+    #: one is reported when the request ends.
+    attempts: AttemptLog | None = None
     _done: bool = False
 
     def settle(self, record: RequestRecord) -> None:
         """Replace the reservation by what the request actually cost (0 when it failed
         before any upstream work was billed)."""
-        if self._done:
-            return
-        self._done = True
-        if self.reservation is not None:
-            self.reservation.settle(record.cost)
-            self.headers.update(self.reservation.headers())
+        self._end(record, charge=True)
 
-    def release(self) -> None:
+    def release(self, record: RequestRecord) -> None:
+        """Give the whole reservation back (the request cost nothing)."""
+        self._end(record, charge=False)
+
+    def _end(self, record: RequestRecord, *, charge: bool) -> None:
         if self._done:
             return
         self._done = True
-        if self.reservation is not None:
-            self.reservation.release()
+        batch = ScriptBatch()
+        reservation = self.reservation
+        if reservation is not None:
+            if charge:
+                reservation.settle(record.cost, batch)
+            else:
+                reservation.release(batch)
+        if self.rate is not None:
+            self.rate.correct(record, batch)
+        if self.attempts is not None:
+            self.attempts.end(batch)
+        batch.run()
+        if reservation is not None:
+            record.counter_spend = reservation.spend
+            if charge:
+                self.headers.update(reservation.headers())

@@ -76,6 +76,7 @@ def embed(
             route,
             record,
             lambda t, left: pipeline._call(request, t, left, record, _ADAPTER),
+            admission=admission,
         )
         usage = response.usage
         body = response.body

@@ -122,6 +122,7 @@ class Messages:
                 route,
                 record,
                 lambda t, left: self._call(body, headers, t, left, record),
+                admission=admission,
             )
             if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
                 usage = Usage(
@@ -228,6 +229,7 @@ class Messages:
                 record,
                 lambda t, left: self._open(body, headers, request, t, left, record),
                 hold=True,
+                admission=admission,
             )
             record.target = target
             record.ttft_ms = record.elapsed_ms()

@@ -22,7 +22,7 @@ from .embedding_pipeline import embed
 from .embeddings import EmbeddingsRequest, GatewayRequest
 from .enums import ModelKind, Route
 from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
-from .governance import BudgetBook, Principal, RateLimiter, authenticate
+from .governance import BudgetBook, Gate, Principal, RateLimiter, authenticate
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
@@ -60,6 +60,7 @@ class Pipeline:
         self.router = Router(self.settings, state=state)
         self.limiter = RateLimiter(state)
         self.budgets = BudgetBook(state)
+        self.gate = Gate(state, self.limiter, self.budgets)
         self.cache = ResponseCache(state)
         self.metrics = Metrics(state)
         self.log_writer = RequestLogWriter(state)
@@ -133,16 +134,15 @@ class Pipeline:
         admission: Admission,
     ) -> _Req:
         """Rate limits first (cheap, and a refused request reserves nothing), then the budget
-        reservation of the worst-case cost, atomically across every budget that applies.
+        reservation of the worst-case cost, atomically across every budget that applies (in
+        one Redis script with the rate windows when both are in Redis: :class:`Gate`).
 
         Returns the request to send: when a budget applies and the client set no output
         limit, one that asks the adapters to send the output cap the reservation assumed
         (``ChatRequest.cap_output``), so the budget holds however long the answer would be.
         """
-        admission.rate = self.limiter.admit(principal, request, route)
-        admission.headers.update(admission.rate.headers)
-        admission.reservation = self.budgets.reserve(principal, route, request)
-        admission.headers.update(admission.reservation.headers())
+        self.gate.admit(principal, request, route, admission)
+        assert admission.reservation is not None
         if (
             isinstance(request, ChatRequest)
             and admission.reservation.limited
@@ -207,11 +207,18 @@ class Pipeline:
         attempt: Callable[[Target, float], T],
         *,
         hold: bool = False,
+        admission: Admission | None = None,
     ) -> tuple[Target, T, AttemptLog]:
         """Pick deployments, call, retry, fall back (``routing.execute``); the record gets the
         attempts, the fallback path and the deployment tried last, whatever the outcome.
-        Fallbacks serve the requested alias's kind only."""
+        Fallbacks serve the requested alias's kind only.
+
+        With ``admission``, what the winning attempt still has to tell the router (its
+        success and lease; a stream's lease) is reported when the admission ends, in the
+        same Redis round trip as the budget settlement."""
         attempts = AttemptLog()
+        if admission is not None:
+            admission.attempts = attempts
         kind = route.kind
         try:
             target, result = execute(
@@ -224,6 +231,7 @@ class Pipeline:
                 request=request,
                 resolve=lambda alias: self.resolve(alias, kind),
                 hold=hold,
+                defer=admission is not None and not hold,
             )
         finally:
             record.attempts = attempts.attempts
@@ -240,20 +248,22 @@ class Pipeline:
         record.cost = cost_of(usage, target)
 
     def finish(self, record: RequestRecord, admission: Admission | None) -> None:
-        """Last step of every request, whatever its outcome: settle or release what was
-        reserved, let identical requests waiting on this one's cache miss go, then log and
-        meter it."""
+        """Last step of every request, whatever its outcome: end the admission (settle or
+        release what was reserved, correct the token windows, report the router outcome),
+        let identical requests waiting on this one's cache miss go, then log and meter it.
+        The log row carries the spend the usage counters' rows still need (Redis counters)."""
         record.stop_clock()
-        if admission is not None:
-            if record.status_code < 400 or record.cost > 0:
-                admission.settle(record)
-            else:
-                admission.release()
-            if admission.cache is not None:
-                record.cache_lookup = admission.cache.looked_up
-                self.cache.release(admission.cache)
         try:
-            self.limiter.record_usage(record, admission.rate if admission is not None else None)
+            if admission is not None:
+                try:
+                    if record.status_code < 400 or record.cost > 0:
+                        admission.settle(record)
+                    else:
+                        admission.release(record)
+                finally:
+                    if admission.cache is not None:
+                        record.cache_lookup = admission.cache.looked_up
+                        self.cache.release(admission.cache)
             self.metrics.observe(record)
         finally:
             self.log_writer.write(record)
@@ -285,7 +295,11 @@ class Pipeline:
                 record.keep_completion(response=cached)
                 return replace(self.cache.serve(cached, record, route), headers=admission.headers)
             target, response, _attempts = self.route(
-                request, route, record, lambda t, left: self._call(request, t, left, record)
+                request,
+                route,
+                record,
+                lambda t, left: self._call(request, t, left, record),
+                admission=admission,
             )
             usage = response.usage
             if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
@@ -397,6 +411,7 @@ class Pipeline:
                 record,
                 lambda t, left: self._open(request, t, left, record),
                 hold=True,
+                admission=admission,
             )
             record.target = target
             record.ttft_ms = record.elapsed_ms()

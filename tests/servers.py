@@ -1,7 +1,10 @@
-"""Running a Flask app on a real HTTP server in a background thread (for SDK tests)."""
+"""Running a Flask app on a real HTTP server in a background thread (for SDK tests), and a
+TCP proxy that counts round trips to a server (Redis)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 from typing import Any
 
@@ -24,3 +27,64 @@ class LiveServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class RoundTripProxy:
+    """A TCP proxy on 127.0.0.1 and a free port in front of ``host:port`` (Redis), counting
+    round trips: a client connection sending after it was answered (or for the first time)
+    starts one, however its bytes are split. A pipeline is one round trip, as on the wire."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._round_trips = 0
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def round_trips(self) -> int:
+        with self._lock:
+            return self._round_trips
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._target)
+            with self._lock:
+                self._sockets += [client, server]
+            answered = [True]
+            threading.Thread(
+                target=self._pump, args=(client, server, answered, True), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(server, client, answered, False), daemon=True
+            ).start()
+
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, answered: list[bool], request: bool
+    ) -> None:
+        try:
+            while data := source.recv(65536):
+                with self._lock:
+                    if request and answered[0]:
+                        self._round_trips += 1
+                    answered[0] = not request
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()

@@ -20,12 +20,12 @@ from conftest import PG_URL, REDIS_RUN_PREFIX, TEST_SECRET, unavailable
 from fakes import Reply
 from flask import Flask
 from processes import GatewayProcess
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from flask_aigateway import AIGateway
 from flask_aigateway.db import Base
-from flask_aigateway.models import UsageCounter
+from flask_aigateway.models import RequestLog, UsageCounter
 from flask_aigateway.pipeline import get_pipeline
 from flask_aigateway.services.keys import create_key, revoke_key
 from flask_aigateway.services.models import create_model
@@ -147,6 +147,22 @@ def fire(gateways: list[GatewayProcess], keys: list[str], count: int) -> list[An
         return list(pool.map(one, range(count)))
 
 
+def wait_for_log(state: Any, key_ids: list[str], count: int, timeout: float = 20.0) -> None:
+    """Wait until the gateways' request-log writers have written the ``count`` rows of the
+    requests of ``key_ids``: the usage counters' database rows get each request's cost in
+    the same transaction (their live counters are in Redis)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with state.transaction() as session:
+            written = session.scalar(
+                select(func.count()).select_from(RequestLog).where(RequestLog.key_id.in_(key_ids))
+            )
+        if written == count:
+            return
+        assert written < count and time.monotonic() < deadline, f"{written} of {count} rows"
+        time.sleep(0.05)
+
+
 def day_spent(state: Any, scope: str, scope_id: str) -> tuple[Decimal, Decimal, Decimal]:
     """(database spent, live Redis spent, live Redis reserved) of a day counter."""
     with state.transaction() as session:
@@ -178,16 +194,18 @@ def test_key_budget_of_three_holds_across_two_processes(gateways, scale_state, g
     assert {r.json()["error"]["code"] for r in refused} == {"budget_exceeded"}
     assert {r.headers["x-should-retry"] for r in refused} == {"false"}
     assert len(gpt.requests) == 3
+    wait_for_log(scale_state, [key.id], 50)
     assert day_spent(scale_state, "key", key.id) == (R * 3, R * 3, 0)
     assert_nothing_reserved(scale_state)
 
 
 def test_team_budget_shared_by_two_keys_holds_across_two_processes(gateways, scale_state, gpt):
     team = create_team(scale_state, name="pool", budget_per_day=str(R * 3))
-    _a, secret_a = create_key(scale_state, name="a", team="pool")
-    _b, secret_b = create_key(scale_state, name="b", team="pool")
+    a, secret_a = create_key(scale_state, name="a", team="pool")
+    b, secret_b = create_key(scale_state, name="b", team="pool")
     responses = fire(gateways, [secret_a, secret_b], 50)
     assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 47
+    wait_for_log(scale_state, [a.id, b.id], 50)
     assert day_spent(scale_state, "team", team.id) == (R * 3, R * 3, 0)
     assert_nothing_reserved(scale_state)
 

@@ -24,7 +24,7 @@ from flask_aigateway.governance.rate_windows import MemoryWindows, RedisWindows,
 from flask_aigateway.governance.ratelimit import format_duration
 from flask_aigateway.models import RequestLog
 from flask_aigateway.pipeline import get_pipeline
-from flask_aigateway.services.keys import create_key
+from flask_aigateway.services.keys import create_key, update_key
 from flask_aigateway.services.teams import create_team
 
 MESSAGES = [{"role": "user", "content": "x" * 40}]
@@ -194,6 +194,23 @@ def test_a_request_larger_than_the_token_limit_is_told_so(client, state, gpt):
     assert "Retry-After" not in response.headers
     assert "alone needs up to 517 tokens" in response.json["error"]["message"]
     assert gpt.requests == []
+
+
+def test_a_request_refused_by_a_budget_counts_as_a_request_and_holds_no_tokens(client, state, gpt):
+    """Rate windows admit first: a request its budget then refuses was counted in the request
+    window (and in the token window, corrected to its zero usage)."""
+    key, secret = create_key(
+        state, name="k", rate_limit=3, tokens_per_minute=1000, budget_per_day="0.0001"
+    )
+    refused = post(client, secret)
+    assert refused.status_code == 429
+    assert refused.json["error"]["code"] == "budget_exceeded"
+    update_key(state, key.id, budget_per_day="1")
+    admitted = post(client, secret)
+    assert admitted.status_code == 200
+    assert admitted.headers["x-ratelimit-remaining-requests"] == "1"
+    assert admitted.headers["x-ratelimit-remaining-tokens"] == str(1000 - ESTIMATE)
+    assert len(gpt.requests) == 1
 
 
 def test_stream_usage_corrects_the_token_window(live_server, state, gpt):

@@ -14,7 +14,12 @@ Guarantees:
   running :mod:`atexit`).
 * **Retries.** A batch that fails because the database is unreachable is retried with backoff;
   a batch refused for another reason is retried row by row, and a row the database refuses is
-  logged at ERROR level with its request id, key and cost.
+  logged at ERROR level with its request id, key and cost (the usage-counter spend it carries,
+  if any, is still written on its own).
+
+Rows carry the spend of their request for the usage counters' database rows when the live
+counters are in Redis (:mod:`..governance.budget_store_redis`): it is written in the same
+transaction as the rows, so it has these guarantees too.
 
 ``AIGATEWAY_LOG_SYNC`` writes every row before the request returns instead.
 """
@@ -35,8 +40,8 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..state import GatewayState
-from .record import RequestRecord
-from .rollups import prune_request_log, write_batch
+from .record import COUNTER_SPEND, RequestRecord
+from .rollups import prune_request_log, write_batch, write_spend
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +321,19 @@ class RequestLogWriter:
                     row.get("status_code"),
                     row.get("cost"),
                 )
+                self._write_spend(row)
+
+    def _write_spend(self, row: Mapping[str, Any]) -> None:
+        """The usage-counter spend of a row the database refused: the cost still counts."""
+        try:
+            write_spend(self._state, [row])
+        except Exception:
+            log.exception(
+                "usage-counter spend LOST: request_id=%s cost=%s counters=%s",
+                row.get("request_id"),
+                row.get("cost"),
+                row.get(COUNTER_SPEND),
+            )
 
     def _mark_done(self, count: int) -> None:
         with self._mutex:

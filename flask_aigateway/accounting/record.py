@@ -29,6 +29,13 @@ from ..schemas import ChatRequest, ChatResponse, Usage
 
 _MILLION = Decimal(1_000_000)
 
+#: What one request adds to one usage counter's database row when the live counters are in
+#: Redis: (scope, scope id, period, period start, USD spent, requests). It travels with the
+#: request's log row and is written in the same transaction (:func:`.rollups.write_batch`).
+CounterSpend = tuple[str, str, str, dt.date, Decimal, int]
+#: The row key that carries a request's :data:`CounterSpend` (not a column of the log).
+COUNTER_SPEND = "counter_spend"
+
 #: ``error_type`` values of requests refused by the gateway's own limits.
 RATE_LIMITED = "rate_limit_exceeded"
 BUDGET_EXCEEDED = "budget_exceeded"
@@ -121,6 +128,9 @@ class RequestRecord:
     completion_text: str | None = None
     keeps_content: bool = False
     finished: bool = False
+    #: Spend for the usage counters' rows, written with this request's log row (Redis
+    #: counters only: the SQL store writes its rows when it settles).
+    counter_spend: tuple[CounterSpend, ...] = ()
 
     def keep_content(self, request: ChatRequest) -> None:
         """Store this request's text in its row (``AIGATEWAY_LOG_CONTENT``): the messages as
@@ -185,9 +195,10 @@ class RequestRecord:
         return self.alias or ""
 
     def to_row(self) -> dict[str, Any]:
-        """The ``aigw_request_logs`` row (``created_at`` is when the request arrived)."""
+        """The ``aigw_request_logs`` row (``created_at`` is when the request arrived), plus
+        :data:`COUNTER_SPEND` when the request owes the usage counters' rows a cost."""
         target = self.target
-        return {
+        row: dict[str, Any] = {
             "request_id": self.request_id,
             "created_at": self.started_at,
             "key_id": self.key_id,
@@ -214,6 +225,9 @@ class RequestRecord:
             "prompt_text": self.prompt_text,
             "completion_text": self.completion_text,
         }
+        if self.counter_spend:
+            row[COUNTER_SPEND] = self.counter_spend
+        return row
 
 
 class _UpstreamWait:
@@ -235,7 +249,9 @@ class _UpstreamWait:
 
 __all__ = [
     "BUDGET_EXCEEDED",
+    "COUNTER_SPEND",
     "RATE_LIMITED",
+    "CounterSpend",
     "RequestRecord",
     "cost_of",
     "upstream_error_kind",

@@ -1,8 +1,9 @@
 """Hourly and daily usage rollups of the request log, latency percentiles from their
 histogram, and the pruning of raw rows past retention.
 
-The request-log writer calls :func:`write_batch`: the raw rows and the increments of their
-hourly and daily rollups go into one transaction, so the three never disagree. Increments are
+The request-log writer calls :func:`write_batch`: the raw rows, the increments of their
+hourly and daily rollups and the spend the rows carry for the usage counters (when the live
+counters are in Redis) go into one transaction, so they never disagree. Increments are
 atomic upserts (``INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n`` on PostgreSQL and
 SQLite), so any number of processes can write the same rollup row concurrently. The upsert
 statements are built once per table and dialect and executed with the batch's rows as
@@ -23,9 +24,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..db import utcnow
-from ..models import LATENCY_BUCKETS_MS, RequestLog, UsageDailyRollup, UsageRollup
+from ..models import LATENCY_BUCKETS_MS, RequestLog, UsageCounter, UsageDailyRollup, UsageRollup
 from ..state import GatewayState
-from .record import BUDGET_EXCEEDED, RATE_LIMITED
+from .record import BUDGET_EXCEEDED, COUNTER_SPEND, RATE_LIMITED
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +203,86 @@ def upsert_rollups(session: Session, increments: Sequence[Mapping[str, Any]]) ->
     _upsert(session, cast(Table, UsageDailyRollup.__table__), DAILY_DIMENSIONS, daily(increments))
 
 
+#: The columns of a usage counter's row that name it.
+_COUNTER_COLUMNS = ("scope", "scope_id", "period", "period_start")
+_COUNTER_UPSERTS: dict[str, Any] = {}
+
+
+def counter_spend(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The spend ``rows`` carry for the usage counters (:data:`~.record.COUNTER_SPEND`),
+    summed per counter and sorted by counter: the order in which every writer takes counter
+    rows (no deadlocks), and no row named twice in one statement."""
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        for scope, scope_id, period, start, spent, requests in row.get(COUNTER_SPEND) or ():
+            sums = merged.get((scope, scope_id, period, start))
+            if sums is None:
+                merged[(scope, scope_id, period, start)] = [spent, requests]
+            else:
+                sums[0] += spent
+                sums[1] += requests
+    now = utcnow()
+    return [
+        {
+            **dict(zip(_COUNTER_COLUMNS, key, strict=True)),
+            "spent": spent,
+            "reserved": Decimal(0),
+            "requests": requests,
+            "updated_at": now,
+        }
+        for key, (spent, requests) in sorted(merged.items())
+    ]
+
+
+def _counter_upsert(dialect: str) -> Any:
+    """``INSERT … ON CONFLICT DO UPDATE`` adding ``spent`` and ``requests`` to a counter's row
+    (``reserved`` untouched), built once per dialect."""
+    stmt = _COUNTER_UPSERTS.get(dialect)
+    if stmt is None:
+        table = cast(Table, UsageCounter.__table__)
+        base = upsert_insert(dialect)(table)
+        stmt = _COUNTER_UPSERTS[dialect] = base.on_conflict_do_update(
+            index_elements=list(_COUNTER_COLUMNS),
+            set_={
+                "spent": table.c.spent + base.excluded.spent,
+                "requests": table.c.requests + base.excluded.requests,
+                "updated_at": base.excluded.updated_at,
+            },
+        )
+    return stmt
+
+
+def add_counter_spend(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Add the spend ``rows`` carry to the usage counters' rows, creating missing rows."""
+    spend = counter_spend(rows)
+    if spend:
+        session.execute(_counter_upsert(session.get_bind().dialect.name), spend)
+
+
+def _log_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` without what is not a column of the request log."""
+    if COUNTER_SPEND not in row:
+        return dict(row)
+    return {name: value for name, value in row.items() if name != COUNTER_SPEND}
+
+
 def write_batch(state: GatewayState, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert request-log rows and add them to their hourly and daily rollups, in one
-    transaction."""
+    """Insert request-log rows, add them to their hourly and daily rollups and add the spend
+    they carry to the usage counters, in one transaction."""
     if not rows:
         return
     with state.transaction() as session:
-        session.execute(insert(RequestLog), [dict(row) for row in rows])
+        session.execute(insert(RequestLog), [_log_row(row) for row in rows])
         upsert_rollups(session, rollup(rows))
+        add_counter_spend(session, rows)
+
+
+def write_spend(state: GatewayState, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Only the usage-counter spend of ``rows``, in one transaction: for rows the database
+    refused, so their cost still reaches the counters."""
+    if any(row.get(COUNTER_SPEND) for row in rows):
+        with state.transaction() as session:
+            add_counter_spend(session, rows)
 
 
 def prune_request_log(
@@ -284,7 +357,9 @@ __all__ = [
     "COUNTERS",
     "DAILY_DIMENSIONS",
     "DIMENSIONS",
+    "add_counter_spend",
     "bucket_column",
+    "counter_spend",
     "daily",
     "day_of",
     "histogram_percentile",
@@ -294,4 +369,5 @@ __all__ = [
     "upsert_insert",
     "upsert_rollups",
     "write_batch",
+    "write_spend",
 ]

@@ -1,11 +1,16 @@
 """Budget counters in Redis (``AIGATEWAY_REDIS_URL`` set), shared by every gateway process.
 
 The live counters are Redis hashes (``spent``, ``reserved``) and one Lua script checks and
-reserves every budget of a request at once. Redis is the truth for admission; the database row
-of each counter gets the actual cost of every settled request added right away (``spent``,
-``requests``), so reports stay current and a counter Redis has lost (restart, flush, expiry) is
-reloaded from it. In this mode the rows' ``reserved`` stays 0: requests in flight are held in
-Redis only. Counters expire a day after their period ends.
+reserves every budget of a request at once (with its rate windows: :mod:`.gate`). Redis is
+the truth for admission. The database row of each counter gets the actual cost of every
+settled request (``spent``, ``requests``) off the request path: the request carries it in its
+log row, and the request-log writer adds it in the transaction of its batch (summed per
+counter), with the log's guarantees — back-pressure, retries, flushed at exit, never dropped.
+So reports lag by at most the log's flush interval, and a counter Redis has lost (restart,
+flush, eviction) is reloaded from its row: without the costs still queued in the writers at
+that moment, which the rows get but the reloaded live counter does not. In this mode the
+rows' ``reserved`` stays 0: requests in flight are held in Redis only. Counters expire a day
+after their period ends.
 
 Money crosses the Redis boundary as integer units of 1e-10 USD (the database precision); Lua
 compares them as doubles, exact up to 2**53 units (about 900,000 USD) per counter and period.
@@ -18,49 +23,79 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from ..redis_batch import ScriptCall
 from ..state import GatewayState
 from .budget_store import CounterKey, CounterState, Refused, SqlCounterStore, from_units, to_units
 
-#: KEYS: one hash per counter. ARGV: amount, then one limit per counter ('' = none).
-#: Returns {-1, missing indexes…} when a counter is not loaded, {0, index, spent, reserved}
-#: when one would go over, else {1, spent, reserved per counter…}. Strings keep integers whole.
-_RESERVE = """
-local amount = tonumber(ARGV[1])
-local missing = {-1}
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then missing[#missing + 1] = i end
-end
-if #missing > 1 then return missing end
-for i = 1, #KEYS do
-  local limit = ARGV[1 + i]
-  if limit ~= '' then
-    local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
-    if tonumber(v[1]) + tonumber(v[2]) + amount > tonumber(limit) then
-      return {0, i, v[1], v[2]}
+#: Lua functions of the budget counters, shared by :data:`_RESERVE` and the admission script
+#: of :mod:`.gate` (rate windows and budgets in one step). The counters are ``KEYS[base + i]``.
+BUDGET_LUA = """
+-- Loads counter number i from the database's spent (ARGV[at]) and expiry (ARGV[at + 1]),
+-- if it is still missing, for each (i, spent, expiry) triple of ARGV from index `from`.
+local function budget_load(base, from)
+  for j = from, #ARGV, 3 do
+    local key = KEYS[base + tonumber(ARGV[j])]
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('HSET', key, 'spent', ARGV[j + 1], 'reserved', 0)
+      redis.call('EXPIREAT', key, ARGV[j + 2])
     end
   end
 end
-local out = {1}
-for i = 1, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'reserved', ARGV[1])
-  local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
-  out[#out + 1] = v[1]
-  out[#out + 1] = v[2]
-end
-return out
-"""
 
-#: KEYS: one hash per counter. ARGV: spent loaded from the database per counter, then the
-#: expiry (unix seconds) per counter. Loads only counters that are still missing.
-_LOAD = """
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('HSET', KEYS[i], 'spent', ARGV[i], 'reserved', 0)
-    redis.call('EXPIREAT', KEYS[i], ARGV[#KEYS + i])
+-- {-1, indexes of the counters not in Redis…}, or nil when every one is there.
+local function budget_missing(base, n)
+  local missing = {-1}
+  for i = 1, n do
+    if redis.call('EXISTS', KEYS[base + i]) == 0 then missing[#missing + 1] = i end
+  end
+  if #missing > 1 then return missing end
+  return nil
+end
+
+-- The first counter the amount would take over its limit (ARGV[limits + i], '' = none):
+-- {index, spent, reserved}, or nil when each has room.
+local function budget_over(base, n, amount, limits)
+  for i = 1, n do
+    local limit = ARGV[limits + i]
+    if limit ~= '' then
+      local v = redis.call('HMGET', KEYS[base + i], 'spent', 'reserved')
+      if tonumber(v[1]) + tonumber(v[2]) + tonumber(amount) > tonumber(limit) then
+        return {i, v[1], v[2]}
+      end
+    end
+  end
+  return nil
+end
+
+-- Reserves the amount on every counter; appends each one's spent and reserved to out.
+local function budget_hold(out, base, n, amount)
+  for i = 1, n do
+    redis.call('HINCRBY', KEYS[base + i], 'reserved', amount)
+    local v = redis.call('HMGET', KEYS[base + i], 'spent', 'reserved')
+    out[#out + 1] = v[1]
+    out[#out + 1] = v[2]
   end
 end
-return 1
 """
+
+#: KEYS: one hash per counter. ARGV: amount, one limit per counter ('' = none), then
+#: (index, spent, expiry) of each counter to load from the database if it is missing.
+#: Returns {-1, missing indexes…} when a counter is not loaded, {0, index, spent, reserved}
+#: when one would go over, else {1, spent, reserved per counter…}. Strings keep integers whole.
+_RESERVE = (
+    BUDGET_LUA
+    + """
+local n = tonumber(ARGV[1])
+budget_load(0, n + 3)
+local missing = budget_missing(0, n)
+if missing then return missing end
+local over = budget_over(0, n, ARGV[2], 2)
+if over then return {0, over[1], over[2], over[3]} end
+local out = {1}
+budget_hold(out, 0, n, ARGV[2])
+return out
+"""
+)
 
 #: KEYS: one hash per counter. ARGV: minus the reserved amount, the cost. A counter Redis lost
 #: is left alone (it reloads from the database, which gets the cost too).
@@ -89,17 +124,19 @@ _NAMES_KEPT = 10_000
 
 
 class RedisCounterStore:
-    """Live counters in Redis, the database kept current for reports (see module docstring)."""
+    """Live counters in Redis; the database rows get each cost through the request log
+    (see the module docstring)."""
 
     def __init__(self, state: GatewayState, client: Any, sql: SqlCounterStore) -> None:
         self._state = state
         self._sql = sql
+        self.client = client
         self._reserve = client.register_script(_RESERVE)
-        self._load = client.register_script(_LOAD)
         self._settle = client.register_script(_SETTLE)
         self._names: dict[CounterKey, str] = {}
 
-    def _key(self, key: CounterKey) -> str:
+    def key(self, key: CounterKey) -> str:
+        """The Redis key of a counter."""
         name = self._names.get(key)
         if name is None:
             if len(self._names) >= _NAMES_KEPT:
@@ -109,7 +146,9 @@ class RedisCounterStore:
             )
         return name
 
-    def _states(self, keys: Sequence[CounterKey], values: Sequence[Any]) -> list[CounterState]:
+    def states(self, keys: Sequence[CounterKey], values: Sequence[Any]) -> list[CounterState]:
+        """The states of ``keys`` from a script's (spent, reserved) pairs; a counter Redis
+        does not hold ('') reads as its database row."""
         states = []
         for i, key in enumerate(keys):
             spent, reserved = values[2 * i], values[2 * i + 1]
@@ -119,64 +158,71 @@ class RedisCounterStore:
                 states.append(CounterState(key, from_units(spent), from_units(reserved)))
         return states
 
+    def baselines(self, keys: Sequence[CounterKey], indexes: Sequence[Any]) -> list[Any]:
+        """What a script needs to load the counters number ``indexes`` (1-based, as the
+        script named them missing) of ``keys`` from their database rows: (index, spent,
+        expiry) each."""
+        missing = [keys[int(i) - 1] for i in indexes]
+        args: list[Any] = []
+        for i, key, row in zip(indexes, missing, self._sql.read(missing), strict=True):
+            expiry = int((key.ends() + _KEEP_AFTER_PERIOD).timestamp())
+            args += [int(i), to_units(row.spent), expiry]
+        return args
+
     def reserve(
         self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None], amount: Decimal
     ) -> list[CounterState]:
-        names = [self._key(k) for k in keys]
-        args = [to_units(amount), *("" if lim is None else to_units(lim) for lim in limits)]
+        names = [self.key(k) for k in keys]
+        args = [
+            len(keys),
+            to_units(amount),
+            *("" if lim is None else to_units(lim) for lim in limits),
+        ]
+        load: list[Any] = []
         for _attempt in range(3):
-            reply = self._reserve(keys=names, args=args)
+            reply = self._reserve(keys=names, args=[*args, *load])
             status = int(reply[0])
             if status == 1:
-                return self._states(keys, reply[1:])
+                return self.states(keys, reply[1:])
             if status == 0:
                 i = int(reply[1]) - 1
                 raise Refused(i, CounterState(keys[i], from_units(reply[2]), from_units(reply[3])))
-            missing = [keys[int(i) - 1] for i in reply[1:]]
-            baseline = self._sql.read(missing)
-            self._load(
-                keys=[self._key(k) for k in missing],
-                args=[
-                    *(to_units(s.spent) for s in baseline),
-                    *(int((k.ends() + _KEEP_AFTER_PERIOD).timestamp()) for k in missing),
-                ],
-            )
-        raise RuntimeError(
-            "budget counters vanished from Redis three times in a row while "
-            "reserving; is Redis evicting keys (maxmemory-policy)?"
-        )
+            load = self.baselines(keys, reply[1:])
+        raise counters_vanished()
 
     def settle(
         self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal, *, count: bool
     ) -> list[CounterState]:
-        """Settle in Redis, then add the cost to the database rows (the report copy) — those
-        get it even when Redis fails, so a counter reloaded later still includes it."""
-        try:
-            reply = self._settle(
-                keys=[self._key(k) for k in keys], args=[-to_units(reserved), to_units(cost)]
-            )
-        finally:
-            self.record_spend(keys, cost, count=count)
-        return self._states(keys, reply)
+        """Settle the live counters. Their database rows are not written here: the caller
+        hands the cost on with the request's log row (``count`` is the rows' business)."""
+        return self.states(keys, self.settle_call(keys, reserved, cost)())
 
-    def record_spend(self, keys: Sequence[CounterKey], cost: Decimal, *, count: bool) -> None:
-        """Add ``cost`` (and a request) to the database rows only, before the request returns
-        (reports and a reload read them at once): one statement for every counter."""
-        if cost or count:
-            units, requests = to_units(cost), 1 if count else 0
-            self._sql.add_spend([(key, units, requests) for key in keys])
+    def settle_call(
+        self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal
+    ) -> ScriptCall:
+        """:meth:`settle` as a call to run later, alone or in a :class:`ScriptBatch`; its
+        reply goes through :meth:`states`."""
+        return ScriptCall(
+            self._settle, [self.key(k) for k in keys], [-to_units(reserved), to_units(cost)]
+        )
 
     def read(self, keys: Sequence[CounterKey]) -> list[CounterState]:
         """Live values; a counter not in Redis reads as its database row."""
-        names = [self._key(k) for k in keys]
-        client = self._reserve.registered_client
-        pipe = client.pipeline(transaction=False)
+        names = [self.key(k) for k in keys]
+        pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hmget(name, "spent", "reserved")
         values: list[Any] = []
         for spent, reserved in pipe.execute():
             values += [spent or "", reserved or ""]
-        return self._states(keys, values)
+        return self.states(keys, values)
 
 
-__all__ = ["RedisCounterStore", "from_units", "to_units"]
+def counters_vanished() -> RuntimeError:
+    return RuntimeError(
+        "budget counters vanished from Redis three times in a row while reserving; is Redis "
+        "evicting keys (maxmemory-policy)?"
+    )
+
+
+__all__ = ["BUDGET_LUA", "RedisCounterStore", "counters_vanished", "from_units", "to_units"]

@@ -28,13 +28,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import AliasRoute, load_route
 from ..db import MONEY_QUANTUM, to_money, utcnow
 from ..embeddings import EmbeddingsRequest, GatewayRequest
 from ..enums import Period, Scope
 from ..errors import BudgetExceededError
+from ..redis_batch import ScriptBatch
 from ..redis_failure import on_unreachable, unreachable_errors
 from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
@@ -42,6 +43,7 @@ from .budget_store import CounterKey, CounterState, CounterStore, Refused, SqlCo
 from .budget_store_redis import RedisCounterStore
 
 if TYPE_CHECKING:
+    from ..accounting.record import CounterSpend
     from .auth import Principal
 
 log = logging.getLogger(__name__)
@@ -205,6 +207,8 @@ class Reservation:
 
     Settling and releasing happen once (later calls do nothing) and never raise: the request
     has already been served, so a store failure is logged with the amounts to reconcile.
+    With the Redis store, the cost still has to reach the database rows: :attr:`spend` holds
+    it after settling, for the caller to write with the request's log row.
     """
 
     def __init__(
@@ -226,6 +230,9 @@ class Reservation:
         self._checked = checked
         self._lock = threading.Lock()
         self.done = False
+        #: What the counters' database rows still need once settled (Redis store): one
+        #: ``(scope, scope id, period, period start, USD, requests)`` per counter.
+        self.spend: tuple[CounterSpend, ...] = ()
 
     @property
     def limited(self) -> bool:
@@ -245,35 +252,89 @@ class Reservation:
             return {}
         return {REMAINING_HEADER: str(to_money(max(_ZERO, least)))}
 
-    def settle(self, cost: Decimal) -> None:
-        """Replace the reservation by the actual cost (idempotent)."""
-        self._finish(to_money(cost), count=True)
+    def settle(self, cost: Decimal, batch: ScriptBatch | None = None) -> None:
+        """Replace the reservation by the actual cost (idempotent). With ``batch``, a Redis
+        settlement joins it (its states, for :meth:`headers`, arrive when the batch runs)."""
+        self._finish(to_money(cost), count=True, batch=batch)
 
-    def release(self) -> None:
+    def release(self, batch: ScriptBatch | None = None) -> None:
         """Give the whole reservation back (the request cost nothing)."""
-        self._finish(_ZERO, count=False)
+        self._finish(_ZERO, count=False, batch=batch)
 
-    def _finish(self, cost: Decimal, *, count: bool) -> None:
+    def _finish(self, cost: Decimal, *, count: bool, batch: ScriptBatch | None) -> None:
         with self._lock:
             if self.done:
                 return
             self.done = True
-        if self._store is None or not self._lines:
+        store = self._store
+        if store is None or not self._lines:
             return
         keys = self._keys
-        try:
-            if self._checked:
-                self._states = self._store.settle(keys, self.amount, cost, count=count)
-            elif isinstance(self._store, RedisCounterStore):
-                self._store.record_spend(keys, cost, count=count)
-        except Exception:
-            log.exception(
-                "could not settle a budget reservation: reserved %s USD, cost %s USD, "
-                "counters %s; correct aigw_usage_counters (or the Redis counters) by hand",
-                self.amount,
-                cost,
-                keys,
+        if not isinstance(store, RedisCounterStore):
+            try:
+                self._states = store.settle(keys, self.amount, cost, count=count)
+            except Exception:  # noqa: BLE001  (logged with the amounts to reconcile)
+                self._failed(cost)
+            return
+        if cost or count:
+            requests = 1 if count else 0
+            self.spend = tuple(
+                (k.scope, k.scope_id, k.period, k.start, cost, requests) for k in keys
             )
+        if not self._checked:
+            return
+        call = store.settle_call(keys, self.amount, cost)
+
+        def settled(reply: Any) -> None:
+            self._states = store.states(keys, reply)
+
+        def failed(exc: BaseException) -> None:
+            self._failed(cost, exc)
+
+        if batch is not None:
+            batch.add(call, done=settled, failed=failed, what="settling a budget reservation")
+            return
+        try:
+            reply = call()
+        except Exception as exc:  # noqa: BLE001  (logged with the amounts to reconcile)
+            failed(exc)
+            return
+        settled(reply)
+
+    def _failed(self, cost: Decimal, exc: BaseException | None = None) -> None:
+        log.error(
+            "could not settle a budget reservation: reserved %s USD, cost %s USD, "
+            "counters %s; correct aigw_usage_counters (or the Redis counters) by hand",
+            self.amount,
+            cost,
+            self._keys,
+            exc_info=exc if exc is not None else True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAsk:
+    """What reserving for one request asks of the counters: the principal's lines and the
+    request's worst case."""
+
+    charge: _Charge
+    worst: WorstCase
+
+    @property
+    def keys(self) -> tuple[CounterKey, ...]:
+        return self.charge.keys
+
+    @property
+    def limits(self) -> tuple[Decimal | None, ...]:
+        return self.charge.limits
+
+    @property
+    def amount(self) -> Decimal:
+        return self.worst.cost
+
+    def refusal(self, index: int, state: CounterState) -> BudgetExceededError:
+        """The 429 naming counter number ``index`` (0-based), which stood at ``state``."""
+        return _refusal(self.charge.lines[index], state, self.worst)
 
 
 class BudgetBook:
@@ -297,6 +358,19 @@ class BudgetBook:
                     )
         return self._store
 
+    def ask(self, principal: Principal, route: AliasRoute, request: GatewayRequest) -> BudgetAsk:
+        """The counters ``principal`` is charged on and the worst case of ``request``."""
+        return BudgetAsk(self._charge(principal), worst_case(self._state, route, request))
+
+    def held(self, ask: BudgetAsk, states: Sequence[CounterState]) -> Reservation:
+        """The reservation of ``ask`` once the store has taken it."""
+        return Reservation(self.store, ask.charge.lines, ask.amount, states, keys=ask.keys)
+
+    def unchecked(self, ask: BudgetAsk) -> Reservation:
+        """A reservation admitted without the store (Redis unreachable, failure mode open):
+        it only records the cost."""
+        return Reservation(self.store, ask.charge.lines, ask.amount, checked=False, keys=ask.keys)
+
     def reserve(
         self, principal: Principal | None, route: AliasRoute, request: GatewayRequest
     ) -> Reservation:
@@ -309,18 +383,15 @@ class BudgetBook:
         """
         if principal is None:
             return Reservation()
-        charge = self._charge(principal)
-        worst = worst_case(self._state, route, request)
-        amount = worst.cost
-        store = self.store
+        ask = self.ask(principal, route, request)
         try:
-            states = store.reserve(charge.keys, charge.limits, amount)
+            states = self.store.reserve(ask.keys, ask.limits, ask.amount)
         except Refused as refused:
-            raise _refusal(charge.lines[refused.index], refused.state, worst) from None
+            raise ask.refusal(refused.index, refused.state) from None
         except unreachable_errors() as exc:
             on_unreachable(self._state.settings, exc, "reserving budgets")
-            return Reservation(store, charge.lines, amount, checked=False, keys=charge.keys)
-        return Reservation(store, charge.lines, amount, states, keys=charge.keys)
+            return self.unchecked(ask)
+        return self.held(ask, states)
 
     def _charge(self, principal: Principal) -> _Charge:
         """The lines of :func:`budget_lines` for ``principal`` today, from the cache when this
@@ -359,6 +430,7 @@ class BudgetBook:
 
 __all__ = [
     "REMAINING_HEADER",
+    "BudgetAsk",
     "BudgetBook",
     "BudgetLine",
     "Reservation",

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..redis_batch import ScriptCall
+
 #: Length of every rate window, seconds (limits are per minute).
 WINDOW_SECONDS = 60.0
 
@@ -170,24 +172,17 @@ class MemoryWindows:
                 del self._windows[name]
 
 
-#: KEYS: (zset, sum) per window. ARGV: window ms, entry, now ms ('' = Redis TIME), then
-#: (limit, cost) per window. Members are "<entry>|<amount>" scored by their time in ms.
-#: Returns {admitted, then (used, reset ms, retry ms or -1 never or -2 not refused) each}.
-_ACQUIRE = """
-local window = tonumber(ARGV[1])
-local entry = ARGV[2]
-local now
-if ARGV[3] ~= '' then
-  now = tonumber(ARGV[3])
-else
+#: Lua functions of the Redis windows, shared by :data:`_ACQUIRE` and the admission script of
+#: :mod:`.gate` (rate windows and budgets in one step). A window is a sorted set of members
+#: "<entry>|<amount>" scored by their time in ms, and a running total beside it.
+RATE_LUA = """
+local function rate_clock(arg)
+  if arg ~= '' then return tonumber(arg) end
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local n = #KEYS / 2
-local totals = {}
-local admitted = 1
-for i = 1, n do
-  local z, s = KEYS[2 * i - 1], KEYS[2 * i]
+
+local function rate_total(z, s, now, window)
   local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now - window)
   if #expired > 0 then
     local freed = 0
@@ -197,32 +192,28 @@ for i = 1, n do
     redis.call('ZREMRANGEBYSCORE', z, '-inf', now - window)
     redis.call('DECRBY', s, freed)
   end
-  totals[i] = tonumber(redis.call('GET', s) or '0')
-  if totals[i] + tonumber(ARGV[3 + 2 * i]) > tonumber(ARGV[2 + 2 * i]) then
-    admitted = 0
-  end
+  return tonumber(redis.call('GET', s) or '0')
 end
-local out = {admitted}
-for i = 1, n do
-  local z, s = KEYS[2 * i - 1], KEYS[2 * i]
-  local limit, cost = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
-  if admitted == 1 then
-    redis.call('ZADD', z, now, entry .. '|' .. cost)
-    redis.call('INCRBY', s, cost)
-    redis.call('PEXPIRE', z, window + 1000)
-    redis.call('PEXPIRE', s, window + 1000)
-    totals[i] = totals[i] + cost
-  end
+
+local function rate_add(z, s, now, window, entry, amount)
+  redis.call('ZADD', z, now, entry .. '|' .. amount)
+  redis.call('INCRBY', s, amount)
+  redis.call('PEXPIRE', z, window + 1000)
+  redis.call('PEXPIRE', s, window + 1000)
+end
+
+-- Appends the window's used total, reset ms, and retry ms (-1: never fits, -2: not refused).
+local function rate_report(out, z, total, limit, cost, now, window, refused)
   local reset = 0
   local oldest = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
   if #oldest > 0 then
     reset = math.max(0, tonumber(oldest[2]) + window - now)
   end
   local retry = -2
-  if admitted == 0 and totals[i] + cost > limit then
+  if refused and total + cost > limit then
     retry = -1
     if cost <= limit then
-      local need = totals[i] + cost - limit
+      local need = total + cost - limit
       local freed = 0
       local members = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
       retry = 0
@@ -235,12 +226,41 @@ for i = 1, n do
       end
     end
   end
-  out[#out + 1] = totals[i]
+  out[#out + 1] = total
   out[#out + 1] = reset
   out[#out + 1] = retry
 end
+"""
+
+#: KEYS: (zset, sum) per window. ARGV: window ms, entry, now ms ('' = Redis TIME), then
+#: (limit, cost) per window. Returns {admitted, then (used, reset ms, retry ms) each}.
+_ACQUIRE = (
+    RATE_LUA
+    + """
+local window = tonumber(ARGV[1])
+local entry = ARGV[2]
+local now = rate_clock(ARGV[3])
+local n = #KEYS / 2
+local totals = {}
+local admitted = true
+for i = 1, n do
+  totals[i] = rate_total(KEYS[2 * i - 1], KEYS[2 * i], now, window)
+  if totals[i] + tonumber(ARGV[3 + 2 * i]) > tonumber(ARGV[2 + 2 * i]) then
+    admitted = false
+  end
+end
+local out = {admitted and 1 or 0}
+for i = 1, n do
+  local limit, cost = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+  if admitted then
+    rate_add(KEYS[2 * i - 1], KEYS[2 * i], now, window, entry, cost)
+    totals[i] = totals[i] + cost
+  end
+  rate_report(out, KEYS[2 * i - 1], totals[i], limit, cost, now, window, not admitted)
+end
 return out
 """
+)
 
 #: KEYS: (zset, sum) per window. ARGV: entry, old amount, new amount.
 _ADJUST = """
@@ -257,6 +277,23 @@ for i = 1, #KEYS / 2 do
 end
 return 1
 """
+
+
+def window_states(specs: Sequence[WindowSpec], reply: Sequence[Any]) -> list[WindowState]:
+    """The states of ``specs`` from a script's (used, reset ms, retry ms) triples."""
+    states = []
+    for i, spec in enumerate(specs):
+        used, reset, retry = (int(v) for v in reply[3 * i : 3 + 3 * i])
+        states.append(
+            WindowState(
+                limit=spec.limit,
+                used=used,
+                reset_after=reset / 1000.0,
+                refused=retry != -2,
+                retry_after=retry / 1000.0 if retry >= 0 else None,
+            )
+        )
+    return states
 
 
 class RedisWindows:
@@ -281,7 +318,20 @@ class RedisWindows:
         self._acquire = client.register_script(_ACQUIRE)
         self._adjust = client.register_script(_ADJUST)
 
-    def _keys(self, names: Sequence[str]) -> list[str]:
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def window_ms(self) -> int:
+        return self._window_ms
+
+    def now_arg(self) -> Any:
+        """The script's time argument: '' for Redis's own clock, else the test clock in ms."""
+        return "" if self._clock is None else int(self._clock() * 1000)
+
+    def keys(self, names: Sequence[str]) -> list[str]:
+        """The (sorted set, total) Redis keys of each window, in order."""
         keys: list[str] = []
         for name in names:
             base = self._key("rate", name)
@@ -289,38 +339,27 @@ class RedisWindows:
         return keys
 
     def acquire(self, specs: Sequence[WindowSpec], entry: str) -> tuple[bool, list[WindowState]]:
-        args: list[Any] = [
-            self._window_ms,
-            entry,
-            "" if self._clock is None else int(self._clock() * 1000),
-        ]
+        args: list[Any] = [self._window_ms, entry, self.now_arg()]
         for spec in specs:
             args += [spec.limit, spec.cost]
-        reply = self._acquire(keys=self._keys([s.name for s in specs]), args=args)
-        admitted = int(reply[0]) == 1
-        states = []
-        for i, spec in enumerate(specs):
-            used, reset, retry = (int(v) for v in reply[1 + 3 * i : 4 + 3 * i])
-            states.append(
-                WindowState(
-                    limit=spec.limit,
-                    used=used,
-                    reset_after=reset / 1000.0,
-                    refused=retry != -2,
-                    retry_after=retry / 1000.0 if retry >= 0 else None,
-                )
-            )
-        return admitted, states
+        reply = self._acquire(keys=self.keys([s.name for s in specs]), args=args)
+        return int(reply[0]) == 1, window_states(specs, reply[1:])
 
     def adjust(self, names: Sequence[str], entry: str, old: int, new: int) -> None:
-        self._adjust(keys=self._keys(names), args=[entry, old, new])
+        self.adjust_call(names, entry, old, new)()
+
+    def adjust_call(self, names: Sequence[str], entry: str, old: int, new: int) -> ScriptCall:
+        """:meth:`adjust` as a call to run later, alone or in a :class:`ScriptBatch`."""
+        return ScriptCall(self._adjust, self.keys(names), [entry, old, new])
 
 
 __all__ = [
+    "RATE_LUA",
     "WINDOW_SECONDS",
     "MemoryWindows",
     "RedisWindows",
     "WindowSpec",
     "WindowState",
     "WindowStore",
+    "window_states",
 ]

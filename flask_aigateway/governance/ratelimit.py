@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from ..embeddings import GatewayRequest
 from ..errors import ConfigError, RateLimitError
+from ..redis_batch import ScriptBatch
 from ..redis_failure import on_unreachable, unreachable_errors
 from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
@@ -56,7 +57,10 @@ def format_duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Window:
+class RateWindow:
+    """One window a request counts in, with what its messages name: ``kind`` "requests" or
+    "tokens", and the key or team that set the limit."""
+
     spec: WindowSpec
     kind: str
     owner: str
@@ -65,13 +69,50 @@ class _Window:
 @dataclass(slots=True)
 class RateTicket:
     """What admitting one request counted: the token windows and the estimate charged to
-    them (corrected by :meth:`RateLimiter.record_usage`), and the response headers."""
+    them (corrected by :meth:`correct`), and the response headers."""
 
     entry: str = ""
     token_windows: tuple[str, ...] = ()
     estimate: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     store: WindowStore | None = None
+
+    def correct(self, record: RequestRecord, batch: ScriptBatch | None = None) -> None:
+        """Correct the token windows from the admission estimate to the actual usage (prompt
+        plus completion tokens; none for a cache hit or a request that failed before any),
+        once. With ``batch``, a Redis store's correction joins it."""
+        store = self.store
+        if not self.token_windows or store is None:
+            return
+        self.store = None
+        actual = record.usage.prompt_tokens + record.usage.completion_tokens
+        if actual == self.estimate:
+            return
+
+        def failed(exc: BaseException) -> None:
+            if not isinstance(exc, unreachable_errors()):
+                log.error("correcting tokens-per-minute windows failed", exc_info=exc)
+                return
+            log.warning(
+                "could not correct tokens-per-minute windows of request %s from %d "
+                "to %d tokens: Redis unreachable (%s)",
+                record.request_id,
+                self.estimate,
+                actual,
+                exc.__class__.__name__,
+            )
+
+        if batch is not None and isinstance(store, RedisWindows):
+            batch.add(
+                store.adjust_call(self.token_windows, self.entry, self.estimate, actual),
+                failed=failed,
+                what="correcting tokens-per-minute windows",
+            )
+            return
+        try:
+            store.adjust(self.token_windows, self.entry, self.estimate, actual)
+        except unreachable_errors() as exc:
+            failed(exc)
 
 
 class RateLimiter:
@@ -131,59 +172,30 @@ class RateLimiter:
         """
         if principal is None:
             return RateTicket()
-        windows = self._windows(principal, request, route)
+        windows = self.windows(principal, request, route)
         if not windows:
             return RateTicket()
-        entry = os.urandom(16).hex()
+        entry = new_entry()
         store = self.store
         try:
             admitted, states = store.acquire([w.spec for w in windows], entry)
         except unreachable_errors() as exc:
             on_unreachable(self._state.settings, exc, "checking rate limits")
             return RateTicket()
-        headers = _headers(windows, states)
-        if not admitted:
-            raise _refusal(windows, states, headers)
-        tokens = [w for w in windows if w.kind == "tokens"]
-        return RateTicket(
-            entry=entry,
-            token_windows=tuple(w.spec.name for w in tokens),
-            estimate=tokens[0].spec.cost if tokens else 0,
-            headers=headers,
-            store=store,
-        )
+        return rate_ticket(windows, states, admitted, entry, store)
 
-    def record_usage(self, record: RequestRecord, ticket: RateTicket | None = None) -> None:
-        """Correct the token windows from the admission estimate to the actual usage (prompt
-        plus completion tokens; none for a cache hit or a request that failed before any)."""
-        if ticket is None or not ticket.token_windows or ticket.store is None:
-            return
-        actual = record.usage.prompt_tokens + record.usage.completion_tokens
-        if actual == ticket.estimate:
-            return
-        try:
-            ticket.store.adjust(ticket.token_windows, ticket.entry, ticket.estimate, actual)
-        except unreachable_errors() as exc:
-            log.warning(
-                "could not correct tokens-per-minute windows of request %s from %d "
-                "to %d tokens: Redis unreachable (%s)",
-                record.request_id,
-                ticket.estimate,
-                actual,
-                exc.__class__.__name__,
-            )
-
-    def _windows(
+    def windows(
         self, principal: Principal, request: GatewayRequest, route: AliasRoute | None
-    ) -> list[_Window]:
+    ) -> list[RateWindow]:
+        """Every window the request counts in: the key's, then each team's, nearest first."""
         owners = [f"key:{principal.key_id}", *(f"team:{t}" for t in principal.team_ids)]
         levels = principal.rules.levels
-        windows: list[_Window] = []
+        windows: list[RateWindow] = []
         estimate: int | None = None
         for level, owner in zip(levels, owners, strict=False):
             if level.rate_limit is not None:
                 windows.append(
-                    _Window(
+                    RateWindow(
                         WindowSpec(f"{owner}:requests", level.rate_limit, 1),
                         "requests",
                         level.owner,
@@ -193,7 +205,7 @@ class RateLimiter:
                 if estimate is None:
                     estimate = self._estimate(request, route)
                 windows.append(
-                    _Window(
+                    RateWindow(
                         WindowSpec(f"{owner}:tokens", level.tokens_per_minute, estimate),
                         "tokens",
                         level.owner,
@@ -209,8 +221,37 @@ class RateLimiter:
         return estimate_prompt_tokens(request) + max_output_tokens(request, routes, default)
 
 
+def new_entry() -> str:
+    """A fresh id for a request's entries in its windows."""
+    return os.urandom(16).hex()
+
+
+def rate_ticket(
+    windows: Sequence[RateWindow],
+    states: Sequence[WindowState],
+    admitted: bool,
+    entry: str,
+    store: WindowStore | None,
+) -> RateTicket:
+    """The ticket of an admission that counted ``entry`` in ``windows`` (now at ``states``).
+
+    :raises RateLimitError: when it was not admitted (429 naming the window that refused).
+    """
+    headers = _headers(windows, states)
+    if not admitted:
+        raise _refusal(windows, states, headers)
+    tokens = [w for w in windows if w.kind == "tokens"]
+    return RateTicket(
+        entry=entry,
+        token_windows=tuple(w.spec.name for w in tokens),
+        estimate=tokens[0].spec.cost if tokens else 0,
+        headers=headers,
+        store=store,
+    )
+
+
 def _tightest(
-    windows: Sequence[_Window], states: Sequence[WindowState], kind: str
+    windows: Sequence[RateWindow], states: Sequence[WindowState], kind: str
 ) -> WindowState | None:
     kept = [s for w, s in zip(windows, states, strict=True) if w.kind == kind]
     if len(kept) < 2:
@@ -221,7 +262,7 @@ def _tightest(
     return min(kept, key=lambda s: (s.remaining, -s.reset_after))
 
 
-def _headers(windows: Sequence[_Window], states: Sequence[WindowState]) -> dict[str, str]:
+def _headers(windows: Sequence[RateWindow], states: Sequence[WindowState]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for kind in ("requests", "tokens"):
         state = _tightest(windows, states, kind)
@@ -234,7 +275,7 @@ def _headers(windows: Sequence[_Window], states: Sequence[WindowState]) -> dict[
 
 
 def _refusal(
-    windows: Sequence[_Window], states: Sequence[WindowState], headers: dict[str, str]
+    windows: Sequence[RateWindow], states: Sequence[WindowState], headers: dict[str, str]
 ) -> RateLimitError:
     refused = [(w, s) for w, s in zip(windows, states, strict=True) if s.refused]
     never = [(w, s) for w, s in refused if s.retry_after is None]
@@ -269,4 +310,4 @@ def _refusal(
     )
 
 
-__all__ = ["RateLimiter", "RateTicket", "format_duration"]
+__all__ = ["RateLimiter", "RateTicket", "RateWindow", "format_duration", "new_entry", "rate_ticket"]

@@ -10,7 +10,6 @@ one overall deadline.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import math
 import random
 import time
@@ -30,6 +29,7 @@ from ..errors import (
 )
 from ..providers.base import Target
 from ..providers.classify import CONTEXT_LENGTH_CODE
+from ..redis_batch import ScriptBatch
 from ..redis_failure import unreachable_errors
 from ..tokens import estimate_prompt_tokens
 from .state import (
@@ -196,12 +196,15 @@ class Router:
             cooldown=self.settings["AIGATEWAY_CIRCUIT_COOLDOWN"],
         )
 
-    def release(self, ticket: Ticket) -> None:
-        self.store.release(ticket)
+    def release(self, ticket: Ticket, batch: ScriptBatch | None = None) -> None:
+        self.store.release(ticket, batch)
 
-    def finish(self, ticket: Ticket, seconds: float | None) -> None:
-        """:meth:`succeeded` and :meth:`release` at once (one shared-store round trip)."""
-        self.store.finish(ticket, seconds)
+    def finish(
+        self, ticket: Ticket, seconds: float | None, batch: ScriptBatch | None = None
+    ) -> None:
+        """:meth:`succeeded` and :meth:`release` at once (one shared-store round trip, or a
+        call of ``batch``)."""
+        self.store.finish(ticket, seconds, batch)
 
 
 def _once(compute: Callable[[], int]) -> Callable[[], int]:
@@ -230,26 +233,48 @@ def retry_delay(settings: dict[str, Any], attempt: int, retry_after: float | Non
 
 
 class AttemptLog:
-    """What the attempt sequence did: counted attempts, the aliases it went through, and the
-    in-flight lease a stream holds until it closes (:meth:`release`)."""
+    """What the attempt sequence did: counted attempts, the aliases it went through, and what
+    the winning attempt still has to report to the router (:meth:`end`): the in-flight lease
+    a stream holds until it closes, or — when the caller asked to defer it — the success and
+    lease of a JSON answer, reported with the end of the request."""
 
-    __slots__ = ("_release", "attempts", "last_target", "path")
+    __slots__ = ("_latency", "_router", "_success", "_ticket", "attempts", "last_target", "path")
 
     def __init__(self) -> None:
         self.attempts = 0
         self.path: list[str] = []
         #: The deployment of the latest attempt (the request log names it on failures too).
         self.last_target: Target | None = None
-        self._release: Callable[[], None] | None = None
+        self._router: Router | None = None
+        self._ticket: Ticket | None = None
+        self._success = False
+        self._latency: float | None = None
 
-    def hold(self, release: Callable[[], None]) -> None:
-        self._release = release
+    def hold(self, router: Router, ticket: Ticket) -> None:
+        """The winning attempt's success is reported; its lease is held until :meth:`end`."""
+        self._router, self._ticket, self._success = router, ticket, False
+
+    def defer(self, router: Router, ticket: Ticket, seconds: float | None) -> None:
+        """The winning attempt's success (``seconds``: its latency) and lease are reported by
+        :meth:`end`."""
+        self._router, self._ticket, self._success = router, ticket, True
+        self._latency = seconds
+
+    def end(self, batch: ScriptBatch | None = None) -> None:
+        """Report what the winning attempt still holds, in ``batch`` when given (idempotent;
+        nothing when nothing is held)."""
+        router, ticket = self._router, self._ticket
+        self._router = self._ticket = None
+        if router is None or ticket is None:
+            return
+        if self._success:
+            router.finish(ticket, self._latency, batch)
+        else:
+            router.release(ticket, batch)
 
     def release(self) -> None:
-        """End the held in-flight lease (idempotent; nothing when none is held)."""
-        release, self._release = self._release, None
-        if release is not None:
-            release()
+        """End the held in-flight lease now (idempotent; nothing when none is held)."""
+        self.end()
 
 
 _FAILED = object()
@@ -266,6 +291,7 @@ def execute(
     request: GatewayRequest | None = None,
     resolve: Callable[[str], AliasRoute | None] | None = None,
     hold: bool = False,
+    defer: bool = False,
 ) -> tuple[Target, T]:
     """Call ``attempt(target, seconds_left)`` until one succeeds.
 
@@ -275,7 +301,9 @@ def execute(
     switches to the alias's ``context_fallback`` (looked up with ``resolve``) and its
     fallbacks; the caller's other errors end the sequence at once. Nothing runs past
     ``deadline`` (monotonic time). With ``hold``, the winning attempt's in-flight lease is
-    kept until ``log.release()`` (streams: until they close).
+    kept until ``log.release()`` (streams: until they close); with ``defer``, the winning
+    attempt's success and lease are reported by ``log.end(batch)`` (JSON: with the end of the
+    request, in one Redis round trip with its budget settlement).
 
     :raises UpstreamError: the last upstream failure when every attempt failed.
     :raises ServiceUnavailableError: 503 ``no_healthy_deployment`` when no deployment could
@@ -296,6 +324,7 @@ def execute(
             request=request,
             resolve=resolve,
             hold=hold,
+            defer=defer,
         )
     except GatewayError as error:
         error.headers["x-aigateway-attempts"] = str(log.attempts)
@@ -315,6 +344,7 @@ def _execute(
     request: GatewayRequest | None,
     resolve: Callable[[str], AliasRoute | None] | None,
     hold: bool,
+    defer: bool,
 ) -> tuple[Target, T]:
     queue: Iterator[AliasRoute] = iter(routes)
     seen: set[str] = set()
@@ -330,7 +360,7 @@ def _execute(
         try:
             for target in plan.targets:
                 result = _run_target(
-                    router, settings, target, attempt, deadline, log, errors, skipped, hold
+                    router, settings, target, attempt, deadline, log, errors, skipped, hold, defer
                 )
                 if result is not _FAILED:
                     return target, result
@@ -367,6 +397,7 @@ def _run_target(
     errors: list[UpstreamError],
     skipped: list[Skip],
     hold: bool,
+    defer: bool,
 ) -> Any:
     """Up to ``AIGATEWAY_RETRY_MAX_ATTEMPTS`` attempts on one deployment; the result, or
     ``_FAILED`` to move on. The caller's errors propagate."""
@@ -405,7 +436,9 @@ def _run_target(
             keep = True
             if hold:
                 router.succeeded(ticket, time.monotonic() - started)
-                log.hold(functools.partial(router.release, ticket))
+                log.hold(router, ticket)
+            elif defer:
+                log.defer(router, ticket, time.monotonic() - started)
             else:
                 router.finish(ticket, time.monotonic() - started)
             return result

@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    pass
+    from ..redis_batch import ScriptBatch, ScriptCall
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +140,25 @@ class RouterState(Protocol):
         (``threshold`` consecutive failures, or a failed probe). ``threshold`` 0 never opens."""
         ...
 
-    def release(self, ticket: Ticket) -> None:
-        """End the in-flight lease (idempotent); an unsettled probe frees the probe slot."""
+    def release(self, ticket: Ticket, batch: ScriptBatch | None = None) -> None:
+        """End the in-flight lease (idempotent); an unsettled probe frees the probe slot.
+        A shared store adds its call to ``batch`` when given (the end of a request)."""
         ...
 
-    def finish(self, ticket: Ticket, latency: float | None) -> None:
-        """:meth:`succeeded` then :meth:`release`, in one step (one round trip when shared):
-        the end of an attempt whose lease is not held any longer."""
+    def finish(
+        self, ticket: Ticket, latency: float | None, batch: ScriptBatch | None = None
+    ) -> None:
+        """:meth:`succeeded` then :meth:`release`, in one step (one round trip when shared,
+        or a call in ``batch``): the end of an attempt whose lease is not held any longer."""
         ...
+
+
+class SharedRouterState(RouterState, Protocol):
+    """A store shared by processes, whose end-of-attempt calls can join a batch."""
+
+    def release_call(self, ticket: Ticket) -> ScriptCall | None: ...
+
+    def finish_call(self, ticket: Ticket, latency: float | None) -> ScriptCall: ...
 
 
 def new_lease_id() -> str:
@@ -274,11 +285,13 @@ class MemoryRouterState:
                 return entry.open_until
             return None
 
-    def finish(self, ticket: Ticket, latency: float | None) -> None:
+    def finish(
+        self, ticket: Ticket, latency: float | None, batch: ScriptBatch | None = None
+    ) -> None:
         self.succeeded(ticket, latency)
         self.release(ticket)
 
-    def release(self, ticket: Ticket) -> None:
+    def release(self, ticket: Ticket, batch: ScriptBatch | None = None) -> None:
         with self._lock:
             if ticket.released:
                 return
@@ -299,7 +312,7 @@ class ResilientRouterState:
 
     def __init__(
         self,
-        shared: RouterState,
+        shared: SharedRouterState,
         local: RouterState,
         errors: tuple[type[BaseException], ...],
         retry_seconds: float = REDIS_RETRY_SECONDS,
@@ -365,12 +378,21 @@ class ResilientRouterState:
     def failed(self, ticket: Ticket, *, threshold: int, cooldown: float) -> float | None:
         return self._call("failed", ticket, threshold=threshold, cooldown=cooldown)
 
-    def finish(self, ticket: Ticket, latency: float | None) -> None:
+    def finish(
+        self, ticket: Ticket, latency: float | None, batch: ScriptBatch | None = None
+    ) -> None:
         if not ticket.shared:
             self.succeeded(ticket, latency)
             self.local.release(ticket)
             return
         if not self.degraded:
+            if batch is not None:
+                batch.add(
+                    self.shared.finish_call(ticket, latency),
+                    failed=lambda exc: self._finish_failed(exc, ticket, latency),
+                    what="reporting a deployment's success",
+                )
+                return
             try:
                 self.shared.finish(ticket, latency)
                 return
@@ -379,12 +401,34 @@ class ResilientRouterState:
         ticket.released = True
         self.local.succeeded(ticket, latency)
 
-    def release(self, ticket: Ticket) -> None:
+    def _finish_failed(self, exc: BaseException, ticket: Ticket, latency: float | None) -> None:
+        if not isinstance(exc, self._errors):
+            log.error("reporting a deployment's success to Redis failed", exc_info=exc)
+            return
+        self._down(exc)
+        self.local.succeeded(ticket, latency)
+
+    def release(self, ticket: Ticket, batch: ScriptBatch | None = None) -> None:
         if not ticket.shared:
             self.local.release(ticket)
+            return
+        if batch is not None:
+            call = self.shared.release_call(ticket)
+            if call is not None:
+                batch.add(
+                    call,
+                    failed=self._release_failed,
+                    what="releasing a deployment's in-flight lease",
+                )
             return
         try:
             self.shared.release(ticket)
         except self._errors as exc:
             ticket.released = True
             self._down(exc)
+
+    def _release_failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, self._errors):
+            log.error("releasing a deployment's in-flight lease in Redis failed", exc_info=exc)
+            return
+        self._down(exc)

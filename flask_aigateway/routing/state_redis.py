@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..redis_batch import ScriptBatch, ScriptCall
 from .state import EWMA_ALPHA, RPM_WINDOW, DeploymentStats, Refusal, Ticket, new_lease_id
 
 #: Lifetime of health, latency and round-robin keys after their last write, seconds.
@@ -112,6 +113,14 @@ return 1
 # KEYS: dep hash, inflight zset. ARGV: latency, alpha, state ttl (as _SUCCEEDED), lease id.
 _FINISH = _SUCCEEDED.replace("return 1", "redis.call('ZREM', KEYS[2], ARGV[4])\nreturn 1")
 
+# KEYS: dep hash, inflight zset. ARGV: lease id, '1' when an unsettled probe ends (its slot
+# is freed).
+_RELEASE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[2] == '1' then redis.call('HDEL', KEYS[1], 'probe_until') end
+return 1
+"""
+
 # KEYS: dep hash. ARGV: threshold, cooldown seconds, state ttl. Returns open_until or ''.
 _FAILED = (
     _PRELUDE
@@ -139,7 +148,8 @@ def _float(value: Any) -> float | None:
 
 
 class RedisRouterState:
-    """Router state in Redis; every call is one round trip (a Lua script or a pipeline)."""
+    """Router state in Redis; every call is one round trip (a Lua script or a pipeline), and
+    the end of an attempt (:meth:`finish`, :meth:`release`) can join a :class:`ScriptBatch`."""
 
     def __init__(self, client: Any, key: Callable[..., str]) -> None:
         self._client = client
@@ -149,6 +159,7 @@ class RedisRouterState:
         self._succeeded = client.register_script(_SUCCEEDED)
         self._failed = client.register_script(_FAILED)
         self._finish = client.register_script(_FINISH)
+        self._release = client.register_script(_RELEASE)
 
     def _keys(self, deployment_id: str) -> list[str]:
         return [
@@ -220,25 +231,50 @@ class RedisRouterState:
         )
         return _float(result)
 
-    def release(self, ticket: Ticket) -> None:
-        if ticket.released:
+    def release(self, ticket: Ticket, batch: ScriptBatch | None = None) -> None:
+        call = self.release_call(ticket)
+        if call is None:
             return
-        ticket.released = True
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zrem(self._key("router", "inflight", ticket.deployment_id), ticket.lease_id)
-        if ticket.probe and not ticket.settled:
-            pipe.hdel(self._key("router", "dep", ticket.deployment_id), "probe_until")
-        pipe.execute()
+        if batch is None:
+            call()
+        else:
+            batch.add(call, what="releasing a deployment's in-flight lease")
 
-    def finish(self, ticket: Ticket, latency: float | None) -> None:
+    def release_call(self, ticket: Ticket) -> ScriptCall | None:
+        """:meth:`release` as a call to run later (None: already released). The ticket
+        counts as released from now on."""
         if ticket.released:
-            self.succeeded(ticket, latency)
-            return
+            return None
+        ticket.released = True
+        return ScriptCall(
+            self._release,
+            self._keys(ticket.deployment_id)[:2],
+            [ticket.lease_id, "1" if ticket.probe and not ticket.settled else "0"],
+        )
+
+    def finish(
+        self, ticket: Ticket, latency: float | None, batch: ScriptBatch | None = None
+    ) -> None:
+        call = self.finish_call(ticket, latency)
+        if batch is None:
+            call()
+        else:
+            batch.add(call, what="reporting a deployment's success")
+
+    def finish_call(self, ticket: Ticket, latency: float | None) -> ScriptCall:
+        """:meth:`finish` as a call to run later. The ticket counts as settled and released
+        from now on."""
+        latency_arg = "" if latency is None else repr(latency)
+        if ticket.released:
+            ticket.settled = True
+            return ScriptCall(
+                self._succeeded,
+                [self._key("router", "dep", ticket.deployment_id)],
+                [latency_arg, EWMA_ALPHA, STATE_TTL],
+            )
         ticket.settled = ticket.released = True
-        self._finish(
-            keys=[
-                self._key("router", "dep", ticket.deployment_id),
-                self._key("router", "inflight", ticket.deployment_id),
-            ],
-            args=["" if latency is None else repr(latency), EWMA_ALPHA, STATE_TTL, ticket.lease_id],
+        return ScriptCall(
+            self._finish,
+            self._keys(ticket.deployment_id)[:2],
+            [latency_arg, EWMA_ALPHA, STATE_TTL, ticket.lease_id],
         )

@@ -1,0 +1,165 @@
+"""The scale-out path's cost per request: Redis round trips, counted on the wire by a proxy in
+front of the real Redis, and the database spend write, which is off the request path.
+
+Every feature that talks to Redis is on: a key with a rate limit, a tokens-per-minute limit
+and a daily budget, under a team with its own rate limit and budget. A JSON request then
+takes three round trips — admission (rate windows and budget reservation in one script), the
+router's lease on the deployment, and the end of the request (settlement, token correction
+and router outcome in one pipeline) — and a stream four (the router hears of its success at
+its first chunk, before the end).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from conftest import REDIS_RUN_PREFIX
+from fakes import Reply
+from redis.connection import parse_url
+from servers import RoundTripProxy
+from sqlalchemy import select
+
+from flask_aigateway.models import UsageCounter
+from flask_aigateway.pipeline import get_pipeline
+from flask_aigateway.services.keys import create_key
+from flask_aigateway.services.teams import create_team
+
+pytestmark = [pytest.mark.redis]
+
+BODY = {"model": "gpt", "messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 100}
+#: What each request costs: 17 prompt tokens at $1/M + 60 completion tokens at $2/M (less than
+#: the 117 tokens its windows are charged at admission, so they are corrected at its end).
+R = Decimal("0.000137")
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Any:
+    target = parse_url(redis_url)
+    proxy = RoundTripProxy(target.get("host", "127.0.0.1"), int(target.get("port", 6379)))
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any], proxy: Any, redis_url: str) -> dict[str, Any]:
+    db = parse_url(redis_url).get("db", 0)
+    app_config["AIGATEWAY_REDIS_URL"] = f"redis://127.0.0.1:{proxy.port}/{db}"
+    app_config["AIGATEWAY_REDIS_PREFIX"] = f"{REDIS_RUN_PREFIX}{secrets.token_hex(4)}:"
+    app_config["AIGATEWAY_DASHBOARD_ENABLED"] = False
+    return app_config
+
+
+@pytest.fixture
+def limited(state: Any, upstreams: dict[str, Any]) -> tuple[Any, str]:
+    """A key with every limit that lives in Redis, under a team with its own."""
+    upstreams["gpt"].default = Reply(text="ok", prompt_tokens=17, completion_tokens=60)
+    create_team(state, name="team", rate_limit=1000, budget_per_day="10")
+    return create_key(
+        state,
+        name="k",
+        team="team",
+        rate_limit=1000,
+        tokens_per_minute=100_000,
+        budget_per_day="1",
+        budget_per_month="5",
+    )
+
+
+@pytest.fixture
+def secret(limited: tuple[Any, str]) -> str:
+    return limited[1]
+
+
+def post(client: Any, secret: str, **extra: Any) -> Any:
+    response = client.post(
+        "/v1/chat/completions",
+        data=json.dumps({**BODY, **extra}),
+        headers={"Authorization": f"Bearer {secret}"},
+        content_type="application/json",
+    )
+    response.get_data()
+    response.close()
+    return response
+
+
+def round_trips(proxy: Any, client: Any, secret: str, count: int, **extra: Any) -> float:
+    """Round trips per request over ``count`` requests (after one that loads the scripts and
+    the counters)."""
+    assert post(client, secret, **extra).status_code == 200
+    before = proxy.round_trips
+    for _ in range(count):
+        response = post(client, secret, **extra)
+        assert response.status_code == 200
+    return (proxy.round_trips - before) / count
+
+
+def test_a_json_request_takes_three_redis_round_trips(client, secret, proxy):
+    assert round_trips(proxy, client, secret, 5) == 3
+
+
+def test_a_stream_takes_four_redis_round_trips(client, secret, proxy):
+    assert round_trips(proxy, client, secret, 5, stream=True) == 4
+
+
+def test_a_request_refused_by_its_budget_takes_one(client, state, secret, proxy):
+    _key, poor = create_key(state, name="poor", team="team", budget_per_day="0.0001")
+    assert post(client, poor).status_code == 429  # the first one loads its counters
+    before = proxy.round_trips
+    refused = post(client, poor)
+    assert refused.status_code == 429
+    assert refused.json["error"]["code"] == "budget_exceeded"
+    assert proxy.round_trips - before == 1
+
+
+@pytest.fixture
+def background_log(app_config: dict[str, Any]) -> dict[str, Any]:
+    """The request log as served: a background writer, here one that waits long for rows."""
+    app_config["AIGATEWAY_LOG_SYNC"] = False
+    app_config["AIGATEWAY_LOG_FLUSH_INTERVAL"] = 60.0
+    return app_config
+
+
+def day_row_spent(state: Any) -> list[Decimal]:
+    with state.transaction() as session:
+        return list(
+            session.scalars(
+                select(UsageCounter.spent).where(
+                    UsageCounter.scope == "key", UsageCounter.period == "day"
+                )
+            )
+        )
+
+
+def test_the_database_spend_is_written_with_the_log_not_on_the_request_path(
+    background_log, client, state, limited
+):
+    key, secret = limited
+    for _ in range(3):
+        assert post(client, secret).status_code == 200
+    # Served and settled in Redis; the rows wait for the log writer's batch (60 s away).
+    assert get_pipeline(state).budgets.usage("key", key.id)["day"].spent == R * 3
+    assert day_row_spent(state) == []
+    assert get_pipeline(state).log_writer.flush(timeout=10)
+    assert day_row_spent(state) == [R * 3]
+
+
+def test_requests_count_after_redis_forgets_its_scripts(client, state, limited, redis_url):
+    """A Redis restart (here ``SCRIPT FLUSH``) empties its script cache: every call, batched
+    or not, loads its script again and the request counts as before."""
+    import redis
+
+    key, secret = limited
+    assert post(client, secret).status_code == 200
+    with redis.Redis.from_url(redis_url) as admin:
+        admin.script_flush()
+    assert post(client, secret).status_code == 200
+    day = get_pipeline(state).budgets.usage("key", key.id)["day"]
+    assert (day.spent, day.reserved) == (R * 2, 0)
+    third = post(client, secret)
+    assert third.headers["x-ratelimit-remaining-requests"] == "997"
+    # both earlier requests' windows were corrected from 117 tokens to their 77
+    assert third.headers["x-ratelimit-remaining-tokens"] == str(100_000 - 2 * 77 - 117)
