@@ -10,16 +10,17 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
-from flask_aigateway.governance import counter_writes
+from flask_aigateway.accounting.record import RequestRecord
+from flask_aigateway.accounting.rollups import write_batch
 from flask_aigateway.governance.budget_store import (
     CounterKey,
     CounterState,
     Refused,
     SqlCounterStore,
 )
-from flask_aigateway.models import UsageCounter
+from flask_aigateway.models import RequestLog, UsageCounter
 
 DAY = dt.datetime.now(dt.UTC).date()
 KEYS = [
@@ -71,19 +72,30 @@ def test_sql_store_refusal_changes_nothing(state):
     assert [s.reserved for s in store.read(KEYS)] == [Decimal("0.4")] * 3
 
 
-def test_sql_store_add_spend_creates_rows_and_adds_once_per_counter(state):
-    """The Redis store's report copy: one statement adds spent and requests, creates missing
-    rows, merges a counter named twice and leaves ``reserved`` alone."""
+def test_log_batches_add_the_spend_their_rows_carry_to_the_counters(state):
+    """The Redis store's report copy: each log row carries its request's spend, and the
+    batch adds it per counter (a counter named by several rows summed once), creating
+    missing rows and leaving ``reserved`` alone."""
     store = SqlCounterStore(state)
     store.reserve(KEYS[:1], [None], Decimal("0.4"))
-    units = 1_234_567  # 0.0001234567 USD
-    store.add_spend([(KEYS[0], units, 1), (KEYS[1], units, 1), (KEYS[0], units, 0)])
+
+    def row(request_id: str, keys: list[CounterKey], requests: int = 1) -> dict[str, Any]:
+        record = RequestRecord(request_id)
+        record.counter_spend = tuple(
+            (k.scope, k.scope_id, k.period, k.start, C, requests) for k in keys
+        )
+        return record.to_row()
+
+    write_batch(state, [row("a", KEYS[:2]), row("b", KEYS[:1], 0), RequestRecord("c").to_row()])
     found = rows(state)
     assert found[("key", "k1", "day")][:3] == (C * 2, Decimal("0.4"), 1)
     assert found[("key", "k1", "month")][:3] == (C, Decimal(0), 1)
     assert ("team", "t1", "day") not in found
-    store.add_spend([(KEYS[1], units, 1)])
+    write_batch(state, [row("d", KEYS[1:2])])
     assert rows(state)[("key", "k1", "month")][:3] == (C * 2, Decimal(0), 2)
+    with state.transaction() as session:
+        logged = session.scalars(select(RequestLog.request_id).order_by(RequestLog.id)).all()
+    assert logged == ["a", "b", "c", "d"]
 
 
 def test_sql_store_writes_again_after_the_engine_is_disposed(state):
@@ -107,22 +119,3 @@ def open_files() -> set[str]:
         except OSError:
             continue
     return names
-
-
-@pytest.mark.postgres
-def test_a_kept_postgres_connection_the_server_dropped_is_replaced(state, monkeypatch):
-    """Single-statement writes run on a kept autocommit connection; one idle for a while is
-    pinged first, so a connection the server ended (restart, idle timeout) costs no write."""
-    monkeypatch.setattr(counter_writes, "PING_AFTER", 0.0)
-    store = SqlCounterStore(state)
-    store.add_spend([(KEYS[0], 10, 1)])
-    with state.engine.connect() as conn:
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND query LIKE 'INSERT INTO aigw_usage_counters%'"
-            )
-        ).one()
-    store.add_spend([(KEYS[0], 10, 1)])
-    assert rows(state)[("key", "k1", "day")][2] == 2

@@ -14,8 +14,8 @@ so concurrent requests, threads and processes can never together exceed a budget
   times more CPU than running them), and on a SQLite file that connection is kept by the
   store rather than checked out of the pool per transaction (see :mod:`.counter_writes`).
 * :class:`~flask_aigateway.budget_store_redis.RedisCounterStore` (``AIGATEWAY_REDIS_URL``
-  set): live counters in Redis, one Lua script for every budget at once, the database rows
-  kept current for reports.
+  set): live counters in Redis, one Lua script for every budget at once; the database rows
+  get each cost with the request's log row (:func:`~..accounting.rollups.write_batch`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from .counter_writes import CounterWrites
 
 _TABLE = cast(Table, UsageCounter.__table__)
 _C = _TABLE.c
-#: Seconds a kept PostgreSQL connection may sit idle before it is pinged ahead of its next use.
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -161,33 +160,11 @@ class _Sql:
             f"requests = requests + {mark}, updated_at = {mark} WHERE {where} {returning}"
         )
         self.read = f"SELECT spent, reserved, requests FROM {table} WHERE {where}"
-        self._spend: dict[int, str] = {}
         #: (unix second, its "YYYY-MM-DD HH:MM:SS" text): one tuple, so threads swap it whole.
         self._second: tuple[int, str] = (-1, "")
 
-    def spend(self, rows: int) -> str:
-        """``rows`` counters each get spent and requests added, their rows created if missing,
-        in one statement (parameters per row: the key, spent, requests, update time)."""
-        sql = self._spend.get(rows)
-        if sql is None:
-            mark = self.mark
-            table = _TABLE.name
-            value = f"({mark}, {mark}, {mark}, {mark}, {mark}, 0, {mark}, {mark})"
-            sql = self._spend[rows] = (
-                f"INSERT INTO {table} ({self.columns}, spent, reserved, requests, updated_at) "
-                f"VALUES {', '.join([value] * rows)} ON CONFLICT ({self.columns}) DO UPDATE SET "
-                f"spent = {table}.spent + excluded.spent, "
-                f"requests = {table}.requests + excluded.requests, "
-                "updated_at = excluded.updated_at"
-            )
-        return sql
-
     def money(self, value: Decimal) -> Any:
         return to_units(value) if self.sqlite else to_money(value)
-
-    def units(self, value: int) -> Any:
-        """Integer units of 1e-10 USD as the ``Money`` column stores them."""
-        return value if self.sqlite else from_units(value)
 
     def key(self, key: CounterKey) -> tuple[Any, ...]:
         start = key.start.isoformat() if self.sqlite else key.start
@@ -290,28 +267,6 @@ class SqlCounterStore:
             return states
 
         return self._writes.run(work)
-
-    def add_spend(self, totals: Sequence[tuple[CounterKey, int, int]]) -> None:
-        """Add ``(counter, spent in units of 1e-10 USD, requests)`` to each counter's row, rows
-        created as needed, in ONE ``INSERT … ON CONFLICT DO UPDATE`` (a request's few
-        counters; atomic by itself); ``reserved`` is untouched. The Redis store keeps the
-        rows current this way."""
-        if not totals:
-            return
-        sql = self._sql
-        now = sql.now()
-        merged: dict[CounterKey, list[int]] = {}
-        for key, units, requests in totals:
-            sums = merged.setdefault(key, [0, 0])
-            sums[0] += units
-            sums[1] += requests
-        # Sorted: rows are locked in the order every transaction takes them (no deadlocks),
-        # and one statement may not touch a row twice.
-        params: list[Any] = []
-        for key, (units, requests) in sorted(merged.items()):
-            params += (*sql.key(key), sql.units(units), requests, now)
-        statement = sql.spend(len(merged))
-        self._writes.run_statement(lambda cursor: cursor.execute(statement, params))
 
     def read(self, keys: Sequence[CounterKey]) -> list[CounterState]:
         if not keys:

@@ -3,7 +3,7 @@
 The budget path runs a few pre-written statements per request; checking a connection out of
 SQLAlchemy's pool for each (checkout, reset, pre-ping, checkin) cost more CPU than the SQL.
 :class:`CounterWrites` decides where each write runs, :class:`KeptConnection` is the kept
-connection and its life cycle (engine disposal, fork, a server that dropped it).
+connection and its life cycle (engine disposal, fork).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,8 +21,6 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-#: Seconds a kept autocommit connection may sit idle before it is pinged ahead of its use.
-PING_AFTER = 10.0
 
 
 class KeptConnection:
@@ -33,21 +30,17 @@ class KeptConnection:
     checkout, checkin, reset or pre-ping per use, which cost more CPU than the SQL it runs.
     Used under :attr:`lock`. Closed when the engine is disposed (``GatewayState.close``) or
     the store is dropped, and opened again on the next use; a broken one is replaced, and one
-    inherited over fork is left to the parent. ``autocommit``: every statement commits on its
-    own, and a connection idle for :data:`PING_AFTER` seconds is pinged before use (the
-    pool's pre-ping, where it matters: after a quiet spell, a restarted server).
+    inherited over fork is left to the parent.
     """
 
-    def __init__(self, engine: Engine, *, autocommit: bool) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._autocommit = autocommit
         self.lock = threading.Lock()
         self._conn: Any = None
         self._cursor: Any = None
         self._closer: weakref.finalize[Any, Any] | None = None
         self._inherited: list[Any] = []
         self._pid = os.getpid()
-        self._used = 0.0
         # A weak reference: the engine's listener must not keep the store alive.
         ref = weakref.ref(self)
 
@@ -66,15 +59,6 @@ class KeptConnection:
         """The connection's cursor, opening the connection if needed (hold :attr:`lock`)."""
         if self._pid != os.getpid():
             self._forget_inherited()
-        if self._autocommit and self._conn is not None:
-            now = time.monotonic()
-            if now - self._used > PING_AFTER:
-                try:
-                    self._engine.dialect.do_ping(self.dbapi)
-                except Exception:
-                    log.debug("a counter connection failed its ping", exc_info=True)
-                    self.discard()
-            self._used = now
         if self._conn is None:
             self._open()
         return self._cursor
@@ -86,10 +70,7 @@ class KeptConnection:
         # Closed with the store when nothing else closed it first.
         self._closer = weakref.finalize(self, _close_quietly, conn)
         dbapi: Any = conn.dbapi_connection
-        if self._autocommit:
-            self._engine.dialect.set_isolation_level(dbapi, "AUTOCOMMIT")
         self._cursor = dbapi.cursor()
-        self._used = time.monotonic()
 
     def _forget_inherited(self) -> None:
         """In a forked child: the parent still uses the connection, and closing (or garbage
@@ -127,24 +108,21 @@ class CounterWrites:
       one at a time: SQLite has one writer anyway, and the lock queues this process's writers
       here rather than in ``busy_timeout``.
     * In-memory SQLite (a pool of one shared connection): a pooled connection, same lock.
-    * PostgreSQL: transactions run in parallel on row locks, each on a pooled connection. A
-      write of ONE statement (atomic by itself) runs in autocommit on the store's own
-      connection when that is free (one round trip, instead of a checkout and its pre-ping,
-      BEGIN, the statement and COMMIT), else on a pooled connection.
+    * PostgreSQL: transactions run in parallel on row locks, each on a pooled connection.
     """
 
     def __init__(self, engine: Engine, sqlite: bool) -> None:
         self._engine = engine
         self._sqlite = sqlite
         shared = isinstance(engine.pool, (StaticPool, SingletonThreadPool))
-        self._own = None if sqlite and shared else KeptConnection(engine, autocommit=not sqlite)
+        self._own = KeptConnection(engine) if sqlite and not shared else None
         self._lock = threading.Lock() if sqlite and shared else None
 
     def run(self, work: Callable[[Any], _T]) -> _T:
         """``work(cursor)`` in one transaction, committed when it returns, rolled back when it
         raises."""
         own = self._own
-        if not self._sqlite or own is None:
+        if own is None:
             if self._lock is None:
                 return self._run_pooled(work)
             with self._lock:
@@ -162,25 +140,6 @@ class CounterWrites:
                     own.discard()
                 raise
             return result
-
-    def run_statement(self, work: Callable[[Any], None]) -> None:
-        """``work(cursor)``, which runs ONE statement: see the class docstring."""
-        own = self._own
-        if self._sqlite or own is None:
-            self.run(work)
-            return
-        if own.lock.acquire(blocking=False):
-            try:
-                cursor = own.cursor()
-                try:
-                    work(cursor)
-                except BaseException:
-                    own.discard()
-                    raise
-            finally:
-                own.lock.release()
-            return
-        self._run_pooled(work)
 
     def _run_pooled(self, work: Callable[[Any], _T]) -> _T:
         conn = self._engine.raw_connection()
