@@ -346,7 +346,8 @@ OPTIONS: tuple[Option, ...] = (
         0.5,
         float,
         "Seconds the background writer waits to fill a batch: rows reach the database (and "
-        "the statistics) at most this late. Pending rows are flushed at shutdown.",
+        "the statistics; with Redis, the usage counters' rows too) at most this late. Pending "
+        "rows are flushed at shutdown.",
     ),
     Option(
         "AIGATEWAY_CREATE_TABLES",
