@@ -218,6 +218,8 @@ class Pipeline:
         same Redis round trip as the budget settlement."""
         attempts = AttemptLog()
         if admission is not None:
+            if admission.attempts is not None:
+                admission.attempts.end()  # an earlier call's outcome, not left pending
             admission.attempts = attempts
         kind = route.kind
         try:

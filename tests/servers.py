@@ -83,8 +83,13 @@ class RoundTripProxy:
                     sock.shutdown(socket.SHUT_RDWR)
 
     def stop(self) -> None:
+        """Refuse new connections and cut the open ones (as a Redis going away would)."""
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
         self._listener.close()
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -163,3 +165,27 @@ def test_requests_count_after_redis_forgets_its_scripts(client, state, limited, 
     assert third.headers["x-ratelimit-remaining-requests"] == "997"
     # both earlier requests' windows were corrected from 117 tokens to their 77
     assert third.headers["x-ratelimit-remaining-tokens"] == str(100_000 - 2 * 77 - 117)
+
+
+def test_redis_lost_while_the_upstream_answers(client, state, limited, upstreams, proxy, caplog):
+    """Redis goes away between admission and the end of the request: the answer is served;
+    each call of the end's pipeline fails by its own policy (the settlement logged with the
+    amounts, the token correction warned about, routing carried on in this process's
+    memory); the database rows still get the cost with the log row."""
+    _key, secret = limited
+    gpt = upstreams["gpt"]
+    gpt.default = Reply(text="ok", prompt_tokens=17, completion_tokens=60, latency=1.0)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(post, client, secret)
+        deadline = time.monotonic() + 10
+        while not gpt.requests:
+            assert time.monotonic() < deadline, "the request never reached the upstream"
+            time.sleep(0.01)
+        proxy.stop()
+        response = answer.result(timeout=20)
+    assert response.status_code == 200
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("could not settle a budget reservation: reserved" in m for m in messages)
+    assert any("could not correct tokens-per-minute windows" in m for m in messages)
+    assert any("routing uses this process's memory" in m for m in messages)
+    assert day_row_spent(state) == [R]
