@@ -70,6 +70,8 @@ class ScriptBatch:
         and a handler's own exception is logged, so every other call's handler still runs.
         Idempotent: the queue is emptied.
         """
+        if not self._queued:
+            return
         queued, self._queued = self._queued, []
         groups: dict[int, list[_Queued]] = {}
         for item in queued:
