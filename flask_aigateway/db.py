@@ -138,7 +138,7 @@ def default_database_uri(app: Flask) -> str:
     return "sqlite:///" + os.path.join(app.instance_path, "aigateway.db")
 
 
-def _is_memory_sqlite(url: URL) -> bool:
+def is_memory_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and (
         url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
     )
@@ -182,7 +182,7 @@ def configure_engine(engine: Engine) -> None:
         return
     if not event.contains(engine, "connect", _sqlite_pragmas):
         event.listen(engine, "connect", _sqlite_pragmas)
-    if not _is_memory_sqlite(engine.url) and not event.contains(engine, "connect", _sqlite_wal):
+    if not is_memory_sqlite(engine.url) and not event.contains(engine, "connect", _sqlite_wal):
         event.listen(engine, "connect", _sqlite_wal)
 
 
@@ -270,7 +270,7 @@ def _add_bind_engine(
     ``init_app`` would have. An in-memory SQLite default database is shared, not copied."""
     options = dict(options) if isinstance(options, Mapping) else {"url": options}
     url = make_url(options["url"])
-    if default is not None and _is_memory_sqlite(url) and default.url == url:
+    if default is not None and is_memory_sqlite(url) and default.url == url:
         engine = default
     else:
         echo = app.config.get("SQLALCHEMY_ECHO", False)

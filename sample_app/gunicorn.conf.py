@@ -99,6 +99,11 @@ def post_worker_init(worker: Any) -> None:
     from sample_app.bootstrap import announce
 
     announce(worker.wsgi, base_url=_public_url(worker.cfg.bind[0]))
+    probe = os.environ.get("EVENT_LOOP_PROBE", "").strip()
+    if probe:
+        from sample_app import loopwatch
+
+        loopwatch.start(probe)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

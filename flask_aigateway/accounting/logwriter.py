@@ -34,6 +34,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from ..offload import sqlite_write
 from ..state import GatewayState
 from .record import RequestRecord
 from .rollups import prune_request_log, write_batch
@@ -105,7 +106,7 @@ class RequestLogWriter:
         """Hand over the row of ``record`` (fixing its latency now)."""
         row = record.to_row()
         if self._sync:
-            write_batch(self._state, [row])
+            self._write_batch([row])
             return
         with self._mutex:
             queued = self._ensure_thread()
@@ -273,7 +274,7 @@ class RequestLogWriter:
         delay = 0.1
         while True:
             try:
-                write_batch(self._state, batch)
+                self._write_batch(batch)
                 return
             except (OperationalError, DBAPIError) as exc:
                 unreachable = isinstance(exc, OperationalError) or exc.connection_invalidated
@@ -294,10 +295,14 @@ class RequestLogWriter:
                 break
         self._write_each(batch)
 
+    def _write_batch(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """One transaction of rows; on SQLite off the gevent hub (:mod:`..offload`)."""
+        sqlite_write(self._state.engine, write_batch, self._state, rows)
+
     def _write_now(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Write from the calling thread (queue full for too long, or writer closed)."""
         try:
-            write_batch(self._state, rows)
+            self._write_batch(rows)
         except Exception:
             log.exception("request-log batch of %d rows refused; retrying row by row", len(rows))
             self._write_each(rows)
@@ -305,7 +310,7 @@ class RequestLogWriter:
     def _write_each(self, rows: Sequence[Mapping[str, Any]]) -> None:
         for row in rows:
             try:
-                write_batch(self._state, [row])
+                self._write_batch([row])
             except Exception:
                 self.failed += 1
                 log.exception(
@@ -328,7 +333,7 @@ class RequestLogWriter:
             return
         self._next_prune = time.monotonic() + self._prune_every
         try:
-            prune_request_log(self._state)
+            sqlite_write(self._state.engine, prune_request_log, self._state)
         except Exception:
             log.exception("pruning the request log failed; retrying in %.0f s", self._prune_every)
 

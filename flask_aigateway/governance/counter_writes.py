@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
+from ..offload import sqlite_write
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -124,8 +126,9 @@ class CounterWrites:
     """Runs the store's writes.
 
     * SQLite file: every transaction on the store's own connection (:class:`KeptConnection`),
-      one at a time: SQLite has one writer anyway, and the lock queues this process's writers
-      here rather than in ``busy_timeout``.
+      one at a time: SQLite has one writer anyway, and :func:`..offload.sqlite_write` queues
+      this process's writers (counters and request-log batches) on one lock rather than in
+      ``busy_timeout``, and runs the write off the gevent hub.
     * In-memory SQLite (a pool of one shared connection): a pooled connection, same lock.
     * PostgreSQL: transactions run in parallel on row locks, each on a pooled connection. A
       write of ONE statement (atomic by itself) runs in autocommit on the store's own
@@ -149,6 +152,11 @@ class CounterWrites:
                 return self._run_pooled(work)
             with self._lock:
                 return self._run_pooled(work)
+        # Off the gevent hub, behind the process's one SQLite writer lock (:mod:`..offload`).
+        return sqlite_write(self._engine, self._run_kept, own, work)
+
+    @staticmethod
+    def _run_kept(own: KeptConnection, work: Callable[[Any], _T]) -> _T:
         with own.lock:
             cursor = own.cursor()
             try:
