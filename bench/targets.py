@@ -246,6 +246,9 @@ def start_gateway(
     if redis is not None:
         extra["AIGATEWAY_REDIS_URL"] = redis.url
         extra["AIGATEWAY_REDIS_PREFIX"] = redis.prefix
+    probe = instance / "loop.jsonl"
+    if worker_class.startswith("gevent"):
+        extra["EVENT_LOOP_PROBE"] = str(probe)  # sample_app/loopwatch.py: the hub's blocks
     env = gateway_env(instance, extra)
     api_key = provision(bin_dir, env, mock_url)
     port = free_port()
@@ -274,6 +277,7 @@ def start_gateway(
         "argv": argv,
         "database": "postgresql" if database_url else "sqlite",
         "redis": redis is not None,
+        "loop_probe": str(probe) if "EVENT_LOOP_PROBE" in extra else None,
     }
     return Target(name, label, base_url, api_key, service, settings)
 
