@@ -62,7 +62,7 @@ def run_blocking(fn: Callable[..., _T], *args: Any) -> _T:
         return fn(*args)
     from gevent import get_hub
 
-    return get_hub().threadpool.apply(fn, args)  # type: ignore[no-any-return]
+    return get_hub().threadpool.apply(fn, args)
 
 
 def writer_lock(engine: Engine) -> threading.Lock:

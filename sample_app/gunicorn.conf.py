@@ -17,9 +17,10 @@ count), ``WORKER_CLASS``
 for the streams you expect to hold, not for the CPU), ``THREADS`` (gthread's threads, 8),
 ``GRACEFUL_TIMEOUT`` (seconds streams in flight may take to finish on SIGTERM, 120),
 ``EVENT_LOOP_PROBE`` (a file path: the gevent worker writes how long its hub was blocked, see
-``sample_app/loopwatch.py``), ``ACCESS_LOG`` (unset: no access log, since every request is already in the gateway's request
-log; ``-`` for stdout or a file path), ``PROMETHEUS_MULTIPROC_DIR`` (with several workers:
-where they write their metrics, emptied on start; default a fresh temporary directory).
+``sample_app/loopwatch.py``), ``ACCESS_LOG`` (unset: no access log, since every request is
+already in the gateway's request log; ``-`` for stdout or a file path),
+``PROMETHEUS_MULTIPROC_DIR`` (with several workers: where they write their metrics, emptied on
+start; default a fresh temporary directory).
 """
 
 from __future__ import annotations
