@@ -26,6 +26,7 @@ from .governance import BudgetBook, Principal, RateLimiter, authenticate
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
+from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .routing import AttemptLog, Router, execute
 from .schema import missing_schema
 from .schemas import ChatRequest, ChatResponse, Usage
@@ -343,7 +344,10 @@ class Pipeline:
                 )
             if answer.status >= 300:
                 raise adapter.classify_error(answer.status, answer.headers, answer.body)
-            return adapter.parse_response(answer.body, request, target)
+            try:
+                return adapter.parse_response(answer.body, request, target)
+            except SHAPE_ERRORS as exc:
+                raise unexpected_shape(target.provider_name, "an answer", answer.body) from exc
         except UpstreamError as error:
             record.note_upstream_error(target, error)
             raise
@@ -441,7 +445,11 @@ class Pipeline:
             translator = adapter.stream_translator(request, target)
             events = stream.events()
             for event in events:
-                chunks = translator.feed(event)
+                try:
+                    chunks = translator.feed(event)
+                except SHAPE_ERRORS as exc:
+                    name = target.provider_name
+                    raise unexpected_shape(name, "a stream event", event.data) from exc
                 if chunks or translator.done:
                     return _Opened(stream, events, translator, chunks)
             raise UpstreamError(

@@ -35,7 +35,12 @@ class GatewayProcess:
         threads: int = 16,
         workers: int = 1,
         worker_class: str = "gevent",
+        *,
+        make_run: bool = False,
     ) -> None:
+        """``make_run``: serve with ``sample_app/gunicorn.conf.py`` exactly as ``make run``
+        does (its settings, hooks and worker class; ``WORKERS`` = ``workers``) instead of
+        gunicorn's defaults and the arguments given here."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
@@ -44,14 +49,11 @@ class GatewayProcess:
             "PYTHONPATH": str(ROOT),
             **env,
         }
-        self.log_path = instance_path / f"gunicorn-{self.port}.log"
-        instance_path.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
+        if make_run:
+            full_env.update(HOST="127.0.0.1", PORT=str(self.port), WORKERS=str(workers))
+            args = ["--config", "sample_app/gunicorn.conf.py"]
+        else:
+            args = [
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--workers",
@@ -62,7 +64,12 @@ class GatewayProcess:
                 "--graceful-timeout",
                 "5",
                 "sample_app:create_app()",
-            ],
+            ]
+        self.log_path = instance_path / f"gunicorn-{self.port}.log"
+        instance_path.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *args],
             cwd=ROOT,
             env=full_env,
             stdout=self._log,
