@@ -28,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import AliasRoute, load_route
 from ..db import MONEY_QUANTUM, to_money, utcnow
@@ -268,38 +268,49 @@ class Reservation:
             return
         keys, store, amount = self._keys, self._store, self.amount
         what = f"budget settlement (reserved {amount} USD, cost {cost} USD, counters {keys})"
-        steps: list[Step] = []
-        if isinstance(store, RedisCounterStore):
-            # Two writes, each retried on its own when its store is down (pending.py): the
-            # Redis counters, then the cost added to the database rows.
-            if self._checked:
-                steps.append(Step(lambda: store.settle_live(keys, amount, cost), f"Redis {what}"))
-            steps.append(
-                Step(lambda: store.record_spend(keys, cost, count=count), f"database {what}")
-            )
-        elif self._checked:
-            steps.append(Step(lambda: store.settle(keys, amount, cost, count=count), what))
-        for step in steps:
-            try:
-                result = step.run() if self._pending is None else self._pending.run(step)
-            except Exception:
-                log.exception(
-                    "could not settle a budget reservation: reserved %s USD, cost %s USD, "
-                    "counters %s; correct aigw_usage_counters (or the Redis counters) by hand",
-                    amount,
-                    cost,
-                    keys,
+        try:
+            if isinstance(store, RedisCounterStore):
+                # The database half is retried while the database is down; the Redis half is
+                # not: a Redis that lost the counter reloads it from those rows, and a late
+                # Redis settlement would then count the cost twice.
+                try:
+                    if self._checked:
+                        self._states = self._states_after(
+                            store, store.settle_live(keys, amount, cost)
+                        )
+                finally:
+                    record = Step(
+                        lambda: store.record_spend(keys, cost, count=count), f"database {what}"
+                    )
+                    self._run(record)
+            elif self._checked:
+                states = self._run(
+                    Step(lambda: store.settle(keys, amount, cost, count=count), what)
                 )
-                continue
-            if result is None:
-                continue
-            if not isinstance(store, RedisCounterStore):
-                self._states = result
-                continue
-            try:
-                self._states = store.states(keys, result)
-            except Exception:
-                log.debug("counter states after settling not read", exc_info=True)
+                if states is not None:
+                    self._states = states
+        except Exception:
+            log.exception(
+                "could not settle a budget reservation: reserved %s USD, cost %s USD, "
+                "counters %s; correct aigw_usage_counters (or the Redis counters) by hand",
+                amount,
+                cost,
+                keys,
+            )
+
+    def _states_after(self, store: RedisCounterStore, reply: Any) -> Sequence[CounterState]:
+        """The counters after a Redis settlement, for the remaining-budget header (a counter
+        Redis lost is read from the database, which may be down too: then the old states)."""
+        try:
+            return store.states(self._keys, reply)
+        except Exception:
+            log.debug("counter states after settling not read", exc_info=True)
+            return self._states
+
+    def _run(self, step: Step) -> Any:
+        """Run ``step`` now, or leave it to :attr:`_pending` while its store is unreachable
+        (None then)."""
+        return step.run() if self._pending is None else self._pending.run(step)
 
 
 class BudgetBook:

@@ -1,15 +1,17 @@
-"""Budget settlements whose store could not be reached: kept and retried until it is back.
+"""Budget settlements whose database could not be reached: kept and retried until it is back.
 
 A request that was served must have its cost counted and its reservation given back even when
-the database (or Redis) went away while it ran. A settlement step that fails because its store
-is unreachable is queued here and retried, in order, with backoff (0.1 s doubling to 5 s) by
-one background thread; a step that fails for any other reason is logged at ERROR level with
-the amounts to correct by hand, as before. :meth:`PendingSettlements.close` (pipeline close,
-interpreter exit) tries what is left once more and logs what is still pending.
+the database went away while it ran. The database write of a settlement — the SQL counters'
+settlement, or the cost added to the rows behind Redis counters — that fails because the
+database is unreachable is queued here and retried, in order, with backoff (0.1 s doubling to
+5 s) by one background thread; a write that fails for any other reason is logged at ERROR
+level with the amounts to correct by hand, as before. :meth:`PendingSettlements.close`
+(pipeline close, interpreter exit) waits for what is left and logs what is still pending.
 
-Each step is one atomic write (an SQL transaction, one Lua script), so a retried step was
-either applied or not; the ambiguous case — the store applied it and the connection died
-before the answer — would count it twice, and is as rare as that.
+Each write is one atomic statement or transaction, so a retried write was either applied or
+not; the ambiguous case — the database applied it and the connection died before the answer —
+would count it twice, and is as rare as that. (The Redis half of a settlement is not retried
+here: see :meth:`~.budgets.Reservation.settle`.)
 """
 
 from __future__ import annotations
