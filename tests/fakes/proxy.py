@@ -19,9 +19,15 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close ``sock`` with a TCP RST instead of an orderly FIN."""
+    """Close ``sock`` with a TCP RST instead of an orderly FIN.
+
+    ``SHUT_RD`` first wakes a pump thread blocked in ``recv`` on it: a socket closed under a
+    blocked call stays open in the kernel until the call returns, and would send nothing.
+    """
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
     with contextlib.suppress(OSError):
         sock.close()
 
@@ -140,3 +146,29 @@ class TcpProxy:
             for sock in pair:
                 with contextlib.suppress(OSError):
                     sock.close()
+
+
+class Flapper:
+    """Cuts and restores ``proxy`` every ``period`` seconds from a thread until :meth:`stop`
+    (which leaves it up); ``flips`` counts the changes."""
+
+    def __init__(self, proxy: TcpProxy, period: float) -> None:
+        self.proxy = proxy
+        self.period = period
+        self.flips = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="flapper")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            if self.proxy.down:
+                self.proxy.restore()
+            else:
+                self.proxy.cut()
+            self.flips += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.proxy.restore()
