@@ -22,12 +22,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
+import requests
 from conftest import BACKEND
 from fakes import Reply
 from fakes.proxy import TcpProxy
 from faults import (
     COST,
+    MESSAGES,
     USAGE,
     error_of,
     log_rows,
@@ -37,8 +40,11 @@ from faults import (
     usage_live,
     wait_for,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
+from flask_aigateway.db import database_unavailable, database_unreachable
+from flask_aigateway.governance.pending import PendingSettlements, Step
 from flask_aigateway.pipeline import get_pipeline
 from flask_aigateway.services.keys import create_key
 
@@ -145,7 +151,10 @@ def test_postgres_outage(live_server, state, runner, upstreams, db_proxy, counte
     gpt.default = Reply(**USAGE)
     key, warm = create_key(state, name="warm", budget_per_day="1")
     _cold, cold = create_key(state, name="cold")
-    assert post(live_server.url, warm).status_code == 200  # key, route, counters now cached
+    upstreams["claude"].default = Reply(**USAGE)
+    # Key, routes and counters now cached.
+    assert post(live_server.url, warm).status_code == 200
+    assert anthropic_message(live_server.url, warm).status_code == 200
     pipeline = get_pipeline(state)
     assert pipeline.log_writer.flush()
 
@@ -157,10 +166,11 @@ def test_postgres_outage(live_server, state, runner, upstreams, db_proxy, counte
     wait_for(lambda: len(gpt.requests) == 2, what="the in-flight request upstream")
     with db_proxy.outage():
         during = [post(live_server.url, warm) for _ in range(3)]
+        message = anthropic_message(live_server.url, warm)
         refused = post(live_server.url, cold)
         thread.join(timeout=30)
         # Every row of the outage is still waiting for the database.
-        assert pipeline.log_writer.pending == 5
+        assert pipeline.log_writer.pending == 6
 
     [finished] = in_flight
     assert finished.status_code == 200
@@ -171,15 +181,29 @@ def test_postgres_outage(live_server, state, runner, upstreams, db_proxy, counte
     assert "database" in error["message"]
     assert refused.headers["Retry-After"] == "1"
     if counters == "redis":
-        # Key and route cached, budgets in Redis: nothing else needs the database.
-        assert [r.status_code for r in during] == [200, 200, 200]
-        served = 5
+        # Key and routes cached, budgets in Redis: nothing else needs the database.
+        assert [r.status_code for r in [*during, message]] == [200, 200, 200, 200]
+        served = 7
     else:
-        # Budgets are reserved in the database: refused like the unknown key.
+        # Budgets are reserved in the database: refused like the unknown key (the Anthropic
+        # door says 529 overloaded_error for every 503, which its SDK retries).
         assert [r.status_code for r in during] == [503, 503, 503]
         assert {error_of(r)["code"] for r in during} == {"database_unavailable"}
-        served = 2
-    assert_books_balance(state, runner, key.id, served=served, refused=5 - served)
+        assert message.status_code == 529
+        assert message.json()["error"]["type"] == "overloaded_error"
+        assert "database" in message.json()["error"]["message"]
+        served = 3
+    assert_books_balance(state, runner, key.id, served=served, refused=7 - served)
+
+
+def anthropic_message(url: str, key: str) -> Any:
+    """POST /v1/messages (the Anthropic door) for alias ``claude``."""
+    return requests.post(
+        url + "/v1/messages",
+        json={"model": "claude", "max_tokens": 50, "messages": MESSAGES},
+        headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
 
 
 def assert_books_balance(
@@ -197,3 +221,58 @@ def assert_books_balance(
     assert sum(row.cost for row in mine) == cost
     assert usage_cli(runner, key_id) == {"spent": cost, "reserved": 0}
     assert usage_live(state, key_id) == {"spent": cost, "reserved": 0}
+
+
+# -- the pieces ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "unreachable"),
+    [
+        (sqlite3.OperationalError("database is locked"), True),
+        (sqlite3.OperationalError("unable to open database file"), True),
+        (sqlite3.OperationalError('near "SELEC": syntax error'), False),
+        (sqlite3.OperationalError("no such table: aigw_api_keys"), False),
+        (sa_exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("disk I/O error")), True),
+        (sa_exc.ProgrammingError("SELEC 1", {}, psycopg.ProgrammingError("syntax error")), False),
+        (sa_exc.OperationalError("SELECT 1", {}, psycopg.OperationalError("reset")), True),
+        (psycopg.OperationalError("connection failed: Connection refused"), True),
+        (psycopg.InterfaceError("the connection is closed"), True),
+        (ValueError("no"), False),
+    ],
+)
+def test_which_database_errors_mean_unavailable(error, unreachable):
+    """An unreachable database is a 503; a bug (a wrong statement) stays a 500."""
+    assert database_unreachable(error) is unreachable
+    answer = database_unavailable(error)
+    assert (answer is not None) is unreachable
+    if answer is not None:
+        assert (answer.status, answer.code) == (503, "database_unavailable")
+
+
+def test_a_settlement_waits_for_its_database(caplog):
+    pending = PendingSettlements()
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+
+    assert pending.run(Step(flaky, "flaky settlement")) is None  # deferred
+    assert pending.flush(10)
+    assert len(calls) == 3
+    assert pending.pending == 0
+
+    def bug() -> None:
+        raise RuntimeError("a bug, not an outage")
+
+    with pytest.raises(RuntimeError):
+        pending.run(Step(bug, "buggy settlement"))  # not deferred: the caller logs it
+
+    def down() -> None:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    pending.run(Step(down, "doomed settlement"))
+    pending.close(timeout=0.3)
+    assert "doomed settlement LOST" in caplog.text

@@ -94,6 +94,8 @@ class PendingSettlements:
         """Wait until no step is pending; False when ``timeout`` seconds passed first."""
         deadline = time.monotonic() + timeout
         with self._lock:
+            if self._pid != os.getpid():
+                return True  # a forked child: the parent's steps are the parent's
             while self._steps or self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -109,10 +111,14 @@ class PendingSettlements:
         with self._lock:
             self._closed = True
             self._stop.set()
-            left = list(self._steps) if self._pid == os.getpid() else []
+            own = self._pid == os.getpid()
+            left = list(self._steps) if own else []
             self._steps.clear()
             self._changed.notify_all()
+            thread = self._thread if own else None
         _LIVE.discard(self)
+        if thread is not None:
+            thread.join(timeout)  # a step being tried: done, or logged as lost
         for step in left:
             log.error("%s LOST: its store stayed unreachable; correct it by hand", step.what)
 
