@@ -16,6 +16,7 @@ from typing import Any
 from . import jsoncodec
 from .accounting import RequestRecord
 from .admission import Admission
+from .db import database_error
 from .enums import Route, WireFormat
 from .errors import GatewayError, InvalidRequestError, UpstreamError
 from .pipeline import Pipeline, new_request_id
@@ -159,8 +160,12 @@ class Messages:
             record.fail(error)
             raise
         except Exception as exc:
-            record.crash(exc)
-            raise
+            problem = database_error(exc)
+            if problem is None:
+                record.crash(exc)
+                raise
+            record.fail(problem)
+            raise problem from exc
         finally:
             pipeline.finish(record, admission)
 
@@ -235,11 +240,16 @@ class Messages:
             record.target = target
             record.ttft_ms = record.elapsed_ms()
         except BaseException as error:
+            problem = database_error(error)
             if isinstance(error, GatewayError):
                 record.fail(error)
+            elif problem is not None:
+                record.fail(problem)
             else:
                 record.crash(error)
             pipeline.finish(record, admission)
+            if problem is not None:
+                raise problem from error
             raise
         return MessageStream(
             pipeline, request, record, target, source, admission, release=attempts.release

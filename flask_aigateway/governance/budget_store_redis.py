@@ -152,11 +152,20 @@ class RedisCounterStore:
         """Settle in Redis, then add the cost to the database rows (the report copy) — those
         get it even when Redis fails, so a counter reloaded later still includes it."""
         try:
-            reply = self._settle(
-                keys=[self._key(k) for k in keys], args=[-to_units(reserved), to_units(cost)]
-            )
+            reply = self.settle_live(keys, reserved, cost)
         finally:
             self.record_spend(keys, cost, count=count)
+        return self.states(keys, reply)
+
+    def settle_live(self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal) -> Any:
+        """The Redis half of :meth:`settle` (one script, applied whole or not at all); its
+        reply is read by :meth:`states`."""
+        return self._settle(
+            keys=[self._key(k) for k in keys], args=[-to_units(reserved), to_units(cost)]
+        )
+
+    def states(self, keys: Sequence[CounterKey], reply: Any) -> list[CounterState]:
+        """The counters after :meth:`settle_live` (a counter Redis lost: its database row)."""
         return self._states(keys, reply)
 
     def record_spend(self, keys: Sequence[CounterKey], cost: Decimal, *, count: bool) -> None:

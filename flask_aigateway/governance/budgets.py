@@ -28,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import AliasRoute, load_route
 from ..db import MONEY_QUANTUM, to_money, utcnow
@@ -40,6 +40,7 @@ from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
 from .budget_store import CounterKey, CounterState, CounterStore, Refused, SqlCounterStore
 from .budget_store_redis import RedisCounterStore
+from .pending import PendingSettlements, Step
 
 if TYPE_CHECKING:
     from .auth import Principal
@@ -204,7 +205,9 @@ class Reservation:
     """Money held against every budget of one request until it settles or is released.
 
     Settling and releasing happen once (later calls do nothing) and never raise: the request
-    has already been served, so a store failure is logged with the amounts to reconcile.
+    has already been served. A store that cannot be reached (database or Redis down) gets the
+    write later, retried in the background until it is back (:mod:`.pending`); any other
+    store failure is logged with the amounts to reconcile.
     """
 
     def __init__(
@@ -216,8 +219,11 @@ class Reservation:
         *,
         checked: bool = True,
         keys: Sequence[CounterKey] | None = None,
+        pending: PendingSettlements | None = None,
     ) -> None:
         self._store = store
+        #: Where a settlement whose store is unreachable waits for it (None: logged, lost).
+        self._pending = pending
         self._lines = tuple(lines)
         #: The counters of ``lines`` (given when already at hand).
         self._keys = tuple(line.key for line in self._lines) if keys is None else keys
@@ -260,20 +266,51 @@ class Reservation:
             self.done = True
         if self._store is None or not self._lines:
             return
-        keys = self._keys
+        keys, store, amount = self._keys, self._store, self.amount
+        what = f"budget settlement (reserved {amount} USD, cost {cost} USD, counters {keys})"
         try:
-            if self._checked:
-                self._states = self._store.settle(keys, self.amount, cost, count=count)
-            elif isinstance(self._store, RedisCounterStore):
-                self._store.record_spend(keys, cost, count=count)
+            if isinstance(store, RedisCounterStore):
+                # The database half is retried while the database is down; the Redis half is
+                # not: a Redis that lost the counter reloads it from those rows, and a late
+                # Redis settlement would then count the cost twice.
+                try:
+                    if self._checked:
+                        self._states = self._states_after(
+                            store, store.settle_live(keys, amount, cost)
+                        )
+                finally:
+                    record = Step(
+                        lambda: store.record_spend(keys, cost, count=count), f"database {what}"
+                    )
+                    self._run(record)
+            elif self._checked:
+                states = self._run(
+                    Step(lambda: store.settle(keys, amount, cost, count=count), what)
+                )
+                if states is not None:
+                    self._states = states
         except Exception:
             log.exception(
                 "could not settle a budget reservation: reserved %s USD, cost %s USD, "
                 "counters %s; correct aigw_usage_counters (or the Redis counters) by hand",
-                self.amount,
+                amount,
                 cost,
                 keys,
             )
+
+    def _states_after(self, store: RedisCounterStore, reply: Any) -> Sequence[CounterState]:
+        """The counters after a Redis settlement, for the remaining-budget header (a counter
+        Redis lost is read from the database, which may be down too: then the old states)."""
+        try:
+            return store.states(self._keys, reply)
+        except Exception:
+            log.debug("counter states after settling not read", exc_info=True)
+            return self._states
+
+    def _run(self, step: Step) -> Any:
+        """Run ``step`` now, or leave it to :attr:`_pending` while its store is unreachable
+        (None then)."""
+        return step.run() if self._pending is None else self._pending.run(step)
 
 
 class BudgetBook:
@@ -283,6 +320,8 @@ class BudgetBook:
         self._state = state
         self._store: CounterStore | None = None
         self._lock = threading.Lock()
+        #: Settlements waiting for an unreachable store (see :mod:`.pending`).
+        self.pending = PendingSettlements()
 
     @property
     def store(self) -> CounterStore:
@@ -319,8 +358,17 @@ class BudgetBook:
             raise _refusal(charge.lines[refused.index], refused.state, worst) from None
         except unreachable_errors() as exc:
             on_unreachable(self._state.settings, exc, "reserving budgets")
-            return Reservation(store, charge.lines, amount, checked=False, keys=charge.keys)
-        return Reservation(store, charge.lines, amount, states, keys=charge.keys)
+            return Reservation(
+                store,
+                charge.lines,
+                amount,
+                checked=False,
+                keys=charge.keys,
+                pending=self.pending,
+            )
+        return Reservation(
+            store, charge.lines, amount, states, keys=charge.keys, pending=self.pending
+        )
 
     def _charge(self, principal: Principal) -> _Charge:
         """The lines of :func:`budget_lines` for ``principal`` today, from the cache when this
