@@ -38,7 +38,7 @@ import aiohttp
 from . import load
 from .measure import machine, versions
 from .procs import cpu_seconds, process_tree, pss_mb, rss_mb, rss_parts_mb
-from .soak_report import report_markdown, summarise, write_soak_md
+from .soak_report import report_markdown, server_log_summary, summarise, write_soak_md
 from .targets import (
     HERE,
     MODEL,
@@ -305,7 +305,7 @@ class Soak:
                 log(f"# {error}")
                 self.data["errors"].append(str(error)[-2000:])
             if self.gateway.service is not None:
-                self.data["gateway_log_tail"] = self.gateway.service.log_tail(4000)
+                self.data["gateway_log"] = server_log_summary(self.gateway.service.log_path)
         finally:
             self.stop()
         self.data["samples"] = self.samples

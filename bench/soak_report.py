@@ -1,6 +1,6 @@
 """The soak's numbers and Markdown: the RSS slope after the warm-up, requests and errors by
-kind, CPU per request, request-log rows against requests sent; and ``bench/SOAK.md``'s results
-section, rewritten between its markers."""
+kind, CPU per request, request-log rows against requests sent, errors in the gateway's log;
+and ``bench/SOAK.md``'s results section, rewritten between its markers."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ def summarise(data: dict[str, Any], warmup_share: float, threshold: float) -> di
     stable = all(s["pids"] == first["pids"] for s in samples)
     cpu = last["cpu_s"] - first["cpu_s"]
     alive = bool(data.get("gateway_alive"))
+    server_log = data.get("gateway_log") or {}
     return {
         "duration_s": duration,
         "warmup_s": round(warmup, 1),
@@ -83,7 +84,21 @@ def summarise(data: dict[str, Any], warmup_share: float, threshold: float) -> di
         "processes": len(first["pids"]),
         "processes_stable": stable,
         "gateway_alive": alive,
+        "log_tracebacks": server_log.get("tracebacks"),
+        "log_error_lines": server_log.get("error_lines"),
         "passed": flat and rows_match and stable and alive,
+    }
+
+
+def server_log_summary(path: Path) -> dict[str, Any]:
+    """Tracebacks and error lines in the gateway's own log (gunicorn and the app), with the
+    last few of them; the dashboard login token it prints at start is left out."""
+    lines = path.read_text(errors="replace").splitlines()
+    errors = [x for x in lines if "Traceback" in x or "[ERROR]" in x or "[CRITICAL]" in x]
+    return {
+        "tracebacks": sum("Traceback" in x for x in lines),
+        "error_lines": len(errors),
+        "last_errors": [x[:300] for x in errors[-5:] if "token" not in x.lower()],
     }
 
 
@@ -221,6 +236,11 @@ def report_markdown(data: dict[str, Any]) -> str:
                     _yes(s["processes_stable"]),
                 ],
                 ["gateway still serving at the end", "", _yes(s["gateway_alive"])],
+                [
+                    "gateway log: tracebacks and error lines (not a check)",
+                    f"{s['log_tracebacks']} / {s['log_error_lines']}",
+                    "",
+                ],
             ],
         ),
         "",
@@ -257,6 +277,9 @@ def report_markdown(data: dict[str, Any]) -> str:
         "",
         rows_table(data.get("log_rows") or []),
     ]
+    last_errors = (data.get("gateway_log") or {}).get("last_errors")
+    if last_errors:
+        parts += ["", "Last error lines of the gateway's log:", "", "```", *last_errors, "```"]
     if data.get("errors"):
         parts += ["", "Problems during the run:", ""]
         parts += [f"* {e}" for e in data["errors"]]
