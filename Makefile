@@ -4,7 +4,9 @@
 #   make test           the test suite on SQLite
 #   make test-postgres  the test suite on PostgreSQL + Redis
 #   make lint | typecheck | clean
+#   make audit          pip-audit of the runtime requirements (setup.cfg, server/postgres/redis)
 #   make bench          gateway vs bare upstream (and LiteLLM): bench/README.md, QUICK=1 LITELLM=1
+#   make soak           20 minutes of mixed traffic with upstream faults, RSS over time: bench/SOAK.md
 #
 # Variables: HOST, PORT, THREADS (gunicorn threads), PYTHON (interpreter that creates .venv),
 # PYTEST_ARGS (extra pytest arguments), TEST_DATABASE_URL, TEST_REDIS_URL.
@@ -28,7 +30,7 @@ PACKAGING := setup.cfg pyproject.toml
 .PHONY: help run test test-postgres lint format typecheck options-table clean
 
 help:
-	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "flask-aigateway needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
@@ -104,7 +106,7 @@ BENCH_ARGS ?=
 BENCH_STAMP := $(BENCH_VENV)/.installed-bench
 LITELLM_STAMP := $(LITELLM_VENV)/.installed-litellm
 
-.PHONY: bench
+.PHONY: bench soak
 
 $(BENCH_VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "the benchmark needs Python 3.11 or newer; run: make PYTHON=python3.11 bench")'
@@ -126,3 +128,47 @@ bench: $(BENCH_STAMP) $(if $(filter 1,$(LITELLM)),$(LITELLM_STAMP))
 		$(if $(filter 1,$(QUICK)),--quick) \
 		$(if $(OPEN_STREAMS),--open-streams $(OPEN_STREAMS)) \
 		$(if $(SOAK),--soak $(SOAK)) $(BENCH_ARGS)
+
+# The soak (bench/SOAK.md): the gateway as `make run` serves it under mixed traffic with 10 %
+# upstream faults, its process tree's RSS sampled throughout; same venv as the benchmark.
+#   make soak                          20 minutes on SQLite
+#   make soak BACKEND=postgres         on PostgreSQL + Redis (127.0.0.1, throw-away database)
+#   make soak MINUTES=2 SOAK_ARGS='--sample-seconds 5'
+MINUTES ?= 20
+BACKEND ?= sqlite
+SOAK_ARGS ?=
+
+soak: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m bench.soak --minutes $(MINUTES) --backend $(BACKEND) $(SOAK_ARGS)
+
+# pip-audit in a venv of its own, on the runtime requirements setup.cfg declares (with the
+# server, postgres and redis extras), resolved as a fresh install would resolve them today.
+# --strict: a dependency the vulnerability service cannot look up fails the audit instead of
+# being skipped silently (pip-audit would otherwise print "No known vulnerabilities found").
+AUDIT_VENV ?= .venv-audit
+AUDIT_STAMP := $(AUDIT_VENV)/.installed-audit
+AUDIT_ARGS ?=
+
+define RUNTIME_REQUIREMENTS_SCRIPT
+import configparser
+cfg = configparser.ConfigParser()
+cfg.read("setup.cfg")
+lines = cfg["options"]["install_requires"].splitlines()
+for extra in ("server", "postgres", "redis"):
+    lines += cfg["options.extras_require"][extra].splitlines()
+print("\n".join(x.strip() for x in lines if x.strip() and not x.strip().startswith("#")))
+endef
+export RUNTIME_REQUIREMENTS_SCRIPT
+
+.PHONY: audit
+
+$(AUDIT_STAMP):
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AUDIT_VENV)/bin/python -m pip install --quiet pip-audit
+	@touch $@
+
+audit: $(AUDIT_STAMP)
+	@$(AUDIT_VENV)/bin/python -c "$$RUNTIME_REQUIREMENTS_SCRIPT" > $(AUDIT_VENV)/runtime-requirements.txt
+	$(AUDIT_VENV)/bin/pip-audit --strict --progress-spinner off \
+		--requirement $(AUDIT_VENV)/runtime-requirements.txt $(AUDIT_ARGS)

@@ -10,7 +10,9 @@ each read to its end once; reports how many completed and the most that were ope
 
 Per request: total time to the last byte, time to the first byte (``ttfb``) and, for streams,
 to the first generated text (``ttft``); a stream without its end marker (``[DONE]`` or
-``message_stop``) counts as an error. Prints one line ``LOAD_JSON {...}`` (milliseconds).
+``message_stop``) counts as an error, counted by kind and by the error code the answer named
+(``error_codes``). ``--api embeddings`` posts OpenAI embeddings requests. Prints one line
+``LOAD_JSON {...}`` (milliseconds).
 """
 
 from __future__ import annotations
@@ -29,8 +31,19 @@ import aiohttp
 _TEXT_MARKERS = {
     "openai": re.compile(rb'"content"\s*:\s*"[^"]'),
     "anthropic": re.compile(rb"text_delta"),
+    "embeddings": re.compile(rb'"embedding"'),
 }
-_END_MARKERS = {"openai": b"[DONE]", "anthropic": b"message_stop"}
+_END_MARKERS = {"openai": b"[DONE]", "anthropic": b"message_stop", "embeddings": b""}
+#: The error code (OpenAI's ``code``, else a ``type``) at the end of an error body or event.
+_ERROR_CODE = re.compile(rb'"(?:code|type)"\s*:\s*"([^"]{1,80})"')
+#: Bytes of the answer's end kept: the end marker, or the error that ended it.
+_TAIL = 512
+
+
+def error_code(tail: bytes) -> str:
+    """The last error code or type named in ``tail`` ("" when none)."""
+    found = _ERROR_CODE.findall(tail)
+    return found[-1].decode("utf-8", "replace") if found else ""
 
 
 def percentile(ordered: list[float], p: float) -> float | None:
@@ -57,6 +70,8 @@ def summary(values: list[float]) -> dict[str, float] | None:
 
 
 def request_body(api: str, model: str, stream: bool) -> bytes:
+    if api == "embeddings":
+        return json.dumps({"model": model, "input": "Say hello."}).encode()
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": 64,
@@ -78,13 +93,16 @@ class Results:
     ttfts: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
+    error_codes: dict[str, int] = field(default_factory=dict)
     samples: list[str] = field(default_factory=list)
     warmup_requests: int = 0
     open_now: int = 0
     open_max: int = 0
 
-    def error(self, kind: str, detail: str) -> None:
+    def error(self, kind: str, detail: str, code: str = "") -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
+        key = f"{kind} {code}" if code else kind
+        self.error_codes[key] = self.error_codes.get(key, 0) + 1
         if len(self.samples) < 5:
             self.samples.append(f"{kind}: {detail}"[:300])
 
@@ -125,7 +143,7 @@ class Client:
                         ttfb = now - start
                     if ttft is None and self.args.stream and self.text_marker.search(tail + data):
                         ttft = now - start
-                    tail = (tail + data)[-96:]
+                    tail = (tail + data)[-_TAIL:]
             end = time.perf_counter()
         except TimeoutError:
             if record:
@@ -142,9 +160,14 @@ class Client:
             return True
         results.statuses[str(status)] = results.statuses.get(str(status), 0) + 1
         if status >= 400:
-            results.error("status", f"HTTP {status}: {tail[-80:]!r}")
+            code = f"{status} {error_code(tail)}".strip()
+            results.error("status", f"HTTP {status}: {tail[-80:]!r}", code)
         elif self.args.stream and self.end_marker not in tail:
-            results.error("incomplete", f"stream ended without its end marker: {tail[-80:]!r}")
+            results.error(
+                "incomplete",
+                f"stream ended without its end marker: {tail[-80:]!r}",
+                error_code(tail),
+            )
         else:
             results.totals.append((end - start) * 1000)
             if ttfb is not None:
@@ -215,6 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "open_max": results.open_max,
         "statuses": results.statuses,
         "errors": results.errors,
+        "error_codes": results.error_codes,
         "error_samples": results.samples,
         "latency_ms": summary(results.totals),
         "ttfb_ms": summary(results.ttfbs),

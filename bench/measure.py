@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .procs import (
@@ -92,6 +93,7 @@ def run_load(
     busy0 = machine_busy_seconds()
     served0 = mock.requests_served()
     wall0 = time.perf_counter()
+    started = time.time()
     budget = warmup + duration + timeout + 60 + (ramp if open_streams else 0)
     with PeakRSS(pid) as peak:
         result = _load(argv, budget)
@@ -115,11 +117,32 @@ def run_load(
         "other": max(0.0, busy - client - mock_cpu - target_cpu - idle - own) / wall,
     }
     result["cpu_ms_per_req"] = 1000 * cpu / done if done else None
+    probe = target.settings.get("loop_probe")
+    if probe:
+        result["loop_block_ms"] = longest_loop_block(Path(probe), started, time.time())
     result["upstream_calls_per_req"] = served / done if done and not is_mock else None
     if pid:
         result["peak_rss_mb"] = peak.peak_mb
         result["end_memory"] = Memory.of(pid).as_dict()
     return result
+
+
+def longest_loop_block(path: Path, start: float, end: float) -> float:
+    """The longest the gateway's gevent hub was blocked between ``start`` and ``end`` (unix
+    seconds), in ms, from the file ``sample_app/loopwatch.py`` writes: one line per second in
+    which a wake-up of its probe came late by 1 ms or more (0 when none did)."""
+    worst = 0.0
+    if not path.exists():
+        return worst
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line being written
+            if start - 1 <= entry["t"] <= end:
+                worst = max(worst, float(entry["max_ms"]))
+    return worst
 
 
 def idle_state(target: Target, seconds: float = 2.0) -> dict[str, Any]:

@@ -139,6 +139,24 @@ def rss_mb(pids: Sequence[int]) -> float:
     return total / 1024
 
 
+def rss_parts_mb(pids: Sequence[int]) -> dict[str, float]:
+    """RSS split as the kernel counts it: ``anon`` (heaps, stacks: what a leak grows), ``file``
+    (mapped files: code, shared libraries) and ``shmem`` (shared memory, e.g. SQLite's WAL
+    index)."""
+    parts = {"anon": 0, "file": 0, "shmem": 0}
+    names = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    name = names.get(line.split(maxsplit=1)[0]) if line.strip() else None
+                    if name is not None:
+                        parts[name] += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return {name: kb / 1024 for name, kb in parts.items()}
+
+
 def pss_mb(pids: Sequence[int]) -> float:
     """Proportional set size: shared pages split between the processes sharing them."""
     total = 0

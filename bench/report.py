@@ -71,6 +71,9 @@ def aggregate(raw: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ttfb_p50_ms": median(_get(r, "ttfb_ms", "p50") for r in mine),
                 "ttfb_p99_ms": median(_get(r, "ttfb_ms", "p99") for r in mine),
                 "cpu_ms_per_req": median(r.get("cpu_ms_per_req") for r in mine),
+                "loop_block_ms": max((r.get("loop_block_ms") or 0.0) for r in mine)
+                if any("loop_block_ms" in r for r in mine)
+                else None,
                 "errors": sum(r["requests_err"] for r in mine),
                 "requests_ok": sum(r["requests_ok"] for r in mine),
                 "peak_rss_mb": max((r.get("peak_rss_mb") or 0.0) for r in mine) or None,

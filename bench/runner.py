@@ -52,6 +52,8 @@ def progress(record: dict[str, Any]) -> None:
         line += f" ttfb50={ttfb['p50']:6.2f} ttfb99={ttfb['p99']:7.2f}"
     if record.get("cpu_ms_per_req") is not None:
         line += f" cpu={record['cpu_ms_per_req']:.2f}ms/req"
+    if record.get("loop_block_ms") is not None:
+        line += f" block={record['loop_block_ms']:.1f}ms"
     if record.get("requests_err"):
         line += f" ERR={record['requests_err']} {record.get('error_samples', [])[:1]}"
     noise = (record.get("cores") or {}).get("other", 0)

@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class Target:
     api_key: str
     service: Service | None
     settings: dict[str, Any] = field(default_factory=dict)
+    #: The environment the gateway runs in (for ``flask --app sample_app`` against it).
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def pid(self) -> int | None:
@@ -68,12 +71,13 @@ class Target:
 class Mock:
     """The mock upstream process and its control API."""
 
-    def __init__(self, scratch: Path) -> None:
+    def __init__(self, scratch: Path, options: Sequence[str] = ()) -> None:
+        """Start the mock; ``options``: more command-line options (``--seed 1``)."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.service = Service(
             "mock",
-            [sys.executable, "-m", "bench.mock_upstream", "--port", str(self.port)],
+            [sys.executable, "-m", "bench.mock_upstream", "--port", str(self.port), *options],
             log_path=scratch / "mock.log",
             cwd=ROOT,
         )
@@ -84,11 +88,15 @@ class Mock:
             "upstream", "bare upstream (mock)", self.base_url, "sk-mock", self.service
         )
 
-    def configure(self, **knobs: float) -> None:
+    def configure(self, **knobs: float | str) -> None:
         self._call("POST", "/__mock/config", knobs)
 
+    def stats(self) -> dict[str, Any]:
+        """Requests served (``total``, ``streamed``) and ``faults`` injected, by kind."""
+        return dict(self._call("GET", "/__mock/stats"))
+
     def requests_served(self) -> int:
-        return int(self._call("GET", "/__mock/stats")["total"])
+        return int(self.stats()["total"])
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
         data = json.dumps(payload).encode() if payload is not None else None
@@ -216,10 +224,12 @@ KEY_COMMAND = [
 ]
 
 
-def provision(bin_dir: Path, env: dict[str, str], mock_url: str) -> str:
-    """Create the schema, a provider for the mock, the model alias and a key with a rate limit
-    and a daily budget; return the key's secret."""
-    for args in setup_commands(mock_url):
+def provision(
+    bin_dir: Path, env: dict[str, str], mock_url: str, extra: Sequence[Sequence[str]] = ()
+) -> str:
+    """Create the schema, a provider for the mock, the model alias (then run the ``extra``
+    commands) and a key with a rate limit and a daily budget; return the key's secret."""
+    for args in [*setup_commands(mock_url), *extra]:
         _flask(bin_dir, env, *args)
     return str(json.loads(_flask(bin_dir, env, *KEY_COMMAND))["secret"])
 
@@ -236,18 +246,26 @@ def start_gateway(
     connections: int,
     database_url: str | None = None,
     redis: RedisPrefix | None = None,
+    options: Mapping[str, str] | None = None,
+    setup: Sequence[Sequence[str]] = (),
 ) -> Target:
     """Provision and serve one gateway with ``sample_app/gunicorn.conf.py`` (one worker
-    process, as ``make run``), overriding only the worker class and its concurrency."""
+    process, as ``make run``), overriding only the worker class and its concurrency.
+
+    ``options``: more environment (``AIGATEWAY_*`` options); ``setup``: more ``flask --app
+    sample_app`` commands run after the model alias is created."""
     instance = scratch / name
-    extra = {}
+    extra = dict(options or {})
     if database_url:
         extra["AIGATEWAY_DATABASE_URI"] = database_url
     if redis is not None:
         extra["AIGATEWAY_REDIS_URL"] = redis.url
         extra["AIGATEWAY_REDIS_PREFIX"] = redis.prefix
+    probe = instance / "loop.jsonl"
+    if worker_class.startswith("gevent"):
+        extra["EVENT_LOOP_PROBE"] = str(probe)  # sample_app/loopwatch.py: the hub's blocks
     env = gateway_env(instance, extra)
-    api_key = provision(bin_dir, env, mock_url)
+    api_key = provision(bin_dir, env, mock_url, setup)
     port = free_port()
     argv = [
         str(bin_dir / "gunicorn"),
@@ -274,8 +292,9 @@ def start_gateway(
         "argv": argv,
         "database": "postgresql" if database_url else "sqlite",
         "redis": redis is not None,
+        "loop_probe": str(probe) if "EVENT_LOOP_PROBE" in extra else None,
     }
-    return Target(name, label, base_url, api_key, service, settings)
+    return Target(name, label, base_url, api_key, service, settings, env)
 
 
 # -- LiteLLM proxy --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from .errors import ConfigError
+from .errors import ConfigError, ServiceUnavailableError
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -138,7 +138,7 @@ def default_database_uri(app: Flask) -> str:
     return "sqlite:///" + os.path.join(app.instance_path, "aigateway.db")
 
 
-def _is_memory_sqlite(url: URL) -> bool:
+def is_memory_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and (
         url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
     )
@@ -182,7 +182,7 @@ def configure_engine(engine: Engine) -> None:
         return
     if not event.contains(engine, "connect", _sqlite_pragmas):
         event.listen(engine, "connect", _sqlite_pragmas)
-    if not _is_memory_sqlite(engine.url) and not event.contains(engine, "connect", _sqlite_wal):
+    if not is_memory_sqlite(engine.url) and not event.contains(engine, "connect", _sqlite_wal):
         event.listen(engine, "connect", _sqlite_wal)
 
 
@@ -270,7 +270,7 @@ def _add_bind_engine(
     ``init_app`` would have. An in-memory SQLite default database is shared, not copied."""
     options = dict(options) if isinstance(options, Mapping) else {"url": options}
     url = make_url(options["url"])
-    if default is not None and _is_memory_sqlite(url) and default.url == url:
+    if default is not None and is_memory_sqlite(url) and default.url == url:
         engine = default
     else:
         echo = app.config.get("SQLALCHEMY_ECHO", False)
@@ -310,3 +310,60 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+#: SQLite's words for a database that cannot be used right now (its error class,
+#: ``OperationalError``, also covers bugs such as a syntax error, which must stay 500s).
+_SQLITE_UNUSABLE = (
+    "database is locked",
+    "database table is locked",
+    "unable to open database file",
+    "disk I/O error",
+    "database or disk is full",
+    "attempt to write a readonly database",
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached or used right now (connection
+    refused or reset, server shutting down or restarting, an SQLite file locked past its busy
+    timeout) rather than that a statement is wrong.
+
+    Recognises SQLAlchemy's wrappers and the bare DB-API errors alike: the budget counters
+    and the request-log writer run statements on DB-API connections.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    original: BaseException | None = exc
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        original = exc.orig
+    names = {cls.__name__ for cls in type(original).__mro__}
+    if not names & {"OperationalError", "InterfaceError"}:
+        return False
+    if type(original).__module__.startswith("sqlite3"):
+        return any(words in str(original) for words in _SQLITE_UNUSABLE)
+    return True
+
+
+def database_unavailable(exc: BaseException) -> ServiceUnavailableError | None:
+    """The 503 to answer when ``exc`` is the database being unreachable (see
+    :func:`database_unreachable`); None for any other exception."""
+    if not database_unreachable(exc):
+        return None
+    return ServiceUnavailableError(
+        "The gateway cannot reach its database right now "
+        f"({exc.__class__.__name__}); retry shortly. Operators: check the database server "
+        "and AIGATEWAY_DATABASE_URI.",
+        code="database_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def database_error(exc: BaseException) -> ServiceUnavailableError | None:
+    """The 503 for a database problem no retry of the request's own can fix right away: the
+    schema missing (:func:`~.schema.missing_schema`) or the database unreachable."""
+    from .schema import missing_schema
+
+    return missing_schema(exc) or database_unavailable(exc)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .accounting import RequestRecord
 from .admission import Admission
 from .catalog import AliasRoute, wrong_kind
+from .db import database_error
 from .embeddings import EmbeddingsRequest
 from .enums import ModelKind, Route, WireFormat
 from .errors import GatewayError, InvalidRequestError
@@ -107,7 +108,11 @@ def embed(
         record.fail(error)
         raise
     except Exception as exc:
-        record.crash(exc)
-        raise
+        problem = database_error(exc)
+        if problem is None:
+            record.crash(exc)
+            raise
+        record.fail(problem)
+        raise problem from exc
     finally:
         pipeline.finish(record, admission)

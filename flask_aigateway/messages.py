@@ -16,6 +16,7 @@ from typing import Any
 from . import jsoncodec
 from .accounting import RequestRecord
 from .admission import Admission
+from .db import database_error
 from .enums import Route, WireFormat
 from .errors import GatewayError, InvalidRequestError, UpstreamError
 from .pipeline import Pipeline, new_request_id
@@ -33,7 +34,15 @@ from .providers.messages_inbound import (
     to_message,
 )
 from .providers.urls import anthropic_messages_url
-from .providers.wire import USER_AGENT, dumps, load_json, merge_headers
+from .providers.wire import (
+    SHAPE_ERRORS,
+    USER_AGENT,
+    describe,
+    dumps,
+    load_json,
+    merge_headers,
+    unexpected_shape,
+)
 from .schemas import ChatRequest, ChatResponse, Usage
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
@@ -152,8 +161,12 @@ class Messages:
             record.fail(error)
             raise
         except Exception as exc:
-            record.crash(exc)
-            raise
+            problem = database_error(exc)
+            if problem is None:
+                record.crash(exc)
+                raise
+            record.fail(problem)
+            raise problem from exc
         finally:
             pipeline.finish(record, admission)
 
@@ -177,19 +190,14 @@ class Messages:
                 answer = transport.send(upstream, timeout=seconds_left, pool_key=target.provider_id)
             if answer.status >= 300:
                 raise adapter.classify_error(answer.status, answer.headers, answer.body)
-            if target.wire_format is WireFormat.ANTHROPIC:
-                data = load_json(answer.body, "an Anthropic message")
-                if not isinstance(data, dict) or data.get("type") != "message":
-                    if isinstance(data, dict) and data.get("type") == "error":
-                        raise error_event(data.get("error") or {}, where="with a 200 status")
-                    raise UpstreamError(
-                        f"The {LABEL} upstream answered 200 with a body that is not a message.",
-                        retryable=True,
-                    )
-                return data, usage_from(data.get("usage") or {})
-            response = adapter.parse_response(answer.body, chat, target)
-            message = to_message(response, f"msg_{record.request_id}", body["model"])
-            return message, response.usage
+            try:
+                if target.wire_format is WireFormat.ANTHROPIC:
+                    return _message(load_json(answer.body, "an Anthropic message"), answer.body)
+                response = adapter.parse_response(answer.body, chat, target)
+                message = to_message(response, f"msg_{record.request_id}", body["model"])
+                return message, response.usage
+            except SHAPE_ERRORS as exc:
+                raise unexpected_shape(target.provider_name, "an answer", answer.body) from exc
         except UpstreamError as error:
             record.note_upstream_error(target, error)
             raise
@@ -234,11 +242,16 @@ class Messages:
             record.target = target
             record.ttft_ms = record.elapsed_ms()
         except BaseException as error:
+            problem = database_error(error)
             if isinstance(error, GatewayError):
                 record.fail(error)
+            elif problem is not None:
+                record.fail(problem)
             else:
                 record.crash(error)
             pipeline.finish(record, admission)
+            if problem is not None:
+                raise problem from error
             raise
         return MessageStream(
             pipeline, request, record, target, source, admission, release=attempts.release
@@ -268,12 +281,17 @@ class Messages:
                 if stream.status >= 300:
                     raise adapter.classify_error(stream.status, stream.headers, stream.read_body())
                 if target.wire_format is WireFormat.ANTHROPIC:
-                    source = _Passthrough(stream, request.model)
+                    source = _Passthrough(stream, request.model, target.provider_name)
                 else:
                     events = ChunkEvents(
                         f"msg_{record.request_id}", request.model, estimate_prompt_tokens(chat)
                     )
-                    source = _Translated(stream, adapter.stream_translator(chat, target), events)
+                    source = _Translated(
+                        stream,
+                        adapter.stream_translator(chat, target),
+                        events,
+                        target.provider_name,
+                    )
                 if not source.prime():
                     raise UpstreamError(
                         f"The stream from provider '{target.provider_name}' ended before any data.",
@@ -340,6 +358,26 @@ class Messages:
             pipeline.finish(record, None)
 
 
+def _message(data: Any, body: bytes) -> tuple[dict[str, Any], Usage]:
+    """An Anthropic-format upstream's 200 answer, passed through, and its usage; raises a
+    retryable UpstreamError when it is not a message (one of :data:`SHAPE_ERRORS` when a
+    part of it has the wrong shape)."""
+    if isinstance(data, dict) and data.get("type") == "error":
+        raise error_event(data.get("error") or {}, where="with a 200 status")
+    if (
+        not isinstance(data, dict)
+        or data.get("type") != "message"
+        or not isinstance(data.get("content"), list)
+    ):
+        raise UpstreamError(
+            f"The {LABEL} upstream answered 200 with a body that is not a message: "
+            f"{describe(body)}",
+            retryable=True,
+        )
+    _text(data)  # what the door reads of the content later, read once here
+    return data, usage_from(data.get("usage") or {})
+
+
 def _text(message: Mapping[str, Any]) -> str:
     """The text of a message's blocks (text, then tool inputs) for the log and estimates."""
     parts = []
@@ -379,25 +417,29 @@ class _Source:
 class _Passthrough(_Source):
     """An Anthropic-format upstream: its events unchanged (``model`` shown as the alias)."""
 
-    def __init__(self, stream: Any, alias: str) -> None:
+    def __init__(self, stream: Any, alias: str, provider: str) -> None:
         self._stream = stream
         self._events: Iterator[SSEEvent] = stream.events()
         self._watch = AnthropicStreamTranslator(alias, None)
         self._alias = alias
+        self._provider = provider
         self.pending = []
 
     def advance(self) -> bool:
         event = next(self._events, None)
         if event is None:
             return False
-        self._watch.feed(event)
-        self.usage, self.done = self._watch.usage, self._watch.done
-        if event.event == "ping" and not event.data.strip():
-            self.pending.append({"type": "ping"})
-            return True
-        data = jsoncodec.loads(event.data)
-        if data.get("type") == "message_start":
-            data["message"]["model"] = self._alias
+        try:
+            self._watch.feed(event)
+            self.usage, self.done = self._watch.usage, self._watch.done
+            if event.event == "ping":
+                self.pending.append({"type": "ping"})
+                return True
+            data = jsoncodec.loads(event.data)
+            if data.get("type") == "message_start":
+                data["message"]["model"] = self._alias
+        except SHAPE_ERRORS as exc:
+            raise unexpected_shape(self._provider, "a stream event", event.data) from exc
         self.pending.append(data)
         return True
 
@@ -408,11 +450,12 @@ class _Passthrough(_Source):
 class _Translated(_Source):
     """An OpenAI-format upstream: its chunks (via its adapter) as Anthropic events."""
 
-    def __init__(self, stream: Any, translator: Any, events: ChunkEvents) -> None:
+    def __init__(self, stream: Any, translator: Any, events: ChunkEvents, provider: str) -> None:
         self._stream = stream
         self._events: Iterator[SSEEvent] = stream.events()
         self._translator = translator
         self._converter = events
+        self._provider = provider
         self.pending = events.start()
         self._started = False
 
@@ -426,9 +469,12 @@ class _Translated(_Source):
         event = next(self._events, None)
         if event is None:
             return False
-        for chunk in self._translator.feed(event):
-            self._started = True
-            self.pending += self._converter.feed(chunk)
+        try:
+            for chunk in self._translator.feed(event):
+                self._started = True
+                self.pending += self._converter.feed(chunk)
+        except SHAPE_ERRORS as exc:
+            raise unexpected_shape(self._provider, "a stream event", event.data) from exc
         if self._translator.done:
             self._started = True
             self.usage = self._translator.usage or Usage()
@@ -476,11 +522,12 @@ class MessageStream:
             while True:
                 pending, source.pending = source.pending, []
                 for event in pending:
-                    assembler.feed(event)
-                    delta = event.get("delta") or {}
-                    for key in ("text", "partial_json", "thinking"):
-                        if delta.get(key):
-                            self._text.append(delta[key])
+                    try:
+                        assembler.feed(event)
+                        self._collect(event)
+                    except SHAPE_ERRORS as exc:
+                        name = self.target.provider_name
+                        raise unexpected_shape(name, "a stream event", dumps(event)) from exc
                     paused = clock()
                     yield event
                     record.client_seconds += clock() - paused
@@ -516,6 +563,17 @@ class MessageStream:
             raise
         finally:
             self.close()
+
+    def _collect(self, event: Mapping[str, Any]) -> None:
+        """Keep the text an event carries (to bill a stream that ends early); raises
+        TypeError when it is not text."""
+        delta = event.get("delta") or {}
+        for key in ("text", "partial_json", "thinking"):
+            value = delta.get(key)
+            if value:
+                if not isinstance(value, str):
+                    raise TypeError(f"delta.{key} is not a string")
+                self._text.append(value)
 
     def _store(self, assembler: MessageAssembler) -> None:
         decision = self.admission.cache

@@ -18,6 +18,7 @@ from .accounting import Metrics, RequestLogWriter, RequestRecord, cost_of
 from .admission import Admission
 from .caching import ResponseCache
 from .catalog import AliasRoute, load_route, wrong_kind
+from .db import database_error
 from .embedding_pipeline import embed
 from .embeddings import EmbeddingsRequest, GatewayRequest
 from .enums import ModelKind, Route
@@ -26,8 +27,8 @@ from .governance import BudgetBook, Gate, Principal, RateLimiter, authenticate
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
+from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .routing import AttemptLog, Router, execute
-from .schema import missing_schema
 from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
 from .streaming import ChatStream, _Opened, replay_stream
@@ -67,6 +68,7 @@ class Pipeline:
 
     def close(self) -> None:
         self.transport.close()
+        self.budgets.pending.close()
         self.log_writer.close()
 
     # -- steps ---------------------------------------------------------------------------
@@ -95,11 +97,16 @@ class Pipeline:
         except BaseException as error:
             record = RequestRecord(request_id, route=route.value)
             self.metrics.started()
+            problem = database_error(error)
             if isinstance(error, GatewayError):
                 record.fail(error)
+            elif problem is not None:
+                record.fail(problem)
             else:
                 record.crash(error)
             self.finish(record, None)
+            if problem is not None:
+                raise problem from error
             raise
 
     def authorize(
@@ -331,12 +338,12 @@ class Pipeline:
             record.fail(error)
             raise
         except Exception as exc:
-            missing = missing_schema(exc)
-            if missing is None:
+            problem = database_error(exc)
+            if problem is None:
                 record.crash(exc)
                 raise
-            record.fail(missing)
-            raise missing from exc
+            record.fail(problem)
+            raise problem from exc
         finally:
             self.finish(record, admission)
 
@@ -359,7 +366,10 @@ class Pipeline:
                 )
             if answer.status >= 300:
                 raise adapter.classify_error(answer.status, answer.headers, answer.body)
-            return adapter.parse_response(answer.body, request, target)
+            try:
+                return adapter.parse_response(answer.body, request, target)
+            except SHAPE_ERRORS as exc:
+                raise unexpected_shape(target.provider_name, "an answer", answer.body) from exc
         except UpstreamError as error:
             record.note_upstream_error(target, error)
             raise
@@ -418,16 +428,16 @@ class Pipeline:
             record.target = target
             record.ttft_ms = record.elapsed_ms()
         except BaseException as error:
-            missing = missing_schema(error)
+            problem = database_error(error)
             if isinstance(error, GatewayError):
                 record.fail(error)
-            elif missing is not None:
-                record.fail(missing)
+            elif problem is not None:
+                record.fail(problem)
             else:
                 record.crash(error)
             self.finish(record, admission)
-            if missing is not None:
-                raise missing from error
+            if problem is not None:
+                raise problem from error
             raise
         return ChatStream(
             self, request, record, target, opened, admission, release=attempts.release
@@ -458,7 +468,11 @@ class Pipeline:
             translator = adapter.stream_translator(request, target)
             events = stream.events()
             for event in events:
-                chunks = translator.feed(event)
+                try:
+                    chunks = translator.feed(event)
+                except SHAPE_ERRORS as exc:
+                    name = target.provider_name
+                    raise unexpected_shape(name, "a stream event", event.data) from exc
                 if chunks or translator.done:
                     return _Opened(stream, events, translator, chunks)
             raise UpstreamError(

@@ -282,15 +282,37 @@ class Usage:
 
     @classmethod
     def from_openai(cls, data: Mapping[str, Any] | None) -> Usage | None:
-        """Read OpenAI's ``usage`` object; None when absent or empty."""
+        """Read OpenAI's ``usage`` object; None when absent or empty.
+
+        :raises ValueError: a count is not a non-negative number (:func:`token_count`).
+        :raises AttributeError: ``data`` is not an object.
+        """
         if not data:
             return None
         details = data.get("prompt_tokens_details") or {}
         return cls(
-            prompt_tokens=int(data.get("prompt_tokens") or 0),
-            completion_tokens=int(data.get("completion_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0),
+            prompt_tokens=token_count(data.get("prompt_tokens")),
+            completion_tokens=token_count(data.get("completion_tokens")),
+            cached_tokens=token_count(details.get("cached_tokens")),
         )
+
+
+#: The largest token count an upstream may report: what the request log's integer columns
+#: hold, and far beyond any model's context window.
+MAX_TOKEN_COUNT = 2**31 - 1
+
+
+def token_count(value: Any) -> int:
+    """A token count as an upstream reports it: a number from 0 to :data:`MAX_TOKEN_COUNT`
+    (None is 0).
+
+    :raises ValueError: anything else. A negative count would credit a budget, and one past
+        the limit could not be written to the request log.
+    """
+    count = int(value or 0)
+    if not 0 <= count <= MAX_TOKEN_COUNT:
+        raise ValueError(f"a token count of {count}")
+    return count
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, current_app
 from sqlalchemy import Engine
@@ -17,6 +17,8 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
+
+_T = TypeVar("_T")
 
 
 class GatewayState:
@@ -125,6 +127,21 @@ class GatewayState:
         """One atomic unit of work (commit on success, rollback on error)."""
         with transaction(self.session_factory) as session:
             yield session
+
+    def write(self, work: Callable[[Session], _T]) -> _T:
+        """``work(session)`` in one transaction that writes, committed when it returns.
+
+        On an SQLite file it runs behind this process's one writer lock and, under gevent,
+        in the thread pool (:mod:`.offload`), so a write waiting for SQLite's lock never stops
+        the other requests of the worker. Do not nest: ``work`` must not call it again.
+        """
+        from .offload import sqlite_write
+
+        def run() -> _T:
+            with self.transaction() as session:
+                return work(session)
+
+        return sqlite_write(self.engine, run)
 
     def create_tables(self) -> None:
         """Create missing tables without Alembic (tests, notebooks)."""

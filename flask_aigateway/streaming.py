@@ -16,6 +16,7 @@ from .accounting import RequestRecord
 from .caching import CompletionAssembler, completion_chunks
 from .errors import GatewayError, UpstreamError
 from .providers.base import SSEEvent, StreamTranslator, Target
+from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
@@ -146,7 +147,11 @@ class ChatStream:
                     record.upstream_seconds += clock() - began
                 if event is None:
                     break
-                pending = translator.feed(event)
+                try:
+                    pending = translator.feed(event)
+                except SHAPE_ERRORS as exc:
+                    name = self.target.provider_name
+                    raise unexpected_shape(name, "a stream event", event.data) from exc
             if not translator.done:
                 raise UpstreamError(
                     f"The stream from provider '{self.target.provider_name}' was cut before "

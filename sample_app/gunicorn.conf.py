@@ -16,9 +16,11 @@ count), ``WORKER_CLASS``
 (``gevent``), ``WORKER_CONNECTIONS`` (concurrent connections of a gevent worker, 2000: size it
 for the streams you expect to hold, not for the CPU), ``THREADS`` (gthread's threads, 8),
 ``GRACEFUL_TIMEOUT`` (seconds streams in flight may take to finish on SIGTERM, 120),
-``ACCESS_LOG`` (unset: no access log, since every request is already in the gateway's request
-log; ``-`` for stdout or a file path), ``PROMETHEUS_MULTIPROC_DIR`` (with several workers:
-where they write their metrics, emptied on start; default a fresh temporary directory).
+``EVENT_LOOP_PROBE`` (a file path: the gevent worker writes how long its hub was blocked, see
+``sample_app/loopwatch.py``), ``ACCESS_LOG`` (unset: no access log, since every request is
+already in the gateway's request log; ``-`` for stdout or a file path),
+``PROMETHEUS_MULTIPROC_DIR`` (with several workers: where they write their metrics, emptied on
+start; default a fresh temporary directory).
 """
 
 from __future__ import annotations
@@ -99,6 +101,11 @@ def post_worker_init(worker: Any) -> None:
     from sample_app.bootstrap import announce
 
     announce(worker.wsgi, base_url=_public_url(worker.cfg.bind[0]))
+    probe = os.environ.get("EVENT_LOOP_PROBE", "").strip()
+    if probe:
+        from sample_app import loopwatch
+
+        loopwatch.start(probe)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

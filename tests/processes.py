@@ -35,7 +35,12 @@ class GatewayProcess:
         threads: int = 16,
         workers: int = 1,
         worker_class: str = "gevent",
+        *,
+        make_run: bool = False,
     ) -> None:
+        """``make_run``: serve with ``sample_app/gunicorn.conf.py`` exactly as ``make run``
+        does (its settings, hooks and worker class; ``WORKERS`` = ``workers``) instead of
+        gunicorn's defaults and the arguments given here."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
@@ -47,11 +52,14 @@ class GatewayProcess:
         self.log_path = instance_path / f"gunicorn-{self.port}.log"
         instance_path.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
+        if make_run:
+            # As `make run` serves it: sample_app/gunicorn.conf.py, settings from the
+            # environment (WORKERS, WORKER_CLASS… given in ``env``).
+            full_env.update(HOST="127.0.0.1", PORT=str(self.port))
+            full_env.setdefault("WORKERS", str(workers))
+            command = ["--config", "sample_app/gunicorn.conf.py"]
+        else:
+            command = [
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--workers",
@@ -62,7 +70,9 @@ class GatewayProcess:
                 "--graceful-timeout",
                 "5",
                 "sample_app:create_app()",
-            ],
+            ]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *command],
             cwd=ROOT,
             env=full_env,
             stdout=self._log,
@@ -83,6 +93,16 @@ class GatewayProcess:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"gateway not ready in {timeout} s:\n{self.log_path.read_text()}")
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of gunicorn's workers (the master's children; Linux ``/proc``)."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return sorted(int(child) for child in children)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the gateway answers ``/v1/health`` again (e.g. a worker respawned)."""
+        self._wait_ready(timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:

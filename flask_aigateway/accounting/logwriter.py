@@ -39,6 +39,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from ..offload import sqlite_write
 from ..state import GatewayState
 from .record import COUNTER_SPEND, RequestRecord
 from .rollups import prune_request_log, write_batch, write_spend
@@ -110,7 +111,7 @@ class RequestLogWriter:
         """Hand over the row of ``record`` (fixing its latency now)."""
         row = record.to_row()
         if self._sync:
-            write_batch(self._state, [row])
+            self._write_batch([row])
             return
         with self._mutex:
             queued = self._ensure_thread()
@@ -278,7 +279,7 @@ class RequestLogWriter:
         delay = 0.1
         while True:
             try:
-                write_batch(self._state, batch)
+                self._write_batch(batch)
                 return
             except (OperationalError, DBAPIError) as exc:
                 unreachable = isinstance(exc, OperationalError) or exc.connection_invalidated
@@ -299,10 +300,14 @@ class RequestLogWriter:
                 break
         self._write_each(batch)
 
+    def _write_batch(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """One transaction of rows; on SQLite off the gevent hub (:mod:`..offload`)."""
+        sqlite_write(self._state.engine, write_batch, self._state, rows)
+
     def _write_now(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Write from the calling thread (queue full for too long, or writer closed)."""
         try:
-            write_batch(self._state, rows)
+            self._write_batch(rows)
         except Exception:
             log.exception("request-log batch of %d rows refused; retrying row by row", len(rows))
             self._write_each(rows)
@@ -310,7 +315,7 @@ class RequestLogWriter:
     def _write_each(self, rows: Sequence[Mapping[str, Any]]) -> None:
         for row in rows:
             try:
-                write_batch(self._state, [row])
+                self._write_batch([row])
             except Exception:
                 self.failed += 1
                 log.exception(
@@ -326,7 +331,7 @@ class RequestLogWriter:
     def _write_spend(self, row: Mapping[str, Any]) -> None:
         """The usage-counter spend of a row the database refused: the cost still counts."""
         try:
-            write_spend(self._state, [row])
+            sqlite_write(self._state.engine, write_spend, self._state, [row])
         except Exception:
             log.exception(
                 "usage-counter spend LOST: request_id=%s cost=%s counters=%s",
@@ -346,7 +351,7 @@ class RequestLogWriter:
             return
         self._next_prune = time.monotonic() + self._prune_every
         try:
-            prune_request_log(self._state)
+            sqlite_write(self._state.engine, prune_request_log, self._state)
         except Exception:
             log.exception("pruning the request log failed; retrying in %.0f s", self._prune_every)
 

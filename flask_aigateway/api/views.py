@@ -20,6 +20,7 @@ from werkzeug.routing import PathConverter
 
 from .. import jsoncodec
 from ..catalog import list_aliases
+from ..db import database_error
 from ..errors import (
     AuthenticationError,
     GatewayError,
@@ -31,7 +32,6 @@ from ..errors import (
 from ..governance.auth import authenticate, bearer_token
 from ..governance.throttles import API_AUTH, get_throttles
 from ..pipeline import ChatStream, get_pipeline, new_request_id
-from ..schema import missing_schema
 from ..schemas import ChatRequest, ChatResponse
 from ..state import get_state
 from . import embeddings as embeddings_views
@@ -205,10 +205,10 @@ def create_blueprint() -> Blueprint:
 
     @bp.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
-        missing = missing_schema(error)
-        if missing is not None:
-            log.error("%s on %s: %s", missing.code, request.path, error.__class__.__name__)
-            return _error_response(missing)
+        problem = database_error(error)
+        if problem is not None:
+            log.error("%s on %s: %s", problem.code, request.path, error.__class__.__name__)
+            return _error_response(problem)
         log.exception("unexpected error on %s", request.path)
         return _error_response(
             GatewayError(

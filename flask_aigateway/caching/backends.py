@@ -21,6 +21,7 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from ..accounting.rollups import upsert_insert
 from ..db import utcnow
@@ -71,7 +72,8 @@ class SqlBackend:
             "created_at": now,
             "expires_at": now + dt.timedelta(seconds=ttl),
         }
-        with self._state.transaction() as session:
+
+        def upsert(session: Session) -> None:
             dialect = session.get_bind().dialect.name
             if dialect in ("postgresql", "sqlite"):
                 stmt = upsert_insert(dialect)(CacheEntry).values(values)
@@ -86,17 +88,21 @@ class SqlBackend:
                 )
             else:
                 session.merge(CacheEntry(**values))
+
+        self._state.write(upsert)
         self._maybe_prune()
 
     def prune(self) -> int:
         """Delete expired entries; returns how many went."""
-        with self._state.transaction() as session:
-            result = session.execute(delete(CacheEntry).where(CacheEntry.expires_at <= utcnow()))
+        result = self._state.write(
+            lambda session: session.execute(
+                delete(CacheEntry).where(CacheEntry.expires_at <= utcnow())
+            )
+        )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def clear(self) -> int:
-        with self._state.transaction() as session:
-            result = session.execute(delete(CacheEntry))
+        result = self._state.write(lambda session: session.execute(delete(CacheEntry)))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def _maybe_prune(self) -> None:

@@ -10,16 +10,20 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..db import utcnow
 from ..errors import AuthenticationError
 from ..models import ApiKey, Team
 from ..state import GatewayState
 from .policy import EffectiveRules, effective_rules, rules_of
+
+log = logging.getLogger(__name__)
 
 _CACHE = "principals"
 #: last_used_at is written at most this often per key and process.
@@ -108,9 +112,8 @@ def _load(state: GatewayState, digest: str) -> Principal:
             levels.append(rules_of(team))
             team = team.parent
         now = utcnow()
-        if key.last_used_at is None or now - key.last_used_at >= _TOUCH_INTERVAL:
-            session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-        return Principal(
+        touch = key.last_used_at is None or now - key.last_used_at >= _TOUCH_INTERVAL
+        principal = Principal(
             key_id=key.id,
             key_name=key.name,
             team_id=key.team_id,
@@ -119,3 +122,16 @@ def _load(state: GatewayState, digest: str) -> Principal:
             expires_at=key.expires_at,
             grace_until=grace_until,
         )
+    if touch:
+        # Its own short write, after the read: on SQLite it may have to wait for the write
+        # lock, which it does off the gevent hub (GatewayState.write). Bookkeeping only: a
+        # failure is logged and the request goes on.
+        try:
+            state.write(
+                lambda session: session.execute(
+                    update(ApiKey).where(ApiKey.id == principal.key_id).values(last_used_at=now)
+                )
+            )
+        except SQLAlchemyError:
+            log.warning("could not record the last use of key %s", principal.key_id, exc_info=True)
+    return principal

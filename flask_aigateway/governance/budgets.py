@@ -41,6 +41,7 @@ from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
 from .budget_store import CounterKey, CounterState, CounterStore, Refused, SqlCounterStore
 from .budget_store_redis import RedisCounterStore
+from .pending import PendingSettlements, Step
 
 if TYPE_CHECKING:
     from ..accounting.record import CounterSpend
@@ -206,9 +207,11 @@ class Reservation:
     """Money held against every budget of one request until it settles or is released.
 
     Settling and releasing happen once (later calls do nothing) and never raise: the request
-    has already been served, so a store failure is logged with the amounts to reconcile.
-    With the Redis store, the cost still has to reach the database rows: :attr:`spend` holds
-    it after settling, for the caller to write with the request's log row.
+    has already been served. The SQL counters' settlement is retried in the background while
+    the database cannot be reached (:mod:`.pending`); with the Redis store the database rows
+    get the cost with the request's log row instead (:attr:`spend` holds it after settling,
+    for the caller to hand on) and the Redis half is done once. Any other store failure is
+    logged with the amounts to reconcile.
     """
 
     def __init__(
@@ -220,8 +223,11 @@ class Reservation:
         *,
         checked: bool = True,
         keys: Sequence[CounterKey] | None = None,
+        pending: PendingSettlements | None = None,
     ) -> None:
         self._store = store
+        #: Where a settlement whose store is unreachable waits for it (None: logged, lost).
+        self._pending = pending
         self._lines = tuple(lines)
         #: The counters of ``lines`` (given when already at hand).
         self._keys = tuple(line.key for line in self._lines) if keys is None else keys
@@ -269,13 +275,25 @@ class Reservation:
         store = self._store
         if store is None or not self._lines:
             return
-        keys = self._keys
+        keys, amount = self._keys, self.amount
         if not isinstance(store, RedisCounterStore):
+            if not self._checked:
+                return
+            what = f"budget settlement (reserved {amount} USD, cost {cost} USD, counters {keys})"
             try:
-                self._states = store.settle(keys, self.amount, cost, count=count)
+                states = self._run(
+                    Step(lambda: store.settle(keys, amount, cost, count=count), what)
+                )
             except Exception:  # noqa: BLE001  (logged with the amounts to reconcile)
                 self._failed(cost)
+                return
+            if states is not None:
+                self._states = states
             return
+        # The database rows get the cost with the request's log row (the log writer retries
+        # while the database is down); the Redis half is not retried: a Redis that lost the
+        # counter reloads it from those rows, and a late Redis settlement would then count
+        # the cost twice.
         if cost or count:
             requests = 1 if count else 0
             self.spend = tuple(
@@ -283,10 +301,10 @@ class Reservation:
             )
         if not self._checked:
             return
-        call = store.settle_call(keys, self.amount, cost)
+        call = store.settle_call(keys, amount, cost)
 
         def settled(reply: Any) -> None:
-            self._states = store.states(keys, reply)
+            self._states = self._states_after(store, reply)
 
         def failed(exc: BaseException) -> None:
             self._failed(cost, exc)
@@ -310,6 +328,20 @@ class Reservation:
             self._keys,
             exc_info=exc if exc is not None else True,
         )
+
+    def _states_after(self, store: RedisCounterStore, reply: Any) -> Sequence[CounterState]:
+        """The counters after a Redis settlement, for the remaining-budget header (a counter
+        Redis lost is read from the database, which may be down too: then the old states)."""
+        try:
+            return store.states(self._keys, reply)
+        except Exception:
+            log.debug("counter states after settling not read", exc_info=True)
+            return self._states
+
+    def _run(self, step: Step) -> Any:
+        """Run ``step`` now, or leave it to :attr:`_pending` while its store is unreachable
+        (None then)."""
+        return step.run() if self._pending is None else self._pending.run(step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +376,8 @@ class BudgetBook:
         self._state = state
         self._store: CounterStore | None = None
         self._lock = threading.Lock()
+        #: Settlements waiting for an unreachable store (see :mod:`.pending`).
+        self.pending = PendingSettlements()
 
     @property
     def store(self) -> CounterStore:
@@ -364,12 +398,21 @@ class BudgetBook:
 
     def held(self, ask: BudgetAsk, states: Sequence[CounterState]) -> Reservation:
         """The reservation of ``ask`` once the store has taken it."""
-        return Reservation(self.store, ask.charge.lines, ask.amount, states, keys=ask.keys)
+        return Reservation(
+            self.store, ask.charge.lines, ask.amount, states, keys=ask.keys, pending=self.pending
+        )
 
     def unchecked(self, ask: BudgetAsk) -> Reservation:
         """A reservation admitted without the store (Redis unreachable, failure mode open):
         it only records the cost."""
-        return Reservation(self.store, ask.charge.lines, ask.amount, checked=False, keys=ask.keys)
+        return Reservation(
+            self.store,
+            ask.charge.lines,
+            ask.amount,
+            checked=False,
+            keys=ask.keys,
+            pending=self.pending,
+        )
 
     def reserve(
         self, principal: Principal | None, route: AliasRoute, request: GatewayRequest

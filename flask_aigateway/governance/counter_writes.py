@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable
@@ -18,9 +19,13 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
+from ..offload import run_blocking, writer_lock
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+#: How long a counter write waits (off the gevent hub) while another process writes to SQLite.
+BUSY_TIMEOUT_MS = 30_000
 
 
 class KeptConnection:
@@ -71,6 +76,12 @@ class KeptConnection:
         self._closer = weakref.finalize(self, _close_quietly, conn)
         dbapi: Any = conn.dbapi_connection
         self._cursor = dbapi.cursor()
+        if self._engine.dialect.name == "sqlite":
+            # Never wait in SQLite's busy handler (CounterWrites.run waits off the gevent
+            # hub instead), and leave WAL checkpoints, which fsync, to the request-log
+            # writer's connections, which run off the hub.
+            self._cursor.execute("PRAGMA busy_timeout=0")
+            self._cursor.execute("PRAGMA wal_autocheckpoint=0")
 
     def _forget_inherited(self) -> None:
         """In a forked child: the parent still uses the connection, and closing (or garbage
@@ -81,6 +92,10 @@ class KeptConnection:
             self._inherited.append(self._conn)
         self._conn = self._cursor = self._closer = None
         self._pid = os.getpid()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
 
     def discard(self) -> None:
         """Close the connection (hold :attr:`lock`); the next use opens another."""
@@ -105,8 +120,10 @@ class CounterWrites:
     """Runs the store's writes.
 
     * SQLite file: every transaction on the store's own connection (:class:`KeptConnection`),
-      one at a time: SQLite has one writer anyway, and the lock queues this process's writers
-      here rather than in ``busy_timeout``.
+      one at a time: SQLite has one writer anyway, and :func:`..offload.writer_lock` queues
+      this process's writers (counters and request-log batches) on one cooperative lock
+      rather than in ``busy_timeout``. The write runs in place (microseconds); only while
+      another process holds SQLite's write lock does it wait, off the gevent hub.
     * In-memory SQLite (a pool of one shared connection): a pooled connection, same lock.
     * PostgreSQL: transactions run in parallel on row locks, each on a pooled connection.
     """
@@ -127,8 +144,26 @@ class CounterWrites:
                 return self._run_pooled(work)
             with self._lock:
                 return self._run_pooled(work)
+        # This process's SQLite writers queue on one cooperative lock (:mod:`..offload`); the
+        # write then runs in place, where it takes microseconds, unless another process holds
+        # SQLite's write lock: then it waits for it off the gevent hub.
+        with writer_lock(self._engine):
+            try:
+                return self._run_kept(own, work)
+            except sqlite3.OperationalError as error:
+                if getattr(error, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                    raise
+            return run_blocking(self._run_kept, own, work, True)
+
+    @staticmethod
+    def _run_kept(own: KeptConnection, work: Callable[[Any], _T], wait: bool = False) -> _T:
+        """``work`` in one transaction on the kept SQLite connection. Its busy timeout is 0:
+        ``BEGIN IMMEDIATE`` fails at once while another process writes, rather than sleeping
+        in SQLite's busy handler on the caller's thread; ``wait`` (off the hub) waits for it."""
         with own.lock:
             cursor = own.cursor()
+            if wait:
+                cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             try:
                 cursor.execute("BEGIN IMMEDIATE")
                 result = work(cursor)
@@ -139,6 +174,9 @@ class CounterWrites:
                 except Exception:  # noqa: BLE001  (whatever broke it, the connection is unusable)
                     own.discard()
                 raise
+            finally:
+                if wait and own.connected:
+                    own.cursor().execute("PRAGMA busy_timeout=0")
             return result
 
     def _run_pooled(self, work: Callable[[Any], _T]) -> _T:

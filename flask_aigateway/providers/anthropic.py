@@ -30,7 +30,7 @@ from .base import Target, UpstreamRequest
 from .classify import classify_status
 from .parameters import OTHER_FIELDS, Handling
 from .urls import anthropic_messages_url
-from .wire import USER_AGENT, dumps, load_json, merge_headers, quote, try_json
+from .wire import USER_AGENT, describe, dumps, load_json, merge_headers, quote, try_json
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -175,7 +175,7 @@ class AnthropicAdapter:
         ):
             raise UpstreamError(
                 f"The {LABEL} upstream answered 200 with a body that is not a message: "
-                f"{quote(body)!r}",
+                f"{describe(body)}",
                 retryable=True,
             )
         completion, usage = message_to_completion(

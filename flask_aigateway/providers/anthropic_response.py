@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from .. import jsoncodec
 from ..errors import UpstreamError
-from ..schemas import Usage
+from ..schemas import Usage, token_count
 from .base import SSEEvent
 
 LABEL = "Anthropic"
@@ -49,16 +49,16 @@ def usage_from(data: Mapping[str, Any], previous: Usage | None = None) -> Usage:
     prev = previous or Usage()
     read = data.get("cache_read_input_tokens")
     write = data.get("cache_creation_input_tokens")
-    cached = prev.cached_tokens if read is None else int(read)
-    cache_write = prev.cache_write_tokens if write is None else int(write)
+    cached = prev.cached_tokens if read is None else token_count(read)
+    cache_write = prev.cache_write_tokens if write is None else token_count(write)
     raw_input = data.get("input_tokens")
     uncached = prev.prompt_tokens - prev.cached_tokens - prev.cache_write_tokens
     if raw_input is not None:
-        uncached = int(raw_input)
+        uncached = token_count(raw_input)
     output = data.get("output_tokens")
     return Usage(
         prompt_tokens=uncached + cached + cache_write,
-        completion_tokens=prev.completion_tokens if output is None else int(output),
+        completion_tokens=prev.completion_tokens if output is None else token_count(output),
         cached_tokens=cached,
         cache_write_tokens=cache_write,
     )
@@ -202,7 +202,7 @@ class AnthropicStreamTranslator:
         index = data.get("index", len(self._blocks))
         if kind == "text":
             self._blocks[index] = _Block("text")
-            text = block.get("text")
+            text = _text(block, "text")
             return [self._chunk({"content": text})] if text else []
         if kind == "tool_use" and self.json_tool and block.get("name") == self.json_tool:
             self._blocks[index] = _Block("json")
@@ -212,9 +212,9 @@ class AnthropicStreamTranslator:
             self._tools += 1
             call = {
                 "index": self._blocks[index].tool_index,
-                "id": block.get("id"),
+                "id": _text(block, "id"),
                 "type": "function",
-                "function": {"name": block.get("name"), "arguments": ""},
+                "function": {"name": _text(block, "name"), "arguments": ""},
             }
             return [self._chunk({"tool_calls": [call]})]
         self._blocks[index] = _Block("ignored")
@@ -224,11 +224,11 @@ class AnthropicStreamTranslator:
         delta = data.get("delta") or {}
         state = self._blocks.get(data.get("index", -1), _Block("text"))
         if delta.get("type") == "text_delta" and state.kind == "text":
-            text = delta.get("text")
+            text = _text(delta, "text")
             return [self._chunk({"content": text})] if text else []
         if delta.get("type") != "input_json_delta" or not delta.get("partial_json"):
             return []
-        fragment = delta["partial_json"]
+        fragment = _text(delta, "partial_json")
         if state.kind == "json":
             state.sent = True
             return [self._chunk({"content": fragment})]
@@ -258,3 +258,12 @@ class AnthropicStreamTranslator:
     def _on_message_stop(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         self.done = True
         return []
+
+
+def _text(data: Mapping[str, Any], name: str) -> str | None:
+    """``data[name]`` when it is text or absent; raises TypeError for anything else (the
+    chunk would carry it to code that joins text)."""
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} is not a string")
+    return value

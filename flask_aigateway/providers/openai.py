@@ -18,7 +18,7 @@ from .base import SSEEvent, Target, UpstreamRequest
 from .classify import classify_status
 from .parameters import OPENAI_CHAT_PARAMETERS, OTHER_FIELDS, Handling
 from .urls import openai_chat_url
-from .wire import USER_AGENT, dumps, load_json, merge_headers, quote, try_json
+from .wire import USER_AGENT, describe, dumps, load_json, merge_headers, quote, try_json
 
 LABEL = "OpenAI-format"
 
@@ -84,7 +84,8 @@ class OpenAIAdapter:
         data.setdefault("object", "chat.completion")
         data.setdefault("created", 0)
         for choice in data["choices"]:
-            if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+            _check_choice(choice)
+            if isinstance(choice.get("message"), dict):
                 choice["message"].setdefault("refusal", None)
         usage = Usage.from_openai(data.get("usage")) or Usage()
         return ChatResponse(
@@ -169,16 +170,71 @@ class OpenAIStreamTranslator:
         choices = chunk.get("choices")
         if not choices:
             return []
+        if not isinstance(choices, list):
+            raise TypeError("choices is not a list")
         for choice in choices:
-            if not isinstance(choice.get("delta"), dict):
+            if not isinstance(choice.get("index", 0), int):
+                raise TypeError("a choice's index is not an integer")
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                _check_delta(delta)
+            else:
                 choice["delta"] = {}
             finish_reason = choice.get("finish_reason")
             if finish_reason:
+                if not isinstance(finish_reason, str):
+                    raise TypeError("finish_reason is not a string")
                 self.finish_reason = finish_reason
         chunk["model"] = self.alias
         chunk.setdefault("object", "chat.completion.chunk")
         chunk.setdefault("created", 0)
         return [chunk]
+
+
+def _check_choice(choice: Mapping[str, Any]) -> None:
+    """Raise TypeError (or AttributeError) unless a ``chat.completion`` choice has what the
+    gateway reads of it the types OpenAI's format gives it: a message object whose content is
+    text (or a list of parts, as some compatible servers send), tool calls and a finish reason
+    (``None`` or missing stands for nothing)."""
+    message = choice.get("message")
+    if message is not None:
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise TypeError("message.content is neither text nor a list of parts")
+        calls = message.get("tool_calls")
+        if calls is not None:
+            if not isinstance(calls, list):
+                raise TypeError("message.tool_calls is not a list")
+            for call in calls:
+                if not isinstance(call.get("function") or {}, dict):
+                    raise TypeError("a tool call's function is not an object")
+    finish_reason = choice.get("finish_reason")
+    if finish_reason is not None and not isinstance(finish_reason, str):
+        raise TypeError("finish_reason is not a string")
+
+
+def _check_delta(delta: Mapping[str, Any]) -> None:
+    """Raise TypeError unless what the gateway reads of a chunk's delta (its text, tool-call
+    names and arguments, to bill and cache them) has the types OpenAI's format gives it."""
+    for name in ("content", "refusal"):
+        text = delta.get(name)
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"delta.{name} is not a string")
+    calls = delta.get("tool_calls")
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise TypeError("delta.tool_calls is not a list")
+    for call in calls:
+        if not isinstance(call.get("index", 0), int):
+            raise TypeError("a tool call's index is not an integer")
+        function = call.get("function")
+        if function is not None and not (
+            isinstance(function, dict)
+            and isinstance(function.get("arguments") or "", str)
+            and isinstance(function.get("name") or "", str)
+        ):
+            raise TypeError("a tool call's function is not a name and arguments")
 
 
 def _error_fields(data: Any, body: bytes) -> tuple[str, str | None, str | None]:
@@ -206,6 +262,6 @@ def _body_error(data: Any, body: bytes) -> UpstreamError:
         )
     return UpstreamError(
         f"The {LABEL} upstream answered 200 with a body that is not a chat.completion: "
-        f"{quote(body)!r}",
+        f"{describe(body)}",
         retryable=True,
     )

@@ -24,7 +24,7 @@ from .base import Target, UpstreamRequest
 from .openai import OpenAIAdapter, request_headers
 from .parameters import OTHER_FIELDS, Handling
 from .urls import openai_embeddings_url
-from .wire import dumps, load_json, quote
+from .wire import describe, dumps, load_json, quote
 
 LABEL = "OpenAI-format"
 
@@ -173,7 +173,7 @@ def _encoded(embedding: Any, request: EmbeddingsRequest, body: bytes) -> list[fl
 def _bad_vector(body: bytes) -> UpstreamError:
     return UpstreamError(
         f"The {LABEL} upstream answered 200 with an embedding that is neither an array of "
-        f"numbers nor base64 float32: {quote(body)!r}",
+        f"numbers nor base64 float32: {describe(body)}",
         retryable=True,
     )
 
@@ -185,7 +185,7 @@ def _body_error(data: Any, body: bytes) -> UpstreamError:
         )
     return UpstreamError(
         f"The {LABEL} upstream answered 200 with a body that is not an embeddings list: "
-        f"{quote(body)!r}",
+        f"{describe(body)}",
         retryable=True,
     )
 

@@ -48,7 +48,7 @@ from ..errors import UpstreamError, UpstreamTimeoutError
 from .addresses import address_problem, host_problem
 from .base import SSEEvent, UpstreamRequest
 from .sse import SSEParser, SSETooLarge
-from .wire import FRAMING_HEADERS
+from .wire import FRAMING_HEADERS, describe
 
 log = logging.getLogger(__name__)
 
@@ -406,12 +406,21 @@ class UpstreamStream:
     def events(self) -> Iterator[SSEEvent]:
         """Server-sent events in order, parsed incrementally as network reads arrive.
 
-        Ends when the upstream ends the body. A connection cut mid-body raises a retryable
-        :class:`UpstreamError`; the deadline passing raises :class:`UpstreamTimeoutError`; a
-        line or event over ``max_sse_line_bytes`` a non-retryable :class:`UpstreamError`. A
-        body that ends cleanly but early is not an error here: the format's translator then
-        reports ``done`` False. After :meth:`close` it yields nothing more.
+        Ends when the upstream ends the body. An HTML answer or a connection cut mid-body
+        raises a retryable :class:`UpstreamError`; the deadline passing raises
+        :class:`UpstreamTimeoutError`; a line or event over ``max_sse_line_bytes`` a
+        non-retryable :class:`UpstreamError`. A body that ends cleanly but early is not an
+        error here: the format's translator then reports ``done`` False. After :meth:`close`
+        it yields nothing more.
         """
+        if "html" in (self.headers.get("content-type") or "").lower():
+            # An HTML page is never an event stream: a proxy's or a login page, answered 200.
+            page = self.read_body()
+            raise UpstreamError(
+                f"The upstream {self._host} answered with {describe(page)} instead of an event "
+                "stream.",
+                retryable=True,
+            )
         parser = SSEParser(max_line=self._max_line)
         read1 = self._raw.read1
         try:
@@ -700,7 +709,7 @@ def _blocked(host: str, problem: str) -> UpstreamError:
 
 def _timeout_error(host: str, timeout: float) -> UpstreamTimeoutError:
     return UpstreamTimeoutError(
-        f"The upstream {host} sent nothing more within the request's deadline of {timeout:g} s "
+        f"The upstream {host} sent nothing more within the request's deadline of {timeout:.3g} s "
         "(read timeout).",
         retryable=True,
     )

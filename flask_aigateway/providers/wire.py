@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +11,12 @@ from ..errors import UpstreamError
 
 #: How much of a non-JSON upstream body an error message quotes.
 QUOTE_LIMIT = 300
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>|<[^>]*$")
+#: What reading a decoded upstream value of an unexpected shape raises: ``.get`` on a string or
+#: a list, ``int()`` of a word, of infinity or of an impossible token count, a block index
+#: never opened.
+SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError, OverflowError)
 USER_AGENT = "flask-aigateway"
 
 #: Headers the HTTP client writes itself to frame a request, and hop-by-hop headers that only
@@ -45,10 +52,32 @@ def merge_headers(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str
     return merged
 
 
-def quote(body: bytes) -> str:
-    """A short printable excerpt of an upstream body for an error message."""
-    text = body.decode("utf-8", errors="replace").strip()
-    return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT] + "…"
+def quote(body: bytes | str) -> str:
+    """A short printable excerpt of an upstream body for an error message; an HTML page (a
+    proxy's or load balancer's error page, usually) is named by its title instead."""
+    head = body[: QUOTE_LIMIT * 4]
+    text = head if isinstance(head, str) else head.decode("utf-8", errors="replace")
+    text = text.strip()
+    if text[:14].lower().startswith(("<!doctype html", "<html")):
+        page = _decoded(body[:8192])
+        match = _TITLE.search(page)
+        if match and match.group(1).strip():
+            return f"an HTML page titled {' '.join(match.group(1).split())[:100]!r}"
+        words = " ".join(_TAG.sub(" ", page).split())
+        return f"an HTML page: {words[:100]!r}" if words else "an HTML page"
+    if len(text) > QUOTE_LIMIT or len(head) < len(body):
+        return text[:QUOTE_LIMIT] + "…"
+    return text
+
+
+def describe(body: bytes | str) -> str:
+    """:func:`quote`, in quotes unless it names an HTML page (for "…: <this>" messages)."""
+    text = quote(body)
+    return text if text.startswith("an HTML page") else repr(text)
+
+
+def _decoded(data: bytes | str) -> str:
+    return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
 
 
 def load_json(body: bytes, what: str) -> Any:
@@ -59,7 +88,7 @@ def load_json(body: bytes, what: str) -> Any:
     except (ValueError, UnicodeDecodeError):
         raise UpstreamError(
             f"The upstream answered with a body that is not valid JSON where {what} was "
-            f"expected: {quote(body)!r}",
+            f"expected: {describe(body)}",
             retryable=True,
         ) from None
 
@@ -70,3 +99,15 @@ def try_json(body: bytes) -> Any:
         return jsoncodec.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def unexpected_shape(provider: str, what: str, data: bytes | str) -> UpstreamError:
+    """What the gateway raises when an upstream's answer (or stream event) is valid JSON but
+    not the shape its format promises: a retryable 502 quoting the start of it, like a body
+    that is not JSON at all. Raised where the answer is read, from any of :data:`SHAPE_ERRORS`,
+    so no reading of upstream data ends in a 500."""
+    return UpstreamError(
+        f"The upstream of provider '{provider}' sent {what} of an unexpected shape: "
+        f"{describe(data)}",
+        retryable=True,
+    )

@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from ..db import utcnow
 from ..errors import InvalidRequestError, NotFoundError
@@ -40,19 +41,17 @@ def save(
     team_id: str | None,
 ) -> None:
     """Keep a finished response and its own input items (one row)."""
-    with state.transaction() as session:
-        session.add(
-            StoredResponse(
-                id=response["id"],
-                created_at=utcnow(),
-                key_id=key_id,
-                team_id=team_id,
-                previous_response_id=response.get("previous_response_id"),
-                input_items=input_items,
-                output_items=response.get("output") or [],
-                response=response,
-            )
-        )
+    row = StoredResponse(
+        id=response["id"],
+        created_at=utcnow(),
+        key_id=key_id,
+        team_id=team_id,
+        previous_response_id=response.get("previous_response_id"),
+        input_items=input_items,
+        output_items=response.get("output") or [],
+        response=response,
+    )
+    state.write(lambda session: session.add(row))
 
 
 def load(state: GatewayState, response_id: str, key_id: str | None) -> StoredResponse:
@@ -95,11 +94,13 @@ _REPLAYED_OUTPUT = frozenset({"message", "function_call"})
 
 
 def remove(state: GatewayState, response_id: str, key_id: str | None) -> None:
-    with state.transaction() as session:
+    def delete_own(session: Session) -> None:
         row = session.get(StoredResponse, response_id)
         if row is None or row.key_id != key_id:
             raise not_found(response_id)
         session.delete(row)
+
+    state.write(delete_own)
 
 
 def page(

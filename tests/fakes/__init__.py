@@ -11,6 +11,16 @@ from __future__ import annotations
 
 from .anthropic_fake import FakeAnthropic
 from .openai_fake import FakeOpenAI
+from .proxy import Flapper, TcpProxy
 from .server import FakeUpstream, Recorded, Reply, ToolCall
 
-__all__ = ["FakeAnthropic", "FakeOpenAI", "FakeUpstream", "Recorded", "Reply", "ToolCall"]
+__all__ = [
+    "FakeAnthropic",
+    "FakeOpenAI",
+    "FakeUpstream",
+    "Flapper",
+    "Recorded",
+    "Reply",
+    "TcpProxy",
+    "ToolCall",
+]
