@@ -60,7 +60,7 @@ class Pipeline:
         self.transport = Transport.from_settings(self.settings)
         self.router = Router(self.settings, state=state)
         self.limiter = RateLimiter(state)
-        self.budgets = BudgetBook(state)
+        self.budgets = BudgetBook(state, flush_log=lambda timeout: self.log_writer.flush(timeout))
         self.gate = Gate(state, self.limiter, self.budgets)
         self.cache = ResponseCache(state)
         self.metrics = Metrics(state)

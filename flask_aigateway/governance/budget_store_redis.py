@@ -6,9 +6,10 @@ the truth for admission. The database row of each counter gets the actual cost o
 settled request (``spent``, ``requests``) off the request path: the request carries it in its
 log row, and the request-log writer adds it in the transaction of its batch (summed per
 counter), with the log's guarantees — back-pressure, retries, flushed at exit, never dropped.
-So reports lag by at most the log's flush interval, and a counter Redis has lost (restart,
-flush, eviction) is reloaded from its row: without the costs still queued in the writers at
-that moment, which the rows get but the reloaded live counter does not. In this mode the
+So reports lag by about the log's flush interval, and a counter Redis has lost (restart,
+flush, eviction) is reloaded from its row once this process's writer has written what it
+holds — without the costs other processes' writers still hold at that moment, which the rows
+get but the reloaded live counter does not. In this mode the
 rows' ``reserved`` stays 0: requests in flight are held in Redis only. Counters expire a day
 after their period ends.
 
@@ -19,13 +20,16 @@ compares them as doubles, exact up to 2**53 units (about 900,000 USD) per counte
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
 from ..redis_batch import ScriptCall
 from ..state import GatewayState
 from .budget_store import CounterKey, CounterState, Refused, SqlCounterStore, from_units, to_units
+
+log = logging.getLogger(__name__)
 
 #: Lua functions of the budget counters, shared by :data:`_RESERVE` and the admission script
 #: of :mod:`.gate` (rate windows and budgets in one step). The counters are ``KEYS[base + i]``.
@@ -121,15 +125,26 @@ return out
 _KEEP_AFTER_PERIOD = dt.timedelta(days=1)
 #: Redis key names remembered per store (a few per active key and team; cleared when full).
 _NAMES_KEPT = 10_000
+#: Longest a reload waits for this process's request-log writer to write the costs it holds.
+RELOAD_FLUSH_SECONDS = 5.0
 
 
 class RedisCounterStore:
     """Live counters in Redis; the database rows get each cost through the request log
     (see the module docstring)."""
 
-    def __init__(self, state: GatewayState, client: Any, sql: SqlCounterStore) -> None:
+    def __init__(
+        self,
+        state: GatewayState,
+        client: Any,
+        sql: SqlCounterStore,
+        flush_log: Callable[[float], bool] | None = None,
+    ) -> None:
         self._state = state
         self._sql = sql
+        #: Waits (seconds at most) until this process's request-log writer has written the
+        #: rows it holds, with their costs: called before counters are reloaded from rows.
+        self._flush_log = flush_log
         self.client = client
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
@@ -161,8 +176,16 @@ class RedisCounterStore:
     def baselines(self, keys: Sequence[CounterKey], indexes: Sequence[Any]) -> list[Any]:
         """What a script needs to load the counters number ``indexes`` (1-based, as the
         script named them missing) of ``keys`` from their database rows: (index, spent,
-        expiry) each."""
+        expiry) each. The rows are read once this process's request-log writer has written
+        the costs it holds (at most :data:`RELOAD_FLUSH_SECONDS`), so a counter reloaded
+        after Redis lost it has every cost this process settled."""
         missing = [keys[int(i) - 1] for i in indexes]
+        if self._flush_log is not None and not self._flush_log(RELOAD_FLUSH_SECONDS):
+            log.warning(
+                "reloading budget counters %s from the database before the request log "
+                "was written: costs still queued are not in them",
+                missing,
+            )
         args: list[Any] = []
         for i, key, row in zip(indexes, missing, self._sql.read(missing), strict=True):
             expiry = int((key.ends() + _KEEP_AFTER_PERIOD).timestamp())

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
@@ -372,8 +372,13 @@ class BudgetAsk:
 class BudgetBook:
     """Reserves against the key's and its teams' day and month budgets."""
 
-    def __init__(self, state: GatewayState) -> None:
+    def __init__(
+        self, state: GatewayState, flush_log: Callable[[float], bool] | None = None
+    ) -> None:
         self._state = state
+        #: Waits for this process's request log to be written (Redis counters reload from
+        #: rows that get each cost with its log row).
+        self._flush_log = flush_log
         self._store: CounterStore | None = None
         self._lock = threading.Lock()
         #: Settlements waiting for an unreachable store (see :mod:`.pending`).
@@ -388,7 +393,9 @@ class BudgetBook:
                     sql = SqlCounterStore(self._state)
                     client = self._state.redis()
                     self._store = (
-                        sql if client is None else RedisCounterStore(self._state, client, sql)
+                        sql
+                        if client is None
+                        else RedisCounterStore(self._state, client, sql, self._flush_log)
                     )
         return self._store
 
