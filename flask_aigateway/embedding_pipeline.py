@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 from .accounting import RequestRecord
 from .admission import Admission
 from .catalog import AliasRoute, wrong_kind
-from .db import database_error
 from .embeddings import EmbeddingsRequest
 from .enums import ModelKind, Route, WireFormat
-from .errors import GatewayError, InvalidRequestError
+from .errors import InvalidRequestError
 from .providers.openai_embeddings import OpenAIEmbeddingsAdapter
 from .schemas import ChatResponse, Usage
 from .tokens import estimate_input_tokens
@@ -104,15 +103,10 @@ def embed(
             record.completion_text = f"{len(body['data'])} embedding(s)"
         pipeline.cache.put(admission.cache, result)
         return result
-    except GatewayError as error:
-        record.fail(error)
-        raise
     except Exception as exc:
-        problem = database_error(exc)
-        if problem is None:
-            record.crash(exc)
-            raise
-        record.fail(problem)
-        raise problem from exc
+        problem = record.failed_with(exc)
+        if problem is not exc:
+            raise problem from exc
+        raise
     finally:
         pipeline.finish(record, admission)

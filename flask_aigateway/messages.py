@@ -16,13 +16,17 @@ from typing import Any
 from . import jsoncodec
 from .accounting import RequestRecord
 from .admission import Admission
-from .db import database_error
 from .enums import Route, WireFormat
 from .errors import GatewayError, InvalidRequestError, UpstreamError
 from .pipeline import Pipeline, new_request_id
 from .providers import get_adapter
 from .providers.anthropic import ANTHROPIC_VERSION
-from .providers.anthropic_response import LABEL, AnthropicStreamTranslator, error_event, usage_from
+from .providers.anthropic_response import (
+    LABEL,
+    AnthropicStreamTranslator,
+    checked_message,
+    usage_from,
+)
 from .providers.base import SSEEvent, Target, UpstreamRequest
 from .providers.messages_inbound import (
     ChunkEvents,
@@ -37,7 +41,6 @@ from .providers.urls import anthropic_messages_url
 from .providers.wire import (
     SHAPE_ERRORS,
     USER_AGENT,
-    describe,
     dumps,
     load_json,
     merge_headers,
@@ -157,16 +160,11 @@ class Messages:
             record.keep_completion(_text(message))
             pipeline.cache.put(admission.cache, result)
             return MessageResult(message, result)
-        except GatewayError as error:
-            record.fail(error)
-            raise
         except Exception as exc:
-            problem = database_error(exc)
-            if problem is None:
-                record.crash(exc)
-                raise
-            record.fail(problem)
-            raise problem from exc
+            problem = record.failed_with(exc)
+            if problem is not exc:
+                raise problem from exc
+            raise
         finally:
             pipeline.finish(record, admission)
 
@@ -242,15 +240,9 @@ class Messages:
             record.target = target
             record.ttft_ms = record.elapsed_ms()
         except BaseException as error:
-            problem = database_error(error)
-            if isinstance(error, GatewayError):
-                record.fail(error)
-            elif problem is not None:
-                record.fail(problem)
-            else:
-                record.crash(error)
+            problem = record.failed_with(error)
             pipeline.finish(record, admission)
-            if problem is not None:
+            if problem is not error:
                 raise problem from error
             raise
         return MessageStream(
@@ -362,18 +354,7 @@ def _message(data: Any, body: bytes) -> tuple[dict[str, Any], Usage]:
     """An Anthropic-format upstream's 200 answer, passed through, and its usage; raises a
     retryable UpstreamError when it is not a message (one of :data:`SHAPE_ERRORS` when a
     part of it has the wrong shape)."""
-    if isinstance(data, dict) and data.get("type") == "error":
-        raise error_event(data.get("error") or {}, where="with a 200 status")
-    if (
-        not isinstance(data, dict)
-        or data.get("type") != "message"
-        or not isinstance(data.get("content"), list)
-    ):
-        raise UpstreamError(
-            f"The {LABEL} upstream answered 200 with a body that is not a message: "
-            f"{describe(body)}",
-            retryable=True,
-        )
+    data = checked_message(data, body)
     _text(data)  # what the door reads of the content later, read once here
     return data, usage_from(data.get("usage") or {})
 

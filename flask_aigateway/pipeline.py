@@ -18,11 +18,10 @@ from .accounting import Metrics, RequestLogWriter, RequestRecord, cost_of
 from .admission import Admission
 from .caching import ResponseCache
 from .catalog import AliasRoute, load_route, wrong_kind
-from .db import database_error
 from .embedding_pipeline import embed
 from .embeddings import EmbeddingsRequest, GatewayRequest
 from .enums import ModelKind, Route
-from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
+from .errors import NotFoundError, PermissionDeniedError, UpstreamError
 from .governance import BudgetBook, Gate, Principal, RateLimiter, authenticate
 from .providers import get_adapter
 from .providers.base import Target
@@ -97,15 +96,9 @@ class Pipeline:
         except BaseException as error:
             record = RequestRecord(request_id, route=route.value)
             self.metrics.started()
-            problem = database_error(error)
-            if isinstance(error, GatewayError):
-                record.fail(error)
-            elif problem is not None:
-                record.fail(problem)
-            else:
-                record.crash(error)
+            problem = record.failed_with(error)
             self.finish(record, None)
-            if problem is not None:
+            if problem is not error:
                 raise problem from error
             raise
 
@@ -334,16 +327,11 @@ class Pipeline:
             record.keep_completion(response=result)
             self.cache.put(admission.cache, result)
             return result
-        except GatewayError as error:
-            record.fail(error)
-            raise
         except Exception as exc:
-            problem = database_error(exc)
-            if problem is None:
-                record.crash(exc)
-                raise
-            record.fail(problem)
-            raise problem from exc
+            problem = record.failed_with(exc)
+            if problem is not exc:
+                raise problem from exc
+            raise
         finally:
             self.finish(record, admission)
 
@@ -428,15 +416,9 @@ class Pipeline:
             record.target = target
             record.ttft_ms = record.elapsed_ms()
         except BaseException as error:
-            problem = database_error(error)
-            if isinstance(error, GatewayError):
-                record.fail(error)
-            elif problem is not None:
-                record.fail(problem)
-            else:
-                record.crash(error)
+            problem = record.failed_with(error)
             self.finish(record, admission)
-            if problem is not None:
+            if problem is not error:
                 raise problem from error
             raise
         return ChatStream(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..db import to_money, utcnow
+from ..db import database_error, to_money, utcnow
 from ..enums import Route
 from ..errors import (
     GatewayError,
@@ -163,6 +163,20 @@ class RequestRecord:
         self.status_code = 500
         self.error_type = "internal_error"
         self.error_message = f"{exc.__class__.__name__}: {exc}"[:2000]
+
+    def failed_with(self, error: BaseException) -> BaseException:
+        """Record why the request failed and return what to raise: a GatewayError as it is,
+        a database problem as its 503 (:func:`..db.database_error`), anything else as it is,
+        logged as a crash. Every door's ``except`` ends this way."""
+        if isinstance(error, GatewayError):
+            self.fail(error)
+            return error
+        problem = database_error(error)
+        if problem is None:
+            self.crash(error)
+            return error
+        self.fail(problem)
+        return problem
 
     def note_upstream_error(self, target: Target, error: GatewayError) -> None:
         """Count one failed upstream attempt (the request may still succeed elsewhere)."""

@@ -23,14 +23,14 @@ from .anthropic_messages import (
 from .anthropic_response import (
     LABEL,
     AnthropicStreamTranslator,
-    error_event,
+    checked_message,
     message_to_completion,
 )
 from .base import Target, UpstreamRequest
 from .classify import classify_status
 from .parameters import OTHER_FIELDS, Handling
 from .urls import anthropic_messages_url
-from .wire import USER_AGENT, describe, dumps, load_json, merge_headers, quote, try_json
+from .wire import USER_AGENT, dumps, load_json, merge_headers, quote, try_json
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -165,19 +165,7 @@ class AnthropicAdapter:
     def parse_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResponse:
         """The Message as an OpenAI ``chat.completion`` (model = the alias, ``created`` 0 for
         the pipeline to stamp); raises a retryable UpstreamError for a body that is not one."""
-        data = load_json(body, "an Anthropic message")
-        if isinstance(data, dict) and data.get("type") == "error":
-            raise error_event(data.get("error") or {}, where="with a 200 status")
-        if (
-            not isinstance(data, dict)
-            or data.get("type") != "message"
-            or not isinstance(data.get("content"), list)
-        ):
-            raise UpstreamError(
-                f"The {LABEL} upstream answered 200 with a body that is not a message: "
-                f"{describe(body)}",
-                retryable=True,
-            )
+        data = checked_message(load_json(body, "an Anthropic message"), body)
         completion, usage = message_to_completion(
             data, request.model, json_tool_name(request.params)
         )

@@ -15,6 +15,7 @@ from .. import jsoncodec
 from ..errors import UpstreamError
 from ..schemas import Usage, token_count
 from .base import SSEEvent
+from .wire import describe
 
 LABEL = "Anthropic"
 
@@ -131,6 +132,25 @@ def error_event(error: Mapping[str, Any], *, where: str) -> UpstreamError:
         retryable=kind in RETRYABLE_ERROR_TYPES,
         upstream_status=529 if kind == "overloaded_error" else None,
     )
+
+
+def checked_message(data: Any, body: bytes) -> dict[str, Any]:
+    """An Anthropic 200 answer that is a Message (``data``, parsed from ``body``); raises the
+    provider's own error when it is an error event, and a retryable UpstreamError quoting
+    the body when it is anything else."""
+    if isinstance(data, dict) and data.get("type") == "error":
+        raise error_event(data.get("error") or {}, where="with a 200 status")
+    if (
+        not isinstance(data, dict)
+        or data.get("type") != "message"
+        or not isinstance(data.get("content"), list)
+    ):
+        raise UpstreamError(
+            f"The {LABEL} upstream answered 200 with a body that is not a message: "
+            f"{describe(body)}",
+            retryable=True,
+        )
+    return data
 
 
 @dataclass(slots=True)
