@@ -29,7 +29,7 @@ BUSY_TIMEOUT_MS = 30_000
 
 
 class KeptConnection:
-    """One DB-API connection of the engine kept by the store, detached from the pool.
+    """One DB-API connection to the SQLite file kept by the store, detached from the pool.
 
     Taken through the pool (so the engine's ``connect`` settings apply) and then detached: no
     checkout, checkin, reset or pre-ping per use, which cost more CPU than the SQL it runs.
@@ -76,12 +76,11 @@ class KeptConnection:
         self._closer = weakref.finalize(self, _close_quietly, conn)
         dbapi: Any = conn.dbapi_connection
         self._cursor = dbapi.cursor()
-        if self._engine.dialect.name == "sqlite":
-            # Never wait in SQLite's busy handler (CounterWrites.run waits off the gevent
-            # hub instead), and leave WAL checkpoints, which fsync, to the request-log
-            # writer's connections, which run off the hub.
-            self._cursor.execute("PRAGMA busy_timeout=0")
-            self._cursor.execute("PRAGMA wal_autocheckpoint=0")
+        # Never wait in SQLite's busy handler (CounterWrites.run waits off the gevent hub
+        # instead), and leave WAL checkpoints, which fsync, to the request-log writer's
+        # connections, which run off the hub.
+        self._cursor.execute("PRAGMA busy_timeout=0")
+        self._cursor.execute("PRAGMA wal_autocheckpoint=0")
 
     def _forget_inherited(self) -> None:
         """In a forked child: the parent still uses the connection, and closing (or garbage
@@ -124,7 +123,8 @@ class CounterWrites:
       this process's writers (counters and request-log batches) on one cooperative lock
       rather than in ``busy_timeout``. The write runs in place (microseconds); only while
       another process holds SQLite's write lock does it wait, off the gevent hub.
-    * In-memory SQLite (a pool of one shared connection): a pooled connection, same lock.
+    * In-memory SQLite (a pool of one shared connection): the pooled connection, under a
+      lock of the store's own (no I/O, nothing to take off the hub).
     * PostgreSQL: transactions run in parallel on row locks, each on a pooled connection.
     """
 
