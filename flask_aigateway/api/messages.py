@@ -17,7 +17,7 @@ from flask import Blueprint, Response, request
 
 from .. import jsoncodec
 from ..enums import Route
-from ..errors import AuthenticationError, GatewayError, UpstreamError
+from ..errors import AuthenticationError, GatewayError, UpstreamError, forget_frames
 from ..governance.auth import bearer_token
 from ..governance.throttles import API_AUTH, get_throttles
 from ..messages import MessageStream, messages_of
@@ -69,28 +69,34 @@ def _anthropic_errors(view: Callable[[], Response]) -> Callable[[], Response]:
     def wrapper() -> Response:
         try:
             return view()
-        except AuthenticationError as error:
-            if error.code == "missing_api_key":
-                error = AuthenticationError(
-                    "Missing API key. Send it as 'x-api-key: aigw_…' or "
-                    "'Authorization: Bearer aigw_…'.",
-                    code="missing_api_key",
-                )
-            throttles = get_throttles(get_state())
-            wait = throttles.failed(API_AUTH)
-            return _error_response(throttles.refusal(API_AUTH, wait) if wait else error)
-        except GatewayError as error:
-            return _error_response(error)
-        except Exception:
-            log.exception("unexpected error on %s", request.path)
-            return _error_response(
-                GatewayError(
-                    "The gateway hit an internal error; the request id identifies it in the "
-                    "gateway's logs."
-                )
-            )
+        except Exception as error:  # noqa: BLE001  (every error gets Anthropic's shape)
+            try:
+                return _answer_error(error)
+            finally:
+                forget_frames(error)  # the failed request is freed now, not at the next full GC
 
     return wrapper
+
+
+def _answer_error(error: Exception) -> Response:
+    if isinstance(error, AuthenticationError):
+        if error.code == "missing_api_key":
+            error = AuthenticationError(
+                "Missing API key. Send it as 'x-api-key: aigw_…' or "
+                "'Authorization: Bearer aigw_…'.",
+                code="missing_api_key",
+            )
+        throttles = get_throttles(get_state())
+        wait = throttles.failed(API_AUTH)
+        return _error_response(throttles.refusal(API_AUTH, wait) if wait else error)
+    if isinstance(error, GatewayError):
+        return _error_response(error)
+    log.error("unexpected error on %s", request.path, exc_info=error)
+    return _error_response(
+        GatewayError(
+            "The gateway hit an internal error; the request id identifies it in the gateway's logs."
+        )
+    )
 
 
 def _credentials() -> str | None:
@@ -139,6 +145,7 @@ class _AnthropicSSE:
         except GatewayError as error:
             _status, body = anthropic_error(error)
             yield b"event: error\ndata: " + encode(body) + b"\n\n"
+            forget_frames(error)
 
     def close(self) -> None:
         self._stream.close()

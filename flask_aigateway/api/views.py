@@ -7,10 +7,11 @@ this blueprint only, so the host app's own pages and error handlers are untouche
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from flask import Blueprint, Response, request
@@ -28,6 +29,7 @@ from ..errors import (
     NotFoundError,
     RequestTooLargeError,
     ServiceUnavailableError,
+    forget_frames,
 )
 from ..governance.auth import authenticate, bearer_token
 from ..governance.throttles import API_AUTH, get_throttles
@@ -40,6 +42,7 @@ from . import stats as stats_views
 from .health import liveness_counts, readiness
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=BaseException)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -61,6 +64,21 @@ def _request_id() -> str:
 def _json(body: Any, status: int = 200) -> Response:
     """A compact JSON response (no pretty-printing on the hot path)."""
     return Response(jsoncodec.dumps(body), status=status, content_type="application/json")
+
+
+def _forgetting_frames(handler: Callable[[E], Response]) -> Callable[[E], Response]:
+    """An error handler that, once it has answered, lets go of the frames the error holds
+    (:func:`..errors.forget_frames`: the failed request is freed at once, not at the next
+    full garbage collection)."""
+
+    @functools.wraps(handler)
+    def answer(error: E) -> Response:
+        try:
+            return handler(error)
+        finally:
+            forget_frames(error)
+
+    return answer
 
 
 def _error_response(error: GatewayError) -> Response:
@@ -147,6 +165,7 @@ class _SSE:
                 yield b"data: " + encode(chunk.data) + b"\n\n"
         except GatewayError as error:
             yield b"data: " + encode(error.to_dict()) + b"\n\n"
+            forget_frames(error)
             return
         yield b"data: [DONE]\n\n"
 
@@ -179,10 +198,12 @@ def create_blueprint() -> Blueprint:
     responses_views.register(bp)
 
     @bp.errorhandler(GatewayError)
+    @_forgetting_frames
     def handle_gateway_error(error: GatewayError) -> Response:
         return _error_response(error)
 
     @bp.errorhandler(AuthenticationError)
+    @_forgetting_frames
     def handle_authentication_error(error: AuthenticationError) -> Response:
         """A failed authentication counts in the address's ``api_auth`` throttle; over it,
         the answer is 429 instead of 401 (valid keys never reach this handler)."""
@@ -191,6 +212,7 @@ def create_blueprint() -> Blueprint:
         return _error_response(throttles.refusal(API_AUTH, wait) if wait else error)
 
     @bp.errorhandler(HTTPException)
+    @_forgetting_frames
     def handle_http_error(error: HTTPException) -> Response:
         status = error.code or 500
         if status == 413:
@@ -204,6 +226,7 @@ def create_blueprint() -> Blueprint:
         )
 
     @bp.errorhandler(Exception)
+    @_forgetting_frames
     def handle_unexpected(error: Exception) -> Response:
         problem = database_error(error)
         if problem is not None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import GatewayError
+from ..errors import GatewayError, forget_frames
 from .objects import response_object, usage_object
 from .translate import ResponsesRequest, new_id
 
@@ -80,6 +80,7 @@ class ResponseEvents:
                 error={"code": "server_error", "message": error.message},
             )
             yield self._event("response.failed", response=failed)
+            forget_frames(error)
             return
         status = "incomplete" if finish_reason == "length" else "completed"
         yield from self._close(status)

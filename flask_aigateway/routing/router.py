@@ -425,7 +425,10 @@ def _run_target(
             router.succeeded(ticket, None)
             raise
         except UpstreamError as error:
-            errors.append(error)
+            # Kept without its traceback: that starts at this frame, which holds ``errors``,
+            # a cycle that would keep every failed attempt's request state alive until the
+            # cyclic collector's next full pass (``errors.forget_frames`` says why it matters).
+            errors.append(error.with_traceback(None))
             opened = router.failed(ticket)
             if not error.retryable or n == max_attempts or opened is not None:
                 return _FAILED
