@@ -206,17 +206,23 @@ class Memory:
     rss_mb: float
     pss_mb: float
     procs: int
+    #: The largest RSS of one worker: a child of the tree's root (gunicorn's master), or the
+    #: root itself when it has none (the mock). Issue 18's memory goal is per worker.
+    worker_rss_mb: float
 
     @classmethod
     def of(cls, pid: int) -> Memory:
         tree = process_tree(pid)
-        return cls(rss_mb(tree), pss_mb(tree), len(tree))
+        workers = tree[1:] or tree
+        worker = max((rss_mb([p]) for p in workers), default=0.0)
+        return cls(rss_mb(tree), pss_mb(tree), len(tree), worker)
 
     def as_dict(self) -> dict[str, float]:
         return {
             "rss_mb": round(self.rss_mb, 1),
             "pss_mb": round(self.pss_mb, 1),
             "procs": self.procs,
+            "worker_rss_mb": round(self.worker_rss_mb, 1),
         }
 
 

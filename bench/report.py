@@ -283,8 +283,8 @@ def verdicts(
         out.append(
             _verdict(
                 name,
-                "resident memory (RSS, whole tree) after the run ≤ 150 MB",
-                _get(memory, "after", "rss_mb"),
+                "resident memory (RSS) of each worker after the run ≤ 150 MB",
+                _get(memory, "after", "worker_rss_mb"),
                 150.0,
                 at_most=True,
                 unit="MB",

@@ -17,8 +17,10 @@ count), ``WORKER_CLASS``
 for the streams you expect to hold, not for the CPU), ``THREADS`` (gthread's threads, 8),
 ``GRACEFUL_TIMEOUT`` (seconds streams in flight may take to finish on SIGTERM, 120),
 ``EVENT_LOOP_PROBE`` (a file path: the gevent worker writes how long its hub was blocked, see
-``sample_app/loopwatch.py``), ``ACCESS_LOG`` (unset: no access log, since every request is
-already in the gateway's request log; ``-`` for stdout or a file path),
+``sample_app/loopwatch.py``), ``MALLOC_TRIM`` (1: a worker gives its freed heap back to the
+system after a burst, ``sample_app/memtrim.py``; 0 turns it off), ``ACCESS_LOG`` (unset: no
+access log, since every request is already in the gateway's request log; ``-`` for stdout or a
+file path),
 ``PROMETHEUS_MULTIPROC_DIR`` (with several workers: where they write their metrics, emptied on
 start; default a fresh temporary directory).
 """
@@ -106,6 +108,10 @@ def post_worker_init(worker: Any) -> None:
         from sample_app import loopwatch
 
         loopwatch.start(probe)
+    if os.environ.get("MALLOC_TRIM", "1").strip() != "0":
+        from sample_app import memtrim
+
+        memtrim.start()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
