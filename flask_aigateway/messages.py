@@ -425,7 +425,7 @@ class _Passthrough(_Source):
         return True
 
     def close(self) -> None:
-        self._stream.close()
+        self._stream.close(finished=self.done)
 
 
 class _Translated(_Source):
@@ -464,7 +464,7 @@ class _Translated(_Source):
         return True
 
     def close(self) -> None:
-        self._stream.close()
+        self._stream.close(finished=self.done)
 
 
 class _Replay(_Source):

@@ -296,7 +296,7 @@ class ChatStream:
         if not self._settled:
             self._abandon()
         try:
-            self.opened.stream.close()
+            self.opened.stream.close(finished=self.opened.translator.done)
         finally:
             if self.release is not None:
                 self.release()
@@ -324,7 +324,7 @@ def _collect_text(choices: list[dict[str, Any]] | None, sink: list[str]) -> bool
 class _NoUpstream:
     """The upstream side of a replayed cache hit: there is nothing to close."""
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = False) -> None:
         return None
 
 

@@ -198,3 +198,34 @@ def test_client_disconnect_closes_upstream_and_logs_499(live_server, api_key, up
     assert row.completion_tokens > 0
     assert row.cost > 0
     assert upstreams["gpt"].disconnected.wait(5)
+
+
+@pytest.mark.parametrize(
+    ("path", "alias"),
+    [
+        ("/v1/chat/completions", "gpt"),
+        ("/v1/chat/completions", "claude"),
+        ("/v1/messages", "claude"),
+        ("/v1/messages", "gpt"),
+    ],
+)
+def test_streams_one_after_another_share_one_upstream_connection(
+    live_server, state, api_key, upstreams, path, alias
+):
+    """A finished stream gives its upstream connection back to the pool: three streams in a
+    row reach the provider over one connection (no new TCP or TLS handshake per stream). Each
+    next request waits for the previous one's log row, written once its upstream is closed."""
+    body = {"model": alias, "stream": True, "max_tokens": 50, "messages": MESSAGES}
+    for n in range(1, 4):
+        response = requests.post(
+            live_server.url + path,
+            json=body,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=20,
+        )
+        assert response.status_code == 200
+        assert b"[DONE]" in response.content or b"message_stop" in response.content
+        wait_for_rows(state, n)
+    ports = {r.peer_port for r in upstreams[alias].requests}
+    assert len(upstreams[alias].requests) == 3
+    assert len(ports) == 1, ports

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -268,3 +269,56 @@ def test_parser_keeps_an_unfinished_event_pending() -> None:
     assert parser.feed(b'event: message_delta\ndata: {"x"') == []
     assert parser.pending
     assert parser.feed(b": 1}\n\n") == [SSEEvent('{"x": 1}', "message_delta")]
+
+
+# -- a finished stream's connection goes back to the pool ---------------------------------------
+
+
+def test_a_stream_closed_at_its_last_event_is_pooled(transport: Transport, fake: Any) -> None:
+    """The gateway stops reading at ``[DONE]``/``message_stop``; the chunked encoding's end is
+    read on close so the next request needs no new connection (no TCP/TLS handshake)."""
+    adapter = get_adapter(target_for(fake).wire_format)
+    translator = adapter.stream_translator(STREAM, target_for(fake))
+    stream = transport.open_stream(build(fake, STREAM), timeout=5, pool_key="p")
+    for event in stream.events():
+        translator.feed(event)
+        if translator.done:
+            break
+    assert translator.done
+    stream.close(finished=True)
+    transport.send(build(fake), timeout=5, pool_key="p")
+    assert fake.requests[0].peer_port == fake.requests[1].peer_port
+
+
+def test_a_stream_closed_early_drops_its_connection(transport: Transport, fake: Any) -> None:
+    """A client that leaves mid-stream: the connection is closed so the provider stops."""
+    fake.queue(Reply(text="one two three four five six seven", chunk_delay=0.05))
+    stream = transport.open_stream(build(fake, STREAM), timeout=5, pool_key="p")
+    next(stream.events())
+    stream.close()
+    transport.send(build(fake), timeout=5, pool_key="p")
+    assert fake.requests[0].peer_port != fake.requests[1].peer_port
+
+
+def test_a_finished_stream_whose_body_does_not_end_is_dropped_quickly(
+    transport: Transport,
+) -> None:
+    """After its last event an upstream neither ends the body nor sends more: the drain gives
+    up after DRAIN_SECONDS (not the request's deadline) and the connection is not reused."""
+    from fakes.raw import CHUNKED, RawServer, chunk
+
+    from flask_aigateway.providers import transport as module
+
+    raw = RawServer()
+    try:
+        raw.answer(CHUNKED, chunk(b"data: [DONE]\n\n"), 5.0)
+        req = UpstreamRequest("POST", raw.url + "/v1/chat/completions", {}, b"{}")
+        stream = transport.open_stream(req, timeout=10, pool_key="p")
+        assert next(stream.events()).data == "[DONE]"
+        started = time.monotonic()
+        stream.close(finished=True)
+        assert time.monotonic() - started < module.DRAIN_SECONDS + 1.0
+        transport.send(req, timeout=5, pool_key="p")
+        assert len(raw.connections) == 2
+    finally:
+        raw.close()

@@ -55,6 +55,11 @@ log = logging.getLogger(__name__)
 #: Bytes asked of the connection per read; a streaming read returns as soon as data arrives,
 #: and a decoded read never returns more than this (urllib3 bounds decompression by it).
 READ_SIZE = 65536
+#: What a finished stream may still send after its last event (the chunked encoding's end,
+#: normally in the same packet), and how long it may take, for its connection to be pooled;
+#: beyond either the connection is dropped.
+DRAIN_BYTES = 65536
+DRAIN_SECONDS = 0.25
 
 #: What a plain request accepts when the adapter did not say: what urllib3 can decode here.
 _ACCEPT_ENCODING = requests.utils.DEFAULT_ACCEPT_ENCODING
@@ -97,6 +102,10 @@ class _DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def hurry(self, deadline: float) -> None:
+        """Bring the deadline forward to ``deadline`` (never later than it was)."""
+        self._deadline = min(self._deadline, deadline)
+
     def readinto(self, buffer: Any) -> int | None:
         left = self._deadline - time.monotonic()
         if left <= 0:
@@ -115,17 +124,19 @@ class _BoundedSocket:
     """What :class:`_Answer` hands to http.client instead of the socket: the same socket whose
     ``makefile`` reads through :class:`_DeadlineReader`."""
 
-    __slots__ = ("_deadline", "_sock")
+    __slots__ = ("_deadline", "_sock", "reader")
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self._sock = sock
         self._deadline = deadline
+        self.reader: _DeadlineReader | None = None
 
     def makefile(self, mode: str) -> io.BufferedReader:
         # The default 8 KiB buffer, as ``socket.makefile`` gives http.client: a connection
         # lives as long as its stream, so a 64 KiB buffer each cost 56 MB more with 1,000
         # streams open; larger reads (``read1(READ_SIZE)``) bypass the buffer anyway.
-        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+        self.reader = _DeadlineReader(self._sock, self._deadline)
+        return io.BufferedReader(self.reader)
 
 
 class MalformedAnswer(http.client.HTTPException):
@@ -142,9 +153,15 @@ class _Answer(http.client.HTTPResponse):
         self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None
     ) -> None:
         deadline = _DEADLINE.get()
-        if deadline is not None:
-            sock = _BoundedSocket(sock, deadline)
+        self._bounded = None if deadline is None else _BoundedSocket(sock, deadline)
+        if self._bounded is not None:
+            sock = self._bounded
         super().__init__(sock, debuglevel, method, url)
+
+    def hurry(self, seconds: float) -> None:
+        """Give the rest of the answer at most ``seconds`` more (for a deadline-bound read)."""
+        if self._bounded is not None and self._bounded.reader is not None:
+            self._bounded.reader.hurry(time.monotonic() + seconds)
 
     def begin(self) -> None:
         super().begin()
@@ -445,12 +462,36 @@ class UpstreamStream:
             self.close()
             raise _body_error(exc, self._host, self._timeout) from exc
 
-    def close(self) -> None:
-        """Release the connection: back to the pool after a complete body, dropped otherwise."""
+    def close(self, *, finished: bool = False) -> None:
+        """Release the connection: back to the pool after a complete body, dropped otherwise.
+
+        ``finished``: the format's last event has arrived (``[DONE]``, ``message_stop``), so
+        only the body's end should be left; it is read first (at most :data:`DRAIN_BYTES`
+        within :data:`DRAIN_SECONDS`) so that the connection can be pooled. Without it, every
+        stream left its connection with the chunked encoding's end unread and the next request
+        opened a new one: a TCP (and, to a real provider, TLS) handshake per stream.
+        """
         if self._closed:
             return
+        if finished:
+            self._drain()
         self._closed = True
         self._response.close()
+
+    def _drain(self) -> None:
+        raw = self._raw
+        answer = getattr(raw, "_original_response", None)
+        if isinstance(answer, _Answer):
+            answer.hurry(DRAIN_SECONDS)
+        left = DRAIN_BYTES
+        try:
+            while left > 0:
+                piece = raw.read1(left, decode_content=True)
+                if not piece:
+                    return  # the whole body read: urllib3 has put the connection back
+                left -= len(piece)
+        except (HTTPError, OSError, ValueError):
+            return  # the connection is dropped by the close that follows
 
     def __enter__(self) -> UpstreamStream:
         return self
