@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 class GatewayError(Exception):
@@ -182,6 +184,30 @@ class ServiceUnavailableError(GatewayError):
     status = 503
     type = "service_unavailable_error"
     code = "service_unavailable"
+
+
+def without_tracebacks(error: _E) -> _E:
+    """``error`` with no traceback on it or on any error chained to it (``__cause__``,
+    ``__context__``); for an error kept while the code that raised it goes on.
+
+    Why the whole chain: a traceback holds its frames, and each finished frame its caller's
+    (``f_back``) up to the frame that keeps the error — a cycle even when the kept error's own
+    traceback is dropped. An upstream read that timed out is chained three deep (requests'
+    ``ReadTimeout`` from urllib3's from the socket's), and the router's list of failed attempts
+    kept each such request whole for the collector: measured under the soak, every request
+    whose upstream missed the deadline.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending.append(current.__cause__)
+        pending.append(current.__context__)
+    return error
 
 
 def forget_frames(error: BaseException) -> None:

@@ -108,6 +108,11 @@ def post_worker_init(worker: Any) -> None:
         from sample_app import loopwatch
 
         loopwatch.start(probe)
+    memory_probe = os.environ.get("MEMORY_PROBE", "").strip()
+    if memory_probe:
+        from sample_app import memprobe
+
+        memprobe.start(memory_probe)
     if os.environ.get("MALLOC_TRIM", "1").strip() != "0":
         from sample_app import memtrim
 

@@ -163,3 +163,25 @@ def test_refused_requests_leave_no_cycle(doors: Any) -> None:
         _post(client, key, "/v1/embeddings", {"model": "gpt", "input": []}, 400)
 
     assert cyclic_garbage(run) == []
+
+
+def test_an_upstream_slower_than_the_deadline_leaves_no_cycle(doors: Any, state: Any) -> None:
+    """The read that times out raises inside http.client under urllib3 and requests, each of
+    which chains its own error to it (and urllib3's ``urlopen`` keeps it in a local): the soak's
+    slow answers left whole requests to the collector this way."""
+    client, key, fakes = doors
+    state.settings["AIGATEWAY_REQUEST_TIMEOUT"] = 0.3
+    state.settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"] = 1
+
+    def run() -> None:
+        fakes["gpt"].queue(Reply(latency=1.0))
+        assert b"upstream_timeout" in _chat(client, key, 504)
+        fakes["gpt"].queue(Reply(latency=1.0))
+        assert b"upstream_timeout" in _chat(client, key, 504, stream=True)
+        fakes["claude"].queue(Reply(latency=1.0))
+        assert b"timeout_error" in _messages(client, key, 504)
+        fakes["gpt"].queue(Reply(latency=1.0))
+        _responses(client, key, 504)
+
+    found = cyclic_garbage(run)
+    assert found == [], "\n".join(found)

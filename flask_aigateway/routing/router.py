@@ -26,6 +26,7 @@ from ..errors import (
     UpstreamClientError,
     UpstreamError,
     UpstreamTimeoutError,
+    without_tracebacks,
 )
 from ..providers.base import Target
 from ..providers.classify import CONTEXT_LENGTH_CODE
@@ -425,10 +426,10 @@ def _run_target(
             router.succeeded(ticket, None)
             raise
         except UpstreamError as error:
-            # Kept without its traceback: that starts at this frame, which holds ``errors``,
-            # a cycle that would keep every failed attempt's request state alive until the
-            # cyclic collector's next full pass (``errors.forget_frames`` says why it matters).
-            errors.append(error.with_traceback(None))
+            # Kept without tracebacks, its own and its causes': they hold this frame, which
+            # holds ``errors``, a cycle that would keep every failed attempt's request state
+            # alive until the cyclic collector's next pass (``without_tracebacks`` says more).
+            errors.append(without_tracebacks(error))
             opened = router.failed(ticket)
             if not error.retryable or n == max_attempts or opened is not None:
                 return _FAILED
