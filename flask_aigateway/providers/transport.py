@@ -283,7 +283,8 @@ def _native_poll() -> Any:
 _NATIVE_POLL: list[Any] = []
 
 
-_URLLIB3_IS_CONNECTED = HTTPConnectionPool.ConnectionCls.is_connected.fget
+#: urllib3's own check (the property's getter), for platforms without poll(2).
+_URLLIB3_IS_CONNECTED: Any = vars(HTTPConnectionPool.ConnectionCls)["is_connected"].fget
 
 _BOUNDED_POOLS: dict[type[HTTPConnectionPool], type[HTTPConnectionPool]] = {}
 
