@@ -8,7 +8,7 @@ the dashboard shows it next to the field named by ``param``.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 _E = TypeVar("_E", bound=BaseException)
@@ -186,6 +186,20 @@ class ServiceUnavailableError(GatewayError):
     code = "service_unavailable"
 
 
+def _chained(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and every error chained to it (``__cause__``, ``__context__``), each once."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending.append(current.__cause__)
+        pending.append(current.__context__)
+
+
 def without_tracebacks(error: _E) -> _E:
     """``error`` with no traceback on it or on any error chained to it (``__cause__``,
     ``__context__``); for an error kept while the code that raised it goes on.
@@ -197,16 +211,8 @@ def without_tracebacks(error: _E) -> _E:
     kept each such request whole for the collector: measured under the soak, every request
     whose upstream missed the deadline.
     """
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in _chained(error):
         current.__traceback__ = None
-        pending.append(current.__cause__)
-        pending.append(current.__context__)
     return error
 
 
@@ -223,13 +229,5 @@ def forget_frames(error: BaseException) -> None:
     the request at once when the frames no longer hold their locals. Frames still running (the
     caller's) are left as they are; the traceback's file and line numbers stay for logging.
     """
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in _chained(error):
         traceback.clear_frames(current.__traceback__)
-        pending.append(current.__cause__)
-        pending.append(current.__context__)
