@@ -34,11 +34,12 @@ import os
 import re
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 import types
 from typing import Any
+
+from .periodic import every
 
 #: Seconds between two samples.
 INTERVAL = 30.0
@@ -47,7 +48,7 @@ FRAMES = 6
 
 
 def start(path: str) -> bool:
-    """Start the probe in this worker (a daemon thread), writing to ``path``."""
+    """Start the probe in this worker, writing to ``path``."""
     trace = os.environ.get("MEMORY_PROBE_TRACE", "").strip() == "1"
     baseline = float(os.environ.get("MEMORY_PROBE_BASELINE", "120"))
     if trace and not tracemalloc.is_tracing():
@@ -56,23 +57,8 @@ def start(path: str) -> bool:
     if os.environ.get("MEMORY_PROBE_GARBAGE", "").strip() == "1":
         gc.set_debug(gc.DEBUG_SAVEALL)
         probe.garbage = True
-    try:
-        from gevent import monkey
-
-        patched = monkey.is_module_patched("threading")
-    except ImportError:
-        patched = False
-    if patched:
-        # On the hub: the probe reads the interpreter's state while nothing else runs.
-        from gevent import get_hub
-
-        timer = get_hub().loop.timer(INTERVAL, INTERVAL, ref=False)
-        timer.start(probe.sample)
-        probe.keep = timer
-    else:
-        thread = threading.Thread(target=probe.loop, name="memprobe", daemon=True)
-        thread.start()
-        probe.keep = thread
+    # Under gevent on the hub: the probe reads the interpreter's state while nothing else runs.
+    probe.keep = every(INTERVAL, probe.sample, "memprobe")
     _RUNNING.append(probe)
     return True
 
@@ -100,11 +86,6 @@ class _Probe:
             took = (time.perf_counter() - self._gc_started) * 1000
             gen = info["generation"]
             self._gc_longest[gen] = max(self._gc_longest[gen], took)
-
-    def loop(self) -> None:
-        while True:
-            time.sleep(INTERVAL)
-            self.sample()
 
     def sample(self) -> None:
         try:

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import threading
-import time
 from collections.abc import Callable
+
+from .periodic import every
 
 #: Seconds between two looks at the heap.
 INTERVAL = 10.0
@@ -108,25 +108,7 @@ def start(interval: float = INTERVAL) -> Trimmer | None:
     trimmer = Trimmer()
     if not trimmer.available:
         return None
-    try:
-        from gevent import get_hub, monkey
-
-        on_gevent = monkey.is_module_patched("socket")
-    except ImportError:
-        on_gevent = False
-    if on_gevent:
-        # A libev timer whose callback runs on the hub: no greenlet, nothing kept alive.
-        timer = get_hub().loop.timer(interval, interval, ref=False)
-        timer.start(trimmer.check)
-        _RUNNING.append(timer)
-        return trimmer
-
-    def loop() -> None:
-        while True:
-            time.sleep(interval)
-            trimmer.check()
-
-    threading.Thread(target=loop, name="malloc-trim", daemon=True).start()
+    _RUNNING.append(every(interval, trimmer.check, "malloc-trim"))
     return trimmer
 
 
