@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .crypto import CredentialCipher
 from .db import make_session_factory, transaction
 from .errors import ConfigError
+from .redis_client import redis_client
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -93,18 +94,16 @@ class GatewayState:
                 client = self.resources.get("redis")
                 if client is None:
                     try:
-                        import redis
+                        from redis.backoff import NoBackoff
+                        from redis.retry import Retry
                     except ImportError:
                         raise ConfigError(
                             "AIGATEWAY_REDIS_URL is set but the 'redis' package is missing: "
                             "pip install 'flask-aigateway[redis]'."
                         ) from None
-                    from redis.backoff import NoBackoff
-                    from redis.retry import Retry
-
                     # One immediate retry: an outage must surface in milliseconds (the
                     # callers decide to fail closed or degrade), not after seconds of backoff.
-                    client = redis.Redis.from_url(
+                    client = redis_client(
                         url,
                         socket_timeout=5,
                         socket_connect_timeout=2,

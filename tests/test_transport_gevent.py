@@ -1,8 +1,10 @@
-"""Under gevent (what ``make run`` serves), taking a pooled upstream connection does not switch
-to the hub: urllib3 checks that an idle connection is still open with ``select.poll`` and a
-timeout of 0, which gevent's patch turns into a trip through the event loop, so every upstream
-call waited behind every other request ready to run (measured: +12 ms p50 with 16 concurrent
-calls to a 50 ms upstream). The gateway's connections check with the native ``poll`` instead.
+"""Under gevent (what ``make run`` serves), taking a pooled connection does not switch to the
+hub: urllib3 (upstreams) and redis-py (the scale-out path's counters, windows and router state)
+check that an idle connection is still usable with ``select.poll`` and a timeout of 0, which
+gevent's patch turns into a trip through the event loop, so every upstream call and every Redis
+command waited behind every other request ready to run (measured: +12 ms p50 with 16 concurrent
+calls to a 50 ms upstream). The gateway's connections check with the native ``poll`` instead
+(``flask_aigateway/idle_check.py``).
 
 Run in a fresh interpreter: gevent's monkey patching is for the whole process.
 """
@@ -81,3 +83,84 @@ def test_a_pooled_connection_is_checked_without_switching_to_the_hub() -> None:
         # Ours never left the greenlet; urllib3's went through the hub (why ours exists).
         assert seen["switches"] == 0, scheme
         assert seen["urllib3_switches"] > 0, scheme
+
+
+REDIS_CHECK = """
+from gevent import monkey
+monkey.patch_all()
+
+import json, sys, time
+import greenlet
+import redis
+from flask_aigateway.redis_client import redis_client
+
+url = sys.argv[1]
+
+
+def switches_of(call):
+    seen = []
+    greenlet.settrace(lambda event, args: seen.append(event))
+    try:
+        answer = call()
+    finally:
+        greenlet.settrace(None)
+    return answer, len(seen)
+
+
+client = redis_client(url)
+client.ping()
+pool = client.connection_pool
+conn = pool.get_connection()
+idle, idle_switches = switches_of(conn.can_read)
+conn.send_command("PING")  # a reply nobody reads: the connection is dirty
+time.sleep(0.2)
+dirty = conn.can_read()
+conn.read_response()
+conn.send_command("CLIENT", "ID")
+conn_id = conn.read_response()
+other = redis.Redis.from_url(url)
+other.client_kill_filter(_id=conn_id)
+time.sleep(0.2)
+try:
+    killed = conn.can_read()
+except redis.ConnectionError:
+    killed = "ConnectionError"
+pool.release(conn)
+# The pool notices the killed connection on its next checkout and connects again.
+pong = client.ping()
+
+theirs = redis.Redis.from_url(url)
+theirs.ping()
+their_conn = theirs.connection_pool.get_connection()
+their_idle, their_switches = switches_of(their_conn.can_read)
+theirs.connection_pool.release(their_conn)
+print(json.dumps({
+    "parser": type(conn._parser).__name__, "idle": idle, "idle_switches": idle_switches,
+    "dirty": dirty, "killed": killed, "pong": pong,
+    "their_idle": their_idle, "their_switches": their_switches,
+}))
+"""
+
+
+@pytest.mark.redis
+def test_a_pooled_redis_connection_is_checked_without_switching_to_the_hub(redis_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", REDIS_CHECK, redis_url],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["parser"] == "GeventFriendlyHiredisParser"
+    # The same answers as redis-py's own check: quiet is usable; a reply nobody read, or the
+    # server gone, is not — and the pool then connects again.
+    assert seen["idle"] is False and seen["their_idle"] is False
+    assert seen["dirty"] is True
+    assert seen["killed"] in (True, "ConnectionError")
+    assert seen["pong"] is True
+    # Ours never left the greenlet; redis-py's went through the hub (why ours exists).
+    assert seen["idle_switches"] == 0
+    assert seen["their_switches"] > 0

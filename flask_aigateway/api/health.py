@@ -60,9 +60,9 @@ def readiness(state: GatewayState) -> tuple[list[str], dict[str, str]]:
     redis_url = state.settings["AIGATEWAY_REDIS_URL"]
     if redis_url:
         try:
-            import redis
+            from ..redis_client import redis_client
 
-            client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+            client = redis_client(redis_url, socket_timeout=2, socket_connect_timeout=2)
             try:
                 client.ping()
             finally:

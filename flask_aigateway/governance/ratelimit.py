@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from ..embeddings import GatewayRequest
 from ..errors import ConfigError, RateLimitError
 from ..redis_batch import ScriptBatch
+from ..redis_client import redis_client
 from ..redis_failure import on_unreachable, unreachable_errors
 from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
@@ -150,13 +151,13 @@ class RateLimiter:
         if uri == settings["AIGATEWAY_REDIS_URL"]:
             return RedisWindows(self._state.redis(), self._state.redis_key)
         try:
-            import redis
+            import redis  # noqa: F401  (only to say which extra is missing)
         except ImportError:
             raise ConfigError(
                 "AIGATEWAY_RATELIMIT_STORAGE_URI names Redis but the 'redis' package is "
                 "missing: pip install 'flask-aigateway[redis]'."
             ) from None
-        client = redis.Redis.from_url(
+        client = redis_client(
             uri, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
         )
         self._state.resources["ratelimit_redis"] = client

@@ -25,9 +25,7 @@ import importlib.util
 import io
 import logging
 import re
-import select
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -47,6 +45,7 @@ from urllib3.exceptions import DecodeError, HTTPError, ReadTimeoutError
 
 from .. import __version__
 from ..errors import UpstreamError, UpstreamTimeoutError
+from ..idle_check import has_input
 from .addresses import address_problem, host_problem
 from .base import SSEEvent, UpstreamRequest
 from .sse import SSEParser, SSETooLarge
@@ -247,40 +246,17 @@ def _checked_connect(base: Any) -> Any:
 def _is_connected(self: Any) -> bool:
     """Whether a pooled connection is still usable: urllib3's check (the socket is open and
     has nothing to read: an idle HTTP/1.1 connection that turned readable was closed by the
-    server, or holds bytes nobody asked for), made with the operating system's own ``poll``.
-
-    Why not urllib3's: it calls ``select.poll`` with a timeout of 0, which gevent's patch
-    turns into a switch to the hub and back — so every upstream call, at the pool's checkout,
-    waited behind every other request ready to run. Measured with requests alone under gevent
-    against a 50 ms upstream at 16 concurrent calls: p50 64 ms and 250 calls/s, against 52 ms
-    and 304/s with the checkout not yielding (the gateway's "added latency at 16 clients" of
-    issue 18). A poll of timeout 0 never blocks, so it has nothing to cooperate about.
+    server, or holds bytes nobody asked for), made with the operating system's own ``poll``
+    (:mod:`..idle_check`: urllib3's ``select.poll`` with a timeout of 0 is, under gevent, a
+    trip through the hub that put every upstream call behind every request ready to run).
     """
     sock = self.sock
     if sock is None:
         return False
-    poll = _native_poll()
-    if poll is None:  # no poll(2) (Windows): urllib3's own check
+    readable = has_input(sock)
+    if readable is None:  # no poll(2) (Windows): urllib3's own check
         return bool(_URLLIB3_IS_CONNECTED(self))
-    watch = poll()
-    watch.register(sock, select.POLLIN)
-    return not watch.poll(0)
-
-
-def _native_poll() -> Any:
-    """``select.poll`` as the operating system provides it, also after gevent patched it."""
-    if _NATIVE_POLL:
-        return _NATIVE_POLL[0]
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None:
-        return getattr(select, "poll", None)  # nothing patched it (yet): look again next time
-    native = monkey.get_original("select", "poll") if hasattr(select, "poll") else None
-    _NATIVE_POLL.append(native)
-    return native
-
-
-#: The native ``select.poll`` once gevent is loaded (it keeps the original from then on).
-_NATIVE_POLL: list[Any] = []
+    return not readable
 
 
 #: urllib3's own check (the property's getter), for platforms without poll(2).
