@@ -9,6 +9,13 @@ seconds and cProfile's view of it is not drowned in the server's work::
     .venv-bench/bin/python -m bench.inproc --stream         # 20-chunk streams
     .venv-bench/bin/python -m bench.inproc --postgres       # PostgreSQL + Redis
     .venv-bench/bin/python -m bench.inproc --profile | head -60
+    .venv-bench/bin/python -m bench.inproc --postgres --switches   # hub trips per request
+
+``--switches`` runs the requests under gevent (as ``make run`` serves them) and counts, per
+request, every time the request's greenlet gave the CPU away and where it did: an upstream call
+and each Redis round trip should be the only places. A switch anywhere else is a wait that
+puts the request behind every other one ready to run (two were found this way: urllib3's and
+redis-py's ``select.poll(0)`` checks of pooled connections).
 
 The gateway is ``sample_app`` configured as in ``make bench`` (a provider for the mock, an alias
 with prices, a key with a rate limit and a daily budget; request log and metrics on), against
@@ -26,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import types
 import uuid
 from collections.abc import Callable, Iterable
@@ -52,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="instead of timing: what the measured requests left for the cyclic garbage "
         "collector, by type (objects per request)",
+    )
+    p.add_argument(
+        "--switches",
+        action="store_true",
+        help="under gevent: how often each request's greenlet switched away, and from where",
     )
     return p.parse_args(argv)
 
@@ -121,8 +134,19 @@ def _caller(app: Any, secret: str, stream: bool) -> Callable[[], str]:
     return one
 
 
+#: Run first in the child interpreter of ``--switches``: gevent patches before anything else.
+_UNDER_GEVENT = (
+    "from gevent import monkey; monkey.patch_all(); import runpy; "
+    "runpy.run_module('bench.inproc', run_name='__main__')"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.switches and "gevent.monkey" not in sys.modules:
+        # gevent must patch before the sockets and threads exist: a fresh interpreter.
+        given = sys.argv[1:] if argv is None else argv
+        return subprocess.call([sys.executable, "-c", _UNDER_GEVENT, *given], cwd=ROOT)
     port = free_port()
     mock = subprocess.Popen(
         [sys.executable, "-m", "bench.mock_upstream", "--port", str(port)],
@@ -154,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"the gateway answered {status}")
         if args.garbage:
             return _garbage(one, args.requests)
+        if args.switches:
+            return _switches(one, args.requests)
         profiler = None
         if args.profile:
             import cProfile
@@ -240,6 +266,47 @@ def _garbage(one: Callable[[], str], n: int) -> int:
     print(f"{n} requests left {total} objects for the cyclic collector ({total / n:.1f} each)")
     for name, count in found.most_common(40):
         print(f"{count / n:8.2f}  {name}")
+    return 0
+
+
+def _switches(one: Callable[[], str], n: int) -> int:
+    """Print where the requests' greenlet switched away (to the hub, or to another greenlet),
+    per request, by the innermost frames of the switch."""
+    from collections import Counter
+
+    import greenlet
+
+    from flask_aigateway.accounting.logwriter import close_all_writers
+
+    where: Counter[str] = Counter()
+    state = {"on": False}
+    me = greenlet.getcurrent()
+
+    def trace(event: str, args: Any) -> None:
+        # Called as the switch back to the request happens: the stack is where it waited.
+        if state["on"] and event in ("switch", "throw") and args[1] is me:
+            stack = traceback.extract_stack(limit=10)[:-1]
+            where[
+                " < ".join(
+                    f"{f.name} ({Path(f.filename).name}:{f.lineno})" for f in reversed(stack)
+                )
+            ] += 1
+
+    greenlet.settrace(trace)
+    try:
+        for _ in range(n):
+            state["on"] = True
+            try:
+                one()
+            finally:
+                state["on"] = False
+    finally:
+        greenlet.settrace(None)
+        close_all_writers()
+    total = sum(where.values())
+    print(f"{n} requests: the request's greenlet switched away {total / n:.2f} times each")
+    for name, count in where.most_common(15):
+        print(f"{count / n:6.2f}  {name}")
     return 0
 
 
