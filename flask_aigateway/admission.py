@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .caching.cache import CacheDecision
     from .governance.budgets import Reservation
     from .governance.ratelimit import RateTicket
-    from .routing.router import AttemptLog
+    from .routing.router import AttemptLog, FirstLease
 
 
 @dataclass(slots=True)
@@ -26,8 +26,9 @@ class Admission:
     actual cost or released, exactly once) and the headers the client gets.
 
     Ending it (:meth:`settle` or :meth:`release`) settles the reservation, corrects the token
-    windows to the actual usage and reports the router outcome the attempts left pending —
-    with Redis, all three in one round trip (:class:`~.redis_batch.ScriptBatch`) — and puts
+    windows to the actual usage, reports the router outcome the attempts left pending and
+    gives back a first-attempt lease no attempt took — with Redis, all in one round trip
+    (:class:`~.redis_batch.ScriptBatch`) — and puts
     the spend the usage counters' database rows still need on the request's record, for its
     log row.
     """
@@ -40,6 +41,9 @@ class Admission:
     #: The attempts of the request: the lease (and, for JSON, the success) of the winning
     #: one is reported when the request ends.
     attempts: AttemptLog | None = None
+    #: The plan and the first attempt's lease, taken with the admission (Redis); a lease the
+    #: attempts never took is given back when the request ends.
+    first_lease: FirstLease | None = None
     _done: bool = False
 
     def settle(self, record: RequestRecord) -> None:
@@ -66,6 +70,8 @@ class Admission:
             self.rate.correct(record, batch)
         if self.attempts is not None:
             self.attempts.end(batch)
+        if self.first_lease is not None:
+            self.first_lease.end(batch)
         batch.run()
         if reservation is not None:
             record.counter_spend = reservation.spend

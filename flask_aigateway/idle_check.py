@@ -6,7 +6,7 @@ redis-py (counters, windows, router state) in ``ConnectionPool.get_connection``.
 patch a poll of timeout 0 is a trip through the event loop and back, so every upstream call and
 every Redis command waited behind every request ready to run before it sent a byte: measured
 at 16 concurrent calls to a 50 ms upstream, +12 ms at the median for urllib3's; for redis-py's,
-6.8 % of a worker's CPU at one client (py-spy), on each of a request's three Redis round trips.
+6.8 % of a worker's CPU at one client (py-spy), on each of a request's Redis round trips.
 A poll of timeout 0 never blocks, so it has nothing to cooperate about: the checks here use the
 operating system's own ``poll``, whatever gevent has patched.
 """

@@ -163,7 +163,8 @@ class Pipeline:
     ) -> tuple[AliasRoute, _Req, ChatResponse | None]:
         """Every check a door runs before any upstream work, in order: authenticate →
         authorize (the alias, the key's rules, its ``kind``; then ``check``) → the cache
-        decision → admit (rate windows, budget reservation) → cache lookup.
+        decision → admit (rate windows, budget reservation; with Redis, the first attempt's
+        deployment lease in the same round trip) → cache lookup.
 
         Fills the caller's ``admission`` as it goes, so :meth:`finish` releases whatever it
         came to hold however this ends. Returns the alias route, the request to send (capped
@@ -175,6 +176,12 @@ class Pipeline:
             check(route)
         admission.cache = self.cache.decide(request, principal, route, cache_control)
         admission.headers["x-aigateway-cache"] = admission.cache.status
+        client = self.gate.redis_client(principal)
+        if client is not None and client is self.router.shared_client:
+            # The first attempt's lease rides in the admission's round trip.
+            admission.first_lease = self.router.first_lease(
+                route, request, self.settings["AIGATEWAY_REQUEST_TIMEOUT"]
+            )
         request = self.admit(request, principal, route, admission)
         cached = self.cache.get(admission.cache)
         if cached is not None:
@@ -234,6 +241,7 @@ class Pipeline:
                 resolve=lambda alias: self.resolve(alias, kind),
                 hold=hold,
                 defer=admission is not None and not hold,
+                first=admission.first_lease if admission is not None else None,
             )
         finally:
             record.attempts = attempts.attempts

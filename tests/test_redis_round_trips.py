@@ -3,10 +3,10 @@ front of the real Redis, and the database spend write, which is off the request 
 
 Every feature that talks to Redis is on: a key with a rate limit, a tokens-per-minute limit
 and a daily budget, under a team with its own rate limit and budget. A JSON request then
-takes three round trips — admission (rate windows and budget reservation in one script), the
-router's lease on the deployment, and the end of the request (settlement, token correction
-and router outcome in one pipeline) — and a stream four (the router hears of its success at
-its first chunk, before the end).
+takes two round trips — admission (rate windows, budget reservation and the lease of its first
+attempt on a deployment, in one script) and the end of the request (settlement, token
+correction and router outcome in one pipeline) — and a stream three (the router hears of its
+success at its first chunk, before the end). A refused request takes one and leases nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import REDIS_RUN_PREFIX
+from deployments import Fleet, add_alias, chat
 from fakes import Reply
 from redis.connection import parse_url
 from servers import RoundTripProxy
@@ -99,12 +100,12 @@ def round_trips(proxy: Any, client: Any, secret: str, count: int, **extra: Any) 
     return (proxy.round_trips - before) / count
 
 
-def test_a_json_request_takes_three_redis_round_trips(client, secret, proxy):
-    assert round_trips(proxy, client, secret, 5) == 3
+def test_a_json_request_takes_two_redis_round_trips(client, secret, proxy):
+    assert round_trips(proxy, client, secret, 5) == 2
 
 
-def test_a_stream_takes_four_redis_round_trips(client, secret, proxy):
-    assert round_trips(proxy, client, secret, 5, stream=True) == 4
+def test_a_stream_takes_three_redis_round_trips(client, secret, proxy):
+    assert round_trips(proxy, client, secret, 5, stream=True) == 3
 
 
 def test_a_request_refused_by_its_budget_takes_one(client, state, secret, proxy):
@@ -189,3 +190,78 @@ def test_redis_lost_while_the_upstream_answers(client, state, limited, upstreams
     assert any("could not correct tokens-per-minute windows" in m for m in messages)
     assert any("routing uses this process's memory" in m for m in messages)
     assert day_row_spent(state) == [R]
+
+
+# -- the first attempt's lease, taken with the admission ---------------------------------------
+
+
+@pytest.fixture
+def fleet() -> Any:
+    started = Fleet()
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def limited_alias(state: Any, fleet: Any) -> tuple[Any, str]:
+    """An alias whose one deployment has a requests-per-minute limit (so its RPM window in
+    Redis shows every lease taken), and its fake upstream."""
+    (fake,) = fleet.start(1)
+    (deployment_id,) = add_alias(state, "metered", [fake], deployments=[{"rpm_limit": 100}])
+    return fake, deployment_id
+
+
+def leases(state: Any, redis_url: str, deployment_id: str) -> tuple[int, int]:
+    """(in-flight leases, entries in the RPM window) of a deployment, as Redis holds them."""
+    import redis
+
+    with redis.Redis.from_url(redis_url) as admin:
+        return (
+            admin.zcard(state.redis_key("router", "inflight", deployment_id)),
+            admin.zcard(state.redis_key("router", "rpm", deployment_id)),
+        )
+
+
+def test_the_first_attempt_uses_the_lease_taken_with_the_admission(
+    client, state, secret, limited_alias, redis_url
+):
+    fake, deployment_id = limited_alias
+    fake.default = Reply(text="ok", latency=0.5)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(chat, client, secret, "metered")
+        deadline = time.monotonic() + 10
+        while not fake.requests:
+            assert time.monotonic() < deadline, "the request never reached the upstream"
+            time.sleep(0.01)
+        # One lease for the one attempt: the admission's, not a second one.
+        assert leases(state, redis_url, deployment_id) == (1, 1)
+        assert answer.result(timeout=20).status_code == 200
+    assert leases(state, redis_url, deployment_id) == (0, 1)
+    fake.default = Reply(text="ok")
+    for _ in range(3):
+        assert chat(client, secret, "metered").status_code == 200
+    assert leases(state, redis_url, deployment_id) == (0, 4)
+
+
+def test_a_refused_request_leases_nothing(client, state, secret, limited_alias, redis_url, proxy):
+    _fake, deployment_id = limited_alias
+    _key, poor = create_key(state, name="poor", team="team", budget_per_day="0.0001")
+    assert chat(client, poor, "metered", max_tokens=100).status_code == 429  # loads counters
+    before = proxy.round_trips
+    refused = chat(client, poor, "metered", max_tokens=100)
+    assert refused.status_code == 429
+    assert refused.json["error"]["code"] == "budget_exceeded"
+    assert proxy.round_trips - before == 1
+    assert leases(state, redis_url, deployment_id) == (0, 0)
+
+
+def test_a_cache_hit_gives_back_the_lease_and_its_rpm_slot(
+    client, state, secret, limited_alias, redis_url
+):
+    _fake, deployment_id = limited_alias
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    miss = chat(client, secret, "metered")
+    assert miss.headers["x-aigateway-cache"] == "MISS"
+    hit = chat(client, secret, "metered")
+    assert hit.headers["x-aigateway-cache"] == "HIT"
+    assert leases(state, redis_url, deployment_id) == (0, 1)

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 BUDGET_LUA = """
 -- Loads counter number i from the database's spent (ARGV[at]) and expiry (ARGV[at + 1]),
 -- if it is still missing, for each (i, spent, expiry) triple of ARGV from index `from`.
-local function budget_load(base, from)
-  for j = from, #ARGV, 3 do
+local function budget_load(base, from, to)
+  for j = from, to or #ARGV, 3 do
     local key = KEYS[base + tonumber(ARGV[j])]
     if redis.call('EXISTS', key) == 0 then
       redis.call('HSET', key, 'spent', ARGV[j + 1], 'reserved', 0)

@@ -8,6 +8,10 @@ tokens in its token windows, what correcting them to its zero usage would leave)
 nothing; an admitted one is counted in every window and reserves on every counter. The script
 does it atomically, in one round trip instead of two, and loads the counters Redis does not
 hold from their database rows in the same call as the retry (one round trip instead of two).
+When the router's state is in the same Redis, the script also takes the lease of the request's
+first attempt on a deployment once the request is admitted (:class:`~..routing.router.
+FirstLease`): the round trip the router's own call would have cost is saved, and a refused
+request leases nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..embeddings import GatewayRequest
 from ..redis_failure import on_unreachable, unreachable_errors
+from ..routing.state_redis import ROUTER_BEGIN_LUA
 from ..state import GatewayState
 from .budget_store import CounterState, from_units, to_units
 from .budget_store_redis import BUDGET_LUA, RedisCounterStore, counters_vanished
@@ -37,57 +42,71 @@ if TYPE_CHECKING:
 #: when a counter is not loaded (nothing counted), {2, (used, reset, retry) per window,
 #: index, spent, reserved} when a budget refuses, else {1, (used, reset, retry) per window,
 #: (spent, reserved) per counter}.
-_ADMIT = (
-    RATE_LUA
-    + BUDGET_LUA
-    + """
-local window = tonumber(ARGV[1])
-local entry = ARGV[2]
-local nw, nb = tonumber(ARGV[4]), tonumber(ARGV[5])
-local amount = ARGV[6]
-local limits = 6 + 3 * nw
-local base = 2 * nw
-budget_load(base, limits + nb + 1)
-local now = 0
-if nw > 0 then now = rate_clock(ARGV[3]) end
-local totals = {}
-local admitted = true
-for i = 1, nw do
-  local at = 4 + 3 * i
-  totals[i] = rate_total(KEYS[2 * i - 1], KEYS[2 * i], now, window)
-  if totals[i] + tonumber(ARGV[at + 1]) > tonumber(ARGV[at]) then admitted = false end
-end
-if not admitted then
-  local out = {0}
+_ADMIT_BODY = """
+local function admit(args_end)
+  local window = tonumber(ARGV[1])
+  local entry = ARGV[2]
+  local nw, nb = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local amount = ARGV[6]
+  local limits = 6 + 3 * nw
+  local base = 2 * nw
+  budget_load(base, limits + nb + 1, args_end)
+  local now = 0
+  if nw > 0 then now = rate_clock(ARGV[3]) end
+  local totals = {}
+  local admitted = true
   for i = 1, nw do
     local at = 4 + 3 * i
-    rate_report(out, KEYS[2 * i - 1], totals[i], tonumber(ARGV[at]), tonumber(ARGV[at + 1]),
-                now, window, true)
+    totals[i] = rate_total(KEYS[2 * i - 1], KEYS[2 * i], now, window)
+    if totals[i] + tonumber(ARGV[at + 1]) > tonumber(ARGV[at]) then admitted = false end
+  end
+  if not admitted then
+    local out = {0}
+    for i = 1, nw do
+      local at = 4 + 3 * i
+      rate_report(out, KEYS[2 * i - 1], totals[i], tonumber(ARGV[at]), tonumber(ARGV[at + 1]),
+                  now, window, true)
+    end
+    return out
+  end
+  local missing = budget_missing(base, nb)
+  if missing then return missing end
+  local over = budget_over(base, nb, amount, limits)
+  local out = {1}
+  if over then out[1] = 2 end
+  for i = 1, nw do
+    local at = 4 + 3 * i
+    local limit, cost = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    local counted = cost
+    if over then counted = tonumber(ARGV[at + 2]) end
+    rate_add(KEYS[2 * i - 1], KEYS[2 * i], now, window, entry, counted)
+    totals[i] = totals[i] + counted
+    rate_report(out, KEYS[2 * i - 1], totals[i], limit, cost, now, window, false)
+  end
+  if over then
+    out[#out + 1] = over[1]
+    out[#out + 1] = over[2]
+    out[#out + 1] = over[3]
+  else
+    budget_hold(out, base, nb, amount)
   end
   return out
 end
-local missing = budget_missing(base, nb)
-if missing then return missing end
-local over = budget_over(base, nb, amount, limits)
-local out = {1}
-if over then out[1] = 2 end
-for i = 1, nw do
-  local at = 4 + 3 * i
-  local limit, cost = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-  local counted = cost
-  if over then counted = tonumber(ARGV[at + 2]) end
-  rate_add(KEYS[2 * i - 1], KEYS[2 * i], now, window, entry, counted)
-  totals[i] = totals[i] + counted
-  rate_report(out, KEYS[2 * i - 1], totals[i], limit, cost, now, window, false)
-end
-if over then
-  out[#out + 1] = over[1]
-  out[#out + 1] = over[2]
-  out[#out + 1] = over[3]
-else
-  budget_hold(out, base, nb, amount)
-end
-return out
+"""
+_ADMIT = RATE_LUA + BUDGET_LUA + _ADMIT_BODY + "return admit(#ARGV)\n"
+#: The same, and when the request is admitted (reply code 1) the lease of its first attempt
+#: on a deployment (``router_begin``, routing/state_redis.py): its three keys after the
+#: others, its six arguments after the rest. Returns {admission reply} or {admission reply,
+#: lease reply}: one round trip for both, and no lease taken for a refused request.
+_ADMIT_AND_LEASE = (
+    RATE_LUA
+    + BUDGET_LUA
+    + ROUTER_BEGIN_LUA
+    + _ADMIT_BODY
+    + """
+local out = admit(#ARGV - 6)
+if out[1] ~= 1 then return {out} end
+return {out, router_begin(KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS], #ARGV - 5)}
 """
 )
 
@@ -100,9 +119,10 @@ class Gate:
         self._limiter = limiter
         self._budgets = budgets
         self._lock = threading.Lock()
-        #: (windows, counters, script) when both stores are in one Redis; None: they are
+        #: (windows, counters, admission script, the same with the first lease) when both
+        #: stores are in one Redis; None: they are
         #: not; unset until the first request (the stores are made on first use).
-        self._shared: tuple[RedisWindows, RedisCounterStore, Any] | None = None
+        self._shared: tuple[RedisWindows, RedisCounterStore, Any, Any] | None = None
         self._decided = False
 
     def admit(
@@ -128,7 +148,13 @@ class Gate:
             return
         self._admit_in_redis(shared, principal, request, route, admission)
 
-    def _decide(self) -> tuple[RedisWindows, RedisCounterStore, Any] | None:
+    def redis_client(self, principal: Principal | None) -> Any:
+        """The Redis client this principal's admission runs its one script on, or None when
+        it is not admitted in Redis (no key, or the windows and counters elsewhere)."""
+        shared = self._decide() if principal is not None else None
+        return None if shared is None else shared[1].client
+
+    def _decide(self) -> tuple[RedisWindows, RedisCounterStore, Any, Any] | None:
         if not self._decided:
             with self._lock:
                 if not self._decided:
@@ -138,19 +164,24 @@ class Gate:
                         and isinstance(counters, RedisCounterStore)
                         and windows.client is counters.client
                     ):
-                        self._shared = (windows, counters, counters.client.register_script(_ADMIT))
+                        self._shared = (
+                            windows,
+                            counters,
+                            counters.client.register_script(_ADMIT),
+                            counters.client.register_script(_ADMIT_AND_LEASE),
+                        )
                     self._decided = True
         return self._shared
 
     def _admit_in_redis(
         self,
-        shared: tuple[RedisWindows, RedisCounterStore, Any],
+        shared: tuple[RedisWindows, RedisCounterStore, Any, Any],
         principal: Principal,
         request: GatewayRequest,
         route: AliasRoute,
         admission: Admission,
     ) -> None:
-        windows_store, counters, script = shared
+        windows_store, counters, script, lease_script = shared
         windows = self._limiter.windows(principal, request, route)
         ask = self._budgets.ask(principal, route, request)
         entry = new_entry() if windows else ""
@@ -168,9 +199,18 @@ class Gate:
             args += [w.spec.limit, w.spec.cost, w.spec.cost if w.kind == "requests" else 0]
         args += ["" if limit is None else to_units(limit) for limit in ask.limits]
         load: list[Any] = []
+        # The first attempt's lease, when the pipeline took one ahead, in the same script.
+        first = admission.first_lease
+        lease: Any = None
+        if first is not None:
+            script, keys = lease_script, [*keys, *first.call.keys]
         try:
             for _attempt in range(3):
-                reply = script(keys=keys, args=[*args, *load])
+                if first is None:
+                    reply = script(keys=keys, args=[*args, *load])
+                else:
+                    both = script(keys=keys, args=[*args, *load, *first.call.args])
+                    reply, lease = both[0], both[1] if len(both) > 1 else None
                 code = int(reply[0])
                 if code != -1:
                     break
@@ -178,6 +218,8 @@ class Gate:
             else:
                 raise counters_vanished()
         except unreachable_errors() as exc:
+            if first is not None:
+                first.failed(exc)
             what = "checking rate limits and reserving budgets" if windows else "reserving budgets"
             on_unreachable(self._state.settings, exc, what)
             admission.rate = RateTicket()
@@ -197,6 +239,8 @@ class Gate:
         admission.headers.update(admission.rate.headers)
         admission.reservation = self._budgets.held(ask, counters.states(ask.keys, reply[1 + n :]))
         admission.headers.update(admission.reservation.headers())
+        if first is not None and lease is not None:
+            first.done(lease)
 
 
 __all__ = ["Gate"]

@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..providers.base import Target
 from ..providers.classify import CONTEXT_LENGTH_CODE
-from ..redis_batch import ScriptBatch
+from ..redis_batch import ScriptBatch, ScriptCall
 from ..redis_failure import unreachable_errors
 from ..tokens import estimate_prompt_tokens
 from .state import (
@@ -176,14 +176,43 @@ class Router:
     def begin(self, target: Target, seconds_left: float) -> Ticket | Skip:
         """Admit one attempt on ``target`` (atomically across processes), or say why not."""
         result = self.store.begin(
-            target.deployment_id,
-            rpm_limit=target.rpm_limit,
-            lease_seconds=self.settings["AIGATEWAY_REQUEST_TIMEOUT"] + LEASE_GRACE,
-            probe_seconds=max(seconds_left, 0.0) + 1.0,
+            target.deployment_id, rpm_limit=target.rpm_limit, **self._begin_options(seconds_left)
         )
         if isinstance(result, Refusal):
             return Skip(target, result.reason, result.until, result.now)
         return result
+
+    def _begin_options(self, seconds_left: float) -> dict[str, Any]:
+        return {
+            "lease_seconds": self.settings["AIGATEWAY_REQUEST_TIMEOUT"] + LEASE_GRACE,
+            "probe_seconds": max(seconds_left, 0.0) + 1.0,
+        }
+
+    @property
+    def shared_client(self) -> Any:
+        """The Redis client of the shared store (None: process memory, or Redis down)."""
+        return getattr(self.store, "client", None)
+
+    def first_lease(
+        self, route: AliasRoute, request: GatewayRequest | None, seconds_left: float
+    ) -> FirstLease | None:
+        """The request's plan and the lease of its first attempt as a call to send with its
+        admission (:class:`FirstLease`), or None when the store is not shared (or is down) or
+        the plan is empty."""
+        begin_call = getattr(self.store, "begin_call", None)
+        if begin_call is None:
+            return None
+        plan = self.attempt_plan(route, request)
+        if not plan.targets:
+            return None
+        target = plan.targets[0]
+        made = begin_call(
+            target.deployment_id, rpm_limit=target.rpm_limit, **self._begin_options(seconds_left)
+        )
+        if made is None:
+            return None
+        call, answer = made
+        return FirstLease(self, route.alias, plan, target, call, answer)
 
     def succeeded(self, ticket: Ticket, seconds: float | None) -> None:
         """The deployment answered (``seconds``: its latency, None when not a fair sample)."""
@@ -231,6 +260,80 @@ def retry_delay(settings: dict[str, Any], attempt: int, retry_after: float | Non
         base *= 2 ** (attempt - 1)
         base *= random.uniform(0.75, 1.25)
     return min(base, MAX_RETRY_WAIT)
+
+
+class FirstLease:
+    """A request's plan and the in-flight lease of its first attempt, taken in the Redis round
+    trip of its admission rather than one of its own.
+
+    :meth:`Router.first_lease` makes it before the admission; the gate's admission script
+    takes the lease with :attr:`call`'s keys and arguments once the request is admitted
+    (:meth:`done` gets the lease's reply, :meth:`failed` the error); :func:`execute` takes the
+    plan for the alias (:meth:`plan_for`) and the lease for the first attempt on the target
+    (:meth:`take`): a refusal (open circuit, full RPM window) is that attempt's skip; a failed
+    call leaves the attempt to :meth:`Router.begin`, as without it. A refused request takes no
+    lease (the script leases only what it admits); one never taken (a cache hit, the deadline
+    gone before the first attempt) is given back, with its RPM slot, by
+    :meth:`end`, in the request's last round trip.
+    """
+
+    __slots__ = ("_answer", "_planned", "alias", "call", "plan", "result", "router", "target")
+
+    def __init__(
+        self,
+        router: Router,
+        alias: str,
+        plan: Plan,
+        target: Target,
+        call: ScriptCall,
+        answer: Callable[[Any], Ticket | Refusal],
+    ) -> None:
+        self.router = router
+        self.alias = alias
+        self.plan = plan
+        self.target = target
+        self.call = call
+        self._answer = answer
+        #: The ticket (not yet used), the refusal as a skip, or None: no reply (yet), or taken.
+        self.result: Ticket | Skip | None = None
+        self._planned = False
+
+    def done(self, reply: Any) -> None:
+        answer = self._answer(reply)
+        if isinstance(answer, Refusal):
+            self.result = Skip(self.target, answer.reason, answer.until, answer.now)
+        else:
+            answer.used = False
+            self.result = answer
+
+    def failed(self, exc: BaseException) -> None:
+        report = getattr(self.router.store, "begin_failed", None)
+        if report is not None:
+            report(exc)
+
+    def plan_for(self, alias: str) -> Plan | None:
+        """The plan made for ``alias``, once."""
+        if self._planned or alias != self.alias:
+            return None
+        self._planned = True
+        return self.plan
+
+    def take(self, target: Target) -> Ticket | Skip | None:
+        """The first attempt's lease (or refusal) when ``target`` is the leased deployment;
+        None otherwise, or when there is none to take."""
+        result = self.result
+        if result is None or target != self.target:
+            return None
+        self.result = None
+        if isinstance(result, Ticket):
+            result.used = True
+        return result
+
+    def end(self, batch: ScriptBatch | None = None) -> None:
+        """Give back a lease that was never taken (idempotent)."""
+        result, self.result = self.result, None
+        if isinstance(result, Ticket):
+            self.router.release(result, batch)
 
 
 class AttemptLog:
@@ -293,6 +396,7 @@ def execute(
     resolve: Callable[[str], AliasRoute | None] | None = None,
     hold: bool = False,
     defer: bool = False,
+    first: FirstLease | None = None,
 ) -> tuple[Target, T]:
     """Call ``attempt(target, seconds_left)`` until one succeeds.
 
@@ -304,7 +408,8 @@ def execute(
     ``deadline`` (monotonic time). With ``hold``, the winning attempt's in-flight lease is
     kept until ``log.release()`` (streams: until they close); with ``defer``, the winning
     attempt's success and lease are reported by ``log.end(batch)`` (JSON: with the end of the
-    request, in one Redis round trip with its budget settlement).
+    request, in one Redis round trip with its budget settlement). ``first``: the plan and the
+    first attempt's lease, taken with the request's admission.
 
     :raises UpstreamError: the last upstream failure when every attempt failed.
     :raises ServiceUnavailableError: 503 ``no_healthy_deployment`` when no deployment could
@@ -326,6 +431,7 @@ def execute(
             resolve=resolve,
             hold=hold,
             defer=defer,
+            first=first,
         )
     except GatewayError as error:
         error.headers["x-aigateway-attempts"] = str(log.attempts)
@@ -346,6 +452,7 @@ def _execute(
     resolve: Callable[[str], AliasRoute | None] | None,
     hold: bool,
     defer: bool,
+    first: FirstLease | None,
 ) -> tuple[Target, T]:
     queue: Iterator[AliasRoute] = iter(routes)
     seen: set[str] = set()
@@ -356,12 +463,24 @@ def _execute(
             continue
         seen.add(route.alias)
         log.path.append(route.alias)
-        plan = router.attempt_plan(route, request)
+        plan = first.plan_for(route.alias) if first is not None else None
+        if plan is None:
+            plan = router.attempt_plan(route, request)
         skipped.extend(plan.skipped)
         try:
             for target in plan.targets:
                 result = _run_target(
-                    router, settings, target, attempt, deadline, log, errors, skipped, hold, defer
+                    router,
+                    settings,
+                    target,
+                    attempt,
+                    deadline,
+                    log,
+                    errors,
+                    skipped,
+                    hold,
+                    defer,
+                    first,
                 )
                 if result is not _FAILED:
                     return target, result
@@ -399,9 +518,11 @@ def _run_target(
     skipped: list[Skip],
     hold: bool,
     defer: bool,
+    first: FirstLease | None = None,
 ) -> Any:
     """Up to ``AIGATEWAY_RETRY_MAX_ATTEMPTS`` attempts on one deployment; the result, or
-    ``_FAILED`` to move on. The caller's errors propagate."""
+    ``_FAILED`` to move on. The first attempt takes the lease of ``first`` when it is for this
+    deployment. The caller's errors propagate."""
     max_attempts = max(1, settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"])
     for n in range(1, max_attempts + 1):
         remaining = deadline - time.monotonic()
@@ -412,7 +533,9 @@ def _run_target(
                 f"{log.attempts} attempt(s).",
                 retryable=False,
             )
-        ticket = router.begin(target, remaining)
+        ticket = first.take(target) if first is not None and n == 1 else None
+        if ticket is None:
+            ticket = router.begin(target, remaining)
         if isinstance(ticket, Skip):
             skipped.append(ticket)
             return _FAILED

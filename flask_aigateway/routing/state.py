@@ -93,6 +93,9 @@ class Ticket:
     shared: bool = False
     settled: bool = False
     released: bool = False
+    #: False while a lease taken ahead (with the request's admission) has not been used for an
+    #: attempt: released unused, it gives its requests-per-minute slot back too.
+    used: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +157,20 @@ class RouterState(Protocol):
 
 
 class SharedRouterState(RouterState, Protocol):
-    """A store shared by processes, whose end-of-attempt calls can join a batch."""
+    """A store shared by processes, whose calls can join a batch: the end of an attempt (with
+    the end of the request), the start of the first one (with the request's admission)."""
+
+    @property
+    def client(self) -> Any: ...
+
+    def begin_call(
+        self,
+        deployment_id: str,
+        *,
+        rpm_limit: int | None,
+        lease_seconds: float,
+        probe_seconds: float,
+    ) -> tuple[ScriptCall, Callable[[Any], Ticket | Refusal]]: ...
 
     def release_call(self, ticket: Ticket) -> ScriptCall | None: ...
 
@@ -371,6 +387,38 @@ class ResilientRouterState:
             lease_seconds=lease_seconds,
             probe_seconds=probe_seconds,
         )
+
+    @property
+    def client(self) -> Any:
+        """The shared store's Redis client, or None while it is unreachable."""
+        return None if self.degraded else self.shared.client
+
+    def begin_call(
+        self,
+        deployment_id: str,
+        *,
+        rpm_limit: int | None,
+        lease_seconds: float,
+        probe_seconds: float,
+    ) -> tuple[ScriptCall, Callable[[Any], Ticket | Refusal]] | None:
+        """:meth:`begin` on the shared store as a call to send later, or None while it is
+        unreachable (then :meth:`begin` routes from memory). A failure of the call goes to
+        :meth:`begin_failed`."""
+        if self.degraded:
+            return None
+        return self.shared.begin_call(
+            deployment_id,
+            rpm_limit=rpm_limit,
+            lease_seconds=lease_seconds,
+            probe_seconds=probe_seconds,
+        )
+
+    def begin_failed(self, exc: BaseException) -> None:
+        """A :meth:`begin_call` failed: Redis down means routing from memory for a while."""
+        if not isinstance(exc, self._errors):
+            log.error("leasing a deployment in Redis failed", exc_info=exc)
+            return
+        self._down(exc)
 
     def succeeded(self, ticket: Ticket, latency: float | None) -> None:
         self._call("succeeded", ticket, latency)

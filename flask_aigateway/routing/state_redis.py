@@ -52,43 +52,50 @@ return out
 """
 )
 
-# KEYS: dep hash, inflight zset, rpm zset. ARGV: lease id, rpm limit (0: none), lease seconds,
-# probe seconds, rpm window, state ttl. Returns {1, probe} or {0, reason, until, now}.
-_BEGIN = (
-    _PRELUDE
-    + """
-local probe = 0
-local open_until = num(redis.call('HGET', KEYS[1], 'open_until'))
-if open_until then
-  if now < open_until then return {0, 'open', tostring(open_until), tostring(now)} end
-  local probe_until = num(redis.call('HGET', KEYS[1], 'probe_until'))
-  if probe_until and now < probe_until then
-    return {0, 'open', tostring(probe_until), tostring(now)}
+#: ``router_begin(dep hash, inflight zset, rpm zset, at)``: one attempt's lease, with ARGV[at…]
+#: = lease id, rpm limit (0: none), lease seconds, probe seconds, rpm window, state ttl.
+#: Returns {1, probe} or {0, reason, until, now}. A function so that a request's admission
+#: script can take the lease too, in its round trip (governance/gate.py).
+ROUTER_BEGIN_LUA = """
+local function router_begin(kdep, kinflight, krpm, at)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local lease_id = ARGV[at]
+  local probe = 0
+  local open_until = tonumber(redis.call('HGET', kdep, 'open_until') or '')
+  if open_until then
+    if now < open_until then return {0, 'open', tostring(open_until), tostring(now)} end
+    local probe_until = tonumber(redis.call('HGET', kdep, 'probe_until') or '')
+    if probe_until and now < probe_until then
+      return {0, 'open', tostring(probe_until), tostring(now)}
+    end
+    probe = 1
   end
-  probe = 1
-end
-local limit = tonumber(ARGV[2])
-local window = tonumber(ARGV[5])
-if limit > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tostring(now - window))
-  if redis.call('ZCARD', KEYS[3]) >= limit then
-    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    return {0, 'rpm', tostring(tonumber(oldest[2]) + window), tostring(now)}
+  local limit = tonumber(ARGV[at + 1])
+  local window = tonumber(ARGV[at + 4])
+  if limit > 0 then
+    redis.call('ZREMRANGEBYSCORE', krpm, '-inf', tostring(now - window))
+    if redis.call('ZCARD', krpm) >= limit then
+      local oldest = redis.call('ZRANGE', krpm, 0, 0, 'WITHSCORES')
+      return {0, 'rpm', tostring(tonumber(oldest[2]) + window), tostring(now)}
+    end
+    redis.call('ZADD', krpm, tostring(now), lease_id)
+    redis.call('EXPIRE', krpm, math.ceil(window) + 1)
   end
-  redis.call('ZADD', KEYS[3], tostring(now), ARGV[1])
-  redis.call('EXPIRE', KEYS[3], math.ceil(window) + 1)
+  if probe == 1 then
+    redis.call('HSET', kdep, 'probe_until', tostring(now + tonumber(ARGV[at + 3])))
+    redis.call('EXPIRE', kdep, ARGV[at + 5])
+  end
+  local lease = tonumber(ARGV[at + 2])
+  redis.call('ZREMRANGEBYSCORE', kinflight, '-inf', tostring(now))
+  redis.call('ZADD', kinflight, tostring(now + lease), lease_id)
+  redis.call('EXPIRE', kinflight, math.ceil(lease) + 60)
+  return {1, probe}
 end
-if probe == 1 then
-  redis.call('HSET', KEYS[1], 'probe_until', tostring(now + tonumber(ARGV[4])))
-  redis.call('EXPIRE', KEYS[1], ARGV[6])
-end
-local lease = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tostring(now))
-redis.call('ZADD', KEYS[2], tostring(now + lease), ARGV[1])
-redis.call('EXPIRE', KEYS[2], math.ceil(lease) + 60)
-return {1, probe}
 """
-)
+
+# KEYS: dep hash, inflight zset, rpm zset. ARGV: as router_begin's.
+_BEGIN = ROUTER_BEGIN_LUA + "return router_begin(KEYS[1], KEYS[2], KEYS[3], 1)\n"
 
 # KEYS: dep hash. ARGV: latency seconds ('' when none), alpha, state ttl.
 _SUCCEEDED = (
@@ -113,11 +120,14 @@ return 1
 # KEYS: dep hash, inflight zset. ARGV: latency, alpha, state ttl (as _SUCCEEDED), lease id.
 _FINISH = _SUCCEEDED.replace("return 1", "redis.call('ZREM', KEYS[2], ARGV[4])\nreturn 1")
 
-# KEYS: dep hash, inflight zset. ARGV: lease id, '1' when an unsettled probe ends (its slot
-# is freed).
+# KEYS: dep hash, inflight zset, rpm zset. ARGV: lease id, '1' when an unsettled probe ends
+# (its slot is freed), '1' when the lease was never used for an attempt (its RPM slot is given
+# back too: a lease taken with a request's admission that was then refused or served from the
+# cache). Older callers send two keys and two arguments.
 _RELEASE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[2] == '1' then redis.call('HDEL', KEYS[1], 'probe_until') end
+if ARGV[3] == '1' then redis.call('ZREM', KEYS[3], ARGV[1]) end
 return 1
 """
 
@@ -160,6 +170,12 @@ class RedisRouterState:
         self._failed = client.register_script(_FAILED)
         self._finish = client.register_script(_FINISH)
         self._release = client.register_script(_RELEASE)
+
+    @property
+    def client(self) -> Any:
+        """The Redis client the scripts run on (a request's admission can share its round
+        trip when it runs on the same one)."""
+        return self._client
 
     def _keys(self, deployment_id: str) -> list[str]:
         return [
@@ -206,15 +222,40 @@ class RedisRouterState:
         lease_seconds: float,
         probe_seconds: float,
     ) -> Ticket | Refusal:
-        lease_id = new_lease_id()
-        result = self._begin(
-            keys=self._keys(deployment_id),
-            args=[lease_id, rpm_limit or 0, lease_seconds, probe_seconds, RPM_WINDOW, STATE_TTL],
+        call, answer = self.begin_call(
+            deployment_id,
+            rpm_limit=rpm_limit,
+            lease_seconds=lease_seconds,
+            probe_seconds=probe_seconds,
         )
-        if int(result[0]) == 1:
-            return Ticket(deployment_id, lease_id, probe=int(result[1]) == 1, shared=True)
-        reason = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-        return Refusal(deployment_id, reason, _float(result[2]) or 0.0, _float(result[3]) or 0.0)
+        return answer(call())
+
+    def begin_call(
+        self,
+        deployment_id: str,
+        *,
+        rpm_limit: int | None,
+        lease_seconds: float,
+        probe_seconds: float,
+    ) -> tuple[ScriptCall, Callable[[Any], Ticket | Refusal]]:
+        """:meth:`begin` as a call to send later (with a request's admission, in its round
+        trip) and what turns its reply into the ticket or the refusal."""
+        lease_id = new_lease_id()
+        call = ScriptCall(
+            self._begin,
+            self._keys(deployment_id),
+            [lease_id, rpm_limit or 0, lease_seconds, probe_seconds, RPM_WINDOW, STATE_TTL],
+        )
+
+        def answer(result: Any) -> Ticket | Refusal:
+            if int(result[0]) == 1:
+                return Ticket(deployment_id, lease_id, probe=int(result[1]) == 1, shared=True)
+            reason = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+            return Refusal(
+                deployment_id, reason, _float(result[2]) or 0.0, _float(result[3]) or 0.0
+            )
+
+        return call, answer
 
     def succeeded(self, ticket: Ticket, latency: float | None) -> None:
         ticket.settled = True
@@ -248,8 +289,12 @@ class RedisRouterState:
         ticket.released = True
         return ScriptCall(
             self._release,
-            self._keys(ticket.deployment_id)[:2],
-            [ticket.lease_id, "1" if ticket.probe and not ticket.settled else "0"],
+            self._keys(ticket.deployment_id),
+            [
+                ticket.lease_id,
+                "1" if ticket.probe and not ticket.settled else "0",
+                "0" if ticket.used else "1",
+            ],
         )
 
     def finish(
