@@ -47,6 +47,7 @@ from .providers.wire import (
     unexpected_shape,
 )
 from .schemas import ChatRequest, ChatResponse, Usage
+from .streaming import after_first
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
 #: Client headers forwarded to Anthropic-format upstreams.
@@ -246,7 +247,14 @@ class Messages:
                 raise problem from error
             raise
         return MessageStream(
-            pipeline, request, record, target, source, admission, release=attempts.release
+            pipeline,
+            request,
+            record,
+            target,
+            source,
+            admission,
+            release=attempts.release,
+            started=attempts.started,
         )
 
     def _open(
@@ -490,12 +498,17 @@ class MessageStream:
     source: _Source
     admission: Admission
     release: Any = None
+    #: Reports the attempt's success to the router; called once the first event is out.
+    started: Any = None
     cached: ChatResponse | None = None
     _text: list[str] = field(default_factory=list)
     _settled: bool = False
     _closed: bool = False
 
-    def __iter__(self) -> Generator[dict[str, Any], None, None]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return after_first(self._events(), self.started)
+
+    def _events(self) -> Generator[dict[str, Any], None, None]:
         record, source = self.record, self.source
         assembler = MessageAssembler()
         clock = time.perf_counter

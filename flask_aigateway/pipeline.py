@@ -430,7 +430,14 @@ class Pipeline:
                 raise problem from error
             raise
         return ChatStream(
-            self, request, record, target, opened, admission, release=attempts.release
+            self,
+            request,
+            record,
+            target,
+            opened,
+            admission,
+            release=attempts.release,
+            started=attempts.started,
         )
 
     def _open(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .accounting import RequestRecord
 from .caching import CompletionAssembler, completion_chunks
@@ -19,6 +19,8 @@ from .providers.base import SSEEvent, StreamTranslator, Target
 from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from .admission import Admission
@@ -62,6 +64,8 @@ class ChatStream:
     admission: Admission
     #: Ends the router's in-flight lease of the deployment (least-busy counts the stream).
     release: Callable[[], None] | None = None
+    #: Reports the attempt's success to the router; called once the first chunk is out.
+    started: Callable[[], None] | None = None
     #: A cache hit replayed as this stream (no upstream; see :func:`replay_stream`).
     cached: ChatResponse | None = None
     created: int = field(default_factory=lambda: int(time.time()))
@@ -109,7 +113,9 @@ class ChatStream:
     def __iter__(self) -> Iterator[StreamChunk]:
         """The chunks. Time spent waiting for the consumer to take a chunk is counted as the
         client's (``record.client_seconds``), not as the gateway's overhead."""
-        return self._replay() if self.cached is not None else self._relay()
+        if self.cached is not None:
+            return self._replay()
+        return after_first(self._relay(), self.started)
 
     def _relay(self) -> Generator[StreamChunk, None, None]:
         """The upstream's chunks, stamped. Runs once per chunk, so it keeps to plain locals
@@ -301,6 +307,28 @@ class ChatStream:
             if self.release is not None:
                 self.release()
             self.pipeline.finish(self.record, self.admission)
+
+
+def after_first(items: Generator[_T, None, None], then: Callable[[], None] | None) -> Iterator[_T]:
+    """``items``, calling ``then`` once the first has been taken: the WSGI server writes a
+    chunk before it asks for the next, so what ``then`` does (the router's success report, a
+    Redis round trip) is not in the client's time to first byte. Closing this closes
+    ``items``."""
+    if then is None:
+        return items
+    return _after_first(items, then)
+
+
+def _after_first(items: Generator[_T, None, None], then: Callable[[], None]) -> Iterator[_T]:
+    pending = True
+    try:
+        for item in items:
+            yield item
+            if pending:
+                pending = False
+                then()
+    finally:
+        items.close()
 
 
 def _collect_text(choices: list[dict[str, Any]] | None, sink: list[str]) -> bool:

@@ -265,3 +265,43 @@ def test_a_cache_hit_gives_back_the_lease_and_its_rpm_slot(
     hit = chat(client, secret, "metered")
     assert hit.headers["x-aigateway-cache"] == "HIT"
     assert leases(state, redis_url, deployment_id) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "last"),
+    [
+        ("/v1/chat/completions", {**BODY, "stream": True}, b"data: [DONE]\n\n"),
+        ("/v1/messages", {**BODY, "stream": True}, b'"type":"message_stop"}\n\n'),
+    ],
+    ids=["chat", "messages"],
+)
+def test_a_streams_first_chunk_waits_for_one_round_trip_only(
+    client, secret, proxy, path, body, last
+):
+    """The admission (with the lease) is the only Redis round trip before the client has the
+    stream's first chunk: the router hears of the attempt's success once that chunk is out,
+    and the end of the request comes last."""
+
+    def open_stream() -> Any:
+        response = client.post(
+            path,
+            data=json.dumps(body),
+            headers={"Authorization": f"Bearer {secret}"},
+            content_type="application/json",
+            buffered=False,
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response
+
+    warm = open_stream()  # loads the scripts and the counters
+    b"".join(warm.response)
+    warm.close()
+    before = proxy.round_trips
+    response = open_stream()
+    chunks = iter(response.response)
+    assert next(chunks)
+    assert proxy.round_trips - before == 1
+    rest = b"".join(chunks)
+    response.close()
+    assert rest.replace(b" ", b"").endswith(last.replace(b" ", b""))
+    assert proxy.round_trips - before == 3

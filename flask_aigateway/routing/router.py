@@ -354,9 +354,21 @@ class AttemptLog:
         self._success = False
         self._latency: float | None = None
 
-    def hold(self, router: Router, ticket: Ticket) -> None:
-        """The winning attempt's success is reported; its lease is held until :meth:`end`."""
-        self._router, self._ticket, self._success = router, ticket, False
+    def hold(self, router: Router, ticket: Ticket, seconds: float | None) -> None:
+        """The winning attempt's lease is held until :meth:`end` (a stream's); its success
+        (``seconds``: its latency) is reported by :meth:`started` — once the stream's first
+        chunk is out, so that report's round trip is not in the client's time to first byte —
+        or, when the stream ends before, by :meth:`end` with the release."""
+        self._router, self._ticket, self._success = router, ticket, True
+        self._latency = seconds
+
+    def started(self) -> None:
+        """Report the held attempt's success now (once; nothing when none is pending)."""
+        router, ticket = self._router, self._ticket
+        if router is None or ticket is None or not self._success:
+            return
+        self._success = False
+        router.succeeded(ticket, self._latency)
 
     def defer(self, router: Router, ticket: Ticket, seconds: float | None) -> None:
         """The winning attempt's success (``seconds``: its latency) and lease are reported by
@@ -562,8 +574,7 @@ def _run_target(
         else:
             keep = True
             if hold:
-                router.succeeded(ticket, time.monotonic() - started)
-                log.hold(router, ticket)
+                log.hold(router, ticket, time.monotonic() - started)
             elif defer:
                 log.defer(router, ticket, time.monotonic() - started)
             else:
