@@ -176,12 +176,17 @@ class Pipeline:
             check(route)
         admission.cache = self.cache.decide(request, principal, route, cache_control)
         admission.headers["x-aigateway-cache"] = admission.cache.status
-        client = self.gate.redis_client(principal)
-        if client is not None and client is self.router.shared_client:
-            # The first attempt's lease rides in the admission's round trip.
-            admission.first_lease = self.router.first_lease(
-                route, request, self.settings["AIGATEWAY_REQUEST_TIMEOUT"]
-            )
+        if len(route.targets) == 1 and not admission.cache.read:
+            client = self.gate.redis_client(principal)
+            if client is not None and client is self.router.shared_client:
+                # The first attempt's lease rides in the admission's round trip. Only when
+                # planning costs nothing (one deployment: several need the store's snapshot
+                # first, which a refused request would then pay for) and nothing can stand
+                # between the admission and the attempt (a cache lookup may wait for an
+                # identical request's answer, and the lease would wait with it).
+                admission.first_lease = self.router.first_lease(
+                    route, request, self.settings["AIGATEWAY_REQUEST_TIMEOUT"]
+                )
         request = self.admit(request, principal, route, admission)
         cached = self.cache.get(admission.cache)
         if cached is not None:

@@ -7,6 +7,7 @@ However a stream ends — finished, cut by the upstream, failed, or closed early
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .admission import Admission
@@ -326,7 +328,10 @@ def _after_first(items: Generator[_T, None, None], then: Callable[[], None]) -> 
             yield item
             if pending:
                 pending = False
-                then()
+                try:
+                    then()
+                except Exception:  # a report about the router's health must not cut the stream
+                    log.exception("reporting a stream's first chunk to the router failed")
     finally:
         items.close()
 

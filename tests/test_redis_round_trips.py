@@ -243,8 +243,14 @@ def test_the_first_attempt_uses_the_lease_taken_with_the_admission(
     assert leases(state, redis_url, deployment_id) == (0, 4)
 
 
-def test_a_refused_request_leases_nothing(client, state, secret, limited_alias, redis_url, proxy):
-    _fake, deployment_id = limited_alias
+@pytest.mark.parametrize("deployments", [1, 2])
+def test_a_refused_request_leases_nothing(
+    client, state, secret, fleet, redis_url, proxy, deployments
+):
+    """One round trip, nothing leased, whatever the alias: with several deployments the
+    router's snapshot is not taken before the admission either."""
+    fakes = fleet.start(deployments)
+    ids = add_alias(state, "metered", fakes, deployments=[{"rpm_limit": 100}] * deployments)
     _key, poor = create_key(state, name="poor", team="team", budget_per_day="0.0001")
     assert chat(client, poor, "metered", max_tokens=100).status_code == 429  # loads counters
     before = proxy.round_trips
@@ -252,12 +258,14 @@ def test_a_refused_request_leases_nothing(client, state, secret, limited_alias, 
     assert refused.status_code == 429
     assert refused.json["error"]["code"] == "budget_exceeded"
     assert proxy.round_trips - before == 1
-    assert leases(state, redis_url, deployment_id) == (0, 0)
+    assert [leases(state, redis_url, i) for i in ids] == [(0, 0)] * deployments
 
 
-def test_a_cache_hit_gives_back_the_lease_and_its_rpm_slot(
+def test_a_request_that_may_be_served_from_the_cache_leases_at_its_attempt(
     client, state, secret, limited_alias, redis_url
 ):
+    """A cache lookup may wait for an identical request's answer: no lease is taken with the
+    admission then, and a hit uses no RPM slot."""
     _fake, deployment_id = limited_alias
     state.settings["AIGATEWAY_CACHE_ENABLED"] = True
     miss = chat(client, secret, "metered")
@@ -305,3 +313,26 @@ def test_a_streams_first_chunk_waits_for_one_round_trip_only(
     response.close()
     assert rest.replace(b" ", b"").endswith(last.replace(b" ", b""))
     assert proxy.round_trips - before == 3
+
+
+def test_a_lease_that_fails_in_redis_leaves_no_reservation_behind(
+    client, state, limited, limited_alias, redis_url
+):
+    """A router key Redis cannot use (here of the wrong type) fails the lease step, not the
+    admission that ran before it in the same script: whatever the request's outcome, its
+    budget reservation ends with it."""
+    import redis
+
+    key, secret = limited
+    _fake, deployment_id = limited_alias
+    dep_key = state.redis_key("router", "dep", deployment_id)
+    with redis.Redis.from_url(redis_url) as admin:
+        admin.set(dep_key, "not a hash")
+    try:
+        response = chat(client, secret, "metered")
+    finally:
+        with redis.Redis.from_url(redis_url) as admin:
+            admin.delete(dep_key)
+    assert response.status_code in (200, 500, 503), response.get_data(as_text=True)
+    day = get_pipeline(state).budgets.usage("key", key.id)["day"]
+    assert day.reserved == 0

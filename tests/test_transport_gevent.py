@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,9 +64,11 @@ print(json.dumps(result))
 """
 
 
-def test_a_pooled_connection_is_checked_without_switching_to_the_hub() -> None:
+def in_fresh_interpreter(script: str, *args: str) -> dict[str, Any]:
+    """Run ``script`` (which patches with gevent first) in a new interpreter; its last line of
+    output, as JSON."""
     done = subprocess.run(
-        [sys.executable, "-c", CHECK],
+        [sys.executable, "-c", script, *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -73,7 +76,12 @@ def test_a_pooled_connection_is_checked_without_switching_to_the_hub() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.splitlines()[-1])
+    answer: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return answer
+
+
+def test_a_pooled_connection_is_checked_without_switching_to_the_hub() -> None:
+    result = in_fresh_interpreter(CHECK)
     assert set(result) == {"http", "https"}
     for scheme, seen in result.items():
         # The same answers as urllib3's own check: open and quiet is usable; bytes nobody asked
@@ -144,16 +152,7 @@ print(json.dumps({
 
 @pytest.mark.redis
 def test_a_pooled_redis_connection_is_checked_without_switching_to_the_hub(redis_url: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", REDIS_CHECK, redis_url],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    seen = json.loads(done.stdout.splitlines()[-1])
+    seen = in_fresh_interpreter(REDIS_CHECK, redis_url)
     assert seen["parser"] == "GeventFriendlyHiredisParser"
     # The same answers as redis-py's own check: quiet is usable; a reply nobody read, or the
     # server gone, is not — and the pool then connects again.

@@ -97,7 +97,9 @@ _ADMIT = RATE_LUA + BUDGET_LUA + _ADMIT_BODY + "return admit(#ARGV)\n"
 #: The same, and when the request is admitted (reply code 1) the lease of its first attempt
 #: on a deployment (``router_begin``, routing/state_redis.py): its three keys after the
 #: others, its six arguments after the rest. Returns {admission reply} or {admission reply,
-#: lease reply}: one round trip for both, and no lease taken for a refused request.
+#: lease reply}: one round trip for both, and no lease taken for a refused request. A lease
+#: step that fails (a router key of the wrong type, Redis refusing writes) leaves the
+#: admission as it is and no lease: the attempt then asks the router itself, which reports.
 _ADMIT_AND_LEASE = (
     RATE_LUA
     + BUDGET_LUA
@@ -106,7 +108,9 @@ _ADMIT_AND_LEASE = (
     + """
 local out = admit(#ARGV - 6)
 if out[1] ~= 1 then return {out} end
-return {out, router_begin(KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS], #ARGV - 5)}
+local ok, lease = pcall(router_begin, KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS], #ARGV - 5)
+if not ok then return {out} end
+return {out, lease}
 """
 )
 
@@ -225,6 +229,8 @@ class Gate:
             admission.rate = RateTicket()
             admission.reservation = self._budgets.unchecked(ask)
             return
+        if first is not None and lease is not None:
+            first.done(lease)  # first: whatever follows raises, the lease is known and ends
         n = 3 * len(windows)
         states = window_states([w.spec for w in windows], reply[1 : 1 + n])
         if code == 0:
@@ -239,8 +245,6 @@ class Gate:
         admission.headers.update(admission.rate.headers)
         admission.reservation = self._budgets.held(ask, counters.states(ask.keys, reply[1 + n :]))
         admission.headers.update(admission.reservation.headers())
-        if first is not None and lease is not None:
-            first.done(lease)
 
 
 __all__ = ["Gate"]
