@@ -506,7 +506,7 @@ class MessageStream:
     _closed: bool = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return after_first(self._events(), self.started)
+        return after_first(self._events(), self.started, self.record)
 
     def _events(self) -> Generator[dict[str, Any], None, None]:
         record, source = self.record, self.source

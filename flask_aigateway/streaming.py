@@ -117,7 +117,7 @@ class ChatStream:
         client's (``record.client_seconds``), not as the gateway's overhead."""
         if self.cached is not None:
             return self._replay()
-        return after_first(self._relay(), self.started)
+        return after_first(self._relay(), self.started, self.record)
 
     def _relay(self) -> Generator[StreamChunk, None, None]:
         """The upstream's chunks, stamped. Runs once per chunk, so it keeps to plain locals
@@ -311,27 +311,34 @@ class ChatStream:
             self.pipeline.finish(self.record, self.admission)
 
 
-def after_first(items: Generator[_T, None, None], then: Callable[[], None] | None) -> Iterator[_T]:
+def after_first(
+    items: Generator[_T, None, None], then: Callable[[], None] | None, record: RequestRecord
+) -> Iterator[_T]:
     """``items``, calling ``then`` once the first has been taken: the WSGI server writes a
     chunk before it asks for the next, so what ``then`` does (the router's success report, a
-    Redis round trip) is not in the client's time to first byte. Closing this closes
-    ``items``."""
+    Redis round trip) is not in the client's time to first byte. ``items`` counts the time it
+    waits at a ``yield`` as the client's (``record.client_seconds``); the time ``then`` takes
+    there is the gateway's, and is given back. Closing this closes ``items``."""
     if then is None:
         return items
-    return _after_first(items, then)
+    return _after_first(items, then, record)
 
 
-def _after_first(items: Generator[_T, None, None], then: Callable[[], None]) -> Iterator[_T]:
+def _after_first(
+    items: Generator[_T, None, None], then: Callable[[], None], record: RequestRecord
+) -> Iterator[_T]:
     pending = True
     try:
         for item in items:
             yield item
             if pending:
                 pending = False
+                began = time.perf_counter()
                 try:
                     then()
                 except Exception:  # a report about the router's health must not cut the stream
                     log.exception("reporting a stream's first chunk to the router failed")
+                record.client_seconds -= time.perf_counter() - began
     finally:
         items.close()
 
