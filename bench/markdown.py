@@ -333,6 +333,8 @@ def results_markdown(data: dict[str, Any]) -> str:
         out.append(f"* Skipped `{name}`: {why}")
     for error in data.get("errors", []):
         out.append(f"* **Phase {error['phase']} failed**: {error['error'][-300:]}")
+    if data.get("verdicts_issue18"):
+        out += ["", "### Targets of issue 18", "", verdict_table(data["verdicts_issue18"])]
     out += [
         "",
         "### Targets of issue 8",

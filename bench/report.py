@@ -157,7 +157,7 @@ def _verdict(
     elif at_most:
         margin = f"missed: {measured / limit:.1f}x the limit ({measured - limit:+.2f} {unit})"
     else:
-        margin = f"missed: {measured / limit:.0%} of the goal"
+        margin = f"missed: {measured / limit:.1%} of the goal"
     return {
         "target": target,
         "goal": goal,
@@ -298,6 +298,92 @@ def verdicts(
                 5.0,
                 at_most=True,
                 unit="MB",
+            )
+        )
+    return out
+
+
+def issue18_verdicts(
+    name: str, rows: Sequence[dict[str, Any]], *, postgres: bool, slow: float = 50.0
+) -> list[dict[str, Any]]:
+    """Issue 18's targets (performance round two) for gateway ``name``: behind the slow
+    upstream at 16 clients ≥ 95 % of the bare upstream's throughput and ≤ 2 ms added at the
+    median, JSON and streams; CPU per request at 16 clients ≤ 1.0 / 2.0 ms on SQLite and
+    ≤ 1.5 / 2.5 ms on PostgreSQL + Redis; ≥ 5x LiteLLM at 16 clients, 0 ms; on PostgreSQL +
+    Redis, p99 ≤ 2x p50 at 64 clients behind the slow upstream. (64 clients at ≥ 90 % applies
+    only where the gateway's CPU is not saturated, which the README places; the open-stream
+    and memory goals are the issue-8 table's.)"""
+
+    def stat(latency: float, stream: bool, conc: int, key: str) -> Any:
+        return _get(find(rows, latency, stream, conc) or {}, "targets", name, key)
+
+    out = []
+    for stream, what, added in (
+        (False, "JSON", "added_p50_vs_upstream_ms"),
+        (True, "streams", "added_ttfb_p50_vs_upstream_ms"),
+    ):
+        out.append(
+            _verdict(
+                name,
+                f"{what} c=16, {slow:g} ms upstream ≥ 95 % of upstream req/s",
+                stat(slow, stream, 16, "rps_vs_upstream"),
+                0.95,
+                at_most=False,
+                unit="",
+            )
+        )
+        out.append(
+            _verdict(
+                name,
+                f"{what} c=16, {slow:g} ms: added {'TTFB ' if stream else ''}p50 ≤ 2 ms",
+                stat(slow, stream, 16, added),
+                2.0,
+                at_most=True,
+                unit="ms",
+            )
+        )
+    json_cpu, stream_cpu = (1.5, 2.5) if postgres else (1.0, 2.0)
+    out.append(
+        _verdict(
+            name,
+            f"CPU per JSON request ≤ {json_cpu:g} ms (c=16, 0 ms)",
+            stat(0.0, False, 16, "cpu_ms_per_req"),
+            json_cpu,
+            at_most=True,
+            unit="ms",
+        )
+    )
+    out.append(
+        _verdict(
+            name,
+            f"CPU per 20-chunk stream ≤ {stream_cpu:g} ms (c=16, 0 ms)",
+            stat(0.0, True, 16, "cpu_ms_per_req"),
+            stream_cpu,
+            at_most=True,
+            unit="ms",
+        )
+    )
+    out.append(
+        _verdict(
+            name,
+            "throughput c=16, 0 ms, JSON ≥ 5x LiteLLM",
+            stat(0.0, False, 16, "rps_vs_litellm"),
+            5.0,
+            at_most=False,
+            unit="x",
+            note="LiteLLM measured in this run",
+        )
+    )
+    if postgres:
+        p50, p99 = stat(slow, False, 64, "p50_ms"), stat(slow, False, 64, "p99_ms")
+        out.append(
+            _verdict(
+                name,
+                f"JSON c=64, {slow:g} ms: p99 ≤ 2x p50",
+                p99 / p50 if p50 and p99 else None,
+                2.0,
+                at_most=True,
+                unit="x",
             )
         )
     return out

@@ -19,7 +19,7 @@ from typing import Any
 from . import hotpath
 from .measure import idle_state, machine, run_load, versions
 from .procs import Memory
-from .report import UPSTREAM, aggregate, verdicts
+from .report import UPSTREAM, aggregate, issue18_verdicts, verdicts
 from .targets import (
     Mock,
     Postgres,
@@ -381,8 +381,14 @@ class Bench:
             name: {"label": t.label, "settings": t.settings} for name, t in self.targets.items()
         }
         data["verdicts"] = []
+        data["verdicts_issue18"] = []
         for name in (MAIN, PG):
             if name in self.targets:
+                # The issue's goals are at 50 ms: a run without that profile reports them
+                # as not measured rather than judging another latency against them.
+                data["verdicts_issue18"] += issue18_verdicts(
+                    name, data["rows"], postgres=name == PG
+                )
                 data["verdicts"] += verdicts(
                     name,
                     data["rows"],
