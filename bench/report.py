@@ -317,63 +317,36 @@ def issue18_verdicts(
     def stat(latency: float, stream: bool, conc: int, key: str) -> Any:
         return _get(find(rows, latency, stream, conc) or {}, "targets", name, key)
 
-    out = []
-    for stream, what, added in (
-        (False, "JSON", "added_p50_vs_upstream_ms"),
-        (True, "streams", "added_ttfb_p50_vs_upstream_ms"),
-    ):
-        out.append(
-            _verdict(
-                name,
-                f"{what} c=16, {slow:g} ms upstream ≥ 95 % of upstream req/s",
-                stat(slow, stream, 16, "rps_vs_upstream"),
-                0.95,
-                at_most=False,
-                unit="",
-            )
-        )
-        out.append(
-            _verdict(
-                name,
-                f"{what} c=16, {slow:g} ms: added {'TTFB ' if stream else ''}p50 ≤ 2 ms",
-                stat(slow, stream, 16, added),
-                2.0,
-                at_most=True,
-                unit="ms",
-            )
-        )
     json_cpu, stream_cpu = (1.5, 2.5) if postgres else (1.0, 2.0)
-    out.append(
+    # (goal, (upstream ms, stream, clients, measured key), limit, at most?, unit)
+    goals: list[tuple[str, tuple[float, bool, int, str], float, bool, str]] = [
+        (f"JSON c=16, {slow:g} ms upstream ≥ 95 % of upstream req/s",
+         (slow, False, 16, "rps_vs_upstream"), 0.95, False, ""),
+        (f"JSON c=16, {slow:g} ms: added p50 ≤ 2 ms",
+         (slow, False, 16, "added_p50_vs_upstream_ms"), 2.0, True, "ms"),
+        (f"streams c=16, {slow:g} ms upstream ≥ 95 % of upstream req/s",
+         (slow, True, 16, "rps_vs_upstream"), 0.95, False, ""),
+        (f"streams c=16, {slow:g} ms: added TTFB p50 ≤ 2 ms",
+         (slow, True, 16, "added_ttfb_p50_vs_upstream_ms"), 2.0, True, "ms"),
+        (f"CPU per JSON request ≤ {json_cpu:g} ms (c=16, 0 ms)",
+         (0.0, False, 16, "cpu_ms_per_req"), json_cpu, True, "ms"),
+        (f"CPU per 20-chunk stream ≤ {stream_cpu:g} ms (c=16, 0 ms)",
+         (0.0, True, 16, "cpu_ms_per_req"), stream_cpu, True, "ms"),
+        ("throughput c=16, 0 ms, JSON ≥ 5x LiteLLM",
+         (0.0, False, 16, "rps_vs_litellm"), 5.0, False, "x"),
+    ]  # fmt: skip
+    out = [
         _verdict(
             name,
-            f"CPU per JSON request ≤ {json_cpu:g} ms (c=16, 0 ms)",
-            stat(0.0, False, 16, "cpu_ms_per_req"),
-            json_cpu,
-            at_most=True,
-            unit="ms",
+            goal,
+            stat(*where),
+            limit,
+            at_most=at_most,
+            unit=unit,
+            note="LiteLLM measured in this run" if unit == "x" else "",
         )
-    )
-    out.append(
-        _verdict(
-            name,
-            f"CPU per 20-chunk stream ≤ {stream_cpu:g} ms (c=16, 0 ms)",
-            stat(0.0, True, 16, "cpu_ms_per_req"),
-            stream_cpu,
-            at_most=True,
-            unit="ms",
-        )
-    )
-    out.append(
-        _verdict(
-            name,
-            "throughput c=16, 0 ms, JSON ≥ 5x LiteLLM",
-            stat(0.0, False, 16, "rps_vs_litellm"),
-            5.0,
-            at_most=False,
-            unit="x",
-            note="LiteLLM measured in this run",
-        )
-    )
+        for goal, where, limit, at_most, unit in goals
+    ]
     if postgres:
         p50, p99 = stat(slow, False, 64, "p50_ms"), stat(slow, False, 64, "p99_ms")
         out.append(
