@@ -8,6 +8,7 @@ request later) hold one; neither imports the other for it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from .redis_batch import ScriptBatch
@@ -54,6 +55,12 @@ class Admission:
     def release(self, record: RequestRecord) -> None:
         """Give the whole reservation back (the request cost nothing)."""
         self._end(record, charge=False)
+
+    def expect_settled(self, cost: Decimal) -> None:
+        """Set the remaining-budget header as settling ``cost`` will leave it, before the
+        settlement runs (it runs after the answer is sent: :mod:`.after_response`)."""
+        if self.reservation is not None and not self._done:
+            self.headers.update(self.reservation.headers(settling=cost))
 
     def _end(self, record: RequestRecord, *, charge: bool) -> None:
         if self._done:

@@ -350,6 +350,16 @@ OPTIONS: tuple[Option, ...] = (
         "rows are flushed at shutdown.",
     ),
     Option(
+        "AIGATEWAY_FINISH_AFTER_RESPONSE",
+        False,
+        bool,
+        "End each /v1 request (settle its budget, report to the router, meter it, queue its "
+        "log row) after its answer is sent, from the WSGI response's close(), instead of "
+        "before: JSON answers reach the client a Redis round trip sooner. Needs a caller that "
+        "closes responses, as every WSGI server does (Flask's test client only inside 'with' "
+        "or on response.close()); sample_app turns it on.",
+    ),
+    Option(
         "AIGATEWAY_CREATE_TABLES",
         False,
         bool,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from . import after_response
 from .accounting import Metrics, RequestLogWriter, RequestRecord, cost_of
 from .admission import Admission
 from .caching import ResponseCache
@@ -266,12 +267,29 @@ class Pipeline:
         """Last step of every request, whatever its outcome: end the admission (settle or
         release what was reserved, correct the token windows, report the router outcome),
         let identical requests waiting on this one's cache miss go, then log and meter it.
-        The log row carries the spend the usage counters' rows still need (Redis counters)."""
+        The log row carries the spend the usage counters' rows still need (Redis counters).
+
+        The request's latency is fixed here. With ``AIGATEWAY_FINISH_AFTER_RESPONSE``, inside
+        the ``/v1`` blueprint, the rest runs once the answer is sent (:mod:`.after_response`);
+        the remaining-budget header it would have set is set now, from the reservation and
+        the cost."""
         record.stop_clock()
+        if after_response.defer(lambda: self._end(record, admission)):
+            if admission is not None and self._charges(record):
+                admission.expect_settled(record.cost)
+            return
+        self._end(record, admission)
+
+    @staticmethod
+    def _charges(record: RequestRecord) -> bool:
+        """Whether the request's end settles its cost (else it releases the reservation)."""
+        return record.status_code < 400 or record.cost > 0
+
+    def _end(self, record: RequestRecord, admission: Admission | None) -> None:
         try:
             if admission is not None:
                 try:
-                    if record.status_code < 400 or record.cost > 0:
+                    if self._charges(record):
                         admission.settle(record)
                     else:
                         admission.release(record)

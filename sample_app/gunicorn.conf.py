@@ -21,6 +21,7 @@ for the streams you expect to hold, not for the CPU), ``THREADS`` (gthread's thr
 system after a burst, ``sample_app/memtrim.py``; 0 turns it off), ``ACCESS_LOG`` (unset: no
 access log, since every request is already in the gateway's request log; ``-`` for stdout or a
 file path),
+``AIGATEWAY_FINISH_AFTER_RESPONSE`` (``true`` here unless set: see below),
 ``PROMETHEUS_MULTIPROC_DIR`` (with several workers: where they write their metrics, emptied on
 start; default a fresh temporary directory).
 """
@@ -56,6 +57,11 @@ def _worker_class() -> str:
         return chosen
     return "gevent" if importlib.util.find_spec("gevent") is not None else "gthread"
 
+
+# gunicorn closes every response once it is written (PEP 3333), so each /v1 request can end
+# (settle, meter, queue its log row) after its answer is sent (flask_aigateway.after_response);
+# set before the workers build the app. An explicit AIGATEWAY_FINISH_AFTER_RESPONSE wins.
+os.environ.setdefault("AIGATEWAY_FINISH_AFTER_RESPONSE", "true")
 
 wsgi_app = "sample_app:create_app()"
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]

@@ -12,9 +12,9 @@ What the test shows, and the README's "What a crash loses" states:
   still bill what it generated before the connection closed);
 * rows still waiting in the request-log queue (at most ``AIGATEWAY_LOG_FLUSH_INTERVAL``
   seconds old) are lost; rows already written survive, and so does the spend of every request
-  that finished in the live counters (budgets are settled before a request returns); behind
-  Redis counters the database rows get each cost with its log row, so they miss the queued
-  requests' costs as well;
+  that finished in the live counters (budgets are settled when a request ends; under ``make
+  run``, right after its answer is written); behind Redis counters the database rows get each
+  cost with its log row, so they miss the queued requests' costs as well;
 * the killed request's reservation stays held — in the database row, or in Redis — until its
   budget period ends (the day's counter at midnight UTC, the month's at the month's end): the
   budget gets stricter by that amount, never looser;

@@ -19,7 +19,7 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from .. import jsoncodec
+from .. import after_response, jsoncodec
 from ..catalog import list_aliases
 from ..db import database_error
 from ..errors import (
@@ -196,6 +196,15 @@ def create_blueprint() -> Blueprint:
     from . import responses as responses_views  # imports this module's helpers
 
     responses_views.register(bp)
+
+    @bp.before_request
+    def queue_the_end() -> None:
+        # AIGATEWAY_FINISH_AFTER_RESPONSE: each request's end runs once its answer is sent.
+        if get_state().settings["AIGATEWAY_FINISH_AFTER_RESPONSE"]:
+            after_response.open_queue()
+
+    bp.after_request(after_response.hand_to)
+    bp.teardown_request(after_response.close_queue)
 
     @bp.errorhandler(GatewayError)
     @_forgetting_frames

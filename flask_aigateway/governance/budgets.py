@@ -245,13 +245,15 @@ class Reservation:
         """Whether any budget (a limit, not only a spend counter) applies to the request."""
         return any(line.limit is not None for line in self._lines)
 
-    def headers(self) -> dict[str, str]:
+    def headers(self, settling: Decimal | None = None) -> dict[str, str]:
         """``x-aigateway-budget-remaining-usd``: the least any budget has left (after what is
-        reserved now), or no header when no budget applies."""
+        reserved now), or no header when no budget applies. ``settling``: the cost about to
+        replace this (not yet settled) reservation — what will be left once it has."""
+        back = _ZERO if settling is None or self.done else self.amount - to_money(settling)
         least: Decimal | None = None
         for line, state in zip(self._lines, self._states, strict=False):
             if line.limit is not None:
-                left = line.limit - state.spent - state.reserved
+                left = line.limit - state.spent - state.reserved + back
                 if least is None or left < least:
                     least = left
         if least is None:
