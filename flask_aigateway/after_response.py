@@ -8,15 +8,22 @@ can therefore wait until the answer is written: the client gets a JSON answer wi
 for the end's Redis round trip (or SQLite transaction), as a stream's client already does
 (a stream ends in its body's ``close()``).
 
-How: with the setting on, the ``/v1`` blueprint opens a queue for each request
-(:func:`open_queue`); the pipeline's finish puts its work there (:func:`defer`) instead of
-running it; the blueprint gives the queue to the response's ``call_on_close``
-(:func:`hand_to`), which every WSGI server calls once the last byte is written or the client
-went away (PEP 3333; gunicorn does before it reads the keep-alive connection's next request,
-and lets it finish on a graceful shutdown). A request that ends without a response of the
-blueprint (an exception Flask answers itself) runs the queue at its teardown
-(:func:`close_queue`). Outside the blueprint (``gateway.chat`` from a host view, the CLI) and
-with the setting off, the end runs before the call returns, as it always did.
+How: with the setting on, the extension wraps the app's WSGI callable (:class:`RunAfter`)
+and the ``/v1`` blueprint opens a queue for each of its requests (:func:`open_queue`, kept in
+the WSGI environ and, for the pipeline, in a ContextVar); the pipeline's finish puts its work
+there (:func:`defer`) instead of running it. When the app has answered, the wrapper gives
+the queue to the answer's ``close()`` — whichever response Flask ends up sending, also one a
+host's ``after_request`` replaced or a 500 made from a failing hook — and runs it itself when
+the app raised instead of answering. Every WSGI server calls ``close()`` once the last byte is
+written or the client went away (PEP 3333; gunicorn before it reads the keep-alive
+connection's next request, and it lets it finish on a graceful shutdown). The queue closes at
+the request's teardown (:func:`close_queue`): a stream's end, in its body's ``close()``,
+runs at once as before. Outside the blueprint (``gateway.chat`` from a host view, the CLI)
+and with the setting off, the end runs before the call returns, as it always did.
+
+Until it runs, the request still holds what it held: its budget reservation (the next request
+of the same key may see the worst case still reserved: stricter, never looser), its deployment
+lease (a least-busy router counts it in flight a moment longer), the in-flight gauge.
 
 Off by default because a caller of the WSGI app that never closes the response — Flask's test
 client without ``with`` or ``response.close()`` — would then see neither the log row nor the
@@ -40,9 +47,55 @@ _Work = Callable[[], None]
 _QUEUE: ContextVar[list[_Work] | None] = ContextVar("aigateway_after_response", default=None)
 
 
-def open_queue() -> None:
+#: The WSGI environ key of the request's queue (for :class:`RunAfter`).
+ENVIRON_KEY = "aigateway.after_response"
+
+
+class RunAfter:
+    """WSGI middleware: runs the queue of a request (:func:`open_queue`) when its answer is
+    closed, or at once when the app raised."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        try:
+            answer = self.app(environ, start_response)
+        except BaseException:
+            _run(environ.pop(ENVIRON_KEY, None) or [])
+            raise
+        queue = environ.pop(ENVIRON_KEY, None)
+        if not queue:
+            return answer
+        return _Answer(answer, queue)
+
+
+class _Answer:
+    """The app's answer, whose ``close()`` then runs the queue (also when closing the answer
+    itself raised)."""
+
+    def __init__(self, answer: Any, queue: list[_Work]) -> None:
+        self._answer = answer
+        self._queue = queue
+
+    def __iter__(self) -> Any:
+        return iter(self._answer)
+
+    def close(self) -> None:
+        queue, self._queue = self._queue, []  # once, however often the server closes it
+        try:
+            close = getattr(self._answer, "close", None)
+            if close is not None:
+                close()
+        finally:
+            _run(queue)
+
+
+def open_queue(environ: dict[str, Any]) -> None:
     """Start queueing the ends of the current request (the blueprint's ``before_request``)."""
-    _QUEUE.set([])
+    queue: list[_Work] = []
+    environ[ENVIRON_KEY] = queue
+    _QUEUE.set(queue)
 
 
 def defer(work: _Work) -> bool:
@@ -55,34 +108,24 @@ def defer(work: _Work) -> bool:
     return True
 
 
-def hand_to(response: Any) -> Any:
-    """Give the queue to ``response`` (run by its ``close()``) and close the queue: what ends
-    later in the request (nothing, normally) runs at once. The blueprint's ``after_request``."""
-    queue = _QUEUE.get()
-    _QUEUE.set(None)
-    if queue:
-        response.call_on_close(lambda: _run(queue))
-    return response
-
-
 def close_queue(_error: BaseException | None = None) -> None:
-    """Run what no response took (the request ended in an exception Flask answered itself)
-    and close the queue. The blueprint's ``teardown_request``."""
-    queue = _QUEUE.get()
+    """Stop queueing: what ends later (a stream, from its body's ``close()``) runs at once.
+    The blueprint's ``teardown_request``; :class:`RunAfter` runs what was queued."""
     _QUEUE.set(None)
-    if queue:
-        _run(queue)
 
 
 def _run(queue: list[_Work]) -> None:
     """Run every queued end; one failing does not stop the others (an end logs its own
-    problems and is not expected to raise)."""
-    for work in queue:
+    problems and is not expected to raise), nor does one interrupted (a greenlet killed at
+    the end of a graceful shutdown): the rest run before the interruption goes on."""
+    for i, work in enumerate(queue):
         try:
             work()
         except Exception:
             log.exception("ending a request after its answer failed")
-    queue.clear()
+        except BaseException:
+            _run(queue[i + 1 :])
+            raise
 
 
-__all__ = ["close_queue", "defer", "hand_to", "open_queue"]
+__all__ = ["ENVIRON_KEY", "RunAfter", "close_queue", "defer", "open_queue"]

@@ -81,6 +81,11 @@ class AIGateway:
 
             if create_dashboard is not None:
                 app.register_blueprint(create_dashboard(), url_prefix=prefix + "/dashboard")
+        if settings["AIGATEWAY_FINISH_AFTER_RESPONSE"] and api_blueprints:
+            from .after_response import RunAfter
+
+            # The /v1 requests' ends run when their answers are closed (after_response.py).
+            app.wsgi_app = RunAfter(app.wsgi_app)  # type: ignore[method-assign]
         if settings["AIGATEWAY_CREATE_TABLES"]:
             state.create_tables()
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 from fakes import Reply
-from flask import jsonify
+from flask import Response, jsonify
 from sqlalchemy import select
 
 from flask_aigateway import ChatRequest
@@ -114,6 +114,39 @@ def test_a_refused_key_is_logged_once_the_answer_is_closed(client, state):
     assert rows(state) == []
     response.close()
     assert [row.status_code for row in rows(state)] == [401]
+
+
+def test_the_end_runs_with_an_answer_the_host_swapped(app, client, state, gpt):
+    """A host's ``after_request`` that replaces the answer: the request still ends when the
+    answer sent is closed, exactly once however often it is closed."""
+    key, secret = create_key(state, name="k", budget_per_day=str(R * 3))
+
+    @app.after_request
+    def host_hook(response: Any) -> Any:
+        return Response(b"replaced", status=response.status_code)
+
+    response = post(client, secret)
+    assert response.get_data() == b"replaced"
+    assert rows(state) == []
+    response.close()
+    response.close()
+    assert [row.status_code for row in rows(state)] == [200]
+    assert day(state, key.id) == (R, 0)
+
+
+def test_the_end_runs_at_once_when_the_app_raises_instead_of_answering(app, client, state, gpt):
+    """A host hook failing after the view (propagated here, as under ``TESTING``): no answer
+    will be closed, so the request ends before the exception leaves the app."""
+    key, secret = create_key(state, name="k", budget_per_day=str(R * 3))
+
+    @app.after_request
+    def host_hook(response: Any) -> Any:
+        raise RuntimeError("host hook failed")
+
+    with pytest.raises(RuntimeError, match="host hook failed"):
+        post(client, secret)
+    assert [row.status_code for row in rows(state)] == [200]
+    assert day(state, key.id) == (R, 0)
 
 
 def test_a_stream_still_ends_with_its_body(client, state, gpt):

@@ -201,9 +201,8 @@ def create_blueprint() -> Blueprint:
     def queue_the_end() -> None:
         # AIGATEWAY_FINISH_AFTER_RESPONSE: each request's end runs once its answer is sent.
         if get_state().settings["AIGATEWAY_FINISH_AFTER_RESPONSE"]:
-            after_response.open_queue()
+            after_response.open_queue(request.environ)
 
-    bp.after_request(after_response.hand_to)
     bp.teardown_request(after_response.close_queue)
 
     @bp.errorhandler(GatewayError)
