@@ -175,7 +175,8 @@ def test_on_a_real_server_the_end_follows_the_answer(live_server, state, gpt):
     deadline = time.monotonic() + 10
     while len(rows(state)) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert [row.status_code for row in rows(state)] == [200, 200, 200, 429]
+    # Each row is written when its request ends, so not always in the answers' order.
+    assert sorted(row.status_code for row in rows(state)) == [200, 200, 200, 429]
     assert day(state, key.id) == (R * 3, 0)
 
 
