@@ -82,6 +82,11 @@ class RoundTripProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
+    def restart(self) -> None:
+        """Accept connections again on the same port, after :meth:`stop` (Redis is back)."""
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
     def stop(self) -> None:
         """Refuse new connections and cut the open ones (as a Redis going away would)."""
         with contextlib.suppress(OSError):

@@ -237,17 +237,6 @@ def test_redis_restarted_mid_run(live_server, state, runner, upstreams, restarta
 
 @pytest.mark.parametrize("restartable", ["cut"], indirect=True)
 @pytest.mark.parametrize("failure_mode", ["closed"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A Redis settlement that fails (connection reset) is not retried: the in-flight "
-        "request's worst case stays in the Redis counter's 'reserved' and its cost is missing "
-        "from the counter's 'spent' (the database row has it) until the counter expires a day "
-        "after its period. Retrying it safely needs the settle script to tell a counter "
-        "reloaded since the reservation (which already holds the cost) from the same counter "
-        "(budget_store_redis.py; see the fault-injection report)."
-    ),
-)
 def test_redis_connection_cut_with_data_kept(
     live_server, state, runner, upstreams, restartable, failure_mode
 ):

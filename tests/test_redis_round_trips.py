@@ -170,10 +170,10 @@ def test_requests_count_after_redis_forgets_its_scripts(client, state, limited, 
 
 def test_redis_lost_while_the_upstream_answers(client, state, limited, upstreams, proxy, caplog):
     """Redis goes away between admission and the end of the request: the answer is served;
-    each call of the end's pipeline fails by its own policy (the settlement logged with the
-    amounts, the token correction warned about, routing carried on in this process's
-    memory); the database rows still get the cost with the log row."""
-    _key, secret = limited
+    each call of the end's pipeline fails by its own policy (the settlement deferred and
+    retried until Redis is back, the token correction warned about, routing carried on in
+    this process's memory); the database rows still get the cost with the log row."""
+    key, secret = limited
     gpt = upstreams["gpt"]
     gpt.default = Reply(text="ok", prompt_tokens=17, completion_tokens=60, latency=1.0)
     with ThreadPoolExecutor(1) as pool:
@@ -186,10 +186,16 @@ def test_redis_lost_while_the_upstream_answers(client, state, limited, upstreams
         response = answer.result(timeout=20)
     assert response.status_code == 200
     messages = [r.getMessage() for r in caplog.records]
-    assert any("could not settle a budget reservation: reserved" in m for m in messages)
+    assert any("Redis budget settlement (reserved" in m and "deferred" in m for m in messages)
     assert any("could not correct tokens-per-minute windows" in m for m in messages)
     assert any("routing uses this process's memory" in m for m in messages)
     assert day_row_spent(state) == [R]
+    pending = get_pipeline(state).budgets.pending
+    assert pending.pending == 1
+    proxy.restart()
+    assert pending.flush(10), "the settlement was not retried once Redis was back"
+    day = get_pipeline(state).budgets.usage("key", key.id)["day"]
+    assert (day.spent, day.reserved) == (R, 0)
 
 
 # -- the first attempt's lease, taken with the admission ---------------------------------------

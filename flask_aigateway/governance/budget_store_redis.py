@@ -13,6 +13,15 @@ get but the reloaded live counter does not. In this mode the
 rows' ``reserved`` stays 0: requests in flight are held in Redis only. Counters expire a day
 after their period ends.
 
+Each reservation is also written into every counter it holds as a field ``r:<hold id>`` (its
+amount), which its settlement deletes. So a settlement knows whether the counter still holds
+its reservation or was reloaded since (Redis lost it), and a settlement retried after its
+connection failed is applied once: a retry finding no ``r:`` field was either applied already
+(its reply was lost) or meets a counter reloaded from rows that hold its cost (the writer had
+written the request's log row before the reload) — either way it changes nothing. A first
+settlement on a reloaded counter adds the cost (the rows do not have it yet) and takes nothing
+back from ``reserved``, which holds only reservations made since the reload.
+
 Money crosses the Redis boundary as integer units of 1e-10 USD (the database precision); Lua
 compares them as doubles, exact up to 2**53 units (about 900,000 USD) per counter and period.
 """
@@ -71,10 +80,12 @@ local function budget_over(base, n, amount, limits)
   return nil
 end
 
--- Reserves the amount on every counter; appends each one's spent and reserved to out.
-local function budget_hold(out, base, n, amount)
+-- Reserves the amount on every counter (and notes it as field 'r:' .. hold, unless hold is
+-- ''); appends each one's spent and reserved to out.
+local function budget_hold(out, base, n, amount, hold)
   for i = 1, n do
     redis.call('HINCRBY', KEYS[base + i], 'reserved', amount)
+    if hold ~= '' then redis.call('HSET', KEYS[base + i], 'r:' .. hold, amount) end
     local v = redis.call('HMGET', KEYS[base + i], 'spent', 'reserved')
     out[#out + 1] = v[1]
     out[#out + 1] = v[2]
@@ -82,34 +93,43 @@ local function budget_hold(out, base, n, amount)
 end
 """
 
-#: KEYS: one hash per counter. ARGV: amount, one limit per counter ('' = none), then
-#: (index, spent, expiry) of each counter to load from the database if it is missing.
+#: KEYS: one hash per counter. ARGV: counter count, amount, hold id ('' = none), one limit per
+#: counter ('' = none), then (index, spent, expiry) of each counter to load from the database
+#: if it is missing.
 #: Returns {-1, missing indexes…} when a counter is not loaded, {0, index, spent, reserved}
 #: when one would go over, else {1, spent, reserved per counter…}. Strings keep integers whole.
 _RESERVE = (
     BUDGET_LUA
     + """
 local n = tonumber(ARGV[1])
-budget_load(0, n + 3)
+budget_load(0, n + 4)
 local missing = budget_missing(0, n)
 if missing then return missing end
-local over = budget_over(0, n, ARGV[2], 2)
+local over = budget_over(0, n, ARGV[2], 3)
 if over then return {0, over[1], over[2], over[3]} end
 local out = {1}
-budget_hold(out, 0, n, ARGV[2])
+budget_hold(out, 0, n, ARGV[2], ARGV[3])
 return out
 """
 )
 
-#: KEYS: one hash per counter. ARGV: minus the reserved amount, the cost. A counter Redis lost
-#: is left alone (it reloads from the database, which gets the cost too).
+#: KEYS: one hash per counter. ARGV: minus the reserved amount, the cost, the hold id ('' = a
+#: reservation made without one), '1' when retrying a settlement that may have been applied.
+#: A counter holding the reservation gives it back and adds the cost; one without it was
+#: reloaded since the reservation (or, on a retry, already settled): a first settlement adds
+#: the cost only, a retry nothing. A counter Redis lost is left alone (it reloads from the
+#: database, which gets the cost too). Returns (spent, reserved) per counter ('' for a lost one).
 _SETTLE = """
+local back, cost, hold, retry = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local out = {}
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', ARGV[1])
-    if reserved < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
-    redis.call('HINCRBY', KEYS[i], 'spent', ARGV[2])
+    local held = hold == '' or redis.call('HDEL', KEYS[i], 'r:' .. hold) == 1
+    if held then
+      local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', back)
+      if reserved < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
+    end
+    if held or not retry then redis.call('HINCRBY', KEYS[i], 'spent', cost) end
     local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
     out[#out + 1] = v[1]
     out[#out + 1] = v[2]
@@ -193,12 +213,20 @@ class RedisCounterStore:
         return args
 
     def reserve(
-        self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None], amount: Decimal
+        self,
+        keys: Sequence[CounterKey],
+        limits: Sequence[Decimal | None],
+        amount: Decimal,
+        *,
+        hold: str = "",
     ) -> list[CounterState]:
+        """:meth:`.CounterStore.reserve`; ``hold``: the id its settlement will name (see the
+        module docstring), '' for none."""
         names = [self.key(k) for k in keys]
         args = [
             len(keys),
             to_units(amount),
+            hold,
             *("" if lim is None else to_units(lim) for lim in limits),
         ]
         load: list[Any] = []
@@ -221,13 +249,20 @@ class RedisCounterStore:
         return self.states(keys, self.settle_call(keys, reserved, cost)())
 
     def settle_call(
-        self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal
+        self,
+        keys: Sequence[CounterKey],
+        reserved: Decimal,
+        cost: Decimal,
+        *,
+        hold: str = "",
+        retry: bool = False,
     ) -> ScriptCall:
         """:meth:`settle` as a call to run later, alone or in a :class:`ScriptBatch`; its
-        reply goes through :meth:`states`."""
-        return ScriptCall(
-            self._settle, [self.key(k) for k in keys], [-to_units(reserved), to_units(cost)]
-        )
+        reply goes through :meth:`states`. ``hold``: the reservation's hold id; ``retry``:
+        the same settlement may have been applied already (its connection failed after
+        sending it), so it is applied only where the reservation is still held."""
+        args = [-to_units(reserved), to_units(cost), hold, "1" if retry else ""]
+        return ScriptCall(self._settle, [self.key(k) for k in keys], args)
 
     def read(self, keys: Sequence[CounterKey]) -> list[CounterState]:
         """Live values; a counter not in Redis reads as its database row."""

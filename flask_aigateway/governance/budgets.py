@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
 from .budget_store import CounterKey, CounterState, CounterStore, Refused, SqlCounterStore
 from .budget_store_redis import RedisCounterStore
-from .pending import PendingSettlements, Step
+from .pending import PendingSettlements, Step, store_unreachable
 
 if TYPE_CHECKING:
     from ..accounting.record import CounterSpend
@@ -207,11 +208,12 @@ class Reservation:
     """Money held against every budget of one request until it settles or is released.
 
     Settling and releasing happen once (later calls do nothing) and never raise: the request
-    has already been served. The SQL counters' settlement is retried in the background while
-    the database cannot be reached (:mod:`.pending`); with the Redis store the database rows
-    get the cost with the request's log row instead (:attr:`spend` holds it after settling,
-    for the caller to hand on) and the Redis half is done once. Any other store failure is
-    logged with the amounts to reconcile.
+    has already been served. A settlement whose store cannot be reached is retried in the
+    background until it can (:mod:`.pending`): the SQL counters' transaction, or the Redis
+    counters' script, which the reservation's hold id makes safe to send again (see
+    :mod:`.budget_store_redis`). With the Redis store the database rows get the cost with the
+    request's log row (:attr:`spend` holds it after settling, for the caller to hand on). Any
+    other store failure is logged with the amounts to reconcile.
     """
 
     def __init__(
@@ -224,8 +226,11 @@ class Reservation:
         checked: bool = True,
         keys: Sequence[CounterKey] | None = None,
         pending: PendingSettlements | None = None,
+        hold: str = "",
     ) -> None:
         self._store = store
+        #: The id the Redis counters hold this reservation under ('' = none).
+        self._hold = hold
         #: Where a settlement whose store is unreachable waits for it (None: logged, lost).
         self._pending = pending
         self._lines = tuple(lines)
@@ -293,9 +298,9 @@ class Reservation:
                 self._states = states
             return
         # The database rows get the cost with the request's log row (the log writer retries
-        # while the database is down); the Redis half is not retried: a Redis that lost the
-        # counter reloads it from those rows, and a late Redis settlement would then count
-        # the cost twice.
+        # while the database is down); the Redis half is retried while Redis is unreachable
+        # (a retry changes only the counters still holding the reservation: one reloaded from
+        # those rows since has the cost already).
         if cost or count:
             requests = 1 if count else 0
             self.spend = tuple(
@@ -303,13 +308,21 @@ class Reservation:
             )
         if not self._checked:
             return
-        call = store.settle_call(keys, amount, cost)
+        hold = self._hold
+        call = store.settle_call(keys, amount, cost, hold=hold)
 
         def settled(reply: Any) -> None:
             self._states = self._states_after(store, reply)
 
         def failed(exc: BaseException) -> None:
-            self._failed(cost, exc)
+            if not (hold and self._pending is not None and store_unreachable(exc)):
+                self._failed(cost, exc)
+                return
+            what = (
+                f"Redis budget settlement (reserved {amount} USD, cost {cost} USD, counters {keys})"
+            )
+            again = store.settle_call(keys, amount, cost, hold=hold, retry=True)
+            self._pending.later(Step(again, what), exc)
 
         if batch is not None:
             batch.add(call, done=settled, failed=failed, what="settling a budget reservation")
@@ -405,10 +418,19 @@ class BudgetBook:
         """The counters ``principal`` is charged on and the worst case of ``request``."""
         return BudgetAsk(self._charge(principal), worst_case(self._state, route, request))
 
-    def held(self, ask: BudgetAsk, states: Sequence[CounterState]) -> Reservation:
-        """The reservation of ``ask`` once the store has taken it."""
+    def held(
+        self, ask: BudgetAsk, states: Sequence[CounterState], *, hold: str = ""
+    ) -> Reservation:
+        """The reservation of ``ask`` once the store has taken it (``hold``: the id the Redis
+        counters hold it under)."""
         return Reservation(
-            self.store, ask.charge.lines, ask.amount, states, keys=ask.keys, pending=self.pending
+            self.store,
+            ask.charge.lines,
+            ask.amount,
+            states,
+            keys=ask.keys,
+            pending=self.pending,
+            hold=hold,
         )
 
     def unchecked(self, ask: BudgetAsk) -> Reservation:
@@ -436,14 +458,20 @@ class BudgetBook:
         if principal is None:
             return Reservation()
         ask = self.ask(principal, route, request)
+        store = self.store
+        hold = ""
         try:
-            states = self.store.reserve(ask.keys, ask.limits, ask.amount)
+            if isinstance(store, RedisCounterStore):
+                hold = os.urandom(16).hex()
+                states = store.reserve(ask.keys, ask.limits, ask.amount, hold=hold)
+            else:
+                states = store.reserve(ask.keys, ask.limits, ask.amount)
         except Refused as refused:
             raise ask.refusal(refused.index, refused.state) from None
         except unreachable_errors() as exc:
             on_unreachable(self._state.settings, exc, "reserving budgets")
             return self.unchecked(ask)
-        return self.held(ask, states)
+        return self.held(ask, states, hold=hold)
 
     def _charge(self, principal: Principal) -> _Charge:
         """The lines of :func:`budget_lines` for ``principal`` today, from the cache when this

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from .auth import Principal
 
 #: KEYS: (sorted set, total) of each rate window, then each budget counter's hash.
-#: ARGV: window ms, entry, now ms ('' = Redis TIME), window count, counter count, amount,
+#: ARGV: window ms, entry (the request's id in its windows, and its budget reservation's hold
+#: id), now ms ('' = Redis TIME), window count, counter count, amount,
 #: then (limit, cost, amount kept on a budget refusal) per window, one limit per counter
 #: ('' = none), then (index, spent, expiry) of each counter to load if missing.
 #: Returns {0, (used, reset, retry) per window} when a window refuses, {-1, missing indexes…}
@@ -88,7 +89,7 @@ local function admit(args_end)
     out[#out + 1] = over[2]
     out[#out + 1] = over[3]
   else
-    budget_hold(out, base, nb, amount)
+    budget_hold(out, base, nb, amount, entry)
   end
   return out
 end
@@ -188,7 +189,7 @@ class Gate:
         windows_store, counters, script, lease_script = shared
         windows = self._limiter.windows(principal, request, route)
         ask = self._budgets.ask(principal, route, request)
-        entry = new_entry() if windows else ""
+        entry = new_entry()
         keys = windows_store.keys([w.spec.name for w in windows])
         keys += [counters.key(k) for k in ask.keys]
         args: list[Any] = [
@@ -243,7 +244,9 @@ class Gate:
             rate_ticket(windows, states, True, entry, windows_store) if windows else RateTicket()
         )
         admission.headers.update(admission.rate.headers)
-        admission.reservation = self._budgets.held(ask, counters.states(ask.keys, reply[1 + n :]))
+        admission.reservation = self._budgets.held(
+            ask, counters.states(ask.keys, reply[1 + n :]), hold=entry
+        )
         admission.headers.update(admission.reservation.headers())
 
 

@@ -1,17 +1,19 @@
 """Budget settlements whose database could not be reached: kept and retried until it is back.
 
 A request that was served must have its cost counted and its reservation given back even when
-the database went away while it ran. The SQL counters' settlement that fails because the
-database is unreachable is queued here and retried, in order, with backoff (0.1 s doubling to
-5 s) by one background thread; a write that fails for any other reason is logged at ERROR
-level with the amounts to correct by hand, as before. :meth:`PendingSettlements.close`
-(pipeline close, interpreter exit) waits for what is left and logs what is still pending.
+its counter store went away while it ran. A settlement that fails because the database (SQL
+counters) or Redis (Redis counters) is unreachable is queued here and retried, in order, with
+backoff (0.1 s doubling to 5 s) by one background thread; a write that fails for any other
+reason is logged at ERROR level with the amounts to correct by hand, as before.
+:meth:`PendingSettlements.close` (pipeline close, interpreter exit) waits for what is left and
+logs what is still pending.
 
 Each write is one atomic statement or transaction, so a retried write was either applied or
 not; the ambiguous case — the database applied it and the connection died before the answer —
-would count it twice, and is as rare as that. (Behind Redis counters, the cost reaches the
-database rows with the request's log row, which the request-log writer retries; the Redis half
-of a settlement is not retried: see :meth:`~.budgets.Reservation.settle`.)
+would count it twice, and is as rare as that. A Redis settlement has no such case: its script
+applies a retry only to counters still holding the reservation (:mod:`.budget_store_redis`).
+(Behind Redis counters, the cost reaches the database rows with the request's log row, which
+the request-log writer retries.)
 """
 
 from __future__ import annotations
@@ -80,9 +82,13 @@ class PendingSettlements:
         except Exception as exc:
             if not store_unreachable(exc):
                 raise
-            log.warning("%s deferred, its store is unreachable (%r); retrying", step.what, exc)
-            self._add(step)
+            self.later(step, exc)
             return None
+
+    def later(self, step: Step, exc: BaseException) -> None:
+        """Queue ``step``, which just failed with ``exc`` (its store unreachable), for retry."""
+        log.warning("%s deferred, its store is unreachable (%r); retrying", step.what, exc)
+        self._add(step)
 
     @property
     def pending(self) -> int:
