@@ -15,12 +15,17 @@ after their period ends.
 
 Each reservation is also written into every counter it holds as a field ``r:<hold id>`` (its
 amount), which its settlement deletes. So a settlement knows whether the counter still holds
-its reservation or was reloaded since (Redis lost it), and a settlement retried after its
-connection failed is applied once: a retry finding no ``r:`` field was either applied already
-(its reply was lost) or meets a counter reloaded from rows that hold its cost (the writer had
-written the request's log row before the reload) — either way it changes nothing. A first
-settlement on a reloaded counter adds the cost (the rows do not have it yet) and takes nothing
-back from ``reserved``, which holds only reservations made since the reload.
+its reservation or was reloaded since (Redis lost it). A settlement retried after its
+connection failed (``retry``) changes only counters still holding the reservation: one without
+the field was settled already (the reply was lost) or reloaded from rows that, in the usual
+case, hold its cost (the reload waits for this process's writer, which got the request's log
+row when the settlement failed). A first settlement on a reloaded counter adds the cost (the
+rows do not have it yet) and takes nothing back from ``reserved``, which holds only
+reservations made since the reload. A reservation is never given back twice. Left: redis-py's
+own resend of a command whose connection failed (``Retry(NoBackoff(), 1)``) repeats a first
+settlement as a first one, so one Redis had run counts its cost twice (stricter); and a retry
+on a counter reloaded while the request still ran (rows without its cost) leaves the cost out
+of the live counter (looser, as any failed settlement did before retries).
 
 Money crosses the Redis boundary as integer units of 1e-10 USD (the database precision); Lua
 compares them as doubles, exact up to 2**53 units (about 900,000 USD) per counter and period.

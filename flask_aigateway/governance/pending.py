@@ -10,8 +10,8 @@ logs what is still pending.
 
 Each write is one atomic statement or transaction, so a retried write was either applied or
 not; the ambiguous case — the database applied it and the connection died before the answer —
-would count it twice, and is as rare as that. A Redis settlement has no such case: its script
-applies a retry only to counters still holding the reservation (:mod:`.budget_store_redis`).
+would count it twice, and is as rare as that. A retried Redis settlement changes only counters
+still holding the reservation (:mod:`.budget_store_redis` says what that leaves).
 (Behind Redis counters, the cost reaches the database rows with the request's log row, which
 the request-log writer retries.)
 """
