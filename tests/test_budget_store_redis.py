@@ -1,8 +1,9 @@
 """The Redis budget counters' settlement against a real Redis: applied once however often it is
 sent, and right on a counter Redis lost and reloaded while the request ran.
 
-A settlement whose connection fails may or may not have run in Redis; the gateway sends it
-again once Redis answers (tests/test_faults_redis.py cuts the connection for real). Here the
+A settlement whose connection fails may or may not have run in Redis; redis-py sends it once
+more at once, and the gateway again once Redis answers (tests/test_faults_redis.py cuts the
+connection for real). Here the
 store's calls are made directly, to pin down each case the script tells apart by the
 reservation's hold id.
 """
@@ -18,7 +19,7 @@ import pytest
 from conftest import REDIS_RUN_PREFIX
 
 from flask_aigateway.governance.budget_store import CounterKey
-from flask_aigateway.governance.budget_store_redis import RedisCounterStore
+from flask_aigateway.governance.budget_store_redis import SETTLED_MARK_MS, RedisCounterStore
 from flask_aigateway.pipeline import get_pipeline
 
 pytestmark = [pytest.mark.redis]
@@ -71,8 +72,15 @@ def test_a_settlement_sent_again_is_applied_once(store, key):
     assert live(store, key) == (0, WORST)
     settle(store, key, hold)
     assert live(store, key) == (COST, 0)
-    # Its reply was lost (the connection failed after Redis ran it): the retry changes nothing.
+    # Its reply was lost (the connection failed after Redis ran it): redis-py's own resend of
+    # the same call, then the gateway's retries, change nothing.
+    settle(store, key, hold)
     settle(store, key, hold, retry=True)
+    assert live(store, key) == (COST, 0)
+    # Once the settlement's mark has expired, a retry still finds the reservation gone.
+    mark = store.settle_call([key], WORST, COST, hold=hold).keys[-1]
+    assert 0 < store.client.pttl(mark) <= SETTLED_MARK_MS
+    store.client.delete(mark)
     settle(store, key, hold, retry=True)
     assert live(store, key) == (COST, 0)
     assert set(store.client.hkeys(store.key(key))) == {b"spent", b"reserved"}

@@ -21,11 +21,13 @@ the field was settled already (the reply was lost) or reloaded from rows that, i
 case, hold its cost (the reload waits for this process's writer, which got the request's log
 row when the settlement failed). A first settlement on a reloaded counter adds the cost (the
 rows do not have it yet) and takes nothing back from ``reserved``, which holds only
-reservations made since the reload. A reservation is never given back twice. Left: redis-py's
-own resend of a command whose connection failed (``Retry(NoBackoff(), 1)``) repeats a first
-settlement as a first one, so one Redis had run counts its cost twice (stricter); and a retry
-on a counter reloaded while the request still ran (rows without its cost) leaves the cost out
-of the live counter (looser, as any failed settlement did before retries).
+reservations made since the reload. A settlement also leaves a mark key for two minutes
+(:data:`SETTLED_MARK_MS`), so the same settlement sent again by redis-py itself after a
+connection error (``Retry(NoBackoff(), 1)``; Redis may have run the first send) changes
+nothing (one small key per settled request for two minutes: about 20 MB of Redis memory at
+1,000 requests a second). Left: a retry on a counter reloaded while the request still ran
+(rows without its cost) leaves the cost out of the live counter (looser, as any failed
+settlement did before retries).
 
 Money crosses the Redis boundary as integer units of 1e-10 USD (the database precision); Lua
 compares them as doubles, exact up to 2**53 units (about 900,000 USD) per counter and period.
@@ -118,23 +120,33 @@ return out
 """
 )
 
-#: KEYS: one hash per counter. ARGV: minus the reserved amount, the cost, the hold id ('' = a
-#: reservation made without one), '1' when retrying a settlement that may have been applied.
-#: A counter holding the reservation gives it back and adds the cost; one without it was
-#: reloaded since the reservation (or, on a retry, already settled): a first settlement adds
-#: the cost only, a retry nothing. A counter Redis lost is left alone (it reloads from the
+#: KEYS: one hash per counter, then (with a hold id) the settlement's mark. ARGV: minus the
+#: reserved amount, the cost, the hold id ('' = a reservation made without one), '1' when
+#: retrying a settlement that may have been applied. A settlement whose mark exists ran
+#: already (sent again by redis-py after a connection error) and changes nothing; else a
+#: counter holding the reservation gives it back and adds the cost; one without it was
+#: reloaded since the reservation (or, on a late retry, already settled): a first settlement
+#: adds the cost only, a retry nothing. A counter Redis lost is left alone (it reloads from the
 #: database, which gets the cost too). Returns (spent, reserved) per counter ('' for a lost one).
 _SETTLE = """
 local back, cost, hold, retry = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
+local n = #KEYS
+local ran = false
+if hold ~= '' then
+  n = n - 1
+  ran = redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', ARGV[5]) == false
+end
 local out = {}
-for i = 1, #KEYS do
+for i = 1, n do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    local held = hold == '' or redis.call('HDEL', KEYS[i], 'r:' .. hold) == 1
-    if held then
-      local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', back)
-      if reserved < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
+    if not ran then
+      local held = hold == '' or redis.call('HDEL', KEYS[i], 'r:' .. hold) == 1
+      if held then
+        local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', back)
+        if reserved < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
+      end
+      if held or not retry then redis.call('HINCRBY', KEYS[i], 'spent', cost) end
     end
-    if held or not retry then redis.call('HINCRBY', KEYS[i], 'spent', cost) end
     local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
     out[#out + 1] = v[1]
     out[#out + 1] = v[2]
@@ -146,6 +158,9 @@ end
 return out
 """
 
+#: How long a settlement's mark says it ran (ms): longer than redis-py's own resend of a command
+#: whose connection failed can take (a 5 s socket timeout, then one more try).
+SETTLED_MARK_MS = 120_000
 #: A counter stays in Redis this long after its period ends, for requests still settling.
 _KEEP_AFTER_PERIOD = dt.timedelta(days=1)
 #: Redis key names remembered per store (a few per active key and team; cleared when full).
@@ -266,8 +281,11 @@ class RedisCounterStore:
         reply goes through :meth:`states`. ``hold``: the reservation's hold id; ``retry``:
         the same settlement may have been applied already (its connection failed after
         sending it), so it is applied only where the reservation is still held."""
-        args = [-to_units(reserved), to_units(cost), hold, "1" if retry else ""]
-        return ScriptCall(self._settle, [self.key(k) for k in keys], args)
+        args = [-to_units(reserved), to_units(cost), hold, "1" if retry else "", SETTLED_MARK_MS]
+        names = [self.key(k) for k in keys]
+        if hold:
+            names.append(self._state.redis_key("budget-settled", hold))
+        return ScriptCall(self._settle, names, args)
 
     def read(self, keys: Sequence[CounterKey]) -> list[CounterState]:
         """Live values; a counter not in Redis reads as its database row."""
