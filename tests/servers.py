@@ -41,7 +41,15 @@ class RoundTripProxy:
         self._lock = threading.Lock()
         self._round_trips = 0
         self._sockets: list[socket.socket] = []
+        #: Replies still to pass before the one :meth:`lose_reply` cuts (None: cut none).
+        self._cut_after: int | None = None
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def lose_reply(self, after: int = 0) -> None:
+        """Pass ``after`` replies, then cut the connection of the next one instead of
+        forwarding it: Redis ran the command, the client never hears of it."""
+        with self._lock:
+            self._cut_after = after
 
     @property
     def round_trips(self) -> int:
@@ -74,6 +82,11 @@ class RoundTripProxy:
                     if request and answered[0]:
                         self._round_trips += 1
                     answered[0] = not request
+                    cut = not request and self._cut_after == 0
+                    if not request and self._cut_after is not None:
+                        self._cut_after = None if cut else self._cut_after - 1
+                if cut:
+                    return
                 sink.sendall(data)
         except OSError:
             pass

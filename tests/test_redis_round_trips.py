@@ -198,6 +198,27 @@ def test_redis_lost_while_the_upstream_answers(client, state, limited, upstreams
     assert (day.spent, day.reserved) == (R, 0)
 
 
+@pytest.mark.parametrize("lost", ["admission", "end"])
+def test_a_script_redis_ran_twice_counts_once(client, state, limited, proxy, lost):
+    """redis-py sends a command again when its connection fails before the reply arrives
+    (``Retry(NoBackoff(), 1)``), so Redis runs the script twice: the request is still admitted
+    and counted once in its windows, reserved once, and settled once."""
+    key, secret = limited
+    assert post(client, secret).status_code == 200
+    proxy.lose_reply(after=0 if lost == "admission" else 1)
+    second = post(client, secret)
+    assert second.status_code == 200, second.get_json()
+    assert second.headers["x-ratelimit-remaining-requests"] == "998"
+    third = post(client, secret)
+    assert third.headers["x-ratelimit-remaining-requests"] == "997"
+    assert third.headers["x-ratelimit-remaining-tokens"] == str(100_000 - 2 * 77 - 117)
+    budgets = get_pipeline(state).budgets
+    for scope, owner in (("key", key.id), ("team", key.team_id)):
+        for period in ("day", "month"):
+            usage = budgets.usage(scope, owner)[period]
+            assert (usage.spent, usage.reserved) == (R * 3, 0), (scope, period)
+
+
 # -- the first attempt's lease, taken with the admission ---------------------------------------
 
 

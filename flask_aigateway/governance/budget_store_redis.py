@@ -25,7 +25,9 @@ reservations made since the reload. A settlement also leaves a mark key for two 
 (:data:`SETTLED_MARK_MS`), so the same settlement sent again by redis-py itself after a
 connection error (``Retry(NoBackoff(), 1)``; Redis may have run the first send) changes
 nothing (one small key per settled request for two minutes: about 20 MB of Redis memory at
-1,000 requests a second). Left: a retry on a counter reloaded while the request still ran
+1,000 requests a second). A reservation is added once per hold id, so an admission run twice
+(the same resend) holds it once and admits the request again without checking it against
+the budgets it already holds in. Left: a retry on a counter reloaded while the request still ran
 (rows without its cost) leaves the cost out of the live counter (looser, as any failed
 settlement did before retries).
 
@@ -87,12 +89,20 @@ local function budget_over(base, n, amount, limits)
   return nil
 end
 
+-- Whether the reservation of hold is in counter 1 already: the same script sent again by
+-- redis-py after its first run's reply was lost.
+local function budget_again(base, n, hold)
+  return hold ~= '' and n > 0 and redis.call('HEXISTS', KEYS[base + 1], 'r:' .. hold) == 1
+end
+
 -- Reserves the amount on every counter (and notes it as field 'r:' .. hold, unless hold is
--- ''); appends each one's spent and reserved to out.
+-- '', once: a reservation already noted is not added again); appends each one's spent and
+-- reserved to out.
 local function budget_hold(out, base, n, amount, hold)
   for i = 1, n do
-    redis.call('HINCRBY', KEYS[base + i], 'reserved', amount)
-    if hold ~= '' then redis.call('HSET', KEYS[base + i], 'r:' .. hold, amount) end
+    if hold == '' or redis.call('HSETNX', KEYS[base + i], 'r:' .. hold, amount) == 1 then
+      redis.call('HINCRBY', KEYS[base + i], 'reserved', amount)
+    end
     local v = redis.call('HMGET', KEYS[base + i], 'spent', 'reserved')
     out[#out + 1] = v[1]
     out[#out + 1] = v[2]
@@ -112,7 +122,8 @@ local n = tonumber(ARGV[1])
 budget_load(0, n + 4)
 local missing = budget_missing(0, n)
 if missing then return missing end
-local over = budget_over(0, n, ARGV[2], 3)
+local over = nil
+if not budget_again(0, n, ARGV[3]) then over = budget_over(0, n, ARGV[2], 3) end
 if over then return {0, over[1], over[2], over[3]} end
 local out = {1}
 budget_hold(out, 0, n, ARGV[2], ARGV[3])

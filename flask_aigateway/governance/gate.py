@@ -12,6 +12,11 @@ When the router's state is in the same Redis, the script also takes the lease of
 first attempt on a deployment once the request is admitted (:class:`~..routing.router.
 FirstLease`): the round trip the router's own call would have cost is saved, and a refused
 request leases nothing.
+
+redis-py sends a command once more when its connection fails before the reply, so Redis may
+run the script twice for one request. The second run finds the request's reservation (its
+hold id is the window entry id) or, without budgets, its window entry, and admits it again
+without counting or reserving anything twice (the lease is a set member: taken once).
 """
 
 from __future__ import annotations
@@ -54,12 +59,20 @@ local function admit(args_end)
   budget_load(base, limits + nb + 1, args_end)
   local now = 0
   if nw > 0 then now = rate_clock(ARGV[3]) end
+  -- Sent again by redis-py (the first run's reply was lost): admitted then, admitted now,
+  -- counted and reserved once.
+  local again = budget_again(base, nb, entry)
+  if nw > 0 and not again then
+    again = redis.call('ZSCORE', KEYS[1], entry .. '|' .. ARGV[8]) ~= false and nb == 0
+  end
   local totals = {}
   local admitted = true
   for i = 1, nw do
     local at = 4 + 3 * i
     totals[i] = rate_total(KEYS[2 * i - 1], KEYS[2 * i], now, window)
-    if totals[i] + tonumber(ARGV[at + 1]) > tonumber(ARGV[at]) then admitted = false end
+    if totals[i] + tonumber(ARGV[at + 1]) > tonumber(ARGV[at]) and not again then
+      admitted = false
+    end
   end
   if not admitted then
     local out = {0}
@@ -72,7 +85,8 @@ local function admit(args_end)
   end
   local missing = budget_missing(base, nb)
   if missing then return missing end
-  local over = budget_over(base, nb, amount, limits)
+  local over = nil
+  if not again then over = budget_over(base, nb, amount, limits) end
   local out = {1}
   if over then out[1] = 2 end
   for i = 1, nw do
@@ -80,8 +94,9 @@ local function admit(args_end)
     local limit, cost = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
     local counted = cost
     if over then counted = tonumber(ARGV[at + 2]) end
-    rate_add(KEYS[2 * i - 1], KEYS[2 * i], now, window, entry, counted)
-    totals[i] = totals[i] + counted
+    if rate_add(KEYS[2 * i - 1], KEYS[2 * i], now, window, entry, counted) then
+      totals[i] = totals[i] + counted
+    end
     rate_report(out, KEYS[2 * i - 1], totals[i], limit, cost, now, window, false)
   end
   if over then

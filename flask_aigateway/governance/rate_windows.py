@@ -195,11 +195,14 @@ local function rate_total(z, s, now, window)
   return tonumber(redis.call('GET', s) or '0')
 end
 
+-- Adds the entry; true when it is new (the same script sent again by redis-py after a lost
+-- reply finds it there and counts nothing twice).
 local function rate_add(z, s, now, window, entry, amount)
-  redis.call('ZADD', z, now, entry .. '|' .. amount)
-  redis.call('INCRBY', s, amount)
+  local added = redis.call('ZADD', z, now, entry .. '|' .. amount) == 1
+  if added then redis.call('INCRBY', s, amount) end
   redis.call('PEXPIRE', z, window + 1000)
   redis.call('PEXPIRE', s, window + 1000)
+  return added
 end
 
 -- Appends the window's used total, reset ms, and retry ms (-1: never fits, -2: not refused).
@@ -242,18 +245,19 @@ local entry = ARGV[2]
 local now = rate_clock(ARGV[3])
 local n = #KEYS / 2
 local totals = {}
+-- Sent again (its first run's reply was lost): it was admitted then, and is now.
+local again = n > 0 and redis.call('ZSCORE', KEYS[1], entry .. '|' .. ARGV[5]) ~= false
 local admitted = true
 for i = 1, n do
   totals[i] = rate_total(KEYS[2 * i - 1], KEYS[2 * i], now, window)
-  if totals[i] + tonumber(ARGV[3 + 2 * i]) > tonumber(ARGV[2 + 2 * i]) then
+  if totals[i] + tonumber(ARGV[3 + 2 * i]) > tonumber(ARGV[2 + 2 * i]) and not again then
     admitted = false
   end
 end
 local out = {admitted and 1 or 0}
 for i = 1, n do
   local limit, cost = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
-  if admitted then
-    rate_add(KEYS[2 * i - 1], KEYS[2 * i], now, window, entry, cost)
+  if admitted and rate_add(KEYS[2 * i - 1], KEYS[2 * i], now, window, entry, cost) then
     totals[i] = totals[i] + cost
   end
   rate_report(out, KEYS[2 * i - 1], totals[i], limit, cost, now, window, not admitted)
