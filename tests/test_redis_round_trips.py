@@ -29,6 +29,7 @@ from sqlalchemy import select
 from flask_aigateway.models import UsageCounter
 from flask_aigateway.pipeline import get_pipeline
 from flask_aigateway.services.keys import create_key
+from flask_aigateway.services.models import get_model, update_deployment
 from flask_aigateway.services.teams import create_team
 
 pytestmark = [pytest.mark.redis]
@@ -217,6 +218,24 @@ def test_a_script_redis_ran_twice_counts_once(client, state, limited, proxy, los
         for period in ("day", "month"):
             usage = budgets.usage(scope, owner)[period]
             assert (usage.spent, usage.reserved) == (R * 3, 0), (scope, period)
+
+
+def test_an_admission_redis_ran_twice_keeps_the_lease_it_took(
+    client, state, limited, proxy, upstreams
+):
+    """The lease of the first attempt taken by an admission run twice: the second run finds
+    it in flight and grants it again, rather than refusing the deployment for the minute's
+    last request slot the first run took (the request would have no deployment left)."""
+    _key, secret = limited
+    deployment = get_model(state, "gpt").deployments[0]
+    update_deployment(state, deployment.id, rpm_limit=2)
+    assert post(client, secret).status_code == 200
+    proxy.lose_reply()
+    second = post(client, secret)
+    assert second.status_code == 200, second.get_json()
+    assert len(upstreams["gpt"].requests) == 2
+    third = post(client, secret)
+    assert third.status_code == 429, third.get_json()
 
 
 # -- the first attempt's lease, taken with the admission ---------------------------------------

@@ -16,7 +16,8 @@ request leases nothing.
 redis-py sends a command once more when its connection fails before the reply, so Redis may
 run the script twice for one request. The second run finds the request's reservation (its
 hold id is the window entry id) or, without budgets, its window entry, and admits it again
-without counting or reserving anything twice (the lease is a set member: taken once).
+without counting or reserving anything twice; the router's lease finds its id in the
+in-flight set and is granted again as it was (routing/state_redis.py).
 """
 
 from __future__ import annotations

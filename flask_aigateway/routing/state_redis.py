@@ -4,8 +4,8 @@ Same semantics as :class:`~flask_aigateway.router_state.MemoryRouterState`, with
 the Redis server (``TIME``) so that processes on several machines agree on cooldowns. Keys,
 all under ``AIGATEWAY_REDIS_PREFIX`` and all expiring:
 
-* ``router:dep:<id>`` hash: ``failures``, ``open_until``, ``probe_until``, ``latency``
-  (one day after the last write);
+* ``router:dep:<id>`` hash: ``failures``, ``open_until``, ``probe_until``, ``latency``,
+  ``prober`` (the lease id of the last probe) (one day after the last write);
 * ``router:inflight:<id>`` sorted set: lease id → expiry; expired leases do not count, so a
   crashed process cannot inflate in-flight counts for long;
 * ``router:rpm:<id>`` sorted set: lease id → start time, the last minute only;
@@ -55,12 +55,19 @@ return out
 #: ``router_begin(dep hash, inflight zset, rpm zset, at)``: one attempt's lease, with ARGV[at…]
 #: = lease id, rpm limit (0: none), lease seconds, probe seconds, rpm window, state ttl.
 #: Returns {1, probe} or {0, reason, until, now}. A function so that a request's admission
-#: script can take the lease too, in its round trip (governance/gate.py).
+#: script can take the lease too, in its round trip (governance/gate.py). A lease id already
+#: in flight is the same call run twice (redis-py sends a command again when its reply is
+#: lost): granted as before, without the checks that would now see the lease itself.
 ROUTER_BEGIN_LUA = """
 local function router_begin(kdep, kinflight, krpm, at)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
   local lease_id = ARGV[at]
+  if redis.call('ZSCORE', kinflight, lease_id) then
+    -- Sent again by redis-py (the first run's reply was lost): the lease is taken already.
+    if redis.call('HGET', kdep, 'prober') == lease_id then return {1, 1} end
+    return {1, 0}
+  end
   local probe = 0
   local open_until = tonumber(redis.call('HGET', kdep, 'open_until') or '')
   if open_until then
@@ -83,7 +90,8 @@ local function router_begin(kdep, kinflight, krpm, at)
     redis.call('EXPIRE', krpm, math.ceil(window) + 1)
   end
   if probe == 1 then
-    redis.call('HSET', kdep, 'probe_until', tostring(now + tonumber(ARGV[at + 3])))
+    redis.call('HSET', kdep, 'probe_until', tostring(now + tonumber(ARGV[at + 3])),
+               'prober', lease_id)
     redis.call('EXPIRE', kdep, ARGV[at + 5])
   end
   local lease = tonumber(ARGV[at + 2])
