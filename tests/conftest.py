@@ -115,10 +115,26 @@ def database_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
     try:
         yield url
     finally:
-        with engine.begin() as conn:
-            names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        _empty(engine)
         engine.dispose()
+
+
+def _empty(engine: Any) -> None:
+    """Delete every row of the gateway's tables and restart their id sequences.
+
+    Not ``TRUNCATE``: it rewrites each table's files, about 55 ms per test against 8 ms for
+    these few rows — some 100 s of a PostgreSQL run, which CI bounds."""
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+        for table in Base.metadata.sorted_tables:
+            for column in table.primary_key.columns:
+                sequence = conn.execute(
+                    text("SELECT pg_get_serial_sequence(:t, :c)"),
+                    {"t": table.name, "c": column.name},
+                ).scalar()
+                if sequence:
+                    conn.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
 
 
 @pytest.fixture
