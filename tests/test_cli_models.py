@@ -280,6 +280,25 @@ def test_info_shows_every_deployment_with_full_ids(runner, state, gpt):
     assert data["deployments"][1]["pricing_output"] == "4"
 
 
+def test_small_prices_are_written_in_plain_decimals(runner, state, gpt):
+    """USD per million tokens of cheap models are tiny: the table and --json write them as
+    decimals (as /v1/stats writes costs), never in exponent notation such as 1E-7."""
+    service.add_deployment(
+        state,
+        "gpt",
+        provider="claude",
+        model="tiny",
+        pricing_input="0.0000001",
+        pricing_output="0.00000005",
+    )
+    table = invoke_ok(runner, "model", "info", "gpt").output
+    assert "0.0000001" in table and "0.00000005" in table and "E-" not in table
+    data = json.loads(invoke_ok(runner, "model", "info", "gpt", "--json").stdout)
+    tiny = data["deployments"][-1]
+    assert (tiny["pricing_input"], tiny["pricing_output"]) == ("0.0000001", "0.00000005")
+    assert data["deployments"][0]["pricing_output"] == "0.6"
+
+
 def test_info_unknown(runner):
     message = invoke_error(runner, "model", "info", "ghost")
     assert "No model alias 'ghost'" in message and "flask model list" in message

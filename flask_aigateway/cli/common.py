@@ -42,11 +42,8 @@ def command(fn: F) -> F:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return (
-            format(value.normalize(), "f")
-            if value == value.to_integral()
-            else str(value.normalize())
-        )
+        # Fixed-point always: str() would write 0.0000001 as "1E-7".
+        return format(value.normalize(), "f")
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, dt.date):
