@@ -362,9 +362,19 @@ def test_fallback_goes_to_embedding_aliases_only(client, state, api_key, embed):
         pricing_output="0",
         kind="embedding",
     )
+    from flask_aigateway.errors import ValidationError
+    from flask_aigateway.models import ModelAlias
     from flask_aigateway.services.models import update_model
 
-    update_model(state, "embed", fallbacks=["gpt", "embed-b"])
+    with pytest.raises(ValidationError, match="own kind"):
+        update_model(state, "embed", fallbacks=["gpt", "embed-b"])
+    # A chain set before that check (written straight to the row): the chat alias is skipped.
+    with state.transaction() as session:
+        session.scalars(select(ModelAlias).where(ModelAlias.alias == "embed")).one().fallbacks = [
+            "gpt",
+            "embed-b",
+        ]
+    state.invalidate()
     embed.queue(*[Reply(status=500)] * 3)
     response = post(client, api_key, {"model": "embed", "input": "a"})
     assert response.status_code == 200

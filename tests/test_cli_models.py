@@ -225,6 +225,62 @@ def test_create_requires_the_deployment_options(runner, state, providers):
     assert count(state, ModelAlias) == 0
 
 
+def test_fallbacks_are_aliases_of_the_same_kind(runner, state, gpt):
+    """A request only falls back to an alias of its own kind, so a chain mixing chat and
+    embedding aliases is refused when it is set (create, update, or a kind changed under
+    it) instead of being skipped at every request."""
+    service.create_model(
+        state,
+        alias="embed",
+        provider="openai",
+        model="e",
+        pricing_input="1",
+        pricing_output="0",
+        kind="embedding",
+    )
+    service.create_model(
+        state,
+        alias="embed2",
+        provider="openai",
+        model="e2",
+        pricing_input="1",
+        pricing_output="0",
+        kind="embedding",
+    )
+    base = ["--provider", "openai", "--model", "m", "--pricing-input", "1", "--pricing-output", "2"]
+    before = snapshot(state)
+    message = invoke_error(runner, "model", "create", "--alias", "x", *base, "--fallbacks", "embed")
+    assert "'embed' is an alias of kind 'embedding' and 'x' of kind 'chat'" in message
+    message = invoke_error(
+        runner,
+        "model",
+        "create",
+        "--alias",
+        "x",
+        *base,
+        "--kind",
+        "embedding",
+        "--context-fallback",
+        "gpt",
+    )
+    assert "'gpt' is an alias of kind 'chat' and 'x' of kind 'embedding'" in message
+    assert "only falls back to an alias of its own kind" in message
+    assert invoke_error(runner, "model", "update", "gpt", "--fallbacks", "embed")
+    assert snapshot(state) == before
+
+    invoke_ok(runner, "model", "update", "embed", "--fallbacks", "embed2")
+    invoke_ok(runner, "model", "create", "--alias", "x", *base, "--fallbacks", "gpt")
+    before = snapshot(state)
+    # embed2 is embed's fallback: it cannot turn chat; embed's own fallback stays embedding.
+    message = invoke_error(runner, "model", "update", "embed2", "--kind", "chat")
+    assert "'embed2' is a fallback of 'embed' (kind 'embedding')" in message
+    message = invoke_error(runner, "model", "update", "x", "--kind", "embedding")
+    assert "'gpt' is an alias of kind 'chat' and 'x' of kind 'embedding'" in message
+    assert snapshot(state) == before
+    # Settings other than the chain and the kind are not held up by it.
+    invoke_ok(runner, "model", "update", "x", "--max-tokens", "100")
+
+
 # --- list / info ------------------------------------------------------------------------------
 
 

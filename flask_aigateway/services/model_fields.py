@@ -109,9 +109,15 @@ def flag(value: Any, field: str = "enabled") -> bool:
 
 
 def check_references(
-    session: Session, alias: str, fallbacks: list[str], context_fallback: str | None
+    session: Session,
+    alias: str,
+    fallbacks: list[str],
+    context_fallback: str | None,
+    kind: str = ModelKind.CHAT.value,
 ) -> None:
-    """Fallbacks and the context fallback must name other aliases that exist."""
+    """Fallbacks and the context fallback must name other aliases that exist, of the same
+    ``kind`` as ``alias`` (a request only falls back to an alias of its own kind: one of
+    another kind would be skipped at every request, so it is refused here)."""
     if alias in fallbacks:
         raise ValidationError(
             f"The alias {alias!r} cannot be its own fallback; name other aliases.",
@@ -125,7 +131,11 @@ def check_references(
     wanted = set(fallbacks) | ({context_fallback} if context_fallback else set())
     if not wanted:
         return
-    known = set(session.scalars(select(ModelAlias.alias).where(ModelAlias.alias.in_(wanted))))
+    rows = session.execute(
+        select(ModelAlias.alias, ModelAlias.kind).where(ModelAlias.alias.in_(wanted))
+    )
+    kinds: dict[str, str] = {name: kind for name, kind in rows}
+    known = set(kinds)
     unknown = [a for a in fallbacks if a not in known]
     if unknown:
         raise ValidationError(
@@ -139,6 +149,32 @@ def check_references(
             f"{LIST_HINT}.",
             param="context_fallback",
         )
+    for other, param in [
+        *((a, "fallbacks") for a in fallbacks),
+        (context_fallback, "context_fallback"),
+    ]:
+        if other and kinds[other] != kind:
+            raise ValidationError(
+                f"{other!r} is an alias of kind {kinds[other]!r} and {alias!r} of kind "
+                f"{kind!r}: a request only falls back to an alias of its own kind; name "
+                f"{kind} aliases.",
+                param=param,
+            )
+
+
+def check_referrers(session: Session, alias: str, kind: str) -> None:
+    """``alias`` may become of ``kind`` only if no alias of another kind names it as a
+    fallback or context fallback."""
+    others = session.scalars(select(ModelAlias).where(ModelAlias.alias != alias))
+    for other in others:
+        if other.kind != kind and (
+            alias in (other.fallbacks or []) or other.context_fallback == alias
+        ):
+            raise ValidationError(
+                f"{alias!r} is a fallback of {other.alias!r} (kind {other.kind!r}): it cannot "
+                f"become of kind {kind!r}; change the fallbacks of {other.alias!r} first.",
+                param="kind",
+            )
 
 
 #: A deployment's fields as the services take and return them (the provider by name), in the
@@ -207,6 +243,7 @@ __all__ = [
     "alias_name",
     "check_kind",
     "check_references",
+    "check_referrers",
     "deployment_fields",
     "flag",
     "kind_choice",

@@ -126,7 +126,7 @@ def create_model(
                 "`flask model update`.",
                 param="alias",
             )
-        parse.check_references(session, clean_alias, clean_fallbacks, clean_context)
+        parse.check_references(session, clean_alias, clean_fallbacks, clean_context, clean_kind)
         target = find_provider(session, provider)
         parse.check_kind(clean_alias, clean_kind, [target.format])
         created = ModelAlias(
@@ -204,15 +204,18 @@ def update_model(
         changes["kind"] = parse.kind_choice(kind)
     with state.transaction() as session:
         target = find_model(session, ref)
+        kind = changes.get("kind", target.kind)
         if "kind" in changes:
-            parse.check_kind(
-                target.alias, changes["kind"], [d.provider.format for d in target.deployments]
-            )
+            parse.check_kind(target.alias, kind, [d.provider.format for d in target.deployments])
+            parse.check_referrers(session, target.alias, kind)
+        # A new kind is checked against the fallbacks kept; otherwise only new ones are checked.
+        kept = "kind" in changes
         parse.check_references(
             session,
             target.alias,
-            changes.get("fallbacks", []),
-            changes.get("context_fallback"),
+            changes.get("fallbacks", (target.fallbacks or []) if kept else []),
+            changes.get("context_fallback", target.context_fallback if kept else None),
+            kind,
         )
         for column, value in changes.items():
             setattr(target, column, value)
