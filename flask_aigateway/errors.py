@@ -186,6 +186,15 @@ class ServiceUnavailableError(GatewayError):
     code = "service_unavailable"
 
 
+def internal_error() -> GatewayError:
+    """What an unexpected exception (a bug) is answered as: a 500 ``internal_error`` whose
+    request id finds the traceback in the gateway's log (which the caller writes)."""
+    return GatewayError(
+        "The gateway hit an internal error; the request id identifies it in the gateway's logs.",
+        code="internal_error",
+    )
+
+
 def _chained(error: BaseException) -> Iterator[BaseException]:
     """``error`` and every error chained to it (``__cause__``, ``__context__``), each once."""
     seen: set[int] = set()

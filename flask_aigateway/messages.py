@@ -8,6 +8,7 @@ OpenAI-format ones get it translated both ways (:mod:`.providers.messages_inboun
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from . import jsoncodec
 from .accounting import RequestRecord
 from .admission import Admission
 from .enums import Route, WireFormat
-from .errors import GatewayError, InvalidRequestError, UpstreamError
+from .errors import GatewayError, InvalidRequestError, UpstreamError, internal_error
 from .pipeline import Pipeline, new_request_id
 from .providers import get_adapter
 from .providers.anthropic import ANTHROPIC_VERSION
@@ -52,6 +53,8 @@ from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
 #: Client headers forwarded to Anthropic-format upstreams.
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,9 +555,11 @@ class MessageStream:
             self._settle(source.usage)
             raise
         except Exception as exc:
+            # A bug after the first byte: an error event rather than a cut connection.
             record.crash(exc)
+            log.exception("unexpected error in the stream of request %s", record.request_id)
             self._settle(source.usage)
-            raise
+            raise internal_error() from None
         finally:
             self.close()
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .accounting import RequestRecord
 from .caching import CompletionAssembler, completion_chunks
-from .errors import GatewayError, UpstreamError
+from .errors import GatewayError, UpstreamError, internal_error
 from .providers.base import SSEEvent, StreamTranslator, Target
 from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
@@ -193,9 +193,12 @@ class ChatStream:
             self._settle(translator.usage, completion_chars)
             raise
         except Exception as exc:
+            # A bug after the first byte: the client gets an error event rather than a cut
+            # connection, the log the traceback (the record says 500 internal_error).
             record.crash(exc)
+            log.exception("unexpected error in the stream of request %s", record.request_id)
             self._settle(translator.usage, completion_chars)
-            raise
+            raise internal_error() from None
         finally:
             self.close()
 

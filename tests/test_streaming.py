@@ -229,3 +229,69 @@ def test_streams_one_after_another_share_one_upstream_connection(
     ports = {r.peer_port for r in upstreams[alias].requests}
     assert len(upstreams[alias].requests) == 3
     assert len(ports) == 1, ports
+
+
+def _fails_on_call(real, n):
+    """``real``, raising RuntimeError (a stand-in for a bug of the gateway's) on call ``n``."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise RuntimeError("a bug in the gateway")
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_a_bug_mid_stream_ends_it_with_an_internal_error_event(
+    live_server, api_key, upstreams, state, monkeypatch, caplog, alias
+):
+    """An unexpected exception after the first byte (a bug, not an upstream failure) ends the
+    stream with an error event, as OpenAI's own server errors do, instead of cutting the
+    connection; the row says 500 and the reservation is settled."""
+    from flask_aigateway import streaming
+
+    monkeypatch.setattr(streaming, "_collect_text", _fails_on_call(streaming._collect_text, 4))
+    upstreams[alias].reply(text="a b c d e f g h", prompt_tokens=50)
+    response = stream(live_server, api_key, {"model": alias, "messages": MESSAGES})
+    got = events(response)
+    assert len(got) >= 3 and all("choices" in chunk for chunk in got[:-1])
+    assert got[-1]["error"]["code"] == "internal_error"
+    assert got[-1]["error"]["type"] == "api_error"
+    assert "request id" in got[-1]["error"]["message"]
+    [row] = wait_for_rows(state, 1)
+    assert (row.status_code, row.error_type) == (500, "internal_error")
+    assert row.cost > 0
+    assert "RuntimeError: a bug in the gateway" in caplog.text
+    assert response.headers["x-request-id"] in caplog.text
+
+
+def test_a_bug_mid_messages_stream_ends_it_with_an_error_event(
+    live_server, api_key, upstreams, state, monkeypatch
+):
+    """The same on /v1/messages (an Anthropic-format upstream, relayed): an ``error`` event
+    in Anthropic's shape."""
+    from flask_aigateway.messages import MessageStream
+
+    monkeypatch.setattr(MessageStream, "_collect", _fails_on_call(MessageStream._collect, 3))
+    upstreams["claude"].reply(text="a b c d e f g h", prompt_tokens=50)
+    response = requests.post(
+        live_server.url + "/v1/messages",
+        json={"model": "claude", "max_tokens": 50, "stream": True, "messages": MESSAGES},
+        headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"},
+        stream=True,
+        timeout=20,
+    )
+    lines = [line for line in response.iter_lines() if line]
+    assert lines[0] == b"event: message_start"
+    assert lines[-2] == b"event: error"
+    error = json.loads(lines[-1][len(b"data: ") :])
+    assert error == {
+        "type": "error",
+        "error": {"type": "api_error", "message": error["error"]["message"]},
+    }
+    assert "internal error" in error["error"]["message"]
+    [row] = wait_for_rows(state, 1)
+    assert (row.status_code, row.error_type, row.route) == (500, "internal_error", "messages")

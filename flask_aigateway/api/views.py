@@ -30,6 +30,7 @@ from ..errors import (
     RequestTooLargeError,
     ServiceUnavailableError,
     forget_frames,
+    internal_error,
 )
 from ..governance.auth import authenticate, bearer_token
 from ..governance.throttles import API_AUTH, get_throttles
@@ -241,13 +242,7 @@ def create_blueprint() -> Blueprint:
             log.error("%s on %s: %s", problem.code, request.path, error.__class__.__name__)
             return _error_response(problem)
         log.exception("unexpected error on %s", request.path)
-        return _error_response(
-            GatewayError(
-                "The gateway hit an internal error; the request id identifies it in "
-                "the gateway's logs.",
-                code="internal_error",
-            )
-        )
+        return _error_response(internal_error())
 
     @bp.route("/chat/completions", methods=_ALL_METHODS)
     def chat_completions() -> Response:
