@@ -342,8 +342,19 @@ class ChatResponse:
 
     @property
     def content(self) -> str | None:
-        """The text of the first choice (None when it only calls tools)."""
-        return self._message.get("content")
+        """The text of the first choice (None when it only calls tools). Some OpenAI-compatible
+        servers send it as a list of parts: their ``text`` parts, joined (the body keeps the
+        list as it came)."""
+        content = self._message.get("content")
+        if isinstance(content, list):
+            return "".join(
+                part["text"]
+                for part in content
+                if isinstance(part, dict)
+                and part.get("type") == "text"
+                and isinstance(part.get("text"), str)
+            )
+        return content
 
     @property
     def tool_calls(self) -> list[dict[str, Any]]:

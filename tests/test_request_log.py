@@ -456,3 +456,33 @@ def test_prompt_and_completion_text_only_when_asked(state, client, api_key, upst
     assert json.loads(rows["loud"].prompt_text) == MESSAGES
     assert rows["loud"].completion_text == "Kept, with the prompt."
     assert rows["loud-stream"].completion_text == "Streamed and kept."
+
+
+def test_completion_text_of_a_list_of_parts(state, client, api_key, upstreams) -> None:
+    """Some OpenAI-compatible servers answer ``message.content`` as a list of parts: with
+    AIGATEWAY_LOG_CONTENT the row keeps their text (it was a 500 once), and the answer is
+    passed on as it came."""
+    parts = [{"type": "text", "text": "Part one."}, {"type": "text", "text": "Part two."}]
+    completion = {
+        "id": "chatcmpl-parts",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": parts},
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+    }
+    upstreams["gpt"].queue(Reply(raw_body=json.dumps(completion).encode()))
+    state.settings["AIGATEWAY_LOG_CONTENT"] = True
+    response = post(client, api_key, "parts")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["choices"][0]["message"]["content"] == parts
+    assert get_pipeline(state).log_writer.flush()
+    with state.transaction() as session:
+        row = session.scalars(select(RequestLog).where(RequestLog.request_id == "parts")).one()
+    assert row.completion_text == "Part one.Part two."
