@@ -5,7 +5,7 @@ budget reservation, correct its token windows, report the router outcome, meter 
 log row to the writer) changes nothing in the answer once the answer's remaining-budget
 header is known, and that one follows from the reservation and the cost. On a WSGI server it
 can therefore wait until the answer is written: the client gets a JSON answer without waiting
-for the end's Redis round trip, as a stream's client already does
+for the end's Redis round trip (or SQLite transaction), as a stream's client already does
 (a stream ends in its body's ``close()``).
 
 How: with the setting on, the extension wraps the app's WSGI callable (:class:`RunAfter`)

@@ -267,7 +267,7 @@ class Pipeline:
         """Last step of every request, whatever its outcome: end the admission (settle or
         release what was reserved, correct the token windows, report the router outcome),
         let identical requests waiting on this one's cache miss go, then log and meter it.
-        The log row carries what the usage counters' rows still need (the settlement).
+        The log row carries the spend the usage counters' rows still need (Redis counters).
 
         The request's latency is fixed here. With ``AIGATEWAY_FINISH_AFTER_RESPONSE``, inside
         the ``/v1`` blueprint, the rest runs once the answer is sent (:mod:`.after_response`);

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from flask_aigateway.accounting.record import COUNTER_SPEND, RequestRecord
-from flask_aigateway.accounting.rollups import write_batch, write_spend
+from flask_aigateway.accounting.record import RequestRecord
+from flask_aigateway.accounting.rollups import write_batch
 from flask_aigateway.governance.budget_store import (
     CounterKey,
     CounterState,
@@ -40,21 +40,15 @@ def rows(state: Any) -> dict[tuple[str, str, str], tuple[Decimal, Decimal, int, 
         }
 
 
-def settle(state: Any, keys: list[CounterKey], back: Decimal, cost: Decimal) -> None:
-    """A request's settlement as its log row carries it to the counters' rows."""
-    spend = tuple((k.scope, k.scope_id, k.period, k.start, cost, 1, back) for k in keys)
-    write_spend(state, [{COUNTER_SPEND: spend}])
-
-
 def test_sql_store_rows_read_back_through_the_orm_types(state):
     """The raw statements store what the Money/Date/UTCDateTime columns expect."""
     store = SqlCounterStore(state)
     before = dt.datetime.now(dt.UTC)
     held = store.reserve(KEYS, [Decimal(1), None, Decimal("0.5")], C)
     assert held == [CounterState(k, Decimal(0), C, 0) for k in KEYS]
-    settle(state, KEYS, C, C / 3)
+    settled = store.settle(KEYS, C, C / 3, count=True)
     spent = (C / 3).quantize(Decimal("1e-10"))
-    assert store.read(KEYS) == [CounterState(k, spent, Decimal(0), 1) for k in KEYS]
+    assert settled == [CounterState(k, spent, Decimal(0), 1) for k in KEYS]
     found = rows(state)
     assert set(found) == {("key", "k1", "day"), ("key", "k1", "month"), ("team", "t1", "day")}
     for value in found.values():
@@ -88,7 +82,7 @@ def test_log_batches_add_the_spend_their_rows_carry_to_the_counters(state):
     def row(request_id: str, keys: list[CounterKey], requests: int = 1) -> dict[str, Any]:
         record = RequestRecord(request_id)
         record.counter_spend = tuple(
-            (k.scope, k.scope_id, k.period, k.start, C, requests, Decimal(0)) for k in keys
+            (k.scope, k.scope_id, k.period, k.start, C, requests) for k in keys
         )
         return record.to_row()
 
@@ -113,7 +107,7 @@ def test_sql_store_writes_again_after_the_engine_is_disposed(state):
     if state.engine.dialect.name == "sqlite" and os.path.isdir("/proc/self/fd"):
         database = os.path.realpath(state.engine.url.database)
         assert database not in open_files(), "a connection kept the database file open"
-    settle(state, KEYS, C, C)
+    store.settle(KEYS, C, C, count=True)
     assert [s.spent for s in store.read(KEYS)] == [C] * 3
 
 

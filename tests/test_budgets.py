@@ -24,8 +24,6 @@ from servers import LiveServer
 from sqlalchemy import select
 
 from flask_aigateway import AIGateway, ChatRequest
-from flask_aigateway.accounting.record import COUNTER_SPEND
-from flask_aigateway.accounting.rollups import write_spend
 from flask_aigateway.catalog import load_route
 from flask_aigateway.errors import BudgetExceededError
 from flask_aigateway.governance import budgets
@@ -267,12 +265,6 @@ def test_trusted_in_process_calls_touch_no_counter(app, state, gpt):
         assert session.scalars(select(UsageCounter)).all() == []
 
 
-def applied(state, reservation: Reservation) -> None:
-    """Write what a settled or released reservation left for the counters' rows, as the
-    request-log writer does with the request's row."""
-    write_spend(state, [{COUNTER_SPEND: reservation.spend}])
-
-
 def test_counters_roll_over_at_utc_midnight_and_month_end(state, gpt, monkeypatch):
     """A key's counters are kept per day, but never carried past midnight (UTC)."""
     key, secret = create_key(state, name="k", budget_per_day=str(R * 2))
@@ -282,15 +274,11 @@ def test_counters_roll_over_at_utc_midnight_and_month_end(state, gpt, monkeypatc
     clock = [dt.datetime(2030, 1, 31, 23, 59, 59, tzinfo=dt.UTC)]
     monkeypatch.setattr(budgets, "utcnow", lambda: clock[0])
     for _ in range(2):
-        reservation = book.reserve(principal, route, request)
-        reservation.settle(R)
-        applied(state, reservation)
+        book.reserve(principal, route, request).settle(R)
     with pytest.raises(BudgetExceededError):
         book.reserve(principal, route, request)
     clock[0] = dt.datetime(2030, 2, 1, 0, 0, 1, tzinfo=dt.UTC)
-    reservation = book.reserve(principal, route, request)
-    reservation.settle(R)
-    applied(state, reservation)
+    book.reserve(principal, route, request).settle(R)
     february = book.usage("key", key.id, clock[0])
     january = book.usage("key", key.id, dt.datetime(2030, 1, 31, tzinfo=dt.UTC))
     assert (february["day"].spent, february["month"].spent) == (R, R)
@@ -304,9 +292,7 @@ def test_a_reloaded_principal_is_charged_on_its_own_rules(state, gpt):
     principal = authenticate(state, secret)
     route, request = load_route(state, "gpt"), ChatRequest.from_body(BODY)
     book = get_pipeline(state).budgets
-    reservation = book.reserve(principal, route, request)
-    reservation.release()
-    applied(state, reservation)
+    book.reserve(principal, route, request).release()
     levels = principal.rules.levels
     stricter = replace(
         principal,
@@ -518,8 +504,7 @@ def test_sql_counters_on_postgres_hold_under_concurrency(state, gpt, other_app):
 def test_sql_store_is_exact_across_engines_and_threads(state, other_app):
     """Two engines on one database (two processes' worth) and 40 threads: 10 reservations of
     a budget of 10 succeed, never more, and no "database is locked" on SQLite."""
-    states = [state, AIGateway.get_state(other_app())]
-    stores = [SqlCounterStore(each) for each in states]
+    stores = [SqlCounterStore(state), SqlCounterStore(AIGateway.get_state(other_app()))]
     keys = [
         CounterKey("team", "t", "day", dt.date(2030, 1, 1)),
         CounterKey("key", "k", "day", dt.date(2030, 1, 1)),
@@ -540,32 +525,25 @@ def test_sql_store_is_exact_across_engines_and_threads(state, other_app):
     assert outcomes.count(True) == 10
     team, key = stores[0].read(keys)
     assert (team.reserved, key.reserved) == (amount * 10, amount * 10)
-    spend = tuple((k.scope, k.scope_id, k.period, k.start, amount / 2, 1, amount) for k in keys)
     for i in range(10):
-        write_spend(states[i % 2], [{COUNTER_SPEND: spend}])
+        stores[i % 2].settle(keys, amount, amount / 2, count=True)
     team, key = stores[1].read(keys)
     assert (team.spent, team.reserved, team.requests) == (amount * 5, 0, 10)
     assert (key.spent, key.reserved) == (amount * 5, 0)
 
 
-def test_a_sql_settlement_is_left_to_the_log_row_once():
-    """The database counters' settlement travels with the request's log row (the writer
-    applies it, retrying while the database is down): settling touches no store, happens
-    once, and the remaining-budget header already reflects it."""
-
-    class UntouchedStore:
+def test_a_failed_settlement_is_logged_and_never_raised(caplog):
+    class BrokenStore:
         def settle(self, *args: Any, **kwargs: Any) -> Any:
-            raise AssertionError("the store was called on the request path")
+            raise RuntimeError("database down")
 
-    key = CounterKey("key", "k", "day", dt.date(2030, 1, 1))
-    line = BudgetLine(key, Decimal(1), "key 'k'")
-    before = CounterState(key, Decimal("0.3"), Decimal("0.2"), 4)
-    reservation = Reservation(UntouchedStore(), [line], Decimal("0.2"), [before])
+    line = BudgetLine(CounterKey("key", "k", "day", dt.date(2030, 1, 1)), Decimal(1), "key 'k'")
+    reservation = Reservation(BrokenStore(), [line], Decimal("0.2"), [CounterState(line.key)])
     reservation.settle(Decimal("0.1"))
     reservation.settle(Decimal("0.1"))
-    reservation.release()
-    assert reservation.spend == (("key", "k", "day", key.start, Decimal("0.1"), 1, Decimal("0.2")),)
-    assert reservation.headers() == {budgets.REMAINING_HEADER: "0.6000000000"}
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1
+    assert "could not settle a budget reservation: reserved 0.2 USD, cost 0.1" in messages[0]
 
 
 # -- the cap the reservation assumed is sent upstream ------------------------------------------

@@ -11,15 +11,13 @@ What the test shows, and the README's "What a crash loses" states:
 * that request's request-log row is lost, and its cost is never counted (the upstream may
   still bill what it generated before the connection closed);
 * rows still waiting in the request-log queue (at most ``AIGATEWAY_LOG_FLUSH_INTERVAL``
-  seconds old) are lost, and with them their requests' settlements of the database counter
-  rows: with the live counters in the database, those requests' costs are lost and their
-  reservations stay held; with Redis counters, Redis has settled them (it keeps their costs)
-  and only the database rows miss the costs. Rows already written survive, with their
-  settlements;
+  seconds old) are lost; rows already written survive, and so does the spend of every request
+  that finished in the live counters (budgets are settled when a request ends; under ``make
+  run``, right after its answer is written); behind Redis counters the database rows get each
+  cost with its log row, so they miss the queued requests' costs as well;
 * the killed request's reservation stays held — in the database row, or in Redis — until its
   budget period ends (the day's counter at midnight UTC, the month's at the month's end): the
-  budget gets stricter by that amount, never looser; so do the queued requests' reservations
-  in the database counters;
+  budget gets stricter by that amount, never looser;
 * gunicorn starts a new worker, which serves at once.
 """
 
@@ -89,17 +87,8 @@ def test_sigkill_mid_stream(state, app_config, runner, upstreams, make_run):
         timeout=30,
     )
     assert stream.status_code == 200
-    redis = bool(app_config.get("AIGATEWAY_REDIS_URL"))
-    # What this stream holds: the budget minus the spend so far minus what is left. Redis
-    # settled the queued request; the database counters settle it with its row, so its worst
-    # case (the stream's: same messages, same alias) is still held there.
-    remaining = Decimal(stream.headers[REMAINING])
-    if redis:
-        settled, held = 3 * COST, BUDGET - 3 * COST - remaining
-        queued_held = Decimal(0)
-    else:
-        settled, held = 2 * COST, (BUDGET - 2 * COST - remaining) / 2
-        queued_held = held
+    # What this stream holds: the budget minus the spend so far minus what is left.
+    held = BUDGET - 3 * COST - Decimal(stream.headers[REMAINING])
     assert held > COST
     lines = stream.iter_lines()
     received = []
@@ -125,24 +114,22 @@ def test_sigkill_mid_stream(state, app_config, runner, upstreams, make_run):
     assert replacement != worker
     after = post(url, secret)
     assert after.status_code == 200
-    # The killed stream's reservation still counts against the budget (with the database
-    # counters, so does the queued request's: its settlement was lost with its row).
-    assert Decimal(after.headers[REMAINING]) == BUDGET - settled - COST - held - queued_held
+    # The killed stream's reservation still counts against the budget.
+    assert Decimal(after.headers[REMAINING]) == BUDGET - 4 * COST - held
     gateway.stop()  # a clean shutdown: the new worker flushes its rows
 
     rows = {row.request_id: row for row in log_rows(state)}
     assert set(rows) == ids | {after.headers["x-request-id"]}
     assert queued.headers["x-request-id"] not in rows  # queued: lost with the process
     assert stream.headers["x-request-id"] not in rows  # in flight: lost
-    # The stream's cost is lost and its reservation held. Redis settled every finished
-    # request, the queued one too; the database rows get each settlement with its log row,
-    # so the queued request's went with its row (with database counters: its reservation
-    # stays held, its cost uncounted).
+    # Spend of every finished request was settled before it returned, the queued one too;
+    # the stream's cost is lost and its reservation held.
     live = usage_live(state, key.id)
+    assert live == {"spent": 4 * COST, "reserved": held}
     database = usage_cli(runner, key.id)
-    if redis:
-        assert live == {"spent": 4 * COST, "reserved": held}
+    if app_config.get("AIGATEWAY_REDIS_URL"):
+        # Redis holds reservations; the database rows get settled costs with the log rows,
+        # so the queued request's cost went with its row.
         assert database == {"spent": 3 * COST, "reserved": 0}
     else:
-        assert live == {"spent": 3 * COST, "reserved": held + queued_held}
         assert database == live

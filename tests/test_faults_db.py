@@ -24,7 +24,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import redis
 import requests
 from conftest import BACKEND
 from fakes import Reply
@@ -106,8 +105,7 @@ def app_config(
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_sqlite_file_locked_by_another_process(live_server, state, runner, upstreams, database):
     """Writers wait for the lock (busy timeout, 30 s) instead of failing: every request is
-    served once it is released, logged, and counted; none is refused. A request already
-    admitted is answered under the lock: its settlement waits with its log row."""
+    served once it is released, logged, and counted; none is refused."""
     gpt = upstreams["gpt"]
     gpt.default = Reply(**USAGE)
     key, secret = create_key(state, name="warm", budget_per_day="1")
@@ -134,10 +132,8 @@ def test_sqlite_file_locked_by_another_process(live_server, state, runner, upstr
             threads[-1].start()
         time.sleep(LOCK_SECONDS)
         # Nothing that needs to write got through: the new requests wait to reserve their
-        # budget (the cold key also to record its use). The one in flight was answered: its
-        # settlement is in its log row, which the writer holds until the lock is released.
-        assert [r.status_code for r in results] == [200]
-        assert get_pipeline(state).log_writer.pending >= 1
+        # budget (the cold key also to record its use), the in-flight one to settle.
+        assert results == []
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -254,18 +250,16 @@ def test_which_database_errors_mean_unavailable(error, unreachable):
         assert (answer.status, answer.code) == (503, "database_unavailable")
 
 
-def test_a_settlement_waits_for_its_store(caplog):
-    """The queue of Redis settlements that found Redis unreachable: retried until it is
-    back, a bug logged and not retried, what is left at shutdown logged as lost."""
+def test_a_settlement_waits_for_its_database(caplog):
     pending = PendingSettlements()
     calls: list[int] = []
 
     def flaky() -> None:
         calls.append(1)
         if len(calls) < 3:
-            raise redis.exceptions.ConnectionError("Connection refused")
+            raise sqlite3.OperationalError("database is locked")
 
-    pending.later(Step(flaky, "flaky settlement"), redis.exceptions.ConnectionError("cut"))
+    assert pending.run(Step(flaky, "flaky settlement")) is None  # deferred
     assert pending.flush(10)
     assert len(calls) == 3
     assert pending.pending == 0
@@ -273,13 +267,12 @@ def test_a_settlement_waits_for_its_store(caplog):
     def bug() -> None:
         raise RuntimeError("a bug, not an outage")
 
-    pending.later(Step(bug, "buggy settlement"), redis.exceptions.TimeoutError("slow"))
-    assert pending.flush(10)
-    assert "buggy settlement failed; correct it by hand" in caplog.text
+    with pytest.raises(RuntimeError):
+        pending.run(Step(bug, "buggy settlement"))  # not deferred: the caller logs it
 
     def down() -> None:
-        raise redis.exceptions.ConnectionError("Connection refused")
+        raise sqlite3.OperationalError("unable to open database file")
 
-    pending.later(Step(down, "doomed settlement"), redis.exceptions.ConnectionError("cut"))
+    pending.run(Step(down, "doomed settlement"))
     pending.close(timeout=0.3)
     assert "doomed settlement LOST" in caplog.text

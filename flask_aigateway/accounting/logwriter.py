@@ -17,10 +17,9 @@ Guarantees:
   logged at ERROR level with its request id, key and cost (the usage-counter spend it carries,
   if any, is still written on its own).
 
-Rows carry their request's settlement of the usage counters' database rows (its spend; with
-the live counters in the database, also its reservation given back; see
-:mod:`..governance.budget_store`): it is written in the same transaction as the rows, so it
-has these guarantees too, and a batch settles many requests in one statement per counter.
+Rows carry the spend of their request for the usage counters' database rows when the live
+counters are in Redis (:mod:`..governance.budget_store_redis`): it is written in the same
+transaction as the rows, so it has these guarantees too.
 
 ``AIGATEWAY_LOG_SYNC`` writes every row before the request returns instead.
 """

@@ -29,13 +29,10 @@ from ..schemas import ChatRequest, ChatResponse, Usage
 
 _MILLION = Decimal(1_000_000)
 
-#: What one request's end changes in one usage counter's database row: (scope, scope id,
-#: period, period start, USD spent, requests, USD of its reservation given back). It travels
-#: with the request's log row and is written in the same transaction
-#: (:func:`.rollups.write_batch`). With the live counters in the database the row *is* the
-#: live counter and the reservation is given back there; with Redis the row only totals the
-#: spend (given back: 0).
-CounterSpend = tuple[str, str, str, dt.date, Decimal, int, Decimal]
+#: What one request adds to one usage counter's database row when the live counters are in
+#: Redis: (scope, scope id, period, period start, USD spent, requests). It travels with the
+#: request's log row and is written in the same transaction (:func:`.rollups.write_batch`).
+CounterSpend = tuple[str, str, str, dt.date, Decimal, int]
 #: The row key that carries a request's :data:`CounterSpend` (not a column of the log).
 COUNTER_SPEND = "counter_spend"
 
@@ -131,8 +128,8 @@ class RequestRecord:
     completion_text: str | None = None
     keeps_content: bool = False
     finished: bool = False
-    #: What the request's end changes in the usage counters' rows (its spend, and with the
-    #: live counters in the database its reservation given back), written with its log row.
+    #: Spend for the usage counters' rows, written with this request's log row (Redis
+    #: counters only: the SQL store writes its rows when it settles).
     counter_spend: tuple[CounterSpend, ...] = ()
 
     def keep_content(self, request: ChatRequest) -> None:

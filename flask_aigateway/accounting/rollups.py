@@ -214,32 +214,29 @@ def counter_spend(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows (no deadlocks), and no row named twice in one statement."""
     merged: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
-        for scope, scope_id, period, start, spent, requests, back in row.get(COUNTER_SPEND) or ():
+        for scope, scope_id, period, start, spent, requests in row.get(COUNTER_SPEND) or ():
             sums = merged.get((scope, scope_id, period, start))
             if sums is None:
-                merged[(scope, scope_id, period, start)] = [spent, requests, back]
+                merged[(scope, scope_id, period, start)] = [spent, requests]
             else:
                 sums[0] += spent
                 sums[1] += requests
-                sums[2] += back
     now = utcnow()
     return [
         {
             **dict(zip(_COUNTER_COLUMNS, key, strict=True)),
             "spent": spent,
-            # Added to the row's ``reserved`` (a row created here starts at it, as a
-            # settlement on a row that is gone always did).
-            "reserved": -back,
+            "reserved": Decimal(0),
             "requests": requests,
             "updated_at": now,
         }
-        for key, (spent, requests, back) in sorted(merged.items())
+        for key, (spent, requests) in sorted(merged.items())
     ]
 
 
 def _counter_upsert(dialect: str) -> Any:
-    """``INSERT … ON CONFLICT DO UPDATE`` adding ``spent``, ``requests`` and ``reserved`` (the
-    reservations given back, negative) to a counter's row, built once per dialect."""
+    """``INSERT … ON CONFLICT DO UPDATE`` adding ``spent`` and ``requests`` to a counter's row
+    (``reserved`` untouched), built once per dialect."""
     stmt = _COUNTER_UPSERTS.get(dialect)
     if stmt is None:
         table = cast(Table, UsageCounter.__table__)
@@ -249,7 +246,6 @@ def _counter_upsert(dialect: str) -> Any:
             set_={
                 "spent": table.c.spent + base.excluded.spent,
                 "requests": table.c.requests + base.excluded.requests,
-                "reserved": table.c.reserved + base.excluded.reserved,
                 "updated_at": base.excluded.updated_at,
             },
         )
@@ -257,8 +253,7 @@ def _counter_upsert(dialect: str) -> Any:
 
 
 def add_counter_spend(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Apply what ``rows`` carry to the usage counters' rows (spend added, reservations given
-    back), creating missing rows."""
+    """Add the spend ``rows`` carry to the usage counters' rows, creating missing rows."""
     spend = counter_spend(rows)
     if spend:
         session.execute(_counter_upsert(session.get_bind().dialect.name), spend)

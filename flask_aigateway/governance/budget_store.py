@@ -13,11 +13,6 @@ so concurrent requests, threads and processes can never together exceed a budget
   and run on a DB-API connection (building and compiling SQLAlchemy statements cost twenty
   times more CPU than running them), and on a SQLite file that connection is kept by the
   store rather than checked out of the pool per transaction (see :mod:`.counter_writes`).
-  The settlement (reservation given back, cost added) is not a transaction of its own: it
-  travels with the request's log row and the log writer applies it in the batch's
-  transaction (:func:`~..accounting.rollups.write_batch`), one ``UPDATE`` per counter per
-  batch instead of a transaction per request; until then the reservation stays held
-  (stricter, never looser).
 * :class:`~flask_aigateway.budget_store_redis.RedisCounterStore` (``AIGATEWAY_REDIS_URL``
   set): live counters in Redis, one Lua script for every budget at once; the database rows
   get each cost with the request's log row (:func:`~..accounting.rollups.write_batch`).
@@ -97,6 +92,12 @@ class CounterStore(Protocol):
         """
         ...
 
+    def settle(
+        self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal, *, count: bool
+    ) -> list[CounterState]:
+        """Take ``reserved`` back and add ``cost`` to ``spent`` (``count``: and one request)."""
+        ...
+
     def read(self, keys: Sequence[CounterKey]) -> list[CounterState]:
         """The current state of each counter (zero for one never used)."""
         ...
@@ -153,6 +154,10 @@ class _Sql:
         self.reserve_within = (
             f"UPDATE {table} SET reserved = reserved + {mark}, updated_at = {mark} "
             f"WHERE {where} AND spent + reserved + {mark} <= {mark} {returning}"
+        )
+        self.settle = (
+            f"UPDATE {table} SET reserved = reserved - {mark}, spent = spent + {mark}, "
+            f"requests = requests + {mark}, updated_at = {mark} WHERE {where} {returning}"
         )
         self.read = f"SELECT spent, reserved, requests FROM {table} WHERE {where}"
         #: (unix second, its "YYYY-MM-DD HH:MM:SS" text): one tuple, so threads swap it whole.
@@ -241,6 +246,23 @@ class SqlCounterStore:
                     row = self._update(cursor, sql.reserve_within, params, where, now)
                 if row is None:
                     raise Refused(i, self._read(cursor, [keys[i]])[0])
+                states[i] = sql.state(keys[i], row)
+            return states
+
+        return self._writes.run(work)
+
+    def settle(
+        self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal, *, count: bool
+    ) -> list[CounterState]:
+        sql = self._sql
+        now = sql.now()
+        head = (sql.money(reserved), sql.money(cost), 1 if count else 0, now)
+
+        def work(cursor: Any) -> list[CounterState]:
+            states: list[Any] = [None] * len(keys)
+            for i in _order(keys):
+                where = sql.key(keys[i])
+                row = self._update(cursor, sql.settle, (*head, *where), where, now)
                 states[i] = sql.state(keys[i], row)
             return states
 

@@ -272,6 +272,13 @@ class RedisCounterStore:
             load = self.baselines(keys, reply[1:])
         raise counters_vanished()
 
+    def settle(
+        self, keys: Sequence[CounterKey], reserved: Decimal, cost: Decimal, *, count: bool
+    ) -> list[CounterState]:
+        """Settle the live counters. Their database rows are not written here: the caller
+        hands the cost on with the request's log row (``count`` is the rows' business)."""
+        return self.states(keys, self.settle_call(keys, reserved, cost)())
+
     def settle_call(
         self,
         keys: Sequence[CounterKey],
@@ -281,10 +288,8 @@ class RedisCounterStore:
         hold: str = "",
         retry: bool = False,
     ) -> ScriptCall:
-        """Settle the live counters (give ``reserved`` back, add ``cost``), as a call to run
-        later, alone or in a :class:`ScriptBatch`; its reply goes through :meth:`states`.
-        Their database rows are not written here: the caller hands the cost on with the
-        request's log row. ``hold``: the reservation's hold id; ``retry``:
+        """:meth:`settle` as a call to run later, alone or in a :class:`ScriptBatch`; its
+        reply goes through :meth:`states`. ``hold``: the reservation's hold id; ``retry``:
         the same settlement may have been applied already (its connection failed after
         sending it), so it is applied only where the reservation is still held."""
         args = [-to_units(reserved), to_units(cost), hold, "1" if retry else "", SETTLED_MARK_MS]

@@ -208,15 +208,12 @@ class Reservation:
     """Money held against every budget of one request until it settles or is released.
 
     Settling and releasing happen once (later calls do nothing) and never raise: the request
-    has already been served. The database rows get the settlement with the request's log row:
-    :attr:`spend` holds it after settling, for the caller to hand on (:class:`~..admission.
-    Admission` puts it on the request's record). With the SQL store those rows are the live
-    counters, so the reservation is given back there too (in the log writer's transaction,
-    which it retries while the database is down); with the Redis store the live counters are
-    settled by a script, retried in the background while Redis cannot be reached
-    (:mod:`.pending`), which the reservation's hold id makes safe to send again (see
-    :mod:`.budget_store_redis`). Any other Redis failure is logged with the amounts to
-    reconcile.
+    has already been served. A settlement whose store cannot be reached is retried in the
+    background until it can (:mod:`.pending`): the SQL counters' transaction, or the Redis
+    counters' script, which the reservation's hold id makes safe to send again (see
+    :mod:`.budget_store_redis`). With the Redis store the database rows get the cost with the
+    request's log row (:attr:`spend` holds it after settling, for the caller to hand on). Any
+    other store failure is logged with the amounts to reconcile.
     """
 
     def __init__(
@@ -286,29 +283,28 @@ class Reservation:
         if store is None or not self._lines:
             return
         keys, amount = self._keys, self.amount
-        requests = 1 if count else 0
         if not isinstance(store, RedisCounterStore):
-            # The rows are the live counters: the settlement travels with the request's log
-            # row and is applied in its transaction (:func:`..accounting.rollups.write_batch`),
-            # a batch of requests per transaction instead of one per request, retried by the
-            # log writer while the database is down. Until then the reservation stays held:
-            # stricter, never looser. The states become what the settlement will leave.
-            back = amount if self._checked else _ZERO
-            self.spend = tuple(
-                (k.scope, k.scope_id, k.period, k.start, cost, requests, back) for k in keys
-            )
-            self._states = [
-                CounterState(s.key, s.spent + cost, s.reserved - back, s.requests + requests)
-                for s in self._states
-            ]
+            if not self._checked:
+                return
+            what = f"budget settlement (reserved {amount} USD, cost {cost} USD, counters {keys})"
+            try:
+                states = self._run(
+                    Step(lambda: store.settle(keys, amount, cost, count=count), what)
+                )
+            except Exception:  # noqa: BLE001  (logged with the amounts to reconcile)
+                self._failed(cost)
+                return
+            if states is not None:
+                self._states = states
             return
         # The database rows get the cost with the request's log row (the log writer retries
         # while the database is down); the Redis half is retried while Redis is unreachable
         # (a retry changes only the counters still holding the reservation: one reloaded from
         # those rows since has the cost already).
         if cost or count:
+            requests = 1 if count else 0
             self.spend = tuple(
-                (k.scope, k.scope_id, k.period, k.start, cost, requests, _ZERO) for k in keys
+                (k.scope, k.scope_id, k.period, k.start, cost, requests) for k in keys
             )
         if not self._checked:
             return
@@ -356,6 +352,11 @@ class Reservation:
         except Exception:
             log.debug("counter states after settling not read", exc_info=True)
             return self._states
+
+    def _run(self, step: Step) -> Any:
+        """Run ``step`` now, or leave it to :attr:`_pending` while its store is unreachable
+        (None then)."""
+        return step.run() if self._pending is None else self._pending.run(step)
 
 
 @dataclass(frozen=True, slots=True)

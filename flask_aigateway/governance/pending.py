@@ -1,18 +1,19 @@
-"""Redis budget settlements that found Redis unreachable: kept and retried until it is back.
+"""Budget settlements whose database could not be reached: kept and retried until it is back.
 
 A request that was served must have its cost counted and its reservation given back even when
-its counter store went away while it ran. With the counters in the database the settlement
-travels with the request's log row, which the request-log writer keeps and retries
-(:mod:`..accounting.logwriter`). With the live counters in Redis, a settlement script that
-fails because Redis is unreachable is queued here (:meth:`PendingSettlements.later`) and
-retried, in order, with backoff (0.1 s doubling to 5 s) by one background thread; a retry
-that fails for any other reason is logged at ERROR level with the amounts to correct by hand.
+its counter store went away while it ran. A settlement that fails because the database (SQL
+counters) or Redis (Redis counters) is unreachable is queued here and retried, in order, with
+backoff (0.1 s doubling to 5 s) by one background thread; a write that fails for any other
+reason is logged at ERROR level with the amounts to correct by hand, as before.
 :meth:`PendingSettlements.close` (pipeline close, interpreter exit) waits for what is left and
 logs what is still pending.
 
-A retried Redis settlement changes only counters still holding the reservation and is applied
-once (:mod:`.budget_store_redis` says how, and what that leaves). The cost reaches the
-database rows with the request's log row either way.
+Each write is one atomic statement or transaction, so a retried write was either applied or
+not; the ambiguous case — the database applied it and the connection died before the answer —
+would count it twice, and is as rare as that. A retried Redis settlement changes only counters
+still holding the reservation (:mod:`.budget_store_redis` says what that leaves).
+(Behind Redis counters, the cost reaches the database rows with the request's log row, which
+the request-log writer retries.)
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ class PendingSettlements:
         self._steps: deque[Step] = deque()
         self._busy = 0
         self._thread: threading.Thread | None = None
+
+    def run(self, step: Step) -> Any:
+        """Do ``step`` now; if its store is unreachable, queue it for retry and return None.
+
+        :raises Exception: whatever else the step raises (the caller logs it).
+        """
+        try:
+            return step.run()
+        except Exception as exc:
+            if not store_unreachable(exc):
+                raise
+            self.later(step, exc)
+            return None
 
     def later(self, step: Step, exc: BaseException) -> None:
         """Queue ``step``, which just failed with ``exc`` (its store unreachable), for retry."""
