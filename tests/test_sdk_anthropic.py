@@ -379,3 +379,45 @@ def test_thinking_is_refused_by_name_for_openai_upstreams(claude, upstreams):
         )
     assert "'thinking'" in caught.value.message
     assert upstreams["gpt"].requests == []
+
+
+def test_models_list_and_retrieve_in_anthropic_shape(claude, upstreams, live_server, api_key):
+    """The Anthropic SDK's Models API: with ``anthropic-version`` (which the SDK sends) the
+    list is Anthropic's paginated shape and every field its types ask for is there."""
+    page = claude.models.list()
+    assert [m.id for m in page.data] == ["claude", "gpt"]
+    assert page.has_more is False and (page.first_id, page.last_id) == ("claude", "gpt")
+    for model in page.data:
+        assert model.type == "model" and model.display_name == model.id
+        assert model.created_at.tzinfo is not None
+    assert page.data[0].model_extra["aigateway"] == {"kind": "chat"}
+    first = claude.models.list(limit=1)
+    assert [m.id for m in first.data] == ["claude"] and first.has_more is True
+    assert [m.id for m in first] == ["claude", "gpt"]  # the SDK pages on with after_id
+    before = claude.models.list(before_id="gpt", limit=5)
+    assert [m.id for m in before.data] == ["claude"] and before.has_more is False
+    assert claude.models.retrieve("gpt").id == "gpt"
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        claude.models.retrieve("ghost")
+    assert missing.value.body == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "The model 'ghost' does not exist."},
+    }
+    with pytest.raises(anthropic.BadRequestError):
+        claude.models.list(limit=0)
+    wrong = anthropic.Anthropic(base_url=live_server.url, api_key="aigw_wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as refused:
+        wrong.models.list()
+    wrong.close()
+    assert refused.value.body["error"]["type"] == "authentication_error"
+
+
+def test_models_take_x_api_key_and_keep_openai_shape_without_the_version(
+    live_server, api_key, upstreams
+):
+    """Without ``anthropic-version`` the list is OpenAI's, whichever header carries the key."""
+    listed = requests.get(live_server.url + "/v1/models", headers={"x-api-key": api_key})
+    assert listed.status_code == 200
+    assert listed.json()["object"] == "list"
+    assert [m["id"] for m in listed.json()["data"]] == ["claude", "gpt"]
+    assert listed.json()["data"][0]["object"] == "model"

@@ -20,7 +20,6 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
 from .. import after_response, jsoncodec
-from ..catalog import list_aliases
 from ..db import database_error
 from ..errors import (
     AuthenticationError,
@@ -269,30 +268,6 @@ def create_blueprint() -> Blueprint:
             response.headers.extend(_gateway_headers(rid, result))
         return response
 
-    @bp.route("/models", methods=_ALL_METHODS)
-    def models() -> Response:
-        if request.method != "GET":
-            raise _method_not_allowed("GET")
-        principal = authenticate(get_state(), bearer_token(request.headers.get("Authorization")))
-        data = [
-            _model_object(alias, created, kind)
-            for alias, created, kind in list_aliases(get_state())
-            if principal.rules.allows_model(alias)
-        ]
-        return _json({"object": "list", "data": data})
-
-    @bp.route("/models/<path:model>", methods=_ALL_METHODS)
-    def model(model: str) -> Response:
-        if request.method != "GET":
-            raise _method_not_allowed("GET")
-        principal = authenticate(get_state(), bearer_token(request.headers.get("Authorization")))
-        for alias, created, kind in list_aliases(get_state()):
-            if alias == model and principal.rules.allows_model(alias):
-                return _json(_model_object(alias, created, kind))
-        raise NotFoundError(
-            f"The model '{model}' does not exist.", param="model", code="model_not_found"
-        )
-
     @bp.get("/health")
     def health() -> Response:
         state = get_state()
@@ -323,15 +298,3 @@ def create_blueprint() -> Blueprint:
         )
 
     return bp
-
-
-def _model_object(alias: str, created: Any, kind: str) -> dict[str, Any]:
-    """OpenAI's model object, plus ``aigateway.kind`` (``chat`` or ``embedding``): which door
-    serves the alias (the SDKs keep unknown fields)."""
-    return {
-        "id": alias,
-        "object": "model",
-        "created": int(created.timestamp()) if created else 0,
-        "owned_by": "aigateway",
-        "aigateway": {"kind": str(kind)},
-    }
