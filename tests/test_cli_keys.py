@@ -278,6 +278,11 @@ def test_list_filters_by_team_and_activity(runner, state) -> None:
     assert text[0].split()[:5] == ["ID", "NAME", "PREFIX", "TEAM", "STATUS"]
     assert text[2].split()[:5] == [b["id"], "b", b["prefix"], "eng", "revoked"]
     fails(runner, state, "key", "list", "--team", "nope", message="No team 'nope'")
+    # Filters that match nothing say so, rather than suggesting a first key.
+    empty = ok(runner, "key", "list", "--team", "org", "--active").output
+    assert "No keys directly in team 'org' and active" in empty
+    assert "sub-teams' keys are listed with their own --team" in empty
+    assert "create one" not in empty
 
 
 def test_info_shows_own_and_effective_rules(runner, state) -> None:

@@ -121,11 +121,17 @@ def list_command(state: GatewayState, team: str | None, active: bool, as_json: b
     keys = service.list_keys(
         state, team=team, include_revoked=not active, include_expired=not active
     )
+    filters = [f"directly in team {team!r}" if team else "", "active" if active else ""]
+    named = " and ".join(f for f in filters if f)
     output(
         [service.key_to_dict(key) for key in keys],
         as_json,
         LIST_COLUMNS,
-        empty="No keys: create one with `flask key create --name NAME`.",
+        empty=(
+            f"No keys {named} (sub-teams' keys are listed with their own --team)."
+            if named
+            else "No keys: create one with `flask key create --name NAME`."
+        ),
     )
 
 
