@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from fakes import Reply
+from fakes import Reply, completion_json
 from sqlalchemy import select
 
 from flask_aigateway.accounting.record import RequestRecord, cost_of, upstream_error_kind
@@ -193,20 +193,7 @@ def test_cache_hits_cost_nothing_json_and_streamed(
 
 
 def test_missing_upstream_usage_is_estimated_and_marked(client, state, api_key, upstreams) -> None:
-    completion = {
-        "id": "chatcmpl-nousage",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": "Forty-two, give or take."},
-            }
-        ],
-    }
-    upstreams["gpt"].queue(Reply(raw_body=json.dumps(completion).encode()))
+    upstreams["gpt"].queue(Reply(raw_body=completion_json("Forty-two, give or take.")))
     body = {"model": "gpt", "messages": MESSAGES}
     response = post(client, api_key, body)
     assert response.status_code == 200

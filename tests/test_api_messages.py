@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Reply
+from fakes import Reply, completion_json
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog
@@ -448,27 +448,10 @@ def test_retries_and_a_fallback_across_formats(client, api_key, upstreams, state
 def test_an_openai_answer_in_parts_becomes_one_text_block(client, api_key, upstreams) -> None:
     """An OpenAI-compatible server answering ``message.content`` as a list of parts: the
     Messages door answers its text as one text block (a string, as the format requires)."""
-    completion = {
-        "id": "chatcmpl-parts",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {
-                    "role": "assistant",
-                    "content": [
-                        {"type": "text", "text": "Part one, "},
-                        {"type": "text", "text": "part two."},
-                    ],
-                },
-            }
-        ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
-    }
-    upstreams["gpt"].queue(Reply(raw_body=json.dumps(completion).encode()))
+    parts = [{"type": "text", "text": "Part one, "}, {"type": "text", "text": "part two."}]
+    upstreams["gpt"].queue(
+        Reply(raw_body=completion_json(parts, {"prompt_tokens": 5, "completion_tokens": 4}))
+    )
     response = post(client, body(model="gpt"), api_key)
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["content"] == [{"type": "text", "text": "Part one, part two."}]

@@ -229,24 +229,16 @@ def test_fallbacks_are_aliases_of_the_same_kind(runner, state, gpt):
     """A request only falls back to an alias of its own kind, so a chain mixing chat and
     embedding aliases is refused when it is set (create, update, or a kind changed under
     it) instead of being skipped at every request."""
-    service.create_model(
-        state,
-        alias="embed",
-        provider="openai",
-        model="e",
-        pricing_input="1",
-        pricing_output="0",
-        kind="embedding",
-    )
-    service.create_model(
-        state,
-        alias="embed2",
-        provider="openai",
-        model="e2",
-        pricing_input="1",
-        pricing_output="0",
-        kind="embedding",
-    )
+    for alias in ("embed", "embed2"):
+        service.create_model(
+            state,
+            alias=alias,
+            provider="openai",
+            model=alias,
+            pricing_input="1",
+            pricing_output="0",
+            kind="embedding",
+        )
     base = ["--provider", "openai", "--model", "m", "--pricing-input", "1", "--pricing-output", "2"]
     before = snapshot(state)
     message = invoke_error(runner, "model", "create", "--alias", "x", *base, "--fallbacks", "embed")

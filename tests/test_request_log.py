@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from fakes import Reply
+from fakes import Reply, completion_json
 from processes import GatewayProcess
 from sqlalchemy import create_engine, func, select, text
 
@@ -463,21 +463,8 @@ def test_completion_text_of_a_list_of_parts(state, client, api_key, upstreams) -
     AIGATEWAY_LOG_CONTENT the row keeps their text (it was a 500 once), and the answer is
     passed on as it came."""
     parts = [{"type": "text", "text": "Part one."}, {"type": "text", "text": "Part two."}]
-    completion = {
-        "id": "chatcmpl-parts",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": parts},
-            }
-        ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
-    }
-    upstreams["gpt"].queue(Reply(raw_body=json.dumps(completion).encode()))
+    usage = {"prompt_tokens": 5, "completion_tokens": 4}
+    upstreams["gpt"].queue(Reply(raw_body=completion_json(parts, usage)))
     state.settings["AIGATEWAY_LOG_CONTENT"] = True
     response = post(client, api_key, "parts")
     assert response.status_code == 200, response.get_json()

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import requests
+from fakes import completion_json
 from fakes.raw import RawServer, Received, Step, chunk, hang_up, head, reset
 from processes import GatewayProcess
 from sqlalchemy import select
@@ -188,22 +189,7 @@ HTML = (
 
 def valid_message(wire: str) -> bytes:
     if wire == "openai":
-        return json.dumps(
-            {
-                "id": "chatcmpl-raw",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "hello"},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
-            }
-        ).encode()
+        return completion_json("hello", {"prompt_tokens": 5, "completion_tokens": 1})
     return json.dumps(
         {
             "id": "msg_raw",

@@ -10,7 +10,7 @@ without its ``tool_use``, temperature above 1…), so translation bugs surface a
 from __future__ import annotations
 
 from .anthropic_fake import FakeAnthropic
-from .openai_fake import FakeOpenAI
+from .openai_fake import FakeOpenAI, completion_json
 from .proxy import Flapper, TcpProxy
 from .server import FakeUpstream, Recorded, Reply, ToolCall
 
@@ -23,4 +23,5 @@ __all__ = [
     "Reply",
     "TcpProxy",
     "ToolCall",
+    "completion_json",
 ]

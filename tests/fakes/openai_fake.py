@@ -62,6 +62,28 @@ _OPENAI_ERRORS = {
 }
 
 
+def completion_json(content: Any, usage: dict[str, int] | None = None) -> bytes:
+    """A minimal ``chat.completion`` body with ``content`` as the message's content (text, a
+    list of parts, …), for replies the fake's own answers do not cover (``Reply(raw_body=…)``);
+    ``usage`` omitted when None."""
+    body: dict[str, Any] = {
+        "id": "chatcmpl-raw",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content},
+            }
+        ],
+    }
+    if usage is not None:
+        body["usage"] = {**usage, "total_tokens": sum(usage.values())}
+    return json.dumps(body).encode()
+
+
 class FakeOpenAI(FakeUpstream):
     """``POST /v1/chat/completions`` as OpenAI answers it (usage chunk when asked, ``[DONE]``)."""
 
