@@ -17,7 +17,13 @@ from flask import Blueprint, Response, request
 
 from .. import jsoncodec
 from ..enums import Route
-from ..errors import AuthenticationError, GatewayError, UpstreamError, forget_frames
+from ..errors import (
+    AuthenticationError,
+    GatewayError,
+    UpstreamError,
+    forget_frames,
+    internal_error,
+)
 from ..governance.auth import bearer_token
 from ..governance.throttles import API_AUTH, get_throttles
 from ..messages import MessageStream, messages_of
@@ -92,11 +98,7 @@ def _answer_error(error: Exception) -> Response:
     if isinstance(error, GatewayError):
         return _error_response(error)
     log.error("unexpected error on %s", request.path, exc_info=error)
-    return _error_response(
-        GatewayError(
-            "The gateway hit an internal error; the request id identifies it in the gateway's logs."
-        )
-    )
+    return _error_response(internal_error())
 
 
 def _credentials() -> str | None:
