@@ -8,8 +8,10 @@
 #   make bench          gateway vs bare upstream (and LiteLLM): bench/README.md, QUICK=1 LITELLM=1
 #   make soak           20 minutes of mixed traffic with upstream faults, RSS over time: bench/SOAK.md
 #
-# Variables: HOST, PORT, THREADS (gunicorn threads), PYTHON (interpreter that creates .venv),
-# PYTEST_ARGS (extra pytest arguments), TEST_DATABASE_URL, TEST_REDIS_URL.
+# Variables: HOST, PORT, THREADS (threads of the gthread worker class, when WORKER_CLASS=gthread),
+# PYTHON (interpreter that creates .venv), PYTEST_ARGS (extra pytest arguments),
+# TEST_DATABASE_URL, TEST_REDIS_URL. sample_app/gunicorn.conf.py reads the rest (WORKERS,
+# WORKER_CLASS, WORKER_CONNECTIONS, …) from the environment.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -45,9 +47,10 @@ $(DEV_STAMP): $(PACKAGING) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# One worker process with threads (DESIGN §3): in-process rate windows stay exact. The schema
-# is created or upgraded first (Flask-Migrate's own command: sample_app's Migrate points at the
-# gateway's migrations); sample_app/gunicorn.conf.py holds the server settings.
+# gevent workers: one process without Redis (in-process rate windows stay exact), one per CPU
+# with AIGATEWAY_REDIS_URL (shared windows and counters; sample_app/gunicorn.conf.py decides).
+# The schema is created or upgraded first (Flask-Migrate's own command: sample_app's Migrate
+# points at the gateway's migrations).
 run: $(RUN_STAMP)
 	$(BIN)/flask --app sample_app db upgrade
 	HOST=$(HOST) PORT=$(PORT) THREADS=$(THREADS) \

@@ -86,6 +86,14 @@ class AuthenticationError(GatewayError):
     code = "invalid_api_key"
 
 
+class OperatorTokenError(AuthenticationError):
+    """A missing or wrong operator token where only that token is taken (``/v1/metrics``):
+    401 like a bad key, counted by the view in that token's own throttle — not in the API-key
+    one, which a scraper without its token would otherwise use up for its whole address."""
+
+    code = "invalid_operator_token"
+
+
 class PermissionDeniedError(GatewayError):
     """The key is valid but may not do this (403)."""
 

@@ -43,7 +43,8 @@ def _workers() -> int:
     given = os.environ.get("WORKERS", "").strip()
     count = int(given) if given else (os.cpu_count() or 1) if redis else 1
     if count > 1 and not redis:
-        raise RuntimeError(
+        # SystemExit: gunicorn prints the message and stops, without a traceback.
+        raise SystemExit(
             f"WORKERS={count} needs AIGATEWAY_REDIS_URL: without Redis each worker process keeps "
             "its own rate windows, which multiplies every limit. Use WORKER_CONNECTIONS for "
             "concurrency, or set AIGATEWAY_REDIS_URL=redis://…"

@@ -486,7 +486,7 @@ def test_server_settings_size_workers_from_the_cpu_count_with_redis(
         monkeypatch, AIGATEWAY_REDIS_URL="redis://x", WORKERS="3", WORKER_CLASS="gthread"
     )
     assert (chosen["workers"], chosen["worker_class"]) == (3, "gthread")
-    with pytest.raises(RuntimeError, match="needs AIGATEWAY_REDIS_URL"):
+    with pytest.raises(SystemExit, match="needs AIGATEWAY_REDIS_URL"):
         _gunicorn_settings(monkeypatch, WORKERS="2")
 
 

@@ -112,6 +112,22 @@ def test_wrong_metrics_tokens_lock_the_scrape_out(client: Any) -> None:
     )
 
 
+def test_metrics_and_api_key_failures_count_apart(client: Any, api_key: str) -> None:
+    """A scraper without its token is not an API-key guess, and API-key guesses do not lock
+    the scrape: each kind of failure counts only in its own throttle."""
+    for _ in range(5):
+        missing = client.get("/v1/metrics")
+        assert missing.status_code == 401
+        assert missing.json["error"]["code"] == "missing_metrics_token"
+    wrong_key = client.post("/v1/chat/completions", json=CHAT, headers=bearer("aigw_wrong"))
+    assert wrong_key.json["error"]["code"] == "invalid_api_key"  # api_auth: 1 of 3 used
+    for _ in range(2):
+        client.post("/v1/chat/completions", json=CHAT, headers=bearer("aigw_wrong"))
+    assert_throttled(client.get("/v1/models", headers=bearer("aigw_wrong")), window=60)
+    assert client.get("/v1/metrics", headers=bearer(SCRAPER)).status_code == 200
+    assert client.get("/v1/metrics", headers=bearer("guess")).status_code == 401
+
+
 def test_the_host_is_left_alone(app_config: dict[str, Any], tmp_path: Path) -> None:
     """No Limiter in the host's extensions, and its routes never limited nor given headers,
     even from an address every throttle has locked out."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from ..errors import AuthenticationError, GatewayError
+from ..errors import GatewayError, OperatorTokenError
 from ..governance.auth import bearer_token
 from ..governance.throttles import METRICS_TOKEN, get_throttles
 from ..pipeline import get_pipeline
@@ -37,7 +37,7 @@ def register(bp: Blueprint) -> None:
             if not wait and not is_operator(token, expected):
                 wait = throttles.failed(METRICS_TOKEN) if token else 0
                 if not wait:
-                    raise AuthenticationError(
+                    raise OperatorTokenError(
                         "The metrics endpoint needs 'Authorization: Bearer "
                         "<AIGATEWAY_METRICS_TOKEN>'"
                         + (" (the token sent is not it)." if token else "."),

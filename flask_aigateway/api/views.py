@@ -26,6 +26,7 @@ from ..errors import (
     GatewayError,
     InvalidRequestError,
     NotFoundError,
+    OperatorTokenError,
     RequestTooLargeError,
     ServiceUnavailableError,
     forget_frames,
@@ -214,7 +215,10 @@ def create_blueprint() -> Blueprint:
     @_forgetting_frames
     def handle_authentication_error(error: AuthenticationError) -> Response:
         """A failed authentication counts in the address's ``api_auth`` throttle; over it,
-        the answer is 429 instead of 401 (valid keys never reach this handler)."""
+        the answer is 429 instead of 401 (valid keys never reach this handler). A wrong
+        operator token was counted in its own throttle by its view."""
+        if isinstance(error, OperatorTokenError):
+            return _error_response(error)
         throttles = get_throttles(get_state())
         wait = throttles.failed(API_AUTH)
         return _error_response(throttles.refusal(API_AUTH, wait) if wait else error)
