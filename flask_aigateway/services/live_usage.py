@@ -1,14 +1,17 @@
 """Live use of every budget and rate limit: what each team and key has consumed right now.
 
-Budgets come from the usage counters (spent + reserved in the current UTC day and month, the
-same rows the budget reservations write); rate limits from the request log's last minute
-(requests and tokens per key, and per team pooled over its sub-teams, as the limits apply).
-Both are small indexed reads, whatever the size of the log.
+Budgets come from the usage counters (spent + reserved in the current UTC day and month): the
+database rows the reservations write, or with ``AIGATEWAY_REDIS_URL`` the Redis counters the
+reservations are checked against (:func:`_live`: the rows then lag by the request-log writer's
+flush and hold no reservation; they still count the requests). Rate limits come from the
+request log's last minute (requests and tokens per key, and per team pooled over its
+sub-teams, as the limits apply). All are small indexed reads, whatever the size of the log.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from decimal import Decimal
 from typing import Any
 
@@ -16,10 +19,13 @@ from sqlalchemy import func, select
 
 from ..db import utcnow
 from ..enums import Period, Scope
+from ..governance.budget_store import CounterKey
 from ..governance.policy import describe
 from ..models import ApiKey, RequestLog, Team, UsageCounter
 from ..state import GatewayState
 from .teams import chain, load_teams, subtree
+
+log = logging.getLogger(__name__)
 
 #: The window a per-minute limit counts over.
 RATE_WINDOW = dt.timedelta(minutes=1)
@@ -59,7 +65,7 @@ def budget_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list
             )
         )
         counters = {
-            (c.scope, c.scope_id, c.period): c
+            (c.scope, c.scope_id, c.period): (c.spent, c.reserved, c.requests)
             for c in session.scalars(
                 select(UsageCounter).where(
                     (
@@ -75,6 +81,13 @@ def budget_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list
         }
     owners: list[tuple[str, Any]] = [(Scope.TEAM.value, t) for t in teams.values()]
     owners += [(Scope.KEY.value, k) for k in keys]
+    wanted = [
+        (scope, owner.id, period)
+        for scope, owner in owners
+        for period, column in _BUDGETS
+        if getattr(owner, column) is not None
+    ]
+    counters = _live(state, counters, wanted, starts)
     rows: list[dict[str, Any]] = []
     for scope, owner in owners:
         for period, column in (
@@ -84,9 +97,7 @@ def budget_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list
             limit = getattr(owner, column)
             if limit is None:
                 continue
-            counter = counters.get((scope, owner.id, period))
-            spent = counter.spent if counter else Decimal(0)
-            reserved = counter.reserved if counter else Decimal(0)
+            spent, reserved, requests = counters.get((scope, owner.id, period), _ZERO)
             rows.append(
                 {
                     "scope": scope,
@@ -97,7 +108,7 @@ def budget_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list
                     "limit": limit,
                     "spent": spent,
                     "reserved": reserved,
-                    "requests": counter.requests if counter else 0,
+                    "requests": requests,
                     "ratio": _ratio(spent + reserved, limit),
                 }
             )
@@ -183,23 +194,12 @@ def usage_of(
     now = now or utcnow()
     starts = period_starts(now)
     with state.session() as session:
-        found = {
-            c.period: c
-            for c in session.scalars(
-                select(UsageCounter).where(
-                    UsageCounter.scope == scope,
-                    UsageCounter.scope_id == scope_id,
-                    UsageCounter.period_start.in_(list(starts.values())),
-                )
-            )
-            if c.period_start == starts.get(c.period)
-        }
+        found = _counters(session, [(scope, scope_id)], starts)
+    found = _live(state, found, [(scope, scope_id, period) for period in starts], starts)
     return {
         period: {
             "period_start": start,
-            "spent": found[period].spent if period in found else Decimal(0),
-            "reserved": found[period].reserved if period in found else Decimal(0),
-            "requests": found[period].requests if period in found else 0,
+            **dict(zip(_FIELDS, found.get((scope, scope_id, period), _ZERO), strict=True)),
         }
         for period, start in starts.items()
     }
@@ -253,6 +253,8 @@ def limits_report(
         counters = _counters(session, [(s, o.id) for s, o in levels], starts)
         by_key = _last_minute(session, RequestLog.key_id, since, tokens)
         by_team = _last_minute(session, RequestLog.team_id, since, tokens)
+    wanted = [(level_scope, o.id, period) for level_scope, o in levels for period in starts]
+    counters = _live(state, counters, wanted, starts)
 
     def minute(level_scope: str, owner: Any) -> dict[str, int]:
         if level_scope == Scope.KEY.value:
@@ -319,6 +321,7 @@ def limits_report(
 
 
 _ZERO: tuple[Decimal, Decimal, int] = (Decimal(0), Decimal(0), 0)
+_FIELDS = ("spent", "reserved", "requests")
 
 
 def _counters(
@@ -340,6 +343,38 @@ def _counters(
                 counter.requests,
             )
     return found
+
+
+def _live(
+    state: GatewayState,
+    found: dict[tuple[str, str, str], tuple[Decimal, Decimal, int]],
+    wanted: list[tuple[str, str, str]],
+    starts: dict[str, dt.date],
+) -> dict[tuple[str, str, str], tuple[Decimal, Decimal, int]]:
+    """``found`` (the rows' spent, reserved, requests) with spent and reserved of ``wanted``
+    taken from the counters admission checks: with Redis, Redis's live values (a counter
+    Redis does not hold reads as its row); without, the rows themselves. When Redis cannot
+    be reached the rows are what is left (logged)."""
+    if state.redis() is None or not wanted:
+        return found
+    from ..governance.budget_store_redis import RedisCounterStore
+    from ..pipeline import get_pipeline
+    from ..redis_failure import unreachable_errors
+
+    store = get_pipeline(state).budgets.store
+    if not isinstance(store, RedisCounterStore):
+        return found
+    keys = [CounterKey(scope, owner, period, starts[period]) for scope, owner, period in wanted]
+    try:
+        live = store.read(keys)
+    except unreachable_errors() as exc:
+        log.warning("live budget counters not read, showing the database rows: %s", exc)
+        return found
+    merged = dict(found)
+    for where, state_now in zip(wanted, live, strict=True):
+        requests = found.get(where, _ZERO)[2]
+        merged[where] = (state_now.spent, state_now.reserved, requests)
+    return merged
 
 
 def _owner(scope: str, owner: Team | ApiKey) -> dict[str, Any]:
