@@ -252,7 +252,8 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "What rate limits and budgets do when Redis is unreachable: 'closed' refuses "
         "requests with 503 until it is back; 'open' admits them unchecked (logged), their "
-        "spend still recorded in the database.",
+        "spend still recorded in the database (not in Redis counters that kept their data: "
+        "see 'Budgets and rate limits').",
         choices=("closed", "open"),
     ),
     Option(
