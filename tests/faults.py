@@ -11,7 +11,7 @@ from typing import Any
 import requests
 from sqlalchemy import select
 
-from flask_aigateway.models import RequestLog
+from flask_aigateway.models import RequestLog, UsageCounter
 from flask_aigateway.pipeline import get_pipeline
 from flask_aigateway.state import GatewayState
 
@@ -57,11 +57,29 @@ def log_rows(state: GatewayState) -> list[RequestLog]:
 
 
 def usage_cli(runner: Any, key_id: str) -> dict[str, Any]:
-    """``flask key info <id> --json``'s ``usage.day`` (the database rows of the counters)."""
+    """``flask key info <id> --json``'s ``usage.day``: the live counters (Redis when
+    configured, else the database rows)."""
     result = runner.invoke(args=["key", "info", key_id, "--json"])
     assert result.exit_code == 0, result.output
     day = json.loads(result.output)["usage"]["day"]
     return {"spent": Decimal(str(day["spent"])), "reserved": Decimal(str(day["reserved"]))}
+
+
+def usage_rows(state: GatewayState, key_id: str) -> dict[str, Decimal]:
+    """The database row of ``key_id``'s counter for today (zeros when there is none)."""
+    today = get_pipeline(state).budgets.usage("key", key_id)["day"].key.start
+    with state.transaction() as session:
+        row = session.scalars(
+            select(UsageCounter).where(
+                UsageCounter.scope == "key",
+                UsageCounter.scope_id == key_id,
+                UsageCounter.period == "day",
+                UsageCounter.period_start == today,
+            )
+        ).one_or_none()
+        if row is None:
+            return {"spent": Decimal(0), "reserved": Decimal(0)}
+        return {"spent": row.spent, "reserved": row.reserved}
 
 
 def usage_live(state: GatewayState, key_id: str) -> dict[str, Decimal]:

@@ -32,7 +32,17 @@ from typing import Any
 import pytest
 import requests
 from fakes import Reply
-from faults import COST, MESSAGES, USAGE, log_rows, post, usage_cli, usage_live, wait_for
+from faults import (
+    COST,
+    MESSAGES,
+    USAGE,
+    log_rows,
+    post,
+    usage_cli,
+    usage_live,
+    usage_rows,
+    wait_for,
+)
 from processes import GatewayProcess
 
 from flask_aigateway.services.keys import create_key
@@ -126,7 +136,8 @@ def test_sigkill_mid_stream(state, app_config, runner, upstreams, make_run):
     # the stream's cost is lost and its reservation held.
     live = usage_live(state, key.id)
     assert live == {"spent": 4 * COST, "reserved": held}
-    database = usage_cli(runner, key.id)
+    assert usage_cli(runner, key.id) == live  # what `flask key info` shows
+    database = usage_rows(state, key.id)
     if app_config.get("AIGATEWAY_REDIS_URL"):
         # Redis holds reservations; the database rows get settled costs with the log rows,
         # so the queued request's cost went with its row.

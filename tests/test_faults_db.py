@@ -38,6 +38,7 @@ from faults import (
     settle_all,
     usage_cli,
     usage_live,
+    usage_rows,
     wait_for,
 )
 from sqlalchemy import exc as sa_exc
@@ -220,6 +221,7 @@ def assert_books_balance(
     cost = COST * served
     assert sum(row.cost for row in mine) == cost
     assert usage_cli(runner, key_id) == {"spent": cost, "reserved": 0}
+    assert usage_rows(state, key_id) == {"spent": cost, "reserved": 0}
     assert usage_live(state, key_id) == {"spent": cost, "reserved": 0}
 
 

@@ -43,6 +43,7 @@ from faults import (
     settle_all,
     usage_cli,
     usage_live,
+    usage_rows,
     wait_for,
 )
 from processes import free_port
@@ -232,6 +233,7 @@ def test_redis_restarted_mid_run(live_server, state, runner, upstreams, restarta
     # The restarted Redis reloaded the counter from the rows, which every served request's
     # cost reached (the in-flight one's too, though its Redis settlement failed).
     assert usage_cli(runner, key.id) == {"spent": COST * served, "reserved": 0}
+    assert usage_rows(state, key.id) == {"spent": COST * served, "reserved": 0}
     assert usage_live(state, key.id) == {"spent": COST * served, "reserved": 0}
 
 
@@ -258,4 +260,5 @@ def test_redis_connection_cut_with_data_kept(
     settle_all(state)
     assert len(log_rows(state)) == 4
     assert usage_cli(runner, key.id) == {"spent": COST * 3, "reserved": 0}
+    assert usage_rows(state, key.id) == {"spent": COST * 3, "reserved": 0}
     assert usage_live(state, key.id) == {"spent": COST * 3, "reserved": 0}
