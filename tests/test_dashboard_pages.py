@@ -519,3 +519,55 @@ def test_unknown_objects_are_404_pages(client: Any, csrf: str) -> None:
         response = client.get(path)
         assert response.status_code == 404, path
         assert "Not found" in text(response)
+
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "field", "message"),
+    [
+        ("/dashboard/teams/new", {"name": "t1", "rate_limit": HUGE}, "rate_limit", "at most"),
+        ("/dashboard/teams/new", {"name": "t1", "budget_per_day": "1000000000"}, None, "at most"),
+        ("/dashboard/keys/new", {"name": "k1", "tokens_per_minute": HUGE}, None, "at most"),
+        ("/dashboard/keys/new", {"name": "k1", "budget_per_day": "5000000000"}, None, "at most"),
+    ],
+)
+def test_numbers_too_large_are_form_errors_not_500s(
+    client: Any, csrf: str, app: Flask, path: str, fields: dict[str, str], field: Any, message: str
+) -> None:
+    """A number past what the database columns hold is refused by the form, with what was
+    typed kept (it was an OverflowError and a bare 500 page)."""
+    response = submit(client, path, csrf, **fields)
+    assert response.status_code == 400
+    page = text(response)
+    assert message in page
+    if field is not None:
+        assert message in (field_error(page, field) or "")
+        assert field_value(page, field) == fields[field]
+    assert rows(app, Team) == [] and rows(app, ApiKey) == []
+
+
+def test_huge_prices_and_model_settings_are_form_errors(client: Any, csrf: str, app: Flask) -> None:
+    new_provider(client, csrf)
+    for fields in ({"max_tokens": HUGE}, {"weight": HUGE}, {"pricing_input": "9999999999999"}):
+        response = new_model(client, csrf, **fields)
+        assert response.status_code == 400, fields
+        assert "at most" in text(response)
+    assert rows(app, ModelAlias) == []
+
+
+def test_out_of_range_request_ids_and_dates_are_not_500s(client: Any, csrf: str) -> None:
+    assert client.get(f"/dashboard/requests/{HUGE}999").status_code == 404
+    for until in ("9999-12-31", "253402300799"):
+        response = client.get(f"/dashboard/requests?until={until}")
+        assert response.status_code == 400, until
+        assert "out of range" in text(response)
+
+
+def test_the_cli_refuses_huge_numbers_with_one_line(runner: Any) -> None:
+    result = runner.invoke(args=["team", "create", "--name", "t", "--rate-limit", HUGE])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: The rate limit must be at most 2147483647")
+    result = runner.invoke(args=["team", "create", "--name", "t", "--budget-per-day", "1e9"])
+    assert result.exit_code == 1 and "at most 100000000 US dollars" in result.output

@@ -295,7 +295,8 @@ def get_entry(state: GatewayState, entry_id: int) -> dict[str, Any]:
     """One log row by its numeric id, with the prompt and completion texts (stored only when
     ``AIGATEWAY_LOG_CONTENT`` is on). :raises NotFoundError:"""
     with state.session() as session:
-        row = session.get(RequestLog, entry_id)
+        # An id no row can have (past a 64-bit integer) is not found, not an overflow.
+        row = session.get(RequestLog, entry_id) if 0 < entry_id < 2**63 else None
         if row is None:
             raise NotFoundError(
                 f"No request-log entry {entry_id}; it may have been pruned "

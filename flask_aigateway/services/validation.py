@@ -92,21 +92,33 @@ def optional_money(value: Any, field: str) -> Decimal | None:
     return money(value, field)
 
 
+#: The largest USD amount a price or budget may be: what every engine stores exactly (SQLite
+#: keeps 1e-10 USD units in a 64-bit integer, about 9.2e8 USD) with room to add to it.
+MAX_USD = Decimal(100_000_000)
+#: The largest whole number a setting may be: a 32-bit INTEGER column (PostgreSQL).
+MAX_INT = 2_147_483_647
+
+
 def money(value: Any, field: str) -> Decimal:
-    """A non-negative USD amount (prices, budgets)."""
+    """A non-negative USD amount (prices, budgets), at most :data:`MAX_USD`."""
     try:
         if isinstance(value, bool):
             raise InvalidOperation
-        amount = to_money(value.strip() if isinstance(value, str) else value)
+        given = Decimal(value.strip() if isinstance(value, str) else value)
     except (InvalidOperation, ValueError, TypeError):
         raise ValidationError(
             f"The {label(field)} must be a number of US dollars (got {value!r}).", param=field
         ) from None
-    if not amount.is_finite() or amount < 0:
+    if not given.is_finite() or given < 0:
         raise ValidationError(
             f"The {label(field)} must be zero or more (got {value!r}).", param=field
         )
-    return amount
+    if given > MAX_USD:
+        raise ValidationError(
+            f"The {label(field)} must be at most {MAX_USD} US dollars (got {value!r}).",
+            param=field,
+        )
+    return to_money(given)
 
 
 def optional_int(value: Any, field: str, *, minimum: int = 0) -> int | None:
@@ -128,6 +140,10 @@ def integer(value: Any, field: str, *, minimum: int = 0) -> int:
     if number < minimum:
         raise ValidationError(
             f"The {label(field)} must be {minimum} or more (got {number}).", param=field
+        )
+    if number > MAX_INT:
+        raise ValidationError(
+            f"The {label(field)} must be at most {MAX_INT} (got {number}).", param=field
         )
     return number
 
@@ -258,7 +274,23 @@ def optional_datetime(value: Any, field: str) -> dt.datetime | None:
             ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+    try:
+        moment = moment.astimezone(dt.UTC)
+    except OverflowError:
+        moment = _LATEST  # an offset that takes it past year 9999
+    if not _EARLIEST <= moment <= _LATEST:
+        raise ValidationError(
+            f"The {label(field)} {value!r} is out of range: give a moment between "
+            f"{_EARLIEST.date()} and {_LATEST.date()}.",
+            param=field,
+        )
+    return moment
+
+
+#: The moments a date filter or expiry may name: room on both sides for a day's arithmetic
+#: (an "until" date includes its whole day; windows are widened to whole hours).
+_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9998, 12, 31, tzinfo=dt.UTC)
 
 
 def _from_unix(seconds: float, typed: Any, field: str) -> dt.datetime:
