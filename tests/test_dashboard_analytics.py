@@ -18,7 +18,7 @@ from flask_aigateway.dashboard.snapshots import SnapshotStore
 from flask_aigateway.db import utcnow
 from flask_aigateway.extension import get_state
 from flask_aigateway.models import UsageCounter
-from flask_aigateway.services import live_usage
+from flask_aigateway.services import live_usage, stats
 from flask_aigateway.services.keys import create_key
 from flask_aigateway.services.teams import create_team
 
@@ -196,3 +196,25 @@ def test_overview_figures_come_from_a_snapshot(client: Any, app: Flask) -> None:
     assert "as of " in page
     state.resources["dashboard.snapshots"] = SnapshotStore(0)
     assert metric(text(client.get("/dashboard/")), "requests") == "1"
+
+
+def test_top_models_are_ranked_by_requests_as_the_panel_says(
+    client: Any, app: Flask, upstreams: dict[str, Any]
+) -> None:
+    """The overview's "Top models — By requests": a busy cheap model above a costly rarely
+    used one (they were ranked by cost, so the busiest cheap model could drop off the list)."""
+    state = get_state(app)
+    _key, secret = create_key(state, name="k")
+    upstreams["gpt"].reply(text="long", prompt_tokens=5000, completion_tokens=5000)
+    assert chat(client, secret).status_code == 200
+    for _ in range(3):
+        upstreams["claude"].reply(text="short", prompt_tokens=1, completion_tokens=1)
+        assert chat(client, secret, model="claude").status_code == 200
+    assert [r["model"] for r in stats.top(state, by="model")] == ["gpt", "claude"]
+    by_use = stats.top(state, by="model", order="requests")
+    assert [r["model"] for r in by_use] == ["claude", "gpt"]
+    login(client)
+    assert charts_of(text(client.get("/dashboard/")))["top_models"]["labels"] == [
+        "claude",
+        "gpt",
+    ]

@@ -130,6 +130,20 @@ def test_provider_create_show_edit_keeps_the_secret_write_only(
     )
     (provider,) = rows(app, Provider)
     assert provider_api_key(get_state(app), provider) == "sk-new-key-000000000000"
+    both = submit(
+        client,
+        f"/dashboard/providers/{provider.id}/edit",
+        csrf,
+        name="renamed",
+        format="openai",
+        api_key="sk-other-key-00000000000",
+        clear_api_key=True,
+        enabled=True,
+    )
+    assert both.status_code == 400  # which one was meant cannot be guessed: nothing changes
+    assert "not both" in (field_error(text(both), "api_key") or "")
+    (provider,) = rows(app, Provider)
+    assert provider_api_key(get_state(app), provider) == "sk-new-key-000000000000"
     submit(
         client,
         f"/dashboard/providers/{provider.id}/edit",

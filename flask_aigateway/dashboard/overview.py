@@ -34,7 +34,7 @@ def figures(state: GatewayState) -> dict[str, Any]:
     series = stats.daily_series(state, days=DAYS)
     top_models = [
         {**row, "label": label_of(row, "model")}
-        for row in stats.top(state, by="model", days=DAYS, limit=TOP)
+        for row in stats.top(state, by="model", days=DAYS, limit=TOP, order="requests")
     ]
     top_keys = [
         {**row, "label": label_of(row, "key")}

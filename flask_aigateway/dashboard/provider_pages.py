@@ -161,6 +161,12 @@ def edit_page(ref: str) -> Any:
     else:
         api_key = form.text("api_key") or UNSET
     try:
+        if api_key is None and form.text("api_key"):
+            # Both asked: which one was meant cannot be guessed (the CLI refuses it too).
+            raise ValidationError(
+                "Give either a new API key or 'Remove the stored API key', not both.",
+                param="api_key",
+            )
         moved = form.get("format") != provider.format or validation.url(form.text("base_url")) != (
             provider.base_url
         )

@@ -321,17 +321,28 @@ def daily_series(
     return list(series.values())
 
 
-def top(state: GatewayState, *, by: str, days: int = 30, limit: int = 10) -> list[dict[str, Any]]:
-    """The ``limit`` most costly models, keys, teams or providers of the last ``days`` days
-    (rows of :func:`usage_stats`; ties broken by requests).
+def top(
+    state: GatewayState,
+    *,
+    by: str,
+    days: int = 30,
+    limit: int = 10,
+    order: str = "cost",
+) -> list[dict[str, Any]]:
+    """The ``limit`` most costly (``order="cost"``; ties broken by requests) or most used
+    (``order="requests"``; ties broken by cost) models, keys, teams or providers of the last
+    ``days`` days (rows of :func:`usage_stats`).
 
-    :raises ValidationError: unknown ``by``, or ``limit`` below 1.
+    :raises ValidationError: unknown ``by`` or ``order``, or ``limit`` below 1.
     """
     group = parse_group(by)
     if group is None:
         raise ValidationError(f"top needs by: one of {', '.join(GROUPS)}.", param="by")
     count = validation.integer(limit, "limit", minimum=1)
-    return usage_stats(state, since=window_start(days), by=group)[:count]
+    rows = usage_stats(state, since=window_start(days), by=group)
+    if validation.choice(order, "order", ("cost", "requests")) == "requests":
+        rows.sort(key=lambda row: (row["requests"], row["cost"]), reverse=True)
+    return rows[:count]
 
 
 def _names(session: Any, group: str, ids: list[str]) -> dict[str, str]:
