@@ -218,3 +218,27 @@ def test_top_models_are_ranked_by_requests_as_the_panel_says(
         "claude",
         "gpt",
     ]
+
+
+def test_filters_on_values_not_in_the_dropdowns_stay_selected(
+    client: Any, traffic: dict[str, Any]
+) -> None:
+    """A filter on an alias that no longer exists, or a status code typed in the address, is
+    shown selected (the dropdown said "Any model" while the list was filtered, and filtering
+    again dropped it)."""
+    login(client)
+    page = text(client.get("/dashboard/requests?model=gone-alias&status=429"))
+    assert '<option value="gone-alias" selected>' in page
+    assert '<option value="429" selected>' in page
+
+
+def test_an_end_date_alone_counts_back_from_it(client: Any, traffic: dict[str, Any]) -> None:
+    """``until`` without ``since``: the breakdown covers the 24 hours before it, not a range
+    from yesterday to an earlier end."""
+    login(client)
+    today = utcnow().date()
+    page = text(client.get(f"/dashboard/requests?until={today.isoformat()}"))
+    tomorrow = today + dt.timedelta(days=1)
+    assert f"from {today.isoformat()} 00:00" in page and f"to {tomorrow.isoformat()} 00:00" in page
+    assert "the 24 hours before the end" in page
+    assert metric(page, "requests") == "4"

@@ -585,3 +585,27 @@ def test_the_cli_refuses_huge_numbers_with_one_line(runner: Any) -> None:
     assert result.output.startswith("Error: The rate limit must be at most 2147483647")
     result = runner.invoke(args=["team", "create", "--name", "t", "--budget-per-day", "1e9"])
     assert result.exit_code == 1 and "at most 100000000 US dollars" in result.output
+
+
+def test_unchanged_on_a_header_with_no_stored_value_is_refused(
+    client: Any, csrf: str, app: Flask
+) -> None:
+    """``(unchanged)`` keeps a stored value; typed on a header that has none it would have
+    saved an empty header, sent upstream."""
+    new_provider(client, csrf, extra_headers="X-Api-Token: secret-token-123")
+    (provider,) = rows(app, Provider)
+    response = submit(
+        client,
+        f"/dashboard/providers/{provider.id}/edit",
+        csrf,
+        name="upstream",
+        format="openai",
+        base_url="http://127.0.0.1:9/v1",
+        extra_headers="X-Api-Token: (unchanged)\nX-Other: (unchanged)",
+        enabled=True,
+    )
+    assert response.status_code == 400
+    assert "X-Other have no stored value to keep" in (
+        field_error(text(response), "extra_headers") or ""
+    )
+    assert provider_headers(get_state(app), provider) == {"X-Api-Token": "secret-token-123"}

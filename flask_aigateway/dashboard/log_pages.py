@@ -32,14 +32,30 @@ def register(bp: Blueprint) -> None:
 
 
 def _choices() -> dict[str, Any]:
+    """The filter dropdowns' options, each also holding the value the page is filtered on
+    when it is not among them (a deleted key or alias, a status code typed in the address):
+    else the dropdown would show "any" while the list is filtered, and filtering again would
+    drop that filter."""
     state = get_state()
-    return {
+    choices: dict[str, Any] = {
         "keys": [(k.id, f"{k.name} ({k.prefix}…)") for k in key_service.list_keys(state)],
         "teams": [(t.id, t.name) for t in team_service.list_teams(state)],
         "providers": [p.name for p in provider_service.list_providers(state)],
         "models": [m.alias for m in model_service.list_models(state)],
         "statuses": list(service.STATUS_CHOICES.items()),
     }
+    for field, options, paired in (
+        ("key", "keys", True),
+        ("team", "teams", True),
+        ("provider", "providers", False),
+        ("model", "models", False),
+        ("status", "statuses", True),
+    ):
+        active = request.args.get(field, "").strip()
+        values = [o[0] if paired else o for o in choices[options]]
+        if active and active not in values:
+            choices[options].append((active, active) if paired else active)
+    return choices
 
 
 def log_page() -> Any:

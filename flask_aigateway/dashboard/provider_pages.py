@@ -127,16 +127,21 @@ def _merge_headers(text: str, stored: dict[str, str], *, moved: bool) -> dict[st
     the provider is ``moved`` to another format or base URL: stored values were given for the
     old destination, so they must be typed again (or the header removed)."""
     parsed = validation.headers(text, "extra_headers")
-    kept = sorted(name for name, value in parsed.items() if value == KEEP and name in stored)
+    unknown = sorted(name for name, value in parsed.items() if value == KEEP and name not in stored)
+    if unknown:
+        raise ValidationError(
+            f"Header(s) {', '.join(unknown)} have no stored value to keep: type the value "
+            f"instead of {KEEP}, or remove the line.",
+            param="extra_headers",
+        )
+    kept = sorted(name for name, value in parsed.items() if value == KEEP)
     if moved and kept:
         raise ValidationError(
             f"The base URL or format changes: type the value of header(s) {', '.join(kept)} "
             f"again (it was stored for the old destination), or remove the line.",
             param="extra_headers",
         )
-    return {
-        name: stored.get(name, "") if value == KEEP else value for name, value in parsed.items()
-    }
+    return {name: stored[name] if value == KEEP else value for name, value in parsed.items()}
 
 
 def edit_page(ref: str) -> Any:

@@ -157,10 +157,10 @@ def breakdown(
 
     Without a ``status`` or ``error`` filter it reads the hourly rollups (whole UTC hours:
     ``since`` is rounded down and ``until`` up to an hour); with one, the raw log. The window
-    is the filters' ``since``..``until``, or the last 24 hours when ``since`` is not given
-    (:data:`DEFAULT_BREAKDOWN_WINDOW`).
+    is the filters' ``since``..``until``; without ``since``, the 24 hours before ``until``,
+    or before now when no ``until`` either (:data:`DEFAULT_BREAKDOWN_WINDOW`).
     """
-    since = filters.since or (now or utcnow()) - DEFAULT_BREAKDOWN_WINDOW
+    since = filters.since or (filters.until or now or utcnow()) - DEFAULT_BREAKDOWN_WINDOW
     if filters.status is None and filters.error is None:
         return _from_rollups(state, filters, since)
     return _from_log(state, filters, since)
