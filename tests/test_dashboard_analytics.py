@@ -20,7 +20,7 @@ from flask_aigateway.extension import get_state
 from flask_aigateway.models import UsageCounter
 from flask_aigateway.services import live_usage, stats
 from flask_aigateway.services.keys import create_key
-from flask_aigateway.services.teams import create_team
+from flask_aigateway.services.teams import create_team, delete_team
 
 
 @pytest.fixture
@@ -242,3 +242,20 @@ def test_an_end_date_alone_counts_back_from_it(client: Any, traffic: dict[str, A
     assert f"from {today.isoformat()} 00:00" in page and f"to {tomorrow.isoformat()} 00:00" in page
     assert "the 24 hours before the end" in page
     assert metric(page, "requests") == "4"
+
+
+def test_a_deleted_team_is_shown_without_a_dead_link(
+    client: Any, app: Flask, traffic: dict[str, Any]
+) -> None:
+    """Rows logged under a team deleted since name its id, not a link to a 404 page."""
+    state = get_state(app)
+    team_id = traffic["key"].team_id
+    delete_team(state, team_id, force=True)
+    login(client)
+    page = text(client.get("/dashboard/requests"))
+    assert f'href="/dashboard/teams/{team_id}"' not in page
+    assert team_id in page
+    entry = re.search(r'href="(/dashboard/requests/\d+)"', page)
+    assert entry
+    detail = text(client.get(entry.group(1)))
+    assert f"{team_id} (deleted)" in detail
