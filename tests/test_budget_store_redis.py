@@ -1,5 +1,6 @@
-"""The Redis budget counters' settlement against a real Redis: applied once however often it is
-sent, and right on a counter Redis lost and reloaded while the request ran.
+"""The Redis budget counters against a real Redis: a settlement applied once however often it
+is sent, and right on a counter Redis lost and reloaded while the request ran; and what the CLI
+and the dashboard show of the counters (Redis's live values).
 
 A settlement whose connection fails may or may not have run in Redis; redis-py sends it once
 more at once, and the gateway again once Redis answers (tests/test_faults_redis.py cuts the
@@ -11,6 +12,7 @@ reservation's hold id.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 from decimal import Decimal
 from typing import Any
@@ -18,13 +20,19 @@ from typing import Any
 import pytest
 from conftest import REDIS_RUN_PREFIX
 
+from flask_aigateway.db import utcnow
+from flask_aigateway.enums import Scope
 from flask_aigateway.governance.budget_store import CounterKey
 from flask_aigateway.governance.budget_store_redis import SETTLED_MARK_MS, RedisCounterStore
 from flask_aigateway.pipeline import get_pipeline
+from flask_aigateway.services import live_usage
+from flask_aigateway.services.keys import create_key
+from flask_aigateway.services.teams import create_team
 
 pytestmark = [pytest.mark.redis]
 
 WORST, COST, OTHER = Decimal("0.5"), Decimal("0.2"), Decimal("0.3")
+HELD = Decimal("0.25")
 
 
 @pytest.fixture
@@ -127,3 +135,29 @@ def test_a_settlement_on_a_counter_redis_no_longer_holds_leaves_it_to_the_rows(s
     lose(store, key)
     settle(store, key, hold)
     assert not store.client.exists(store.key(key))
+
+
+def test_key_and_team_use_is_read_from_the_redis_counters(state: Any, runner: Any) -> None:
+    team = create_team(state, name="research", budget_per_day="2")
+    key, _secret = create_key(state, name="k", team="research", budget_per_day="1")
+    store = get_pipeline(state).budgets.store
+    assert isinstance(store, RedisCounterStore)
+    today = utcnow().date()
+    keys = [
+        CounterKey(Scope.KEY.value, key.id, "day", today),
+        CounterKey(Scope.TEAM.value, team.id, "day", today),
+    ]
+    """What ``flask key info`` / ``team info`` and the dashboard show of budgets under Redis
+    counters: Redis's spent and reserved (what admission checks), not the database rows,
+    which get each cost with its log row and never hold a reservation."""
+    # A request in flight: its worst case is held in Redis only (the rows hold no reservation).
+    store.reserve(keys, [Decimal(1), Decimal(2)], HELD, hold=secrets.token_hex(8))
+
+    info = json.loads(runner.invoke(args=["key", "info", key.id, "--json"]).output)
+    assert (info["usage"]["day"]["reserved"], info["usage"]["day"]["spent"]) == ("0.25", "0")
+    remaining = {(b["scope"], b["period"]): b["remaining"] for b in info["usage"]["budgets"]}
+    assert remaining == {("key", "day"): "0.75", ("team", "day"): "1.75"}
+    assert live_usage.usage_of(state, Scope.TEAM.value, team.id)["day"]["reserved"] == HELD
+    rows = {(r["scope"], r["period"]): r for r in live_usage.budget_usage(state)}
+    assert rows[("key", "day")]["reserved"] == HELD
+    assert rows[("team", "day")]["ratio"] == pytest.approx(0.125)

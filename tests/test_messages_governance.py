@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 from fakes import Reply
+from faults import usage_rows
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog, UsageCounter
@@ -55,15 +56,7 @@ def reserved(state: Any) -> list[Decimal]:
 
 
 def day_spent(state: Any, key_id: str) -> Decimal:
-    with state.transaction() as session:
-        row = session.scalar(
-            select(UsageCounter).where(
-                UsageCounter.scope == "key",
-                UsageCounter.scope_id == key_id,
-                UsageCounter.period == "day",
-            )
-        )
-    return row.spent if row else Decimal(0)
+    return usage_rows(state, key_id)["spent"]
 
 
 def log_rows(state: Any) -> list[RequestLog]:
