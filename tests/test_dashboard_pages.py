@@ -579,12 +579,17 @@ def test_out_of_range_request_ids_and_dates_are_not_500s(client: Any, csrf: str)
         assert "out of range" in text(response)
 
 
-def test_the_cli_refuses_huge_numbers_with_one_line(runner: Any) -> None:
+def test_the_cli_refuses_numbers_it_cannot_store_with_one_line(runner: Any) -> None:
     result = runner.invoke(args=["team", "create", "--name", "t", "--rate-limit", HUGE])
     assert result.exit_code == 1
     assert result.output.startswith("Error: The rate limit must be at most 2147483647")
     result = runner.invoke(args=["team", "create", "--name", "t", "--budget-per-day", "1e9"])
     assert result.exit_code == 1 and "at most 100000000 US dollars" in result.output
+    # Below the precision amounts are kept at, a budget would be stored as 0 (spend nothing).
+    result = runner.invoke(args=["team", "create", "--name", "t", "--budget-per-day", "1e-12"])
+    assert result.exit_code == 1 and "at least 0.0000000001 US dollars" in result.output
+    ok = runner.invoke(args=["team", "create", "--name", "t", "--budget-per-day", "0.0000000001"])
+    assert ok.exit_code == 0, ok.output
 
 
 def test_unchanged_on_a_header_with_no_stored_value_is_refused(

@@ -118,7 +118,15 @@ def money(value: Any, field: str) -> Decimal:
             f"The {label(field)} must be at most {MAX_USD} US dollars (got {value!r}).",
             param=field,
         )
-    return to_money(given)
+    amount = to_money(given)
+    if given and not amount:
+        # Rounded to the stored precision it would be 0: a budget of nothing, a free price.
+        raise ValidationError(
+            f"The {label(field)} must be 0 or at least 0.0000000001 US dollars, the precision "
+            f"amounts are kept at (got {value!r}).",
+            param=field,
+        )
+    return amount
 
 
 def optional_int(value: Any, field: str, *, minimum: int = 0) -> int | None:
