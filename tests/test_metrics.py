@@ -384,9 +384,21 @@ def test_make_run_with_two_workers_counts_every_workers_requests(
             if len([v for v in per_process.values() if v]) >= 2:
                 break
         assert len([v for v in per_process.values() if v]) == 2, per_process
-        for _ in range(6):
+
+        def scrape() -> Any:
             with requests.Session() as session:
-                samples = parse(session.get(url + "/v1/metrics", timeout=10).text)
+                return parse(session.get(url + "/v1/metrics", timeout=10).text)
+
+        # make run ends each request once its answer is written (AIGATEWAY_FINISH_AFTER_
+        # RESPONSE): the last answers' metrics may land a moment after the client has them.
+        deadline = time.monotonic() + 10
+        samples = scrape()
+        while total(samples, "ai_gateway_requests_total", status="200") < sent:
+            assert time.monotonic() < deadline, "the last requests never reached the metrics"
+            time.sleep(0.05)
+            samples = scrape()
+        for _ in range(6):  # then every scrape, whichever worker answers it, sees them all
+            samples = scrape()
             assert total(samples, "ai_gateway_requests_total", status="200") == sent
             assert total(samples, "ai_gateway_inflight_requests") == 0
     finally:
