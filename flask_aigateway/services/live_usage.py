@@ -64,23 +64,9 @@ def budget_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list
                 .order_by(ApiKey.name, ApiKey.id)
             )
         )
-        counters = {
-            (c.scope, c.scope_id, c.period): (c.spent, c.reserved, c.requests)
-            for c in session.scalars(
-                select(UsageCounter).where(
-                    (
-                        (UsageCounter.period == Period.DAY.value)
-                        & (UsageCounter.period_start == starts[Period.DAY.value])
-                    )
-                    | (
-                        (UsageCounter.period == Period.MONTH.value)
-                        & (UsageCounter.period_start == starts[Period.MONTH.value])
-                    )
-                )
-            )
-        }
-    owners: list[tuple[str, Any]] = [(Scope.TEAM.value, t) for t in teams.values()]
-    owners += [(Scope.KEY.value, k) for k in keys]
+        owners: list[tuple[str, Any]] = [(Scope.TEAM.value, t) for t in teams.values()]
+        owners += [(Scope.KEY.value, k) for k in keys]
+        counters = _counters(session, [(scope, owner.id) for scope, owner in owners], starts)
     wanted = [
         (scope, owner.id, period)
         for scope, owner in owners
@@ -90,10 +76,7 @@ def budget_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list
     counters = _live(state, counters, wanted, starts)
     rows: list[dict[str, Any]] = []
     for scope, owner in owners:
-        for period, column in (
-            (Period.DAY.value, "budget_per_day"),
-            (Period.MONTH.value, "budget_per_month"),
-        ):
+        for period, column in _BUDGETS:
             limit = getattr(owner, column)
             if limit is None:
                 continue

@@ -162,14 +162,11 @@ def check_references(
             )
 
 
-def check_referrers(session: Session, alias: str, kind: str) -> None:
-    """``alias`` may become of ``kind`` only if no alias of another kind names it as a
-    fallback or context fallback."""
-    others = session.scalars(select(ModelAlias).where(ModelAlias.alias != alias))
-    for other in others:
-        if other.kind != kind and (
-            alias in (other.fallbacks or []) or other.context_fallback == alias
-        ):
+def check_referrers(alias: str, kind: str, referrers: list[ModelAlias]) -> None:
+    """``alias`` may become of ``kind`` only if none of ``referrers`` (the aliases naming it
+    as a fallback or context fallback) is of another kind."""
+    for other in referrers:
+        if other.kind != kind:
             raise ValidationError(
                 f"{alias!r} is a fallback of {other.alias!r} (kind {other.kind!r}): it cannot "
                 f"become of kind {kind!r}; change the fallbacks of {other.alias!r} first.",

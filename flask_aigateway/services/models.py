@@ -207,7 +207,7 @@ def update_model(
         kind = changes.get("kind", target.kind)
         if "kind" in changes:
             parse.check_kind(target.alias, kind, [d.provider.format for d in target.deployments])
-            parse.check_referrers(session, target.alias, kind)
+            parse.check_referrers(target.alias, kind, _referrers(session, target.alias))
         # A new kind is checked against the fallbacks kept; otherwise only new ones are checked.
         kept = "kind" in changes
         parse.check_references(
