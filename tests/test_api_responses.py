@@ -62,8 +62,14 @@ def error_of(response: Any) -> dict[str, Any]:
         ({"input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
         ({"input": "hi", "truncation": "sometimes"}, "truncation"),
         ({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
-        ({"input": "hi", "include": ["reasoning.encrypted_content"]}, "include"),
-        ({"input": "hi", "reasoning": {"summary": "auto"}}, "reasoning.summary"),
+        ({"input": "hi", "include": ["message.output_text.logprobs"]}, "include[0]"),
+        ({"input": "hi", "include": ["reasoning.everything"]}, "include[0]"),
+        ({"input": "hi", "include": "reasoning.encrypted_content"}, "include"),
+        ({"input": "hi", "reasoning": {"summary": "verbose"}}, "reasoning.summary"),
+        ({"input": "hi", "reasoning": {"style": "deep"}}, "reasoning.style"),
+        ({"input": "hi", "tool_choice": "required"}, "tool_choice"),
+        ({"input": "hi", "tool_choice": {"type": "function", "name": "f"}}, "tool_choice"),
+        ({"input": "hi", "text": {"tone": "dry"}}, "text.tone"),
         ({"input": 3}, "input"),
         ({}, "input"),
     ],
@@ -73,6 +79,53 @@ def test_what_cannot_be_carried_is_a_400_naming_it(client, upstreams, api_key, b
     assert response.status_code == 400
     assert error_of(response)["param"] == param
     assert upstreams["gpt"].requests == []
+
+
+def test_what_tools_built_on_the_sdk_send_by_default_is_carried(client, upstreams, api_key):
+    """The Agents SDK sends ``text.verbosity`` (and pydantic-ai ``include:
+    ["reasoning.encrypted_content"]``) for reasoning-model names; LangChain sends
+    ``reasoning.summary``. Each maps to chat's field or asks for nothing more here."""
+    body = {
+        "model": "gpt",
+        "input": "hi",
+        "text": {"format": {"type": "text"}, "verbosity": "low"},
+        "include": ["reasoning.encrypted_content", "message.input_image.image_url"],
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "service_tier": "flex",
+        "prompt_cache_key": "conversation-7",
+        "safety_identifier": "user-hash-1",
+        "max_tool_calls": 3,
+        "stream_options": {"include_obfuscation": False},
+    }
+    response = post(client, api_key, body)
+    assert response.status_code == 200, response.get_json()
+    sent = upstreams["gpt"].last.json
+    assert sent["verbosity"] == "low"
+    assert sent["reasoning_effort"] == "low"
+    assert (sent["service_tier"], sent["prompt_cache_key"], sent["safety_identifier"]) == (
+        "flex",
+        "conversation-7",
+        "user-hash-1",
+    )
+    for absent in ("include", "max_tool_calls", "stream_options", "summary", "text"):
+        assert absent not in sent
+    assert [item["type"] for item in response.get_json()["output"]] == ["message"]
+
+
+def test_tool_settings_without_tools_are_left_out(client, upstreams, api_key):
+    """The Responses API accepts ``tool_choice``/``parallel_tool_calls`` with no tools (an
+    agent with none, under a run-wide setting); chat completions refuses them."""
+    for choice in ("auto", "none"):
+        body = {"model": "gpt", "input": "hi", "tool_choice": choice, "tools": []}
+        response = post(client, api_key, {**body, "parallel_tool_calls": False})
+        assert response.status_code == 200, response.get_json()
+        sent = upstreams["gpt"].last.json
+        assert "tool_choice" not in sent and "parallel_tool_calls" not in sent
+    tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+    body = {"model": "gpt", "input": "hi", "tools": [tool], "tool_choice": "required"}
+    assert post(client, api_key, {**body, "parallel_tool_calls": False}).status_code == 200
+    sent = upstreams["gpt"].last.json
+    assert (sent["tool_choice"], sent["parallel_tool_calls"]) == ("required", False)
 
 
 def test_built_in_tools_are_named(client, upstreams, api_key):

@@ -39,8 +39,11 @@ _FIELD_DOCS: dict[str, str] = {
         " (`web_search`, `file_search`, `code_interpreter`, `computer_use_preview`, "
         "`image_generation`, `mcp`…) 400 naming the tool"
     ),
-    "tool_choice": ("chat's `tool_choice` (`auto`, `none`, `required`, or a named function)"),
-    "parallel_tool_calls": ("chat's `parallel_tool_calls`"),
+    "tool_choice": (
+        "chat's `tool_choice` (`auto`, `none`, `required`, or a named function); without "
+        "`tools`, `auto`/`none` are left out (chat refuses them there) and the others are 400"
+    ),
+    "parallel_tool_calls": ("chat's `parallel_tool_calls` (left out without `tools`)"),
     "max_output_tokens": (
         'chat\'s `max_completion_tokens`; hitting it gives `status: "incomplete"`, '
         '`incomplete_details.reason: "max_output_tokens"`'
@@ -48,6 +51,11 @@ _FIELD_DOCS: dict[str, str] = {
     "temperature": ("as on chat completions"),
     "top_p": ("as on chat completions"),
     "user": ("as on chat completions"),
+    "service_tier": ("as on chat completions"),
+    "prompt_cache_key": ("as on chat completions"),
+    "safety_identifier": ("as on chat completions"),
+    "max_tool_calls": ("accepted; it limits built-in tool calls, which are refused here"),
+    "stream_options": ("accepted; the events carry no `obfuscation` padding"),
     "metadata": ("kept on the response object (and stored), not sent upstream"),
     "truncation": ("`disabled` (default) or `auto`, accepted"),
     "store": ("keep the response for `previous_response_id` and `GET` (see below)"),
@@ -59,11 +67,18 @@ _FIELD_DOCS: dict[str, str] = {
         "the event stream; its `response.completed` event carries the `aigateway` object "
         "with the cost, as chat's final chunk does"
     ),
-    "include": ("only empty (no output item has extra data to include)"),
-    "text": ("`format`: `text`, `json_object`, `json_schema` → chat's `response_format`"),
+    "include": (
+        "accepted values add nothing (no reasoning items are produced, input image URLs are "
+        "kept anyway, built-in tools are refused); `message.output_text.logprobs` is 400"
+    ),
+    "text": (
+        "`format`: `text`, `json_object`, `json_schema` → chat's `response_format`; "
+        "`verbosity` → chat's `verbosity`"
+    ),
     "reasoning": (
         "`effort` → chat's `reasoning_effort` (OpenAI-format upstreams; Anthropic-format "
-        "ones answer 400 naming it); other keys 400"
+        "ones answer 400 naming it); `summary` accepted, and no reasoning summary is "
+        "returned (chat answers carry no reasoning); other keys 400"
     ),
 }
 KNOWN_FIELDS = frozenset(_FIELD_DOCS)

@@ -205,6 +205,13 @@ class FakeOpenAI(FakeUpstream):
             return 400, "[] is too short - 'messages'"
         if body.get("stream_options") is not None and not body.get("stream"):
             return 400, "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+        if not body.get("tools"):
+            for name in ("tool_choice", "parallel_tool_calls"):
+                if body.get(name) is not None:
+                    return 400, (
+                        f"Invalid value for '{name}': '{name}' is only allowed when 'tools' "
+                        "are specified."
+                    )
         return None
 
     def _calls(self, reply: Reply) -> list[dict[str, Any]]:
