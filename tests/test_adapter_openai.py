@@ -457,3 +457,25 @@ def test_odd_error_bodies_still_give_a_message(body: bytes, needle: str) -> None
 )
 def test_parse_retry_after(headers: dict[str, str], seconds: float | None) -> None:
     assert parse_retry_after(headers) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "base_url", "expected"),
+    [
+        (ProviderFormat.OPENAI, "https://api.openai.com/v1", "max_completion_tokens"),
+        (ProviderFormat.AZURE, "https://example.openai.azure.com", "max_completion_tokens"),
+        (ProviderFormat.OPENAI, "http://127.0.0.1:8001/v1", "max_tokens"),
+        (ProviderFormat.OLLAMA, "http://localhost:11434/v1", "max_tokens"),
+    ],
+)
+def test_max_tokens_goes_as_max_completion_tokens_where_reasoning_models_need_it(
+    fmt: ProviderFormat, base_url: str, expected: str
+) -> None:
+    """OpenAI's and Azure's reasoning models refuse ``max_tokens``; ``/v1/messages`` always
+    has it (Anthropic requires it), so a GPT-5 alias failed every Messages request."""
+    body = json.loads(adapter.build_request(chat(max_tokens=50), target(fmt, base_url)).body)
+    assert {k: v for k, v in body.items() if k.startswith("max_")} == {expected: 50}
+    both = chat(max_tokens=50, max_completion_tokens=70)
+    body = json.loads(adapter.build_request(both, target(fmt, base_url)).body)
+    if expected == "max_completion_tokens":
+        assert {k: v for k, v in body.items() if k.startswith("max_")} == {expected: 70}

@@ -221,6 +221,29 @@ def test_stream_tool_use(claude, upstreams, alias):
     assert final.stop_reason == "tool_use"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_stop_for_tool_use_whatever_the_finish_reason(claude, upstreams, stream):
+    """OpenAI ends a forced tool choice with ``finish_reason: "stop"`` (vLLM and Gemini do
+    too); the SDK's tool runner and the loop in Anthropic's docs run tools only when
+    ``stop_reason`` is ``tool_use``."""
+    call = ToolCall("get_weather", {"city": "Paris"})
+    upstreams["gpt"].reply(text=None, tool_calls=[call], finish="stop")
+    ask = {
+        "model": "gpt",
+        "max_tokens": 50,
+        "messages": HELLO,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+    }
+    if stream:
+        with claude.messages.stream(**ask) as events:
+            message = events.get_final_message()
+    else:
+        message = claude.messages.create(**ask)
+    assert message.stop_reason == "tool_use"
+    assert [block.input for block in message.content] == [{"city": "Paris"}]
+
+
 @ALIASES
 def test_stream_failure_mid_stream_is_an_error_event(claude, upstreams, alias):
     upstreams[alias].reply(text="one two three four five six", error_event_after=3)

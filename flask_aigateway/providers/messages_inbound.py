@@ -342,10 +342,21 @@ def to_message(response: ChatResponse, message_id: str, alias: str) -> dict[str,
         "role": "assistant",
         "model": alias,
         "content": content,
-        "stop_reason": STOP_REASONS.get(response.finish_reason or "stop", "end_turn"),
+        "stop_reason": _stop_reason(
+            response.finish_reason, any(block["type"] == "tool_use" for block in content)
+        ),
         "stop_sequence": None,
         "usage": usage_json(response.usage),
     }
+
+
+def _stop_reason(finish_reason: str | None, called_tools: bool) -> str:
+    """Anthropic's ``stop_reason`` for an OpenAI ``finish_reason``. An answer that calls tools
+    stops for ``tool_use`` whatever the upstream said: OpenAI finishes a forced tool choice
+    with ``stop`` (vLLM and Gemini do too), and clients (the SDK's tool runner, the loop in
+    Anthropic's docs) run the tools only when ``stop_reason`` is ``tool_use``."""
+    reason = STOP_REASONS.get(finish_reason or "stop", "end_turn")
+    return "tool_use" if called_tools and reason == "end_turn" else reason
 
 
 class ChunkEvents:
@@ -360,7 +371,7 @@ class ChunkEvents:
         self.message_id = message_id
         self.alias = alias
         self.input_tokens = input_tokens
-        self.stop_reason = "end_turn"
+        self.finish_reason: str | None = None
         self._open: tuple[str, int] | None = None
         self._blocks = 0
         self._tool_blocks: dict[int, int] = {}
@@ -431,7 +442,7 @@ class ChunkEvents:
                         }
                     )
             if choice.get("finish_reason"):
-                self.stop_reason = STOP_REASONS.get(choice["finish_reason"], "end_turn")
+                self.finish_reason = choice["finish_reason"]
         return events
 
     def end(self, usage: Usage) -> list[dict[str, Any]]:
@@ -439,7 +450,10 @@ class ChunkEvents:
         events.append(
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+                "delta": {
+                    "stop_reason": _stop_reason(self.finish_reason, bool(self._tool_blocks)),
+                    "stop_sequence": None,
+                },
                 "usage": usage_json(usage),
             }
         )

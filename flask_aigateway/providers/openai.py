@@ -30,6 +30,11 @@ PARAMETERS: dict[str, Handling] = {
         "`include_usage: true` is always requested upstream so usage is exact; the client "
         "gets the usage chunk only when it asked for it",
     ),
+    "max_tokens": Handling(
+        "translated",
+        "sent as `max_completion_tokens` to OpenAI's own API and Azure (their reasoning models "
+        "refuse `max_tokens`, and it is what `/v1/messages` requires); as is elsewhere",
+    ),
     OTHER_FIELDS: Handling("passed", "untouched"),
 }
 
@@ -58,8 +63,11 @@ class OpenAIAdapter:
         (``api-key`` header for Azure, ``Authorization: Bearer`` otherwise, none without a key)."""
         body = request.to_body()
         body["model"] = target.provider_model
+        cap = _cap_parameter(target)
+        if cap == "max_completion_tokens" and "max_tokens" in body:
+            body.setdefault("max_completion_tokens", body.pop("max_tokens"))
         if request.cap_output and request.max_output_tokens is None:
-            body[_cap_parameter(target)] = target.default_max_tokens
+            body[cap] = target.default_max_tokens
         if request.stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return UpstreamRequest(
