@@ -7,6 +7,7 @@ variables onto exactly these keys, and the README's configuration table is gener
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ class Option:
     doc: str
     nullable: bool = False
     choices: tuple[str, ...] = ()
+    #: 0 is not a value (a timeout of 0 would refuse everything).
+    positive: bool = False
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -139,9 +142,22 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "AIGATEWAY_REQUEST_TIMEOUT",
-        120.0,
+        600.0,
         float,
-        "Overall deadline in seconds for one request: every retry and fallback fits in it.",
+        "Deadline in seconds for one request's answer (a whole JSON answer, or a stream's "
+        "first bytes): every retry and fallback fits in it. 600 is the OpenAI and Anthropic "
+        "SDKs' own default timeout, which long non-streaming answers need.",
+        positive=True,
+    ),
+    Option(
+        "AIGATEWAY_STREAM_IDLE_TIMEOUT",
+        300.0,
+        float,
+        "Once a stream has started, the longest silence in seconds between two of its reads: "
+        "a stream that keeps sending runs to its end however long it takes (long "
+        "generations, extended thinking); one that goes quiet this long is cut with an "
+        "error event.",
+        positive=True,
     ),
     Option(
         "AIGATEWAY_CIRCUIT_FAILURES",
@@ -441,8 +457,12 @@ def coerce(option: Option, value: Any) -> Any:
         ) from None
     if option.choices and result not in option.choices:
         raise ConfigError(f"{option.name}={result!r} is not one of: {', '.join(option.choices)}.")
+    if option.type is float and not math.isfinite(result):
+        raise ConfigError(f"{option.name} must be a finite number (got {value!r}).")
     if option.type in (int, float) and result < 0:
         raise ConfigError(f"{option.name} must not be negative (got {result!r}).")
+    if option.positive and result == 0:
+        raise ConfigError(f"{option.name} must be greater than 0 (got {result!r}).")
     return result
 
 

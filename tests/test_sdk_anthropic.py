@@ -3,6 +3,7 @@ works unchanged — whichever wire format the upstream speaks."""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -219,6 +220,27 @@ def test_stream_tool_use(claude, upstreams, alias):
     )
     assert [b.input for b in final.content] == [{"city": "Paris"}, {"city": "Oslo"}]
     assert final.stop_reason == "tool_use"
+
+
+@pytest.fixture
+def short_deadline(app_config: dict[str, Any]) -> None:
+    """A request deadline of 0.5 s, and streams cut only after 1 s of silence."""
+    app_config.update({"AIGATEWAY_REQUEST_TIMEOUT": 0.5, "AIGATEWAY_STREAM_IDLE_TIMEOUT": 1.0})
+
+
+@ALIASES
+def test_a_long_stream_is_not_cut_by_the_request_deadline(short_deadline, claude, upstreams, alias):
+    """A long generation (a Claude Code turn, extended thinking) streams past
+    AIGATEWAY_REQUEST_TIMEOUT as long as it keeps sending: here 20 chunks 0.1 s apart behind
+    a deadline of 0.5 s."""
+    words = " ".join(f"w{i}" for i in range(20))
+    upstreams[alias].reply(text=words, chunk_delay=0.1)
+    started = time.monotonic()
+    with claude.messages.stream(model=alias, max_tokens=100, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert time.monotonic() - started > 1.0
+    assert text == words and final.stop_reason == "end_turn"
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -185,11 +185,15 @@ def test_hang_times_out_a_stream(transport: Transport, fake_anthropic: Any) -> N
         transport.open_stream(build(fake_anthropic, STREAM), timeout=0.2, pool_key="p")
 
 
-def test_read_timeout_between_events(transport: Transport, fake_openai: Any) -> None:
+def test_read_timeout_between_events(fake_openai: Any) -> None:
+    """Once started, a stream is cut by its silences (``stream_idle_timeout``), not by the
+    request's deadline."""
+    transport = Transport(connect_timeout=2.0, stream_idle_timeout=0.3)
     fake_openai.queue(Reply(chunk_delay=0.6))
-    stream = transport.open_stream(build(fake_openai, STREAM), timeout=0.2, pool_key="p")
-    with stream, pytest.raises(UpstreamTimeoutError, match="sent nothing"):
+    stream = transport.open_stream(build(fake_openai, STREAM), timeout=30.0, pool_key="p")
+    with stream, pytest.raises(UpstreamTimeoutError, match=r"sent nothing for 0\.3 s"):
         list(stream.events())
+    transport.close()
 
 
 def test_connection_refused_is_retryable(transport: Transport) -> None:

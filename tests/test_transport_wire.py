@@ -445,11 +445,12 @@ def test_read_timeout_while_waiting_for_headers(
 
 
 def test_read_timeout_between_chunks(transport: Transport, server: RawServer) -> None:
+    transport.stream_idle_timeout = 0.2
     server.answer(CHUNKED + chunk(SSE[:FIRST]), 0.6, chunk(SSE[FIRST:]) + LAST_CHUNK)
-    with transport.open_stream(request(server), timeout=0.2, pool_key="p") as stream:
+    with transport.open_stream(request(server), timeout=10, pool_key="p") as stream:
         events = stream.events()
         assert next(events) == SSE_EVENTS[0]
-        with pytest.raises(UpstreamTimeoutError, match="sent nothing"):
+        with pytest.raises(UpstreamTimeoutError, match=r"sent nothing for 0\.2 s"):
             next(events)
     server.answer(head("Content-Length: 4"), b"{", 0.6, b"}}}")
     with pytest.raises(UpstreamTimeoutError):
@@ -544,17 +545,48 @@ def test_a_trickling_answer_ends_at_the_deadline(
     assert 0.45 <= time.monotonic() - started < 0.9
 
 
-def test_a_trickling_stream_ends_at_the_deadline(transport: Transport, server: RawServer) -> None:
-    server.answer(CHUNKED, *trickle(chunk(b"data: 1\n\n"), 100))
+def test_a_stream_that_never_starts_ends_at_the_deadline(server: RawServer) -> None:
+    """Headers, then nothing: the wait for the first bytes is bounded by the deadline (not
+    by the longer idle allowance of a stream that has started)."""
+    transport = Transport(connect_timeout=1.0, stream_idle_timeout=30.0)
+    server.answer(CHUNKED, 5.0)
+    started = time.monotonic()
+    with (
+        transport.open_stream(request(server), timeout=0.5, pool_key="p") as stream,
+        pytest.raises(UpstreamTimeoutError, match=r"deadline of 0\.5 s"),
+    ):
+        list(stream.events())
+    assert 0.45 <= time.monotonic() - started < 0.9
+    transport.close()
+
+
+def test_a_stream_that_keeps_sending_runs_past_the_deadline(server: RawServer) -> None:
+    """A long generation is not cut while it sends: 1.5 s of events, a pause of 0.05 s
+    between each, behind a deadline of 0.5 s and an idle allowance of 0.4 s."""
+    transport = Transport(connect_timeout=1.0, stream_idle_timeout=0.4)
+    server.answer(CHUNKED, *trickle(chunk(b"data: 1\n\n"), 30), LAST_CHUNK)
+    started = time.monotonic()
+    with transport.open_stream(request(server), timeout=0.5, pool_key="p") as stream:
+        events = list(stream.events())
+    assert len(events) == 30
+    assert time.monotonic() - started >= 1.4
+    transport.close()
+
+
+def test_a_stream_that_goes_quiet_is_cut_after_the_idle_timeout(server: RawServer) -> None:
+    transport = Transport(connect_timeout=1.0, stream_idle_timeout=0.4)
+    server.answer(CHUNKED, chunk(b"data: 1\n\n"), 0.2, chunk(b"data: 2\n\n"), 5.0)
     started = time.monotonic()
     events: list[SSEEvent] = []
     with (
-        transport.open_stream(request(server), timeout=0.5, pool_key="p") as stream,
-        pytest.raises(UpstreamTimeoutError),
+        transport.open_stream(request(server), timeout=30.0, pool_key="p") as stream,
+        pytest.raises(UpstreamTimeoutError, match=r"sent nothing for 0\.4 s") as info,
     ):
         events.extend(stream.events())
-    assert len(events) >= 3
-    assert 0.45 <= time.monotonic() - started < 0.9
+    assert len(events) == 2
+    assert info.value.retryable
+    assert 0.55 <= time.monotonic() - started < 1.2
+    transport.close()
 
 
 # -- issue 12 (d): oversized and decompression-bomb bodies are cut --------------------------------

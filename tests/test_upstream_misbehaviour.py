@@ -62,6 +62,7 @@ def app_config(app_config: dict[str, Any], request: pytest.FixtureRequest) -> di
     app_config.update(
         {
             "AIGATEWAY_REQUEST_TIMEOUT": deadline,
+            "AIGATEWAY_STREAM_IDLE_TIMEOUT": deadline,
             "AIGATEWAY_CONNECT_TIMEOUT": deadline,
             "AIGATEWAY_RETRY_MAX_ATTEMPTS": 2,
             "AIGATEWAY_RETRY_DELAY_MS": 10,
@@ -546,7 +547,7 @@ CASES = [
         wires=("openai",),
         status=504,
         midstream=True,
-        says="deadline",
+        says="AIGATEWAY_STREAM_IDLE_TIMEOUT",
     ),
     Case(
         "cut-midstream",

@@ -99,15 +99,27 @@ class _DeadlineReader(io.RawIOBase):
         self._raw = sock.makefile("rb", buffering=0)
         self._deadline = deadline
         self._read_timeout = sock.gettimeout()
+        self._idle: float | None = None
 
     def readable(self) -> bool:
         return True
 
     def hurry(self, deadline: float) -> None:
-        """Bring the deadline forward to ``deadline`` (never later than it was)."""
+        """Bring the deadline forward to ``deadline`` (never later than it was), ending
+        :meth:`idle` mode."""
+        self._idle = None
         self._deadline = min(self._deadline, deadline)
 
+    def idle(self, seconds: float) -> None:
+        """From now on each read waits at most ``seconds`` for data, and the deadline no
+        longer applies: a stream that keeps sending runs to its end, one that goes quiet
+        for ``seconds`` is cut."""
+        self._idle = seconds
+
     def readinto(self, buffer: Any) -> int | None:
+        if self._idle is not None:
+            self._sock.settimeout(self._idle)
+            return self._raw.readinto(buffer)
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the request's deadline passed")
@@ -163,6 +175,11 @@ class _Answer(http.client.HTTPResponse):
         """Give the rest of the answer at most ``seconds`` more (for a deadline-bound read)."""
         if self._bounded is not None and self._bounded.reader is not None:
             self._bounded.reader.hurry(time.monotonic() + seconds)
+
+    def idle(self, seconds: float) -> None:
+        """Bound each further read by ``seconds`` of silence instead of the deadline."""
+        if self._bounded is not None and self._bounded.reader is not None:
+            self._bounded.reader.idle(seconds)
 
     def begin(self) -> None:
         super().begin()
@@ -414,6 +431,8 @@ class UpstreamStream:
         self._raw: HTTPResponse = response.raw
         self._host = host
         self._timeout = timeout
+        self._idle = transport.stream_idle_timeout
+        self._flowing = False
         self._max_body = transport.max_response_bytes
         self._max_line = transport.max_sse_line_bytes
         self._closed = False
@@ -469,6 +488,8 @@ class UpstreamStream:
                 chunk = read1(READ_SIZE, decode_content=True)
                 if not chunk:
                     return
+                if not self._flowing:
+                    self._flow()
                 for event in parser.feed(chunk):
                     if self._closed:
                         return
@@ -484,7 +505,22 @@ class UpstreamStream:
             if self._closed:
                 return
             self.close()
+            if self._flowing and isinstance(exc, ReadTimeoutError | TimeoutError):
+                raise UpstreamTimeoutError(
+                    f"The upstream {self._host} sent nothing for {self._idle:.3g} s in the "
+                    "middle of its stream (AIGATEWAY_STREAM_IDLE_TIMEOUT); the stream was cut.",
+                    retryable=True,
+                ) from exc
             raise _body_error(exc, self._host, self._timeout) from exc
+
+    def _flow(self) -> None:
+        """The stream has started: from now on each read is bounded by
+        ``stream_idle_timeout`` of silence rather than the request's deadline (which bounded
+        the wait for the first byte), so a long generation is never cut while it sends."""
+        self._flowing = True
+        answer = getattr(self._raw, "_original_response", None)
+        if isinstance(answer, _Answer):
+            answer.idle(self._idle)
 
     def close(self, *, finished: bool = False) -> None:
         """Release the connection: back to the pool after a complete body, dropped otherwise.
@@ -575,8 +611,10 @@ class Transport:
         max_sse_line_bytes: int = 4 * 1024 * 1024,
         ca_bundle: str | None = None,
         block_private: bool = False,
+        stream_idle_timeout: float = 120.0,
     ) -> None:
         self.connect_timeout = connect_timeout
+        self.stream_idle_timeout = stream_idle_timeout
         self.block_private = block_private
         self.pool_maxsize = pool_maxsize
         self.max_response_bytes = max_response_bytes
@@ -596,6 +634,7 @@ class Transport:
             max_sse_line_bytes=settings["AIGATEWAY_MAX_SSE_LINE_BYTES"],
             ca_bundle=settings["AIGATEWAY_CA_BUNDLE"],
             block_private=settings["AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS"],
+            stream_idle_timeout=settings["AIGATEWAY_STREAM_IDLE_TIMEOUT"],
         )
 
     def _session(self, pool_key: str) -> requests.Session:
@@ -732,7 +771,8 @@ class Transport:
 
     def open_stream(self, req: UpstreamRequest, *, timeout: float, pool_key: str) -> UpstreamStream:
         """Send ``req`` and return once the answer's headers arrived; ``timeout`` (what is
-        left of the request's deadline) bounds the wait for them and the whole stream."""
+        left of the request's deadline) bounds the wait for them and for the body's first
+        bytes; after those, each read waits at most ``stream_idle_timeout`` for more."""
         response, host = self._request(req, timeout, pool_key, stream=True)
         return UpstreamStream(response, host, timeout, self)
 
