@@ -14,7 +14,18 @@ from .embeddings import EmbeddingsRequest, GatewayRequest
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 4
-IMAGE_TOKENS = 765
+#: An image, whatever its size (the bytes say little): the most Anthropic bills one at its
+#: default resolution (about 1.15 megapixels, (w x h) / 750), above OpenAI's high-detail tiles
+#: for a 1024 x 1024 image (765).
+IMAGE_TOKENS = 1_600
+#: A PDF's decoded bytes per token (text and page images, as the providers bill documents:
+#: roughly 1,500-3,000 tokens a page), and what a document of unknown size counts.
+DOCUMENT_BYTES_PER_TOKEN = 24
+DOCUMENT_TOKENS = 1_500
+#: Compressed audio's decoded bytes per token (about 10 audio tokens a second at 128 kbit/s).
+AUDIO_BYTES_PER_TOKEN = 1_600
+_IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
+_DOCUMENT_PARTS = frozenset({"document", "file", "input_file"})
 
 
 def estimate_text_tokens(text: str) -> int:
@@ -29,15 +40,56 @@ def _content_tokens(content: Any) -> int:
         return 0
     if isinstance(content, str):
         return estimate_text_tokens(content)
-    total = 0
-    for part in content:
-        if part.get("type") == "text":
-            total += estimate_text_tokens(str(part.get("text", "")))
-        elif part.get("type") == "image_url":
-            total += IMAGE_TOKENS
-        else:
-            total += estimate_text_tokens(jsoncodec.dumps_text(part))
-    return total
+    if not isinstance(content, list):
+        return estimate_text_tokens(jsoncodec.dumps_text(content))
+    return sum(_part_tokens(part) for part in content)
+
+
+def _part_tokens(part: Any) -> int:
+    """One content part or block, OpenAI's or Anthropic's. Images and documents are counted
+    as the providers bill them, never as their base64 text (an 800 KB screenshot was
+    200,000 tokens: more than a tokens-per-minute limit, a budget reservation 100 times too
+    large)."""
+    if not isinstance(part, dict):
+        return estimate_text_tokens(jsoncodec.dumps_text(part))
+    kind = part.get("type")
+    if kind == "text":
+        return estimate_text_tokens(str(part.get("text", "")))
+    if kind in _IMAGE_PARTS:
+        return IMAGE_TOKENS
+    if kind in _DOCUMENT_PARTS:
+        return _document_tokens(part)
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        data = audio.get("data") if isinstance(audio, dict) else None
+        return max(1, _decoded_size(data) // AUDIO_BYTES_PER_TOKEN)
+    if kind == "tool_result" and isinstance(part.get("content"), list):
+        rest = {k: v for k, v in part.items() if k != "content"}
+        return estimate_text_tokens(jsoncodec.dumps_text(rest)) + _content_tokens(part["content"])
+    return estimate_text_tokens(jsoncodec.dumps_text(part))
+
+
+def _document_tokens(part: dict[str, Any]) -> int:
+    """An Anthropic ``document`` block (base64, text, content or URL source) or an OpenAI
+    ``file`` part (``file_data``, a data URL, or a ``file_id``)."""
+    source = part.get("source") or part.get("file") or {}
+    if not isinstance(source, dict):
+        return DOCUMENT_TOKENS
+    if source.get("type") == "text":
+        return estimate_text_tokens(str(source.get("data", "")))
+    if source.get("type") == "content":
+        return _content_tokens(source.get("content"))
+    data = source.get("data") or source.get("file_data")
+    if isinstance(data, str) and data:
+        return max(1, _decoded_size(data) // DOCUMENT_BYTES_PER_TOKEN)
+    return DOCUMENT_TOKENS
+
+
+def _decoded_size(data: Any) -> int:
+    """Bytes a base64 payload (or data URL) decodes to, without decoding it."""
+    if not isinstance(data, str):
+        return 0
+    return len(data.partition(",")[2] if data.startswith("data:") else data) * 3 // 4
 
 
 def estimate_input_tokens(request: EmbeddingsRequest) -> int:

@@ -247,3 +247,22 @@ def test_upstream_error_kinds() -> None:
         == "auth"
     )
     assert upstream_error_kind(UpstreamError("h", upstream_status=404)) == "http_error"
+
+
+def test_documents_and_audio_are_estimated_from_their_decoded_size_not_their_base64() -> None:
+    """A 1 MB PDF is about 44,000 tokens (24 bytes a token: text and page images, as the
+    providers bill a document), not the 333,000 its base64 text would be; a text document
+    counts its text; 160 KB of audio (10 s at 128 kbit/s) about 100 tokens."""
+    pdf = "JVBERi0x" + "A" * (1_333_336 - 8)
+    audio = "SUQz" + "A" * (213_332 - 4)
+
+    def estimate(*parts: dict[str, Any]) -> int:
+        body = {"model": "m", "messages": [{"role": "user", "content": list(parts)}]}
+        return estimate_prompt_tokens(ChatRequest.from_body(body)) - 7  # framing
+
+    openai_file = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf}"}}
+    source = {"type": "base64", "media_type": "application/pdf", "data": pdf}
+    assert estimate(openai_file) == estimate({"type": "document", "source": source}) == 41_666
+    text = {"type": "document", "source": {"type": "text", "data": "x" * 400}}
+    assert estimate(text) == 100
+    assert estimate({"type": "input_audio", "input_audio": {"data": audio, "format": "mp3"}}) == 99

@@ -343,3 +343,24 @@ def test_a_unicode_provider_name_travels_percent_encoded_in_its_header(
     assert unquote(header) == name
     (row,) = log_rows(state)
     assert row.provider == name
+
+
+def test_a_tool_history_without_tools_reaches_anthropic(client, api_key, upstreams):
+    """A conversation that called tools, continued without any (a summarising step, a
+    handoff to an agent with no tools): chat completions takes it, the Messages API refuses
+    tool blocks unless tools are defined (as the fake does): the tools named are declared,
+    with ``tool_choice: none``."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    history = [
+        {"role": "user", "content": "Find it."},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "found"},
+        {"role": "user", "content": "Summarise."},
+    ]
+    upstreams["claude"].reply(text="It was found.")
+    response = post(client, {"model": "claude", "messages": history}, api_key)
+    assert response.status_code == 200, response.json
+    assert response.json["choices"][0]["message"]["content"] == "It was found."
+    sent = upstreams["claude"].last.json
+    assert [tool["name"] for tool in sent["tools"]] == ["lookup"]
+    assert sent["tool_choice"] == {"type": "none"}

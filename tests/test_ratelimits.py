@@ -196,6 +196,39 @@ def test_a_request_larger_than_the_token_limit_is_told_so(client, state, gpt):
     assert gpt.requests == []
 
 
+@pytest.mark.parametrize("door", ["chat", "messages"])
+def test_a_screenshot_is_counted_as_an_image_not_as_its_base64_text(client, state, upstreams, door):
+    """An 800 KB screenshot (what Claude Code pastes) was estimated as 200,000 tokens of
+    text: a key allowed 20,000 tokens a minute could not send one. An image counts as the
+    most a provider bills one (1,600 tokens), on both doors and both formats."""
+    picture = "iVBORw0KGgo" + "A" * 800_000
+    for alias in ("gpt", "claude"):
+        _key, secret = create_key(state, name=f"k-{alias}", tokens_per_minute=20_000)
+        upstreams[alias].default = Reply(text="a cat", prompt_tokens=1_500, completion_tokens=3)
+        if door == "chat":
+            image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{picture}"}}
+            body = {"model": alias, "messages": [{"role": "user", "content": [image]}]}
+            path, headers = "/v1/chat/completions", {"Authorization": f"Bearer {secret}"}
+        else:
+            source = {"type": "base64", "media_type": "image/png", "data": picture}
+            content = [{"type": "image", "source": source}, {"type": "text", "text": "What?"}]
+            body = {
+                "model": alias,
+                "max_tokens": 100,
+                "messages": [{"role": "user", "content": content}],
+            }
+            path, headers = "/v1/messages", {"x-api-key": secret, "anthropic-version": "2023-06-01"}
+        response = client.post(
+            path,
+            data=json.dumps({**body, "max_tokens": 100}),
+            headers=headers,
+            content_type="application/json",
+        )
+        assert response.status_code == 200, response.json
+        remaining = int(response.headers["x-ratelimit-remaining-tokens"])
+        assert 20_000 - 2_000 <= remaining <= 20_000 - 1_600 - 100
+
+
 def test_a_request_refused_by_a_budget_counts_as_a_request_and_holds_no_tokens(client, state, gpt):
     """Rate windows admit first: a request its budget then refuses was counted in the request
     window (and in the token window, corrected to its zero usage)."""

@@ -144,6 +144,8 @@ class AnthropicAdapter:
         if user:
             body["metadata"] = {"user_id": user}
         _add_tools(body, params)
+        if "tools" not in body:
+            _declare_tools_used(body, messages)
         if request.stream:
             body["stream"] = True
         headers = {
@@ -208,6 +210,31 @@ def _check_parameters(params: Mapping[str, Any], alias: str) -> None:
             f"'{alias}' (got {temperature!r}).",
             param="temperature",
         )
+
+
+def _declare_tools_used(body: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    """A conversation that called tools, sent on without any: the Messages API refuses
+    ``tool_use``/``tool_result`` blocks unless the request defines tools, where chat
+    completions takes such a history as it is (a summarising step, a handoff to an agent
+    without tools). The tools the history names are declared, with no schema, and
+    ``tool_choice: none``, so the model reads the calls as they were and calls nothing."""
+    names: dict[str, None] = {}
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            for block in content:
+                if block.get("type") == "tool_use":
+                    names[block["name"]] = None
+    if names:
+        body["tools"] = [
+            {
+                "name": name,
+                "description": "A tool called earlier in this conversation; not available now.",
+                "input_schema": {"type": "object"},
+            }
+            for name in names
+        ]
+        body["tool_choice"] = {"type": "none"}
 
 
 def _add_tools(body: dict[str, Any], params: Mapping[str, Any]) -> None:

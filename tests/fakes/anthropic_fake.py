@@ -77,6 +77,12 @@ class FakeAnthropic(FakeUpstream):
                 )
             if any(b.get("type") == "text" and not b.get("text") for b in blocks):
                 return 400, f"messages.{i}: text content blocks must be non-empty"
+            if not body.get("tools") and any(
+                b.get("type") in ("tool_use", "tool_result") for b in blocks
+            ):
+                return 400, (
+                    "Requests which include `tool_use` or `tool_result` blocks must define tools."
+                )
             pending = {b["id"] for b in blocks if b.get("type") == "tool_use"}
         return None
 
