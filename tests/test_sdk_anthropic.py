@@ -3,6 +3,7 @@ works unchanged — whichever wire format the upstream speaks."""
 
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import anthropic
 import pytest
 import requests
-from fakes import Reply, ToolCall
+from fakes import Reply, ToolCall, completion_json
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog
@@ -220,6 +221,71 @@ def test_stream_tool_use(claude, upstreams, alias):
     )
     assert [b.input for b in final.content] == [{"city": "Paris"}, {"city": "Oslo"}]
     assert final.stop_reason == "tool_use"
+
+
+def _sse(*chunks: dict[str, Any]) -> bytes:
+    """An OpenAI chat stream of ``chunks`` as some OpenAI-compatible servers write it."""
+    frame = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    lines = [f"data: {json.dumps({**frame, **chunk})}\n\n" for chunk in chunks]
+    return ("".join(lines) + "data: [DONE]\n\n").encode()
+
+
+def test_streamed_tool_calls_without_an_index_stay_apart(claude, upstreams):
+    """Gemini's OpenAI endpoint streams tool calls with no ``index``: each new ``id`` is a
+    new call (the second was glued onto the first, arguments concatenated)."""
+
+    def call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+        function = {"name": name, "arguments": arguments}
+        return {"id": call_id, "type": "function", "function": function}
+
+    upstreams["gpt"].reply(
+        raw_body=_sse(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "role": "assistant",
+                            "tool_calls": [call("call_a", "f", '{"x": 1}')],
+                        },
+                    }
+                ]
+            },
+            {"choices": [{"index": 0, "delta": {"tool_calls": [call("call_b", "g", '{"y": 2}')]}}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ),
+        headers={"Content-Type": "text/event-stream"},
+    )
+    tools = [{"name": n, "input_schema": {"type": "object"}} for n in ("f", "g")]
+    with claude.messages.stream(model="gpt", max_tokens=50, messages=HELLO, tools=tools) as stream:
+        final = stream.get_final_message()
+    assert [(b.id, b.name, b.input) for b in final.content] == [
+        ("call_a", "f", {"x": 1}),
+        ("call_b", "g", {"y": 2}),
+    ]
+    assert final.stop_reason == "tool_use"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_openai_refusal_reaches_the_client(claude, upstreams, stream):
+    """OpenAI puts a refusal in ``message.refusal`` (``delta.refusal`` in a stream) with no
+    content: it was dropped (empty content, ``end_turn``)."""
+    words = "I can't help with that."
+    if stream:
+        body = _sse(
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "refusal": words}}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        )
+        upstreams["gpt"].reply(raw_body=body, headers={"Content-Type": "text/event-stream"})
+        with claude.messages.stream(model="gpt", max_tokens=50, messages=HELLO) as events:
+            message = events.get_final_message()
+    else:
+        answer = json.loads(completion_json(None))
+        answer["choices"][0]["message"]["refusal"] = words
+        upstreams["gpt"].reply(raw_body=json.dumps(answer).encode())
+        message = claude.messages.create(model="gpt", max_tokens=50, messages=HELLO)
+    assert [block.text for block in message.content] == [words]
+    assert message.stop_reason == "refusal"
 
 
 @pytest.fixture

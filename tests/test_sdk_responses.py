@@ -386,6 +386,40 @@ def test_stream_tool_calls(sdk, upstreams, alias):
     assert all(c.status == "completed" for c in calls)
 
 
+def test_stream_tool_calls_without_an_index_stay_apart(sdk, upstreams):
+    """Gemini's OpenAI endpoint streams tool calls with no ``index``: each new ``id`` is a
+    new call (they were glued into one, arguments concatenated)."""
+    frame = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunks = [
+        {"delta": {"role": "assistant", "tool_calls": [_call("call_a", "Oslo")]}},
+        {"delta": {"tool_calls": [_call("call_b", "Bergen")]}},
+        {"delta": {}, "finish_reason": "stop"},
+    ]
+    body = "".join(
+        f"data: {json.dumps({**frame, 'choices': [{'index': 0, **c}]})}\n\n" for c in chunks
+    )
+    upstreams["gpt"].reply(
+        raw_body=(body + "data: [DONE]\n\n").encode(),
+        headers={"Content-Type": "text/event-stream"},
+    )
+    with sdk.responses.stream(model="gpt", input="Weather?", tools=[WEATHER]) as stream:
+        final = stream.get_final_response()
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert [(c.call_id, json.loads(c.arguments)) for c in calls] == [
+        ("call_a", {"city": "Oslo"}),
+        ("call_b", {"city": "Bergen"}),
+    ]
+
+
+def _call(call_id: str, city: str) -> dict[str, object]:
+    arguments = json.dumps({"city": city})
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": arguments},
+    }
+
+
 @ALIASES
 def test_stream_failure_is_an_error_event(sdk, upstreams, alias):
     upstreams[alias].reply(text="a b c d e f g", error_event_after=3)

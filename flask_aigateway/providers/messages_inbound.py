@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import InvalidRequestError
 from ..schemas import ChatRequest, ChatResponse, Usage
 from .parameters import OTHER_FIELDS, Handling
+from .wire import tool_call_key
 
 _TO = "an OpenAI-format upstream"
 
@@ -324,8 +325,12 @@ def to_message(response: ChatResponse, message_id: str, alias: str) -> dict[str,
     """An OpenAI ``chat.completion`` as an Anthropic ``message`` (tool call arguments parsed
     into ``input`` objects)."""
     content: list[dict[str, Any]] = []
+    choices = response.body.get("choices") or [{}]
+    refusal = (choices[0].get("message") or {}).get("refusal")
     if response.content:
         content.append({"type": "text", "text": response.content})
+    elif refusal:
+        content.append({"type": "text", "text": str(refusal)})
     for call in response.tool_calls:
         function = call.get("function") or {}
         content.append(
@@ -342,7 +347,9 @@ def to_message(response: ChatResponse, message_id: str, alias: str) -> dict[str,
         "role": "assistant",
         "model": alias,
         "content": content,
-        "stop_reason": _stop_reason(
+        "stop_reason": "refusal"
+        if refusal and not response.content
+        else _stop_reason(
             response.finish_reason, any(block["type"] == "tool_use" for block in content)
         ),
         "stop_sequence": None,
@@ -372,9 +379,13 @@ class ChunkEvents:
         self.alias = alias
         self.input_tokens = input_tokens
         self.finish_reason: str | None = None
+        self._refused = False
         self._open: tuple[str, int] | None = None
         self._blocks = 0
-        self._tool_blocks: dict[int, int] = {}
+        #: Each tool call's block, by the call's ``index`` (or, from servers that send none,
+        #: such as Gemini's OpenAI endpoint, by its ``id``); the call fed last.
+        self._tool_blocks: dict[Any, int] = {}
+        self._last_call: Any = None
 
     def start(self) -> list[dict[str, Any]]:
         message: dict[str, Any] = {
@@ -409,6 +420,9 @@ class ChunkEvents:
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             text = delta.get("content")
+            if not text and delta.get("refusal"):
+                text = delta["refusal"]
+                self._refused = True
             if text:
                 if self._open is None or self._open[0] != "text":
                     events += self._begin("text", {"type": "text", "text": ""})
@@ -421,7 +435,7 @@ class ChunkEvents:
                     }
                 )
             for call in delta.get("tool_calls") or ():
-                position = int(call.get("index") or 0)
+                position = self._last_call = tool_call_key(call, self._last_call)
                 function = call.get("function") or {}
                 if position not in self._tool_blocks:
                     block = {
@@ -447,11 +461,12 @@ class ChunkEvents:
 
     def end(self, usage: Usage) -> list[dict[str, Any]]:
         events = self._close()
+        reason = _stop_reason(self.finish_reason, bool(self._tool_blocks))
         events.append(
             {
                 "type": "message_delta",
                 "delta": {
-                    "stop_reason": _stop_reason(self.finish_reason, bool(self._tool_blocks)),
+                    "stop_reason": "refusal" if self._refused else reason,
                     "stop_sequence": None,
                 },
                 "usage": usage_json(usage),

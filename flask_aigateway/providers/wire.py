@@ -111,3 +111,16 @@ def unexpected_shape(provider: str, what: str, data: bytes | str) -> UpstreamErr
         f"{describe(data)}",
         retryable=True,
     )
+
+
+def tool_call_key(call: Mapping[str, Any], last: Any) -> Any:
+    """Which call an OpenAI stream's ``tool_calls`` delta feeds: its ``index``; from servers
+    that send none (Gemini's OpenAI endpoint), a new ``id`` starts a call and a delta with
+    neither continues ``last`` (the key returned for the previous delta). Without this two
+    calls were glued into one, their arguments concatenated."""
+    index = call.get("index")
+    if isinstance(index, int) and not isinstance(index, bool):
+        return index
+    if call.get("id"):
+        return ("id", call["id"])
+    return last if last is not None else 0

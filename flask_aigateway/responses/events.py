@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GatewayError, forget_frames
+from ..providers.wire import tool_call_key
 from .objects import response_object, usage_object
 from .translate import ResponsesRequest, new_id
 
@@ -40,7 +41,8 @@ class ResponseEvents:
     _sequence: int = 0
     _output: list[dict[str, Any]] = field(default_factory=list)
     _open: _Open | None = None
-    _calls: dict[int, _Open] = field(default_factory=dict)
+    _calls: dict[Any, _Open] = field(default_factory=dict)
+    _last_call: Any = None
 
     def _event(self, kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
         data = {"type": kind, "sequence_number": self._sequence, **fields}
@@ -134,7 +136,7 @@ class ResponseEvents:
         )
 
     def _call(self, call: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-        index = call.get("index", 0)
+        index = self._last_call = tool_call_key(call, self._last_call)
         function = call.get("function") or {}
         current = self._calls.get(index)
         if current is None:
