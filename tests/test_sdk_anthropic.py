@@ -51,6 +51,7 @@ def test_create_text(claude, upstreams, state, alias):
         model=alias, max_tokens=100, system="Be brief.", messages=HELLO
     )
     message = raw.parse()
+    assert message._request_id == raw.headers["x-request-id"]  # the SDK reads request-id
     assert message.type == "message"
     assert message.role == "assistant"
     assert message.model == alias
@@ -375,6 +376,7 @@ def test_errors_raise_the_sdk_exception_classes(claude, live_server, state, upst
     with pytest.raises(anthropic.AuthenticationError) as caught:
         bad.messages.create(model="claude", max_tokens=5, messages=HELLO)
     assert caught.value.body["error"]["type"] == "authentication_error"
+    assert caught.value.request_id == caught.value.response.headers["x-request-id"]
     _key, gpt_only = create_key(state, name="gpt-only", models="gpt")
     limited = anthropic.Anthropic(base_url=live_server.url, api_key=gpt_only, max_retries=0)
     with pytest.raises(anthropic.PermissionDeniedError):

@@ -74,12 +74,16 @@ def _anthropic_errors(view: Callable[[], Response]) -> Callable[[], Response]:
     @functools.wraps(view)
     def wrapper() -> Response:
         try:
-            return view()
+            response = view()
         except Exception as error:  # noqa: BLE001  (every error gets Anthropic's shape)
             try:
-                return _answer_error(error)
+                response = _answer_error(error)
             finally:
                 forget_frames(error)  # the failed request is freed now, not at the next full GC
+        # Anthropic's name for it: the SDK reads ``request-id`` (``message._request_id``,
+        # ``APIStatusError.request_id``), as OpenAI's reads ``x-request-id``.
+        response.headers["request-id"] = response.headers.get("x-request-id") or _request_id()
+        return response
 
     return wrapper
 
