@@ -289,6 +289,25 @@ def test_an_openai_refusal_reaches_the_client(claude, upstreams, stream):
     assert message.stop_reason == "refusal"
 
 
+def test_tool_fields_reach_openai_or_are_refused_never_dropped(claude, upstreams):
+    """``strict`` becomes ``function.strict``; hints chat needs nothing for pass;
+    ``input_examples`` (which chat cannot carry) is a 400 naming it: it was dropped."""
+    tool = {
+        **WEATHER,
+        "strict": True,
+        "eager_input_streaming": True,
+        "defer_loading": False,
+        "cache_control": {"type": "ephemeral"},
+    }
+    upstreams["gpt"].reply(text="ok")
+    claude.messages.create(model="gpt", max_tokens=20, messages=HELLO, tools=[tool])
+    [function] = [t["function"] for t in upstreams["gpt"].last.json["tools"]]
+    assert function["strict"] is True and function["name"] == WEATHER["name"]
+    examples = {**WEATHER, "input_examples": [{"city": "Paris"}]}
+    with pytest.raises(anthropic.BadRequestError, match="input_examples"):
+        claude.messages.create(model="gpt", max_tokens=20, messages=HELLO, tools=[examples])
+
+
 @pytest.fixture
 def short_deadline(app_config: dict[str, Any]) -> None:
     """A request deadline of 0.5 s, and streams cut only after 1 s of silence."""

@@ -233,14 +233,41 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
             raise _refuse(f"{where}.type", f"a {kind!r} server tool (client tools only)")
         if not isinstance(tool.get("name"), str):
             raise InvalidRequestError(f"{where}.name: Field required.", param=f"{where}.name")
+        for name, value in tool.items():
+            if name not in _TOOL_FIELDS and not _TOOL_DEFAULTS.get(name, _never)(value):
+                raise _refuse(f"{where}.{name}", f"a tool's {name!r}")
         function: dict[str, Any] = {
             "name": tool["name"],
             "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
         }
         if tool.get("description"):
             function["description"] = tool["description"]
+        if tool.get("strict") is not None:
+            function["strict"] = tool["strict"]
         out.append({"type": "function", "function": function})
     return out
+
+
+#: A client tool's fields carried to the function (``strict`` as ``function.strict``) or
+#: that ask for nothing chat needs: a cache breakpoint, eager input streaming (chat streams
+#: arguments as they come anyway).
+_TOOL_FIELDS = frozenset(
+    {"type", "name", "description", "input_schema", "strict", "cache_control"}
+    | {"eager_input_streaming"}
+)
+
+
+def _never(value: Any) -> bool:
+    return False
+
+
+#: Fields accepted only at the value that asks for nothing beyond a plain tool (tool search's
+#: deferred loading and programmatic calling need Anthropic's servers); ``input_examples``
+#: cannot be carried at all.
+_TOOL_DEFAULTS: dict[str, Any] = {
+    "defer_loading": lambda v: v in (None, False),
+    "allowed_callers": lambda v: v in (None, ["direct"]),
+}
 
 
 def _tool_choice(choice: Any, params: dict[str, Any]) -> None:
