@@ -80,7 +80,28 @@ SAMPLES: dict[str, tuple[Any, dict[str, Any] | None]] = {
     ),
     "tool_choice": ({"type": "auto"}, {"tool_choice": "auto"}),
     "thinking": ({"type": "enabled", "budget_tokens": 1024}, None),
-    "service_tier": ("standard_only", None),
+    "output_config": (
+        {"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "high"},
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": {"type": "object"}},
+            },
+            "reasoning_effort": "high",
+        },
+    ),
+    "output_format": (
+        {"type": "json_schema", "schema": {"type": "object"}},
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": {"type": "object"}},
+            }
+        },
+    ),
+    "cache_control": ({"type": "ephemeral"}, {"messages": [{"role": "user", "content": "Hello"}]}),
+    "service_tier": ("standard_only", {"service_tier": "default"}),
+    "speed": ("fast", None),
     "container": ("container_1", None),
     "mcp_servers": ([{"type": "url", "url": "https://mcp.example", "name": "x"}], None),
     "context_management": ({"edits": []}, None),
@@ -202,21 +223,25 @@ def test_blocks_openai_cannot_carry_are_refused_by_name(client, api_key, upstrea
     assert upstreams["claude"].last.json["messages"][0]["content"] == content
 
 
-def test_thinking_history_is_refused_for_openai_upstreams(client, api_key, upstreams) -> None:
+def test_thinking_history_is_left_out_for_openai_upstreams(client, api_key, upstreams) -> None:
+    """A session that moves from a Claude alias to a GPT one carries its earlier thinking:
+    Anthropic leaves earlier turns' thinking out of the context, and so does the
+    translation (every later request was a 400)."""
     history = [
         *HELLO,
         {
             "role": "assistant",
             "content": [
                 {"type": "thinking", "thinking": "hm", "signature": "s"},
+                {"type": "redacted_thinking", "data": "opaque"},
                 {"type": "text", "text": "Hi"},
             ],
         },
         {"role": "user", "content": "More"},
     ]
     response = post(client, body(messages=history), api_key)
-    assert response.status_code == 400
-    assert "'messages[1].content[0]'" in response.json["error"]["message"]
+    assert response.status_code == 200, response.json
+    assert upstreams["gpt"].last.json["messages"][1] == {"role": "assistant", "content": "Hi"}
 
 
 def test_server_tools_are_refused_by_name(client, api_key, upstreams) -> None:
@@ -455,3 +480,23 @@ def test_an_openai_answer_in_parts_becomes_one_text_block(client, api_key, upstr
     response = post(client, body(model="gpt"), api_key)
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["content"] == [{"type": "text", "text": "Part one, part two."}]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"output_config": {"format": {"type": "yaml"}}}, "output_config.format"),
+        ({"output_config": {"effort": "extreme"}}, "output_config.effort"),
+        ({"output_config": {"verbosity": "low"}}, "output_config.verbosity"),
+        ({"output_config": "json"}, "output_config"),
+        ({"output_format": {"type": "json_schema"}}, "output_format"),
+        ({"service_tier": "priority"}, "service_tier"),
+    ],
+)
+def test_output_settings_an_openai_upstream_cannot_take_are_400s(
+    client, api_key, upstreams, fields, param
+) -> None:
+    response = post(client, body(**fields), api_key)
+    assert response.status_code == 400, response.json
+    assert param in response.json["error"]["message"]
+    assert upstreams["gpt"].requests == []

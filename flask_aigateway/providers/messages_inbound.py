@@ -28,8 +28,9 @@ PARAMETERS: dict[str, Handling] = {
         "translated",
         "text, images (base64 → data URL, url → URL), `tool_use` → assistant `tool_calls`, "
         "`tool_result` → `tool` messages (text content; `is_error: true` prefixes the text "
-        "with `Error: `); `cache_control` accepted and ignored. `document`, `thinking`, "
-        "`redacted_thinking`, server-tool and other blocks refused",
+        "with `Error: `); `cache_control` accepted and ignored; an assistant turn's "
+        "`thinking`/`redacted_thinking` blocks left out (Anthropic too ignores earlier "
+        "turns' thinking). `document`, server-tool and other blocks refused",
     ),
     "system": Handling("translated", "a leading `system` message (string or text blocks)"),
     "max_tokens": Handling("translated", "`max_tokens`"),
@@ -60,7 +61,19 @@ PARAMETERS: dict[str, Handling] = {
         'extended thinking has no OpenAI equivalent; only `{"type": "disabled"}`',
         lambda v: isinstance(v, dict) and v.get("type") == "disabled",
     ),
-    "service_tier": Handling("refused", "only `auto`", lambda v: v == "auto"),
+    "output_config": Handling(
+        "translated",
+        "`format` (`json_schema`) → `response_format` `json_schema`; `effort` → `reasoning_effort`",
+    ),
+    "output_format": Handling("translated", "as `output_config.format` (its earlier name)"),
+    "cache_control": Handling(
+        "translated", "accepted and ignored: OpenAI caches long prompt prefixes by itself"
+    ),
+    "service_tier": Handling(
+        "translated",
+        "`auto` → not sent; `standard_only` → `service_tier: default`",
+    ),
+    "speed": Handling("refused", "only `standard`", lambda v: v == "standard"),
     "container": Handling("refused", "no code-execution containers"),
     "mcp_servers": Handling("refused", "no MCP connector"),
     "context_management": Handling("refused", "no context editing"),
@@ -201,6 +214,8 @@ def _assistant_turn(content: Any, where: str) -> dict[str, Any]:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
             texts.append(str(block.get("text") or ""))
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # Anthropic leaves earlier turns' thinking out of the context too
         elif kind == "tool_use":
             calls.append(
                 {
@@ -270,6 +285,49 @@ _TOOL_DEFAULTS: dict[str, Any] = {
 }
 
 
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+
+
+def _output(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``output_config`` (and the earlier ``output_format``) as chat's ``response_format``
+    and ``reasoning_effort``: structured outputs are a JSON schema on both sides, and the
+    effort levels have the same names."""
+    config = body.get("output_config")
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise InvalidRequestError(
+            "output_config: Input should be an object.", param="output_config"
+        )
+    params: dict[str, Any] = {}
+    for name in config:
+        if name not in ("format", "effort"):
+            raise _refuse(f"output_config.{name}", f"output_config's {name!r}")
+    fmt, where = config.get("format"), "output_config.format"
+    if fmt is None and body.get("output_format") is not None:
+        fmt, where = body["output_format"], "output_format"
+    if fmt is not None:
+        if (
+            not isinstance(fmt, dict)
+            or fmt.get("type") != "json_schema"
+            or not isinstance(fmt.get("schema"), dict)
+        ):
+            raise InvalidRequestError(
+                f"{where}: expected {{'type': 'json_schema', 'schema': {{...}}}}.", param=where
+            )
+        spec = {"name": "output", "schema": fmt["schema"]}
+        params["response_format"] = {"type": "json_schema", "json_schema": spec}
+    effort = config.get("effort")
+    if effort is not None:
+        if effort not in _EFFORTS:
+            raise InvalidRequestError(
+                f"output_config.effort: Input should be one of {', '.join(_EFFORTS)}.",
+                param="output_config.effort",
+            )
+        params["reasoning_effort"] = effort
+    return params
+
+
 def _tool_choice(choice: Any, params: dict[str, Any]) -> None:
     kind = choice.get("type") if isinstance(choice, dict) else None
     if kind in ("auto", "none"):
@@ -319,6 +377,14 @@ def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
         params["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None:
         _tool_choice(body["tool_choice"], params)
+    params.update(_output(body))
+    tier = body.get("service_tier")
+    if tier == "standard_only":
+        params["service_tier"] = "default"
+    elif tier not in (None, "auto"):
+        raise InvalidRequestError(
+            "service_tier: Input should be 'auto' or 'standard_only'.", param="service_tier"
+        )
     stream = bool(body.get("stream"))
     if stream:
         params["stream_options"] = {"include_usage": True}
