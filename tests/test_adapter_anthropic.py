@@ -451,8 +451,32 @@ def test_json_object_forces_an_object_tool() -> None:
 
 
 def test_json_mode_conflicts_and_unknown_types() -> None:
-    refused("response_format", response_format=JSON_SCHEMA, tools=TOOLS)
+    refused("response_format", response_format={"type": "json_object"}, tools=TOOLS)
     refused("response_format.type", response_format={"type": "grammar"})
+
+
+def test_a_json_schema_with_tools_is_a_native_structured_output() -> None:
+    """Tools and a schema for the final answer (the Agents SDK's ``output_type`` with tools,
+    pydantic-ai's ``NativeOutput``): the model must stay free to call the tools, so the
+    schema goes as Anthropic's ``output_config.format`` instead of a forced tool."""
+    body = sent(response_format=JSON_SCHEMA, tools=TOOLS, tool_choice="auto")
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    assert [tool["name"] for tool in body["tools"]] == ["get_weather"]
+    assert body["tool_choice"] == {"type": "auto"}
+    # The answer is text in the schema: it stays text (no tool is read back as content).
+    data = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "content": [{"type": "text", "text": '{"city": "Paris"}'}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 5, "output_tokens": 3},
+    }
+    request = chat(response_format=JSON_SCHEMA, tools=TOOLS)
+    response = adapter.parse_response(json.dumps(data).encode(), request, target())
+    assert response.content == '{"city": "Paris"}'
 
 
 def test_json_mode_response_becomes_content() -> None:

@@ -16,6 +16,7 @@ from ..schemas import ChatRequest, ChatResponse
 from .anthropic_messages import (
     json_tool,
     json_tool_name,
+    native_format,
     translate_messages,
     translate_tool_choice,
     translate_tools,
@@ -96,8 +97,9 @@ PARAMETERS: dict[str, Handling] = {
         "translated",
         "`json_schema` → a forced tool whose `input_schema` is the schema; "
         '`json_object` → the same with `{"type": "object"}`; the tool input comes back as '
-        "the message content with finish_reason `stop`; `text`: nothing to do. Refused "
-        "together with `tools`",
+        "the message content with finish_reason `stop`; `text`: nothing to do. With "
+        "`tools`, `json_schema` → `output_config.format` (Anthropic's structured outputs, "
+        "on the models that have them) and `json_object` is refused",
     ),
     "reasoning_effort": Handling("refused", "extended thinking is not mapped"),
     "verbosity": Handling("refused", "no equivalent"),
@@ -240,12 +242,16 @@ def _declare_tools_used(body: dict[str, Any], messages: list[dict[str, Any]]) ->
 def _add_tools(body: dict[str, Any], params: Mapping[str, Any]) -> None:
     """Tools, tool_choice and JSON modes (a JSON mode is a forced tool of its own)."""
     tools = params.get("tools")
-    forced = json_tool(params.get("response_format"))
+    native = native_format(params)
+    forced = None if native is not None else json_tool(params.get("response_format"))
+    if native is not None:
+        body["output_config"] = {"format": native}
     if forced is not None:
         if tools or params.get("tool_choice") is not None:
             raise InvalidRequestError(
-                "'response_format' cannot be combined with 'tools' or 'tool_choice' for an "
-                "anthropic-format upstream (JSON mode is carried by a forced tool there).",
+                "'response_format' of type json_object cannot be combined with 'tools' or "
+                "'tool_choice' for an anthropic-format upstream (use json_schema: with tools "
+                "it is sent as Anthropic's structured output).",
                 param="response_format",
             )
         body["tools"] = [forced]

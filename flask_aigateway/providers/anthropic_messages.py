@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidRequestError
@@ -297,6 +298,26 @@ def json_tool(response_format: Any) -> dict[str, Any] | None:
 
 
 def json_tool_name(params: dict[str, Any]) -> str | None:
-    """The forced JSON tool's name for a request, or None when it asks for no JSON mode."""
+    """The forced JSON tool's name for a request, or None when it asks for no JSON mode or
+    carries it as a native structured output (alongside tools: :func:`native_format`)."""
+    if native_format(params) is not None:
+        return None
     tool = json_tool(params.get("response_format"))
     return tool["name"] if tool else None
+
+
+def native_format(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``output_config.format`` for a ``json_schema`` response format sent with tools: the
+    model may call the tools, then answers in the schema (Anthropic's structured outputs,
+    on the models that have them). Without tools a forced tool carries the JSON mode, which
+    every model understands; with them it cannot (the model must be free to call tools)."""
+    response_format = params.get("response_format")
+    if not params.get("tools") or not isinstance(response_format, dict):
+        return None
+    if response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        return None
+    return {"type": "json_schema", "schema": schema}
