@@ -330,6 +330,15 @@ OPTIONS: tuple[Option, ...] = (
         "Store prompt and completion text in the request log (off: tokens and cost only).",
     ),
     Option(
+        "AIGATEWAY_RESPONSES_STORE",
+        True,
+        bool,
+        "Keep a /v1/responses response whose request does not say 'store' (OpenAI's "
+        "default), so that previous_response_id and GET find it; it holds the prompt and "
+        "answer text until AIGATEWAY_LOG_RETENTION_DAYS. False keeps only those sent with "
+        "'store': true.",
+    ),
+    Option(
         "AIGATEWAY_LOG_RETENTION_DAYS",
         30,
         int,

@@ -222,29 +222,34 @@ def test_budget_as_on_chat(client, state, upstreams, door):
 
 
 @pytest.fixture
-def content_logged(app_config: dict[str, Any]) -> None:
-    """Turns content logging on (request it before ``client``: the app is built after)."""
-    app_config["AIGATEWAY_LOG_CONTENT"] = True
+def not_stored_by_default(app_config: dict[str, Any]) -> None:
+    """Turns the default off (request it before ``client``: the app is built after)."""
+    app_config["AIGATEWAY_RESPONSES_STORE"] = False
 
 
-def test_store_defaults_to_the_log_content_setting(client, state, upstreams, api_key):
-    """With content logging off (the default) nothing is kept unless ``store`` is true."""
-    assert not state.settings["AIGATEWAY_LOG_CONTENT"]
+def test_a_response_is_stored_by_default_as_openai_does(client, state, upstreams, api_key):
+    """A request that does not say ``store`` is kept (OpenAI's default): the Agents SDK's
+    ``previous_response_id`` and LangChain's ``use_previous_response_id`` need it, and were
+    refused the earlier response. ``store: false`` keeps nothing."""
+    implicit = post(client, api_key, {"model": "gpt", "input": "I am Ann."}).get_json()
+    post(client, api_key, {"model": "gpt", "input": "hi", "store": False})
+    with state.session() as session:
+        assert session.scalars(select(StoredResponse.id)).all() == [implicit["id"]]
+    assert implicit["store"] is True
+    follow = {"model": "gpt", "input": "Who am I?", "previous_response_id": implicit["id"]}
+    assert post(client, api_key, follow).status_code == 200
+    sent = upstreams["gpt"].last.json["messages"]
+    assert sent[0] == {"role": "user", "content": "I am Ann."}
+
+
+def test_the_operator_can_keep_only_what_asks_to_be_stored(
+    not_stored_by_default, client, state, upstreams, api_key
+):
     implicit = post(client, api_key, {"model": "gpt", "input": "hi"}).get_json()
     explicit = post(client, api_key, {"model": "gpt", "input": "hi", "store": True}).get_json()
     with state.session() as session:
-        ids = session.scalars(select(StoredResponse.id)).all()
-    assert ids == [explicit["id"]]
-    assert implicit["store"] is False and explicit["store"] is True
-
-
-def test_store_is_on_by_default_when_content_is_logged(
-    content_logged, client, state, upstreams, api_key
-):
-    kept = post(client, api_key, {"model": "gpt", "input": "hi"}).get_json()
-    post(client, api_key, {"model": "gpt", "input": "hi", "store": False})
-    with state.session() as session:
-        assert session.scalars(select(StoredResponse.id)).all() == [kept["id"]]
+        assert session.scalars(select(StoredResponse.id)).all() == [explicit["id"]]
+    assert implicit["store"] is False
 
 
 def test_stored_responses_are_pruned_with_the_request_log(client, state, upstreams, api_key):

@@ -72,8 +72,9 @@ def create() -> Response:
         _read_json_body(settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"])
     )
     if parsed.store is None:
-        # Content is kept by default only where the operator keeps content at all.
-        parsed.store = bool(settings["AIGATEWAY_LOG_CONTENT"])
+        # Kept by default as OpenAI keeps it (previous_response_id, as tools built on the SDK
+        # use it, needs the earlier response); the operator can turn the default off.
+        parsed.store = bool(settings["AIGATEWAY_RESPONSES_STORE"])
     key_id, team_id = principal.key_id, principal.team_id
     history: list[dict[str, Any]] = []
     cache_control = request.headers.get("Cache-Control")
