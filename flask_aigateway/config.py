@@ -205,9 +205,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "AIGATEWAY_MAX_BODY_BYTES",
-        16 * 1024 * 1024,
+        32 * 1024 * 1024,
         int,
-        "Largest request body accepted on /v1 (larger: 413).",
+        "Largest request body accepted on /v1 (larger: 413). 32 MiB takes what Anthropic's "
+        "Messages API takes (32 MB: images and PDFs inline).",
     ),
     Option(
         "AIGATEWAY_DEFAULT_MAX_TOKENS",
