@@ -128,6 +128,39 @@ def test_tool_settings_without_tools_are_left_out(client, upstreams, api_key):
     assert (sent["tool_choice"], sent["parallel_tool_calls"]) == ("required", False)
 
 
+def test_a_tool_output_with_an_image_reaches_both_formats(client, upstreams, api_key):
+    """A tool that returns an image (the Agents SDK's ``ToolOutputImage``): chat's tool
+    messages hold text only, so the image follows the tool results in a user message; on
+    Anthropic that is the same user turn, after its ``tool_result`` (as the fake checks)."""
+    pixel = "data:image/png;base64,iVBORw0KGgo="
+    tool = {"type": "function", "name": "snapshot", "parameters": {"type": "object"}}
+    items = [
+        {"role": "user", "content": "Look."},
+        {"type": "function_call", "call_id": "call_1", "name": "snapshot", "arguments": "{}"},
+        {
+            "type": "function_call_output",
+            "call_id": "call_1",
+            "output": [
+                {"type": "input_text", "text": "Here it is."},
+                {"type": "input_image", "image_url": pixel},
+            ],
+        },
+    ]
+    for alias in ("gpt", "claude"):
+        body = {"model": alias, "input": items, "tools": [tool]}
+        response = post(client, api_key, body)
+        assert response.status_code == 200, response.get_json()
+    *_, tool_message, attachments = upstreams["gpt"].last.json["messages"]
+    assert tool_message == {"role": "tool", "tool_call_id": "call_1", "content": "Here it is."}
+    assert attachments["role"] == "user"
+    assert attachments["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": pixel, "detail": "auto"},
+    }
+    last_turn = upstreams["claude"].last.json["messages"][-1]
+    assert [block["type"] for block in last_turn["content"]] == ["tool_result", "text", "image"]
+
+
 def test_built_in_tools_are_named(client, upstreams, api_key):
     response = post(client, api_key, {"model": "gpt", "input": "hi", "tools": [{"type": "mcp"}]})
     assert "'mcp'" in error_of(response)["message"]

@@ -30,7 +30,9 @@ _FIELD_DOCS: dict[str, str] = {
         "a string (one user message) or items: `message` (roles `user`, `assistant`, "
         "`system`, `developer`; parts `input_text`, `input_image` with an http(s) or "
         "base64 data URL, `input_file` with `file_data` — or `file_id` for OpenAI-format "
-        "upstreams), `function_call`, `function_call_output`. `input_file.file_url`, "
+        "upstreams), `function_call`, `function_call_output` (its `output` a string or "
+        "parts: images and files a tool returned follow the tool results as a user "
+        "message). `input_file.file_url`, "
         "image file ids, `reasoning`/`item_reference` and other items: 400 naming them"
     ),
     "instructions": ("a system message first (not carried to the next turn, as upstream)"),

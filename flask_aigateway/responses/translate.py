@@ -259,9 +259,12 @@ def input_items(value: Any) -> list[dict[str, Any]]:
                 raise _bad(f"'{where}.call_id' must be a string.", f"{where}.call_id")
             output = item.get("output")
             if isinstance(output, list):
-                output = _texts(output, f"{where}.output")
-            if not isinstance(output, str):
-                raise _bad(f"'{where}.output' must be a string.", f"{where}.output")
+                output = _output_parts(output, f"{where}.output")
+            if not isinstance(output, (str, list)):
+                raise _bad(
+                    f"'{where}.output' must be a string or an array of content parts.",
+                    f"{where}.output",
+                )
             items.append(
                 {
                     "type": "function_call_output",
@@ -280,13 +283,14 @@ def input_items(value: Any) -> list[dict[str, Any]]:
     return items
 
 
-def _texts(parts: list[Any], where: str) -> str:
-    texts = []
-    for j, part in enumerate(parts):
-        if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text"):
-            raise _bad(f"'{where}[{j}]' must be a text part.", f"{where}[{j}]")
-        texts.append(str(part.get("text", "")))
-    return "".join(texts)
+def _output_parts(parts: list[Any], where: str) -> str | list[dict[str, Any]]:
+    """A tool's output given as parts: its text when that is all (as before), else the
+    parts as a user message's (images and files a tool returned, the Agents SDK's
+    ``ToolOutputImage``)."""
+    content = [_part(part, f"{where}[{j}]", "user") for j, part in enumerate(parts)]
+    if all(part["type"] == "input_text" for part in content):
+        return "".join(part["text"] for part in content)
+    return content
 
 
 def _message_item(item: dict[str, Any], where: str) -> dict[str, Any]:
@@ -301,50 +305,7 @@ def _message_item(item: dict[str, Any], where: str) -> dict[str, Any]:
     if isinstance(content, str):
         parts: list[dict[str, Any]] = [{"type": text_type, "text": content}]
     elif isinstance(content, list):
-        parts = []
-        for j, part in enumerate(content):
-            here = f"{where}.content[{j}]"
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind in ("input_text", "output_text"):
-                if not isinstance(part.get("text"), str):
-                    raise _bad(f"'{here}.text' must be a string.", f"{here}.text")
-                parts.append({"type": text_type, "text": part["text"]})
-                if role == "assistant":
-                    parts[-1]["annotations"] = []
-            elif kind == "refusal" and role == "assistant":
-                parts.append({"type": "refusal", "refusal": str(part.get("refusal", ""))})
-            elif kind == "input_image" and role != "assistant":
-                if not isinstance(part.get("image_url"), str):
-                    raise _bad(
-                        f"'{here}.image_url' is required (an http(s) URL or a base64 data "
-                        "URL); image file ids cannot be carried.",
-                        f"{here}.image_url",
-                    )
-                parts.append(
-                    {
-                        "type": "input_image",
-                        "image_url": part["image_url"],
-                        "detail": part.get("detail") or "auto",
-                    }
-                )
-            elif kind == "input_file" and role != "assistant":
-                if part.get("file_url") is not None:
-                    raise _bad(
-                        f"'{here}.file_url' cannot be carried; send 'file_data' instead.",
-                        f"{here}.file_url",
-                    )
-                if not isinstance(part.get("file_data"), str) and not isinstance(
-                    part.get("file_id"), str
-                ):
-                    raise _bad(
-                        f"'{here}' needs 'file_data' (a base64 data URL) or 'file_id'.", here
-                    )
-                parts.append({k: v for k, v in part.items() if v is not None})
-            else:
-                raise _bad(
-                    f"'{here}.type' {kind!r} is not supported in a {role} message.",
-                    f"{here}.type",
-                )
+        parts = [_part(p, f"{where}.content[{j}]", role) for j, p in enumerate(content)]
     else:
         raise _bad(
             f"'{where}.content' must be a string or an array of content parts.",
@@ -358,6 +319,41 @@ def _message_item(item: dict[str, Any], where: str) -> dict[str, Any]:
         "status": "completed",
     }
     return stored
+
+
+def _part(part: Any, here: str, role: str) -> dict[str, Any]:
+    """One content part of a ``role`` message (or of a tool's output: ``user``), stored."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in ("input_text", "output_text"):
+        if not isinstance(part.get("text"), str):
+            raise _bad(f"'{here}.text' must be a string.", f"{here}.text")
+        if role == "assistant":
+            return {"type": "output_text", "text": part["text"], "annotations": []}
+        return {"type": "input_text", "text": part["text"]}
+    if kind == "refusal" and role == "assistant":
+        return {"type": "refusal", "refusal": str(part.get("refusal", ""))}
+    if kind == "input_image" and role != "assistant":
+        if not isinstance(part.get("image_url"), str):
+            raise _bad(
+                f"'{here}.image_url' is required (an http(s) URL or a base64 data "
+                "URL); image file ids cannot be carried.",
+                f"{here}.image_url",
+            )
+        return {
+            "type": "input_image",
+            "image_url": part["image_url"],
+            "detail": part.get("detail") or "auto",
+        }
+    if kind == "input_file" and role != "assistant":
+        if part.get("file_url") is not None:
+            raise _bad(
+                f"'{here}.file_url' cannot be carried; send 'file_data' instead.",
+                f"{here}.file_url",
+            )
+        if not isinstance(part.get("file_data"), str) and not isinstance(part.get("file_id"), str):
+            raise _bad(f"'{here}' needs 'file_data' (a base64 data URL) or 'file_id'.", here)
+        return {k: v for k, v in part.items() if v is not None}
+    raise _bad(f"'{here}.type' {kind!r} is not supported in a {role} message.", f"{here}.type")
 
 
 def _chat_part(part: dict[str, Any]) -> dict[str, Any]:
@@ -375,8 +371,12 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
     """Stored items as chat messages: consecutive ``function_call`` items (and the assistant
     message before them) become one assistant message with ``tool_calls``."""
     messages: list[dict[str, Any]] = []
+    media: list[dict[str, Any]] = []  # what tool outputs returned besides text
     for item in items:
         kind = item["type"]
+        if media and kind != "function_call_output":
+            messages.append({"role": "user", "content": media})
+            media = []
         if kind == "message":
             parts = item["content"]
             if item["role"] == "assistant":
@@ -401,9 +401,19 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
-            messages.append(
-                {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
-            )
+            output = item["output"]
+            if isinstance(output, list):
+                # Chat's tool messages hold text only: the images and files follow the run of
+                # tool messages as a user message (a user message between two tool messages
+                # would break the run), introduced by the call they came from.
+                text = "".join(p["text"] for p in output if p["type"] == "input_text")
+                others = [_chat_part(p) for p in output if p["type"] != "input_text"]
+                note = f"Attachments returned by tool call {item['call_id']}:"
+                media += [{"type": "text", "text": note}, *others]
+                output = text or "(the output is attached below)"
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output})
+    if media:
+        messages.append({"role": "user", "content": media})
     return messages
 
 
