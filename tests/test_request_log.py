@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, func, select, text
 from flask_aigateway.accounting.logwriter import RequestLogWriter
 from flask_aigateway.accounting.record import RequestRecord
 from flask_aigateway.accounting.rollups import write_batch
+from flask_aigateway.db import utcnow
 from flask_aigateway.models import RequestLog, UsageRollup
 from flask_aigateway.pipeline import get_pipeline
 from flask_aigateway.services.stats import usage_stats
@@ -473,3 +474,41 @@ def test_completion_text_of_a_list_of_parts(state, client, api_key, upstreams) -
     with state.transaction() as session:
         row = session.scalars(select(RequestLog).where(RequestLog.request_id == "parts")).one()
     assert row.completion_text == "Part one.Part two."
+
+
+@pytest.mark.postgres
+def test_copy_stores_each_row_as_the_insert_does(state) -> None:
+    """On PostgreSQL the writer sends a batch with ``COPY`` (psycopg's executemany waits on
+    the socket per row); the rows must be the ones the ORM's INSERT would store: money to
+    the last digit, an aware datetime, JSON, text with tabs, newlines and backslashes, NULLs
+    and the defaults of absent columns."""
+    from sqlalchemy import insert
+
+    from flask_aigateway.accounting.rollups import insert_log_rows
+
+    row: dict[str, Any] = {
+        "created_at": utcnow(),
+        "key_id": "key_1",
+        "alias": "gpt",
+        "status_code": 200,
+        "error_message": "tab\there\nnew line \\ backslash",
+        "prompt_tokens": 7,
+        "cost": Decimal("0.0000012345"),
+        "latency_ms": 12.5,
+        "ttft_ms": None,
+        "fallback_path": ["a", "b"],
+        "usage_estimated": True,
+        "prompt_text": "é ✓ \x01",
+    }
+    with state.transaction() as session:
+        session.execute(insert(RequestLog), [{**row, "request_id": "by-insert"}])
+        insert_log_rows(session, [{**row, "request_id": "by-copy"}])
+    with state.session() as session:
+        stored = {
+            r.request_id: r
+            for r in session.scalars(select(RequestLog).where(RequestLog.alias == "gpt"))
+        }
+    columns = [c.key for c in RequestLog.__table__.columns if c.key not in ("id", "request_id")]
+    by_insert, by_copy = stored["by-insert"], stored["by-copy"]
+    assert {c: getattr(by_copy, c) for c in columns} == {c: getattr(by_insert, c) for c in columns}
+    assert by_copy.route == "chat.completions" and by_copy.cost == Decimal("0.0000012345")

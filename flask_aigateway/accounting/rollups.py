@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import logging
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, cast
@@ -272,9 +273,73 @@ def write_batch(state: GatewayState, rows: Sequence[Mapping[str, Any]]) -> None:
     if not rows:
         return
     with state.transaction() as session:
-        session.execute(insert(RequestLog), [_log_row(row) for row in rows])
+        insert_log_rows(session, rows)
         upsert_rollups(session, rollup(rows))
         add_counter_spend(session, rows)
+
+
+def insert_log_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The raw rows, in the session's transaction: on PostgreSQL through psycopg one ``COPY``,
+    elsewhere an executemany of one INSERT.
+
+    psycopg runs an executemany as a pipeline that waits for the socket after every row,
+    and under gevent each wait goes through the hub: about 120 µs of CPU a row, against 45
+    with ``COPY`` (a batch of 68 realistic rows, rollups included) — on PostgreSQL + Redis
+    the log writer was about a tenth of a request's CPU. The values go through the columns'
+    own bind processors (money, UTC datetimes, JSON), as the INSERT's do, and an absent
+    column gets its Python default, so both paths store the same row (a test compares
+    them).
+    """
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        session.execute(insert(RequestLog), [_log_row(row) for row in rows])
+        return
+    plan = _copy_plan(dialect)
+    driver: Any = connection.connection.driver_connection
+    with driver.cursor() as cursor, cursor.copy(plan.sql) as copy:
+        for row in rows:
+            copy.write_row([column(row) for column in plan.columns])
+
+
+class _CopyPlan:
+    """The ``COPY`` statement of the request log for one dialect, and per column a function
+    from a row to the value to send."""
+
+    def __init__(self, dialect: Any) -> None:
+        table = cast(Table, RequestLog.__table__)
+        columns = [c for c in table.columns if not (c.primary_key and c.autoincrement)]
+        self.sql = f"COPY {table.name} ({', '.join(c.name for c in columns)}) FROM STDIN"
+        self.columns = [_copy_value(c, dialect) for c in columns]
+
+
+def _copy_value(column: Any, dialect: Any) -> Any:
+    name = column.name
+    process = column.type._cached_bind_processor(dialect)
+    default = column.default
+
+    def value(row: Mapping[str, Any]) -> Any:
+        if name in row:
+            found = row[name]
+        elif default is None:
+            found = None
+        elif default.is_callable:
+            found = default.arg(None)
+        else:
+            found = default.arg
+        return process(found) if process is not None and found is not None else found
+
+    return value
+
+
+_COPY_PLANS: weakref.WeakKeyDictionary[Any, _CopyPlan] = weakref.WeakKeyDictionary()
+
+
+def _copy_plan(dialect: Any) -> _CopyPlan:
+    plan = _COPY_PLANS.get(dialect)
+    if plan is None:
+        plan = _COPY_PLANS[dialect] = _CopyPlan(dialect)
+    return plan
 
 
 def write_spend(state: GatewayState, rows: Sequence[Mapping[str, Any]]) -> None:
