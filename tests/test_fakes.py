@@ -255,9 +255,33 @@ def test_fake_anthropic_errors_are_valid(fake_anthropic: Any, status: int) -> No
                     },
                     HI[0],
                 ],
+                "tools": [{"name": "f", "input_schema": {"type": "object"}}],
             },
             {},
             "without `tool_result`",
+        ),
+        (
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    HI[0],
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {"type": "tool_use", "id": "toolu_z", "name": "f", "input": {}}
+                        ],
+                    },
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": "toolu_z", "content": "1"}
+                        ],
+                    },
+                ],
+            },
+            {},
+            "must define tools",
         ),
     ],
 )
