@@ -300,6 +300,7 @@ class Messages:
                         f"The stream from provider '{target.provider_name}' ended before any data.",
                         retryable=True,
                     )
+                stream.started()
                 return source
             except UpstreamError as error:
                 stream.close()

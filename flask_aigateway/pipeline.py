@@ -494,6 +494,7 @@ class Pipeline:
                     name = target.provider_name
                     raise unexpected_shape(name, "a stream event", event.data) from exc
                 if chunks or translator.done:
+                    stream.started()
                     return _Opened(stream, events, translator, chunks)
             raise UpstreamError(
                 f"The stream from provider '{target.provider_name}' ended before any data.",

@@ -191,6 +191,7 @@ def test_read_timeout_between_events(fake_openai: Any) -> None:
     transport = Transport(connect_timeout=2.0, stream_idle_timeout=0.3)
     fake_openai.queue(Reply(chunk_delay=0.6))
     stream = transport.open_stream(build(fake_openai, STREAM), timeout=30.0, pool_key="p")
+    stream.started()
     with stream, pytest.raises(UpstreamTimeoutError, match=r"sent nothing for 0\.3 s"):
         list(stream.events())
     transport.close()

@@ -450,6 +450,7 @@ def test_read_timeout_between_chunks(transport: Transport, server: RawServer) ->
     with transport.open_stream(request(server), timeout=10, pool_key="p") as stream:
         events = stream.events()
         assert next(events) == SSE_EVENTS[0]
+        stream.started()
         with pytest.raises(UpstreamTimeoutError, match=r"sent nothing for 0\.2 s"):
             next(events)
     server.answer(head("Content-Length: 4"), b"{", 0.6, b"}}}")
@@ -567,10 +568,30 @@ def test_a_stream_that_keeps_sending_runs_past_the_deadline(server: RawServer) -
     server.answer(CHUNKED, *trickle(chunk(b"data: 1\n\n"), 30), LAST_CHUNK)
     started = time.monotonic()
     with transport.open_stream(request(server), timeout=0.5, pool_key="p") as stream:
-        events = list(stream.events())
+        events = stream.events()
+        first = next(events)
+        stream.started()  # what the pipeline says once the stream's first output is out
+        events = [first, *events]
     assert len(events) == 30
     assert time.monotonic() - started >= 1.4
     transport.close()
+
+
+def test_a_stream_that_outlived_the_deadline_is_drained_and_pooled(server: RawServer) -> None:
+    """The chunked end after the format's last event is read within DRAIN_SECONDS of the
+    close, however long ago the deadline passed, so the connection is pooled."""
+    transport = Transport(connect_timeout=1.0, stream_idle_timeout=2.0)
+    server.answer(CHUNKED, chunk(b"data: 1\n\n"), 0.7, chunk(b"data: [DONE]\n\n"), 0.05, LAST_CHUNK)
+    server.answer(ok(b"{}"))
+    stream = transport.open_stream(request(server), timeout=0.5, pool_key="p")
+    events = stream.events()
+    assert next(events).data == "1"
+    stream.started()
+    assert next(events).data == "[DONE]"
+    stream.close(finished=True)
+    send(transport, server)
+    transport.close()
+    assert len(server.connections) == 1, "the connection was dropped, not pooled"
 
 
 def test_a_stream_that_goes_quiet_is_cut_after_the_idle_timeout(server: RawServer) -> None:
@@ -582,6 +603,7 @@ def test_a_stream_that_goes_quiet_is_cut_after_the_idle_timeout(server: RawServe
         transport.open_stream(request(server), timeout=30.0, pool_key="p") as stream,
         pytest.raises(UpstreamTimeoutError, match=r"sent nothing for 0\.4 s") as info,
     ):
+        stream.started()
         events.extend(stream.events())
     assert len(events) == 2
     assert info.value.retryable

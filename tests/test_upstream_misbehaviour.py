@@ -725,6 +725,25 @@ def test_a_fallback_cannot_outlast_the_deadline(
     assert aliases["gpt"].requests == []
 
 
+def test_keep_alives_before_the_first_output_do_not_stop_the_deadline(
+    live_server: Any, state: Any, raw: RawServer, aliases: Any, key: tuple[str, str]
+) -> None:
+    """An upstream that answers a stream's headers, then only keep-alives (SSE comments, as
+    OpenRouter sends while a model queues; Anthropic's pings) has not started its answer:
+    the deadline still bounds it, and the request ends on time with a 504, not when the
+    keep-alives stop (only a stream's first output turns the deadline into an idle allowance)."""
+    _key_id, secret = key
+    comments = [step for _ in range(20) for step in (chunk(b": PROCESSING\n\n"), 0.3)]
+    ping = chunk(b'event: ping\ndata: {"type": "ping"}\n\n')
+    pings = [step for _ in range(20) for step in (ping, 0.3)]
+    for alias, steps in (("bad-openai", comments), ("bad-anthropic", pings)):
+        raw.default = [SSE_HEAD, *steps, LAST_CHUNK]
+        case = Case("keep-alives", lambda w, s: [STALL], doors=("chat-stream",))
+        outcome = through_every_door(live_server.url, secret, case, alias)["chat-stream"]
+        assert door_error(outcome, "chat")["type"] == "timeout_error", (alias, outcome)
+        assert outcome.status == 504 and outcome.seconds < DEADLINE + SLACK, (alias, outcome)
+
+
 # -- a slowloris client ---------------------------------------------------------------------------
 
 

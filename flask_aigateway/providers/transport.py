@@ -105,10 +105,13 @@ class _DeadlineReader(io.RawIOBase):
         return True
 
     def hurry(self, deadline: float) -> None:
-        """Bring the deadline forward to ``deadline`` (never later than it was), ending
-        :meth:`idle` mode."""
-        self._idle = None
-        self._deadline = min(self._deadline, deadline)
+        """Bring the deadline forward to ``deadline`` (never later than it was: in
+        :meth:`idle` mode, than the next silence allowed), ending idle mode."""
+        if self._idle is not None:
+            self._deadline = min(time.monotonic() + self._idle, deadline)
+            self._idle = None
+        else:
+            self._deadline = min(self._deadline, deadline)
 
     def idle(self, seconds: float) -> None:
         """From now on each read waits at most ``seconds`` for data, and the deadline no
@@ -488,8 +491,6 @@ class UpstreamStream:
                 chunk = read1(READ_SIZE, decode_content=True)
                 if not chunk:
                     return
-                if not self._flowing:
-                    self._flow()
                 for event in parser.feed(chunk):
                     if self._closed:
                         return
@@ -513,10 +514,14 @@ class UpstreamStream:
                 ) from exc
             raise _body_error(exc, self._host, self._timeout) from exc
 
-    def _flow(self) -> None:
-        """The stream has started: from now on each read is bounded by
-        ``stream_idle_timeout`` of silence rather than the request's deadline (which bounded
-        the wait for the first byte), so a long generation is never cut while it sends."""
+    def started(self) -> None:
+        """The stream has produced its first output (the caller's call: keep-alives, pings
+        and empty chunks do not count, and until then retries and fallbacks may still
+        follow): from now on each read is bounded by ``stream_idle_timeout`` of silence
+        rather than the request's deadline, so a long generation is never cut while it
+        sends."""
+        if self._flowing:
+            return
         self._flowing = True
         answer = getattr(self._raw, "_original_response", None)
         if isinstance(answer, _Answer):
@@ -771,8 +776,9 @@ class Transport:
 
     def open_stream(self, req: UpstreamRequest, *, timeout: float, pool_key: str) -> UpstreamStream:
         """Send ``req`` and return once the answer's headers arrived; ``timeout`` (what is
-        left of the request's deadline) bounds the wait for them and for the body's first
-        bytes; after those, each read waits at most ``stream_idle_timeout`` for more."""
+        left of the request's deadline) bounds the wait for them and for the stream's first
+        output; after :meth:`UpstreamStream.started`, each read waits at most
+        ``stream_idle_timeout`` for more."""
         response, host = self._request(req, timeout, pool_key, stream=True)
         return UpstreamStream(response, host, timeout, self)
 
