@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..db import utcnow
@@ -297,9 +298,16 @@ def insert_log_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> None
         return
     plan = _copy_plan(dialect)
     driver: Any = connection.connection.driver_connection
-    with driver.cursor() as cursor, cursor.copy(plan.sql) as copy:
-        for row in rows:
-            copy.write_row([column(row) for column in plan.columns])
+    dbapi_error = dialect.loaded_dbapi.Error
+    try:
+        with driver.cursor() as cursor, cursor.copy(plan.sql) as copy:
+            for row in rows:
+                copy.write_row([column(row) for column in plan.columns])
+    except dbapi_error as error:
+        # As SQLAlchemy raises it for an execute, so callers tell a missing table, a refused
+        # value or a lost connection apart as they do for the INSERT (a broken connection is
+        # found by the pool's pre-ping at its next checkout).
+        raise DBAPIError.instance(plan.sql, None, error, dbapi_error, dialect=dialect) from error
 
 
 class _CopyPlan:

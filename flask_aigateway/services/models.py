@@ -224,7 +224,9 @@ def update_model(
 
 
 def _referrers(session: Session, alias: str) -> list[ModelAlias]:
-    others = session.scalars(select(ModelAlias).where(ModelAlias.alias != alias))
+    others = session.scalars(
+        select(ModelAlias).where(ModelAlias.alias != alias).order_by(ModelAlias.alias)
+    )
     return [m for m in others if alias in (m.fallbacks or []) or m.context_fallback == alias]
 
 
