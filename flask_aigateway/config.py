@@ -173,7 +173,13 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "Seconds a deployment with an open circuit is skipped before it is probed again.",
     ),
-    Option("AIGATEWAY_CONNECT_TIMEOUT", 5.0, float, "TCP connect timeout to an upstream, seconds."),
+    Option(
+        "AIGATEWAY_CONNECT_TIMEOUT",
+        5.0,
+        float,
+        "TCP connect timeout to an upstream, seconds.",
+        positive=True,
+    ),
     Option(
         "AIGATEWAY_UPSTREAM_POOL_SIZE",
         100,

@@ -7,6 +7,9 @@ OpenAI's chat format adds), rounded up. Rows that rely on it are marked ``usage_
 
 from __future__ import annotations
 
+import binascii
+import functools
+import re
 from typing import Any
 
 from . import jsoncodec
@@ -18,10 +21,14 @@ MESSAGE_OVERHEAD = 4
 #: default resolution (about 1.15 megapixels, (w x h) / 750), above OpenAI's high-detail tiles
 #: for a 1024 x 1024 image (765).
 IMAGE_TOKENS = 1_600
-#: A PDF's decoded bytes per token (text and page images, as the providers bill documents:
-#: roughly 1,500-3,000 tokens a page), and what a document of unknown size counts.
-DOCUMENT_BYTES_PER_TOKEN = 24
-DOCUMENT_TOKENS = 1_500
+#: A PDF page (its text and its image, as the providers bill documents: roughly 1,500-3,000
+#: tokens a page); a document whose pages cannot be counted (compressed object streams): its
+#: decoded bytes per token, at least DOCUMENT_TOKENS, which is also what a document of
+#: unknown size (a URL, a file id) counts.
+PDF_PAGE_TOKENS = 3_000
+DOCUMENT_BYTES_PER_TOKEN = 12
+DOCUMENT_TOKENS = 3_000
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
 #: Compressed audio's decoded bytes per token (about 10 audio tokens a second at 128 kbit/s).
 AUDIO_BYTES_PER_TOKEN = 1_600
 _IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
@@ -53,6 +60,8 @@ def _part_tokens(part: Any) -> int:
     if not isinstance(part, dict):
         return estimate_text_tokens(jsoncodec.dumps_text(part))
     kind = part.get("type")
+    if not isinstance(kind, str):
+        return estimate_text_tokens(jsoncodec.dumps_text(part))
     if kind == "text":
         return estimate_text_tokens(str(part.get("text", "")))
     if kind in _IMAGE_PARTS:
@@ -81,8 +90,25 @@ def _document_tokens(part: dict[str, Any]) -> int:
         return _content_tokens(source.get("content"))
     data = source.get("data") or source.get("file_data")
     if isinstance(data, str) and data:
-        return max(1, _decoded_size(data) // DOCUMENT_BYTES_PER_TOKEN)
+        return _payload_tokens(data)
     return DOCUMENT_TOKENS
+
+
+@functools.lru_cache(maxsize=16)
+def _payload_tokens(data: str) -> int:
+    """A base64 document's tokens: its pages when it is a PDF whose page objects can be read,
+    else its size. Cached: a request is estimated several times (rate windows, budget,
+    routing), and the same string is found again at once."""
+    payload = data.partition(",")[2] if data.startswith("data:") else data
+    try:
+        decoded = binascii.a2b_base64(payload)
+    except (binascii.Error, ValueError):
+        return max(DOCUMENT_TOKENS, _decoded_size(data) // DOCUMENT_BYTES_PER_TOKEN)
+    if decoded.startswith(b"%PDF"):
+        pages = len(_PDF_PAGE.findall(decoded))
+        if pages:
+            return pages * PDF_PAGE_TOKENS
+    return max(DOCUMENT_TOKENS, len(decoded) // DOCUMENT_BYTES_PER_TOKEN)
 
 
 def _decoded_size(data: Any) -> int:

@@ -3,6 +3,7 @@ formats, and the documented local estimate when an upstream reports no usage."""
 
 from __future__ import annotations
 
+import base64
 import json
 from decimal import Decimal
 from typing import Any
@@ -249,20 +250,39 @@ def test_upstream_error_kinds() -> None:
     assert upstream_error_kind(UpstreamError("h", upstream_status=404)) == "http_error"
 
 
-def test_documents_and_audio_are_estimated_from_their_decoded_size_not_their_base64() -> None:
-    """A 1 MB PDF is about 44,000 tokens (24 bytes a token: text and page images, as the
-    providers bill a document), not the 333,000 its base64 text would be; a text document
-    counts its text; 160 KB of audio (10 s at 128 kbit/s) about 100 tokens."""
-    pdf = "JVBERi0x" + "A" * (1_333_336 - 8)
+def test_documents_and_audio_are_estimated_from_their_content_not_their_base64() -> None:
+    """A PDF counts 3,000 tokens a page when its pages can be read (a 50-page text PDF of
+    60 KB was 2,500 tokens by its size, a twentieth of its bill), else 12 decoded bytes a
+    token (1 MB: 83,333, not the 333,000 of its base64 text); a text document counts its
+    text; 160 KB of audio (10 s at 128 kbit/s) about 100 tokens."""
+    pages = b"".join(b"%d 0 obj << /Type /Page /Parent 2 0 R >> endobj\n" % i for i in range(50))
+    text_pdf = base64.b64encode(b"%PDF-1.4\n2 0 obj << /Type /Pages >> endobj\n" + pages)
+    opaque = "JVBERi0x" + "A" * (1_333_336 - 8)
     audio = "SUQz" + "A" * (213_332 - 4)
 
     def estimate(*parts: dict[str, Any]) -> int:
         body = {"model": "m", "messages": [{"role": "user", "content": list(parts)}]}
         return estimate_prompt_tokens(ChatRequest.from_body(body)) - 7  # framing
 
-    openai_file = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf}"}}
-    source = {"type": "base64", "media_type": "application/pdf", "data": pdf}
-    assert estimate(openai_file) == estimate({"type": "document", "source": source}) == 41_666
+    def as_file(data: str) -> dict[str, Any]:
+        return {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{data}"}}
+
+    def as_document(data: str) -> dict[str, Any]:
+        source = {"type": "base64", "media_type": "application/pdf", "data": data}
+        return {"type": "document", "source": source}
+
+    for wrap in (as_file, as_document):
+        assert estimate(wrap(text_pdf.decode())) == 150_000
+        assert estimate(wrap(opaque)) == 83_333
     text = {"type": "document", "source": {"type": "text", "data": "x" * 400}}
     assert estimate(text) == 100
     assert estimate({"type": "input_audio", "input_audio": {"data": audio, "format": "mp3"}}) == 99
+
+
+def test_odd_parts_are_estimated_as_their_text() -> None:
+    """A part whose ``type`` is not a string (or that is not an object) is counted as its
+    JSON text: the estimate never fails a request the upstream should judge."""
+    parts = [{"type": {"nested": 1}, "x": "y" * 40}, {"type": ["a"]}, "loose", 7]
+    # As the /v1/messages carrier holds an Anthropic body's blocks, unchecked.
+    request = ChatRequest(model="m", messages=[{"role": "user", "content": parts}])
+    assert estimate_prompt_tokens(request) > 10

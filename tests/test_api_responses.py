@@ -364,3 +364,65 @@ def test_the_cache_serves_stateless_requests_only(client, state, upstreams, api_
     assert post(client, api_key, follow).headers["x-aigateway-cache"] == "BYPASS"
     assert post(client, api_key, follow).headers["x-aigateway-cache"] == "BYPASS"
     assert len(upstreams["gpt"].requests) == 3
+
+
+@pytest.fixture
+def saving_fails(state: Any) -> Any:
+    """The database refuses every stored response (a trigger), as a full disk would."""
+    from sqlalchemy import text
+
+    with state.engine.begin() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse_responses BEFORE INSERT ON aigw_responses "
+                    "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+                )
+            )
+        else:
+            connection.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION refuse_responses() RETURNS trigger AS "
+                    "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql"
+                )
+            )
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse_responses BEFORE INSERT ON aigw_responses "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_responses()"
+                )
+            )
+    yield
+    with state.engine.begin() as connection:
+        drop = "DROP TRIGGER refuse_responses" + ("" if sqlite else " ON aigw_responses")
+        connection.execute(text(drop))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_that_cannot_be_stored_is_still_given(
+    saving_fails, client, state, upstreams, api_key, stream
+):
+    """The answer exists and is paid for when it is saved: a database refusing the save must
+    not turn it into an error a client would retry and pay again; the response says it was
+    not stored, and its cost is logged."""
+    upstreams["gpt"].reply(text="Hello Ann.")
+    response = post(client, api_key, {"model": "gpt", "input": "I am Ann.", "stream": stream})
+    assert response.status_code == 200
+    if stream:
+        events = [
+            json.loads(line[6:])
+            for line in response.get_data(as_text=True).splitlines()
+            if line.startswith("data: ")
+        ]
+        final = events[-1]
+        assert final["type"] == "response.completed"
+        body = final["response"]
+    else:
+        body = response.get_json()
+    assert body["store"] is False
+    assert body["output"][0]["content"][0]["text"] == "Hello Ann."
+    with state.session() as session:
+        assert session.scalars(select(StoredResponse.id)).all() == []
+        [row] = session.scalars(select(RequestLog)).all()
+    assert row.status_code == 200 and row.cost > 0

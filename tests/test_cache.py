@@ -376,3 +376,41 @@ def test_an_unreachable_cache_fails_open(client, cached, api_key, upstreams, cap
     messages = [r.getMessage() for r in caplog.records]
     assert "cache read failed; answering from the upstream" in messages
     assert "cache write failed; the answer is served but not cached" in messages
+
+
+def test_a_cached_stream_keeps_index_less_tool_calls_apart(cached, sdk, upstreams) -> None:
+    """A stream from a server that sends tool calls without ``index`` (Gemini's OpenAI
+    endpoint), stored and served again as JSON: still two calls (they were glued into one,
+    with the second id and both argument strings)."""
+
+    def call(call_id: str, city: str) -> dict[str, Any]:
+        arguments = json.dumps({"city": city})
+        return {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": "f", "arguments": arguments},
+        }
+
+    frame = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunks = [
+        {"delta": {"role": "assistant", "tool_calls": [call("call_a", "Oslo")]}},
+        {"delta": {"tool_calls": [call("call_b", "Bergen")]}},
+        {"delta": {}, "finish_reason": "tool_calls"},
+    ]
+    body = "".join(
+        f"data: {json.dumps({**frame, 'choices': [{'index': 0, **c}]})}\n\n" for c in chunks
+    )
+    upstreams["gpt"].reply(
+        raw_body=(body + "data: [DONE]\n\n").encode(),
+        headers={"Content-Type": "text/event-stream"},
+    )
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    ask = {"model": "gpt", "messages": [{"role": "user", "content": "Weather?"}], "tools": [tool]}
+    list(sdk.chat.completions.create(**ask, stream=True))
+    raw = sdk.chat.completions.with_raw_response.create(**ask)
+    assert raw.headers["x-aigateway-cache"] == "HIT"
+    calls = raw.parse().choices[0].message.tool_calls
+    assert [(c.id, json.loads(c.function.arguments)) for c in calls] == [
+        ("call_a", {"city": "Oslo"}),
+        ("call_b", {"city": "Bergen"}),
+    ]

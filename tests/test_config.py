@@ -115,6 +115,7 @@ def test_typed_coercion(name: str, raw: Any, expected: Any) -> None:
         ("AIGATEWAY_STREAM_IDLE_TIMEOUT", 0, "must be greater than 0"),
         ("AIGATEWAY_STREAM_IDLE_TIMEOUT", "nan", "must be a finite number"),
         ("AIGATEWAY_CONNECT_TIMEOUT", "inf", "must be a finite number"),
+        ("AIGATEWAY_CONNECT_TIMEOUT", 0, "must be greater than 0"),
         ("AIGATEWAY_RETRY_BACKOFF", "linear", "not one of: fixed, exponential"),
         ("AIGATEWAY_CACHE_BACKEND", "disk", "not one of: sql, redis, memory"),
         ("AIGATEWAY_ROUTE_PREFIX", None, "must be set"),

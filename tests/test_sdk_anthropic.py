@@ -298,6 +298,7 @@ def test_tool_fields_reach_openai_or_are_refused_never_dropped(claude, upstreams
         "eager_input_streaming": True,
         "defer_loading": False,
         "cache_control": {"type": "ephemeral"},
+        "input_examples": None,  # null asks for nothing
     }
     upstreams["gpt"].reply(text="ok")
     claude.messages.create(model="gpt", max_tokens=20, messages=HELLO, tools=[tool])

@@ -8,6 +8,7 @@ object or its event stream; with ``store`` the response is kept for ``previous_r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,8 @@ from .views import (
     _read_json_body,
     _request_id,
 )
+
+log = logging.getLogger(__name__)
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -85,8 +88,15 @@ def create() -> Response:
     api_key = principal
 
     def keep(response: dict[str, Any]) -> None:
-        if parsed.store:
+        if not parsed.store:
+            return
+        try:
             stored.save(state, response, parsed.items, key_id=key_id, team_id=team_id)
+        except Exception:
+            # The answer exists and is paid for: a failed save must not turn it into an error
+            # (a client retry would pay again). It says it was not stored.
+            log.exception("response %s answered but not stored", response.get("id"))
+            response["store"] = False
 
     if parsed.stream:
         stream = pipeline.open_stream(

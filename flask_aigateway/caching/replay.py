@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..providers.wire import tool_call_key
+
 
 class CompletionAssembler:
     """Feed it every chunk of a stream (in order); :meth:`completion` then gives the
@@ -40,8 +42,9 @@ class CompletionAssembler:
             if delta.get("refusal"):
                 acc["refusal"].append(delta["refusal"])
             for call in delta.get("tool_calls") or ():
+                key = acc["last_call"] = tool_call_key(call, acc.get("last_call"))
                 slot = acc["tools"].setdefault(
-                    call.get("index", 0),
+                    key,
                     {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
                 )
                 if call.get("id"):
@@ -67,7 +70,9 @@ class CompletionAssembler:
             if acc["refusal"]:
                 message["refusal"] = "".join(acc["refusal"])
             if acc["tools"]:
-                message["tool_calls"] = [acc["tools"][i] for i in sorted(acc["tools"])]
+                tools = acc["tools"]
+                order = sorted(tools) if all(isinstance(k, int) for k in tools) else list(tools)
+                message["tool_calls"] = [tools[key] for key in order]
             choices.append(
                 {
                     "index": index,

@@ -249,9 +249,9 @@ def _add_tools(body: dict[str, Any], params: Mapping[str, Any]) -> None:
     if forced is not None:
         if tools or params.get("tool_choice") is not None:
             raise InvalidRequestError(
-                "'response_format' of type json_object cannot be combined with 'tools' or "
-                "'tool_choice' for an anthropic-format upstream (use json_schema: with tools "
-                "it is sent as Anthropic's structured output).",
+                "'response_format' cannot be combined with 'tools' or 'tool_choice' for an "
+                "anthropic-format upstream unless it is a json_schema with its 'schema' (sent "
+                "as Anthropic's structured output beside the tools).",
                 param="response_format",
             )
         body["tools"] = [forced]

@@ -249,7 +249,9 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         if not isinstance(tool.get("name"), str):
             raise InvalidRequestError(f"{where}.name: Field required.", param=f"{where}.name")
         for name, value in tool.items():
-            if name not in _TOOL_FIELDS and not _TOOL_DEFAULTS.get(name, _never)(value):
+            if value is None or name in _TOOL_FIELDS:
+                continue
+            if not _TOOL_DEFAULTS.get(name, _never)(value):
                 raise _refuse(f"{where}.{name}", f"a tool's {name!r}")
         function: dict[str, Any] = {
             "name": tool["name"],
