@@ -500,3 +500,49 @@ def test_output_settings_an_openai_upstream_cannot_take_are_400s(
     assert response.status_code == 400, response.json
     assert param in response.json["error"]["message"]
     assert upstreams["gpt"].requests == []
+
+
+def test_a_streamed_answer_keeps_its_citations_through_the_cache() -> None:
+    """A cached stream is assembled from its events and replayed from the message: a cited
+    answer's ``citations_delta`` events were dropped by the assembler (the cached copy had
+    no citations, in JSON or replayed as a stream)."""
+    from flask_aigateway.providers.messages_inbound import MessageAssembler, message_events
+
+    citation = {
+        "type": "char_location",
+        "cited_text": "The grass is green.",
+        "document_index": 0,
+        "document_title": "Facts",
+        "start_char_index": 0,
+        "end_char_index": 19,
+    }
+    start = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": []}
+    events = [
+        {"type": "message_start", "message": {**start, "usage": {"input_tokens": 5}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "citations_delta", "citation": citation},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Green."},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 2},
+        },
+        {"type": "message_stop"},
+    ]
+    first = MessageAssembler()
+    for event in events:
+        first.feed(event)
+    assert first.message["content"] == [{"type": "text", "text": "Green.", "citations": [citation]}]
+    again = MessageAssembler()
+    for event in message_events(first.message):
+        again.feed(event)
+    assert again.message["content"] == first.message["content"]

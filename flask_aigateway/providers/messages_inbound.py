@@ -591,6 +591,14 @@ def message_events(message: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "content_block": {"type": "text", "text": ""},
                 }
             )
+            for citation in block.get("citations") or ():
+                events.append(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "citations_delta", "citation": citation},
+                    }
+                )
             delta = {"type": "text_delta", "text": block.get("text") or ""}
         elif kind == "tool_use":
             events.append(
@@ -665,6 +673,8 @@ class MessageAssembler:
                 block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
             elif delta.get("type") == "signature_delta":
                 block["signature"] = delta.get("signature", "")
+            elif delta.get("type") == "citations_delta":
+                block.setdefault("citations", []).append(delta.get("citation"))
         elif kind == "content_block_stop":
             index = int(event.get("index") or 0)
             if index in self._json:
