@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from fakes import Reply, ToolCall
+from fakes import Reply, ToolCall, chunk_stream, streamed_call
 from sqlalchemy import func, select, update
 
 from flask_aigateway.caching.backends import LocalLocks, MemoryBackend, SqlBackend
@@ -383,27 +383,17 @@ def test_a_cached_stream_keeps_index_less_tool_calls_apart(cached, sdk, upstream
     endpoint), stored and served again as JSON: still two calls (they were glued into one,
     with the second id and both argument strings)."""
 
-    def call(call_id: str, city: str) -> dict[str, Any]:
-        arguments = json.dumps({"city": city})
-        return {
-            "id": call_id,
-            "type": "function",
-            "function": {"name": "f", "arguments": arguments},
-        }
-
-    frame = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    chunks = [
-        {"delta": {"role": "assistant", "tool_calls": [call("call_a", "Oslo")]}},
-        {"delta": {"tool_calls": [call("call_b", "Bergen")]}},
+    body = chunk_stream(
+        {
+            "delta": {
+                "role": "assistant",
+                "tool_calls": [streamed_call("call_a", "f", {"city": "Oslo"})],
+            }
+        },
+        {"delta": {"tool_calls": [streamed_call("call_b", "f", {"city": "Bergen"})]}},
         {"delta": {}, "finish_reason": "tool_calls"},
-    ]
-    body = "".join(
-        f"data: {json.dumps({**frame, 'choices': [{'index': 0, **c}]})}\n\n" for c in chunks
     )
-    upstreams["gpt"].reply(
-        raw_body=(body + "data: [DONE]\n\n").encode(),
-        headers={"Content-Type": "text/event-stream"},
-    )
+    upstreams["gpt"].reply(raw_body=body, headers={"Content-Type": "text/event-stream"})
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     ask = {"model": "gpt", "messages": [{"role": "user", "content": "Weather?"}], "tools": [tool]}
     list(sdk.chat.completions.create(**ask, stream=True))

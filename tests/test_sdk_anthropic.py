@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 import pytest
 import requests
-from fakes import Reply, ToolCall, completion_json
+from fakes import Reply, ToolCall, chunk_stream, completion_json, streamed_call
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog
@@ -224,36 +224,20 @@ def test_stream_tool_use(claude, upstreams, alias):
     assert final.stop_reason == "tool_use"
 
 
-def _sse(*chunks: dict[str, Any]) -> bytes:
-    """An OpenAI chat stream of ``chunks`` as some OpenAI-compatible servers write it."""
-    frame = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    lines = [f"data: {json.dumps({**frame, **chunk})}\n\n" for chunk in chunks]
-    return ("".join(lines) + "data: [DONE]\n\n").encode()
-
-
 def test_streamed_tool_calls_without_an_index_stay_apart(claude, upstreams):
     """Gemini's OpenAI endpoint streams tool calls with no ``index``: each new ``id`` is a
     new call (the second was glued onto the first, arguments concatenated)."""
 
-    def call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-        function = {"name": name, "arguments": arguments}
-        return {"id": call_id, "type": "function", "function": function}
-
     upstreams["gpt"].reply(
-        raw_body=_sse(
+        raw_body=chunk_stream(
             {
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {
-                            "role": "assistant",
-                            "tool_calls": [call("call_a", "f", '{"x": 1}')],
-                        },
-                    }
-                ]
+                "delta": {
+                    "role": "assistant",
+                    "tool_calls": [streamed_call("call_a", "f", {"x": 1})],
+                }
             },
-            {"choices": [{"index": 0, "delta": {"tool_calls": [call("call_b", "g", '{"y": 2}')]}}]},
-            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {"delta": {"tool_calls": [streamed_call("call_b", "g", {"y": 2})]}},
+            {"delta": {}, "finish_reason": "stop"},
         ),
         headers={"Content-Type": "text/event-stream"},
     )
@@ -273,9 +257,9 @@ def test_an_openai_refusal_reaches_the_client(claude, upstreams, stream):
     content: it was dropped (empty content, ``end_turn``)."""
     words = "I can't help with that."
     if stream:
-        body = _sse(
-            {"choices": [{"index": 0, "delta": {"role": "assistant", "refusal": words}}]},
-            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        body = chunk_stream(
+            {"delta": {"role": "assistant", "refusal": words}},
+            {"delta": {}, "finish_reason": "stop"},
         )
         upstreams["gpt"].reply(raw_body=body, headers={"Content-Type": "text/event-stream"})
         with claude.messages.stream(model="gpt", max_tokens=50, messages=HELLO) as events:

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import openai
 import pytest
-from fakes import Reply, ToolCall
+from fakes import Reply, ToolCall, chunk_stream, streamed_call
 
 ALIASES = pytest.mark.parametrize("alias", ["gpt", "claude"])
 WEATHER = {
@@ -389,19 +389,17 @@ def test_stream_tool_calls(sdk, upstreams, alias):
 def test_stream_tool_calls_without_an_index_stay_apart(sdk, upstreams):
     """Gemini's OpenAI endpoint streams tool calls with no ``index``: each new ``id`` is a
     new call (they were glued into one, arguments concatenated)."""
-    frame = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    chunks = [
-        {"delta": {"role": "assistant", "tool_calls": [_call("call_a", "Oslo")]}},
-        {"delta": {"tool_calls": [_call("call_b", "Bergen")]}},
+    body = chunk_stream(
+        {
+            "delta": {
+                "role": "assistant",
+                "tool_calls": [streamed_call("call_a", "get_weather", {"city": "Oslo"})],
+            }
+        },
+        {"delta": {"tool_calls": [streamed_call("call_b", "get_weather", {"city": "Bergen"})]}},
         {"delta": {}, "finish_reason": "stop"},
-    ]
-    body = "".join(
-        f"data: {json.dumps({**frame, 'choices': [{'index': 0, **c}]})}\n\n" for c in chunks
     )
-    upstreams["gpt"].reply(
-        raw_body=(body + "data: [DONE]\n\n").encode(),
-        headers={"Content-Type": "text/event-stream"},
-    )
+    upstreams["gpt"].reply(raw_body=body, headers={"Content-Type": "text/event-stream"})
     with sdk.responses.stream(model="gpt", input="Weather?", tools=[WEATHER]) as stream:
         final = stream.get_final_response()
     calls = [item for item in final.output if item.type == "function_call"]
@@ -409,15 +407,6 @@ def test_stream_tool_calls_without_an_index_stay_apart(sdk, upstreams):
         ("call_a", {"city": "Oslo"}),
         ("call_b", {"city": "Bergen"}),
     ]
-
-
-def _call(call_id: str, city: str) -> dict[str, object]:
-    arguments = json.dumps({"city": city})
-    return {
-        "id": call_id,
-        "type": "function",
-        "function": {"name": "get_weather", "arguments": arguments},
-    }
 
 
 @ALIASES

@@ -10,7 +10,7 @@ without its ``tool_use``, temperature above 1…), so translation bugs surface a
 from __future__ import annotations
 
 from .anthropic_fake import FakeAnthropic
-from .openai_fake import FakeOpenAI, completion_json
+from .openai_fake import FakeOpenAI, chunk_stream, completion_json, streamed_call
 from .proxy import Flapper, TcpProxy
 from .server import FakeUpstream, Recorded, Reply, ToolCall
 
@@ -23,5 +23,7 @@ __all__ = [
     "Reply",
     "TcpProxy",
     "ToolCall",
+    "chunk_stream",
     "completion_json",
+    "streamed_call",
 ]

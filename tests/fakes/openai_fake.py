@@ -84,6 +84,25 @@ def completion_json(content: Any, usage: dict[str, int] | None = None) -> bytes:
     return json.dumps(body).encode()
 
 
+def chunk_stream(*deltas: dict[str, Any]) -> bytes:
+    """An OpenAI chat stream body of one choice, a ``chat.completion.chunk`` per item of
+    ``deltas`` (its ``delta``, ``finish_reason``…) and ``[DONE]``, for servers whose streams
+    the fake's own answers do not cover (``Reply(raw_body=…)``: tool calls without an
+    ``index``, a refusal)."""
+    frame = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    lines = [
+        f"data: {json.dumps({**frame, 'choices': [{'index': 0, **delta}]})}\n\n" for delta in deltas
+    ]
+    return ("".join(lines) + "data: [DONE]\n\n").encode()
+
+
+def streamed_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """One whole tool call in a chunk's ``delta.tool_calls``, without the ``index`` OpenAI
+    sends (as Gemini's OpenAI endpoint writes them)."""
+    function = {"name": name, "arguments": json.dumps(arguments)}
+    return {"id": call_id, "type": "function", "function": function}
+
+
 class FakeOpenAI(FakeUpstream):
     """``POST /v1/chat/completions`` as OpenAI answers it (usage chunk when asked, ``[DONE]``)."""
 
