@@ -269,8 +269,15 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
 #: that ask for nothing chat needs: a cache breakpoint, eager input streaming (chat streams
 #: arguments as they come anyway).
 _TOOL_FIELDS = frozenset(
-    {"type", "name", "description", "input_schema", "strict", "cache_control"}
-    | {"eager_input_streaming"}
+    {
+        "type",
+        "name",
+        "description",
+        "input_schema",
+        "strict",
+        "cache_control",
+        "eager_input_streaming",
+    }
 )
 
 

@@ -1,13 +1,15 @@
-"""The only module that does upstream HTTP: ``requests`` Sessions per provider, one total deadline,
-bounded reads, SSE reading.
+"""The only module that does upstream HTTP: ``requests`` Sessions per provider, the request's
+deadline and a stream's idle allowance, bounded reads, SSE reading.
 
 Each provider (``pool_key``) has its own :class:`requests.Session` with an ``HTTPAdapter``
 (keep-alive pools, ``max_retries=0``: the router owns retries and counts every attempt, so a
 request the upstream may have received is never sent again here). Every answer is read with
 ``stream=True`` in bounded pieces, under caps on the decoded body and on one SSE line. The
 ``timeout`` the pipeline passes is what is left of the request's deadline: every socket read of
-the answer (interim ``1xx`` answers, headers, body, stream) is given only the time left, so a
-trickling upstream cannot hold a call past it. Answers with ambiguous framing (a Content-Length
+the answer (interim ``1xx`` answers, headers, a JSON body, a stream until its first output) is
+given only the time left, so a trickling upstream cannot hold a call past it; once a stream has
+started (:meth:`UpstreamStream.started`), each read is given ``stream_idle_timeout`` instead, so
+a long generation is cut only by silence. Answers with ambiguous framing (a Content-Length
 that is not plain digits, a chunk size that is not plain hex, a Transfer-Encoding other than
 ``chunked``, folded header lines) are refused and their connection discarded.
 
@@ -616,7 +618,7 @@ class Transport:
         max_sse_line_bytes: int = 4 * 1024 * 1024,
         ca_bundle: str | None = None,
         block_private: bool = False,
-        stream_idle_timeout: float = 120.0,
+        stream_idle_timeout: float = 300.0,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.stream_idle_timeout = stream_idle_timeout
