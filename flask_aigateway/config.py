@@ -160,6 +160,16 @@ OPTIONS: tuple[Option, ...] = (
         positive=True,
     ),
     Option(
+        "AIGATEWAY_STREAM_MAX_SECONDS",
+        3600.0,
+        float,
+        "The longest a stream may run once started, in seconds, however steadily it sends: "
+        "an upstream that streams (or sends keep-alives) without end cannot hold a request, "
+        "its budget reservation and its deployment lease forever. Past it the stream ends "
+        "with an error event.",
+        positive=True,
+    ),
+    Option(
         "AIGATEWAY_CIRCUIT_FAILURES",
         5,
         int,

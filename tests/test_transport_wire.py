@@ -577,6 +577,25 @@ def test_a_stream_that_keeps_sending_runs_past_the_deadline(server: RawServer) -
     transport.close()
 
 
+def test_a_stream_that_sends_without_end_is_cut_at_its_longest(server: RawServer) -> None:
+    """Keep-alives (or anything) forever after a stream started: the idle allowance never
+    runs out, ``stream_max_seconds`` does."""
+    transport = Transport(connect_timeout=1.0, stream_idle_timeout=5.0, stream_max_seconds=0.6)
+    server.answer(CHUNKED, chunk(b"data: 1\n\n"), *trickle(chunk(b": keep-alive\n\n"), 100))
+    started = time.monotonic()
+    with (
+        transport.open_stream(request(server), timeout=30.0, pool_key="p") as stream,
+        pytest.raises(UpstreamTimeoutError, match="AIGATEWAY_STREAM_MAX_SECONDS") as info,
+    ):
+        events = stream.events()
+        next(events)
+        stream.started()
+        list(events)
+    assert info.value.retryable
+    assert 0.55 <= time.monotonic() - started < 1.2
+    transport.close()
+
+
 def test_a_stream_that_outlived_the_deadline_is_drained_and_pooled(server: RawServer) -> None:
     """The chunked end after the format's last event is read within DRAIN_SECONDS of the
     close, however long ago the deadline passed, so the connection is pooled."""

@@ -110,24 +110,24 @@ class _DeadlineReader(io.RawIOBase):
         """Bring the deadline forward to ``deadline`` (never later than it was: in
         :meth:`idle` mode, than the next silence allowed), ending idle mode."""
         if self._idle is not None:
-            self._deadline = min(time.monotonic() + self._idle, deadline)
+            deadline = min(time.monotonic() + self._idle, deadline)
             self._idle = None
-        else:
-            self._deadline = min(self._deadline, deadline)
+        self._deadline = min(self._deadline, deadline)
 
-    def idle(self, seconds: float) -> None:
-        """From now on each read waits at most ``seconds`` for data, and the deadline no
-        longer applies: a stream that keeps sending runs to its end, one that goes quiet
-        for ``seconds`` is cut."""
+    def idle(self, seconds: float, until: float) -> None:
+        """From now on each read waits at most ``seconds`` for data, and the request's
+        deadline gives way to ``until`` (on the monotonic clock): a stream that keeps sending
+        runs to its end or to ``until``, one that goes quiet for ``seconds`` is cut."""
         self._idle = seconds
+        self._deadline = until
 
     def readinto(self, buffer: Any) -> int | None:
-        if self._idle is not None:
-            self._sock.settimeout(self._idle)
-            return self._raw.readinto(buffer)
         left = self._deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError("the request's deadline passed")
+            raise TimeoutError("the deadline passed")
+        if self._idle is not None:
+            self._sock.settimeout(min(self._idle, left))
+            return self._raw.readinto(buffer)
         timeout = self._read_timeout
         self._sock.settimeout(left if timeout is None or left < timeout else timeout)
         return self._raw.readinto(buffer)
@@ -181,10 +181,10 @@ class _Answer(http.client.HTTPResponse):
         if self._bounded is not None and self._bounded.reader is not None:
             self._bounded.reader.hurry(time.monotonic() + seconds)
 
-    def idle(self, seconds: float) -> None:
-        """Bound each further read by ``seconds`` of silence instead of the deadline."""
+    def idle(self, seconds: float, until: float) -> None:
+        """Bound each further read by ``seconds`` of silence, and the rest by ``until``."""
         if self._bounded is not None and self._bounded.reader is not None:
-            self._bounded.reader.idle(seconds)
+            self._bounded.reader.idle(seconds, until)
 
     def begin(self) -> None:
         super().begin()
@@ -437,6 +437,8 @@ class UpstreamStream:
         self._host = host
         self._timeout = timeout
         self._idle = transport.stream_idle_timeout
+        self._longest = transport.stream_max_seconds
+        self._until = 0.0
         self._flowing = False
         self._max_body = transport.max_response_bytes
         self._max_line = transport.max_sse_line_bytes
@@ -509,6 +511,12 @@ class UpstreamStream:
                 return
             self.close()
             if self._flowing and isinstance(exc, ReadTimeoutError | TimeoutError):
+                if time.monotonic() >= self._until:
+                    raise UpstreamTimeoutError(
+                        f"The stream from the upstream {self._host} ran longer than "
+                        f"{self._longest:.3g} s (AIGATEWAY_STREAM_MAX_SECONDS); it was cut.",
+                        retryable=True,
+                    ) from exc
                 raise UpstreamTimeoutError(
                     f"The upstream {self._host} sent nothing for {self._idle:.3g} s in the "
                     "middle of its stream (AIGATEWAY_STREAM_IDLE_TIMEOUT); the stream was cut.",
@@ -521,13 +529,15 @@ class UpstreamStream:
         and empty chunks do not count, and until then retries and fallbacks may still
         follow): from now on each read is bounded by ``stream_idle_timeout`` of silence
         rather than the request's deadline, so a long generation is never cut while it
-        sends."""
+        sends, and the whole stream by ``stream_max_seconds`` (an upstream sending
+        keep-alives forever cannot hold it, its reservation and its lease without end)."""
         if self._flowing:
             return
         self._flowing = True
+        self._until = time.monotonic() + self._longest
         answer = getattr(self._raw, "_original_response", None)
         if isinstance(answer, _Answer):
-            answer.idle(self._idle)
+            answer.idle(self._idle, self._until)
 
     def close(self, *, finished: bool = False) -> None:
         """Release the connection: back to the pool after a complete body, dropped otherwise.
@@ -619,9 +629,11 @@ class Transport:
         ca_bundle: str | None = None,
         block_private: bool = False,
         stream_idle_timeout: float = 300.0,
+        stream_max_seconds: float = 3600.0,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.stream_idle_timeout = stream_idle_timeout
+        self.stream_max_seconds = stream_max_seconds
         self.block_private = block_private
         self.pool_maxsize = pool_maxsize
         self.max_response_bytes = max_response_bytes
@@ -642,6 +654,7 @@ class Transport:
             ca_bundle=settings["AIGATEWAY_CA_BUNDLE"],
             block_private=settings["AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS"],
             stream_idle_timeout=settings["AIGATEWAY_STREAM_IDLE_TIMEOUT"],
+            stream_max_seconds=settings["AIGATEWAY_STREAM_MAX_SECONDS"],
         )
 
     def _session(self, pool_key: str) -> requests.Session:
