@@ -99,9 +99,8 @@ def _payload_tokens(data: str) -> int:
     """A base64 document's tokens: its pages when it is a PDF whose page objects can be read,
     else its size. Cached: a request is estimated several times (rate windows, budget,
     routing), and the same string is found again at once."""
-    payload = data.partition(",")[2] if data.startswith("data:") else data
     try:
-        decoded = binascii.a2b_base64(payload)
+        decoded = binascii.a2b_base64(_base64_of(data))
     except (binascii.Error, ValueError):
         return max(DOCUMENT_TOKENS, _decoded_size(data) // DOCUMENT_BYTES_PER_TOKEN)
     if decoded.startswith(b"%PDF"):
@@ -115,7 +114,12 @@ def _decoded_size(data: Any) -> int:
     """Bytes a base64 payload (or data URL) decodes to, without decoding it."""
     if not isinstance(data, str):
         return 0
-    return len(data.partition(",")[2] if data.startswith("data:") else data) * 3 // 4
+    return len(_base64_of(data)) * 3 // 4
+
+
+def _base64_of(data: str) -> str:
+    """The base64 text of a payload given as itself or as a data URL."""
+    return data.partition(",")[2] if data.startswith("data:") else data
 
 
 def estimate_input_tokens(request: EmbeddingsRequest) -> int:

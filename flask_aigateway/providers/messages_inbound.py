@@ -449,21 +449,24 @@ def to_message(response: ChatResponse, message_id: str, alias: str) -> dict[str,
         "role": "assistant",
         "model": alias,
         "content": content,
-        "stop_reason": "refusal"
-        if refusal and not response.content
-        else _stop_reason(
-            response.finish_reason, any(block["type"] == "tool_use" for block in content)
+        "stop_reason": _stop_reason(
+            response.finish_reason,
+            any(block["type"] == "tool_use" for block in content),
+            refused=bool(refusal) and not response.content,
         ),
         "stop_sequence": None,
         "usage": usage_json(response.usage),
     }
 
 
-def _stop_reason(finish_reason: str | None, called_tools: bool) -> str:
+def _stop_reason(finish_reason: str | None, called_tools: bool, *, refused: bool = False) -> str:
     """Anthropic's ``stop_reason`` for an OpenAI ``finish_reason``. An answer that calls tools
     stops for ``tool_use`` whatever the upstream said: OpenAI finishes a forced tool choice
     with ``stop`` (vLLM and Gemini do too), and clients (the SDK's tool runner, the loop in
-    Anthropic's docs) run the tools only when ``stop_reason`` is ``tool_use``."""
+    Anthropic's docs) run the tools only when ``stop_reason`` is ``tool_use``. An answer that
+    is only an OpenAI refusal (``refusal`` text, no content) stops for ``refusal``."""
+    if refused:
+        return "refusal"
     reason = STOP_REASONS.get(finish_reason or "stop", "end_turn")
     return "tool_use" if called_tools and reason == "end_turn" else reason
 
@@ -563,12 +566,13 @@ class ChunkEvents:
 
     def end(self, usage: Usage) -> list[dict[str, Any]]:
         events = self._close()
-        reason = _stop_reason(self.finish_reason, bool(self._tool_blocks))
         events.append(
             {
                 "type": "message_delta",
                 "delta": {
-                    "stop_reason": "refusal" if self._refused else reason,
+                    "stop_reason": _stop_reason(
+                        self.finish_reason, bool(self._tool_blocks), refused=self._refused
+                    ),
                     "stop_sequence": None,
                 },
                 "usage": usage_json(usage),
