@@ -190,6 +190,14 @@ def versions(python: str | None = None) -> dict[str, str]:
         "    try: out[n] = m.version(n)\n"
         "    except m.PackageNotFoundError: pass\n"
         "out['python'] = sys.version.split()[0]\n"
+        # Where the interpreter comes from and whether it runs from a shared libpython (as
+        # pyenv's default builds do): the same code costs 10-20 % more CPU on such a build
+        # than on a distribution's static, profile-optimised one (bench/RESULTS.md).
+        "import sysconfig\n"
+        "lib = sysconfig.get_config_var('LDLIBRARY') or '?'\n"
+        "shared = lib in open('/proc/self/maps').read()\n"
+        "link = f'shared {lib}' if shared else 'static'\n"
+        "out['python build'] = f'{sys.base_prefix} ({link})'\n"
         "print(json.dumps(out))\n"
     )
     done = subprocess.run(
