@@ -555,8 +555,9 @@ REFUSED = sorted(n for n, h in PARAMETERS.items() if h.decision == "refused")
 ACCEPTED = sorted(
     n
     for n, h in PARAMETERS.items()
-    if h.decision != "refused" and n not in ("model", "messages", "stream")
+    if h.decision in ("passed", "translated") and n not in ("model", "messages", "stream")
 )
+IGNORED = sorted(n for n, h in PARAMETERS.items() if h.decision == "ignored")
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -571,6 +572,40 @@ def test_accepted_parameters_reach_the_body(name: str) -> None:
     body = sent(**_params_for(name))
     before = sent()
     assert body != before or name == "stream_options"
+
+
+@pytest.mark.parametrize("name", IGNORED)
+def test_ignored_parameters_are_accepted_and_not_sent(name: str) -> None:
+    assert IGNORED == ["prompt_cache_key", "verbosity"]
+    assert sent(**_params_for(name)) == sent()
+
+
+@pytest.mark.parametrize(
+    ("effort", "sent_as"),
+    [
+        ("minimal", "low"),
+        ("low", "low"),
+        ("medium", "medium"),
+        ("high", "high"),
+        ("xhigh", "xhigh"),
+        ("max", "max"),
+    ],
+)
+def test_reasoning_effort_is_output_config_effort(effort: str, sent_as: str) -> None:
+    assert sent(reasoning_effort=effort)["output_config"] == {"effort": sent_as}
+
+
+def test_reasoning_effort_none_sends_no_effort_and_unknown_levels_are_refused() -> None:
+    assert "output_config" not in sent(reasoning_effort="none")
+    assert "one of" in refused("reasoning_effort", reasoning_effort="extreme")
+
+
+def test_reasoning_effort_and_a_native_format_share_output_config() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "out", "schema": schema}}
+    body = sent(reasoning_effort="high", response_format=fmt, tools=TOOLS)
+    assert body["output_config"]["effort"] == "high"
+    assert body["output_config"]["format"]["schema"] == schema
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,7 @@ SAMPLES: dict[str, tuple[Any, dict[str, Any] | None]] = {
         },
     ),
     "tool_choice": ({"type": "auto"}, {"tool_choice": "auto"}),
-    "thinking": ({"type": "enabled", "budget_tokens": 1024}, None),
+    "thinking": ({"type": "enabled", "budget_tokens": 1024}, {"reasoning_effort": "low"}),
     "output_config": (
         {"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "high"},
         {
@@ -104,7 +104,10 @@ SAMPLES: dict[str, tuple[Any, dict[str, Any] | None]] = {
     "speed": ("fast", None),
     "container": ("container_1", None),
     "mcp_servers": ([{"type": "url", "url": "https://mcp.example", "name": "x"}], None),
-    "context_management": ({"edits": []}, None),
+    "context_management": (
+        {"edits": [{"type": "clear_thinking_20251015"}]},
+        {"messages": [{"role": "user", "content": "Hello"}]},
+    ),
     OTHER_FIELDS: (1, None),
 }
 
@@ -139,6 +142,95 @@ def test_parameter_row(client, api_key, upstreams, name) -> None:
     received = upstreams["gpt"].last.json
     for key, want in expected.items():
         assert received[key] == want
+
+
+# -- mid-conversation system messages, thinking, context editing (what Claude Code sends) ---
+
+
+def test_mid_conversation_system_messages_reach_both_formats(client, api_key, upstreams):
+    """Claude Code's default model sends ``role: "system"`` messages between turns: passed
+    unchanged to an Anthropic-format upstream, system messages at their place for OpenAI."""
+    turns = [
+        {"role": "user", "content": "run echo hi"},
+        {"role": "system", "content": [{"type": "text", "text": "Agents: general."}]},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "system", "content": "Old hint.", "clear_at": "next_user_message"},
+        {"role": "user", "content": "go"},
+        {"role": "system", "content": "Be brief.", "output_config": {"effort": "low"}},
+    ]
+    sent_body = body(messages=turns)
+    response = post(client, {**sent_body, "model": "claude"}, api_key)
+    assert response.status_code == 200, response.json
+    assert upstreams["claude"].last.json["messages"] == turns
+    response = post(client, sent_body, api_key)
+    assert response.status_code == 200, response.json
+    received = upstreams["gpt"].last.json
+    assert received["messages"] == [
+        {"role": "user", "content": "run echo hi"},
+        {"role": "system", "content": "Agents: general."},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "go"},
+        {"role": "system", "content": "Be brief."},
+    ]
+    assert received["reasoning_effort"] == "low"
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        (
+            {"role": "system", "content": [{"type": "tool_addition", "tool": {"name": "f"}}]},
+            "messages[1].content[0]",
+        ),
+        ({"role": "system", "content": "x", "clear_at": "later"}, "messages[1].clear_at"),
+        ({"role": "system", "content": "x", "output_config": {"effort": "huge"}}, None),
+        ({"role": "tool", "content": "x"}, "messages.1.role"),
+    ],
+)
+def test_bad_system_messages_are_refused_naming_them(client, api_key, upstreams, message, param):
+    response = post(client, body(messages=[*HELLO, message]), api_key)
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["type"] == "invalid_request_error"
+    if param is not None:
+        assert param in response.json["error"]["message"]
+    assert upstreams["gpt"].requests == []
+
+
+@pytest.mark.parametrize(
+    ("thinking", "effort"),
+    [
+        ({"type": "enabled", "budget_tokens": 1024}, "low"),
+        ({"type": "enabled", "budget_tokens": 8000}, "medium"),
+        ({"type": "enabled", "budget_tokens": 31999}, "high"),
+        ({"type": "adaptive"}, None),
+        ({"type": "disabled"}, None),
+    ],
+)
+def test_thinking_is_reasoning_effort_on_openai_format(
+    client, api_key, upstreams, thinking, effort
+):
+    response = post(client, body(max_tokens=32000, thinking=thinking), api_key)
+    assert response.status_code == 200, response.json
+    assert upstreams["gpt"].last.json.get("reasoning_effort") == effort
+
+
+def test_an_explicit_effort_wins_over_thinking_and_bad_thinking_is_refused(
+    client, api_key, upstreams
+):
+    thinking = {"type": "enabled", "budget_tokens": 31999}
+    response = post(client, body(thinking=thinking, output_config={"effort": "low"}), api_key)
+    assert response.status_code == 200, response.json
+    assert upstreams["gpt"].last.json["reasoning_effort"] == "low"
+    response = post(client, body(thinking={"type": "enabled"}), api_key)
+    assert response.status_code == 400 and response.json["error"]["message"].startswith("thinking")
+
+
+def test_context_edits_other_than_clearing_thinking_are_refused(client, api_key, upstreams):
+    edits = [{"type": "clear_thinking_20251015"}, {"type": "clear_tool_uses_20250919"}]
+    response = post(client, body(context_management={"edits": edits}), api_key)
+    assert response.status_code == 400
+    assert "context_management.edits[1]" in response.json["error"]["message"]
+    assert upstreams["gpt"].requests == []
 
 
 @pytest.mark.parametrize(
@@ -331,7 +423,7 @@ def test_cache_tokens_are_reported_and_priced(client, api_key, upstreams, state,
         ({"model": "gpt", "messages": HELLO}, "max_tokens"),
         ({"model": "gpt", "max_tokens": 5}, "messages"),
         (
-            {"model": "gpt", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+            {"model": "gpt", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]},
             "messages.0.role",
         ),
     ],

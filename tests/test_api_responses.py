@@ -166,16 +166,39 @@ def test_built_in_tools_are_named(client, upstreams, api_key):
     assert "'mcp'" in error_of(response)["message"]
 
 
-def test_reasoning_effort_goes_to_openai_format_and_is_refused_by_anthropic(
-    client, upstreams, api_key
-):
+def test_reasoning_effort_reaches_both_formats(client, upstreams, api_key):
     assert post(client, api_key, {"model": "gpt", "input": "hi", "reasoning": {"effort": "low"}})
     assert upstreams["gpt"].last.json["reasoning_effort"] == "low"
     response = post(
-        client, api_key, {"model": "claude", "input": "hi", "reasoning": {"effort": "low"}}
+        client, api_key, {"model": "claude", "input": "hi", "reasoning": {"effort": "minimal"}}
     )
-    assert response.status_code == 400
-    assert "reasoning_effort" in error_of(response)["message"]
+    assert response.status_code == 200, response.json
+    assert upstreams["claude"].last.json["output_config"] == {"effort": "low"}
+
+
+def test_what_codex_sends_on_every_request_reaches_an_anthropic_alias(client, upstreams, api_key):
+    """Codex CLI sends ``client_metadata``, ``prompt_cache_key``, ``text.verbosity`` and a
+    reasoning effort with every request, whatever the model: hints an Anthropic-format
+    alias takes without them (the effort as ``output_config.effort``)."""
+    body = {
+        "model": "claude",
+        "input": "run echo hi",
+        "stream": True,
+        "store": False,
+        "client_metadata": {"x-codex-installation-id": "599582e3"},
+        "prompt_cache_key": "0193-session",
+        "text": {"verbosity": "low"},
+        "reasoning": {"effort": "medium", "summary": "auto"},
+    }
+    response = post(client, api_key, body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "response.completed" in response.get_data(as_text=True)
+    sent = upstreams["claude"].last.json
+    assert sent["output_config"] == {"effort": "medium"}
+    assert not {"client_metadata", "prompt_cache_key", "verbosity", "metadata"} & set(sent)
+    assert post(client, api_key, {**body, "model": "gpt"}).status_code == 200
+    sent = upstreams["gpt"].last.json
+    assert sent["prompt_cache_key"] == "0193-session" and "client_metadata" not in sent
 
 
 def test_an_inline_pdf_reaches_both_formats(client, upstreams, api_key):

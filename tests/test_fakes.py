@@ -214,9 +214,14 @@ def test_fake_anthropic_errors_are_valid(fake_anthropic: Any, status: int) -> No
             "anthropic-version",
         ),
         (
-            {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]},
             {},
             "messages.0.role",
+        ),
+        (
+            {"model": "m", "max_tokens": 5, "messages": HI, "output_config": {"effort": "huge"}},
+            {},
+            "output_config.effort",
         ),
         ({"model": "m", "max_tokens": 5, "temperature": 1.5, "messages": HI}, {}, "temperature"),
         (

@@ -486,16 +486,31 @@ def test_thinking_streams_through_from_anthropic_upstreams(claude, upstreams):
     assert message.content[0].type == "thinking"
 
 
-def test_thinking_is_refused_by_name_for_openai_upstreams(claude, upstreams):
-    with pytest.raises(anthropic.BadRequestError) as caught:
-        claude.messages.create(
-            model="gpt",
-            max_tokens=2048,
-            thinking={"type": "enabled", "budget_tokens": 1024},
-            messages=HELLO,
-        )
-    assert "'thinking'" in caught.value.message
-    assert upstreams["gpt"].requests == []
+def test_thinking_is_reasoning_effort_for_openai_upstreams(claude, upstreams):
+    """Claude Code asks for thinking on every turn: an OpenAI-format alias reasons at the
+    level the budget names, and the answer (no thinking blocks) is a valid Message."""
+    message = claude.messages.create(
+        model="gpt",
+        max_tokens=32000,
+        thinking={"type": "enabled", "budget_tokens": 31999},
+        messages=HELLO,
+    )
+    assert message.content[0].type == "text"
+    assert upstreams["gpt"].last.json["reasoning_effort"] == "high"
+
+
+def test_mid_conversation_system_messages_through_the_beta_client(claude, upstreams):
+    """The SDK's beta Messages client types ``role: "system"`` turns (as Claude Code sends
+    them); both formats take them."""
+    turns: Any = [*HELLO, {"role": "system", "content": "Answer in French."}]
+    for alias in ("claude", "gpt"):
+        message = claude.beta.messages.create(model=alias, max_tokens=64, messages=turns)
+        assert message.content[0].type == "text"
+    assert upstreams["claude"].last.json["messages"][-1] == turns[-1]
+    assert upstreams["gpt"].last.json["messages"][-1] == {
+        "role": "system",
+        "content": "Answer in French.",
+    }
 
 
 def test_models_list_and_retrieve_in_anthropic_shape(claude, upstreams, live_server, api_key):

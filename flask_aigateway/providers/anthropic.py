@@ -75,7 +75,9 @@ PARAMETERS: dict[str, Handling] = {
     "user": Handling("translated", "`metadata.user_id`"),
     "safety_identifier": Handling("translated", "`metadata.user_id` (wins over `user`)"),
     "prompt_cache_key": Handling(
-        "refused", "Anthropic caches by `cache_control` markers, which are kept on content parts"
+        "ignored",
+        "a routing hint for OpenAI's prompt cache; Anthropic caches by `cache_control` "
+        "markers, which are kept on content parts",
     ),
     "metadata": Handling("refused", "Anthropic's `metadata` only holds a user id: send `user`"),
     "store": Handling("refused", "only `false`", lambda v: v is False),
@@ -101,8 +103,12 @@ PARAMETERS: dict[str, Handling] = {
         "`tools`, `json_schema` → `output_config.format` (Anthropic's structured outputs, "
         "on the models that have them) and `json_object` is refused",
     ),
-    "reasoning_effort": Handling("refused", "extended thinking is not mapped"),
-    "verbosity": Handling("refused", "no equivalent"),
+    "reasoning_effort": Handling(
+        "translated",
+        "`output_config.effort` (the same names; `minimal` → `low`, `none` → not sent), on "
+        "the models that have it",
+    ),
+    "verbosity": Handling("ignored", "a length hint with no Anthropic equivalent"),
     "modalities": Handling("refused", 'only `["text"]`', lambda v: v == ["text"]),
     "audio": Handling("refused", "no audio output at Anthropic"),
     "prediction": Handling("refused", "no predicted outputs at Anthropic"),
@@ -115,6 +121,18 @@ PARAMETERS: dict[str, Handling] = {
 
 #: Client parameters the body assembly below reads (the others are refused or ignored).
 _TRANSLATED = ("temperature", "top_p", "top_k")
+
+#: Chat's ``reasoning_effort`` as Anthropic's ``output_config.effort`` (``none``: no effort
+#: level is sent, the model's default, which reasons only when asked to think).
+_EFFORT = {
+    "none": None,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "xhigh",
+    "max": "max",
+}
 
 
 class AnthropicAdapter:
@@ -145,6 +163,9 @@ class AnthropicAdapter:
         user = params.get("safety_identifier") or params.get("user")
         if user:
             body["metadata"] = {"user_id": user}
+        effort = _EFFORT.get(str(params.get("reasoning_effort")))
+        if effort:
+            body["output_config"] = {"effort": effort}
         _add_tools(body, params)
         if "tools" not in body:
             _declare_tools_used(body, messages)
@@ -205,6 +226,12 @@ def _check_parameters(params: Mapping[str, Any], alias: str) -> None:
                 "OpenAI-format provider.",
                 param=name,
             )
+    effort = params.get("reasoning_effort")
+    if effort is not None and (not isinstance(effort, str) or effort not in _EFFORT):
+        raise InvalidRequestError(
+            f"'reasoning_effort' must be one of {', '.join(_EFFORT)} (got {effort!r}).",
+            param="reasoning_effort",
+        )
     temperature = params.get("temperature")
     if temperature is not None and temperature > 1:
         raise InvalidRequestError(
@@ -245,7 +272,7 @@ def _add_tools(body: dict[str, Any], params: Mapping[str, Any]) -> None:
     native = native_format(params)
     forced = None if native is not None else json_tool(params.get("response_format"))
     if native is not None:
-        body["output_config"] = {"format": native}
+        body.setdefault("output_config", {})["format"] = native
     if forced is not None:
         if tools or params.get("tool_choice") is not None:
             raise InvalidRequestError(

@@ -30,7 +30,11 @@ PARAMETERS: dict[str, Handling] = {
         "`tool_result` → `tool` messages (text content; `is_error: true` prefixes the text "
         "with `Error: `); `cache_control` accepted and ignored; an assistant turn's "
         "`thinking`/`redacted_thinking` blocks left out (Anthropic too ignores earlier "
-        "turns' thinking). `document`, server-tool and other blocks refused",
+        'turns\' thinking); a mid-conversation `role: "system"` message → a system message '
+        "at its place (text blocks; left out once a later user message exists when its "
+        "`clear_at` is `next_user_message`; its `output_config.effort`, after the last user "
+        "message, → `reasoning_effort`). `document`, server-tool, tool addition/removal and "
+        "other blocks refused",
     ),
     "system": Handling("translated", "a leading `system` message (string or text blocks)"),
     "max_tokens": Handling("translated", "`max_tokens`"),
@@ -57,9 +61,11 @@ PARAMETERS: dict[str, Handling] = {
         "`disable_parallel_tool_use` → `parallel_tool_calls: false`",
     ),
     "thinking": Handling(
-        "refused",
-        'extended thinking has no OpenAI equivalent; only `{"type": "disabled"}`',
-        lambda v: isinstance(v, dict) and v.get("type") == "disabled",
+        "translated",
+        "`enabled` → `reasoning_effort` by `budget_tokens` (under 4,096 `low`, under 16,384 "
+        "`medium`, else `high`; an `output_config.effort` wins); `adaptive` and `disabled` → "
+        "not sent. OpenAI returns no thinking blocks, and models without reasoning refuse "
+        "`reasoning_effort` upstream",
     ),
     "output_config": Handling(
         "translated",
@@ -76,7 +82,12 @@ PARAMETERS: dict[str, Handling] = {
     "speed": Handling("refused", "only `standard`", lambda v: v == "standard"),
     "container": Handling("refused", "no code-execution containers"),
     "mcp_servers": Handling("refused", "no MCP connector"),
-    "context_management": Handling("refused", "no context editing"),
+    "context_management": Handling(
+        "translated",
+        "`clear_thinking_*` edits accepted (earlier turns' thinking is left out anyway); "
+        "other edits refused: OpenAI has no context editing",
+        lambda v: isinstance(v, dict),
+    ),
     OTHER_FIELDS: Handling("refused", "unknown fields cannot be translated"),
 }
 
@@ -108,12 +119,15 @@ def check_body(body: Any) -> dict[str, Any]:
     if not isinstance(messages, list):
         raise InvalidRequestError("messages: Field required (an array).", param="messages")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("user", "assistant", "system"):
             raise InvalidRequestError(
-                f"messages.{i}.role: Input should be 'user' or 'assistant'.",
+                f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'.",
                 param=f"messages.{i}.role",
             )
         content = message.get("content")
+        if role == "system" and content is None and isinstance(message.get("output_config"), dict):
+            continue  # a per-turn output_config alone (Anthropic accepts it without content)
         if not isinstance(content, str | list):
             raise InvalidRequestError(
                 f"messages.{i}.content: a string or an array of content blocks is required.",
@@ -328,13 +342,84 @@ def _output(body: Mapping[str, Any]) -> dict[str, Any]:
         params["response_format"] = {"type": "json_schema", "json_schema": spec}
     effort = config.get("effort")
     if effort is not None:
-        if effort not in _EFFORTS:
-            raise InvalidRequestError(
-                f"output_config.effort: Input should be one of {', '.join(_EFFORTS)}.",
-                param="output_config.effort",
-            )
-        params["reasoning_effort"] = effort
+        params["reasoning_effort"] = _effort(effort, "output_config.effort")
     return params
+
+
+def _effort(value: Any, where: str) -> str:
+    if value not in _EFFORTS:
+        raise InvalidRequestError(
+            f"{where}: Input should be one of {', '.join(_EFFORTS)}.", param=where
+        )
+    return str(value)
+
+
+def _system_turn(
+    message: Mapping[str, Any], where: str, *, cleared: bool
+) -> tuple[dict[str, Any] | None, str | None]:
+    """A mid-conversation system message: the chat system message at its place (None when
+    it has no text, or its ``clear_at`` retired it because a user message came after it),
+    and the effort its ``output_config`` sets for the turn it precedes."""
+    config = message.get("output_config")
+    if config is not None and not isinstance(config, dict):
+        raise InvalidRequestError(
+            f"{where}.output_config: Input should be an object.", param=f"{where}.output_config"
+        )
+    effort = None
+    for name, value in (config or {}).items():
+        if name != "effort":
+            raise _refuse(f"{where}.output_config.{name}", f"a system message's {name!r}")
+        if value is not None:
+            effort = _effort(value, f"{where}.output_config.effort")
+    clear_at = message.get("clear_at")
+    if clear_at not in (None, "never", "next_user_message"):
+        raise InvalidRequestError(
+            f"{where}.clear_at: Input should be 'next_user_message' or 'never'.",
+            param=f"{where}.clear_at",
+        )
+    text = _text_of(message.get("content"), f"{where}.content")
+    if not text or (cleared and clear_at == "next_user_message"):
+        return None, effort
+    return {"role": "system", "content": text}, effort
+
+
+def _thinking_effort(thinking: Any) -> str | None:
+    """``thinking`` as chat's ``reasoning_effort``: an enabled budget picks the level."""
+    if thinking is None:
+        return None
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind in ("disabled", "adaptive"):
+        return None
+    budget = thinking.get("budget_tokens") if kind == "enabled" else None
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise InvalidRequestError(
+            "thinking: expected {'type': 'enabled', 'budget_tokens': N}, "
+            "{'type': 'adaptive'} or {'type': 'disabled'}.",
+            param="thinking",
+        )
+    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+
+
+def _check_context_management(value: Any) -> None:
+    """Context editing: clearing earlier turns' thinking is what the translation does
+    anyway; clearing tool results (or anything else) would need Anthropic's servers."""
+    if value is None:
+        return
+    edits = value.get("edits")
+    if edits is None:
+        edits = []
+    if not isinstance(edits, list):
+        raise InvalidRequestError(
+            "context_management.edits: Input should be a valid list.",
+            param="context_management.edits",
+        )
+    for j, edit in enumerate(edits):
+        kind = edit.get("type") if isinstance(edit, dict) else None
+        if not (isinstance(kind, str) and kind.startswith("clear_thinking_")):
+            raise _refuse(f"context_management.edits[{j}]", f"a {kind!r} context edit")
+    for name in value:
+        if name != "edits":
+            raise _refuse(f"context_management.{name}", f"context_management's {name!r}")
 
 
 def _tool_choice(choice: Any, params: dict[str, Any]) -> None:
@@ -367,10 +452,19 @@ def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
     system = body.get("system")
     if system:
         messages.append({"role": "system", "content": _text_of(system, "system")})
-    for i, message in enumerate(body["messages"]):
+    turns = body["messages"]
+    last_user = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=-1)
+    turn_effort = None
+    for i, message in enumerate(turns):
         where = f"messages[{i}]"
         if message["role"] == "user":
             messages += _user_turn(message["content"], where)
+        elif message["role"] == "system":
+            system_message, effort = _system_turn(message, where, cleared=i < last_user)
+            if system_message is not None:
+                messages.append(system_message)
+            if effort is not None and i > last_user:
+                turn_effort = effort
         else:
             messages.append(_assistant_turn(message["content"], where))
     params: dict[str, Any] = {"max_tokens": body["max_tokens"]}
@@ -386,7 +480,13 @@ def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
         params["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None:
         _tool_choice(body["tool_choice"], params)
+    effort = _thinking_effort(body.get("thinking"))
+    if effort is not None:
+        params["reasoning_effort"] = effort
+    _check_context_management(body.get("context_management"))
     params.update(_output(body))
+    if turn_effort is not None:
+        params["reasoning_effort"] = turn_effort
     tier = body.get("service_tier")
     if tier == "standard_only":
         params["service_tier"] = "default"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Decision = Literal["passed", "translated", "refused"]
+Decision = Literal["passed", "translated", "ignored", "refused"]
 
 #: Every parameter of OpenAI's ``POST /v1/chat/completions``, in the order of its reference.
 OPENAI_CHAT_PARAMETERS: tuple[str, ...] = (
@@ -89,6 +89,8 @@ def render_markdown(tables: Mapping[str, Mapping[str, Handling]]) -> str:
         "",
         "- **passed**: sent upstream unchanged.",
         "- **translated**: sent in the upstream format's own terms (how is said in the cell).",
+        "- **ignored**: accepted and not sent: a hint the upstream format has no place for,",
+        "  which does not change what a valid answer is (the cell says why).",
         "- **refused**: answered `400 invalid_request_error` with `param` naming the parameter",
         "  before any upstream call; never silently dropped. A value that asks for nothing",
         "  (`null`, or the default named in the cell) is accepted.",

@@ -59,6 +59,10 @@ _FIELD_DOCS: dict[str, str] = {
     "max_tool_calls": ("accepted; it limits built-in tool calls, which are refused here"),
     "stream_options": ("accepted; the events carry no `obfuscation` padding"),
     "metadata": ("kept on the response object (and stored), not sent upstream"),
+    "client_metadata": (
+        "accepted, not sent upstream nor kept (the client's own labels, such as Codex CLI's "
+        "installation id)"
+    ),
     "truncation": ("`disabled` (default) or `auto`, accepted"),
     "store": ("keep the response for `previous_response_id` and `GET` (see below)"),
     "previous_response_id": (
@@ -78,8 +82,8 @@ _FIELD_DOCS: dict[str, str] = {
         "`verbosity` → chat's `verbosity`"
     ),
     "reasoning": (
-        "`effort` → chat's `reasoning_effort` (OpenAI-format upstreams; Anthropic-format "
-        "ones answer 400 naming it); `summary` accepted, and no reasoning summary is "
+        "`effort` → chat's `reasoning_effort` (on Anthropic-format upstreams "
+        "`output_config.effort`); `summary` accepted, and no reasoning summary is "
         "returned (chat answers carry no reasoning); other keys 400"
     ),
 }

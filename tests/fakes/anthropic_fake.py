@@ -7,6 +7,9 @@ from typing import Any
 
 from .server import FakeUpstream, Reply, ToolCall, fragments, next_id, words
 
+#: ``output_config.effort`` levels (the Messages API reference).
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+
 _ANTHROPIC_ERRORS = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -57,10 +60,27 @@ class FakeAnthropic(FakeUpstream):
                 return 400, f"{name}: Field required"
         if not 0 <= body.get("temperature", 0) <= 1:
             return 400, "temperature: range: 0..1"
+        config = body.get("output_config")
+        if config is not None:
+            if not isinstance(config, dict) or set(config) - {"format", "effort"}:
+                return 400, "output_config: Extra inputs are not permitted"
+            if config.get("effort") not in (None, *EFFORTS):
+                return 400, f"output_config.effort: Input should be one of {', '.join(EFFORTS)}"
         pending: set[str] = set()
         for i, message in enumerate(body["messages"]):
-            if message.get("role") not in ("user", "assistant"):
-                return 400, f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            role = message.get("role")
+            if role not in ("user", "assistant", "system"):
+                return 400, f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'"
+            if role == "system":
+                # A mid-conversation system message: text blocks (and a per-turn
+                # output_config); it sits between turns without touching tool pairing.
+                content = message.get("content", "")
+                blocks = (
+                    [{"type": "text", "text": content}] if isinstance(content, str) else content
+                )
+                if any(b.get("type") != "text" for b in blocks):
+                    return 400, f"messages.{i}.content: system messages hold text blocks"
+                continue
             content = message.get("content")
             blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
             results = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
