@@ -138,7 +138,12 @@ class BudgetExceededError(GatewayError):
 
 
 class UpstreamError(GatewayError):
-    """The upstream provider failed (502). ``retryable`` says whether another try may help."""
+    """The upstream provider failed (502). ``retryable`` says whether another try may help.
+
+    One that is not (the provider refused the gateway's credentials, does not know the
+    model…) is answered with ``x-should-retry: false``: the official SDKs retry every 5xx
+    two more times unless that header says not to, and the same request would fail the same
+    way each time (after the gateway's own retries and fallbacks have run)."""
 
     status = 502
     type = "upstream_error"
@@ -157,6 +162,8 @@ class UpstreamError(GatewayError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.upstream_status = upstream_status
+        if not retryable:
+            self.headers.setdefault("x-should-retry", "false")
 
 
 class UpstreamTimeoutError(UpstreamError):

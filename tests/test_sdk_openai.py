@@ -228,3 +228,27 @@ def test_errors_surface_as_the_sdk_exceptions(
     assert isinstance(caught.value.body, dict)
     assert caught.value.body.get("message")
     client.close()
+
+
+def test_the_sdk_does_not_retry_what_cannot_succeed(live_server, api_key, upstreams):
+    """An upstream that refuses the gateway's credentials (401) fails every try the same way:
+    the 502 says ``x-should-retry: false``, so the SDK (two retries by default for any 5xx)
+    asks once. A transient 5xx that outlasted the gateway's own retries still may be
+    retried by the client."""
+    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=api_key, timeout=20)
+    try:
+        fake = upstreams["gpt"]
+        fake.default = Reply(status=401, error_message="Incorrect API key provided")
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(model="gpt", messages=MESSAGES)
+        assert caught.value.response.headers["x-should-retry"] == "false"
+        assert len(fake.requests) == 1
+        fake.default = Reply(status=503, error_message="busy")
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.with_options(max_retries=1).chat.completions.create(
+                model="gpt", messages=MESSAGES
+            )
+        assert "x-should-retry" not in caught.value.response.headers
+        assert len(fake.requests) > 2  # the SDK came back after the gateway's own attempts
+    finally:
+        client.close()
