@@ -342,6 +342,12 @@ def test_a_stream_is_stored_when_it_completes(client, state, upstreams, api_key)
 def test_wrong_methods_and_pages(client, upstreams, api_key):
     auth = {"Authorization": f"Bearer {api_key}"}
     assert client.get("/v1/responses", headers=auth).status_code == 405
+    for path in ("/v1/responses/input_tokens", "/v1/responses/compact"):
+        # Endpoints of OpenAI's this gateway does not offer: 404 unknown route (the SDK's
+        # NotFoundError), not a 405 telling the client to use GET.
+        missing = client.post(path, headers=auth, json={"model": "gpt", "input": "hi"})
+        assert missing.status_code == 404 and error_of(missing)["code"] == "unknown_url"
+    assert client.put("/v1/responses/resp_1", headers=auth).status_code == 405
     created = post(client, api_key, {"model": "gpt", "input": "hi", "store": True}).get_json()
     bad = client.get(f"/v1/responses/{created['id']}/input_items?limit=0", headers=auth)
     assert error_of(bad)["param"] == "limit"

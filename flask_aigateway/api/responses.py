@@ -16,7 +16,7 @@ from flask import Blueprint, Response, request
 
 from .. import jsoncodec
 from ..enums import Route
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, NotFoundError
 from ..governance.auth import Principal, authenticate, bearer_token
 from ..pipeline import ChatStream, get_pipeline
 from ..responses import ResponseEvents, ResponsesRequest, completed
@@ -142,6 +142,14 @@ def register(bp: Blueprint) -> None:
 
     @bp.route("/responses/<response_id>", methods=_ALL_METHODS)
     def response_by_id(response_id: str) -> Response:
+        if request.method == "POST":
+            # OpenAI's POST /responses/input_tokens and /responses/compact (and any other
+            # POST here) are endpoints this gateway does not offer, not a wrong method.
+            raise NotFoundError(
+                f"Unknown API route {request.method} {request.path}: this gateway offers "
+                "POST /v1/responses and GET/DELETE /v1/responses/{id}.",
+                code="unknown_url",
+            )
         if request.method not in ("GET", "DELETE"):
             raise _method_not_allowed("GET or DELETE")
         principal = _owner()
