@@ -15,11 +15,17 @@ _E = TypeVar("_E", bound=BaseException)
 
 
 class GatewayError(Exception):
-    """Base class. ``message`` says what went wrong and, where it can, what to do."""
+    """Base class. ``message`` says what went wrong and, where it can, what to do.
+
+    ``details`` is Anthropic's machine-readable ``error.details`` (``error_code`` …), given
+    on ``/v1/messages``: the SDK's thread helpers decide from it whether to go on without a
+    thread or replay one the upstream lost.
+    """
 
     status: int = 500
     type: str = "api_error"
     code: str | None = None
+    details: dict[str, Any] | None = None
 
     def __init__(
         self,

@@ -104,6 +104,7 @@ SAMPLES: dict[str, tuple[Any, dict[str, Any] | None]] = {
     "speed": ("fast", None),
     "container": ("container_1", None),
     "mcp_servers": ([{"type": "url", "url": "https://mcp.example", "name": "x"}], None),
+    "thread": ({"type": "create"}, None),
     "context_management": (
         {"edits": [{"type": "clear_thinking_20251015"}]},
         {"messages": [{"role": "user", "content": "Hello"}]},
@@ -638,3 +639,36 @@ def test_a_streamed_answer_keeps_its_citations_through_the_cache() -> None:
     for event in message_events(first.message):
         again.feed(event)
     assert again.message["content"] == first.message["content"]
+
+
+# -- message threads (the Anthropic SDK's tool runner) ------------------------------------
+
+
+def test_a_thread_on_an_openai_format_alias_says_thread_unsupported_request(
+    client, api_key, upstreams
+):
+    """The SDK's tool runner sends ``thread: {"type": "create"}`` and goes on without a
+    thread only when the 400's ``error.details.error_code`` says the request cannot be
+    threaded; an OpenAI-format upstream has no threads."""
+    response = post(client, body(thread={"type": "create"}), api_key)
+    assert response.status_code == 400
+    error = response.json["error"]
+    assert error["type"] == "invalid_request_error" and "'thread'" in error["message"]
+    assert error["details"]["error_code"] == "thread_unsupported_request"
+    assert upstreams["gpt"].requests == []
+    # Other refusals carry no details.
+    assert "details" not in post(client, body(top_k=5), api_key).json["error"]
+
+
+def test_an_anthropic_upstreams_error_details_reach_the_client(client, api_key, upstreams):
+    """A thread the upstream no longer knows (another deployment served the first turn, or it
+    expired) is answered with ``details.error_code``, from which the SDK replays the turn
+    under a new thread: the gateway passes the details on."""
+    upstreams["claude"].default = Reply(
+        status=404, error_message="Thread not found.", error_code="thread_not_found"
+    )
+    thread = {"type": "continue", "previous_message_id": "msg_1"}
+    response = post(client, body(model="claude", thread=thread), api_key)
+    assert response.status_code >= 400
+    assert response.json["error"]["details"] == {"error_code": "thread_not_found"}
+    assert response.headers["x-should-retry"] == "false"

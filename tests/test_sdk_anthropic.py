@@ -553,3 +553,17 @@ def test_models_take_x_api_key_and_keep_openai_shape_without_the_version(
     assert listed.json()["object"] == "list"
     assert [m["id"] for m in listed.json()["data"]] == ["claude", "gpt"]
     assert listed.json()["data"][0]["object"] == "model"
+
+
+def test_the_sdks_thread_helpers_read_the_refusal_as_unthreadable(claude, upstreams):
+    """The SDK's tool runner creates a message thread and, when the server answers that the
+    request cannot be threaded, goes on without one: its own reading of the gateway's 400
+    (``ThreadState`` decides from ``_unsupported_features``)."""
+    from anthropic.lib.threads._thread_state import _unsupported_features
+
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.beta.messages.create(
+            model="gpt", max_tokens=64, messages=HELLO, extra_body={"thread": {"type": "create"}}
+        )
+    assert _unsupported_features(caught.value) == ["thread"]
+    assert upstreams["gpt"].requests == []

@@ -57,7 +57,10 @@ def anthropic_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
     if status == 503 or (isinstance(error, UpstreamError) and error.upstream_status == 529):
         status = 529
     kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return status, {"type": "error", "error": {"type": kind, "message": error.message}}
+    body: dict[str, Any] = {"type": kind, "message": error.message}
+    if error.details:
+        body["details"] = error.details
+    return status, {"type": "error", "error": body}
 
 
 def _error_response(error: GatewayError) -> Response:

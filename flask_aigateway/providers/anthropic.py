@@ -213,7 +213,11 @@ class AnthropicAdapter:
             message = str(error.get("message") or error.get("type") or "")
         else:
             message = quote(body)
-        return classify_status(status, headers, label=LABEL, message=message)
+        failure = classify_status(status, headers, label=LABEL, message=message)
+        details = error.get("details") if isinstance(error, dict) else None
+        if isinstance(details, dict):
+            failure.details = details  # ``error_code`` (a thread lost…) for /v1/messages clients
+        return failure
 
 
 def _check_parameters(params: Mapping[str, Any], alias: str) -> None:

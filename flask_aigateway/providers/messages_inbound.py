@@ -82,6 +82,11 @@ PARAMETERS: dict[str, Handling] = {
     "speed": Handling("refused", "only `standard`", lambda v: v == "standard"),
     "container": Handling("refused", "no code-execution containers"),
     "mcp_servers": Handling("refused", "no MCP connector"),
+    "thread": Handling(
+        "refused",
+        "server-side message threads; the 400 carries `details.error_code: "
+        "thread_unsupported_request`, on which the SDK's tool runner goes on without a thread",
+    ),
     "context_management": Handling(
         "translated",
         "`clear_thinking_*` edits accepted (earlier turns' thinking is left out anyway); "
@@ -442,12 +447,18 @@ def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
     for name, value in body.items():
         handling = PARAMETERS.get(name, PARAMETERS[OTHER_FIELDS])
         if not handling.allows(value):
-            raise InvalidRequestError(
+            refusal = InvalidRequestError(
                 f"'{name}' cannot be honoured by the OpenAI-format upstream serving "
                 f"'{body.get('model')}' ({handling.note}). Remove it, or use a model served "
                 "by an Anthropic-format provider.",
                 param=name,
             )
+            if name == "thread":
+                refusal.details = {
+                    "error_code": "thread_unsupported_request",
+                    "unsupported": ["thread"],
+                }
+            raise refusal
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:

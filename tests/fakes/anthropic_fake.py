@@ -252,11 +252,13 @@ class FakeAnthropic(FakeUpstream):
 
     def _error_body(self, reply: Reply) -> dict[str, Any]:
         kind = reply.error_type or _ANTHROPIC_ERRORS.get(reply.status, "api_error")
-        return {
-            "type": "error",
-            "error": {"type": kind, "message": reply.error_message or "Internal server error"},
-            "request_id": f"req_fake{next_id()}",
+        error: dict[str, Any] = {
+            "type": kind,
+            "message": reply.error_message or "Internal server error",
         }
+        if reply.error_code:  # machine-readable details (a lost message thread…)
+            error["details"] = {"error_code": reply.error_code}
+        return {"type": "error", "error": error, "request_id": f"req_fake{next_id()}"}
 
     def _error_event(self, reply: Reply) -> str:
         error = {
