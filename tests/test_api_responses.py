@@ -455,3 +455,56 @@ def test_an_answer_that_cannot_be_stored_is_still_given(
         assert session.scalars(select(StoredResponse.id)).all() == []
         [row] = session.scalars(select(RequestLog)).all()
     assert row.status_code == 200 and row.cost > 0
+
+
+# -- item_reference (the Vercel AI SDK sends every earlier assistant message as one) --------
+
+
+def test_item_references_resolve_to_the_stored_items(client, upstreams, api_key):
+    """``@ai-sdk/openai`` sends earlier assistant messages as ``item_reference`` (and some
+    clients as a bare ``{"id"}``): they stand for the stored items, in place."""
+    upstreams["gpt"].reply(text="I am a fake.")
+    first = post(client, api_key, {"model": "gpt", "input": "Who are you?"}).get_json()
+    [message] = first["output"]
+    follow = [
+        {"role": "user", "content": "Who are you?"},
+        {"type": "item_reference", "id": message["id"]},
+        {"role": "user", "content": "Say it again."},
+    ]
+    second = post(client, api_key, {"model": "claude", "input": follow})
+    assert second.status_code == 200, second.get_json()
+    assert [(m["role"], m["content"]) for m in upstreams["claude"].last.json["messages"]] == [
+        ("user", "Who are you?"),
+        ("assistant", "I am a fake."),
+        ("user", "Say it again."),
+    ]
+    bare = post(client, api_key, {"model": "gpt", "input": [follow[0], {"id": message["id"]}]})
+    assert bare.status_code == 200, bare.get_json()
+    assert upstreams["gpt"].last.json["messages"][1] == {
+        "role": "assistant",
+        "content": "I am a fake.",
+    }
+
+
+def test_streamed_items_can_be_referenced_too(client, upstreams, api_key):
+    upstreams["gpt"].reply(text="Streamed.")
+    body = {"model": "gpt", "input": "hi", "stream": True}
+    text = post(client, api_key, body).get_data(as_text=True)
+    done = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")][-1]
+    item = done["response"]["output"][0]["id"]
+    follow = {"model": "gpt", "input": [{"type": "item_reference", "id": item}]}
+    assert post(client, api_key, follow).status_code == 200
+    assert upstreams["gpt"].last.json["messages"] == [{"role": "assistant", "content": "Streamed."}]
+
+
+def test_unknown_and_other_keys_items_are_not_found(client, state, upstreams, api_key):
+    first = post(client, api_key, {"model": "gpt", "input": "hi"}).get_json()
+    item = first["output"][0]["id"]
+    _key, other = create_key(state, name="other")
+    sibling = item[:-1] + ("1" if item.endswith("0") else "0")  # same response, no such item
+    for key, ref in ((api_key, "msg_123"), (api_key, sibling), (other, item)):
+        body = {"model": "gpt", "input": ["hi", {"type": "item_reference", "id": ref}][1:]}
+        error = error_of(post(client, key, body))
+        assert error["param"] == "input[0].id" and error["code"] == "item_not_found"
+    bad = post(client, api_key, {"model": "gpt", "input": [{"type": "item_reference"}]})
+    assert error_of(bad)["param"] == "input[0].id"

@@ -453,3 +453,23 @@ def test_stream_incomplete_at_the_token_limit(sdk, upstreams, alias):
     assert events[-1].type == "response.incomplete"
     assert events[-1].response.incomplete_details.reason == "max_output_tokens"
     assert events[-1].response.output[0].status == "incomplete"
+
+
+def test_item_references_through_the_sdk(sdk, upstreams):
+    """What ``@ai-sdk/openai`` sends on a second turn (it keeps responses stored): the
+    earlier answer as an ``item_reference``, typed by the SDK as an input item."""
+    upstreams["gpt"].reply(text="Paris.")
+    first = sdk.responses.create(model="gpt", input="Capital of France?")
+    second = sdk.responses.create(
+        model="gpt",
+        input=[
+            {"role": "user", "content": "Capital of France?"},
+            {"type": "item_reference", "id": first.output[0].id},
+            {"role": "user", "content": "And of Italy?"},
+        ],
+    )
+    assert second.status == "completed"
+    assert upstreams["gpt"].last.json["messages"][1] == {"role": "assistant", "content": "Paris."}
+    listed = sdk.responses.input_items.list(second.id, order="asc")
+    assert [item.type for item in listed.data] == ["message", "message", "message"]
+    assert listed.data[1].id == first.output[0].id

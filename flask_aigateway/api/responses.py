@@ -72,7 +72,8 @@ def create() -> Response:
     )
     settings = state.settings
     parsed = ResponsesRequest.from_body(
-        _read_json_body(settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"])
+        _read_json_body(settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]),
+        lambda item_ids: stored.items_by_id(state, item_ids, principal.key_id),
     )
     if parsed.store is None:
         # Kept by default as OpenAI keeps it (previous_response_id, as tools built on the SDK

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import GatewayError, forget_frames
 from ..providers.wire import tool_call_key
 from .objects import response_object, usage_object
-from .translate import ResponsesRequest, new_id
+from .translate import ResponsesRequest, item_id, new_id
 
 
 @dataclass(slots=True)
@@ -111,7 +111,7 @@ class ResponseEvents:
             yield from self._close("completed")
             item = {
                 "type": "message",
-                "id": new_id("msg"),
+                "id": item_id("msg", self.request.id),
                 "role": "assistant",
                 "status": "in_progress",
                 "content": [],
@@ -143,7 +143,7 @@ class ResponseEvents:
             yield from self._close("completed")
             item = {
                 "type": "function_call",
-                "id": new_id("fc"),
+                "id": item_id("fc", self.request.id),
                 "call_id": call.get("id") or new_id("call"),
                 "name": function.get("name") or "",
                 "arguments": "",

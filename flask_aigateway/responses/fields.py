@@ -32,8 +32,9 @@ _FIELD_DOCS: dict[str, str] = {
         "base64 data URL, `input_file` with `file_data` — or `file_id` for OpenAI-format "
         "upstreams), `function_call`, `function_call_output` (its `output` a string or "
         "parts: images and files a tool returned follow the tool results as a user "
-        "message). `input_file.file_url`, "
-        "image file ids, `reasoning`/`item_reference` and other items: 400 naming them"
+        "message), `item_reference` (or an object with only an `id`: an item of a response "
+        "stored for the same key, put in its place; an unknown id is 400 `item_not_found`). "
+        "`input_file.file_url`, image file ids, `reasoning` and other items: 400 naming them"
     ),
     "instructions": ("a system message first (not carried to the next turn, as upstream)"),
     "tools": (

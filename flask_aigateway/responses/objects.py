@@ -5,21 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from ..schemas import ChatResponse
-from .translate import ResponsesRequest, new_id
+from .translate import ResponsesRequest, item_id, new_id
 
 
-def output_items(response: ChatResponse) -> list[dict[str, Any]]:
-    """The chat answer's message and tool calls as Responses output items."""
+def output_items(response: ChatResponse, response_id: str) -> list[dict[str, Any]]:
+    """The chat answer's message and tool calls as the output items of ``response_id``."""
     items: list[dict[str, Any]] = []
     content = response.content
     if content:
-        items.append(message_item(new_id("msg"), content, "completed"))
+        items.append(message_item(item_id("msg", response_id), content, "completed"))
     for call in response.tool_calls:
         function = call.get("function") or {}
         items.append(
             {
                 "type": "function_call",
-                "id": new_id("fc"),
+                "id": item_id("fc", response_id),
                 "call_id": call.get("id") or new_id("call"),
                 "name": function.get("name", ""),
                 "arguments": function.get("arguments") or "",
@@ -102,7 +102,7 @@ def completed(request: ResponsesRequest, response: ChatResponse) -> dict[str, An
     return response_object(
         request,
         status="completed",
-        output=output_items(response),
+        output=output_items(response, request.id),
         usage=usage_object(
             usage.prompt_tokens,
             usage.completion_tokens,

@@ -18,6 +18,7 @@ from ..db import utcnow
 from ..errors import InvalidRequestError, NotFoundError
 from ..models import StoredResponse
 from ..state import GatewayState
+from .translate import response_of_item
 
 #: How many responses back a ``previous_response_id`` chain is followed.
 MAX_CHAIN = 1000
@@ -91,6 +92,29 @@ def history(state: GatewayState, response_id: str, key_id: str | None) -> list[d
 
 
 _REPLAYED_OUTPUT = frozenset({"message", "function_call"})
+
+
+def items_by_id(
+    state: GatewayState, item_ids: list[str], key_id: str | None
+) -> dict[str, dict[str, Any]]:
+    """The stored items (inputs and outputs of this key's stored responses) that ``item_ids``
+    name, by id; ids of no such item are left out. The gateway's item ids name their response
+    (:func:`.translate.response_of_item`), so each response is read once, by its key."""
+    wanted: dict[str, set[str]] = {}
+    for item_id in item_ids:
+        response_id = response_of_item(item_id)
+        if response_id is not None:
+            wanted.setdefault(response_id, set()).add(item_id)
+    found: dict[str, dict[str, Any]] = {}
+    with state.transaction() as session:
+        for response_id, ids in wanted.items():
+            row = session.get(StoredResponse, response_id)
+            if row is None or row.key_id != key_id:
+                continue
+            for item in [*row.input_items, *row.output_items]:
+                if item.get("id") in ids:
+                    found[item["id"]] = item
+    return found
 
 
 def remove(state: GatewayState, response_id: str, key_id: str | None) -> None:

@@ -9,7 +9,9 @@ names it.
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +23,24 @@ _MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 
 
 def new_id(prefix: str) -> str:
-    """``resp_…``, ``msg_…``, ``fc_…``: a prefix and 48 random hex digits."""
+    """``resp_…``, ``call_…``: a prefix and 48 random hex digits."""
     return f"{prefix}_{os.urandom(24).hex()}"
+
+
+_ITEM_ID = re.compile(r"[a-z]+_([0-9a-f]{48})_[0-9a-f]{8}")
+
+
+def item_id(prefix: str, response_id: str) -> str:
+    """An item's id (``msg_…``, ``fc_…``) naming the response that holds it: the response's
+    48 hex digits and 8 of the item's own. An ``item_reference`` to it then finds the stored
+    response without an index of items (:func:`response_of_item`)."""
+    return f"{prefix}_{response_id.removeprefix('resp_')}_{os.urandom(4).hex()}"
+
+
+def response_of_item(reference: str) -> str | None:
+    """The id of the response holding the item ``reference`` names, if the gateway made it."""
+    match = _ITEM_ID.fullmatch(reference)
+    return f"resp_{match.group(1)}" if match else None
 
 
 def _bad(message: str, param: str) -> InvalidRequestError:
@@ -44,8 +62,14 @@ class ResponsesRequest:
     created_at: int = field(default_factory=lambda: int(time.time()))
 
     @classmethod
-    def from_body(cls, body: Any) -> ResponsesRequest:
-        """Validate a decoded body; raise :class:`InvalidRequestError` naming the field."""
+    def from_body(
+        cls, body: Any, resolve: Callable[[list[str]], Mapping[str, dict[str, Any]]] | None = None
+    ) -> ResponsesRequest:
+        """Validate a decoded body; raise :class:`InvalidRequestError` naming the field.
+
+        ``resolve`` gives the stored items that ``item_reference`` inputs name, by id (the
+        caller's stored responses); without it such inputs are refused.
+        """
         if not isinstance(body, dict):
             raise InvalidRequestError("The request body must be a JSON object.")
         for name, value in body.items():
@@ -80,7 +104,8 @@ class ResponsesRequest:
         metadata = body.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise _bad("'metadata' must be an object.", "metadata")
-        items = input_items(body.get("input"))
+        response_id = new_id("resp")
+        items = _resolved(input_items(body.get("input"), response_id), resolve)
         request = cls(
             model=model,
             items=items,
@@ -88,6 +113,7 @@ class ResponsesRequest:
             stream=stream,
             store=store,
             previous_response_id=previous,
+            id=response_id,
         )
         request.chat([])  # validates tools, text.format, reasoning … before anything runs
         return request
@@ -224,8 +250,36 @@ def chat_reasoning(reasoning: Any) -> dict[str, Any]:
     return params
 
 
-def input_items(value: Any) -> list[dict[str, Any]]:
-    """The request's ``input`` as stored items (a string is one user message); ids added."""
+def _resolved(
+    items: list[dict[str, Any]],
+    resolve: Callable[[list[str]], Mapping[str, dict[str, Any]]] | None,
+) -> list[dict[str, Any]]:
+    """``items`` with each ``item_reference`` replaced by the stored item it names."""
+    references = [item for item in items if item["type"] == "item_reference"]
+    if not references:
+        return items
+    found = resolve([item["id"] for item in references]) if resolve is not None else {}
+    out = []
+    for item in items:
+        if item["type"] != "item_reference":
+            out.append(item)
+            continue
+        stored = found.get(item["id"])
+        if stored is None:
+            raise InvalidRequestError(
+                f"Item with id '{item['id']}' not found (an item_reference names an item of a "
+                "response stored for this API key, with 'store').",
+                param=f"{item['where']}.id",
+                code="item_not_found",
+            )
+        out.append(stored)
+    return out
+
+
+def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
+    """The request's ``input`` as stored items (a string is one user message); ids added.
+    An ``item_reference`` (or an object with only an ``id``) stays a reference, which
+    :func:`..store.resolve_references` replaces by the stored item it names."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -237,9 +291,17 @@ def input_items(value: Any) -> list[dict[str, Any]]:
         where = f"input[{index}]"
         if not isinstance(item, dict):
             raise _bad(f"'{where}' must be an object.", where)
-        kind = item.get("type", "message")
-        if kind == "message":
-            items.append(_message_item(item, where))
+        kind = item.get("type", "message" if "role" in item or "id" not in item else None)
+        if kind in ("item_reference", None):
+            if not isinstance(item.get("id"), str) or set(item) - {"type", "id"}:
+                raise _bad(
+                    f'\'{where}\' must be an item reference: {{"type": "item_reference", '
+                    '"id": "..."}.',
+                    f"{where}.id",
+                )
+            items.append({"type": "item_reference", "id": item["id"], "where": where})
+        elif kind == "message":
+            items.append(_message_item(item, where, response_id))
         elif kind == "function_call":
             for name in ("call_id", "name", "arguments"):
                 if not isinstance(item.get(name), str):
@@ -247,7 +309,7 @@ def input_items(value: Any) -> list[dict[str, Any]]:
             items.append(
                 {
                     "type": "function_call",
-                    "id": item.get("id") or new_id("fc"),
+                    "id": item.get("id") or item_id("fc", response_id),
                     "call_id": item["call_id"],
                     "name": item["name"],
                     "arguments": item["arguments"],
@@ -268,7 +330,7 @@ def input_items(value: Any) -> list[dict[str, Any]]:
             items.append(
                 {
                     "type": "function_call_output",
-                    "id": item.get("id") or new_id("fco"),
+                    "id": item.get("id") or item_id("fco", response_id),
                     "call_id": item["call_id"],
                     "output": output,
                     "status": "completed",
@@ -293,7 +355,7 @@ def _output_parts(parts: list[Any], where: str) -> str | list[dict[str, Any]]:
     return content
 
 
-def _message_item(item: dict[str, Any], where: str) -> dict[str, Any]:
+def _message_item(item: dict[str, Any], where: str, response_id: str) -> dict[str, Any]:
     role = item.get("role")
     if role not in _MESSAGE_ROLES:
         raise _bad(
@@ -313,7 +375,7 @@ def _message_item(item: dict[str, Any], where: str) -> dict[str, Any]:
         )
     stored: dict[str, Any] = {
         "type": "message",
-        "id": item.get("id") or new_id("msg"),
+        "id": item.get("id") or item_id("msg", response_id),
         "role": role,
         "content": parts,
         "status": "completed",
