@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from fakes import Reply
+from fakes import Reply, ToolCall
 from sqlalchemy import func, select
 
 from flask_aigateway.accounting.rollups import prune_request_log
@@ -508,3 +508,143 @@ def test_unknown_and_other_keys_items_are_not_found(client, state, upstreams, ap
         assert error["param"] == "input[0].id" and error["code"] == "item_not_found"
     bad = post(client, api_key, {"model": "gpt", "input": [{"type": "item_reference"}]})
     assert error_of(bad)["param"] == "input[0].id"
+
+
+# -- custom and namespace tools, additional_tools (what Codex CLI sends) --------------------
+
+APPLY_PATCH = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Apply a patch.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
+}
+SPAWN = {
+    "type": "function",
+    "name": "spawn",
+    "description": "Start a sub-agent.",
+    "parameters": {"type": "object", "properties": {"task": {"type": "string"}}},
+}
+CODEX_TOOLS = {
+    "type": "additional_tools",
+    "role": "developer",
+    "tools": [
+        {"type": "namespace", "name": "agents", "description": "", "tools": [SPAWN]},
+        {"type": "namespace", "name": "edit", "description": "Edits", "tools": [APPLY_PATCH]},
+    ],
+}
+PATCH = "*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch"
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_custom_tools_are_functions_with_one_text_input(client, upstreams, api_key, alias):
+    upstreams[alias].reply(text=None, tool_calls=[ToolCall("apply_patch", {"input": PATCH})])
+    body = {"model": alias, "input": "add a.txt", "tools": [APPLY_PATCH]}
+    response = post(client, api_key, body)
+    assert response.status_code == 200, response.get_json()
+    [call] = response.get_json()["output"]
+    assert call["type"] == "custom_tool_call"
+    assert (call["name"], call["input"]) == ("apply_patch", PATCH)
+    sent = upstreams[alias].last.json
+    [tool] = sent["tools"]
+    if alias == "gpt":
+        function = tool["function"]
+        assert function["name"] == "apply_patch"
+        assert function["parameters"]["required"] == ["input"]
+        assert "lark grammar:\nstart: /.+/" in function["description"]
+    else:
+        assert tool["name"] == "apply_patch" and "lark" in tool["description"]
+    # The next turn gives the call and its output back.
+    follow = [
+        {
+            "type": "custom_tool_call",
+            "call_id": call["call_id"],
+            "name": "apply_patch",
+            "input": PATCH,
+        },
+        {"type": "custom_tool_call_output", "call_id": call["call_id"], "output": "Done."},
+    ]
+    upstreams[alias].reply(text="Added.")
+    again = post(client, api_key, {**body, "input": follow})
+    assert again.status_code == 200, again.get_json()
+    messages = upstreams[alias].last.json["messages"]
+    if alias == "gpt":
+        assert json.loads(messages[0]["tool_calls"][0]["function"]["arguments"]) == {"input": PATCH}
+        assert messages[1] == {"role": "tool", "tool_call_id": call["call_id"], "content": "Done."}
+    else:
+        assert messages[0]["content"][0]["input"] == {"input": PATCH}
+        assert messages[1]["content"][0]["type"] == "tool_result"
+
+
+def test_codex_default_shape_tools_in_additional_tools_namespaces(client, upstreams, api_key):
+    """Codex CLI's default model sends no top-level ``tools``: an ``additional_tools`` item
+    with namespaces wrapping function and custom tools, plus its own metadata."""
+    upstreams["gpt"].reply(text=None, tool_calls=[ToolCall("agents__spawn", {"task": "tests"})])
+    body = {
+        "model": "gpt",
+        "input": [CODEX_TOOLS, {"role": "user", "content": [{"type": "input_text", "text": "go"}]}],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+        "store": False,
+        "stream": True,
+        "client_metadata": {"x-codex-installation-id": "1"},
+        "prompt_cache_key": "k",
+        "reasoning": {"effort": "medium", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
+    }
+    text = post(client, api_key, body).get_data(as_text=True)
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "response.completed", events[-1]
+    [call] = events[-1]["response"]["output"]
+    assert call["type"] == "function_call"
+    assert (call["name"], call["namespace"]) == ("spawn", "agents")
+    assert json.loads(call["arguments"]) == {"task": "tests"}
+    sent = upstreams["gpt"].last.json
+    assert [t["function"]["name"] for t in sent["tools"]] == ["agents__spawn", "edit__apply_patch"]
+    assert sent["messages"] == [{"role": "user", "content": "go"}]
+
+
+def test_a_streamed_custom_call_gives_its_input_whole(client, upstreams, api_key):
+    upstreams["gpt"].reply(text=None, tool_calls=[ToolCall("edit__apply_patch", {"input": PATCH})])
+    body = {
+        "model": "gpt",
+        "input": [CODEX_TOOLS, {"role": "user", "content": "x"}],
+        "stream": True,
+    }
+    text = post(client, api_key, body).get_data(as_text=True)
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert "response.function_call_arguments.delta" not in kinds
+    added = next(e for e in events if e["type"] == "response.output_item.added")
+    assert added["item"]["type"] == "custom_tool_call" and added["item"]["namespace"] == "edit"
+    done = next(e for e in events if e["type"] == "response.custom_tool_call_input.done")
+    assert done["input"] == PATCH and done["item_id"] == added["item"]["id"]
+    assert events[-1]["response"]["output"][0]["input"] == PATCH
+
+
+@pytest.mark.parametrize(
+    ("tools", "param"),
+    [
+        ([{"type": "web_search"}], "tools[0].type"),
+        ([{"type": "tool_search", "execution": "client"}], "tools[0].type"),
+        (
+            [
+                {
+                    "type": "namespace",
+                    "name": "n",
+                    "tools": [{"type": "namespace", "name": "m", "tools": []}],
+                }
+            ],
+            "tools[0].tools[0].type",
+        ),
+        (
+            [{"type": "custom", "name": "c", "format": {"type": "grammar", "syntax": "ebnf"}}],
+            "tools[0].format",
+        ),
+        ([{"type": "function", "name": "f", "defer_loading": True}], "tools[0].defer_loading"),
+        ([SPAWN, SPAWN], "tools[1].name"),
+    ],
+)
+def test_tools_that_cannot_be_carried_are_named(client, upstreams, api_key, tools, param):
+    response = post(client, api_key, {"model": "gpt", "input": "hi", "tools": tools})
+    assert error_of(response)["param"] == param
+    assert upstreams["gpt"].requests == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import openai
 import pytest
@@ -473,3 +474,46 @@ def test_item_references_through_the_sdk(sdk, upstreams):
     listed = sdk.responses.input_items.list(second.id, order="asc")
     assert [item.type for item in listed.data] == ["message", "message", "message"]
     assert listed.data[1].id == first.output[0].id
+
+
+def test_custom_and_namespaced_tools_in_the_sdks_types(sdk, upstreams):
+    """Codex CLI's tools: a custom tool (free-form input under a grammar) inside a
+    namespace, in an ``additional_tools`` item. The SDK types the answer as its own
+    ``ResponseCustomToolCall``, streamed and not."""
+    from openai.types.responses import ResponseCustomToolCall
+
+    patch = "*** Begin Patch\n*** End Patch"
+    tools = {
+        "type": "additional_tools",
+        "role": "developer",
+        "tools": [
+            {
+                "type": "namespace",
+                "name": "edit",
+                "description": "Edit files.",
+                "tools": [
+                    {
+                        "type": "custom",
+                        "name": "apply_patch",
+                        "description": "Apply a patch.",
+                        "format": {"type": "grammar", "syntax": "lark", "definition": "s: /.+/"},
+                    }
+                ],
+            }
+        ],
+    }
+    turn: Any = [tools, {"role": "user", "content": "patch it"}]
+    for _ in range(2):
+        upstreams["gpt"].reply(
+            text=None, tool_calls=[ToolCall("edit__apply_patch", {"input": patch})]
+        )
+    answer = sdk.responses.create(model="gpt", input=turn)
+    [call] = answer.output
+    assert isinstance(call, ResponseCustomToolCall)
+    assert (call.name, call.namespace, call.input) == ("apply_patch", "edit", patch)
+    with sdk.responses.stream(model="gpt", input=turn) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.custom_tool_call_input.delta"]
+        final = stream.get_final_response()
+    assert deltas == [patch]
+    assert isinstance(final.output[0], ResponseCustomToolCall)
+    assert final.output[0].input == patch

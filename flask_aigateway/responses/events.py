@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import GatewayError, forget_frames
 from ..providers.wire import tool_call_key
 from .objects import response_object, usage_object
+from .tools import custom_input, output_call
 from .translate import ResponsesRequest, item_id, new_id
 
 
@@ -141,25 +142,28 @@ class ResponseEvents:
         current = self._calls.get(index)
         if current is None:
             yield from self._close("completed")
-            item = {
-                "type": "function_call",
-                "id": item_id("fc", self.request.id),
-                "call_id": call.get("id") or new_id("call"),
-                "name": function.get("name") or "",
-                "arguments": "",
-                "status": "in_progress",
-            }
+            item = output_call(
+                self.request.tool_specs,
+                function.get("name") or "",
+                "",
+                id=item_id("fc", self.request.id),
+                call_id=call.get("id") or new_id("call"),
+                status="in_progress",
+            )
             current = self._calls[index] = self._start(item)
             yield self._event("response.output_item.added", output_index=current.index, item=item)
         arguments = function.get("arguments")
         if arguments:
             current.parts.append(arguments)
-            yield self._event(
-                "response.function_call_arguments.delta",
-                item_id=current.item["id"],
-                output_index=current.index,
-                delta=arguments,
-            )
+            if current.item["type"] == "function_call":
+                yield self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=current.item["id"],
+                    output_index=current.index,
+                    delta=arguments,
+                )
+            # A custom tool's input is the "input" string inside these JSON fragments: it is
+            # given whole when the call ends (custom_tool_call_input.delta, then .done).
 
     def _start(self, item: dict[str, Any]) -> _Open:
         self._output.append(item)
@@ -191,6 +195,12 @@ class ResponseEvents:
                 part=part,
             )
             done = {**item, "status": status, "content": [part]}
+        elif item["type"] == "custom_tool_call":
+            given = custom_input(text)
+            where = {"item_id": item["id"], "output_index": current.index}
+            yield self._event("response.custom_tool_call_input.delta", **where, delta=given)
+            yield self._event("response.custom_tool_call_input.done", **where, input=given)
+            done = {**item, "status": status, "input": given}
         else:
             yield self._event(
                 "response.function_call_arguments.done",

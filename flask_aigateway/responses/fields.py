@@ -18,7 +18,6 @@ BUILT_IN_TOOLS = frozenset(
         "local_shell",
         "shell",
         "apply_patch",
-        "custom",
     }
 )
 
@@ -32,15 +31,21 @@ _FIELD_DOCS: dict[str, str] = {
         "base64 data URL, `input_file` with `file_data` — or `file_id` for OpenAI-format "
         "upstreams), `function_call`, `function_call_output` (its `output` a string or "
         "parts: images and files a tool returned follow the tool results as a user "
-        "message), `item_reference` (or an object with only an `id`: an item of a response "
-        "stored for the same key, put in its place; an unknown id is 400 `item_not_found`). "
+        "message), `custom_tool_call` / `custom_tool_call_output`, `additional_tools` "
+        "(developer tools, see `tools`), `item_reference` (or an object with only an "
+        "`id`: an item of a response stored for the same key, put in its place; an "
+        "unknown id is 400 `item_not_found`). "
         "`input_file.file_url`, image file ids, `reasoning` and other items: 400 naming them"
     ),
     "instructions": ("a system message first (not carried to the next turn, as upstream)"),
     "tools": (
-        "`function` tools (`name`, `description`, `parameters`, `strict`); built-in tools"
-        " (`web_search`, `file_search`, `code_interpreter`, `computer_use_preview`, "
-        "`image_generation`, `mcp`…) 400 naming the tool"
+        "`function` tools (`name`, `description`, `parameters`, `strict`); `custom` tools "
+        "(free-form `input`, a `grammar` format shown to the model): a function with one "
+        "string argument, answered as `custom_tool_call` items; `namespace` tools: their "
+        "tools as functions named `<namespace>__<name>`, answered with `namespace`; the same "
+        "in `additional_tools` input items. Hosted tools (`web_search`, `file_search`, "
+        "`tool_search`, `code_interpreter`, `computer_use_preview`, `image_generation`, "
+        "`mcp`…) 400 naming the tool"
     ),
     "tool_choice": (
         "chat's `tool_choice` (`auto`, `none`, `required`, or a named function); without "

@@ -5,26 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from ..schemas import ChatResponse
+from .tools import output_call
 from .translate import ResponsesRequest, item_id, new_id
 
 
-def output_items(response: ChatResponse, response_id: str) -> list[dict[str, Any]]:
-    """The chat answer's message and tool calls as the output items of ``response_id``."""
+def output_items(response: ChatResponse, request: ResponsesRequest) -> list[dict[str, Any]]:
+    """The chat answer's message and tool calls as the output items of ``request``'s
+    response (each call as the kind of tool it calls: :func:`.tools.output_call`)."""
     items: list[dict[str, Any]] = []
     content = response.content
     if content:
-        items.append(message_item(item_id("msg", response_id), content, "completed"))
+        items.append(message_item(item_id("msg", request.id), content, "completed"))
     for call in response.tool_calls:
         function = call.get("function") or {}
         items.append(
-            {
-                "type": "function_call",
-                "id": item_id("fc", response_id),
-                "call_id": call.get("id") or new_id("call"),
-                "name": function.get("name", ""),
-                "arguments": function.get("arguments") or "",
-                "status": "completed",
-            }
+            output_call(
+                request.tool_specs,
+                function.get("name", ""),
+                function.get("arguments") or "",
+                id=item_id("fc", request.id),
+                call_id=call.get("id") or new_id("call"),
+                status="completed",
+            )
         )
     return items
 
@@ -102,7 +104,7 @@ def completed(request: ResponsesRequest, response: ChatResponse) -> dict[str, An
     return response_object(
         request,
         status="completed",
-        output=output_items(response, request.id),
+        output=output_items(response, request),
         usage=usage_object(
             usage.prompt_tokens,
             usage.completion_tokens,

@@ -91,7 +91,7 @@ def history(state: GatewayState, response_id: str, key_id: str | None) -> list[d
         return items
 
 
-_REPLAYED_OUTPUT = frozenset({"message", "function_call"})
+_REPLAYED_OUTPUT = frozenset({"message", "function_call", "custom_tool_call"})
 
 
 def items_by_id(

@@ -17,7 +17,10 @@ from typing import Any
 
 from ..errors import InvalidRequestError
 from ..schemas import ChatRequest
-from .fields import BUILT_IN_TOOLS, KNOWN_FIELDS
+from .fields import KNOWN_FIELDS
+from .tools import ToolSpec, chat_call
+from .tools import tool_choice as chat_tool_choice
+from .tools import translate as translate_tools
 
 _MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 
@@ -59,6 +62,8 @@ class ResponsesRequest:
     store: bool | None = None
     previous_response_id: str | None = None
     id: str = field(default_factory=lambda: new_id("resp"))
+    #: Per chat function name, the tool it stands for (set by :meth:`chat`).
+    tool_specs: dict[str, ToolSpec] = field(default_factory=dict)
     created_at: int = field(default_factory=lambda: int(time.time()))
 
     @classmethod
@@ -135,7 +140,15 @@ class ResponsesRequest:
                 params[name] = body[name]
         if body.get("max_output_tokens") is not None:
             params["max_completion_tokens"] = body["max_output_tokens"]
-        params.update(chat_tool_params(body))
+        specs: dict[str, ToolSpec] = {}
+        tools = translate_tools(body["tools"], "tools", specs) if body.get("tools") else []
+        for where, items in (("previous_response_id", history), ("input", self.items)):
+            for index, item in enumerate(items):
+                if item["type"] == "additional_tools":
+                    here = where if where == "previous_response_id" else f"input[{index}]"
+                    tools += translate_tools(item["tools"], f"{here}.tools", specs)
+        self.tool_specs = specs
+        params.update(chat_tool_params(body, tools))
         text = body.get("text")
         if text is not None:
             params.update(chat_text(text))
@@ -200,14 +213,15 @@ def check_include(include: Any) -> None:
             )
 
 
-def chat_tool_params(body: dict[str, Any]) -> dict[str, Any]:
-    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` as chat's. Without any tool the
-    Responses API accepts ``tool_choice: auto|none`` and ``parallel_tool_calls`` (they change
-    nothing), where chat completions refuses them: they are left out. A choice that needs a
-    tool (``required``, a named function) is a 400 when there is none to call."""
+def chat_tool_params(body: dict[str, Any], tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """``tools`` (already chat's, :mod:`.tools`), ``tool_choice`` and ``parallel_tool_calls``
+    as chat's. Without any tool the Responses API accepts ``tool_choice: auto|none`` and
+    ``parallel_tool_calls`` (they change nothing), where chat completions refuses them: they
+    are left out. A choice that needs a tool (``required``, a named one) is a 400 when there
+    is none to call."""
     params: dict[str, Any] = {}
-    if body.get("tools"):
-        params["tools"] = chat_tools(body["tools"])
+    if tools:
+        params["tools"] = tools
     choice = body.get("tool_choice")
     if choice is not None:
         converted = chat_tool_choice(choice)
@@ -302,21 +316,38 @@ def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
             items.append({"type": "item_reference", "id": item["id"], "where": where})
         elif kind == "message":
             items.append(_message_item(item, where, response_id))
-        elif kind == "function_call":
-            for name in ("call_id", "name", "arguments"):
+        elif kind in ("function_call", "custom_tool_call"):
+            text = "arguments" if kind == "function_call" else "input"
+            for name in ("call_id", "name", text):
                 if not isinstance(item.get(name), str):
                     raise _bad(f"'{where}.{name}' must be a string.", f"{where}.{name}")
+            namespace = item.get("namespace")
+            if namespace is not None and not isinstance(namespace, str):
+                raise _bad(f"'{where}.namespace' must be a string.", f"{where}.namespace")
+            prefix = "fc" if kind == "function_call" else "ctc"
+            call = {
+                "type": kind,
+                "id": item.get("id") or item_id(prefix, response_id),
+                "call_id": item["call_id"],
+                "name": item["name"],
+                text: item[text],
+                "status": "completed",
+            }
+            if namespace:
+                call["namespace"] = namespace
+            items.append(call)
+        elif kind == "additional_tools":
+            if not isinstance(item.get("tools"), list):
+                raise _bad(f"'{where}.tools' must be an array.", f"{where}.tools")
             items.append(
                 {
-                    "type": "function_call",
-                    "id": item.get("id") or item_id("fc", response_id),
-                    "call_id": item["call_id"],
-                    "name": item["name"],
-                    "arguments": item["arguments"],
-                    "status": "completed",
+                    "type": "additional_tools",
+                    "id": item.get("id") or item_id("at", response_id),
+                    "role": "developer",
+                    "tools": item["tools"],
                 }
             )
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise _bad(f"'{where}.call_id' must be a string.", f"{where}.call_id")
             output = item.get("output")
@@ -329,7 +360,7 @@ def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
                 )
             items.append(
                 {
-                    "type": "function_call_output",
+                    "type": kind,
                     "id": item.get("id") or item_id("fco", response_id),
                     "call_id": item["call_id"],
                     "output": output,
@@ -429,6 +460,9 @@ def _chat_part(part: dict[str, Any]) -> dict[str, Any]:
     return {"type": "file", "file": file}
 
 
+_TOOL_OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output"})
+
+
 def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     """Stored items as chat messages: consecutive ``function_call`` items (and the assistant
     message before them) become one assistant message with ``tool_calls``."""
@@ -436,7 +470,7 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
     media: list[dict[str, Any]] = []  # what tool outputs returned besides text
     for item in items:
         kind = item["type"]
-        if media and kind != "function_call_output":
+        if media and kind not in _TOOL_OUTPUTS:
             messages.append({"role": "user", "content": media})
             media = []
         if kind == "message":
@@ -449,12 +483,8 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
                 messages.append({"role": item["role"], "content": text})
             else:
                 messages.append({"role": item["role"], "content": [_chat_part(p) for p in parts]})
-        elif kind == "function_call":
-            call = {
-                "id": item["call_id"],
-                "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
-            }
+        elif kind in ("function_call", "custom_tool_call"):
+            call = chat_call(item)
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
@@ -462,7 +492,7 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
                     last["content"] = None
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind in _TOOL_OUTPUTS:
             output = item["output"]
             if isinstance(output, list):
                 # Chat's tool messages hold text only: the images and files follow the run of
@@ -477,50 +507,6 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
     if media:
         messages.append({"role": "user", "content": media})
     return messages
-
-
-def chat_tools(tools: Any) -> list[dict[str, Any]]:
-    """Function tools in chat's shape; built-in tools refused by name."""
-    if not isinstance(tools, list):
-        raise _bad("'tools' must be an array.", "tools")
-    result = []
-    for index, tool in enumerate(tools):
-        where = f"tools[{index}]"
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
-            if kind in BUILT_IN_TOOLS:
-                raise _bad(
-                    f"The built-in tool '{kind}' ({where}) cannot run through this gateway: "
-                    "only function tools are supported.",
-                    f"{where}.type",
-                )
-            raise _bad(f"'{where}.type' must be 'function' (got {kind!r}).", f"{where}.type")
-        assert isinstance(tool, dict)
-        unknown = set(tool) - {"type", "name", "description", "parameters", "strict"}
-        if unknown:
-            name = sorted(unknown)[0]
-            raise _bad(f"'{where}.{name}' is not supported.", f"{where}.{name}")
-        if not isinstance(tool.get("name"), str):
-            raise _bad(f"'{where}.name' must be a string.", f"{where}.name")
-        function: dict[str, Any] = {"name": tool["name"]}
-        for name in ("description", "parameters", "strict"):
-            if tool.get(name) is not None:
-                function[name] = tool[name]
-        result.append({"type": "function", "function": function})
-    return result
-
-
-def chat_tool_choice(choice: Any) -> Any:
-    if choice in ("auto", "none", "required"):
-        return choice
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        if not isinstance(choice.get("name"), str):
-            raise _bad("'tool_choice.name' must be a string.", "tool_choice.name")
-        return {"type": "function", "function": {"name": choice["name"]}}
-    raise _bad(
-        "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'name': …}.",
-        "tool_choice",
-    )
 
 
 def chat_text(text: Any) -> dict[str, Any]:

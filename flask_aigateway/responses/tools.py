@@ -1,0 +1,202 @@
+"""The Responses API's client-side tools in terms of chat's function tools, and back.
+
+Chat completions knows one kind of tool, the function with JSON arguments; the Responses API
+has three that the client runs, and agents such as Codex CLI send all of them:
+
+* ``function`` — the same thing;
+* ``custom`` — free-form text input (optionally under a Lark or regex grammar, which the
+  model is shown in the description): a function with one string argument, ``input``; the
+  call comes back as a ``custom_tool_call`` item whose ``input`` is that string;
+* ``namespace`` — function and custom tools grouped under a name: each is a function named
+  ``<namespace>__<name>``, and its calls come back with their own ``name`` and ``namespace``.
+
+Tools also arrive in ``additional_tools`` input items (Codex's default model sends its tools
+only that way). :class:`ToolSpec` remembers, per chat function name, what a call to it is.
+Tools that run on OpenAI's servers (web search, file search…) cannot run through a gateway
+and are refused by name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidRequestError
+from .fields import BUILT_IN_TOOLS
+
+#: Between a namespace and a tool's name in the chat function's name (names allow ``_``).
+SEPARATOR = "__"
+
+_FUNCTION_FIELDS = frozenset({"type", "name", "description", "parameters", "strict"})
+#: ``defer_loading`` and ``allowed_callers`` ask for tool search and programmatic calling,
+#: which need OpenAI's servers: accepted only at the values that ask for neither.
+_DEFAULTS: dict[str, Any] = {
+    "defer_loading": lambda v: v in (None, False),
+    "allowed_callers": lambda v: v in (None, ["direct"]),
+    "async": lambda v: v in (None, False),
+}
+_CUSTOM_FIELDS = frozenset({"type", "name", "description", "format"})
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """What a call to one chat function is on the Responses side."""
+
+    kind: str  # "function" or "custom"
+    name: str
+    namespace: str | None = None
+
+
+def _bad(message: str, param: str) -> InvalidRequestError:
+    return InvalidRequestError(message, param=param)
+
+
+def chat_name(name: str, namespace: str | None) -> str:
+    return f"{namespace}{SEPARATOR}{name}" if namespace else name
+
+
+def translate(
+    tools: Any, where: str, specs: dict[str, ToolSpec], namespace: str | None = None
+) -> list[dict[str, Any]]:
+    """``tools`` (the request's, an ``additional_tools`` item's or a namespace's) as chat
+    function tools; what each is goes into ``specs``. 400 naming anything else."""
+    if not isinstance(tools, list):
+        raise _bad(f"'{where}' must be an array.", where)
+    result = []
+    for index, tool in enumerate(tools):
+        here = f"{where}[{index}]"
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or kind not in ("function", "custom", "namespace"):
+            if kind in BUILT_IN_TOOLS or kind == "tool_search":
+                raise _bad(
+                    f"The hosted tool '{kind}' ({here}) runs on OpenAI's servers and cannot run "
+                    "through this gateway: send function, custom or namespace tools (Codex CLI: "
+                    "-c web_search=disabled, and features that add tool_search off).",
+                    f"{here}.type",
+                )
+            raise _bad(
+                f"'{here}.type' must be 'function', 'custom' or 'namespace' (got {kind!r}).",
+                f"{here}.type",
+            )
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"'{here}.name' must be a non-empty string.", f"{here}.name")
+        if kind == "namespace":
+            if namespace is not None:
+                raise _bad(f"'{here}': namespaces do not nest.", f"{here}.type")
+            for field_name in set(tool) - {"type", "name", "description", "tools"}:
+                raise _bad(f"'{here}.{field_name}' is not supported.", f"{here}.{field_name}")
+            result += translate(tool.get("tools"), f"{here}.tools", specs, name)
+            continue
+        allowed = _FUNCTION_FIELDS if kind == "function" else _CUSTOM_FIELDS
+        for field_name, value in tool.items():
+            if field_name not in allowed and not _DEFAULTS.get(field_name, _never)(value):
+                raise _bad(f"'{here}.{field_name}' is not supported.", f"{here}.{field_name}")
+        function_name = chat_name(name, namespace)
+        if function_name in specs:
+            raise _bad(f"'{here}.name': a tool named {name!r} is given twice.", f"{here}.name")
+        specs[function_name] = ToolSpec(kind, name, namespace)
+        if kind == "function":
+            function: dict[str, Any] = {"name": function_name}
+            for field_name in ("description", "parameters", "strict"):
+                if tool.get(field_name) is not None:
+                    function[field_name] = tool[field_name]
+        else:
+            function = {
+                "name": function_name,
+                "description": _custom_description(tool, here),
+                "parameters": {
+                    "type": "object",
+                    "properties": {"input": {"type": "string", "description": "The input."}},
+                    "required": ["input"],
+                    "additionalProperties": False,
+                },
+            }
+        result.append({"type": "function", "function": function})
+    return result
+
+
+def _never(value: Any) -> bool:
+    return False
+
+
+def _custom_description(tool: Mapping[str, Any], where: str) -> str:
+    """The tool's description, and the grammar its ``input`` must follow."""
+    description = tool.get("description") or ""
+    if not isinstance(description, str):
+        raise _bad(f"'{where}.description' must be a string.", f"{where}.description")
+    fmt = tool.get("format")
+    if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        return description
+    if (
+        not isinstance(fmt, dict)
+        or fmt.get("type") != "grammar"
+        or fmt.get("syntax") not in ("lark", "regex")
+        or not isinstance(fmt.get("definition"), str)
+    ):
+        raise _bad(
+            f"'{where}.format' must be {{'type': 'text'}} or {{'type': 'grammar', 'syntax': "
+            "'lark' | 'regex', 'definition': …}.",
+            f"{where}.format",
+        )
+    rule = f"The `input` must be text in this {fmt['syntax']} grammar:\n{fmt['definition']}"
+    return f"{description}\n\n{rule}" if description else rule
+
+
+def tool_choice(choice: Any) -> Any:
+    """``tool_choice`` as chat's: a named function or custom tool (with its ``namespace``)
+    names the chat function."""
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
+        if not isinstance(choice.get("name"), str):
+            raise _bad("'tool_choice.name' must be a string.", "tool_choice.name")
+        name = chat_name(choice["name"], choice.get("namespace"))
+        return {"type": "function", "function": {"name": name}}
+    raise _bad(
+        "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function' | 'custom', "
+        "'name': …}.",
+        "tool_choice",
+    )
+
+
+def output_call(
+    specs: Mapping[str, ToolSpec], name: str, arguments: str, **fields: Any
+) -> dict[str, Any]:
+    """A chat tool call (its function ``name`` and ``arguments``) as the output item the
+    client expects: ``function_call``, or ``custom_tool_call`` with the ``input`` text;
+    ``fields``: ``id``, ``call_id``, ``status``."""
+    spec = specs.get(name)
+    if spec is None or spec.kind == "function":
+        item = {"type": "function_call", **fields, "name": spec.name if spec else name}
+        item["arguments"] = arguments
+    else:
+        item = {"type": "custom_tool_call", **fields, "name": spec.name}
+        item["input"] = custom_input(arguments)
+    if spec is not None and spec.namespace is not None:
+        item["namespace"] = spec.namespace
+    return item
+
+
+def custom_input(arguments: str) -> str:
+    """The ``input`` text of a custom tool's call from its JSON arguments (a model that wrote
+    something else gets it verbatim: the client's tool reports what is wrong with it)."""
+    try:
+        value = json.loads(arguments) if arguments else {}
+    except ValueError:
+        return arguments
+    text = value.get("input") if isinstance(value, dict) else None
+    return text if isinstance(text, str) else arguments
+
+
+def chat_call(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``function_call`` or ``custom_tool_call`` item (of the history) as chat's tool call."""
+    name = chat_name(item["name"], item.get("namespace"))
+    if item["type"] == "custom_tool_call":
+        arguments = json.dumps({"input": item["input"]}, ensure_ascii=False)
+    else:
+        arguments = item["arguments"]
+    function = {"name": name, "arguments": arguments}
+    return {"id": item["call_id"], "type": "function", "function": function}
