@@ -625,7 +625,7 @@ def test_a_streamed_custom_call_gives_its_input_whole(client, upstreams, api_key
     ("tools", "param"),
     [
         ([{"type": "web_search"}], "tools[0].type"),
-        ([{"type": "tool_search", "execution": "client"}], "tools[0].type"),
+        ([{"type": "tool_search", "execution": "server"}], "tools[0].type"),
         (
             [
                 {
@@ -648,3 +648,62 @@ def test_tools_that_cannot_be_carried_are_named(client, upstreams, api_key, tool
     response = post(client, api_key, {"model": "gpt", "input": "hi", "tools": tools})
     assert error_of(response)["param"] == param
     assert upstreams["gpt"].requests == []
+
+
+def test_a_tool_search_the_client_runs_is_carried(client, upstreams, api_key):
+    """Codex CLI offers ``tool_search`` with ``execution: "client"`` (it searches its own
+    deferred tools): the model's call comes back as a ``tool_search_call``, and the
+    ``tool_search_output`` sent back makes the tools it found callable."""
+    search = {
+        "type": "tool_search",
+        "execution": "client",
+        "description": "Find tools.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+    }
+    upstreams["gpt"].reply(text=None, tool_calls=[ToolCall("tool_search", {"query": "agents"})])
+    body = {
+        "model": "gpt",
+        "input": "spawn one",
+        "tools": [search],
+        "reasoning": {"context": "all_turns"},
+    }
+    first = post(client, api_key, body)
+    assert first.status_code == 200, first.get_json()
+    [call] = first.get_json()["output"]
+    assert call["type"] == "tool_search_call" and call["execution"] == "client"
+    assert call["arguments"] == {"query": "agents"}
+    assert upstreams["gpt"].last.json["tools"][0]["function"]["name"] == "tool_search"
+    found = {
+        "type": "namespace",
+        "name": "agents",
+        "description": "",
+        "tools": [{**SPAWN, "defer_loading": True}],
+    }
+    follow = [
+        {"role": "user", "content": "spawn one"},
+        {
+            "type": "tool_search_call",
+            "call_id": call["call_id"],
+            "execution": "client",
+            "arguments": call["arguments"],
+        },
+        {
+            "type": "tool_search_output",
+            "call_id": call["call_id"],
+            "execution": "client",
+            "tools": [found],
+        },
+    ]
+    upstreams["claude"].reply(text=None, tool_calls=[ToolCall("agents__spawn", {"task": "t"})])
+    second = post(client, api_key, {**body, "model": "claude", "input": follow})
+    assert second.status_code == 200, second.get_json()
+    [spawn] = second.get_json()["output"]
+    assert (spawn["type"], spawn["name"], spawn["namespace"]) == (
+        "function_call",
+        "spawn",
+        "agents",
+    )
+    sent = upstreams["claude"].last.json
+    assert [t["name"] for t in sent["tools"]] == ["tool_search", "agents__spawn"]
+    result = sent["messages"][-1]["content"][0]
+    assert result["type"] == "tool_result" and "agents__spawn" in str(result["content"])

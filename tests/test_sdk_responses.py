@@ -517,3 +517,18 @@ def test_custom_and_namespaced_tools_in_the_sdks_types(sdk, upstreams):
     assert deltas == [patch]
     assert isinstance(final.output[0], ResponseCustomToolCall)
     assert final.output[0].input == patch
+
+
+def test_a_client_tool_search_in_the_sdks_types(sdk, upstreams):
+    from openai.types.responses import ResponseToolSearchCall
+
+    search: Any = {"type": "tool_search", "execution": "client", "description": "Find tools."}
+    for _ in range(2):
+        upstreams["gpt"].reply(text=None, tool_calls=[ToolCall("tool_search", {"query": "x"})])
+    answer = sdk.responses.create(model="gpt", input="hi", tools=[search])
+    assert isinstance(answer.output[0], ResponseToolSearchCall)
+    assert answer.output[0].arguments == {"query": "x"}
+    with sdk.responses.stream(model="gpt", input="hi", tools=[search]) as stream:
+        final = stream.get_final_response()
+    assert isinstance(final.output[0], ResponseToolSearchCall)
+    assert final.output[0].arguments == {"query": "x"} and final.output[0].status == "completed"

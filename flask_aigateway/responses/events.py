@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import GatewayError, forget_frames
 from ..providers.wire import tool_call_key
 from .objects import response_object, usage_object
-from .tools import custom_input, output_call
+from .tools import custom_input, output_call, search_arguments
 from .translate import ResponsesRequest, item_id, new_id
 
 
@@ -195,6 +195,8 @@ class ResponseEvents:
                 part=part,
             )
             done = {**item, "status": status, "content": [part]}
+        elif item["type"] == "tool_search_call":
+            done = {**item, "status": status, "arguments": search_arguments(text)}
         elif item["type"] == "custom_tool_call":
             given = custom_input(text)
             where = {"item_id": item["id"], "output_index": current.index}

@@ -31,7 +31,8 @@ _FIELD_DOCS: dict[str, str] = {
         "base64 data URL, `input_file` with `file_data` — or `file_id` for OpenAI-format "
         "upstreams), `function_call`, `function_call_output` (its `output` a string or "
         "parts: images and files a tool returned follow the tool results as a user "
-        "message), `custom_tool_call` / `custom_tool_call_output`, `additional_tools` "
+        "message), `custom_tool_call` / `custom_tool_call_output`, `tool_search_call` / "
+        "`tool_search_output`, `additional_tools` "
         "(developer tools, see `tools`), `item_reference` (or an object with only an "
         "`id`: an item of a response stored for the same key, put in its place; an "
         "unknown id is 400 `item_not_found`). "
@@ -43,9 +44,11 @@ _FIELD_DOCS: dict[str, str] = {
         "(free-form `input`, a `grammar` format shown to the model): a function with one "
         "string argument, answered as `custom_tool_call` items; `namespace` tools: their "
         "tools as functions named `<namespace>__<name>`, answered with `namespace`; the same "
-        "in `additional_tools` input items. Hosted tools (`web_search`, `file_search`, "
-        "`tool_search`, `code_interpreter`, `computer_use_preview`, `image_generation`, "
-        "`mcp`…) 400 naming the tool"
+        "in `additional_tools` input items; `tool_search` run by the client (`execution: "
+        "client`): a function `tool_search`, answered as `tool_search_call` items, its "
+        "`tool_search_output` adding the tools found. Hosted tools (`web_search`, "
+        "`file_search`, server-side `tool_search`, `code_interpreter`, "
+        "`computer_use_preview`, `image_generation`, `mcp`…) 400 naming the tool"
     ),
     "tool_choice": (
         "chat's `tool_choice` (`auto`, `none`, `required`, or a named function); without "
@@ -89,8 +92,8 @@ _FIELD_DOCS: dict[str, str] = {
     ),
     "reasoning": (
         "`effort` → chat's `reasoning_effort` (on Anthropic-format upstreams "
-        "`output_config.effort`); `summary` accepted, and no reasoning summary is "
-        "returned (chat answers carry no reasoning); other keys 400"
+        "`output_config.effort`); `summary` and `context` accepted, and no reasoning summary "
+        "or item is returned (chat answers carry no reasoning); other keys 400"
     ),
 }
 KNOWN_FIELDS = frozenset(_FIELD_DOCS)

@@ -8,7 +8,10 @@ has three that the client runs, and agents such as Codex CLI send all of them:
   model is shown in the description): a function with one string argument, ``input``; the
   call comes back as a ``custom_tool_call`` item whose ``input`` is that string;
 * ``namespace`` — function and custom tools grouped under a name: each is a function named
-  ``<namespace>__<name>``, and its calls come back with their own ``name`` and ``namespace``.
+  ``<namespace>__<name>``, and its calls come back with their own ``name`` and ``namespace``;
+* ``tool_search`` run by the client (``execution: "client"``) — a function named
+  ``tool_search`` with the tool's parameters; its calls come back as ``tool_search_call``
+  items, and the ``tool_search_output`` the client sends back adds the tools it found.
 
 Tools also arrive in ``additional_tools`` input items (Codex's default model sends its tools
 only that way). :class:`ToolSpec` remembers, per chat function name, what a call to it is.
@@ -44,7 +47,7 @@ _CUSTOM_FIELDS = frozenset({"type", "name", "description", "format"})
 class ToolSpec:
     """What a call to one chat function is on the Responses side."""
 
-    kind: str  # "function" or "custom"
+    kind: str  # "function", "custom" or "tool_search"
     name: str
     namespace: str | None = None
 
@@ -57,10 +60,24 @@ def chat_name(name: str, namespace: str | None) -> str:
     return f"{namespace}{SEPARATOR}{name}" if namespace else name
 
 
+#: The client's tool search as a chat function, when its tool gives no parameters.
+_SEARCH_PARAMETERS = {
+    "type": "object",
+    "properties": {"query": {"type": "string", "description": "What to look for."}},
+    "required": ["query"],
+}
+
+
 def translate(
-    tools: Any, where: str, specs: dict[str, ToolSpec], namespace: str | None = None
+    tools: Any,
+    where: str,
+    specs: dict[str, ToolSpec],
+    namespace: str | None = None,
+    *,
+    found: bool = False,
 ) -> list[dict[str, Any]]:
-    """``tools`` (the request's, an ``additional_tools`` item's or a namespace's) as chat
+    """``tools`` (the request's, an ``additional_tools`` item's, a namespace's, or — with
+    ``found`` — those a client's tool search returned, which may be marked deferred) as chat
     function tools; what each is goes into ``specs``. 400 naming anything else."""
     if not isinstance(tools, list):
         raise _bad(f"'{where}' must be an array.", where)
@@ -68,12 +85,15 @@ def translate(
     for index, tool in enumerate(tools):
         here = f"{where}[{index}]"
         kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "tool_search" and isinstance(tool, dict) and tool.get("execution") == "client":
+            result.append(_search_tool(tool, here, specs))
+            continue
         if not isinstance(tool, dict) or kind not in ("function", "custom", "namespace"):
             if kind in BUILT_IN_TOOLS or kind == "tool_search":
                 raise _bad(
                     f"The hosted tool '{kind}' ({here}) runs on OpenAI's servers and cannot run "
-                    "through this gateway: send function, custom or namespace tools (Codex CLI: "
-                    "-c web_search=disabled, and features that add tool_search off).",
+                    "through this gateway: send function, custom or namespace tools, or a "
+                    "tool_search the client executes (Codex CLI: -c web_search=disabled).",
                     f"{here}.type",
                 )
             raise _bad(
@@ -88,10 +108,12 @@ def translate(
                 raise _bad(f"'{here}': namespaces do not nest.", f"{here}.type")
             for field_name in set(tool) - {"type", "name", "description", "tools"}:
                 raise _bad(f"'{here}.{field_name}' is not supported.", f"{here}.{field_name}")
-            result += translate(tool.get("tools"), f"{here}.tools", specs, name)
+            result += translate(tool.get("tools"), f"{here}.tools", specs, name, found=found)
             continue
         allowed = _FUNCTION_FIELDS if kind == "function" else _CUSTOM_FIELDS
         for field_name, value in tool.items():
+            if field_name == "defer_loading" and found:
+                continue  # the search has just loaded it
             if field_name not in allowed and not _DEFAULTS.get(field_name, _never)(value):
                 raise _bad(f"'{here}.{field_name}' is not supported.", f"{here}.{field_name}")
         function_name = chat_name(name, namespace)
@@ -120,6 +142,24 @@ def translate(
 
 def _never(value: Any) -> bool:
     return False
+
+
+def _search_tool(tool: Mapping[str, Any], where: str, specs: dict[str, ToolSpec]) -> dict[str, Any]:
+    """A tool search the client runs, as the chat function ``tool_search``."""
+    for field_name in set(tool) - {"type", "execution", "description", "parameters"}:
+        raise _bad(f"'{where}.{field_name}' is not supported.", f"{where}.{field_name}")
+    if "tool_search" in specs:
+        raise _bad(f"'{where}': a tool named 'tool_search' is given twice.", f"{where}.type")
+    specs["tool_search"] = ToolSpec("tool_search", "tool_search")
+    description = tool.get("description") or (
+        "Search for more tools by what they do; the tools found can be called afterwards."
+    )
+    function = {
+        "name": "tool_search",
+        "description": description,
+        "parameters": tool.get("parameters") or _SEARCH_PARAMETERS,
+    }
+    return {"type": "function", "function": function}
 
 
 def _custom_description(tool: Mapping[str, Any], where: str) -> str:
@@ -172,6 +212,9 @@ def output_call(
     if spec is None or spec.kind == "function":
         item = {"type": "function_call", **fields, "name": spec.name if spec else name}
         item["arguments"] = arguments
+    elif spec.kind == "tool_search":
+        item = {"type": "tool_search_call", **fields, "execution": "client"}
+        item["arguments"] = search_arguments(arguments)
     else:
         item = {"type": "custom_tool_call", **fields, "name": spec.name}
         item["input"] = custom_input(arguments)
@@ -191,12 +234,44 @@ def custom_input(arguments: str) -> str:
     return text if isinstance(text, str) else arguments
 
 
+def search_arguments(arguments: str) -> dict[str, Any]:
+    """A tool search call's ``arguments`` object from its JSON text (text that is not an
+    object is given as ``query``)."""
+    try:
+        value = json.loads(arguments) if arguments else {}
+    except ValueError:
+        return {"query": arguments}
+    return value if isinstance(value, dict) else {"query": arguments}
+
+
 def chat_call(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``function_call`` or ``custom_tool_call`` item (of the history) as chat's tool call."""
-    name = chat_name(item["name"], item.get("namespace"))
-    if item["type"] == "custom_tool_call":
+    """A ``function_call``, ``custom_tool_call`` or ``tool_search_call`` item (of the
+    history) as chat's tool call."""
+    if item["type"] == "tool_search_call":
+        name = "tool_search"
+        arguments = json.dumps(item["arguments"], ensure_ascii=False)
+    elif item["type"] == "custom_tool_call":
+        name = chat_name(item["name"], item.get("namespace"))
         arguments = json.dumps({"input": item["input"]}, ensure_ascii=False)
     else:
+        name = chat_name(item["name"], item.get("namespace"))
         arguments = item["arguments"]
     function = {"name": name, "arguments": arguments}
     return {"id": item["call_id"], "type": "function", "function": function}
+
+
+def found_names(tools: Any) -> list[str]:
+    """The chat function names of the tools a tool search returned (for its result)."""
+    names: list[str] = []
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            continue
+        if tool.get("type") == "namespace":
+            names += [
+                chat_name(inner["name"], tool["name"])
+                for inner in tool.get("tools") or ()
+                if isinstance(inner, dict) and isinstance(inner.get("name"), str)
+            ]
+        else:
+            names.append(tool["name"])
+    return names

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import InvalidRequestError
 from ..schemas import ChatRequest
 from .fields import KNOWN_FIELDS
-from .tools import ToolSpec, chat_call
+from .tools import ToolSpec, chat_call, found_names
 from .tools import tool_choice as chat_tool_choice
 from .tools import translate as translate_tools
 
@@ -144,9 +144,10 @@ class ResponsesRequest:
         tools = translate_tools(body["tools"], "tools", specs) if body.get("tools") else []
         for where, items in (("previous_response_id", history), ("input", self.items)):
             for index, item in enumerate(items):
-                if item["type"] == "additional_tools":
+                if item["type"] in ("additional_tools", "tool_search_output"):
                     here = where if where == "previous_response_id" else f"input[{index}]"
-                    tools += translate_tools(item["tools"], f"{here}.tools", specs)
+                    found = item["type"] == "tool_search_output"
+                    tools += translate_tools(item["tools"], f"{here}.tools", specs, found=found)
         self.tool_specs = specs
         params.update(chat_tool_params(body, tools))
         text = body.get("text")
@@ -253,6 +254,8 @@ def chat_reasoning(reasoning: Any) -> dict[str, Any]:
             continue
         if name == "effort":
             params["reasoning_effort"] = value
+        elif name == "context":
+            continue  # which turns' reasoning to keep: no reasoning items are produced here
         elif name in ("summary", "generate_summary"):
             if value not in _REASONING_SUMMARIES:
                 raise _bad(
@@ -288,6 +291,15 @@ def _resolved(
             )
         out.append(stored)
     return out
+
+
+def _call_id(item: dict[str, Any], where: str) -> str:
+    """A tool search item's ``call_id`` (optional there; chat pairs a call and its result by
+    it, so one is required)."""
+    call_id = item.get("call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise _bad(f"'{where}.call_id' must be a non-empty string.", f"{where}.call_id")
+    return call_id
 
 
 def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
@@ -336,6 +348,32 @@ def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
             if namespace:
                 call["namespace"] = namespace
             items.append(call)
+        elif kind == "tool_search_call":
+            if not isinstance(item.get("arguments"), dict):
+                raise _bad(f"'{where}.arguments' must be an object.", f"{where}.arguments")
+            items.append(
+                {
+                    "type": kind,
+                    "id": item.get("id") or item_id("ts", response_id),
+                    "call_id": _call_id(item, where),
+                    "execution": "client",
+                    "arguments": item["arguments"],
+                    "status": "completed",
+                }
+            )
+        elif kind == "tool_search_output":
+            if not isinstance(item.get("tools"), list):
+                raise _bad(f"'{where}.tools' must be an array.", f"{where}.tools")
+            items.append(
+                {
+                    "type": kind,
+                    "id": item.get("id") or item_id("tso", response_id),
+                    "call_id": _call_id(item, where),
+                    "execution": "client",
+                    "tools": item["tools"],
+                    "status": "completed",
+                }
+            )
         elif kind == "additional_tools":
             if not isinstance(item.get("tools"), list):
                 raise _bad(f"'{where}.tools' must be an array.", f"{where}.tools")
@@ -470,7 +508,7 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
     media: list[dict[str, Any]] = []  # what tool outputs returned besides text
     for item in items:
         kind = item["type"]
-        if media and kind not in _TOOL_OUTPUTS:
+        if media and kind not in _TOOL_OUTPUTS and kind != "tool_search_output":
             messages.append({"role": "user", "content": media})
             media = []
         if kind == "message":
@@ -483,7 +521,7 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
                 messages.append({"role": item["role"], "content": text})
             else:
                 messages.append({"role": item["role"], "content": [_chat_part(p) for p in parts]})
-        elif kind in ("function_call", "custom_tool_call"):
+        elif kind in ("function_call", "custom_tool_call", "tool_search_call"):
             call = chat_call(item)
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
@@ -492,6 +530,14 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
                     last["content"] = None
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "tool_search_output":
+            names = found_names(item["tools"])
+            text = (
+                f"Found {len(names)} tool(s), which can be called now: {', '.join(names)}."
+                if names
+                else "No tools were found."
+            )
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         elif kind in _TOOL_OUTPUTS:
             output = item["output"]
             if isinstance(output, list):
