@@ -348,29 +348,21 @@ def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
             if namespace:
                 call["namespace"] = namespace
             items.append(call)
-        elif kind == "tool_search_call":
-            if not isinstance(item.get("arguments"), dict):
-                raise _bad(f"'{where}.arguments' must be an object.", f"{where}.arguments")
-            items.append(
-                {
-                    "type": kind,
-                    "id": item.get("id") or item_id("ts", response_id),
-                    "call_id": _call_id(item, where),
-                    "execution": "client",
-                    "arguments": item["arguments"],
-                    "status": "completed",
-                }
+        elif kind in ("tool_search_call", "tool_search_output"):
+            # The call's ``arguments`` (an object), or the output's ``tools`` (an array).
+            field_name, shape, prefix = (
+                ("arguments", dict, "ts") if kind == "tool_search_call" else ("tools", list, "tso")
             )
-        elif kind == "tool_search_output":
-            if not isinstance(item.get("tools"), list):
-                raise _bad(f"'{where}.tools' must be an array.", f"{where}.tools")
+            if not isinstance(item.get(field_name), shape):
+                what = "an object" if shape is dict else "an array"
+                raise _bad(f"'{where}.{field_name}' must be {what}.", f"{where}.{field_name}")
             items.append(
                 {
                     "type": kind,
-                    "id": item.get("id") or item_id("tso", response_id),
+                    "id": item.get("id") or item_id(prefix, response_id),
                     "call_id": _call_id(item, where),
                     "execution": "client",
-                    "tools": item["tools"],
+                    field_name: item[field_name],
                     "status": "completed",
                 }
             )
