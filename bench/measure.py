@@ -195,7 +195,8 @@ def versions(python: str | None = None) -> dict[str, str]:
         # than on a distribution's static, profile-optimised one (bench/RESULTS.md).
         "import sysconfig\n"
         "lib = sysconfig.get_config_var('LDLIBRARY') or '?'\n"
-        "shared = lib in open('/proc/self/maps').read()\n"
+        "try: shared = lib in open('/proc/self/maps').read()\n"
+        "except OSError: shared = bool(sysconfig.get_config_var('Py_ENABLE_SHARED'))\n"
         "link = f'shared {lib}' if shared else 'static'\n"
         "out['python build'] = f'{sys.base_prefix} ({link})'\n"
         "print(json.dumps(out))\n"

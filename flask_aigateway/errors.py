@@ -154,6 +154,9 @@ class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
     code: str | None = "upstream_error"
+    #: Whether "not retryable" holds for the client too (it does not for a deadline that ran
+    #: out: a new request has a deadline of its own).
+    final_for_clients = True
 
     def __init__(
         self,
@@ -168,7 +171,7 @@ class UpstreamError(GatewayError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.upstream_status = upstream_status
-        if not retryable:
+        if not retryable and self.final_for_clients:
             self.headers.setdefault("x-should-retry", "false")
 
 
@@ -178,6 +181,7 @@ class UpstreamTimeoutError(UpstreamError):
     status = 504
     type = "timeout_error"
     code = "upstream_timeout"
+    final_for_clients = False
 
 
 class UpstreamRateLimitError(UpstreamError):

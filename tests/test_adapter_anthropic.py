@@ -595,6 +595,11 @@ def test_reasoning_effort_is_output_config_effort(effort: str, sent_as: str) -> 
     assert sent(reasoning_effort=effort)["output_config"] == {"effort": sent_as}
 
 
+def test_ignored_hints_must_still_be_well_formed() -> None:
+    assert "low, medium or high" in refused("verbosity", verbosity="loud")
+    assert "string" in refused("prompt_cache_key", prompt_cache_key=5)
+
+
 def test_reasoning_effort_none_sends_no_effort_and_unknown_levels_are_refused() -> None:
     assert "output_config" not in sent(reasoning_effort="none")
     assert "one of" in refused("reasoning_effort", reasoning_effort="extreme")

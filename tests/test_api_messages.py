@@ -226,6 +226,13 @@ def test_an_explicit_effort_wins_over_thinking_and_bad_thinking_is_refused(
     assert response.status_code == 400 and response.json["error"]["message"].startswith("thinking")
 
 
+@pytest.mark.parametrize("value", [[], "clear", 5])
+def test_context_management_must_be_an_object(client, api_key, upstreams, value):
+    response = post(client, body(context_management=value), api_key)
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["message"].startswith("context_management")
+
+
 def test_context_edits_other_than_clearing_thinking_are_refused(client, api_key, upstreams):
     edits = [{"type": "clear_thinking_20251015"}, {"type": "clear_tool_uses_20250919"}]
     response = post(client, body(context_management={"edits": edits}), api_key)
@@ -656,8 +663,10 @@ def test_a_thread_on_an_openai_format_alias_says_thread_unsupported_request(
     assert error["type"] == "invalid_request_error" and "'thread'" in error["message"]
     assert error["details"]["error_code"] == "thread_unsupported_request"
     assert upstreams["gpt"].requests == []
-    # Other refusals carry no details.
+    # Other refusals carry no details, and the thread's is given first whatever the order.
     assert "details" not in post(client, body(top_k=5), api_key).json["error"]
+    both = post(client, {"container": "c_1", **body(thread={"type": "create"})}, api_key)
+    assert both.json["error"]["details"]["error_code"] == "thread_unsupported_request"
 
 
 def test_an_anthropic_upstreams_error_details_reach_the_client(client, api_key, upstreams):
@@ -668,7 +677,26 @@ def test_an_anthropic_upstreams_error_details_reach_the_client(client, api_key, 
         status=404, error_message="Thread not found.", error_code="thread_not_found"
     )
     thread = {"type": "continue", "previous_message_id": "msg_1"}
-    response = post(client, body(model="claude", thread=thread), api_key)
-    assert response.status_code >= 400
-    assert response.json["error"]["details"] == {"error_code": "thread_not_found"}
-    assert response.headers["x-should-retry"] == "false"
+    for _ in range(8):  # more than the circuit breaker's threshold of failures
+        response = post(client, body(model="claude", thread=thread), api_key)
+        assert response.status_code == 404
+        assert response.json["error"]["type"] == "not_found_error"
+        assert response.json["error"]["details"] == {"error_code": "thread_not_found"}
+    # The client's stale thread is not the deployment's fault: tried once each, no
+    # failover, and the deployment still serves everyone else.
+    assert len(upstreams["claude"].requests) == 8
+    upstreams["claude"].default = Reply()
+    assert post(client, body(model="claude"), api_key).status_code == 200
+
+
+def test_threaded_turns_bypass_the_response_cache(client, api_key, upstreams, state):
+    """A threaded turn's answer id is the next turn's ``previous_message_id`` upstream: a
+    cached answer would name a message the upstream never made."""
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    thread = {"type": "continue", "previous_message_id": "msg_1"}
+    for _ in range(2):
+        assert post(client, body(model="claude", thread=thread), api_key).status_code == 200
+    assert len(upstreams["claude"].requests) == 2
+    for _ in range(2):
+        assert post(client, body(model="claude"), api_key).status_code == 200
+    assert len(upstreams["claude"].requests) == 3  # the cache works for the rest

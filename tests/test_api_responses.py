@@ -641,7 +641,7 @@ def test_a_streamed_custom_call_gives_its_input_whole(client, upstreams, api_key
             "tools[0].format",
         ),
         ([{"type": "function", "name": "f", "defer_loading": True}], "tools[0].defer_loading"),
-        ([SPAWN, SPAWN], "tools[1].name"),
+        ([SPAWN, {**SPAWN, "description": "Another spawn."}], "tools[1].name"),
     ],
 )
 def test_tools_that_cannot_be_carried_are_named(client, upstreams, api_key, tools, param):
@@ -707,3 +707,107 @@ def test_a_tool_search_the_client_runs_is_carried(client, upstreams, api_key):
     assert [t["name"] for t in sent["tools"]] == ["tool_search", "agents__spawn"]
     result = sent["messages"][-1]["content"][0]
     assert result["type"] == "tool_result" and "agents__spawn" in str(result["content"])
+
+
+def test_new_tool_items_replay_through_previous_response_id(client, upstreams, api_key):
+    """A stored conversation carries its custom and tool search calls: the next turn's
+    history pairs each call with its output on both formats."""
+    search = {"type": "tool_search", "execution": "client"}
+    upstreams["gpt"].reply(text=None, tool_calls=[ToolCall("tool_search", {"query": "q"})])
+    first = post(client, api_key, {"model": "gpt", "input": "hi", "tools": [search, APPLY_PATCH]})
+    [call] = first.get_json()["output"]
+    output = {"type": "tool_search_output", "call_id": call["call_id"], "tools": [SPAWN]}
+    upstreams["claude"].reply(text=None, tool_calls=[ToolCall("apply_patch", {"input": PATCH})])
+    second = post(
+        client,
+        api_key,
+        {
+            "model": "claude",
+            "input": [output],
+            "previous_response_id": first.get_json()["id"],
+            "tools": [search, APPLY_PATCH],
+        },
+    )
+    assert second.status_code == 200, second.get_json()
+    [patch] = second.get_json()["output"]
+    done = {"type": "custom_tool_call_output", "call_id": patch["call_id"], "output": "ok"}
+    upstreams["gpt"].reply(text="Done.")
+    third = post(
+        client,
+        api_key,
+        {
+            "model": "gpt",
+            "input": [done],
+            "previous_response_id": second.get_json()["id"],
+            "tools": [search, APPLY_PATCH],
+            "tool_choice": {"type": "function", "name": "spawn"},
+        },
+    )
+    assert third.status_code == 200, third.get_json()
+    sent = upstreams["gpt"].last.json
+    roles = [
+        (m["role"], [c["function"]["name"] for c in m.get("tool_calls") or ()])
+        for m in sent["messages"]
+    ]
+    assert roles == [
+        ("user", []),
+        ("assistant", ["tool_search"]),
+        ("tool", []),
+        ("assistant", ["apply_patch"]),
+        ("tool", []),
+    ]
+    # spawn came from the history's tool search: callable, and nameable by tool_choice.
+    assert "spawn" in [t["function"]["name"] for t in sent["tools"]]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "spawn"}}
+
+
+def test_the_same_tools_found_or_given_twice_are_kept_once(client, upstreams, api_key):
+    search = {"type": "tool_search", "execution": "client"}
+    turns = [{"role": "user", "content": "hi"}]
+    for n in (1, 2):
+        turns += [
+            {"type": "tool_search_call", "call_id": f"s{n}", "arguments": {"query": "q"}},
+            {
+                "type": "tool_search_output",
+                "call_id": f"s{n}",
+                "tools": [{**SPAWN, "defer_loading": True}],
+            },
+        ]
+    body = {"model": "gpt", "input": [CODEX_TOOLS, CODEX_TOOLS, *turns], "tools": [search, search]}
+    response = post(client, api_key, body)
+    assert response.status_code == 200, response.get_json()
+    names = [t["function"]["name"] for t in upstreams["gpt"].last.json["tools"]]
+    assert names == ["tool_search", "agents__spawn", "edit__apply_patch", "spawn"]
+
+
+@pytest.mark.parametrize(
+    ("item", "param"),
+    [
+        (
+            {
+                "type": "tool_search_output",
+                "call_id": "s",
+                "tools": [{"type": "namespace", "name": "n", "tools": 5}],
+            },
+            "input[0].tools[0].tools",
+        ),
+        ({"role": "user", "content": "x", "id": ["x"]}, "input[0].id"),
+        (
+            {"type": "tool_search_call", "call_id": "s", "execution": "server", "arguments": {}},
+            "input[0].execution",
+        ),
+        ({"type": "tool_search_call", "arguments": {}}, "input[0].call_id"),
+    ],
+)
+def test_malformed_tool_items_are_400_naming_them(client, upstreams, api_key, item, param):
+    response = post(client, api_key, {"model": "gpt", "input": [item]})
+    assert error_of(response)["param"] == param
+    assert upstreams["gpt"].requests == []
+
+
+def test_namespace_descriptions_reach_the_model(client, upstreams, api_key):
+    post(
+        client, api_key, {"model": "gpt", "input": [CODEX_TOOLS, {"role": "user", "content": "x"}]}
+    )
+    [_, patch] = upstreams["gpt"].last.json["tools"]
+    assert patch["function"]["description"].startswith("Edits\n\nApply a patch.")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..enums import WireFormat
-from ..errors import InvalidRequestError, UpstreamError
+from ..errors import InvalidRequestError, UpstreamClientError, UpstreamError
 from ..schemas import ChatRequest, ChatResponse
 from .anthropic_messages import (
     json_tool,
@@ -213,10 +213,20 @@ class AnthropicAdapter:
             message = str(error.get("message") or error.get("type") or "")
         else:
             message = quote(body)
-        failure = classify_status(status, headers, label=LABEL, message=message)
         details = error.get("details") if isinstance(error, dict) else None
-        if isinstance(details, dict):
-            failure.details = details  # ``error_code`` (a thread lost…) for /v1/messages clients
+        if not isinstance(details, dict):
+            return classify_status(status, headers, label=LABEL, message=message)
+        code = details.get("error_code")
+        if 400 <= status < 500 and isinstance(code, str) and code.startswith("thread_"):
+            # A thread the upstream does not know (or one continued twice) is the client's
+            # to recover from — the SDK replays the turn under a new thread — not a fault of
+            # the deployment: no failover, no circuit-breaker count, its own status.
+            failure: UpstreamError = UpstreamClientError(
+                message, status=status, upstream_status=status, code=code
+            )
+        else:
+            failure = classify_status(status, headers, label=LABEL, message=message)
+        failure.details = details  # ``error_code`` and the like, for /v1/messages clients
         return failure
 
 
@@ -230,6 +240,14 @@ def _check_parameters(params: Mapping[str, Any], alias: str) -> None:
                 "OpenAI-format provider.",
                 param=name,
             )
+    verbosity = params.get("verbosity")
+    if verbosity is not None and verbosity not in ("low", "medium", "high"):
+        raise InvalidRequestError(
+            f"'verbosity' must be low, medium or high (got {verbosity!r}).", param="verbosity"
+        )
+    cache_key = params.get("prompt_cache_key")
+    if cache_key is not None and not isinstance(cache_key, str):
+        raise InvalidRequestError("'prompt_cache_key' must be a string.", param="prompt_cache_key")
     effort = params.get("reasoning_effort")
     if effort is not None and (not isinstance(effort, str) or effort not in _EFFORT):
         raise InvalidRequestError(

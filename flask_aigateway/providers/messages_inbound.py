@@ -410,6 +410,10 @@ def _check_context_management(value: Any) -> None:
     anyway; clearing tool results (or anything else) would need Anthropic's servers."""
     if value is None:
         return
+    if not isinstance(value, dict):
+        raise InvalidRequestError(
+            "context_management: Input should be an object.", param="context_management"
+        )
     edits = value.get("edits")
     if edits is None:
         edits = []
@@ -444,7 +448,9 @@ def _tool_choice(choice: Any, params: dict[str, Any]) -> None:
 def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
     """The Messages request as an OpenAI chat request; raises :class:`InvalidRequestError`
     (400, ``param`` naming the field or block) for anything :data:`PARAMETERS` refuses."""
-    for name, value in body.items():
+    # ``thread`` first: its refusal carries the details the SDK goes on without a thread on,
+    # which another refused field named first would hide.
+    for name, value in sorted(body.items(), key=lambda field: field[0] != "thread"):
         handling = PARAMETERS.get(name, PARAMETERS[OTHER_FIELDS])
         if not handling.allows(value):
             refusal = InvalidRequestError(
@@ -454,10 +460,9 @@ def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
                 param=name,
             )
             if name == "thread":
-                refusal.details = {
-                    "error_code": "thread_unsupported_request",
-                    "unsupported": ["thread"],
-                }
+                # No ``unsupported`` list: the request has no feature threads cannot take;
+                # the upstream format has no threads at all.
+                refusal.details = {"error_code": "thread_unsupported_request"}
             raise refusal
     messages: list[dict[str, Any]] = []
     system = body.get("system")

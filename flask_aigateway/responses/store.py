@@ -91,7 +91,7 @@ def history(state: GatewayState, response_id: str, key_id: str | None) -> list[d
         return items
 
 
-_REPLAYED_OUTPUT = frozenset({"message", "function_call", "custom_tool_call"})
+_REPLAYED_OUTPUT = frozenset({"message", "function_call", "custom_tool_call", "tool_search_call"})
 
 
 def items_by_id(
@@ -110,7 +110,10 @@ def items_by_id(
         for response_id, ids in wanted.items():
             row = session.get(StoredResponse, response_id)
             if row is None or row.key_id != key_id:
-                continue
+                # The request fails on its first unknown reference (they are read in the
+                # order they first appear): one read each for a body of many unknown ones
+                # would be work for nothing.
+                break
             for item in [*row.input_items, *row.output_items]:
                 if item.get("id") in ids:
                     found[item["id"]] = item

@@ -50,6 +50,8 @@ class ToolSpec:
     kind: str  # "function", "custom" or "tool_search"
     name: str
     namespace: str | None = None
+    #: The chat function it was given as (the same tool given again is merged, not refused).
+    function: dict[str, Any] | None = None
 
 
 def _bad(message: str, param: str) -> InvalidRequestError:
@@ -75,10 +77,14 @@ def translate(
     namespace: str | None = None,
     *,
     found: bool = False,
+    context: str = "",
 ) -> list[dict[str, Any]]:
     """``tools`` (the request's, an ``additional_tools`` item's, a namespace's, or — with
     ``found`` — those a client's tool search returned, which may be marked deferred) as chat
-    function tools; what each is goes into ``specs``. 400 naming anything else."""
+    function tools; what each is goes into ``specs``. A tool given again as it was (the same
+    search result twice, a conversation resending its tools) is kept once; the same name
+    with another definition is a 400, as is anything that cannot be carried. ``context``:
+    the namespace's description, put before each of its tools' own."""
     if not isinstance(tools, list):
         raise _bad(f"'{where}' must be an array.", where)
     result = []
@@ -86,7 +92,7 @@ def translate(
         here = f"{where}[{index}]"
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind == "tool_search" and isinstance(tool, dict) and tool.get("execution") == "client":
-            result.append(_search_tool(tool, here, specs))
+            result += _add(specs, ToolSpec("tool_search", "tool_search"), _search(tool, here), here)
             continue
         if not isinstance(tool, dict) or kind not in ("function", "custom", "namespace"):
             if kind in BUILT_IN_TOOLS or kind == "tool_search":
@@ -108,7 +114,11 @@ def translate(
                 raise _bad(f"'{here}': namespaces do not nest.", f"{here}.type")
             for field_name in set(tool) - {"type", "name", "description", "tools"}:
                 raise _bad(f"'{here}.{field_name}' is not supported.", f"{here}.{field_name}")
-            result += translate(tool.get("tools"), f"{here}.tools", specs, name, found=found)
+            about = tool.get("description") or ""
+            if not isinstance(about, str):
+                raise _bad(f"'{here}.description' must be a string.", f"{here}.description")
+            inner = f"{here}.tools"
+            result += translate(tool.get("tools"), inner, specs, name, found=found, context=about)
             continue
         allowed = _FUNCTION_FIELDS if kind == "function" else _CUSTOM_FIELDS
         for field_name, value in tool.items():
@@ -117,9 +127,6 @@ def translate(
             if field_name not in allowed and not _DEFAULTS.get(field_name, _never)(value):
                 raise _bad(f"'{here}.{field_name}' is not supported.", f"{here}.{field_name}")
         function_name = chat_name(name, namespace)
-        if function_name in specs:
-            raise _bad(f"'{here}.name': a tool named {name!r} is given twice.", f"{here}.name")
-        specs[function_name] = ToolSpec(kind, name, namespace)
         if kind == "function":
             function: dict[str, Any] = {"name": function_name}
             for field_name in ("description", "parameters", "strict"):
@@ -136,30 +143,47 @@ def translate(
                     "additionalProperties": False,
                 },
             }
-        result.append({"type": "function", "function": function})
+        if context:
+            own = function.get("description")
+            function["description"] = f"{context}\n\n{own}" if own else context
+        result += _add(specs, ToolSpec(kind, name, namespace), function, here)
     return result
+
+
+def _add(
+    specs: dict[str, ToolSpec], spec: ToolSpec, function: dict[str, Any], where: str
+) -> list[dict[str, Any]]:
+    """Record ``spec`` under the chat function's name: the chat tool to add, or none when the
+    very same tool is there already."""
+    name = function["name"]
+    existing = specs.get(name)
+    if existing is not None:
+        if existing.kind == spec.kind and existing.function == function:
+            return []
+        raise _bad(
+            f"'{where}': a different tool named {name!r} is already given.",
+            f"{where}.name" if spec.kind != "tool_search" else f"{where}.type",
+        )
+    specs[name] = ToolSpec(spec.kind, spec.name, spec.namespace, function)
+    return [{"type": "function", "function": function}]
 
 
 def _never(value: Any) -> bool:
     return False
 
 
-def _search_tool(tool: Mapping[str, Any], where: str, specs: dict[str, ToolSpec]) -> dict[str, Any]:
+def _search(tool: Mapping[str, Any], where: str) -> dict[str, Any]:
     """A tool search the client runs, as the chat function ``tool_search``."""
     for field_name in set(tool) - {"type", "execution", "description", "parameters"}:
         raise _bad(f"'{where}.{field_name}' is not supported.", f"{where}.{field_name}")
-    if "tool_search" in specs:
-        raise _bad(f"'{where}': a tool named 'tool_search' is given twice.", f"{where}.type")
-    specs["tool_search"] = ToolSpec("tool_search", "tool_search")
     description = tool.get("description") or (
         "Search for more tools by what they do; the tools found can be called afterwards."
     )
-    function = {
+    return {
         "name": "tool_search",
         "description": description,
         "parameters": tool.get("parameters") or _SEARCH_PARAMETERS,
     }
-    return {"type": "function", "function": function}
 
 
 def _custom_description(tool: Mapping[str, Any], where: str) -> str:
@@ -260,18 +284,13 @@ def chat_call(item: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": item["call_id"], "type": "function", "function": function}
 
 
-def found_names(tools: Any) -> list[str]:
-    """The chat function names of the tools a tool search returned (for its result)."""
+def found_names(tools: list[dict[str, Any]]) -> list[str]:
+    """The chat function names of the tools a tool search returned (for its result; the
+    tools were checked by :func:`translate` first)."""
     names: list[str] = []
-    for tool in tools if isinstance(tools, list) else ():
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-            continue
+    for tool in tools:
         if tool.get("type") == "namespace":
-            names += [
-                chat_name(inner["name"], tool["name"])
-                for inner in tool.get("tools") or ()
-                if isinstance(inner, dict) and isinstance(inner.get("name"), str)
-            ]
+            names += [chat_name(inner["name"], tool["name"]) for inner in tool["tools"]]
         else:
-            names.append(tool["name"])
+            names.append(tool.get("name") or tool["type"])
     return names

@@ -120,26 +120,18 @@ class ResponsesRequest:
             previous_response_id=previous,
             id=response_id,
         )
-        request.chat([])  # validates tools, text.format, reasoning … before anything runs
+        # Validates tools, text.format, reasoning … before anything runs; with a previous
+        # response, what its history brings is checked when it is read.
+        request.chat([], partial=previous is not None)
         return request
 
-    def chat(self, history: list[dict[str, Any]]) -> ChatRequest:
+    def chat(self, history: list[dict[str, Any]], *, partial: bool = False) -> ChatRequest:
         """The chat request: instructions, then ``history`` (items of earlier responses),
-        then this request's input."""
+        then this request's input. ``partial``: a check before the history is read (a tool
+        choice may name a tool the history brings)."""
         body = self.body
-        messages: list[dict[str, Any]] = []
-        if body.get("instructions"):
-            messages.append({"role": "system", "content": body["instructions"]})
-        messages.extend(items_to_messages(history, "previous_response_id"))
-        messages.extend(items_to_messages(self.items, "input"))
-        if not messages:
-            raise _bad("'input' is required: send a string or a list of input items.", "input")
-        params: dict[str, Any] = {}
-        for name in _SAME_ON_CHAT:
-            if body.get(name) is not None:
-                params[name] = body[name]
-        if body.get("max_output_tokens") is not None:
-            params["max_completion_tokens"] = body["max_output_tokens"]
+        # Tools first: those of the items (additional tools, a tool search's finds) are
+        # checked before the items that name them are turned into messages.
         specs: dict[str, ToolSpec] = {}
         tools = translate_tools(body["tools"], "tools", specs) if body.get("tools") else []
         for where, items in (("previous_response_id", history), ("input", self.items)):
@@ -149,7 +141,20 @@ class ResponsesRequest:
                     found = item["type"] == "tool_search_output"
                     tools += translate_tools(item["tools"], f"{here}.tools", specs, found=found)
         self.tool_specs = specs
-        params.update(chat_tool_params(body, tools))
+        messages: list[dict[str, Any]] = []
+        if body.get("instructions"):
+            messages.append({"role": "system", "content": body["instructions"]})
+        messages.extend(items_to_messages(history, "previous_response_id"))
+        messages.extend(items_to_messages(self.items, "input"))
+        if not messages and not partial:
+            raise _bad("'input' is required: send a string or a list of input items.", "input")
+        params: dict[str, Any] = {}
+        for name in _SAME_ON_CHAT:
+            if body.get(name) is not None:
+                params[name] = body[name]
+        if body.get("max_output_tokens") is not None:
+            params["max_completion_tokens"] = body["max_output_tokens"]
+        params.update(chat_tool_params(body, tools, partial=partial))
         text = body.get("text")
         if text is not None:
             params.update(chat_text(text))
@@ -214,7 +219,9 @@ def check_include(include: Any) -> None:
             )
 
 
-def chat_tool_params(body: dict[str, Any], tools: list[dict[str, Any]]) -> dict[str, Any]:
+def chat_tool_params(
+    body: dict[str, Any], tools: list[dict[str, Any]], *, partial: bool = False
+) -> dict[str, Any]:
     """``tools`` (already chat's, :mod:`.tools`), ``tool_choice`` and ``parallel_tool_calls``
     as chat's. Without any tool the Responses API accepts ``tool_choice: auto|none`` and
     ``parallel_tool_calls`` (they change nothing), where chat completions refuses them: they
@@ -228,7 +235,7 @@ def chat_tool_params(body: dict[str, Any], tools: list[dict[str, Any]]) -> dict[
         converted = chat_tool_choice(choice)
         if "tools" in params:
             params["tool_choice"] = converted
-        elif converted not in ("auto", "none"):
+        elif converted not in ("auto", "none") and not partial:
             raise _bad(
                 "'tool_choice' asks for a tool call, but the request has no 'tools'.",
                 "tool_choice",
@@ -317,6 +324,8 @@ def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
         where = f"input[{index}]"
         if not isinstance(item, dict):
             raise _bad(f"'{where}' must be an object.", where)
+        if item.get("id") is not None and not isinstance(item["id"], str):
+            raise _bad(f"'{where}.id' must be a string.", f"{where}.id")
         kind = item.get("type", "message" if "role" in item or "id" not in item else None)
         if kind in ("item_reference", None):
             if not isinstance(item.get("id"), str) or set(item) - {"type", "id"}:
@@ -349,6 +358,12 @@ def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
                 call["namespace"] = namespace
             items.append(call)
         elif kind in ("tool_search_call", "tool_search_output"):
+            if item.get("execution", "client") != "client":
+                raise _bad(
+                    f"'{where}.execution': a tool search run by OpenAI's servers cannot be "
+                    "carried through this gateway (only one the client runs).",
+                    f"{where}.execution",
+                )
             # The call's ``arguments`` (an object), or the output's ``tools`` (an array).
             field_name, shape, prefix = (
                 ("arguments", dict, "ts") if kind == "tool_search_call" else ("tools", list, "tso")
