@@ -377,14 +377,17 @@ class Pipeline:
         """One upstream call through ``adapter`` (default: the target's wire format's chat
         adapter; the embeddings door passes its own)."""
         adapter = adapter or get_adapter(target.wire_format)
-        upstream = adapter.build_request(request, target)
         try:
-            with record.upstream_wait():
-                answer = self.transport.send(
-                    upstream, timeout=seconds_left, pool_key=target.provider_id
-                )
-            if answer.status >= 300:
-                raise adapter.classify_error(answer.status, answer.headers, answer.body)
+            while True:
+                upstream = adapter.build_request(request, target)
+                with record.upstream_wait():
+                    answer = self.transport.send(
+                        upstream, timeout=seconds_left, pool_key=target.provider_id
+                    )
+                if answer.status < 300:
+                    break
+                error = adapter.classify_error(answer.status, answer.headers, answer.body)
+                request = _relaxed(adapter, request, target, error)
             try:
                 return adapter.parse_response(answer.body, request, target)
             except SHAPE_ERRORS as exc:
@@ -467,13 +470,17 @@ class Pipeline:
         self, request: ChatRequest, target: Target, seconds_left: float, record: RequestRecord
     ) -> _Opened:
         adapter = get_adapter(target.wire_format)
-        upstream = adapter.build_request(request, target)
         with record.upstream_wait():
-            try:
-                return self._first_events(adapter, request, target, upstream, seconds_left)
-            except UpstreamError as error:
-                record.note_upstream_error(target, error)
-                raise
+            while True:
+                upstream = adapter.build_request(request, target)
+                try:
+                    return self._first_events(adapter, request, target, upstream, seconds_left)
+                except UpstreamError as error:
+                    try:
+                        request = _relaxed(adapter, request, target, error)
+                    except UpstreamError:
+                        record.note_upstream_error(target, error)
+                        raise
 
     def _first_events(
         self, adapter: Any, request: ChatRequest, target: Target, upstream: Any, seconds_left: float
@@ -503,6 +510,17 @@ class Pipeline:
         except BaseException:
             stream.close()
             raise
+
+
+def _relaxed(adapter: Any, request: Any, target: Target, error: UpstreamError) -> Any:
+    """The request to send once more after ``error`` — when the upstream refused only
+    something the adapter added in translation, which it now leaves out (``relaxed``; each
+    such refusal happens once per deployment, so this does not loop) — or ``error`` raised."""
+    relaxed = getattr(adapter, "relaxed", None)
+    again = relaxed(request, target, error) if relaxed is not None else None
+    if again is None:
+        raise error
+    return again
 
 
 def get_pipeline(state: GatewayState) -> Pipeline:

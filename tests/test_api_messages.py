@@ -81,13 +81,12 @@ SAMPLES: dict[str, tuple[Any, dict[str, Any] | None]] = {
     "tool_choice": ({"type": "auto"}, {"tool_choice": "auto"}),
     "thinking": ({"type": "enabled", "budget_tokens": 1024}, {"reasoning_effort": "low"}),
     "output_config": (
-        {"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "high"},
+        {"format": {"type": "json_schema", "schema": {"type": "object"}}},
         {
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": {"type": "object"}},
             },
-            "reasoning_effort": "high",
         },
     ),
     "output_format": (

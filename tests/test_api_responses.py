@@ -166,14 +166,46 @@ def test_built_in_tools_are_named(client, upstreams, api_key):
     assert "'mcp'" in error_of(response)["message"]
 
 
-def test_reasoning_effort_reaches_both_formats(client, upstreams, api_key):
+def test_reasoning_effort_reaches_both_formats(client, upstreams, api_key, state):
+    from flask_aigateway.services.models import create_model
+
     assert post(client, api_key, {"model": "gpt", "input": "hi", "reasoning": {"effort": "low"}})
     assert upstreams["gpt"].last.json["reasoning_effort"] == "low"
+    create_model(
+        state,
+        alias="opus",
+        provider="fake-anthropic",
+        model="claude-opus-4-5",
+        pricing_input="1",
+        pricing_output="2",
+    )
     response = post(
-        client, api_key, {"model": "claude", "input": "hi", "reasoning": {"effort": "minimal"}}
+        client, api_key, {"model": "opus", "input": "hi", "reasoning": {"effort": "minimal"}}
     )
     assert response.status_code == 200, response.json
     assert upstreams["claude"].last.json["output_config"] == {"effort": "low"}
+
+
+def test_effort_is_left_out_for_models_without_it(client, upstreams, api_key, state):
+    """Sonnet 4.5 (the ``claude`` alias here) answers 400 to ``output_config.effort``: the
+    gateway, which added it in translating ``reasoning.effort``, sends the request again
+    without it, and leaves it out for that deployment from then on."""
+    body = {"model": "claude", "input": "hi", "reasoning": {"effort": "high"}}
+    fake = upstreams["claude"]
+    assert post(client, api_key, body).status_code == 200
+    assert [r.json.get("output_config") for r in fake.requests] == [{"effort": "high"}, None]
+    assert post(client, api_key, {**body, "stream": True}).status_code == 200
+    assert len(fake.requests) == 3 and "output_config" not in fake.last.json
+    # An effort the client asked Anthropic for itself is its own to fix: passed back.
+    explicit = {
+        "model": "claude",
+        "max_tokens": 16,
+        "output_config": {"effort": "high"},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    refused = client.post("/v1/messages", json=explicit, headers={"x-api-key": api_key})
+    assert refused.status_code == 400
+    assert "does not support the effort" in refused.get_json()["error"]["message"]
 
 
 def test_what_codex_sends_on_every_request_reaches_an_anthropic_alias(client, upstreams, api_key):
@@ -194,7 +226,8 @@ def test_what_codex_sends_on_every_request_reaches_an_anthropic_alias(client, up
     assert response.status_code == 200, response.get_data(as_text=True)
     assert "response.completed" in response.get_data(as_text=True)
     sent = upstreams["claude"].last.json
-    assert sent["output_config"] == {"effort": "medium"}
+    assert "output_config" not in sent  # Sonnet 4.5 takes no effort: sent again without it
+    assert upstreams["claude"].requests[0].json["output_config"] == {"effort": "medium"}
     assert not {"client_metadata", "prompt_cache_key", "verbosity", "metadata"} & set(sent)
     assert post(client, api_key, {**body, "model": "gpt"}).status_code == 200
     sent = upstreams["gpt"].last.json

@@ -7,6 +7,7 @@ what is refused (:data:`PARAMETERS`), and assembles the upstream request.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,8 @@ from .classify import classify_status
 from .parameters import OTHER_FIELDS, Handling
 from .urls import anthropic_messages_url
 from .wire import USER_AGENT, dumps, load_json, merge_headers, quote, try_json
+
+log = logging.getLogger(__name__)
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -105,8 +108,9 @@ PARAMETERS: dict[str, Handling] = {
     ),
     "reasoning_effort": Handling(
         "translated",
-        "`output_config.effort` (the same names; `minimal` → `low`, `none` → not sent), on "
-        "the models that have it",
+        "`output_config.effort` (the same names; `minimal` → `low`, `none` → not sent); a "
+        "model without effort (Haiku 4.5, Sonnet 4.5…) answers 400 to it, and the request is "
+        "sent again without it, as are later ones to that deployment",
     ),
     "verbosity": Handling("ignored", "a length hint with no Anthropic equivalent"),
     "modalities": Handling("refused", 'only `["text"]`', lambda v: v == ["text"]),
@@ -121,6 +125,12 @@ PARAMETERS: dict[str, Handling] = {
 
 #: Client parameters the body assembly below reads (the others are refused or ignored).
 _TRANSLATED = ("temperature", "top_p", "top_k")
+
+#: Deployments (provider id, provider model id) whose model answered that it takes no
+#: ``output_config.effort`` (Haiku 4.5, Sonnet 4.5 and older): the gateway leaves a translated
+#: ``reasoning_effort`` out for them from then on (:meth:`AnthropicAdapter.relaxed`).
+_NO_EFFORT: set[tuple[str, str]] = set()
+_NO_EFFORT_ANSWER = "does not support the effort parameter"
 
 #: Chat's ``reasoning_effort`` as Anthropic's ``output_config.effort`` (``none``: no effort
 #: level is sent, the model's default, which reasons only when asked to think).
@@ -164,7 +174,7 @@ class AnthropicAdapter:
         if user:
             body["metadata"] = {"user_id": user}
         effort = _EFFORT.get(str(params.get("reasoning_effort")))
-        if effort:
+        if effort and (target.provider_id, target.provider_model) not in _NO_EFFORT:
             body["output_config"] = {"effort": effort}
         _add_tools(body, params)
         if "tools" not in body:
@@ -203,6 +213,31 @@ class AnthropicAdapter:
 
     def stream_translator(self, request: ChatRequest, target: Target) -> AnthropicStreamTranslator:
         return AnthropicStreamTranslator(request.model, json_tool_name(request.params))
+
+    def relaxed(
+        self, request: ChatRequest, target: Target, error: UpstreamError
+    ) -> ChatRequest | None:
+        """The request to send again after ``error``, when the upstream refused only what the
+        gateway added in translating it: ``reasoning_effort`` (a hint every request of Codex
+        CLI or the Agents SDK carries) sent as ``output_config.effort`` to a model without
+        it. The deployment is remembered, so later requests leave it out at once; None for
+        any other error."""
+        if (
+            request.params.get("reasoning_effort") is None
+            or not isinstance(error, UpstreamClientError)
+            or _NO_EFFORT_ANSWER not in error.message
+            or (target.provider_id, target.provider_model) in _NO_EFFORT
+        ):
+            return None
+        if len(_NO_EFFORT) > 4096:
+            _NO_EFFORT.clear()
+        _NO_EFFORT.add((target.provider_id, target.provider_model))
+        log.info(
+            "%s (%s) takes no effort parameter: reasoning_effort is left out for it",
+            target.provider_model,
+            target.provider_name,
+        )
+        return request
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """Read ``{"type": "error", "error": {"type", "message"}}`` and apply the shared policy

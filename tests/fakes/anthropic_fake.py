@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .server import FakeUpstream, Reply, ToolCall, fragments, next_id, words
 
 #: ``output_config.effort`` levels (the Messages API reference).
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
+
+#: The models that take ``output_config.effort`` (Opus 4.5 on, Sonnet 4.6 on, and later
+#: generations); Haiku 4.5, Sonnet 4.5 and older answer 400 when it is sent.
+_EFFORT_MODELS = re.compile(r"claude-(opus-4-[5-9]|sonnet-4-[6-9]|[a-z]+-[5-9])")
 
 _ANTHROPIC_ERRORS = {
     400: "invalid_request_error",
@@ -66,6 +71,8 @@ class FakeAnthropic(FakeUpstream):
                 return 400, "output_config: Extra inputs are not permitted"
             if config.get("effort") not in (None, *EFFORTS):
                 return 400, f"output_config.effort: Input should be one of {', '.join(EFFORTS)}"
+            if config.get("effort") is not None and not _EFFORT_MODELS.match(str(body["model"])):
+                return 400, "This model does not support the effort parameter."
         pending: set[str] = set()
         for i, message in enumerate(body["messages"]):
             role = message.get("role")
