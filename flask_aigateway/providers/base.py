@@ -87,7 +87,13 @@ class StreamTranslator(Protocol):
 
 
 class Adapter(Protocol):
-    """Pure translation between OpenAI's chat format and one upstream wire format."""
+    """Pure translation between OpenAI's chat format and one upstream wire format.
+
+    An adapter may also have ``relaxed(request, target, error) -> ChatRequest | None``: the
+    request to send once more when the upstream refused only something the adapter added in
+    translation (the Anthropic adapter's ``output_config.effort`` to a model without it); the
+    pipeline calls it after a failed answer, when present.
+    """
 
     wire_format: WireFormat
 
