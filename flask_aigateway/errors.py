@@ -7,6 +7,7 @@ the dashboard shows it next to the field named by ``param``.
 
 from __future__ import annotations
 
+import re
 import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
@@ -47,14 +48,51 @@ class GatewayError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""
+        message = self.message
+        if self.code == CONTEXT_LENGTH_CODE:
+            message = context_message(message, "openai")
         return {
             "error": {
-                "message": self.message,
+                "message": message,
                 "type": self.type,
                 "param": self.param,
                 "code": self.code,
             }
         }
+
+
+CONTEXT_LENGTH_CODE = "context_length_exceeded"
+_OPENAI_CONTEXT = re.compile(r"maximum context length is (\d+) tokens.*?(\d+) tokens", re.I | re.S)
+_ANTHROPIC_CONTEXT = re.compile(r"prompt is too long: (\d+) tokens > (\d+) maximum", re.I)
+
+
+def context_message(message: str, style: str) -> str:
+    """A prompt-too-long error in the words the door's clients look for (``style``:
+    ``openai`` or ``anthropic``), whichever upstream format said it.
+
+    Clients recognise the error by its text — litellm (Aider) by "This model's maximum context
+    length is", Claude Code and the Anthropic tooling by "prompt is too long" — and then
+    compact or trim the conversation; an alias routed to the other format answered in the
+    other's words, and the client gave up instead. The upstream's own text is kept.
+    """
+    if style == "openai":
+        if "maximum context length is" in message.lower():
+            return message
+        match = _ANTHROPIC_CONTEXT.search(message)
+        if match:
+            used, limit = match.groups()
+            return (
+                f"This model's maximum context length is {limit} tokens. However, your "
+                f"messages resulted in {used} tokens. ({message})"
+            )
+        return f"This model's maximum context length is exceeded by this request. ({message})"
+    if "prompt is too long" in message.lower():
+        return message
+    match = _OPENAI_CONTEXT.search(message)
+    if match:
+        limit, used = match.groups()
+        return f"prompt is too long: {used} tokens > {limit} maximum ({message})"
+    return f"prompt is too long: {message}"
 
 
 class ConfigError(GatewayError):

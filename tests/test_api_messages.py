@@ -699,3 +699,87 @@ def test_threaded_turns_bypass_the_response_cache(client, api_key, upstreams, st
     for _ in range(2):
         assert post(client, body(model="claude"), api_key).status_code == 200
     assert len(upstreams["claude"].requests) == 3  # the cache works for the rest
+
+
+def test_images_a_tool_returned_reach_an_openai_format_upstream(client, api_key, upstreams):
+    """Claude Code's Read tool on a screenshot, OpenCode's on a .png: the tool result holds
+    an image. Chat's tool messages hold text, so the image follows them in a user message."""
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"},
+    }
+    turns = [
+        {"role": "user", "content": "look at red.png"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "read", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "Read."}, image],
+                },
+                {"type": "text", "text": "What colour?"},
+            ],
+        },
+    ]
+    tools = [{"name": "read", "input_schema": {"type": "object"}}]
+    response = post(client, body(messages=turns, tools=tools), api_key)
+    assert response.status_code == 200, response.json
+    sent = upstreams["gpt"].last.json["messages"]
+    assert sent[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "Read."}
+    assert sent[3]["role"] == "user"
+    assert [p["type"] for p in sent[3]["content"]] == ["text", "image_url", "text"]
+    assert sent[3]["content"][1]["image_url"]["url"] == "data:image/png;base64,iVBOR"
+    assert sent[3]["content"][2]["text"] == "What colour?"
+    bad = [
+        *turns[:2],
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "document"}]}
+            ],
+        },
+    ]
+    refused = post(client, body(messages=bad, tools=tools), api_key)
+    assert (
+        refused.status_code == 400 and "content[0].content[0]" in refused.json["error"]["message"]
+    )
+
+
+def test_prompt_too_long_is_said_in_the_doors_words(client, api_key, upstreams):
+    """Clients spot a context overflow by its wording (Claude Code: "prompt is too long";
+    litellm and so Aider: "This model's maximum context length is") and then compact: an
+    alias on the other format answers in the door's words."""
+    upstreams["gpt"].fail(
+        400,
+        "This model's maximum context length is 128000 tokens. However, your messages "
+        "resulted in 130000 tokens. Please reduce the length of the messages.",
+    )
+    response = post(client, body(), api_key)
+    assert response.status_code == 400
+    message = response.json["error"]["message"]
+    assert message.startswith("prompt is too long: 130000 tokens > 128000 maximum")
+    upstreams["claude"].default = Reply(
+        status=400, error_message="prompt is too long: 210000 tokens > 200000 maximum"
+    )
+    chat = client.post(
+        "/v1/chat/completions",
+        json={"model": "claude", "messages": HELLO},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert chat.status_code == 400
+    error = chat.get_json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert error["message"].startswith(
+        "This model's maximum context length is 200000 tokens. However, your messages "
+        "resulted in 210000 tokens."
+    )
+    # Same format, same words: passed as the upstream said them.
+    anthropic = post(client, body(model="claude"), api_key)
+    assert (
+        anthropic.json["error"]["message"] == "prompt is too long: 210000 tokens > 200000 maximum"
+    )

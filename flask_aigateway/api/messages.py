@@ -18,9 +18,11 @@ from flask import Blueprint, Response, request
 from .. import jsoncodec
 from ..enums import Route
 from ..errors import (
+    CONTEXT_LENGTH_CODE,
     AuthenticationError,
     GatewayError,
     UpstreamError,
+    context_message,
     forget_frames,
     internal_error,
 )
@@ -57,7 +59,10 @@ def anthropic_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
     if status == 503 or (isinstance(error, UpstreamError) and error.upstream_status == 529):
         status = 529
     kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    body: dict[str, Any] = {"type": kind, "message": error.message}
+    message = error.message
+    if error.code == CONTEXT_LENGTH_CODE:
+        message = context_message(message, "anthropic")
+    body: dict[str, Any] = {"type": kind, "message": message}
     if error.details:
         body["details"] = error.details
     return status, {"type": "error", "error": body}

@@ -11,13 +11,12 @@ import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
-from ..errors import UpstreamClientError, UpstreamError, UpstreamRateLimitError
+from ..errors import CONTEXT_LENGTH_CODE, UpstreamClientError, UpstreamError, UpstreamRateLimitError
 
 #: The caller's fault: passed through with the upstream message and the same status.
 CLIENT_STATUSES = frozenset({400, 413, 422})
 #: Worth another try (maybe on another deployment), honouring Retry-After.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 529})
-CONTEXT_LENGTH_CODE = "context_length_exceeded"
 
 _CONTEXT_PATTERNS = re.compile(
     r"prompt is too long|exceed(s|ed)? (the )?context (limit|window|length)|"

@@ -27,8 +27,9 @@ PARAMETERS: dict[str, Handling] = {
     "messages": Handling(
         "translated",
         "text, images (base64 → data URL, url → URL), `tool_use` → assistant `tool_calls`, "
-        "`tool_result` → `tool` messages (text content; `is_error: true` prefixes the text "
-        "with `Error: `); `cache_control` accepted and ignored; an assistant turn's "
+        "`tool_result` → `tool` messages (text; `is_error: true` prefixes it with `Error: `; "
+        "images a tool returned follow the tool messages in a user message); "
+        "`cache_control` accepted and ignored; an assistant turn's "
         "`thinking`/`redacted_thinking` blocks left out (Anthropic too ignores earlier "
         'turns\' thinking); a mid-conversation `role: "system"` message → a system message '
         "at its place (text blocks; left out once a later user message exists when its "
@@ -184,6 +185,23 @@ def _text_of(blocks: Any, where: str) -> str:
     return "\n\n".join(texts)
 
 
+def _tool_result(content: Any, where: str) -> tuple[str, list[dict[str, Any]]]:
+    """A ``tool_result``'s content: its text, and its images as chat image parts."""
+    if not isinstance(content, list):
+        return _text_of(content, where), []
+    texts: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    for j, block in enumerate(content):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "image":
+            images.append(_image_part(block, f"{where}[{j}]"))
+        elif kind == "text":
+            texts.append(block)
+        else:
+            raise _refuse(f"{where}[{j}]", f"a {kind!r} block here (text and images only)")
+    return _text_of(texts, where), images
+
+
 def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
     source = block.get("source") or {}
     kind = source.get("type")
@@ -202,6 +220,7 @@ def _user_turn(content: Any, where: str) -> list[dict[str, Any]]:
         return [{"role": "user", "content": content}]
     out: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
+    media: list[dict[str, Any]] = []  # images tool results returned
     for j, block in enumerate(content):
         here = f"{where}.content[{j}]"
         kind = block.get("type") if isinstance(block, dict) else None
@@ -210,12 +229,19 @@ def _user_turn(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "image":
             parts.append(_image_part(block, here))
         elif kind == "tool_result":
-            text = _text_of(block.get("content"), f"{here}.content")
+            text, images = _tool_result(block.get("content"), f"{here}.content")
+            if images:
+                note = f"Images returned by tool call {block.get('tool_use_id')}:"
+                media += [{"type": "text", "text": note}, *images]
+                text = text or "(the output is the image below)"
             if block.get("is_error"):
                 text = "Error: " + text
             out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
         else:
             raise _refuse(here, f"a {kind!r} block")
+    # Chat's tool messages hold text: the images a tool returned (a screenshot, a file read)
+    # follow the run of tool messages in a user message, before the turn's own content.
+    parts = media + parts
     if parts:
         only_text = all(p["type"] == "text" for p in parts)
         joined = "\n\n".join(p["text"] for p in parts) if only_text else parts
