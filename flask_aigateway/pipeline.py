@@ -378,7 +378,7 @@ class Pipeline:
         adapter; the embeddings door passes its own)."""
         adapter = adapter or get_adapter(target.wire_format)
         try:
-            while True:
+            for again in (True, False):
                 upstream = adapter.build_request(request, target)
                 with record.upstream_wait():
                     answer = self.transport.send(
@@ -387,7 +387,7 @@ class Pipeline:
                 if answer.status < 300:
                     break
                 error = adapter.classify_error(answer.status, answer.headers, answer.body)
-                request = _relaxed(adapter, request, target, error)
+                request = _relaxed(adapter, request, target, error, again)
             try:
                 return adapter.parse_response(answer.body, request, target)
             except SHAPE_ERRORS as exc:
@@ -471,16 +471,17 @@ class Pipeline:
     ) -> _Opened:
         adapter = get_adapter(target.wire_format)
         with record.upstream_wait():
-            while True:
+            for again in (True, False):
                 upstream = adapter.build_request(request, target)
                 try:
                     return self._first_events(adapter, request, target, upstream, seconds_left)
                 except UpstreamError as error:
                     try:
-                        request = _relaxed(adapter, request, target, error)
+                        request = _relaxed(adapter, request, target, error, again)
                     except UpstreamError:
                         record.note_upstream_error(target, error)
                         raise
+            raise AssertionError("unreachable: the second try returns or raises")
 
     def _first_events(
         self, adapter: Any, request: ChatRequest, target: Target, upstream: Any, seconds_left: float
@@ -512,15 +513,15 @@ class Pipeline:
             raise
 
 
-def _relaxed(adapter: Any, request: Any, target: Target, error: UpstreamError) -> Any:
+def _relaxed(adapter: Any, request: Any, target: Target, error: UpstreamError, again: bool) -> Any:
     """The request to send once more after ``error`` — when the upstream refused only
-    something the adapter added in translation, which it now leaves out (``relaxed``; each
-    such refusal happens once per deployment, so this does not loop) — or ``error`` raised."""
-    relaxed = getattr(adapter, "relaxed", None)
-    again = relaxed(request, target, error) if relaxed is not None else None
-    if again is None:
+    something the adapter added in translation, which it now leaves out (``relaxed``) — or
+    ``error`` raised. ``again``: whether one more try is left (there is only one)."""
+    relaxed = getattr(adapter, "relaxed", None) if again else None
+    retry = relaxed(request, target, error) if relaxed is not None else None
+    if retry is None:
         raise error
-    return again
+    return retry
 
 
 def get_pipeline(state: GatewayState) -> Pipeline:

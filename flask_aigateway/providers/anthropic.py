@@ -226,7 +226,6 @@ class AnthropicAdapter:
             request.params.get("reasoning_effort") is None
             or not isinstance(error, UpstreamClientError)
             or _NO_EFFORT_ANSWER not in error.message
-            or (target.provider_id, target.provider_model) in _NO_EFFORT
         ):
             return None
         if len(_NO_EFFORT) > 4096:
