@@ -127,7 +127,7 @@ class Messages:
         pipeline.metrics.started()
         try:
             route, request, cached = pipeline.enter(
-                request, api_key, record, admission, cache_control
+                request, api_key, record, admission, _cache_control(body, cache_control)
             )
             if cached is not None:
                 served = pipeline.cache.serve(cached, record, route)
@@ -223,7 +223,7 @@ class Messages:
         pipeline.metrics.started()
         try:
             route, request, cached = pipeline.enter(
-                request, api_key, record, admission, cache_control
+                request, api_key, record, admission, _cache_control(body, cache_control)
             )
             if cached is not None:
                 served = pipeline.cache.serve(cached, record, route)
@@ -636,6 +636,13 @@ class MessageStream:
 def messages_of(pipeline: Pipeline) -> Messages:
     """The Messages door of a pipeline (cheap: no state of its own)."""
     return Messages(pipeline)
+
+
+def _cache_control(body: Mapping[str, Any], given: str | None) -> str | None:
+    """The request's cache directive: a threaded turn continues state held upstream (its
+    reply's id is the next turn's ``previous_message_id``), so it is never answered from,
+    nor kept in, the response cache, whoever calls the door."""
+    return "no-store" if body.get("thread") is not None else given
 
 
 __all__ = ["InvalidRequestError", "MessageResult", "MessageStream", "Messages", "messages_of"]

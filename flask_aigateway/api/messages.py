@@ -190,10 +190,6 @@ def register(bp: Blueprint) -> None:
         body = _read_body(state.settings)
         door = messages_of(pipeline)
         cache_control = request.headers.get("Cache-Control")
-        if isinstance(body, dict) and body.get("thread") is not None:
-            # A threaded turn continues state held upstream (the reply's id is the next
-            # turn's previous_message_id): never answered from, nor kept in, the cache.
-            cache_control = "no-store"
         if isinstance(body, dict) and body.get("stream"):
             stream = door.open_stream(
                 body, principal, rid, headers=_forwarded(), cache_control=cache_control
