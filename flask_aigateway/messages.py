@@ -100,10 +100,12 @@ class Messages:
     def _begin(
         self, body: Any, api_key: Any, request_id: str | None, route: Route, stream: bool
     ) -> tuple[RequestRecord, ChatRequest]:
-        body = check_body(body)
-        record = RequestRecord(request_id or new_request_id(), stream=stream, alias=body["model"])
+        request_id = request_id or new_request_id()
+        with self.pipeline.refusals(api_key, request_id, route, stream=stream):
+            body = check_body(body)
+            request = carrier(body, route.value)
+        record = RequestRecord(request_id, stream=stream, alias=body["model"])
         record.route = route.value
-        request = carrier(body, route.value)
         if self.pipeline.settings["AIGATEWAY_LOG_CONTENT"]:
             record.keep_content(request)
         return record, request

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -92,10 +93,24 @@ class Pipeline:
         A refused key still gets its log row and metrics, without a model (the body is never
         read); raises what :func:`authenticate` raises.
         """
-        try:
+        with self.refusals(None, request_id, route):
             return authenticate(self.state, api_key)
+
+    @contextmanager
+    def refusals(
+        self, api_key: Any, request_id: str, route: Route, *, stream: bool = False
+    ) -> Iterator[None]:
+        """Around what a door does before the steps (authenticating, reading and checking the
+        body): a request refused there still gets its log row and metrics, attributed to its
+        key when the key was authenticated first (a :class:`Principal`), so an operator sees a
+        client sending bad requests, not only the ones that reached a model. Re-raises what
+        :meth:`RequestRecord.failed_with` says to raise."""
+        try:
+            yield
         except BaseException as error:
-            record = RequestRecord(request_id, route=route.value)
+            record = RequestRecord(request_id, route=route.value, stream=stream)
+            if isinstance(api_key, Principal):
+                record.key_id, record.team_id = api_key.key_id, api_key.team_id
             self.metrics.started()
             problem = record.failed_with(error)
             self.finish(record, None)

@@ -512,3 +512,60 @@ def test_copy_stores_each_row_as_the_insert_does(state) -> None:
     by_insert, by_copy = stored["by-insert"], stored["by-copy"]
     assert {c: getattr(by_copy, c) for c in columns} == {c: getattr(by_insert, c) for c in columns}
     assert by_copy.route == "chat.completions" and by_copy.cost == Decimal("0.0000012345")
+
+
+_INVALID = "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "route", "status", "error_type"),
+    [
+        ("/v1/chat/completions", b"{nope", "chat.completions", 400, _INVALID),
+        ("/v1/chat/completions", {"model": "gpt"}, "chat.completions", 400, _INVALID),
+        ("/v1/embeddings", {"model": "embed", "input": 5}, "embeddings", 400, _INVALID),
+        ("/v1/messages", b"", "messages", 400, _INVALID),
+        ("/v1/messages", {"model": "gpt", "messages": []}, "messages", 400, _INVALID),
+        ("/v1/messages/count_tokens", {"model": "gpt"}, "messages.count_tokens", 400, _INVALID),
+        ("/v1/responses", {"model": "gpt", "input": 5}, "responses", 400, _INVALID),
+        (
+            "/v1/responses",
+            {"model": "gpt", "input": "Hi", "previous_response_id": "resp_unknown"},
+            "responses",
+            400,
+            "previous_response_not_found",
+        ),
+    ],
+)
+def test_a_request_refused_for_its_body_has_its_row_and_its_key(
+    state, client, api_key, upstreams, path, body, route, status, error_type
+) -> None:
+    """What a client sends wrong is in the log, under its key, as a refused key is: an operator
+    sees an application sending bad requests, not only the ones that reached a model."""
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = client.post(path, data=data, headers=headers)
+    assert response.status_code == status
+    get_pipeline(state).log_writer.flush()
+    with state.transaction() as session:
+        (row,) = session.scalars(select(RequestLog)).all()
+    assert row.request_id == response.headers["x-request-id"]
+    assert (row.route, row.status_code, row.error_type) == (route, status, error_type)
+    assert row.key_id is not None and row.key_id.startswith("key_")
+    assert row.error_message and row.attempts == 0 and row.cost == 0
+    assert rollup_requests(state) == 1
+
+
+def test_a_library_call_refused_for_its_body_has_its_row(state, upstreams) -> None:
+    """The Messages door checks the body itself, so a host app's call to it is logged too."""
+    from flask_aigateway.errors import InvalidRequestError
+    from flask_aigateway.messages import messages_of
+    from flask_aigateway.pipeline import TRUSTED
+
+    pipeline = get_pipeline(state)
+    with pytest.raises(InvalidRequestError):
+        messages_of(pipeline).create({"model": "gpt"}, TRUSTED, "lib-1", headers={})
+    pipeline.log_writer.flush()
+    with state.transaction() as session:
+        (row,) = session.scalars(select(RequestLog)).all()
+    assert (row.request_id, row.route, row.status_code) == ("lib-1", "messages", 400)
+    assert row.key_id is None

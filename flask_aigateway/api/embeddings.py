@@ -36,11 +36,12 @@ def register(bp: Blueprint) -> None:
             bearer_token(headers.get("Authorization")), rid, Route.EMBEDDINGS
         )
         settings = state.settings
-        embeddings_request = EmbeddingsRequest.from_body(
-            _read_json_body(
-                settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]
+        with pipeline.refusals(api_key, rid, Route.EMBEDDINGS):
+            embeddings_request = EmbeddingsRequest.from_body(
+                _read_json_body(
+                    settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]
+                )
             )
-        )
         result = pipeline.embeddings(
             embeddings_request, api_key, rid, cache_control=headers.get("Cache-Control")
         )

@@ -187,7 +187,8 @@ def register(bp: Blueprint) -> None:
         state = get_state()
         pipeline = get_pipeline(state)
         principal = pipeline.authenticate_first(_credentials(), rid, Route.MESSAGES)
-        body = _read_body(state.settings)
+        with pipeline.refusals(principal, rid, Route.MESSAGES):
+            body = _read_body(state.settings)
         door = messages_of(pipeline)
         cache_control = request.headers.get("Cache-Control")
         if isinstance(body, dict) and body.get("stream"):
@@ -212,7 +213,8 @@ def register(bp: Blueprint) -> None:
         state = get_state()
         pipeline = get_pipeline(state)
         principal = pipeline.authenticate_first(_credentials(), rid, Route.COUNT_TOKENS)
-        body = _read_body(state.settings)
+        with pipeline.refusals(principal, rid, Route.COUNT_TOKENS):
+            body = _read_body(state.settings)
         count, exact = messages_of(pipeline).count_tokens(
             body, principal, rid, headers=_forwarded()
         )

@@ -71,21 +71,24 @@ def create() -> Response:
         bearer_token(request.headers.get("Authorization")), rid, Route.RESPONSES
     )
     settings = state.settings
-    parsed = ResponsesRequest.from_body(
-        _read_json_body(settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]),
-        lambda item_ids: stored.items_by_id(state, item_ids, principal.key_id),
-    )
-    if parsed.store is None:
-        # Kept by default as OpenAI keeps it (previous_response_id, as tools built on the SDK
-        # use it, needs the earlier response); the operator can turn the default off.
-        parsed.store = bool(settings["AIGATEWAY_RESPONSES_STORE"])
     key_id, team_id = principal.key_id, principal.team_id
     history: list[dict[str, Any]] = []
     cache_control = request.headers.get("Cache-Control")
-    if parsed.previous_response_id is not None:
-        cache_control = "no-store"  # a stateful request is not served from the cache
-        history = stored.history(state, parsed.previous_response_id, key_id)
-    chat_request = parsed.chat(history)
+    with pipeline.refusals(principal, rid, Route.RESPONSES):
+        parsed = ResponsesRequest.from_body(
+            _read_json_body(
+                settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]
+            ),
+            lambda item_ids: stored.items_by_id(state, item_ids, key_id),
+        )
+        if parsed.store is None:
+            # Kept by default as OpenAI keeps it (previous_response_id, as tools built on the
+            # SDK use it, needs the earlier response); the operator can turn the default off.
+            parsed.store = bool(settings["AIGATEWAY_RESPONSES_STORE"])
+        if parsed.previous_response_id is not None:
+            cache_control = "no-store"  # a stateful request is not served from the cache
+            history = stored.history(state, parsed.previous_response_id, key_id)
+        chat_request = parsed.chat(history)
     api_key = principal
 
     def keep(response: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from werkzeug.routing import PathConverter
 
 from .. import after_response, jsoncodec
 from ..db import database_error
+from ..enums import Route
 from ..errors import (
     AuthenticationError,
     GatewayError,
@@ -257,10 +258,11 @@ def create_blueprint() -> Blueprint:
         pipeline = get_pipeline(state)
         api_key = pipeline.authenticate_first(bearer_token(headers.get("Authorization")), rid)
         settings = state.settings
-        body = _read_json_body(
-            settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]
-        )
-        chat_request = ChatRequest.from_body(body)
+        with pipeline.refusals(api_key, rid, Route.CHAT_COMPLETIONS):
+            body = _read_json_body(
+                settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]
+            )
+            chat_request = ChatRequest.from_body(body)
         cache_control = headers.get("Cache-Control")
         if chat_request.stream:
             stream = pipeline.open_stream(chat_request, api_key, rid, cache_control=cache_control)
