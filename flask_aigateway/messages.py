@@ -22,6 +22,7 @@ from .errors import GatewayError, InvalidRequestError, UpstreamError, internal_e
 from .pipeline import Pipeline, new_request_id
 from .providers import get_adapter
 from .providers.anthropic import ANTHROPIC_VERSION
+from .providers.anthropic_messages import with_valid_tool_ids
 from .providers.anthropic_response import (
     LABEL,
     AnthropicStreamTranslator,
@@ -71,6 +72,7 @@ def _anthropic_request(
     """The client's body, ``model`` replaced, to ``{base}/v1/messages{path}``."""
     upstream = dict(body)
     upstream["model"] = target.provider_model
+    upstream["messages"] = with_valid_tool_ids(body.get("messages"))
     stream = bool(upstream.get("stream"))
     headers = {
         "Content-Type": "application/json",

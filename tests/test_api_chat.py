@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from decimal import Decimal
 
@@ -366,3 +367,30 @@ def test_a_tool_history_without_tools_reaches_anthropic(client, api_key, upstrea
     sent = upstreams["claude"].last.json
     assert [tool["name"] for tool in sent["tools"]] == ["lookup"]
     assert sent["tool_choice"] == {"type": "none"}
+
+
+def test_tool_call_ids_of_other_providers_reach_anthropic_valid(client, api_key, upstreams):
+    """Kimi K2 on vLLM names its calls ``functions.get_weather:0``; the Messages API refuses any
+    id outside ``^[a-zA-Z0-9_-]+$`` (as the fake does). Both ends of each call get the same
+    valid id, two ids that differ only in such characters stay two, valid ids pass as sent."""
+    ids = ["functions.get_weather:0", "functions.get_weather:1", "functions_get_weather_0"]
+    ids.append("call_9")
+    calls = [
+        {"id": i, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        for i in ids
+    ]
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        *({"role": "tool", "tool_call_id": i, "content": "sunny"} for i in ids),
+    ]
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    upstreams["claude"].reply(text="Sunny.")
+    response = post(client, {"model": "claude", "messages": history, "tools": tools}, api_key)
+    assert response.status_code == 200, response.json
+    sent = upstreams["claude"].last.json["messages"]
+    used = [block["id"] for block in sent[1]["content"]]
+    answered = [block["tool_use_id"] for block in sent[2]["content"]]
+    assert used == answered and len(set(used)) == 4
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]+", i) for i in used)
+    assert used[0].startswith("functions_get_weather_0_") and used[2:] == ids[2:]

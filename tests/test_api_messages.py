@@ -783,3 +783,32 @@ def test_prompt_too_long_is_said_in_the_doors_words(client, api_key, upstreams):
     assert (
         anthropic.json["error"]["message"] == "prompt is too long: 210000 tokens > 200000 maximum"
     )
+
+
+def test_tool_ids_from_another_format_pass_to_anthropic_valid(client, api_key, upstreams):
+    """A conversation an OpenAI-compatible deployment began (its call ids translated as they
+    came) continued on an Anthropic-format one: the ids are made valid there, both ends
+    alike, the rest of the body as sent."""
+    turns = [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Looking."},
+                {"type": "tool_use", "id": "functions.get:0", "name": "get", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "functions.get:0", "content": "ok"}],
+        },
+    ]
+    tools = [{"name": "get", "input_schema": {"type": "object"}}]
+    upstreams["claude"].reply(text="Fine.")
+    response = post(client, body(model="claude", messages=turns, tools=tools), api_key)
+    assert response.status_code == 200, response.json
+    sent = upstreams["claude"].last.json["messages"]
+    new_id = sent[1]["content"][1]["id"]
+    assert re.fullmatch(r"functions_get_0_[0-9a-f]{8}", new_id)
+    assert sent[2]["content"][0]["tool_use_id"] == new_id
+    assert sent[0] == turns[0] and sent[1]["content"][0] == turns[1]["content"][0]

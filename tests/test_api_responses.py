@@ -844,3 +844,20 @@ def test_namespace_descriptions_reach_the_model(client, upstreams, api_key):
     )
     [_, patch] = upstreams["gpt"].last.json["tools"]
     assert patch["function"]["description"].startswith("Edits\n\nApply a patch.")
+
+
+def test_call_ids_of_other_providers_reach_anthropic_valid(client, api_key, upstreams) -> None:
+    """A ``call_id`` the Messages API would refuse (another provider's) is made valid for it,
+    the same on the call and on its output."""
+    items = [
+        {"role": "user", "content": "Weather?"},
+        {"type": "function_call", "call_id": "fc.1:0", "name": "get", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "fc.1:0", "output": "sunny"},
+    ]
+    tools = [{"type": "function", "name": "get", "parameters": {"type": "object"}}]
+    upstreams["claude"].reply(text="Sunny.")
+    response = post(client, api_key, {"model": "claude", "input": items, "tools": tools})
+    assert response.status_code == 200, response.json
+    sent = upstreams["claude"].last.json["messages"]
+    (use,) = [b for b in sent[1]["content"] if b["type"] == "tool_use"]
+    assert use["id"].startswith("fc_1_0_") and sent[2]["content"][0]["tool_use_id"] == use["id"]

@@ -288,6 +288,28 @@ def test_fake_anthropic_errors_are_valid(fake_anthropic: Any, status: int) -> No
             {},
             "must define tools",
         ),
+        (
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    HI[0],
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "tool_use", "id": "f.x:0", "name": "f", "input": {}}],
+                    },
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": "f.x:0", "content": "1"}
+                        ],
+                    },
+                ],
+                "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            },
+            {},
+            "tool_use.id: String should match pattern",
+        ),
     ],
 )
 def test_fake_anthropic_rejects_what_the_api_rejects(

@@ -6,6 +6,7 @@ exact path (``messages[3].content[1]``), so nothing is dropped behind the caller
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -16,6 +17,57 @@ from ..errors import InvalidRequestError
 JSON_TOOL_DEFAULT_NAME = "json_response"
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=?[\w.+-]*)*);base64,(.*)$", re.S)
 _FORMAT = "the anthropic-format upstream"
+
+
+_TOOL_ID = re.compile(r"[A-Za-z0-9_-]+")
+_NOT_IN_TOOL_ID = re.compile(r"[^A-Za-z0-9_-]")
+_ID_FIELDS = {"tool_use": "id", "tool_result": "tool_use_id"}
+
+
+def tool_id(value: Any) -> Any:
+    """A tool call's id as the Messages API accepts it (``^[a-zA-Z0-9_-]+$``; anything else is
+    a 400 on the whole request).
+
+    Ids made by other providers break that rule (Kimi K2 on vLLM or OpenRouter says
+    ``functions.get_weather:0``, MCP-derived ids carry dots and colons), so a conversation
+    begun there, or a fallback to an Anthropic-format deployment, failed. Each character
+    outside the set becomes ``_`` and a digest of the original is added, so two ids that
+    differ only there stay two; the same id maps the same way in its ``tool_use`` and its
+    ``tool_result``. Valid ids, Anthropic's own among them, pass unchanged; a non-string is
+    left for the upstream to refuse.
+    """
+    if not isinstance(value, str) or _TOOL_ID.fullmatch(value):
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{_NOT_IN_TOOL_ID.sub('_', value)}_{digest}"
+
+
+def with_valid_tool_ids(messages: Any) -> Any:
+    """Messages API ``messages`` with every ``tool_use`` id and ``tool_result`` reference made
+    valid by :func:`tool_id` (a Messages request passed through to an Anthropic-format
+    upstream whose history came from another provider). The same list when none needed it."""
+    if not isinstance(messages, list):
+        return messages
+    out: list[Any] | None = None
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        blocks: list[Any] | None = None
+        for j, block in enumerate(content):
+            if not isinstance(block, dict):
+                continue
+            field = _ID_FIELDS.get(str(block.get("type")))
+            if field is None or tool_id(block.get(field)) == block.get(field):
+                continue
+            if blocks is None:
+                blocks = list(content)
+            blocks[j] = {**block, field: tool_id(block[field])}
+        if blocks is not None:
+            if out is None:
+                out = list(messages)
+            out[i] = {**message, "content": blocks}
+    return messages if out is None else out
 
 
 def _refuse(param: str, what: str) -> InvalidRequestError:
@@ -141,7 +193,7 @@ def _tool_use_blocks(calls: Any, where: str) -> list[dict[str, Any]]:
         blocks.append(
             {
                 "type": "tool_use",
-                "id": str(call.get("id") or f"call_{j}"),
+                "id": tool_id(str(call.get("id") or f"call_{j}")),
                 "name": function["name"],
                 "input": parsed,
             }
@@ -150,7 +202,10 @@ def _tool_use_blocks(calls: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.get("tool_call_id")}
+    block: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": tool_id(message.get("tool_call_id")),
+    }
     content = message.get("content")
     if isinstance(content, str):
         if content:

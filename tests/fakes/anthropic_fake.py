@@ -13,6 +13,8 @@ EFFORTS = ("low", "medium", "high", "xhigh", "max")
 
 #: The models that take ``output_config.effort`` (Opus 4.5 on, Sonnet 4.6 on, and later
 #: generations); Haiku 4.5, Sonnet 4.5 and older answer 400 when it is sent.
+#: The Messages API's pattern for tool_use ids (and the tool_result references to them).
+_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 _EFFORT_MODELS = re.compile(r"claude-(opus-4-[5-9]|sonnet-4-[6-9]|[a-z]+-[5-9])")
 
 _ANTHROPIC_ERRORS = {
@@ -104,6 +106,13 @@ class FakeAnthropic(FakeUpstream):
                 )
             if any(b.get("type") == "text" and not b.get("text") for b in blocks):
                 return 400, f"messages.{i}: text content blocks must be non-empty"
+            for j, block in enumerate(blocks):
+                field = {"tool_use": "id", "tool_result": "tool_use_id"}.get(block.get("type"))
+                if field and not _TOOL_ID.fullmatch(str(block.get(field))):
+                    return 400, (
+                        f"messages.{i}.content.{j}.{block['type']}.{field}: String should "
+                        "match pattern '^[a-zA-Z0-9_-]+$'"
+                    )
             if not body.get("tools") and any(
                 b.get("type") in ("tool_use", "tool_result") for b in blocks
             ):
@@ -251,7 +260,19 @@ class FakeAnthropic(FakeUpstream):
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                    "usage": {"output_tokens": message["usage"]["output_tokens"]},
+                    # Cumulative counts, input included, as the API sends them today (the
+                    # documentation's older examples show output_tokens alone; clients such
+                    # as langchain-anthropic read the input count here).
+                    "usage": {
+                        name: message["usage"][name]
+                        for name in (
+                            "input_tokens",
+                            "cache_creation_input_tokens",
+                            "cache_read_input_tokens",
+                            "output_tokens",
+                        )
+                        if name in message["usage"]
+                    },
                 }
             )
         )
