@@ -11,6 +11,7 @@ import re
 import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 _E = TypeVar("_E", bound=BaseException)
 
@@ -303,3 +304,16 @@ def forget_frames(error: BaseException) -> None:
     """
     for current in _chained(error):
         traceback.clear_frames(current.__traceback__)
+
+
+#: What stays literal in a header carrying a provider name: printable ASCII except ``%``.
+_HEADER_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) != "%")
+
+
+def header_text(value: str) -> str:
+    """A name as a header value: percent-encoded UTF-8 for anything beyond printable ASCII.
+
+    Provider names are labels (any printable Unicode) but HTTP header values are Latin-1 on
+    the wire; ``%`` itself is encoded so ``urllib.parse.unquote`` always gives the name back.
+    """
+    return quote(value, safe=_HEADER_SAFE)

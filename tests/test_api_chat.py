@@ -230,7 +230,21 @@ def test_persistent_upstream_failure_is_502(client, api_key, upstreams, state):
     assert response.status_code == 502
     assert response.json["error"]["type"] == "upstream_error"
     assert len(fake.requests) == state.settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"]
-    assert log_rows(state)[-1].status_code == 502
+    row = log_rows(state)[-1]
+    assert row.status_code == 502
+    # The failing upstream is named to the client as in the log (README: "on responses and
+    # errors").
+    assert response.headers["x-aigateway-deployment"] == row.deployment_id
+    assert response.headers["x-aigateway-provider"] == "fake-anthropic"
+    assert response.headers["x-aigateway-attempts"] == str(len(fake.requests))
+
+
+def test_an_upstream_client_error_names_its_deployment(client, api_key, upstreams, state):
+    upstreams["gpt"].fail(400, "Invalid 'messages[0].content': too long.")
+    response = post(client, {"model": "gpt", "messages": MESSAGES, "stream": True}, api_key)
+    assert response.status_code == 400
+    assert response.headers["x-aigateway-deployment"] == log_rows(state)[-1].deployment_id
+    assert response.headers["x-aigateway-provider"] == "fake-openai"
 
 
 def test_upstream_timeout_is_504(client, api_key, upstreams, state):

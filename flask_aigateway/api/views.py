@@ -12,7 +12,6 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from flask import Blueprint, Response, request
 from flask.blueprints import BlueprintSetupState
@@ -31,6 +30,7 @@ from ..errors import (
     RequestTooLargeError,
     ServiceUnavailableError,
     forget_frames,
+    header_text,
     internal_error,
 )
 from ..governance.auth import authenticate, bearer_token
@@ -113,19 +113,6 @@ def _read_json_body(limit: int, max_depth: int) -> Any:
         return jsoncodec.loads_body(raw, max_depth)
     except jsoncodec.BodyError as exc:
         raise InvalidRequestError(str(exc)) from None
-
-
-#: What stays literal in a header carrying a provider name: printable ASCII except ``%``.
-_HEADER_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) != "%")
-
-
-def header_text(value: str) -> str:
-    """A name as a header value: percent-encoded UTF-8 for anything beyond printable ASCII.
-
-    Provider names are labels (any printable Unicode) but HTTP header values are Latin-1 on
-    the wire; ``%`` itself is encoded so ``urllib.parse.unquote`` always gives the name back.
-    """
-    return quote(value, safe=_HEADER_SAFE)
 
 
 def _gateway_headers(rid: str, result: ChatResponse | ChatStream) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from ..errors import (
     UpstreamClientError,
     UpstreamError,
     UpstreamTimeoutError,
+    header_text,
     without_tracebacks,
 )
 from ..providers.base import Target
@@ -429,7 +430,9 @@ def execute(
     :raises RateLimitError: 429 when every deployment is at its requests-per-minute limit.
 
     Every error raised carries the ``x-aigateway-attempts`` (and, past the first alias,
-    ``x-aigateway-fallback``) headers, like a success.
+    ``x-aigateway-fallback``) headers, like a success, and when a deployment was tried, the
+    last one's ``x-aigateway-provider`` and ``x-aigateway-deployment``: the failing upstream is
+    named to the client as in the request log.
     """
     try:
         return _execute(
@@ -447,6 +450,10 @@ def execute(
         )
     except GatewayError as error:
         error.headers["x-aigateway-attempts"] = str(log.attempts)
+        target = log.last_target
+        if target is not None:
+            error.headers.setdefault("x-aigateway-provider", header_text(target.provider_name))
+            error.headers.setdefault("x-aigateway-deployment", target.deployment_id)
         if len(log.path) > 1:
             error.headers["x-aigateway-fallback"] = ",".join(log.path)
         raise
