@@ -74,6 +74,19 @@ _ERROR_HEADERS: dict[str, Any] = {
         "description": "Seconds to wait, on 429 (rate limit, throttle) and some 503 answers.",
         "schema": _STRING,
     },
+    "x-aigateway-provider": {
+        "description": "After an upstream was tried: the last provider tried (percent-encoded "
+        "UTF-8).",
+        "schema": _STRING,
+    },
+    "x-aigateway-deployment": {
+        "description": "After an upstream was tried: the last deployment tried.",
+        "schema": _STRING,
+    },
+    "x-aigateway-attempts": {
+        "description": "Upstream attempts made, once routing began.",
+        "schema": _STRING,
+    },
 }
 
 _OPENAI_ERROR = {
