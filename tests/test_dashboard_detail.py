@@ -424,3 +424,32 @@ def test_model_page_without_traffic_has_an_empty_deployment_breakdown(client, ap
     fragment = section(page, 'data-breakdown="deployment"')
     assert "No request reached a deployment of this alias in this period." in fragment
     assert 'data-chart="by_deployment"' not in fragment
+
+
+def test_requests_refused_for_their_body_show_under_their_key(client, app, traffic) -> None:
+    """A key whose application sends bad bodies: the refusals (no model, no cost) are counted on
+    its page, its team's, the overview and the request log, without breaking a breakdown."""
+    front = traffic["front"]
+    secret = create_key(get_state(app), name="bad sender", team="Data Science")[1]
+    for data in (b"{not json", json.dumps({"model": "gpt"}).encode()):
+        response = client.post(
+            "/v1/chat/completions",
+            data=data,
+            headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400
+    rows = all_rows(app, team_id=front.team_id)
+    refused = [r for r in rows if r.alias is None]
+    assert len(refused) == 2 and all(r.status_code == 400 for r in refused)
+    login(client)
+    key_id = refused[0].key_id
+    page = text(client.get(f"/dashboard/keys/{key_id}"))
+    assert metric(page, "requests") == "2"
+    recent = section(page, 'data-section="recent"')
+    assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in refused]
+    team = client.get(f"/dashboard/teams/{front.team_id}")
+    assert team.status_code == 200
+    for path in ("/dashboard/", "/dashboard/requests", "/dashboard/requests?status=error"):
+        assert client.get(path).status_code == 200, path
+    log_page = text(client.get("/dashboard/requests?status=error"))
+    assert all(r.request_id in log_page for r in refused)
