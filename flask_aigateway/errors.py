@@ -162,6 +162,14 @@ class RequestTooLargeError(InvalidRequestError):
     code = "request_too_large"
 
 
+class ClientGoneError(InvalidRequestError):
+    """The client left before its request body was whole (logged 499, as a stream whose
+    client left; the answer, if anyone still reads it, says why)."""
+
+    status = 499
+    code = "client_disconnected"
+
+
 class RateLimitError(GatewayError):
     """A rate limit of the key or its team is exhausted (429, retryable later)."""
 

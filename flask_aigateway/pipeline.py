@@ -8,6 +8,7 @@ route (pick a deployment, call, retry, fall back) → account (usage, cost) → 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -105,10 +106,13 @@ class Pipeline:
         key when the key was authenticated first (a :class:`Principal`), so an operator sees a
         client sending bad requests, not only the ones that reached a model. Re-raises what
         :meth:`RequestRecord.failed_with` says to raise."""
+        started = time.perf_counter()
         try:
             yield
         except BaseException as error:
-            record = RequestRecord(request_id, route=route.value, stream=stream)
+            # Timed from the start of the block, so a body that trickled in is seen as slow.
+            record = RequestRecord(request_id, route=route.value, stream=stream, started=started)
+            record.started_at -= dt.timedelta(seconds=time.perf_counter() - started)
             if isinstance(api_key, Principal):
                 record.key_id, record.team_id = api_key.key_id, api_key.team_id
             self.metrics.started()

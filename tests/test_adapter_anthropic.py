@@ -5,6 +5,7 @@ parameters table with the docs generated from it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -865,3 +866,17 @@ def test_retryable_errors(name: str, status: int, retry_after: float | None) -> 
 def test_retry_after_ms() -> None:
     error = adapter.classify_error(529, {"retry-after-ms": "1500"}, b"{}")
     assert error.retryable and error.retry_after == 1.5
+
+
+def test_tool_ids_are_made_valid_once_and_stay_short() -> None:
+    from flask_aigateway.providers.anthropic_messages import tool_id
+
+    odd = "functions.get_weather:0"
+    once = tool_id(odd)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", once) and tool_id(once) == once
+    assert tool_id("toolu_01A09q90qw90lq917835lq9") == "toolu_01A09q90qw90lq917835lq9"
+    assert tool_id("functions:get_weather.0") != once  # differ only in odd characters
+    long = tool_id("mcp://server/" + "x" * 200)
+    assert len(long) <= 64 and re.fullmatch(r"[A-Za-z0-9_-]+", long)
+    assert tool_id("mcp://server/" + "x" * 201) != long
+    assert tool_id(None) is None

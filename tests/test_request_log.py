@@ -569,3 +569,84 @@ def test_a_library_call_refused_for_its_body_has_its_row(state, upstreams) -> No
         (row,) = session.scalars(select(RequestLog)).all()
     assert (row.request_id, row.route, row.status_code) == ("lib-1", "messages", 400)
     assert row.key_id is None
+
+
+@pytest.mark.parametrize(
+    ("path", "auth"),
+    [("/v1/chat/completions", "Authorization"), ("/v1/messages", "x-api-key")],
+)
+def test_a_client_that_leaves_mid_body_is_logged_499_not_a_crash(
+    state, app, api_key, upstreams, path, auth
+) -> None:
+    """The connection ends before the body its Content-Length announced (the client went
+    away): a 499 row, as a stream whose client left, not a 500 that would count as the
+    gateway's own failure."""
+    import io
+
+    from werkzeug.test import EnvironBuilder
+
+    value = api_key if auth == "x-api-key" else f"Bearer {api_key}"
+    builder = EnvironBuilder(
+        path=path,
+        method="POST",
+        headers={auth: value, "Content-Type": "application/json"},
+        input_stream=io.BytesIO(b""),
+    )
+    environ = builder.get_environ()
+    environ["CONTENT_LENGTH"] = "1000"
+    statuses: list[str] = []
+    body = b"".join(app.wsgi_app(environ, lambda status, headers, *_: statuses.append(status)))
+    assert statuses[0].startswith("499"), (statuses, body)
+    get_pipeline(state).log_writer.flush()
+    with state.transaction() as session:
+        (row,) = session.scalars(select(RequestLog)).all()
+    assert (row.status_code, row.error_type) == (499, "client_disconnected")
+    assert row.key_id is not None
+
+
+@pytest.mark.parametrize(
+    ("path", "auth"),
+    [("/v1/chat/completions", "Authorization"), ("/v1/messages", "x-api-key")],
+)
+def test_the_host_apps_body_limit_is_a_413_with_its_row(
+    state, app, client, api_key, upstreams, path, auth
+) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 100
+    value = api_key if auth == "x-api-key" else f"Bearer {api_key}"
+    big = json.dumps({"model": "gpt", "messages": [{"role": "user", "content": "x" * 500}]})
+    response = client.post(path, data=big, headers={auth: value}, content_type="application/json")
+    assert response.status_code == 413, response.get_data(as_text=True)
+    get_pipeline(state).log_writer.flush()
+    with state.transaction() as session:
+        (row,) = session.scalars(select(RequestLog)).all()
+    assert row.status_code == 413 and row.key_id is not None
+
+
+def test_a_refused_body_is_timed_from_the_start_of_its_reading(state, app, api_key) -> None:
+    """A body that trickles in and is then refused is logged with the time it took."""
+    import io
+
+    from werkzeug.test import EnvironBuilder
+
+    class Slow(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            time.sleep(0.2)
+            return super().read(size)
+
+        def readinto(self, buffer: Any) -> int:
+            time.sleep(0.2)
+            return super().readinto(buffer)
+
+    data = b"{not json"
+    environ = EnvironBuilder(
+        path="/v1/chat/completions",
+        method="POST",
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        input_stream=Slow(data),
+        content_length=len(data),
+    ).get_environ()
+    b"".join(app.wsgi_app(environ, lambda *_: None))
+    get_pipeline(state).log_writer.flush()
+    with state.transaction() as session:
+        (row,) = session.scalars(select(RequestLog)).all()
+    assert row.status_code == 400 and row.latency_ms >= 190

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
 
 from .. import jsoncodec
 from ..enums import Route
@@ -109,6 +110,9 @@ def _answer_error(error: Exception) -> Response:
         return _error_response(throttles.refusal(API_AUTH, wait) if wait else error)
     if isinstance(error, GatewayError):
         return _error_response(error)
+    if isinstance(error, HTTPException) and error.code is not None and error.code < 500:
+        # Werkzeug's own refusals (a host app's MAX_CONTENT_LENGTH…), as the /v1 handler does.
+        return _error_response(GatewayError(error.description or error.name, status=error.code))
     log.error("unexpected error on %s", request.path, exc_info=error)
     return _error_response(internal_error())
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, request
 from flask.blueprints import BlueprintSetupState
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 from werkzeug.routing import PathConverter
 
 from .. import after_response, jsoncodec
@@ -23,6 +23,7 @@ from ..db import database_error
 from ..enums import Route
 from ..errors import (
     AuthenticationError,
+    ClientGoneError,
     GatewayError,
     InvalidRequestError,
     NotFoundError,
@@ -104,7 +105,15 @@ def _read_json_body(limit: int, max_depth: int) -> Any:
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
-    raw = request.stream.read(limit + 1)
+    try:
+        raw = request.stream.read(limit + 1)
+    except ClientDisconnected:
+        raise ClientGoneError(
+            "The client closed the connection before sending the whole request body."
+        ) from None
+    except RequestEntityTooLarge:
+        # The host app's MAX_CONTENT_LENGTH, when it is below the gateway's own limit.
+        raise RequestTooLargeError("The request body is over the app's size limit.") from None
     if len(raw) > limit:
         raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
     if not raw.strip():

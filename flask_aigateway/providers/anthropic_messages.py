@@ -39,7 +39,8 @@ def tool_id(value: Any) -> Any:
     if not isinstance(value, str) or _TOOL_ID.fullmatch(value):
         return value
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{_NOT_IN_TOOL_ID.sub('_', value)}_{digest}"
+    # At most 64 characters: a bound other gateways found (ids are not meant to be long).
+    return f"{_NOT_IN_TOOL_ID.sub('_', value)[:55]}_{digest}"
 
 
 def with_valid_tool_ids(messages: Any) -> Any:
