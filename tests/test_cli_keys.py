@@ -213,6 +213,14 @@ def test_overrides_looser_than_the_team_ancestry_are_refused(
             "--expires-in-days needs a whole number of days, 1 or more (got '0').",
         ),
         (["--expires-in-days", "x"], "--expires-in-days needs a whole number of days"),
+        (["--expires-in-days", "3000000"], "--expires-in-days 3000000 reaches past 9998-12-31"),
+        (["--expires-in-days", "2147483647"], "--expires-in-days 2147483647 reaches past"),
+        (
+            ["--expires", "9999-12-31"],
+            "The expiry '9999-12-31' is out of range: give a moment between 1970-01-01 and "
+            "9998-12-31.",
+        ),
+        (["--expires", "9998-12-31T23:00:00-05:00"], "is out of range: give a moment between"),
         (
             ["--expires", "2099-01-01", "--expires-in-days", "3"],
             "Give either --expires or --expires-in-days, not both.",

@@ -255,13 +255,25 @@ _UNIX_TIME_RE = re.compile(r"^\d{9,}(\.\d+)?$")
 
 
 def optional_datetime(value: Any, field: str) -> dt.datetime | None:
-    """A UTC datetime, or None when left empty.
+    """A UTC datetime between :data:`EARLIEST` and :data:`LATEST`, or None when left empty.
+
+    Accepts what :func:`parse_datetime` does; the moment must then pass :func:`in_range`.
+
+    :raises ValidationError: with ``param=field``; milliseconds are refused as out of range.
+    """
+    moment = parse_datetime(value, field)
+    return None if moment is None else in_range(moment, value, field)
+
+
+def parse_datetime(value: Any, field: str) -> dt.datetime | None:
+    """A timezone-aware datetime as typed, or None when left empty; its range is not checked
+    (see :func:`in_range`).
 
     Accepts an ISO 8601 date or datetime (a date alone means its midnight UTC; no offset
     means UTC) or a Unix timestamp in seconds (``1767225600``, as a number or as 9+ digits,
     optionally with a fraction).
 
-    :raises ValidationError: with ``param=field``; milliseconds are refused as out of range.
+    :raises ValidationError: with ``param=field``.
     """
     if value in _UNSET:
         return None
@@ -282,23 +294,37 @@ def optional_datetime(value: Any, field: str) -> dt.datetime | None:
             ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
+    return moment
+
+
+def in_range(
+    moment: dt.datetime, typed: Any, field: str, *, what: str | None = None
+) -> dt.datetime:
+    """``moment`` in UTC when it lies between :data:`EARLIEST` and :data:`LATEST`.
+
+    The bound keeps every date computation on it (an "until" date's whole day, a window
+    widened to whole hours, a database's timestamp type) away from the ends of Python's and
+    the databases' calendars. ``what`` names the input in the message (default: the field).
+
+    :raises ValidationError: with ``param=field``, naming ``typed`` as the user gave it.
+    """
     try:
         moment = moment.astimezone(dt.UTC)
     except OverflowError:
-        moment = _LATEST  # an offset that takes it past year 9999
-    if not _EARLIEST <= moment <= _LATEST:
+        moment = LATEST + dt.timedelta(days=1)  # an offset that takes it past year 9999
+    if not EARLIEST <= moment <= LATEST:
         raise ValidationError(
-            f"The {label(field)} {value!r} is out of range: give a moment between "
-            f"{_EARLIEST.date()} and {_LATEST.date()}.",
+            f"The {what or label(field)} {typed!r} is out of range: give a moment between "
+            f"{EARLIEST.date()} and {LATEST.date()}.",
             param=field,
         )
     return moment
 
 
-#: The moments a date filter or expiry may name: room on both sides for a day's arithmetic
-#: (an "until" date includes its whole day; windows are widened to whole hours).
-_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_LATEST = dt.datetime(9998, 12, 31, tzinfo=dt.UTC)
+#: The moments a date filter, stats window or expiry may name: room on both sides for a day's
+#: arithmetic (an "until" date includes its whole day; windows are widened to whole hours).
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9998, 12, 31, tzinfo=dt.UTC)
 
 
 def _from_unix(seconds: float, typed: Any, field: str) -> dt.datetime:
