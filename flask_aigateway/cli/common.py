@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 from flask.cli import with_appcontext
 
+from ..db import database_error
 from ..errors import GatewayError
 from ..state import GatewayState, get_state
 
@@ -26,7 +27,10 @@ def command(fn: F) -> F:
     """Run a command in the app context with the gateway state as first argument.
 
     A :class:`GatewayError` becomes ``Error: <message>`` on stderr and exit code 1; a
-    traceback is never shown for a user's mistake.
+    traceback is never shown for a user's mistake. So does a database the command cannot use
+    (:func:`~..db.database_error`): the schema missing (the words ``/v1`` answers with, naming
+    the upgrade command) or the database unreachable (with the driver's reason). Any other
+    exception is a bug and keeps its traceback.
     """
 
     @functools.wraps(fn)
@@ -36,8 +40,24 @@ def command(fn: F) -> F:
             return fn(get_state(), *args, **kwargs)
         except GatewayError as exc:
             raise click.ClickException(exc.message) from None
+        except Exception as exc:
+            problem = database_error(exc)
+            if problem is None:
+                raise
+            raise click.ClickException(_database_message(problem, exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _database_message(problem: GatewayError, exc: BaseException) -> str:
+    """``problem``'s message on one line; for an unreachable database, with the first line of
+    the driver's own words (connection refused, authentication failed, file not writable…),
+    which the operator at the command line needs and an HTTP client is not shown."""
+    if problem.code != "database_unavailable":
+        return problem.message
+    original = getattr(exc, "orig", None) or exc
+    reason = next((line.strip() for line in str(original).splitlines() if line.strip()), "")
+    return f"{problem.message} The driver said: {reason}" if reason else problem.message
 
 
 def _plain(value: Any) -> Any:
