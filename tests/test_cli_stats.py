@@ -386,7 +386,7 @@ def test_prune_logs_removes_old_raw_rows_and_keeps_the_rollups(runner, state, lo
         assert session.scalar(select(func.count(UsageRollup.id))) == 5
     assert service.usage_stats(state) == before
     text = ok(runner, "aigateway", "prune-logs").output
-    assert text == "Removed 0 request-log row(s) older than 30 day(s).\n"
+    assert text == "Removed 0 request-log rows older than 30 days.\n"
     state.settings["AIGATEWAY_LOG_RETENTION_DAYS"] = 0
     assert "every row is kept" in ok(runner, "aigateway", "prune-logs").output
     assert _raw_rows(state) == 4

@@ -21,6 +21,7 @@ from ..providers.addresses import host_problem
 from ..providers.wire import FRAMING_HEADERS
 
 _HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+_HANDLE_RULE = "letters, digits and . _ : / @ + - (starting with a letter or digit)"
 _UNSET = ("", None)
 #: Joiners that are "format" characters yet belong inside emoji and some scripts' words.
 _JOINERS = frozenset("\u200c\u200d")
@@ -78,8 +79,21 @@ def handle(value: Any, field: str = "alias", *, max_length: int = 200) -> str:
     text = value.strip()
     if len(text) > max_length or not _HANDLE_RE.match(text):
         raise ValidationError(
-            f"The {label(field)} {text!r} is not valid: use up to {max_length} letters, digits "
-            "and . _ : / @ + - (starting with a letter or digit).",
+            f"The {label(field)} {text!r} is not valid: use up to {max_length} {_HANDLE_RULE}.",
+            param=field,
+        )
+    return text
+
+
+def list_entry(value: str, field: str, *, shown: str | None = None) -> str:
+    """One alias of the comma-separated list ``field`` (a :func:`handle` of up to 200
+    characters), the message naming it as an entry of that list; ``shown`` is the entry as
+    typed when ``value`` is only part of it (a wildcard's prefix)."""
+    text = value.strip()
+    if len(text) > 200 or not _HANDLE_RE.match(text):
+        raise ValidationError(
+            f"{shown or text!r} in the {label(field)} list is not a valid alias: use up to 200 "
+            f"{_HANDLE_RULE}.",
             param=field,
         )
     return text
@@ -230,11 +244,11 @@ def name_list(value: Any, field: str) -> list[str] | None:
     for item in items:
         if not item:
             raise ValidationError(
-                f"The {label(field)} has an empty entry (check the commas).", param=field
+                f"The {label(field)} list has an empty entry (check the commas).", param=field
             )
         base = item[:-1] if item.endswith("*") else item
         if base:
-            handle(base, field, max_length=200)
+            list_entry(base, field, shown=item)
         if item not in result:
             result.append(item)
     return result
