@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from flask_aigateway.cli.common import display_width
 from flask_aigateway.models import ApiKey, Team
 from flask_aigateway.services import keys as key_service
 
@@ -574,6 +575,35 @@ def test_help_documents_the_rule_options(runner) -> None:
         "--no-parent",
     ):
         assert option in text
+
+
+def column_after(line: str, value: str) -> int:
+    """The terminal column where the cell after ``value`` starts on ``line`` (wide East Asian
+    characters take two columns, combining marks none)."""
+    end = line.index(value) + len(value)
+    gap = len(line[end:]) - len(line[end:].lstrip(" "))
+    return display_width(line[:end]) + gap
+
+
+def test_display_width_counts_terminal_columns() -> None:
+    assert display_width("ops") == 3
+    assert display_width("客服") == 4
+    assert display_width("\uff26\uff55\uff4c\uff4c") == 8  # fullwidth Latin
+    assert display_width("q\u0303a") == 2  # q, combining tilde, a
+    assert display_width("a\u200db") == 2  # zero-width joiner
+
+
+def test_list_aligns_wide_and_combining_names(runner) -> None:
+    names = ["客服", "ops", "q\u0303 team", "\uff26\uff55\uff4c\uff4c"]
+    for name in names:
+        ok(runner, "team", "create", "--name", name, "--rate-limit", "7")
+    header, *lines = ok(runner, "team", "list").output.splitlines()
+    parent = display_width(header[: header.index("PARENT")])
+    assert {column_after(line, name) for line, name in zip(lines, sorted(names), strict=True)} == {
+        parent
+    }, lines
+    rate = display_width(header[: header.index("RATE_LIMIT")])
+    assert {display_width(line[: line.index(" 7 ") + 1]) for line in lines} == {rate}, lines
 
 
 def test_team_names_with_spaces_and_unicode_are_quoted_references(runner, state) -> None:
