@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .wording import plural
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,7 +497,9 @@ def resolve(app_config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
     """Resolve every option: constructor override > ``app.config`` > default, type-checked."""
     unknown = sorted(k for k in overrides if k not in BY_NAME)
     if unknown:
-        raise ConfigError(f"Unknown AIGateway option(s): {', '.join(unknown)}.")
+        raise ConfigError(
+            f"Unknown AIGateway {plural(len(unknown), 'option')}: {', '.join(unknown)}."
+        )
     resolved: dict[str, Any] = {}
     for opt in OPTIONS:
         if opt.name in overrides:

@@ -23,6 +23,7 @@ from .errors import InvalidRequestError
 from .providers.openai_embeddings import OpenAIEmbeddingsAdapter
 from .schemas import ChatResponse, Usage
 from .tokens import estimate_input_tokens
+from .wording import counted, plural
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -36,8 +37,9 @@ def check_embeddable(route: AliasRoute) -> None:
     anthropic = [t.provider_name for t in route.targets if t.wire_format is WireFormat.ANTHROPIC]
     if anthropic:
         raise InvalidRequestError(
-            f"The model '{route.alias}' is served by Anthropic-format provider(s) "
-            f"{', '.join(sorted(set(anthropic)))}, which have no embeddings endpoint; use an "
+            f"The model '{route.alias}' is served by Anthropic-format "
+            f"{plural(len(set(anthropic)), 'provider')} {', '.join(sorted(set(anthropic)))}, "
+            f"which {plural(len(set(anthropic)), 'has', 'have')} no embeddings endpoint; use an "
             "embedding model on an OpenAI-format provider (OpenAI, Azure, Ollama, Gemini).",
             param="model",
             code="model_not_embedding",
@@ -100,7 +102,7 @@ def embed(
             headers=admission.headers,
         )
         if record.keeps_content:
-            record.completion_text = f"{len(body['data'])} embedding(s)"
+            record.completion_text = counted(len(body["data"]), "embedding")
         pipeline.cache.put(admission.cache, result)
         return result
     except Exception as exc:

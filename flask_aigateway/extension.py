@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .pipeline import ChatStream
 from .db import init_database
 from .state import EXTENSION_KEY, GatewayState, get_state
+from .wording import plural
 
 
 class AIGateway:
@@ -37,7 +38,9 @@ class AIGateway:
     ) -> None:
         unknown = sorted(k for k in options if k not in config.BY_NAME)
         if unknown:
-            raise ConfigError(f"Unknown AIGateway option(s): {', '.join(unknown)}.")
+            raise ConfigError(
+                f"Unknown AIGateway {plural(len(unknown), 'option')}: {', '.join(unknown)}."
+            )
         self._options = options
         self._db = db
         if app is not None:

@@ -437,4 +437,4 @@ def test_content_is_logged_only_when_the_operator_opts_in(client, state, api_key
     first, second = log_rows(state)
     assert (first.prompt_text, first.completion_text) == (None, None)
     assert json.loads(second.prompt_text) == ["é a", "b"]
-    assert second.completion_text == "2 embedding(s)"
+    assert second.completion_text == "2 embeddings"

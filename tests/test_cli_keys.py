@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from flask_aigateway.cli.common import display_width
 from flask_aigateway.db import utcnow
 from flask_aigateway.models import ApiKey, Team
 from flask_aigateway.services import keys as service
@@ -213,6 +214,14 @@ def test_overrides_looser_than_the_team_ancestry_are_refused(
             "--expires-in-days needs a whole number of days, 1 or more (got '0').",
         ),
         (["--expires-in-days", "x"], "--expires-in-days needs a whole number of days"),
+        (["--expires-in-days", "3000000"], "--expires-in-days 3000000 reaches past 9998-12-31"),
+        (["--expires-in-days", "2147483647"], "--expires-in-days 2147483647 reaches past"),
+        (
+            ["--expires", "9999-12-31"],
+            "The expiry '9999-12-31' is out of range: give a moment between 1970-01-01 and "
+            "9998-12-31.",
+        ),
+        (["--expires", "9998-12-31T23:00:00-05:00"], "is out of range: give a moment between"),
         (
             ["--expires", "2099-01-01", "--expires-in-days", "3"],
             "Give either --expires or --expires-in-days, not both.",
@@ -240,6 +249,21 @@ def test_expiry_parsing(runner, state) -> None:
     assert second["expires_at"] == "2099-01-31T10:30:00+00:00"
     assert before + dt.timedelta(days=30) <= stored["c"] <= after + dt.timedelta(days=30)
     assert third["status"] == "active"
+
+
+def test_list_aligns_wide_names(runner) -> None:
+    ok(runner, "team", "create", "--name", "客服")
+    names = ["客服机器人", "bot", "plain"]
+    for name in names:
+        create(runner, "--name", name, *(["--team", "客服"] if name != "plain" else []))
+    header, *lines = ok(runner, "key", "list").output.splitlines()
+    prefix = display_width(header[: header.index("PREFIX")])
+    status = display_width(header[: header.index("STATUS")])
+    for line, name in zip(lines, names, strict=True):
+        end = line.index(name) + len(name)
+        gap = len(line[end:]) - len(line[end:].lstrip(" "))
+        assert display_width(line[:end]) + gap == prefix, lines
+        assert display_width(line[: line.index("active")]) == status, lines
 
 
 def test_list_filters_by_team_and_activity(runner, state) -> None:

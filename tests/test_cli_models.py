@@ -184,10 +184,15 @@ def test_create_with_every_option_json(runner, state, providers):
         (["--max-tokens", "0"], "The max tokens must be 1 or more"),
         (["--cache-ttl", "-5"], "The cache ttl must be 0 or more"),
         (["--strategy", "random"], "The strategy 'random' is not valid; choose one of: weighted"),
-        (["--fallbacks", "ghost"], "Unknown alias(es) in fallbacks: ghost"),
+        (["--fallbacks", "ghost"], "Unknown alias in the fallbacks: ghost; create it first"),
+        (
+            ["--fallbacks", "ghost,spook"],
+            "Unknown aliases in the fallbacks: ghost, spook; create them",
+        ),
+        (["--fallbacks", "bad one"], "'bad one' in the fallbacks list is not a valid alias"),
         (["--fallbacks", "new"], "cannot be its own fallback"),
-        (["--fallbacks", "gpt,gpt"], "name 'gpt' twice"),
-        (["--fallbacks", "gpt,,x"], "empty entry"),
+        (["--fallbacks", "gpt,gpt"], "The fallbacks list names 'gpt' twice"),
+        (["--fallbacks", "gpt,,x"], "The fallbacks list has an empty entry"),
         (["--context-fallback", "ghost"], "Unknown alias 'ghost' as context fallback"),
         (["--context-fallback", "new"], "cannot be its own context fallback"),
         (["--provider", "ghost"], "No provider with name or id 'ghost'"),
@@ -408,8 +413,8 @@ def test_update_settings(runner, state, gpt):
     ("args", "expected"),
     [
         (["--fallbacks", "gpt"], "cannot be its own fallback"),
-        (["--fallbacks", "a,ghost"], "Unknown alias(es) in fallbacks: ghost"),
-        (["--fallbacks", "a,a"], "name 'a' twice"),
+        (["--fallbacks", "a,ghost"], "Unknown alias in the fallbacks: ghost"),
+        (["--fallbacks", "a,a"], "The fallbacks list names 'a' twice"),
         (["--context-fallback", "gpt"], "cannot be its own context fallback"),
         (["--strategy", "fastest"], "The strategy 'fastest' is not valid"),
         (["--max-tokens", "-1"], "The max tokens must be 1 or more"),
@@ -548,7 +553,7 @@ def test_delete_removes_its_deployments(runner, state, gpt):
         state, "gpt", provider="claude", model="c", pricing_input="1", pricing_output="1"
     )
     result = invoke_ok(runner, "model", "delete", "gpt")
-    assert gpt.id in result.output and "2 deployment(s)" in result.output
+    assert gpt.id in result.output and "and its 2 deployments." in result.output
     assert count(state, ModelAlias) == 0 and count(state, Deployment) == 0
     assert count(state, Provider) == 2
 

@@ -478,12 +478,12 @@ def test_delete_in_use_is_refused_then_forced(runner, state):
         state, "chat", provider="spare", model="c", pricing_input="1", pricing_output="1"
     )
     message = invoke_error(runner, "provider", "delete", "used")
-    assert "used by 2 deployment(s)" in message and "chat, code" in message
+    assert "used by 2 deployments of model aliases chat, code. Remove those" in message
     assert "--force" in message
     assert count(state, Provider) == 2 and count(state, Deployment) == 3
 
     result = invoke_ok(runner, "provider", "delete", used.id, "--force")
-    assert "Removed 2 deployment(s)" in result.output
+    assert "Removed 2 deployments: " in result.output
     assert count(state, Provider) == 1
     with state.session() as session:
         remaining = session.scalars(select(Deployment)).all()

@@ -244,10 +244,16 @@ def test_parse_since() -> None:
         2026, 11, 1, 10, tzinfo=dt.UTC
     )
     assert service.parse_since(None) is None and service.parse_since("") is None
-    for bad in ("7x", "0d", "yesterday", "-3d"):
+    for bad in ("7x", "0d", "yesterday", "-3d", "999999d", "99999999999d", "0001-01-01"):
         with pytest.raises(ValidationError) as info:
             service.parse_since(bad, now=now)
         assert info.value.param == "since"
+    # The same bounds as the dashboard's date filters: 1970-01-01 to 9998-12-31.
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    assert service.parse_since(f"{(now - epoch).days}d", now=now) >= epoch
+    for bad in (f"{(now - epoch).days + 1}d", "1969-12-31", "9999-01-01"):
+        with pytest.raises(ValidationError, match="1970-01-01"):
+            service.parse_since(bad, now=now)
 
 
 def test_cli_json(runner, log) -> None:
@@ -345,6 +351,13 @@ def test_cli_table(runner, log) -> None:
     [
         (["--since", "7x"], "The since value '7x' is not valid: use a duration such as 7d"),
         (["--since", "last week"], "The since value 'last week' is not valid"),
+        (["--since", "999999d"], "The since value '999999d' reaches back before 1970-01-01"),
+        (["--since", "99999999999d"], "The since value '99999999999d' reaches back before"),
+        (
+            ["--since", "0001-01-01"],
+            "The since value '0001-01-01' is out of range: give a moment between 1970-01-01 "
+            "and 9998-12-31.",
+        ),
         (
             ["--by", "day"],
             "Cannot group statistics by 'day': choose one of key, team, model, provider, route, "
@@ -355,7 +368,8 @@ def test_cli_table(runner, log) -> None:
 def test_cli_refuses_invalid_options(runner, log, args: list[str], message: str) -> None:
     result = invoke(runner, "stats", *args)
     assert result.exit_code == 1
-    assert f"Error: {message}" in result.output
+    assert result.output.startswith(f"Error: {message}")
+    assert len(result.output.splitlines()) == 1, result.output
 
 
 def _raw_rows(state: Any) -> int:
@@ -372,12 +386,19 @@ def test_prune_logs_removes_old_raw_rows_and_keeps_the_rollups(runner, state, lo
         assert session.scalar(select(func.count(UsageRollup.id))) == 5
     assert service.usage_stats(state) == before
     text = ok(runner, "aigateway", "prune-logs").output
-    assert text == "Removed 0 request-log row(s) older than 30 day(s).\n"
+    assert text == "Removed 0 request-log rows older than 30 days.\n"
     state.settings["AIGATEWAY_LOG_RETENTION_DAYS"] = 0
     assert "every row is kept" in ok(runner, "aigateway", "prune-logs").output
     assert _raw_rows(state) == 4
     refused = invoke(runner, "aigateway", "prune-logs", "--older-than-days", "0")
     assert refused.exit_code == 2 and _raw_rows(state) == 4
+    # Further back than the Unix epoch (or than dates go) nothing is that old.
+    for days in ("9999999", "99999999999"):
+        result = ok(runner, "aigateway", "prune-logs", "--older-than-days", days, "--json")
+        assert json.loads(result.output) == {"removed": 0, "older_than_days": int(days)}
+    state.settings["AIGATEWAY_LOG_RETENTION_DAYS"] = 99_999_999
+    assert ok(runner, "aigateway", "prune-logs").output.startswith("Removed 0 ")
+    assert _raw_rows(state) == 4
 
 
 def test_stats_by_route_counts_each_door(runner, state, client, api_key, upstreams) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from flask_aigateway.cli.common import display_width
 from flask_aigateway.models import ApiKey, Team
 from flask_aigateway.services import keys as key_service
 
@@ -278,8 +279,12 @@ def test_update_needs_something_to_change(runner, state) -> None:
         (["--rate-limit", "0"], "The rate limit must be 1 or more (got 0)."),
         (["--tokens-per-minute", "-5"], "The tokens per minute must be 1 or more"),
         (["--tokens-per-minute", "lots"], "The tokens per minute must be a whole number"),
-        (["--models", "gpt-4o,,x"], "The models has an empty entry"),
-        (["--models", "bad alias!"], "is not valid"),
+        (["--models", "gpt-4o,,x"], "The models list has an empty entry (check the commas)."),
+        (
+            ["--models", "gpt-4o,bad alias"],
+            "'bad alias' in the models list is not a valid alias: use up to 200 letters",
+        ),
+        (["--models", "bad alias*"], "'bad alias*' in the models list is not a valid alias"),
         (["--parent", "nope"], "No team 'nope'"),
         (["--parent", "team_0000000000000000"], "No team 'team_0000000000000000'"),
     ],
@@ -516,19 +521,44 @@ def test_delete(runner, state) -> None:
         "team",
         "delete",
         "ml",
-        message="Team 'ml' still has 1 sub-team(s) and 1 key(s)",
+        message="Team 'ml' still has 1 sub-team and 1 key; move or delete them first",
     )
     fails(runner, state, "team", "delete", "nope", message="No team 'nope'")
 
     result = ok(runner, "team", "delete", "ml", "--force")
-    assert "Moved 1 sub-team(s) and 1 key(s) to team 'eng'." in result.output
+    assert "Moved 1 sub-team and 1 key to team 'eng'." in result.output
     after = teams(state)
     assert "ml" not in after and after["cv"].parent_id == tree["eng"].id
     assert key_service.get_key(state, key.id).team_id == tree["eng"].id
 
     result = ok(runner, "team", "delete", "org", "--force")
-    assert "Moved 1 sub-team(s) and 0 key(s) to the top level." in result.output
+    assert "Moved 1 sub-team to the top level." in result.output
     assert teams(state)["eng"].parent_id is None
+
+
+def test_delete_says_only_what_the_team_still_has(runner, state) -> None:
+    ok(runner, "team", "create", "--name", "solo")
+    key_service.create_key(state, name="k1", team="solo")
+    fails(
+        runner,
+        state,
+        "team",
+        "delete",
+        "solo",
+        message="Team 'solo' still has 1 key; move or delete it first, or force the deletion "
+        "(--force) to move it to its parent.",
+    )
+    key_service.create_key(state, name="k2", team="solo")
+    fails(
+        runner,
+        state,
+        "team",
+        "delete",
+        "solo",
+        message="Team 'solo' still has 2 keys; move or delete them first",
+    )
+    result = ok(runner, "team", "delete", "solo", "--force")
+    assert "Moved 2 keys to the top level." in result.output
 
 
 def test_help_documents_the_rule_options(runner) -> None:
@@ -545,6 +575,35 @@ def test_help_documents_the_rule_options(runner) -> None:
         "--no-parent",
     ):
         assert option in text
+
+
+def column_after(line: str, value: str) -> int:
+    """The terminal column where the cell after ``value`` starts on ``line`` (wide East Asian
+    characters take two columns, combining marks none)."""
+    end = line.index(value) + len(value)
+    gap = len(line[end:]) - len(line[end:].lstrip(" "))
+    return display_width(line[:end]) + gap
+
+
+def test_display_width_counts_terminal_columns() -> None:
+    assert display_width("ops") == 3
+    assert display_width("客服") == 4
+    assert display_width("\uff26\uff55\uff4c\uff4c") == 8  # fullwidth Latin
+    assert display_width("q\u0303a") == 2  # q, combining tilde, a
+    assert display_width("a\u200db") == 2  # zero-width joiner
+
+
+def test_list_aligns_wide_and_combining_names(runner) -> None:
+    names = ["客服", "ops", "q\u0303 team", "\uff26\uff55\uff4c\uff4c"]
+    for name in names:
+        ok(runner, "team", "create", "--name", name, "--rate-limit", "7")
+    header, *lines = ok(runner, "team", "list").output.splitlines()
+    parent = display_width(header[: header.index("PARENT")])
+    assert {column_after(line, name) for line, name in zip(lines, sorted(names), strict=True)} == {
+        parent
+    }, lines
+    rate = display_width(header[: header.index("RATE_LIMIT")])
+    assert {display_width(line[: line.index(" 7 ") + 1]) for line in lines} == {rate}, lines
 
 
 def test_team_names_with_spaces_and_unicode_are_quoted_references(runner, state) -> None:

@@ -180,7 +180,9 @@ def test_provider_delete_refused_while_used_then_forced(client: Any, csrf: str, 
     (provider,) = rows(app, Provider)
     refused = submit(client, f"/dashboard/providers/{provider.id}/delete", csrf)
     assert refused.status_code == 409
-    assert "is used by 1 deployment(s)" in text(refused)
+    assert "is used by 1 deployment of model alias " in text(refused)
+    assert "Remove that deployment first" in text(refused)
+    assert "Also remove its 1 deployment</label>" in text(refused)
     assert len(rows(app, Provider)) == 1
     forced = submit(client, f"/dashboard/providers/{provider.id}/delete", csrf, force=True)
     assert forced.status_code == 303
@@ -303,7 +305,7 @@ def test_model_validation_matches_the_cli_and_keeps_values(
 
     unknown = new_model(client, csrf, fallbacks="nowhere")
     assert field_error(text(unknown), "fallbacks").startswith(
-        "Unknown alias(es) in fallbacks: nowhere"
+        "Unknown alias in the fallbacks: nowhere"
     )
     missing = new_model(client, csrf, provider="ghost")
     assert missing.status_code == 404
@@ -573,7 +575,7 @@ def test_huge_prices_and_model_settings_are_form_errors(client: Any, csrf: str, 
 
 def test_out_of_range_request_ids_and_dates_are_not_500s(client: Any, csrf: str) -> None:
     assert client.get(f"/dashboard/requests/{HUGE}999").status_code == 404
-    for until in ("9999-12-31", "253402300799"):
+    for until in ("9999-12-31", "253402300799", "9999-12-31T23:00:00-05:00", "0001-01-01"):
         response = client.get(f"/dashboard/requests?until={until}")
         assert response.status_code == 400, until
         assert "out of range" in text(response)
@@ -610,7 +612,7 @@ def test_unchanged_on_a_header_with_no_stored_value_is_refused(
         enabled=True,
     )
     assert response.status_code == 400
-    assert "X-Other have no stored value to keep" in (
+    assert "Header X-Other has no stored value to keep" in (
         field_error(text(response), "extra_headers") or ""
     )
     assert provider_headers(get_state(app), provider) == {"X-Api-Token": "secret-token-123"}

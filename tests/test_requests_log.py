@@ -3,6 +3,7 @@ rate-limit usage read by the dashboard."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from decimal import Decimal
 
@@ -53,7 +54,9 @@ def test_parse_filters_reads_blank_as_any_and_checks_values() -> None:
 def test_cursor_round_trip_and_damage() -> None:
     cursor = service.encode_cursor(NOW, 42)
     assert service.decode_cursor(cursor) == (NOW, 42)
-    for damaged in ("!!", "bm90LWEtY3Vyc29y", cursor[:-3]):
+    # A moment at the calendar's edge that no conversion to UTC survives.
+    edge = base64.urlsafe_b64encode(b"0001-01-01T00:00:00+01:00|1").decode().rstrip("=")
+    for damaged in ("!!", "bm90LWEtY3Vyc29y", cursor[:-3], edge):
         with pytest.raises(ValidationError) as error:
             service.decode_cursor(damaged)
         assert error.value.param == "cursor"

@@ -248,13 +248,34 @@ def test_the_operator_sees_everything(client, state, history) -> None:
 
 @pytest.mark.parametrize(
     ("query", "status", "param"),
-    [({"by": "day"}, 400, "by"), ({"since": "last week"}, 400, "since")],
+    [
+        ({"by": "day"}, 400, "by"),
+        ({"since": "last week"}, 400, "since"),
+        ({"since": "999999d"}, 400, "since"),
+        ({"since": "99999999999d"}, 400, "since"),
+        ({"since": "0001-01-01"}, 400, "since"),
+    ],
 )
 def test_bad_parameters_get_openai_errors(client, api_key, query, status, param) -> None:
     response = stats(client, api_key, **query)
     assert response.status_code == status
-    assert response.json["error"]["type"] == "invalid_request_error"
-    assert response.json["error"]["param"] == param
+    error = response.json["error"]
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        param,
+        "invalid_value",
+    )
+    assert error["message"].startswith(f"The {param} value") or param == "by"
+
+
+def test_a_since_before_1970_is_refused_with_the_cli_s_words(client, state, api_key) -> None:
+    state.settings["AIGATEWAY_ADMIN_TOKEN"] = ADMIN
+    for token in (api_key, ADMIN):
+        response = stats(client, token, since="999999d")
+        assert response.status_code == 400
+        assert response.json["error"]["message"].startswith(
+            "The since value '999999d' reaches back before 1970-01-01: give a shorter duration"
+        )
 
 
 def test_stats_need_a_key_or_the_operator_token(client, state, api_key) -> None:

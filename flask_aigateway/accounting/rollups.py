@@ -64,6 +64,8 @@ assert set(COUNTERS) <= set(UsageDailyRollup.__table__.c.keys()), "daily and hou
 
 #: Raw rows deleted per transaction when pruning (keeps locks short).
 PRUNE_BATCH = 5000
+#: No request-log row is older than this: a retention reaching further back prunes nothing.
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def hour_of(moment: dt.datetime) -> dt.datetime:
@@ -378,7 +380,10 @@ def prune_request_log(
     )
     if days <= 0:
         return 0
-    cutoff = (now or utcnow()) - dt.timedelta(days=days)
+    now = now or utcnow()
+    if days > (now - _EPOCH).days:
+        return 0  # no row is older than the Unix epoch (and the subtraction could overflow)
+    cutoff = now - dt.timedelta(days=days)
     removed = 0
     while True:
         with state.transaction() as session:

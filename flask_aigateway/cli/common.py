@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 import click
 from flask.cli import with_appcontext
 
+from ..db import database_error
 from ..errors import GatewayError
 from ..state import GatewayState, get_state
 
@@ -26,7 +28,10 @@ def command(fn: F) -> F:
     """Run a command in the app context with the gateway state as first argument.
 
     A :class:`GatewayError` becomes ``Error: <message>`` on stderr and exit code 1; a
-    traceback is never shown for a user's mistake.
+    traceback is never shown for a user's mistake. So does a database the command cannot use
+    (:func:`~..db.database_error`): the schema missing (the words ``/v1`` answers with, naming
+    the upgrade command) or the database unreachable (with the driver's reason). Any other
+    exception is a bug and keeps its traceback.
     """
 
     @functools.wraps(fn)
@@ -36,8 +41,24 @@ def command(fn: F) -> F:
             return fn(get_state(), *args, **kwargs)
         except GatewayError as exc:
             raise click.ClickException(exc.message) from None
+        except Exception as exc:
+            problem = database_error(exc)
+            if problem is None:
+                raise
+            raise click.ClickException(_database_message(problem, exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _database_message(problem: GatewayError, exc: BaseException) -> str:
+    """``problem``'s message on one line; for an unreachable database, with the first line of
+    the driver's own words (connection refused, authentication failed, file not writable…),
+    which the operator at the command line needs and an HTTP client is not shown."""
+    if problem.code != "database_unavailable":
+        return problem.message
+    original = getattr(exc, "orig", None) or exc
+    reason = next((line.strip() for line in str(original).splitlines() if line.strip()), "")
+    return f"{problem.message} The driver said: {reason}" if reason else problem.message
 
 
 def _plain(value: Any) -> Any:
@@ -73,13 +94,37 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+#: Unicode categories a terminal draws in no column of their own: combining and enclosing
+#: marks, and format characters such as the zero-width joiner names may hold.
+_ZERO_WIDTH = frozenset({"Mn", "Me", "Cf"})
+
+
+def display_width(text: str) -> int:
+    """How many terminal columns ``text`` takes: two for a wide or fullwidth East Asian
+    character (``客服``), none for a combining mark or a zero-width format character, one for
+    anything else (from the standard library's Unicode data, no wcwidth needed)."""
+    width = 0
+    for char in text:
+        if unicodedata.category(char) in _ZERO_WIDTH:
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - display_width(text))
+
+
 def render_table(rows: Sequence[Mapping[str, Any]], columns: Iterable[str]) -> str:
-    """A plain aligned table; full values, never truncated (ids must be copyable)."""
+    """A plain aligned table; full values, never truncated (ids must be copyable). Columns
+    are aligned by :func:`display_width`, so names in any script line up."""
     cols = list(columns)
     cells = [[_cell(row.get(c)) for c in cols] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    widths = [
+        max([display_width(c)] + [display_width(r[i]) for r in cells]) for i, c in enumerate(cols)
+    ]
+    lines = ["  ".join(_pad(c.upper(), w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += ["  ".join(_pad(v, w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
 
 
@@ -106,4 +151,12 @@ def output(
         click.echo(render_table(data, columns or list(data[0].keys())))
 
 
-__all__ = ["GatewayState", "command", "json_option", "output", "render_table", "to_json"]
+__all__ = [
+    "GatewayState",
+    "command",
+    "display_width",
+    "json_option",
+    "output",
+    "render_table",
+    "to_json",
+]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
-from flask.cli import with_appcontext
 
 from .. import schema
-from ..state import get_state
+from .common import GatewayState, command
 
 
 @click.group("aigateway")
@@ -22,10 +21,9 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
-@with_appcontext
-def upgrade_command(revision: str) -> None:
+@command
+def upgrade_command(state: GatewayState, revision: str) -> None:
     """Create the schema on an empty database, or upgrade it to the newest version."""
-    state = get_state()
     schema.upgrade(state, revision)
     where = state.engine.url.render_as_string()
     click.echo(f"Schema at {schema.current_revision(state)} ({where}).")
@@ -33,19 +31,17 @@ def upgrade_command(revision: str) -> None:
 
 @db_group.command("downgrade")
 @click.argument("revision")
-@with_appcontext
-def downgrade_command(revision: str) -> None:
+@command
+def downgrade_command(state: GatewayState, revision: str) -> None:
     """Step the schema back to REVISION ('base' drops every gateway table)."""
-    state = get_state()
     schema.downgrade(state, revision)
     click.echo(f"Schema at {schema.current_revision(state) or 'base'}.")
 
 
 @db_group.command("current")
-@with_appcontext
-def current_command() -> None:
+@command
+def current_command(state: GatewayState) -> None:
     """Show the database's schema revision and whether it is the newest."""
-    state = get_state()
     current = schema.current_revision(state)
     head = schema.head_revision()
     status = "up to date" if current == head else f"behind (newest is {head})"
@@ -54,7 +50,7 @@ def current_command() -> None:
 
 @db_group.command("revision")
 @click.option("-m", "--message", required=True, help="What the migration changes.")
-@with_appcontext
-def revision_command(message: str) -> None:
+@command
+def revision_command(state: GatewayState, message: str) -> None:
     """(Developers) write a migration from the difference between models and database."""
-    schema.revision(get_state(), message)
+    schema.revision(state, message)

@@ -57,7 +57,17 @@ def _expiry(expires: str | None, expires_in_days: str | None) -> Any:
                 f"{expires_in_days!r}).",
                 param="expires_at",
             ) from None
-        return utcnow() + dt.timedelta(days=days)
+        try:
+            moment = utcnow() + dt.timedelta(days=days)
+        except OverflowError:  # past timedelta's or the calendar's range
+            moment = None
+        if moment is None or moment > validation.LATEST:
+            raise ValidationError(
+                f"--expires-in-days {days} reaches past {validation.LATEST.date()}: give "
+                "fewer days, or no expiry for a key that never expires.",
+                param="expires_at",
+            )
+        return moment
     return expires
 
 

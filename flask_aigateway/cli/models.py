@@ -10,6 +10,7 @@ import click
 
 from ..services import models as service
 from ..services.model_fields import DEPLOYMENT_FIELDS
+from ..wording import counted
 from .common import GatewayState, command, json_option, output, render_table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -238,7 +239,7 @@ def delete_command(state: GatewayState, alias: str, force: bool) -> None:
     changed = service.delete_model(state, model.id, force=force)
     click.echo(
         f"Deleted model alias {model.alias} ({model.id}) and its "
-        f"{len(model.deployments)} deployment(s)."
+        f"{counted(len(model.deployments), 'deployment')}."
     )
     if changed:
         click.echo(f"Removed it from the fallbacks of: {', '.join(changed)}.")

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ..services import providers as service
+from ..wording import counted
 from .common import GatewayState, command, json_option, output
 
 _LIST_COLUMNS = ("id", "name", "format", "base_url", "api_key", "enabled")
@@ -181,7 +182,7 @@ def delete_command(state: GatewayState, ref: str, force: bool) -> None:
     removed = service.delete_provider(state, provider.id, force=force)
     click.echo(f"Deleted provider {provider.name} ({provider.id}).")
     if removed:
-        click.echo(f"Removed {len(removed)} deployment(s): {', '.join(removed)}.")
+        click.echo(f"Removed {counted(len(removed), 'deployment')}: {', '.join(removed)}.")
 
 
 __all__ = ["provider_group"]

@@ -9,6 +9,7 @@ import click
 
 from ..accounting.rollups import prune_request_log
 from ..services import stats as service
+from ..wording import counted
 from .common import GatewayState, command, json_option, output
 from .db import aigateway_group
 
@@ -107,4 +108,6 @@ def prune_logs_command(state: GatewayState, older_than_days: int | None, as_json
             "--older-than-days to prune anyway."
         )
     else:
-        click.echo(f"Removed {removed} request-log row(s) older than {days} day(s).")
+        click.echo(
+            f"Removed {counted(removed, 'request-log row')} older than {counted(days, 'day')}."
+        )

@@ -201,7 +201,4 @@ def delete_command(state: GatewayState, ref: str, force: bool) -> None:
     click.echo(f"Deleted team {result['name']!r} ({result['id']}).")
     if result["moved_teams"] or result["moved_keys"]:
         target = f"team {result['moved_to']!r}" if result["moved_to"] else "the top level"
-        click.echo(
-            f"Moved {len(result['moved_teams'])} sub-team(s) and {len(result['moved_keys'])} "
-            f"key(s) to {target}."
-        )
+        click.echo(f"Moved {service.moved_summary(result)} to {target}.")

@@ -18,6 +18,7 @@ from ..services import validation
 from ..services.detail_stats import Scope, detail_stats
 from ..services.validation import UNSET
 from ..state import get_state
+from ..wording import counted, plural
 from . import charts
 from .forms import Form
 from .notices import notify
@@ -130,15 +131,18 @@ def _merge_headers(text: str, stored: dict[str, str], *, moved: bool) -> dict[st
     unknown = sorted(name for name, value in parsed.items() if value == KEEP and name not in stored)
     if unknown:
         raise ValidationError(
-            f"Header(s) {', '.join(unknown)} have no stored value to keep: type the value "
+            f"{plural(len(unknown), 'Header', 'Headers')} {', '.join(unknown)} "
+            f"{plural(len(unknown), 'has', 'have')} no stored value to keep: type the value "
             f"instead of {KEEP}, or remove the line.",
             param="extra_headers",
         )
     kept = sorted(name for name, value in parsed.items() if value == KEEP)
     if moved and kept:
         raise ValidationError(
-            f"The base URL or format changes: type the value of header(s) {', '.join(kept)} "
-            f"again (it was stored for the old destination), or remove the line.",
+            f"The base URL or format changes: type the value of "
+            f"{plural(len(kept), 'header', 'headers')} {', '.join(kept)} again "
+            f"({plural(len(kept), 'it was', 'they were')} stored for the old destination), or "
+            f"remove the {plural(len(kept), 'line', 'lines')}.",
             param="extra_headers",
         )
     return {name: stored[name] if value == KEEP else value for name, value in parsed.items()}
@@ -202,6 +206,6 @@ def delete(ref: str) -> Any:
         removed = service.delete_provider(state, provider.id, force="force" in request.form)
     except GatewayError as exc:
         return detail_page(provider.id, error=exc.message, status=exc.status)
-    extra = f" with {len(removed)} deployment(s)" if removed else ""
+    extra = f" with {counted(len(removed), 'deployment')}" if removed else ""
     notify(f"Provider {provider.name!r} deleted{extra}.")
     return redirect(url_for(".providers"), 303)

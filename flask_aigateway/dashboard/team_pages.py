@@ -144,8 +144,8 @@ def delete(ref: str) -> Any:
         result = service.delete_team(state, team.id, force="force" in request.form)
     except GatewayError as exc:
         return detail_page(team.id, error=exc.message, status=exc.status)
-    moved = len(result["moved_teams"]) + len(result["moved_keys"])
     where = result["moved_to"] or "no team"
-    extra = f"; its {moved} sub-team(s) and key(s) moved to {where}" if moved else ""
+    moved = result["moved_teams"] or result["moved_keys"]
+    extra = f"; its {service.moved_summary(result)} moved to {where}" if moved else ""
     notify(f"Team {team.name!r} deleted{extra}.")
     return redirect(url_for(".teams"), 303)

@@ -48,6 +48,7 @@ from urllib3.exceptions import DecodeError, HTTPError, ReadTimeoutError
 from .. import __version__
 from ..errors import UpstreamError, UpstreamTimeoutError
 from ..idle_check import has_input
+from ..wording import plural
 from .addresses import address_problem, host_problem
 from .base import SSEEvent, UpstreamRequest
 from .sse import SSEParser, SSETooLarge
@@ -733,9 +734,10 @@ class Transport:
         if not names.isdisjoint(_OWN_HEADERS):
             own = sorted(names & _OWN_HEADERS)
             raise UpstreamError(
-                f"Could not send the request to the upstream {route.host}: header(s) "
-                f"{', '.join(own)} are set by the gateway itself. Remove them from the "
-                "provider's extra headers.",
+                f"Could not send the request to the upstream {route.host}: "
+                f"{plural(len(own), 'header')} {', '.join(own)} "
+                f"{plural(len(own), 'is', 'are')} set by the gateway itself. Remove "
+                f"{plural(len(own), 'it', 'them')} from the provider's extra headers.",
                 retryable=False,
             )
         if "accept-encoding" not in names:

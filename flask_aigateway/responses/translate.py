@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import InvalidRequestError
 from ..schemas import ChatRequest
+from ..wording import counted
 from .fields import KNOWN_FIELDS
 from .tools import ToolSpec, chat_call, found_names
 from .tools import tool_choice as chat_tool_choice
@@ -540,7 +541,7 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
         elif kind == "tool_search_output":
             names = found_names(item["tools"])
             text = (
-                f"Found {len(names)} tool(s), which can be called now: {', '.join(names)}."
+                f"Found {counted(len(names), 'tool')}, which can be called now: {', '.join(names)}."
                 if names
                 else "No tools were found."
             )

@@ -34,6 +34,7 @@ from ..providers.classify import CONTEXT_LENGTH_CODE
 from ..redis_batch import ScriptBatch, ScriptCall
 from ..redis_failure import unreachable_errors
 from ..tokens import estimate_prompt_tokens
+from ..wording import counted
 from .state import (
     RPM_WINDOW,
     MemoryRouterState,
@@ -549,7 +550,7 @@ def _run_target(
             raise UpstreamTimeoutError(
                 "The request did not complete within AIGATEWAY_REQUEST_TIMEOUT "
                 f"({settings['AIGATEWAY_REQUEST_TIMEOUT']:g} s) across "
-                f"{log.attempts} attempt(s).",
+                f"{counted(log.attempts, 'attempt')}.",
                 retryable=False,
             )
         ticket = first.take(target) if first is not None and n == 1 else None

@@ -45,14 +45,17 @@ def key_status(key: ApiKey, now: dt.datetime | None = None) -> str:
 
 def _expiry(value: Any, now: dt.datetime) -> dt.datetime | None:
     try:
-        moment = validation.optional_datetime(value, "expires_at")
+        moment = validation.parse_datetime(value, "expires_at")
     except ValidationError:
         raise ValidationError(
             f"The expiry {value!r} is not an ISO date or datetime or a Unix timestamp in "
             "seconds, e.g. 2027-01-31 (00:00 UTC that day), 2027-01-31T12:00:00Z or 1801440000.",
             param="expires_at",
         ) from None
-    if moment is not None and moment <= now:
+    if moment is None:
+        return None
+    moment = validation.in_range(moment, value, "expires_at", what="expiry")
+    if moment <= now:
         raise ValidationError(
             f"The expiry {moment.isoformat()} is in the past: give a future date, or revoke "
             "the key to stop it now.",

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from ..enums import ModelKind, ProviderFormat, Strategy
 from ..errors import ValidationError
 from ..models import ModelAlias
+from ..wording import plural
 from . import validation
 from .validation import UNSET
 
@@ -79,13 +80,13 @@ def alias_list(value: Any, field: str = "fallbacks") -> list[str]:
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise ValidationError(
-                f"The {validation.label(field)} have an empty entry (check the commas).",
+                f"The {validation.label(field)} list has an empty entry (check the commas).",
                 param=field,
             )
-        alias = validation.handle(item, field, max_length=200)
+        alias = validation.list_entry(item, field)
         if alias in result:
             raise ValidationError(
-                f"The {validation.label(field)} name {alias!r} twice; list each alias once.",
+                f"The {validation.label(field)} list names {alias!r} twice; list each alias once.",
                 param=field,
             )
         result.append(alias)
@@ -139,7 +140,8 @@ def check_references(
     unknown = [a for a in fallbacks if a not in known]
     if unknown:
         raise ValidationError(
-            f"Unknown alias(es) in fallbacks: {', '.join(unknown)}; create them first or "
+            f"Unknown {plural(len(unknown), 'alias', 'aliases')} in the fallbacks: "
+            f"{', '.join(unknown)}; create {plural(len(unknown), 'it', 'them')} first or "
             f"{LIST_HINT}.",
             param="fallbacks",
         )

@@ -19,6 +19,7 @@ from ..enums import AZURE_DEFAULT_API_VERSION, ProviderFormat
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..models import Deployment, Provider
 from ..state import GatewayState
+from ..wording import counted, plural
 from . import validation
 from .validation import UNSET, Unset
 
@@ -132,8 +133,9 @@ def _check_destination(
     secret = sorted(k for k in (provider.extra_headers or {}) if _SENSITIVE_HEADER.search(k))
     if secret and new_headers is UNSET:
         raise ValidationError(
-            f"Changing the provider's {what} would send its stored header(s) "
-            f"{', '.join(secret)} to the new destination: give the extra headers again in the "
+            f"Changing the provider's {what} would send its stored "
+            f"{plural(len(secret), 'header')} {', '.join(secret)} to the new destination: give "
+            "the extra headers again in the "
             "same change (--header, or the extra headers field), or remove them "
             "(--clear-headers).",
             param="extra_headers",
@@ -347,8 +349,10 @@ def delete_provider(state: GatewayState, ref: Any, *, force: bool = False) -> li
         if deployments and not force:
             aliases = sorted({d.model.alias for d in deployments})
             raise ConflictError(
-                f"Provider {provider.name!r} is used by {len(deployments)} deployment(s) of "
-                f"model alias(es) {', '.join(aliases)}. Remove those deployments first "
+                f"Provider {provider.name!r} is used by "
+                f"{counted(len(deployments), 'deployment')} of model "
+                f"{plural(len(aliases), 'alias', 'aliases')} {', '.join(aliases)}. Remove "
+                f"{plural(len(deployments), 'that deployment', 'those deployments')} first "
                 "(`flask model undeploy`, or `flask model delete` for an alias), or delete "
                 "with --force to remove them too.",
                 param="provider",

@@ -184,7 +184,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
         if created.tzinfo is None:
             raise ValueError
         return created.astimezone(dt.UTC), int(row_id)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
+    except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error):
         raise ValidationError(
             "The page link is damaged; go back to the first page of the log.", param="cursor"
         ) from None

@@ -58,7 +58,8 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 def parse_since(value: Any, *, now: dt.datetime | None = None) -> dt.datetime | None:
     """The start of a stats window from ``7d`` / ``24h`` / ``30m`` / ``2w`` (before ``now``),
     an ISO date or datetime (UTC unless it says otherwise), a Unix timestamp in seconds, or
-    None/"" for all time.
+    None/"" for all time. The start must lie between :data:`~.validation.EARLIEST` and
+    :data:`~.validation.LATEST`, as the dashboard's date filters must.
 
     :raises ValidationError: with ``param="since"``.
     """
@@ -69,21 +70,38 @@ def parse_since(value: Any, *, now: dt.datetime | None = None) -> dt.datetime | 
         return None
     match = _DURATION_RE.match(text)
     if match:
-        amount = int(match.group(1))
-        if amount < 1:
-            raise ValidationError(
-                f"The since value {value!r} must be a positive duration, e.g. 7d.", param="since"
-            )
-        delta = dt.timedelta(**{_UNITS[match.group(2)]: amount})
-        return (now or utcnow()) - delta
+        return _duration_start(value, int(match.group(1)), match.group(2), now or utcnow())
     try:
-        return validation.optional_datetime(str(value).strip(), "since")
+        moment = validation.parse_datetime(str(value).strip(), "since")
     except ValidationError:
         raise ValidationError(
             f"The since value {value!r} is not valid: use a duration such as 7d, 24h or 30m, "
             "a date such as 2026-11-01 (UTC) or a Unix timestamp such as 1793491200.",
             param="since",
         ) from None
+    if moment is None:
+        return None
+    return validation.in_range(moment, value, "since", what="since value")
+
+
+def _duration_start(value: Any, amount: int, unit: str, now: dt.datetime) -> dt.datetime:
+    """``now`` minus ``amount`` ``unit``s, refused when it reaches back before 1970."""
+    if amount < 1:
+        raise ValidationError(
+            f"The since value {value!r} must be a positive duration, e.g. 7d.", param="since"
+        )
+    try:
+        start = now - dt.timedelta(**{_UNITS[unit]: amount})
+    except OverflowError:  # past timedelta's or the calendar's range
+        start = None
+    if start is None or start < validation.EARLIEST:
+        raise ValidationError(
+            f"The since value {value!r} reaches back before {validation.EARLIEST.date()}: "
+            "give a shorter duration such as 7d, a date such as 2026-11-01 (UTC), or leave "
+            "it out for all time.",
+            param="since",
+        )
+    return start
 
 
 def parse_group(by: Any) -> str | None:

@@ -28,6 +28,7 @@ from ..governance.policy import (
 )
 from ..models import ApiKey, Team
 from ..state import GatewayState
+from ..wording import counted, joined
 from . import validation
 from .validation import UNSET
 
@@ -320,6 +321,15 @@ def _check_member(own: Rules, ancestry: list[Team], label: str, what: str) -> No
         ) from None
 
 
+def moved_summary(result: dict[str, Any]) -> str:
+    """What :func:`delete_team` moved, for a message: ``1 sub-team and 2 keys``, ``1 key``."""
+    members = [
+        counted(len(result["moved_teams"]), "sub-team"),
+        counted(len(result["moved_keys"]), "key"),
+    ]
+    return joined([m for m in members if not m.startswith("0 ")])
+
+
 def delete_team(state: GatewayState, ref: str, *, force: bool = False) -> dict[str, Any]:
     """Delete a team. Refused while it has sub-teams or keys, unless ``force``.
 
@@ -336,10 +346,12 @@ def delete_team(state: GatewayState, ref: str, *, force: bool = False) -> dict[s
         subs = [t for t in teams.values() if t.parent_id == team.id]
         keys = list(session.scalars(select(ApiKey).where(ApiKey.team_id == team.id)))
         if (subs or keys) and not force:
+            members = [counted(len(subs), "sub-team"), counted(len(keys), "key")]
+            members = [m for m in members if not m.startswith("0 ")]
+            them = "it" if len(subs) + len(keys) == 1 else "them"
             raise ConflictError(
-                f"Team {team.name!r} still has {len(subs)} sub-team(s) and {len(keys)} key(s); "
-                "move or delete them first, or force the deletion (--force) to move them to its "
-                "parent.",
+                f"Team {team.name!r} still has {joined(members)}; move or delete {them} first, "
+                f"or force the deletion (--force) to move {them} to its parent.",
                 param="team",
             )
         parent = team.parent

@@ -21,6 +21,7 @@ from ..providers.addresses import host_problem
 from ..providers.wire import FRAMING_HEADERS
 
 _HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+_HANDLE_RULE = "letters, digits and . _ : / @ + - (starting with a letter or digit)"
 _UNSET = ("", None)
 #: Joiners that are "format" characters yet belong inside emoji and some scripts' words.
 _JOINERS = frozenset("\u200c\u200d")
@@ -78,8 +79,21 @@ def handle(value: Any, field: str = "alias", *, max_length: int = 200) -> str:
     text = value.strip()
     if len(text) > max_length or not _HANDLE_RE.match(text):
         raise ValidationError(
-            f"The {label(field)} {text!r} is not valid: use up to {max_length} letters, digits "
-            "and . _ : / @ + - (starting with a letter or digit).",
+            f"The {label(field)} {text!r} is not valid: use up to {max_length} {_HANDLE_RULE}.",
+            param=field,
+        )
+    return text
+
+
+def list_entry(value: str, field: str, *, shown: str | None = None) -> str:
+    """One alias of the comma-separated list ``field`` (a :func:`handle` of up to 200
+    characters), the message naming it as an entry of that list; ``shown`` is the entry as
+    typed when ``value`` is only part of it (a wildcard's prefix)."""
+    text = value.strip()
+    if len(text) > 200 or not _HANDLE_RE.match(text):
+        raise ValidationError(
+            f"{shown or text!r} in the {label(field)} list is not a valid alias: use up to 200 "
+            f"{_HANDLE_RULE}.",
             param=field,
         )
     return text
@@ -230,11 +244,11 @@ def name_list(value: Any, field: str) -> list[str] | None:
     for item in items:
         if not item:
             raise ValidationError(
-                f"The {label(field)} has an empty entry (check the commas).", param=field
+                f"The {label(field)} list has an empty entry (check the commas).", param=field
             )
         base = item[:-1] if item.endswith("*") else item
         if base:
-            handle(base, field, max_length=200)
+            list_entry(base, field, shown=item)
         if item not in result:
             result.append(item)
     return result
@@ -255,13 +269,25 @@ _UNIX_TIME_RE = re.compile(r"^\d{9,}(\.\d+)?$")
 
 
 def optional_datetime(value: Any, field: str) -> dt.datetime | None:
-    """A UTC datetime, or None when left empty.
+    """A UTC datetime between :data:`EARLIEST` and :data:`LATEST`, or None when left empty.
+
+    Accepts what :func:`parse_datetime` does; the moment must then pass :func:`in_range`.
+
+    :raises ValidationError: with ``param=field``; milliseconds are refused as out of range.
+    """
+    moment = parse_datetime(value, field)
+    return None if moment is None else in_range(moment, value, field)
+
+
+def parse_datetime(value: Any, field: str) -> dt.datetime | None:
+    """A timezone-aware datetime as typed, or None when left empty; its range is not checked
+    (see :func:`in_range`).
 
     Accepts an ISO 8601 date or datetime (a date alone means its midnight UTC; no offset
     means UTC) or a Unix timestamp in seconds (``1767225600``, as a number or as 9+ digits,
     optionally with a fraction).
 
-    :raises ValidationError: with ``param=field``; milliseconds are refused as out of range.
+    :raises ValidationError: with ``param=field``.
     """
     if value in _UNSET:
         return None
@@ -282,23 +308,37 @@ def optional_datetime(value: Any, field: str) -> dt.datetime | None:
             ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
+    return moment
+
+
+def in_range(
+    moment: dt.datetime, typed: Any, field: str, *, what: str | None = None
+) -> dt.datetime:
+    """``moment`` in UTC when it lies between :data:`EARLIEST` and :data:`LATEST`.
+
+    The bound keeps every date computation on it (an "until" date's whole day, a window
+    widened to whole hours, a database's timestamp type) away from the ends of Python's and
+    the databases' calendars. ``what`` names the input in the message (default: the field).
+
+    :raises ValidationError: with ``param=field``, naming ``typed`` as the user gave it.
+    """
     try:
         moment = moment.astimezone(dt.UTC)
     except OverflowError:
-        moment = _LATEST  # an offset that takes it past year 9999
-    if not _EARLIEST <= moment <= _LATEST:
+        moment = LATEST + dt.timedelta(days=1)  # an offset that takes it past year 9999
+    if not EARLIEST <= moment <= LATEST:
         raise ValidationError(
-            f"The {label(field)} {value!r} is out of range: give a moment between "
-            f"{_EARLIEST.date()} and {_LATEST.date()}.",
+            f"The {what or label(field)} {typed!r} is out of range: give a moment between "
+            f"{EARLIEST.date()} and {LATEST.date()}.",
             param=field,
         )
     return moment
 
 
-#: The moments a date filter or expiry may name: room on both sides for a day's arithmetic
-#: (an "until" date includes its whole day; windows are widened to whole hours).
-_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_LATEST = dt.datetime(9998, 12, 31, tzinfo=dt.UTC)
+#: The moments a date filter, stats window or expiry may name: room on both sides for a day's
+#: arithmetic (an "until" date includes its whole day; windows are widened to whole hours).
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9998, 12, 31, tzinfo=dt.UTC)
 
 
 def _from_unix(seconds: float, typed: Any, field: str) -> dt.datetime:
