@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -547,7 +548,53 @@ def resolve(app_config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
     bundle = resolved["AIGATEWAY_CA_BUNDLE"]
     if bundle and not os.path.exists(bundle):
         raise ConfigError(f"AIGATEWAY_CA_BUNDLE={bundle!r} does not exist; give a CA bundle file.")
+    _check_redis(resolved)
     return resolved
+
+
+#: What redis-py's ``Redis.from_url`` connects to (``unix://`` is a socket path).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _check_redis(resolved: Mapping[str, Any]) -> None:
+    """Refuse at start-up the Redis settings that would otherwise fail on every request.
+
+    The Redis URL is checked first: the rate-limit storage and the throttles follow it when
+    ``AIGATEWAY_RATELIMIT_STORAGE_URI`` is unset, and the error must name the variable the
+    operator actually set.
+    """
+    url = resolved["AIGATEWAY_REDIS_URL"]
+    if url:
+        _check_redis_url("AIGATEWAY_REDIS_URL", url)
+    elif resolved["AIGATEWAY_CACHE_BACKEND"] == "redis":
+        raise ConfigError(
+            "AIGATEWAY_CACHE_BACKEND='redis' needs AIGATEWAY_REDIS_URL (e.g. "
+            "redis://localhost:6379/0), or choose the 'sql' or 'memory' backend."
+        )
+    storage = resolved["AIGATEWAY_RATELIMIT_STORAGE_URI"]
+    if storage and not storage.startswith("memory://"):
+        if not storage.startswith(REDIS_SCHEMES):
+            raise ConfigError(
+                f"AIGATEWAY_RATELIMIT_STORAGE_URI={storage!r} is not supported: use memory:// "
+                "or a redis://, rediss:// or unix:// URL (or leave it unset to follow "
+                "AIGATEWAY_REDIS_URL)."
+            )
+        _check_redis_url("AIGATEWAY_RATELIMIT_STORAGE_URI", storage)
+
+
+def _check_redis_url(name: str, url: str) -> None:
+    """:raises ConfigError: ``url`` is not a URL redis-py connects to (scheme, port)."""
+    if not url.startswith(REDIS_SCHEMES):
+        raise ConfigError(
+            f"{name}={url!r} is not a Redis URL: use redis://host:6379/0, rediss://host:6380/0 "
+            "(TLS) or unix:///path/to/redis.sock."
+        )
+    try:
+        urlsplit(url).port  # noqa: B018  (parses the port: 'redis://host:six' raises)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={url!r} has an invalid port; e.g. redis://localhost:6379/0."
+        ) from None
 
 
 def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -192,6 +192,55 @@ def test_options_table_states_each_minimum() -> None:
     assert "At least" not in rows["| `AIGATEWAY_LOG_RETENTION_DAYS`"]
 
 
+def test_redis_cache_backend_without_redis_url_is_refused_at_start() -> None:
+    """Accepted before: every request then logged 'cache read failed' and answered MISS."""
+    with pytest.raises(ConfigError) as info:
+        config.resolve({"AIGATEWAY_CACHE_BACKEND": "redis"}, {})
+    assert "AIGATEWAY_CACHE_BACKEND='redis' needs AIGATEWAY_REDIS_URL" in info.value.message
+    resolved = config.resolve(
+        {"AIGATEWAY_CACHE_BACKEND": "redis", "AIGATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0"},
+        {},
+    )
+    assert resolved["AIGATEWAY_CACHE_BACKEND"] == "redis"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("notaurl", "AIGATEWAY_REDIS_URL='notaurl' is not a Redis URL"),
+        ("localhost:6379", "AIGATEWAY_REDIS_URL='localhost:6379' is not a Redis URL"),
+        ("http://cache:6379/0", "is not a Redis URL"),
+        ("redis://cache:port/0", "AIGATEWAY_REDIS_URL='redis://cache:port/0' has an invalid port"),
+    ],
+)
+def test_bad_redis_url_is_named_as_itself(url: str, words: str) -> None:
+    """The throttles and rate windows follow AIGATEWAY_REDIS_URL; its error named
+    AIGATEWAY_RATELIMIT_STORAGE_URI, which the operator never set."""
+    with pytest.raises(ConfigError) as info:
+        config.resolve({"AIGATEWAY_REDIS_URL": url}, {})
+    assert words in info.value.message
+    assert "RATELIMIT_STORAGE_URI" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://:pw@cache:6380/1", "unix:///run/redis.sock"]
+)
+def test_good_redis_urls(url: str) -> None:
+    assert config.resolve({"AIGATEWAY_REDIS_URL": url}, {})["AIGATEWAY_REDIS_URL"] == url
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("notaurl", "AIGATEWAY_RATELIMIT_STORAGE_URI='notaurl' is not supported"),
+        ("redis://h:x", "AIGATEWAY_RATELIMIT_STORAGE_URI='redis://h:x' has an invalid port"),
+    ],
+)
+def test_bad_ratelimit_storage_is_refused_at_start(uri: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        config.resolve({"AIGATEWAY_RATELIMIT_STORAGE_URI": uri}, {})
+
+
 def test_bad_value_in_app_config_fails_resolve() -> None:
     with pytest.raises(ConfigError, match="AIGATEWAY_CACHE_TTL='an hour' is not a valid int"):
         config.resolve({"AIGATEWAY_CACHE_TTL": "an hour"}, {})
