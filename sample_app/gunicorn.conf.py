@@ -64,7 +64,8 @@ def _worker_class() -> str:
 # set before the workers build the app. An explicit AIGATEWAY_FINISH_AFTER_RESPONSE wins.
 os.environ.setdefault("AIGATEWAY_FINISH_AFTER_RESPONSE", "true")
 
-wsgi_app = "sample_app:create_app()"
+# sample_app.create_app, with a configuration error stopping the server in one line.
+wsgi_app = "sample_app:server_app()"
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
 workers = _workers()
 worker_class = _worker_class()

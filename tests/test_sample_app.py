@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask, session
+from flask.cli import cli as flask_cli
 
 from flask_aigateway import ConfigError, get_state
 from flask_aigateway.services.models import list_models
 from flask_aigateway.services.providers import list_providers, provider_api_key
-from sample_app import create_app, database_url
+from sample_app import StartupError, create_app, database_url
 from sample_app.bootstrap import SECRETS, announce, ensure_secrets, seed_providers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,6 +147,68 @@ def test_bad_gateway_variable_is_a_clear_error(
     with pytest.raises(ConfigError) as info:
         create_app()
     assert words in info.value.message
+
+
+BAD_BOOL = "Error: AIGATEWAY_CACHE_ENABLED='maybe' is not a valid bool; default is False.\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["db", "upgrade"], ["bootstrap"], ["key", "list"], ["aigateway", "db", "upgrade"], ["routes"]],
+    ids=" ".join,
+)
+def test_a_bad_variable_stops_every_flask_command_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """``flask --app sample_app <command>`` (``make run`` starts with ``db upgrade``) printed a
+    30-line traceback through Flask and click; now click's own ``Error:`` line, status 1."""
+    monkeypatch.setenv("AIGATEWAY_CACHE_ENABLED", "maybe")
+    result = CliRunner().invoke(flask_cli, ["--app", "sample_app", *command])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == BAD_BOOL
+    assert result.stdout == ""
+
+
+def test_the_error_names_the_redis_url_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said AIGATEWAY_RATELIMIT_STORAGE_URI='notaurl' is not supported: never set."""
+    monkeypatch.setenv("AIGATEWAY_REDIS_URL", "notaurl")
+    result = CliRunner().invoke(flask_cli, ["--app", "sample_app", "bootstrap"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: AIGATEWAY_REDIS_URL='notaurl' is not a Redis URL")
+    assert "RATELIMIT" not in result.stderr
+
+
+def test_create_app_still_raises_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For Python callers the factory's error stays a ConfigError, with the same message."""
+    monkeypatch.setenv("AIGATEWAY_CACHE_BACKEND", "redis")
+    with pytest.raises(ConfigError) as info:
+        create_app()
+    assert isinstance(info.value, StartupError)
+    assert "AIGATEWAY_CACHE_BACKEND='redis' needs AIGATEWAY_REDIS_URL" in info.value.message
+    assert str(info.value) == info.value.message
+
+
+@pytest.mark.slow
+def test_gunicorn_stops_on_a_bad_variable_in_one_line(environment: Path) -> None:
+    """The worker logged the traceback ("Exception in worker process"); now it prints the
+    reason and gunicorn stops as for any app that cannot load, without respawning."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HOST="127.0.0.1", PORT=str(_free_port()), AIGATEWAY_CACHE_ENABLED="maybe")
+    server = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    output = server.stdout + server.stderr
+    assert server.returncode == 4, output  # gunicorn's APP_LOAD_ERROR
+    assert "Traceback" not in output
+    assert "Exception in worker process" not in output
+    assert server.stderr.count(BAD_BOOL[len("Error: ") :]) == 1, output
+    assert "Reason: App failed to load." in output
 
 
 def test_default_database_is_sqlite_in_the_instance_folder(
