@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import REDIS_RUN_PREFIX
 from flask import Flask, session
 from flask.cli import cli as flask_cli
 
@@ -529,6 +530,88 @@ def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
     assert output.count("flask-aigateway is ready.") == 1, output
     assert f"http://127.0.0.1:{port}/v1" in output
     assert "GET /v1/health" not in output, "no access log unless ACCESS_LOG is set"
+
+
+class _Worker:
+    """What :func:`announce_once` reads of a gunicorn worker."""
+
+    def __init__(self, app: Flask, age: int) -> None:
+        self.age, self.wsgi = age, app
+        self.cfg = type("Cfg", (), {"bind": ["127.0.0.1:8611"]})()
+
+
+def test_only_the_first_worker_announces(
+    ready_app: Flask, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With WORKERS=2 each worker printed the banner (the dashboard token with it)."""
+    settings = _gunicorn_settings(monkeypatch)
+    assert [settings["announce_once"](_Worker(ready_app, age)) for age in (1, 2, 3)] == [
+        True,
+        False,
+        False,
+    ]
+    printed = capsys.readouterr().err
+    assert printed.count("flask-aigateway is ready.") == 1
+    assert "http://127.0.0.1:8611/v1" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_two_workers_print_the_banner_once(
+    redis_url: str, empty_database_uri: str, environment: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(
+        DATABASE_URL=empty_database_uri,
+        AIGATEWAY_REDIS_URL=redis_url,
+        AIGATEWAY_REDIS_PREFIX=REDIS_RUN_PREFIX + "banner:",
+        WORKERS="2",
+    )
+    upgrade = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "sample_app", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    port = _free_port()
+    env.update(HOST="127.0.0.1", PORT=str(port))
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and server.poll() is None:
+            booted = log_path.read_text().count("Booting worker")
+            try:
+                if booted == 2 and _get(f"http://127.0.0.1:{port}/v1/health") == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail(log_path.read_text())
+    finally:
+        # Both workers finish loading (and run post_worker_init) before they stop.
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    output = log_path.read_text()
+    assert output.count("Booting worker") == 2, output
+    assert output.count("flask-aigateway is ready.") == 1, output
 
 
 def _gunicorn_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
