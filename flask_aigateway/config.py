@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .wording import plural
@@ -27,7 +28,11 @@ class Option:
     doc: str
     nullable: bool = False
     choices: tuple[str, ...] = ()
-    #: 0 is not a value (a timeout of 0 would refuse everything).
+    #: The least value accepted (numbers): below it the option would break the gateway quietly
+    #: (a body limit of 0 refuses every request, a pool of 0 connections cannot send one).
+    minimum: int = 0
+    #: 0 is not a value either, though any fraction above it is (a timeout of 0 would refuse
+    #: everything); for floats, whose least sensible value has no natural step.
     positive: bool = False
 
 
@@ -83,6 +88,7 @@ OPTIONS: tuple[Option, ...] = (
         12.0,
         float,
         "How long a dashboard login lasts before the token must be entered again.",
+        positive=True,
     ),
     Option(
         "AIGATEWAY_DASHBOARD_CACHE_SECONDS",
@@ -126,13 +132,16 @@ OPTIONS: tuple[Option, ...] = (
         "AIGATEWAY_RETRY_MAX_ATTEMPTS",
         3,
         int,
-        "Attempts per deployment (the first call included) for retryable upstream failures.",
+        "Attempts per deployment (the first call included) for retryable upstream failures; "
+        "1 never retries.",
+        minimum=1,
     ),
     Option(
         "AIGATEWAY_RETRY_DELAY_MS",
         200,
         int,
-        "Base delay between retries in milliseconds (an upstream Retry-After wins).",
+        "Base delay between retries in milliseconds (an upstream Retry-After wins); 0 retries "
+        "at once.",
     ),
     Option(
         "AIGATEWAY_RETRY_BACKOFF",
@@ -182,7 +191,9 @@ OPTIONS: tuple[Option, ...] = (
         "AIGATEWAY_CIRCUIT_COOLDOWN",
         30.0,
         float,
-        "Seconds a deployment with an open circuit is skipped before it is probed again.",
+        "Seconds a deployment with an open circuit is skipped before it is probed again "
+        "(AIGATEWAY_CIRCUIT_FAILURES=0 turns the breaker off).",
+        positive=True,
     ),
     Option(
         "AIGATEWAY_CONNECT_TIMEOUT",
@@ -197,6 +208,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "Idle keep-alive connections kept per provider and upstream host (the requests "
         "HTTPAdapter's pool_maxsize); busier moments open extra connections, closed after use.",
+        minimum=1,
     ),
     Option(
         "AIGATEWAY_MAX_RESPONSE_BYTES",
@@ -204,6 +216,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "Largest upstream answer body accepted, counted after decompression; a larger one "
         "is cut and answered 502 upstream_error.",
+        minimum=1,
     ),
     Option(
         "AIGATEWAY_MAX_SSE_LINE_BYTES",
@@ -211,6 +224,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "Longest line (and event) accepted in an upstream event stream; a longer one ends "
         "the stream with an upstream error.",
+        minimum=1,
     ),
     Option(
         "AIGATEWAY_CA_BUNDLE",
@@ -226,6 +240,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "Largest request body accepted on /v1 (larger: 413). 32 MiB takes what Anthropic's "
         "Messages API takes (32 MB: images and PDFs inline).",
+        minimum=1,
     ),
     Option(
         "AIGATEWAY_DEFAULT_MAX_TOKENS",
@@ -233,6 +248,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "max_tokens sent to formats that require it (Anthropic) and used for budget "
         "reservation when neither the request nor the model alias sets one.",
+        minimum=1,
     ),
     Option(
         "AIGATEWAY_CACHE_ENABLED",
@@ -240,7 +256,14 @@ OPTIONS: tuple[Option, ...] = (
         bool,
         "Cache responses for every alias (an alias may enable it alone with its cache TTL).",
     ),
-    Option("AIGATEWAY_CACHE_TTL", 3600, int, "Cache entry lifetime, seconds."),
+    Option(
+        "AIGATEWAY_CACHE_TTL",
+        3600,
+        int,
+        "Cache entry lifetime, seconds (AIGATEWAY_CACHE_ENABLED=false, or an alias's cache "
+        "TTL of 0, turns caching off).",
+        minimum=1,
+    ),
     Option(
         "AIGATEWAY_CACHE_BACKEND",
         "sql",
@@ -264,6 +287,7 @@ OPTIONS: tuple[Option, ...] = (
         10000,
         int,
         "Most responses the memory cache backend keeps (least recently used evicted first).",
+        minimum=1,
     ),
     Option(
         "AIGATEWAY_REDIS_URL",
@@ -339,7 +363,8 @@ OPTIONS: tuple[Option, ...] = (
         5.0,
         float,
         "How long a verified API key is trusted from the in-process cache; revocation on "
-        "another process takes effect within this time.",
+        "another process takes effect within this time. 0 checks the database on every "
+        "request.",
     ),
     Option(
         "AIGATEWAY_LOG_CONTENT",
@@ -378,12 +403,14 @@ OPTIONS: tuple[Option, ...] = (
         "Request-log rows waiting for the background writer at most. When full, a finishing "
         "request waits for room (back-pressure) and after a few seconds writes its row "
         "itself: rows are never dropped.",
+        minimum=1,
     ),
     Option(
         "AIGATEWAY_LOG_BATCH_SIZE",
         500,
         int,
         "Most request-log rows the background writer inserts in one transaction.",
+        minimum=1,
     ),
     Option(
         "AIGATEWAY_LOG_FLUSH_INTERVAL",
@@ -391,7 +418,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "Seconds the background writer waits to fill a batch: rows reach the database (and "
         "the statistics; with Redis, the usage counters' rows too) at most this late. Pending "
-        "rows are flushed at shutdown.",
+        "rows are flushed at shutdown. 0 writes each row as soon as it is queued.",
     ),
     Option(
         "AIGATEWAY_FINISH_AFTER_RESPONSE",
@@ -415,7 +442,10 @@ OPTIONS: tuple[Option, ...] = (
         "AIGATEWAY_MAX_JSON_DEPTH",
         64,
         int,
-        "Deepest nesting of arrays and objects accepted in a /v1 request body (deeper: 400).",
+        "Deepest nesting of arrays and objects accepted in a /v1 request body (deeper: 400). "
+        "The shallowest chat request ({'messages': [{...}]}) nests 3 levels; tool schemas "
+        "and content blocks nest deeper.",
+        minimum=3,
     ),
     Option(
         "AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS",
@@ -486,8 +516,13 @@ def coerce(option: Option, value: Any) -> Any:
         raise ConfigError(f"{option.name}={result!r} is not one of: {', '.join(option.choices)}.")
     if option.type is float and not math.isfinite(result):
         raise ConfigError(f"{option.name} must be a finite number (got {value!r}).")
-    if option.type in (int, float) and result < 0:
-        raise ConfigError(f"{option.name} must not be negative (got {result!r}).")
+    if option.type in (int, float) and result < option.minimum:
+        if option.minimum == 0:
+            raise ConfigError(f"{option.name} must not be negative (got {result!r}).")
+        raise ConfigError(
+            f"{option.name} must be {option.minimum} or more (got {result!r}); "
+            f"default is {option.default!r}."
+        )
     if option.positive and result == 0:
         raise ConfigError(f"{option.name} must be greater than 0 (got {result!r}).")
     return result
@@ -516,7 +551,53 @@ def resolve(app_config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
     bundle = resolved["AIGATEWAY_CA_BUNDLE"]
     if bundle and not os.path.exists(bundle):
         raise ConfigError(f"AIGATEWAY_CA_BUNDLE={bundle!r} does not exist; give a CA bundle file.")
+    _check_redis(resolved)
     return resolved
+
+
+#: What redis-py's ``Redis.from_url`` connects to (``unix://`` is a socket path).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _check_redis(resolved: Mapping[str, Any]) -> None:
+    """Refuse at start-up the Redis settings that would otherwise fail on every request.
+
+    The Redis URL is checked first: the rate-limit storage and the throttles follow it when
+    ``AIGATEWAY_RATELIMIT_STORAGE_URI`` is unset, and the error must name the variable the
+    operator actually set.
+    """
+    url = resolved["AIGATEWAY_REDIS_URL"]
+    if url:
+        _check_redis_url("AIGATEWAY_REDIS_URL", url)
+    elif resolved["AIGATEWAY_CACHE_BACKEND"] == "redis":
+        raise ConfigError(
+            "AIGATEWAY_CACHE_BACKEND='redis' needs AIGATEWAY_REDIS_URL (e.g. "
+            "redis://localhost:6379/0), or choose the 'sql' or 'memory' backend."
+        )
+    storage = resolved["AIGATEWAY_RATELIMIT_STORAGE_URI"]
+    if storage and not storage.startswith("memory://"):
+        if not storage.startswith(REDIS_SCHEMES):
+            raise ConfigError(
+                f"AIGATEWAY_RATELIMIT_STORAGE_URI={storage!r} is not supported: use memory:// "
+                "or a redis://, rediss:// or unix:// URL (or leave it unset to follow "
+                "AIGATEWAY_REDIS_URL)."
+            )
+        _check_redis_url("AIGATEWAY_RATELIMIT_STORAGE_URI", storage)
+
+
+def _check_redis_url(name: str, url: str) -> None:
+    """:raises ConfigError: ``url`` is not a URL redis-py connects to (scheme, port)."""
+    if not url.startswith(REDIS_SCHEMES):
+        raise ConfigError(
+            f"{name}={url!r} is not a Redis URL: use redis://host:6379/0, rediss://host:6380/0 "
+            "(TLS) or unix:///path/to/redis.sock."
+        )
+    try:
+        urlsplit(url).port  # noqa: B018  (parses the port: 'redis://host:six' raises)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={url!r} has an invalid port; e.g. redis://localhost:6379/0."
+        ) from None
 
 
 def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -547,6 +628,10 @@ def options_table() -> str:
     for opt in OPTIONS:
         default = "unset" if opt.default is None else f"`{opt.default!r}`"
         doc = opt.doc + (f" One of: {', '.join(opt.choices)}." if opt.choices else "")
+        if opt.minimum > 0:
+            doc += f" At least {opt.minimum}."
+        elif opt.positive:
+            doc += " Greater than 0."
         doc = doc.replace("|", r"\|").replace("<", "&lt;").replace(">", "&gt;")
         rows.append(f"| `{opt.name}` | {default} | {doc} |")
     return "\n".join(rows)

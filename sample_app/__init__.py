@@ -33,6 +33,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_aigateway import AIGateway, schema
 from flask_aigateway import config as gateway_config
+from flask_aigateway.errors import ConfigError
 
 from .bootstrap import announce, ensure_secrets
 
@@ -67,6 +68,19 @@ def settings_from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     return settings
 
 
+# Both bases set ``message`` to the same text; click only types it Final.
+class StartupError(ConfigError, click.ClickException):  # type: ignore[misc]
+    """A configuration error found while building the sample app.
+
+    Still a :class:`~flask_aigateway.errors.ConfigError` to whoever calls :func:`create_app`;
+    the ``flask --app sample_app`` commands (``make run``'s ``db upgrade`` among them) load the
+    app through this factory and show it as click shows its own errors: ``Error: <message>``
+    on stderr and exit status 1, not a traceback through Flask's and click's internals for a
+    one-word typo in an environment variable. The extension itself raises plain
+    ``ConfigError``: a host app's own factory decides how to report it.
+    """
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the sample app: environment, then ``config`` (wins), then first-start secrets.
 
@@ -74,7 +88,34 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     ``flask --app sample_app db upgrade`` (or ``flask --app sample_app aigateway db upgrade``).
     The gateway is given ``db`` before it is initialised, so it adds its bind and calls
     ``db.init_app(app)`` itself (the app has no database of its own to configure).
+
+    :raises StartupError: an ``AIGATEWAY_*`` variable or ``config`` value is unknown, invalid
+        or contradicts another one.
     """
+    try:
+        return _build_app(config)
+    except ConfigError as exc:
+        raise StartupError(exc.message) from exc
+
+
+def server_app() -> Flask:
+    """The app as gunicorn's workers load it (``wsgi_app`` in ``sample_app/gunicorn.conf.py``).
+
+    A configuration error becomes gunicorn's own "the application could not be loaded"
+    (``AppImportError``): the worker prints the one-line reason, exits with
+    ``APP_LOAD_ERROR`` and the master stops the server ("App failed to load.", status 4)
+    instead of respawning it. Any other exception is logged by gunicorn with its traceback
+    ("Exception in worker process"), as a ConfigError was.
+    """
+    try:
+        return create_app()
+    except StartupError as exc:
+        from gunicorn.errors import AppImportError
+
+        raise AppImportError(exc.message) from exc
+
+
+def _build_app(config: Mapping[str, Any] | None) -> Flask:
     instance_path = os.environ.get("INSTANCE_PATH", "").strip()
     app = Flask(__name__, instance_path=os.path.abspath(instance_path) if instance_path else None)
     app.config.update(settings_from_environ(os.environ))

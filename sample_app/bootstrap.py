@@ -7,7 +7,7 @@ Three steps, each idempotent and safe when several threads or processes run them
 * :func:`seed_providers`: for ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY`` in the environment,
   the matching provider and a couple of aliases, unless that provider already exists.
 * :func:`announce`: runs the seeding once the schema is current and prints where the gateway
-  is and what to do next. The gunicorn config calls it when a worker is ready and
+  is and what to do next. The gunicorn config calls it when its first worker is ready and
   ``flask --app sample_app bootstrap`` calls it by hand; importing or creating the app never
   prints anything.
 """

@@ -64,7 +64,8 @@ def _worker_class() -> str:
 # set before the workers build the app. An explicit AIGATEWAY_FINISH_AFTER_RESPONSE wins.
 os.environ.setdefault("AIGATEWAY_FINISH_AFTER_RESPONSE", "true")
 
-wsgi_app = "sample_app:create_app()"
+# sample_app.create_app, with a configuration error stopping the server in one line.
+wsgi_app = "sample_app:server_app()"
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
 workers = _workers()
 worker_class = _worker_class()
@@ -99,17 +100,16 @@ GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def post_worker_init(worker: Any) -> None:
-    """Once the worker has loaded the app: seed starter providers, print the welcome text, and
-    take everything loaded so far out of the garbage collector's sight.
+    """Once the worker has loaded the app: seed starter providers and print the welcome text
+    (first worker only, :func:`announce_once`), and take everything loaded so far out of the
+    garbage collector's sight.
 
     ``gc.freeze()`` moves the objects that live as long as the process (modules, the app,
     SQLAlchemy's metadata: several hundred thousand) to a permanent generation. Without it
     each full collection walks them all — pauses of 100-160 ms measured with a thousand open
     streams, during which no request moves.
     """
-    from sample_app.bootstrap import announce
-
-    announce(worker.wsgi, base_url=_public_url(worker.cfg.bind[0]))
+    announce_once(worker)
     probe = os.environ.get("EVENT_LOOP_PROBE", "").strip()
     if probe:
         from sample_app import loopwatch
@@ -127,6 +127,23 @@ def post_worker_init(worker: Any) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def announce_once(worker: Any) -> bool:
+    """Seed the starter providers and print the welcome text from the first worker the master
+    spawns (gunicorn numbers them by ``age``, from 1), and from no other: with ``WORKERS`` > 1
+    every worker printed it, dashboard token included, once per worker. The master cannot print
+    it itself: it never loads the app (the gevent worker must patch the standard library before
+    anything imports it). A worker respawned later is not the first and prints nothing.
+
+    Returns whether this worker announced.
+    """
+    if worker.age != 1:
+        return False
+    from sample_app.bootstrap import announce
+
+    announce(worker.wsgi, base_url=_public_url(worker.cfg.bind[0]))
+    return True
 
 
 def worker_exit(server: Any, worker: Any) -> None:

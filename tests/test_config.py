@@ -85,7 +85,8 @@ def test_bool_coercion(raw: Any, expected: bool) -> None:
     ("name", "raw", "expected"),
     [
         ("AIGATEWAY_RETRY_MAX_ATTEMPTS", "5", 5),
-        ("AIGATEWAY_RETRY_MAX_ATTEMPTS", 0, 0),
+        ("AIGATEWAY_RETRY_MAX_ATTEMPTS", 1, 1),
+        ("AIGATEWAY_LOG_RETENTION_DAYS", "0", 0),
         ("AIGATEWAY_CACHE_TTL", "60", 60),
         ("AIGATEWAY_REQUEST_TIMEOUT", "2.5", 2.5),
         ("AIGATEWAY_REQUEST_TIMEOUT", 30, 30.0),
@@ -108,7 +109,8 @@ def test_typed_coercion(name: str, raw: Any, expected: Any) -> None:
         ("AIGATEWAY_API_ENABLED", 1, "not a valid bool"),
         ("AIGATEWAY_RETRY_MAX_ATTEMPTS", "three", "not a valid int"),
         ("AIGATEWAY_RETRY_MAX_ATTEMPTS", True, "not a valid int"),
-        ("AIGATEWAY_RETRY_MAX_ATTEMPTS", "-1", "must not be negative"),
+        ("AIGATEWAY_RETRY_MAX_ATTEMPTS", "-1", "must be 1 or more"),
+        ("AIGATEWAY_RETRY_DELAY_MS", "-1", "must not be negative"),
         ("AIGATEWAY_REQUEST_TIMEOUT", "soon", "not a valid float"),
         ("AIGATEWAY_REQUEST_TIMEOUT", -0.5, "must not be negative"),
         ("AIGATEWAY_REQUEST_TIMEOUT", "0", "must be greater than 0"),
@@ -127,6 +129,116 @@ def test_bad_values_raise_config_error_naming_the_option(name: str, raw: Any, wo
         config.coerce(config.BY_NAME[name], raw)
     assert name in info.value.message
     assert words in info.value.message
+
+
+#: The numeric options for which 0 is a documented value (every other one refuses it).
+ZERO_MEANS = {
+    "AIGATEWAY_DASHBOARD_CACHE_SECONDS": "0 recomputes them on every view",
+    "AIGATEWAY_RETRY_DELAY_MS": "0 retries at once",
+    "AIGATEWAY_CIRCUIT_FAILURES": "0 disables the breaker",
+    "AIGATEWAY_KEY_CACHE_SECONDS": "0 checks the database on every request",
+    "AIGATEWAY_LOG_RETENTION_DAYS": "0 keeps every row",
+    "AIGATEWAY_LOG_FLUSH_INTERVAL": "0 writes each row as soon as it is queued",
+    "AIGATEWAY_TRUSTED_PROXIES": "0 trusts none",
+}
+NUMERIC = [opt for opt in config.OPTIONS if opt.type in (int, float)]
+
+
+@pytest.mark.parametrize("opt", NUMERIC, ids=lambda opt: opt.name)
+def test_every_numeric_option_refuses_zero_unless_zero_is_documented(opt: config.Option) -> None:
+    """0 in a body limit, pool size, depth or token default broke every request quietly."""
+    if opt.name in ZERO_MEANS:
+        assert config.coerce(opt, "0") == 0
+        assert ZERO_MEANS[opt.name] in opt.doc
+        return
+    with pytest.raises(ConfigError) as info:
+        config.coerce(opt, "0")
+    assert info.value.message.startswith(f"{opt.name} must be ")
+    assert ("1 or more" if opt.type is int else "greater than 0") in info.value.message or (
+        f"{opt.minimum} or more" in info.value.message
+    )
+    assert config.coerce(opt, opt.default) == opt.default, "the default is accepted"
+    assert config.coerce(opt, str(max(opt.minimum, 1))) == max(opt.minimum, 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "words"),
+    [
+        ("AIGATEWAY_MAX_BODY_BYTES", "0", "AIGATEWAY_MAX_BODY_BYTES must be 1 or more (got 0)"),
+        ("AIGATEWAY_MAX_JSON_DEPTH", "0", "AIGATEWAY_MAX_JSON_DEPTH must be 3 or more (got 0)"),
+        ("AIGATEWAY_MAX_JSON_DEPTH", "2", "AIGATEWAY_MAX_JSON_DEPTH must be 3 or more (got 2)"),
+        ("AIGATEWAY_DEFAULT_MAX_TOKENS", "0", "AIGATEWAY_DEFAULT_MAX_TOKENS must be 1 or more"),
+        ("AIGATEWAY_UPSTREAM_POOL_SIZE", "0", "AIGATEWAY_UPSTREAM_POOL_SIZE must be 1 or more"),
+        ("AIGATEWAY_CACHE_TTL", "0", "AIGATEWAY_CACHE_TTL must be 1 or more"),
+        ("AIGATEWAY_LOG_QUEUE_SIZE", "0", "AIGATEWAY_LOG_QUEUE_SIZE must be 1 or more"),
+        (
+            "AIGATEWAY_DASHBOARD_SESSION_HOURS",
+            "0",
+            "AIGATEWAY_DASHBOARD_SESSION_HOURS must be greater than 0",
+        ),
+    ],
+)
+def test_out_of_range_environment_values_are_refused(name: str, raw: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.resolve(config.from_environ({name: raw}), {})
+    assert words in info.value.message
+
+
+def test_options_table_states_each_minimum() -> None:
+    rows = {line.split(" | ")[0]: line for line in config.options_table().splitlines()}
+    assert "At least 1." in rows["| `AIGATEWAY_MAX_BODY_BYTES`"]
+    assert "At least 3." in rows["| `AIGATEWAY_MAX_JSON_DEPTH`"]
+    assert "Greater than 0." in rows["| `AIGATEWAY_REQUEST_TIMEOUT`"]
+    assert "At least" not in rows["| `AIGATEWAY_LOG_RETENTION_DAYS`"]
+
+
+def test_redis_cache_backend_without_redis_url_is_refused_at_start() -> None:
+    """Accepted before: every request then logged 'cache read failed' and answered MISS."""
+    with pytest.raises(ConfigError) as info:
+        config.resolve({"AIGATEWAY_CACHE_BACKEND": "redis"}, {})
+    assert "AIGATEWAY_CACHE_BACKEND='redis' needs AIGATEWAY_REDIS_URL" in info.value.message
+    resolved = config.resolve(
+        {"AIGATEWAY_CACHE_BACKEND": "redis", "AIGATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0"},
+        {},
+    )
+    assert resolved["AIGATEWAY_CACHE_BACKEND"] == "redis"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("notaurl", "AIGATEWAY_REDIS_URL='notaurl' is not a Redis URL"),
+        ("localhost:6379", "AIGATEWAY_REDIS_URL='localhost:6379' is not a Redis URL"),
+        ("http://cache:6379/0", "is not a Redis URL"),
+        ("redis://cache:port/0", "AIGATEWAY_REDIS_URL='redis://cache:port/0' has an invalid port"),
+    ],
+)
+def test_bad_redis_url_is_named_as_itself(url: str, words: str) -> None:
+    """The throttles and rate windows follow AIGATEWAY_REDIS_URL; its error named
+    AIGATEWAY_RATELIMIT_STORAGE_URI, which the operator never set."""
+    with pytest.raises(ConfigError) as info:
+        config.resolve({"AIGATEWAY_REDIS_URL": url}, {})
+    assert words in info.value.message
+    assert "RATELIMIT_STORAGE_URI" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://:pw@cache:6380/1", "unix:///run/redis.sock"]
+)
+def test_good_redis_urls(url: str) -> None:
+    assert config.resolve({"AIGATEWAY_REDIS_URL": url}, {})["AIGATEWAY_REDIS_URL"] == url
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("notaurl", "AIGATEWAY_RATELIMIT_STORAGE_URI='notaurl' is not supported"),
+        ("redis://h:x", "AIGATEWAY_RATELIMIT_STORAGE_URI='redis://h:x' has an invalid port"),
+    ],
+)
+def test_bad_ratelimit_storage_is_refused_at_start(uri: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        config.resolve({"AIGATEWAY_RATELIMIT_STORAGE_URI": uri}, {})
 
 
 def test_bad_value_in_app_config_fails_resolve() -> None:

@@ -54,7 +54,8 @@ AIGateway(app, AIGATEWAY_DATABASE_URI=os.environ["WHEEL_TEST_DATABASE"])
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel, and what the build printed."""
     pytest.importorskip("build", reason="the 'build' package is in the dev extra")
     source = tmp_path_factory.mktemp("source")
     shutil.copytree(ROOT, source, ignore=IGNORED, dirs_exist_ok=True)
@@ -69,7 +70,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     wheels = list(dist.glob("flask_aigateway-*.whl"))
     assert len(wheels) == 1, wheels
-    return wheels[0]
+    return wheels[0], result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built: tuple[Path, str]) -> Path:
+    return built[0]
+
+
+def test_the_build_is_quiet_about_package_data(built: tuple[Path, str]) -> None:
+    """setuptools warned once per template and static folder (about 200 lines on the first
+    ``make run``) that it was "absent from the packages configuration": include_package_data
+    made it treat them as packages. package_data alone names every file the wheel needs
+    (:func:`test_wheel_holds_templates_and_static_files`)."""
+    output = built[1]
+    assert "absent from the `packages` configuration" not in output, output[-3000:]
+    assert "BuildBackendWarning" not in output, output[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
+from conftest import REDIS_RUN_PREFIX
 from flask import Flask, session
+from flask.cli import cli as flask_cli
 
 from flask_aigateway import ConfigError, get_state
 from flask_aigateway.services.models import list_models
 from flask_aigateway.services.providers import list_providers, provider_api_key
-from sample_app import create_app, database_url
+from sample_app import StartupError, create_app, database_url
 from sample_app.bootstrap import SECRETS, announce, ensure_secrets, seed_providers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,6 +148,68 @@ def test_bad_gateway_variable_is_a_clear_error(
     with pytest.raises(ConfigError) as info:
         create_app()
     assert words in info.value.message
+
+
+BAD_BOOL = "Error: AIGATEWAY_CACHE_ENABLED='maybe' is not a valid bool; default is False.\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["db", "upgrade"], ["bootstrap"], ["key", "list"], ["aigateway", "db", "upgrade"], ["routes"]],
+    ids=" ".join,
+)
+def test_a_bad_variable_stops_every_flask_command_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """``flask --app sample_app <command>`` (``make run`` starts with ``db upgrade``) printed a
+    30-line traceback through Flask and click; now click's own ``Error:`` line, status 1."""
+    monkeypatch.setenv("AIGATEWAY_CACHE_ENABLED", "maybe")
+    result = CliRunner().invoke(flask_cli, ["--app", "sample_app", *command])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == BAD_BOOL
+    assert result.stdout == ""
+
+
+def test_the_error_names_the_redis_url_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said AIGATEWAY_RATELIMIT_STORAGE_URI='notaurl' is not supported: never set."""
+    monkeypatch.setenv("AIGATEWAY_REDIS_URL", "notaurl")
+    result = CliRunner().invoke(flask_cli, ["--app", "sample_app", "bootstrap"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: AIGATEWAY_REDIS_URL='notaurl' is not a Redis URL")
+    assert "RATELIMIT" not in result.stderr
+
+
+def test_create_app_still_raises_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For Python callers the factory's error stays a ConfigError, with the same message."""
+    monkeypatch.setenv("AIGATEWAY_CACHE_BACKEND", "redis")
+    with pytest.raises(ConfigError) as info:
+        create_app()
+    assert isinstance(info.value, StartupError)
+    assert "AIGATEWAY_CACHE_BACKEND='redis' needs AIGATEWAY_REDIS_URL" in info.value.message
+    assert str(info.value) == info.value.message
+
+
+@pytest.mark.slow
+def test_gunicorn_stops_on_a_bad_variable_in_one_line(environment: Path) -> None:
+    """The worker logged the traceback ("Exception in worker process"); now it prints the
+    reason and gunicorn stops as for any app that cannot load, without respawning."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HOST="127.0.0.1", PORT=str(_free_port()), AIGATEWAY_CACHE_ENABLED="maybe")
+    server = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    output = server.stdout + server.stderr
+    assert server.returncode == 4, output  # gunicorn's APP_LOAD_ERROR
+    assert "Traceback" not in output
+    assert "Exception in worker process" not in output
+    assert server.stderr.count(BAD_BOOL[len("Error: ") :]) == 1, output
+    assert "Reason: App failed to load." in output
 
 
 def test_default_database_is_sqlite_in_the_instance_folder(
@@ -465,6 +530,88 @@ def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
     assert output.count("flask-aigateway is ready.") == 1, output
     assert f"http://127.0.0.1:{port}/v1" in output
     assert "GET /v1/health" not in output, "no access log unless ACCESS_LOG is set"
+
+
+class _Worker:
+    """What :func:`announce_once` reads of a gunicorn worker."""
+
+    def __init__(self, app: Flask, age: int) -> None:
+        self.age, self.wsgi = age, app
+        self.cfg = type("Cfg", (), {"bind": ["127.0.0.1:8611"]})()
+
+
+def test_only_the_first_worker_announces(
+    ready_app: Flask, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With WORKERS=2 each worker printed the banner (the dashboard token with it)."""
+    settings = _gunicorn_settings(monkeypatch)
+    assert [settings["announce_once"](_Worker(ready_app, age)) for age in (1, 2, 3)] == [
+        True,
+        False,
+        False,
+    ]
+    printed = capsys.readouterr().err
+    assert printed.count("flask-aigateway is ready.") == 1
+    assert "http://127.0.0.1:8611/v1" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_two_workers_print_the_banner_once(
+    redis_url: str, empty_database_uri: str, environment: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(
+        DATABASE_URL=empty_database_uri,
+        AIGATEWAY_REDIS_URL=redis_url,
+        AIGATEWAY_REDIS_PREFIX=REDIS_RUN_PREFIX + "banner:",
+        WORKERS="2",
+    )
+    upgrade = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "sample_app", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    port = _free_port()
+    env.update(HOST="127.0.0.1", PORT=str(port))
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and server.poll() is None:
+            booted = log_path.read_text().count("Booting worker")
+            try:
+                if booted == 2 and _get(f"http://127.0.0.1:{port}/v1/health") == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail(log_path.read_text())
+    finally:
+        # Both workers finish loading (and run post_worker_init) before they stop.
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    output = log_path.read_text()
+    assert output.count("Booting worker") == 2, output
+    assert output.count("flask-aigateway is ready.") == 1, output
 
 
 def _gunicorn_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:

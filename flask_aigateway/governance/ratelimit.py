@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..config import REDIS_SCHEMES
 from ..embeddings import GatewayRequest
 from ..errors import ConfigError, RateLimitError
 from ..redis_batch import ScriptBatch
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     from .auth import Principal
 
 log = logging.getLogger(__name__)
-
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def format_duration(seconds: float) -> str:
@@ -142,7 +141,7 @@ class RateLimiter:
             )
         if uri.startswith("memory://"):
             return MemoryWindows()
-        if not uri.startswith(_REDIS_SCHEMES):
+        if not uri.startswith(REDIS_SCHEMES):
             raise ConfigError(
                 f"AIGATEWAY_RATELIMIT_STORAGE_URI={uri!r} is not supported: use memory:// or a "
                 "redis://, rediss:// or unix:// URL (or leave it unset to follow "
