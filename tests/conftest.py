@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,40 +103,81 @@ def redis_url() -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def _sqlite_schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The gateway's tables in a SQLite file, made once per run: each test's database starts
+    as a copy of it (as each PostgreSQL test's starts with the tables in place). Creating
+    them took about 85 ms a test on a slow day — over three minutes of a run; a copy, 1 ms."""
+    path = tmp_path_factory.mktemp("schema") / "aigateway.db"
+    engine = create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    return path
+
+
 @pytest.fixture
 def database_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
-    """The gateway database of one test, empty at its start."""
+    """The gateway database of one test: its tables in place, no rows."""
     if BACKEND == "sqlite":
-        yield f"sqlite:///{tmp_path / 'aigateway.db'}"
+        path = tmp_path / "aigateway.db"
+        shutil.copyfile(request.getfixturevalue("_sqlite_schema"), path)
+        yield f"sqlite:///{path}"
         return
     if BACKEND != "postgres":
         raise pytest.UsageError(f"AIGATEWAY_TEST_BACKEND={BACKEND!r}: use sqlite or postgres")
     url = request.getfixturevalue("postgres_url")
     engine = create_engine(url)
-    Base.metadata.create_all(engine)
+    _ensure_tables(engine)
     try:
         yield url
     finally:
-        _empty(engine)
+        _empty(engine, url)
         engine.dispose()
 
 
-def _empty(engine: Any) -> None:
-    """Delete every row of the gateway's tables and restart their id sequences.
+_TABLES = [table.name for table in Base.metadata.sorted_tables]
 
-    Not ``TRUNCATE``: it rewrites each table's files, about 55 ms per test against 8 ms for
+#: Per database: the one script that empties the gateway's tables (see :func:`_empty`).
+_RESETS: dict[str, str] = {}
+
+
+def _ensure_tables(engine: Any) -> None:
+    """Create the gateway's tables unless all are there (one query; ``create_all`` asks
+    about each table in turn, some 20 ms a test)."""
+    with engine.connect() as conn:
+        present = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_tables "
+                "WHERE schemaname = current_schema() AND tablename = ANY(:names)"
+            ),
+            {"names": _TABLES},
+        ).scalar()
+    if present != len(_TABLES):
+        Base.metadata.create_all(engine)
+
+
+def _empty(engine: Any, url: str) -> None:
+    """Delete every row of the gateway's tables and restart their id sequences, in one round
+    trip (the statements are worked out once per database).
+
+    Not ``TRUNCATE``: it rewrites each table's files, about 55 ms per test against 3 ms for
     these few rows — some 100 s of a PostgreSQL run, which CI bounds."""
     with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-        for table in Base.metadata.sorted_tables:
-            for column in table.primary_key.columns:
-                sequence = conn.execute(
-                    text("SELECT pg_get_serial_sequence(:t, :c)"),
-                    {"t": table.name, "c": column.name},
-                ).scalar()
-                if sequence:
-                    conn.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
+        script = _RESETS.get(url)
+        if script is None:
+            statements = [f'DELETE FROM "{name}"' for name in reversed(_TABLES)]
+            for table in Base.metadata.sorted_tables:
+                for column in table.primary_key.columns:
+                    sequence = conn.execute(
+                        text("SELECT pg_get_serial_sequence(:t, :c)"),
+                        {"t": table.name, "c": column.name},
+                    ).scalar()
+                    if sequence:
+                        statements.append(f"ALTER SEQUENCE {sequence} RESTART")
+            script = _RESETS[url] = "; ".join(statements)
+        # Several statements in one execute: psycopg sends a query without parameters as
+        # one simple-protocol message.
+        conn.connection.driver_connection.execute(script)
 
 
 @pytest.fixture

@@ -199,7 +199,10 @@ def test_only_one_request_probes_a_half_open_deployment(live_server, state, api_
     while stats(state, ids[0]).phase is not Phase.OPEN:
         requests.post(url, json=body, headers=auth, timeout=20)
     time.sleep(0.25)
-    dead.default = Reply(latency=0.6)
+    # The probe is held long enough for the requests below to be sent while it is in flight,
+    # however slow the machine (0.6 s was not: on a slow CI host the circuit had closed
+    # before the third, which round-robin then sent to the recovered deployment).
+    dead.default = Reply(latency=4.0)
     probe: list[requests.Response] = []
     thread = threading.Thread(
         target=lambda: probe.append(requests.post(url, json=body, headers=auth, timeout=20))
@@ -211,6 +214,7 @@ def test_only_one_request_probes_a_half_open_deployment(live_server, state, api_
         assert time.monotonic() < deadline
         time.sleep(0.005)
     during = [requests.post(url, json=body, headers=auth, timeout=20) for _ in range(4)]
+    assert thread.is_alive(), "the probe ended before the other requests were sent"
     assert [r.headers["x-aigateway-deployment"] for r in during] == [ids[1]] * 4
     thread.join()
     assert probe[0].headers["x-aigateway-deployment"] == ids[0]
