@@ -455,13 +455,8 @@ def _get(url: str) -> int:
         return exc.code
 
 
-@pytest.mark.slow
-def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
-    """``flask db upgrade`` (Flask-Migrate's command) then gunicorn with
-    sample_app/gunicorn.conf.py, as ``make run`` does."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HOST="127.0.0.1", PORT=str(port))
+def _db_upgrade(env: dict[str, str]) -> None:
+    """``flask --app sample_app db upgrade``, as ``make run`` runs it first."""
     upgrade = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "sample_app", "db", "upgrade"],
         cwd=ROOT,
@@ -473,9 +468,12 @@ def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
     )
     assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
 
-    log_path = tmp_path / "server.log"
+
+def _start_gunicorn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """gunicorn with sample_app/gunicorn.conf.py, as ``make run`` starts it; its output in
+    ``log_path``."""
     with open(log_path, "w") as log:
-        server = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
             cwd=ROOT,
             env=env,
@@ -483,6 +481,19 @@ def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+
+
+@pytest.mark.slow
+def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
+    """``flask db upgrade`` (Flask-Migrate's command) then gunicorn with
+    sample_app/gunicorn.conf.py, as ``make run`` does."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HOST="127.0.0.1", PORT=str(port))
+    _db_upgrade(env)
+
+    log_path = tmp_path / "server.log"
+    server = _start_gunicorn(env, log_path)
     try:
         deadline = time.monotonic() + 30
         status = None
@@ -567,28 +578,11 @@ def test_two_workers_print_the_banner_once(
         AIGATEWAY_REDIS_PREFIX=REDIS_RUN_PREFIX + "banner:",
         WORKERS="2",
     )
-    upgrade = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "sample_app", "db", "upgrade"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    _db_upgrade(env)
     port = _free_port()
     env.update(HOST="127.0.0.1", PORT=str(port))
     log_path = tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    server = _start_gunicorn(env, log_path)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and server.poll() is None:
