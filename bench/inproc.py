@@ -7,6 +7,7 @@ seconds and cProfile's view of it is not drowned in the server's work::
 
     .venv-bench/bin/python -m bench.inproc                  # JSON, SQLite
     .venv-bench/bin/python -m bench.inproc --stream         # 20-chunk streams
+    .venv-bench/bin/python -m bench.inproc --door responses # /v1/responses (or messages)
     .venv-bench/bin/python -m bench.inproc --postgres       # PostgreSQL + Redis
     .venv-bench/bin/python -m bench.inproc --profile | head -60
     .venv-bench/bin/python -m bench.inproc --postgres --switches   # hub trips per request
@@ -45,12 +46,35 @@ from .targets import KEY_COMMAND, MODEL, setup_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 
+_QUESTION = "Say hello, briefly."
+#: ``--door``: the path and the body of one request (``stream`` added to it).
+DOORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat": (
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": _QUESTION}], "max_tokens": 64},
+    ),
+    "messages": (
+        "/v1/messages",
+        {"model": MODEL, "messages": [{"role": "user", "content": _QUESTION}], "max_tokens": 64},
+    ),
+    "responses": (
+        "/v1/responses",
+        {"model": MODEL, "input": _QUESTION, "max_output_tokens": 64},
+    ),
+}
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("-n", "--requests", type=int, default=3000, help="measured requests")
     p.add_argument("--warmup", type=int, default=300, help="unmeasured requests first")
     p.add_argument("--stream", action="store_true", help="stream: true (20 chunks)")
+    p.add_argument(
+        "--door",
+        choices=sorted(DOORS),
+        default="chat",
+        help="the /v1 door the requests go through: chat completions, Messages or Responses",
+    )
     p.add_argument("--postgres", action="store_true", help="PostgreSQL + Redis instead of SQLite")
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -85,15 +109,9 @@ def _provision(app: Any, mock_url: str) -> str:
     return str(json.loads(result.output)["secret"])
 
 
-def _caller(app: Any, secret: str, stream: bool) -> Callable[[], str]:
-    body = json.dumps(
-        {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "Say hello, briefly."}],
-            "stream": stream,
-            "max_tokens": 64,
-        }
-    ).encode()
+def _caller(app: Any, secret: str, stream: bool, door: str = "chat") -> Callable[[], str]:
+    path, fields = DOORS[door]
+    body = json.dumps({**fields, "stream": stream}).encode()
     status: list[str] = []
 
     def start_response(line: str, headers: Any, exc_info: Any = None) -> None:
@@ -102,7 +120,7 @@ def _caller(app: Any, secret: str, stream: bool) -> Callable[[], str]:
     def one() -> str:
         environ = {
             "REQUEST_METHOD": "POST",
-            "PATH_INFO": "/v1/chat/completions",
+            "PATH_INFO": path,
             "SCRIPT_NAME": "",
             "QUERY_STRING": "",
             "SERVER_NAME": "127.0.0.1",
@@ -171,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         from sample_app import create_app
 
         app = create_app()
-        one = _caller(app, _provision(app, f"http://127.0.0.1:{port}"), args.stream)
+        one = _caller(app, _provision(app, f"http://127.0.0.1:{port}"), args.stream, args.door)
         for _ in range(args.warmup):
             status = one()
         if not status.startswith("200"):
@@ -204,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             stats.sort_stats("cumulative").print_stats(60)
         close_all_writers()
         mode = "stream" if args.stream else "JSON"
+        if args.door != "chat":
+            mode += f" ({args.door})"
         backend = "PostgreSQL + Redis" if args.postgres else "SQLite"
         print(
             f"{mode}, {backend}, {n} requests: CPU {cpu:.3f} ms/request "

@@ -286,7 +286,12 @@ class Reservation:
         if not isinstance(store, RedisCounterStore):
             if not self._checked:
                 return
-            what = f"budget settlement (reserved {amount} USD, cost {cost} USD, counters {keys})"
+
+            def what() -> str:
+                return (
+                    f"budget settlement (reserved {amount} USD, cost {cost} USD, counters {keys})"
+                )
+
             try:
                 states = self._run(
                     Step(lambda: store.settle(keys, amount, cost, count=count), what)

@@ -48,10 +48,18 @@ def store_unreachable(exc: BaseException) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One write to retry: ``run`` does it; ``what`` names it, with its amounts, in logs."""
+    """One write to retry: ``run`` does it; ``what`` names it, with its amounts, in logs.
+
+    ``what`` may be a function giving that text: most steps succeed at once and are never
+    named, and formatting the amounts and counters of each cost more than its bookkeeping.
+    """
 
     run: Callable[[], Any]
-    what: str
+    what: str | Callable[[], str]
+
+    @property
+    def name(self) -> str:
+        return self.what if isinstance(self.what, str) else self.what()
 
 
 class PendingSettlements:
@@ -87,7 +95,7 @@ class PendingSettlements:
 
     def later(self, step: Step, exc: BaseException) -> None:
         """Queue ``step``, which just failed with ``exc`` (its store unreachable), for retry."""
-        log.warning("%s deferred, its store is unreachable (%r); retrying", step.what, exc)
+        log.warning("%s deferred, its store is unreachable (%r); retrying", step.name, exc)
         self._add(step)
 
     @property
@@ -126,14 +134,14 @@ class PendingSettlements:
         if thread is not None:
             thread.join(timeout)  # a step being tried: done, or logged as lost
         for step in left:
-            log.error("%s LOST: its store stayed unreachable; correct it by hand", step.what)
+            log.error("%s LOST: its store stayed unreachable; correct it by hand", step.name)
 
     def _add(self, step: Step) -> None:
         with self._lock:
             if self._pid != os.getpid():
                 self._reset()
             if self._closed:
-                log.error("%s LOST: the gateway is shutting down", step.what)
+                log.error("%s LOST: the gateway is shutting down", step.name)
                 return
             self._steps.append(step)
             if self._thread is None:
@@ -159,16 +167,16 @@ class PendingSettlements:
             retry = False
             try:
                 step.run()
-                log.info("%s done after its store came back", step.what)
+                log.info("%s done after its store came back", step.name)
             except Exception as exc:
                 if store_unreachable(exc):
                     retry = True
                 else:
-                    log.exception("%s failed; correct it by hand", step.what)
+                    log.exception("%s failed; correct it by hand", step.name)
             with self._lock:
                 self._busy -= 1
                 if retry and self._closed:
-                    log.error("%s LOST: its store stayed unreachable; correct by hand", step.what)
+                    log.error("%s LOST: its store stayed unreachable; correct by hand", step.name)
                 elif retry:
                     self._steps.appendleft(step)
                 self._changed.notify_all()

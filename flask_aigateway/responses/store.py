@@ -9,14 +9,15 @@ a 404, as an unknown id would (a team's keys are often different people or servi
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from ..db import utcnow
 from ..errors import InvalidRequestError, NotFoundError
 from ..models import StoredResponse
+from ..offload import sqlite_write
 from ..state import GatewayState
 from .translate import response_of_item
 
@@ -41,18 +42,33 @@ def save(
     key_id: str | None,
     team_id: str | None,
 ) -> None:
-    """Keep a finished response and its own input items (one row)."""
-    row = StoredResponse(
-        id=response["id"],
-        created_at=utcnow(),
-        key_id=key_id,
-        team_id=team_id,
-        previous_response_id=response.get("previous_response_id"),
-        input_items=input_items,
-        output_items=response.get("output") or [],
-        response=response,
-    )
-    state.write(lambda session: session.add(row))
+    """Keep a finished response and its own input items (one row).
+
+    A Core INSERT on a connection of its own rather than ``session.add``: a Session and the
+    ORM's unit of work (identity map, flush plan, attribute history) for one row nobody reads
+    back cost every stored response about 0.3 ms of CPU (``bench.inproc --door responses``:
+    1.76 -> 1.48 ms a request on SQLite, 2.21 -> 1.87 on PostgreSQL). Same lock and thread
+    as :meth:`GatewayState.write`.
+    """
+    row = {
+        "id": response["id"],
+        "created_at": utcnow(),
+        "key_id": key_id,
+        "team_id": team_id,
+        "previous_response_id": response.get("previous_response_id"),
+        "input_items": input_items,
+        "output_items": response.get("output") or [],
+        "response": response,
+    }
+
+    def insert_row() -> None:
+        with state.engine.begin() as connection:
+            connection.execute(_INSERT, row)
+
+    sqlite_write(state.engine, insert_row)
+
+
+_INSERT = insert(cast(Table, StoredResponse.__table__))
 
 
 def load(state: GatewayState, response_id: str, key_id: str | None) -> StoredResponse:
