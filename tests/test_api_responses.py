@@ -359,6 +359,44 @@ def test_stored_responses_are_pruned_with_the_request_log(client, state, upstrea
     )
 
 
+def test_a_long_conversation_replays_in_order_up_to_a_deleted_turn(client, upstreams, api_key):
+    """previous_response_id follows the chain back turn by turn (one query however long it
+    is); a deleted turn ends it there, as a pruned one does, and the turns after it still
+    replay, oldest first."""
+    ids = []
+    for turn in range(12):
+        upstreams["gpt"].reply(text=f"answer {turn}")
+        body = {"model": "gpt", "input": f"question {turn}"}
+        if ids:
+            body["previous_response_id"] = ids[-1]
+        response = post(client, api_key, body)
+        assert response.status_code == 200, response.get_json()
+        ids.append(response.get_json()["id"])
+    sent = [(m["role"], m["content"]) for m in upstreams["gpt"].last.json["messages"]]
+    assert sent == [
+        pair
+        for turn in range(12)
+        for pair in [("user", f"question {turn}")]
+        + ([("assistant", f"answer {turn}")] if turn < 11 else [])
+    ]
+    auth = {"Authorization": f"Bearer {api_key}"}
+    assert client.delete(f"/v1/responses/{ids[8]}", headers=auth).status_code == 200
+    upstreams["gpt"].reply(text="fine")
+    last = post(client, api_key, {"model": "gpt", "input": "next", "previous_response_id": ids[-1]})
+    assert last.status_code == 200, last.get_json()
+    sent = [(m["role"], m["content"]) for m in upstreams["gpt"].last.json["messages"]]
+    assert sent == [
+        *[
+            pair
+            for turn in (9, 10, 11)
+            for pair in [("user", f"question {turn}"), ("assistant", f"answer {turn}")]
+        ],
+        ("user", "next"),
+    ]
+    gone = post(client, api_key, {"model": "gpt", "input": "x", "previous_response_id": ids[8]})
+    assert error_of(gone)["code"] == "previous_response_not_found"
+
+
 def test_a_stream_is_stored_when_it_completes(client, state, upstreams, api_key):
     upstreams["gpt"].reply(text="a b c")
     body = post(client, api_key, {"model": "gpt", "input": "hi", "stream": True, "store": True})
