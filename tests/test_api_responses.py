@@ -557,6 +557,45 @@ def test_item_references_resolve_to_the_stored_items(client, upstreams, api_key)
     }
 
 
+def test_a_conversation_of_references_reads_in_batches(client, upstreams, api_key, monkeypatch):
+    """Every earlier answer sent back as a reference, an input item among them: each is found
+    however many responses they span (read a batch at a time), in place and in order; an
+    unknown one after them is still the request's error."""
+    from flask_aigateway.responses import store
+
+    monkeypatch.setattr(store, "REFERENCE_BATCH", 2)
+    auth = {"Authorization": f"Bearer {api_key}"}
+    conversation: list[dict[str, Any]] = []
+    expected: list[tuple[str, str]] = []
+    first_input = None
+    for turn in range(5):
+        upstreams["gpt"].reply(text=f"answer {turn}")
+        conversation.append({"role": "user", "content": f"question {turn}"})
+        response = post(client, api_key, {"model": "gpt", "input": conversation})
+        assert response.status_code == 200, response.get_json()
+        [message] = response.get_json()["output"]
+        if first_input is None:
+            items = client.get(
+                f"/v1/responses/{response.get_json()['id']}/input_items", headers=auth
+            )
+            [first_input] = items.get_json()["data"]
+        conversation.append({"type": "item_reference", "id": message["id"]})
+        expected += [("user", f"question {turn}"), ("assistant", f"answer {turn}")]
+    upstreams["gpt"].reply(text="done")
+    body = {
+        "model": "gpt",
+        "input": [{"type": "item_reference", "id": first_input["id"]}, *conversation],
+    }
+    response = post(client, api_key, body)
+    assert response.status_code == 200, response.get_json()
+    sent = [(m["role"], m["content"]) for m in upstreams["gpt"].last.json["messages"]]
+    assert sent == [("user", "question 0"), *expected]
+    unknown = first_input["id"][:-1] + ("1" if first_input["id"].endswith("0") else "0")
+    body = {"model": "gpt", "input": [*conversation, {"type": "item_reference", "id": unknown}]}
+    error = error_of(post(client, api_key, body))
+    assert error["code"] == "item_not_found" and error["param"] == f"input[{len(conversation)}].id"
+
+
 def test_streamed_items_can_be_referenced_too(client, upstreams, api_key):
     upstreams["gpt"].reply(text="Streamed.")
     body = {"model": "gpt", "input": "hi", "stream": True}

@@ -11,15 +11,29 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from sqlalchemy import Integer, Select, Table, bindparam, delete, insert, literal, select
+from sqlalchemy import (
+    Integer,
+    Select,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    insert,
+    literal,
+    select,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
+from .. import jsoncodec
 from ..db import utcnow
 from ..errors import InvalidRequestError, NotFoundError
 from ..models import StoredResponse
 from ..offload import sqlite_write
 from ..state import GatewayState
 from .translate import response_of_item
+
+_TABLE = cast(Table, StoredResponse.__table__)
 
 #: How many responses back a ``previous_response_id`` chain is followed.
 MAX_CHAIN = 1000
@@ -69,7 +83,7 @@ def save(
     sqlite_write(state.engine, insert_row)
 
 
-_INSERT = insert(cast(Table, StoredResponse.__table__))
+_INSERT = insert(_TABLE)
 
 
 def load(state: GatewayState, response_id: str, key_id: str | None) -> StoredResponse:
@@ -114,7 +128,7 @@ def history(state: GatewayState, response_id: str, key_id: str | None) -> list[d
 def _chain_query() -> Select[tuple[Any, Any]]:
     """The input and output items of a response and of the ones before it (oldest first),
     while they belong to the key: ``WITH RECURSIVE`` over ``previous_response_id``."""
-    table = cast(Table, StoredResponse.__table__)
+    table = _TABLE
     own = table.c.key_id.is_not_distinct_from(bindparam("key_id"))
     anchor = select(
         table.c.previous_response_id,
@@ -150,25 +164,58 @@ def items_by_id(
 ) -> dict[str, dict[str, Any]]:
     """The stored items (inputs and outputs of this key's stored responses) that ``item_ids``
     name, by id; ids of no such item are left out. The gateway's item ids name their response
-    (:func:`.translate.response_of_item`), so each response is read once, by its key."""
+    (:func:`.translate.response_of_item`), so each response is read once, by its key.
+
+    The responses are read :data:`REFERENCE_BATCH` at a time: a client that sends every
+    earlier answer as an ``item_reference`` (the Vercel AI SDK does) names one more each turn,
+    and a query per response cost its 100th turn some 25 ms of CPU. A batch missing one ends
+    the reading: the request fails on its first unknown reference (they are read in the order
+    they first appear), so reading on would be work for nothing.
+    """
     wanted: dict[str, set[str]] = {}
     for item_id in item_ids:
         response_id = response_of_item(item_id)
         if response_id is not None:
             wanted.setdefault(response_id, set()).add(item_id)
     found: dict[str, dict[str, Any]] = {}
-    with state.transaction() as session:
-        for response_id, ids in wanted.items():
-            row = session.get(StoredResponse, response_id)
-            if row is None or row.key_id != key_id:
-                # The request fails on its first unknown reference (they are read in the
-                # order they first appear): one read each for a body of many unknown ones
-                # would be work for nothing.
-                break
-            for item in [*row.input_items, *row.output_items]:
-                if item.get("id") in ids:
-                    found[item["id"]] = item
+    order = list(wanted)
+    with state.engine.connect() as connection:
+        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        for start in range(0, len(order), REFERENCE_BATCH):
+            batch = order[start : start + REFERENCE_BATCH]
+            parameters = {"ids": batch, "key_id": key_id}
+            rows = {row.id: row for row in connection.execute(_ITEMS, parameters)}
+            for response_id in batch:
+                row = rows.get(response_id)
+                if row is None:
+                    return found
+                ids = set(wanted[response_id])
+                # References name answers (output items) far more often than inputs, and a
+                # response's input holds the whole conversation its client sent inline: the
+                # input is decoded only when an id is still missing.
+                for text in (row.output_items, row.input_items):
+                    for item in jsoncodec.loads(text):
+                        if item.get("id") in ids:
+                            found[item["id"]] = item
+                            ids.discard(item["id"])
+                    if not ids:
+                        break
     return found
+
+
+#: How many stored responses one query of :func:`items_by_id` reads (SQLite allows 32,766
+#: parameters a statement; far fewer keep each query small).
+REFERENCE_BATCH = 200
+_ITEMS = select(
+    _TABLE.c.id,
+    # As text (PostgreSQL's driver would decode a json column itself), decoded in
+    # items_by_id only when needed.
+    sql_cast(_TABLE.c.output_items, Text).label("output_items"),
+    sql_cast(_TABLE.c.input_items, Text).label("input_items"),
+).where(
+    _TABLE.c.id.in_(bindparam("ids", expanding=True)),
+    _TABLE.c.key_id.is_not_distinct_from(bindparam("key_id")),
+)
 
 
 def remove(state: GatewayState, response_id: str, key_id: str | None) -> None:
