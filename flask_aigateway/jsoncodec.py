@@ -4,9 +4,13 @@ orjson refuses.
 Every request decodes and encodes JSON several times (the client's body, the upstream body,
 the upstream answer, the answer, and for streams every chunk twice); the standard library's
 encoder and decoder cost 5-10 times orjson's per call. Output is compact UTF-8 JSON either
-way. What orjson refuses — integers beyond 64 bits, dict keys that are not strings, NaN and
-Infinity, lone surrogates — falls back to :mod:`json`, so nothing that worked before stops
-working; its errors are :mod:`json`'s (``ValueError`` subclasses).
+way. What orjson refuses to write — integers beyond 64 bits, dict keys that are not strings,
+NaN and Infinity, lone surrogates (written escaped) — falls back to :mod:`json`, and so does
+what it refuses to read (NaN, lone-surrogate escapes); errors are :mod:`json`'s (``ValueError``
+subclasses). One difference is kept: orjson reads an integer beyond 64 bits as a float, as
+JavaScript's ``JSON.parse`` does everywhere else in this ecosystem (no field of the APIs the
+gateway speaks takes one); telling such a number apart would cost a second pass over every
+body, longer than the parse itself.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from typing import Any
 import orjson
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+#: For text holding a lone surrogate: a valid JSON escape (``"\ud800"``, which an upstream may
+#: send and :func:`loads` reads), but no UTF-8 encodes it, so it is written escaped, as it came.
+_ESCAPED = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
 
 def dumps(obj: Any) -> bytes:
@@ -24,15 +31,23 @@ def dumps(obj: Any) -> bytes:
     try:
         return orjson.dumps(obj)
     except (TypeError, orjson.JSONEncodeError):
-        return _COMPACT.encode(obj).encode("utf-8")
+        try:
+            return _COMPACT.encode(obj).encode("utf-8")
+        except UnicodeEncodeError:
+            return _ESCAPED.encode(obj).encode("ascii")
 
 
 def dumps_text(obj: Any) -> str:
-    """Compact JSON text (non-ASCII characters kept as they are)."""
+    """Compact JSON text (non-ASCII characters kept as they are, lone surrogates escaped)."""
     try:
         return orjson.dumps(obj).decode("utf-8")
     except (TypeError, orjson.JSONEncodeError):
-        return _COMPACT.encode(obj)
+        text = _COMPACT.encode(obj)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _ESCAPED.encode(obj)
+        return text
 
 
 def loads(data: bytes | bytearray | str) -> Any:

@@ -7,6 +7,7 @@ import json
 import re
 import time
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from fakes import Reply
@@ -408,3 +409,33 @@ def test_tool_call_ids_of_other_providers_reach_anthropic_valid(client, api_key,
     assert used == answered and len(set(used)) == 4
     assert all(re.fullmatch(r"[a-zA-Z0-9_-]+", i) for i in used)
     assert used[0].startswith("functions_get_weather_0_") and used[2:] == ids[2:]
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses", "/v1/messages"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_lone_surrogate_from_upstream_is_passed_on_escaped(
+    client, api_key, upstreams, state, alias, path, stream
+):
+    """``"\\ud800"`` is a valid JSON escape but no UTF-8 encodes it: an upstream answer holding
+    one was a 500 on every door after the upstream was paid. It reaches the client escaped, as
+    it came, and the request is logged and (Responses) stored like any other."""
+    upstreams[alias].reply(text="broken \ud800 text")
+    if path == "/v1/responses":
+        body: dict[str, Any] = {"model": alias, "input": "hi", "stream": stream}
+    else:
+        body = {"model": alias, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+        body["max_tokens"] = 50
+    auth = {"Authorization": f"Bearer {api_key}"}
+    response = client.post(path, json=body, headers=auth)
+    assert response.status_code == 200, response.get_data()
+    data = response.get_data()
+    assert b"\\ud800" in data
+    assert not re.search(rb"internal_error|api_error|server_error|response\.failed", data)
+    with state.session() as session:
+        assert [row.status_code for row in session.scalars(select(RequestLog))] == [200]
+    if path == "/v1/responses":
+        events = [json.loads(line[6:]) for line in data.splitlines() if line.startswith(b"data: ")]
+        created = events[-1]["response"] if stream else json.loads(data)
+        stored = client.get(f"/v1/responses/{created['id']}", headers=auth).get_json()
+        assert stored["output"][0]["content"][0]["text"] == "broken \ud800 text"
