@@ -397,6 +397,27 @@ def test_a_long_conversation_replays_in_order_up_to_a_deleted_turn(client, upstr
     assert error_of(gone)["code"] == "previous_response_not_found"
 
 
+def test_a_conversation_is_replayed_up_to_its_last_max_chain_turns(
+    client, upstreams, api_key, monkeypatch
+):
+    from flask_aigateway.responses import store
+
+    monkeypatch.setattr(store, "MAX_CHAIN", 3)
+    previous = None
+    for turn in range(5):
+        upstreams["gpt"].reply(text=f"answer {turn}")
+        body = {"model": "gpt", "input": f"question {turn}"}
+        if previous:
+            body["previous_response_id"] = previous
+        previous = post(client, api_key, body).get_json()["id"]
+    post(client, api_key, {"model": "gpt", "input": "next", "previous_response_id": previous})
+    sent = [m["content"] for m in upstreams["gpt"].last.json["messages"]]
+    assert sent == [
+        *[text for turn in (2, 3, 4) for text in (f"question {turn}", f"answer {turn}")],
+        "next",
+    ]
+
+
 def test_a_stream_is_stored_when_it_completes(client, state, upstreams, api_key):
     upstreams["gpt"].reply(text="a b c")
     body = post(client, api_key, {"model": "gpt", "input": "hi", "stream": True, "store": True})

@@ -108,7 +108,10 @@ def history(state: GatewayState, response_id: str, key_id: str | None) -> list[d
     with state.engine.connect() as connection:
         rows = (
             connection.execution_options(isolation_level="AUTOCOMMIT")
-            .execute(_CHAIN, {"response_id": response_id, "key_id": key_id})
+            .execute(
+                _CHAIN,
+                {"response_id": response_id, "key_id": key_id, "last_depth": MAX_CHAIN - 1},
+            )
             .all()
         )
     if not rows:
@@ -147,7 +150,7 @@ def _chain_query() -> Select[tuple[Any, Any]]:
         ).where(
             earlier.c.id == chain.c.previous_response_id,
             earlier.c.key_id.is_not_distinct_from(bindparam("key_id")),
-            chain.c.depth < MAX_CHAIN - 1,
+            chain.c.depth < bindparam("last_depth"),
         )
     )
     return select(chain.c.input_items, chain.c.output_items).order_by(chain.c.depth.desc())
