@@ -476,6 +476,33 @@ def test_completion_text_of_a_list_of_parts(state, client, api_key, upstreams) -
     assert row.completion_text == "Part one.Part two."
 
 
+def test_a_lone_surrogate_in_logged_text_does_not_lose_the_row(
+    state, client, api_key, upstreams
+) -> None:
+    """An upstream may send a lone surrogate escape (``"\\ud800"``, valid JSON): the answer
+    passes it on escaped, but no UTF-8 column stores it, and with AIGATEWAY_LOG_CONTENT (or in
+    an upstream's error message) the row was refused and lost. It is stored as U+FFFD."""
+    state.settings["AIGATEWAY_LOG_CONTENT"] = True
+    upstreams["gpt"].queue(
+        Reply(text="broken \ud800 text"),
+        Reply(text="streamed \udfff text"),
+        Reply(status=400, error_message="bad \ud800 request"),
+    )
+    assert post(client, api_key, "json").status_code == 200
+    client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt", "messages": MESSAGES, "stream": True},
+        headers={"Authorization": f"Bearer {api_key}", "X-Request-ID": "stream"},
+    ).get_data()
+    assert post(client, api_key, "refused").status_code == 400
+    assert get_pipeline(state).log_writer.flush()
+    with state.transaction() as session:
+        rows = {r.request_id: r for r in session.scalars(select(RequestLog))}
+    assert rows["json"].completion_text == "broken \ufffd text"
+    assert rows["stream"].completion_text == "streamed \ufffd text"
+    assert "bad \ufffd request" in rows["refused"].error_message
+
+
 @pytest.mark.postgres
 def test_copy_stores_each_row_as_the_insert_does(state) -> None:
     """On PostgreSQL the writer sends a batch with ``COPY`` (psycopg's executemany waits on

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -223,7 +224,7 @@ class RequestRecord:
             "provider_model": target.provider_model if target else None,
             "status_code": self.status_code,
             "error_type": self.error_type,
-            "error_message": self.error_message,
+            "error_message": storable(self.error_message),
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
             "cached_tokens": self.usage.cached_tokens,
@@ -236,12 +237,28 @@ class RequestRecord:
             "cache_hit": self.cache_hit,
             "stream": self.stream,
             "route": self.route,
-            "prompt_text": self.prompt_text,
-            "completion_text": self.completion_text,
+            "prompt_text": storable(self.prompt_text),
+            "completion_text": storable(self.completion_text),
         }
         if self.counter_spend:
             row[COUNTER_SPEND] = self.counter_spend
         return row
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str | None) -> str | None:
+    """``text`` as a database can store it. An upstream's JSON may carry a lone surrogate
+    (``"\\ud800"``: a valid escape, not Unicode), which the answer passes on escaped but no
+    UTF-8 column takes: the row was refused and lost. It becomes U+FFFD here."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+    return text
 
 
 class _UpstreamWait:
