@@ -91,6 +91,34 @@ def test_429_with_retry_after_is_waited_out(client, state, api_key, upstreams):
     assert (row.status_code, row.attempts, row.fallback_path) == (200, 2, None)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "1e400"},
+        {"retry-after-ms": "inf"},
+        {"x-ratelimit-reset-requests": "9" * 400 + "s"},
+    ],
+    ids=["retry-after", "retry-after-ms", "reset-duration"],
+)
+def test_an_infinite_retry_after_is_no_hint(
+    client, state, api_key, upstreams, headers, alias, stream
+):
+    """A 429 whose wait is infinite (a number past a float's range) is retried after the
+    usual backoff and served, not a 500 (it was an OverflowError on rounding it)."""
+    fake = upstreams[alias]
+    fake.fail(429, headers=headers)
+    response = chat(client, api_key, alias, stream=stream)
+    body = response.get_data(as_text=True)
+    assert response.status_code == 200, body
+    assert body.endswith("data: [DONE]\n\n") if stream else response.json["choices"]
+    assert response.headers["x-aigateway-attempts"] == "2"
+    assert len(fake.requests) == 2
+    [row] = log_rows(state, 1)
+    assert (row.status_code, row.attempts) == (200, 2)
+
+
 @pytest.mark.parametrize(
     ("alias", "status"), [("gpt", 500), ("gpt", 503), ("gpt", 408), ("claude", 529)]
 )

@@ -6,6 +6,7 @@ Each adapter reads its format's error JSON (message, code, type) and hands the p
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -36,9 +37,14 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     HTTP date, measured against the response's own ``Date``) or OpenAI's
     ``x-ratelimit-reset-requests``/``-tokens`` durations (``1s``, ``6m0s``, ``20ms``).
 
-    None when the upstream gave no usable hint; never negative.
+    None when the upstream gave no usable hint (infinity and NaN are none: ``Retry-After:
+    1e400`` once ended in an OverflowError and a 500); never negative.
     """
-    h = lower_headers(headers)
+    seconds = _retry_after(lower_headers(headers))
+    return seconds if seconds is None or math.isfinite(seconds) else None
+
+
+def _retry_after(h: Mapping[str, str]) -> float | None:
     raw_ms = h.get("retry-after-ms")
     if raw_ms:
         try:
