@@ -50,13 +50,45 @@ def dumps_text(obj: Any) -> str:
         return text
 
 
-def loads(data: bytes | bytearray | str) -> Any:
+class TooDeep(ValueError):
+    """JSON that nests arrays and objects deeper than its reader accepts."""
+
+
+def loads(data: bytes | bytearray | str, max_depth: int | None = None) -> Any:
     """Decode JSON; raises ``ValueError`` (``json.JSONDecodeError``) or ``UnicodeDecodeError``
-    when it is not JSON."""
+    when it is not JSON, and :class:`TooDeep` (a ``ValueError``) when it nests deeper than
+    ``max_depth`` levels or than the standard library can read (orjson reads 1,024 levels;
+    the fallback raised ``RecursionError`` past about 1,000). ``max_depth`` is for JSON from
+    outside, whose every value must be written again: orjson writes 254 levels, and past
+    that the fallback encoder can exhaust the stack as well.
+    """
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data)
+        try:
+            value = json.loads(data)
+        except RecursionError:
+            # Deeper than any max_depth a caller passes (all are far below 1,000).
+            limit = (
+                "too deep to read" if max_depth is None else f"more than {max_depth} levels deep"
+            )
+            raise TooDeep(f"nested {limit}") from None
+    # As in loads_body: JSON with fewer brackets than the limit cannot nest deeper than it.
+    if max_depth is not None and _brackets(data) > max_depth:
+        check_depth(value, max_depth)
+    return value
+
+
+def check_depth(value: Any, max_depth: int) -> None:
+    """Raise :class:`TooDeep` when ``value`` nests arrays and objects deeper than
+    ``max_depth`` levels (walked iteratively, so never ``RecursionError``)."""
+    _walk(value, max_depth, check_strings=False)
+
+
+def _brackets(data: bytes | bytearray | str) -> int:
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    return data.count(b"[") + data.count(b"{")
 
 
 class BodyError(ValueError):
@@ -80,7 +112,7 @@ def loads_body(raw: bytes, max_depth: int) -> Any:
         ) from None
     # Counting brackets is C-fast; a body with fewer of them than the limit cannot nest deeper
     # than it, so the usual small body is never walked.
-    walk = raw.count(b"[") + raw.count(b"{") > max_depth
+    walk = _brackets(raw) > max_depth
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -94,10 +126,16 @@ def loads_body(raw: bytes, max_depth: int) -> Any:
             raise _too_deep(max_depth) from None
         except ValueError as std_exc:
             raise BodyError(f"The request body is not valid JSON: {std_exc}.") from None
-        _walk(value, max_depth, check_strings=True)
+        try:
+            _walk(value, max_depth, check_strings=True)
+        except TooDeep:
+            raise _too_deep(max_depth) from None
         return value
     if walk:
-        _walk(value, max_depth, check_strings=False)
+        try:
+            _walk(value, max_depth, check_strings=False)
+        except TooDeep:
+            raise _too_deep(max_depth) from None
     return value
 
 
@@ -108,20 +146,21 @@ def _too_deep(max_depth: int) -> BodyError:
 
 
 def _walk(value: Any, max_depth: int, *, check_strings: bool) -> None:
-    """Check nesting depth (and, when asked, that every string encodes as UTF-8), iteratively."""
+    """Check nesting depth (:class:`TooDeep`) and, when asked, that every string encodes as
+    UTF-8 (:class:`BodyError`), iteratively."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
             if depth >= max_depth:
-                raise _too_deep(max_depth)
+                raise TooDeep(f"nested more than {max_depth} levels deep")
             for key, child in item.items():
                 if check_strings:
                     _check_string(key)
                 stack.append((child, depth + 1))
         elif isinstance(item, list):
             if depth >= max_depth:
-                raise _too_deep(max_depth)
+                raise TooDeep(f"nested more than {max_depth} levels deep")
             stack.extend((child, depth + 1) for child in item)
         elif check_strings and isinstance(item, str):
             _check_string(item)

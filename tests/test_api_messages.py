@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Reply, completion_json
+from fakes import Reply, chunk_stream, completion_json
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog
@@ -579,6 +579,35 @@ def test_an_openai_answer_in_parts_becomes_one_text_block(client, api_key, upstr
     response = post(client, body(model="gpt"), api_key)
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["content"] == [{"type": "text", "text": "Part one, part two."}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_tool_arguments_nested_too_deep_come_as_raw_text(
+    client, state, api_key, upstreams, stream
+) -> None:
+    """An OpenAI-format tool call whose arguments nest 1,000 levels deep (valid JSON, but
+    beyond what the gateway writes back) comes as ``_raw_arguments``, as arguments that are
+    not JSON do; it was a 500 (a RecursionError) on the JSON door and an internal error that
+    cut the stream, after the upstream was paid."""
+    arguments = '{"a": ' + "[" * 1000 + "]" * 1000 + "}"
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    if stream:
+        raw = chunk_stream({"delta": {"tool_calls": [{"index": 0, **call}]}})
+        upstreams["gpt"].reply(raw_body=raw, headers={"Content-Type": "text/event-stream"})
+    else:
+        answer = json.loads(completion_json(None, {"prompt_tokens": 5, "completion_tokens": 4}))
+        answer["choices"][0]["message"]["tool_calls"] = [call]
+        upstreams["gpt"].reply(raw_body=json.dumps(answer).encode())
+    response = post(client, body(stream=stream), api_key)
+    text = response.get_data(as_text=True)
+    assert response.status_code == 200, text
+    if stream:
+        assert text.endswith('event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    else:
+        block = response.get_json()["content"][0]
+        assert (block["type"], block["input"]) == ("tool_use", {"_raw_arguments": arguments})
+    [row] = log_rows(state)
+    assert (row.status_code, row.error_type) == (200, None)
 
 
 @pytest.mark.parametrize(

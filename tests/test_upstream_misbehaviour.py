@@ -445,6 +445,29 @@ UNOPENED_BLOCK = (
 )
 
 
+def deepened(json_text: bytes, depth: int) -> bytes:
+    """A JSON object (alone, or a stream event's) with a field nesting ``depth`` arrays."""
+    head, brace, tail = json_text.rpartition(b"}")
+    return head + b', "extra": ' + b"[" * depth + b"]" * depth + brace + tail
+
+
+def deeply_nested(depth: int) -> Callable[[str, bool], list[Step]]:
+    """A proper answer, or a stream whose first event, nests ``depth`` levels deep."""
+
+    def script(wire: str, stream: bool) -> list[Step]:
+        if stream:
+            first, *rest = events(wire, 3)
+            return sse(deepened(first, depth), *rest)
+        return json_200(deepened(valid_message(wire), depth))
+
+    return script
+
+
+def deeply_nested_midstream(wire: str, stream: bool) -> list[Step]:
+    """A stream whose fourth event nests 2,000 levels deep (past what any JSON reader takes)."""
+    return started(wire, chunk(deepened(events(wire, 4)[-1], 2000)), LAST_CHUNK)
+
+
 def big_line(wire: str, stream: bool) -> list[Step]:
     """One ``data:`` line of 10 MB without a line end (a stream, or a body of that size)."""
     line = b"data: " + b"x" * BIG_LINE
@@ -489,6 +512,16 @@ CASES = [
     Case("wrong-shape-200", wrong_shape, says="unexpected shape|not a message"),
     Case("negative-usage-200", usage_of(-1_000_000), doors=JSON_DOORS, says="unexpected shape"),
     Case("impossible-usage-200", usage_of(10**12), doors=JSON_DOORS, says="unexpected shape"),
+    # 1,000 levels: orjson reads them, but writing them again ran out of stack (a 500, after
+    # the answer was logged and billed as served); 2,000: reading them did.
+    Case("deeply-nested-200", deeply_nested(1000), says="nested more than 128 levels deep"),
+    Case(
+        "deeply-nested-midstream",
+        deeply_nested_midstream,
+        doors=STREAM_DOORS,
+        midstream=True,
+        says="nested more than 128 levels deep",
+    ),
     Case(
         "body-cut",
         cut_body(hang_up),

@@ -15,7 +15,7 @@ from .. import jsoncodec
 from ..errors import UpstreamError
 from ..schemas import Usage, token_count
 from .base import SSEEvent
-from .wire import describe
+from .wire import MAX_UPSTREAM_DEPTH, describe
 
 LABEL = "Anthropic"
 
@@ -194,7 +194,12 @@ class AnthropicStreamTranslator:
         if event.event == "ping" or not event.data.strip():
             return []
         try:
-            data = jsoncodec.loads(event.data)
+            data = jsoncodec.loads(event.data, MAX_UPSTREAM_DEPTH)
+        except jsoncodec.TooDeep as exc:
+            raise UpstreamError(
+                f"The {LABEL} upstream sent a stream event {exc}: {event.data[:200]!r}",
+                retryable=True,
+            ) from None
         except ValueError:
             data = None
         if not isinstance(data, dict):

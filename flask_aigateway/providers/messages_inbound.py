@@ -13,10 +13,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .. import jsoncodec
 from ..errors import InvalidRequestError
 from ..schemas import ChatRequest, ChatResponse, Usage
 from .parameters import OTHER_FIELDS, Handling
-from .wire import tool_call_key
+from .wire import MAX_UPSTREAM_DEPTH, tool_call_key
 
 _TO = "an OpenAI-format upstream"
 
@@ -558,9 +559,13 @@ def usage_json(usage: Usage) -> dict[str, Any]:
 
 
 def _arguments(text: str | None) -> Any:
+    """A tool call's ``input`` object from its JSON arguments; text that is not JSON, or that
+    nests deeper than :data:`MAX_UPSTREAM_DEPTH` (which no encoder could write back), comes
+    as ``_raw_arguments``."""
     try:
         value = json.loads(text or "{}")
-    except ValueError:
+        jsoncodec.check_depth(value, MAX_UPSTREAM_DEPTH)
+    except (ValueError, RecursionError):
         return {"_raw_arguments": text}
     return value if isinstance(value, dict) else {"value": value}
 

@@ -18,7 +18,16 @@ from .base import SSEEvent, Target, UpstreamRequest
 from .classify import classify_status
 from .parameters import OPENAI_CHAT_PARAMETERS, OTHER_FIELDS, Handling
 from .urls import openai_chat_url
-from .wire import USER_AGENT, describe, dumps, load_json, merge_headers, quote, try_json
+from .wire import (
+    MAX_UPSTREAM_DEPTH,
+    USER_AGENT,
+    describe,
+    dumps,
+    load_json,
+    merge_headers,
+    quote,
+    try_json,
+)
 
 LABEL = "OpenAI-format"
 
@@ -153,7 +162,12 @@ class OpenAIStreamTranslator:
         if not data:
             return []
         try:
-            chunk = jsoncodec.loads(data)
+            chunk = jsoncodec.loads(data, MAX_UPSTREAM_DEPTH)
+        except jsoncodec.TooDeep as exc:
+            raise UpstreamError(
+                f"The {LABEL} upstream sent a stream event {exc}: {data[:200]!r}",
+                retryable=True,
+            ) from None
         except ValueError:
             raise UpstreamError(
                 f"The {LABEL} upstream sent a stream event that is not JSON: {data[:200]!r}",

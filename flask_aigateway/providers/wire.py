@@ -18,6 +18,12 @@ _TAG = re.compile(r"<[^>]*>|<[^>]*$")
 #: never opened.
 SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError, OverflowError)
 USER_AGENT = "flask-aigateway"
+#: The deepest nesting of arrays and objects read from an upstream's answer, stream event or
+#: tool call arguments: far beyond what any model writes, and shallow enough that every
+#: value read can be written again (in the client's answer, the cache, the log) a few levels
+#: deeper within orjson's 254. Deeper JSON (a server's bug, or a model looping on brackets)
+#: once ended in a RecursionError and a 500.
+MAX_UPSTREAM_DEPTH = 128
 
 #: Headers the HTTP client writes itself to frame a request, and hop-by-hop headers that only
 #: concern one connection: as extra headers they would go out twice or break the framing.
@@ -82,9 +88,16 @@ def _decoded(data: bytes | str) -> str:
 
 def load_json(body: bytes, what: str) -> Any:
     """Decode an upstream JSON body; raise a retryable :class:`UpstreamError` naming ``what``
-    when it is not JSON (a proxy's HTML page, a truncated body…)."""
+    when it is not JSON (a proxy's HTML page, a truncated body…) or nests deeper than
+    :data:`MAX_UPSTREAM_DEPTH`."""
     try:
-        return jsoncodec.loads(body)
+        return jsoncodec.loads(body, MAX_UPSTREAM_DEPTH)
+    except jsoncodec.TooDeep:
+        raise UpstreamError(
+            f"The upstream answered with JSON nested more than {MAX_UPSTREAM_DEPTH} levels "
+            f"deep where {what} was expected: {describe(body)}",
+            retryable=True,
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise UpstreamError(
             f"The upstream answered with a body that is not valid JSON where {what} was "
@@ -94,9 +107,10 @@ def load_json(body: bytes, what: str) -> Any:
 
 
 def try_json(body: bytes) -> Any:
-    """The decoded body, or None when it is not JSON (for error bodies, which may be anything)."""
+    """The decoded body, or None when it is not JSON or nests deeper than
+    :data:`MAX_UPSTREAM_DEPTH` (for error bodies, which may be anything)."""
     try:
-        return jsoncodec.loads(body)
+        return jsoncodec.loads(body, MAX_UPSTREAM_DEPTH)
     except (ValueError, UnicodeDecodeError):
         return None
 
