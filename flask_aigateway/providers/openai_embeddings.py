@@ -115,7 +115,9 @@ class OpenAIEmbeddingsAdapter:
         """The upstream ``list`` of embeddings with ``model`` = the requested alias, each
         embedding in the client's encoding; usage is zero when the upstream reported none (the
         pipeline then estimates it)."""
-        data = load_json(body, "an embeddings list")
+        # No depth walk: the answer is rebuilt below from each item's index and its vector
+        # (checked flat), so nothing of the upstream's nesting is written again.
+        data = load_json(body, "an embeddings list", max_depth=None)
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list) or not items:
             raise _body_error(data, body)
