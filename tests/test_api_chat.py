@@ -439,3 +439,30 @@ def test_a_lone_surrogate_from_upstream_is_passed_on_escaped(
         created = events[-1]["response"] if stream else json.loads(data)
         stored = client.get(f"/v1/responses/{created['id']}", headers=auth).get_json()
         assert stored["output"][0]["content"][0]["text"] == "broken \ud800 text"
+
+
+@pytest.mark.parametrize(("alias", "status"), [("gpt", 200), ("claude", 400)])
+def test_tool_call_arguments_nested_too_deep_are_refused_not_a_crash(
+    client, api_key, upstreams, alias, status
+):
+    """An earlier tool call whose arguments (JSON in a string, which the body's depth limit
+    does not look into) nest 2,000 levels deep: passed on as text to an OpenAI-format
+    upstream; for an Anthropic-format one, where they must become an ``input`` object, a 400
+    naming them (it was a RecursionError and a 500)."""
+    deep = '{"a": ' + "[" * 2000 + "]" * 2000 + "}"
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": deep}}
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+    ]
+    upstreams[alias].reply(text="fine")
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": alias, "messages": messages, "max_tokens": 20},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert response.status_code == status, response.get_json()
+    if status == 400:
+        error = response.get_json()["error"]
+        assert error["param"] == "messages[1].tool_calls[0].function.arguments"

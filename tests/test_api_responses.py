@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from fakes import Reply, ToolCall
+from fakes import Reply, ToolCall, completion_json
 from sqlalchemy import func, select
 
 from flask_aigateway.accounting.rollups import prune_request_log
@@ -664,6 +664,26 @@ CODEX_TOOLS = {
     ],
 }
 PATCH = "*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch"
+
+
+def test_custom_tool_arguments_nested_too_deep_come_verbatim(client, upstreams, api_key):
+    """A custom tool's call whose JSON arguments nest 2,000 levels deep (inside the answer's
+    arguments string): its ``input`` is that text as written, as for arguments that are not
+    JSON (it was a RecursionError and a 500)."""
+    deep = '{"input": ' + "[" * 2000 + "]" * 2000 + "}"
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "apply_patch", "arguments": deep},
+    }
+    body = json.loads(completion_json(None))
+    body["choices"][0]["message"]["tool_calls"] = [call]
+    body["choices"][0]["finish_reason"] = "tool_calls"
+    upstreams["gpt"].queue(Reply(raw_body=json.dumps(body).encode()))
+    response = post(client, api_key, {"model": "gpt", "input": "patch", "tools": [APPLY_PATCH]})
+    assert response.status_code == 200, response.get_json()
+    [item] = response.get_json()["output"]
+    assert item["type"] == "custom_tool_call" and item["input"] == deep
 
 
 @pytest.mark.parametrize("alias", ["gpt", "claude"])

@@ -12,7 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .. import jsoncodec
 from ..errors import InvalidRequestError
+from .wire import MAX_UPSTREAM_DEPTH
 
 JSON_TOOL_DEFAULT_NAME = "json_response"
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=?[\w.+-]*)*);base64,(.*)$", re.S)
@@ -182,8 +184,11 @@ def _tool_use_blocks(calls: Any, where: str) -> list[dict[str, Any]]:
             raise InvalidRequestError(f"'{here}' must be a function call with a name.", param=here)
         arguments = function.get("arguments") or "{}"
         try:
-            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
-        except ValueError:
+            if isinstance(arguments, str):
+                parsed = jsoncodec.loads(arguments, MAX_UPSTREAM_DEPTH)
+            else:
+                parsed = arguments
+        except ValueError:  # not JSON, or nested deeper than MAX_UPSTREAM_DEPTH (TooDeep)
             parsed = None
         if not isinstance(parsed, dict):
             raise InvalidRequestError(

@@ -26,7 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import jsoncodec
 from ..errors import InvalidRequestError
+from ..providers.wire import MAX_UPSTREAM_DEPTH
 from .fields import BUILT_IN_TOOLS
 
 #: Between a namespace and a tool's name in the chat function's name (names allow ``_``).
@@ -251,8 +253,8 @@ def custom_input(arguments: str) -> str:
     """The ``input`` text of a custom tool's call from its JSON arguments (a model that wrote
     something else gets it verbatim: the client's tool reports what is wrong with it)."""
     try:
-        value = json.loads(arguments) if arguments else {}
-    except ValueError:
+        value = jsoncodec.loads(arguments, MAX_UPSTREAM_DEPTH) if arguments else {}
+    except ValueError:  # not JSON, or nested too deep to write again (TooDeep)
         return arguments
     text = value.get("input") if isinstance(value, dict) else None
     return text if isinstance(text, str) else arguments
@@ -262,8 +264,8 @@ def search_arguments(arguments: str) -> dict[str, Any]:
     """A tool search call's ``arguments`` object from its JSON text (text that is not an
     object is given as ``query``)."""
     try:
-        value = json.loads(arguments) if arguments else {}
-    except ValueError:
+        value = jsoncodec.loads(arguments, MAX_UPSTREAM_DEPTH) if arguments else {}
+    except ValueError:  # not JSON, or nested too deep to write again (TooDeep)
         return {"query": arguments}
     return value if isinstance(value, dict) else {"query": arguments}
 
