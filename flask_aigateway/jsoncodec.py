@@ -75,14 +75,8 @@ def loads(data: bytes | bytearray | str, max_depth: int | None = None) -> Any:
             raise TooDeep(f"nested {limit}") from None
     # As in loads_body: JSON with fewer brackets than the limit cannot nest deeper than it.
     if max_depth is not None and _brackets(data) > max_depth:
-        check_depth(value, max_depth)
+        _walk(value, max_depth, check_strings=False)
     return value
-
-
-def check_depth(value: Any, max_depth: int) -> None:
-    """Raise :class:`TooDeep` when ``value`` nests arrays and objects deeper than
-    ``max_depth`` levels (walked iteratively, so never ``RecursionError``)."""
-    _walk(value, max_depth, check_strings=False)
 
 
 def _brackets(data: bytes | bytearray | str) -> int:

@@ -563,9 +563,8 @@ def _arguments(text: str | None) -> Any:
     nests deeper than :data:`MAX_UPSTREAM_DEPTH` (which no encoder could write back), comes
     as ``_raw_arguments``."""
     try:
-        value = json.loads(text or "{}")
-        jsoncodec.check_depth(value, MAX_UPSTREAM_DEPTH)
-    except (ValueError, RecursionError):
+        value = jsoncodec.loads(text or "{}", MAX_UPSTREAM_DEPTH)
+    except ValueError:  # not JSON, or too deep (TooDeep)
         return {"_raw_arguments": text}
     return value if isinstance(value, dict) else {"value": value}
 
