@@ -310,6 +310,17 @@ def test_a_malformed_authorization_header_is_401(client, upstreams) -> None:
         assert_openai_error(response, 401)
 
 
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_the_depth_limit_is_exact(client, upstreams, api_key, opener) -> None:
+    """A body nesting exactly AIGATEWAY_MAX_JSON_DEPTH (64) levels is served, one more is
+    refused (the body object and ``metadata`` are two of them)."""
+    upstreams["gpt"].reply(text="ok")
+    at_limit = send(client, ROUTES[0], deep(62, opener)("gpt"), api_key)
+    assert at_limit.status_code == 200, at_limit.get_json()
+    over = send(client, ROUTES[0], deep(63, opener)("gpt"), api_key)
+    assert "64 levels" in assert_openai_error(over, 400)["message"]
+
+
 def test_the_depth_limit_is_an_option(app_config, gateway, tmp_path) -> None:
     """``AIGATEWAY_MAX_JSON_DEPTH`` moves the limit (here down to 3 levels)."""
     from flask import Flask
