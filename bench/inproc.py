@@ -11,6 +11,7 @@ seconds and cProfile's view of it is not drowned in the server's work::
     .venv-bench/bin/python -m bench.inproc --postgres       # PostgreSQL + Redis
     .venv-bench/bin/python -m bench.inproc --profile | head -60
     .venv-bench/bin/python -m bench.inproc --postgres --switches   # hub trips per request
+    .venv-bench/bin/python -m bench.inproc --gap-ms 50 -n 200        # idle 50 ms before each
 
 ``--switches`` runs the requests under gevent (as ``make run`` serves them) and counts, per
 request, every time the request's greenlet gave the CPU away and where it did: an upstream call
@@ -74,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(DOORS),
         default="chat",
         help="the /v1 door the requests go through: chat completions, Messages or Responses",
+    )
+    p.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0.0,
+        help="sleep this long before each measured request (the CPU of a request that arrives "
+        "after an idle spell, as behind a slow upstream)",
     )
     p.add_argument("--postgres", action="store_true", help="PostgreSQL + Redis instead of SQLite")
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
@@ -204,15 +212,18 @@ def main(argv: list[str] | None = None) -> int:
 
             profiler = cProfile.Profile(time.process_time)
             profiler.enable()
-        wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
-        for _ in range(args.requests):
-            one()
         n = args.requests
-        wall, cpu, thread = (
-            (time.perf_counter() - wall) / n * 1000,
-            (time.process_time() - cpu) / n * 1000,
-            (time.thread_time() - thread) / n * 1000,
-        )
+        if args.gap_ms > 0:
+            wall, cpu, thread = _with_gaps(one, n, args.gap_ms / 1000)
+        else:
+            wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
+            for _ in range(n):
+                one()
+            wall, cpu, thread = (
+                (time.perf_counter() - wall) / n * 1000,
+                (time.process_time() - cpu) / n * 1000,
+                (time.thread_time() - thread) / n * 1000,
+            )
         if profiler is not None:
             import pstats
 
@@ -224,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         mode = "stream" if args.stream else "JSON"
         if args.door != "chat":
             mode += f" ({args.door})"
+        if args.gap_ms > 0:
+            mode += f" after {args.gap_ms:g} ms idle each"
         backend = "PostgreSQL + Redis" if args.postgres else "SQLite"
         print(
             f"{mode}, {backend}, {n} requests: CPU {cpu:.3f} ms/request "
@@ -241,6 +254,20 @@ def main(argv: list[str] | None = None) -> int:
         mock.wait(10)
         if database is not None:
             _psql(args.pg_url, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def _with_gaps(one: Callable[[], str], n: int, gap: float) -> tuple[float, float, float]:
+    """Wall, process CPU and main-thread CPU per request (ms) of ``n`` requests, each after
+    ``gap`` seconds asleep; the sleeps are not counted."""
+    wall = cpu = thread = 0.0
+    for _ in range(n):
+        time.sleep(gap)
+        w, c, t = time.perf_counter(), time.process_time(), time.thread_time()
+        one()
+        wall += time.perf_counter() - w
+        cpu += time.process_time() - c
+        thread += time.thread_time() - t
+    return wall / n * 1000, cpu / n * 1000, thread / n * 1000
 
 
 def _kind(obj: Any) -> str:
