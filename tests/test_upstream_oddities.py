@@ -4,7 +4,9 @@ A tool call with no usable name is a malformed answer: a retryable 502 in the do
 shape, or an error event once a stream has started. A call without a string id (or with an
 empty one) gets one, while string ids and names pass as they came. Arguments sent as a JSON
 value instead of text (as some OpenAI-compatible servers do) are text on chat completions and
-Responses and the ``input`` of a ``tool_use`` block on ``/v1/messages``.
+Responses and the ``input`` of a ``tool_use`` block on ``/v1/messages``. Usage counts of odd
+types reach chat clients as the integers the gateway billed, and an answer that came without
+usage is billed the same estimate whichever door asked.
 
 Each case goes through ``/v1/chat/completions``, ``/v1/messages`` and ``/v1/responses``, JSON
 and stream, against the fake OpenAI upstream over HTTP.
@@ -21,6 +23,7 @@ from fakes import Reply, chunk_stream
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog
+from flask_aigateway.tokens import estimate_text_tokens
 
 DOORS = ["chat", "messages", "responses"]
 STREAMS = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -308,3 +311,118 @@ def test_arguments_that_are_a_json_value_are_served_on_every_door(
         assert served["arguments"] == text
     [row] = rows(state)
     assert (row.status_code, row.prompt_tokens, row.completion_tokens) == (200, 5, 3)
+
+
+# -- usage ----------------------------------------------------------------------------------------
+
+ODD_USAGE = {
+    "prompt_tokens": "5",
+    "completion_tokens": 3.0,
+    "total_tokens": None,
+    "prompt_tokens_details": {"cached_tokens": "2", "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 1, "audio_tokens": "many"},
+    "queue_time": 0.25,
+}
+#: What a chat client reads of it: the counts billed, and what was well-formed beside them.
+SERVED_USAGE = {
+    "prompt_tokens": 5,
+    "completion_tokens": 3,
+    "total_tokens": 8,
+    "prompt_tokens_details": {"cached_tokens": 2, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 1},
+    "queue_time": 0.25,
+}
+REAL_USAGE = {
+    "prompt_tokens": 5,
+    "completion_tokens": 3,
+    "total_tokens": 9,
+    "prompt_tokens_details": {"cached_tokens": 2, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 1, "accepted_prediction_tokens": 0},
+    "queue_time": 0.25,
+}
+
+
+def text_answer(usage: Any, stream: bool) -> dict[str, Any]:
+    if not stream:
+        return {"raw_body": completion({"content": "Sunny."}, usage)}
+    frame = {"id": "chatcmpl-odd", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    text = chunk_stream({"delta": {"content": "Sunny."}, "finish_reason": "stop"})
+    last = {**frame, "choices": [], "usage": usage}
+    body = text.removesuffix(b"data: [DONE]\n\n") + b"data: " + json.dumps(last).encode()
+    return {"raw_body": body + b"\n\ndata: [DONE]\n\n", "headers": SSE}
+
+
+def served_usage(response: Any, stream: bool) -> dict[str, Any]:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    if not stream:
+        return response.get_json()["usage"]
+    return events(response)[-1]["usage"]
+
+
+@STREAMS
+@pytest.mark.parametrize(
+    ("sent", "served"),
+    [(ODD_USAGE, SERVED_USAGE), (REAL_USAGE, REAL_USAGE)],
+    ids=["odd", "well-formed"],
+)
+def test_chat_clients_read_the_usage_billed(
+    client, state, api_key, upstreams, stream, sent, served
+) -> None:
+    """Chat completions answers (JSON and the streamed usage chunk) carry the counts the
+    gateway billed as integers (the SDK's ``CompletionUsage``), with the upstream's
+    well-formed extra fields beside them; a well-formed usage object is served as it came.
+    Counts written as text or null were passed on as sent in JSON, and a stream's usage chunk
+    dropped the upstream's details (reasoning tokens among them)."""
+    upstreams["gpt"].reply(**text_answer(sent, stream))
+    response = ask(client, api_key, "chat", stream)
+    assert served_usage(response, stream) == served
+    if not stream:
+        text = response.get_data(as_text=True)
+        assert (json.dumps(sent, separators=(",", ":")) in text) == (sent is REAL_USAGE)
+    [row] = rows(state)
+    assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens) == (5, 3, 2)
+    assert row.usage_estimated is False
+
+
+@pytest.mark.parametrize("sent", [{}, {"prompt_tokens": None, "completion_tokens": None}])
+def test_a_usage_object_without_counts_serves_the_estimate_billed(
+    client, state, api_key, upstreams, sent
+) -> None:
+    """A usage object that counts nothing is billed the gateway's estimate, and a chat
+    client reads that estimate in it, as in a stream's usage chunk (it read ``{}`` or the
+    nulls)."""
+    upstreams["gpt"].reply(**text_answer(sent, False))
+    usage = served_usage(ask(client, api_key, "chat", False), False)
+    [row] = rows(state)
+    assert row.usage_estimated is True
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (
+        row.prompt_tokens,
+        row.completion_tokens,
+    )
+    assert usage["completion_tokens"] == estimate_text_tokens("Sunny.")
+    assert usage["total_tokens"] == row.prompt_tokens + row.completion_tokens
+
+
+@pytest.mark.parametrize("door", DOORS)
+@STREAMS
+def test_an_answer_without_usage_is_billed_the_same_on_every_door(
+    client, state, api_key, upstreams, door, stream
+) -> None:
+    """An upstream that reports no usage: the completion is estimated from the text and each
+    tool call's name and arguments, the same for the same answer whichever door asked and
+    whether it streamed: 9 tokens. It was 2 in JSON answers on chat completions and
+    Responses (the text only), 28 in the Messages door's (its blocks written as JSON), 6 in
+    streams (the text and arguments, not the name)."""
+    text, name = "Sure.", "get_weather"
+    call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": WEATHER}}
+    if stream:
+        deltas = [{"delta": {"content": text}}, {"delta": {"tool_calls": [{"index": 0, **call}]}}]
+        upstreams["gpt"].reply(raw_body=chunk_stream(*deltas), headers=SSE)
+    else:
+        upstreams["gpt"].reply(raw_body=completion({"content": text, "tool_calls": [call]}))
+    response = ask(client, api_key, door, stream)
+    served = response.get_data(as_text=True)
+    assert response.status_code == 200 and '"error":{' not in served, served
+    [row] = rows(state)
+    assert row.usage_estimated is True
+    assert row.completion_tokens == estimate_text_tokens(text + name + WEATHER) == 9

@@ -148,15 +148,16 @@ class OpenAIStreamTranslator:
     """Passes chunks through with the alias as ``model``; keeps usage and the finish reason.
 
     Returned chunks never carry ``usage``: the usage-only chunk is consumed into
-    :attr:`usage`, and the pipeline emits the client's usage chunk when it asked for one.
-    Tool calls are checked and completed as :func:`_check_call` says, each at its first
-    delta.
+    :attr:`usage` (and :attr:`sent_usage`), and the pipeline emits the client's usage chunk
+    when it asked for one. Tool calls are checked and completed as :func:`_check_call` says,
+    each at its first delta.
     """
 
     def __init__(self, request: ChatRequest) -> None:
         self.request = request
         self.alias = request.model
         self.usage: Usage | None = None
+        self.sent_usage: Any = None
         self.finish_reason: str | None = None
         self.done = False
         #: Each tool call's id, by choice and :func:`.wire.tool_call_key`, from its first delta.
@@ -198,6 +199,7 @@ class OpenAIStreamTranslator:
         usage = chunk.pop("usage", None)
         if usage:
             self.usage = Usage.from_openai(usage)
+            self.sent_usage = usage
         choices = chunk.get("choices")
         if not choices:
             return []
