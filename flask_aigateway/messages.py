@@ -8,6 +8,7 @@ OpenAI-format ones get it translated both ways (:mod:`.providers.messages_inboun
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Generator, Iterator, Mapping
@@ -50,7 +51,7 @@ from .providers.wire import (
 )
 from .schemas import ChatRequest, ChatResponse, Usage
 from .streaming import after_first
-from .tokens import estimate_prompt_tokens, estimate_text_tokens
+from .tokens import completion_pieces, estimate_completion_tokens, estimate_prompt_tokens
 
 #: Client headers forwarded to Anthropic-format upstreams.
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -144,14 +145,8 @@ class Messages:
                 lambda t, left: self._call(body, headers, t, left, record),
                 admission=admission,
             )
-            if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
-                usage = Usage(
-                    prompt_tokens=estimate_prompt_tokens(request),
-                    completion_tokens=estimate_text_tokens(
-                        jsoncodec.dumps_text(message["content"])
-                    ),
-                    estimated=True,
-                )
+            if usage.estimated:
+                usage = replace(usage, prompt_tokens=estimate_prompt_tokens(request))
             pipeline.account(record, target, usage)
             message["model"] = request.model
             result = ChatResponse(
@@ -184,6 +179,10 @@ class Messages:
         seconds_left: float,
         record: RequestRecord,
     ) -> tuple[dict[str, Any], Usage]:
+        """The upstream's answer as a ``message`` and its usage. When the upstream counted
+        nothing, the usage is the estimate of the completion (the answer as the upstream wrote
+        it: :func:`.tokens.estimate_completion_tokens`), ``estimated``, its prompt left for
+        the caller to estimate."""
         transport = self.pipeline.transport
         adapter = get_adapter(target.wire_format)
         if target.wire_format is WireFormat.ANTHROPIC:
@@ -198,10 +197,19 @@ class Messages:
                 raise adapter.classify_error(answer.status, answer.headers, answer.body)
             try:
                 if target.wire_format is WireFormat.ANTHROPIC:
-                    return _message(load_json(answer.body, "an Anthropic message"), answer.body)
+                    message, usage = _message(
+                        load_json(answer.body, "an Anthropic message"), answer.body
+                    )
+                    if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
+                        usage = _estimated(_pieces(message))
+                    return message, usage
                 response = adapter.parse_response(answer.body, chat, target)
                 message = to_message(response, f"msg_{record.request_id}", body["model"])
-                return message, response.usage
+                usage = response.usage
+                if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
+                    # The answer as the upstream wrote it (the arguments' own text).
+                    usage = _estimated(completion_pieces(response.body))
+                return message, usage
             except SHAPE_ERRORS as exc:
                 raise unexpected_shape(target.provider_name, "an answer", answer.body) from exc
         except UpstreamError as error:
@@ -373,6 +381,27 @@ def _message(data: Any, body: bytes) -> tuple[dict[str, Any], Usage]:
     data = checked_message(data, body)
     _text(data)  # what the door reads of the content later, read once here
     return data, usage_from(data.get("usage") or {})
+
+
+def _estimated(pieces: list[str]) -> Usage:
+    """The usage of an answer its upstream counted nothing of: the completion estimated from
+    ``pieces`` (:func:`.tokens.estimate_completion_tokens`), the prompt left for the caller."""
+    return Usage(completion_tokens=estimate_completion_tokens(pieces), estimated=True)
+
+
+def _pieces(message: Mapping[str, Any]) -> list[str]:
+    """What :func:`.tokens.estimate_completion_tokens` counts of an Anthropic message: its
+    text and thinking, each tool call's name and input (written as the chat door's
+    translation writes it: the same answer counts the same there)."""
+    pieces = []
+    for block in message.get("content") or ():
+        kind = block.get("type")
+        if kind in ("text", "thinking"):
+            pieces.append(block.get(kind) or "")
+        elif kind == "tool_use":
+            pieces.append(block.get("name") or "")
+            pieces.append(json.dumps(block.get("input") or {}, ensure_ascii=False))
+    return pieces
 
 
 def _text(message: Mapping[str, Any]) -> str:
@@ -569,8 +598,9 @@ class MessageStream:
             self.close()
 
     def _collect(self, event: Mapping[str, Any]) -> None:
-        """Keep the text an event carries (to bill a stream that ends early); raises
-        TypeError when it is not text."""
+        """Keep the text an event carries, a tool call's name among it (what
+        :func:`.tokens.estimate_completion_tokens` counts, to bill a stream that came without
+        usage or ends early); raises TypeError when it is not text."""
         delta = event.get("delta") or {}
         for key in ("text", "partial_json", "thinking"):
             value = delta.get(key)
@@ -578,6 +608,11 @@ class MessageStream:
                 if not isinstance(value, str):
                     raise TypeError(f"delta.{key} is not a string")
                 self._text.append(value)
+        block = event.get("content_block")
+        if block is not None and block.get("type") == "tool_use" and block.get("name"):
+            if not isinstance(block["name"], str):
+                raise TypeError("a tool_use block's name is not a string")
+            self._text.append(block["name"])
 
     def _store(self, assembler: MessageAssembler) -> None:
         decision = self.admission.cache
@@ -608,9 +643,8 @@ class MessageStream:
         if self.cached is not None:
             self.admission.settle(self.record)
             return
-        text = "".join(self._text)
-        self.record.keep_completion(text)
-        received = estimate_text_tokens(text)
+        self.record.keep_completion("".join(self._text))
+        received = estimate_completion_tokens(self._text)
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
             usage = Usage(
                 prompt_tokens=estimate_prompt_tokens(self.request),

@@ -34,7 +34,7 @@ from .routing import AttemptLog, Router, execute
 from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
 from .streaming import ChatStream, _Opened, replay_stream
-from .tokens import estimate_prompt_tokens, estimate_text_tokens
+from .tokens import completion_pieces, estimate_completion_tokens, estimate_prompt_tokens
 
 T = TypeVar("T")
 _Req = TypeVar("_Req", bound=GatewayRequest)
@@ -357,12 +357,17 @@ class Pipeline:
             if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
                 usage = Usage(
                     prompt_tokens=estimate_prompt_tokens(request),
-                    completion_tokens=estimate_text_tokens(response.content or ""),
+                    completion_tokens=estimate_completion_tokens(completion_pieces(response.body)),
                     estimated=True,
                 )
             self.account(record, target, usage)
-            if not response.body.get("created"):
-                response.body["created"] = int(time.time())
+            body = response.body
+            if not body.get("created"):
+                body["created"] = int(time.time())
+            sent = body.get("usage")
+            if sent is not None:
+                # The client reads the counts billed (an answer without usage stays so).
+                body["usage"] = usage.to_openai(sent)
             result = replace(
                 response,
                 usage=usage,

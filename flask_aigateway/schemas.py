@@ -271,14 +271,69 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def to_openai(self) -> dict[str, Any]:
-        """OpenAI's ``usage`` object."""
+    def to_openai(self, sent: Any = None) -> dict[str, Any]:
+        """OpenAI's ``usage`` object with these counts, as a client reads it.
+
+        ``sent``: the upstream's own ``usage`` object (OpenAI format), whose other fields
+        (``completion_tokens_details`` with the reasoning tokens, a provider's own) the
+        client should see too. It is returned as it is, not copied, when it says what this
+        says in OpenAI's types (:meth:`_agrees`: real providers' objects); else these counts
+        replace its own (text, null, a float, or the estimate that stood in for them), and
+        of its details objects only the integers are kept.
+        """
+        if isinstance(sent, dict):
+            if self._agrees(sent):
+                return sent
+            served = {**sent, **self._counts(sent)}
+            for name in _DETAILS:
+                details = sent.get(name)
+                if details is not None:
+                    served[name] = _counts_of(details)
+            served["prompt_tokens_details"] = {
+                **(served.get("prompt_tokens_details") or {}),
+                "cached_tokens": self.cached_tokens,
+            }
+            return served
+        return {
+            **self._counts(None),
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+    def _counts(self, sent: dict[str, Any] | None) -> dict[str, int]:
+        """The three counts a client reads: the upstream's total when it is an integer and
+        these counts are its own (it may count more than the two), else their sum."""
+        total: Any = None if sent is None or self.estimated else sent.get("total_tokens")
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "total_tokens": total if type(total) is int and total >= 0 else self.total_tokens,
         }
+
+    def _agrees(self, sent: dict[str, Any]) -> bool:
+        """Whether the upstream's ``usage`` says these counts, as integers, and its details
+        objects hold integers (or nulls) only. Plain type checks of a few fields: it runs on
+        every answer."""
+        prompt, completion = sent.get("prompt_tokens"), sent.get("completion_tokens")
+        total = sent.get("total_tokens")
+        if not (
+            type(prompt) is int
+            and prompt == self.prompt_tokens
+            and type(completion) is int
+            and completion == self.completion_tokens
+            and type(total) is int
+            and total >= 0
+        ):
+            return False
+        for name in _DETAILS:
+            details = sent.get(name)
+            if details is not None:
+                if type(details) is not dict:
+                    return False
+                for value in details.values():
+                    if type(value) is not int and value is not None:
+                        return False
+        cached = (sent.get("prompt_tokens_details") or {}).get("cached_tokens")
+        return cached == self.cached_tokens or (cached is None and not self.cached_tokens)
 
     @classmethod
     def from_openai(cls, data: Mapping[str, Any] | None) -> Usage | None:
@@ -300,6 +355,16 @@ class Usage:
 #: The largest token count an upstream may report: what the request log's integer columns
 #: hold, and far beyond any model's context window.
 MAX_TOKEN_COUNT = 2**31 - 1
+#: The objects of counts in OpenAI's ``usage`` (``CompletionUsage``'s, all integers).
+_DETAILS = ("prompt_tokens_details", "completion_tokens_details")
+
+
+def _counts_of(details: Any) -> dict[str, Any]:
+    """The entries of a usage details object that are integers (or null), as OpenAI's are;
+    none when it is not an object."""
+    if not isinstance(details, dict):
+        return {}
+    return {k: v for k, v in details.items() if type(v) is int or v is None}
 
 
 def token_count(value: Any) -> int:

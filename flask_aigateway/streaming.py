@@ -19,7 +19,7 @@ from .errors import GatewayError, UpstreamError, internal_error
 from .providers.base import SSEEvent, StreamTranslator, Target
 from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
-from .tokens import estimate_prompt_tokens, estimate_text_tokens
+from .tokens import estimate_completion_tokens, estimate_prompt_tokens
 
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class ChatStream:
                 record.client_seconds += clock() - paused
             if self._include_usage:
                 usage_chunk = stamp({"choices": []})
-                usage_chunk["usage"] = final_usage.to_openai()
+                usage_chunk["usage"] = final_usage.to_openai(translator.sent_usage)
                 usage_chunk["aigateway"] = self._extension()
                 paused = clock()
                 yield StreamChunk(usage_chunk, usage=final_usage)
@@ -241,7 +241,8 @@ class ChatStream:
     def _store(self, assembler: CompletionAssembler) -> None:
         """Cache the complete answer (what a JSON request would have received)."""
         usage = self.record.usage
-        body = assembler.completion(model=self.request.model, usage=usage.to_openai())
+        sent = self.opened.translator.sent_usage
+        body = assembler.completion(model=self.request.model, usage=usage.to_openai(sent))
         body["id"] = self.stream_id
         self.pipeline.cache.put(
             self.admission.cache,
@@ -277,17 +278,17 @@ class ChatStream:
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
             usage = Usage(
                 prompt_tokens=estimate_prompt_tokens(self.request),
-                completion_tokens=estimate_text_tokens("".join(completion_chars)),
+                completion_tokens=estimate_completion_tokens(completion_chars),
                 estimated=True,
             )
         elif not self.opened.translator.done and completion_chars:
-            received = estimate_text_tokens("".join(completion_chars))
+            received = estimate_completion_tokens(completion_chars)
             if received > usage.completion_tokens:
                 usage = replace(usage, completion_tokens=received, estimated=True)
         elif usage.completion_tokens == 0 and completion_chars:
             usage = replace(
                 usage,
-                completion_tokens=estimate_text_tokens("".join(completion_chars)),
+                completion_tokens=estimate_completion_tokens(completion_chars),
                 estimated=True,
             )
         self.pipeline.account(self.record, self.target, usage)
@@ -347,16 +348,24 @@ def _after_first(
 
 
 def _collect_text(choices: list[dict[str, Any]] | None, sink: list[str]) -> bool:
-    """Append the text of ``choices`` (content, tool-call arguments) to ``sink``; True when
-    one of them has a finish reason (one pass, as this runs for every chunk)."""
+    """Append the text of ``choices`` (content, refusal, tool calls' names and arguments: what
+    :func:`.tokens.estimate_completion_tokens` counts) to ``sink``; True when one of them has
+    a finish reason (one pass, as this runs for every chunk)."""
     finished = False
     for choice in choices or ():
         delta = choice.get("delta") or {}
         content = delta.get("content")
         if content:
             sink.append(content)
+        refusal = delta.get("refusal")
+        if refusal:
+            sink.append(refusal)
         for call in delta.get("tool_calls") or ():
-            arguments = (call.get("function") or {}).get("arguments")
+            function = call.get("function") or {}
+            name = function.get("name")
+            if name:
+                sink.append(name)
+            arguments = function.get("arguments")
             if arguments:
                 sink.append(arguments)
         if choice.get("finish_reason"):
@@ -375,6 +384,7 @@ class _Replayed:
     """A finished translator: a replay feeds no upstream events."""
 
     usage: Usage | None = None
+    sent_usage: Any = None
     finish_reason: str | None = None
     done = True
 

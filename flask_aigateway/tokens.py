@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import functools
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import jsoncodec
@@ -40,6 +41,44 @@ def estimate_text_tokens(text: str) -> int:
     if not text:
         return 0
     return max(1, -(-len(text) // CHARS_PER_TOKEN))
+
+
+def estimate_completion_tokens(pieces: Iterable[str]) -> int:
+    """Completion tokens of an answer that came without usage, from the text it is made of:
+    its content (and refusal, thinking) and each tool call's name and arguments as written.
+
+    Every door collects the same pieces of the same answer, JSON (:func:`completion_pieces`)
+    or streamed (its deltas as they pass), so it is billed the same whichever door asked.
+    """
+    return estimate_text_tokens("".join(pieces))
+
+
+def completion_pieces(body: Mapping[str, Any]) -> list[str]:
+    """The pieces of a ``chat.completion`` :func:`estimate_completion_tokens` counts: each
+    choice's content (the text parts of a list of parts) and refusal, and each tool call's
+    function name and arguments (text once the adapter has read them)."""
+    pieces: list[str] = []
+    for choice in body.get("choices") or ():
+        message = choice.get("message") or {}
+        content = message.get("content")
+        if isinstance(content, str):
+            pieces.append(content)
+        elif isinstance(content, list):
+            pieces += [
+                part["text"]
+                for part in content
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+            ]
+        refusal = message.get("refusal")
+        if isinstance(refusal, str):
+            pieces.append(refusal)
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            for name in ("name", "arguments"):
+                text = function.get(name)
+                if isinstance(text, str):
+                    pieces.append(text)
+    return pieces
 
 
 def _content_tokens(content: Any) -> int:

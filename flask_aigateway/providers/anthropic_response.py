@@ -175,6 +175,7 @@ class AnthropicStreamTranslator:
         self.alias = alias
         self.json_tool = json_tool
         self.usage: Usage | None = None
+        self.sent_usage: Any = None
         self.finish_reason: str | None = None
         self.done = False
         self._id = ""

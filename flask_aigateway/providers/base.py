@@ -77,6 +77,9 @@ class StreamTranslator(Protocol):
 
     #: Usage reported by the upstream so far (final once ``done``).
     usage: Usage | None
+    #: The upstream's own ``usage`` object when it is in OpenAI's format (its other fields
+    #: reach the client: :meth:`Usage.to_openai`); None otherwise.
+    sent_usage: Any
     finish_reason: str | None
     #: True once the upstream signalled a proper end (``[DONE]`` or ``message_stop``).
     done: bool

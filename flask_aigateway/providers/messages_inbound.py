@@ -558,20 +558,22 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     }
 
 
-def _arguments(text: str | None) -> Any:
-    """A tool call's ``input`` object from its JSON arguments; text that is not JSON, or that
-    nests deeper than :data:`MAX_UPSTREAM_DEPTH` (which no encoder could write back), comes
-    as ``_raw_arguments``."""
+def _arguments(text: str | None) -> dict[str, Any]:
+    """A tool call's ``input`` object from its JSON arguments (the OpenAI adapter gives them as
+    text, whatever JSON value an upstream sent). Text that is not a JSON object (not JSON,
+    another value, or nesting deeper than :data:`MAX_UPSTREAM_DEPTH`, which no encoder could
+    write back) comes whole as ``_raw_arguments``: ``input`` is an object."""
     try:
         value = jsoncodec.loads(text or "{}", MAX_UPSTREAM_DEPTH)
     except ValueError:  # not JSON, or too deep (TooDeep)
         return {"_raw_arguments": text}
-    return value if isinstance(value, dict) else {"value": value}
+    return value if isinstance(value, dict) else {"_raw_arguments": text}
 
 
 def to_message(response: ChatResponse, message_id: str, alias: str) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` as an Anthropic ``message`` (tool call arguments parsed
-    into ``input`` objects)."""
+    into ``input`` objects). Its tool calls are the OpenAI adapter's, each with a string id
+    and name (``tool_use`` blocks need them)."""
     content: list[dict[str, Any]] = []
     choices = response.body.get("choices") or [{}]
     refusal = (choices[0].get("message") or {}).get("refusal")

@@ -25,7 +25,9 @@ from .wire import (
     dumps,
     load_json,
     merge_headers,
+    new_call_id,
     quote,
+    tool_call_key,
     try_json,
 )
 
@@ -93,6 +95,7 @@ class OpenAIAdapter:
         ``created`` is the upstream's (0 when it sends none: the pipeline may stamp it).
         ``usage`` is zero when the upstream reported none (some OpenAI-compatible servers omit
         it); the body then has no ``usage`` either, so the pipeline can tell and estimate.
+        Tool calls are checked and completed as :func:`_check_call` says.
         """
         data = load_json(body, "a chat.completion")
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
@@ -101,7 +104,7 @@ class OpenAIAdapter:
         data.setdefault("object", "chat.completion")
         data.setdefault("created", 0)
         for choice in data["choices"]:
-            _check_choice(choice)
+            _check_choice(choice, request)
             if isinstance(choice.get("message"), dict):
                 choice["message"].setdefault("refusal", None)
         usage = Usage.from_openai(data.get("usage")) or Usage()
@@ -113,7 +116,7 @@ class OpenAIAdapter:
         )
 
     def stream_translator(self, request: ChatRequest, target: Target) -> OpenAIStreamTranslator:
-        return OpenAIStreamTranslator(request.model)
+        return OpenAIStreamTranslator(request)
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """Read OpenAI's ``{"error": {"message", "type", "param", "code"}}`` (or the bare
@@ -145,14 +148,21 @@ class OpenAIStreamTranslator:
     """Passes chunks through with the alias as ``model``; keeps usage and the finish reason.
 
     Returned chunks never carry ``usage``: the usage-only chunk is consumed into
-    :attr:`usage`, and the pipeline emits the client's usage chunk when it asked for one.
+    :attr:`usage` (and :attr:`sent_usage`), and the pipeline emits the client's usage chunk
+    when it asked for one. Tool calls are checked and completed as :func:`_check_call` says,
+    each at its first delta.
     """
 
-    def __init__(self, alias: str) -> None:
-        self.alias = alias
+    def __init__(self, request: ChatRequest) -> None:
+        self.request = request
+        self.alias = request.model
         self.usage: Usage | None = None
+        self.sent_usage: Any = None
         self.finish_reason: str | None = None
         self.done = False
+        #: Each tool call's id, by choice and :func:`.wire.tool_call_key`, from its first delta.
+        self._call_ids: dict[tuple[int, Any], str] = {}
+        self._last_call: dict[int, Any] = {}
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         data = event.data.strip()
@@ -189,6 +199,7 @@ class OpenAIStreamTranslator:
         usage = chunk.pop("usage", None)
         if usage:
             self.usage = Usage.from_openai(usage)
+            self.sent_usage = usage
         choices = chunk.get("choices")
         if not choices:
             return []
@@ -200,6 +211,9 @@ class OpenAIStreamTranslator:
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 _check_delta(delta)
+                calls = delta.get("tool_calls")
+                if calls:
+                    self._check_calls(choice.get("index", 0), calls)
             else:
                 choice["delta"] = {}
             finish_reason = choice.get("finish_reason")
@@ -212,12 +226,27 @@ class OpenAIStreamTranslator:
         chunk.setdefault("created", 0)
         return [chunk]
 
+    def _check_calls(self, choice: int, calls: list[Any]) -> None:
+        """:func:`_check_call` on each tool call delta of a choice; a later delta carrying an
+        id that is not text gets its call's."""
+        for call in calls:
+            key = tool_call_key(call, self._last_call.get(choice))
+            self._last_call[choice] = key
+            known = self._call_ids.get((choice, key))
+            if known is None:
+                _check_call(call, self.request, first=True)
+                self._call_ids[choice, key] = call["id"]
+            else:
+                _check_call(call, self.request, first=False)
+                if call.get("id") is not None and not isinstance(call["id"], str):
+                    call["id"] = known
 
-def _check_choice(choice: Mapping[str, Any]) -> None:
+
+def _check_choice(choice: Mapping[str, Any], request: ChatRequest) -> None:
     """Raise TypeError (or AttributeError) unless a ``chat.completion`` choice has what the
     gateway reads of it the types OpenAI's format gives it: a message object whose content is
-    text (or a list of parts, as some compatible servers send), tool calls and a finish reason
-    (``None`` or missing stands for nothing)."""
+    text (or a list of parts, as some compatible servers send), tool calls (:func:`_check_call`)
+    and a finish reason (``None`` or missing stands for nothing)."""
     message = choice.get("message")
     if message is not None:
         content = message.get("content")
@@ -228,8 +257,7 @@ def _check_choice(choice: Mapping[str, Any]) -> None:
             if not isinstance(calls, list):
                 raise TypeError("message.tool_calls is not a list")
             for call in calls:
-                if not isinstance(call.get("function") or {}, dict):
-                    raise TypeError("a tool call's function is not an object")
+                _check_call(call, request, first=True)
     finish_reason = choice.get("finish_reason")
     if finish_reason is not None and not isinstance(finish_reason, str):
         raise TypeError("finish_reason is not a string")
@@ -250,13 +278,50 @@ def _check_delta(delta: Mapping[str, Any]) -> None:
     for call in calls:
         if not isinstance(call.get("index", 0), int):
             raise TypeError("a tool call's index is not an integer")
-        function = call.get("function")
-        if function is not None and not (
-            isinstance(function, dict)
-            and isinstance(function.get("arguments") or "", str)
-            and isinstance(function.get("name") or "", str)
-        ):
-            raise TypeError("a tool call's function is not a name and arguments")
+
+
+def _check_call(call: dict[str, Any], request: ChatRequest, *, first: bool) -> None:
+    """Raise TypeError (or AttributeError) unless a tool call (or, not ``first``, a later
+    delta of a streamed one) is one every door can serve, and complete it where it falls
+    short in a way the gateway can make good.
+
+    A call starts naming its function (a string): one that does not is a malformed answer
+    (a retryable 502, or an error event mid-stream), as the SDKs' tool calls and Anthropic's
+    ``tool_use`` blocks have ``name: str``. A call of another kind of tool (OpenAI's custom
+    tools, ``{"type": "custom", "custom": {"name", "input"}}``) passes when the request
+    offered that kind, named in its own object. A call starting without a string id (or
+    with an empty one) is given one, :func:`.wire.new_call_id`: clients pair their tool
+    results with calls by id. Arguments sent as a JSON value rather than its text (some
+    OpenAI-compatible servers send an object) become that text. Real providers' calls (text
+    ids, names and arguments) are left as they came."""
+    function = call.get("function")
+    kind = call.get("type")
+    if function is None and kind not in (None, "function") and first:
+        if kind not in _offered_kinds(request):
+            raise TypeError(f"a call of a {kind!r} tool, which the request did not offer")
+        function = call.get(kind)
+    elif function is None and not first:
+        return
+    if not isinstance(function, dict):
+        raise TypeError("a tool call's function is not an object")
+    name = function.get("name")
+    if first:
+        if not isinstance(name, str) or not name:
+            raise TypeError("a tool call does not name its function")
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            call["id"] = new_call_id()
+    elif name is not None and not isinstance(name, str):
+        raise TypeError("a tool call's name is not a string")
+    arguments = function.get("arguments")
+    if arguments is not None and not isinstance(arguments, str):
+        function["arguments"] = jsoncodec.dumps_text(arguments)
+
+
+def _offered_kinds(request: ChatRequest) -> set[Any]:
+    """The ``type`` of each tool the request offered (read only for an unusual call)."""
+    tools = request.params.get("tools")
+    return {tool.get("type") for tool in tools if isinstance(tool, dict)} if tools else set()
 
 
 def _error_fields(data: Any, body: bytes) -> tuple[str, str | None, str | None]:

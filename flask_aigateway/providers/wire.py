@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -139,3 +140,9 @@ def tool_call_key(call: Mapping[str, Any], last: Any) -> Any:
     if call.get("id"):
         return ("id", call["id"])
     return last if last is not None else 0
+
+
+def new_call_id() -> str:
+    """An id for a tool call an upstream sent without a usable one: ``call_`` and 24 hex
+    digits (OpenAI's length), valid on every door and as an Anthropic tool id."""
+    return "call_" + os.urandom(12).hex()
