@@ -407,6 +407,10 @@ class _Source:
         """Read one upstream event into ``pending``; False at the end of the body."""
         raise NotImplementedError
 
+    def held_text(self) -> str:
+        """Text received but not yet in ``pending`` (to bill a stream cut before its end)."""
+        return ""
+
     def close(self) -> None:
         return None
 
@@ -478,6 +482,9 @@ class _Translated(_Source):
             self.done = True
             self.pending += self._converter.end(self.usage)
         return True
+
+    def held_text(self) -> str:
+        return self._converter.held_text
 
     def close(self) -> None:
         self._stream.close(finished=self.done)
@@ -608,7 +615,7 @@ class MessageStream:
         if self.cached is not None:
             self.admission.settle(self.record)
             return
-        text = "".join(self._text)
+        text = "".join(self._text) + self.source.held_text()
         self.record.keep_completion(text)
         received = estimate_text_tokens(text)
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
