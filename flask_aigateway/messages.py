@@ -436,6 +436,10 @@ class _Source:
         """Read one upstream event into ``pending``; False at the end of the body."""
         raise NotImplementedError
 
+    def held_text(self) -> str:
+        """Text received but not yet in ``pending`` (to bill a stream cut before its end)."""
+        return ""
+
     def close(self) -> None:
         return None
 
@@ -508,6 +512,9 @@ class _Translated(_Source):
             self.pending += self._converter.end(self.usage)
         return True
 
+    def held_text(self) -> str:
+        return self._converter.held_text
+
     def close(self) -> None:
         self._stream.close(finished=self.done)
 
@@ -539,6 +546,8 @@ class MessageStream:
     started: Any = None
     cached: ChatResponse | None = None
     _text: list[str] = field(default_factory=list)
+    #: The tool calls' names, counted by the estimate but not part of the logged text.
+    _names: list[str] = field(default_factory=list)
     _settled: bool = False
     _closed: bool = False
 
@@ -598,9 +607,10 @@ class MessageStream:
             self.close()
 
     def _collect(self, event: Mapping[str, Any]) -> None:
-        """Keep the text an event carries, a tool call's name among it (what
+        """Keep the text an event carries and a tool call's name (what
         :func:`.tokens.estimate_completion_tokens` counts, to bill a stream that came without
-        usage or ends early); raises TypeError when it is not text."""
+        usage or ends early; the names are not logged with the text); raises TypeError when
+        it is not text."""
         delta = event.get("delta") or {}
         for key in ("text", "partial_json", "thinking"):
             value = delta.get(key)
@@ -612,7 +622,7 @@ class MessageStream:
         if block is not None and block.get("type") == "tool_use" and block.get("name"):
             if not isinstance(block["name"], str):
                 raise TypeError("a tool_use block's name is not a string")
-            self._text.append(block["name"])
+            self._names.append(block["name"])
 
     def _store(self, assembler: MessageAssembler) -> None:
         decision = self.admission.cache
@@ -643,8 +653,9 @@ class MessageStream:
         if self.cached is not None:
             self.admission.settle(self.record)
             return
-        self.record.keep_completion("".join(self._text))
-        received = estimate_completion_tokens(self._text)
+        text = "".join(self._text) + self.source.held_text()
+        self.record.keep_completion(text)
+        received = estimate_completion_tokens([text, *self._names])
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
             usage = Usage(
                 prompt_tokens=estimate_prompt_tokens(self.request),

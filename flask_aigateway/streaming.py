@@ -72,6 +72,8 @@ class ChatStream:
     cached: ChatResponse | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     _text: list[str] = field(default_factory=list)
+    #: Assembles the answer when it is cached or its text logged (``AIGATEWAY_LOG_CONTENT``).
+    _assembler: CompletionAssembler | None = None
     _settled: bool = False
     _closed: bool = False
     _stream_id: str = field(init=False)
@@ -126,7 +128,9 @@ class ChatStream:
         translator = self.opened.translator
         completion_chars = self._text
         held_finish: dict[str, Any] | None = None
-        assembler = CompletionAssembler() if self._stores() else None
+        if self._stores() or record.keeps_content:
+            self._assembler = CompletionAssembler()
+        assembler = self._assembler
         clock = time.perf_counter
         stamp = self._stamp
         try:
@@ -167,7 +171,7 @@ class ChatStream:
                     retryable=False,
                 )
             self._settle(translator.usage, completion_chars)
-            if assembler is not None:
+            if assembler is not None and self._stores():
                 self._store(assembler)
             final_usage = self.record.usage
             if held_finish is not None:
@@ -274,7 +278,7 @@ class ChatStream:
             self.record.keep_completion(response=self.cached)
             self.admission.settle(self.record)
             return
-        self.record.keep_completion("".join(completion_chars))
+        self._keep_completion(completion_chars)
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
             usage = Usage(
                 prompt_tokens=estimate_prompt_tokens(self.request),
@@ -293,6 +297,18 @@ class ChatStream:
             )
         self.pipeline.account(self.record, self.target, usage)
         self.admission.settle(self.record)
+
+    def _keep_completion(self, completion_chars: list[str]) -> None:
+        """The answer's text for the log row, when kept: as the same answer's JSON row has
+        it (each tool call whole, name and arguments), from the assembled answer, for parallel
+        calls' fragments may come interleaved; ``completion_chars`` is in arrival order."""
+        if not self.record.keeps_content:
+            return
+        if self._assembler is None:
+            self.record.keep_completion("".join(completion_chars))
+            return
+        body = self._assembler.completion(model=self.request.model, usage=None)
+        self.record.keep_completion(response=ChatResponse(body=body))
 
     def __enter__(self) -> ChatStream:
         return self

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Reply, chunk_stream, completion_json
+from fakes import Reply, ToolCall, chunk_stream, completion_json
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog
 from flask_aigateway.providers.messages_inbound import PARAMETERS, render_markdown
 from flask_aigateway.providers.parameters import OTHER_FIELDS
+from flask_aigateway.schemas import Usage
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -608,6 +609,133 @@ def test_tool_arguments_nested_too_deep_come_as_raw_text(
         assert (block["type"], block["input"]) == ("tool_use", {"_raw_arguments": arguments})
     [row] = log_rows(state)
     assert (row.status_code, row.error_type) == (200, None)
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["whole", "cut"])
+def test_interleaved_tool_calls_are_logged_and_billed_call_by_call(
+    client, state, api_key, upstreams, cut
+) -> None:
+    """Parallel calls whose fragments an OpenAI-compatible server interleaves: the log row
+    (``AIGATEWAY_LOG_CONTENT``) kept the fragments as they came, the calls' arguments mixed
+    into one another. A call is now held back while another's block is open, and the row
+    has each call's arguments whole, in order — also when the stream is cut while a call is
+    held (its text is billed and logged as received, not lost)."""
+    state.settings["AIGATEWAY_LOG_CONTENT"] = True
+    upstreams["gpt"].reply(
+        text="Checking both.",
+        tool_calls=[
+            ToolCall("get_weather", {"city": "Paris"}, id="call_a"),
+            ToolCall("get_time", {"zone": "Europe/Paris"}, id="call_b"),
+        ],
+        interleave=True,
+        # the role chunk, two words, then every fragment but the first call's last one
+        cut_after=8 if cut else None,
+    )
+    tools = [{"name": name, "input_schema": {"type": "object"}} for name in ("f", "g")]
+    text = post(client, body(stream=True, tools=tools), api_key).get_data(as_text=True)
+    assert ("event: error" in text) is cut
+    [row] = log_rows(state)
+    first = '{"city": "Paris' if cut else '{"city": "Paris"}'
+    assert row.completion_text == f'Checking both.{first}{{"zone": "Europe/Paris"}}'
+    assert row.status_code == (502 if cut else 200)
+
+
+#: Call 0 whole, call 1 begun, then whitespace for call 0 (meaningless after JSON), call 1's
+#: end, and more for call 0: arguments that could no longer be JSON.
+AFTER_WHOLE = chunk_stream(
+    *(
+        {"delta": {"tool_calls": [call]}}
+        for call in (
+            {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f"}},
+            {"index": 0, "function": {"arguments": '{"city": "Oslo"}'}},
+            {"index": 1, "id": "call_b", "type": "function", "function": {"name": "f"}},
+            {"index": 1, "function": {"arguments": '{"city": '}},
+            {"index": 0, "function": {"arguments": " \n"}},
+            {"index": 1, "function": {"arguments": '"Bergen"}'}},
+            {"index": 0, "function": {"arguments": '{"x": 1}'}},
+        )
+    ),
+    {"delta": {}, "finish_reason": "tool_calls"},
+)
+
+
+def test_more_arguments_for_a_finished_tool_call_are_an_error_event(
+    client, state, api_key, upstreams
+) -> None:
+    """A call's block stops once its arguments are a whole JSON object and the next call
+    begins. Whitespace for it afterwards is dropped; anything else was appended after its
+    stop (arguments no longer JSON): it is now an upstream error, never dropped unseen."""
+    upstreams["gpt"].reply(raw_body=AFTER_WHOLE, headers={"Content-Type": "text/event-stream"})
+    tools = [{"name": "f", "input_schema": {"type": "object"}}]
+    text = post(client, body(stream=True, tools=tools), api_key).get_data(as_text=True)
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "error"
+    assert "already a whole JSON object" in events[-1]["error"]["message"]
+    deltas = [e for e in events if e["type"] == "content_block_delta"]
+    assert [(e["index"], e["delta"]["partial_json"]) for e in deltas] == [
+        (0, '{"city": "Oslo"}'),
+        (1, '{"city": '),
+        (1, '"Bergen"}'),
+    ]
+    [row] = log_rows(state)
+    assert row.status_code == 502
+
+
+def test_text_between_interleaved_calls_waits_for_its_turn() -> None:
+    """Text after a call whose arguments are not whole yet, while another call is held: each
+    block is started, fed and stopped in turn, and a held block starts as soon as the open
+    one's arguments are whole (not only at the end)."""
+    from flask_aigateway.providers.messages_inbound import ChunkEvents, MessageAssembler
+
+    def chunk(**delta: Any) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": delta}]}
+
+    def call(index: int, arguments: str, name: str | None = None) -> dict[str, Any]:
+        if name is None:
+            return chunk(tool_calls=[{"index": index, "function": {"arguments": arguments}}])
+        function = {"name": name, "arguments": arguments}
+        return chunk(tool_calls=[{"index": index, "id": f"call_{name}", "function": function}])
+
+    converter = ChunkEvents("msg_1", "gpt", 3)
+    steps = [
+        converter.feed(piece)
+        for piece in (
+            call(0, '{"a": ', "f"),
+            call(1, '{"b": 2}', "g"),
+            chunk(content="Between."),
+            call(0, "1}"),
+            chunk(content=" Still."),
+            call(2, '{"c": 3}', "h"),
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        )
+    ]
+    # Held until call f's arguments are whole and something else comes: then call g and the
+    # text, at once; call h has its turn right away.
+    assert [[e["type"].removeprefix("content_block_") for e in step] for step in steps] == [
+        ["start", "delta"],
+        [],
+        [],
+        ["delta"],
+        ["stop", "start", "delta", "stop", "start", "delta", "delta"],
+        ["stop", "start", "delta"],
+        [],
+    ]
+    events = [
+        *converter.start(),
+        *(e for step in steps for e in step),
+        *converter.end(Usage(prompt_tokens=3, completion_tokens=9)),
+    ]
+    assembler = MessageAssembler()
+    for event in events:
+        assembler.feed(event)
+    content = assembler.message["content"]
+    assert [(b["type"], b.get("input") or b.get("text")) for b in content] == [
+        ("tool_use", {"a": 1}),
+        ("tool_use", {"b": 2}),
+        ("text", "Between. Still."),
+        ("tool_use", {"c": 3}),
+    ]
+    assert assembler.message["stop_reason"] == "tool_use"
 
 
 @pytest.mark.parametrize(

@@ -772,6 +772,53 @@ def test_a_streamed_custom_call_gives_its_input_whole(client, upstreams, api_key
     assert events[-1]["response"]["output"][0]["input"] == PATCH
 
 
+def test_interleaved_custom_and_function_calls_come_whole(client, upstreams, api_key):
+    """Codex's custom ``apply_patch`` and a function call in parallel, their fragments
+    interleaved by an OpenAI-compatible server: the custom call's input is given whole when
+    it is done, which was as the function call began (its input cut short, its later
+    fragments lost). Both are now done whole at the end, each in its own item."""
+    upstreams["gpt"].reply(
+        text=None,
+        tool_calls=[
+            ToolCall("edit__apply_patch", {"input": PATCH}),
+            ToolCall("agents__spawn", {"task": "tests"}),
+        ],
+        interleave=True,
+    )
+    body = {"model": "gpt", "input": [CODEX_TOOLS, {"role": "user", "content": "x"}]}
+    text = post(client, api_key, {**body, "stream": True}).get_data(as_text=True)
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "response.completed", events[-1]
+    patch, spawn = events[-1]["response"]["output"]
+    assert (patch["type"], patch["input"]) == ("custom_tool_call", PATCH)
+    assert (spawn["type"], json.loads(spawn["arguments"])) == ("function_call", {"task": "tests"})
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert done == [patch, spawn]
+    deltas = [e for e in events if e["type"] == "response.function_call_arguments.delta"]
+    assert {e["item_id"] for e in deltas} == {spawn["id"]}
+    assert "".join(e["delta"] for e in deltas) == spawn["arguments"]
+
+
+def test_more_arguments_for_a_done_call_are_an_error_event(client, upstreams, api_key):
+    """A call is done once its arguments are a whole JSON object and the next call begins.
+    Whitespace for it afterwards is dropped; anything else was sent after its done events and
+    lost from the response: it is now an upstream error, never dropped unseen."""
+    from test_api_messages import AFTER_WHOLE
+
+    upstreams["gpt"].reply(raw_body=AFTER_WHOLE, headers={"Content-Type": "text/event-stream"})
+    tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+    body = {"model": "gpt", "input": "x", "tools": [tool], "stream": True}
+    text = post(client, api_key, body).get_data(as_text=True)
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert "already a whole JSON object" in events[-2]["message"]
+    output = events[-1]["response"]["output"]
+    assert [(c["status"], c["arguments"]) for c in output] == [
+        ("completed", '{"city": "Oslo"}'),
+        ("incomplete", '{"city": "Bergen"}'),
+    ]
+
+
 @pytest.mark.parametrize(
     ("tools", "param"),
     [

@@ -251,6 +251,61 @@ def test_streamed_tool_calls_without_an_index_stay_apart(claude, upstreams):
     assert final.stop_reason == "tool_use"
 
 
+TIME = {"name": "get_time", "input_schema": {"type": "object"}}
+#: Two parallel calls, streamed by the OpenAI-format fake with their fragments interleaved.
+INTERLEAVED = Reply(
+    text="Checking both.",
+    tool_calls=[
+        ToolCall("get_weather", {"city": "Paris"}, id="call_a"),
+        ToolCall("get_time", {"zone": "Europe/Paris"}, id="call_b"),
+    ],
+    interleave=True,
+)
+
+
+def test_interleaved_tool_call_fragments_stay_with_their_block(claude, upstreams, state):
+    """Some OpenAI-compatible servers interleave parallel calls' argument fragments (and put
+    several indexes in one delta). Each call's block got ``content_block_stop`` as the next
+    began, and its later fragments came after it, so the cached answer (and any client
+    that takes a block as done at its stop) had the first call's arguments cut short. Now
+    one block is open at a time and each gets all of its own arguments, stream and replay."""
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    upstreams["gpt"].queue(INTERLEAVED)
+    expected = [
+        ("text", None, None, None),
+        ("tool_use", "call_a", "get_weather", {"city": "Paris"}),
+        ("tool_use", "call_b", "get_time", {"zone": "Europe/Paris"}),
+    ]
+    for _ in ("upstream", "cache"):
+        with claude.messages.stream(
+            model="gpt", max_tokens=50, messages=HELLO, tools=[WEATHER, TIME]
+        ) as stream:
+            events = list(stream)
+            final = stream.get_final_message()
+        open_block = None
+        arguments: dict[int, str] = {}
+        for event in events:
+            if event.type == "content_block_start":
+                assert open_block is None, "a block began before the one before it stopped"
+                open_block = event.index
+            elif event.type == "content_block_delta":
+                assert event.index == open_block, "a delta for a block that is not open"
+                if event.delta.type == "input_json_delta":
+                    arguments[event.index] = arguments.get(event.index, "")
+                    arguments[event.index] += event.delta.partial_json
+            elif event.type == "content_block_stop":
+                assert event.index == open_block
+                open_block = None
+        assert [json.loads(arguments[i]) for i in (1, 2)] == [e[3] for e in expected[1:]]
+        assert [
+            (b.type, getattr(b, "id", None), getattr(b, "name", None), getattr(b, "input", None))
+            for b in final.content
+        ] == expected
+        assert final.content[0].text == "Checking both."
+        assert final.stop_reason == "tool_use"
+    assert len(upstreams["gpt"].requests) == 1
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_openai_refusal_reaches_the_client(claude, upstreams, stream):
     """OpenAI puts a refusal in ``message.refusal`` (``delta.refusal`` in a stream) with no

@@ -410,6 +410,52 @@ def test_stream_tool_calls_without_an_index_stay_apart(sdk, upstreams):
     ]
 
 
+def test_stream_interleaved_tool_call_fragments_stay_with_their_call(sdk, upstreams):
+    """Some OpenAI-compatible servers interleave parallel calls' argument fragments (and put
+    several indexes in one delta). The first call was done (``arguments.done``,
+    ``output_item.done``, ``response.completed``, the stored response) as the second began,
+    its later fragments sent after that: its arguments came cut short. Now a call whose
+    arguments are not yet whole stays open beside the next, each delta names its own item,
+    and every call is done whole at the end."""
+    tools = [WEATHER, {**WEATHER, "name": "get_time", "strict": False}]
+    upstreams["gpt"].reply(
+        text="Checking both.",
+        tool_calls=[
+            ToolCall("get_weather", {"city": "Oslo"}, id="call_a"),
+            ToolCall("get_time", {"zone": "Europe/Oslo"}, id="call_b"),
+        ],
+        interleave=True,
+    )
+    with sdk.responses.stream(model="gpt", input="Weather and time?", tools=tools) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    expected = [
+        ("call_a", "get_weather", {"city": "Oslo"}),
+        ("call_b", "get_time", {"zone": "Europe/Oslo"}),
+    ]
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert [(c.call_id, c.name, json.loads(c.arguments)) for c in calls] == expected
+    assert all(c.status == "completed" for c in calls)
+    assert final.output_text == "Checking both."
+    by_item: dict[str, str] = {}
+    done: dict[str, str] = {}
+    for event in events:
+        if event.type == "response.function_call_arguments.delta":
+            assert event.item_id not in done, "a delta after its item was done"
+            by_item[event.item_id] = by_item.get(event.item_id, "") + event.delta
+        elif event.type == "response.function_call_arguments.done":
+            done[event.item_id] = event.arguments
+    assert by_item == done == {c.id: c.arguments for c in calls}
+    items = [e.item for e in events if e.type == "response.output_item.done"]
+    assert [json.loads(i.arguments) for i in items if i.type == "function_call"] == [
+        e[2] for e in expected
+    ]
+    stored = sdk.responses.retrieve(final.id).output
+    assert [json.loads(i.arguments) for i in stored if i.type == "function_call"] == [
+        e[2] for e in expected
+    ]
+
+
 @ALIASES
 def test_stream_failure_is_an_error_event(sdk, upstreams, alias):
     upstreams[alias].reply(text="a b c d e f g", error_event_after=3)

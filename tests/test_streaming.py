@@ -126,6 +126,40 @@ def test_streamed_tool_calls(live_server, api_key, upstreams, alias):
     assert got[-2]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+def test_interleaved_tool_call_fragments_keep_each_call_whole(sdk, upstreams, state):
+    """Some OpenAI-compatible servers interleave parallel calls' argument fragments (and put
+    several indexes in one delta). They pass through by index and the cache assembles them
+    by index; the log row (``AIGATEWAY_LOG_CONTENT``) kept the fragments in arrival order,
+    the calls' arguments mixed into one another. It now keeps each call whole, as the row
+    of the same answer served as JSON does."""
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    state.settings["AIGATEWAY_LOG_CONTENT"] = True
+    calls = [
+        {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})},
+        {"name": "get_time", "arguments": json.dumps({"zone": "Europe/Paris"})},
+    ]
+    upstreams["gpt"].reply(
+        text="Checking both.",
+        tool_calls=[
+            ToolCall(c["name"], json.loads(c["arguments"]), id=f"call_{i}")
+            for i, c in enumerate(calls)
+        ],
+        interleave=True,
+    )
+    tools = [{"type": "function", "function": {"name": c["name"]}} for c in calls]
+    for _ in ("upstream", "cache"):
+        with sdk.chat.completions.stream(model="gpt", messages=MESSAGES, tools=tools) as events:
+            message = events.get_final_completion().choices[0].message
+        assert message.content == "Checking both."
+        assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls] == [
+            (f"call_{i}", c["name"], c["arguments"]) for i, c in enumerate(calls)
+        ]
+    sdk.chat.completions.create(model="gpt", messages=MESSAGES, tools=tools)  # from the cache
+    assert len(upstreams["gpt"].requests) == 1
+    logged = [row.completion_text for row in wait_for_rows(state, 3)]
+    assert logged == ["\n".join(["Checking both.", *map(json.dumps, calls)])] * 3
+
+
 @pytest.mark.parametrize("alias", ["gpt", "claude"])
 def test_cut_stream_ends_with_an_error_event_and_bills_what_was_consumed(
     live_server, api_key, upstreams, state, alias

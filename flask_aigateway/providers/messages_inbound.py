@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import jsoncodec
 from ..errors import InvalidRequestError
 from ..schemas import ChatRequest, ChatResponse, Usage
 from .parameters import OTHER_FIELDS, Handling
-from .wire import MAX_UPSTREAM_DEPTH, tool_call_key
+from .wire import MAX_UPSTREAM_DEPTH, after_whole_arguments, arguments_whole, tool_call_key
 
 _TO = "an OpenAI-format upstream"
 
@@ -619,12 +620,30 @@ def _stop_reason(finish_reason: str | None, called_tools: bool, *, refused: bool
     return "tool_use" if called_tools and reason == "end_turn" else reason
 
 
+@dataclass(slots=True)
+class _Held:
+    """A block held back while a tool call's block is open: its start, the call's key (None
+    for text) and its deltas' text so far."""
+
+    block: dict[str, Any]
+    key: Any
+    parts: list[str]
+
+
 class ChunkEvents:
     """OpenAI ``chat.completion.chunk`` dicts → Anthropic stream events (dicts), one stream.
 
-    OpenAI interleaves nothing Anthropic cannot say: text becomes a ``text`` block, each tool
-    call a ``tool_use`` block opened at its first chunk (id and name) and fed
-    ``input_json_delta`` fragments. :meth:`start` and :meth:`end` frame the sequence.
+    Text becomes a ``text`` block, each tool call a ``tool_use`` block opened at its first
+    chunk (id and name) and fed ``input_json_delta`` fragments. :meth:`start` and
+    :meth:`end` frame the sequence.
+
+    Anthropic's blocks come one at a time (start, deltas, stop), while an OpenAI stream may
+    interleave parallel calls' fragments by ``index`` (OpenAI does not, some compatible
+    servers do). So a block is stopped only once nothing more can belong to it: text when
+    anything else comes, a tool call when its arguments are a whole JSON object
+    (:func:`.wire.arguments_whole`) or the stream ends. Until then what comes for other
+    calls, and text after them, is held (one text per call, joined into one delta when its
+    block's turn comes); an ordinary stream, one call after another, is held back nowhere.
     """
 
     def __init__(self, message_id: str, alias: str, input_tokens: int) -> None:
@@ -639,6 +658,17 @@ class ChunkEvents:
         #: such as Gemini's OpenAI endpoint, by its ``id``); the call fed last.
         self._tool_blocks: dict[Any, int] = {}
         self._last_call: Any = None
+        #: The key of the call whose block is open (None when none is) and its arguments.
+        self._open_call: Any = None
+        self._arguments: list[str] = []
+        #: Blocks waiting for the open call's block to stop, in order; the held calls by key.
+        self._held: list[_Held] = []
+        self._held_calls: dict[Any, _Held] = {}
+
+    @property
+    def held_text(self) -> str:
+        """The text held back so far (to bill a stream that is cut before its end)."""
+        return "".join(part for held in self._held for part in held.parts)
 
     def start(self) -> list[dict[str, Any]]:
         message: dict[str, Any] = {
@@ -658,14 +688,100 @@ class ChunkEvents:
             return []
         index = self._open[1]
         self._open = None
+        self._open_call = None
         return [{"type": "content_block_stop", "index": index}]
 
-    def _begin(self, kind: str, block: dict[str, Any]) -> list[dict[str, Any]]:
+    def _begin(self, kind: str, block: dict[str, Any], call: Any = None) -> list[dict[str, Any]]:
         events = self._close()
         index = self._blocks
         self._blocks += 1
         self._open = (kind, index)
+        if call is not None:
+            self._tool_blocks[call] = index
+            self._open_call = call
+            self._arguments = []
         events.append({"type": "content_block_start", "index": index, "content_block": block})
+        return events
+
+    def _delta(self, text: str) -> dict[str, Any]:
+        """A delta of the open block."""
+        assert self._open is not None
+        if self._open_call is None:
+            return {
+                "type": "content_block_delta",
+                "index": self._open[1],
+                "delta": {"type": "text_delta", "text": text},
+            }
+        self._arguments.append(text)
+        return {
+            "type": "content_block_delta",
+            "index": self._open[1],
+            "delta": {"type": "input_json_delta", "partial_json": text},
+        }
+
+    def _may_stop(self) -> bool:
+        """Whether the open block may stop: nothing more can belong to it."""
+        return self._open_call is None or arguments_whole("".join(self._arguments))
+
+    def _release(self, everything: bool = False) -> list[dict[str, Any]]:
+        """Give held blocks their turn, in order, while the open block may stop (all of
+        them at the end of the stream)."""
+        events: list[dict[str, Any]] = []
+        while self._held and (everything or self._may_stop()):
+            held = self._held.pop(0)
+            kind = "text" if held.key is None else "tool"
+            events += self._begin(kind, held.block, held.key)
+            if held.key is not None:
+                del self._held_calls[held.key]
+            if held.parts:
+                events.append(self._delta("".join(held.parts)))
+        return events
+
+    def _text(self, text: str) -> list[dict[str, Any]]:
+        """Text while no text block is open: its own block, or held behind an open call."""
+        events = self._release()
+        if self._held or not self._may_stop():
+            if self._held and self._held[-1].key is None:
+                self._held[-1].parts.append(text)
+            else:
+                self._held.append(_Held({"type": "text", "text": ""}, None, [text]))
+            return events
+        if self._open is None or self._open_call is not None:
+            events += self._begin("text", {"type": "text", "text": ""})
+        events.append(self._delta(text))
+        return events
+
+    def _call(self, call: Mapping[str, Any]) -> list[dict[str, Any]]:
+        position = self._last_call = tool_call_key(call, self._last_call)
+        function = call.get("function") or {}
+        fragment = function.get("arguments")
+        if position == self._open_call:
+            return [self._delta(fragment)] if fragment else []
+        held = self._held_calls.get(position)
+        if held is not None:
+            if fragment:
+                held.parts.append(fragment)
+            return []
+        if position in self._tool_blocks:  # its block stopped: its arguments were whole
+            if fragment:
+                after_whole_arguments(fragment)
+            return []
+        block: dict[str, Any] = {
+            "type": "tool_use",
+            "id": call.get("id"),
+            "name": function.get("name"),
+            "input": {},
+        }
+        events = self._release()
+        if self._held or not self._may_stop():
+            held = self._held_calls[position] = _Held(
+                block, position, [fragment] if fragment else []
+            )
+            self._held.append(held)
+            return events
+        events += self._begin("tool", block, position)
+        if fragment:
+            events.append(self._delta(fragment))
         return events
 
     def feed(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -677,43 +793,19 @@ class ChunkEvents:
                 text = delta["refusal"]
                 self._refused = True
             if text:
-                if self._open is None or self._open[0] != "text":
-                    events += self._begin("text", {"type": "text", "text": ""})
-                index = self._open[1] if self._open else 0
-                events.append(
-                    {
-                        "type": "content_block_delta",
-                        "index": index,
-                        "delta": {"type": "text_delta", "text": text},
-                    }
-                )
+                if self._open is not None and self._open[0] == "text":
+                    events.append(self._delta(text))
+                else:
+                    events += self._text(text)
             for call in delta.get("tool_calls") or ():
-                position = self._last_call = tool_call_key(call, self._last_call)
-                function = call.get("function") or {}
-                if position not in self._tool_blocks:
-                    block = {
-                        "type": "tool_use",
-                        "id": call.get("id"),
-                        "name": function.get("name"),
-                        "input": {},
-                    }
-                    events += self._begin("tool", block)
-                    self._tool_blocks[position] = self._blocks - 1
-                fragment = function.get("arguments")
-                if fragment:
-                    events.append(
-                        {
-                            "type": "content_block_delta",
-                            "index": self._tool_blocks[position],
-                            "delta": {"type": "input_json_delta", "partial_json": fragment},
-                        }
-                    )
+                events += self._call(call)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return events
 
     def end(self, usage: Usage) -> list[dict[str, Any]]:
-        events = self._close()
+        events = self._release(everything=True)
+        events += self._close()
         events.append(
             {
                 "type": "message_delta",

@@ -146,3 +146,31 @@ def new_call_id() -> str:
     """An id for a tool call an upstream sent without a usable one: ``call_`` and 24 hex
     digits (OpenAI's length), valid on every door and as an Anthropic tool id."""
     return "call_" + os.urandom(12).hex()
+
+
+def arguments_whole(text: str) -> bool:
+    """Whether a streamed tool call's arguments so far are a whole JSON object. Then no later
+    fragment can belong to the call (one more character past the closing brace would make
+    the object invalid), so a translation may finish the call before the stream ends, as
+    the next begins: OpenAI sends parallel calls one after another, but some compatible
+    servers interleave their fragments (see :func:`after_whole_arguments`). Only text that
+    ends in ``}`` is parsed, so asking about a call still being written is cheap."""
+    if not text.rstrip().endswith("}"):
+        return False
+    try:
+        return isinstance(jsoncodec.loads(text, MAX_UPSTREAM_DEPTH), dict)
+    except ValueError:  # not JSON yet, or too deep (TooDeep): the call stays open
+        return False
+
+
+def after_whole_arguments(fragment: str) -> None:
+    """A fragment for a call already finished because its arguments were a whole object
+    (:func:`arguments_whole`): whitespace, which JSON ignores after a value, is dropped;
+    anything else raises :class:`UpstreamError` (the client's copy of the call is final, and
+    those arguments could no longer be JSON), rather than being dropped unseen."""
+    if fragment.strip():
+        raise UpstreamError(
+            f"The upstream streamed more arguments ({describe(fragment)}) for a tool call whose "
+            "arguments were already a whole JSON object; retry the request.",
+            retryable=False,
+        )

@@ -7,6 +7,11 @@
 ``response.completed`` (or ``response.incomplete`` at the token limit) with the usage and the
 gateway's ``aigateway`` object (cost, provider, attempts), as chat's final chunk has it. A
 failure after the first byte gives an ``error`` event and ``response.failed``.
+
+A call is done as the next item begins once its arguments are a whole JSON object, as OpenAI
+sends them; a call whose arguments are not (an OpenAI-compatible server interleaving parallel
+calls' fragments by ``index``) stays open beside the next, its deltas naming its own item
+(``output_index``, ``item_id``), and is done at the end. Nothing is held back.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GatewayError, forget_frames
-from ..providers.wire import tool_call_key
+from ..providers.wire import after_whole_arguments, arguments_whole, tool_call_key
 from .objects import response_object, usage_object
 from .tools import custom_input, output_call, search_arguments
 from .translate import ResponsesRequest, item_id, new_id
@@ -24,11 +29,13 @@ from .translate import ResponsesRequest, item_id, new_id
 
 @dataclass(slots=True)
 class _Open:
-    """The output item being written: its index in ``output`` and its text so far."""
+    """An output item being written: its index in ``output``, its text so far, and whether
+    it is done (its done events sent)."""
 
     index: int
     item: dict[str, Any]
     parts: list[str] = field(default_factory=list)
+    done: bool = False
 
 
 @dataclass(slots=True)
@@ -41,8 +48,11 @@ class ResponseEvents:
     on_finished: Callable[[dict[str, Any]], None] | None = None
     _sequence: int = 0
     _output: list[dict[str, Any]] = field(default_factory=list)
+    #: The message item text goes to; None once anything else began.
     _open: _Open | None = None
+    #: Every call by its key; those not done yet, in the order they began.
     _calls: dict[Any, _Open] = field(default_factory=dict)
+    _open_calls: list[_Open] = field(default_factory=list)
     _last_call: Any = None
 
     def _event(self, kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
@@ -108,8 +118,8 @@ class ResponseEvents:
 
     def _text(self, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
         current = self._open
-        if current is None or current.item["type"] != "message":
-            yield from self._close("completed")
+        if current is None:
+            yield from self._close_calls("completed", whole_only=True)
             item = {
                 "type": "message",
                 "id": item_id("msg", self.request.id),
@@ -141,7 +151,8 @@ class ResponseEvents:
         function = call.get("function") or {}
         current = self._calls.get(index)
         if current is None:
-            yield from self._close("completed")
+            yield from self._close_message("completed")
+            yield from self._close_calls("completed", whole_only=True)
             item = output_call(
                 self.request.tool_specs,
                 function.get("name") or "",
@@ -151,9 +162,12 @@ class ResponseEvents:
                 status="in_progress",
             )
             current = self._calls[index] = self._start(item)
+            self._open_calls.append(current)
             yield self._event("response.output_item.added", output_index=current.index, item=item)
         arguments = function.get("arguments")
-        if arguments:
+        if arguments and current.done:
+            after_whole_arguments(arguments)  # done already: whitespace, or an upstream error
+        elif arguments:
             current.parts.append(arguments)
             if current.item["type"] == "function_call":
                 yield self._event(
@@ -167,14 +181,41 @@ class ResponseEvents:
 
     def _start(self, item: dict[str, Any]) -> _Open:
         self._output.append(item)
-        self._open = _Open(len(self._output) - 1, item)
-        return self._open
+        opened = _Open(len(self._output) - 1, item)
+        if item["type"] == "message":
+            self._open = opened
+        return opened
 
     def _close(self, status: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Finish the open item: its done events, and the whole item in ``output``."""
+        """Finish every open item, in ``output`` order."""
+        if self._open is not None:
+            self._open_calls.append(self._open)
+            self._open = None
+        yield from self._close_calls(status, whole_only=False)
+
+    def _close_message(self, status: str) -> Iterator[tuple[str, dict[str, Any]]]:
         current, self._open = self._open, None
-        if current is None:
+        if current is not None:
+            yield from self._finish(current, status)
+
+    def _close_calls(
+        self, status: str, *, whole_only: bool
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Finish the open calls (only those whose arguments are a whole JSON object when
+        ``whole_only``: more may come for the others), in ``output`` order."""
+        if not self._open_calls:
             return
+        still_open = []
+        for current in sorted(self._open_calls, key=lambda opened: opened.index):
+            if whole_only and not arguments_whole("".join(current.parts)):
+                still_open.append(current)
+            else:
+                yield from self._finish(current, status)
+        self._open_calls = still_open
+
+    def _finish(self, current: _Open, status: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """One item's done events, and the whole item in ``output``."""
+        current.done = True
         item = current.item
         text = "".join(current.parts)
         if item["type"] == "message":

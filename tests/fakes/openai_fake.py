@@ -103,6 +103,24 @@ def streamed_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[st
     return {"id": call_id, "type": "function", "function": function}
 
 
+def _interleaved(calls: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The ``delta.tool_calls`` lists of parallel calls streamed interleaved (see
+    ``Reply.interleave``): each call's first fragment in turn, then the rest round-robin."""
+    pieces = [fragments(call["function"]["arguments"]) for call in calls]
+    deltas = [
+        [{"index": i, **call, "function": {**call["function"], "arguments": pieces[i][0]}}]
+        for i, call in enumerate(calls)
+    ]
+    for round_ in range(1, max(map(len, pieces), default=0)):
+        here = [
+            {"index": i, "function": {"arguments": p[round_]}}
+            for i, p in enumerate(pieces)
+            if round_ < len(p)
+        ]
+        deltas += [here] if round_ % 2 else [[call] for call in reversed(here)]
+    return deltas
+
+
 class FakeOpenAI(FakeUpstream):
     """``POST /v1/chat/completions`` as OpenAI answers it (usage chunk when asked, ``[DONE]``)."""
 
@@ -312,13 +330,19 @@ class FakeOpenAI(FakeUpstream):
 
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         events += [chunk({"content": w}) for w in words(reply.text or "")]
-        for index, call in enumerate(self._calls(reply)):
-            first = {**call, "index": index, "function": {**call["function"], "arguments": ""}}
-            events.append(chunk({"tool_calls": [first]}))
-            events += [
-                chunk({"tool_calls": [{"index": index, "function": {"arguments": f}}]})
-                for f in fragments(call["function"]["arguments"])
-            ]
+        calls = self._calls(reply)
+        if reply.interleave:
+            events += [chunk({"tool_calls": delta}) for delta in _interleaved(calls)]
+        else:
+            for index, call in enumerate(calls):
+                function = {**call["function"], "arguments": ""}
+                events.append(
+                    chunk({"tool_calls": [{**call, "index": index, "function": function}]})
+                )
+                events += [
+                    chunk({"tool_calls": [{"index": index, "function": {"arguments": f}}]})
+                    for f in fragments(call["function"]["arguments"])
+                ]
         events.append(chunk({}, self._finish(reply)))
         if include_usage:
             usage = {**head, "choices": [], "usage": self._usage_json(body, reply)}

@@ -42,6 +42,10 @@ class Reply:
     ``cut_after`` N events then drop the connection; ``end_after`` N events then end the body
     cleanly without the terminator; ``error_event_after`` N events then an in-stream error;
     ``fragment`` writes the bytes in pieces of that size; ``crlf`` ends lines with CRLF.
+    ``interleave`` (OpenAI only) streams parallel tool calls' fragments interleaved, as some
+    OpenAI-compatible servers do: each call's first fragment (id, name, first arguments) in
+    turn, then the rest round-robin, odd rounds in one delta carrying every index, even rounds
+    one delta per call in reverse order.
     """
 
     text: str | None = "Hello from the fake upstream."
@@ -66,6 +70,7 @@ class Reply:
     hang: bool = False
     fragment: int | None = None
     crlf: bool = False
+    interleave: bool = False
     raw_body: bytes | None = None
 
 
