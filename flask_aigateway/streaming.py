@@ -259,6 +259,20 @@ class ChatStream:
             ),
         )
 
+    def fail(self, error: GatewayError) -> None:
+        """A door translating the chunks found what the upstream streamed unusable (a tool
+        call's arguments going on after they were whole, a call without a name): the request
+        ends as ``error`` says, the upstream's fault noted, what was received billed — as when
+        the chunks themselves fail — not as a client that left (499) — and the stream is
+        closed (upstream connection dropped, log row written). Once only."""
+        if self._settled:
+            return
+        self.record.fail(error)
+        if isinstance(error, UpstreamError):
+            self.record.note_upstream_error(self.target, error)
+        self._settle(self.opened.translator.usage, self._text)
+        self.close()
+
     def _abandon(self) -> None:
         """The consumer stopped before the end: bill what was consumed, log it as 499."""
         if self._settled:

@@ -184,9 +184,11 @@ def test_a_tool_call_without_a_name_is_a_malformed_answer(
 def test_a_streamed_tool_call_without_a_name_ends_the_stream_with_an_error(
     client, state, api_key, upstreams, door, function
 ) -> None:
-    """The first delta of a streamed tool call names it; one that does not, once the stream
-    has started, ends it with the door's error event (a chat client got ``name: null``, a
-    Messages client a ``tool_use`` block named null, a Responses client a call named "")."""
+    """A streamed tool call that is never named ends the stream with the door's error event
+    (a chat client got ``name: null``, a Messages client a ``tool_use`` block named null, a
+    Responses client a call named ""): on the chat door at its end (the name may come in a
+    later delta, and chat clients join its pieces), where a call is named as it begins
+    (Messages, Responses) at its first delta; a name that is not text at once everywhere."""
     call = {"id": "call_1", "type": "function", "function": NAMELESS[function]}
     upstreams["gpt"].default = Reply(**tool_answer(call, stream=True))
     response = ask(client, api_key, door, stream=True)
@@ -201,7 +203,9 @@ def test_a_streamed_tool_call_without_a_name_ends_the_stream_with_an_error(
         assert found[-1]["type"] == "response.failed"
         error = found[-2]
         assert error["type"] == "error"
-    assert "unexpected shape" in error["message"]
+    named_first = door != "chat" and function != "number"
+    said = "does not name its function" if named_first else "unexpected shape"
+    assert said in error["message"]
     [row] = rows(state)
     assert (row.status_code, row.error_type) == (502, "upstream_error")
 
@@ -426,3 +430,84 @@ def test_an_answer_without_usage_is_billed_the_same_on_every_door(
     [row] = rows(state)
     assert row.usage_estimated is True
     assert row.completion_tokens == estimate_text_tokens(text + name + WEATHER) == 9
+
+
+def _named_later(first: dict[str, Any]) -> bytes:
+    """A stream whose call is named only in its second delta (the first gives ``first``)."""
+    opening = {"index": 0, "id": "call_a", "type": "function", **first}
+    second = {"index": 0, "function": {"name": "get_weather", "arguments": '{"city": '}}
+    return chunk_stream(
+        {"delta": {"role": "assistant", "content": None}},
+        {"delta": {"tool_calls": [opening]}},
+        {"delta": {"tool_calls": [second]}},
+        {"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}},
+        {"delta": {}, "finish_reason": "tool_calls"},
+    )
+
+
+#: Calls named only in their second delta: an empty name first, as vLLM serving Cohere
+#: Command-A sends (vercel/ai#16507), or arguments and no name (vercel/ai#14722).
+NAMED_LATER = {
+    "empty-name": _named_later({"function": {"name": "", "arguments": ""}}),
+    "no-name": _named_later({"function": {"arguments": ""}}),
+}
+
+
+@pytest.mark.parametrize("raw", list(NAMED_LATER.values()), ids=list(NAMED_LATER))
+def test_a_stream_naming_its_call_in_a_later_delta_reaches_chat_clients(
+    sdk, upstreams, raw
+) -> None:
+    """The chat door passes a streamed call's deltas on, and OpenAI's SDK joins the pieces
+    of its name: a call named in its second delta is a whole call for a chat client (the
+    check of tool calls had made it a 502, 'a tool call that does not name its function')."""
+    upstreams["gpt"].default = Reply(raw_body=raw, headers=SSE)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    with sdk.chat.completions.stream(
+        model="gpt", messages=[{"role": "user", "content": "Weather?"}], tools=tools
+    ) as stream:
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls
+    assert (call.id, call.function.name) == ("call_a", "get_weather")
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+@pytest.mark.parametrize("door", ["messages", "responses"])
+def test_a_stream_naming_its_call_late_is_an_upstream_error_where_a_call_is_named_first(
+    client, state, api_key, upstreams, door
+) -> None:
+    """An Anthropic ``tool_use`` block and a Responses ``function_call`` item are named when
+    they begin: a call whose first delta has no name is the upstream's error there, said
+    as one (an error event, the row a 502), not a block named '' or null."""
+    upstreams["gpt"].default = Reply(raw_body=NAMED_LATER["empty-name"], headers=SSE)
+    response = ask(client, api_key, door, True)
+    text = response.get_data(as_text=True)
+    response.close()  # as every WSGI server does: the Responses door ends the request there
+    assert "does not name its function" in text, text
+    assert '"name":""' not in text and '"name":null' not in text
+    with state.transaction() as session:
+        [row] = session.scalars(select(RequestLog)).all()
+    assert (row.status_code, row.error_type) == (502, "upstream_error"), row.error_message
+
+
+def test_a_responses_stream_failing_in_its_own_translation_is_logged_as_the_upstream_s_error(
+    client, state, api_key, upstreams
+) -> None:
+    """More arguments for a call whose arguments were already whole: the Responses door's
+    translation ends the stream with ``error`` and ``response.failed``; its log row said the
+    client had closed the connection (499), and the provider's fault went unnoted."""
+    body = chunk_stream(
+        {"delta": {"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "f"}}]}},
+        {"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}},
+        {"delta": {"tool_calls": [{"index": 1, "id": "c1", "function": {"name": "g"}}]}},
+        {"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"more"'}}]}},
+        {"delta": {}, "finish_reason": "tool_calls"},
+    )
+    upstreams["gpt"].default = Reply(raw_body=body, headers=SSE)
+    tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+    response = ask(client, api_key, "responses", True, tools=[tool])
+    found = events(response)
+    response.close()
+    assert [e["type"] for e in found[-2:]] == ["error", "response.failed"]
+    with state.transaction() as session:
+        [row] = session.scalars(select(RequestLog)).all()
+    assert (row.status_code, row.error_type) == (502, "upstream_error"), row.error_message

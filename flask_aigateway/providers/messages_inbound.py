@@ -18,7 +18,13 @@ from .. import jsoncodec
 from ..errors import InvalidRequestError
 from ..schemas import ChatRequest, ChatResponse, Usage
 from .parameters import OTHER_FIELDS, Handling
-from .wire import MAX_UPSTREAM_DEPTH, after_whole_arguments, arguments_whole, tool_call_key
+from .wire import (
+    MAX_UPSTREAM_DEPTH,
+    after_whole_arguments,
+    arguments_whole,
+    call_name,
+    tool_call_key,
+)
 
 _TO = "an OpenAI-format upstream"
 
@@ -644,6 +650,10 @@ class ChunkEvents:
     (:func:`.wire.arguments_whole`) or the stream ends. Until then what comes for other
     calls, and text after them, is held (one text per call, joined into one delta when its
     block's turn comes); an ordinary stream, one call after another, is held back nowhere.
+    A call whose arguments are still empty when the next begins (a parameterless call sent
+    with ``"arguments": ""``, as some servers do) stays open, and what follows it is held to
+    the end: delayed, never lost — closing it there would turn an interleaving server's
+    later fragments for it into an error.
     """
 
     def __init__(self, message_id: str, alias: str, input_tokens: int) -> None:
@@ -769,7 +779,7 @@ class ChunkEvents:
         block: dict[str, Any] = {
             "type": "tool_use",
             "id": call.get("id"),
-            "name": function.get("name"),
+            "name": call_name(function),
             "input": {},
         }
         events = self._release()

@@ -163,10 +163,14 @@ class OpenAIStreamTranslator:
         #: Each tool call's id, by choice and :func:`.wire.tool_call_key`, from its first delta.
         self._call_ids: dict[tuple[int, Any], str] = {}
         self._last_call: dict[int, Any] = {}
+        #: The calls whose first delta left the name for a later one, until it comes.
+        self._unnamed: set[tuple[int, Any]] = set()
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         data = event.data.strip()
         if data == "[DONE]":
+            if self._unnamed:
+                raise TypeError("a streamed tool call was never named")
             self.done = True
             return []
         if not data:
@@ -234,10 +238,14 @@ class OpenAIStreamTranslator:
             self._last_call[choice] = key
             known = self._call_ids.get((choice, key))
             if known is None:
-                _check_call(call, self.request, first=True)
+                _check_call(call, self.request, first=True, streamed=True)
                 self._call_ids[choice, key] = call["id"]
+                if not (call.get("function") or call.get(call.get("type")) or {}).get("name"):
+                    self._unnamed.add((choice, key))
             else:
                 _check_call(call, self.request, first=False)
+                if self._unnamed and (call.get("function") or {}).get("name"):
+                    self._unnamed.discard((choice, key))
                 if call.get("id") is not None and not isinstance(call["id"], str):
                     call["id"] = known
 
@@ -280,18 +288,25 @@ def _check_delta(delta: Mapping[str, Any]) -> None:
             raise TypeError("a tool call's index is not an integer")
 
 
-def _check_call(call: dict[str, Any], request: ChatRequest, *, first: bool) -> None:
+def _check_call(
+    call: dict[str, Any], request: ChatRequest, *, first: bool, streamed: bool = False
+) -> None:
     """Raise TypeError (or AttributeError) unless a tool call (or, not ``first``, a later
     delta of a streamed one) is one every door can serve, and complete it where it falls
     short in a way the gateway can make good.
 
     A call starts naming its function (a string): one that does not is a malformed answer
     (a retryable 502, or an error event mid-stream), as the SDKs' tool calls and Anthropic's
-    ``tool_use`` blocks have ``name: str``. A call of another kind of tool (OpenAI's custom
-    tools, ``{"type": "custom", "custom": {"name", "input"}}``) passes when the request
-    offered that kind, named in its own object. A call starting without a string id (or
-    with an empty one) is given one, :func:`.wire.new_call_id`: clients pair their tool
-    results with calls by id. Arguments sent as a JSON value rather than its text (some
+    ``tool_use`` blocks have ``name: str``. In a stream (``streamed``) the name may come in a
+    later delta, as some compatible servers send it (vLLM serving Command-A opens a call with
+    ``"name": ""``): the first delta's must then be text or absent, and the chat door passes
+    the deltas on (the SDKs join the name's pieces; a call still unnamed at ``[DONE]`` ends
+    the stream with an error); the doors that must name a call when it
+    begins refuse one that starts unnamed (:func:`.wire.call_name`). A call of another kind of
+    tool (OpenAI's custom tools, ``{"type": "custom", "custom": {"name", "input"}}``) passes
+    when the request offered that kind, named in its own object. A call starting without a
+    string id (or with an empty one) is given one, :func:`.wire.new_call_id`: clients pair
+    their tool results with calls by id. Arguments sent as a JSON value rather than its text (some
     OpenAI-compatible servers send an object) become that text. Real providers' calls (text
     ids, names and arguments) are left as they came."""
     function = call.get("function")
@@ -306,7 +321,7 @@ def _check_call(call: dict[str, Any], request: ChatRequest, *, first: bool) -> N
         raise TypeError("a tool call's function is not an object")
     name = function.get("name")
     if first:
-        if not isinstance(name, str) or not name:
+        if not ((isinstance(name, str) and (name or streamed)) or (streamed and name is None)):
             raise TypeError("a tool call does not name its function")
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:

@@ -148,6 +148,21 @@ def new_call_id() -> str:
     return "call_" + os.urandom(12).hex()
 
 
+def call_name(function: Mapping[str, Any]) -> str:
+    """The name a streamed tool call's first delta gives its function, for a door that must
+    name the call as it begins (an Anthropic ``tool_use`` block, a Responses item); raises
+    :class:`UpstreamError` when it gives none (the name left for a later delta, which only the
+    chat door can pass on as it comes)."""
+    name = function.get("name")
+    if not name or not isinstance(name, str):
+        raise UpstreamError(
+            "The upstream streamed a tool call whose first delta does not name its function; "
+            "this API needs the name when the call begins (chat completions passes it on).",
+            retryable=True,
+        )
+    return name
+
+
 def arguments_whole(text: str) -> bool:
     """Whether a streamed tool call's arguments so far are a whole JSON object. Then no later
     fragment can belong to the call (one more character past the closing brace would make

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GatewayError, forget_frames
-from ..providers.wire import after_whole_arguments, arguments_whole, tool_call_key
+from ..providers.wire import after_whole_arguments, arguments_whole, call_name, tool_call_key
 from .objects import response_object, usage_object
 from .tools import custom_input, output_call, search_arguments
 from .translate import ResponsesRequest, item_id, new_id
@@ -46,6 +46,9 @@ class ResponseEvents:
     request: ResponsesRequest
     chunks: Iterable[dict[str, Any]]
     on_finished: Callable[[dict[str, Any]], None] | None = None
+    #: Told of an error the stream ends with (the chunks', or this translation's own: those
+    #: must reach the request's record, which the chunks' source keeps).
+    on_failed: Callable[[GatewayError], None] | None = None
     _sequence: int = 0
     _output: list[dict[str, Any]] = field(default_factory=list)
     #: The message item text goes to; None once anything else began.
@@ -82,6 +85,8 @@ class ResponseEvents:
                     if choice.get("finish_reason"):
                         finish_reason = choice["finish_reason"]
         except GatewayError as error:
+            if self.on_failed is not None:
+                self.on_failed(error)
             yield from self._close("incomplete")
             yield self._event(
                 "error", code=error.code or error.type, message=error.message, param=error.param
@@ -155,7 +160,7 @@ class ResponseEvents:
             yield from self._close_calls("completed", whole_only=True)
             item = output_call(
                 self.request.tool_specs,
-                function.get("name") or "",
+                call_name(function),
                 "",
                 id=item_id("fc", self.request.id),
                 call_id=call.get("id") or new_id("call"),
