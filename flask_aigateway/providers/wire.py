@@ -148,6 +148,14 @@ def new_call_id() -> str:
     return "call_" + os.urandom(12).hex()
 
 
+def new_tool_use_id() -> str:
+    """An id for a ``tool_use`` block an Anthropic-format upstream sent without a usable one,
+    where the block is served as Anthropic's (/v1/messages): ``toolu_`` and 24 hex digits,
+    an id of Anthropic's kind. Where the block becomes an OpenAI tool call it gets
+    :func:`new_call_id`, as an OpenAI-format upstream's call does."""
+    return "toolu_" + os.urandom(12).hex()
+
+
 def arguments_whole(text: str) -> bool:
     """Whether a streamed tool call's arguments so far are a whole JSON object. Then no later
     fragment can belong to the call (one more character past the closing brace would make
