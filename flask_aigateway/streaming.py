@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -279,20 +279,24 @@ class ChatStream:
             self.admission.settle(self.record)
             return
         self._keep_completion(completion_chars)
+        pieces: Sequence[str] = completion_chars
+        unshown = self.opened.translator.unshown
+        if unshown:  # the answer's thinking, counted as the Messages door counts it
+            pieces = [*completion_chars, *unshown]
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
             usage = Usage(
                 prompt_tokens=estimate_prompt_tokens(self.request),
-                completion_tokens=estimate_completion_tokens(completion_chars),
+                completion_tokens=estimate_completion_tokens(pieces),
                 estimated=True,
             )
-        elif not self.opened.translator.done and completion_chars:
-            received = estimate_completion_tokens(completion_chars)
+        elif not self.opened.translator.done and pieces:
+            received = estimate_completion_tokens(pieces)
             if received > usage.completion_tokens:
                 usage = replace(usage, completion_tokens=received, estimated=True)
-        elif usage.completion_tokens == 0 and completion_chars:
+        elif usage.completion_tokens == 0 and pieces:
             usage = replace(
                 usage,
-                completion_tokens=estimate_completion_tokens(completion_chars),
+                completion_tokens=estimate_completion_tokens(pieces),
                 estimated=True,
             )
         self.pipeline.account(self.record, self.target, usage)
@@ -401,6 +405,7 @@ class _Replayed:
 
     usage: Usage | None = None
     sent_usage: Any = None
+    unshown: Sequence[str] = ()
     finish_reason: str | None = None
     done = True
 

@@ -7,7 +7,8 @@ in the door's error shape, or an error event once a stream has started. A block 
 string id gets one: ``toolu_`` and hex digits on /v1/messages, ``call_`` and hex digits as a
 chat tool call or a Responses ``function_call`` item. An ``input`` that is not an object is its
 JSON text on chat completions and Responses, and comes whole as ``_raw_arguments`` on
-/v1/messages.
+/v1/messages. An answer that came without usage is billed the same estimate whichever door
+asked, thinking included.
 
 Each case goes through ``/v1/chat/completions``, ``/v1/messages`` and ``/v1/responses``, JSON
 and stream, against the fake Anthropic upstream over HTTP.
@@ -24,6 +25,7 @@ from fakes import Reply
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog
+from flask_aigateway.tokens import estimate_text_tokens
 
 DOORS = ["chat", "messages", "responses"]
 STREAMS = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -306,3 +308,31 @@ def test_an_object_input_sent_whole_in_a_streams_block_start_is_not_lost(
             assert served["arguments"] == '{"city": "Paris"}'
         else:
             assert (served["input"], served["arguments"]) == (WEATHER, "")
+
+
+# -- usage ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("door", DOORS)
+@STREAMS
+def test_an_answer_without_usage_is_billed_the_same_on_every_door(
+    client, state, api_key, upstreams, door, stream
+) -> None:
+    """An Anthropic-format upstream that reports no usage: the completion is estimated from
+    the thinking, the text and each tool call's name and input, the same for the same answer
+    whichever door asked and whether it streamed: 12 tokens. Chat completions and Responses
+    (which show no thinking) counted 9, without it."""
+    thinking, text = "Weighing it up.", "Sure."
+    blocks = [{"type": "thinking", "thinking": thinking, "signature": "c2ln"}]
+    blocks += [{"type": "text", "text": text}, tool_use()]
+    upstreams["claude"].queue(answer(blocks, stream, usage=None))
+    response = ask(client, api_key, door, stream)
+    served = response.get_data(as_text=True)
+    assert response.status_code == 200 and '"error":{' not in served, served
+    [row] = rows(state)
+    assert row.usage_estimated is True and row.prompt_tokens > 0
+    counted = thinking + text + "get_weather" + json.dumps(WEATHER)
+    assert row.completion_tokens == estimate_text_tokens(counted) == 12
+    if door == "chat" and not stream:
+        usage = response.get_json()["usage"]
+        assert (usage["prompt_tokens"], usage["completion_tokens"]) == (row.prompt_tokens, 12)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from .. import jsoncodec
 from ..errors import UpstreamError
 from ..schemas import Usage, token_count
+from ..tokens import estimate_completion_tokens
 from .base import SSEEvent
 from .wire import MAX_UPSTREAM_DEPTH, describe, new_call_id
 
@@ -134,6 +135,9 @@ def message_to_completion(
     a JSON string, :func:`tool_use_arguments`; checked and given an id as
     :func:`check_tool_use` says), except the JSON mode's forced tool, whose input becomes the
     content. Thinking and server-tool blocks have no OpenAI equivalent and are not shown.
+    When the upstream counted nothing, the usage is the estimate of the completion
+    (:func:`message_pieces`, thinking included, which the body no longer holds),
+    ``estimated``, its prompt left for the pipeline to estimate.
     """
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -165,6 +169,10 @@ def message_to_completion(
     if calls:
         message["tool_calls"] = calls
     usage = usage_from(data.get("usage") or {})
+    if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
+        usage = Usage(
+            completion_tokens=estimate_completion_tokens(message_pieces(data)), estimated=True
+        )
     body = {
         "id": data.get("id"),
         "object": "chat.completion",
@@ -234,7 +242,8 @@ class AnthropicStreamTranslator:
     name, later ones argument fragments. A block that sends no fragment gets the input its
     start carried as arguments (:func:`tool_use_arguments`: ``"{}"`` for Anthropic's empty
     start, so clients can always parse them; a server's whole input otherwise). Chunks carry
-    no ``usage``: it accumulates in :attr:`usage` for the pipeline.
+    no ``usage``: it accumulates in :attr:`usage` for the pipeline. Thinking, which chunks do
+    not carry, is kept in :attr:`unshown` for the estimate.
     """
 
     def __init__(self, alias: str, json_tool: str | None) -> None:
@@ -242,6 +251,8 @@ class AnthropicStreamTranslator:
         self.json_tool = json_tool
         self.usage: Usage | None = None
         self.sent_usage: Any = None
+        #: The thinking deltas' text (the chunks leave it out; the estimate counts it).
+        self.unshown: list[str] = []
         self.finish_reason: str | None = None
         self.done = False
         self._id = ""
@@ -322,6 +333,11 @@ class AnthropicStreamTranslator:
         if kind == "text_delta" and state.kind == "text":
             text = _text(delta, "text")
             return [self._chunk({"content": text})] if text else []
+        if kind == "thinking_delta":
+            thinking = delta.get("thinking")
+            if thinking and isinstance(thinking, str):
+                self.unshown.append(thinking)
+            return []
         if kind != "input_json_delta" or not delta.get("partial_json"):
             return []
         fragment = _text(delta, "partial_json")
