@@ -368,9 +368,10 @@ def _after_first(
 
 
 def _collect_text(choices: list[dict[str, Any]] | None, sink: list[str]) -> bool:
-    """Append the text of ``choices`` (content, refusal, tool calls' names and arguments: what
-    :func:`.tokens.estimate_completion_tokens` counts) to ``sink``; True when one of them has
-    a finish reason (one pass, as this runs for every chunk)."""
+    """Append the text of ``choices`` (content, refusal, tool calls' names and arguments, a
+    custom tool call's input: what :func:`.tokens.estimate_completion_tokens` counts) to
+    ``sink``; True when one of them has a finish reason (one pass, as this runs for every
+    chunk)."""
     finished = False
     for choice in choices or ():
         delta = choice.get("delta") or {}
@@ -381,13 +382,15 @@ def _collect_text(choices: list[dict[str, Any]] | None, sink: list[str]) -> bool
         if refusal:
             sink.append(refusal)
         for call in delta.get("tool_calls") or ():
-            function = call.get("function") or {}
+            function = call.get("function") or call.get("custom") or {}
             name = function.get("name")
             if name:
                 sink.append(name)
             arguments = function.get("arguments")
             if arguments:
                 sink.append(arguments)
+            elif isinstance(function.get("input"), str):  # a custom tool's (not checked)
+                sink.append(function["input"])
         if choice.get("finish_reason"):
             finished = True
     return finished
