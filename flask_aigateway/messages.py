@@ -8,7 +8,6 @@ OpenAI-format ones get it translated both ways (:mod:`.providers.messages_inboun
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Generator, Iterator, Mapping
@@ -27,7 +26,10 @@ from .providers.anthropic_messages import with_valid_tool_ids
 from .providers.anthropic_response import (
     LABEL,
     AnthropicStreamTranslator,
+    check_tool_use,
     checked_message,
+    message_pieces,
+    tool_use_input,
     usage_from,
 )
 from .providers.base import SSEEvent, Target, UpstreamRequest
@@ -47,6 +49,7 @@ from .providers.wire import (
     dumps,
     load_json,
     merge_headers,
+    new_tool_use_id,
     unexpected_shape,
 )
 from .schemas import ChatRequest, ChatResponse, Usage
@@ -197,12 +200,7 @@ class Messages:
                 raise adapter.classify_error(answer.status, answer.headers, answer.body)
             try:
                 if target.wire_format is WireFormat.ANTHROPIC:
-                    message, usage = _message(
-                        load_json(answer.body, "an Anthropic message"), answer.body
-                    )
-                    if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
-                        usage = _estimated(_pieces(message))
-                    return message, usage
+                    return _message(load_json(answer.body, "an Anthropic message"), answer.body)
                 response = adapter.parse_response(answer.body, chat, target)
                 message = to_message(response, f"msg_{record.request_id}", body["model"])
                 usage = response.usage
@@ -375,33 +373,36 @@ class Messages:
 
 
 def _message(data: Any, body: bytes) -> tuple[dict[str, Any], Usage]:
-    """An Anthropic-format upstream's 200 answer, passed through, and its usage; raises a
-    retryable UpstreamError when it is not a message (one of :data:`SHAPE_ERRORS` when a
-    part of it has the wrong shape)."""
+    """An Anthropic-format upstream's 200 answer, passed through, and its usage (when the
+    upstream counted nothing, the estimate of the completion, ``estimated``: see
+    :meth:`Messages._call`); raises a retryable UpstreamError when it is not a message (one
+    of :data:`SHAPE_ERRORS` when a part of it has the wrong shape).
+
+    Its ``tool_use`` blocks are served as every door serves them: one without a name is a
+    malformed answer, one without a string id gets a ``toolu_`` one
+    (:func:`.anthropic_response.check_tool_use`), and an input that is not an object comes
+    whole as ``_raw_arguments`` (:func:`.anthropic_response.tool_use_input`), after the
+    estimate, which counts it as the chat door's arguments. Real answers pass unchanged."""
     data = checked_message(data, body)
     _text(data)  # what the door reads of the content later, read once here
-    return data, usage_from(data.get("usage") or {})
+    odd_inputs = []
+    for block in data["content"]:
+        if block.get("type") == "tool_use":
+            check_tool_use(block, new_tool_use_id)
+            if not isinstance(block.get("input"), dict):
+                odd_inputs.append(block)
+    usage = usage_from(data.get("usage") or {})
+    if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
+        usage = _estimated(message_pieces(data))
+    for block in odd_inputs:
+        block["input"] = tool_use_input(block.get("input"))
+    return data, usage
 
 
 def _estimated(pieces: list[str]) -> Usage:
     """The usage of an answer its upstream counted nothing of: the completion estimated from
     ``pieces`` (:func:`.tokens.estimate_completion_tokens`), the prompt left for the caller."""
     return Usage(completion_tokens=estimate_completion_tokens(pieces), estimated=True)
-
-
-def _pieces(message: Mapping[str, Any]) -> list[str]:
-    """What :func:`.tokens.estimate_completion_tokens` counts of an Anthropic message: its
-    text and thinking, each tool call's name and input (written as the chat door's
-    translation writes it: the same answer counts the same there)."""
-    pieces = []
-    for block in message.get("content") or ():
-        kind = block.get("type")
-        if kind in ("text", "thinking"):
-            pieces.append(block.get(kind) or "")
-        elif kind == "tool_use":
-            pieces.append(block.get("name") or "")
-            pieces.append(json.dumps(block.get("input") or {}, ensure_ascii=False))
-    return pieces
 
 
 def _text(message: Mapping[str, Any]) -> str:
@@ -445,7 +446,10 @@ class _Source:
 
 
 class _Passthrough(_Source):
-    """An Anthropic-format upstream: its events unchanged (``model`` shown as the alias)."""
+    """An Anthropic-format upstream: its events unchanged (``model`` shown as the alias),
+    but for a ``tool_use`` block's start, served as :func:`_message` serves the block (the
+    watching translator finds a block without a name; the input of a start is ``{}`` from
+    Anthropic, and the fragments that follow are passed as they came)."""
 
     def __init__(self, stream: Any, alias: str, provider: str) -> None:
         self._stream = stream
@@ -466,8 +470,15 @@ class _Passthrough(_Source):
                 self.pending.append({"type": "ping"})
                 return True
             data = jsoncodec.loads(event.data)
-            if data.get("type") == "message_start":
+            kind = data.get("type")
+            if kind == "message_start":
                 data["message"]["model"] = self._alias
+            elif kind == "content_block_start":
+                block = data.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    check_tool_use(block, new_tool_use_id)
+                    if not isinstance(block.get("input"), dict):
+                        block["input"] = tool_use_input(block.get("input"))
         except SHAPE_ERRORS as exc:
             raise unexpected_shape(self._provider, "a stream event", event.data) from exc
         self.pending.append(data)

@@ -356,10 +356,13 @@ class Pipeline:
             usage = response.usage
             if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
                 usage = Usage(
-                    prompt_tokens=estimate_prompt_tokens(request),
                     completion_tokens=estimate_completion_tokens(completion_pieces(response.body)),
                     estimated=True,
                 )
+            if usage.estimated:
+                # The upstream counted nothing; its adapter may have estimated the completion
+                # from what the body does not show (an Anthropic answer's thinking).
+                usage = replace(usage, prompt_tokens=estimate_prompt_tokens(request))
             self.account(record, target, usage)
             body = response.body
             if not body.get("created"):

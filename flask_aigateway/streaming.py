@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -293,20 +293,24 @@ class ChatStream:
             self.admission.settle(self.record)
             return
         self._keep_completion(completion_chars)
+        pieces: Sequence[str] = completion_chars
+        unshown = self.opened.translator.unshown
+        if unshown:  # the answer's thinking, counted as the Messages door counts it
+            pieces = [*completion_chars, *unshown]
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
             usage = Usage(
                 prompt_tokens=estimate_prompt_tokens(self.request),
-                completion_tokens=estimate_completion_tokens(completion_chars),
+                completion_tokens=estimate_completion_tokens(pieces),
                 estimated=True,
             )
-        elif not self.opened.translator.done and completion_chars:
-            received = estimate_completion_tokens(completion_chars)
+        elif not self.opened.translator.done and pieces:
+            received = estimate_completion_tokens(pieces)
             if received > usage.completion_tokens:
                 usage = replace(usage, completion_tokens=received, estimated=True)
-        elif usage.completion_tokens == 0 and completion_chars:
+        elif usage.completion_tokens == 0 and pieces:
             usage = replace(
                 usage,
-                completion_tokens=estimate_completion_tokens(completion_chars),
+                completion_tokens=estimate_completion_tokens(pieces),
                 estimated=True,
             )
         self.pipeline.account(self.record, self.target, usage)
@@ -378,9 +382,10 @@ def _after_first(
 
 
 def _collect_text(choices: list[dict[str, Any]] | None, sink: list[str]) -> bool:
-    """Append the text of ``choices`` (content, refusal, tool calls' names and arguments: what
-    :func:`.tokens.estimate_completion_tokens` counts) to ``sink``; True when one of them has
-    a finish reason (one pass, as this runs for every chunk)."""
+    """Append the text of ``choices`` (content, refusal, tool calls' names and arguments, a
+    custom tool call's input: what :func:`.tokens.estimate_completion_tokens` counts) to
+    ``sink``; True when one of them has a finish reason (one pass, as this runs for every
+    chunk)."""
     finished = False
     for choice in choices or ():
         delta = choice.get("delta") or {}
@@ -391,13 +396,15 @@ def _collect_text(choices: list[dict[str, Any]] | None, sink: list[str]) -> bool
         if refusal:
             sink.append(refusal)
         for call in delta.get("tool_calls") or ():
-            function = call.get("function") or {}
+            function = call.get("function") or call.get("custom") or {}
             name = function.get("name")
             if name:
                 sink.append(name)
             arguments = function.get("arguments")
             if arguments:
                 sink.append(arguments)
+            elif isinstance(function.get("input"), str):  # a custom tool's (not checked)
+                sink.append(function["input"])
         if choice.get("finish_reason"):
             finished = True
     return finished
@@ -415,6 +422,7 @@ class _Replayed:
 
     usage: Usage | None = None
     sent_usage: Any = None
+    unshown: Sequence[str] = ()
     finish_reason: str | None = None
     done = True
 

@@ -56,7 +56,8 @@ def estimate_completion_tokens(pieces: Iterable[str]) -> int:
 def completion_pieces(body: Mapping[str, Any]) -> list[str]:
     """The pieces of a ``chat.completion`` :func:`estimate_completion_tokens` counts: each
     choice's content (the text parts of a list of parts) and refusal, and each tool call's
-    function name and arguments (text once the adapter has read them)."""
+    function name and arguments (text once the adapter has read them), or a custom tool
+    call's name and input."""
     pieces: list[str] = []
     for choice in body.get("choices") or ():
         message = choice.get("message") or {}
@@ -73,8 +74,8 @@ def completion_pieces(body: Mapping[str, Any]) -> list[str]:
         if isinstance(refusal, str):
             pieces.append(refusal)
         for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
-            for name in ("name", "arguments"):
+            function = call.get("function") or call.get("custom") or {}
+            for name in ("name", "arguments", "input"):
                 text = function.get(name)
                 if isinstance(text, str):
                     pieces.append(text)

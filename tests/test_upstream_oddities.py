@@ -246,6 +246,29 @@ def test_a_call_of_a_custom_tool_needs_the_request_to_offer_one(
     assert calls == [CUSTOM_CALL]
 
 
+@STREAMS
+def test_a_custom_tool_calls_input_is_billed_when_the_upstream_counts_nothing(
+    client, state, api_key, upstreams, stream
+) -> None:
+    """An answer without usage calling a custom tool is estimated from the call's name and
+    input (its ``custom`` object), as a function call is from its name and arguments: 4
+    tokens. The estimate read function calls only, and billed 1."""
+    if stream:
+        first = {"index": 0, **CUSTOM_CALL, "custom": {"name": "run_sql", "input": "SELECT"}}
+        rest = {"index": 0, "custom": {"input": " 1"}}
+        deltas = [{"delta": {"tool_calls": [first]}}, {"delta": {"tool_calls": [rest]}}]
+        deltas.append({"delta": {}, "finish_reason": "tool_calls"})
+        upstreams["gpt"].reply(raw_body=chunk_stream(*deltas), headers=SSE)
+    else:
+        upstreams["gpt"].reply(raw_body=completion({"tool_calls": [CUSTOM_CALL]}))
+    response = ask(client, api_key, "chat", stream, tools=[CUSTOM_TOOL])
+    served = response.get_data(as_text=True)
+    assert response.status_code == 200 and '"error":{' not in served, served
+    [row] = rows(state)
+    assert row.usage_estimated is True
+    assert row.completion_tokens == estimate_text_tokens("run_sql" + "SELECT 1") == 4
+
+
 #: Ids as an upstream sent them -> kept as they came (True) or replaced by one of the gateway's.
 IDS = {
     "call_Ab9": True,

@@ -7,15 +7,16 @@ Anthropic responses carry no timestamp, so ``created`` is 0 here; the pipeline s
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .. import jsoncodec
 from ..errors import UpstreamError
 from ..schemas import Usage, token_count
+from ..tokens import estimate_completion_tokens
 from .base import SSEEvent
-from .wire import MAX_UPSTREAM_DEPTH, describe
+from .wire import MAX_UPSTREAM_DEPTH, describe, new_call_id
 
 LABEL = "Anthropic"
 
@@ -65,14 +66,78 @@ def usage_from(data: Mapping[str, Any], previous: Usage | None = None) -> Usage:
     )
 
 
+def check_tool_use(block: dict[str, Any], new_id: Callable[[], str]) -> None:
+    """Raise TypeError unless a ``tool_use`` block names its tool with a non-empty string,
+    and give it ``new_id()`` as its id when it has no non-empty string one.
+
+    The rule an OpenAI-format upstream's tool calls follow (:func:`.openai._check_call`), on
+    every door: their clients read ``name: str`` and ``id: str`` (the anthropic SDK's
+    ``ToolUseBlock``, the OpenAI SDKs' tool calls and ``function_call`` items), so a block
+    without a name is a malformed answer (a retryable 502, or an error event once a stream
+    has started), and one without an id gets one, which the client pairs its tool result
+    with. ``new_id`` is the door's kind: :func:`.wire.new_tool_use_id` (``toolu_…``) where
+    the block is served as it came (/v1/messages), :func:`.wire.new_call_id` (``call_…``)
+    where it becomes a chat tool call or a Responses item. Real blocks (string id and name)
+    are left as they came: two type checks."""
+    name = block.get("name")
+    if not isinstance(name, str) or not name:
+        raise TypeError("a tool_use block does not name its tool")
+    block_id = block.get("id")
+    if not isinstance(block_id, str) or not block_id:
+        block["id"] = new_id()
+
+
+def tool_use_arguments(value: Any) -> str:
+    """A ``tool_use`` block's ``input`` as the arguments text of a chat tool call (and a
+    Responses ``function_call`` item): an object (what Anthropic sends) as :func:`json.dumps`
+    writes it, none as ``{}``, any other JSON value as its JSON text, as an OpenAI-format
+    upstream's arguments sent as a value become text."""
+    return "{}" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def tool_use_input(value: Any) -> dict[str, Any]:
+    """A ``tool_use`` block's ``input`` as /v1/messages serves it, an object (the anthropic
+    SDK's ``input: Dict[str, object]``): an object as it came, none as ``{}``, any other
+    JSON value whole as ``_raw_arguments`` (its text, :func:`tool_use_arguments`), as the
+    door serves an OpenAI-format upstream's arguments that are not an object."""
+    if isinstance(value, dict):
+        return value
+    return {} if value is None else {"_raw_arguments": tool_use_arguments(value)}
+
+
+def message_pieces(message: Mapping[str, Any]) -> list[str]:
+    """What :func:`.tokens.estimate_completion_tokens` counts of an Anthropic message, on
+    every door: its text and thinking (billed as output, though chat completions and
+    Responses do not show it) and each tool call's name and input (written as
+    :func:`tool_use_arguments` writes it, the arguments the chat door serves). Anything else,
+    or text that is not a string, counts nothing: an estimate does not judge the answer."""
+    pieces: list[str] = []
+    for block in message.get("content") or ():
+        kind = block.get("type")
+        if kind in ("text", "thinking"):
+            text = block.get(kind)
+            if isinstance(text, str):
+                pieces.append(text)
+        elif kind == "tool_use":
+            name = block.get("name")
+            if isinstance(name, str):
+                pieces.append(name)
+            pieces.append(tool_use_arguments(block.get("input")))
+    return pieces
+
+
 def message_to_completion(
     data: dict[str, Any], alias: str, json_tool: str | None
 ) -> tuple[dict[str, Any], Usage]:
     """An Anthropic ``message`` as an OpenAI ``chat.completion`` body and its usage.
 
     Text blocks join into ``content``; ``tool_use`` blocks become ``tool_calls`` (arguments as
-    a JSON string), except the JSON mode's forced tool, whose input becomes the content.
-    Thinking and server-tool blocks have no OpenAI equivalent and are not shown.
+    a JSON string, :func:`tool_use_arguments`; checked and given an id as
+    :func:`check_tool_use` says), except the JSON mode's forced tool, whose input becomes the
+    content. Thinking and server-tool blocks have no OpenAI equivalent and are not shown.
+    When the upstream counted nothing, the usage is the estimate of the completion
+    (:func:`message_pieces`, thinking included, which the body no longer holds),
+    ``estimated``, its prompt left for the pipeline to estimate.
     """
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -82,15 +147,16 @@ def message_to_completion(
         if kind == "text":
             texts.append(block.get("text") or "")
         elif kind == "tool_use":
-            arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
-            if json_tool is not None and block.get("name") == json_tool:
+            check_tool_use(block, new_call_id)
+            arguments = tool_use_arguments(block.get("input"))
+            if json_tool is not None and block["name"] == json_tool:
                 json_text = arguments
             else:
                 calls.append(
                     {
-                        "id": block.get("id"),
+                        "id": block["id"],
                         "type": "function",
-                        "function": {"name": block.get("name"), "arguments": arguments},
+                        "function": {"name": block["name"], "arguments": arguments},
                     }
                 )
     if json_text is not None:
@@ -103,6 +169,10 @@ def message_to_completion(
     if calls:
         message["tool_calls"] = calls
     usage = usage_from(data.get("usage") or {})
+    if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
+        usage = Usage(
+            completion_tokens=estimate_completion_tokens(message_pieces(data)), estimated=True
+        )
     body = {
         "id": data.get("id"),
         "object": "chat.completion",
@@ -155,20 +225,25 @@ def checked_message(data: Any, body: bytes) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Block:
-    """What one content block of the stream turns into, and whether it sent arguments yet."""
+    """What one content block of the stream turns into, and whether it sent arguments yet
+    (``unsent``: what it sends at its end when it did not)."""
 
     kind: Literal["text", "tool", "json", "ignored"]
     tool_index: int = -1
     sent: bool = False
+    unsent: str = "{}"
 
 
 class AnthropicStreamTranslator:
     """One Anthropic stream → OpenAI chunks; keeps the block index → tool call index map.
 
-    Tool calls are numbered in the order their ``tool_use`` blocks start; the first delta of
-    each carries its id and name, later ones argument fragments (a tool called with no
-    arguments gets ``"{}"`` so clients can always parse them). Chunks carry no ``usage``:
-    it accumulates in :attr:`usage` for the pipeline.
+    Tool calls are numbered in the order their ``tool_use`` blocks start (each checked and
+    given an id as :func:`check_tool_use` says); the first delta of each carries its id and
+    name, later ones argument fragments. A block that sends no fragment gets the input its
+    start carried as arguments (:func:`tool_use_arguments`: ``"{}"`` for Anthropic's empty
+    start, so clients can always parse them; a server's whole input otherwise). Chunks carry
+    no ``usage``: it accumulates in :attr:`usage` for the pipeline. Thinking, which chunks do
+    not carry, is kept in :attr:`unshown` for the estimate.
     """
 
     def __init__(self, alias: str, json_tool: str | None) -> None:
@@ -176,6 +251,8 @@ class AnthropicStreamTranslator:
         self.json_tool = json_tool
         self.usage: Usage | None = None
         self.sent_usage: Any = None
+        #: The thinking deltas' text (the chunks leave it out; the estimate counts it).
+        self.unshown: list[str] = []
         self.finish_reason: str | None = None
         self.done = False
         self._id = ""
@@ -230,17 +307,20 @@ class AnthropicStreamTranslator:
             self._blocks[index] = _Block("text")
             text = _text(block, "text")
             return [self._chunk({"content": text})] if text else []
-        if kind == "tool_use" and self.json_tool and block.get("name") == self.json_tool:
-            self._blocks[index] = _Block("json")
-            return []
         if kind == "tool_use":
-            self._blocks[index] = _Block("tool", tool_index=self._tools)
+            check_tool_use(block, new_call_id)
+            start = block.get("input")
+            unsent = "{}" if type(start) is dict and not start else tool_use_arguments(start)
+            if self.json_tool and block["name"] == self.json_tool:
+                self._blocks[index] = _Block("json", unsent=unsent)
+                return []
+            self._blocks[index] = _Block("tool", tool_index=self._tools, unsent=unsent)
             self._tools += 1
             call = {
                 "index": self._blocks[index].tool_index,
-                "id": _text(block, "id"),
+                "id": block["id"],
                 "type": "function",
-                "function": {"name": _text(block, "name"), "arguments": ""},
+                "function": {"name": block["name"], "arguments": ""},
             }
             return [self._chunk({"tool_calls": [call]})]
         self._blocks[index] = _Block("ignored")
@@ -249,10 +329,16 @@ class AnthropicStreamTranslator:
     def _on_content_block_delta(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         delta = data.get("delta") or {}
         state = self._blocks.get(data.get("index", -1), _Block("text"))
-        if delta.get("type") == "text_delta" and state.kind == "text":
+        kind = delta.get("type")
+        if kind == "text_delta" and state.kind == "text":
             text = _text(delta, "text")
             return [self._chunk({"content": text})] if text else []
-        if delta.get("type") != "input_json_delta" or not delta.get("partial_json"):
+        if kind == "thinking_delta":
+            thinking = delta.get("thinking")
+            if thinking and isinstance(thinking, str):
+                self.unshown.append(thinking)
+            return []
+        if kind != "input_json_delta" or not delta.get("partial_json"):
             return []
         fragment = _text(delta, "partial_json")
         if state.kind == "json":
@@ -267,10 +353,10 @@ class AnthropicStreamTranslator:
     def _on_content_block_stop(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         state = self._blocks.get(data.get("index", -1), _Block("ignored"))
         if state.kind == "tool" and not state.sent:
-            call = {"index": state.tool_index, "function": {"arguments": "{}"}}
+            call = {"index": state.tool_index, "function": {"arguments": state.unsent}}
             return [self._chunk({"tool_calls": [call]})]
         if state.kind == "json" and not state.sent:
-            return [self._chunk({"content": "{}"})]
+            return [self._chunk({"content": state.unsent})]
         return []
 
     def _on_message_delta(self, data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ into an :class:`UpstreamRequest`, and upstream bytes back into OpenAI-shaped val
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -84,6 +84,12 @@ class StreamTranslator(Protocol):
     #: True once the upstream signalled a proper end (``[DONE]`` or ``message_stop``).
     done: bool
 
+    @property
+    def unshown(self) -> Sequence[str]:
+        """Text of the answer its chunks do not carry (an Anthropic upstream's thinking),
+        which the completion estimate counts with theirs, as the Messages door's does."""
+        ...
+
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         """Translate one event; raises :class:`UpstreamError` for an in-stream error event."""
         ...
@@ -107,7 +113,10 @@ class Adapter(Protocol):
 
     def parse_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResponse:
         """A 2xx upstream body as an OpenAI ``chat.completion`` (model = the requested alias);
-        raises UpstreamError when the body is not what the format promises."""
+        raises UpstreamError when the body is not what the format promises. When the upstream
+        counted nothing, the usage is zero (the pipeline estimates the answer from the body),
+        or ``estimated`` with the completion the adapter estimated (from what the body does
+        not show) and the prompt zero, for the pipeline to estimate."""
         ...
 
     def stream_translator(self, request: ChatRequest, target: Target) -> StreamTranslator: ...

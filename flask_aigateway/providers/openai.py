@@ -7,7 +7,7 @@ not, passes through untouched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import jsoncodec
@@ -152,6 +152,9 @@ class OpenAIStreamTranslator:
     when it asked for one. Tool calls are checked and completed as :func:`_check_call` says,
     each at its first delta.
     """
+
+    #: Nothing: the chunks carry the whole answer.
+    unshown: Sequence[str] = ()
 
     def __init__(self, request: ChatRequest) -> None:
         self.request = request

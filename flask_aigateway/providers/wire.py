@@ -148,6 +148,14 @@ def new_call_id() -> str:
     return "call_" + os.urandom(12).hex()
 
 
+def new_tool_use_id() -> str:
+    """An id for a ``tool_use`` block an Anthropic-format upstream sent without a usable one,
+    where the block is served as Anthropic's (/v1/messages): ``toolu_`` and 24 hex digits,
+    an id of Anthropic's kind. Where the block becomes an OpenAI tool call it gets
+    :func:`new_call_id`, as an OpenAI-format upstream's call does."""
+    return "toolu_" + os.urandom(12).hex()
+
+
 def call_name(function: Mapping[str, Any]) -> str:
     """The name a streamed tool call's first delta gives its function, for a door that must
     name the call as it begins (an Anthropic ``tool_use`` block, a Responses item); raises
