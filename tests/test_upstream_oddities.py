@@ -534,3 +534,27 @@ def test_a_responses_stream_failing_in_its_own_translation_is_logged_as_the_upst
     with state.transaction() as session:
         [row] = session.scalars(select(RequestLog)).all()
     assert (row.status_code, row.error_type) == (502, "upstream_error"), row.error_message
+
+
+@pytest.mark.parametrize(
+    "later",
+    [{"name": 5}, {"input": 5}, {"input": {"sql": "SELECT 1"}}],
+    ids=["name", "input", "input-object"],
+)
+def test_a_custom_tool_calls_later_delta_is_checked_like_its_first(
+    client, state, api_key, upstreams, later
+) -> None:
+    """A later delta of a streamed custom tool call whose name or input is not text: an
+    error event saying the upstream's answer is malformed, logged as its 502. The later
+    deltas of a custom call were not checked at all, and such a name broke the estimate of
+    the stream's end: an internal error, logged as the gateway's 500."""
+    first = {"index": 0, **CUSTOM_CALL, "custom": {"name": "run_sql", "input": "SELECT"}}
+    deltas = [{"delta": {"tool_calls": [first]}}]
+    deltas.append({"delta": {"tool_calls": [{"index": 0, "custom": later}]}})
+    deltas.append({"delta": {}, "finish_reason": "tool_calls"})
+    upstreams["gpt"].reply(raw_body=chunk_stream(*deltas), headers=SSE)
+    response = ask(client, api_key, "chat", True, tools=[CUSTOM_TOOL])
+    [error] = [e["error"] for e in events(response) if "error" in e]
+    assert "unexpected shape" in error["message"], error
+    [row] = rows(state)
+    assert (row.status_code, row.error_type) == (502, "upstream_error"), row.error_message

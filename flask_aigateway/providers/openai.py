@@ -304,14 +304,15 @@ def _check_call(
     later delta, as some compatible servers send it (vLLM serving Command-A opens a call with
     ``"name": ""``): the first delta's must then be text or absent, and the chat door passes
     the deltas on (the SDKs join the name's pieces; a call still unnamed at ``[DONE]`` ends
-    the stream with an error); the doors that must name a call when it
-    begins refuse one that starts unnamed (:func:`.wire.call_name`). A call of another kind of
-    tool (OpenAI's custom tools, ``{"type": "custom", "custom": {"name", "input"}}``) passes
-    when the request offered that kind, named in its own object. A call starting without a
-    string id (or with an empty one) is given one, :func:`.wire.new_call_id`: clients pair
-    their tool results with calls by id. Arguments sent as a JSON value rather than its text (some
-    OpenAI-compatible servers send an object) become that text. Real providers' calls (text
-    ids, names and arguments) are left as they came."""
+    the stream with an error); the doors that must name a call when it begins refuse one that
+    starts unnamed (:func:`.wire.call_name`). A call of another kind of tool (OpenAI's custom
+    tools, ``{"type": "custom", "custom": {"name", "input"}}``) passes when the request
+    offered that kind, named in its own object, its input text (in every delta). A call
+    starting without a string id (or with an empty one) is given one,
+    :func:`.wire.new_call_id`: clients pair their tool results with calls by id. Arguments
+    sent as a JSON value rather than its text (some OpenAI-compatible servers send an object)
+    become that text. Real providers' calls (text ids, names and arguments) are left as they
+    came."""
     function = call.get("function")
     kind = call.get("type")
     if function is None and kind not in (None, "function") and first:
@@ -319,7 +320,9 @@ def _check_call(
             raise TypeError(f"a call of a {kind!r} tool, which the request did not offer")
         function = call.get(kind)
     elif function is None and not first:
-        return
+        function = call.get("custom")  # a later delta of a custom tool's call, if any
+        if function is None:
+            return
     if not isinstance(function, dict):
         raise TypeError("a tool call's function is not an object")
     name = function.get("name")
@@ -334,6 +337,10 @@ def _check_call(
     arguments = function.get("arguments")
     if arguments is not None and not isinstance(arguments, str):
         function["arguments"] = jsoncodec.dumps_text(arguments)
+    if call.get("function") is None:  # a custom tool's call: its freeform input is text
+        given = function.get("input")
+        if given is not None and not isinstance(given, str):
+            raise TypeError("a custom tool call's input is not text")
 
 
 def _offered_kinds(request: ChatRequest) -> set[Any]:
