@@ -171,8 +171,6 @@ class ChatStream:
                     retryable=False,
                 )
             self._settle(translator.usage, completion_chars)
-            if assembler is not None and self._stores():
-                self._store(assembler)
             final_usage = self.record.usage
             if held_finish is not None:
                 if not self._include_usage:
@@ -187,6 +185,10 @@ class ChatStream:
                 paused = clock()
                 yield StreamChunk(usage_chunk, usage=final_usage)
                 record.client_seconds += clock() - paused
+            # Cached once the consumer took every chunk: a door that refuses the last one
+            # (fail) leaves nothing behind for the next identical request to be served.
+            if assembler is not None and self._stores():
+                self._store(assembler)
         except GeneratorExit:
             self._abandon()
             raise
@@ -264,13 +266,16 @@ class ChatStream:
         call's arguments going on after they were whole, a call without a name): the request
         ends as ``error`` says, the upstream's fault noted, what was received billed — as when
         the chunks themselves fail — not as a client that left (499) — and the stream is
-        closed (upstream connection dropped, log row written). Once only."""
-        if self._settled:
+        closed (upstream connection dropped, log row written). Also when the refused chunk was
+        the last, which the stream settles before it gives it (the cost stands: the upstream
+        produced it); nothing once the stream is closed."""
+        if self._closed:
             return
         self.record.fail(error)
         if isinstance(error, UpstreamError):
             self.record.note_upstream_error(self.target, error)
-        self._settle(self.opened.translator.usage, self._text)
+        if not self._settled:
+            self._settle(self.opened.translator.usage, self._text)
         self.close()
 
     def _abandon(self) -> None:

@@ -203,8 +203,10 @@ def test_a_streamed_tool_call_without_a_name_ends_the_stream_with_an_error(
         assert found[-1]["type"] == "response.failed"
         error = found[-2]
         assert error["type"] == "error"
-    named_first = door != "chat" and function != "number"
-    said = "does not name its function" if named_first else "unexpected shape"
+    if function == "number":
+        said = "unexpected shape"
+    else:
+        said = "never named" if door == "chat" else "does not name its function"
     assert said in error["message"]
     [row] = rows(state)
     assert (row.status_code, row.error_type) == (502, "upstream_error")
@@ -558,3 +560,73 @@ def test_a_custom_tool_calls_later_delta_is_checked_like_its_first(
     assert "unexpected shape" in error["message"], error
     [row] = rows(state)
     assert (row.status_code, row.error_type) == (502, "upstream_error"), row.error_message
+
+
+#: A call whose arguments were whole gets more in the chunk that finishes the choice (Gemini's
+#: endpoint sends a call's delta and the finish reason in one chunk).
+MORE_IN_THE_FINISH = chunk_stream(
+    {"delta": {"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "f"}}]}},
+    {"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}},
+    {"delta": {"tool_calls": [{"index": 1, "id": "c1", "function": {"name": "g"}}]}},
+    {
+        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"more"'}}]},
+        "finish_reason": "tool_calls",
+    },
+)
+
+
+def test_a_responses_stream_refused_in_its_finish_chunk_is_logged_and_not_cached(
+    client, state, api_key, upstreams
+) -> None:
+    """The chunk the Responses door refuses is the last, which the chat stream settles (and
+    cached) before giving it: the row said 200, and the same request again was served the
+    refused answer from the cache as a completed response with arguments '{}"more"'."""
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    upstreams["gpt"].default = Reply(raw_body=MORE_IN_THE_FINISH, headers=SSE)
+    tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+    for _ in range(2):
+        response = ask(client, api_key, "responses", True, tools=[tool])
+        found = events(response)
+        response.close()
+        assert [e["type"] for e in found[-2:]] == ["error", "response.failed"]
+    assert len(upstreams["gpt"].requests) == 2  # asked again: nothing was cached
+    for row in rows(state):
+        assert (row.status_code, row.error_type) == (502, "upstream_error"), row.error_message
+
+
+def test_a_custom_tool_call_named_in_a_later_delta_reaches_chat_clients(
+    client, state, api_key, upstreams
+) -> None:
+    """A custom tool's call, too, may be named in a later delta (in its ``custom`` object):
+    only a function's later name counted, and the stream ended 'never named'."""
+    first = {"index": 0, "id": "call_1", "type": "custom", "custom": {"name": "", "input": ""}}
+    later = {"index": 0, "custom": {"name": "run_sql", "input": "SELECT 1"}}
+    body = chunk_stream(
+        {"delta": {"tool_calls": [first]}},
+        {"delta": {"tool_calls": [later]}},
+        {"delta": {}, "finish_reason": "tool_calls"},
+    )
+    upstreams["gpt"].reply(raw_body=body, headers=SSE)
+    found = events(ask(client, api_key, "chat", True, tools=[CUSTOM_TOOL]))
+    assert not [e for e in found if "error" in e], found[-1]
+    [row] = rows(state)
+    assert row.status_code == 200, row.error_message
+
+
+@pytest.mark.parametrize("door", ["chat", "responses"])
+def test_a_call_still_unnamed_when_its_choice_finishes_is_retried(
+    client, state, api_key, upstreams, door
+) -> None:
+    """A whole call named "" in the stream's first chunk, with the finish reason: nothing can
+    name it any more, so the attempt fails there, while the stream is being opened, and is
+    retried (here the retry answers properly), as before a later name was allowed."""
+    call = {"index": 0, "id": "c0", "type": "function", "function": {"name": "", "arguments": ""}}
+    bad = chunk_stream(
+        {"delta": {"role": "assistant", "tool_calls": [call]}, "finish_reason": "tool_calls"}
+    )
+    upstreams["gpt"].queue(Reply(raw_body=bad, headers=SSE), Reply(text="fine"))
+    response = ask(client, api_key, door, True)
+    found = events(response)
+    response.close()
+    assert not [e for e in found if "error" in e or e.get("type") == "error"], found[-2:]
+    assert len(upstreams["gpt"].requests) == 2

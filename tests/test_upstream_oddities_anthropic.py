@@ -336,3 +336,39 @@ def test_an_answer_without_usage_is_billed_the_same_on_every_door(
     if door == "chat" and not stream:
         usage = response.get_json()["usage"]
         assert (usage["prompt_tokens"], usage["completion_tokens"]) == (row.prompt_tokens, 12)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_json_mode_answer_without_usage_is_billed_the_same_streamed_or_not(
+    client, state, api_key, upstreams, stream
+) -> None:
+    """Chat JSON mode on an Anthropic-format upstream that counts nothing: the forced JSON
+    tool's input becomes the content, and both the JSON answer and the stream estimate that
+    content (the JSON answer counted the forced tool's name too: 8 tokens against 5)."""
+    from flask_aigateway.providers.anthropic_messages import JSON_TOOL_DEFAULT_NAME
+
+    block = {
+        "type": "tool_use",
+        "id": "toolu_01",
+        "name": JSON_TOOL_DEFAULT_NAME,
+        "input": {"city": "Paris"},
+    }
+    upstreams["claude"].queue(answer([block], stream, usage=None))
+    body = {
+        "model": "claude",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "JSON please"}],
+        "response_format": {"type": "json_object"},
+    }
+    response = client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body),
+        headers={"Authorization": f"Bearer {api_key}"},
+        content_type="application/json",
+    )
+    served = response.get_data(as_text=True)
+    assert response.status_code == 200 and '"error":{' not in served, served
+    with state.transaction() as session:
+        [row] = session.scalars(select(RequestLog)).all()
+    assert row.usage_estimated is True
+    assert row.completion_tokens == estimate_text_tokens(json.dumps({"city": "Paris"}))

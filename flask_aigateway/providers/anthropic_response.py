@@ -105,12 +105,14 @@ def tool_use_input(value: Any) -> dict[str, Any]:
     return {} if value is None else {"_raw_arguments": tool_use_arguments(value)}
 
 
-def message_pieces(message: Mapping[str, Any]) -> list[str]:
+def message_pieces(message: Mapping[str, Any], json_tool: str | None = None) -> list[str]:
     """What :func:`.tokens.estimate_completion_tokens` counts of an Anthropic message, on
     every door: its text and thinking (billed as output, though chat completions and
     Responses do not show it) and each tool call's name and input (written as
-    :func:`tool_use_arguments` writes it, the arguments the chat door serves). Anything else,
-    or text that is not a string, counts nothing: an estimate does not judge the answer."""
+    :func:`tool_use_arguments` writes it, the arguments the chat door serves). The JSON
+    mode's forced tool (``json_tool``) counts its input only, the content it becomes, as a
+    stream of the same answer counts it. Anything else, or text that is not a string, counts
+    nothing: an estimate does not judge the answer."""
     pieces: list[str] = []
     for block in message.get("content") or ():
         kind = block.get("type")
@@ -120,7 +122,7 @@ def message_pieces(message: Mapping[str, Any]) -> list[str]:
                 pieces.append(text)
         elif kind == "tool_use":
             name = block.get("name")
-            if isinstance(name, str):
+            if isinstance(name, str) and (json_tool is None or name != json_tool):
                 pieces.append(name)
             pieces.append(tool_use_arguments(block.get("input")))
     return pieces
@@ -171,7 +173,8 @@ def message_to_completion(
     usage = usage_from(data.get("usage") or {})
     if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
         usage = Usage(
-            completion_tokens=estimate_completion_tokens(message_pieces(data)), estimated=True
+            completion_tokens=estimate_completion_tokens(message_pieces(data, json_tool)),
+            estimated=True,
         )
     body = {
         "id": data.get("id"),

@@ -173,7 +173,7 @@ class OpenAIStreamTranslator:
         data = event.data.strip()
         if data == "[DONE]":
             if self._unnamed:
-                raise TypeError("a streamed tool call was never named")
+                raise _never_named()
             self.done = True
             return []
         if not data:
@@ -228,6 +228,10 @@ class OpenAIStreamTranslator:
                 if not isinstance(finish_reason, str):
                     raise TypeError("finish_reason is not a string")
                 self.finish_reason = finish_reason
+                if self._unnamed and any(c == choice.get("index", 0) for c, _ in self._unnamed):
+                    # Said at once (in the first chunk, the attempt is retried): nothing
+                    # after its choice's finish names a call.
+                    raise _never_named()
         chunk["model"] = self.alias
         chunk.setdefault("object", "chat.completion.chunk")
         chunk.setdefault("created", 0)
@@ -247,10 +251,19 @@ class OpenAIStreamTranslator:
                     self._unnamed.add((choice, key))
             else:
                 _check_call(call, self.request, first=False)
-                if self._unnamed and (call.get("function") or {}).get("name"):
+                if self._unnamed and (call.get("function") or call.get("custom") or {}).get("name"):
                     self._unnamed.discard((choice, key))
                 if call.get("id") is not None and not isinstance(call["id"], str):
                     call["id"] = known
+
+
+def _never_named() -> UpstreamError:
+    """A streamed tool call still unnamed when its choice finished (or the stream ended)."""
+    return UpstreamError(
+        f"The {LABEL} upstream streamed a tool call whose function it never named; the "
+        "answer cannot be used.",
+        retryable=True,
+    )
 
 
 def _check_choice(choice: Mapping[str, Any], request: ChatRequest) -> None:
