@@ -101,7 +101,9 @@ def tool_answer(call: dict[str, Any], stream: bool) -> dict[str, Any]:
 
 def served_calls(door: str, stream: bool, response: Any) -> list[dict[str, Any]]:
     """The tool calls the client received as ``{"id", "name", "arguments"}`` (``arguments``:
-    the text a client reads, or a Messages client's ``input`` in a JSON answer)."""
+    the text a client reads, or a Messages client's ``input`` in a JSON answer); on
+    /v1/messages ``input`` too (the block's, or in a stream its start's, where
+    ``arguments`` is its fragments joined)."""
     assert response.status_code == 200, response.get_data(as_text=True)
     if not stream:
         body = response.get_json()
@@ -110,7 +112,10 @@ def served_calls(door: str, stream: bool, response: Any) -> list[dict[str, Any]]
             return [{"id": c["id"], **c["function"]} for c in calls]
         if door == "messages":
             blocks = [b for b in body["content"] if b["type"] == "tool_use"]
-            return [{"id": b["id"], "name": b["name"], "arguments": b["input"]} for b in blocks]
+            return [
+                {"id": b["id"], "name": b["name"], "arguments": b["input"], "input": b["input"]}
+                for b in blocks
+            ]
         items = [i for i in body["output"] if i["type"] == "function_call"]
         return [{"id": i["call_id"], "name": i["name"], "arguments": i["arguments"]} for i in items]
     found = events(response)
@@ -134,7 +139,7 @@ def served_calls(door: str, stream: bool, response: Any) -> list[dict[str, Any]]
             ):
                 block = event["content_block"]
                 blocks[event["index"]] = {"id": block["id"], "name": block["name"]}
-                blocks[event["index"]]["arguments"] = ""
+                blocks[event["index"]].update(input=block["input"], arguments="")
             elif event["type"] == "content_block_delta" and event["index"] in blocks:
                 blocks[event["index"]]["arguments"] += event["delta"]["partial_json"]
         return list(blocks.values())
