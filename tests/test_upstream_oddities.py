@@ -153,6 +153,18 @@ def rows(state: Any) -> list[RequestLog]:
         return list(session.scalars(select(RequestLog).order_by(RequestLog.id)))
 
 
+def assert_malformed_answer(response: Any, state: Any, upstream: Any, door: str) -> None:
+    """A JSON answer refused as malformed: a 502 in the door's error shape, retried (another
+    try may be well-formed), logged as the upstream's fault."""
+    assert response.status_code == 502, response.get_json()
+    error = response.get_json()["error"]
+    assert error["type"] == ("api_error" if door == "messages" else "upstream_error")
+    assert "unexpected shape" in error["message"]
+    assert len(upstream.requests) == 3
+    [row] = rows(state)
+    assert (row.status_code, row.error_type) == (502, "upstream_error")
+
+
 # -- tool call names and ids ----------------------------------------------------------------------
 
 NAMELESS = {
@@ -175,13 +187,7 @@ def test_a_tool_call_without_a_name_is_a_malformed_answer(
     call = {"id": "call_1", "type": "function", "function": NAMELESS[function]}
     upstreams["gpt"].default = Reply(**tool_answer(call, stream=False))
     response = ask(client, api_key, door, stream=False)
-    assert response.status_code == 502, response.get_json()
-    error = response.get_json()["error"]
-    assert error["type"] == ("api_error" if door == "messages" else "upstream_error")
-    assert "unexpected shape" in error["message"]
-    assert len(upstreams["gpt"].requests) == 3  # retried: another try may be well-formed
-    [row] = rows(state)
-    assert (row.status_code, row.error_type) == (502, "upstream_error")
+    assert_malformed_answer(response, state, upstreams["gpt"], door)
 
 
 @pytest.mark.parametrize("door", DOORS)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from fakes import Reply
 from sqlalchemy import select
-from test_upstream_oddities import events, served_calls
+from test_upstream_oddities import assert_malformed_answer, events, served_calls
 
 from flask_aigateway.models import RequestLog
 from flask_aigateway.tokens import estimate_text_tokens
@@ -130,13 +130,7 @@ def test_a_tool_use_block_without_a_name_is_a_malformed_answer(
     there only when the gateway estimated the usage)."""
     upstreams["claude"].default = answer([tool_use(name=NAMELESS[name])], False, usage)
     response = ask(client, api_key, door, stream=False)
-    assert response.status_code == 502, response.get_json()
-    error = response.get_json()["error"]
-    assert error["type"] == ("api_error" if door == "messages" else "upstream_error")
-    assert "unexpected shape" in error["message"]
-    assert len(upstreams["claude"].requests) == 3  # retried: another try may be well-formed
-    [row] = rows(state)
-    assert (row.status_code, row.error_type) == (502, "upstream_error")
+    assert_malformed_answer(response, state, upstreams["claude"], door)
 
 
 @pytest.mark.parametrize("door", DOORS)
