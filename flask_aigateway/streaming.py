@@ -278,6 +278,17 @@ class ChatStream:
             self._settle(self.opened.translator.usage, self._text)
         self.close()
 
+    def crash(self, exc: BaseException) -> None:
+        """A door translating the chunks hit an unexpected exception (a bug; the door logs its
+        traceback): the request ends as the gateway's 500, what was received billed, the
+        stream closed — as a bug in the stream itself ends it. Nothing once it is closed."""
+        if self._closed:
+            return
+        self.record.crash(exc)
+        if not self._settled:
+            self._settle(self.opened.translator.usage, self._text)
+        self.close()
+
     def _abandon(self) -> None:
         """The consumer stopped before the end: bill what was consumed, log it as 499."""
         if self._settled:

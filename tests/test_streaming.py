@@ -302,6 +302,38 @@ def test_a_bug_mid_stream_ends_it_with_an_internal_error_event(
     assert response.headers["x-request-id"] in caplog.text
 
 
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_a_bug_mid_responses_stream_ends_it_with_an_internal_error_event(
+    live_server, api_key, upstreams, state, monkeypatch, caplog, alias
+):
+    """The same on /v1/responses when the bug is in the door's own translation of the chunks:
+    ``error`` (internal_error) and ``response.failed`` instead of a cut connection, and the row
+    says 500 with what was received billed — it said the client had left (499)."""
+    from flask_aigateway.responses.events import ResponseEvents
+
+    monkeypatch.setattr(ResponseEvents, "_text", _fails_on_call(ResponseEvents._text, 3))
+    upstreams[alias].reply(text="a b c d e f g h", prompt_tokens=50)
+    response = requests.post(
+        live_server.url + "/v1/responses",
+        json={"model": alias, "input": "Stream please", "stream": True},
+        headers={"Authorization": f"Bearer {api_key}"},
+        stream=True,
+        timeout=20,
+    )
+    got = [
+        json.loads(line[len(b"data: ") :])
+        for line in response.iter_lines()
+        if line.startswith(b"data: ")
+    ]
+    assert [e["type"] for e in got[-2:]] == ["error", "response.failed"]
+    assert got[-2]["code"] == "internal_error" and "request id" in got[-2]["message"]
+    assert got[-1]["response"]["status"] == "failed"
+    [row] = wait_for_rows(state, 1)
+    assert (row.status_code, row.error_type, row.route) == (500, "internal_error", "responses")
+    assert row.cost > 0
+    assert "RuntimeError: a bug in the gateway" in caplog.text
+
+
 def test_a_bug_mid_messages_stream_ends_it_with_an_error_event(
     live_server, api_key, upstreams, state, monkeypatch
 ):

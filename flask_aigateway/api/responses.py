@@ -106,7 +106,13 @@ def create() -> Response:
         stream = pipeline.open_stream(
             chat_request, api_key, rid, cache_control=cache_control, api_route=Route.RESPONSES
         )
-        events = ResponseEvents(parsed, _chunks(stream), on_finished=keep, on_failed=stream.fail)
+        events = ResponseEvents(
+            parsed,
+            _chunks(stream),
+            on_finished=keep,
+            on_failed=stream.fail,
+            on_crashed=stream.crash,
+        )
         response = Response(_EventSSE(stream, events), mimetype="text/event-stream")
         response.headers.extend([*_SSE_HEADERS, *_gateway_headers(rid, stream)])
         return response

@@ -6,7 +6,8 @@
 ``function_call_arguments.delta``… / ``.done`` / ``output_item.done`` run per tool call; then
 ``response.completed`` (or ``response.incomplete`` at the token limit) with the usage and the
 gateway's ``aigateway`` object (cost, provider, attempts), as chat's final chunk has it. A
-failure after the first byte gives an ``error`` event and ``response.failed``.
+failure after the first byte gives an ``error`` event and ``response.failed`` — a bug in this
+translation too (``internal_error``, its traceback in the log), as chat's stream ends on one.
 
 A call is done as the next item begins once its arguments are a whole JSON object, as OpenAI
 sends them; a call whose arguments are not (an OpenAI-compatible server interleaving parallel
@@ -16,15 +17,18 @@ calls' fragments by ``index``) stays open beside the next, its deltas naming its
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import GatewayError, forget_frames
+from ..errors import GatewayError, forget_frames, internal_error
 from ..providers.wire import after_whole_arguments, arguments_whole, call_name, tool_call_key
 from .objects import response_object, usage_object
 from .tools import custom_input, output_call, search_arguments
 from .translate import ResponsesRequest, item_id, new_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -49,6 +53,9 @@ class ResponseEvents:
     #: Told of an error the stream ends with (the chunks', or this translation's own: those
     #: must reach the request's record, which the chunks' source keeps).
     on_failed: Callable[[GatewayError], None] | None = None
+    #: Told of an unexpected exception (a bug) in this translation, before the stream ends
+    #: with ``internal_error``: the request's record says 500, not a client that left.
+    on_crashed: Callable[[BaseException], None] | None = None
     _sequence: int = 0
     _output: list[dict[str, Any]] = field(default_factory=list)
     #: The message item text goes to; None once anything else began.
@@ -87,18 +94,14 @@ class ResponseEvents:
         except GatewayError as error:
             if self.on_failed is not None:
                 self.on_failed(error)
-            yield from self._close("incomplete")
-            yield self._event(
-                "error", code=error.code or error.type, message=error.message, param=error.param
-            )
-            failed = response_object(
-                self.request,
-                status="failed",
-                output=self._output,
-                error={"code": "server_error", "message": error.message},
-            )
-            yield self._event("response.failed", response=failed)
+            yield from self._failed(error)
             forget_frames(error)
+            return
+        except Exception as exc:
+            log.exception("unexpected error in the Responses stream of %s", self.request.id)
+            if self.on_crashed is not None:
+                self.on_crashed(exc)
+            yield from self._failed(internal_error())
             return
         status = "incomplete" if finish_reason == "length" else "completed"
         yield from self._close(status)
@@ -120,6 +123,21 @@ class ResponseEvents:
         if extension is not None:
             data["aigateway"] = extension
         yield kind, data
+
+    def _failed(self, error: GatewayError) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The end of a stream that failed: open items closed as incomplete, ``error``, then
+        ``response.failed`` with what was output."""
+        yield from self._close("incomplete")
+        yield self._event(
+            "error", code=error.code or error.type, message=error.message, param=error.param
+        )
+        failed = response_object(
+            self.request,
+            status="failed",
+            output=self._output,
+            error={"code": "server_error", "message": error.message},
+        )
+        yield self._event("response.failed", response=failed)
 
     def _text(self, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
         current = self._open
