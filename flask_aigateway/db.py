@@ -134,6 +134,13 @@ def to_money(value: Decimal | int | float | str) -> Decimal:
     return Decimal(value).quantize(MONEY_QUANTUM)
 
 
+def money_text(value: Decimal) -> str:
+    """USD as plain decimal text for headers and stream extensions: ``0.0000002600``, never
+    the exponent ``str(Decimal)`` gives a quantized amount under a millionth (``2.600E-7``) or
+    zero (``0E-10``)."""
+    return format(value, "f")
+
+
 def default_database_uri(app: Flask) -> str:
     """SQLite file in the app's instance folder: zero services for a single node."""
     return "sqlite:///" + os.path.join(app.instance_path, "aigateway.db")

@@ -346,7 +346,7 @@ class Messages:
                 with record.upstream_wait():
                     answer = pipeline.transport.send(
                         upstream,
-                        timeout=pipeline.deadline() - time.monotonic(),
+                        timeout=pipeline.deadline(record) - time.monotonic(),
                         pool_key=target.provider_id,
                     )
                 record.attempts = 1

@@ -208,7 +208,7 @@ class Pipeline:
                     route, request, self.settings["AIGATEWAY_REQUEST_TIMEOUT"]
                 )
         request = self.admit(request, principal, route, admission)
-        cached = self.cache.get(admission.cache)
+        cached = self.cache.get(admission.cache, self.deadline(record) - time.monotonic())
         if cached is not None:
             admission.headers["x-aigateway-cache"] = "HIT"
         return route, request, cached
@@ -260,7 +260,7 @@ class Pipeline:
                 self.settings,
                 self.routes(route, kind),
                 attempt,
-                self.deadline(),
+                self.deadline(record),
                 attempts,
                 request=request,
                 resolve=lambda alias: self.resolve(alias, kind),
@@ -274,8 +274,12 @@ class Pipeline:
             record.target = record.target or attempts.last_target
         return target, result, attempts
 
-    def deadline(self) -> float:
-        return time.monotonic() + self.settings["AIGATEWAY_REQUEST_TIMEOUT"]
+    def deadline(self, record: RequestRecord) -> float:
+        """When the request's time is up, on the monotonic clock: ``AIGATEWAY_REQUEST_TIMEOUT``
+        after it began, so that what it waited for before routing (an identical request's
+        answer, see :meth:`.ResponseCache.get`) counts against the same one deadline."""
+        elapsed = time.perf_counter() - record.started
+        return time.monotonic() - elapsed + self.settings["AIGATEWAY_REQUEST_TIMEOUT"]
 
     def account(self, record: RequestRecord, target: Target, usage: Usage) -> None:
         record.target = target

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .accounting import RequestRecord
 from .caching import CompletionAssembler, completion_chunks
+from .db import money_text
 from .errors import GatewayError, UpstreamError, internal_error
 from .providers.base import SSEEvent, StreamTranslator, Target
 from .providers.wire import SHAPE_ERRORS, unexpected_shape
@@ -109,7 +110,7 @@ class ChatStream:
             "provider": self.target.provider_name,
             "deployment": self.target.deployment_id,
             "attempts": self.record.attempts,
-            "cost_usd": str(self.record.cost),
+            "cost_usd": money_text(self.record.cost),
             "usage_estimated": usage.estimated,
             "cache_hit": self.record.cache_hit,
         }
@@ -144,6 +145,13 @@ class ChatStream:
                         assembler.feed(chunk)
                     if not choices:
                         continue
+                    if held_finish is not None:
+                        # Not the last finish after all (``n`` > 1: one per choice): sent
+                        # as it came, in its place.
+                        paused = clock()
+                        yield StreamChunk(stamp(held_finish))
+                        record.client_seconds += clock() - paused
+                        held_finish = None
                     if finished:
                         held_finish = chunk
                         continue

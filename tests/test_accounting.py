@@ -286,3 +286,30 @@ def test_odd_parts_are_estimated_as_their_text() -> None:
     # As the /v1/messages carrier holds an Anthropic body's blocks, unchecked.
     request = ChatRequest(model="m", messages=[{"role": "user", "content": parts}])
     assert estimate_prompt_tokens(request) > 10
+
+
+def test_costs_under_a_millionth_are_plain_decimals(client, state, upstreams) -> None:
+    """A nano-class price: 13 tokens at $0.02 per million cost $0.00000026, which the cost
+    header and the stream's ``aigateway.cost_usd`` gave as ``2.600E-7`` (and a budget with
+    nothing left as ``0E-10``); clients and log pipelines read plain decimals everywhere
+    else."""
+    from flask_aigateway.services.keys import create_key
+    from flask_aigateway.services.models import create_model
+
+    create_model(
+        state,
+        alias="nano",
+        provider="fake-openai",
+        model="gpt-nano",
+        pricing_input="0.02",
+        pricing_output="0.02",
+    )
+    _, key = create_key(state, name="tiny budget", budget_per_day="0.000001")
+    upstreams["gpt"].reply(prompt_tokens=8, completion_tokens=5)
+    body = {"model": "nano", "messages": MESSAGES, "max_tokens": 5}
+    response = post(client, key, body)
+    assert response.headers["x-aigateway-cost-usd"] == "0.0000002600"
+    assert response.headers["x-aigateway-budget-remaining-usd"] == "0.0000007400"
+    upstreams["gpt"].reply(prompt_tokens=8, completion_tokens=5)
+    events = sse(post(client, key, {**body, "stream": True}))
+    assert events[-2]["aigateway"]["cost_usd"] == "0.0000002600"

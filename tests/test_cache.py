@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -340,6 +341,35 @@ def test_a_failed_leader_lets_the_next_request_ask(app, cached, api_key, upstrea
     outcomes = Counter((r.status_code, r.headers.get("x-aigateway-cache")) for r in results)
     assert outcomes == {(502, None): 1, (200, "MISS"): 1, (200, "HIT"): 1}
     assert len(fake.requests) == 4
+
+
+def test_waiting_for_an_identical_request_counts_against_the_one_deadline(
+    app, cached, api_key, upstreams
+) -> None:
+    """A request waiting for an identical one's answer has the same AIGATEWAY_REQUEST_TIMEOUT
+    in all, the wait included: behind an upstream that never answers, both end in a 504
+    about when the first does, and the upstream is asked once. The one waiting used to get
+    a second full deadline of its own after the wait, and to ask the upstream again."""
+    cached.settings["AIGATEWAY_REQUEST_TIMEOUT"] = 1.0
+    upstreams["gpt"].default = Reply(hang=True)
+    barrier = threading.Barrier(2)
+    ended: list[tuple[int, float]] = []
+
+    def one() -> None:
+        client = app.test_client()
+        barrier.wait()
+        began = time.monotonic()
+        status = post(client, api_key).status_code
+        ended.append((status, time.monotonic() - began))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert [status for status, _ in ended] == [504, 504]
+    assert max(seconds for _, seconds in ended) < 1.8, ended
+    assert len(upstreams["gpt"].requests) == 1
 
 
 def test_local_locks_are_forgotten_when_free() -> None:

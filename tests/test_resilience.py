@@ -415,6 +415,24 @@ def test_the_deadline_caps_retries_and_fallbacks(client, state, api_key, fleet):
     assert row.status_code == 504 and 1 <= row.attempts <= 3
 
 
+def test_fallbacks_left_untried_by_the_deadline_are_not_named(client, state, api_key, fleet):
+    """The deadline spent on the first alias: the 504 and its log row name only what was
+    tried. ``x-aigateway-fallback`` and the row's fallback path said ``a,b`` although ``b``
+    got no request."""
+    configure(state, request_timeout=1.0)
+    first, second = fleet.start(2)
+    first.default = Reply(hang=True)
+    add_alias(state, "b", [second])
+    add_alias(state, "a", [first], fallbacks=["b"])
+    response = chat(client, api_key, "a")
+    assert response.status_code == 504
+    assert response.headers["x-aigateway-attempts"] == "1"
+    assert "x-aigateway-fallback" not in response.headers
+    assert [len(first.requests), len(second.requests)] == [1, 0]
+    [row] = log_rows(state, 1)
+    assert (row.attempts, row.fallback_path) == (1, None)
+
+
 def test_a_retry_after_beyond_the_deadline_is_not_waited(client, state, api_key, upstreams):
     configure(state, request_timeout=2.0)
     fake = upstreams["gpt"]

@@ -183,6 +183,33 @@ def test_cost_based_picks_the_cheapest_for_this_request(client, state, api_key, 
     assert Decimal(priced.headers["x-aigateway-cost-usd"]) == Decimal("1")
 
 
+def test_cost_based_embeddings_weigh_only_the_input_price(client, state, api_key, fleet):
+    """An embedding produces no output tokens: a deployment's output price (irrelevant,
+    but set) must not make it look dearer. It counted as 256 output tokens."""
+    fakes = fleet.start(2)
+    ids = add_alias(
+        state,
+        "vectors",
+        fakes,
+        strategy="cost-based",
+        kind="embedding",
+        deployments=[
+            {"pricing_input": "0.10", "pricing_output": "0"},
+            {"pricing_input": "0.02", "pricing_output": "5"},
+        ],
+    )
+    served = [
+        client.post(
+            "/v1/embeddings",
+            json={"model": "vectors", "input": "hello"},
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+        for _ in range(5)
+    ]
+    assert all(r.status_code == 200 for r in served), served[0].json
+    assert tally(served_by(served), ids) == [0, 5]
+
+
 def test_cost_based_skips_a_dead_cheapest_deployment(client, state, api_key, fleet):
     cheap, dear = fleet.start(2)
     cheap.default = Reply(status=500)

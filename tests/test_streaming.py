@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 import requests
-from fakes import Reply, ToolCall
+from fakes import Reply, ToolCall, chunk_stream
 from sqlalchemy import select
 
 from flask_aigateway.models import RequestLog
@@ -276,6 +276,31 @@ def _fails_on_call(real, n):
         return real(*args, **kwargs)
 
     return wrapper
+
+
+def test_every_choice_of_a_stream_gets_its_finish_chunk(live_server, api_key, upstreams):
+    """``n`` = 2: the upstream finishes each choice in a chunk of its own. The gateway held
+    "the" finish chunk to add its extension to, and the second replaced the first: choice 0
+    never finished (the OpenAI SDK's final completion had ``finish_reason`` None there)."""
+    upstreams["gpt"].default = Reply(
+        raw_body=chunk_stream(
+            {"index": 0, "delta": {"role": "assistant", "content": "A"}},
+            {"index": 1, "delta": {"role": "assistant", "content": "B"}},
+            {"index": 0, "delta": {}, "finish_reason": "stop"},
+            {"index": 1, "delta": {"content": "b"}},
+            {"index": 1, "delta": {}, "finish_reason": "length"},
+        ),
+        headers={"Content-Type": "text/event-stream"},
+    )
+    got = events(stream(live_server, api_key, {"model": "gpt", "messages": MESSAGES, "n": 2}))
+    assert got[-1] == "[DONE]"
+    choices = [c for chunk in got[:-1] for c in chunk["choices"]]
+    assert [(c["index"], c["finish_reason"]) for c in choices if c.get("finish_reason")] == [
+        (0, "stop"),
+        (1, "length"),
+    ]
+    assert [c["delta"].get("content") for c in choices] == ["A", "B", None, "b", None]
+    assert "aigateway" in got[-2] and got[-2]["choices"][0]["index"] == 1
 
 
 @pytest.mark.parametrize("alias", ["gpt", "claude"])

@@ -19,7 +19,7 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntity
 from werkzeug.routing import PathConverter
 
 from .. import after_response, jsoncodec
-from ..db import database_error
+from ..db import database_error, money_text
 from ..enums import Route
 from ..errors import (
     AuthenticationError,
@@ -141,7 +141,7 @@ def _gateway_headers(rid: str, result: ChatResponse | ChatStream) -> list[tuple[
         headers += result.headers.items()
         headers.append(("x-aigateway-provider", header_text(result.provider or "")))
         headers.append(("x-aigateway-deployment", result.deployment_id or ""))
-        headers.append(("x-aigateway-cost-usd", str(result.cost)))
+        headers.append(("x-aigateway-cost-usd", money_text(result.cost)))
         attempts, path = result.attempts, list(result.fallback_path)
     headers.append(("x-aigateway-attempts", str(attempts)))
     if path:

@@ -185,9 +185,10 @@ class ResponseCache:
             key=key, read=True, write=True, ttl=ttl, status=MISS, alias=route.alias
         )
 
-    def get(self, decision: CacheDecision | None) -> ChatResponse | None:
+    def get(self, decision: CacheDecision | None, wait: float | None = None) -> ChatResponse | None:
         """The cached answer, or None. On a miss this request becomes the one that asks the
         upstream for the key; an identical request already doing so is waited for (at most
+        ``wait`` seconds, what is left of the request's deadline; by default
         ``AIGATEWAY_REQUEST_TIMEOUT``) and its answer returned."""
         if decision is None or not decision.read or decision.key is None:
             return None
@@ -195,7 +196,9 @@ class ResponseCache:
         found = self._load(decision.key)
         if found is not None:
             return found
-        lease = self.locks.acquire(decision.key, self._settings["AIGATEWAY_REQUEST_TIMEOUT"])
+        if wait is None:
+            wait = self._settings["AIGATEWAY_REQUEST_TIMEOUT"]
+        lease = self.locks.acquire(decision.key, max(0.0, wait))
         if lease is None:
             return None
         found = self._load(decision.key)

@@ -32,7 +32,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import AliasRoute, load_route
-from ..db import MONEY_QUANTUM, to_money, utcnow
+from ..db import MONEY_QUANTUM, money_text, to_money, utcnow
 from ..embeddings import EmbeddingsRequest, GatewayRequest
 from ..enums import Period, Scope
 from ..errors import BudgetExceededError
@@ -263,7 +263,7 @@ class Reservation:
                     least = left
         if least is None:
             return {}
-        return {REMAINING_HEADER: str(to_money(max(_ZERO, least)))}
+        return {REMAINING_HEADER: money_text(to_money(max(_ZERO, least)))}
 
     def settle(self, cost: Decimal, batch: ScriptBatch | None = None) -> None:
         """Replace the reservation by the actual cost (idempotent). With ``batch``, a Redis

@@ -481,6 +481,8 @@ def _execute(
     while (route := next(queue, None)) is not None:
         if route.alias in seen:
             continue
+        if log.attempts and deadline - time.monotonic() <= 0:
+            break  # no time left for this alias: not tried, so not in the fallback path
         seen.add(route.alias)
         log.path.append(route.alias)
         plan = first.plan_for(route.alias) if first is not None else None

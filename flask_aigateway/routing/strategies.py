@@ -117,7 +117,8 @@ def order_tier(
     if strategy is Strategy.LEAST_BUSY:
         return least_busy(tier, stats, rng)
     if strategy is Strategy.COST_BASED:
-        return cheapest(tier, prompt_tokens(), output_tokens or EXPECTED_OUTPUT_TOKENS, rng)
+        expected = EXPECTED_OUTPUT_TOKENS if output_tokens is None else output_tokens
+        return cheapest(tier, prompt_tokens(), expected, rng)
     if strategy is Strategy.LATENCY_BASED:
         return fastest(tier, stats, rng)
     return weighted(tier, rng)
