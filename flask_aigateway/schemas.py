@@ -265,6 +265,9 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    #: Of ``cache_write_tokens``, those written to Anthropic's one-hour cache (billed at
+    #: twice the input price, the five-minute ones at 1.25 times).
+    cache_write_long_tokens: int = 0
     estimated: bool = False
 
     @property

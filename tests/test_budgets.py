@@ -625,3 +625,80 @@ def test_openai_itself_gets_the_cap_as_max_completion_tokens(state) -> None:
         {"max_tokens": CAP},
         {"max_tokens": CAP},
     ]
+
+
+# -- Anthropic prompt-cache writes ---------------------------------------------------------------
+
+CACHED_SYSTEM = "y" * 8_000  # about 2,000 prompt tokens
+
+
+def _messages_body(ttl: str | None) -> dict[str, Any]:
+    marker: dict[str, Any] = {"type": "ephemeral"}
+    if ttl is not None:
+        marker["ttl"] = ttl
+    return {
+        "model": "claude",
+        "max_tokens": 1,
+        "system": [{"type": "text", "text": CACHED_SYSTEM, "cache_control": marker}],
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("ttl", "rate"), [(None, Decimal("1.25")), ("5m", Decimal("1.25")), ("1h", Decimal(2))]
+)
+def test_a_prompt_the_upstream_may_write_to_its_cache_reserves_the_write_price(
+    state, upstreams, live_server, ttl, rate
+) -> None:
+    """Anthropic bills prompt-cache writes at 1.25 times the input price (2 times for the
+    one-hour cache): a request with a ``cache_control`` breakpoint reserves its prompt at
+    that rate. It reserved at the input price, so concurrent requests whose prompts were
+    written to the cache all fitted the budget and together spent past it."""
+    _, probe = create_key(state, name="probe", budget_per_day="0.000001")
+    body = _messages_body(ttl)
+    headers = {"x-api-key": probe, "anthropic-version": "2023-06-01"}
+    refused = requests.post(live_server.url + "/v1/messages", json=body, headers=headers)
+    assert refused.status_code == 429
+    message = refused.json()["error"]["message"]
+    assert f"prompt tokens at {format(rate.normalize(), 'f')} USD/M" in message, message
+    prompt = int(message.split(" prompt tokens at ")[0].rsplit("(", 1)[1])
+    written = prompt - 1
+    upstreams["claude"].default = Reply(
+        text="ok",
+        prompt_tokens=1,
+        completion_tokens=1,
+        cache_write_tokens=written,
+        cache_write_1h_tokens=written if ttl == "1h" else 0,
+        latency=0.3,
+    )
+    cost = (Decimal(1) + written * rate + 2) / Decimal(1_000_000)
+    worst = (prompt * rate + 2) / Decimal(1_000_000)
+    budget = worst * 4 + Decimal("0.0000001")  # room for four worst cases, not five
+    key, secret = create_key(state, name="cached prompts", budget_per_day=str(budget))
+    headers = {"x-api-key": secret, "anthropic-version": "2023-06-01"}
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(
+            pool.map(
+                lambda _: requests.post(
+                    live_server.url + "/v1/messages", json=body, headers=headers
+                ),
+                range(6),
+            )
+        )
+    served = [a for a in answers if a.status_code == 200]
+    assert len(served) == 4, [a.status_code for a in answers]
+    assert {Decimal(a.headers["x-aigateway-cost-usd"]) for a in served} == {cost}
+    wait_for(lambda: spent(state, "key", key.id)[1] == cost * 4)
+    assert spent(state, "key", key.id)[1] <= budget
+    assert live(state, "key", key.id)["day"].reserved == 0
+
+
+def test_a_prompt_without_a_cache_breakpoint_reserves_the_input_price(
+    state, upstreams, live_server
+) -> None:
+    _, probe = create_key(state, name="probe", budget_per_day="0.000001")
+    body = _messages_body(None)
+    body["system"] = CACHED_SYSTEM
+    headers = {"x-api-key": probe, "anthropic-version": "2023-06-01"}
+    refused = requests.post(live_server.url + "/v1/messages", json=body, headers=headers)
+    assert "prompt tokens at 1 USD/M" in refused.json()["error"]["message"]

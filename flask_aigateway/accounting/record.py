@@ -46,24 +46,29 @@ UNTRUSTED_ALIAS_STATUSES = frozenset({401, 403, 404})
 
 
 #: What a prompt-cache write costs against the input price: Anthropic bills the tokens it
-#: writes to its (default, 5-minute) prompt cache at 1.25x the base input price. OpenAI-format
-#: upstreams report no cache writes (their caching is automatic and writes are not billed).
+#: writes to its (default, 5-minute) prompt cache at 1.25x the base input price, and those it
+#: writes to the 1-hour cache (``"ttl": "1h"``) at 2x. OpenAI-format upstreams report no cache
+#: writes (their caching is automatic and writes are not billed).
 CACHE_WRITE_MULTIPLIER = Decimal("1.25")
+LONG_CACHE_WRITE_MULTIPLIER = Decimal(2)
 
 
 def cost_of(usage: Usage, target: Target) -> Decimal:
     """USD for ``usage`` at ``target``'s per-million prices: cached prompt tokens at the
     cached-input price when the deployment has one, prompt-cache writes at
-    :data:`CACHE_WRITE_MULTIPLIER` times the input price, the rest at the input price."""
+    :data:`CACHE_WRITE_MULTIPLIER` (one-hour ones :data:`LONG_CACHE_WRITE_MULTIPLIER`) times the
+    input price, the rest at the input price."""
     cached = min(usage.cached_tokens, usage.prompt_tokens)
     written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
+    long_written = min(usage.cache_write_long_tokens, written)
     cached_price = (
         target.cached_input_price if target.cached_input_price is not None else target.input_price
     )
     amount = (
         Decimal(usage.prompt_tokens - cached - written) * target.input_price
         + Decimal(cached) * cached_price
-        + Decimal(written) * target.input_price * CACHE_WRITE_MULTIPLIER
+        + Decimal(written - long_written) * target.input_price * CACHE_WRITE_MULTIPLIER
+        + Decimal(long_written) * target.input_price * LONG_CACHE_WRITE_MULTIPLIER
         + Decimal(usage.completion_tokens) * target.output_price
     ) / _MILLION
     return to_money(amount)

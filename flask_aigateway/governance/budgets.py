@@ -4,7 +4,9 @@ Every budget that applies to a request — the key's day and month budgets and t
 team above it, UTC calendar periods, team budgets pooled over all the keys and sub-teams below
 — is reserved in ONE atomic step (:mod:`.budget_store`, :mod:`.budget_store_redis`) before
 any upstream call, for the worst case the request can cost: the estimated prompt tokens at
-the highest input price, plus the maximum output tokens (the request's
+the highest input price (an Anthropic-format deployment's times the prompt-cache write rate
+when the request sets a ``cache_control`` breakpoint: 1.25, or 2 for a one-hour one), plus the
+maximum output tokens (the request's
 ``max_completion_tokens`` or ``max_tokens``, else the alias's, else
 ``AIGATEWAY_DEFAULT_MAX_TOKENS``; times ``n``) at the highest output price, over every
 deployment of the alias and of every alias it may fall back to. If any budget would go over,
@@ -31,10 +33,11 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
+from ..accounting.record import CACHE_WRITE_MULTIPLIER, LONG_CACHE_WRITE_MULTIPLIER
 from ..catalog import AliasRoute, load_route
 from ..db import MONEY_QUANTUM, money_text, to_money, utcnow
 from ..embeddings import EmbeddingsRequest, GatewayRequest
-from ..enums import Period, Scope
+from ..enums import Period, Scope, WireFormat
 from ..errors import BudgetExceededError
 from ..redis_batch import ScriptBatch
 from ..redis_failure import on_unreachable, unreachable_errors
@@ -126,16 +129,53 @@ def max_output_tokens(request: GatewayRequest, routes: Sequence[AliasRoute], def
     return int(limit) * (n if isinstance(n, int) and n > 1 else 1)
 
 
+def cache_write_multiplier(request: GatewayRequest) -> Decimal:
+    """What an Anthropic-format upstream may bill the prompt at, against the input price:
+    a request with a ``cache_control`` breakpoint (top level, on a tool, a system or message
+    block) may have its prompt written to the prompt cache, at 1.25 times the input price, or
+    2 times for a one-hour (``"ttl": "1h"``) breakpoint; without one, the input price."""
+    if isinstance(request, EmbeddingsRequest):
+        return Decimal(1)
+    found: list[Any] = []
+    top = request.params.get("cache_control")
+    if top is not None:
+        found.append(top)
+    for tool in request.params.get("tools") or ():
+        if isinstance(tool, dict) and tool.get("cache_control") is not None:
+            found.append(tool["cache_control"])
+    for message in request.messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            found += [
+                part["cache_control"]
+                for part in content
+                if isinstance(part, dict) and part.get("cache_control") is not None
+            ]
+    if not found:
+        return Decimal(1)
+    if any(isinstance(marker, dict) and marker.get("ttl") == "1h" for marker in found):
+        return LONG_CACHE_WRITE_MULTIPLIER
+    return CACHE_WRITE_MULTIPLIER
+
+
 def worst_case(state: GatewayState, route: AliasRoute, request: GatewayRequest) -> WorstCase:
     """The worst-case cost of ``request`` on ``route`` (see the module docstring)."""
     routes = reachable_routes(state, route)
     targets = [t for r in routes for t in r.targets]
+    input_price = max((t.input_price for t in targets), default=Decimal(0))
+    if any(t.wire_format is WireFormat.ANTHROPIC for t in targets):
+        written = cache_write_multiplier(request)
+        if written > 1:
+            input_price = max(
+                t.input_price * (written if t.wire_format is WireFormat.ANTHROPIC else 1)
+                for t in targets
+            )
     return WorstCase(
         prompt_tokens=estimate_prompt_tokens(request),
         output_tokens=max_output_tokens(
             request, routes, state.settings["AIGATEWAY_DEFAULT_MAX_TOKENS"]
         ),
-        input_price=max((t.input_price for t in targets), default=Decimal(0)),
+        input_price=input_price,
         output_price=max((t.output_price for t in targets), default=Decimal(0)),
     )
 

@@ -43,7 +43,8 @@ def finish_reason(stop_reason: str | None, *, json_mode: bool) -> str:
 
 
 def usage_from(data: Mapping[str, Any], previous: Usage | None = None) -> Usage:
-    """Anthropic usage as :class:`Usage`: prompt tokens include cache reads and writes.
+    """Anthropic usage as :class:`Usage`: prompt tokens include cache reads and writes (and
+    ``cache_creation`` says how many of the writes went to the one-hour cache).
 
     Fields missing from ``data`` keep their ``previous`` value (a stream's ``message_delta``
     repeats only some of them).
@@ -58,11 +59,16 @@ def usage_from(data: Mapping[str, Any], previous: Usage | None = None) -> Usage:
     if raw_input is not None:
         uncached = token_count(raw_input)
     output = data.get("output_tokens")
+    long_write = prev.cache_write_long_tokens
+    breakdown = data.get("cache_creation")
+    if isinstance(breakdown, Mapping) and breakdown.get("ephemeral_1h_input_tokens") is not None:
+        long_write = min(token_count(breakdown["ephemeral_1h_input_tokens"]), cache_write)
     return Usage(
         prompt_tokens=uncached + cached + cache_write,
         completion_tokens=prev.completion_tokens if output is None else token_count(output),
         cached_tokens=cached,
         cache_write_tokens=cache_write,
+        cache_write_long_tokens=long_write,
     )
 
 

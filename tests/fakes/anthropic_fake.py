@@ -169,13 +169,19 @@ class FakeAnthropic(FakeUpstream):
 
     def _usage_json(self, body: dict[str, Any], reply: Reply, output: int) -> dict[str, Any]:
         prompt, _ = self._usage(body, reply)
-        return {
+        usage: dict[str, Any] = {
             "input_tokens": prompt,
             "cache_creation_input_tokens": reply.cache_write_tokens,
             "cache_read_input_tokens": reply.cache_read_tokens,
             "output_tokens": output,
             "service_tier": "standard",
         }
+        if reply.cache_write_1h_tokens:
+            usage["cache_creation"] = {
+                "ephemeral_5m_input_tokens": reply.cache_write_tokens - reply.cache_write_1h_tokens,
+                "ephemeral_1h_input_tokens": reply.cache_write_1h_tokens,
+            }
+        return usage
 
     def _stop(self, blocks: list[dict[str, Any]], reply: Reply) -> str:
         return reply.finish or (

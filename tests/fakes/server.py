@@ -57,6 +57,9 @@ class Reply:
     completion_tokens: int | None = None
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    #: Anthropic only: of ``cache_write_tokens``, those written to the one-hour cache (the
+    #: usage then carries ``cache_creation``, as the API sends it).
+    cache_write_1h_tokens: int = 0
     status: int = 200
     error_type: str | None = None
     error_message: str | None = None
