@@ -404,3 +404,42 @@ def test_a_cached_stream_keeps_index_less_tool_calls_apart(cached, sdk, upstream
         ("call_a", {"city": "Oslo"}),
         ("call_b", {"city": "Bergen"}),
     ]
+
+
+def _final(sdk: Any, ask: dict[str, Any]) -> Any:
+    """The answer of a stream as the OpenAI SDK accumulates it from the chunks."""
+    with sdk.chat.completions.stream(**ask) as stream:
+        for _event in stream:
+            pass
+        return stream.get_final_completion()
+
+
+def test_logprobs_survive_the_cache_between_streams_and_json(cached, sdk, upstreams) -> None:
+    """``logprobs`` is part of the key, so the entry keeps them whichever way it was made: a
+    streamed answer stored is served with them as JSON, and a JSON answer stored is replayed
+    with them in its chunks (they were dropped both ways: null on the hit)."""
+    fake = upstreams["gpt"]
+    fake.default = Reply(text="Three small words.")
+    ask = {"model": "gpt", "messages": MESSAGES, "logprobs": True, "top_logprobs": 2}
+    fresh = sdk.chat.completions.create(**ask, extra_headers={"Cache-Control": "no-store"})
+    expected = fresh.choices[0].logprobs.model_dump()
+    assert [t["token"] for t in expected["content"]] == ["Three ", "small ", "words."]
+
+    streamed = _final(sdk, ask)
+    hit = sdk.chat.completions.with_raw_response.create(**ask)
+    assert hit.headers["x-aigateway-cache"] == "HIT"
+    assert streamed.choices[0].logprobs.model_dump() == expected
+    assert hit.parse().choices[0].logprobs.model_dump() == expected
+
+    other = {**ask, "messages": [{"role": "user", "content": "Something else"}]}
+    assert sdk.chat.completions.create(**other).choices[0].logprobs.model_dump() == expected
+    replayed = _final(sdk, other)
+    assert replayed.choices[0].logprobs.model_dump() == expected
+    assert len(fake.requests) == 3
+    assert [(r.stream, r.cache_hit) for r in log_rows(cached)] == [
+        (False, False),
+        (True, False),
+        (False, True),
+        (False, False),
+        (True, True),
+    ]
