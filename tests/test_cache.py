@@ -526,3 +526,55 @@ def test_an_anthropic_alias_keys_on_the_max_tokens_it_always_sends(
     assert longer.headers["x-aigateway-cache"] == "MISS"
     assert _chat_text(longer) == (LONG, "stop")
     assert [r.json["max_tokens"] for r in fake.requests] == [3, 100]
+
+
+# -- /v1/messages: the headers forwarded upstream ----------------------------------------------
+
+
+def test_messages_are_keyed_on_the_anthropic_headers_forwarded(
+    client, cached, api_key, upstreams
+) -> None:
+    """``anthropic-beta`` and ``anthropic-version`` go to Anthropic-format upstreams and
+    change the answer (features, limits, shapes): a request with a beta was answered from the
+    entry made without it. No version header is the version the door sends by default."""
+    fake = upstreams["claude"]
+    fake.queue(Reply(text="Without the beta."), Reply(text="With the beta."), Reply(text="Old."))
+    beta = {"anthropic-beta": "interleaved-thinking-2025-05-14"}
+
+    def ask(stream: bool = False, **headers: str) -> Any:
+        body = {"model": "claude", "max_tokens": 50, "messages": MESSAGES, "stream": stream}
+        return client.post("/v1/messages", json=body, headers={"x-api-key": api_key, **headers})
+
+    version = {"anthropic-version": "2023-06-01"}
+    answers = [
+        ask(**version),
+        ask(**version, **beta),
+        ask(),
+        ask(**{"anthropic-version": "2022-01-01"}),
+        ask(**version, **beta),
+    ]
+    assert [r.headers["x-aigateway-cache"] for r in answers] == [
+        "MISS",
+        "MISS",
+        "HIT",
+        "MISS",
+        "HIT",
+    ]
+    assert [r.json["content"][0]["text"] for r in answers] == [
+        "Without the beta.",
+        "With the beta.",
+        "Without the beta.",
+        "Old.",
+        "With the beta.",
+    ]
+    replay = ask(True, **beta)
+    assert replay.headers["x-aigateway-cache"] == "HIT"
+    assert b"With the beta." in replay.get_data()
+    sent = [
+        (r.headers.get("anthropic-version"), r.headers.get("anthropic-beta")) for r in fake.requests
+    ]
+    assert sent == [
+        ("2023-06-01", None),
+        ("2023-06-01", beta["anthropic-beta"]),
+        ("2022-01-01", None),
+    ]
