@@ -70,6 +70,16 @@ class MessageResult:
     response: ChatResponse
 
 
+def _answer_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
+    """The client's headers an Anthropic-format upstream gets (:data:`FORWARDED_HEADERS`; the
+    default ``anthropic-version`` when it sent none). They change the answer, so they are
+    part of the cache key too."""
+    headers = {"anthropic-version": client_headers.get("anthropic-version") or ANTHROPIC_VERSION}
+    if client_headers.get("anthropic-beta"):
+        headers["anthropic-beta"] = client_headers["anthropic-beta"]
+    return headers
+
+
 def _anthropic_request(
     body: Mapping[str, Any], target: Target, client_headers: Mapping[str, str], path: str = ""
 ) -> UpstreamRequest:
@@ -81,11 +91,9 @@ def _anthropic_request(
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if stream else "application/json",
-        "anthropic-version": client_headers.get("anthropic-version") or ANTHROPIC_VERSION,
         "User-Agent": USER_AGENT,
+        **_answer_headers(client_headers),
     }
-    if client_headers.get("anthropic-beta"):
-        headers["anthropic-beta"] = client_headers["anthropic-beta"]
     if target.api_key:
         headers["x-api-key"] = target.api_key
     return UpstreamRequest(
@@ -104,12 +112,18 @@ class Messages:
         self.pipeline = pipeline
 
     def _begin(
-        self, body: Any, api_key: Any, request_id: str | None, route: Route, stream: bool
+        self,
+        body: Any,
+        api_key: Any,
+        request_id: str | None,
+        route: Route,
+        stream: bool,
+        headers: Mapping[str, str],
     ) -> tuple[RequestRecord, ChatRequest]:
         request_id = request_id or new_request_id()
         with self.pipeline.refusals(api_key, request_id, route, stream=stream):
             body = check_body(body)
-            request = carrier(body, route.value)
+            request = carrier(body, route.value, _answer_headers(headers))
         record = RequestRecord(request_id, stream=stream, alias=body["model"])
         record.route = route.value
         if self.pipeline.settings["AIGATEWAY_LOG_CONTENT"]:
@@ -129,7 +143,7 @@ class Messages:
     ) -> MessageResult:
         """One non-streaming Messages request through every step; always logged."""
         pipeline = self.pipeline
-        record, request = self._begin(body, api_key, request_id, Route.MESSAGES, False)
+        record, request = self._begin(body, api_key, request_id, Route.MESSAGES, False, headers)
         body = {**body, "stream": False} if "stream" in body else body
         admission = Admission()
         pipeline.metrics.started()
@@ -228,7 +242,7 @@ class Messages:
         """Every check, and the upstream stream opened, before the first byte (retries and
         fallbacks until an upstream produced its first event)."""
         pipeline = self.pipeline
-        record, request = self._begin(body, api_key, request_id, Route.MESSAGES, True)
+        record, request = self._begin(body, api_key, request_id, Route.MESSAGES, True, headers)
         admission = Admission()
         pipeline.metrics.started()
         try:
@@ -331,7 +345,7 @@ class Messages:
         pipeline = self.pipeline
         if isinstance(body, dict) and "max_tokens" not in body:
             body = {**body, "max_tokens": 1}
-        record, request = self._begin(body, api_key, request_id, Route.COUNT_TOKENS, False)
+        record, request = self._begin(body, api_key, request_id, Route.COUNT_TOKENS, False, headers)
         upstream_body = {k: v for k, v in body.items() if k not in ("max_tokens", "stream")}
         pipeline.metrics.started()
         try:

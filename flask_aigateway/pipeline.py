@@ -184,7 +184,8 @@ class Pipeline:
         """Every check a door runs before any upstream work, in order: authenticate →
         authorize (the alias, the key's rules, its ``kind``; then ``check``) → the cache
         decision → admit (rate windows, budget reservation; with Redis, the first attempt's
-        deployment lease in the same round trip) → cache lookup.
+        deployment lease in the same round trip) → the cache key (of the request as admitted)
+        → cache lookup.
 
         Fills the caller's ``admission`` as it goes, so :meth:`finish` releases whatever it
         came to hold however this ends. Returns the alias route, the request to send (capped
@@ -194,7 +195,7 @@ class Pipeline:
         route = self.authorize(request, principal, kind)
         if check is not None:
             check(route)
-        admission.cache = self.cache.decide(request, principal, route, cache_control)
+        admission.cache = self.cache.decide(route, cache_control)
         admission.headers["x-aigateway-cache"] = admission.cache.status
         if len(route.targets) == 1 and not admission.cache.read:
             client = self.gate.redis_client(principal)
@@ -208,6 +209,8 @@ class Pipeline:
                     route, request, self.settings["AIGATEWAY_REQUEST_TIMEOUT"]
                 )
         request = self.admit(request, principal, route, admission)
+        # Keyed on the request as it will be sent: admitting may cap its output.
+        self.cache.bind(admission.cache, request, principal, route)
         cached = self.cache.get(admission.cache, self.deadline(record) - time.monotonic())
         if cached is not None:
             admission.headers["x-aigateway-cache"] = "HIT"

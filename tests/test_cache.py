@@ -22,6 +22,7 @@ from flask_aigateway.models import CacheEntry, RequestLog
 from flask_aigateway.pipeline import get_pipeline
 from flask_aigateway.schemas import ChatRequest
 from flask_aigateway.services import keys as key_service
+from flask_aigateway.services import models as model_service
 from flask_aigateway.services import teams as team_service
 
 MESSAGES = [{"role": "user", "content": "Cache me if you can"}]
@@ -433,4 +434,177 @@ def test_a_cached_stream_keeps_index_less_tool_calls_apart(cached, sdk, upstream
     assert [(c.id, json.loads(c.function.arguments)) for c in calls] == [
         ("call_a", {"city": "Oslo"}),
         ("call_b", {"city": "Bergen"}),
+    ]
+
+
+def _final(sdk: Any, ask: dict[str, Any]) -> Any:
+    """The answer of a stream as the OpenAI SDK accumulates it from the chunks."""
+    with sdk.chat.completions.stream(**ask) as stream:
+        for _event in stream:
+            pass
+        return stream.get_final_completion()
+
+
+def test_logprobs_survive_the_cache_between_streams_and_json(cached, sdk, upstreams) -> None:
+    """``logprobs`` is part of the key, so the entry keeps them whichever way it was made: a
+    streamed answer stored is served with them as JSON, and a JSON answer stored is replayed
+    with them in its chunks (they were dropped both ways: null on the hit)."""
+    fake = upstreams["gpt"]
+    fake.default = Reply(text="Three small words.")
+    ask = {"model": "gpt", "messages": MESSAGES, "logprobs": True, "top_logprobs": 2}
+    fresh = sdk.chat.completions.create(**ask, extra_headers={"Cache-Control": "no-store"})
+    expected = fresh.choices[0].logprobs.model_dump()
+    assert [t["token"] for t in expected["content"]] == ["Three ", "small ", "words."]
+
+    streamed = _final(sdk, ask)
+    hit = sdk.chat.completions.with_raw_response.create(**ask)
+    assert hit.headers["x-aigateway-cache"] == "HIT"
+    assert streamed.choices[0].logprobs.model_dump() == expected
+    assert hit.parse().choices[0].logprobs.model_dump() == expected
+
+    other = {**ask, "messages": [{"role": "user", "content": "Something else"}]}
+    assert sdk.chat.completions.create(**other).choices[0].logprobs.model_dump() == expected
+    replayed = _final(sdk, other)
+    assert replayed.choices[0].logprobs.model_dump() == expected
+    assert len(fake.requests) == 3
+    assert [(r.stream, r.cache_hit) for r in log_rows(cached)] == [
+        (False, False),
+        (True, False),
+        (False, True),
+        (False, False),
+        (True, True),
+    ]
+
+
+# -- the output cap the gateway adds -----------------------------------------------------------
+
+LONG = "one two three four five six seven eight"
+
+
+def _chat_text(response: Any) -> tuple[str, str]:
+    if response.mimetype == "text/event-stream":
+        chunks = [c for c in sse(response)[:-1] if c["choices"]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        return text, chunks[-1]["choices"][0]["finish_reason"]
+    choice = response.json["choices"][0]
+    return choice["message"]["content"], choice["finish_reason"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_budget_capped_answer_is_not_served_to_an_uncapped_request(
+    client, cached, upstreams, stream
+) -> None:
+    """A key with a budget gets the alias's default max tokens sent upstream when it sets
+    none; that cut answer (``length``) was stored under the same key as the uncapped request
+    and served to a key without a budget. The cap is part of the key: each gets its own."""
+    fake = upstreams["gpt"]
+    fake.default = Reply(text=LONG)
+    model_service.update_model(cached, "gpt", max_tokens=3)
+    _a, budgeted = key_service.create_key(cached, name="budgeted", budget_per_day="5")
+    _b, free = key_service.create_key(cached, name="free")
+    body = {**BODY, "stream": stream}
+
+    capped = post(client, budgeted, body)
+    assert capped.headers["x-aigateway-cache"] == "MISS"
+    assert _chat_text(capped) == ("one two three ", "length")
+    assert fake.requests[-1].json["max_tokens"] == 3
+    whole = post(client, free, body)
+    assert whole.headers["x-aigateway-cache"] == "MISS"
+    assert _chat_text(whole) == (LONG, "stop")
+    assert "max_tokens" not in fake.requests[-1].json
+    again = [post(client, key, {**BODY, "stream": not stream}) for key in (budgeted, free)]
+    assert [r.headers["x-aigateway-cache"] for r in again] == ["HIT", "HIT"]
+    assert [_chat_text(r)[1] for r in again] == ["length", "stop"]
+    assert len(fake.requests) == 2
+
+
+def test_the_responses_door_keys_on_the_budget_cap_too(client, cached, upstreams) -> None:
+    """``/v1/responses`` without ``max_output_tokens`` is capped the same way."""
+    upstreams["gpt"].default = Reply(text=LONG)
+    model_service.update_model(cached, "gpt", max_tokens=3)
+    _a, budgeted = key_service.create_key(cached, name="budgeted", budget_per_day="5")
+    _b, free = key_service.create_key(cached, name="free")
+    ask = {"model": "gpt", "input": "Cache me if you can", "store": False}
+
+    def respond(key: str) -> Any:
+        return client.post("/v1/responses", json=ask, headers={"Authorization": f"Bearer {key}"})
+
+    answers = [respond(key) for key in (budgeted, free, free)]
+    assert [r.headers["x-aigateway-cache"] for r in answers] == ["MISS", "MISS", "HIT"]
+    assert [r.json["status"] for r in answers] == ["incomplete", "completed", "completed"]
+
+
+def test_an_anthropic_alias_keys_on_the_max_tokens_it_always_sends(
+    client, cached, api_key, upstreams
+) -> None:
+    """An Anthropic-format deployment is always sent the alias's default max tokens when the
+    client sets none, budget or not: a budgeted key shares the entry, but a new default
+    (``model update --max-tokens``) is a new key rather than an answer cut at the old one."""
+    fake = upstreams["claude"]
+    fake.default = Reply(text=LONG)
+    _a, budgeted = key_service.create_key(cached, name="budgeted", budget_per_day="5")
+    claude = {"model": "claude", "messages": MESSAGES}
+    model_service.update_model(cached, "claude", max_tokens=3)
+    first, shared = post(client, api_key, claude), post(client, budgeted, claude)
+    assert [first.headers["x-aigateway-cache"], shared.headers["x-aigateway-cache"]] == [
+        "MISS",
+        "HIT",
+    ]
+    assert _chat_text(shared) == ("one two three ", "length")
+    model_service.update_model(cached, "claude", max_tokens=100)
+    longer = post(client, api_key, claude)
+    assert longer.headers["x-aigateway-cache"] == "MISS"
+    assert _chat_text(longer) == (LONG, "stop")
+    assert [r.json["max_tokens"] for r in fake.requests] == [3, 100]
+
+
+# -- /v1/messages: the headers forwarded upstream ----------------------------------------------
+
+
+def test_messages_are_keyed_on_the_anthropic_headers_forwarded(
+    client, cached, api_key, upstreams
+) -> None:
+    """``anthropic-beta`` and ``anthropic-version`` go to Anthropic-format upstreams and
+    change the answer (features, limits, shapes): a request with a beta was answered from the
+    entry made without it. No version header is the version the door sends by default."""
+    fake = upstreams["claude"]
+    fake.queue(Reply(text="Without the beta."), Reply(text="With the beta."), Reply(text="Old."))
+    beta = {"anthropic-beta": "interleaved-thinking-2025-05-14"}
+
+    def ask(stream: bool = False, **headers: str) -> Any:
+        body = {"model": "claude", "max_tokens": 50, "messages": MESSAGES, "stream": stream}
+        return client.post("/v1/messages", json=body, headers={"x-api-key": api_key, **headers})
+
+    version = {"anthropic-version": "2023-06-01"}
+    answers = [
+        ask(**version),
+        ask(**version, **beta),
+        ask(),
+        ask(**{"anthropic-version": "2022-01-01"}),
+        ask(**version, **beta),
+    ]
+    assert [r.headers["x-aigateway-cache"] for r in answers] == [
+        "MISS",
+        "MISS",
+        "HIT",
+        "MISS",
+        "HIT",
+    ]
+    assert [r.json["content"][0]["text"] for r in answers] == [
+        "Without the beta.",
+        "With the beta.",
+        "Without the beta.",
+        "Old.",
+        "With the beta.",
+    ]
+    replay = ask(True, **beta)
+    assert replay.headers["x-aigateway-cache"] == "HIT"
+    assert b"With the beta." in replay.get_data()
+    sent = [
+        (r.headers.get("anthropic-version"), r.headers.get("anthropic-beta")) for r in fake.requests
+    ]
+    assert sent == [
+        ("2023-06-01", None),
+        ("2023-06-01", beta["anthropic-beta"]),
+        ("2022-01-01", None),
     ]

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..accounting.record import RequestRecord
 from ..embeddings import EmbeddingsRequest, GatewayRequest
-from ..enums import ProviderFormat
+from ..enums import ProviderFormat, WireFormat
 from ..providers.base import Target
-from ..schemas import ChatResponse, Usage
+from ..schemas import ChatRequest, ChatResponse, Usage
 from ..state import GatewayState
 from .backends import CacheBackend, Lease, Locks, make_backend, make_locks
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Bumped when the key or the stored shape changes, so old entries are never misread.
-KEY_VERSION = 1
+KEY_VERSION = 2
 #: Request fields that never change the answer (routing hints, caller labels, transport).
 IGNORED_FIELDS = frozenset(
     {
@@ -66,10 +66,30 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def cache_key(request: GatewayRequest, scope: str = "") -> str:
+def output_cap(request: GatewayRequest, route: AliasRoute) -> str | None:
+    """The output limit the gateway adds upstream to a request whose client set none, as
+    part of its cache key (None: nothing added). The alias's default max tokens goes to every
+    deployment when a budget caps the request (:meth:`Pipeline.admit`), and always to an
+    Anthropic-format one (its API requires ``max_tokens``): a capped answer may be cut short
+    (``finish_reason: length``) where the uncapped request's is not."""
+    if not isinstance(request, ChatRequest) or not route.targets:
+        return None
+    if request.max_output_tokens is not None:
+        return None  # the client's own limit is in the parameters
+    limit = route.targets[0].default_max_tokens
+    anthropic = [t.wire_format is WireFormat.ANTHROPIC for t in route.targets]
+    if request.cap_output and not all(anthropic):
+        return f"capped:{limit}"
+    if any(anthropic):
+        return f"anthropic:{limit}"
+    return None
+
+
+def cache_key(request: GatewayRequest, scope: str = "", cap: str | None = None) -> str:
     """SHA-256 (hex) of the canonical JSON of the alias, the messages and every parameter
-    except :data:`IGNORED_FIELDS` (a parameter set to null counts as absent), within
-    ``scope``; for an embeddings request, of its alias, input, dimensions and encoding."""
+    except :data:`IGNORED_FIELDS` (a parameter set to null counts as absent), and ``cap``
+    (the output limit the gateway adds, :func:`output_cap`), within ``scope``; for an
+    embeddings request, of its alias, input, dimensions and encoding."""
     payload: dict[str, Any]
     if isinstance(request, EmbeddingsRequest):
         payload = {"v": KEY_VERSION, "scope": scope, **request.cache_payload()}
@@ -86,6 +106,8 @@ def cache_key(request: GatewayRequest, scope: str = "") -> str:
             "messages": request.messages,
             "params": params,
         }
+        if cap is not None:
+            payload["cap"] = cap
     text = json.dumps(
         _canonical(payload),
         sort_keys=True,
@@ -109,8 +131,9 @@ def cache_directives(header: str | None) -> frozenset[str]:
 class CacheDecision:
     """Whether and how one request uses the cache; ``status`` is the x-aigateway-cache value.
 
-    ``lease`` is held by the one request that asks the upstream for a missing key until it
-    stores the answer or ends.
+    ``key`` is set once the request is admitted (:meth:`ResponseCache.bind`): only then is it
+    known what will be sent upstream. ``lease`` is held by the one request that asks the
+    upstream for a missing key until it stores the answer or ends.
     """
 
     key: str | None = None
@@ -164,26 +187,30 @@ class ResponseCache:
             return f"team:{principal.team_id}"
         return f"key:{principal.key_id}"
 
-    def decide(
-        self,
-        request: GatewayRequest,
-        principal: Principal | None,
-        route: AliasRoute,
-        cache_control: str | None,
-    ) -> CacheDecision:
+    def decide(self, route: AliasRoute, cache_control: str | None) -> CacheDecision:
         """``no-store`` bypasses the cache; ``no-cache`` skips the read but stores the fresh
         answer (a refresh); otherwise a cached alias reads and writes (status MISS until a hit).
-        """
+        The key comes later (:meth:`bind`)."""
         ttl = self.ttl_for(route)
         directives = cache_directives(cache_control)
         if ttl <= 0 or "no-store" in directives:
             return CacheDecision(alias=route.alias)
-        key = cache_key(request, self.scope_of(principal))
         if "no-cache" in directives:
-            return CacheDecision(key=key, write=True, ttl=ttl, alias=route.alias)
-        return CacheDecision(
-            key=key, read=True, write=True, ttl=ttl, status=MISS, alias=route.alias
-        )
+            return CacheDecision(write=True, ttl=ttl, alias=route.alias)
+        return CacheDecision(read=True, write=True, ttl=ttl, status=MISS, alias=route.alias)
+
+    def bind(
+        self,
+        decision: CacheDecision,
+        request: GatewayRequest,
+        principal: Principal | None,
+        route: AliasRoute,
+    ) -> None:
+        """Key a decision that uses the cache on ``request`` as admitted (capped or not: see
+        :func:`output_cap`); nothing for one that does not."""
+        if decision.read or decision.write:
+            cap = output_cap(request, route)
+            decision.key = cache_key(request, self.scope_of(principal), cap)
 
     def get(self, decision: CacheDecision | None, wait: float | None = None) -> ChatResponse | None:
         """The cached answer, or None. On a miss this request becomes the one that asks the
@@ -323,4 +350,5 @@ __all__ = [
     "ResponseCache",
     "cache_directives",
     "cache_key",
+    "output_cap",
 ]

@@ -12,10 +12,34 @@ from typing import Any
 
 from ..providers.wire import tool_call_key
 
+#: The token lists of a choice's ``logprobs`` (one for the content, one for a refusal).
+_TOKEN_LISTS = ("content", "refusal")
+
+
+def _add_logprobs(acc: dict[str, Any], logprobs: dict[str, Any]) -> None:
+    """One chunk's ``logprobs`` added to a choice's, as OpenAI's SDK accumulates them: the
+    first one taken as it is (its lists copied: the chunk is still to be sent), then each
+    later one's ``content`` and ``refusal`` token lists appended."""
+    held = acc["logprobs"]
+    if held is None:
+        held = acc["logprobs"] = dict(logprobs)
+        for name in _TOKEN_LISTS:
+            if isinstance(held.get(name), list):
+                held[name] = list(held[name])
+        return
+    for name in _TOKEN_LISTS:
+        tokens = logprobs.get(name)
+        if tokens and isinstance(tokens, list):
+            if held.get(name) is None:
+                held[name] = []
+            if isinstance(held[name], list):
+                held[name].extend(tokens)
+
 
 class CompletionAssembler:
     """Feed it every chunk of a stream (in order); :meth:`completion` then gives the
-    ``chat.completion`` body the same answer would have had without streaming."""
+    ``chat.completion`` body the same answer would have had without streaming (each choice's
+    ``logprobs`` included)."""
 
     def __init__(self) -> None:
         self._choices: dict[int, dict[str, Any]] = {}
@@ -58,6 +82,9 @@ class CompletionAssembler:
                     slot["function"]["arguments"] += function["arguments"]
             if choice.get("finish_reason"):
                 acc["finish_reason"] = choice["finish_reason"]
+            logprobs = choice.get("logprobs")
+            if logprobs and isinstance(logprobs, dict):
+                _add_logprobs(acc, logprobs)
 
     def completion(self, *, model: str, usage: dict[str, Any] | None) -> dict[str, Any]:
         choices = []
@@ -77,7 +104,7 @@ class CompletionAssembler:
                 {
                     "index": index,
                     "message": message,
-                    "logprobs": None,
+                    "logprobs": acc["logprobs"],
                     "finish_reason": acc["finish_reason"],
                 }
             )
@@ -96,25 +123,43 @@ class CompletionAssembler:
 def completion_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
     """A ``chat.completion`` body as the chunks of a stream (without id/created/model, which
     the stream stamps, and without the usage chunk): per choice a role chunk, a content chunk,
-    one chunk per tool call, and the finish chunk last."""
+    one chunk per tool call, and the finish chunk last.
+
+    A choice's ``logprobs`` ride on its content chunk (a refusal's on the refusal chunk; on
+    the role chunk when the message has neither), so accumulating the chunks as OpenAI's SDK
+    and :class:`CompletionAssembler` do gives them back unchanged."""
     chunks: list[dict[str, Any]] = []
     finishes: list[dict[str, Any]] = []
     for choice in body.get("choices") or ():
         index = choice.get("index", 0)
         message = choice.get("message") or {}
 
-        def chunk(delta: dict[str, Any], index: int = index) -> dict[str, Any]:
+        def chunk(
+            delta: dict[str, Any], logprobs: Any = None, index: int = index
+        ) -> dict[str, Any]:
             return {
                 "choices": [
-                    {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+                    {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None}
                 ]
             }
 
-        chunks.append(chunk({"role": message.get("role", "assistant"), "content": ""}))
-        if message.get("content"):
-            chunks.append(chunk({"content": message["content"]}))
-        if message.get("refusal"):
-            chunks.append(chunk({"refusal": message["refusal"]}))
+        content, refusal = message.get("content"), message.get("refusal")
+        on_role = on_content = on_refusal = None
+        logprobs = choice.get("logprobs")
+        if logprobs and content and refusal and logprobs.get("refusal"):
+            on_content = {**logprobs, "refusal": None}
+            on_refusal = {"content": None, "refusal": logprobs["refusal"]}
+        elif logprobs and content:
+            on_content = logprobs
+        elif logprobs and refusal:
+            on_refusal = logprobs
+        elif logprobs:
+            on_role = logprobs
+        chunks.append(chunk({"role": message.get("role", "assistant"), "content": ""}, on_role))
+        if content:
+            chunks.append(chunk({"content": content}, on_content))
+        if refusal:
+            chunks.append(chunk({"refusal": refusal}, on_refusal))
         for position, call in enumerate(message.get("tool_calls") or ()):
             chunks.append(chunk({"tool_calls": [{**call, "index": position}]}))
         finishes.append(

@@ -158,10 +158,14 @@ def check_body(body: Any) -> dict[str, Any]:
     return body
 
 
-def carrier(body: Mapping[str, Any], route: str) -> ChatRequest:
+def carrier(
+    body: Mapping[str, Any], route: str, forwarded: Mapping[str, str] | None = None
+) -> ChatRequest:
     """What governance and the cache see of a Messages request: the alias, the messages (the
     system prompt first), ``max_tokens`` and every other field, plus the door it came in
-    through so it never shares a cache entry with a chat completion."""
+    through so it never shares a cache entry with a chat completion, and the headers sent to
+    Anthropic-format upstreams that change the answer (``forwarded``: ``anthropic-version``,
+    ``anthropic-beta``) so a request with a beta is never answered from an entry without."""
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
@@ -171,6 +175,8 @@ def carrier(body: Mapping[str, Any], route: str) -> ChatRequest:
     if system:
         params["system"] = system
     params["aigateway_route"] = route
+    if forwarded:
+        params["aigateway_headers"] = dict(forwarded)
     return ChatRequest(
         model=body["model"], messages=messages, stream=bool(body.get("stream")), params=params
     )

@@ -103,6 +103,18 @@ def streamed_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[st
     return {"id": call_id, "type": "function", "function": function}
 
 
+def token_logprob(token: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The fake's log probability entry for one streamed piece of text (a deterministic
+    ``logprob`` from its length; ``top_logprobs`` as many as asked, the token itself first)."""
+    entry = {"token": token, "logprob": -len(token) / 100, "bytes": list(token.encode())}
+    top = body.get("top_logprobs") or 0
+    alternatives = [token, *(f"{token}~{i}" for i in range(1, top))][:top]
+    entry["top_logprobs"] = [
+        {"token": t, "logprob": -len(t) / 100, "bytes": list(t.encode())} for t in alternatives
+    ]
+    return entry
+
+
 def _interleaved(calls: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """The ``delta.tool_calls`` lists of parallel calls streamed interleaved (see
     ``Reply.interleave``): each call's first fragment in turn, then the rest round-robin."""
@@ -297,7 +309,7 @@ class FakeOpenAI(FakeUpstream):
                 {
                     "index": 0,
                     "message": message,
-                    "logprobs": None,
+                    "logprobs": self._logprobs(body, words(reply.text or "")),
                     "finish_reason": self._finish(reply),
                 }
             ],
@@ -305,6 +317,14 @@ class FakeOpenAI(FakeUpstream):
             "service_tier": "default",
             "system_fingerprint": "fp_fake",
         }
+
+    def _logprobs(self, body: dict[str, Any], tokens: list[str]) -> dict[str, Any] | None:
+        """A choice's ``logprobs`` for ``tokens`` of its content: None unless asked, as
+        OpenAI answers (one entry per streamed piece of text, so the JSON answer's list is
+        the concatenation of the stream's)."""
+        if not body.get("logprobs"):
+            return None
+        return {"content": [token_logprob(t, body) for t in tokens], "refusal": None}
 
     def _events(self, body: dict[str, Any], reply: Reply) -> list[str]:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -318,10 +338,11 @@ class FakeOpenAI(FakeUpstream):
         }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            logprobs = self._logprobs(body, [delta["content"]]) if delta.get("content") else None
             data = {
                 **head,
                 "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
                 ],
             }
             if include_usage:
