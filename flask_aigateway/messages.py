@@ -340,8 +340,9 @@ class Messages:
         self, body: Any, api_key: Any, request_id: str | None = None, *, headers: Mapping[str, str]
     ) -> tuple[dict[str, Any], bool]:
         """``{"input_tokens": N}`` and whether it is exact: the upstream's own count when the
-        alias's first deployment is Anthropic-format, else the gateway's estimate. No budget,
-        no cost; logged with route ``messages.count_tokens``."""
+        alias's first deployment is Anthropic-format, else the gateway's estimate. Counted in
+        the requests-per-minute windows; no budget, no cost; logged with route
+        ``messages.count_tokens``."""
         pipeline = self.pipeline
         if isinstance(body, dict) and "max_tokens" not in body:
             body = {**body, "max_tokens": 1}
@@ -351,6 +352,10 @@ class Messages:
         try:
             principal = pipeline.authenticate(api_key, record)
             route = pipeline.authorize(request, principal)
+            # Counted in the key's and teams' requests-per-minute windows (it uses no tokens
+            # and costs nothing): an Anthropic-format alias's count is an upstream call made
+            # with the operator's credentials.
+            pipeline.limiter.admit(principal, request, route, requests_only=True)
             targets = sorted(route.targets, key=lambda t: t.priority)
             if targets and targets[0].wire_format is WireFormat.ANTHROPIC:
                 target = targets[0]

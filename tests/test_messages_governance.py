@@ -190,6 +190,37 @@ def test_tokens_per_minute_count_the_estimate(client, state, gpt, route):
     assert gpt.requests == []
 
 
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_token_counts_count_in_the_requests_per_minute_window(client, state, upstreams, alias):
+    """``/v1/messages/count_tokens`` had no rate limit: on an Anthropic-format alias every
+    count is an upstream call with the operator's credentials. It counts as a request (no
+    tokens: a key limited to few tokens per minute still counts), the 429 in Anthropic's
+    shape and logged."""
+    _key, secret = create_key(state, name="k", rate_limit=2, tokens_per_minute=10)
+    count = {"model": alias, "messages": MESSAGES}
+    answers = [
+        client.post(
+            "/v1/messages/count_tokens",
+            data=json.dumps(count),
+            headers={"x-api-key": secret, "anthropic-version": "2023-06-01"},
+            content_type="application/json",
+        )
+        for _ in range(3)
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].json["type"] == "error"
+    assert answers[2].json["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(answers[2].headers["Retry-After"]) <= 60
+    if alias == "claude":
+        assert len(upstreams["claude"].requests) == 2
+    statuses = [(r.route, r.status_code) for r in log_rows(state)]
+    assert statuses[:3] == [
+        ("messages.count_tokens", 200),
+        ("messages.count_tokens", 200),
+        ("messages.count_tokens", 429),
+    ]
+
+
 # -- cache ------------------------------------------------------------------------------------
 
 

@@ -105,8 +105,17 @@ def _read_json_body(limit: int, max_depth: int) -> Any:
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
+    pieces: list[bytes] = []
+    received = 0
     try:
-        raw = request.stream.read(limit + 1)
+        # Until the end of the body (or past the limit): a read may return only part of it,
+        # and a client that left midway is told by the read after the part that came.
+        while received <= limit:
+            piece = request.stream.read(limit + 1 - received)
+            if not piece:
+                break
+            pieces.append(piece)
+            received += len(piece)
     except ClientDisconnected:
         raise ClientGoneError(
             "The client closed the connection before sending the whole request body."
@@ -114,6 +123,11 @@ def _read_json_body(limit: int, max_depth: int) -> Any:
     except RequestEntityTooLarge:
         # The host app's MAX_CONTENT_LENGTH, when it is below the gateway's own limit.
         raise RequestTooLargeError("The request body is over the app's size limit.") from None
+    raw = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    if length is not None and len(raw) < length:
+        raise ClientGoneError(
+            "The client closed the connection before sending the whole request body."
+        )
     if len(raw) > limit:
         raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
     if not raw.strip():

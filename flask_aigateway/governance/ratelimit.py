@@ -163,9 +163,16 @@ class RateLimiter:
         return RedisWindows(client, self._state.redis_key)
 
     def admit(
-        self, principal: Principal | None, request: GatewayRequest, route: AliasRoute | None = None
+        self,
+        principal: Principal | None,
+        request: GatewayRequest,
+        route: AliasRoute | None = None,
+        *,
+        requests_only: bool = False,
     ) -> RateTicket:
-        """Count the request in every window that applies, or in none and raise.
+        """Count the request in every window that applies, or in none and raise;
+        ``requests_only``: in the requests-per-minute windows alone (a call that uses no
+        tokens, such as a token count).
 
         :raises RateLimitError: 429 with ``Retry-After`` and the ``x-ratelimit-*`` headers.
         :raises ServiceUnavailableError: Redis unreachable and failure mode ``closed``.
@@ -173,6 +180,8 @@ class RateLimiter:
         if principal is None:
             return RateTicket()
         windows = self.windows(principal, request, route)
+        if requests_only:
+            windows = [w for w in windows if w.kind == "requests"]
         if not windows:
             return RateTicket()
         entry = new_entry()
