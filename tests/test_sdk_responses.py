@@ -179,6 +179,33 @@ def test_incomplete_at_the_token_limit(sdk, upstreams, alias):
     response = sdk.responses.create(model=alias, input="Hello", max_output_tokens=1)
     assert response.status == "incomplete"
     assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.output[0].status == "incomplete"
+
+
+@ALIASES
+def test_incomplete_when_the_upstream_filters_or_refuses(sdk, upstreams, alias):
+    """OpenAI's ``content_filter`` and Anthropic's ``refusal`` (chat's ``content_filter``)
+    leave the response incomplete for ``content_filter``, as OpenAI's Responses API says: plain,
+    streamed and stored alike. A client reading only ``status`` must not take it as whole."""
+    finish = "content_filter" if alias == "gpt" else "refusal"
+
+    def check(response: Any) -> None:
+        assert response.status == "incomplete"
+        assert response.incomplete_details.reason == "content_filter"
+        assert [item.status for item in response.output] == ["incomplete"]
+        assert response.output_text == "Partial answer"
+
+    upstreams[alias].reply(text="Partial answer", finish=finish)
+    plain = sdk.responses.create(model=alias, input="Hello")
+    check(plain)
+    check(sdk.responses.retrieve(plain.id))
+    upstreams[alias].reply(text="Partial answer", finish=finish)
+    with sdk.responses.stream(model=alias, input="Hello") as stream:
+        events = list(stream)
+    assert events[-1].type == "response.incomplete"
+    assert "response.completed" not in [event.type for event in events]
+    check(events[-1].response)
+    check(sdk.responses.retrieve(events[-1].response.id))
 
 
 @ALIASES

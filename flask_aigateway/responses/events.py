@@ -4,10 +4,11 @@
 ``content_part.added`` / ``output_text.delta``… / ``output_text.done`` / ``content_part.done``
 / ``output_item.done`` run for the text and an ``output_item.added`` /
 ``function_call_arguments.delta``… / ``.done`` / ``output_item.done`` run per tool call; then
-``response.completed`` (or ``response.incomplete`` at the token limit) with the usage and the
-gateway's ``aigateway`` object (cost, provider, attempts), as chat's final chunk has it. A
-failure after the first byte gives an ``error`` event and ``response.failed`` — a bug in this
-translation too (``internal_error``, its traceback in the log), as chat's stream ends on one.
+``response.completed`` (or ``response.incomplete`` when the upstream cut the answer: token
+limit, content filter) with the usage and the gateway's ``aigateway`` object (cost, provider,
+attempts), as chat's final chunk has it. A failure after the first byte gives an ``error``
+event and ``response.failed`` — a bug in this translation too (``internal_error``, its
+traceback in the log), as chat's stream ends on one.
 
 A call is done as the next item begins once its arguments are a whole JSON object, as OpenAI
 sends them; a call whose arguments are not (an OpenAI-compatible server interleaving parallel
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..errors import GatewayError, forget_frames, internal_error
 from ..providers.wire import after_whole_arguments, arguments_whole, call_name, tool_call_key
-from .objects import response_object, usage_object
+from .objects import final_status, response_object, usage_object
 from .tools import custom_input, output_call, search_arguments
 from .translate import ResponsesRequest, item_id, new_id
 
@@ -103,8 +104,7 @@ class ResponseEvents:
                 self.on_crashed(exc)
             yield from self._failed(internal_error())
             return
-        status = "incomplete" if finish_reason == "length" else "completed"
-        yield from self._close(status)
+        yield from self._close(final_status(finish_reason))
         details = (usage or {}).get("prompt_tokens_details") or {}
         final = response_object(
             self.request,

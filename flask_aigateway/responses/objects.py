@@ -8,14 +8,31 @@ from ..schemas import ChatResponse
 from .tools import output_call
 from .translate import ResponsesRequest, item_id, new_id
 
+#: Chat finish reasons that leave a response ``incomplete``, with OpenAI's
+#: ``incomplete_details.reason`` for each (an Anthropic ``refusal`` arrives as
+#: ``content_filter``, as chat completions reports it).
+INCOMPLETE_REASONS: dict[str, str] = {
+    "length": "max_output_tokens",
+    "content_filter": "content_filter",
+}
+
+
+def final_status(finish_reason: str | None) -> str:
+    """The status of a response whose answer ended with ``finish_reason``: ``incomplete``
+    when the upstream cut it (token limit, content filter), else ``completed``; its output
+    items take the same status."""
+    return "incomplete" if finish_reason in INCOMPLETE_REASONS else "completed"
+
 
 def output_items(response: ChatResponse, request: ResponsesRequest) -> list[dict[str, Any]]:
     """The chat answer's message and tool calls as the output items of ``request``'s
-    response (each call as the kind of tool it calls: :func:`.tools.output_call`)."""
+    response (each call as the kind of tool it calls: :func:`.tools.output_call`), each
+    with the response's :func:`final_status`."""
     items: list[dict[str, Any]] = []
+    status = final_status(response.finish_reason)
     content = response.content
     if content:
-        items.append(message_item(item_id("msg", request.id), content, "completed"))
+        items.append(message_item(item_id("msg", request.id), content, status))
     for call in response.tool_calls:
         function = call.get("function") or {}
         items.append(
@@ -25,7 +42,7 @@ def output_items(response: ChatResponse, request: ResponsesRequest) -> list[dict
                 function.get("arguments") or "",
                 id=item_id("fc", request.id),
                 call_id=call.get("id") or new_id("call"),
-                status="completed",
+                status=status,
             )
         )
     return items
@@ -62,9 +79,13 @@ def response_object(
     finish_reason: str | None = None,
     error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``response`` object: the request's settings echoed back, with the given outcome."""
+    """A ``response`` object: the request's settings echoed back, with the given outcome.
+
+    A ``completed`` outcome whose ``finish_reason`` is in :data:`INCOMPLETE_REASONS` is
+    ``incomplete`` with that reason."""
     body = request.body
-    if status == "completed" and finish_reason == "length":
+    reason = INCOMPLETE_REASONS.get(finish_reason or "")
+    if status == "completed" and reason is not None:
         status = "incomplete"
     tools = [
         {"strict": None, "description": None, "parameters": None, **tool}
@@ -77,7 +98,7 @@ def response_object(
         "created_at": request.created_at,
         "status": status,
         "error": error,
-        "incomplete_details": ({"reason": "max_output_tokens"} if status == "incomplete" else None),
+        "incomplete_details": {"reason": reason} if status == "incomplete" else None,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "model": request.model,
