@@ -356,6 +356,27 @@ def test_errors_raise_the_sdk_exceptions(sdk, upstreams, live_server, state, ali
         client.close()
 
 
+def test_a_stream_reports_cache_writes_as_the_plain_answer_does(sdk, upstreams):
+    """An Anthropic-format upstream's cache writes reach ``input_tokens_details`` of a
+    streamed response (and its stored copy) as of a plain one: chat's usage JSON has no field
+    for them, the stream's final usage has."""
+    counts = {"prompt_tokens": 10, "completion_tokens": 5}
+    caching = {"cache_read_tokens": 100, "cache_write_tokens": 20}
+    upstreams["claude"].reply(text="cached", **counts, **caching)
+    plain = sdk.responses.create(model="claude", input="Hello")
+    upstreams["claude"].reply(text="cached", **counts, **caching)
+    with sdk.responses.stream(model="claude", input="Hello") as stream:
+        for _event in stream:
+            pass
+        streamed = stream.get_final_response()
+    stored = sdk.responses.retrieve(streamed.id)
+    for response in (plain, streamed, stored):
+        assert response.usage.input_tokens == 130
+        details = response.usage.input_tokens_details
+        assert (details.cached_tokens, details.cache_write_tokens) == (100, 20)
+        assert response.usage.output_tokens == 5
+
+
 @ALIASES
 def test_stream_text(sdk, upstreams, alias):
     upstreams[alias].reply(text="streamed words here", prompt_tokens=20, completion_tokens=3)

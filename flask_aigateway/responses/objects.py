@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schemas import ChatResponse
+from ..schemas import ChatResponse, Usage
 from .tools import output_call
 from .translate import ResponsesRequest, item_id, new_id
 
@@ -58,15 +58,18 @@ def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     }
 
 
-def usage_object(
-    prompt: int, completion: int, cached: int = 0, cache_write: int = 0
-) -> dict[str, Any]:
+def usage_object(usage: Usage) -> dict[str, Any]:
+    """The response's ``usage``: ``input_tokens`` counts cache reads and writes, as OpenAI's
+    does, each also in ``input_tokens_details``."""
     return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": cache_write},
-        "output_tokens": completion,
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
+        "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": prompt + completion,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
     }
 
 
@@ -121,16 +124,10 @@ def response_object(
 
 def completed(request: ResponsesRequest, response: ChatResponse) -> dict[str, Any]:
     """The ``response`` object of a finished chat answer."""
-    usage = response.usage
     return response_object(
         request,
         status="completed",
         output=output_items(response, request),
-        usage=usage_object(
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.cached_tokens,
-            usage.cache_write_tokens,
-        ),
+        usage=usage_object(response.usage),
         finish_reason=response.finish_reason,
     )
