@@ -194,6 +194,7 @@ def test_incomplete_when_the_upstream_filters_or_refuses(sdk, upstreams, alias):
         assert response.incomplete_details.reason == "content_filter"
         assert [item.status for item in response.output] == ["incomplete"]
         assert response.output_text == "Partial answer"
+        assert response.completed_at is None  # set only when completed, as OpenAI does
 
     upstreams[alias].reply(text="Partial answer", finish=finish)
     plain = sdk.responses.create(model=alias, input="Hello")

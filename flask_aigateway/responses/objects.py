@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..schemas import ChatResponse, Usage
@@ -85,7 +86,9 @@ def response_object(
     """A ``response`` object: the request's settings echoed back, with the given outcome.
 
     A ``completed`` outcome whose ``finish_reason`` is in :data:`INCOMPLETE_REASONS` is
-    ``incomplete`` with that reason."""
+    ``incomplete`` with that reason. ``completed_at`` (unix seconds, now) is set on a
+    completed response only, as OpenAI sets it; the settings the request gave (and the
+    gateway accepted) are echoed, null when not given."""
     body = request.body
     reason = INCOMPLETE_REASONS.get(finish_reason or "")
     if status == "completed" and reason is not None:
@@ -95,10 +98,12 @@ def response_object(
         for tool in body.get("tools") or []
     ]
     text = body.get("text") or {}
+    reasoning = body.get("reasoning") or {}
     return {
         "id": request.id,
         "object": "response",
         "created_at": request.created_at,
+        "completed_at": int(time.time()) if status == "completed" else None,
         "status": status,
         "error": error,
         "incomplete_details": {"reason": reason} if status == "incomplete" else None,
@@ -108,10 +113,16 @@ def response_object(
         "output": output or [],
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
         "previous_response_id": request.previous_response_id,
-        "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
+        "reasoning": {
+            "effort": reasoning.get("effort"),
+            "summary": reasoning.get("summary") or reasoning.get("generate_summary"),
+        },
         "store": bool(request.store),
         "temperature": body.get("temperature"),
-        "text": {"format": text.get("format") or {"type": "text"}},
+        "text": {
+            "format": text.get("format") or {"type": "text"},
+            "verbosity": text.get("verbosity"),
+        },
         "tool_choice": body.get("tool_choice") or "auto",
         "tools": tools,
         "top_p": body.get("top_p"),
@@ -119,6 +130,10 @@ def response_object(
         "usage": usage,
         "user": body.get("user"),
         "metadata": body.get("metadata") or {},
+        "service_tier": body.get("service_tier"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
+        "safety_identifier": body.get("safety_identifier"),
+        "max_tool_calls": body.get("max_tool_calls"),
     }
 
 
