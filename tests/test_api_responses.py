@@ -116,6 +116,47 @@ def test_what_tools_built_on_the_sdk_send_by_default_is_carried(client, upstream
     assert [item["type"] for item in response.get_json()["output"]] == ["message"]
 
 
+#: ``metadata`` OpenAI refuses: values not strings, more than 16 pairs, keys over 64
+#: characters, values over 512.
+BAD_METADATA = {
+    "a number": {"n": 5},
+    "an object": {"nested": {"a": [1, 2]}},
+    "null": {"a": None},
+    "17 pairs": {f"k{i}": "v" for i in range(17)},
+    "a key of 65": {"k" * 65: "v"},
+    "a value of 513": {"k": "x" * 513},
+    "not an object": ["k", "v"],
+}
+
+
+@DOORS
+@pytest.mark.parametrize("metadata", BAD_METADATA.values(), ids=list(BAD_METADATA))
+def test_metadata_outside_openais_limits_is_refused(client, upstreams, api_key, door, metadata):
+    """Both doors take ``metadata`` as OpenAI does (Responses keeps it, chat forwards it): an
+    SDK reads it back as ``dict[str, str]``."""
+    response = ask(client, api_key, door, metadata=metadata)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["type"], error["param"]) == ("invalid_request_error", "metadata")
+    assert upstreams["gpt"].requests == []
+
+
+@DOORS
+def test_metadata_at_openais_limits_is_kept(client, upstreams, api_key, door):
+    from openai.types.responses import Response
+
+    metadata = {**{f"k{i}": "" for i in range(15)}, "k" * 64: "x" * 512}
+    response = ask(client, api_key, door, metadata=metadata)
+    assert response.status_code == 200, response.get_json()
+    if door == "chat.completions":
+        assert upstreams["gpt"].last.json["metadata"] == metadata
+        return
+    assert Response.model_validate(response.get_json()).metadata == metadata
+    auth = {"Authorization": f"Bearer {api_key}"}
+    stored = client.get(f"/v1/responses/{response.get_json()['id']}", headers=auth)
+    assert stored.get_json()["metadata"] == metadata
+
+
 def events_of(response: Any) -> list[dict[str, Any]]:
     lines = response.get_data(as_text=True).splitlines()
     return [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
