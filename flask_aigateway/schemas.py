@@ -66,6 +66,48 @@ def _check_type(name: str, value: Any) -> None:
             )
 
 
+#: OpenAI's limits on ``metadata`` (chat completions and the Responses API alike).
+METADATA_MAX_PAIRS = 16
+METADATA_MAX_KEY_CHARS = 64
+METADATA_MAX_VALUE_CHARS = 512
+_JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", dict: "an object"}
+
+
+def check_metadata(metadata: Any) -> None:
+    """``metadata`` as OpenAI takes it: an object of at most 16 key-value pairs, keys of at
+    most 64 characters, values strings of at most 512. Raises :class:`InvalidRequestError`
+    (param ``metadata``) naming what is wrong: the gateway keeps (Responses) or forwards
+    (chat) it, and an OpenAI SDK reads it back as ``dict[str, str]``."""
+
+    def bad(message: str) -> InvalidRequestError:
+        return InvalidRequestError(message, param="metadata")
+
+    if not isinstance(metadata, dict):
+        raise bad("'metadata' must be an object.")
+    if len(metadata) > METADATA_MAX_PAIRS:
+        raise bad(
+            f"'metadata' has {len(metadata)} key-value pairs; at most {METADATA_MAX_PAIRS} are "
+            "allowed: keep fewer."
+        )
+    for key, value in metadata.items():
+        if len(key) > METADATA_MAX_KEY_CHARS:
+            raise bad(
+                f"'metadata' key {key[:20]!r}… is {len(key)} characters long; keys are at most "
+                f"{METADATA_MAX_KEY_CHARS}."
+            )
+        if not isinstance(value, str):
+            got = "null" if value is None else _JSON_TYPES.get(type(value), "an array")
+            raise bad(
+                f"'metadata.{key}' must be a string (got {got}): metadata values are strings; "
+                "send other values as text."
+            )
+        if len(value) > METADATA_MAX_VALUE_CHARS:
+            raise bad(
+                f"'metadata.{key}' is {len(value)} characters long; values are at most "
+                f"{METADATA_MAX_VALUE_CHARS}."
+            )
+
+
 def _check_message(index: int, message: Any) -> None:
     if (
         isinstance(message, dict)
@@ -219,6 +261,8 @@ class ChatRequest:
         for name, value in params.items():
             if name in _PARAM_TYPES and value is not None:
                 _check_type(name, value)
+        if params.get("metadata") is not None:
+            check_metadata(params["metadata"])
         if params.get("tools"):
             _check_tools(params["tools"])
         _check_typed_object("tool_choice", params.get("tool_choice"))

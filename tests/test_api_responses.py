@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -70,6 +71,9 @@ def error_of(response: Any) -> dict[str, Any]:
         ({"input": "hi", "tool_choice": "required"}, "tool_choice"),
         ({"input": "hi", "tool_choice": {"type": "function", "name": "f"}}, "tool_choice"),
         ({"input": "hi", "text": {"tone": "dry"}}, "text.tone"),
+        ({"input": "hi", "prompt_cache_key": 7}, "prompt_cache_key"),
+        ({"input": "hi", "max_tool_calls": -1}, "max_tool_calls"),
+        ({"input": "hi", "max_tool_calls": "3"}, "max_tool_calls"),
         ({"input": 3}, "input"),
         ({}, "input"),
     ],
@@ -110,6 +114,107 @@ def test_what_tools_built_on_the_sdk_send_by_default_is_carried(client, upstream
     for absent in ("include", "max_tool_calls", "stream_options", "summary", "text"):
         assert absent not in sent
     assert [item["type"] for item in response.get_json()["output"]] == ["message"]
+
+
+#: ``metadata`` OpenAI refuses: values not strings, more than 16 pairs, keys over 64
+#: characters, values over 512.
+BAD_METADATA = {
+    "a number": {"n": 5},
+    "an object": {"nested": {"a": [1, 2]}},
+    "null": {"a": None},
+    "17 pairs": {f"k{i}": "v" for i in range(17)},
+    "a key of 65": {"k" * 65: "v"},
+    "a value of 513": {"k": "x" * 513},
+    "not an object": ["k", "v"],
+}
+
+
+@DOORS
+@pytest.mark.parametrize("metadata", BAD_METADATA.values(), ids=list(BAD_METADATA))
+def test_metadata_outside_openais_limits_is_refused(client, upstreams, api_key, door, metadata):
+    """Both doors take ``metadata`` as OpenAI does (Responses keeps it, chat forwards it): an
+    SDK reads it back as ``dict[str, str]``."""
+    response = ask(client, api_key, door, metadata=metadata)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["type"], error["param"]) == ("invalid_request_error", "metadata")
+    assert upstreams["gpt"].requests == []
+
+
+@DOORS
+def test_metadata_at_openais_limits_is_kept(client, upstreams, api_key, door):
+    from openai.types.responses import Response
+
+    metadata = {**{f"k{i}": "" for i in range(15)}, "k" * 64: "x" * 512}
+    response = ask(client, api_key, door, metadata=metadata)
+    assert response.status_code == 200, response.get_json()
+    if door == "chat.completions":
+        assert upstreams["gpt"].last.json["metadata"] == metadata
+        return
+    assert Response.model_validate(response.get_json()).metadata == metadata
+    auth = {"Authorization": f"Bearer {api_key}"}
+    stored = client.get(f"/v1/responses/{response.get_json()['id']}", headers=auth)
+    assert stored.get_json()["metadata"] == metadata
+
+
+def events_of(response: Any) -> list[dict[str, Any]]:
+    lines = response.get_data(as_text=True).splitlines()
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+
+
+def test_accepted_settings_are_echoed_and_completed_at_is_set(client, upstreams, api_key):
+    """The response object echoes the settings the gateway accepted (and sent upstream) as
+    OpenAI's does, and says when it completed (unix seconds; null until then): plain,
+    streamed (``response.created`` / ``in_progress`` / ``completed``) and stored alike."""
+    from openai.types.responses import Response
+
+    auth = {"Authorization": f"Bearer {api_key}"}
+    settings = {
+        "text": {"format": {"type": "text"}, "verbosity": "low"},
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "service_tier": "flex",
+        "prompt_cache_key": "conversation-7",
+        "safety_identifier": "user-hash-1",
+        "max_tool_calls": 3,
+    }
+    body = {"model": "gpt", "input": "hi", **settings}
+
+    def check(raw: dict[str, Any], *, done: bool) -> None:
+        response = Response.model_validate(raw)
+        assert response.text is not None and response.text.verbosity == "low"
+        assert response.reasoning is not None
+        assert (response.reasoning.effort, response.reasoning.summary) == ("low", "auto")
+        assert (response.service_tier, response.max_tool_calls) == ("flex", 3)
+        assert (response.prompt_cache_key, response.safety_identifier) == (
+            "conversation-7",
+            "user-hash-1",
+        )
+        if done:
+            assert response.status == "completed"
+            assert response.created_at <= response.completed_at <= time.time()
+        else:
+            assert response.completed_at is None
+
+    plain = client.post("/v1/responses", json=body, headers=auth).get_json()
+    check(plain, done=True)
+    assert client.get(f"/v1/responses/{plain['id']}", headers=auth).get_json() == plain
+    events = events_of(client.post("/v1/responses", json={**body, "stream": True}, headers=auth))
+    assert [e["type"] for e in events[:2]] == ["response.created", "response.in_progress"]
+    for event in events[:2]:
+        check(event["response"], done=False)
+    assert events[-1]["type"] == "response.completed"
+    final = events[-1]["response"]
+    check(final, done=True)
+    assert client.get(f"/v1/responses/{final['id']}", headers=auth).get_json() == final
+    # Left out, they are null (and the response as OpenAI's types have it).
+    bare = client.post("/v1/responses", json={"model": "gpt", "input": "hi"}, headers=auth)
+    response = Response.model_validate(bare.get_json())
+    assert (response.service_tier, response.max_tool_calls, response.text.verbosity) == (
+        None,
+        None,
+        None,
+    )
+    assert response.completed_at is not None
 
 
 def test_tool_settings_without_tools_are_left_out(client, upstreams, api_key):

@@ -39,11 +39,13 @@ def raw(text: str) -> Callable[[str], bytes]:
 
 
 def deep(levels: int, opener: str) -> Callable[[str], bytes]:
+    """A body nesting ``levels`` more inside a field any JSON reaches an OpenAI-compatible
+    upstream through (a vendor's extension, here vLLM's ``guided_json``)."""
     closer = {"[": "]", '{"a":': "}"}[opener]
     inner = opener * levels + "1" + closer * levels
     return raw(
         '{"model": "{alias}", "messages": [{"role": "user", "content": "hi"}], '
-        f'"metadata": {{"x": {inner}}}}}'
+        f'"guided_json": {{"x": {inner}}}}}'
     )
 
 
@@ -313,7 +315,7 @@ def test_a_malformed_authorization_header_is_401(client, upstreams) -> None:
 @pytest.mark.parametrize("opener", ["[", '{"a":'])
 def test_the_depth_limit_is_exact(client, upstreams, api_key, opener) -> None:
     """A body nesting exactly AIGATEWAY_MAX_JSON_DEPTH (64) levels is served, one more is
-    refused (the body object and ``metadata`` are two of them)."""
+    refused (the body object and ``guided_json`` are two of them)."""
     upstreams["gpt"].reply(text="ok")
     at_limit = send(client, ROUTES[0], deep(62, opener)("gpt"), api_key)
     assert at_limit.status_code == 200, at_limit.get_json()

@@ -179,6 +179,34 @@ def test_incomplete_at_the_token_limit(sdk, upstreams, alias):
     response = sdk.responses.create(model=alias, input="Hello", max_output_tokens=1)
     assert response.status == "incomplete"
     assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.output[0].status == "incomplete"
+
+
+@ALIASES
+def test_incomplete_when_the_upstream_filters_or_refuses(sdk, upstreams, alias):
+    """OpenAI's ``content_filter`` and Anthropic's ``refusal`` (chat's ``content_filter``)
+    leave the response incomplete for ``content_filter``, as OpenAI's Responses API says: plain,
+    streamed and stored alike. A client reading only ``status`` must not take it as whole."""
+    finish = "content_filter" if alias == "gpt" else "refusal"
+
+    def check(response: Any) -> None:
+        assert response.status == "incomplete"
+        assert response.incomplete_details.reason == "content_filter"
+        assert [item.status for item in response.output] == ["incomplete"]
+        assert response.output_text == "Partial answer"
+        assert response.completed_at is None  # set only when completed, as OpenAI does
+
+    upstreams[alias].reply(text="Partial answer", finish=finish)
+    plain = sdk.responses.create(model=alias, input="Hello")
+    check(plain)
+    check(sdk.responses.retrieve(plain.id))
+    upstreams[alias].reply(text="Partial answer", finish=finish)
+    with sdk.responses.stream(model=alias, input="Hello") as stream:
+        events = list(stream)
+    assert events[-1].type == "response.incomplete"
+    assert "response.completed" not in [event.type for event in events]
+    check(events[-1].response)
+    check(sdk.responses.retrieve(events[-1].response.id))
 
 
 @ALIASES
@@ -327,6 +355,27 @@ def test_errors_raise_the_sdk_exceptions(sdk, upstreams, live_server, state, ali
         assert upstreams[alias].requests, "the upstream was called"
     if client is not sdk:
         client.close()
+
+
+def test_a_stream_reports_cache_writes_as_the_plain_answer_does(sdk, upstreams):
+    """An Anthropic-format upstream's cache writes reach ``input_tokens_details`` of a
+    streamed response (and its stored copy) as of a plain one: chat's usage JSON has no field
+    for them, the stream's final usage has."""
+    counts = {"prompt_tokens": 10, "completion_tokens": 5}
+    caching = {"cache_read_tokens": 100, "cache_write_tokens": 20}
+    upstreams["claude"].reply(text="cached", **counts, **caching)
+    plain = sdk.responses.create(model="claude", input="Hello")
+    upstreams["claude"].reply(text="cached", **counts, **caching)
+    with sdk.responses.stream(model="claude", input="Hello") as stream:
+        for _event in stream:
+            pass
+        streamed = stream.get_final_response()
+    stored = sdk.responses.retrieve(streamed.id)
+    for response in (plain, streamed, stored):
+        assert response.usage.input_tokens == 130
+        details = response.usage.input_tokens_details
+        assert (details.cached_tokens, details.cache_write_tokens) == (100, 20)
+        assert response.usage.output_tokens == 5
 
 
 @ALIASES

@@ -53,11 +53,6 @@ class _EventSSE:
         self._stream.close()
 
 
-def _chunks(stream: ChatStream) -> Iterator[dict[str, Any]]:
-    for chunk in stream:
-        yield chunk.data
-
-
 def _owner() -> Principal:
     return authenticate(get_state(), bearer_token(request.headers.get("Authorization")))
 
@@ -108,7 +103,7 @@ def create() -> Response:
         )
         events = ResponseEvents(
             parsed,
-            _chunks(stream),
+            stream,
             on_finished=keep,
             on_failed=stream.fail,
             on_crashed=stream.crash,

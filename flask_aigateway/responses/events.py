@@ -4,10 +4,11 @@
 ``content_part.added`` / ``output_text.delta``… / ``output_text.done`` / ``content_part.done``
 / ``output_item.done`` run for the text and an ``output_item.added`` /
 ``function_call_arguments.delta``… / ``.done`` / ``output_item.done`` run per tool call; then
-``response.completed`` (or ``response.incomplete`` at the token limit) with the usage and the
-gateway's ``aigateway`` object (cost, provider, attempts), as chat's final chunk has it. A
-failure after the first byte gives an ``error`` event and ``response.failed`` — a bug in this
-translation too (``internal_error``, its traceback in the log), as chat's stream ends on one.
+``response.completed`` (or ``response.incomplete`` when the upstream cut the answer: token
+limit, content filter) with the usage and the gateway's ``aigateway`` object (cost, provider,
+attempts), as chat's final chunk has it. A failure after the first byte gives an ``error``
+event and ``response.failed`` — a bug in this translation too (``internal_error``, its
+traceback in the log), as chat's stream ends on one.
 
 A call is done as the next item begins once its arguments are a whole JSON object, as OpenAI
 sends them; a call whose arguments are not (an OpenAI-compatible server interleaving parallel
@@ -24,7 +25,8 @@ from typing import Any
 
 from ..errors import GatewayError, forget_frames, internal_error
 from ..providers.wire import after_whole_arguments, arguments_whole, call_name, tool_call_key
-from .objects import response_object, usage_object
+from ..schemas import StreamChunk, Usage
+from .objects import final_status, response_object, usage_object
 from .tools import custom_input, output_call, search_arguments
 from .translate import ResponsesRequest, item_id, new_id
 
@@ -45,10 +47,14 @@ class _Open:
 @dataclass(slots=True)
 class ResponseEvents:
     """Iterate for ``(event type, event data)``; ``on_finished`` gets the final response
-    object when the stream ends as ``completed`` or ``incomplete``."""
+    object when the stream ends as ``completed`` or ``incomplete``.
+
+    ``chunks`` are the chat stream's: the usage comes from the :class:`Usage` its final chunk
+    carries (the counts billed, cache writes included, which an OpenAI ``usage`` object has
+    no field for), not from that chunk's ``usage`` JSON."""
 
     request: ResponsesRequest
-    chunks: Iterable[dict[str, Any]]
+    chunks: Iterable[StreamChunk]
     on_finished: Callable[[dict[str, Any]], None] | None = None
     #: Told of an error the stream ends with (the chunks', or this translation's own: those
     #: must reach the request's record, which the chunks' source keeps).
@@ -74,13 +80,17 @@ class ResponseEvents:
         start = response_object(self.request, status="in_progress")
         yield self._event("response.created", response=start)
         yield self._event("response.in_progress", response=start)
-        usage: dict[str, Any] | None = None
+        usage = Usage()
         extension: dict[str, Any] | None = None
         finish_reason: str | None = None
+        # Held here, not only by the loop: a bug in this loop must reach ``on_crashed`` before
+        # the chat stream is closed (which, unfinished, would say the client left).
+        chunks = iter(self.chunks)
         try:
-            for chunk in self.chunks:
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
+            for streamed in chunks:
+                chunk = streamed.data
+                if streamed.usage is not None:
+                    usage = streamed.usage
                 if chunk.get("aigateway"):
                     extension = chunk["aigateway"]
                 for choice in chunk.get("choices") or ():
@@ -103,18 +113,12 @@ class ResponseEvents:
                 self.on_crashed(exc)
             yield from self._failed(internal_error())
             return
-        status = "incomplete" if finish_reason == "length" else "completed"
-        yield from self._close(status)
-        details = (usage or {}).get("prompt_tokens_details") or {}
+        yield from self._close(final_status(finish_reason))
         final = response_object(
             self.request,
             status="completed",
             output=self._output,
-            usage=usage_object(
-                int((usage or {}).get("prompt_tokens") or 0),
-                int((usage or {}).get("completion_tokens") or 0),
-                int(details.get("cached_tokens") or 0),
-            ),
+            usage=usage_object(usage),
             finish_reason=finish_reason,
         )
         if self.on_finished is not None:

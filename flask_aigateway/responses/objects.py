@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from ..schemas import ChatResponse
+from ..schemas import ChatResponse, Usage
 from .tools import output_call
 from .translate import ResponsesRequest, item_id, new_id
+
+#: Chat finish reasons that leave a response ``incomplete``, with OpenAI's
+#: ``incomplete_details.reason`` for each (an Anthropic ``refusal`` arrives as
+#: ``content_filter``, as chat completions reports it).
+INCOMPLETE_REASONS: dict[str, str] = {
+    "length": "max_output_tokens",
+    "content_filter": "content_filter",
+}
+
+
+def final_status(finish_reason: str | None) -> str:
+    """The status of a response whose answer ended with ``finish_reason``: ``incomplete``
+    when the upstream cut it (token limit, content filter), else ``completed``; its output
+    items take the same status."""
+    return "incomplete" if finish_reason in INCOMPLETE_REASONS else "completed"
 
 
 def output_items(response: ChatResponse, request: ResponsesRequest) -> list[dict[str, Any]]:
     """The chat answer's message and tool calls as the output items of ``request``'s
-    response (each call as the kind of tool it calls: :func:`.tools.output_call`)."""
+    response (each call as the kind of tool it calls: :func:`.tools.output_call`), each
+    with the response's :func:`final_status`."""
     items: list[dict[str, Any]] = []
+    status = final_status(response.finish_reason)
     content = response.content
     if content:
-        items.append(message_item(item_id("msg", request.id), content, "completed"))
+        items.append(message_item(item_id("msg", request.id), content, status))
     for call in response.tool_calls:
         function = call.get("function") or {}
         items.append(
@@ -25,7 +43,7 @@ def output_items(response: ChatResponse, request: ResponsesRequest) -> list[dict
                 function.get("arguments") or "",
                 id=item_id("fc", request.id),
                 call_id=call.get("id") or new_id("call"),
-                status="completed",
+                status=status,
             )
         )
     return items
@@ -41,15 +59,18 @@ def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     }
 
 
-def usage_object(
-    prompt: int, completion: int, cached: int = 0, cache_write: int = 0
-) -> dict[str, Any]:
+def usage_object(usage: Usage) -> dict[str, Any]:
+    """The response's ``usage``: ``input_tokens`` counts cache reads and writes, as OpenAI's
+    does, each also in ``input_tokens_details``."""
     return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": cache_write},
-        "output_tokens": completion,
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
+        "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": prompt + completion,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
     }
 
 
@@ -62,32 +83,46 @@ def response_object(
     finish_reason: str | None = None,
     error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``response`` object: the request's settings echoed back, with the given outcome."""
+    """A ``response`` object: the request's settings echoed back, with the given outcome.
+
+    A ``completed`` outcome whose ``finish_reason`` is in :data:`INCOMPLETE_REASONS` is
+    ``incomplete`` with that reason. ``completed_at`` (unix seconds, now) is set on a
+    completed response only, as OpenAI sets it; the settings the request gave (and the
+    gateway accepted) are echoed, null when not given."""
     body = request.body
-    if status == "completed" and finish_reason == "length":
+    reason = INCOMPLETE_REASONS.get(finish_reason or "")
+    if status == "completed" and reason is not None:
         status = "incomplete"
     tools = [
         {"strict": None, "description": None, "parameters": None, **tool}
         for tool in body.get("tools") or []
     ]
     text = body.get("text") or {}
+    reasoning = body.get("reasoning") or {}
     return {
         "id": request.id,
         "object": "response",
         "created_at": request.created_at,
+        "completed_at": int(time.time()) if status == "completed" else None,
         "status": status,
         "error": error,
-        "incomplete_details": ({"reason": "max_output_tokens"} if status == "incomplete" else None),
+        "incomplete_details": {"reason": reason} if status == "incomplete" else None,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "model": request.model,
         "output": output or [],
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
         "previous_response_id": request.previous_response_id,
-        "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
+        "reasoning": {
+            "effort": reasoning.get("effort"),
+            "summary": reasoning.get("summary") or reasoning.get("generate_summary"),
+        },
         "store": bool(request.store),
         "temperature": body.get("temperature"),
-        "text": {"format": text.get("format") or {"type": "text"}},
+        "text": {
+            "format": text.get("format") or {"type": "text"},
+            "verbosity": text.get("verbosity"),
+        },
         "tool_choice": body.get("tool_choice") or "auto",
         "tools": tools,
         "top_p": body.get("top_p"),
@@ -95,21 +130,19 @@ def response_object(
         "usage": usage,
         "user": body.get("user"),
         "metadata": body.get("metadata") or {},
+        "service_tier": body.get("service_tier"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
+        "safety_identifier": body.get("safety_identifier"),
+        "max_tool_calls": body.get("max_tool_calls"),
     }
 
 
 def completed(request: ResponsesRequest, response: ChatResponse) -> dict[str, Any]:
     """The ``response`` object of a finished chat answer."""
-    usage = response.usage
     return response_object(
         request,
         status="completed",
         output=output_items(response, request),
-        usage=usage_object(
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.cached_tokens,
-            usage.cache_write_tokens,
-        ),
+        usage=usage_object(response.usage),
         finish_reason=response.finish_reason,
     )

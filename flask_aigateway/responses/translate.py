@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidRequestError
-from ..schemas import ChatRequest
+from ..schemas import ChatRequest, check_metadata
 from ..wording import counted
 from .fields import KNOWN_FIELDS
 from .tools import ToolSpec, chat_call, found_names
@@ -107,9 +107,17 @@ class ResponsesRequest:
             not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
         ):
             raise _bad("'max_output_tokens' must be a positive integer.", "max_output_tokens")
-        metadata = body.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise _bad("'metadata' must be an object.", "metadata")
+        if body.get("metadata") is not None:
+            check_metadata(body["metadata"])
+        # Echoed on the response object (max_tool_calls only there): of the type it says.
+        for name in ("service_tier", "prompt_cache_key", "safety_identifier"):
+            if body.get(name) is not None and not isinstance(body[name], str):
+                raise _bad(f"'{name}' must be a string.", name)
+        calls = body.get("max_tool_calls")
+        if calls is not None and (
+            not isinstance(calls, int) or isinstance(calls, bool) or calls < 0
+        ):
+            raise _bad("'max_tool_calls' must be a non-negative integer.", "max_tool_calls")
         response_id = new_id("resp")
         items = _resolved(input_items(body.get("input"), response_id), resolve)
         request = cls(
