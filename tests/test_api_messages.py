@@ -560,14 +560,69 @@ def test_retries_and_a_fallback_across_formats(client, api_key, upstreams, state
     upstreams["gpt"].default = Reply(status=503)
     upstreams["claude"].reply(text="from claude")
     response = post(client, body(top_k=3), api_key)
-    # A field the first format cannot carry is the caller's fault: refused, no fallback.
+    # A field the first format cannot carry is the caller's fault: refused, no fallback,
+    # no upstream call.
     assert response.status_code == 400
+    assert response.headers["x-aigateway-attempts"] == "0"
+    assert "x-aigateway-fallback" not in response.headers
+    assert len(upstreams["claude"].requests) == 2
+    row = log_rows(state)[-1]
+    assert (row.status_code, row.attempts, row.provider) == (400, 0, "fake-openai")
     response = post(client, body(), api_key)
     assert response.status_code == 200
     assert response.json["content"][0]["text"] == "from claude"
     assert response.json["model"] == "gpt"
     assert response.headers["x-aigateway-fallback"] == "gpt,claude"
     assert upstreams["claude"].last.json["model"] == "claude-sonnet-4-5"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_fallback_that_cannot_carry_the_request_is_left_out(
+    client, api_key, upstreams, state, stream
+) -> None:
+    """An Anthropic-format alias falling back on an OpenAI-format one: a request with an
+    Anthropic-only field is served while the primary is up; when it fails, the fallback,
+    which cannot carry the field, is not tried and the client gets the primary's failure
+    (a 5xx the SDKs retry), not a 400 blaming the request."""
+    from flask_aigateway.services.models import create_model
+
+    create_model(
+        state,
+        alias="claude-fb",
+        provider="fake-anthropic",
+        model="claude-sonnet-4-5",
+        pricing_input="1",
+        pricing_output="2",
+        fallbacks="gpt",
+    )
+    state.settings["AIGATEWAY_CIRCUIT_FAILURES"] = 3  # the primary's retries open it
+    sent = body(model="claude-fb", top_k=5, stream=stream)
+    assert post(client, sent, api_key).status_code == 200
+    upstreams["claude"].default = Reply(status=500, error_message="boom")
+    response = post(client, sent, api_key)
+    assert response.status_code == 502, response.get_data(as_text=True)
+    assert response.json == {
+        "type": "error",
+        "error": {"type": "api_error", "message": response.json["error"]["message"]},
+    }
+    assert "boom" in response.json["error"]["message"]
+    assert response.headers["x-aigateway-attempts"] == "3"
+    assert "x-aigateway-fallback" not in response.headers  # gpt was not tried
+    assert upstreams["gpt"].requests == []
+    row = log_rows(state)[-1]
+    assert (row.status_code, row.attempts, row.provider) == (502, 3, "fake-anthropic")
+    assert not row.fallback_path
+    # Cooling down now (its circuit opened): the primary's 529, still not the fallback's 400.
+    response = post(client, sent, api_key)
+    assert response.status_code == 529, response.get_data(as_text=True)
+    assert response.json["error"]["type"] == "overloaded_error"
+    assert response.headers["x-aigateway-attempts"] == "0"
+    assert upstreams["gpt"].requests == []
+    # What the fallback can carry, it serves.
+    response = post(client, body(model="claude-fb", stream=stream), api_key)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["x-aigateway-fallback"] == "claude-fb,gpt"
+    assert len(upstreams["gpt"].requests) == 1
 
 
 def test_an_openai_answer_in_parts_becomes_one_text_block(client, api_key, upstreams) -> None:
@@ -838,7 +893,7 @@ def test_wrong_types_for_an_openai_upstream_are_400s_naming_the_field(
     assert param in error["message"]
     assert upstreams["gpt"].requests == []
     row = log_rows(state)[-1]
-    assert (row.status_code, row.error_type) == (400, "invalid_request_error")
+    assert (row.status_code, row.error_type, row.attempts) == (400, "invalid_request_error", 0)
 
 
 @pytest.mark.parametrize(
