@@ -105,6 +105,39 @@ def _anthropic_request(
     )
 
 
+class _ChatForm:
+    """A Messages request as an OpenAI chat request, translated once, when an OpenAI-format
+    deployment first needs it, and kept, refusal included (every such deployment gets the
+    same translation: it depends on the body alone)."""
+
+    __slots__ = ("_body", "_error", "_request")
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self._body = body
+        self._request: ChatRequest | None = None
+        self._error: InvalidRequestError | None = None
+
+    def refusal(self, target: Target) -> InvalidRequestError | None:
+        """Why ``target`` cannot carry the request (None: it can): an Anthropic-format one
+        gets the body as it came, an OpenAI-format one what :func:`to_chat_request` allows."""
+        if target.wire_format is WireFormat.ANTHROPIC:
+            return None
+        if self._request is None and self._error is None:
+            try:
+                self._request = to_chat_request(self._body)
+            except InvalidRequestError as error:
+                self._error = error
+        return self._error
+
+    def request(self, target: Target) -> ChatRequest:
+        """The chat request for ``target`` (which :meth:`refusal` let through)."""
+        error = self.refusal(target)
+        if error is not None:
+            raise error
+        assert self._request is not None
+        return self._request
+
+
 class Messages:
     """The Messages door of one pipeline (stateless beyond it)."""
 
@@ -155,12 +188,14 @@ class Messages:
                 served = pipeline.cache.serve(cached, record, route)
                 message = {**cached.body, "id": f"msg_{record.request_id}"}
                 return MessageResult(message, replace(served, headers=admission.headers))
+            chat = _ChatForm(body)
             target, (message, usage), _attempts = pipeline.route(
                 request,
                 route,
                 record,
-                lambda t, left: self._call(body, headers, t, left, record),
+                lambda t, left: self._call(body, chat, headers, t, left, record),
                 admission=admission,
+                refusal=chat.refusal,
             )
             if usage.estimated:
                 usage = replace(usage, prompt_tokens=estimate_prompt_tokens(request))
@@ -191,6 +226,7 @@ class Messages:
     def _call(
         self,
         body: Mapping[str, Any],
+        form: _ChatForm,
         headers: Mapping[str, str],
         target: Target,
         seconds_left: float,
@@ -205,7 +241,7 @@ class Messages:
         if target.wire_format is WireFormat.ANTHROPIC:
             upstream = _anthropic_request(body, target, headers)
         else:
-            chat = to_chat_request(body)
+            chat = form.request(target)
             upstream = adapter.build_request(chat, target)
         try:
             with record.upstream_wait():
@@ -257,13 +293,15 @@ class Messages:
                 return MessageStream(
                     pipeline, request, record, record.target, replay, admission, cached=served
                 )
+            chat = _ChatForm(body)
             target, source, attempts = pipeline.route(
                 request,
                 route,
                 record,
-                lambda t, left: self._open(body, headers, request, t, left, record),
+                lambda t, left: self._open(body, chat, headers, request, t, left, record),
                 hold=True,
                 admission=admission,
+                refusal=chat.refusal,
             )
             record.target = target
             record.ttft_ms = record.elapsed_ms()
@@ -287,6 +325,7 @@ class Messages:
     def _open(
         self,
         body: Mapping[str, Any],
+        form: _ChatForm,
         headers: Mapping[str, str],
         request: ChatRequest,
         target: Target,
@@ -298,7 +337,7 @@ class Messages:
         if target.wire_format is WireFormat.ANTHROPIC:
             upstream = _anthropic_request(body, target, headers)
         else:
-            chat = to_chat_request(body)
+            chat = form.request(target)
             upstream = adapter.build_request(chat, target)
         with record.upstream_wait():
             stream = self.pipeline.transport.open_stream(

@@ -24,7 +24,7 @@ from .catalog import AliasRoute, load_route, wrong_kind
 from .embedding_pipeline import embed
 from .embeddings import EmbeddingsRequest, GatewayRequest
 from .enums import ModelKind, Route
-from .errors import NotFoundError, PermissionDeniedError, UpstreamError
+from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from .governance import BudgetBook, Gate, Principal, RateLimiter, authenticate
 from .providers import get_adapter
 from .providers.base import Target
@@ -243,6 +243,7 @@ class Pipeline:
         *,
         hold: bool = False,
         admission: Admission | None = None,
+        refusal: Callable[[Target], GatewayError | None] | None = None,
     ) -> tuple[Target, T, AttemptLog]:
         """Pick deployments, call, retry, fall back (``routing.execute``); the record gets the
         attempts, the fallback path and the deployment tried last, whatever the outcome.
@@ -250,7 +251,8 @@ class Pipeline:
 
         With ``admission``, what the winning attempt still has to tell the router (its
         success and lease; a stream's lease) is reported when the admission ends, in the
-        same Redis round trip as the budget settlement."""
+        same Redis round trip as the budget settlement. ``refusal``: why a deployment cannot
+        carry the request, or None (``routing.execute`` leaves such deployments out)."""
         attempts = AttemptLog()
         if admission is not None:
             if admission.attempts is not None:
@@ -270,6 +272,7 @@ class Pipeline:
                 hold=hold,
                 defer=admission is not None and not hold,
                 first=admission.first_lease if admission is not None else None,
+                refusal=refusal,
             )
         finally:
             record.attempts = attempts.attempts

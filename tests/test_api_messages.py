@@ -560,14 +560,69 @@ def test_retries_and_a_fallback_across_formats(client, api_key, upstreams, state
     upstreams["gpt"].default = Reply(status=503)
     upstreams["claude"].reply(text="from claude")
     response = post(client, body(top_k=3), api_key)
-    # A field the first format cannot carry is the caller's fault: refused, no fallback.
+    # A field the first format cannot carry is the caller's fault: refused, no fallback,
+    # no upstream call.
     assert response.status_code == 400
+    assert response.headers["x-aigateway-attempts"] == "0"
+    assert "x-aigateway-fallback" not in response.headers
+    assert len(upstreams["claude"].requests) == 2
+    row = log_rows(state)[-1]
+    assert (row.status_code, row.attempts, row.provider) == (400, 0, "fake-openai")
     response = post(client, body(), api_key)
     assert response.status_code == 200
     assert response.json["content"][0]["text"] == "from claude"
     assert response.json["model"] == "gpt"
     assert response.headers["x-aigateway-fallback"] == "gpt,claude"
     assert upstreams["claude"].last.json["model"] == "claude-sonnet-4-5"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_fallback_that_cannot_carry_the_request_is_left_out(
+    client, api_key, upstreams, state, stream
+) -> None:
+    """An Anthropic-format alias falling back on an OpenAI-format one: a request with an
+    Anthropic-only field is served while the primary is up; when it fails, the fallback,
+    which cannot carry the field, is not tried and the client gets the primary's failure
+    (a 5xx the SDKs retry), not a 400 blaming the request."""
+    from flask_aigateway.services.models import create_model
+
+    create_model(
+        state,
+        alias="claude-fb",
+        provider="fake-anthropic",
+        model="claude-sonnet-4-5",
+        pricing_input="1",
+        pricing_output="2",
+        fallbacks="gpt",
+    )
+    state.settings["AIGATEWAY_CIRCUIT_FAILURES"] = 3  # the primary's retries open it
+    sent = body(model="claude-fb", top_k=5, stream=stream)
+    assert post(client, sent, api_key).status_code == 200
+    upstreams["claude"].default = Reply(status=500, error_message="boom")
+    response = post(client, sent, api_key)
+    assert response.status_code == 502, response.get_data(as_text=True)
+    assert response.json == {
+        "type": "error",
+        "error": {"type": "api_error", "message": response.json["error"]["message"]},
+    }
+    assert "boom" in response.json["error"]["message"]
+    assert response.headers["x-aigateway-attempts"] == "3"
+    assert "x-aigateway-fallback" not in response.headers  # gpt was not tried
+    assert upstreams["gpt"].requests == []
+    row = log_rows(state)[-1]
+    assert (row.status_code, row.attempts, row.provider) == (502, 3, "fake-anthropic")
+    assert not row.fallback_path
+    # Cooling down now (its circuit opened): the primary's 529, still not the fallback's 400.
+    response = post(client, sent, api_key)
+    assert response.status_code == 529, response.get_data(as_text=True)
+    assert response.json["error"]["type"] == "overloaded_error"
+    assert response.headers["x-aigateway-attempts"] == "0"
+    assert upstreams["gpt"].requests == []
+    # What the fallback can carry, it serves.
+    response = post(client, body(model="claude-fb", stream=stream), api_key)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["x-aigateway-fallback"] == "claude-fb,gpt"
+    assert len(upstreams["gpt"].requests) == 1
 
 
 def test_an_openai_answer_in_parts_becomes_one_text_block(client, api_key, upstreams) -> None:
@@ -756,6 +811,107 @@ def test_output_settings_an_openai_upstream_cannot_take_are_400s(
     assert response.status_code == 400, response.json
     assert param in response.json["error"]["message"]
     assert upstreams["gpt"].requests == []
+
+
+def _user(*blocks: Any) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": list(blocks)}]
+
+
+def _result(**fields: Any) -> list[dict[str, Any]]:
+    return _user({"type": "tool_result", "tool_use_id": "toolu_1", **fields})
+
+
+def _called(block: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*HELLO, {"role": "assistant", "content": [block]}, {"role": "user", "content": "ok"}]
+
+
+#: A field the translation reads, of the wrong type, and the path its 400 names.
+WRONG_TYPES = [
+    ({"system": 5}, "system"),
+    ({"system": {"text": "x"}}, "system"),
+    ({"system": [5]}, "system[0]"),
+    ({"system": [{"type": "text", "text": 5}]}, "system[0].text"),
+    ({"metadata": "u"}, "metadata"),
+    ({"metadata": 5}, "metadata"),
+    ({"metadata": {"user_id": 5}}, "metadata.user_id"),
+    ({"stop_sequences": 5}, "stop_sequences"),
+    ({"stop_sequences": "END"}, "stop_sequences"),
+    ({"stop_sequences": ["END", 5]}, "stop_sequences[1]"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_p": True}, "top_p"),
+    ({"cache_control": "ephemeral"}, "cache_control"),
+    ({"messages": _result(content=5)}, "messages[0].content[0].content"),
+    ({"messages": _result(content={"text": "x"})}, "messages[0].content[0].content"),
+    ({"messages": _result(content=[5])}, "messages[0].content[0].content[0]"),
+    ({"messages": _result(content="x", tool_use_id=5)}, "messages[0].content[0].tool_use_id"),
+    ({"messages": _result(content="x", is_error="yes")}, "messages[0].content[0].is_error"),
+    ({"messages": _user(5)}, "messages[0].content[0]"),
+    ({"messages": _user({"type": 5})}, "messages[0].content[0].type"),
+    ({"messages": _user({"type": "text", "text": 5})}, "messages[0].content[0].text"),
+    ({"messages": _user({"type": "image", "source": "x"})}, "messages[0].content[0].source"),
+    (
+        {"messages": _user({"type": "image", "source": {"type": "base64", "data": 5}})},
+        "messages[0].content[0].source.media_type",
+    ),
+    (
+        {"messages": _user({"type": "image", "source": {"type": "url", "url": 5}})},
+        "messages[0].content[0].source.url",
+    ),
+    (
+        {"messages": _called({"type": "tool_use", "id": "t", "name": "f", "input": 5})},
+        "messages[1].content[0].input",
+    ),
+    (
+        {"messages": _called({"type": "tool_use", "id": "t", "name": 5, "input": {}})},
+        "messages[1].content[0].name",
+    ),
+    ({"messages": _called({"type": "text", "text": ["x"]})}, "messages[1].content[0].text"),
+    ({"tools": {"name": "f"}}, "tools"),
+    ({"tools": [5]}, "tools[0]"),
+    ({"tools": [{"name": "f", "input_schema": "object"}]}, "tools[0].input_schema"),
+    ({"tools": [{"name": "f", "description": 5}]}, "tools[0].description"),
+    ({"tool_choice": "auto"}, "tool_choice"),
+    ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
+    ({"tool_choice": {"type": "tool", "name": 5}}, "tool_choice.name"),
+    ({"tool_choice": {"type": "auto", "disable_parallel_tool_use": "x"}}, "tool_choice."),
+    ({"thinking": 5}, "thinking"),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("fields", "param"), WRONG_TYPES)
+def test_wrong_types_for_an_openai_upstream_are_400s_naming_the_field(
+    client, api_key, upstreams, state, fields, param, stream
+) -> None:
+    """What the translation reads is checked as Anthropic checks it: a field of the wrong
+    type is a 400 naming it, before any upstream call (it was a 500 the SDKs retry, a string
+    of stop sequences was sent as its characters, a number as a stop sequence)."""
+    response = post(client, body(stream=stream, **fields), api_key)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    error = response.json["error"]
+    assert error["type"] == "invalid_request_error"
+    assert param in error["message"]
+    assert upstreams["gpt"].requests == []
+    row = log_rows(state)[-1]
+    assert (row.status_code, row.error_type, row.attempts) == (400, "invalid_request_error", 0)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "param"),
+    [({"user_id": "u-1", "session": "s-1"}, "metadata.session"), ({"tag": "x"}, "metadata.tag")],
+)
+def test_metadata_keys_an_openai_upstream_cannot_carry_are_refused(
+    client, api_key, upstreams, metadata, param
+) -> None:
+    """Only ``metadata.user_id`` becomes ``user``: other keys are refused naming them (they
+    were dropped), as the table says."""
+    response = post(client, body(metadata=metadata), api_key)
+    assert response.status_code == 400, response.json
+    assert f"'{param}'" in response.json["error"]["message"]
+    assert upstreams["gpt"].requests == []
+    response = post(client, body(metadata={"user_id": None}), api_key)
+    assert response.status_code == 200, response.json
+    assert "user" not in upstreams["gpt"].last.json
 
 
 def test_a_streamed_answer_keeps_its_citations_through_the_cache() -> None:

@@ -464,6 +464,22 @@ def test_errors_raise_the_sdk_exception_classes(claude, live_server, state, upst
         claude.messages.create(model="claude", max_tokens=5, messages=HELLO)
 
 
+def test_a_wrong_type_is_a_bad_request_the_sdk_does_not_retry(
+    live_server, api_key, state, upstreams
+):
+    """A malformed field for an OpenAI-format upstream is Anthropic's 400 naming it: the SDK
+    (default retries) sends it once; it was a 500, sent three times."""
+    client = anthropic.Anthropic(base_url=live_server.url, api_key=api_key, timeout=20)
+    before = len(log_rows(state))
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="gpt", max_tokens=5, system=5, messages=HELLO)  # type: ignore[arg-type]
+    client.close()
+    assert caught.value.body["error"]["type"] == "invalid_request_error"
+    assert caught.value.body["error"]["message"].startswith("system:")
+    assert len(log_rows(state)) == before + 1
+    assert upstreams["gpt"].requests == []
+
+
 def test_rate_limit_raises_rate_limit_error(live_server, state, upstreams):
     from flask_aigateway.services.keys import create_key
 

@@ -57,8 +57,7 @@ PARAMETERS: dict[str, Handling] = {
     "top_k": Handling("refused", "OpenAI has no top-k sampling"),
     "metadata": Handling(
         "translated",
-        "`metadata.user_id` → `user`; other keys refused",
-        lambda v: isinstance(v, dict) and set(v) <= {"user_id"},
+        "`metadata.user_id` (a string) → `user`; other keys refused",
     ),
     "tools": Handling(
         "translated",
@@ -100,7 +99,6 @@ PARAMETERS: dict[str, Handling] = {
         "translated",
         "`clear_thinking_*` edits accepted (earlier turns' thinking is left out anyway); "
         "other edits refused: OpenAI has no context editing",
-        lambda v: isinstance(v, dict),
     ),
     OTHER_FIELDS: Handling("refused", "unknown fields cannot be translated"),
 }
@@ -120,6 +118,29 @@ STOP_REASONS: dict[str, str] = {
 
 def _refuse(param: str, what: str) -> InvalidRequestError:
     return InvalidRequestError(f"'{param}': {what} cannot be sent to {_TO}.", param=param)
+
+
+def _invalid(param: str, expected: str) -> InvalidRequestError:
+    """A field of the wrong type or shape, said as Anthropic's API says it (400, whatever the
+    upstream: the request is wrong)."""
+    return InvalidRequestError(f"{param}: Input should be {expected}.", param=param)
+
+
+def _string(value: Any, where: str, *, optional: bool = False) -> str | None:
+    """``value`` when it is a string (or None, when ``optional``); else 400 naming ``where``."""
+    if isinstance(value, str) or (optional and value is None):
+        return value
+    raise _invalid(where, "a valid string")
+
+
+def _block(block: Any, where: str) -> str:
+    """A content block's ``type``; 400 when it is not an object with a string type."""
+    if not isinstance(block, dict):
+        raise _invalid(where, "an object (a content block)")
+    kind = block.get("type")
+    if not isinstance(kind, str):
+        raise _invalid(f"{where}.type", "a valid string (the block's type)")
+    return kind
 
 
 def check_body(body: Any) -> dict[str, Any]:
@@ -186,27 +207,37 @@ def carrier(
 
 
 def _text_of(blocks: Any, where: str) -> str:
-    """Text blocks joined (``cache_control`` and ``citations`` carry nothing OpenAI reads)."""
-    if isinstance(blocks, str):
-        return blocks
+    """Text blocks joined (``cache_control`` and ``citations`` carry nothing OpenAI reads);
+    None is no text. 400 naming the field or block for anything else."""
+    if blocks is None or isinstance(blocks, str):
+        return blocks or ""
+    if not isinstance(blocks, list):
+        raise _invalid(where, "a valid string or a list of text blocks")
     texts = []
-    for j, block in enumerate(blocks or ()):
+    for j, block in enumerate(blocks):
         here = f"{where}[{j}]"
-        if not isinstance(block, dict) or block.get("type") != "text":
-            kind = block.get("type") if isinstance(block, dict) else None
+        kind = _block(block, here)
+        if kind != "text":
             raise _refuse(here, f"a {kind!r} block here (text only)")
-        texts.append(str(block.get("text") or ""))
+        texts.append(_text(block, here))
     return "\n\n".join(texts)
+
+
+def _text(block: Mapping[str, Any], where: str) -> str:
+    """A text block's text (a string, as Anthropic requires)."""
+    return _string(block.get("text"), f"{where}.text") or ""
 
 
 def _tool_result(content: Any, where: str) -> tuple[str, list[dict[str, Any]]]:
     """A ``tool_result``'s content: its text, and its images as chat image parts."""
     if not isinstance(content, list):
+        if content is not None and not isinstance(content, str):
+            raise _invalid(where, "a valid string or a list of content blocks")
         return _text_of(content, where), []
     texts: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []
     for j, block in enumerate(content):
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _block(block, f"{where}[{j}]")
         if kind == "image":
             images.append(_image_part(block, f"{where}[{j}]"))
         elif kind == "text":
@@ -217,12 +248,16 @@ def _tool_result(content: Any, where: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
-    source = block.get("source") or {}
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise _invalid(f"{where}.source", "an object (an image source)")
     kind = source.get("type")
     if kind == "base64":
-        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
-    elif kind == "url" and isinstance(source.get("url"), str):
-        url = source["url"]
+        media_type = _string(source.get("media_type"), f"{where}.source.media_type")
+        data = _string(source.get("data"), f"{where}.source.data")
+        url = f"data:{media_type};base64,{data}"
+    elif kind == "url":
+        url = _string(source.get("url"), f"{where}.source.url") or ""
     else:
         raise _refuse(f"{where}.source", f"an image source of type {kind!r}")
     return {"type": "image_url", "image_url": {"url": url}}
@@ -237,20 +272,24 @@ def _user_turn(content: Any, where: str) -> list[dict[str, Any]]:
     media: list[dict[str, Any]] = []  # images tool results returned
     for j, block in enumerate(content):
         here = f"{where}.content[{j}]"
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _block(block, here)
         if kind == "text":
-            parts.append({"type": "text", "text": str(block.get("text") or "")})
+            parts.append({"type": "text", "text": _text(block, here)})
         elif kind == "image":
             parts.append(_image_part(block, here))
         elif kind == "tool_result":
+            call_id = _string(block.get("tool_use_id"), f"{here}.tool_use_id")
+            is_error = block.get("is_error")
+            if is_error is not None and not isinstance(is_error, bool):
+                raise _invalid(f"{here}.is_error", "a valid boolean")
             text, images = _tool_result(block.get("content"), f"{here}.content")
             if images:
-                note = f"Images returned by tool call {block.get('tool_use_id')}:"
+                note = f"Images returned by tool call {call_id}:"
                 media += [{"type": "text", "text": note}, *images]
                 text = text or "(the output is the image below)"
-            if block.get("is_error"):
+            if is_error:
                 text = "Error: " + text
-            out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
+            out.append({"role": "tool", "tool_call_id": call_id, "content": text})
         else:
             raise _refuse(here, f"a {kind!r} block")
     # Chat's tool messages hold text: the images a tool returned (a screenshot, a file read)
@@ -270,19 +309,22 @@ def _assistant_turn(content: Any, where: str) -> dict[str, Any]:
     calls: list[dict[str, Any]] = []
     for j, block in enumerate(content):
         here = f"{where}.content[{j}]"
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _block(block, here)
         if kind == "text":
-            texts.append(str(block.get("text") or ""))
+            texts.append(_text(block, here))
         elif kind in ("thinking", "redacted_thinking"):
             continue  # Anthropic leaves earlier turns' thinking out of the context too
         elif kind == "tool_use":
+            arguments = block.get("input")
+            if arguments is not None and not isinstance(arguments, dict):
+                raise _invalid(f"{here}.input", "a valid dictionary")
             calls.append(
                 {
-                    "id": block.get("id"),
+                    "id": _string(block.get("id"), f"{here}.id"),
                     "type": "function",
                     "function": {
-                        "name": block.get("name"),
-                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
+                        "name": _string(block.get("name"), f"{here}.name"),
+                        "arguments": json.dumps(arguments or {}, ensure_ascii=False),
                     },
                 }
             )
@@ -302,11 +344,18 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     out = []
     for j, tool in enumerate(tools):
         where = f"tools[{j}]"
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or kind not in (None, "custom"):
+        if not isinstance(tool, dict):
+            raise _invalid(where, "an object (a tool)")
+        kind = tool.get("type")
+        if kind not in (None, "custom"):
             raise _refuse(f"{where}.type", f"a {kind!r} server tool (client tools only)")
         if not isinstance(tool.get("name"), str):
             raise InvalidRequestError(f"{where}.name: Field required.", param=f"{where}.name")
+        _string(tool.get("description"), f"{where}.description", optional=True)
+        if tool.get("input_schema") is not None and not isinstance(tool["input_schema"], dict):
+            raise _invalid(f"{where}.input_schema", "a valid dictionary")
+        if tool.get("strict") is not None and not isinstance(tool["strict"], bool):
+            raise _invalid(f"{where}.strict", "a valid boolean")
         for name, value in tool.items():
             if value is None or name in _TOOL_FIELDS:
                 continue
@@ -472,17 +521,47 @@ def _check_context_management(value: Any) -> None:
 
 
 def _tool_choice(choice: Any, params: dict[str, Any]) -> None:
-    kind = choice.get("type") if isinstance(choice, dict) else None
+    if not isinstance(choice, dict):
+        raise _invalid("tool_choice", "an object")
+    kind = choice.get("type")
     if kind in ("auto", "none"):
         params["tool_choice"] = kind
     elif kind == "any":
         params["tool_choice"] = "required"
-    elif kind == "tool" and isinstance(choice.get("name"), str):
-        params["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    elif kind == "tool":
+        name = _string(choice.get("name"), "tool_choice.name")
+        params["tool_choice"] = {"type": "function", "function": {"name": name}}
     else:
-        raise _refuse("tool_choice", f"tool_choice {json.dumps(choice)[:80]}")
-    if choice.get("disable_parallel_tool_use") and kind != "none":
+        raise _invalid("tool_choice.type", "'auto', 'any', 'tool' or 'none'")
+    disable = choice.get("disable_parallel_tool_use")
+    if disable is not None and not isinstance(disable, bool):
+        raise _invalid("tool_choice.disable_parallel_tool_use", "a valid boolean")
+    if disable and kind != "none":
         params["parallel_tool_calls"] = False
+
+
+def _stop(value: Any) -> list[str]:
+    """``stop_sequences``: a list of strings (a string alone is not one, as at Anthropic)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _invalid("stop_sequences", "a valid list")
+    for j, sequence in enumerate(value):
+        _string(sequence, f"stop_sequences[{j}]")
+    return value
+
+
+def _user(metadata: Any) -> str | None:
+    """``metadata.user_id`` (Anthropic's ``metadata`` holds nothing else); other keys are
+    refused, never dropped."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise _invalid("metadata", "an object")
+    for name in metadata:
+        if name != "user_id":
+            raise _refuse(f"metadata.{name}", f"metadata's {name!r} (only 'user_id' is carried)")
+    return _string(metadata.get("user_id"), "metadata.user_id", optional=True)
 
 
 def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
@@ -505,9 +584,9 @@ def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
                 refusal.details = {"error_code": "thread_unsupported_request"}
             raise refusal
     messages: list[dict[str, Any]] = []
-    system = body.get("system")
+    system = _text_of(body.get("system"), "system")
     if system:
-        messages.append({"role": "system", "content": _text_of(system, "system")})
+        messages.append({"role": "system", "content": system})
     turns = body["messages"]
     last_user = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=-1)
     turn_effort = None
@@ -525,15 +604,21 @@ def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
             messages.append(_assistant_turn(message["content"], where))
     params: dict[str, Any] = {"max_tokens": body["max_tokens"]}
     for name in ("temperature", "top_p"):
-        if body.get(name) is not None:
-            params[name] = body[name]
-    if body.get("stop_sequences"):
-        params["stop"] = list(body["stop_sequences"])
-    user = (body.get("metadata") or {}).get("user_id")
+        value = body.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _invalid(name, "a valid number")
+            params[name] = value
+    stop = _stop(body.get("stop_sequences"))
+    if stop:
+        params["stop"] = stop
+    user = _user(body.get("metadata"))
     if user:
         params["user"] = user
-    if body.get("tools"):
-        params["tools"] = _tools(body["tools"])
+    if body.get("tools") is not None:
+        tools = _tools(body["tools"])
+        if tools:
+            params["tools"] = tools
     if body.get("tool_choice") is not None:
         _tool_choice(body["tool_choice"], params)
     effort = _thinking_effort(body.get("thinking"))
@@ -543,6 +628,8 @@ def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
     params.update(_output(body))
     if turn_effort is not None:
         params["reasoning_effort"] = turn_effort
+    if body.get("cache_control") is not None and not isinstance(body["cache_control"], dict):
+        raise _invalid("cache_control", "an object")
     tier = body.get("service_tier")
     if tier == "standard_only":
         params["service_tier"] = "default"
@@ -968,6 +1055,13 @@ def render_markdown() -> str:
         "- **refused**: answered `400 invalid_request_error` naming the field before any",
         "  upstream call; never silently dropped. A value that asks for nothing (`null`, or the",
         "  default named in the cell) is accepted.",
+        "- For OpenAI-format upstreams every field the translation reads is checked as",
+        "  Anthropic checks it: a value of the wrong type is `400 invalid_request_error` naming",
+        "  its path. Anthropic-format upstreams judge the body they are passed themselves.",
+        "- A refusal is the request's fault only where the request goes first: the requested",
+        "  alias's deployments of the best priority. A fallback (or lower-priority deployment)",
+        "  that cannot carry the request is left out, not tried; if nothing else answers, the",
+        "  client gets the upstream failure (5xx), which SDKs retry.",
         "",
         "| field | anthropic-format upstream | openai-format upstream |",
         "|---|---|---|",

@@ -411,6 +411,7 @@ def execute(
     hold: bool = False,
     defer: bool = False,
     first: FirstLease | None = None,
+    refusal: Callable[[Target], GatewayError | None] | None = None,
 ) -> tuple[Target, T]:
     """Call ``attempt(target, seconds_left)`` until one succeeds.
 
@@ -425,10 +426,18 @@ def execute(
     request, in one Redis round trip with its budget settlement). ``first``: the plan and the
     first attempt's lease, taken with the request's admission.
 
+    ``refusal(target)``: why ``target`` cannot carry the request (a field its wire format has
+    no way to send), or None. Such a target is left out, never called nor counted as an
+    attempt: a fallback that cannot carry the request does not turn an upstream outage into
+    the caller's fault. When no deployment of the requested alias's best priority can carry
+    it, the request can never be served as asked: the first one's refusal is raised before
+    any attempt.
+
     :raises UpstreamError: the last upstream failure when every attempt failed.
     :raises ServiceUnavailableError: 503 ``no_healthy_deployment`` when no deployment could
         even be tried because every circuit is open (the message says which, until when).
     :raises RateLimitError: 429 when every deployment is at its requests-per-minute limit.
+    :raises GatewayError: the ``refusal`` of the requested alias's first deployment (above).
 
     Every error raised carries the ``x-aigateway-attempts`` (and, past the first alias,
     ``x-aigateway-fallback``) headers, like a success, and when a deployment was tried, the
@@ -448,6 +457,7 @@ def execute(
             hold=hold,
             defer=defer,
             first=first,
+            refusal=refusal,
         )
     except GatewayError as error:
         error.headers["x-aigateway-attempts"] = str(log.attempts)
@@ -473,6 +483,7 @@ def _execute(
     hold: bool,
     defer: bool,
     first: FirstLease | None,
+    refusal: Callable[[Target], GatewayError | None] | None,
 ) -> tuple[Target, T]:
     queue: Iterator[AliasRoute] = iter(routes)
     seen: set[str] = set()
@@ -484,10 +495,17 @@ def _execute(
         if log.attempts and deadline - time.monotonic() <= 0:
             break  # no time left for this alias: not tried, so not in the fallback path
         seen.add(route.alias)
+        if refusal is not None and not _carriable(route, refusal, requested=not log.path, log=log):
+            continue  # not one deployment can carry it: not tried, so not in the path
         log.path.append(route.alias)
         plan = first.plan_for(route.alias) if first is not None else None
         if plan is None:
             plan = router.attempt_plan(route, request)
+        if refusal is not None:
+            plan = Plan(
+                [t for t in plan.targets if refusal(t) is None],
+                [s for s in plan.skipped if refusal(s.target) is None],
+            )
         skipped.extend(plan.skipped)
         try:
             for target in plan.targets:
@@ -527,6 +545,29 @@ def _execute(
         "'flask model deploy' or enable the provider.",
         code="no_healthy_deployment",
     )
+
+
+def _carriable(
+    route: AliasRoute,
+    refusal: Callable[[Target], GatewayError | None],
+    *,
+    requested: bool,
+    log: AttemptLog,
+) -> bool:
+    """Whether a deployment of ``route`` can carry the request. For the requested alias,
+    raises the refusal of its first deployment of the best priority when none of that
+    priority can (where the request goes whatever the health of each): the request cannot
+    be served as asked, the caller's fault (the log row names that deployment)."""
+    if not route.targets:
+        return True  # nothing to carry it: said as for any alias without deployments
+    if requested:
+        best = min(t.priority for t in route.targets)
+        tier = [t for t in route.targets if t.priority == best]
+        first = refusal(tier[0])
+        if first is not None and all(refusal(t) is not None for t in tier[1:]):
+            log.last_target = tier[0]
+            raise first
+    return any(refusal(t) is None for t in route.targets)
 
 
 def _run_target(
