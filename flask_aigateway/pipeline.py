@@ -24,8 +24,15 @@ from .catalog import AliasRoute, load_route, wrong_kind
 from .embedding_pipeline import embed
 from .embeddings import EmbeddingsRequest, GatewayRequest
 from .enums import ModelKind, Route
-from .errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
+from .errors import (
+    GatewayError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    UpstreamError,
+)
 from .governance import BudgetBook, Gate, Principal, RateLimiter, authenticate
+from .governance.budgets import reachable_routes
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
@@ -362,6 +369,7 @@ class Pipeline:
                 record,
                 lambda t, left: self._call(request, t, left, record),
                 admission=admission,
+                refusal=self._carriage(request, route),
             )
             usage = response.usage
             if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
@@ -402,6 +410,34 @@ class Pipeline:
             raise
         finally:
             self.finish(record, admission)
+
+    def _carriage(
+        self, request: ChatRequest, route: AliasRoute
+    ) -> Callable[[Target], GatewayError | None] | None:
+        """For the router: why a deployment cannot carry ``request`` (its wire format's
+        adapter refuses a field, e.g. ``seed`` to an Anthropic-format one), when the alias and
+        the aliases it may fall back to mix wire formats; such deployments are then left out
+        rather than tried, so a primary's outage is not turned into a 400 blaming the request
+        by a fallback of the other format. None when they all speak one format (nothing to
+        tell apart, and nothing costs more): the adapter's own refusal is the answer then."""
+        routes = [route]
+        if route.fallbacks or route.context_fallback:
+            routes = reachable_routes(self.state, route)
+        formats = {t.wire_format for r in routes for t in r.targets}
+        if len(formats) < 2:
+            return None
+        verdicts: dict[str, GatewayError | None] = {}
+
+        def refusal(target: Target) -> GatewayError | None:
+            if target.deployment_id not in verdicts:
+                try:
+                    get_adapter(target.wire_format).build_request(request, target)
+                    verdicts[target.deployment_id] = None
+                except InvalidRequestError as error:
+                    verdicts[target.deployment_id] = error
+            return verdicts[target.deployment_id]
+
+        return refusal
 
     def _call(
         self,
@@ -483,6 +519,7 @@ class Pipeline:
                 lambda t, left: self._open(request, t, left, record),
                 hold=True,
                 admission=admission,
+                refusal=self._carriage(request, route),
             )
             record.target = target
             record.ttft_ms = record.elapsed_ms()

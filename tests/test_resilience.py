@@ -466,3 +466,58 @@ def test_routing_degrades_to_process_memory_when_redis_is_unreachable(
     assert len(warnings) == 1
     assert store.degraded
     dead_redis.close()
+
+
+# -- fallbacks across wire formats ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_fallback_of_the_other_format_that_cannot_carry_the_request_is_left_out(
+    client, state, api_key, upstreams, stream
+):
+    """``gpt-fb`` (OpenAI format) falls back on ``claude`` (Anthropic format), which cannot
+    send ``seed``. While the primary answers, the request is served; when it fails, the
+    client gets its 502 — it got a 400 blaming its own ``seed``, from the fallback's
+    translation, which SDKs never retry. The fallback is not tried, and not named."""
+    from flask_aigateway.services.models import create_model
+
+    configure(state, retry_max_attempts=1)
+    create_model(
+        state,
+        alias="gpt-fb",
+        provider="fake-openai",
+        model="gpt-4o-mini",
+        pricing_input="1",
+        pricing_output="2",
+        fallbacks=["claude"],
+    )
+    body = {"model": "gpt-fb", "messages": MESSAGES, "seed": 7, "stream": stream}
+    headers = {"Authorization": f"Bearer {api_key}"}
+    assert client.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
+    upstreams["gpt"].default = Reply(status=500)
+    failed = client.post("/v1/chat/completions", json=body, headers=headers)
+    assert failed.status_code == 502, failed.get_data(as_text=True)
+    assert failed.json["error"]["type"] == "upstream_error"
+    assert "x-aigateway-fallback" not in failed.headers
+    assert upstreams["claude"].requests == []
+    without_seed = {k: v for k, v in body.items() if k != "seed"}
+    served = client.post("/v1/chat/completions", json=without_seed, headers=headers)
+    assert served.status_code == 200
+    assert served.headers["x-aigateway-fallback"] == "gpt-fb,claude"
+
+
+def test_a_request_its_own_alias_cannot_carry_is_still_a_400(client, state, api_key, upstreams):
+    """The requested alias's deployments cannot carry ``seed`` (Anthropic format): the
+    request can never be served as asked, whatever a fallback could do — the 400, before any
+    upstream call."""
+    from flask_aigateway.services.models import update_model
+
+    update_model(state, "claude", fallbacks=["gpt"])
+    body = {"model": "claude", "messages": MESSAGES, "seed": 7}
+    refused = client.post(
+        "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}"}
+    )
+    assert refused.status_code == 400
+    assert refused.json["error"]["param"] == "seed"
+    assert refused.headers["x-aigateway-attempts"] == "0"
+    assert upstreams["claude"].requests == [] and upstreams["gpt"].requests == []

@@ -57,17 +57,25 @@ _FIELD_DOCS: dict[str, str] = {
     "parallel_tool_calls": ("chat's `parallel_tool_calls` (left out without `tools`)"),
     "max_output_tokens": (
         'chat\'s `max_completion_tokens`; hitting it gives `status: "incomplete"`, '
-        '`incomplete_details.reason: "max_output_tokens"`'
+        '`incomplete_details.reason: "max_output_tokens"`; an answer the upstream\'s content '
+        "filter ended (OpenAI `content_filter`, Anthropic `refusal`) gives `incomplete` with "
+        '`incomplete_details.reason: "content_filter"`'
     ),
     "temperature": ("as on chat completions"),
     "top_p": ("as on chat completions"),
     "user": ("as on chat completions"),
-    "service_tier": ("as on chat completions"),
-    "prompt_cache_key": ("as on chat completions"),
-    "safety_identifier": ("as on chat completions"),
-    "max_tool_calls": ("accepted; it limits built-in tool calls, which are refused here"),
+    "service_tier": ("as on chat completions (a string); echoed on the response object"),
+    "prompt_cache_key": ("as on chat completions (a string); echoed on the response object"),
+    "safety_identifier": ("as on chat completions (a string); echoed on the response object"),
+    "max_tool_calls": (
+        "accepted (a non-negative integer) and echoed; it limits built-in tool calls, which "
+        "are refused here"
+    ),
     "stream_options": ("accepted; the events carry no `obfuscation` padding"),
-    "metadata": ("kept on the response object (and stored), not sent upstream"),
+    "metadata": (
+        "kept on the response object (and stored), not sent upstream; at most 16 pairs, keys "
+        "up to 64 characters, values strings up to 512 (else 400)"
+    ),
     "client_metadata": (
         "accepted, not sent upstream nor kept (the client's own labels, such as Codex CLI's "
         "installation id)"
@@ -88,12 +96,13 @@ _FIELD_DOCS: dict[str, str] = {
     ),
     "text": (
         "`format`: `text`, `json_object`, `json_schema` → chat's `response_format`; "
-        "`verbosity` → chat's `verbosity`"
+        "`verbosity` → chat's `verbosity`; echoed on the response object"
     ),
     "reasoning": (
         "`effort` → chat's `reasoning_effort` (on Anthropic-format upstreams "
         "`output_config.effort`); `summary` and `context` accepted, and no reasoning summary "
-        "or item is returned (chat answers carry no reasoning); other keys 400"
+        "or item is returned (chat answers carry no reasoning); other keys 400; echoed on "
+        "the response object"
     ),
 }
 KNOWN_FIELDS = frozenset(_FIELD_DOCS)
