@@ -683,3 +683,26 @@ def test_a_refused_body_is_timed_from_the_start_of_its_reading(state, app, api_k
     with state.transaction() as session:
         (row,) = session.scalars(select(RequestLog)).all()
     assert row.status_code == 400 and row.latency_ms >= 190
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
+def test_a_host_hook_that_read_the_body_first_leaves_it_to_the_gateway(
+    app, api_key, upstreams, path
+) -> None:
+    """A host ``before_request`` that reads the body (audit logging: ``request.get_json()``)
+    leaves the stream empty and the body in Werkzeug's cache: the gateway reads it there. It
+    read the empty stream and answered 400 "body is empty" (and, for a while, a 499 blaming
+    the client)."""
+    from flask import g, request
+
+    @app.before_request
+    def audit() -> None:
+        g.audited = request.get_json(silent=True)
+
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    if path == "/v1/responses":
+        body = {"model": "gpt", "input": "hi"}
+    response = app.test_client().post(
+        path, json=body, headers={"Authorization": f"Bearer {api_key}"}
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)

@@ -98,18 +98,13 @@ def _method_not_allowed(allowed: str) -> GatewayError:
     )
 
 
-def _read_json_body(limit: int, max_depth: int) -> Any:
-    """The decoded body, within ``limit`` bytes (``AIGATEWAY_MAX_BODY_BYTES``) and
-    ``max_depth`` levels of nesting (``AIGATEWAY_MAX_JSON_DEPTH``), UTF-8 without lone
-    surrogates; 400/413 in OpenAI's shape. Called only after the key is authenticated."""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
+def _read_stream(limit: int) -> bytes:
+    """The body from ``request.stream``, up to ``limit`` + 1 bytes: read until its end, since
+    a read may return only part of it, and a client that left midway is told by the read
+    after the part that came (:class:`ClientGoneError`)."""
     pieces: list[bytes] = []
     received = 0
     try:
-        # Until the end of the body (or past the limit): a read may return only part of it,
-        # and a client that left midway is told by the read after the part that came.
         while received <= limit:
             piece = request.stream.read(limit + 1 - received)
             if not piece:
@@ -123,7 +118,21 @@ def _read_json_body(limit: int, max_depth: int) -> Any:
     except RequestEntityTooLarge:
         # The host app's MAX_CONTENT_LENGTH, when it is below the gateway's own limit.
         raise RequestTooLargeError("The request body is over the app's size limit.") from None
-    raw = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def _read_json_body(limit: int, max_depth: int) -> Any:
+    """The decoded body, within ``limit`` bytes (``AIGATEWAY_MAX_BODY_BYTES``) and
+    ``max_depth`` levels of nesting (``AIGATEWAY_MAX_JSON_DEPTH``), UTF-8 without lone
+    surrogates; 400/413 in OpenAI's shape. Called only after the key is authenticated."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
+    # A host hook that already read the body (``request.get_json()``, ``get_data()``) left
+    # the stream empty and the body in Werkzeug's cache, where Werkzeug's own parsers look.
+    raw = getattr(request, "_cached_data", None)
+    if raw is None:
+        raw = _read_stream(limit)
     if length is not None and len(raw) < length:
         raise ClientGoneError(
             "The client closed the connection before sending the whole request body."
