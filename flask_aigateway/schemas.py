@@ -469,6 +469,13 @@ class ChatResponse:
         return content
 
     @property
+    def refusal(self) -> str | None:
+        """The first choice's ``refusal``: the text OpenAI gives instead of content when the
+        model declines (structured outputs, safety); None when there is none."""
+        refusal = self._message.get("refusal")
+        return refusal if isinstance(refusal, str) and refusal else None
+
+    @property
     def tool_calls(self) -> list[dict[str, Any]]:
         return list(self._message.get("tool_calls") or [])
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from fakes import Reply, ToolCall, completion_json
+from fakes import Reply, ToolCall, chunk_stream, completion_json
 from sqlalchemy import func, select
 
 from flask_aigateway.accounting.rollups import prune_request_log
@@ -534,6 +534,78 @@ def test_a_stream_is_stored_when_it_completes(client, state, upstreams, api_key)
     final = events[-1]["response"]
     got = client.get(f"/v1/responses/{final['id']}", headers={"Authorization": f"Bearer {api_key}"})
     assert got.get_json()["output"] == final["output"]
+
+
+REFUSAL = "I'm sorry, I can't help with that."
+
+
+@pytest.mark.parametrize("text", [None, "Here is a start. "])
+def test_an_openai_refusal_streams_as_openais_refusal_events(client, upstreams, api_key, text):
+    """A streamed OpenAI refusal (``delta.refusal``, after content when there is some) is a
+    ``refusal`` content part of the message, with the events and fields the OpenAI SDK's
+    types give them (it was dropped: no item at all); the stored response and a plain one
+    have the same message."""
+    from openai.types.responses import ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    deltas = [{"delta": {"role": "assistant", "content": text}}] if text else []
+    upstreams["gpt"].reply(
+        raw_body=chunk_stream(
+            *deltas,
+            {"delta": {"refusal": REFUSAL[:10]}},
+            {"delta": {"refusal": REFUSAL[10:]}},
+            {"delta": {}, "finish_reason": "stop"},
+        ),
+        headers={"Content-Type": "text/event-stream"},
+    )
+    events = events_of(post(client, api_key, {"model": "gpt", "input": "hi", "stream": True}))
+    adapter: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+    for event in events:
+        model = adapter.validate_python(event)
+        if event["type"] not in ("response.created", "response.in_progress", "response.completed"):
+            assert set(event) == set(type(model).model_fields), event
+    at = 1 if text else 0
+    text_events = (
+        [
+            ("response.content_part.added", 0),
+            ("response.output_text.delta", 0),
+            ("response.output_text.done", 0),
+            ("response.content_part.done", 0),
+        ]
+        if text
+        else []
+    )
+    assert [(e["type"], e.get("content_index")) for e in events] == [
+        ("response.created", None),
+        ("response.in_progress", None),
+        ("response.output_item.added", None),
+        *text_events,
+        ("response.content_part.added", at),
+        ("response.refusal.delta", at),
+        ("response.refusal.delta", at),
+        ("response.refusal.done", at),
+        ("response.content_part.done", at),
+        ("response.output_item.done", None),
+        ("response.completed", None),
+    ]
+    by_type = {e["type"]: e for e in events}
+    assert events[3 + len(text_events)]["part"] == {"type": "refusal", "refusal": ""}
+    assert by_type["response.refusal.done"]["refusal"] == REFUSAL
+    refusal = {"type": "refusal", "refusal": REFUSAL}
+    assert by_type["response.content_part.done"]["part"] == refusal
+    item = by_type["response.output_item.done"]["item"]
+    content = [{"type": "output_text", "text": text, "annotations": []}] if text else []
+    assert item["content"] == [*content, refusal]
+    final = events[-1]["response"]
+    assert final["status"] == "completed" and final["output"] == [item]
+    auth = {"Authorization": f"Bearer {api_key}"}
+    assert client.get(f"/v1/responses/{final['id']}", headers=auth).get_json()["output"] == [item]
+
+    answer = json.loads(completion_json(text))
+    answer["choices"][0]["message"]["refusal"] = REFUSAL
+    upstreams["gpt"].reply(raw_body=json.dumps(answer).encode())
+    plain = post(client, api_key, {"model": "gpt", "input": "hi"}).get_json()
+    assert [({**i, "id": None}) for i in plain["output"]] == [{**item, "id": None}]
 
 
 def test_wrong_methods_and_pages(client, upstreams, api_key):

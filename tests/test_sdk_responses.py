@@ -9,7 +9,7 @@ from typing import Any
 
 import openai
 import pytest
-from fakes import Reply, ToolCall, chunk_stream, streamed_call
+from fakes import Reply, ToolCall, chunk_stream, completion_json, streamed_call
 
 ALIASES = pytest.mark.parametrize("alias", ["gpt", "claude"])
 WEATHER = {
@@ -207,6 +207,73 @@ def test_incomplete_when_the_upstream_filters_or_refuses(sdk, upstreams, alias):
     assert "response.completed" not in [event.type for event in events]
     check(events[-1].response)
     check(sdk.responses.retrieve(events[-1].response.id))
+
+
+REFUSAL = "I'm sorry, I can't help with that."
+
+
+def refusal_reply(upstream: Any, *, text: str | None, stream: bool) -> None:
+    """An OpenAI answer with ``message.refusal`` (``delta.refusal`` streamed; after ``text``
+    when given), as OpenAI gives one for structured outputs and safety."""
+    if stream:
+        deltas = [{"delta": {"role": "assistant", "content": text}}] if text else []
+        body = chunk_stream(
+            *deltas,
+            {"delta": {"role": "assistant", "refusal": REFUSAL[:10]}},
+            {"delta": {"refusal": REFUSAL[10:]}},
+            {"delta": {}, "finish_reason": "stop"},
+        )
+        upstream.reply(raw_body=body, headers={"Content-Type": "text/event-stream"})
+    else:
+        answer = json.loads(completion_json(text))
+        answer["choices"][0]["message"]["refusal"] = REFUSAL
+        upstream.reply(raw_body=json.dumps(answer).encode())
+
+
+@pytest.mark.parametrize("text", [None, "Here is a start. "])
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_openai_refusal_is_a_refusal_part(sdk, upstreams, stream, text):
+    """OpenAI's ``message.refusal`` (``delta.refusal`` streamed, content null) was dropped: an
+    empty output. It is the message's ``refusal`` part (after its ``output_text`` part), as
+    OpenAI's Responses API gives it: plain, streamed, stored, and back upstream in the
+    conversation as the assistant's turn. ``output_text`` stays the text alone."""
+    upstream = upstreams["gpt"]
+    refusal_reply(upstream, text=text, stream=stream)
+    if stream:
+        with sdk.responses.stream(model="gpt", input="Help me.", store=True) as events:
+            seen = list(events)
+            response = events.get_final_response()
+        deltas = [e for e in seen if e.type == "response.refusal.delta"]
+        assert all(isinstance(e, openai.types.responses.ResponseRefusalDeltaEvent) for e in deltas)
+        assert "".join(e.delta for e in deltas) == REFUSAL
+        [done] = [e for e in seen if e.type == "response.refusal.done"]
+        assert (done.refusal, done.content_index) == (REFUSAL, 1 if text else 0)
+        assert {e.content_index for e in deltas} == {done.content_index}
+        assert seen[-1].type == "response.completed"
+    else:
+        response = sdk.responses.create(model="gpt", input="Help me.", store=True)
+
+    def check(answer: Any) -> None:
+        assert answer.status == "completed"
+        [message] = answer.output
+        assert message.type == "message" and message.status == "completed"
+        parts = [("output_text", text)] if text else []
+        assert [(p.type, getattr(p, "text", None) or p.refusal) for p in message.content] == [
+            *parts,
+            ("refusal", REFUSAL),
+        ]
+        assert isinstance(message.content[-1], openai.types.responses.ResponseOutputRefusal)
+        assert answer.output_text == (text or "")
+
+    check(response)
+    check(sdk.responses.retrieve(response.id))
+    upstream.reply(text="Then something else.")
+    sdk.responses.create(model="gpt", input="Something else?", previous_response_id=response.id)
+    assert sent_messages(upstream, "gpt") == [
+        ("user", "Help me."),
+        ("assistant", (text or "") + REFUSAL),
+        ("user", "Something else?"),
+    ]
 
 
 @ALIASES

@@ -2,7 +2,8 @@
 
 ``response.created`` and ``response.in_progress`` first; an ``output_item.added`` /
 ``content_part.added`` / ``output_text.delta``… / ``output_text.done`` / ``content_part.done``
-/ ``output_item.done`` run for the text and an ``output_item.added`` /
+/ ``output_item.done`` run for the text (an OpenAI refusal, ``delta.refusal``, is a content part
+of the same message with ``refusal.delta``… / ``refusal.done``) and an ``output_item.added`` /
 ``function_call_arguments.delta``… / ``.done`` / ``output_item.done`` run per tool call; then
 ``response.completed`` (or ``response.incomplete`` when the upstream cut the answer: token
 limit, content filter) with the usage and the gateway's ``aigateway`` object (cost, provider,
@@ -26,7 +27,7 @@ from typing import Any
 from ..errors import GatewayError, forget_frames, internal_error
 from ..providers.wire import after_whole_arguments, arguments_whole, call_name, tool_call_key
 from ..schemas import StreamChunk, Usage
-from .objects import final_status, response_object, usage_object
+from .objects import final_status, refusal_part, response_object, text_part, usage_object
 from .tools import custom_input, output_call, search_arguments
 from .translate import ResponsesRequest, item_id, new_id
 
@@ -35,13 +36,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Open:
-    """An output item being written: its index in ``output``, its text so far, and whether
+    """An output item being written: its index in ``output``, its text so far (a message's:
+    of the content part being written, ``part``, after its finished ``content``), and whether
     it is done (its done events sent)."""
 
     index: int
     item: dict[str, Any]
     parts: list[str] = field(default_factory=list)
     done: bool = False
+    #: A message's content part being written (``output_text`` or ``refusal``), if any.
+    part: str | None = None
+    content: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -96,7 +101,9 @@ class ResponseEvents:
                 for choice in chunk.get("choices") or ():
                     delta = choice.get("delta") or {}
                     if delta.get("content"):
-                        yield from self._text(delta["content"])
+                        yield from self._text("output_text", delta["content"])
+                    if delta.get("refusal"):
+                        yield from self._text("refusal", delta["refusal"])
                     for call in delta.get("tool_calls") or ():
                         yield from self._call(call)
                     if choice.get("finish_reason"):
@@ -143,7 +150,10 @@ class ResponseEvents:
         )
         yield self._event("response.failed", response=failed)
 
-    def _text(self, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _text(self, kind: str, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``text`` for the message's content part of ``kind`` (``output_text`` or
+        ``refusal``): the message is begun if none is open, and a part of another kind is
+        done before this one begins."""
         current = self._open
         if current is None:
             yield from self._close_calls("completed", whole_only=True)
@@ -156,22 +166,44 @@ class ResponseEvents:
             }
             current = self._start(item)
             yield self._event("response.output_item.added", output_index=current.index, item=item)
-            yield self._event(
-                "response.content_part.added",
-                item_id=item["id"],
-                output_index=current.index,
-                content_index=0,
-                part={"type": "output_text", "text": "", "annotations": []},
-            )
+        if current.part != kind:
+            yield from self._end_part(current)
+            current.part = kind
+            part = text_part("") if kind == "output_text" else refusal_part("")
+            yield self._event("response.content_part.added", **self._where(current), part=part)
+        where = self._where(current)
         current.parts.append(text)
-        yield self._event(
-            "response.output_text.delta",
-            item_id=current.item["id"],
-            output_index=current.index,
-            content_index=0,
-            delta=text,
-            logprobs=[],
-        )
+        if kind == "output_text":
+            yield self._event("response.output_text.delta", **where, delta=text, logprobs=[])
+        else:
+            yield self._event("response.refusal.delta", **where, delta=text)
+
+    @staticmethod
+    def _where(message: _Open) -> dict[str, Any]:
+        """The fields naming ``message``'s content part being written."""
+        return {
+            "item_id": message.item["id"],
+            "output_index": message.index,
+            "content_index": len(message.content),
+        }
+
+    def _end_part(self, current: _Open) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The done events of the message's content part being written, if any, which then
+        joins its finished ``content``."""
+        if current.part is None:
+            return
+        text = "".join(current.parts)
+        where = self._where(current)
+        if current.part == "output_text":
+            part = text_part(text)
+            yield self._event("response.output_text.done", **where, text=text, logprobs=[])
+        else:
+            part = refusal_part(text)
+            yield self._event("response.refusal.done", **where, refusal=text)
+        yield self._event("response.content_part.done", **where, part=part)
+        current.content.append(part)
+        current.part = None
+        current.parts = []
 
     def _call(self, call: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         index = self._last_call = tool_call_key(call, self._last_call)
@@ -246,23 +278,8 @@ class ResponseEvents:
         item = current.item
         text = "".join(current.parts)
         if item["type"] == "message":
-            part = {"type": "output_text", "text": text, "annotations": []}
-            yield self._event(
-                "response.output_text.done",
-                item_id=item["id"],
-                output_index=current.index,
-                content_index=0,
-                text=text,
-                logprobs=[],
-            )
-            yield self._event(
-                "response.content_part.done",
-                item_id=item["id"],
-                output_index=current.index,
-                content_index=0,
-                part=part,
-            )
-            done = {**item, "status": status, "content": [part]}
+            yield from self._end_part(current)
+            done = {**item, "status": status, "content": current.content}
         elif item["type"] == "tool_search_call":
             done = {**item, "status": status, "arguments": search_arguments(text)}
         elif item["type"] == "custom_tool_call":

@@ -26,14 +26,14 @@ def final_status(finish_reason: str | None) -> str:
 
 
 def output_items(response: ChatResponse, request: ResponsesRequest) -> list[dict[str, Any]]:
-    """The chat answer's message and tool calls as the output items of ``request``'s
-    response (each call as the kind of tool it calls: :func:`.tools.output_call`), each
-    with the response's :func:`final_status`."""
+    """The chat answer's message (its text, then its refusal) and tool calls as the output
+    items of ``request``'s response (each call as the kind of tool it calls:
+    :func:`.tools.output_call`), each with the response's :func:`final_status`."""
     items: list[dict[str, Any]] = []
     status = final_status(response.finish_reason)
-    content = response.content
-    if content:
-        items.append(message_item(item_id("msg", request.id), content, status))
+    content, refusal = response.content, response.refusal
+    if content or refusal:
+        items.append(message_item(item_id("msg", request.id), content, status, refusal=refusal))
     for call in response.tool_calls:
         function = call.get("function") or {}
         items.append(
@@ -49,14 +49,31 @@ def output_items(response: ChatResponse, request: ResponsesRequest) -> list[dict
     return items
 
 
-def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+def message_item(
+    item_id: str, text: str | None, status: str, *, refusal: str | None = None
+) -> dict[str, Any]:
+    """An assistant message: an ``output_text`` part for ``text``, then a ``refusal`` part
+    for ``refusal`` (each only when given), as OpenAI's Responses API gives a refusal."""
+    content: list[dict[str, Any]] = []
+    if text:
+        content.append(text_part(text))
+    if refusal:
+        content.append(refusal_part(refusal))
     return {
         "type": "message",
         "id": item_id,
         "role": "assistant",
         "status": status,
-        "content": [{"type": "output_text", "text": text, "annotations": []}],
+        "content": content,
     }
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": []}
+
+
+def refusal_part(refusal: str) -> dict[str, Any]:
+    return {"type": "refusal", "refusal": refusal}
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:

@@ -519,7 +519,12 @@ _TOOL_OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output"})
 
 def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     """Stored items as chat messages: consecutive ``function_call`` items (and the assistant
-    message before them) become one assistant message with ``tool_calls``."""
+    message before them) become one assistant message with ``tool_calls``.
+
+    An assistant message's ``refusal`` parts go back as its text ``content``, after its
+    ``output_text``: every chat upstream takes a string, while OpenAI's chat API documents
+    ``content`` as required beside a ``refusal`` field (tool calls aside) and a refusal part
+    as allowed only alone, and OpenAI-compatible servers may know neither."""
     messages: list[dict[str, Any]] = []
     media: list[dict[str, Any]] = []  # what tool outputs returned besides text
     for item in items:
