@@ -105,7 +105,7 @@ def embed(
             record.completion_text = counted(len(body["data"]), "embedding")
         pipeline.cache.put(admission.cache, result)
         return result
-    except Exception as exc:
+    except BaseException as exc:
         problem = record.failed_with(exc)
         if problem is not exc:
             raise problem from exc

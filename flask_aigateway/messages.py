@@ -215,7 +215,7 @@ class Messages:
             record.keep_completion(_text(message))
             pipeline.cache.put(admission.cache, result)
             return MessageResult(message, result)
-        except Exception as exc:
+        except BaseException as exc:
             problem = record.failed_with(exc)
             if problem is not exc:
                 raise problem from exc
@@ -420,11 +420,8 @@ class Messages:
             if targets:
                 record.target = targets[0]
             return {"input_tokens": estimate_prompt_tokens(request)}, False
-        except GatewayError as error:
-            record.fail(error)
-            raise
-        except Exception as exc:
-            record.crash(exc)
+        except BaseException as exc:
+            record.failed_with(exc)
             raise
         finally:
             pipeline.finish(record, None)
@@ -672,6 +669,10 @@ class MessageStream:
             log.exception("unexpected error in the stream of request %s", record.request_id)
             self._settle(source.usage)
             raise internal_error() from None
+        except BaseException:
+            record.stopped()  # the worker is stopping (see ChatStream._relay)
+            self._settle(source.usage)
+            raise
         finally:
             self.close()
 

@@ -403,7 +403,7 @@ class Pipeline:
             record.keep_completion(response=result)
             self.cache.put(admission.cache, result)
             return result
-        except Exception as exc:
+        except BaseException as exc:
             problem = record.failed_with(exc)
             if problem is not exc:
                 raise problem from exc

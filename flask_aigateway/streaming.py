@@ -213,6 +213,13 @@ class ChatStream:
             log.exception("unexpected error in the stream of request %s", record.request_id)
             self._settle(translator.usage, completion_chars)
             raise internal_error() from None
+        except BaseException:
+            # The worker is stopping (gevent kills the greenlets still serving when the
+            # shutdown's grace period ends; SystemExit): the gateway cut the stream, not the
+            # client. What was received is billed.
+            record.stopped()
+            self._settle(translator.usage, completion_chars)
+            raise
         finally:
             self.close()
 

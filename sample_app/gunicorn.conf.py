@@ -72,10 +72,15 @@ worker_class = _worker_class()
 threads = int(os.environ.get("THREADS", "8"))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
 # Neither worker's heartbeat waits for requests, so long streams are not cut; on shutdown
-# (SIGTERM), requests and streams in flight get graceful_timeout seconds to finish, then the
-# request log is flushed (worker_exit).
+# (SIGTERM), requests and streams in flight get GRACEFUL_TIMEOUT seconds to finish, then the
+# request log is flushed (worker_exit). The master waits STOP_MARGIN seconds longer before it
+# kills a worker outright: the gevent worker, told the plain GRACEFUL_TIMEOUT in
+# post_worker_init, then ends the streams still running itself (each logged and billed for
+# what it sent, its reservation given back) instead of dying with them as in a crash.
+GRACEFUL_TIMEOUT = int(os.environ.get("GRACEFUL_TIMEOUT", "120"))
+STOP_MARGIN = 10
 timeout = 60
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "120"))
+graceful_timeout = GRACEFUL_TIMEOUT + STOP_MARGIN
 keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
@@ -110,6 +115,9 @@ def post_worker_init(worker: Any) -> None:
     streams, during which no request moves.
     """
     announce_once(worker)
+    # The worker's own deadline for requests in flight at shutdown, ahead of the master's
+    # (graceful_timeout above), so that what it cuts is cleaned up before the master's SIGKILL.
+    worker.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT)
     probe = os.environ.get("EVENT_LOOP_PROBE", "").strip()
     if probe:
         from sample_app import loopwatch

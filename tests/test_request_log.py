@@ -3,6 +3,7 @@ on SIGTERM (a gunicorn worker under load included), hourly rollups, retention.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -401,6 +402,54 @@ def test_sigterm_lets_a_stream_in_flight_finish(
     content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert content == text
     assert raw_ids(state) == [response.headers["x-request-id"]]
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_stream_longer_than_the_grace_period_cleanly(
+    state, app_config, upstreams, tmp_path
+) -> None:
+    """``make run``'s server, a stream still running when ``GRACEFUL_TIMEOUT`` ends: the
+    worker cuts it itself, before the master's SIGKILL — its row says so (503
+    ``gateway_stopped``), it is billed for what it sent, its reservation is given back and the
+    key's budget stays usable. The master killed the worker at the very moment it would have
+    cut its streams: no row, no cost, the worst case reserved until the period ended."""
+    from flask_aigateway.models import UsageCounter
+    from flask_aigateway.services.keys import create_key
+
+    _key, secret = create_key(state, name="budgeted", budget_per_day="0.5")
+    upstreams["gpt"].default = Reply(text="word " * 40, chunk_delay=0.5, prompt_tokens=10)
+    gateway = GatewayProcess(
+        {**_gateway_env(app_config), "GRACEFUL_TIMEOUT": "2", "WORKER_CLASS": "gevent"},
+        tmp_path / "instance",
+        make_run=True,
+    )
+    try:
+        response = requests.post(
+            gateway.url + "/v1/chat/completions",
+            json={"model": "gpt", "messages": MESSAGES, "stream": True, "max_tokens": 1000},
+            headers={"Authorization": f"Bearer {secret}"},
+            stream=True,
+            timeout=30,
+        )
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        next(lines)
+        gateway.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(requests.RequestException):
+            list(lines)
+        assert gateway.process.wait(30) == 0
+    finally:
+        gateway.stop()
+    log_text = gateway.log_path.read_text()
+    assert "Worker graceful timeout" in log_text, log_text[-2000:]
+    with state.transaction() as session:
+        [row] = session.scalars(select(RequestLog)).all()
+        counters = session.scalars(select(UsageCounter)).all()
+    assert row.request_id == response.headers["x-request-id"]
+    assert (row.status_code, row.error_type) == (503, "gateway_stopped")
+    assert row.cost > 0 and row.completion_tokens > 0
+    assert counters and all(c.reserved == 0 for c in counters)
+    assert all(c.spent == row.cost for c in counters if c.scope == "key")
 
 
 def test_rows_carry_what_the_request_did(state, client, api_key, upstreams) -> None:

@@ -164,6 +164,12 @@ class RequestRecord:
         self.error_type = error.code or error.type
         self.error_message = error.message[:2000]
 
+    def stopped(self) -> None:
+        """The process stopped serving the request before it ended (a worker's shutdown)."""
+        self.status_code = 503
+        self.error_type = "gateway_stopped"
+        self.error_message = "The gateway's worker stopped before the request ended (shutdown)."
+
     def crash(self, exc: BaseException) -> None:
         """An unexpected exception (a bug, or an interrupt): logged as a 500."""
         self.status_code = 500
@@ -173,9 +179,14 @@ class RequestRecord:
     def failed_with(self, error: BaseException) -> BaseException:
         """Record why the request failed and return what to raise: a GatewayError as it is,
         a database problem as its 503 (:func:`..db.database_error`), anything else as it is,
-        logged as a crash. Every door's ``except`` ends this way."""
+        logged as a crash — or, when it is not an ``Exception`` at all (``GreenletExit``,
+        ``SystemExit``: the worker stopping), as :meth:`stopped`. Every door's ``except`` ends
+        this way."""
         if isinstance(error, GatewayError):
             self.fail(error)
+            return error
+        if not isinstance(error, Exception):
+            self.stopped()
             return error
         problem = database_error(error)
         if problem is None:
