@@ -71,6 +71,15 @@ def _api_key(value: Any) -> str | None:
             "The API key contains spaces or control characters; paste the key alone.",
             param="api_key",
         )
+    if not text.isascii():
+        # Sent in an HTTP header: a non-ASCII character could never be sent (or would be
+        # sent as bytes no provider issues). The message never repeats the key.
+        raise ValidationError(
+            "The API key contains non-ASCII characters (accented letters, other scripts or "
+            "typographic quotes), which no provider's key holds; paste the key alone, as the "
+            "provider issued it.",
+            param="api_key",
+        )
     return text
 
 
@@ -99,6 +108,13 @@ def _headers(value: Any) -> dict[str, str]:
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in val):
             raise ValidationError(
                 f"The value of header {key!r} contains control characters.",
+                param="extra_headers",
+            )
+        if any(ord(ch) > 255 for ch in val):
+            raise ValidationError(
+                f"The value of header {key!r} contains characters an HTTP header cannot carry "
+                "(outside Latin-1); use ASCII, or encode the value as the upstream expects "
+                "(e.g. percent-encoding).",
                 param="extra_headers",
             )
     return result

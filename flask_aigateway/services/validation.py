@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from ..db import to_money
 from ..errors import ValidationError
-from ..providers.addresses import host_problem
+from ..providers.addresses import host_problem, host_syntax_problem
 from ..providers.wire import FRAMING_HEADERS
 
 _HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
@@ -171,7 +171,8 @@ def integer(value: Any, field: str, *, minimum: int = 0) -> int:
 
 
 def url(value: Any, field: str = "base_url") -> str | None:
-    """An http(s) URL with a host, without a trailing slash; None when left empty."""
+    """An http(s) URL with a host a connection can be made to (every label of a name 1 to 63
+    characters), without a trailing slash; None when left empty."""
     if value in _UNSET:
         return None
     text = str(value).strip()
@@ -181,19 +182,27 @@ def url(value: Any, field: str = "base_url") -> str | None:
             "give the URL alone, e.g. https://api.openai.com/v1.",
             param=field,
         )
+    invalid = ValidationError(
+        f"The {label(field)} {text!r} is not a valid URL: use http:// or https:// with a "
+        "host, e.g. https://api.openai.com/v1.",
+        param=field,
+    )
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ValidationError(
-            f"The {label(field)} {text!r} is not a valid URL: use http:// or https:// with a "
-            "host, e.g. https://api.openai.com/v1.",
-            param=field,
-        )
+        raise invalid
     try:
         parts.port  # noqa: B018  (raises on a malformed port)
     except ValueError:
         raise ValidationError(
             f"The {label(field)} {text!r} has an invalid port.", param=field
         ) from None
+    problem = host_syntax_problem(text)
+    if problem is not None:
+        raise ValidationError(
+            f"The {label(field)} {text!r} is not a valid URL: {problem}. Check its spelling, "
+            "e.g. https://api.openai.com/v1.",
+            param=field,
+        )
     return text.rstrip("/")
 
 
