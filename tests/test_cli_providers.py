@@ -191,7 +191,17 @@ def test_unknown_format_lists_choices(runner, state):
 
 
 @pytest.mark.parametrize(
-    "url", ["not a url", "ftp://host/v1", "https://", "http://host:99999", "https://h/v1?x=1"]
+    "url",
+    [
+        "not a url",
+        "ftp://host/v1",
+        "https://",
+        "http://host:99999",
+        "https://h/v1?x=1",
+        "http://[::1",
+        "http://[::1/v1",
+        "http://x]/v1",
+    ],
 )
 def test_malformed_base_url(runner, state, url):
     message = invoke_error(
@@ -199,6 +209,32 @@ def test_malformed_base_url(runner, state, url):
     )
     assert "base url" in message and repr(url) in message
     assert count(state, Provider) == 0
+
+
+def test_unbalanced_ipv6_bracket_on_update_is_a_field_error(runner, state):
+    service.create_provider(state, name="p", format="openai")
+    message = invoke_error(runner, "provider", "update", "p", "--base-url", "http://[::1")
+    assert "is not a valid URL" in message
+    assert stored(state, "p").base_url is None
+
+
+def test_base_url_longer_than_its_column_is_refused(runner, state):
+    """The column holds 500 characters: longer is a field error on every database (PostgreSQL
+    refused it with a DataError traceback), on create and on update."""
+    url = "https://api.example.com/" + "v" * 477
+    assert len(url) == 501
+    message = invoke_error(
+        runner, "provider", "create", "--name", "x", "--format", "openai", "--base-url", url
+    )
+    assert "The base url is too long: use at most 500 characters (got 501)" in message
+    assert count(state, Provider) == 0
+    invoke_ok(
+        runner, "provider", "create", "--name", "x", "--format", "openai", "--base-url", url[:-1]
+    )
+    assert stored(state, "x").base_url == url[:-1]
+    message = invoke_error(runner, "provider", "update", "x", "--base-url", url + "/v1")
+    assert "too long" in message
+    assert stored(state, "x").base_url == url[:-1]
 
 
 @pytest.mark.parametrize(

@@ -174,6 +174,30 @@ def test_invalid_provider_form_shows_the_service_message_and_drops_the_typed_key
     assert rows(app, Provider) == []
 
 
+@pytest.mark.parametrize(
+    ("base_url", "expected"),
+    [
+        ("http://[::1", "is not a valid URL"),
+        ("http://x]/v1", "is not a valid URL"),
+        ("https://api.example.com/" + "v" * 477, "too long: use at most 500 characters"),
+    ],
+)
+def test_unusable_base_url_is_a_field_error_on_create_and_edit(
+    client: Any, csrf: str, app: Flask, base_url: str, expected: str
+) -> None:
+    response = new_provider(client, csrf, base_url=base_url)
+    assert response.status_code == 400
+    assert expected in (field_error(text(response), "base_url") or "")
+    assert rows(app, Provider) == []
+    assert new_provider(client, csrf).status_code == 303
+    (provider,) = rows(app, Provider)
+    form = {"name": "upstream", "format": "openai", "base_url": base_url, "enabled": True}
+    response = submit(client, f"/dashboard/providers/{provider.id}/edit", csrf, **form)
+    assert response.status_code == 400
+    assert expected in (field_error(text(response), "base_url") or "")
+    assert rows(app, Provider)[0].base_url == "http://127.0.0.1:9/v1"
+
+
 def test_provider_delete_refused_while_used_then_forced(client: Any, csrf: str, app: Flask) -> None:
     new_provider(client, csrf)
     new_model(client, csrf)

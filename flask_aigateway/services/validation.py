@@ -170,9 +170,14 @@ def integer(value: Any, field: str, *, minimum: int = 0) -> int:
     return number
 
 
+#: The longest URL a column holds (``aigw_providers.base_url`` is VARCHAR(500)).
+MAX_URL_LENGTH = 500
+
+
 def url(value: Any, field: str = "base_url") -> str | None:
     """An http(s) URL with a host a connection can be made to (every label of a name 1 to 63
-    characters), without a trailing slash; None when left empty."""
+    characters), at most :data:`MAX_URL_LENGTH` characters, without a trailing slash; None
+    when left empty."""
     if value in _UNSET:
         return None
     text = str(value).strip()
@@ -182,12 +187,21 @@ def url(value: Any, field: str = "base_url") -> str | None:
             "give the URL alone, e.g. https://api.openai.com/v1.",
             param=field,
         )
+    if len(text.rstrip("/")) > MAX_URL_LENGTH:
+        raise ValidationError(
+            f"The {label(field)} is too long: use at most {MAX_URL_LENGTH} characters "
+            f"(got {len(text.rstrip('/'))}).",
+            param=field,
+        )
     invalid = ValidationError(
         f"The {label(field)} {text!r} is not a valid URL: use http:// or https:// with a "
         "host, e.g. https://api.openai.com/v1.",
         param=field,
     )
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # an unbalanced IPv6 bracket: http://[::1 or http://x]/v1
+        raise invalid from None
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise invalid
     try:
