@@ -68,7 +68,7 @@ def _get(session: Session, ref: str) -> ApiKey:
     if not isinstance(ref, str) or not ref.strip():
         raise ValidationError("The key id is required.", param="key")
     ref = ref.strip()
-    key = session.get(ApiKey, ref)
+    key = session.get(ApiKey, ref) if validation.findable(ref) else None
     if key is not None:
         return key
     if ref.startswith(SECRET_PREFIX):

@@ -184,9 +184,11 @@ def find_provider(session: Session, ref: Any, *, param: str = "provider") -> Pro
     if not isinstance(ref, str) or not ref.strip():
         raise ValidationError(f"The {validation.label(param)} is required.", param=param)
     text = validation.normalize_label(ref)
-    provider = session.get(Provider, text) or session.scalar(
-        select(Provider).where(Provider.name == text)
-    )
+    provider = None
+    if validation.findable(text):
+        provider = session.get(Provider, text) or session.scalar(
+            select(Provider).where(Provider.name == text)
+        )
     if provider is None:
         raise NotFoundError(f"No provider with name or id {text!r}; {_LIST_HINT}.", param=param)
     return provider

@@ -41,6 +41,13 @@ def normalize_label(value: str) -> str:
     return unicodedata.normalize("NFC", value).strip()
 
 
+def findable(reference: str) -> bool:
+    """Whether a stored id or name could equal ``reference``: not when it holds a NUL
+    character, which no name accepts, no id contains, and PostgreSQL refuses in a query (a
+    DataError) — a lookup answers "not found" without asking the database."""
+    return "\x00" not in reference
+
+
 def name(value: Any, field: str = "name", *, max_length: int = 100) -> str:
     """A label people read (key, team or provider name): any printable Unicode, spaces too.
 
