@@ -179,6 +179,25 @@ def test_the_error_names_the_redis_url_the_user_set(monkeypatch: pytest.MonkeyPa
     assert "RATELIMIT" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("postgres//localhost/gw", "cannot be parsed"),
+        ("mysql://u@localhost/gw", "is not installed (no module 'MySQLdb')"),
+    ],
+)
+def test_an_unusable_database_url_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, url: str, words: str
+) -> None:
+    """A missing colon or a driver not installed was a traceback through Flask's CLI."""
+    monkeypatch.setenv("DATABASE_URL", url)
+    for args in (["provider", "list"], ["db", "upgrade"]):
+        result = CliRunner().invoke(flask_cli, ["--app", "sample_app", *args])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error: The ") and words in result.stderr, result.stderr
+        assert "Traceback" not in result.output
+
+
 def test_create_app_still_raises_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """For Python callers the factory's error stays a ConfigError, with the same message."""
     monkeypatch.setenv("AIGATEWAY_CACHE_BACKEND", "redis")
