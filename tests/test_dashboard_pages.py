@@ -4,6 +4,7 @@ submitted values kept; secrets never reach the HTML."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -537,6 +538,16 @@ def test_key_edit_revoke_and_validation(client: Any, csrf: str, app: Flask, runn
     (key,) = rows(app, ApiKey)
     assert (key.name, key.rate_limit, key.models) == ("bot-2", 30, [])
     assert key.expires_at.isoformat() == "2099-06-01T12:00:00+00:00"
+
+    with get_state(app).transaction() as session:
+        session.get(ApiKey, key.id).expires_at = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    get_state(app).invalidate()
+    detail = text(client.get(f"/dashboard/keys/{key.id}"))
+    assert "/rotate" not in detail and "Extend its expiry" in detail
+    refused = submit(client, f"/dashboard/keys/{key.id}/rotate", csrf)
+    assert refused.status_code == 409
+    assert "expired on 2020-01-01" in text(refused)
+    assert rows(app, ApiKey)[0].key_hash == key.key_hash
 
     assert submit(client, f"/dashboard/keys/{key.id}/revoke", csrf).status_code == 303
     (key,) = rows(app, ApiKey)
