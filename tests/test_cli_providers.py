@@ -605,3 +605,53 @@ def test_aliases_keep_their_strict_charset(runner, state):
     )
     assert "The alias 'my model' is not valid" in message
     assert count(state, ModelAlias) == 0
+
+
+# --- credentials stored under another secret ---------------------------------------------------
+
+
+def stored_under_an_old_secret(state: Any, name: str, **values: Any) -> None:
+    """Rewrite ``name``'s stored credentials as an AIGATEWAY_SECRET_KEY since replaced did."""
+    from sqlalchemy import update
+
+    from flask_aigateway.crypto import CredentialCipher, encrypt_headers
+
+    old = CredentialCipher("a-secret-since-replaced")
+    changes: dict[str, Any] = {}
+    if "api_key" in values:
+        changes["api_key_encrypted"] = old.encrypt(values["api_key"])
+    if "headers" in values:
+        changes["extra_headers"] = encrypt_headers(old, values["headers"])
+    with state.transaction() as session:
+        session.execute(update(Provider).where(Provider.name == name).values(**changes))
+    state.invalidate()
+
+
+def test_list_marks_what_cannot_be_decrypted_instead_of_failing(runner, state):
+    """One provider stored under an old secret made `provider list` fail as a whole."""
+    service.create_provider(state, name="healthy", format="openai", api_key=SECRET)
+    service.create_provider(state, name="withhdr", format="openai", api_key=SECRET)
+    stored_under_an_old_secret(state, "withhdr", api_key="sk-1", headers={"X-Trace": "abc"})
+    result = invoke_ok(runner, "provider", "list")
+    assert "healthy" in result.output and "withhdr" in result.output
+    assert "****XYZ9 (cannot be decrypted)" in result.output
+    assert "Warning: provider 'withhdr': its API key and its extra header X-Trace" in result.output
+    assert "flask provider update 'withhdr' --api-key" in result.output
+    assert "'healthy':" not in result.output
+    info = invoke_ok(runner, "provider", "info", "withhdr", "--json")
+    data = json.loads(info.stdout)
+    assert data["unreadable"] == ["api_key", "X-Trace"]
+    assert data["extra_headers"] == {"X-Trace": "(cannot be decrypted)"}
+
+
+def test_update_with_a_new_key_proceeds_and_says_what_is_still_unreadable(runner, state):
+    service.create_provider(state, name="withhdr", format="openai", api_key=SECRET)
+    stored_under_an_old_secret(state, "withhdr", api_key="sk-1", headers={"X-Trace": "abc"})
+    result = invoke_ok(runner, "provider", "update", "withhdr", "--api-key", "sk-new-0123456789")
+    assert "Updated provider withhdr" in result.output
+    assert "its extra header X-Trace cannot be decrypted" in result.output
+    assert "--clear-headers" in result.output and "its API key" not in result.output
+    assert service.provider_api_key(state, stored(state, "withhdr")) == "sk-new-0123456789"
+    result = invoke_ok(runner, "provider", "update", "withhdr", "--header", "X-Trace: abc")
+    assert "Warning" not in result.output
+    assert service.provider_headers(state, stored(state, "withhdr")) == {"X-Trace": "abc"}

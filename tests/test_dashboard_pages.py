@@ -657,3 +657,47 @@ def test_unchanged_on_a_header_with_no_stored_value_is_refused(
         field_error(text(response), "extra_headers") or ""
     )
     assert provider_headers(get_state(app), provider) == {"X-Api-Token": "secret-token-123"}
+
+
+def test_a_provider_stored_under_an_old_secret_can_be_listed_and_fixed(
+    client: Any, csrf: str, app: Flask
+) -> None:
+    """Its headers cannot be kept: the edit page says so and saving with a new key removes
+    them, instead of the page failing."""
+    from sqlalchemy import update
+
+    from flask_aigateway.crypto import CredentialCipher, encrypt_headers
+
+    assert new_provider(client, csrf, name="withhdr").status_code == 303
+    old = CredentialCipher("a-secret-since-replaced")
+    state = get_state(app)
+    with state.transaction() as session:
+        session.execute(
+            update(Provider).values(
+                api_key_encrypted=old.encrypt("sk-1"),
+                extra_headers={"X-Plain": "kept", **encrypt_headers(old, {"X-Trace": "abc"})},
+            )
+        )
+    state.invalidate()
+    (provider,) = rows(app, Provider)
+    listing = text(client.get("/dashboard/providers"))
+    assert "withhdr" in listing and "(cannot be decrypted)" in listing
+    edit = client.get(f"/dashboard/providers/{provider.id}/edit")
+    assert edit.status_code == 200
+    page = text(edit)
+    assert "Extra header X-Trace cannot be decrypted" in page
+    assert "The stored API key cannot be decrypted" in page
+    form = {"name": "withhdr", "format": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    saved = submit(
+        client,
+        f"/dashboard/providers/{provider.id}/edit",
+        csrf,
+        **form,
+        api_key="sk-new-0123456789",
+        extra_headers="X-Plain: (unchanged)",
+        enabled=True,
+    )
+    assert saved.status_code == 303, text(saved)
+    (provider,) = rows(app, Provider)
+    assert provider_api_key(state, provider) == "sk-new-0123456789"
+    assert provider_headers(state, provider) == {"X-Plain": "kept"}

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ..crypto import ENCRYPTED_PREFIX, decrypt_headers, encrypt_headers, mask
 from ..enums import AZURE_DEFAULT_API_VERSION, ProviderFormat
-from ..errors import ConflictError, NotFoundError, ValidationError
+from ..errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from ..models import Deployment, Provider
 from ..state import GatewayState
 from ..wording import counted, plural
@@ -32,6 +32,8 @@ _CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy
 _SENSITIVE_HEADER = re.compile(r"auth|key|token|secret|cookie|password", re.IGNORECASE)
 _ID_RE = re.compile(r"^prov_[0-9a-f]{16}$")
 _LIST_HINT = "list them with `flask provider list`"
+#: Shown instead of a stored credential the configured secret cannot decrypt.
+UNREADABLE = "(cannot be decrypted)"
 
 
 def _format(value: Any) -> ProviderFormat:
@@ -402,18 +404,44 @@ def provider_headers(state: GatewayState, provider: Provider) -> dict[str, str]:
     return decrypt_headers(state.cipher, provider.extra_headers)
 
 
-def _shown_headers(state: GatewayState | None, provider: Provider) -> dict[str, str]:
+def readable_headers(state: GatewayState, provider: Provider) -> tuple[dict[str, str], list[str]]:
+    """The extra headers the configured secret decrypts (in clear), and the names of those it
+    cannot (stored under an ``AIGATEWAY_SECRET_KEY`` since replaced): listings and the edit
+    form show what they can instead of failing as a whole."""
+    readable: dict[str, str] = {}
+    unreadable: list[str] = []
+    for name, value in (provider.extra_headers or {}).items():
+        try:
+            readable.update(decrypt_headers(state.cipher, {name: value}))
+        except ConfigError:
+            unreadable.append(name)
+    return readable, unreadable
+
+
+def _api_key_readable(state: GatewayState, provider: Provider) -> bool:
+    try:
+        provider_api_key(state, provider)
+    except ConfigError:
+        return False
+    return True
+
+
+def _shown_headers(
+    state: GatewayState | None, provider: Provider
+) -> tuple[dict[str, str], list[str]]:
+    unreadable: list[str] = []
     if state is None:
         headers = {
             key: "(encrypted)" if val.startswith(ENCRYPTED_PREFIX) else val
             for key, val in (provider.extra_headers or {}).items()
         }
     else:
-        headers = provider_headers(state, provider)
-    return {
+        headers, unreadable = readable_headers(state, provider)
+    shown = {
         key: (mask(val) or "") if _SENSITIVE_HEADER.search(key) else val
         for key, val in headers.items()
     }
+    return {**shown, **dict.fromkeys(unreadable, UNREADABLE)}, unreadable
 
 
 def provider_to_dict(provider: Provider, state: GatewayState | None = None) -> dict[str, Any]:
@@ -421,18 +449,27 @@ def provider_to_dict(provider: Provider, state: GatewayState | None = None) -> d
 
     ``base_url`` is what is stored (None = the format's default); ``effective_base_url`` is
     where requests go. Extra header values are shown decrypted when ``state`` is given
-    (else as ``(encrypted)``), those that look secret masked.
+    (else as ``(encrypted)``), those that look secret masked. ``unreadable`` names what the
+    configured secret cannot decrypt (``api_key`` and header names; checked only with
+    ``state``), each shown as :data:`UNREADABLE`: requests to the provider fail until they
+    are given again.
     """
     fmt = ProviderFormat(provider.format)
+    headers, unreadable = _shown_headers(state, provider)
+    api_key = provider.api_key_hint if provider.api_key_encrypted else None
+    if api_key is not None and state is not None and not _api_key_readable(state, provider):
+        api_key = f"{api_key} {UNREADABLE}"
+        unreadable = ["api_key", *unreadable]
     return {
         "id": provider.id,
         "name": provider.name,
         "format": provider.format,
         "base_url": provider.base_url,
         "effective_base_url": provider.base_url or fmt.default_base_url,
-        "api_key": provider.api_key_hint if provider.api_key_encrypted else None,
+        "api_key": api_key,
         "api_version": provider.api_version,
-        "extra_headers": _shown_headers(state, provider),
+        "extra_headers": headers,
+        "unreadable": unreadable,
         "enabled": provider.enabled,
         "created_at": provider.created_at,
         "updated_at": provider.updated_at,
@@ -449,5 +486,6 @@ __all__ = [
     "provider_api_key",
     "provider_headers",
     "provider_to_dict",
+    "readable_headers",
     "update_provider",
 ]
