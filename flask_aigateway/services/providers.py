@@ -15,9 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..crypto import ENCRYPTED_PREFIX, decrypt_headers, encrypt_headers, mask
-from ..enums import AZURE_DEFAULT_API_VERSION, ProviderFormat
+from ..enums import AZURE_DEFAULT_API_VERSION, ModelKind, ProviderFormat
 from ..errors import ConfigError, ConflictError, NotFoundError, ValidationError
-from ..models import Deployment, Provider
+from ..models import Deployment, ModelAlias, Provider
 from ..state import GatewayState
 from ..wording import counted, plural
 from . import validation
@@ -157,6 +157,31 @@ def _check_destination(
             "same change (--header, or the extra headers field), or remove them "
             "(--clear-headers).",
             param="extra_headers",
+        )
+
+
+def _check_no_embeddings(session: Session, provider: Provider) -> None:
+    """Refuse the Anthropic format for a provider serving embedding aliases, as deploying one
+    there is refused: the Anthropic API has no embeddings endpoint."""
+    aliases = sorted(
+        session.scalars(
+            select(ModelAlias.alias)
+            .join(Deployment, Deployment.model_id == ModelAlias.id)
+            .where(
+                Deployment.provider_id == provider.id,
+                ModelAlias.kind == ModelKind.EMBEDDING.value,
+            )
+            .distinct()
+        )
+    )
+    if aliases:
+        raise ValidationError(
+            f"Provider {provider.name!r} serves embedding "
+            f"{plural(len(aliases), 'alias', 'aliases')} {', '.join(aliases)}, and "
+            "Anthropic-format providers have no embeddings endpoint: remove "
+            f"{plural(len(aliases), 'that deployment', 'those deployments')} first "
+            "(`flask model undeploy`), or keep an OpenAI-compatible format.",
+            param="format",
         )
 
 
@@ -330,6 +355,8 @@ def update_provider(
             new_key=new_key,
             new_headers=changes.get("extra_headers", UNSET),
         )
+        if fmt is ProviderFormat.ANTHROPIC and provider.format != fmt.value:
+            _check_no_embeddings(session, provider)
         provider.format = fmt.value
         provider.base_url = url
         version = changes.get("api_version", provider.api_version)
