@@ -372,6 +372,27 @@ def test_both_keys_create_both_providers(ready_app: Flask) -> None:
     assert (sonnet.input_price, sonnet.output_price) == (Decimal(3), Decimal(15))
 
 
+def test_one_malformed_key_names_its_variable_and_the_other_provider_is_created(
+    ready_app: Flask,
+) -> None:
+    """A space in OPENAI_API_KEY (a bad copy-paste) stopped the bootstrap before
+    ANTHROPIC_API_KEY was tried, with a message naming neither."""
+    state = get_state(ready_app)
+    printed: list[str] = []
+    environ = {"OPENAI_API_KEY": "sk-abc def", "ANTHROPIC_API_KEY": "sk-ant-good-0123456789"}
+    created = announce(
+        ready_app, base_url="http://127.0.0.1:8000", environ=environ, echo=printed.append
+    )
+    assert [seeded.starter.provider for seeded in created] == ["anthropic"]
+    assert [p.name for p in list_providers(state)] == ["anthropic"]
+    text = "\n".join(printed)
+    assert "Did not create provider 'openai': OPENAI_API_KEY was refused." in text
+    assert "spaces or control characters" in text and "Fix OPENAI_API_KEY and restart" in text
+    assert "sk-abc" not in text
+    assert "Created provider 'anthropic' from ANTHROPIC_API_KEY" in text
+    assert "No provider yet" not in text
+
+
 def test_deleted_alias_is_not_recreated_and_taken_alias_is_kept(ready_app: Flask) -> None:
     from flask_aigateway.services.models import create_model, delete_model
     from flask_aigateway.services.providers import create_provider
