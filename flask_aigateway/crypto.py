@@ -52,8 +52,9 @@ class CredentialCipher:
         except InvalidToken:
             raise ConfigError(
                 "A stored provider credential cannot be decrypted: AIGATEWAY_SECRET_KEY "
-                "changed. Put the old key after the new one (comma-separated) or set the "
-                "provider's API key again."
+                "changed. Put the old key after the new one (comma-separated), or set the "
+                "provider's API key and extra headers again (`flask provider list` names "
+                "those that cannot be decrypted)."
             ) from None
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, DateTime, Engine, MetaData, Numeric, event
 from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -146,6 +147,38 @@ def default_database_uri(app: Flask) -> str:
     return "sqlite:///" + os.path.join(app.instance_path, "aigateway.db")
 
 
+def parse_database_url(url: str) -> URL:
+    """``url`` parsed, once its database and driver are known to be usable here.
+
+    :raises ConfigError: the URL cannot be parsed (never repeated: it may hold a password),
+        names a database SQLAlchemy does not know, or its driver is not installed.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "The gateway's database URL cannot be parsed: write it as "
+            "dialect[+driver]://user:password@host/database, e.g. "
+            "postgresql+psycopg://gw@localhost/gateway or sqlite:////var/lib/gateway.db "
+            "(check the '://')."
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"The gateway's database URL {shown} names a database or driver SQLAlchemy does "
+            f"not know ({parsed.drivername!r}); use postgresql+psycopg:// or sqlite:///."
+        ) from None
+    except ImportError as exc:
+        raise ConfigError(
+            f"The driver of the gateway's database URL {shown} is not installed (no module "
+            f"{exc.name or '?'!r}): install it, or use PostgreSQL (postgresql+psycopg://, "
+            "installed with the gateway) or SQLite (sqlite:///)."
+        ) from None
+    return parsed
+
+
 def is_memory_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and (
         url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
@@ -205,7 +238,11 @@ def _bind_url(app: Flask, database_uri: str | None, host_bind: Any) -> str:
     configured = host_bind.get("url") if isinstance(host_bind, Mapping) else host_bind
     if isinstance(configured, URL):
         configured = configured.render_as_string(hide_password=False)
-    if database_uri and configured and make_url(database_uri) != make_url(configured):
+    if (
+        database_uri
+        and configured
+        and parse_database_url(database_uri) != parse_database_url(configured)
+    ):
         raise ConfigError(
             f"AIGATEWAY_DATABASE_URI and SQLALCHEMY_BINDS[{BIND_KEY!r}] name different "
             "databases; set only one of them."
@@ -236,7 +273,8 @@ def init_database(
       can; its engines are then separate from the gateway's (pass ``db=`` to share one
       instance).
 
-    :raises ConfigError: ``db`` is not the instance registered on ``app``, or the URLs conflict.
+    :raises ConfigError: ``db`` is not the instance registered on ``app``, the URLs conflict,
+        or the URL is not usable (:func:`parse_database_url`).
     """
     from flask_sqlalchemy import SQLAlchemy
 
@@ -250,10 +288,10 @@ def init_database(
     binds = dict(app.config.get("SQLALCHEMY_BINDS") or {})
     host_bind = binds.get(BIND_KEY)
     url = _bind_url(app, database_uri, host_bind)
+    parsed = parse_database_url(url)
     if host_bind is None:
         binds[BIND_KEY] = bind_options(url)
         app.config["SQLALCHEMY_BINDS"] = binds  # a copy: a dict shared by two apps stays intact
-    parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and os.path.isabs(parsed.database):
         os.makedirs(os.path.dirname(parsed.database), exist_ok=True)
 

@@ -23,12 +23,14 @@ readiness check needs it, not by every serving process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .errors import ServiceUnavailableError
+from .errors import ServiceUnavailableError, ValidationError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -86,26 +88,48 @@ def _config(state: GatewayState) -> Config:
     return Migrate(db=state.db, directory=migrations_dir()).get_config()
 
 
+@contextlib.contextmanager
+def _revision_errors(revision: str) -> Iterator[None]:
+    """Alembic's refusal of a target (no such revision, not reachable in that direction) as a
+    :class:`ValidationError` naming the revisions there are; nothing was changed."""
+    from alembic.util.exc import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise ValidationError(
+            f"Cannot move the schema to revision {revision!r}: {exc}. The gateway's revisions "
+            f"run from 0001 to {head_revision()} ('head' is the newest, 'base' is before the "
+            "first); `flask aigateway db current` shows where the database is.",
+            param="revision",
+        ) from None
+
+
 def upgrade(state: GatewayState, revision: str = "head") -> None:
     """Create or upgrade the schema to ``revision``; idempotent, one transaction.
 
     Run inside the app context of ``state``'s app.
+
+    :raises ValidationError: ``revision`` is unknown or behind the database.
     """
     from alembic import command
 
     cfg = _config(state)
-    with state.engine.begin() as connection:
+    with _revision_errors(revision), state.engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
 
 def downgrade(state: GatewayState, revision: str) -> None:
     """Step the schema back to ``revision`` (``"base"`` drops every gateway table, and only
-    those). Run inside the app context of ``state``'s app."""
+    those). Run inside the app context of ``state``'s app.
+
+    :raises ValidationError: ``revision`` is unknown or ahead of the database.
+    """
     from alembic import command
 
     cfg = _config(state)
-    with state.engine.begin() as connection:
+    with _revision_errors(revision), state.engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
 

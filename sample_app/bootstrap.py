@@ -29,7 +29,7 @@ from cryptography.fernet import Fernet
 from flask import Flask
 
 from flask_aigateway import schema
-from flask_aigateway.errors import ConflictError, GatewayError
+from flask_aigateway.errors import ConflictError, GatewayError, ValidationError
 from flask_aigateway.extension import get_state
 from flask_aigateway.services.models import create_model, list_models
 from flask_aigateway.services.providers import create_provider, list_providers
@@ -172,15 +172,32 @@ class Seeded:
         return text + (f" with aliases {', '.join(self.aliases)}." if self.aliases else ".")
 
 
-def seed_providers(state: GatewayState, environ: Mapping[str, str]) -> list[Seeded]:
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A starter provider not created because its variable's value was refused."""
+
+    starter: Starter
+    message: str
+
+    def describe(self) -> str:
+        return (
+            f"Did not create provider {self.starter.provider!r}: {self.starter.env_var} was "
+            f"refused. {self.message} Fix {self.starter.env_var} and restart."
+        )
+
+
+def seed_providers(state: GatewayState, environ: Mapping[str, str]) -> list[Seeded | Refused]:
     """Create each starter provider whose API key is in ``environ`` and which does not exist.
 
     The aliases are created only together with their provider: after an operator deletes one,
-    a restart does not bring it back. An alias name already taken is left alone.
+    a restart does not bring it back. An alias name already taken is left alone. A variable
+    whose value is refused (a key with a space, a bad copy-paste) is reported as
+    :class:`Refused`, naming it, and the other starters are still created.
 
-    :raises GatewayError: a service refused the input (e.g. no encryption secret).
+    :raises GatewayError: a service refused the input for every starter (e.g. no encryption
+        secret).
     """
-    created: list[Seeded] = []
+    created: list[Seeded | Refused] = []
     with _seed_lock:
         for starter in STARTERS:
             api_key = environ.get(starter.env_var, "").strip()
@@ -191,6 +208,9 @@ def seed_providers(state: GatewayState, environ: Mapping[str, str]) -> list[Seed
                     state, name=starter.provider, format=starter.format, api_key=api_key
                 )
             except ConflictError:
+                continue
+            except ValidationError as exc:
+                created.append(Refused(starter, exc.message))
                 continue
             aliases: list[str] = []
             for item in starter.aliases:
@@ -241,10 +261,13 @@ def announce(
         )
         return []
     try:
-        created = seed_providers(state, environ)
+        results = seed_providers(state, environ)
     except GatewayError as exc:
-        created = []
+        results = []
         say(f"Could not create the starter providers: {exc.message}")
+    for refused in (r for r in results if isinstance(r, Refused)):
+        say(refused.describe())
+    created = [r for r in results if isinstance(r, Seeded)]
     say(welcome_text(app, state, base_url=base_url, created=created, flask=flask))
     return created
 

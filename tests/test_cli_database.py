@@ -12,7 +12,8 @@ import pytest
 from flask import Flask
 
 from flask_aigateway import AIGateway
-from flask_aigateway.schema import UPGRADE_HINT
+from flask_aigateway.errors import ConfigError
+from flask_aigateway.schema import UPGRADE_HINT, head_revision
 
 #: A command of every group that reads or writes the gateway's tables.
 COMMANDS = [
@@ -88,6 +89,46 @@ def test_the_commands_work_once_upgraded_and_again_refuse_after_downgrade(bare_a
     assert "ops" in invoke(bare_app, ["team", "list"]).output
     assert invoke(bare_app, ["aigateway", "db", "downgrade", "base"]).exit_code == 0
     assert_one_line_error(invoke(bare_app, ["provider", "list"]), UPGRADE_HINT)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["aigateway", "db", "upgrade", "--revision", "0009"],
+        ["aigateway", "db", "downgrade", "0077"],
+    ],
+    ids=" ".join,
+)
+def test_an_unknown_revision_is_one_line_naming_the_revisions(
+    bare_app: Flask, args: list[str]
+) -> None:
+    """Alembic's CommandError was a 100-line traceback; nothing is changed."""
+    assert invoke(bare_app, ["aigateway", "db", "upgrade"]).exit_code == 0
+    result = invoke(bare_app, args)
+    assert_one_line_error(result, f"revision {args[-1]!r}", "Can't locate revision", "0001 to ")
+    assert (
+        f"{head_revision()}: up to date" in invoke(bare_app, ["aigateway", "db", "current"]).output
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("postgres//localhost/gw", ["cannot be parsed", "dialect[+driver]://"]),
+        ("mysql://u:hunter2@localhost/gw", ["not installed", "'MySQLdb'", "mysql://u:***@"]),
+        ("nosuchdb://localhost/gw", ["does not know ('nosuchdb')"]),
+    ],
+)
+def test_an_unusable_database_url_is_a_config_error(
+    tmp_path: Path, url: str, words: list[str]
+) -> None:
+    """An ArgumentError or ModuleNotFoundError traceback from deep inside SQLAlchemy before;
+    the URL's password is never shown."""
+    with pytest.raises(ConfigError) as info:
+        make_app(tmp_path, url)
+    for word in words:
+        assert word in info.value.message
+    assert "hunter2" not in info.value.message
 
 
 def unreachable_sqlite(tmp_path: Path) -> str:

@@ -471,6 +471,24 @@ def test_revoke_is_idempotent_and_final(runner, state) -> None:
     fails(runner, state, "key", "revoke", "key_nope", message="No API key with id 'key_nope'")
 
 
+def test_an_expired_key_is_not_rotated_until_its_expiry_is_extended(runner, state, client) -> None:
+    """Rotating an expired key printed a secret the gateway refused (401 expired_api_key)."""
+    data, _ = create(runner, "--name", "ci")
+    with state.transaction() as session:
+        session.execute(
+            update(ApiKey)
+            .values(expires_at=utcnow() - dt.timedelta(days=1))
+            .execution_options(synchronize_session=False)
+        )
+    state.invalidate()
+    result = fails(runner, state, "key", "rotate", data["id"], message="expired on")
+    assert "aigw_" not in result.output and "--expires" in result.output
+    ok(runner, "key", "update", data["id"], "--expires-in-days", "30")
+    rotated = json.loads(ok(runner, "key", "rotate", data["id"], "--json").output)
+    answer = client.get("/v1/models", headers={"Authorization": f"Bearer {rotated['secret']}"})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+
+
 def test_rotate_keeps_the_id_and_changes_the_hash(runner, state) -> None:
     data, old_secret = create(runner, "--name", "ci", "--rate-limit", "7")
     old = only_key(state)

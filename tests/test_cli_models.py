@@ -593,3 +593,31 @@ def test_delete_referenced_alias_is_refused_then_forced(runner, state, gpt):
 
 def test_delete_unknown(runner):
     assert "No model alias 'ghost'" in invoke_error(runner, "model", "delete", "ghost")
+
+
+ONE_DOLLAR = ("--pricing-input", "1", "--pricing-output", "1")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["provider", "info", "a\x00b"],
+        ["model", "info", "a\x00b"],
+        ["key", "info", "a\x00b"],
+        ["team", "info", "a\x00b"],
+        ["key", "revoke", "key_\x00"],
+        ["model", "undeploy", "smart", "dep_\x00"],
+        ["model", "deploy", "smart", "--provider", "a\x00b", "--model", "x", *ONE_DOLLAR],
+        ["model", "create", "--alias", "m", "--provider", "a\x00b", "--model", "x", *ONE_DOLLAR],
+    ],
+)
+def test_a_reference_holding_a_nul_character_is_not_found(runner, state, args) -> None:
+    """No name or id holds a NUL; on PostgreSQL the lookup was a DataError traceback."""
+    provider_service.create_provider(state, name="up", format="openai")
+    service.create_model(
+        state, alias="smart", provider="up", model="m", pricing_input="1", pricing_output="1"
+    )
+    before = snapshot(state)
+    message = invoke_error(runner, *args)
+    assert "No " in message
+    assert snapshot(state) == before

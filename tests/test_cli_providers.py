@@ -191,7 +191,17 @@ def test_unknown_format_lists_choices(runner, state):
 
 
 @pytest.mark.parametrize(
-    "url", ["not a url", "ftp://host/v1", "https://", "http://host:99999", "https://h/v1?x=1"]
+    "url",
+    [
+        "not a url",
+        "ftp://host/v1",
+        "https://",
+        "http://host:99999",
+        "https://h/v1?x=1",
+        "http://[::1",
+        "http://[::1/v1",
+        "http://x]/v1",
+    ],
 )
 def test_malformed_base_url(runner, state, url):
     message = invoke_error(
@@ -199,6 +209,32 @@ def test_malformed_base_url(runner, state, url):
     )
     assert "base url" in message and repr(url) in message
     assert count(state, Provider) == 0
+
+
+def test_unbalanced_ipv6_bracket_on_update_is_a_field_error(runner, state):
+    service.create_provider(state, name="p", format="openai")
+    message = invoke_error(runner, "provider", "update", "p", "--base-url", "http://[::1")
+    assert "is not a valid URL" in message
+    assert stored(state, "p").base_url is None
+
+
+def test_base_url_longer_than_its_column_is_refused(runner, state):
+    """The column holds 500 characters: longer is a field error on every database (PostgreSQL
+    refused it with a DataError traceback), on create and on update."""
+    url = "https://api.example.com/" + "v" * 477
+    assert len(url) == 501
+    message = invoke_error(
+        runner, "provider", "create", "--name", "x", "--format", "openai", "--base-url", url
+    )
+    assert "The base url is too long: use at most 500 characters (got 501)" in message
+    assert count(state, Provider) == 0
+    invoke_ok(
+        runner, "provider", "create", "--name", "x", "--format", "openai", "--base-url", url[:-1]
+    )
+    assert stored(state, "x").base_url == url[:-1]
+    message = invoke_error(runner, "provider", "update", "x", "--base-url", url + "/v1")
+    assert "too long" in message
+    assert stored(state, "x").base_url == url[:-1]
 
 
 @pytest.mark.parametrize(
@@ -569,3 +605,53 @@ def test_aliases_keep_their_strict_charset(runner, state):
     )
     assert "The alias 'my model' is not valid" in message
     assert count(state, ModelAlias) == 0
+
+
+# --- credentials stored under another secret ---------------------------------------------------
+
+
+def stored_under_an_old_secret(state: Any, name: str, **values: Any) -> None:
+    """Rewrite ``name``'s stored credentials as an AIGATEWAY_SECRET_KEY since replaced did."""
+    from sqlalchemy import update
+
+    from flask_aigateway.crypto import CredentialCipher, encrypt_headers
+
+    old = CredentialCipher("a-secret-since-replaced")
+    changes: dict[str, Any] = {}
+    if "api_key" in values:
+        changes["api_key_encrypted"] = old.encrypt(values["api_key"])
+    if "headers" in values:
+        changes["extra_headers"] = encrypt_headers(old, values["headers"])
+    with state.transaction() as session:
+        session.execute(update(Provider).where(Provider.name == name).values(**changes))
+    state.invalidate()
+
+
+def test_list_marks_what_cannot_be_decrypted_instead_of_failing(runner, state):
+    """One provider stored under an old secret made `provider list` fail as a whole."""
+    service.create_provider(state, name="healthy", format="openai", api_key=SECRET)
+    service.create_provider(state, name="withhdr", format="openai", api_key=SECRET)
+    stored_under_an_old_secret(state, "withhdr", api_key="sk-1", headers={"X-Trace": "abc"})
+    result = invoke_ok(runner, "provider", "list")
+    assert "healthy" in result.output and "withhdr" in result.output
+    assert "****XYZ9 (cannot be decrypted)" in result.output
+    assert "Warning: provider 'withhdr': its API key and its extra header X-Trace" in result.output
+    assert "flask provider update 'withhdr' --api-key" in result.output
+    assert "'healthy':" not in result.output
+    info = invoke_ok(runner, "provider", "info", "withhdr", "--json")
+    data = json.loads(info.stdout)
+    assert data["unreadable"] == ["api_key", "X-Trace"]
+    assert data["extra_headers"] == {"X-Trace": "(cannot be decrypted)"}
+
+
+def test_update_with_a_new_key_proceeds_and_says_what_is_still_unreadable(runner, state):
+    service.create_provider(state, name="withhdr", format="openai", api_key=SECRET)
+    stored_under_an_old_secret(state, "withhdr", api_key="sk-1", headers={"X-Trace": "abc"})
+    result = invoke_ok(runner, "provider", "update", "withhdr", "--api-key", "sk-new-0123456789")
+    assert "Updated provider withhdr" in result.output
+    assert "its extra header X-Trace cannot be decrypted" in result.output
+    assert "--clear-headers" in result.output and "its API key" not in result.output
+    assert service.provider_api_key(state, stored(state, "withhdr")) == "sk-new-0123456789"
+    result = invoke_ok(runner, "provider", "update", "withhdr", "--header", "X-Trace: abc")
+    assert "Warning" not in result.output
+    assert service.provider_headers(state, stored(state, "withhdr")) == {"X-Trace": "abc"}

@@ -296,6 +296,32 @@ def test_create_refuses_invalid_input(runner, state, args: list[str], message: s
     assert set(teams(state)) == {"existing"}
 
 
+def test_a_name_shaped_like_a_team_id_is_refused(runner, state) -> None:
+    """References try ids first: a team named like another team's id would be shadowed by it
+    (``key create --team``, ``team delete`` reaching the other team), as providers and aliases
+    refuse such names too."""
+    ok(runner, "team", "create", "--name", "Finance")
+    finance = teams(state)["Finance"]
+    message = "looks like a team id"
+    fails(runner, state, "team", "create", "--name", finance.id, message=message)
+    fails(runner, state, "team", "create", "--name", "team_0123456789abcdef", message=message)
+    ok(runner, "team", "create", "--name", "Sales")
+    fails(runner, state, "team", "update", "Sales", "--name", finance.id, message=message)
+    assert set(teams(state)) == {"Finance", "Sales"}
+    ok(runner, "team", "create", "--name", "team_notanid")
+
+
+def test_a_team_named_like_an_id_before_the_check_can_still_be_changed(runner, state) -> None:
+    ok(runner, "team", "create", "--name", "legacy")
+    with state.transaction() as session:
+        session.scalars(select(Team)).one().name = "team_0123456789abcdef"
+    state.invalidate()
+    ok(runner, "team", "update", "team_0123456789abcdef", "--name", "team_0123456789abcdef")
+    ok(runner, "team", "update", "team_0123456789abcdef", "--rate-limit", "5")
+    ok(runner, "team", "update", "team_0123456789abcdef", "--name", "renamed")
+    assert teams(state)["renamed"].rate_limit == 5
+
+
 def test_invalid_names_and_duplicates_are_refused(runner, state) -> None:
     ok(runner, "team", "create", "--name", "org")
     ok(runner, "team", "create", "--name", "eng")

@@ -318,3 +318,90 @@ def test_a_row_pointing_at_metadata_is_refused_at_call_time(
     error = response.get_json()["error"]
     assert "link-local" in error["message"]
     assert upstreams["gpt"].requests == []
+
+
+# -- values an HTTP request cannot carry --------------------------------------------------------
+
+#: Each refused at save, each a deployment that can never be called when stored before the check.
+UNSENDABLE = [
+    (["--api-key", "sk-ключ-0123456789"], "The API key contains non-ASCII characters"),
+    (["--header", "X-Team: 客服"], "The value of header 'X-Team' contains characters"),
+    (["--base-url", "https://api..openai.com/v1"], "has an empty label"),
+    (["--base-url", "https://" + "a" * 64 + ".example.com/v1"], "longer than 63 characters"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), UNSENDABLE)
+def test_cli_refuses_what_no_request_can_carry(runner, state, args, expected) -> None:
+    create = ["provider", "create", "--name", "p", "--format", "openai", *args]
+    result = runner.invoke(args=create)
+    assert result.exit_code == 1 and result.output.startswith("Error: "), result.output
+    assert expected in result.output and "ключ" not in result.output
+    with state.session() as session:
+        assert session.scalars(select(Provider)).all() == []
+    make(state)
+    result = runner.invoke(args=["provider", "update", "p", *args])
+    assert result.exit_code == 1 and expected in result.output
+    assert stored(state).base_url == "https://api.example.com/v1"
+    assert service.provider_api_key(state, stored(state)) == KEY
+
+
+def test_dashboard_refuses_what_no_request_can_carry(client, state) -> None:
+    csrf = login(client)
+    form = {"name": "p", "format": "openai", "base_url": "https://api..openai.com/v1"}
+    response = submit(client, "/dashboard/providers/new", csrf, **form, enabled=True)
+    assert response.status_code == 400
+    assert "empty label" in (field_error(text(response), "base_url") or "")
+    form = {"name": "p", "format": "openai", "extra_headers": "X-Team: 客服"}
+    response = submit(client, "/dashboard/providers/new", csrf, **form, enabled=True)
+    assert response.status_code == 400
+    assert "X-Team" in (field_error(text(response), "extra_headers") or "")
+    form = {"name": "p", "format": "openai", "api_key": "sk-ключ-0123456789"}
+    response = submit(client, "/dashboard/providers/new", csrf, **form, enabled=True)
+    assert response.status_code == 400
+    assert "non-ASCII" in (field_error(text(response), "api_key") or "")
+    with state.session() as session:
+        assert session.scalars(select(Provider)).all() == []
+
+
+@pytest.mark.parametrize("stored_value", ["api_key", "header", "base_url"])
+def test_a_row_no_request_can_carry_fails_over_to_the_next_deployment(
+    client, state, upstreams, api_key, stored_value
+) -> None:
+    """A key, header or base URL stored before the checks is that deployment's failure (a
+    502 naming the host, never the key), not the gateway's: the alias's next deployment and
+    its fallback chain still answer."""
+    from flask_aigateway.crypto import encrypt_headers
+    from flask_aigateway.services.models import add_deployment, create_model
+
+    fake = upstreams["gpt"]
+    make(state, name="bad", base_url=fake.base_url)
+    values: dict[str, Any] = {
+        "api_key": {"api_key_encrypted": state.cipher.encrypt("sk-ключ-0123456789")},
+        "header": {"extra_headers": encrypt_headers(state.cipher, {"X-Team": "客服"})},
+        "base_url": {"base_url": "https://api..openai.com/v1"},
+    }[stored_value]
+    with state.transaction() as session:
+        session.execute(update(Provider).where(Provider.name == "bad").values(**values))
+    state.invalidate()
+    price = {"model": "m", "pricing_input": "1", "pricing_output": "1"}
+    create_model(state, alias="alone", provider="bad", **price)
+    create_model(state, alias="primary", provider="bad", fallbacks="gpt", **price)
+    create_model(state, alias="pair", provider="bad", **price)
+    add_deployment(state, "pair", provider="fake-openai", priority=1, **price)
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+
+    response = client.post(
+        "/v1/chat/completions", json={"model": "alone", **body}, headers=auth(api_key)
+    )
+    assert response.status_code == 502, response.get_data(as_text=True)
+    message = response.get_json()["error"]["message"]
+    assert ("127.0.0.1" in message or "api..openai.com" in message) and "ключ" not in message
+    assert fake.requests == []
+    for alias in ("primary", "pair"):
+        response = client.post(
+            "/v1/chat/completions", json={"model": alias, **body}, headers=auth(api_key)
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+    assert len(fake.requests) == 2
+    assert all("x-team" not in r.headers for r in fake.requests)

@@ -3,6 +3,7 @@ charts, the request log with its filters, pages and breakdowns, and the live usa
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -139,6 +140,25 @@ def test_request_log_pages_keep_their_filters(client: Any, app: Flask) -> None:
     second = text(client.get(older.group(1).replace("&amp;", "&")))
     assert second.count("data-request-id=") == 15
     assert "Older →" not in second and "← Newer" in second
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "before=2026-12-01T00:00:00+00:00|99999999999999999999",
+        "after=2026-12-01T00:00:00+00:00|-99999999999999999999",
+        "before=2026-12-01T00:00:00+00:00|9223372036854775808",
+    ],
+)
+def test_a_page_link_with_a_row_id_outside_64_bits_is_a_damaged_link(
+    client: Any, cursor: str
+) -> None:
+    login(client)
+    which, _, raw = cursor.partition("=")
+    encoded = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    response = client.get(f"/dashboard/requests?{which}={encoded}")
+    assert response.status_code == 400
+    assert "The page link is damaged" in text(response)
 
 
 def test_live_usage_page_shows_budgets_and_rate_limits(client: Any, app: Flask) -> None:

@@ -4,6 +4,7 @@ submitted values kept; secrets never reach the HTML."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -172,6 +173,30 @@ def test_invalid_provider_form_shows_the_service_message_and_drops_the_typed_key
     assert PROVIDER_KEY not in page
     assert "enter it again" in page
     assert rows(app, Provider) == []
+
+
+@pytest.mark.parametrize(
+    ("base_url", "expected"),
+    [
+        ("http://[::1", "is not a valid URL"),
+        ("http://x]/v1", "is not a valid URL"),
+        ("https://api.example.com/" + "v" * 477, "too long: use at most 500 characters"),
+    ],
+)
+def test_unusable_base_url_is_a_field_error_on_create_and_edit(
+    client: Any, csrf: str, app: Flask, base_url: str, expected: str
+) -> None:
+    response = new_provider(client, csrf, base_url=base_url)
+    assert response.status_code == 400
+    assert expected in (field_error(text(response), "base_url") or "")
+    assert rows(app, Provider) == []
+    assert new_provider(client, csrf).status_code == 303
+    (provider,) = rows(app, Provider)
+    form = {"name": "upstream", "format": "openai", "base_url": base_url, "enabled": True}
+    response = submit(client, f"/dashboard/providers/{provider.id}/edit", csrf, **form)
+    assert response.status_code == 400
+    assert expected in (field_error(text(response), "base_url") or "")
+    assert rows(app, Provider)[0].base_url == "http://127.0.0.1:9/v1"
 
 
 def test_provider_delete_refused_while_used_then_forced(client: Any, csrf: str, app: Flask) -> None:
@@ -514,6 +539,16 @@ def test_key_edit_revoke_and_validation(client: Any, csrf: str, app: Flask, runn
     assert (key.name, key.rate_limit, key.models) == ("bot-2", 30, [])
     assert key.expires_at.isoformat() == "2099-06-01T12:00:00+00:00"
 
+    with get_state(app).transaction() as session:
+        session.get(ApiKey, key.id).expires_at = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    get_state(app).invalidate()
+    detail = text(client.get(f"/dashboard/keys/{key.id}"))
+    assert "/rotate" not in detail and "Extend its expiry" in detail
+    refused = submit(client, f"/dashboard/keys/{key.id}/rotate", csrf)
+    assert refused.status_code == 409
+    assert "expired on 2020-01-01" in text(refused)
+    assert rows(app, ApiKey)[0].key_hash == key.key_hash
+
     assert submit(client, f"/dashboard/keys/{key.id}/revoke", csrf).status_code == 303
     (key,) = rows(app, ApiKey)
     assert key.revoked_at is not None
@@ -531,6 +566,12 @@ def test_unknown_objects_are_404_pages(client: Any, csrf: str) -> None:
         "/dashboard/teams/nobody",
         "/dashboard/keys/key_missing",
         "/dashboard/requests/999999",
+        # A NUL character no name or id holds: PostgreSQL refused it in the query (a 500).
+        "/dashboard/providers/a%00b",
+        "/dashboard/models/a%00b",
+        "/dashboard/teams/a%00b",
+        "/dashboard/keys/a%00b",
+        "/dashboard/keys/a%00b/edit",
     ):
         response = client.get(path)
         assert response.status_code == 404, path
@@ -616,3 +657,47 @@ def test_unchanged_on_a_header_with_no_stored_value_is_refused(
         field_error(text(response), "extra_headers") or ""
     )
     assert provider_headers(get_state(app), provider) == {"X-Api-Token": "secret-token-123"}
+
+
+def test_a_provider_stored_under_an_old_secret_can_be_listed_and_fixed(
+    client: Any, csrf: str, app: Flask
+) -> None:
+    """Its headers cannot be kept: the edit page says so and saving with a new key removes
+    them, instead of the page failing."""
+    from sqlalchemy import update
+
+    from flask_aigateway.crypto import CredentialCipher, encrypt_headers
+
+    assert new_provider(client, csrf, name="withhdr").status_code == 303
+    old = CredentialCipher("a-secret-since-replaced")
+    state = get_state(app)
+    with state.transaction() as session:
+        session.execute(
+            update(Provider).values(
+                api_key_encrypted=old.encrypt("sk-1"),
+                extra_headers={"X-Plain": "kept", **encrypt_headers(old, {"X-Trace": "abc"})},
+            )
+        )
+    state.invalidate()
+    (provider,) = rows(app, Provider)
+    listing = text(client.get("/dashboard/providers"))
+    assert "withhdr" in listing and "(cannot be decrypted)" in listing
+    edit = client.get(f"/dashboard/providers/{provider.id}/edit")
+    assert edit.status_code == 200
+    page = text(edit)
+    assert "Extra header X-Trace cannot be decrypted" in page
+    assert "The stored API key cannot be decrypted" in page
+    form = {"name": "withhdr", "format": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    saved = submit(
+        client,
+        f"/dashboard/providers/{provider.id}/edit",
+        csrf,
+        **form,
+        api_key="sk-new-0123456789",
+        extra_headers="X-Plain: (unchanged)",
+        enabled=True,
+    )
+    assert saved.status_code == 303, text(saved)
+    (provider,) = rows(app, Provider)
+    assert provider_api_key(state, provider) == "sk-new-0123456789"
+    assert provider_headers(state, provider) == {"X-Plain": "kept"}

@@ -113,6 +113,40 @@ def test_an_embedding_alias_cannot_be_on_an_anthropic_provider(
     assert len(service.get_model(state, "e").deployments) == 1
 
 
+def test_a_provider_serving_an_embedding_alias_cannot_turn_anthropic(
+    runner: Any, state: Any, providers: None, dash: Any
+) -> None:
+    """Deploying an embedding alias on an Anthropic-format provider is refused; changing the
+    provider's format under it was accepted, and /v1/embeddings then answered 400."""
+    service.create_model(
+        state,
+        alias="emb",
+        provider="openai",
+        model="text-embedding-3-small",
+        pricing_input="0.02",
+        pricing_output="0",
+        kind="embedding",
+    )
+    args = ["provider", "update", "openai", "--format", "anthropic", "--api-key", "sk-ant-0123"]
+    refused = runner.invoke(args=args)
+    assert refused.exit_code == 1, refused.output
+    assert "Provider 'openai' serves embedding alias emb" in refused.output
+    assert "no embeddings endpoint" in refused.output
+    assert provider_service.get_provider(state, "openai").format == "openai"
+
+    client, csrf = dash
+    provider = provider_service.get_provider(state, "openai")
+    form = {"name": "openai", "format": "anthropic", "api_key": "sk-ant-0123", "enabled": True}
+    page = submit(client, f"/dashboard/providers/{provider.id}/edit", csrf, **form)
+    assert page.status_code == 400
+    assert "serves embedding alias emb" in (field_error(text(page), "format") or "")
+    assert provider_service.get_provider(state, "openai").format == "openai"
+
+    # Chat aliases follow the provider; other OpenAI-compatible formats stay allowed.
+    args = ["provider", "update", "openai", "--format", "ollama", "--api-key", "sk-0123456"]
+    assert runner.invoke(args=args).exit_code == 0
+
+
 # -- dashboard ------------------------------------------------------------------------------------
 
 

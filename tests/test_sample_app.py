@@ -179,6 +179,25 @@ def test_the_error_names_the_redis_url_the_user_set(monkeypatch: pytest.MonkeyPa
     assert "RATELIMIT" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("postgres//localhost/gw", "cannot be parsed"),
+        ("mysql://u@localhost/gw", "is not installed (no module 'MySQLdb')"),
+    ],
+)
+def test_an_unusable_database_url_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, url: str, words: str
+) -> None:
+    """A missing colon or a driver not installed was a traceback through Flask's CLI."""
+    monkeypatch.setenv("DATABASE_URL", url)
+    for args in (["provider", "list"], ["db", "upgrade"]):
+        result = CliRunner().invoke(flask_cli, ["--app", "sample_app", *args])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error: The ") and words in result.stderr, result.stderr
+        assert "Traceback" not in result.output
+
+
 def test_create_app_still_raises_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """For Python callers the factory's error stays a ConfigError, with the same message."""
     monkeypatch.setenv("AIGATEWAY_CACHE_BACKEND", "redis")
@@ -351,6 +370,27 @@ def test_both_keys_create_both_providers(ready_app: Flask) -> None:
     sonnet = models["claude-sonnet"]
     assert (sonnet.provider.name, sonnet.provider_model) == ("anthropic", "claude-sonnet-4-5")
     assert (sonnet.input_price, sonnet.output_price) == (Decimal(3), Decimal(15))
+
+
+def test_one_malformed_key_names_its_variable_and_the_other_provider_is_created(
+    ready_app: Flask,
+) -> None:
+    """A space in OPENAI_API_KEY (a bad copy-paste) stopped the bootstrap before
+    ANTHROPIC_API_KEY was tried, with a message naming neither."""
+    state = get_state(ready_app)
+    printed: list[str] = []
+    environ = {"OPENAI_API_KEY": "sk-abc def", "ANTHROPIC_API_KEY": "sk-ant-good-0123456789"}
+    created = announce(
+        ready_app, base_url="http://127.0.0.1:8000", environ=environ, echo=printed.append
+    )
+    assert [seeded.starter.provider for seeded in created] == ["anthropic"]
+    assert [p.name for p in list_providers(state)] == ["anthropic"]
+    text = "\n".join(printed)
+    assert "Did not create provider 'openai': OPENAI_API_KEY was refused." in text
+    assert "spaces or control characters" in text and "Fix OPENAI_API_KEY and restart" in text
+    assert "sk-abc" not in text
+    assert "Created provider 'anthropic' from ANTHROPIC_API_KEY" in text
+    assert "No provider yet" not in text
 
 
 def test_deleted_alias_is_not_recreated_and_taken_alias_is_kept(ready_app: Flask) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..services import providers as service
-from ..wording import counted
+from ..wording import counted, plural
 from .common import GatewayState, command, json_option, output
 
 _LIST_COLUMNS = ("id", "name", "format", "base_url", "api_key", "enabled")
@@ -19,6 +19,30 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     if record["base_url"] is None and record["effective_base_url"]:
         row["base_url"] = f"{record['effective_base_url']} (default)"
     return row
+
+
+def _warn_unreadable(records: list[dict[str, Any]]) -> None:
+    """On stderr, for each provider whose stored credentials the configured secret cannot
+    decrypt: what they are and the command that sets them again."""
+    for record in records:
+        unreadable = record.get("unreadable") or []
+        if not unreadable:
+            continue
+        headers = [n for n in unreadable if n != "api_key"]
+        what = (["its API key"] if "api_key" in unreadable else []) + (
+            [f"its extra {plural(len(headers), 'header')} {', '.join(headers)}"] if headers else []
+        )
+        fix = (["--api-key …"] if "api_key" in unreadable else []) + (
+            ["--header 'NAME: VALUE' (or --clear-headers)"] if headers else []
+        )
+        click.echo(
+            f"Warning: provider {record['name']!r}: {' and '.join(what)} cannot be decrypted "
+            "with AIGATEWAY_SECRET_KEY (it changed since they were stored); requests to it "
+            "fail. Put the old secret after the new one (comma-separated), or give "
+            f"{plural(len(unreadable), 'it', 'them')} again: flask provider update "
+            f"{record['name']!r} {' '.join(fix)}.",
+            err=True,
+        )
 
 
 @click.group("provider")
@@ -75,6 +99,7 @@ def create_command(
         return
     click.echo(f"Created provider {provider.name} ({provider.id}).")
     output(record, False)
+    _warn_unreadable([record])
 
 
 @provider_group.command("list")
@@ -89,6 +114,7 @@ def list_command(state: GatewayState, as_json: bool) -> None:
         _LIST_COLUMNS,
         empty="No providers yet; add one with `flask provider create`.",
     )
+    _warn_unreadable(records)
 
 
 @provider_group.command("info")
@@ -97,7 +123,9 @@ def list_command(state: GatewayState, as_json: bool) -> None:
 @command
 def info_command(state: GatewayState, ref: str, as_json: bool) -> None:
     """Show one provider by name or full id (credential masked)."""
-    output(service.provider_to_dict(service.get_provider(state, ref), state), as_json)
+    record = service.provider_to_dict(service.get_provider(state, ref), state)
+    output(record, as_json)
+    _warn_unreadable([record])
 
 
 @provider_group.command("update")
@@ -170,6 +198,7 @@ def update_command(
         return
     click.echo(f"Updated provider {provider.name} ({provider.id}).")
     output(record, False)
+    _warn_unreadable([record])
 
 
 @provider_group.command("delete")

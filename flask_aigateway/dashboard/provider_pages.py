@@ -152,18 +152,31 @@ def edit_page(ref: str) -> Any:
     state = get_state()
     provider = service.get_provider(state, ref)
     shown = service.provider_to_dict(provider, state)
+    stored, unreadable = service.readable_headers(state, provider)
     if request.method == "GET":
         values = {
             "name": provider.name,
             "format": provider.format,
             "base_url": provider.base_url or "",
             "api_version": provider.api_version or "",
-            "extra_headers": _headers_text(
-                service.provider_headers(state, provider), shown["extra_headers"]
-            ),
+            "extra_headers": _headers_text(stored, shown["extra_headers"]),
             "enabled": provider.enabled,
         }
-        return _render_form(Form(FIELDS, values, CHECKBOXES), shown)
+        form = Form(FIELDS, values, CHECKBOXES)
+        if unreadable:
+            # Their values cannot be kept: left out of the field, so saving removes them.
+            form.general.append(
+                f"Extra {plural(len(unreadable), 'header')} {', '.join(unreadable)} cannot be "
+                "decrypted with the current AIGATEWAY_SECRET_KEY (it changed): type "
+                f"{plural(len(unreadable), 'it', 'them')} again below, or saving removes "
+                f"{plural(len(unreadable), 'it', 'them')}."
+            )
+        if "api_key" in shown["unreadable"]:
+            form.general.append(
+                "The stored API key cannot be decrypted with the current AIGATEWAY_SECRET_KEY "
+                "(it changed): enter it again."
+            )
+        return _render_form(form, shown)
     form = Form.submitted(FIELDS, CHECKBOXES)
     if form.checked("clear_api_key"):
         api_key: Any = None
@@ -179,9 +192,7 @@ def edit_page(ref: str) -> Any:
         moved = form.get("format") != provider.format or validation.url(form.text("base_url")) != (
             provider.base_url
         )
-        headers = _merge_headers(
-            form.get("extra_headers"), service.provider_headers(state, provider), moved=moved
-        )
+        headers = _merge_headers(form.get("extra_headers"), stored, moved=moved)
         updated = service.update_provider(
             state,
             provider.id,

@@ -6,12 +6,15 @@ actually connected to), so a name that resolves — or is re-pointed — to a fo
 refused too. Link-local addresses (169.254.0.0/16, fe80::/10: where cloud metadata services
 live) and known metadata names and addresses are always refused; loopback and private ranges
 are allowed (Ollama and vLLM run there) unless ``AIGATEWAY_BLOCK_PRIVATE_UPSTREAMS`` is set.
-Pure: no I/O here.
+Pure: no I/O here (``requests`` only prepares a URL).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit
+
+import requests
 
 #: Host names of cloud metadata services (compared lower-case, without a trailing dot).
 METADATA_HOSTS = frozenset(
@@ -64,3 +67,36 @@ def host_problem(host: str, *, block_private: bool) -> str | None:
     if name in METADATA_HOSTS:
         return f"{name} is a cloud metadata host"
     return address_problem(name, block_private=block_private)
+
+
+def host_syntax_problem(url: str) -> str | None:
+    """Why the host of ``url`` (an http(s) URL) cannot be connected to, or None.
+
+    The same steps as a request: ``requests`` converts an internationalised name to its ASCII
+    form (IDNA 2008), then the connection encodes each label, which must hold 1 to 63
+    characters (``api..openai.com``, a typo, has an empty one). Literal addresses pass.
+    """
+    prepared = requests.PreparedRequest()
+    try:
+        prepared.prepare_url(url, None)
+    except (requests.RequestException, ValueError):
+        return "its host name is not a valid (internationalised) domain name"
+    host = urlsplit(prepared.url or "").hostname or ""
+    if _is_address(host):
+        return None
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return (
+            "its host name has an empty label (two dots in a row, or a leading dot) or a label "
+            "longer than 63 characters"
+        )
+    return None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True

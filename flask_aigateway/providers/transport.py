@@ -43,13 +43,13 @@ import requests.cookies
 import requests.structures
 import requests.utils
 from urllib3 import HTTPConnectionPool, HTTPResponse, PoolManager
-from urllib3.exceptions import DecodeError, HTTPError, ReadTimeoutError
+from urllib3.exceptions import DecodeError, HTTPError, LocationValueError, ReadTimeoutError
 
 from .. import __version__
 from ..errors import UpstreamError, UpstreamTimeoutError
 from ..idle_check import has_input
 from ..wording import plural
-from .addresses import address_problem, host_problem
+from .addresses import address_problem, host_problem, host_syntax_problem
 from .base import SSEEvent, UpstreamRequest
 from .sse import SSEParser, SSETooLarge
 from .wire import FRAMING_HEADERS, describe
@@ -703,6 +703,13 @@ class Transport:
         problem = host_problem(parts.hostname, block_private=self.block_private)
         if problem is not None:
             raise _blocked(host, problem)
+        problem = host_syntax_problem(url)
+        if problem is not None:
+            raise UpstreamError(
+                f"Could not send the request to the upstream {host}: {problem}. Nothing was "
+                "sent. Check the provider's base URL.",
+                retryable=False,
+            )
         settings = session.merge_environment_settings(url, {}, None, self.ca_bundle, None)
         proxies: dict[str, str] = settings["proxies"]
         proxy = requests.utils.select_proxy(url, proxies)
@@ -765,6 +772,22 @@ class Transport:
                 "a line break or is not valid. Check the provider's extra headers and API key.",
                 retryable=False,
             ) from exc
+        except UnicodeError:
+            # A header value outside Latin-1 (http.client encodes headers so): an API key or
+            # extra header stored before they were checked. The exception carries the value,
+            # so it is not chained; the router moves on to the next deployment.
+            raise UpstreamError(
+                f"Could not send the request to the upstream {route.host}: the provider's API "
+                "key or an extra header holds characters an HTTP header cannot carry. Set them "
+                "again with `flask provider update`.",
+                retryable=False,
+            ) from None
+        except LocationValueError:
+            raise UpstreamError(
+                f"Could not send the request to the upstream {route.host}: its host name is "
+                "not valid. Check the provider's base URL.",
+                retryable=False,
+            ) from None
         except requests.RequestException as exc:
             raise _connect_error(exc, route.host, timeout) from exc
         finally:

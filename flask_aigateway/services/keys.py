@@ -68,7 +68,7 @@ def _get(session: Session, ref: str) -> ApiKey:
     if not isinstance(ref, str) or not ref.strip():
         raise ValidationError("The key id is required.", param="key")
     ref = ref.strip()
-    key = session.get(ApiKey, ref)
+    key = session.get(ApiKey, ref) if validation.findable(ref) else None
     if key is not None:
         return key
     if ref.startswith(SECRET_PREFIX):
@@ -258,7 +258,11 @@ def rotate_key(state: GatewayState, ref: str, *, grace_seconds: Any = 0) -> tupl
     With ``grace_seconds`` > 0 the secret in use until now stays valid that long (one
     previous secret at most: a second rotation ends the first one's grace period).
 
-    :raises ValidationError: bad grace period. :raises ConflictError: the key is revoked.
+    An expired key is refused like a revoked one: its new secret would be refused too
+    (``expired_api_key``); extend the expiry first.
+
+    :raises ValidationError: bad grace period. :raises ConflictError: the key is revoked or
+        expired.
     """
     grace = validation.integer(grace_seconds, "grace_seconds", minimum=0)
     secret = generate_secret()
@@ -270,6 +274,14 @@ def rotate_key(state: GatewayState, ref: str, *, grace_seconds: Any = 0) -> tupl
                 param="key",
             )
         now = utcnow()
+        if key.expires_at is not None and key.expires_at <= now:
+            raise ConflictError(
+                f"Key {key.id} expired on {key.expires_at:%Y-%m-%d %H:%M} UTC: a new secret "
+                "would be refused too. Extend its expiry first (`flask key update "
+                f"{key.id} --expires …`, or Edit in the dashboard), then rotate it; or create "
+                "a new key.",
+                param="key",
+            )
         key.previous_key_hash = key.key_hash if grace else None
         key.previous_expires_at = now + dt.timedelta(seconds=grace) if grace else None
         key.key_hash = hash_secret(secret)

@@ -29,9 +29,11 @@ def find_model(session: Session, ref: Any, *, param: str = "alias") -> ModelAlia
         raise ValidationError(f"The {validation.label(param)} is required.", param=param)
     text = ref.strip()
     query = select(ModelAlias).options(selectinload(ModelAlias.deployments))
-    model = session.scalar(query.where(ModelAlias.id == text)) or session.scalar(
-        query.where(ModelAlias.alias == text)
-    )
+    model = None
+    if validation.findable(text):
+        model = session.scalar(query.where(ModelAlias.id == text)) or session.scalar(
+            query.where(ModelAlias.alias == text)
+        )
     if model is None:
         raise NotFoundError(f"No model alias {text!r}; {parse.LIST_HINT}.", param=param)
     return model
@@ -39,7 +41,7 @@ def find_model(session: Session, ref: Any, *, param: str = "alias") -> ModelAlia
 
 def _find_deployment(session: Session, deployment_id: Any, model_ref: Any) -> Deployment:
     text = deployment_id.strip() if isinstance(deployment_id, str) else ""
-    deployment = session.get(Deployment, text) if text else None
+    deployment = session.get(Deployment, text) if text and validation.findable(text) else None
     if deployment is None:
         raise NotFoundError(
             f"No deployment with id {deployment_id!r}; see the ids with "

@@ -15,9 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..crypto import ENCRYPTED_PREFIX, decrypt_headers, encrypt_headers, mask
-from ..enums import AZURE_DEFAULT_API_VERSION, ProviderFormat
-from ..errors import ConflictError, NotFoundError, ValidationError
-from ..models import Deployment, Provider
+from ..enums import AZURE_DEFAULT_API_VERSION, ModelKind, ProviderFormat
+from ..errors import ConfigError, ConflictError, NotFoundError, ValidationError
+from ..models import Deployment, ModelAlias, Provider
 from ..state import GatewayState
 from ..wording import counted, plural
 from . import validation
@@ -32,6 +32,8 @@ _CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy
 _SENSITIVE_HEADER = re.compile(r"auth|key|token|secret|cookie|password", re.IGNORECASE)
 _ID_RE = re.compile(r"^prov_[0-9a-f]{16}$")
 _LIST_HINT = "list them with `flask provider list`"
+#: Shown instead of a stored credential the configured secret cannot decrypt.
+UNREADABLE = "(cannot be decrypted)"
 
 
 def _format(value: Any) -> ProviderFormat:
@@ -71,6 +73,15 @@ def _api_key(value: Any) -> str | None:
             "The API key contains spaces or control characters; paste the key alone.",
             param="api_key",
         )
+    if not text.isascii():
+        # Sent in an HTTP header: a non-ASCII character could never be sent (or would be
+        # sent as bytes no provider issues). The message never repeats the key.
+        raise ValidationError(
+            "The API key contains non-ASCII characters (accented letters, other scripts or "
+            "typographic quotes), which no provider's key holds; paste the key alone, as the "
+            "provider issued it.",
+            param="api_key",
+        )
     return text
 
 
@@ -99,6 +110,13 @@ def _headers(value: Any) -> dict[str, str]:
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in val):
             raise ValidationError(
                 f"The value of header {key!r} contains control characters.",
+                param="extra_headers",
+            )
+        if any(ord(ch) > 255 for ch in val):
+            raise ValidationError(
+                f"The value of header {key!r} contains characters an HTTP header cannot carry "
+                "(outside Latin-1); use ASCII, or encode the value as the upstream expects "
+                "(e.g. percent-encoding).",
                 param="extra_headers",
             )
     return result
@@ -142,6 +160,31 @@ def _check_destination(
         )
 
 
+def _check_no_embeddings(session: Session, provider: Provider) -> None:
+    """Refuse the Anthropic format for a provider serving embedding aliases, as deploying one
+    there is refused: the Anthropic API has no embeddings endpoint."""
+    aliases = sorted(
+        session.scalars(
+            select(ModelAlias.alias)
+            .join(Deployment, Deployment.model_id == ModelAlias.id)
+            .where(
+                Deployment.provider_id == provider.id,
+                ModelAlias.kind == ModelKind.EMBEDDING.value,
+            )
+            .distinct()
+        )
+    )
+    if aliases:
+        raise ValidationError(
+            f"Provider {provider.name!r} serves embedding "
+            f"{plural(len(aliases), 'alias', 'aliases')} {', '.join(aliases)}, and "
+            "Anthropic-format providers have no embeddings endpoint: remove "
+            f"{plural(len(aliases), 'that deployment', 'those deployments')} first "
+            "(`flask model undeploy`), or keep an OpenAI-compatible format.",
+            param="format",
+        )
+
+
 def _check_preset(fmt: ProviderFormat, base_url: str | None) -> None:
     if fmt is ProviderFormat.AZURE and base_url is None:
         raise ValidationError(
@@ -168,9 +211,11 @@ def find_provider(session: Session, ref: Any, *, param: str = "provider") -> Pro
     if not isinstance(ref, str) or not ref.strip():
         raise ValidationError(f"The {validation.label(param)} is required.", param=param)
     text = validation.normalize_label(ref)
-    provider = session.get(Provider, text) or session.scalar(
-        select(Provider).where(Provider.name == text)
-    )
+    provider = None
+    if validation.findable(text):
+        provider = session.get(Provider, text) or session.scalar(
+            select(Provider).where(Provider.name == text)
+        )
     if provider is None:
         raise NotFoundError(f"No provider with name or id {text!r}; {_LIST_HINT}.", param=param)
     return provider
@@ -310,6 +355,8 @@ def update_provider(
             new_key=new_key,
             new_headers=changes.get("extra_headers", UNSET),
         )
+        if fmt is ProviderFormat.ANTHROPIC and provider.format != fmt.value:
+            _check_no_embeddings(session, provider)
         provider.format = fmt.value
         provider.base_url = url
         version = changes.get("api_version", provider.api_version)
@@ -384,18 +431,44 @@ def provider_headers(state: GatewayState, provider: Provider) -> dict[str, str]:
     return decrypt_headers(state.cipher, provider.extra_headers)
 
 
-def _shown_headers(state: GatewayState | None, provider: Provider) -> dict[str, str]:
+def readable_headers(state: GatewayState, provider: Provider) -> tuple[dict[str, str], list[str]]:
+    """The extra headers the configured secret decrypts (in clear), and the names of those it
+    cannot (stored under an ``AIGATEWAY_SECRET_KEY`` since replaced): listings and the edit
+    form show what they can instead of failing as a whole."""
+    readable: dict[str, str] = {}
+    unreadable: list[str] = []
+    for name, value in (provider.extra_headers or {}).items():
+        try:
+            readable.update(decrypt_headers(state.cipher, {name: value}))
+        except ConfigError:
+            unreadable.append(name)
+    return readable, unreadable
+
+
+def _api_key_readable(state: GatewayState, provider: Provider) -> bool:
+    try:
+        provider_api_key(state, provider)
+    except ConfigError:
+        return False
+    return True
+
+
+def _shown_headers(
+    state: GatewayState | None, provider: Provider
+) -> tuple[dict[str, str], list[str]]:
+    unreadable: list[str] = []
     if state is None:
         headers = {
             key: "(encrypted)" if val.startswith(ENCRYPTED_PREFIX) else val
             for key, val in (provider.extra_headers or {}).items()
         }
     else:
-        headers = provider_headers(state, provider)
-    return {
+        headers, unreadable = readable_headers(state, provider)
+    shown = {
         key: (mask(val) or "") if _SENSITIVE_HEADER.search(key) else val
         for key, val in headers.items()
     }
+    return {**shown, **dict.fromkeys(unreadable, UNREADABLE)}, unreadable
 
 
 def provider_to_dict(provider: Provider, state: GatewayState | None = None) -> dict[str, Any]:
@@ -403,18 +476,27 @@ def provider_to_dict(provider: Provider, state: GatewayState | None = None) -> d
 
     ``base_url`` is what is stored (None = the format's default); ``effective_base_url`` is
     where requests go. Extra header values are shown decrypted when ``state`` is given
-    (else as ``(encrypted)``), those that look secret masked.
+    (else as ``(encrypted)``), those that look secret masked. ``unreadable`` names what the
+    configured secret cannot decrypt (``api_key`` and header names; checked only with
+    ``state``), each shown as :data:`UNREADABLE`: requests to the provider fail until they
+    are given again.
     """
     fmt = ProviderFormat(provider.format)
+    headers, unreadable = _shown_headers(state, provider)
+    api_key = provider.api_key_hint if provider.api_key_encrypted else None
+    if api_key is not None and state is not None and not _api_key_readable(state, provider):
+        api_key = f"{api_key} {UNREADABLE}"
+        unreadable = ["api_key", *unreadable]
     return {
         "id": provider.id,
         "name": provider.name,
         "format": provider.format,
         "base_url": provider.base_url,
         "effective_base_url": provider.base_url or fmt.default_base_url,
-        "api_key": provider.api_key_hint if provider.api_key_encrypted else None,
+        "api_key": api_key,
         "api_version": provider.api_version,
-        "extra_headers": _shown_headers(state, provider),
+        "extra_headers": headers,
+        "unreadable": unreadable,
         "enabled": provider.enabled,
         "created_at": provider.created_at,
         "updated_at": provider.updated_at,
@@ -431,5 +513,6 @@ __all__ = [
     "provider_api_key",
     "provider_headers",
     "provider_to_dict",
+    "readable_headers",
     "update_provider",
 ]

@@ -183,7 +183,10 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
         created = dt.datetime.fromisoformat(moment)
         if created.tzinfo is None:
             raise ValueError
-        return created.astimezone(dt.UTC), int(row_id)
+        number = int(row_id)
+        if not -(2**63) <= number < 2**63:  # the id column's range (BIGINT): the query fails
+            raise ValueError
+        return created.astimezone(dt.UTC), number
     except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error):
         raise ValidationError(
             "The page link is damaged; go back to the first page of the log.", param="cursor"

@@ -8,6 +8,7 @@ two concurrent changes cannot together break the tree or the invariant.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,6 +35,18 @@ from .validation import UNSET
 
 #: Words that clear a numeric limit (inherit it) when typed instead of a number.
 CLEAR_WORDS = ("none", "unset")
+#: A team id: a name of this shape would be shadowed by (or shadow) the team with that id,
+#: since references try ids first.
+_ID_RE = re.compile(r"^team_[0-9a-f]{16}$")
+
+
+def _check_not_id_shaped(name: str) -> None:
+    if _ID_RE.match(name):
+        raise ValidationError(
+            f"The name {name!r} looks like a team id; choose a name that does not start with "
+            "'team_' followed by an id.",
+            param="name",
+        )
 
 
 def parse_rules(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -184,6 +197,7 @@ def create_team(
     :raises NotFoundError: unknown parent. :raises ConflictError: the name is taken.
     """
     name = validation.name(name)
+    _check_not_id_shaped(name)
     rules = parse_rules(
         {
             "budget_per_day": budget_per_day,
@@ -260,6 +274,8 @@ def update_team(state: GatewayState, ref: str, **changes: Any) -> Team:
             team = resolve(teams, ref)
             old_label = f"team {team.name!r}"
             if new_name is not UNSET:
+                if new_name != team.name:  # a team named so before the check keeps its name
+                    _check_not_id_shaped(new_name)
                 _check_name_free(teams, new_name, except_id=team.id)
                 team.name = new_name
             if parent_ref is not UNSET:

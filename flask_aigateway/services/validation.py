@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from ..db import to_money
 from ..errors import ValidationError
-from ..providers.addresses import host_problem
+from ..providers.addresses import host_problem, host_syntax_problem
 from ..providers.wire import FRAMING_HEADERS
 
 _HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
@@ -39,6 +39,13 @@ def normalize_label(value: str) -> str:
     combining accent still finds the team created with a precomposed one.
     """
     return unicodedata.normalize("NFC", value).strip()
+
+
+def findable(reference: str) -> bool:
+    """Whether a stored id or name could equal ``reference``: not when it holds a NUL
+    character, which no name accepts, no id contains, and PostgreSQL refuses in a query (a
+    DataError) — a lookup answers "not found" without asking the database."""
+    return "\x00" not in reference
 
 
 def name(value: Any, field: str = "name", *, max_length: int = 100) -> str:
@@ -170,8 +177,14 @@ def integer(value: Any, field: str, *, minimum: int = 0) -> int:
     return number
 
 
+#: The longest URL a column holds (``aigw_providers.base_url`` is VARCHAR(500)).
+MAX_URL_LENGTH = 500
+
+
 def url(value: Any, field: str = "base_url") -> str | None:
-    """An http(s) URL with a host, without a trailing slash; None when left empty."""
+    """An http(s) URL with a host a connection can be made to (every label of a name 1 to 63
+    characters), at most :data:`MAX_URL_LENGTH` characters, without a trailing slash; None
+    when left empty."""
     if value in _UNSET:
         return None
     text = str(value).strip()
@@ -181,19 +194,36 @@ def url(value: Any, field: str = "base_url") -> str | None:
             "give the URL alone, e.g. https://api.openai.com/v1.",
             param=field,
         )
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+    if len(text.rstrip("/")) > MAX_URL_LENGTH:
         raise ValidationError(
-            f"The {label(field)} {text!r} is not a valid URL: use http:// or https:// with a "
-            "host, e.g. https://api.openai.com/v1.",
+            f"The {label(field)} is too long: use at most {MAX_URL_LENGTH} characters "
+            f"(got {len(text.rstrip('/'))}).",
             param=field,
         )
+    invalid = ValidationError(
+        f"The {label(field)} {text!r} is not a valid URL: use http:// or https:// with a "
+        "host, e.g. https://api.openai.com/v1.",
+        param=field,
+    )
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # an unbalanced IPv6 bracket: http://[::1 or http://x]/v1
+        raise invalid from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise invalid
     try:
         parts.port  # noqa: B018  (raises on a malformed port)
     except ValueError:
         raise ValidationError(
             f"The {label(field)} {text!r} has an invalid port.", param=field
         ) from None
+    problem = host_syntax_problem(text)
+    if problem is not None:
+        raise ValidationError(
+            f"The {label(field)} {text!r} is not a valid URL: {problem}. Check its spelling, "
+            "e.g. https://api.openai.com/v1.",
+            param=field,
+        )
     return text.rstrip("/")
 
 
