@@ -8,6 +8,7 @@ invalidates it or ``AIGATEWAY_KEY_CACHE_SECONDS`` passes (changes made by anothe
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,10 +18,12 @@ from sqlalchemy.orm import selectinload
 
 from .crypto import decrypt_headers
 from .enums import ModelKind, ProviderFormat, Strategy
-from .errors import InvalidRequestError
+from .errors import ConfigError, InvalidRequestError
 from .models import Deployment, ModelAlias, Provider
 from .providers.base import Target
 from .state import GatewayState
+
+log = logging.getLogger(__name__)
 
 _CACHE = "routes"
 _COUNTS_CACHE = "catalog_counts"
@@ -140,16 +143,25 @@ def _load(state: GatewayState, alias: str) -> AliasRoute | None:
         if model is None:
             return None
         targets = []
+        unreadable: ConfigError | None = None
         for dep in model.deployments:
             provider = dep.provider
             if not dep.enabled or not provider.enabled:
                 continue
             fmt = ProviderFormat(provider.format)
-            api_key = (
-                state.cipher.decrypt(provider.api_key_encrypted)
-                if provider.api_key_encrypted
-                else None
-            )
+            try:
+                api_key = (
+                    state.cipher.decrypt(provider.api_key_encrypted)
+                    if provider.api_key_encrypted
+                    else None
+                )
+                extra_headers = decrypt_headers(state.cipher, provider.extra_headers)
+            except ConfigError as error:
+                # One provider whose credentials the current secret cannot read (the secret
+                # changed) is left out: the alias's other deployments still serve it.
+                log.error("deployment %s of '%s' left out: %s", dep.id, alias, error.message)
+                unreadable = error
+                continue
             targets.append(
                 Target(
                     deployment_id=dep.id,
@@ -161,7 +173,7 @@ def _load(state: GatewayState, alias: str) -> AliasRoute | None:
                     provider_model=dep.provider_model,
                     api_key=api_key,
                     api_version=provider.api_version,
-                    extra_headers=decrypt_headers(state.cipher, provider.extra_headers),
+                    extra_headers=extra_headers,
                     input_price=dep.input_price or Decimal(0),
                     output_price=dep.output_price or Decimal(0),
                     cached_input_price=dep.cached_input_price,
@@ -171,6 +183,8 @@ def _load(state: GatewayState, alias: str) -> AliasRoute | None:
                     rpm_limit=dep.rpm_limit,
                 )
             )
+        if unreadable is not None and not targets:
+            raise unreadable
         return AliasRoute(
             alias=model.alias,
             model_id=model.id,

@@ -405,3 +405,37 @@ def test_a_row_no_request_can_carry_fails_over_to_the_next_deployment(
         assert response.status_code == 200, response.get_data(as_text=True)
     assert len(fake.requests) == 2
     assert all("x-team" not in r.headers for r in fake.requests)
+
+
+def test_a_provider_whose_credentials_cannot_be_read_leaves_the_others_serving(
+    client, state, upstreams, api_key
+) -> None:
+    """``AIGATEWAY_SECRET_KEY`` changed without the old key kept: the one provider whose
+    stored key cannot be decrypted is left out of its aliases, whose other deployments still
+    serve (the whole alias failed); an alias with nothing else still says why."""
+    from flask_aigateway.services.models import add_deployment, create_model
+
+    fake = upstreams["gpt"]
+    make(state, name="old-secret", base_url=fake.base_url)
+    with state.transaction() as session:
+        session.execute(
+            update(Provider)
+            .where(Provider.name == "old-secret")
+            .values(api_key_encrypted="gAAAAABnot-a-token-this-secret-can-read")
+        )
+    state.invalidate()
+    price = {"model": "m", "pricing_input": "1", "pricing_output": "1"}
+    create_model(state, alias="pair", provider="old-secret", **price)
+    add_deployment(state, "pair", provider="fake-openai", priority=1, **price)
+    create_model(state, alias="alone", provider="old-secret", **price)
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    served = client.post(
+        "/v1/chat/completions", json={"model": "pair", **body}, headers=auth(api_key)
+    )
+    assert served.status_code == 200, served.get_data(as_text=True)
+    assert len(fake.requests) == 1
+    alone = client.post(
+        "/v1/chat/completions", json={"model": "alone", **body}, headers=auth(api_key)
+    )
+    assert alone.status_code >= 500
+    assert "cannot be decrypted" in alone.get_data(as_text=True)
