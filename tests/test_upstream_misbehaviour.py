@@ -741,8 +741,9 @@ def test_a_fallback_cannot_outlast_the_deadline(
     live_server: Any, state: Any, raw: RawServer, aliases: Any, key: tuple[str, str]
 ) -> None:
     """An upstream that never answers uses up the one deadline (AIGATEWAY_REQUEST_TIMEOUT
-    bounds every attempt and fallback together): the fallback is reached with no time left
-    and not called, and the request still ends on time with a 504 saying so."""
+    bounds every attempt and fallback together): the fallback is reached with no time left,
+    not called nor named in the fallback path, and the request still ends on time with a 504
+    saying so."""
     key_id, secret = key
     update_model(state, "bad-openai", fallbacks="gpt")
     raw.default = [STALL]
@@ -752,8 +753,8 @@ def test_a_fallback_cannot_outlast_the_deadline(
         assert outcome.status == 504 and outcome.seconds < DEADLINE + SLACK
         row = row_of(state, outcome.headers["x-request-id"])
         assert (row.status_code, row.attempts) == (504, 1)
-        assert row.fallback_path == ["bad-openai", "gpt"]
-        assert "AIGATEWAY_REQUEST_TIMEOUT" in row.error_message
+        assert row.fallback_path is None
+        assert "deadline" in row.error_message, row.error_message
     assert_settled(state, key_id, Decimal(0))
     assert aliases["gpt"].requests == []
 
