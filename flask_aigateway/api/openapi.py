@@ -738,7 +738,7 @@ def register(bp: Blueprint) -> None:
 
     @bp.route("/openapi.json", methods=_ALL_METHODS)
     def openapi() -> Response:
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):
             from .views import _method_not_allowed
 
             raise _method_not_allowed("GET")
