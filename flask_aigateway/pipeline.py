@@ -25,6 +25,7 @@ from .embedding_pipeline import embed
 from .embeddings import EmbeddingsRequest, GatewayRequest
 from .enums import ModelKind, Route
 from .errors import (
+    AuthenticationError,
     GatewayError,
     InvalidRequestError,
     NotFoundError,
@@ -33,6 +34,7 @@ from .errors import (
 )
 from .governance import BudgetBook, Gate, Principal, RateLimiter, authenticate
 from .governance.budgets import reachable_routes
+from .governance.throttles import api_auth_answer
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
@@ -99,10 +101,18 @@ class Pipeline:
         unauthenticated caller cannot make the gateway parse anything.
 
         A refused key still gets its log row and metrics, without a model (the body is never
-        read); raises what :func:`authenticate` raises.
+        read), saying what the client gets: the ``api_auth`` throttle's 429 once the client's
+        address is over it. Raises what :func:`authenticate` raises, or that 429
+        (:class:`~.errors.RateLimitError`). Needs a request: the throttle counts per address.
         """
         with self.refusals(None, request_id, route):
-            return authenticate(self.state, api_key)
+            try:
+                return authenticate(self.state, api_key)
+            except AuthenticationError as error:
+                answer = api_auth_answer(self.state, error)
+                if answer is error:
+                    raise
+                raise answer from None
 
     @contextmanager
     def refusals(
