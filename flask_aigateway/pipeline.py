@@ -114,6 +114,26 @@ class Pipeline:
                     raise
                 raise answer from None
 
+    def check_direct(
+        self, request: ChatRequest, api_key: str | None, request_id: str, *, stream: bool
+    ) -> Any:
+        """The Python API's door (:meth:`AIGateway.chat`, :meth:`~AIGateway.stream`): what the
+        HTTP door does before the steps, in its order. A key secret is authenticated first,
+        then the request is validated (:meth:`ChatRequest.validate`: one built directly never
+        went through ``from_body``), each refusal logged as over HTTP.
+
+        Returns what to pass on as ``api_key``: :data:`TRUSTED` without a secret, else the
+        key's :class:`Principal`. Raises the HTTP API's 401 and 400 errors.
+        """
+        route = Route.CHAT_COMPLETIONS
+        caller: Any = TRUSTED
+        if api_key is not None:
+            with self.refusals(None, request_id, route, stream=stream):
+                caller = authenticate(self.state, api_key)
+        with self.refusals(caller, request_id, route, stream=stream):
+            request.validate()
+        return caller
+
     @contextmanager
     def refusals(
         self, api_key: Any, request_id: str, route: Route, *, stream: bool = False
