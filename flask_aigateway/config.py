@@ -17,6 +17,21 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 from .wording import plural
 
+#: The longest any duration option may be: far past any sensible setting, and far inside what
+#: ``socket.settimeout``, ``threading`` waits and ``datetime`` arithmetic accept (a timeout
+#: of 1e10 seconds passed ``init_app`` and then failed every request).
+YEAR_SECONDS = 365 * 24 * 3600
+YEAR_HOURS = 365 * 24
+#: The longest retention, in days (``datetime`` arithmetic overflows a few millennia out).
+CENTURY_DAYS = 100 * 365
+#: How the options table names those bounds.
+_SPANS = {
+    YEAR_SECONDS: "a year",
+    YEAR_HOURS: "a year",
+    YEAR_SECONDS * 1000: "a year",
+    CENTURY_DAYS: "a century",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Option:
@@ -34,6 +49,9 @@ class Option:
     #: 0 is not a value either, though any fraction above it is (a timeout of 0 would refuse
     #: everything); for floats, whose least sensible value has no natural step.
     positive: bool = False
+    #: The greatest value accepted (numbers; None: no bound): a duration's is a year
+    #: (:data:`YEAR_SECONDS`), so it cannot overflow the clocks it is handed to later.
+    maximum: int | None = None
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -89,6 +107,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "How long a dashboard login lasts before the token must be entered again.",
         positive=True,
+        maximum=YEAR_HOURS,
     ),
     Option(
         "AIGATEWAY_DASHBOARD_CACHE_SECONDS",
@@ -97,6 +116,7 @@ OPTIONS: tuple[Option, ...] = (
         "How long the dashboard overview's 30-day figures are reused before they are "
         "recomputed in the background (the page meanwhile shows the previous ones and "
         "their time). 0 recomputes them on every view.",
+        maximum=YEAR_SECONDS,
     ),
     Option(
         "AIGATEWAY_ADMIN_TOKEN",
@@ -142,6 +162,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "Base delay between retries in milliseconds (an upstream Retry-After wins); 0 retries "
         "at once.",
+        maximum=YEAR_SECONDS * 1000,
     ),
     Option(
         "AIGATEWAY_RETRY_BACKOFF",
@@ -158,6 +179,7 @@ OPTIONS: tuple[Option, ...] = (
         "first bytes): every retry and fallback fits in it. 600 is the OpenAI and Anthropic "
         "SDKs' own default timeout, which long non-streaming answers need.",
         positive=True,
+        maximum=YEAR_SECONDS,
     ),
     Option(
         "AIGATEWAY_STREAM_IDLE_TIMEOUT",
@@ -168,6 +190,7 @@ OPTIONS: tuple[Option, ...] = (
         "generations, extended thinking); one that goes quiet this long is cut with an "
         "error event.",
         positive=True,
+        maximum=YEAR_SECONDS,
     ),
     Option(
         "AIGATEWAY_STREAM_MAX_SECONDS",
@@ -178,6 +201,7 @@ OPTIONS: tuple[Option, ...] = (
         "its budget reservation and its deployment lease forever. Past it the stream ends "
         "with an error event.",
         positive=True,
+        maximum=YEAR_SECONDS,
     ),
     Option(
         "AIGATEWAY_CIRCUIT_FAILURES",
@@ -194,6 +218,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a deployment with an open circuit is skipped before it is probed again "
         "(AIGATEWAY_CIRCUIT_FAILURES=0 turns the breaker off).",
         positive=True,
+        maximum=YEAR_SECONDS,
     ),
     Option(
         "AIGATEWAY_CONNECT_TIMEOUT",
@@ -201,6 +226,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "TCP connect timeout to an upstream, seconds.",
         positive=True,
+        maximum=YEAR_SECONDS,
     ),
     Option(
         "AIGATEWAY_UPSTREAM_POOL_SIZE",
@@ -263,6 +289,7 @@ OPTIONS: tuple[Option, ...] = (
         "Cache entry lifetime, seconds (AIGATEWAY_CACHE_ENABLED=false, or an alias's cache "
         "TTL of 0, turns caching off).",
         minimum=1,
+        maximum=YEAR_SECONDS,
     ),
     Option(
         "AIGATEWAY_CACHE_BACKEND",
@@ -365,6 +392,7 @@ OPTIONS: tuple[Option, ...] = (
         "How long a verified API key is trusted from the in-process cache; revocation on "
         "another process takes effect within this time. 0 checks the database on every "
         "request.",
+        maximum=YEAR_SECONDS,
     ),
     Option(
         "AIGATEWAY_LOG_CONTENT",
@@ -388,6 +416,7 @@ OPTIONS: tuple[Option, ...] = (
         "Raw request-log rows older than this many days are pruned, once a day by the log "
         "writer and by 'flask aigateway prune-logs' (the hourly usage rollups are kept). "
         "0 keeps every row.",
+        maximum=CENTURY_DAYS,
     ),
     Option(
         "AIGATEWAY_LOG_SYNC",
@@ -419,6 +448,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds the background writer waits to fill a batch: rows reach the database (and "
         "the statistics; with Redis, the usage counters' rows too) at most this late. Pending "
         "rows are flushed at shutdown. 0 writes each row as soon as it is queued.",
+        maximum=YEAR_SECONDS,
     ),
     Option(
         "AIGATEWAY_FINISH_AFTER_RESPONSE",
@@ -492,6 +522,11 @@ def coerce(option: Option, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             result = int(value)
+            if not isinstance(value, str) and result != value:  # 2.9 would quietly be 2
+                raise ConfigError(
+                    f"{option.name}={value!r} must be a whole number; "
+                    f"default is {option.default!r}."
+                )
         elif option.type is object:
             if not (callable(value) or (isinstance(value, str) and value.strip())):
                 raise ConfigError(
@@ -507,7 +542,7 @@ def coerce(option: Option, value: Any) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             result = value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(
             f"{option.name}={value!r} is not a valid {option.type.__name__}; "
             f"default is {option.default!r}."
@@ -525,6 +560,11 @@ def coerce(option: Option, value: Any) -> Any:
         )
     if option.positive and result == 0:
         raise ConfigError(f"{option.name} must be greater than 0 (got {result!r}).")
+    if option.maximum is not None and result > option.maximum:
+        raise ConfigError(
+            f"{option.name} must be {option.maximum} or less (got {result!r}); "
+            f"default is {option.default!r}."
+        )
     return result
 
 
@@ -632,6 +672,9 @@ def options_table() -> str:
             doc += f" At least {opt.minimum}."
         elif opt.positive:
             doc += " Greater than 0."
+        if opt.maximum is not None:
+            span = _SPANS.get(opt.maximum)
+            doc += f" At most {opt.maximum}" + (f" ({span})." if span else ".")
         doc = doc.replace("|", r"\|").replace("<", "&lt;").replace(">", "&gt;")
         rows.append(f"| `{opt.name}` | {default} | {doc} |")
     return "\n".join(rows)

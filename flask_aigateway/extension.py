@@ -98,12 +98,16 @@ class AIGateway:
         """Run ``request`` through the same pipeline as ``POST /v1/chat/completions``.
 
         Without ``api_key`` the call is trusted (no key rules, logged without a key); with one,
-        that key's rules apply exactly as over HTTP. Raises :class:`GatewayError` subclasses.
+        that key's rules apply exactly as over HTTP. ``request`` is validated as the HTTP API
+        validates a body (a bad value is its 400, sent nowhere). Raises :class:`GatewayError`
+        subclasses.
         """
-        from .pipeline import TRUSTED, get_pipeline
+        from .pipeline import get_pipeline, new_request_id
 
         pipeline = get_pipeline(self.get_state(app))
-        return pipeline.chat(request, TRUSTED if api_key is None else api_key)
+        rid = new_request_id()
+        caller = pipeline.check_direct(request, api_key, rid, stream=False)
+        return pipeline.chat(request, caller, rid)
 
     def stream(
         self, request: ChatRequest, api_key: str | None = None, *, app: Flask | None = None
@@ -111,10 +115,12 @@ class AIGateway:
         """Like :meth:`chat`, streamed: every check happens before this returns; iterate the
         result for :class:`StreamChunk` values. Use it in a ``with`` block (or call
         ``close()``) when you may stop early: that closes the upstream and logs the usage."""
-        from .pipeline import TRUSTED, get_pipeline
+        from .pipeline import get_pipeline, new_request_id
 
         pipeline = get_pipeline(self.get_state(app))
-        return pipeline.open_stream(request, TRUSTED if api_key is None else api_key)
+        rid = new_request_id()
+        caller = pipeline.check_direct(request, api_key, rid, stream=True)
+        return pipeline.open_stream(request, caller, rid)
 
     def embeddings(
         self, request: EmbeddingsRequest, api_key: str | None = None, *, app: Flask | None = None

@@ -25,6 +25,7 @@ from .embedding_pipeline import embed
 from .embeddings import EmbeddingsRequest, GatewayRequest
 from .enums import ModelKind, Route
 from .errors import (
+    AuthenticationError,
     GatewayError,
     InvalidRequestError,
     NotFoundError,
@@ -33,6 +34,7 @@ from .errors import (
 )
 from .governance import BudgetBook, Gate, Principal, RateLimiter, authenticate
 from .governance.budgets import reachable_routes
+from .governance.throttles import api_auth_answer
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.transport import Transport
@@ -99,10 +101,38 @@ class Pipeline:
         unauthenticated caller cannot make the gateway parse anything.
 
         A refused key still gets its log row and metrics, without a model (the body is never
-        read); raises what :func:`authenticate` raises.
+        read), saying what the client gets: the ``api_auth`` throttle's 429 once the client's
+        address is over it. Raises what :func:`authenticate` raises, or that 429
+        (:class:`~.errors.RateLimitError`). Needs a request: the throttle counts per address.
         """
         with self.refusals(None, request_id, route):
-            return authenticate(self.state, api_key)
+            try:
+                return authenticate(self.state, api_key)
+            except AuthenticationError as error:
+                answer = api_auth_answer(self.state, error)
+                if answer is error:
+                    raise
+                raise answer from None
+
+    def check_direct(
+        self, request: ChatRequest, api_key: str | None, request_id: str, *, stream: bool
+    ) -> Any:
+        """The Python API's door (:meth:`AIGateway.chat`, :meth:`~AIGateway.stream`): what the
+        HTTP door does before the steps, in its order. A key secret is authenticated first,
+        then the request is validated (:meth:`ChatRequest.validate`: one built directly never
+        went through ``from_body``), each refusal logged as over HTTP.
+
+        Returns what to pass on as ``api_key``: :data:`TRUSTED` without a secret, else the
+        key's :class:`Principal`. Raises the HTTP API's 401 and 400 errors.
+        """
+        route = Route.CHAT_COMPLETIONS
+        caller: Any = TRUSTED
+        if api_key is not None:
+            with self.refusals(None, request_id, route, stream=stream):
+                caller = authenticate(self.state, api_key)
+        with self.refusals(caller, request_id, route, stream=stream):
+            request.validate()
+        return caller
 
     @contextmanager
     def refusals(

@@ -212,6 +212,49 @@ def _check_typed_object(name: str, value: Any) -> None:
         raise InvalidRequestError(f"'{name}' must have a string 'type'.", param=name)
 
 
+#: The body fields a :class:`ChatRequest` holds as attributes; every other one is a param.
+_FIELDS = ("model", "messages", "stream")
+
+
+def _check_request(model: Any, messages: Any, stream: Any, params: dict[str, Any]) -> None:
+    """Every check of a chat request (:meth:`ChatRequest.from_body`, :meth:`~ChatRequest.
+    validate`); raises :class:`InvalidRequestError` naming the param."""
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequestError(
+            "'model' is required and must be a non-empty string.", param="model"
+        )
+    if not model.isprintable():
+        raise InvalidRequestError(
+            "'model' holds a control character (NUL, CR, LF, tab or the like); send the "
+            "alias as plain text.",
+            param="model",
+        )
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError(
+            "'messages' is required and must be a non-empty array.", param="messages"
+        )
+    for i, message in enumerate(messages):
+        _check_message(i, message)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequestError("'stream' must be a boolean.", param="stream")
+    for name, value in params.items():
+        if name in _PARAM_TYPES and value is not None:
+            _check_type(name, value)
+    if params.get("metadata") is not None:
+        check_metadata(params["metadata"])
+    if params.get("tools"):
+        _check_tools(params["tools"])
+    _check_typed_object("tool_choice", params.get("tool_choice"))
+    _check_typed_object("response_format", params.get("response_format"))
+    stop = params.get("stop")
+    if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
+        raise InvalidRequestError("'stop' must be a string or an array of strings.", param="stop")
+    if params.get("stream_options") is not None and not stream:
+        raise InvalidRequestError(
+            "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """One chat completion request in OpenAI's shape.
@@ -234,49 +277,28 @@ class ChatRequest:
         """Validate a decoded JSON body; raise :class:`InvalidRequestError` naming the param."""
         if not isinstance(body, dict):
             raise InvalidRequestError("The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidRequestError(
-                "'model' is required and must be a non-empty string.", param="model"
-            )
-        if not model.isprintable():
-            raise InvalidRequestError(
-                "'model' holds a control character (NUL, CR, LF, tab or the like); send the "
-                "alias as plain text.",
-                param="model",
-            )
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise InvalidRequestError(
-                "'messages' is required and must be a non-empty array.", param="messages"
-            )
-        for i, message in enumerate(messages):
-            _check_message(i, message)
+        model: Any = body.get("model")
+        messages: Any = body.get("messages")
         stream = body.get("stream", False)
-        if stream is None:
-            stream = False
-        if not isinstance(stream, bool):
-            raise InvalidRequestError("'stream' must be a boolean.", param="stream")
-        params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
-        for name, value in params.items():
-            if name in _PARAM_TYPES and value is not None:
-                _check_type(name, value)
-        if params.get("metadata") is not None:
-            check_metadata(params["metadata"])
-        if params.get("tools"):
-            _check_tools(params["tools"])
-        _check_typed_object("tool_choice", params.get("tool_choice"))
-        _check_typed_object("response_format", params.get("response_format"))
-        stop = params.get("stop")
-        if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
-            raise InvalidRequestError(
-                "'stop' must be a string or an array of strings.", param="stop"
-            )
-        if params.get("stream_options") is not None and not stream:
-            raise InvalidRequestError(
-                "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
-            )
-        return cls(model=model, messages=messages, stream=stream, params=params)
+        params = {k: v for k, v in body.items() if k not in _FIELDS}
+        _check_request(model, messages, stream, params)
+        return cls(model=model, messages=messages, stream=bool(stream), params=params)
+
+    def validate(self) -> None:
+        """Check this request as :meth:`from_body` checks a body: for one built directly
+        (``ChatRequest(model=…, messages=…, params=…)``, as the Python API allows), so a bad
+        value is refused with the HTTP API's 400 before anything is sent upstream.
+
+        :raises InvalidRequestError: naming the param, as ``POST /v1/chat/completions`` would.
+        """
+        if not isinstance(self.params, dict):
+            raise InvalidRequestError("'params' must be a dict of OpenAI parameters.")
+        for name in _FIELDS:
+            if name in self.params:
+                raise InvalidRequestError(
+                    f"'{name}' is given as ChatRequest({name}=…), not in 'params'.", param=name
+                )
+        _check_request(self.model, self.messages, self.stream, self.params)
 
     def to_body(self) -> dict[str, Any]:
         """The request as an OpenAI body again (model and stream as set on this object)."""

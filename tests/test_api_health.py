@@ -1,6 +1,6 @@
-"""``/v1/health`` counts, and a gateway whose schema was never created: 503 with the fix on
-every ``/v1`` route that needs the database (liveness stays 200 and names the fix), and
-working again once the schema exists."""
+"""``/v1/health`` counts, HEAD on every read-only route, and a gateway whose schema was never
+created: 503 with the fix on every ``/v1`` route that needs the database (liveness stays 200
+and names the fix), and working again once the schema exists."""
 
 from __future__ import annotations
 
@@ -46,6 +46,34 @@ def test_health_counts_enabled_providers_and_servable_models(client, state) -> N
     body = client.get("/v1/health").json
     assert body == {"status": "ok", "providers_configured": 1, "models_available": 1}
     assert "Main" not in json.dumps(body) and "smart" not in json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/health",
+        "/v1/health/ready",
+        "/v1/metrics",
+        "/v1/stats",
+        "/v1/models",
+        "/v1/models/smart",
+        "/v1/openapi.json",
+        "/v1/responses/resp_missing",
+        "/v1/responses/resp_missing/input_items",
+    ],
+)
+def test_head_answers_like_get_without_a_body(client, state, api_key, path) -> None:
+    """Load balancers and uptime checkers probe with HEAD; Flask adds it to every GET route,
+    so each read-only route answers it as GET does (a 404 stays a 404), never 405."""
+    provider_service.create_provider(state, name="main", format="openai", api_key="sk-x")
+    model_service.create_model(
+        state, alias="smart", provider="main", model="m", pricing_input=1, pricing_output=2
+    )
+    auth = {"Authorization": f"Bearer {api_key}"}
+    got = client.get(path, headers=auth)
+    head = client.head(path, headers=auth)
+    assert (head.status_code, head.content_type) == (got.status_code, got.content_type)
+    assert head.status_code != 405 and head.get_data() == b""
 
 
 class TestPrivateHealth:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 
-from flask_aigateway import config
+from flask_aigateway import AIGateway, config, get_state
 from flask_aigateway.errors import ConfigError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -333,3 +334,52 @@ def test_readme_configuration_table_is_the_generated_one() -> None:
     )
     for opt in config.OPTIONS:
         assert f"| `{opt.name}` |" in match.group(1)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        # Each passed init_app, then failed every request or the log writer (OverflowError),
+        # or raised OverflowError from init_app, or was quietly truncated.
+        ("AIGATEWAY_REQUEST_TIMEOUT", 1e10, "AIGATEWAY_REQUEST_TIMEOUT must be 31536000 or less"),
+        ("AIGATEWAY_CONNECT_TIMEOUT", "1e10", "AIGATEWAY_CONNECT_TIMEOUT must be 31536000 or"),
+        ("AIGATEWAY_LOG_FLUSH_INTERVAL", 1e12, "AIGATEWAY_LOG_FLUSH_INTERVAL must be 31536000"),
+        ("AIGATEWAY_CACHE_TTL", float("inf"), "AIGATEWAY_CACHE_TTL=inf is not a valid int"),
+        ("AIGATEWAY_CACHE_TTL", float("nan"), "AIGATEWAY_CACHE_TTL=nan is not a valid int"),
+        ("AIGATEWAY_CACHE_TTL", 10**12, "AIGATEWAY_CACHE_TTL must be 31536000 or less"),
+        ("AIGATEWAY_RETRY_MAX_ATTEMPTS", 2.9, "AIGATEWAY_RETRY_MAX_ATTEMPTS=2.9 must be a whole"),
+        ("AIGATEWAY_LOG_RETENTION_DAYS", 10**9, "AIGATEWAY_LOG_RETENTION_DAYS must be 36500 or"),
+        ("AIGATEWAY_DASHBOARD_SESSION_HOURS", 1e9, "_SESSION_HOURS must be 8760 or less"),
+    ],
+)
+def test_values_that_would_break_later_are_refused_at_init(
+    app_config: dict[str, Any], tmp_path: Path, name: str, value: Any, words: str
+) -> None:
+    app = Flask("bounds", instance_path=str(tmp_path / "instance"))
+    app.config.update({**app_config, name: value})
+    with pytest.raises(ConfigError) as info:
+        AIGateway(app)
+    assert words in info.value.message
+
+
+def test_whole_floats_and_the_greatest_durations_are_accepted(
+    app_config: dict[str, Any], tmp_path: Path
+) -> None:
+    """The bound is far inside what the clocks take: a year everywhere still serves."""
+    app = Flask("bounds", instance_path=str(tmp_path / "instance"))
+    durations = {opt.name: opt.maximum for opt in config.OPTIONS if opt.maximum is not None}
+    app.config.update({**app_config, **durations, "AIGATEWAY_RETRY_MAX_ATTEMPTS": 2.0})
+    AIGateway(app)
+    state = get_state(app)
+    try:
+        assert state.settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"] == 2
+        assert state.settings["AIGATEWAY_REQUEST_TIMEOUT"] == config.YEAR_SECONDS
+        assert app.test_client().get("/v1/health").status_code == 200
+    finally:
+        state.close()
+
+
+def test_options_table_states_each_maximum() -> None:
+    rows = {line.split(" | ")[0]: line for line in config.options_table().splitlines()}
+    assert "At most 31536000 (a year)." in rows["| `AIGATEWAY_REQUEST_TIMEOUT`"]
+    assert "At most 36500 (a century)." in rows["| `AIGATEWAY_LOG_RETENTION_DAYS`"]

@@ -6,6 +6,7 @@ host's own Flask-SQLAlchemy instance, in the same database or a separate one.
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from flask_aigateway import AIGateway, ConfigError, dashboard, get_state
 from flask_aigateway.extension import EXTENSION_KEY
 from flask_aigateway.models import Base
 from flask_aigateway.schema import VERSION_TABLE
+from flask_aigateway.services.models import list_models
 from flask_aigateway.services.providers import create_provider, list_providers
 from flask_aigateway.state import GatewayState
 
@@ -341,3 +343,51 @@ def test_gateway_tables_in_their_own_database(empty_database_uri: str, tmp_path:
         state.close()
         with app.app_context():
             db.engine.dispose()
+
+
+def test_host_commands_of_the_same_name_are_kept(
+    app_config: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway adds its commands, never replacing the host's: a noun the host already has
+    stays the host's, and the gateway's is reached under ``flask aigateway`` (logged)."""
+    app = make_app(tmp_path, **app_config)
+
+    @app.cli.command("stats")
+    def host_stats() -> None:
+        print("host statistics")
+
+    @app.cli.command("model")
+    def host_model() -> None:
+        print("host model training")
+
+    with caplog.at_level("WARNING", logger="flask_aigateway.cli"):
+        AIGateway(app)
+    runner = app.test_cli_runner()
+    try:
+        assert runner.invoke(args=["stats"]).output == "host statistics\n"
+        assert runner.invoke(args=["model"]).output == "host model training\n"
+        warnings = sorted(r.getMessage() for r in caplog.records)
+        assert warnings == [
+            "the app's own 'flask model' command is kept; the gateway's is run as "
+            "'flask aigateway model'",
+            "the app's own 'flask stats' command is kept; the gateway's is run as "
+            "'flask aigateway stats'",
+        ]
+        # The nouns the host does not have are at the top level as before.
+        made = runner.invoke(args=["provider", "create", "--name", "local", "--format", "ollama"])
+        assert made.exit_code == 0, made.output
+        created = runner.invoke(
+            args=[
+                *("aigateway", "model", "create", "--alias", "smart", "--provider", "local"),
+                *("--model", "llama", "--pricing-input", "0", "--pricing-output", "0"),
+            ]
+        )
+        assert created.exit_code == 0, created.output
+        assert [alias.alias for alias in list_models(get_state(app))] == ["smart"]
+        result = runner.invoke(args=["aigateway", "stats", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)[0]["requests"] == 0
+        for noun in ("team", "key"):
+            assert runner.invoke(args=[noun, "list", "--json"]).output.strip() == "[]"
+    finally:
+        get_state(app).close()

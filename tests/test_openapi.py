@@ -10,6 +10,9 @@ from typing import Any
 import jsonschema_rs
 import pytest
 from flask import Flask
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.test import Client
 
 from flask_aigateway.services.models import create_model
 
@@ -68,6 +71,15 @@ def test_servers_and_paths_follow_the_route_prefix(database_uri, tmp_path):
     try:
         document = app.test_client().get("/ai/v1/openapi.json").get_json()
         assert document["servers"] == [{"url": "/ai/v1"}]
+        # Mounted under a WSGI path (DispatcherMiddleware, ProxyFix x_prefix): it is included.
+        mounted = DispatcherMiddleware(Flask("host"), {"/host": app})
+        client = Client(mounted)
+        response = client.get("/host/ai/v1/openapi.json")
+        assert response.status_code == 200
+        assert response.json["servers"] == [{"url": "/host/ai/v1"}]
+        proxied = ProxyFix(app, x_prefix=1)
+        response = Client(proxied).get("/ai/v1/openapi.json", headers={"X-Forwarded-Prefix": "/p"})
+        assert response.json["servers"] == [{"url": "/p/ai/v1"}]
         routes = {normalise(p) for p in blueprint_paths(app, "/ai/v1") - CATCH_ALL}
         assert routes == {normalise(p) for p in document["paths"]}
     finally:

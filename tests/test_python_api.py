@@ -135,3 +135,75 @@ def test_stream_closed_early_is_logged_and_billed(app, state, upstreams, gateway
 def test_gateway_without_app_context_says_what_to_do(gateway, upstreams):
     with pytest.raises(RuntimeError, match="application context"):
         gateway.chat(ChatRequest(model="gpt", messages=[{"role": "user", "content": "hi"}]))
+
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("fields", "body"),
+    [
+        ({"messages": "hello"}, {"messages": "hello"}),
+        ({"messages": [{"role": "user"}]}, {"messages": [{"role": "user"}]}),
+        ({"params": {"max_tokens": "lots"}}, {"max_tokens": "lots"}),
+        ({"params": {"temperature": "hot"}}, {"temperature": "hot"}),
+        ({"params": {"stop": [1]}}, {"stop": [1]}),
+        ({"params": {"tools": [{"type": "function"}]}}, {"tools": [{"type": "function"}]}),
+        ({"model": ""}, {"model": ""}),
+    ],
+    ids=[
+        "messages-text",
+        "message-no-content",
+        "max_tokens",
+        "temperature",
+        "stop",
+        "tools",
+        "model",
+    ],
+)
+@pytest.mark.parametrize("keyed", [False, True], ids=["trusted", "keyed"])
+def test_a_directly_built_request_gets_the_http_apis_400(
+    app, state, client, upstreams, gateway, api_key, fields, body, keyed
+):
+    """``ChatRequest(...)`` built directly, as the README shows, is checked as a body is over
+    HTTP: the same 400 (a GatewayError, not AttributeError/ValueError), nothing sent upstream,
+    and its log row (with its key) like the HTTP refusal's."""
+    from sqlalchemy import select
+
+    from flask_aigateway import InvalidRequestError
+    from flask_aigateway.models import RequestLog
+
+    over_http = client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt", "messages": HI, **body},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert over_http.status_code == 400
+    request = ChatRequest(**{"model": "gpt", "messages": HI, **fields})
+    secret = api_key if keyed else None
+    with app.app_context():
+        for call in (gateway.chat, gateway.stream):
+            with pytest.raises(InvalidRequestError) as info:
+                call(request, api_key=secret)
+            assert info.value.to_dict() == over_http.json
+    assert upstreams["gpt"].requests == []
+    with state.transaction() as session:
+        rows = session.scalars(select(RequestLog).order_by(RequestLog.id)).all()
+        assert [(r.status_code, r.error_type) for r in rows] == [(400, "invalid_request_error")] * 3
+        assert [r.stream for r in rows[1:]] == [False, True]
+        assert (rows[1].key_id is not None) is keyed
+
+
+def test_a_direct_request_is_authenticated_before_it_is_checked(app, upstreams, gateway):
+    """As over HTTP, a wrong key is the answer even when the request is bad too."""
+    with app.app_context(), pytest.raises(AuthenticationError):
+        gateway.chat(ChatRequest(model="gpt", messages="hello"), api_key="aigw_wrong")
+
+
+def test_model_messages_and_stream_are_not_params(app, upstreams, gateway):
+    from flask_aigateway import InvalidRequestError
+
+    request = ChatRequest(model="gpt", messages=HI, params={"model": "other"})
+    with app.app_context(), pytest.raises(InvalidRequestError, match=r"ChatRequest\(model=…\)"):
+        gateway.chat(request)
+    assert upstreams["gpt"].requests == []

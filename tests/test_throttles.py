@@ -16,11 +16,13 @@ from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from processes import GatewayProcess
+from sqlalchemy import select
 
 from flask_aigateway import AIGateway
 from flask_aigateway.errors import ConfigError
 from flask_aigateway.extension import get_state
 from flask_aigateway.governance.throttles import API_AUTH, get_throttles
+from flask_aigateway.models import RequestLog
 from flask_aigateway.services.keys import create_key
 
 ADMIN = "operator-token-0123456789"
@@ -77,6 +79,34 @@ def test_failed_api_keys_are_throttled_per_address_and_valid_keys_still_pass(
     other = client.get("/v1/models", headers=bearer("aigw_wrong"), environ_base=ELSEWHERE)
     assert other.status_code == 401
     assert other.json["error"]["code"] == "invalid_api_key"
+
+
+def test_a_throttled_refusal_is_logged_and_counted_as_the_429_it_was(
+    client: Any, state: Any
+) -> None:
+    """The request-log row, ``ai_gateway_requests_total`` and ``/v1/stats`` say what the
+    client got: 401 up to the limit, then 429 ``rate_limit_exceeded`` (counted in
+    ``rate_limited``), on the OpenAI doors and on ``/v1/messages`` alike."""
+    wrong = bearer("aigw_wrong")
+    got = [client.post("/v1/chat/completions", json=CHAT, headers=wrong) for _ in range(4)]
+    got.append(client.post("/v1/embeddings", json={"model": "e", "input": "x"}, headers=wrong))
+    got.append(client.post("/v1/messages", json=CHAT, headers={"x-api-key": "aigw_wrong"}))
+    assert [r.status_code for r in got] == [401, 401, 401, 429, 429, 429]
+    assert got[-1].json["error"]["type"] == "rate_limit_error"  # Anthropic's shape
+
+    with state.engine.connect() as connection:
+        rows = connection.execute(
+            select(RequestLog.status_code, RequestLog.error_type).order_by(RequestLog.id)
+        ).all()
+    assert [tuple(row) for row in rows] == [(401, "invalid_api_key")] * 3 + [
+        (429, "rate_limit_exceeded")
+    ] * 3
+    scrape = client.get("/v1/metrics", headers=bearer(SCRAPER)).get_data(as_text=True)
+    assert 'ai_gateway_requests_total{model="",provider="",status="401"} 3.0' in scrape
+    assert 'ai_gateway_requests_total{model="",provider="",status="429"} 3.0' in scrape
+    assert 'ai_gateway_rate_limited_total{model=""} 3.0' in scrape
+    stats = client.get("/v1/stats", headers=bearer(ADMIN)).json["data"][0]
+    assert (stats["requests"], stats["errors"], stats["rate_limited"]) == (6, 6, 3)
 
 
 def test_requests_that_authenticate_are_not_counted(client: Any, api_key: str) -> None:

@@ -99,7 +99,8 @@ class Metrics:
         )
         self.rate_limited = Counter(
             "ai_gateway_rate_limited",
-            "Requests refused by a key or team rate limit.",
+            "Requests refused with 429 rate_limit_exceeded: a key or team rate limit, or the "
+            "failed-authentication throttle (AIGATEWAY_THROTTLE_API_AUTH).",
             ["model"],
             registry=registry,
         )

@@ -28,7 +28,7 @@ from ..errors import (
     internal_error,
 )
 from ..governance.auth import bearer_token
-from ..governance.throttles import API_AUTH, get_throttles
+from ..governance.throttles import api_auth_answer
 from ..messages import MessageStream, messages_of
 from ..pipeline import get_pipeline
 from ..state import get_state
@@ -105,9 +105,7 @@ def _answer_error(error: Exception) -> Response:
                 "'Authorization: Bearer aigw_…'.",
                 code="missing_api_key",
             )
-        throttles = get_throttles(get_state())
-        wait = throttles.failed(API_AUTH)
-        return _error_response(throttles.refusal(API_AUTH, wait) if wait else error)
+        return _error_response(api_auth_answer(get_state(), error))
     if isinstance(error, GatewayError):
         return _error_response(error)
     if isinstance(error, HTTPException) and error.code is not None and error.code < 500:

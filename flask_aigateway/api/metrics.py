@@ -21,7 +21,7 @@ def register(bp: Blueprint) -> None:
     def metrics() -> Response:
         """Open unless ``AIGATEWAY_METRICS_TOKEN`` is set; then that bearer token is needed
         (wrong ones throttled per client address, see :mod:`..throttles`)."""
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):
             raise GatewayError(
                 f"Method {request.method} is not allowed on {request.path}; use GET.",
                 status=405,

@@ -35,7 +35,7 @@ _Alias = tuple[str, dt.datetime, ModelKind]
 
 def _allowed() -> list[_Alias]:
     """The enabled aliases the request's key may use, sorted by name (raises 401)."""
-    if request.method != "GET":
+    if request.method not in ("GET", "HEAD"):
         raise _method_not_allowed("GET")
     principal = authenticate(get_state(), _credentials())
     return [alias for alias in list_aliases(get_state()) if principal.rules.allows_model(alias[0])]

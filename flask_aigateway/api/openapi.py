@@ -703,7 +703,8 @@ _PATHS: dict[str, Any] = {
 
 
 def document(base_path: str = "/v1") -> dict[str, Any]:
-    """The OpenAPI document with ``servers`` at ``base_path`` (the route prefix plus ``/v1``).
+    """The OpenAPI document with ``servers`` at ``base_path`` (the app's mount point, the route
+    prefix, then ``/v1``).
 
     A deep copy each time, so a caller (or a test) may change it freely.
     """
@@ -738,11 +739,13 @@ def register(bp: Blueprint) -> None:
 
     @bp.route("/openapi.json", methods=_ALL_METHODS)
     def openapi() -> Response:
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):
             from .views import _method_not_allowed
 
             raise _method_not_allowed("GET")
-        prefix = get_state().settings["AIGATEWAY_ROUTE_PREFIX"]
+        # The WSGI mount point too (SCRIPT_NAME: DispatcherMiddleware, ProxyFix's x_prefix,
+        # gunicorn's SCRIPT_NAME), so ``servers`` is where a client reaches the API.
+        prefix = request.script_root + get_state().settings["AIGATEWAY_ROUTE_PREFIX"]
         return Response(jsoncodec.dumps(document(prefix + "/v1")), content_type="application/json")
 
 

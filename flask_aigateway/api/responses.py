@@ -155,7 +155,7 @@ def register(bp: Blueprint) -> None:
                 "POST /v1/responses and GET/DELETE /v1/responses/{id}.",
                 code="unknown_url",
             )
-        if request.method not in ("GET", "DELETE"):
+        if request.method not in ("GET", "HEAD", "DELETE"):
             raise _method_not_allowed("GET or DELETE")
         principal = _owner()
         state = get_state()
@@ -166,7 +166,7 @@ def register(bp: Blueprint) -> None:
 
     @bp.route("/responses/<response_id>/input_items", methods=_ALL_METHODS)
     def input_items(response_id: str) -> Response:
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):
             raise _method_not_allowed("GET")
         principal = _owner()
         row = stored.load(get_state(), response_id, principal.key_id)

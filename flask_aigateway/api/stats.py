@@ -46,7 +46,7 @@ def register(bp: Blueprint) -> None:
         """Query: ``since`` (``7d``, ``24h``, ``2026-11-01``…; default all time) and ``by``
         (key, team, model or provider; default one overall row). A bearer API key gets its
         own usage only; ``AIGATEWAY_ADMIN_TOKEN`` gets every key's."""
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):
             raise GatewayError(
                 f"Method {request.method} is not allowed on {request.path}; use GET.",
                 status=405,

@@ -35,7 +35,7 @@ from ..errors import (
     internal_error,
 )
 from ..governance.auth import authenticate, bearer_token
-from ..governance.throttles import API_AUTH, get_throttles
+from ..governance.throttles import api_auth_answer
 from ..pipeline import ChatStream, get_pipeline, new_request_id
 from ..schemas import ChatRequest, ChatResponse
 from ..state import get_state
@@ -239,9 +239,7 @@ def create_blueprint() -> Blueprint:
         operator token was counted in its own throttle by its view."""
         if isinstance(error, OperatorTokenError):
             return _error_response(error)
-        throttles = get_throttles(get_state())
-        wait = throttles.failed(API_AUTH)
-        return _error_response(throttles.refusal(API_AUTH, wait) if wait else error)
+        return _error_response(api_auth_answer(get_state(), error))
 
     @bp.errorhandler(HTTPException)
     @_forgetting_frames

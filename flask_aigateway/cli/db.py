@@ -10,7 +10,8 @@ from .common import GatewayState, command
 
 @click.group("aigateway")
 def aigateway_group() -> None:
-    """Gateway administration: schema management."""
+    """Gateway administration: the schema, log pruning, and the provider, model, team, key and
+    stats commands (also at the top level, unless the app has a command of that name)."""
 
 
 @aigateway_group.group("db")

@@ -10,7 +10,9 @@ Four throttles, each an ``AIGATEWAY_THROTTLE_*`` option in Flask-Limiter's limit
   address is still served: one client's wrong key never locks out its neighbours behind the same
   NAT. API keys carry 192 random bits, so this throttle is not what stops guessing (nothing at
   any rate could succeed); it turns a flood of bad credentials into cheap, visible 429s that
-  SDKs stop on (``x-should-retry: false``). Successful requests touch no counter at all.
+  SDKs stop on (``x-should-retry: false``). Successful requests touch no counter at all. Its
+  429s are logged and counted as what they are (``rate_limit_exceeded``: the request log,
+  ``ai_gateway_rate_limited_total``, ``/v1/stats``' ``rate_limited``), not as 401s.
 * ``admin_token`` (``/v1/stats``), ``metrics_token`` (``/v1/metrics``) and ``dashboard_login``
   — operator-chosen secrets, which may be weak: these lock the address out. Over the limit the
   token is not even compared, so the right one gets 429 too until the window frees; a failed
@@ -44,7 +46,7 @@ from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError
 from limits.storage import MemoryStorage
 
-from ..errors import ConfigError, RateLimitError
+from ..errors import AuthenticationError, ConfigError, GatewayError, RateLimitError
 from ..redis_failure import unreachable_errors
 from ..state import GatewayState
 
@@ -64,6 +66,8 @@ OPTIONS: Mapping[str, str] = {
 }
 
 _RESOURCE = "throttles"
+#: Where a request keeps the ``api_auth`` wait of its failed authentication (counted once).
+_API_AUTH_WAIT = "aigateway.api_auth_wait"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+unix://")
 _WHAT = {
     API_AUTH: "failed authentications",
@@ -195,6 +199,21 @@ class Throttles:
         )
 
 
+def api_auth_answer(state: GatewayState, error: AuthenticationError) -> GatewayError:
+    """What the client is answered for this request's failed API-key authentication: the
+    ``api_auth`` throttle's 429 when its address is over the limit, else ``error`` itself.
+
+    The failure is counted once per request however often this is asked: the pipeline asks
+    before the request's log row and metrics are written, so they say what the client got,
+    and the view's error handler asks again when it renders the error.
+    """
+    throttles = get_throttles(state)
+    wait: int | None = request.environ.get(_API_AUTH_WAIT)
+    if wait is None:
+        wait = request.environ[_API_AUTH_WAIT] = throttles.failed(API_AUTH)
+    return throttles.refusal(API_AUTH, wait) if wait else error
+
+
 def host_limiter(app: Flask) -> Limiter | None:
     """The host's Flask-Limiter ``Limiter`` (``app.extensions["limiter"]``: a set of them in
     Flask-Limiter 3.x/4.x, one object in older releases), or None."""
@@ -303,6 +322,7 @@ __all__ = [
     "METRICS_TOKEN",
     "OPTIONS",
     "Throttles",
+    "api_auth_answer",
     "client_address",
     "get_throttles",
     "host_limiter",
