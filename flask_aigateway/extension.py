@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -106,6 +107,7 @@ class AIGateway:
 
         pipeline = get_pipeline(self.get_state(app))
         rid = new_request_id()
+        request = _call_decides_stream(request)
         caller = pipeline.check_direct(request, api_key, rid, stream=False)
         return pipeline.chat(request, caller, rid)
 
@@ -119,6 +121,7 @@ class AIGateway:
 
         pipeline = get_pipeline(self.get_state(app))
         rid = new_request_id()
+        request = _call_decides_stream(request)
         caller = pipeline.check_direct(request, api_key, rid, stream=True)
         return pipeline.open_stream(request, caller, rid)
 
@@ -136,3 +139,13 @@ class AIGateway:
     def get_state(app: Flask | None = None) -> GatewayState:
         """The gateway state of ``app`` (default: the current app), with a helpful error."""
         return get_state(app)
+
+
+def _call_decides_stream(request: ChatRequest) -> ChatRequest:
+    """``request`` without a boolean ``stream`` in its ``params`` (a host passing a client's
+    body on as ``params``): :meth:`AIGateway.chat` answers JSON and :meth:`AIGateway.stream`
+    streams, whatever it says. Any other ``stream`` value is left for validation to refuse."""
+    params = request.params
+    if isinstance(params, dict) and isinstance(params.get("stream"), bool):
+        return replace(request, params={k: v for k, v in params.items() if k != "stream"})
+    return request

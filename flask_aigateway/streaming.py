@@ -129,6 +129,8 @@ class ChatStream:
         translator = self.opened.translator
         completion_chars = self._text
         held_finish: dict[str, Any] | None = None
+        #: The choices a held finish chunk finished (``n`` > 1: one finish chunk each).
+        finished_choices: set[Any] = set()
         if self._stores() or record.keeps_content:
             self._assembler = CompletionAssembler()
         assembler = self._assembler
@@ -145,15 +147,22 @@ class ChatStream:
                         assembler.feed(chunk)
                     if not choices:
                         continue
-                    if held_finish is not None:
-                        # Not the last finish after all (``n`` > 1: one per choice): sent
-                        # as it came, in its place.
+                    if held_finish is not None and (
+                        finished or any(c.get("index") not in finished_choices for c in choices)
+                    ):
+                        # Not the last finish after all (``n`` > 1: one per choice, and this
+                        # chunk finishes or continues another): sent as it came, in its place.
+                        # A later chunk of a choice already finished (Azure's content-filter
+                        # annotations) leaves it held, to carry the extension at the end.
                         paused = clock()
                         yield StreamChunk(stamp(held_finish))
                         record.client_seconds += clock() - paused
                         held_finish = None
                     if finished:
                         held_finish = chunk
+                        finished_choices.update(
+                            c.get("index") for c in choices if c.get("finish_reason")
+                        )
                         continue
                     paused = clock()
                     yield StreamChunk(stamp(chunk))

@@ -207,3 +207,17 @@ def test_model_messages_and_stream_are_not_params(app, upstreams, gateway):
     with app.app_context(), pytest.raises(InvalidRequestError, match=r"ChatRequest\(model=…\)"):
         gateway.chat(request)
     assert upstreams["gpt"].requests == []
+
+
+def test_a_clients_body_passed_on_as_params_is_served(app, upstreams, gateway):
+    """A host building a request from a client's body the obvious way (all but ``model``
+    and ``messages`` into ``params``, ``"stream": false`` included) is served as before the
+    library checks: the call decides whether it streams."""
+    body = {"model": "gpt", "messages": HI, "stream": False, "max_tokens": 20}
+    params = {k: v for k, v in body.items() if k not in ("model", "messages")}
+    with app.app_context():
+        answer = gateway.chat(ChatRequest(model="gpt", messages=HI, params=params))
+        with gateway.stream(ChatRequest(model="gpt", messages=HI, params=params)) as chunks:
+            streamed = list(chunks)
+    assert answer.content
+    assert streamed and upstreams["gpt"].last.json["stream"] is True

@@ -303,6 +303,32 @@ def test_every_choice_of_a_stream_gets_its_finish_chunk(live_server, api_key, up
     assert "aigateway" in got[-2] and got[-2]["choices"][0]["index"] == 1
 
 
+def test_a_chunk_after_the_finish_leaves_the_cost_on_the_last_chunk(
+    live_server, api_key, upstreams
+):
+    """Azure OpenAI sends its content-filter annotations in a chunk of the finished choice
+    after its finish chunk: the finish chunk, held to carry the ``aigateway`` object with the
+    cost, stays held and ends the stream (once sent at once for ``n`` > 1's sake, no chunk
+    carried the cost)."""
+    upstreams["gpt"].default = Reply(
+        raw_body=chunk_stream(
+            {"index": 0, "delta": {"role": "assistant", "content": "Hello"}},
+            {"index": 0, "delta": {}, "finish_reason": "stop"},
+            {
+                "index": 0,
+                "delta": {},
+                "finish_reason": None,
+                "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}},
+            },
+        ),
+        headers={"Content-Type": "text/event-stream"},
+    )
+    got = events(stream(live_server, api_key, {"model": "gpt", "messages": MESSAGES}))
+    assert got[-1] == "[DONE]"
+    assert [c["choices"][0].get("finish_reason") for c in got[:-1]] == [None, None, "stop"]
+    assert "aigateway" in got[-2] and Decimal(got[-2]["aigateway"]["cost_usd"]) > 0
+
+
 @pytest.mark.parametrize("alias", ["gpt", "claude"])
 def test_a_bug_mid_stream_ends_it_with_an_internal_error_event(
     live_server, api_key, upstreams, state, monkeypatch, caplog, alias
