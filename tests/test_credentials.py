@@ -59,6 +59,14 @@ def make(state: Any, **fields: Any) -> Provider:
     return service.create_provider(state, **{**values, **fields})
 
 
+def store_directly(state: Any, name: str, **values: Any) -> None:
+    """Write provider ``name``'s row past the services (a row stored before a check existed,
+    or by hand), and drop the gateway's cached routes."""
+    with state.transaction() as session:
+        session.execute(update(Provider).where(Provider.name == name).values(**values))
+    state.invalidate()
+
+
 # -- the service layer ------------------------------------------------------------------------
 
 
@@ -169,13 +177,7 @@ def test_headers_stored_in_clear_before_are_still_read_and_encrypted_on_update(
 ) -> None:
     """Rows written before header values were encrypted: sent as they are, then encrypted by
     the next update that gives headers."""
-    with state.transaction() as session:
-        session.execute(
-            update(Provider)
-            .where(Provider.name == "fake-openai")
-            .values(extra_headers={"X-Legacy": "plain"})
-        )
-    state.invalidate()
+    store_directly(state, "fake-openai", extra_headers={"X-Legacy": "plain"})
     body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
     response = client.post("/v1/chat/completions", json=body, headers=auth(api_key))
     assert response.status_code == 200
@@ -305,13 +307,7 @@ def test_a_row_pointing_at_metadata_is_refused_at_call_time(
 ) -> None:
     """A base URL stored before the configuration-time check (or written to the database
     directly) is refused on the request path: a 502 naming the problem, not retried."""
-    with state.transaction() as session:
-        session.execute(
-            update(Provider)
-            .where(Provider.name == "fake-openai")
-            .values(base_url="http://169.254.169.254/v1")
-        )
-    state.invalidate()
+    store_directly(state, "fake-openai", base_url="http://169.254.169.254/v1")
     body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
     response = client.post("/v1/chat/completions", json=body, headers=auth(api_key))
     assert response.status_code == 502
@@ -381,9 +377,7 @@ def test_a_row_no_request_can_carry_fails_over_to_the_next_deployment(
         "header": {"extra_headers": encrypt_headers(state.cipher, {"X-Team": "客服"})},
         "base_url": {"base_url": "https://api..openai.com/v1"},
     }[stored_value]
-    with state.transaction() as session:
-        session.execute(update(Provider).where(Provider.name == "bad").values(**values))
-    state.invalidate()
+    store_directly(state, "bad", **values)
     price = {"model": "m", "pricing_input": "1", "pricing_output": "1"}
     create_model(state, alias="alone", provider="bad", **price)
     create_model(state, alias="primary", provider="bad", fallbacks="gpt", **price)
@@ -417,13 +411,7 @@ def test_a_provider_whose_credentials_cannot_be_read_leaves_the_others_serving(
 
     fake = upstreams["gpt"]
     make(state, name="old-secret", base_url=fake.base_url)
-    with state.transaction() as session:
-        session.execute(
-            update(Provider)
-            .where(Provider.name == "old-secret")
-            .values(api_key_encrypted="gAAAAABnot-a-token-this-secret-can-read")
-        )
-    state.invalidate()
+    store_directly(state, "old-secret", api_key_encrypted="gAAAAABnot-a-token-this-secret-can-read")
     price = {"model": "m", "pricing_input": "1", "pricing_output": "1"}
     create_model(state, alias="pair", provider="old-secret", **price)
     add_deployment(state, "pair", provider="fake-openai", priority=1, **price)
