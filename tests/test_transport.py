@@ -312,7 +312,7 @@ def test_a_finished_stream_whose_body_does_not_end_is_dropped_quickly(
     up after DRAIN_SECONDS (not the request's deadline) and the connection is not reused."""
     from fakes.raw import CHUNKED, RawServer, chunk
 
-    from flask_aigateway.providers import transport as module
+    from flask_aigateway.providers.transport.answers import DRAIN_SECONDS
 
     raw = RawServer()
     try:
@@ -322,7 +322,7 @@ def test_a_finished_stream_whose_body_does_not_end_is_dropped_quickly(
         assert next(stream.events()).data == "[DONE]"
         started = time.monotonic()
         stream.close(finished=True)
-        assert time.monotonic() - started < module.DRAIN_SECONDS + 1.0
+        assert time.monotonic() - started < DRAIN_SECONDS + 1.0
         transport.send(req, timeout=5, pool_key="p")
         assert len(raw.connections) == 2
     finally:

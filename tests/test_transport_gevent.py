@@ -31,9 +31,9 @@ monkey.patch_all()
 import json, socket
 import greenlet
 from urllib3 import PoolManager
-from flask_aigateway.providers import transport
+from flask_aigateway.providers.transport import connections
 
-pools = transport._bounded_pool_classes(PoolManager().pool_classes_by_scheme)
+pools = connections._bounded_pool_classes(PoolManager().pool_classes_by_scheme)
 result = {}
 for scheme, pool in sorted(pools.items()):
     ours, theirs = socket.socketpair()
@@ -49,7 +49,7 @@ for scheme, pool in sorted(pools.items()):
         theirs.close()
         closed = conn.is_connected
         ours_switches = len(switches)
-        urllib3_idle = transport._URLLIB3_IS_CONNECTED(conn)
+        urllib3_idle = connections._URLLIB3_IS_CONNECTED(conn)
         urllib3_switches = len(switches) - ours_switches
     finally:
         greenlet.settrace(None)

@@ -2,7 +2,7 @@
 
 An adapter is pure translation (no I/O, no clock, no globals): it turns a :class:`ChatRequest`
 into an :class:`UpstreamRequest`, and upstream bytes back into OpenAI-shaped values. Only
-``transport.py`` talks to the network.
+the ``transport`` package talks to the network.
 """
 
 from __future__ import annotations
