@@ -14,8 +14,8 @@ import pytest
 from fakes import Reply, ToolCall, chunk_stream, completion_json
 from sqlalchemy import select
 
+from flask_aigateway.messages.fields import PARAMETERS, render_markdown
 from flask_aigateway.models import RequestLog
-from flask_aigateway.providers.messages_inbound import PARAMETERS, render_markdown
 from flask_aigateway.providers.parameters import OTHER_FIELDS
 from flask_aigateway.schemas import Usage
 
@@ -740,7 +740,7 @@ def test_text_between_interleaved_calls_waits_for_its_turn() -> None:
     """Text after a call whose arguments are not whole yet, while another call is held: each
     block is started, fed and stopped in turn, and a held block starts as soon as the open
     one's arguments are whole (not only at the end)."""
-    from flask_aigateway.providers.messages_inbound import ChunkEvents, MessageAssembler
+    from flask_aigateway.messages.events import ChunkEvents, MessageAssembler
 
     def chunk(**delta: Any) -> dict[str, Any]:
         return {"choices": [{"index": 0, "delta": delta}]}
@@ -918,7 +918,7 @@ def test_a_streamed_answer_keeps_its_citations_through_the_cache() -> None:
     """A cached stream is assembled from its events and replayed from the message: a cited
     answer's ``citations_delta`` events were dropped by the assembler (the cached copy had
     no citations, in JSON or replayed as a stream)."""
-    from flask_aigateway.providers.messages_inbound import MessageAssembler, message_events
+    from flask_aigateway.messages.events import MessageAssembler, message_events
 
     citation = {
         "type": "char_location",
