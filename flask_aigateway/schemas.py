@@ -334,6 +334,9 @@ class Usage:
     #: Of ``cache_write_tokens``, those written to Anthropic's one-hour cache (billed at
     #: twice the input price, the five-minute ones at 1.25 times).
     cache_write_long_tokens: int = 0
+    #: Of ``completion_tokens``, those a reasoning model spent thinking (OpenAI's
+    #: ``completion_tokens_details.reasoning_tokens``): shown to clients, billed as output.
+    reasoning_tokens: int = 0
     estimated: bool = False
 
     @property
@@ -414,10 +417,16 @@ class Usage:
         if not data:
             return None
         details = data.get("prompt_tokens_details") or {}
+        completion = data.get("completion_tokens_details")
+        reasoning = completion.get("reasoning_tokens") if isinstance(completion, dict) else None
         return cls(
             prompt_tokens=token_count(data.get("prompt_tokens")),
             completion_tokens=token_count(data.get("completion_tokens")),
             cached_tokens=token_count(details.get("cached_tokens")),
+            # Informational (the output count already holds them): what is not a count is 0.
+            reasoning_tokens=reasoning
+            if type(reasoning) is int and 0 <= reasoning <= MAX_TOKEN_COUNT
+            else 0,
         )
 
 

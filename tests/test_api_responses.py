@@ -1203,3 +1203,38 @@ def test_call_ids_of_other_providers_reach_anthropic_valid(client, api_key, upst
     sent = upstreams["claude"].last.json["messages"]
     (use,) = [b for b in sent[1]["content"] if b["type"] == "tool_use"]
     assert use["id"].startswith("fc_1_0_") and sent[2]["content"][0]["tool_use_id"] == use["id"]
+
+
+REASONING_USAGE = {
+    "prompt_tokens": 10,
+    "completion_tokens": 300,
+    "total_tokens": 310,
+    "completion_tokens_details": {"reasoning_tokens": 256},
+}
+
+
+def test_reasoning_tokens_an_upstream_reports_are_in_the_usage(client, state, upstreams, api_key):
+    """A reasoning model's ``completion_tokens_details.reasoning_tokens`` reaches the
+    Responses usage (``output_tokens_details``) as it reaches chat completions' (it was 0),
+    streamed, not streamed and from the cache."""
+    from openai.types.responses import Response
+
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    answer = json.loads(completion_json("42"))
+    answer["usage"] = REASONING_USAGE
+    upstreams["gpt"].reply(raw_body=json.dumps(answer).encode())
+    body = {"model": "gpt", "input": "think", "store": False}
+    for reply in (post(client, api_key, body), post(client, api_key, body)):
+        usage = Response.model_validate(reply.get_json()).usage
+        assert usage is not None and usage.output_tokens_details.reasoning_tokens == 256
+        assert usage.output_tokens == 300
+    assert reply.headers["x-aigateway-cache"] == "HIT"
+
+    frame = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    last = {**frame, "choices": [], "usage": REASONING_USAGE}
+    stream = chunk_stream({"delta": {"content": "42"}}, {"delta": {}, "finish_reason": "stop"})
+    stream = stream.replace(b"data: [DONE]", f"data: {json.dumps(last)}\n\ndata: [DONE]".encode())
+    upstreams["gpt"].reply(raw_body=stream, headers={"Content-Type": "text/event-stream"})
+    events = events_of(post(client, api_key, {**body, "input": "again", "stream": True}))
+    final = Response.model_validate(events[-1]["response"])
+    assert final.usage is not None and final.usage.output_tokens_details.reasoning_tokens == 256

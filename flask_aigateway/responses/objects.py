@@ -78,7 +78,8 @@ def refusal_part(refusal: str) -> dict[str, Any]:
 
 def usage_object(usage: Usage) -> dict[str, Any]:
     """The response's ``usage``: ``input_tokens`` counts cache reads and writes, as OpenAI's
-    does, each also in ``input_tokens_details``."""
+    does, each also in ``input_tokens_details``; ``output_tokens`` counts the reasoning
+    tokens an OpenAI-format upstream reports, also in ``output_tokens_details``."""
     return {
         "input_tokens": usage.prompt_tokens,
         "input_tokens_details": {
@@ -86,7 +87,7 @@ def usage_object(usage: Usage) -> dict[str, Any]:
             "cache_write_tokens": usage.cache_write_tokens,
         },
         "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
     }
 
