@@ -336,6 +336,11 @@ def test_retrieve_input_items_delete(sdk, upstreams, alias):
     got = sdk.responses.retrieve(created.id)
     assert got.id == created.id
     assert got.output_text == "Fine."
+    # Asked as a stream (OpenAI replays a background response's events), it is refused
+    # rather than answered in JSON, which the SDK read as an empty stream.
+    with pytest.raises(openai.BadRequestError) as refused:
+        list(sdk.responses.retrieve(created.id, stream=True))
+    assert refused.value.param == "stream"
     items = sdk.responses.input_items.list(created.id, order="asc", limit=2)
     assert [i.content[0].text for i in items.data] == ["one", "two"]
     assert items.has_more is True

@@ -162,6 +162,15 @@ def register(bp: Blueprint) -> None:
         if request.method == "DELETE":
             stored.remove(state, response_id, principal.key_id)
             return _json({"id": response_id, "object": "response", "deleted": True})
+        if request.args.get("stream", "false").lower() not in ("false", "0"):
+            # OpenAI replays a background response's events here; this gateway runs none in
+            # the background, and a JSON answer to a client reading events is an empty stream.
+            raise InvalidRequestError(
+                "Streaming a stored response ('stream=true') is not offered: responses are "
+                "never run in the background here, so each is stored complete. Retrieve it "
+                "without 'stream'.",
+                param="stream",
+            )
         return _json(stored.load(state, response_id, principal.key_id).response)
 
     @bp.route("/responses/<response_id>/input_items", methods=_ALL_METHODS)
