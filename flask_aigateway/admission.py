@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .caching.cache import CacheDecision
     from .governance.budgets import Reservation
     from .governance.ratelimit import RateTicket
-    from .routing.router import AttemptLog, FirstLease
+    from .routing.leases import AttemptLog, FirstLease
 
 
 @dataclass(slots=True)

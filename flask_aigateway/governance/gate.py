@@ -9,7 +9,7 @@ nothing; an admitted one is counted in every window and reserves on every counte
 does it atomically, in one round trip instead of two, and loads the counters Redis does not
 hold from their database rows in the same call as the retry (one round trip instead of two).
 When the router's state is in the same Redis, the script also takes the lease of the request's
-first attempt on a deployment once the request is admitted (:class:`~..routing.router.
+first attempt on a deployment once the request is admitted (:class:`~..routing.leases.
 FirstLease`): the round trip the router's own call would have cost is saved, and a refused
 request leases nothing.
 

@@ -1,5 +1,6 @@
-"""The Responses API on top of chat: translation in and out (``translate``), the event
-stream (``events``) and the stored responses behind ``previous_response_id`` (``store``)."""
+"""The Responses API on top of chat: translation in (``translate``, with ``items`` and
+``params``) and out (``objects``), the event stream (``events``) and the stored responses behind
+``previous_response_id`` (``store``)."""
 
 from __future__ import annotations
 

@@ -27,9 +27,10 @@ from typing import Any
 from ..errors import GatewayError, forget_frames, internal_error
 from ..providers.wire import after_whole_arguments, arguments_whole, call_name, tool_call_key
 from ..schemas import StreamChunk, Usage
+from .ids import item_id, new_id
 from .objects import final_status, refusal_part, response_object, text_part, usage_object
 from .tools import custom_input, output_call, search_arguments
-from .translate import ResponsesRequest, item_id, new_id
+from .translate import ResponsesRequest
 
 log = logging.getLogger(__name__)
 

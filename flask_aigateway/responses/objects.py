@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 from ..schemas import ChatResponse, Usage
+from .ids import item_id, new_id
 from .tools import output_call
-from .translate import ResponsesRequest, item_id, new_id
+from .translate import ResponsesRequest
 
 #: Chat finish reasons that leave a response ``incomplete``, with OpenAI's
 #: ``incomplete_details.reason`` for each (an Anthropic ``refusal`` arrives as

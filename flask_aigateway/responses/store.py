@@ -34,7 +34,7 @@ from ..errors import InvalidRequestError, NotFoundError
 from ..models import StoredResponse
 from ..offload import sqlite_write
 from ..state import GatewayState
-from .translate import response_of_item
+from .ids import response_of_item
 
 _TABLE = cast(Table, StoredResponse.__table__)
 
@@ -173,7 +173,7 @@ def items_by_id(
 ) -> dict[str, dict[str, Any]]:
     """The stored items (inputs and outputs of this key's stored responses) that ``item_ids``
     name, by id; ids of no such item are left out. The gateway's item ids name their response
-    (:func:`.translate.response_of_item`), so each response is read once, by its key.
+    (:func:`.ids.response_of_item`), so each response is read once, by its key.
 
     The responses are read :data:`REFERENCE_BATCH` at a time: a client that sends every
     earlier answer as an ``item_reference`` (the Vercel AI SDK does) names one more each turn,
