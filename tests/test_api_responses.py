@@ -1238,3 +1238,17 @@ def test_reasoning_tokens_an_upstream_reports_are_in_the_usage(client, state, up
     events = events_of(post(client, api_key, {**body, "input": "again", "stream": True}))
     final = Response.model_validate(events[-1]["response"])
     assert final.usage is not None and final.usage.output_tokens_details.reasoning_tokens == 256
+
+
+def test_duplicate_item_ids_are_refused_as_on_openai(client, upstreams, api_key):
+    """Items with the same id (given or referenced) are a 400, as on OpenAI: stored, they
+    made the SDK's paging of ``input_items`` (by ``after`` id) repeat one page for ever."""
+    upstreams["gpt"].reply(text="ok")
+    same = [{"type": "message", "id": "msg_dup", "role": "user", "content": t} for t in "ab"]
+    error = error_of(post(client, api_key, {"model": "gpt", "input": same}))
+    assert error["param"] == "input[1].id" and "Duplicate item" in error["message"]
+    first = post(client, api_key, {"model": "gpt", "input": "hi"}).get_json()
+    ref = {"type": "item_reference", "id": first["output"][0]["id"]}
+    error = error_of(post(client, api_key, {"model": "gpt", "input": [ref, ref]}))
+    assert error["param"] == "input[1].id"
+    assert len(upstreams["gpt"].requests) == 1

@@ -67,12 +67,22 @@ def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise _bad("'input' must be a string or an array of input items.", "input")
     items = []
+    given: set[str] = set()
     for index, item in enumerate(value):
         where = f"input[{index}]"
         if not isinstance(item, dict):
             raise _bad(f"'{where}' must be an object.", where)
         if item.get("id") is not None and not isinstance(item["id"], str):
             raise _bad(f"'{where}.id' must be a string.", f"{where}.id")
+        if item.get("id"):
+            # As OpenAI refuses them: the stored input items are paged by id (``after``).
+            if item["id"] in given:
+                raise _bad(
+                    f"Duplicate item found with id '{item['id']}' at '{where}'. Remove "
+                    "duplicate items from your input and try again.",
+                    f"{where}.id",
+                )
+            given.add(item["id"])
         kind = item.get("type", "message" if "role" in item or "id" not in item else None)
         if kind in ("item_reference", None):
             if not isinstance(item.get("id"), str) or set(item) - {"type", "id"}:
