@@ -190,6 +190,10 @@ def test_real_answers_match_their_documented_schemas(client, state, upstreams, a
     check(client.delete(f"/v1/responses/{rid}", headers=auth), "/responses/{id}", "delete")
     check(client.get("/v1/models", headers=auth), "/models", "get")
     check(client.get("/v1/models/gpt", headers=auth), "/models/{model}", "get")
+    # In Anthropic's shapes when the request says anthropic-version (the Anthropic SDK).
+    anthropic = {"x-api-key": api_key, "anthropic-version": "2023-06-01"}
+    check(client.get("/v1/models?limit=1", headers=anthropic), "/models", "get")
+    check(client.get("/v1/models/gpt", headers=anthropic), "/models/{model}", "get")
     check(client.get("/v1/health"), "/health", "get")
     check(client.get("/v1/health/ready"), "/health/ready", "get")
     check(client.get("/v1/stats?by=model", headers=auth), "/stats", "get")
@@ -215,6 +219,16 @@ def test_error_answers_match_their_documented_shapes(client, upstreams, api_key,
             "post",
         ),
         (client.get("/v1/models/nope", headers=auth), "/models/{model}", "get"),
+        (
+            client.get("/v1/models/nope", headers={**auth, "anthropic-version": "2023-06-01"}),
+            "/models/{model}",
+            "get",
+        ),
+        (
+            client.get("/v1/models?limit=0", headers={**auth, "anthropic-version": "2023-06-01"}),
+            "/models",
+            "get",
+        ),
         (client.get("/v1/responses/resp_nope", headers=auth), "/responses/{id}", "get"),
         (client.get("/v1/stats?by=nope", headers=auth), "/stats", "get"),
         (client.post("/v1/messages", json=MESSAGES), "/messages", "post"),

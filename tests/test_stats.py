@@ -237,7 +237,10 @@ def test_the_operator_sees_everything(client, state, history) -> None:
     assert response.status_code == 200
     body = response.json
     assert (body["scope"], body["by"], body["key"]) == ("all", "key", None)
-    assert dt.datetime.fromisoformat(body["since"]) <= utcnow() - dt.timedelta(days=7)
+    since = dt.datetime.fromisoformat(body["since"])
+    assert since <= utcnow() - dt.timedelta(days=7)
+    # The window the rows cover: from the start of that hour, as echoed.
+    assert (since.minute, since.second, since.microsecond) == (0, 0, 0)
     assert [(r["key"], r["name"], r["requests"], r["cost"]) for r in body["data"]] == [
         (history["a"], "a", 2, "1.5"),
         (history["b"], "b", 1, "0.25"),

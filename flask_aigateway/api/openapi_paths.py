@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..services.stats import GROUPS
 from .openapi_schemas import _STRING, _json_content, _ref
 
 #: Headers every gateway answer carries (errors included).
@@ -71,6 +72,20 @@ _ANTHROPIC_ERROR = {
     "description": "An error in Anthropic's shape.",
     "headers": _ERROR_HEADERS,
     "content": _json_content(_ref("AnthropicError")),
+}
+
+_EITHER_ERROR = {
+    "description": "An error in OpenAI's shape, or in Anthropic's when the request says "
+    "anthropic-version.",
+    "headers": _ERROR_HEADERS,
+    "content": _json_content({"oneOf": [_ref("Error"), _ref("AnthropicError")]}),
+}
+
+_ANTHROPIC_VERSION = {
+    "name": "anthropic-version",
+    "in": "header",
+    "description": "Any value: answers in Anthropic's shapes (models and errors).",
+    "schema": _STRING,
 }
 
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -224,29 +239,57 @@ _PATHS: dict[str, Any] = {
     "/models": {
         "get": {
             "operationId": "listModels",
-            "summary": "The aliases this key may use.",
-            "security": _BEARER,
+            "summary": "The aliases this key may use; in Anthropic's shape, paginated, when the "
+            "request says anthropic-version (the Anthropic SDK always does).",
+            "security": _ANTHROPIC_AUTH,
+            "parameters": [
+                _ANTHROPIC_VERSION,
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "description": "Anthropic's shape only.",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+                {
+                    "name": "after_id",
+                    "in": "query",
+                    "description": "Anthropic's shape only.",
+                    "schema": _STRING,
+                },
+                {
+                    "name": "before_id",
+                    "in": "query",
+                    "description": "Anthropic's shape only.",
+                    "schema": _STRING,
+                },
+            ],
             "responses": {
                 "200": {
-                    "description": "The models.",
-                    "content": _json_content(_ref("ModelList")),
+                    "description": "The models (OpenAI's list, or Anthropic's page).",
+                    "content": _json_content(
+                        {"oneOf": [_ref("ModelList"), _ref("AnthropicModelList")]}
+                    ),
                 },
-                "default": _OPENAI_ERROR,
+                "default": _EITHER_ERROR,
             },
         }
     },
     "/models/{model}": {
         "get": {
             "operationId": "getModel",
-            "summary": "One alias (it may contain '/').",
-            "security": _BEARER,
-            "parameters": [{"name": "model", "in": "path", "required": True, "schema": _STRING}],
+            "summary": "One alias (it may contain '/'); in Anthropic's shape when the request "
+            "says anthropic-version.",
+            "security": _ANTHROPIC_AUTH,
+            "parameters": [
+                {"name": "model", "in": "path", "required": True, "schema": _STRING},
+                _ANTHROPIC_VERSION,
+            ],
             "responses": {
                 "200": {
                     "description": "The model.",
-                    "content": _json_content(_ref("Model")),
+                    "content": _json_content({"oneOf": [_ref("Model"), _ref("AnthropicModel")]}),
                 },
-                "default": _OPENAI_ERROR,
+                "default": _EITHER_ERROR,
             },
         }
     },
@@ -308,7 +351,8 @@ _PATHS: dict[str, Any] = {
                 {
                     "name": "by",
                     "in": "query",
-                    "description": "key, team, model, provider or route (case-insensitive).",
+                    "description": f"What the rows are grouped by: {', '.join(GROUPS)} "
+                    "(case-insensitive).",
                     "schema": _STRING,
                 },
             ],

@@ -319,6 +319,30 @@ _SCHEMAS: dict[str, Any] = {
             "data": {"type": "array", "items": _ref("Model")},
         },
     },
+    "AnthropicModel": {
+        "type": "object",
+        "required": ["type", "id", "display_name", "created_at"],
+        "properties": {
+            "type": {"const": "model"},
+            "id": _STRING,
+            "display_name": _STRING,
+            "created_at": {"type": "string", "format": "date-time"},
+            "aigateway": {
+                "type": "object",
+                "properties": {"kind": {"enum": ["chat", "embedding"]}},
+            },
+        },
+    },
+    "AnthropicModelList": {
+        "type": "object",
+        "required": ["data", "has_more", "first_id", "last_id"],
+        "properties": {
+            "data": {"type": "array", "items": _ref("AnthropicModel")},
+            "has_more": {"type": "boolean"},
+            "first_id": _NULLABLE_STRING,
+            "last_id": _NULLABLE_STRING,
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["status", "providers_configured", "models_available"],

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..accounting.rollups import hour_of
 from ..errors import AuthenticationError, GatewayError
 from ..governance.auth import authenticate, bearer_token
 from ..governance.throttles import ADMIN_TOKEN, get_throttles
@@ -78,7 +79,8 @@ def register(bp: Blueprint) -> None:
                     "object": "list",
                     "scope": "all" if key_id is None else "key",
                     "key": key_id,
-                    "since": since,
+                    # The window the rows cover: from the start of ``since``'s UTC hour.
+                    "since": hour_of(since) if since is not None else None,
                     "by": group,
                     "data": rows,
                 }
