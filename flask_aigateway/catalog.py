@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from .crypto import decrypt_headers
 from .enums import ModelKind, ProviderFormat, Strategy
@@ -60,14 +60,45 @@ def load_route(state: GatewayState, alias: str) -> AliasRoute | None:
 
 
 def list_aliases(state: GatewayState) -> list[tuple[str, dt.datetime, ModelKind]]:
-    """Every enabled alias with its creation time and kind, sorted by name."""
+    """Every alias that can serve a request, with its creation time and kind, sorted by name:
+    see :func:`_servable` (one query, whatever the number of aliases)."""
     with state.transaction() as session:
-        rows = session.execute(
-            select(ModelAlias.alias, ModelAlias.created_at, ModelAlias.kind)
-            .where(ModelAlias.enabled.is_(True))
-            .order_by(ModelAlias.alias)
-        ).all()
-    return [(alias, created, ModelKind(kind)) for alias, created, kind in rows]
+        return _servable(session)
+
+
+def _servable(session: Session) -> list[tuple[str, dt.datetime, ModelKind]]:
+    """The enabled aliases a request can be served on, sorted by name: those with an enabled
+    deployment on an enabled provider, and those without one whose ``fallbacks`` name such an
+    alias of the same kind (a request is carried there, as :meth:`Pipeline.routes` walks the
+    chain one level deep; a context fallback serves only prompts too long, so it does not
+    count). An alias whose every deployment or provider is disabled was listed by
+    ``/v1/models`` though every request to it was a 503.
+
+    One query: each enabled alias with whether it has a servable deployment; the fallbacks
+    are resolved among those rows in Python.
+    """
+    deployed = (
+        select(Deployment.model_id)
+        .join(Provider, Provider.id == Deployment.provider_id)
+        .where(Deployment.enabled.is_(True), Provider.enabled.is_(True))
+    )
+    rows = session.execute(
+        select(
+            ModelAlias.alias,
+            ModelAlias.created_at,
+            ModelAlias.kind,
+            ModelAlias.fallbacks,
+            ModelAlias.id.in_(deployed),
+        )
+        .where(ModelAlias.enabled.is_(True))
+        .order_by(ModelAlias.alias)
+    ).all()
+    direct = {alias: kind for alias, _created, kind, _fallbacks, served in rows if served}
+    return [
+        (alias, created, ModelKind(kind))
+        for alias, created, kind, fallbacks, served in rows
+        if served or any(direct.get(name) == kind for name in fallbacks or ())
+    ]
 
 
 def wrong_kind(route: AliasRoute, kind: ModelKind) -> InvalidRequestError:
@@ -94,7 +125,7 @@ class CatalogCounts:
 
     #: Enabled providers.
     providers_configured: int
-    #: Enabled aliases with at least one enabled deployment on an enabled provider.
+    #: Aliases that can serve a request (what ``GET /v1/models`` lists to a key allowed all).
     models_available: int
 
 
@@ -111,23 +142,12 @@ def catalog_counts(state: GatewayState) -> CatalogCounts:
     if entry is not None and entry[1] > now:
         counts: CatalogCounts = entry[0]
         return counts
-    servable = (
-        select(Deployment.model_id)
-        .join(Provider, Provider.id == Deployment.provider_id)
-        .where(Deployment.enabled.is_(True), Provider.enabled.is_(True))
-    )
     with state.transaction() as session:
         providers = session.scalar(
             select(func.count()).select_from(Provider).where(Provider.enabled.is_(True))
         )
-        models = session.scalar(
-            select(func.count())
-            .select_from(ModelAlias)
-            .where(ModelAlias.enabled.is_(True), ModelAlias.id.in_(servable))
-        )
-    counts = CatalogCounts(
-        providers_configured=int(providers or 0), models_available=int(models or 0)
-    )
+        models = len(_servable(session))
+    counts = CatalogCounts(providers_configured=int(providers or 0), models_available=models)
     cache[None] = (counts, now + state.settings["AIGATEWAY_KEY_CACHE_SECONDS"])
     return counts
 

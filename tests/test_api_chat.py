@@ -310,6 +310,90 @@ def test_models_lists_what_the_key_may_use(client, state, upstreams):
     assert client.get("/v1/models").status_code == 401
 
 
+def test_models_list_only_aliases_that_can_serve(client, state, api_key, upstreams):
+    """An enabled alias whose only deployment, or its provider, is disabled is a 503 on every
+    request: it is not listed (nor found by id, in either shape) unless a fallback of its
+    kind serves it; ``/v1/health`` counts the same aliases."""
+    from flask_aigateway.services.models import create_model, get_model, update_deployment
+    from flask_aigateway.services.providers import create_provider, update_provider
+
+    create_provider(state, name="spare", format="openai", base_url=upstreams["gpt"].base_url)
+    create_model(
+        state,
+        alias="dead-dep",
+        provider="fake-openai",
+        model="m",
+        pricing_input=1,
+        pricing_output=2,
+    )
+    for alias, fallbacks in (("dead-prov", None), ("via-fallback", "gpt"), ("chain", "dead-dep")):
+        create_model(
+            state,
+            alias=alias,
+            provider="spare",
+            model="m",
+            pricing_input="1",
+            pricing_output="2",
+            fallbacks=fallbacks,
+        )
+    update_provider(state, "spare", enabled=False)
+    update_deployment(state, get_model(state, "dead-dep").deployments[0].id, enabled=False)
+    listed = ["claude", "gpt", "via-fallback"]
+    auth = {"Authorization": f"Bearer {api_key}"}
+    anthropic = {"x-api-key": api_key, "anthropic-version": "2023-06-01"}
+
+    assert [m["id"] for m in client.get("/v1/models", headers=auth).json["data"]] == listed
+    page = client.get("/v1/models", headers=anthropic).json
+    assert [m["id"] for m in page["data"]] == listed
+    for alias in ("dead-prov", "dead-dep", "chain"):
+        one = client.get(f"/v1/models/{alias}", headers=auth)
+        assert (one.status_code, one.json["error"]["code"]) == (404, "model_not_found")
+        other = client.get(f"/v1/models/{alias}", headers=anthropic)
+        assert (other.status_code, other.json["error"]["type"]) == (404, "not_found_error")
+        assert post(client, {"model": alias, "messages": MESSAGES}, api_key).status_code == 503
+    assert client.get("/v1/models/via-fallback", headers=auth).json["id"] == "via-fallback"
+    assert client.get("/v1/models/via-fallback", headers=anthropic).json["id"] == "via-fallback"
+    assert post(client, {"model": "via-fallback", "messages": MESSAGES}, api_key).status_code == 200
+    assert client.get("/v1/health").json["models_available"] == len(listed)
+
+
+def test_models_list_costs_the_same_queries_for_any_number_of_aliases(
+    client, state, api_key, upstreams
+):
+    from sqlalchemy import event
+
+    from flask_aigateway.services.models import create_model
+
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    def queries() -> int:
+        client.get("/v1/models", headers={"Authorization": f"Bearer {api_key}"})  # warm caches
+        statements.clear()
+        event.listen(state.engine, "before_cursor_execute", count)
+        try:
+            response = client.get("/v1/models", headers={"Authorization": f"Bearer {api_key}"})
+        finally:
+            event.remove(state.engine, "before_cursor_execute", count)
+        assert response.status_code == 200
+        return len(statements)
+
+    few = queries()
+    for n in range(6):
+        create_model(
+            state,
+            alias=f"more-{n}",
+            provider="fake-openai",
+            model="m",
+            pricing_input=1,
+            pricing_output=2,
+            fallbacks="gpt" if n % 2 else None,
+        )
+    assert queries() == few
+
+
 def test_health_is_public_and_ready_checks_the_database(client, state):
     assert client.get("/v1/health").json["status"] == "ok"
     ready = client.get("/v1/health/ready")

@@ -198,6 +198,96 @@ def test_ollama_preset_is_asked_for_floats_and_the_gateway_encodes(client, state
     )
 
 
+def listing(*items: dict[str, Any]) -> bytes:
+    """An upstream answer holding these ``data`` items."""
+    body = {"object": "list", "data": list(items), "model": MODEL, "usage": {"prompt_tokens": 3}}
+    return json.dumps(body).encode()
+
+
+def item(index: Any, embedding: Any = (0.5,)) -> dict[str, Any]:
+    return {"object": "embedding", "index": index, "embedding": list(embedding)}
+
+
+@pytest.mark.parametrize(
+    ("items", "problem"),
+    [
+        ([item(0)], "1 embedding for 3 inputs"),
+        ([item(0), item(1), item(2), item(3)], "4 embeddings for 3 inputs"),
+        ([item(0), item(1), item(1)], "index 1 twice"),
+        ([item(0), item(1), item(3)], "index 3 for 3 inputs"),
+        ([item(0), item(-1), item(2)], "index -1 for 3 inputs"),
+        ([item(0), item("1"), item(2)], "not an integer ('1')"),
+        ([item(1), {"object": "embedding", "embedding": [0.5]}, item(2)], "index 1 twice"),
+    ],
+)
+def test_an_answer_without_one_embedding_per_input_is_a_retried_upstream_error(
+    client, state, api_key, embed, items, problem
+):
+    """Clients zip their inputs with ``data``: a short, long or misnumbered list would pair
+    texts with the wrong vectors or drop rows, so it is a 502, retried like any other
+    malformed answer."""
+    embed.queue(*[Reply(raw_body=listing(*items))] * 3)
+    response = post(client, api_key, {"model": "embed", "input": ["a", "b", "c"]})
+    assert response.status_code == 502, response.json
+    error = response.json["error"]
+    assert error["type"] == "upstream_error"
+    assert "answered 200 with a body that is not one embedding per input" in error["message"]
+    assert problem in error["message"]
+    assert len(embed.requests) == 3
+    assert [row.status_code for row in log_rows(state)] == [502]
+
+
+def test_a_short_answer_is_retried_and_the_next_one_served(client, api_key, embed):
+    embed.reply(raw_body=listing(item(0)))
+    response = post(client, api_key, {"model": "embed", "input": ["a", "b"]})
+    assert response.status_code == 200
+    assert response.headers["x-aigateway-attempts"] == "2"
+    assert len(response.json["data"]) == 2
+
+
+def test_items_come_back_ordered_by_index(client, api_key, embed):
+    embed.reply(raw_body=listing(item(2, [0.3]), item(0, [0.1]), item(1, [0.2])))
+    response = post(
+        client, api_key, {"model": "embed", "input": ["a", "b", "c"], "encoding_format": "float"}
+    )
+    assert response.status_code == 200
+    assert [(d["index"], d["embedding"]) for d in response.json["data"]] == [
+        (0, [0.1]),
+        (1, [0.2]),
+        (2, [0.3]),
+    ]
+
+
+def nan_base64() -> str:
+    return base64.b64encode(struct.pack("<2f", 0.5, float("nan"))).decode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoding", "holding"),
+    [
+        (b"[0.5, NaN]", "float", "a NaN or infinite value"),
+        (b"[Infinity, 0.5]", "float", "a NaN or infinite value"),
+        (b"[0.5, -1e400]", "float", "a NaN or infinite value"),
+        (b"[NaN]", "base64", "a NaN or infinite value"),
+        (b"[1e39]", "base64", "a value beyond float32's range"),
+        (b"[1" + b"0" * 400 + b"]", "float", "a number beyond float range"),
+        (json.dumps(nan_base64()).encode(), "float", "a NaN or infinite float32 value"),
+    ],
+)
+def test_a_vector_that_is_not_finite_floats_is_a_retried_upstream_error(
+    client, api_key, embed, raw, encoding, holding
+):
+    """NaN and Infinity were written as ``null``: not a float to the SDKs or the schema."""
+    body = b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":%s}]}' % raw
+    embed.queue(*[Reply(raw_body=body)] * 3)
+    response = post(client, api_key, {"model": "embed", "input": "a", "encoding_format": encoding})
+    assert response.status_code == 502, response.json
+    error = response.json["error"]
+    assert error["type"] == "upstream_error"
+    assert f"answered 200 with an embedding holding {holding}" in error["message"]
+    assert len(embed.requests) == 3
+
+
 # -- refusals -------------------------------------------------------------------------------------
 
 

@@ -34,7 +34,8 @@ _Alias = tuple[str, dt.datetime, ModelKind]
 
 
 def _allowed() -> list[_Alias]:
-    """The enabled aliases the request's key may use, sorted by name (raises 401)."""
+    """The aliases that can serve (:func:`list_aliases`) and the request's key may use,
+    sorted by name (raises 401)."""
     if request.method not in ("GET", "HEAD"):
         raise _method_not_allowed("GET")
     principal = authenticate(get_state(), _credentials())
