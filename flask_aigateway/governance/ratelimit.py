@@ -36,7 +36,7 @@ from ..redis_client import redis_client
 from ..redis_failure import on_unreachable, unreachable_errors
 from ..state import GatewayState
 from ..tokens import estimate_prompt_tokens
-from .budgets import max_output_tokens, reachable_routes
+from .budget_estimate import max_output_tokens, reachable_routes
 from .rate_windows import MemoryWindows, RedisWindows, WindowSpec, WindowState, WindowStore
 
 if TYPE_CHECKING:
