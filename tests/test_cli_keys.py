@@ -631,3 +631,31 @@ def test_expires_refuses_past_or_millisecond_timestamps(runner, state, typed, me
     existing, _ = create(runner, "--name", "old")
     fails(runner, state, "key", "create", "--name", "new", "--expires", typed, message=message)
     fails(runner, state, "key", "update", existing["id"], "--expires", typed, message=message)
+
+
+@pytest.mark.parametrize(
+    ("word", "stored", "status"),
+    [
+        ("ALL", None, 200),
+        ("All", None, 200),
+        ("*", None, 200),
+        ("None", [], 403),
+        ("NONE", [], 403),
+    ],
+)
+def test_models_words_are_read_in_any_case(
+    runner, state, client, upstreams, word, stored, status
+) -> None:
+    """'all' / 'none' are keywords in any case, as 'unset' and the limits' 'none' are, not a
+    one-alias list named 'ALL' that refuses every request."""
+    created, secret = create(runner, "--name", "k", "--models", word)
+    assert only_key(state).models == stored and created["models"] == stored
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert response.status_code == status, response.json
+    ok(runner, "key", "update", created["id"], "--models", "gpt")
+    ok(runner, "key", "update", created["id"], "--models", word)
+    assert only_key(state).models == stored

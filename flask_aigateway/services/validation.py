@@ -255,15 +255,18 @@ def name_list(value: Any, field: str) -> list[str] | None:
     """A list of aliases from a list or a comma-separated string.
 
     ``None`` (or "" / "all" / "*") means no restriction; "none" means the empty list; entries
-    may end in ``*`` as an explicit prefix wildcard.
+    may end in ``*`` as an explicit prefix wildcard. The words are matched in any case, as the
+    other rules' "none" / "unset" are: ``ALL`` stored as a one-alias list would refuse every
+    request.
     """
     if value is None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        if text in ("", "all", "*"):
+        word = text.lower()
+        if word in ("", "all", "*"):
             return None
-        if text == "none":
+        if word == "none":
             return []
         items = [p.strip() for p in text.split(",")]
     elif isinstance(value, list | tuple):
