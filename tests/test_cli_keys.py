@@ -623,7 +623,11 @@ def test_expires_takes_a_unix_timestamp_on_create_and_update(
     ("typed", "message"),
     [
         ("1000000000", "The expiry 2001-09-09T01:46:40+00:00 is in the past"),
-        ("4102444800000", "The expiry '4102444800000' is not an ISO date or datetime or a Unix"),
+        (
+            "4102444800000",
+            "The expiry '4102444800000' is out of range for a Unix timestamp: give seconds since "
+            "1970-01-01 UTC (not milliseconds), e.g. 1801440000.",
+        ),
         ("17672256OO", "The expiry '17672256OO' is not an ISO date or datetime or a Unix"),
     ],
 )
