@@ -623,7 +623,11 @@ def test_expires_takes_a_unix_timestamp_on_create_and_update(
     ("typed", "message"),
     [
         ("1000000000", "The expiry 2001-09-09T01:46:40+00:00 is in the past"),
-        ("4102444800000", "The expiry '4102444800000' is not an ISO date or datetime or a Unix"),
+        (
+            "4102444800000",
+            "The expiry '4102444800000' is out of range for a Unix timestamp: give seconds since "
+            "1970-01-01 UTC (not milliseconds), e.g. 1801440000.",
+        ),
         ("17672256OO", "The expiry '17672256OO' is not an ISO date or datetime or a Unix"),
     ],
 )
@@ -631,3 +635,31 @@ def test_expires_refuses_past_or_millisecond_timestamps(runner, state, typed, me
     existing, _ = create(runner, "--name", "old")
     fails(runner, state, "key", "create", "--name", "new", "--expires", typed, message=message)
     fails(runner, state, "key", "update", existing["id"], "--expires", typed, message=message)
+
+
+@pytest.mark.parametrize(
+    ("word", "stored", "status"),
+    [
+        ("ALL", None, 200),
+        ("All", None, 200),
+        ("*", None, 200),
+        ("None", [], 403),
+        ("NONE", [], 403),
+    ],
+)
+def test_models_words_are_read_in_any_case(
+    runner, state, client, upstreams, word, stored, status
+) -> None:
+    """'all' / 'none' are keywords in any case, as 'unset' and the limits' 'none' are, not a
+    one-alias list named 'ALL' that refuses every request."""
+    created, secret = create(runner, "--name", "k", "--models", word)
+    assert only_key(state).models == stored and created["models"] == stored
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert response.status_code == status, response.json
+    ok(runner, "key", "update", created["id"], "--models", "gpt")
+    ok(runner, "key", "update", created["id"], "--models", word)
+    assert only_key(state).models == stored

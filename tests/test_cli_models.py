@@ -431,8 +431,15 @@ def test_update_invalid_changes_nothing(runner, state, gpt, args, expected):
     assert snapshot(state) == before
 
 
-def test_update_usage_errors(runner, gpt):
-    assert runner.invoke(args=["model", "update", "gpt"]).exit_code == 2
+def test_update_usage_errors(runner, state, gpt):
+    # Exit 1 and one line naming the options, as key and team update say it.
+    before = snapshot(state)
+    message = invoke_error(runner, "model", "update", "gpt")
+    assert message == (
+        "Error: Nothing to change: give --strategy, --fallbacks, --enable/--disable, "
+        "--max-tokens, --cache-ttl, --context-fallback or --kind (see --help).\n"
+    )
+    assert snapshot(state) == before
     assert "No model alias 'ghost'" in invoke_error(runner, "model", "update", "ghost", "--disable")
 
 

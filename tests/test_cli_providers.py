@@ -488,9 +488,14 @@ def test_update_invalid_changes_nothing(runner, state, args, expected):
 
 def test_update_usage_errors(runner, state):
     service.create_provider(state, name="p", format="openai")
-    assert runner.invoke(args=["provider", "update", "p"]).exit_code == 2
-    both = runner.invoke(args=["provider", "update", "p", "--api-key", SECRET, "--clear-api-key"])
-    assert both.exit_code == 2 and "not both" in both.output
+    # Exit 1 and one line, as key, team and model update say it.
+    assert invoke_error(runner, "provider", "update", "p") == (
+        "Error: Nothing to change: give --name, --format, --base-url, "
+        "--api-key/--clear-api-key, --api-version, --header/--clear-headers or "
+        "--enable/--disable (see --help).\n"
+    )
+    both = invoke_error(runner, "provider", "update", "p", "--api-key", SECRET, "--clear-api-key")
+    assert both == "Error: Give either --api-key or --clear-api-key, not both.\n"
     assert stored(state, "p").api_key_encrypted is None
     assert "No provider" in invoke_error(runner, "provider", "update", "ghost", "--disable")
 

@@ -359,6 +359,11 @@ def test_cli_table(runner, log) -> None:
             "and 9998-12-31.",
         ),
         (
+            ["--since", "1801440000000"],
+            "The since value '1801440000000' is out of range for a Unix timestamp: give seconds "
+            "since 1970-01-01 UTC (not milliseconds), e.g. 1801440000.",
+        ),
+        (
             ["--by", "day"],
             "Cannot group statistics by 'day': choose one of key, team, model, provider, route, "
             "deployment.",

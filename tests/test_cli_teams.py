@@ -244,6 +244,11 @@ def test_update_changes_clears_and_moves(runner, state) -> None:
     assert teams(state)["ml2"].models == ["claude-3*"]
     ok(runner, "team", "update", "ml2", "--models", "unset")
     assert teams(state)["ml2"].models is None
+    # The words in any case, as the limits' 'none' / 'unset': not a list of one alias 'ALL'.
+    ok(runner, "team", "update", "ml2", "--models", "NONE")
+    assert teams(state)["ml2"].models == []
+    ok(runner, "team", "update", "ml2", "--models", "All")
+    assert teams(state)["ml2"].models is None
 
     ok(runner, "team", "update", "ml2", "--parent", "other")
     assert teams(state)["ml2"].parent_id == teams(state)["other"].id

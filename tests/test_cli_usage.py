@@ -9,8 +9,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from flask import Flask
+from sqlalchemy import func, select
 
+from flask_aigateway import AIGateway
 from flask_aigateway.db import utcnow
+from flask_aigateway.models import RequestLog
 from flask_aigateway.services import keys as key_service
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -140,3 +144,69 @@ def test_usage_counts_only_the_current_day_and_month(runner, state, traffic) -> 
     assert report["last_minute"] == {"requests": 0, "tokens": 0}
     same_month = tomorrow.month == utcnow().month
     assert report["month"]["spent"] == (Decimal("0.004") if same_month else Decimal(0))
+
+
+def send(client: Any, secret: str, model: str = "gpt", **body: Any) -> int:
+    body = {"model": model, "messages": MESSAGES, **body}
+    headers = {"Authorization": f"Bearer {secret}"}
+    return client.post("/v1/chat/completions", json=body, headers=headers).status_code
+
+
+def rate_rows(runner: Any, kind: str, ref: str) -> list[tuple[str, int, int]]:
+    usage = json.loads(ok(runner, kind, "info", ref, "--json").output)["usage"]
+    return [(r["name"], r["used"], r["remaining"]) for r in usage["rate_limits"]]
+
+
+def test_refused_requests_use_up_no_rate_limit(runner, state, client, upstreams) -> None:
+    """README: a request refused by a rate window uses up nothing, nor does one refused
+    before it (bad body, unknown model); one refused by a budget counts. The report says
+    what the next request will find."""
+    ok(runner, "team", "create", "--name", "Pool", "--rate-limit", "5")
+    a, secret_a = key_service.create_key(state, name="a", team="Pool", rate_limit=3)
+    _b, secret_b = key_service.create_key(state, name="b", team="Pool", budget_per_day="0")
+    _c, secret_c = key_service.create_key(state, name="c", team="Pool")
+    for _ in range(3):
+        upstreams["gpt"].reply(text="ok", prompt_tokens=10, completion_tokens=5)
+    assert [send(client, secret_a) for _ in range(5)] == [200, 200, 200, 429, 429]
+    assert [send(client, secret_a, model="nope") for _ in range(2)] == [404, 404]
+    assert send(client, secret_a, messages=[]) == 400
+    assert send(client, secret_b) == 429  # its budget: it passed the rate limiter
+    with state.session() as session:
+        assert session.scalar(select(func.count()).select_from(RequestLog)) == 9
+
+    team = json.loads(ok(runner, "team", "info", "Pool", "--json").output)["usage"]
+    assert team["last_minute"] == {"requests": 4, "tokens": 45}
+    assert rate_rows(runner, "team", "Pool") == [("Pool", 4, 1)]
+    key = json.loads(ok(runner, "key", "info", a.id, "--json").output)["usage"]
+    assert key["last_minute"] == {"requests": 3, "tokens": 45}
+    assert rate_rows(runner, "key", a.id) == [("a", 3, 0), ("Pool", 4, 1)]
+    assert "last minute: 3 requests, 45 tokens" in ok(runner, "key", "info", a.id).output
+    assert [send(client, secret_c) for _ in range(2)] == [200, 429]
+
+
+@pytest.mark.redis
+def test_rate_use_is_read_from_the_redis_windows(app_config, tmp_path, redis_url, upstreams):
+    """With the windows in Redis the report reads them: it is current before the request
+    log's background writer has written a row."""
+    config = {
+        **app_config,
+        "AIGATEWAY_REDIS_URL": redis_url,
+        "AIGATEWAY_REDIS_PREFIX": f"{app_config.get('AIGATEWAY_REDIS_PREFIX', 'aigw-test:')}w:",
+        "AIGATEWAY_LOG_SYNC": False,
+        "AIGATEWAY_LOG_FLUSH_INTERVAL": 3600,
+    }
+    other = Flask("windows", instance_path=str(tmp_path / "windows"))
+    other.config.update(config)
+    AIGateway(other)
+    state = AIGateway.get_state(other)
+    try:
+        key, secret = key_service.create_key(state, name="w", rate_limit=3)
+        client, runner = other.test_client(), other.test_cli_runner()
+        assert [send(client, secret) for _ in range(2)] == [200, 200]
+        with state.session() as session:
+            assert session.scalar(select(func.count()).select_from(RequestLog)) == 0
+        assert rate_rows(runner, "key", key.id) == [("w", 2, 1)]
+        assert [send(client, secret) for _ in range(2)] == [200, 429]
+        assert rate_rows(runner, "key", key.id) == [("w", 3, 0)]
+    finally:
+        state.close()

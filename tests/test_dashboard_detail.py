@@ -283,7 +283,15 @@ def test_key_page_limits_name_who_sets_them(client, app, traffic) -> None:
     limits = table_rows(section(page, 'data-section="limits"'))
     assert limits[0][:2] == ["Budget per day", "team 'Data Science'"]
     assert limits[0][2] == "$2.00" and limits[0][-1] == "★"
-    assert limits[1][:4] == ["Requests per minute", "team 'Data Science'", "100", "4 last minute"]
+    # The fixture's log rows never passed the rate limiter: windows in Redis (read when they
+    # are there) hold none of them; without Redis the log's admitted rows are counted.
+    used = "0" if get_state(app).redis() is not None else "4"
+    assert limits[1][:4] == [
+        "Requests per minute",
+        "team 'Data Science'",
+        "100",
+        f"{used} last minute",
+    ]
 
 
 def test_team_page_breaks_down_and_lists_key_spend(client, app, traffic) -> None:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ..errors import ValidationError
 from ..services import models as service
 from ..services.model_fields import DEPLOYMENT_FIELDS
 from ..wording import counted
@@ -196,7 +197,10 @@ def update_command(
         k: _clearable(v) if k in _CLEARABLE else v for k, v in given.items() if v is not None
     }
     if not changes:
-        raise click.UsageError("Nothing to change: give at least one option (see --help).")
+        raise ValidationError(
+            "Nothing to change: give --strategy, --fallbacks, --enable/--disable, --max-tokens, "
+            "--cache-ttl, --context-fallback or --kind (see --help)."
+        )
     model = service.update_model(state, alias, **changes)
     _show_model(model, as_json, f"Updated model alias {model.alias} ({model.id}).")
 

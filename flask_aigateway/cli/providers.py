@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from ..errors import ValidationError
 from ..services import providers as service
 from ..wording import counted, plural
 from .common import GatewayState, command, json_option, output
@@ -167,9 +168,13 @@ def update_command(
 ) -> None:
     """Change a provider; options not given stay as they are."""
     if api_key is not None and clear_api_key:
-        raise click.UsageError("Give either --api-key or --clear-api-key, not both.")
+        raise ValidationError(
+            "Give either --api-key or --clear-api-key, not both.", param="api_key"
+        )
     if headers and clear_headers:
-        raise click.UsageError("Give either --header or --clear-headers, not both.")
+        raise ValidationError(
+            "Give either --header or --clear-headers, not both.", param="extra_headers"
+        )
     changes: dict[str, Any] = {}
     if name is not None:
         changes["name"] = name
@@ -190,7 +195,10 @@ def update_command(
     if enabled is not None:
         changes["enabled"] = enabled
     if not changes:
-        raise click.UsageError("Nothing to change: give at least one option (see --help).")
+        raise ValidationError(
+            "Nothing to change: give --name, --format, --base-url, --api-key/--clear-api-key, "
+            "--api-version, --header/--clear-headers or --enable/--disable (see --help)."
+        )
     provider = service.update_provider(state, ref, **changes)
     record = service.provider_to_dict(provider, state)
     if as_json:

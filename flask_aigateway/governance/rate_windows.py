@@ -69,6 +69,11 @@ class WindowStore(Protocol):
         an entry that already left its window is ignored."""
         ...
 
+    def used(self, names: Sequence[str]) -> list[int]:
+        """What each window in ``names`` holds now (0 for one that holds nothing): what the
+        next admission checks its limit against. Records nothing."""
+        ...
+
 
 class _Window:
     __slots__ = ("entries", "index", "total")
@@ -163,6 +168,17 @@ class MemoryWindows:
                     continue
                 w.total += new - item[1]
                 item[1] = new
+
+    def used(self, names: Sequence[str]) -> list[int]:
+        with self._lock:
+            cutoff = self._clock() - self._window
+            totals = []
+            for name in names:
+                w = self._windows.get(name)
+                if w is not None:
+                    w.purge(cutoff)
+                totals.append(w.total if w is not None else 0)
+            return totals
 
     def _sweep(self, cutoff: float) -> None:
         for name in list(self._windows):
@@ -283,6 +299,22 @@ return 1
 """
 
 
+#: KEYS: (zset, sum) per window. ARGV: window ms, now ms ('' = Redis TIME). Returns each
+#: window's total once its expired entries are dropped, as admission would see it.
+_USED = (
+    RATE_LUA
+    + """
+local window = tonumber(ARGV[1])
+local now = rate_clock(ARGV[2])
+local out = {}
+for i = 1, #KEYS / 2 do
+  out[i] = rate_total(KEYS[2 * i - 1], KEYS[2 * i], now, window)
+end
+return out
+"""
+)
+
+
 def window_states(specs: Sequence[WindowSpec], reply: Sequence[Any]) -> list[WindowState]:
     """The states of ``specs`` from a script's (used, reset ms, retry ms) triples."""
     states = []
@@ -321,6 +353,7 @@ class RedisWindows:
         self._window_ms = int(window * 1000)
         self._acquire = client.register_script(_ACQUIRE)
         self._adjust = client.register_script(_ADJUST)
+        self._used = client.register_script(_USED)
 
     @property
     def client(self) -> Any:
@@ -351,6 +384,12 @@ class RedisWindows:
 
     def adjust(self, names: Sequence[str], entry: str, old: int, new: int) -> None:
         self.adjust_call(names, entry, old, new)()
+
+    def used(self, names: Sequence[str]) -> list[int]:
+        if not names:
+            return []
+        reply = self._used(keys=self.keys(names), args=[self._window_ms, self.now_arg()])
+        return [int(v) for v in reply]
 
     def adjust_call(self, names: Sequence[str], entry: str, old: int, new: int) -> ScriptCall:
         """:meth:`adjust` as a call to run later, alone or in a :class:`ScriptBatch`."""

@@ -197,7 +197,10 @@ class RateLimiter:
         self, principal: Principal, request: GatewayRequest, route: AliasRoute | None
     ) -> list[RateWindow]:
         """Every window the request counts in: the key's, then each team's, nearest first."""
-        owners = [f"key:{principal.key_id}", *(f"team:{t}" for t in principal.team_ids)]
+        owners = [
+            window_owner("key", principal.key_id),
+            *(window_owner("team", t) for t in principal.team_ids),
+        ]
         levels = principal.rules.levels
         windows: list[RateWindow] = []
         estimate: int | None = None
@@ -222,12 +225,36 @@ class RateLimiter:
                 )
         return windows
 
+    def shared_usage(self, names: Sequence[str]) -> list[int] | None:
+        """What each named window (:func:`window_name`) holds now, read from the store when
+        every process shares it (Redis): exactly what the next request is checked against.
+        None with windows in this process's memory, which other processes (the CLI, other
+        workers) cannot see: callers count the request log instead.
+
+        :raises: what the Redis client raises when Redis cannot be reached.
+        """
+        store = self.store
+        if not isinstance(store, RedisWindows):
+            return None
+        return store.used(names)
+
     def _estimate(self, request: GatewayRequest, route: AliasRoute | None) -> int:
         """Estimated prompt tokens plus the most output tokens the request may produce on its
         alias or any alias it may fall back to (as its budget reservation counts them)."""
         default = self._state.settings["AIGATEWAY_DEFAULT_MAX_TOKENS"]
         routes = reachable_routes(self._state, route) if route is not None else []
         return estimate_prompt_tokens(request) + max_output_tokens(request, routes, default)
+
+
+def window_owner(scope: str, owner_id: str) -> str:
+    """The prefix of the windows of a key or team (``scope`` = key | team)."""
+    return f"{scope}:{owner_id}"
+
+
+def window_name(scope: str, owner_id: str, kind: str) -> str:
+    """The window a key's or team's limit counts in: ``kind`` "requests" (``rate_limit``) or
+    "tokens" (``tokens_per_minute``); a team's is pooled over its keys and sub-teams."""
+    return f"{window_owner(scope, owner_id)}:{kind}"
 
 
 def new_entry() -> str:
@@ -319,4 +346,13 @@ def _refusal(
     )
 
 
-__all__ = ["RateLimiter", "RateTicket", "RateWindow", "format_duration", "new_entry", "rate_ticket"]
+__all__ = [
+    "RateLimiter",
+    "RateTicket",
+    "RateWindow",
+    "format_duration",
+    "new_entry",
+    "rate_ticket",
+    "window_name",
+    "window_owner",
+]

@@ -44,14 +44,13 @@ def key_status(key: ApiKey, now: dt.datetime | None = None) -> str:
 
 
 def _expiry(value: Any, now: dt.datetime) -> dt.datetime | None:
-    try:
-        moment = validation.parse_datetime(value, "expires_at")
-    except ValidationError:
-        raise ValidationError(
-            f"The expiry {value!r} is not an ISO date or datetime or a Unix timestamp in "
-            "seconds, e.g. 2027-01-31 (00:00 UTC that day), 2027-01-31T12:00:00Z or 1801440000.",
-            param="expires_at",
-        ) from None
+    moment = validation.parse_datetime(
+        value,
+        "expires_at",
+        what="expiry",
+        invalid=f"The expiry {value!r} is not an ISO date or datetime or a Unix timestamp in "
+        "seconds, e.g. 2027-01-31 (00:00 UTC that day), 2027-01-31T12:00:00Z or 1801440000.",
+    )
     if moment is None:
         return None
     moment = validation.in_range(moment, value, "expires_at", what="expiry")

@@ -4,8 +4,9 @@ Budgets come from the usage counters (spent + reserved in the current UTC day an
 database rows the reservations write, or with ``AIGATEWAY_REDIS_URL`` the Redis counters the
 reservations are checked against (:func:`_live`: the rows then lag by the request-log writer's
 flush and hold no reservation; they still count the requests). Rate limits come from the
-request log's last minute (requests and tokens per key, and per team pooled over its
-sub-teams, as the limits apply). All are small indexed reads, whatever the size of the log.
+last minute as the rate windows count it (:mod:`.minute_usage`: the windows themselves in
+Redis, else the request log's admitted requests), per key, and per team pooled over its
+sub-teams, as the limits apply. All are small indexed reads, whatever the size of the log.
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ..db import utcnow
 from ..enums import Period, Scope
 from ..governance.budget_store import CounterKey
 from ..governance.policy import describe
-from ..models import ApiKey, RequestLog, Team, UsageCounter
+from ..models import ApiKey, Team, UsageCounter
 from ..state import GatewayState
-from .teams import chain, load_teams, subtree
+from .minute_usage import RATE_WINDOW, RATES, Minutes
+from .teams import chain, load_teams
 
 log = logging.getLogger(__name__)
-
-#: The window a per-minute limit counts over.
-RATE_WINDOW = dt.timedelta(minutes=1)
 
 
 def period_starts(now: dt.datetime) -> dict[str, dt.date]:
@@ -100,13 +99,13 @@ def budget_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list
 
 def rate_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     """One row per team or non-revoked key with a rate limit or tokens-per-minute limit of
-    its own: ``requests`` and ``tokens`` logged in the last minute against ``rate_limit`` and
+    its own: ``requests`` and ``tokens`` its windows count in the last minute (admitted
+    requests, :func:`.minute_usage.counted`) against ``rate_limit`` and
     ``tokens_per_minute`` (None when that limit is not set), and the ``ratio`` of the fuller
     one. A team counts the requests of its own keys and of every sub-team's keys.
     """
+    present = now is None  # the windows know the present only
     now = now or utcnow()
-    since = now - RATE_WINDOW
-    tokens = func.sum(RequestLog.prompt_tokens + RequestLog.completion_tokens)
     with state.session() as session:
         teams = load_teams(session)
         keys = list(
@@ -117,38 +116,20 @@ def rate_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list[d
                 .order_by(ApiKey.name, ApiKey.id)
             )
         )
-        by_key = _last_minute(session, RequestLog.key_id, since, tokens)
-        by_team = _last_minute(session, RequestLog.team_id, since, tokens)
+        minutes = Minutes.from_log(session, teams, now - RATE_WINDOW)
+    owners: list[tuple[str, Any]] = [
+        (Scope.TEAM.value, t)
+        for t in teams.values()
+        if t.rate_limit is not None or t.tokens_per_minute is not None
+    ]
+    owners += [(Scope.KEY.value, k) for k in keys]
+    if present:
+        minutes.read_windows(state, owners)
     rows: list[dict[str, Any]] = []
-    for team in teams.values():
-        if team.rate_limit is None and team.tokens_per_minute is None:
-            continue
-        members = [team.id, *(t.id for t in subtree(teams, team.id))]
-        used = [by_team.get(m, (0, 0)) for m in members]
-        rows.append(
-            _rate_row(Scope.TEAM.value, team, sum(u[0] for u in used), sum(u[1] for u in used))
-        )
-    for key in keys:
-        count, total = by_key.get(key.id, (0, 0))
-        rows.append(_rate_row(Scope.KEY.value, key, count, total))
+    for scope, owner in owners:
+        used = minutes.of(scope, owner)
+        rows.append(_rate_row(scope, owner, used["requests"], used["tokens"]))
     return rows
-
-
-def _last_minute(
-    session: Any, column: Any, since: dt.datetime, tokens: Any
-) -> dict[str, tuple[int, int]]:
-    """Requests and tokens per ``column`` value since ``since``. Grouping by an expression
-    keeps the planner on the time index (a handful of rows) rather than walking a whole
-    ``(key_id, created_at)`` index to avoid a sort."""
-    owner = func.coalesce(column, "")
-    query = (
-        select(owner, func.count(), tokens).where(RequestLog.created_at >= since).group_by(owner)
-    )
-    return {
-        owner_id: (count, int(total or 0))
-        for owner_id, count, total in session.execute(query)
-        if owner_id
-    }
 
 
 def _rate_row(scope: str, owner: Team | ApiKey, requests: int, tokens: int) -> dict[str, Any]:
@@ -188,9 +169,8 @@ def usage_of(
     }
 
 
-#: A budget column per period, and what each per-minute limit counts in the last minute.
+#: A budget column per period.
 _BUDGETS = ((Period.DAY.value, "budget_per_day"), (Period.MONTH.value, "budget_per_month"))
-_RATES = (("rate_limit", "requests"), ("tokens_per_minute", "tokens"))
 
 
 def limits_report(
@@ -204,21 +184,21 @@ def limits_report(
 
     * ``day`` / ``month``: the owner's own ``period_start``, ``spent``, ``reserved`` (USD
       held by requests in flight) and ``requests`` in the current UTC day and month;
-    * ``last_minute``: its ``requests`` and ``tokens`` logged in the last minute (a team's
-      pooled over its sub-teams), which the per-minute limits count;
+    * ``last_minute``: its ``requests`` and ``tokens`` in the last minute (a team's pooled
+      over its sub-teams) as the per-minute limits count them: requests the rate limiter
+      admitted, read from its windows when they are in Redis;
     * ``budgets``: one row per budget set along the chain, nearest first: ``period``,
       ``scope``, ``id``, ``owner`` ("team 'eng'"), ``limit``, that scope's ``spent`` and
       ``reserved``, ``remaining`` (never below 0) and ``binding`` (the row that leaves the
       least, per period — what stops the next request first);
     * ``rate_limits``: the same per ``rate_limit`` / ``tokens_per_minute``, ``used`` being
-      the last minute's requests or tokens of that scope.
+      the last minute's requests or tokens of that scope, as its window counts them.
 
     :raises KeyError: when no such key or team exists (callers resolve refs first).
     """
+    present = now is None  # the windows know the present only
     now = now or utcnow()
     starts = period_starts(now)
-    since = now - RATE_WINDOW
-    tokens = func.sum(RequestLog.prompt_tokens + RequestLog.completion_tokens)
     with state.session() as session:
         teams = load_teams(session)
         if scope == Scope.KEY.value:
@@ -234,19 +214,11 @@ def limits_report(
             team_id = owner_id
         levels += [(Scope.TEAM.value, team) for team in chain(teams, team_id)]
         counters = _counters(session, [(s, o.id) for s, o in levels], starts)
-        by_key = _last_minute(session, RequestLog.key_id, since, tokens)
-        by_team = _last_minute(session, RequestLog.team_id, since, tokens)
+        minutes = Minutes.from_log(session, teams, now - RATE_WINDOW)
     wanted = [(level_scope, o.id, period) for level_scope, o in levels for period in starts]
     counters = _live(state, counters, wanted, starts)
-
-    def minute(level_scope: str, owner: Any) -> dict[str, int]:
-        if level_scope == Scope.KEY.value:
-            count, total = by_key.get(owner.id, (0, 0))
-        else:
-            members = [owner.id, *(t.id for t in subtree(teams, owner.id))]
-            used = [by_team.get(m, (0, 0)) for m in members]
-            count, total = sum(u[0] for u in used), sum(u[1] for u in used)
-        return {"requests": count, "tokens": total}
+    if present:
+        minutes.read_windows(state, levels)
 
     budgets: list[dict[str, Any]] = []
     for period, column in _BUDGETS:
@@ -268,13 +240,13 @@ def limits_report(
             )
         budgets += _mark_binding(rows)
     rate_limits: list[dict[str, Any]] = []
-    for column, measure in _RATES:
+    for column, measure in RATES:
         rows = []
         for level_scope, owner in levels:
             limit = getattr(owner, column)
             if limit is None:
                 continue
-            used = minute(level_scope, owner)[measure]
+            used = minutes.of(level_scope, owner)[measure]
             rows.append(
                 {
                     "limit_name": column,
@@ -297,7 +269,7 @@ def limits_report(
         }
     return {
         **periods,
-        "last_minute": minute(own_scope, own),
+        "last_minute": minutes.of(own_scope, own),
         "budgets": budgets,
         "rate_limits": rate_limits,
     }

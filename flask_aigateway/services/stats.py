@@ -71,14 +71,13 @@ def parse_since(value: Any, *, now: dt.datetime | None = None) -> dt.datetime | 
     match = _DURATION_RE.match(text)
     if match:
         return _duration_start(value, int(match.group(1)), match.group(2), now or utcnow())
-    try:
-        moment = validation.parse_datetime(str(value).strip(), "since")
-    except ValidationError:
-        raise ValidationError(
-            f"The since value {value!r} is not valid: use a duration such as 7d, 24h or 30m, "
-            "a date such as 2026-11-01 (UTC) or a Unix timestamp such as 1793491200.",
-            param="since",
-        ) from None
+    moment = validation.parse_datetime(
+        str(value).strip(),
+        "since",
+        what="since value",
+        invalid=f"The since value {value!r} is not valid: use a duration such as 7d, 24h or "
+        "30m, a date such as 2026-11-01 (UTC) or a Unix timestamp such as 1793491200.",
+    )
     if moment is None:
         return None
     return validation.in_range(moment, value, "since", what="since value")

@@ -255,15 +255,18 @@ def name_list(value: Any, field: str) -> list[str] | None:
     """A list of aliases from a list or a comma-separated string.
 
     ``None`` (or "" / "all" / "*") means no restriction; "none" means the empty list; entries
-    may end in ``*`` as an explicit prefix wildcard.
+    may end in ``*`` as an explicit prefix wildcard. The words are matched in any case, as the
+    other rules' "none" / "unset" are: ``ALL`` stored as a one-alias list would refuse every
+    request.
     """
     if value is None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        if text in ("", "all", "*"):
+        word = text.lower()
+        if word in ("", "all", "*"):
             return None
-        if text == "none":
+        if word == "none":
             return []
         items = [p.strip() for p in text.split(",")]
     elif isinstance(value, list | tuple):
@@ -309,30 +312,36 @@ def optional_datetime(value: Any, field: str) -> dt.datetime | None:
     return None if moment is None else in_range(moment, value, field)
 
 
-def parse_datetime(value: Any, field: str) -> dt.datetime | None:
+def parse_datetime(
+    value: Any, field: str, *, what: str | None = None, invalid: str | None = None
+) -> dt.datetime | None:
     """A timezone-aware datetime as typed, or None when left empty; its range is not checked
     (see :func:`in_range`).
 
     Accepts an ISO 8601 date or datetime (a date alone means its midnight UTC; no offset
     means UTC) or a Unix timestamp in seconds (``1767225600``, as a number or as 9+ digits,
-    optionally with a fraction).
+    optionally with a fraction). ``what`` names the input in messages (default: the field);
+    ``invalid`` replaces the message for a value that is none of these forms. A timestamp
+    too large for seconds keeps its own message, which says why (milliseconds, most likely).
 
     :raises ValidationError: with ``param=field``.
     """
     if value in _UNSET:
         return None
+    name = what or label(field)
     if isinstance(value, dt.datetime):
         moment = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        moment = _from_unix(value, value, field)
+        moment = _from_unix(value, value, field, name)
     elif isinstance(value, str) and _UNIX_TIME_RE.match(value.strip()):
-        moment = _from_unix(float(value.strip()), value, field)
+        moment = _from_unix(float(value.strip()), value, field, name)
     else:
         try:
             moment = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError:
             raise ValidationError(
-                f"The {label(field)} {value!r} is not an ISO date or datetime or a Unix "
+                invalid
+                or f"The {name} {value!r} is not an ISO date or datetime or a Unix "
                 "timestamp, e.g. 2027-01-31, 2027-01-31T12:00:00Z or 1801440000.",
                 param=field,
             ) from None
@@ -371,12 +380,12 @@ EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(9998, 12, 31, tzinfo=dt.UTC)
 
 
-def _from_unix(seconds: float, typed: Any, field: str) -> dt.datetime:
+def _from_unix(seconds: float, typed: Any, field: str, name: str) -> dt.datetime:
     try:
         return dt.datetime.fromtimestamp(seconds, dt.UTC)
     except (OverflowError, OSError, ValueError):
         raise ValidationError(
-            f"The {label(field)} {typed!r} is out of range for a Unix timestamp: give seconds "
+            f"The {name} {typed!r} is out of range for a Unix timestamp: give seconds "
             "since 1970-01-01 UTC (not milliseconds), e.g. 1801440000.",
             param=field,
         ) from None
