@@ -458,6 +458,17 @@ def test_invalid_json_and_wrong_method_in_anthropic_shape(client, api_key, upstr
     assert "type" not in client.get("/v1/nope").json
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "TRACE", "FOO"])
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+def test_any_wrong_method_is_405_in_anthropic_shape_with_allow(client, path, method) -> None:
+    response = client.open(path, method=method)
+    assert response.status_code == 405
+    assert response.json["type"] == "error"
+    assert response.json["error"]["type"] == "invalid_request_error"
+    assert response.headers["Allow"] == "POST, OPTIONS"
+    assert response.headers["request-id"] == response.headers["x-request-id"]
+
+
 def test_missing_key_is_401_authentication_error(client, upstreams, state) -> None:
     response = post(client, body())
     assert response.status_code == 401

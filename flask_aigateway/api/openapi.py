@@ -18,8 +18,6 @@ from .. import jsoncodec
 from ..schemas import _PARAM_TYPES, _RANGES, _ROLES
 from ..state import get_state
 
-_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
 _REF = "#/components/schemas/"
 
 
@@ -737,12 +735,8 @@ def document(base_path: str = "/v1") -> dict[str, Any]:
 def register(bp: Blueprint) -> None:
     """Add ``/openapi.json`` to the ``/v1`` blueprint (public: it names no secret)."""
 
-    @bp.route("/openapi.json", methods=_ALL_METHODS)
+    @bp.get("/openapi.json")
     def openapi() -> Response:
-        if request.method not in ("GET", "HEAD"):
-            from .views import _method_not_allowed
-
-            raise _method_not_allowed("GET")
         # The WSGI mount point too (SCRIPT_NAME: DispatcherMiddleware, ProxyFix's x_prefix,
         # gunicorn's SCRIPT_NAME), so ``servers`` is where a client reaches the API.
         prefix = request.script_root + get_state().settings["AIGATEWAY_ROUTE_PREFIX"]
