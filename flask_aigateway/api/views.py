@@ -158,10 +158,30 @@ def _read_stream(limit: int) -> bytes:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
+def _refuse_content_encoding() -> None:
+    """415 for a body sent with a ``Content-Encoding`` other than ``identity``.
+
+    The gateway does not decompress request bodies (the OpenAI and Anthropic SDKs never
+    compress them, and decoding would need its own zip-bomb bounds): a gzip body read as
+    JSON was "not valid UTF-8", and ``br`` on a plain body passed as if it were absent.
+    """
+    header = request.headers.get("Content-Encoding", "")
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+    if any(coding != "identity" for coding in codings):
+        raise InvalidRequestError(
+            f"The request body is sent with 'Content-Encoding: {header.strip()[:64]}', which "
+            "the gateway does not decode: send the body uncompressed, without Content-Encoding.",
+            status=415,
+            code="unsupported_content_encoding",
+        )
+
+
 def _read_json_body(limit: int, max_depth: int) -> Any:
     """The decoded body, within ``limit`` bytes (``AIGATEWAY_MAX_BODY_BYTES``) and
     ``max_depth`` levels of nesting (``AIGATEWAY_MAX_JSON_DEPTH``), UTF-8 without lone
-    surrogates; 400/413 in OpenAI's shape. Called only after the key is authenticated."""
+    surrogates, not content-encoded; 400/413/415 in OpenAI's shape. Called only after the
+    key is authenticated."""
+    _refuse_content_encoding()
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
