@@ -295,6 +295,66 @@ def test_wrong_method_is_405_in_openai_shape(client):
     assert "POST" in response.json["error"]["message"]
 
 
+#: Each /v1 path and the methods it answers (HEAD comes with GET), as ``Allow`` lists them.
+ALLOW = {
+    "/v1/chat/completions": "POST, OPTIONS",
+    "/v1/embeddings": "POST, OPTIONS",
+    "/v1/responses": "POST, OPTIONS",
+    "/v1/responses/resp_1": "GET, HEAD, DELETE, OPTIONS",
+    "/v1/models": "GET, HEAD, OPTIONS",
+    "/v1/models/gpt": "GET, HEAD, OPTIONS",
+    "/v1/health": "GET, HEAD, OPTIONS",
+    "/v1/health/ready": "GET, HEAD, OPTIONS",
+    "/v1/metrics": "GET, HEAD, OPTIONS",
+    "/v1/stats": "GET, HEAD, OPTIONS",
+    "/v1/openapi.json": "GET, HEAD, OPTIONS",
+}
+
+
+WRONG_METHODS = [
+    (path, method)
+    for path in sorted(ALLOW)
+    for method in ("TRACE", "PROPFIND", "CONNECT", "FOO", "PUT", "POST", "GET")
+    # POST /v1/responses/{id} is an OpenAI endpoint the gateway does not offer: 404.
+    if method not in ALLOW[path] and (path, method) != ("/v1/responses/resp_1", "POST")
+]
+
+
+@pytest.mark.parametrize(("path", "method"), WRONG_METHODS)
+def test_every_wrong_method_is_405_with_allow_in_openai_shape(client, path, method):
+    """Any method a path does not answer, standard or not, is OpenAI's 405 with the path's
+    real methods in ``Allow`` (RFC 9110) and an ``x-request-id``, never Werkzeug's HTML."""
+    response = client.open(path, method=method)
+    assert response.status_code == 405, response.get_data(as_text=True)
+    assert response.content_type == "application/json"
+    assert response.headers["Allow"] == ALLOW[path]
+    assert response.headers["x-request-id"]
+    error = response.json["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "method_not_allowed"
+    assert f"Method {method} is not allowed on {path}" in error["message"]
+
+
+@pytest.mark.parametrize("method", ["TRACE", "FOO", "OPTIONS", "POST"])
+def test_unknown_routes_are_404_whatever_the_method(client, method):
+    response = client.open("/v1/nope", method=method)
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "unknown_url"
+    assert response.headers["x-request-id"] and "Allow" not in response.headers
+
+
+@pytest.mark.parametrize("path", sorted(ALLOW))
+def test_options_answers_the_paths_real_methods(client, path):
+    """OPTIONS (a CORS preflight among others) is 204 with the path's real ``Allow``, not
+    Flask's 200 advertising every method the catch-all takes."""
+    response = client.options(
+        path, headers={"Origin": "http://x", "Access-Control-Request-Method": "POST"}
+    )
+    assert response.status_code == 204
+    assert response.headers["Allow"] == ALLOW[path]
+    assert response.get_data() == b""
+
+
 def test_models_lists_what_the_key_may_use(client, state, upstreams):
     from flask_aigateway.services.keys import create_key
 

@@ -416,6 +416,19 @@ def test_tokens_per_minute_count_input_tokens(client, state, embed):
     assert len(embed.requests) == 2
 
 
+def test_an_input_over_the_tokens_per_minute_limit_is_told_to_shrink_the_input(
+    client, state, embed
+):
+    """Embeddings have no max_tokens: the refusal names input tokens, not output ones."""
+    _key, secret = create_key(state, name="t", tokens_per_minute=10)
+    refused = post(client, secret, {"model": "embed", "input": "a" * 100})
+    assert refused.status_code == 429
+    message = refused.json["error"]["message"]
+    assert "estimated input tokens" in message and "fewer or shorter inputs" in message
+    assert "max_tokens" not in message and "output" not in message
+    assert embed.requests == []
+
+
 def test_requests_per_minute_apply(client, state, embed):
     _key, secret = create_key(state, name="r", rate_limit=1)
     assert post(client, secret, {"model": "embed", "input": "a"}).status_code == 200

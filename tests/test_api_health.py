@@ -92,6 +92,28 @@ class TestPrivateHealth:
         }
 
 
+def test_ready_says_an_unreachable_database_is_unreachable(tmp_path: Path) -> None:
+    """Not "unreachable or schema missing … run db upgrade": the check knows which it is."""
+    app = Flask("down_app", instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        TESTING=True,
+        # Nothing listens on port 1: every connection is refused.
+        AIGATEWAY_DATABASE_URI="postgresql+psycopg://nobody@127.0.0.1:1/gateway",
+        AIGATEWAY_SECRET_KEY="k" * 44,
+    )
+    AIGateway(app)
+    try:
+        ready = app.test_client().get("/v1/health/ready")
+    finally:
+        AIGateway.get_state(app).close()
+    assert ready.status_code == 503
+    assert ready.json["checks"]["database"] == "down"
+    message = ready.json["error"]["message"]
+    assert "the database is unreachable (OperationalError)" in message
+    assert "AIGATEWAY_DATABASE_URI" in message
+    assert "schema" not in message and FIX not in message
+
+
 # --- no schema ----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ headers, credentials, Anthropic-shaped errors, usage and cost, count_tokens, and
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from decimal import Decimal
@@ -456,6 +457,26 @@ def test_invalid_json_and_wrong_method_in_anthropic_shape(client, api_key, upstr
     assert response.json["type"] == "error"
     # The rest of /v1 keeps OpenAI's shape.
     assert "type" not in client.get("/v1/nope").json
+
+
+def test_a_content_encoded_body_is_415_in_anthropic_shape(client, api_key, upstreams) -> None:
+    compressed = gzip.compress(json.dumps(body()).encode())
+    response = post(client, compressed, api_key, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 415
+    assert response.json["error"]["type"] == "invalid_request_error"
+    assert "Content-Encoding: gzip" in response.json["error"]["message"]
+    assert upstreams["gpt"].requests == []
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "TRACE", "FOO"])
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+def test_any_wrong_method_is_405_in_anthropic_shape_with_allow(client, path, method) -> None:
+    response = client.open(path, method=method)
+    assert response.status_code == 405
+    assert response.json["type"] == "error"
+    assert response.json["error"]["type"] == "invalid_request_error"
+    assert response.headers["Allow"] == "POST, OPTIONS"
+    assert response.headers["request-id"] == response.headers["x-request-id"]
 
 
 def test_missing_key_is_401_authentication_error(client, upstreams, state) -> None:

@@ -7,6 +7,7 @@ even read). After each: no reservation is left, and any log row is a finished re
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from typing import Any
@@ -277,6 +278,39 @@ def test_without_a_key_the_body_is_never_read(client, state, upstreams, route, c
     error = assert_openai_error(send(client, route, make("gpt"), "aigw_not-a-key"), 401)
     assert error["code"] == "invalid_api_key"
     assert_nothing_left(state, 401)
+
+
+@pytest.mark.parametrize("route", KEYED_ROUTES)
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "gzip, identity", "x-unknown"])
+def test_a_content_encoded_body_is_415_naming_the_encoding(
+    client, state, upstreams, budgeted_key, route, encoding
+) -> None:
+    """The gateway does not decode request bodies: any Content-Encoding but identity is
+    refused (a gzip body was "not valid UTF-8", ``br`` on a plain body passed unnoticed)."""
+    data = body("gpt", input="hi")
+    if encoding.startswith("gzip"):
+        data = gzip.compress(data)
+    response = send(client, route, data, budgeted_key, **{"Content-Encoding": encoding})
+    error = assert_openai_error(response, 415)
+    assert (error["type"], error["code"]) == (
+        "invalid_request_error",
+        "unsupported_content_encoding",
+    )
+    assert f"Content-Encoding: {encoding}'" in error["message"]
+    assert "uncompressed" in error["message"]
+    assert_nothing_left(state, 415)
+    assert upstreams["gpt"].requests == []
+
+
+def test_content_encoding_identity_is_no_encoding(client, upstreams, budgeted_key) -> None:
+    response = send(
+        client,
+        "/v1/chat/completions",
+        body("gpt"),
+        budgeted_key,
+        **{"Content-Encoding": "identity"},
+    )
+    assert response.status_code == 200
 
 
 def test_an_unauthenticated_body_over_the_limit_is_401_not_413(client, state, upstreams) -> None:

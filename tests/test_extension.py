@@ -206,6 +206,37 @@ def test_route_prefix(app_config: dict[str, Any], tmp_path: Path) -> None:
     get_state(app).close()
 
 
+@pytest.mark.parametrize("prefix", ["", "/ai-gateway"])
+def test_every_method_under_v1_is_answered_in_openai_shape_beside_host_handlers(
+    app_config: dict[str, Any], tmp_path: Path, prefix: str
+) -> None:
+    """Werkzeug refuses a method no rule lists (TRACE, PROPFIND…) while routing, before the
+    blueprint is known: /v1 still answers in OpenAI's shape, and the host's own 405 page
+    and routes keep theirs."""
+    app = make_app(tmp_path, AIGATEWAY_ROUTE_PREFIX=prefix, **app_config)
+
+    @app.get("/hello")
+    def hello() -> str:
+        return "host hello"
+
+    @app.errorhandler(405)
+    def host_not_allowed(_error: Exception) -> tuple[str, int]:
+        return "host 405 page", 405
+
+    AIGateway(app)
+    client = app.test_client()
+    for method in ("TRACE", "PROPFIND", "FOO", "CONNECT"):
+        for path, status in (("/v1/chat/completions", 405), ("/v1/models", 405), ("/v1/x", 404)):
+            response = client.open(prefix + path, method=method)
+            assert response.status_code == status, (method, path)
+            assert set(response.json["error"]) == {"message", "type", "param", "code"}
+            assert response.headers["x-request-id"]
+        host = client.open("/hello", method=method)
+        assert (host.status_code, host.get_data(as_text=True)) == (405, "host 405 page")
+    assert client.get("/hello").get_data(as_text=True) == "host hello"
+    get_state(app).close()
+
+
 def _app_wide_hooks(app: Flask) -> dict[str, Any]:
     """Everything app-wide a host would notice if an extension added to it."""
     return {

@@ -15,20 +15,11 @@ from ..state import get_state
 def register(bp: Blueprint) -> None:
     """Add the route to the ``/v1`` blueprint (its error handlers answer in OpenAI's shape)."""
     # The views module imports this one to register it; its helpers are read at registration.
-    from .views import (
-        _ALL_METHODS,
-        _gateway_headers,
-        _json,
-        _method_not_allowed,
-        _read_json_body,
-        _request_id,
-    )
+    from .views import _gateway_headers, _json, _read_json_body, _request_id
 
-    @bp.route("/embeddings", methods=_ALL_METHODS)
+    @bp.post("/embeddings")
     def embeddings() -> Response:
         rid = _request_id()
-        if request.method != "POST":
-            raise _method_not_allowed("POST")
         state = get_state()
         headers = request.headers
         pipeline = get_pipeline(state)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..catalog import catalog_counts
+from ..db import database_unreachable
 from ..models import ModelAlias
 from ..schema import UPGRADE_HINT, missing_schema
 from ..state import GatewayState
@@ -53,10 +54,17 @@ def readiness(state: GatewayState) -> tuple[list[str], dict[str, str]]:
             checks["database"] = "schema missing"
             problems.append(f"the database schema is missing; {UPGRADE_HINT}")
         else:
+            # The schema is there (missing_schema said so): name what did fail, not the upgrade.
             checks["database"] = "down"
-            problems.append(
-                f"database unreachable or schema missing ({exc.__class__.__name__}); {UPGRADE_HINT}"
-            )
+            name = exc.__class__.__name__
+            if database_unreachable(exc):
+                problems.append(
+                    f"the database is unreachable ({name}); check that its server is up and "
+                    "that AIGATEWAY_DATABASE_URI points at it"
+                )
+            else:
+                log.warning("health: the readiness query failed (%r)", exc)
+                problems.append(f"the database readiness query failed ({name}); see the log")
     redis_url = state.settings["AIGATEWAY_REDIS_URL"]
     if redis_url:
         try:

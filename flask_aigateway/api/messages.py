@@ -32,7 +32,7 @@ from ..governance.throttles import api_auth_answer
 from ..messages import MessageStream, messages_of
 from ..pipeline import get_pipeline
 from ..state import get_state
-from .views import _SSE_HEADERS, _gateway_headers, _read_json_body, _request_id
+from .views import _SSE_HEADERS, ERROR_RESPONSE, _gateway_headers, _read_json_body, _request_id
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +85,26 @@ def _anthropic_errors(view: Callable[[], Response]) -> Callable[[], Response]:
         try:
             response = view()
         except Exception as error:  # noqa: BLE001  (every error gets Anthropic's shape)
-            try:
-                response = _answer_error(error)
-            finally:
-                forget_frames(error)  # the failed request is freed now, not at the next full GC
-        # Anthropic's name for it: the SDK reads ``request-id`` (``message._request_id``,
-        # ``APIStatusError.request_id``), as OpenAI's reads ``x-request-id``.
-        response.headers["request-id"] = response.headers.get("x-request-id") or _request_id()
-        return response
+            return _anthropic_error_response(error)
+        return _with_request_id(response)
 
+    # The /v1 catch-all answers a wrong method on this view's path (405) with it.
+    setattr(wrapper, ERROR_RESPONSE, _anthropic_error_response)
     return wrapper
+
+
+def _anthropic_error_response(error: Exception) -> Response:
+    try:
+        return _with_request_id(_answer_error(error))
+    finally:
+        forget_frames(error)  # the failed request is freed now, not at the next full GC
+
+
+def _with_request_id(response: Response) -> Response:
+    """Anthropic's name for it: the SDK reads ``request-id`` (``message._request_id``,
+    ``APIStatusError.request_id``), as OpenAI's reads ``x-request-id``."""
+    response.headers["request-id"] = response.headers.get("x-request-id") or _request_id()
+    return response
 
 
 def _answer_error(error: Exception) -> Response:
@@ -126,15 +136,6 @@ def _read_body(settings: Any) -> Any:
     return _read_json_body(
         settings["AIGATEWAY_MAX_BODY_BYTES"], settings["AIGATEWAY_MAX_JSON_DEPTH"]
     )
-
-
-def _method_check() -> None:
-    if request.method != "POST":
-        raise GatewayError(
-            f"Method {request.method} is not allowed on {request.path}; use POST.",
-            status=405,
-            code="method_not_allowed",
-        )
 
 
 def _forwarded() -> dict[str, str]:
@@ -181,11 +182,10 @@ def _stream_headers(rid: str, stream: MessageStream) -> list[tuple[str, str]]:
 def register(bp: Blueprint) -> None:
     """Add the Messages routes to the ``/v1`` blueprint."""
 
-    @bp.route("/messages", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @bp.post("/messages")
     @_anthropic_errors
     def messages() -> Response:
         rid = _request_id()
-        _method_check()
         state = get_state()
         pipeline = get_pipeline(state)
         principal = pipeline.authenticate_first(_credentials(), rid, Route.MESSAGES)
@@ -207,11 +207,10 @@ def register(bp: Blueprint) -> None:
         response.headers.extend(_gateway_headers(rid, result.response))
         return response
 
-    @bp.route("/messages/count_tokens", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @bp.post("/messages/count_tokens")
     @_anthropic_errors
     def count_tokens() -> Response:
         rid = _request_id()
-        _method_check()
         state = get_state()
         pipeline = get_pipeline(state)
         principal = pipeline.authenticate_first(_credentials(), rid, Route.COUNT_TOKENS)

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from ..errors import GatewayError, OperatorTokenError
+from ..errors import OperatorTokenError
 from ..governance.auth import bearer_token
 from ..governance.throttles import METRICS_TOKEN, get_throttles
 from ..pipeline import get_pipeline
 from ..state import get_state
 from .stats import is_operator
 
-_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
 
 def register(bp: Blueprint) -> None:
     """Add ``/metrics`` to the ``/v1`` blueprint (no app-wide hook is involved)."""
 
-    @bp.route("/metrics", methods=_ALL_METHODS)
+    @bp.get("/metrics")
     def metrics() -> Response:
         """Open unless ``AIGATEWAY_METRICS_TOKEN`` is set; then that bearer token is needed
         (wrong ones throttled per client address, see :mod:`..throttles`)."""
-        if request.method not in ("GET", "HEAD"):
-            raise GatewayError(
-                f"Method {request.method} is not allowed on {request.path}; use GET.",
-                status=405,
-                code="method_not_allowed",
-            )
         state = get_state()
         expected = state.settings["AIGATEWAY_METRICS_TOKEN"]
         if expected:

@@ -24,7 +24,7 @@ from ..errors import InvalidRequestError, NotFoundError
 from ..governance.auth import authenticate
 from ..state import get_state
 from .messages import _anthropic_errors, _credentials
-from .views import _ALL_METHODS, _json, _method_not_allowed
+from .views import _json
 
 #: Anthropic's page size: default and bounds.
 DEFAULT_LIMIT = 20
@@ -36,8 +36,6 @@ _Alias = tuple[str, dt.datetime, ModelKind]
 def _allowed() -> list[_Alias]:
     """The aliases that can serve (:func:`list_aliases`) and the request's key may use,
     sorted by name (raises 401)."""
-    if request.method not in ("GET", "HEAD"):
-        raise _method_not_allowed("GET")
     principal = authenticate(get_state(), _credentials())
     return [alias for alias in list_aliases(get_state()) if principal.rules.allows_model(alias[0])]
 
@@ -140,14 +138,14 @@ def _anthropic_one(model: str) -> Response:
 def register(bp: Blueprint) -> None:
     """Add the model routes to the ``/v1`` blueprint."""
 
-    @bp.route("/models", methods=_ALL_METHODS)
+    @bp.get("/models")
     def models() -> Response:
         if request.headers.get("anthropic-version"):
             return _anthropic_list()
         data = [openai_model(*alias) for alias in _allowed()]
         return _json({"object": "list", "data": data})
 
-    @bp.route("/models/<path:model>", methods=_ALL_METHODS)
+    @bp.get("/models/<path:model>")
     def model(model: str) -> Response:
         if request.headers.get("anthropic-version"):
             return _anthropic_one(model)

@@ -22,8 +22,6 @@ from ..state import get_state
 from .openapi_paths import _PATHS
 from .openapi_schemas import _SCHEMAS
 
-_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
 
 def document(base_path: str = "/v1") -> dict[str, Any]:
     """The OpenAPI document with ``servers`` at ``base_path`` (the app's mount point, the route
@@ -60,12 +58,8 @@ def document(base_path: str = "/v1") -> dict[str, Any]:
 def register(bp: Blueprint) -> None:
     """Add ``/openapi.json`` to the ``/v1`` blueprint (public: it names no secret)."""
 
-    @bp.route("/openapi.json", methods=_ALL_METHODS)
+    @bp.get("/openapi.json")
     def openapi() -> Response:
-        if request.method not in ("GET", "HEAD"):
-            from .views import _method_not_allowed
-
-            raise _method_not_allowed("GET")
         # The WSGI mount point too (SCRIPT_NAME: DispatcherMiddleware, ProxyFix's x_prefix,
         # gunicorn's SCRIPT_NAME), so ``servers`` is where a client reaches the API.
         prefix = request.script_root + get_state().settings["AIGATEWAY_ROUTE_PREFIX"]

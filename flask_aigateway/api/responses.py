@@ -24,16 +24,14 @@ from ..responses import store as stored
 from ..state import get_state
 from .views import (
     _SSE_HEADERS,
+    UNKNOWN_ROUTE,
     _gateway_headers,
     _json,
-    _method_not_allowed,
     _read_json_body,
     _request_id,
 )
 
 log = logging.getLogger(__name__)
-
-_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class _EventSSE:
@@ -139,24 +137,25 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 def register(bp: Blueprint) -> None:
     """Add the ``/responses`` routes to the ``/v1`` blueprint."""
 
-    @bp.route("/responses", methods=_ALL_METHODS)
+    @bp.post("/responses")
     def responses() -> Response:
-        if request.method != "POST":
-            raise _method_not_allowed("POST")
         return create()
 
-    @bp.route("/responses/<response_id>", methods=_ALL_METHODS)
+    @bp.post("/responses/<response_id>")
+    def response_action(response_id: str) -> Response:
+        """OpenAI's POST /responses/input_tokens and /responses/compact (and any other POST
+        here) are endpoints this gateway does not offer, not a wrong method: 404, and POST is
+        left out of the path's ``Allow``."""
+        raise NotFoundError(
+            f"Unknown API route {request.method} {request.path}: this gateway offers "
+            "POST /v1/responses and GET/DELETE /v1/responses/{id}.",
+            code="unknown_url",
+        )
+
+    setattr(response_action, UNKNOWN_ROUTE, True)
+
+    @bp.route("/responses/<response_id>", methods=["GET", "DELETE"])
     def response_by_id(response_id: str) -> Response:
-        if request.method == "POST":
-            # OpenAI's POST /responses/input_tokens and /responses/compact (and any other
-            # POST here) are endpoints this gateway does not offer, not a wrong method.
-            raise NotFoundError(
-                f"Unknown API route {request.method} {request.path}: this gateway offers "
-                "POST /v1/responses and GET/DELETE /v1/responses/{id}.",
-                code="unknown_url",
-            )
-        if request.method not in ("GET", "HEAD", "DELETE"):
-            raise _method_not_allowed("GET or DELETE")
         principal = _owner()
         state = get_state()
         if request.method == "DELETE":
@@ -173,10 +172,8 @@ def register(bp: Blueprint) -> None:
             )
         return _json(stored.load(state, response_id, principal.key_id).response)
 
-    @bp.route("/responses/<response_id>/input_items", methods=_ALL_METHODS)
+    @bp.get("/responses/<response_id>/input_items")
     def input_items(response_id: str) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            raise _method_not_allowed("GET")
         principal = _owner()
         row = stored.load(get_state(), response_id, principal.key_id)
         order = request.args.get("order", "desc")

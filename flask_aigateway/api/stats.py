@@ -10,13 +10,11 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from ..accounting.rollups import hour_of
-from ..errors import AuthenticationError, GatewayError
+from ..errors import AuthenticationError
 from ..governance.auth import authenticate, bearer_token
 from ..governance.throttles import ADMIN_TOKEN, get_throttles
 from ..services import stats as service
 from ..state import get_state
-
-_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def is_operator(token: str | None, expected: str | None) -> bool:
@@ -42,17 +40,11 @@ def _jsonable(value: Any) -> Any:
 def register(bp: Blueprint) -> None:
     """Add ``/stats`` to the ``/v1`` blueprint."""
 
-    @bp.route("/stats", methods=_ALL_METHODS)
+    @bp.get("/stats")
     def stats() -> Response:
         """Query: ``since`` (``7d``, ``24h``, ``2026-11-01``…; default all time) and ``by``
         (key, team, model or provider; default one overall row). A bearer API key gets its
         own usage only; ``AIGATEWAY_ADMIN_TOKEN`` gets every key's."""
-        if request.method not in ("GET", "HEAD"):
-            raise GatewayError(
-                f"Method {request.method} is not allowed on {request.path}; use GET.",
-                status=405,
-                code="method_not_allowed",
-            )
         state = get_state()
         token = bearer_token(request.headers.get("Authorization"))
         admin = state.settings["AIGATEWAY_ADMIN_TOKEN"]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
-from werkzeug.routing import PathConverter
+from werkzeug.routing import PathConverter, Rule
 
 from .. import after_response, jsoncodec
 from ..db import database_error, money_text
@@ -48,7 +48,13 @@ log = logging.getLogger(__name__)
 E = TypeVar("E", bound=BaseException)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+#: The methods :func:`_route_methods` asks the URL map about (OPTIONS is the catch-all's).
+_PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+#: Set on a view that answers 404 ``unknown_url`` for its rule: its methods are not offered.
+UNKNOWN_ROUTE = "aigateway_unknown_route"
+#: Set on a view that renders its own errors (the Messages door: Anthropic's shape); the
+#: catch-all renders a wrong method on that view's path with it.
+ERROR_RESPONSE = "aigateway_error_response"
 _ENV_REQUEST_ID = "aigateway.request_id"
 _SSE_HEADERS = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))
 
@@ -90,12 +96,43 @@ def _error_response(error: GatewayError) -> Response:
     return response
 
 
-def _method_not_allowed(allowed: str) -> GatewayError:
+def _allow_header(methods: Sequence[str]) -> str:
+    """RFC 9110's ``Allow``: the path's methods, and OPTIONS (the catch-all answers it)."""
+    return ", ".join([*methods, "OPTIONS"])
+
+
+def _method_not_allowed(methods: Sequence[str]) -> GatewayError:
+    """405 for a path that answers ``methods``, with the ``Allow`` header listing them."""
+    named = [method for method in methods if method != "HEAD"] or list(methods)
     return GatewayError(
-        f"Method {request.method} is not allowed on {request.path}; use {allowed}.",
+        f"Method {request.method} is not allowed on {request.path}; use {' or '.join(named)}.",
         status=405,
         code="method_not_allowed",
+        headers={"Allow": _allow_header(methods)},
     )
+
+
+def _route_methods() -> tuple[list[str], Callable[..., Any] | None]:
+    """The methods the request's path answers through a rule other than the catch-all, and
+    that rule's view (``[]``, ``None`` for an unknown path).
+
+    The URL map is asked once per method, so the answer is exactly what routing does.
+    """
+    adapter = current_app.create_url_adapter(request)
+    methods: list[str] = []
+    owner = None
+    if adapter is None:
+        return methods, owner
+    for method in _PROBED_METHODS:
+        try:
+            rule, _args = adapter.match(method=method, return_rule=True)
+        except HTTPException:
+            continue
+        view = current_app.view_functions.get(rule.endpoint)
+        if not getattr(view, UNKNOWN_ROUTE, False):
+            methods.append(method)
+            owner = view
+    return methods, owner
 
 
 def _read_stream(limit: int) -> bytes:
@@ -121,10 +158,30 @@ def _read_stream(limit: int) -> bytes:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
+def _refuse_content_encoding() -> None:
+    """415 for a body sent with a ``Content-Encoding`` other than ``identity``.
+
+    The gateway does not decompress request bodies (the OpenAI and Anthropic SDKs never
+    compress them, and decoding would need its own zip-bomb bounds): a gzip body read as
+    JSON was "not valid UTF-8", and ``br`` on a plain body passed as if it were absent.
+    """
+    header = request.headers.get("Content-Encoding", "")
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+    if any(coding != "identity" for coding in codings):
+        raise InvalidRequestError(
+            f"The request body is sent with 'Content-Encoding: {header.strip()[:64]}', which "
+            "the gateway does not decode: send the body uncompressed, without Content-Encoding.",
+            status=415,
+            code="unsupported_content_encoding",
+        )
+
+
 def _read_json_body(limit: int, max_depth: int) -> Any:
     """The decoded body, within ``limit`` bytes (``AIGATEWAY_MAX_BODY_BYTES``) and
     ``max_depth`` levels of nesting (``AIGATEWAY_MAX_JSON_DEPTH``), UTF-8 without lone
-    surrogates; 400/413 in OpenAI's shape. Called only after the key is authenticated."""
+    surrogates, not content-encoded; 400/413/415 in OpenAI's shape. Called only after the
+    key is authenticated."""
+    _refuse_content_encoding()
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLargeError(f"The request body is over the {limit}-byte limit.")
@@ -206,9 +263,40 @@ def _add_any_path_converter(setup: BlueprintSetupState) -> None:
     setup.app.url_map.converters.setdefault("aigateway_any", _AnyPath)
 
 
+class _ApiBlueprint(Blueprint):
+    """The ``/v1`` blueprint: its routes list only their real methods and leave OPTIONS to
+    the catch-all (Flask's automatic OPTIONS would ask the URL map, where the catch-all
+    accepts every method, and answer an empty ``Allow``)."""
+
+    def add_url_rule(
+        self,
+        rule: str,
+        endpoint: str | None = None,
+        view_func: Callable[..., Any] | None = None,
+        provide_automatic_options: bool | None = None,
+        **options: Any,
+    ) -> None:
+        super().add_url_rule(rule, endpoint, view_func, provide_automatic_options=False, **options)
+
+
+def _add_catch_all(setup: BlueprintSetupState, view: Callable[..., Any]) -> None:
+    """The catch-all rules, added to the URL map directly: a rule without ``methods`` takes
+    every method (Flask's ``add_url_rule`` always sets some), so Werkzeug never answers a
+    /v1 path with its own HTML 405 (TRACE, PROPFIND, any unknown method), which would come
+    before the blueprint, its error handlers and ``x-request-id`` are known. Routing tries
+    the real rules first; a wrong method on one of them comes here too."""
+    endpoint = f"{setup.name_prefix}.{setup.name}.{view.__name__}".lstrip(".")
+    setup.app.view_functions[endpoint] = view
+    prefix = (setup.url_prefix or "").rstrip("/")
+    for path, defaults in ((prefix + "/", {"rest": ""}), (prefix + "/<aigateway_any:rest>", None)):
+        setup.app.url_map.add(
+            Rule(path, endpoint=endpoint, defaults=defaults, subdomain=setup.subdomain)
+        )
+
+
 def create_blueprint() -> Blueprint:
     """A new ``/v1`` blueprint (one per registration keeps apps independent)."""
-    bp = Blueprint("aigateway_api", __name__)
+    bp = _ApiBlueprint("aigateway_api", __name__)
     # Before any rule is added: the catch-all below uses it.
     bp.record_once(_add_any_path_converter)
     stats_views.register(bp)
@@ -265,11 +353,9 @@ def create_blueprint() -> Blueprint:
         log.exception("unexpected error on %s", request.path)
         return _error_response(internal_error())
 
-    @bp.route("/chat/completions", methods=_ALL_METHODS)
+    @bp.post("/chat/completions")
     def chat_completions() -> Response:
         rid = _request_id()
-        if request.method != "POST":
-            raise _method_not_allowed("POST")
         state = get_state()
         headers = request.headers
         pipeline = get_pipeline(state)
@@ -313,11 +399,27 @@ def create_blueprint() -> Blueprint:
             return _json(body, 503)
         return _json({"status": "ready", "checks": checks})
 
-    @bp.route("/", defaults={"rest": ""}, methods=_ALL_METHODS)
-    @bp.route("/<aigateway_any:rest>", methods=_ALL_METHODS)
     def unknown(rest: str) -> Response:
-        raise NotFoundError(
-            f"Unknown API route {request.method} {request.path}.", code="unknown_url"
-        )
+        """Every request no real rule takes: an unknown path (404), a wrong method on a known
+        one (405 with ``Allow``), OPTIONS on a known one (204 with ``Allow``)."""
+        methods, view = _route_methods()
+        if not methods:
+            raise NotFoundError(
+                f"Unknown API route {request.method} {request.path}.", code="unknown_url"
+            )
+        if request.method == "OPTIONS":
+            response = Response(status=204)
+            del response.headers["Content-Type"]  # no body, so no type
+            response.headers.extend(
+                [("Allow", _allow_header(methods)), ("x-request-id", _request_id())]
+            )
+            return response
+        error = _method_not_allowed(methods)
+        render = getattr(view, ERROR_RESPONSE, None)
+        if render is not None:
+            return render(error)
+        raise error
 
+    setattr(unknown, UNKNOWN_ROUTE, True)
+    bp.record(functools.partial(_add_catch_all, view=unknown))
     return bp

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..config import REDIS_SCHEMES
-from ..embeddings import GatewayRequest
+from ..embeddings import EmbeddingsRequest, GatewayRequest
 from ..errors import ConfigError, RateLimitError
 from ..redis_batch import ScriptBatch
 from ..redis_client import redis_client
@@ -59,11 +59,13 @@ def format_duration(seconds: float) -> str:
 @dataclass(frozen=True, slots=True)
 class RateWindow:
     """One window a request counts in, with what its messages name: ``kind`` "requests" or
-    "tokens", and the key or team that set the limit."""
+    "tokens", the key or team that set the limit, and whether a token window's charge
+    includes output tokens (not for embeddings, which have no ``max_tokens``)."""
 
     spec: WindowSpec
     kind: str
     owner: str
+    counts_output: bool = True
 
 
 @dataclass(slots=True)
@@ -221,6 +223,7 @@ class RateLimiter:
                         WindowSpec(f"{owner}:tokens", level.tokens_per_minute, estimate),
                         "tokens",
                         level.owner,
+                        counts_output=not isinstance(request, EmbeddingsRequest),
                     )
                 )
         return windows
@@ -317,10 +320,14 @@ def _refusal(
     never = [(w, s) for w, s in refused if s.retry_after is None]
     if never:
         window, state = never[0]
+        counted = "estimated prompt plus max output tokens"
+        advice = "lower max_tokens or shorten the prompt"
+        if not window.counts_output:
+            counted, advice = "estimated input tokens", "send fewer or shorter inputs per request"
         return RateLimitError(
-            f"This request alone needs up to {window.spec.cost} tokens (estimated prompt plus "
-            f"max output tokens), more than the tokens-per-minute limit of {window.owner} "
-            f"({state.limit} tokens/minute): lower max_tokens or shorten the prompt.",
+            f"This request alone needs up to {window.spec.cost} tokens ({counted}), more than "
+            f"the tokens-per-minute limit of {window.owner} ({state.limit} tokens/minute): "
+            f"{advice}.",
             headers={**headers, "x-should-retry": "false"},
         )
     window, state = max(refused, key=lambda ws: ws[1].retry_after or 0.0)
