@@ -9,14 +9,19 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fakes import Reply, ToolCall, chunk_stream, streamed_call
+from faults import wait_for
+from flask import Flask
 from sqlalchemy import func, select, update
 
-from flask_aigateway.caching.backends import LocalLocks, MemoryBackend, SqlBackend
+from flask_aigateway import AIGateway
+from flask_aigateway.caching.backends import MemoryBackend, SqlBackend
 from flask_aigateway.caching.cache import cache_directives, cache_key
+from flask_aigateway.caching.locks import LOCK_TTL, LocalLocks, RedisLocks
 from flask_aigateway.db import utcnow
 from flask_aigateway.models import CacheEntry, RequestLog
 from flask_aigateway.pipeline import get_pipeline
@@ -383,6 +388,97 @@ def test_local_locks_are_forgotten_when_free() -> None:
     again = locks.acquire("k", 0.05)
     assert again is not None
     again.release()
+
+
+# -- the Redis lock across processes ----------------------------------------------------------
+
+
+@pytest.fixture
+def other_app(app_config: dict[str, Any], tmp_path: Any) -> Iterator[Flask]:
+    """A second gateway app on the same database and Redis prefix as ``app`` (another gateway
+    process), its cache on."""
+    other = Flask("other_gateway", instance_path=str(tmp_path / "other"))
+    other.config.update({**app_config, "AIGATEWAY_CACHE_ENABLED": True})
+    AIGateway().init_app(other)
+    yield other
+    AIGateway.get_state(other).close()
+
+
+def _lock_ttls(state: Any) -> list[int]:
+    """Milliseconds left to every cache lock of this gateway in Redis."""
+    client = state.redis()
+    names = client.scan_iter(match=state.redis_key("cache-lock", "*"))
+    return [int(client.pttl(name)) for name in names]
+
+
+def _in_background(client: Any, key: str) -> tuple[threading.Thread, list[Any]]:
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(post(client, key)))
+    thread.start()
+    return thread, result
+
+
+@pytest.mark.redis
+def test_a_cache_lock_in_redis_lives_seconds_not_the_request_deadline(
+    app, cached, api_key, upstreams
+) -> None:
+    """A process killed while it asks the upstream (SIGKILL, OOM) leaves its lock behind;
+    it used to live AIGATEWAY_REQUEST_TIMEOUT + 10 s (610 s by default), every identical
+    request on the other processes waiting all of it and then failing with a 504."""
+    upstreams["gpt"].default = Reply(latency=1.0)
+    thread, result = _in_background(app.test_client(), api_key)
+    wait_for(lambda: upstreams["gpt"].requests, what="the request upstream")
+    ttls = _lock_ttls(cached)
+    thread.join(30)
+    assert result[0].status_code == 200
+    assert len(ttls) == 1 and 0 < ttls[0] <= LOCK_TTL * 1000, ttls
+    assert _lock_ttls(cached) == []  # released with the answer
+
+
+@pytest.mark.redis
+def test_a_dead_holders_cache_lock_expires_and_the_next_request_asks(
+    app, other_app, cached, api_key, upstreams
+) -> None:
+    """The lock of a process that died holding it (simulated: taken, never released, nothing
+    left to extend it) goes within its TTL; an identical request on another process then asks
+    the upstream itself, long before its deadline."""
+    for one in (app, other_app):
+        state = AIGateway.get_state(one)
+        state.settings["AIGATEWAY_REQUEST_TIMEOUT"] = 60.0
+        get_pipeline(state).cache._locks = RedisLocks(state, ttl=1.0)
+    dead = get_pipeline(cached).cache.locks.acquire(key_of(), 0)
+    assert dead is not None and len(_lock_ttls(cached)) == 1
+    del dead  # its process is gone: nothing releases or extends the lock any more
+    began = time.monotonic()
+    response = post(other_app.test_client(), api_key)
+    assert response.status_code == 200
+    assert response.headers["x-aigateway-cache"] == "MISS"
+    assert len(upstreams["gpt"].requests) == 1
+    assert time.monotonic() - began < 30  # the lock's 1 s, not the 60 s deadline
+
+
+@pytest.mark.redis
+def test_a_live_holder_keeps_its_cache_lock_past_the_ttl(
+    app, other_app, cached, api_key, upstreams
+) -> None:
+    """The holder's process extends its lock while its upstream takes longer than the TTL:
+    an identical request on another process waits and gets the cached answer, and the
+    upstream is asked once."""
+    for one in (app, other_app):
+        state = AIGateway.get_state(one)
+        get_pipeline(state).cache._locks = RedisLocks(state, ttl=0.6)
+    upstreams["gpt"].default = Reply(text="Slow but once.", latency=2.5)
+    thread, first = _in_background(app.test_client(), api_key)
+    wait_for(lambda: upstreams["gpt"].requests, what="the first request upstream")
+    second = post(other_app.test_client(), api_key)
+    thread.join(30)
+    assert first[0].status_code == second.status_code == 200
+    assert (first[0].headers["x-aigateway-cache"], second.headers["x-aigateway-cache"]) == (
+        "MISS",
+        "HIT",
+    )
+    assert second.json["choices"][0]["message"]["content"] == "Slow but once."
+    assert len(upstreams["gpt"].requests) == 1
 
 
 class _Unreachable:

@@ -20,6 +20,7 @@ left reserved.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import threading
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+import requests
 from conftest import REDIS_URL, unavailable
 from fakes import Reply
 from fakes.proxy import TcpProxy
@@ -262,3 +264,52 @@ def test_redis_connection_cut_with_data_kept(
     assert usage_cli(runner, key.id) == {"spent": COST * 3, "reserved": 0}
     assert usage_rows(state, key.id) == {"spent": COST * 3, "reserved": 0}
     assert usage_live(state, key.id) == {"spent": COST * 3, "reserved": 0}
+
+
+@pytest.mark.parametrize("restartable", ["cut"], indirect=True)
+@pytest.mark.parametrize("failure_mode", ["open"], indirect=True)
+def test_the_redis_cache_leaves_an_unreachable_redis_alone_for_a_while(
+    live_server, state, upstreams, restartable, failure_mode, caplog
+):
+    """With the cache in Redis, each request during an outage used to try Redis three times
+    (read, lock, write) and log three warnings with their tracebacks. Now the first failure
+    logs one warning and the cache leaves Redis alone for 5 s (requests go to the upstream),
+    then tries it again."""
+    state.settings.update({"AIGATEWAY_CACHE_ENABLED": True, "AIGATEWAY_CACHE_BACKEND": "redis"})
+    gpt = upstreams["gpt"]
+    gpt.default = Reply(**USAGE)
+    _key, secret = create_key(state, name="k")
+
+    def cache_status(**headers: str) -> str:
+        response = requests.post(
+            live_server.url + "/v1/chat/completions",
+            json={"model": "gpt", "messages": [{"role": "user", "content": "Cached?"}]},
+            headers={"Authorization": f"Bearer {secret}", **headers},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return str(response.headers["x-aigateway-cache"])
+
+    def redis_connections(**headers: str) -> int:
+        """Connections to Redis made by three requests (budgets count each one)."""
+        before = proxy.accepted
+        for _ in range(3):
+            cache_status(**headers)
+        return proxy.accepted - before
+
+    assert [cache_status(), cache_status()] == ["MISS", "HIT"]
+    proxy = restartable.cut()
+    caplog.clear()
+    with proxy.outage():
+        assert cache_status() == "MISS"  # finds Redis down
+        # Meanwhile a request using the cache asks Redis no more than one bypassing it.
+        assert redis_connections() == redis_connections(**{"Cache-Control": "no-store"})
+    warnings = [
+        r for r in caplog.records if r.levelno >= logging.WARNING and "cache" in r.getMessage()
+    ]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert warnings[0].exc_info is None
+    assert "tried again in 5 s" in warnings[0].getMessage()
+    assert len(gpt.requests) == 8
+
+    wait_for(lambda: cache_status() == "HIT", timeout=30, what="the cache back on Redis")

@@ -1,13 +1,12 @@
-"""Where cached responses live (``AIGATEWAY_CACHE_BACKEND``) and the per-key locks that keep a
-burst of identical misses to one upstream call.
+"""Where cached responses live (``AIGATEWAY_CACHE_BACKEND``).
 
 * ``sql``: :class:`~.models.CacheEntry` rows in the gateway's database, read only while
   unexpired; expired rows are deleted through the ``expires_at`` index every few minutes.
 * ``redis``: one key per entry with a Redis TTL (needs ``AIGATEWAY_REDIS_URL``).
 * ``memory``: a bounded LRU in this process (``AIGATEWAY_CACHE_MAX_ENTRIES``).
 
-Locks are Redis locks whenever Redis is configured (they then hold across processes), else
-in-process locks.
+The per-key locks that keep a burst of identical misses to one upstream call are in
+:mod:`.locks`.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from ..accounting.rollups import upsert_insert
 from ..db import utcnow
 from ..errors import ConfigError
 from ..models import CacheEntry
+from ..redis_failure import Outage, unreachable_errors
 from ..state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -116,19 +116,35 @@ class SqlBackend:
 
 
 class RedisBackend:
-    def __init__(self, state: GatewayState) -> None:
+    """Entries in Redis. While ``outage`` says Redis is down it is not asked at all: a read
+    finds nothing and a write is dropped (the cache only saves work); an unreachable error
+    starts such a window instead of reaching the caller."""
+
+    def __init__(self, state: GatewayState, outage: Outage | None = None) -> None:
         self._state = state
         self._client = state.redis()
+        self._outage = outage or Outage("the response cache", "requests skip the cache")
 
     def _name(self, key: str) -> str:
         return self._state.redis_key("cache", key)
 
     def load(self, key: str) -> dict[str, Any] | None:
-        raw = self._client.get(self._name(key))
+        if self._outage.degraded:
+            return None
+        try:
+            raw = self._client.get(self._name(key))
+        except unreachable_errors() as exc:
+            self._outage.down(exc)
+            return None
         return None if raw is None else json.loads(raw)
 
     def store(self, key: str, alias: str, entry: dict[str, Any], ttl: int) -> None:
-        self._client.set(self._name(key), json.dumps(entry, separators=(",", ":")), ex=ttl)
+        if self._outage.degraded:
+            return
+        try:
+            self._client.set(self._name(key), json.dumps(entry, separators=(",", ":")), ex=ttl)
+        except unreachable_errors() as exc:
+            self._outage.down(exc)
 
     def clear(self) -> int:
         removed = 0
@@ -175,8 +191,9 @@ class MemoryBackend:
         return len(self._entries)
 
 
-def make_backend(state: GatewayState) -> CacheBackend:
-    """The backend ``AIGATEWAY_CACHE_BACKEND`` names.
+def make_backend(state: GatewayState, outage: Outage | None = None) -> CacheBackend:
+    """The backend ``AIGATEWAY_CACHE_BACKEND`` names (a Redis one skips Redis while
+    ``outage`` is on).
 
     :raises ConfigError: ``redis`` without ``AIGATEWAY_REDIS_URL``.
     """
@@ -189,115 +206,14 @@ def make_backend(state: GatewayState) -> CacheBackend:
                 "AIGATEWAY_CACHE_BACKEND='redis' needs AIGATEWAY_REDIS_URL (e.g. "
                 "redis://localhost:6379/0), or choose the 'sql' or 'memory' backend."
             )
-        return RedisBackend(state)
+        return RedisBackend(state, outage)
     return SqlBackend(state)
-
-
-# -- single flight ---------------------------------------------------------------------------
-
-
-class Lease(Protocol):
-    def release(self) -> None: ...
-
-
-class Locks(Protocol):
-    def acquire(self, key: str, wait: float) -> Lease | None:
-        """Hold ``key``'s lock (waiting at most ``wait`` seconds); None when the wait ran out."""
-        ...
-
-
-class _LocalLease:
-    def __init__(self, locks: LocalLocks, key: str, entry: list[Any]) -> None:
-        self._locks, self._key, self._entry = locks, key, entry
-        self._held = True
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._entry[0].release()
-            self._locks._unref(self._key, self._entry)
-
-
-class LocalLocks:
-    """One lock per key in this process, forgotten when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[str, list[Any]] = {}
-
-    def acquire(self, key: str, wait: float) -> Lease | None:
-        with self._lock:
-            entry = self._entries.setdefault(key, [threading.Lock(), 0])
-            entry[1] += 1
-        if entry[0].acquire(timeout=wait):
-            return _LocalLease(self, key, entry)
-        self._unref(key, entry)
-        return None
-
-    def _unref(self, key: str, entry: list[Any]) -> None:
-        with self._lock:
-            entry[1] -= 1
-            if entry[1] == 0 and self._entries.get(key) is entry:
-                del self._entries[key]
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-class _RedisLease:
-    def __init__(self, lock: Any) -> None:
-        self._lock = lock
-
-    def release(self) -> None:
-        from redis.exceptions import LockError, RedisError
-
-        try:
-            self._lock.release()
-        except LockError:
-            log.debug("cache lock expired before its release")
-        except RedisError:
-            log.warning("could not release a cache lock (it expires by itself)", exc_info=True)
-
-
-class RedisLocks:
-    """A Redis lock per key (token-checked release, expiring after ``ttl`` seconds so a
-    crashed process cannot hold it forever)."""
-
-    def __init__(self, state: GatewayState, ttl: float) -> None:
-        self._state = state
-        self._client = state.redis()
-        self._ttl = ttl
-
-    def acquire(self, key: str, wait: float) -> Lease | None:
-        from redis.exceptions import RedisError
-
-        lock = self._client.lock(
-            self._state.redis_key("cache-lock", key),
-            timeout=self._ttl,
-            sleep=0.02,
-            blocking_timeout=wait,
-        )
-        try:
-            acquired = lock.acquire()
-        except RedisError:
-            log.warning("cache lock unavailable; this miss goes to the upstream", exc_info=True)
-            return None
-        return _RedisLease(lock) if acquired else None
-
-
-def make_locks(state: GatewayState) -> Locks:
-    if state.redis() is not None:
-        return RedisLocks(state, ttl=state.settings["AIGATEWAY_REQUEST_TIMEOUT"] + 10.0)
-    return LocalLocks()
 
 
 __all__ = [
     "CacheBackend",
-    "LocalLocks",
     "MemoryBackend",
     "RedisBackend",
-    "RedisLocks",
     "SqlBackend",
     "make_backend",
-    "make_locks",
 ]

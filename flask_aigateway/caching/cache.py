@@ -8,7 +8,11 @@ upstream (concurrent identical requests wait for its answer: a per-key lock in t
 Redis lock across processes when Redis is configured); :meth:`ResponseCache.put` stores the
 answer and lets the waiters read it; :meth:`ResponseCache.release` (called when the request
 ends, whatever happened) lets them go if no answer came. The backends live in
-:mod:`.cache_backends`.
+:mod:`.backends`, the locks in :mod:`.locks`.
+
+The cache only saves work: when its store fails the request goes to the upstream. While Redis
+is unreachable the cache and its locks leave it alone for a few seconds at a time
+(:class:`~..redis_failure.Outage`: one warning per window, no round trips meanwhile).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from ..accounting.record import RequestRecord
 from ..embeddings import EmbeddingsRequest, GatewayRequest
 from ..enums import ProviderFormat, WireFormat
 from ..providers.base import Target
+from ..redis_failure import Outage
 from ..schemas import ChatRequest, ChatResponse, Usage
 from ..state import GatewayState
-from .backends import CacheBackend, Lease, Locks, make_backend, make_locks
+from .backends import CacheBackend, make_backend
+from .locks import Lease, Locks, make_locks
 
 if TYPE_CHECKING:
     from ..catalog import AliasRoute
@@ -155,17 +161,23 @@ class ResponseCache:
         self._settings = state.settings
         self._backend: CacheBackend | None = None
         self._locks: Locks | None = None
+        #: Shared by the Redis backend and the Redis locks: one Redis, one outage.
+        self.outage = Outage(
+            "the response cache",
+            "requests skip the cache (no hits, no waiting for identical requests) and go to "
+            "their upstreams",
+        )
 
     @property
     def backend(self) -> CacheBackend:
         if self._backend is None:
-            self._backend = make_backend(self._state)
+            self._backend = make_backend(self._state, self.outage)
         return self._backend
 
     @property
     def locks(self) -> Locks:
         if self._locks is None:
-            self._locks = make_locks(self._state)
+            self._locks = make_locks(self._state, self.outage)
         return self._locks
 
     def ttl_for(self, route: AliasRoute) -> int:
