@@ -594,6 +594,24 @@ def test_key_edit_revoke_and_validation(client: Any, csrf: str, app: Flask, runn
     assert "was revoked" in text(refused)
 
 
+def test_refused_rotation_keeps_the_grace_period_typed(
+    client: Any, csrf: str, app: Flask, runner: Any
+) -> None:
+    """The rotate form came back with 0 after a refusal, losing what was typed."""
+    submit(client, "/dashboard/keys/new", csrf, name="bot")
+    (key,) = rows(app, ApiKey)
+    assert field_value(text(client.get(f"/dashboard/keys/{key.id}")), "grace_seconds") == "0"
+    refused = submit(client, f"/dashboard/keys/{key.id}/rotate", csrf, grace_seconds="-5")
+    assert refused.status_code == 400
+    page = text(refused)
+    assert field_value(page, "grace_seconds") == "-5"
+    cli = runner.invoke(args=["key", "rotate", key.id, "--grace-seconds", "-5"])
+    assert cli.exit_code == 1
+    assert field_error(page, "grace_seconds") == cli.output.strip().removeprefix("Error: ")
+    assert 'aria-describedby="grace_seconds-error"' in page
+    assert rows(app, ApiKey)[0].key_hash == key.key_hash
+
+
 def test_unknown_objects_are_404_pages(client: Any, csrf: str) -> None:
     for path in (
         "/dashboard/providers/prov_0000000000000000",
