@@ -523,6 +523,23 @@ def test_deploy_invalid_writes_nothing(runner, state, gpt, target, args, expecte
     assert count(state, Deployment) == 1
 
 
+@pytest.mark.parametrize("model_id", ["gpt\x00x", "gpt\u202ex", "gpt\x07x", "gpt\u200bx"])
+@pytest.mark.parametrize("command", ["create", "deploy"])
+def test_a_model_id_with_a_control_or_invisible_character_is_refused(
+    runner, state, gpt, command, model_id
+):
+    """A NUL was a DataError traceback on PostgreSQL; U+202E or BEL were stored and then
+    reordered or hid the listing's text."""
+    before = snapshot(state)
+    target = ["create", "--alias", "new"] if command == "create" else ["deploy", "gpt"]
+    message = invoke_error(
+        runner, "model", *target, "--provider", "openai", "--model", model_id, *PRICES
+    )
+    assert f"contains the control or invisible character U+{ord(model_id[3]):04X}" in message
+    assert "give the provider's model id in printable characters" in message
+    assert snapshot(state) == before
+
+
 def test_undeploy(runner, state, gpt):
     second = service.add_deployment(
         state, "gpt", provider="claude", model="c", pricing_input="1", pricing_output="1"

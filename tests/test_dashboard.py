@@ -11,6 +11,7 @@ import pytest
 from dashboard_helpers import FLASK_SECRET, TOKEN, csrf_from, login, submit, text
 from flask import Flask, redirect
 from sqlalchemy import func, select
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from flask_aigateway import AIGateway
 from flask_aigateway.dashboard import security
@@ -277,6 +278,38 @@ def test_route_prefix_applies_to_every_link_form_redirect_and_cookie(
         assert urls
         for url in urls:
             assert url.startswith("/ai-gateway/dashboard"), (path, url)
+
+
+@pytest.mark.parametrize("mount", ["", "/mnt"])
+@pytest.mark.parametrize("prefix", ["", "/gw"])
+def test_login_returns_to_the_deep_link_under_a_mount_and_a_route_prefix(
+    app_config: dict[str, Any], tmp_path: Path, closing: Any, mount: str, prefix: str
+) -> None:
+    """Under a WSGI mount (SCRIPT_NAME) the login redirect dropped ``next``: the deep link
+    left out the mount that the check of ``next`` expects."""
+    app = make_app(tmp_path, {**app_config, "AIGATEWAY_ROUTE_PREFIX": prefix})
+    closing(app)
+    if mount:
+        app.wsgi_app = DispatcherMiddleware(Flask("host"), {mount: app.wsgi_app})
+    client = app.test_client()
+    root = f"{mount}{prefix}/dashboard"
+    response = client.get(f"{root}/keys?status=active")
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"{root}/login?next={root}/keys?status%3Dactive"
+
+    page = client.get(response.headers["Location"])
+    assert f'name="next" value="{root}/keys?status=active"' in text(page)
+    response = client.post(
+        f"{root}/login",
+        data={
+            "token": TOKEN,
+            "csrf_token": csrf_from(text(page)),
+            "next": f"{root}/keys?status=active",
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"{root}/keys?status=active"
+    assert client.get(response.headers["Location"]).status_code == 200
 
 
 def test_host_auth_callable_decides_and_csrf_still_applies(

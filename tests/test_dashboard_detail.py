@@ -4,6 +4,7 @@ breakdowns by model and by key, and the newest requests."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import re
@@ -12,10 +13,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from dashboard_helpers import FLASK_SECRET, TOKEN, login, text
+from dashboard_helpers import FLASK_SECRET, TOKEN, log_row, login, text
 from flask import Flask
 from sqlalchemy import select
 
+from flask_aigateway.accounting.rollups import prune_request_log, write_batch
 from flask_aigateway.db import utcnow
 from flask_aigateway.extension import get_state
 from flask_aigateway.models import Provider, RequestLog
@@ -461,3 +463,73 @@ def test_requests_refused_for_their_body_show_under_their_key(client, app, traff
         assert client.get(path).status_code == 200, path
     log_page = text(client.get("/dashboard/requests?status=error"))
     assert all(r.request_id in log_page for r in refused)
+
+
+def test_request_log_cards_count_what_the_list_lists_when_dates_cut_through_hours(
+    client: Any, app: Flask
+) -> None:
+    """The cards and breakdowns read the rollups by whole hours: with a start or end inside an
+    hour they counted that hour's other requests too (more than the list showed). They now
+    read the partial hours from the log; where the log is past retention they say they
+    rounded."""
+    state = get_state(app)
+    base = (utcnow() - dt.timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
+    minutes = (5, 10, 15, 40, 50, 60 + 20, 60 * 5 + 30, 60 * 26 + 45, 60 * 50 + 5)
+    write_batch(
+        state,
+        [
+            log_row(created_at=base + dt.timedelta(minutes=m), prompt_tokens=m, completion_tokens=1)
+            for m in minutes
+        ]
+        + [
+            log_row(
+                created_at=base + dt.timedelta(minutes=12),
+                status_code=429,
+                error_type="rate_limit_exceeded",
+                prompt_tokens=0,
+                completion_tokens=0,
+            )
+        ],
+    )
+    login(client)
+
+    def at(minute: int) -> str:
+        return (base + dt.timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    for query in (
+        {"since": at(30)},
+        {"since": at(0), "until": at(30)},
+        {"since": at(11), "until": at(45)},
+        {"since": at(11), "until": at(60 + 30)},
+        {"since": at(11), "until": at(60 * 50)},
+        {"since": at(11), "until": at(60 * 50 + 10)},
+        {"since": at(30), "status": "ok"},
+    ):
+        page = text(client.get("/dashboard/requests", query_string=query))
+        listed = re.findall(r'<tr data-request-id="[^"]+">(.*?)</tr>', page, re.S)
+        assert metric(page, "requests") == str(len(listed)), query
+        assert "Widened to whole hours" not in page
+    page = text(client.get("/dashboard/requests", query_string={"since": at(11), "until": at(45)}))
+    assert "Breakdown of 3 matching requests" in re.sub(r"\s+", " ", page)
+    assert metric(page, "tokens") == str(0 + 15 + 1 + 40 + 1)
+    assert metric(page, "errors") == "1"
+    tables = table_rows(section(page, 'data-table="outcome-provider"'))
+    outcomes = dict(row for row in tables if len(row) == 2)
+    assert outcomes == {"Answered": "2", "Rate limited": "1"}
+
+    # Past retention (30 days) the raw rows are gone while the rollups stay: the partial hours
+    # are read whole from the rollups, and the page says so.
+    old = base - dt.timedelta(days=40)
+    write_batch(
+        state, [log_row(created_at=old + dt.timedelta(minutes=m)) for m in (5, 40, 70, 100)]
+    )
+    assert prune_request_log(state) == 4
+    window = {
+        "since": f"{old:%Y-%m-%dT%H}:30:00Z",
+        "until": f"{old + dt.timedelta(hours=1):%Y-%m-%dT%H}:30:00Z",
+    }
+    page = re.sub(r"\s+", " ", text(client.get("/dashboard/requests", query_string=window)))
+    assert metric(page, "requests") == "4"
+    assert f"Breakdown of 4 requests from {old:%Y-%m-%d %H}:00:00 UTC to" in page
+    assert f"to {old + dt.timedelta(hours=2):%Y-%m-%d %H}:00:00 UTC" in page
+    assert "Widened to whole hours" in page

@@ -337,6 +337,41 @@ def test_model_validation_matches_the_cli_and_keeps_values(
     assert field_error(text(missing), "provider").startswith("No provider with name or id 'ghost'")
 
 
+@pytest.mark.parametrize("model_id", ["gpt\x00x", "gpt\u202ex", "gpt\x07x"])
+def test_a_model_id_with_a_control_or_invisible_character_is_a_field_error(
+    client: Any, csrf: str, app: Flask, model_id: str
+) -> None:
+    """On create, add and edit of a deployment: a NUL was an HTTP 500 on PostgreSQL, U+202E
+    and BEL were stored and then shown reordered in the tables."""
+    new_provider(client, csrf)
+    expected = f"contains the control or invisible character U+{ord(model_id[3]):04X}"
+    created = new_model(client, csrf, model=model_id)
+    assert created.status_code == 400
+    assert expected in field_error(text(created), "model")
+    assert rows(app, ModelAlias) == []
+
+    assert new_model(client, csrf).status_code == 303
+    (smart,) = rows(app, ModelAlias)
+    (deployment,) = rows(app, Deployment)
+    form = {
+        "provider": "upstream",
+        "model": model_id,
+        "pricing_input": "1",
+        "pricing_output": "2",
+        "priority": "0",
+        "weight": "1",
+        "enabled": True,
+    }
+    for path in (
+        f"/dashboard/models/{smart.id}/deployments/new",
+        f"/dashboard/models/{smart.id}/deployments/{deployment.id}/edit",
+    ):
+        refused = submit(client, path, csrf, **form)
+        assert refused.status_code == 400, path
+        assert expected in field_error(text(refused), "model")
+    assert [d.provider_model for d in rows(app, Deployment)] == ["gpt-4o-mini"]
+
+
 def test_model_delete_refused_while_a_fallback_then_forced(
     client: Any, csrf: str, app: Flask
 ) -> None:
@@ -557,6 +592,24 @@ def test_key_edit_revoke_and_validation(client: Any, csrf: str, app: Flask, runn
     refused = submit(client, f"/dashboard/keys/{key.id}/rotate", csrf)
     assert refused.status_code == 409
     assert "was revoked" in text(refused)
+
+
+def test_refused_rotation_keeps_the_grace_period_typed(
+    client: Any, csrf: str, app: Flask, runner: Any
+) -> None:
+    """The rotate form came back with 0 after a refusal, losing what was typed."""
+    submit(client, "/dashboard/keys/new", csrf, name="bot")
+    (key,) = rows(app, ApiKey)
+    assert field_value(text(client.get(f"/dashboard/keys/{key.id}")), "grace_seconds") == "0"
+    refused = submit(client, f"/dashboard/keys/{key.id}/rotate", csrf, grace_seconds="-5")
+    assert refused.status_code == 400
+    page = text(refused)
+    assert field_value(page, "grace_seconds") == "-5"
+    cli = runner.invoke(args=["key", "rotate", key.id, "--grace-seconds", "-5"])
+    assert cli.exit_code == 1
+    assert field_error(page, "grace_seconds") == cli.output.strip().removeprefix("Error: ")
+    assert 'aria-describedby="grace_seconds-error"' in page
+    assert rows(app, ApiKey)[0].key_hash == key.key_hash
 
 
 def test_unknown_objects_are_404_pages(client: Any, csrf: str) -> None:

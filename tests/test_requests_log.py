@@ -360,13 +360,17 @@ def test_rate_usage_counts_the_last_minute_pooled_over_sub_teams(state: GatewayS
     [(24 * 9 + 5, None), (24 * 9 + 5, 24 * 2 + 7), (24 * 3, 24 * 3 - 20), (30, 2), (24 * 9, 0)],
     ids=["open-ended", "partial-days-both-ends", "within-a-day", "across-one-midnight", "to-now"],
 )
+@pytest.mark.parametrize("minute", [0, 20], ids=["whole-hours", "partial-hours"])
 def test_breakdowns_over_days_add_hourly_and_daily_rollups_exactly(
-    state: GatewayState, since_hours: int, until_hours: int | None
+    state: GatewayState, since_hours: int, until_hours: int | None, minute: int
 ) -> None:
-    """Whole days are read from the daily rollups and the hours around them from the hourly
-    ones: every window counts each logged request exactly once."""
+    """Whole days are read from the daily rollups, the hours around them from the hourly
+    ones and the partial hours at the ends from the log: every window counts each logged
+    request exactly once, and only those inside it."""
     now = dt.datetime(2026, 11, 20, 14, 30, tzinfo=dt.UTC)
-    moments = [now - dt.timedelta(hours=h, minutes=5) for h in range(0, 24 * 10, 7)]
+    moments = [
+        now - dt.timedelta(hours=h, minutes=m) for h in range(0, 24 * 10, 7) for m in (5, 50)
+    ]
     write_batch(
         state,
         [
@@ -374,13 +378,16 @@ def test_breakdowns_over_days_add_hourly_and_daily_rollups_exactly(
             for i, moment in enumerate(moments)
         ],
     )
-    since = (now - dt.timedelta(hours=since_hours)).replace(minute=0)
+    since = (now - dt.timedelta(hours=since_hours)).replace(minute=minute)
     until = (
-        None if until_hours is None else (now - dt.timedelta(hours=until_hours)).replace(minute=0)
+        None
+        if until_hours is None
+        else (now - dt.timedelta(hours=until_hours)).replace(minute=minute)
     )
     raw = {"since": since.isoformat()} | ({"until": until.isoformat()} if until else {})
     result = log_breakdown.breakdown(state, service.parse_filters(raw), now=now)
     assert result.source == "rollups"
+    assert (result.since, result.until, result.rounded) == (since, until, False)
     inside = [(i, m) for i, m in enumerate(moments) if m >= since and (until is None or m < until)]
     assert result.total == len(inside)
     assert {g["model"]: g["requests"] for g in result.by_model} == {

@@ -87,7 +87,13 @@ def _guard() -> Any:
                 return _error_page(
                     403, "Access refused", "Your account may not use the AI gateway dashboard."
                 )
-            target = request.full_path.rstrip("?") if request.method == "GET" else None
+            # ``full_path`` leaves out the WSGI mount (SCRIPT_NAME); safe_next compares with
+            # url_for, which includes it, so without the mount the deep link was dropped.
+            target = (
+                request.script_root + request.full_path.rstrip("?")
+                if request.method == "GET"
+                else None
+            )
             return redirect(url_for(_LOGIN_ENDPOINT, next=security.safe_next(target)), 303)
     if request.method not in security.SAFE_METHODS and not security.csrf_valid(state):
         return _error_page(

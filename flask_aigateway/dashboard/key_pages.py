@@ -29,6 +29,7 @@ from .notices import notify
 from .team_pages import rule_values
 
 FIELDS = ("name", "team", "expires_at", *RULE_FIELDS)
+_ROTATE_FIELDS = ("grace_seconds",)
 DAYS = 30
 #: How long a new secret waits in the session for its one display, seconds.
 REVEAL_SECONDS = 600
@@ -66,7 +67,11 @@ def list_page() -> str:
     )
 
 
-def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any:
+def detail_page(
+    ref: str, *, error: str | None = None, status: int = 200, rotate_form: Form | None = None
+) -> Any:
+    """The key's page; ``rotate_form`` is a refused rotation's, so the grace period typed and
+    its error are shown again (the default offers 0 seconds)."""
     state = get_state()
     info = service.key_info(state, ref)
     key = info["key"]
@@ -90,6 +95,7 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
         charts=specs,
         days=DAYS,
         error=error,
+        rotate_form=rotate_form or Form(_ROTATE_FIELDS, {"grace_seconds": "0"}),
     ), status
 
 
@@ -179,10 +185,11 @@ def revoke(ref: str) -> Any:
 
 def rotate(ref: str) -> Any:
     state = get_state()
+    form = Form.submitted(_ROTATE_FIELDS)
     try:
         key, secret = service.rotate_key(
             state, ref, grace_seconds=request.form.get("grace_seconds", "0")
         )
     except GatewayError as exc:
-        return detail_page(ref, error=exc.message, status=exc.status)
+        return detail_page(ref, error=exc.message, status=exc.status, rotate_form=form.fail(exc))
     return _reveal(key.id, secret)

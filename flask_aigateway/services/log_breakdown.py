@@ -1,9 +1,10 @@
 """Breakdowns of the request log by model, provider, key, team and outcome (requests, errors,
 tokens, cost), and the summary of every match, for the request log page.
 
-They cover one time window (the filters', else the last 24 hours) and read the hourly rollups
-unless the filters name a status or an error type, which only the raw log records; then an
-indexed, time-bounded query of the log.
+They cover one time window (the filters', else the last 24 hours) exactly: the whole hours
+inside it from the rollups and the partial hours at its ends from the raw log, unless the
+filters name a status or an error type, which only the raw log records; then an indexed,
+time-bounded query of the log for the whole window.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..db import to_money, utcnow
 from ..models import ApiKey, RequestLog, Team, UsageDailyRollup, UsageRollup
 from ..state import GatewayState
 from .requests_log import LogFilters, apply_filters
+from .validation import EARLIEST
 
 #: How a breakdown classifies requests, and the words for each.
 OUTCOMES: dict[str, str] = {
@@ -36,12 +38,20 @@ DEFAULT_BREAKDOWN_WINDOW = dt.timedelta(hours=24)
 @dataclass(frozen=True, slots=True)
 class Breakdown:
     """Requests, errors and cost of the matching requests in ``since``..``until``, grouped;
-    ``source`` says whether they came from the hourly ``rollups`` or the raw ``log``."""
+    ``source`` says whether they came from the ``rollups`` (with the raw log for partial
+    hours) or the raw ``log`` alone.
+
+    ``rounded`` is True when an end of the filters' window cuts through an hour whose raw
+    rows may be past log retention: that end was widened to the whole hour (``since`` down,
+    ``until`` up; both say the window actually counted), so the numbers can include requests
+    the filters leave out.
+    """
 
     since: dt.datetime
     until: dt.datetime | None
     total: int
     source: str
+    rounded: bool = False
     by_model: list[dict[str, Any]] = field(default_factory=list)
     by_provider: list[dict[str, Any]] = field(default_factory=list)
     by_outcome: list[dict[str, Any]] = field(default_factory=list)
@@ -116,6 +126,8 @@ class _Groups:
         until: dt.datetime | None,
         source: str,
         names: dict[str, str] | None = None,
+        *,
+        rounded: bool = False,
     ) -> Breakdown:
         names = names or {}
 
@@ -131,6 +143,7 @@ class _Groups:
             until=until,
             total=self.total,
             source=source,
+            rounded=rounded,
             summary={
                 "requests": self.total,
                 "errors": self.errors,
@@ -155,14 +168,18 @@ def breakdown(
 ) -> Breakdown:
     """Requests, errors and cost of the matching requests by model, provider and outcome.
 
-    Without a ``status`` or ``error`` filter it reads the hourly rollups (whole UTC hours:
-    ``since`` is rounded down and ``until`` up to an hour); with one, the raw log. The window
-    is the filters' ``since``..``until``; without ``since``, the 24 hours before ``until``,
-    or before now when no ``until`` either (:data:`DEFAULT_BREAKDOWN_WINDOW`).
+    The window is the filters' ``since``..``until``; without ``since``, the 24 hours before
+    ``until``, or before now when no ``until`` either (:data:`DEFAULT_BREAKDOWN_WINDOW`).
+    Without a ``status`` or ``error`` filter it reads the whole UTC hours inside the window
+    from the rollups and the partial hours at its ends from the raw log (see
+    :func:`_plan`); with one, the raw log alone. Either way it counts what the request list
+    under the same filters lists, except at an end whose raw rows may be past retention
+    (then ``rounded``).
     """
-    since = filters.since or (filters.until or now or utcnow()) - DEFAULT_BREAKDOWN_WINDOW
+    now = now or utcnow()
+    since = filters.since or (filters.until or now) - DEFAULT_BREAKDOWN_WINDOW
     if filters.status is None and filters.error is None:
-        return _from_rollups(state, filters, since)
+        return _from_rollups(state, filters, since, now)
     return _from_log(state, filters, since)
 
 
@@ -218,21 +235,79 @@ def _rollup_sums(
     return stmt.group_by(table.alias, table.provider, table.key_id, table.team_id)
 
 
-def _from_rollups(state: GatewayState, filters: LogFilters, since: dt.datetime) -> Breakdown:
-    start = hour_of(since)
-    end = None
-    if filters.until is not None:
-        end = hour_of(filters.until)
-        if end < filters.until:
-            end += dt.timedelta(hours=1)
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where a window's numbers come from: the rollups over the whole hours ``low``..
+    ``high`` (None: open), the raw log over each of ``edges`` (at most the two partial
+    hours), and the window as counted (``since``..``until``, widened when ``rounded``)."""
+
+    low: dt.datetime
+    high: dt.datetime | None
+    edges: tuple[tuple[dt.datetime, dt.datetime], ...]
+    since: dt.datetime
+    until: dt.datetime | None
+    rounded: bool
+
+
+def _plan(since: dt.datetime, until: dt.datetime | None, kept_from: dt.datetime | None) -> _Plan:
+    """Split ``[since, until)`` into whole hours for the rollups and partial ones for the log.
+
+    A log row counts in the rollup of the hour it was written in, and each hour is read from
+    one source only, so nothing is counted twice. The raw rows of a partial hour are read only
+    when none of them can have been pruned (the part read starts at or after ``kept_from``,
+    the retention cutoff; None: nothing is pruned); otherwise that end is widened to its whole
+    hour, read from the rollups, which outlive the log, and the plan says ``rounded``.
+    """
+
+    def kept(moment: dt.datetime) -> bool:
+        return kept_from is None or moment >= kept_from
+
+    edges: list[tuple[dt.datetime, dt.datetime]] = []
+    rounded = False
+    counted_since, counted_until = since, until
+    low = hour_of(since)
+    if low < since:
+        if kept(since):
+            low += dt.timedelta(hours=1)
+            edges.append((since, low if until is None else min(low, until)))
+        else:
+            counted_since, rounded = low, True
+    high = None if until is None else hour_of(until)
+    if until is not None and high is not None and high < until:
+        if high < low:
+            high = low  # ``until`` is in the partial first hour, already read up to it
+        elif kept(high):
+            edges.append((high, until))
+        else:
+            high += dt.timedelta(hours=1)
+            counted_until, rounded = high, True
+    return _Plan(low, high, tuple(edges), counted_since, counted_until, rounded)
+
+
+def _from_rollups(
+    state: GatewayState, filters: LogFilters, since: dt.datetime, now: dt.datetime
+) -> Breakdown:
+    days = state.settings["AIGATEWAY_LOG_RETENTION_DAYS"]
+    kept_from = now - dt.timedelta(days=days) if 0 < days <= (now - EARLIEST).days else None
+    plan = _plan(since, filters.until, kept_from)
+    whole_hours = plan.high is None or plan.low < plan.high
     groups = _Groups()
     with state.session() as session:
-        rows = [
+        rows = []
+        if whole_hours:
+            rows = [
+                row
+                for table, time, low, high in _spans(plan.low, plan.high)
+                for row in session.execute(_rollup_sums(table, time, low, high, filters)).all()
+            ]
+        edge_rows = [
             row
-            for table, time, low, high in _spans(start, end)
-            for row in session.execute(_rollup_sums(table, time, low, high, filters)).all()
+            for low, high in plan.edges
+            for row in session.execute(
+                _log_sums(LogFilters(**{**_fields(filters), "since": low, "until": high}))
+            ).all()
         ]
-        names = _names(session, rows)
+        names = _names(session, [*rows, *edge_rows])
     for alias, provider, key, team, requests, errors, limited, refused, tokens, cost in rows:
         requests, errors, limited, refused = (
             int(v or 0) for v in (requests, errors, limited, refused)
@@ -253,11 +328,14 @@ def _from_rollups(state: GatewayState, filters: LogFilters, since: dt.datetime) 
         groups.outcomes["rate_limited"] += limited
         groups.outcomes["budget_exceeded"] += refused
         groups.outcomes["error"] += errors - limited - refused
-    return groups.result(start, end, "rollups", names)
+    _add_log_rows(groups, edge_rows)
+    source = "rollups" if whole_hours else "log"
+    return groups.result(plan.since, plan.until, source, names, rounded=plan.rounded)
 
 
-def _from_log(state: GatewayState, filters: LogFilters, since: dt.datetime) -> Breakdown:
-    window = LogFilters(**{**_fields(filters), "since": since})
+def _log_sums(window: LogFilters) -> Any:
+    """The grouped sums of the log rows ``window`` matches (its ``since`` and ``until``
+    included), one row per alias, provider, key, team, status and error type."""
     # Grouping by expressions keeps the planner on the time (or key/team/alias) index instead
     # of walking a whole (alias, created_at) index just to avoid a sort.
     alias = func.coalesce(RequestLog.alias, "")
@@ -265,7 +343,7 @@ def _from_log(state: GatewayState, filters: LogFilters, since: dt.datetime) -> B
     key = func.coalesce(RequestLog.key_id, "")
     team = func.coalesce(RequestLog.team_id, "")
     error_type = func.coalesce(RequestLog.error_type, "")
-    stmt = apply_filters(
+    return apply_filters(
         select(
             alias,
             provider,
@@ -279,10 +357,10 @@ def _from_log(state: GatewayState, filters: LogFilters, since: dt.datetime) -> B
         ),
         window,
     ).group_by(alias, provider, key, team, RequestLog.status_code, error_type)
-    groups = _Groups()
-    with state.session() as session:
-        rows = session.execute(stmt).all()
-        names = _names(session, [(r[0], r[1], r[2], r[3]) for r in rows])
+
+
+def _add_log_rows(groups: _Groups, rows: Any) -> None:
+    """Add the rows of :func:`_log_sums` to ``groups``."""
     for alias_value, provider_value, key_id, team_id, status, error, requests, tokens, cost in rows:
         outcome = outcome_of(status, error or None)
         groups.add(
@@ -298,6 +376,15 @@ def _from_log(state: GatewayState, filters: LogFilters, since: dt.datetime) -> B
             )
         )
         groups.outcomes[outcome] += requests
+
+
+def _from_log(state: GatewayState, filters: LogFilters, since: dt.datetime) -> Breakdown:
+    window = LogFilters(**{**_fields(filters), "since": since})
+    groups = _Groups()
+    with state.session() as session:
+        rows = session.execute(_log_sums(window)).all()
+        names = _names(session, [(r[0], r[1], r[2], r[3]) for r in rows])
+    _add_log_rows(groups, rows)
     return groups.result(since, filters.until, "log", names)
 
 

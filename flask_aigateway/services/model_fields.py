@@ -213,6 +213,15 @@ def deployment_fields(
                 "characters without spaces.",
                 param="model",
             )
+        bad = validation.invisible_character(model.strip())
+        if bad is not None:
+            # A NUL is a DataError on PostgreSQL; U+202E and the like reorder the tables.
+            raise ValidationError(
+                f"The model {model.strip()!r} is not valid: it contains the control or "
+                f"invisible character U+{ord(bad):04X}; give the provider's model id in "
+                "printable characters.",
+                param="model",
+            )
         fields["provider_model"] = model.strip()
     if pricing_input is not UNSET:
         fields["input_price"] = validation.money(pricing_input, "pricing_input")

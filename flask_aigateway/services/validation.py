@@ -48,6 +48,16 @@ def findable(reference: str) -> bool:
     return "\x00" not in reference
 
 
+def invisible_character(text: str) -> str | None:
+    """The first control, line-break, tab or other invisible formatting character of ``text``
+    (U+202E RIGHT-TO-LEFT OVERRIDE, NUL, BEL…), or None when there is none.
+
+    Zero-width (non-)joiners are allowed: they belong inside emoji and some scripts' words.
+    Such characters reorder or hide what tables show, and PostgreSQL refuses a NUL outright.
+    """
+    return next((ch for ch in text if not (ch.isprintable() or ch in _JOINERS)), None)
+
+
 def name(value: Any, field: str = "name", *, max_length: int = 100) -> str:
     """A label people read (key, team or provider name): any printable Unicode, spaces too.
 
@@ -64,7 +74,7 @@ def name(value: Any, field: str = "name", *, max_length: int = 100) -> str:
             f"(got {len(text)}).",
             param=field,
         )
-    bad = next((ch for ch in text if not (ch.isprintable() or ch in _JOINERS)), None)
+    bad = invisible_character(text)
     if bad is not None:
         raise ValidationError(
             f"The {label(field)} {text!r} is not valid: it contains the control or invisible "
