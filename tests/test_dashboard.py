@@ -382,6 +382,20 @@ def test_security_headers(client: Any) -> None:
     assert re.search(r"<[^>]*\sstyle\s*=", text(response)) is None, "inline style"
 
 
+def test_unmatched_dashboard_paths_carry_the_security_headers(client: Any) -> None:
+    """An unknown dashboard page and a wrong method are refused by routing before the
+    blueprint is known; they carry the dashboard's headers all the same (the host's paths
+    are left alone)."""
+    login(client)
+    for response in (client.get("/dashboard/nope"), client.get("/dashboard/keys/x/revoke")):
+        assert response.status_code in (404, 405)
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Cache-Control"] == "no-store"
+    host = client.get("/not-the-dashboard")
+    assert host.status_code == 404 and "Content-Security-Policy" not in host.headers
+
+
 def test_host_templates_win_and_the_host_loader_is_untouched(
     app_config: dict[str, Any], tmp_path: Path, closing: Any
 ) -> None:

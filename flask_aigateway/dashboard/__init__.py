@@ -47,6 +47,7 @@ def create_blueprint() -> Blueprint:
     bp.record_once(_install)
     bp.before_request(_guard)
     bp.after_request(_finish)
+    bp.after_app_request(_secure_unmatched)
     bp.context_processor(_template_helpers)
     bp.register_error_handler(GatewayError, _gateway_error)
     bp.register_error_handler(HTTPException, _http_error)
@@ -108,13 +109,31 @@ def _guard() -> Any:
 def _finish(response: Response) -> Response:
     state = get_state()
     dashboard_session.save(state, response)
+    _secure(response, cached=request.endpoint in _PUBLIC_ENDPOINTS)
+    return response
+
+
+def _secure(response: Response, *, cached: bool = False) -> None:
+    """The headers every dashboard answer carries (static files may be cached)."""
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "same-origin")
-    if request.endpoint not in _PUBLIC_ENDPOINTS:
+    if not cached:
         headers["Cache-Control"] = "no-store"
+
+
+def _secure_unmatched(response: Response) -> Response:
+    """An app-wide hook for the dashboard's paths that matched no rule (an unknown page, a
+    wrong method): routing refuses them before the blueprint is known, so its own hook never
+    runs, and the host's (or Werkzeug's) error page is sent as is. It gets the dashboard's
+    headers; other paths are the host's and left alone."""
+    if request.url_rule is None:
+        state = get_state()
+        root = state.settings["AIGATEWAY_ROUTE_PREFIX"] + "/dashboard"
+        if request.path == root or request.path.startswith(root + "/"):
+            _secure(response)
     return response
 
 
