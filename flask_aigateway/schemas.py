@@ -179,14 +179,31 @@ def _check_part(where: str, part: dict[str, Any]) -> None:
 
 
 def _check_tool_calls(where: str, tool_calls: Any) -> None:
-    """An assistant message's ``tool_calls``: an array of ``{"function": {"name": …}}``."""
+    """An assistant message's ``tool_calls``: an array of ``{"function": {"name": …}}``, or
+    of a custom tool's ``{"type": "custom", "custom": {"name": …, "input": …}}`` (OpenAI's
+    ``ChatCompletionMessageCustomToolCallParam``: the call a model made of a custom tool,
+    sent back in the next turn of the conversation, as custom tools are accepted)."""
     if not isinstance(tool_calls, list):
         raise InvalidRequestError(f"'{where}' must be an array.", param=where)
     for k, call in enumerate(tool_calls):
+        if isinstance(call, dict) and call.get("type") == "custom":
+            custom = call.get("custom")
+            if (
+                not isinstance(custom, dict)
+                or not isinstance(custom.get("name"), str)
+                or not isinstance(custom.get("input"), str)
+            ):
+                raise InvalidRequestError(
+                    f"'{where}[{k}]' is a custom tool call: it must have a 'custom' object "
+                    "holding its 'name' and its 'input' (both strings).",
+                    param=f"{where}[{k}].custom",
+                )
+            continue
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise InvalidRequestError(
-                f"'{where}[{k}]' must be an object with a 'function' holding a 'name'.",
+                f"'{where}[{k}]' must be an object with a 'function' holding a 'name' (or, "
+                "for a custom tool, 'type': 'custom' and a 'custom' object).",
                 param=f"{where}[{k}]",
             )
 

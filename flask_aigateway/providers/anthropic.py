@@ -47,7 +47,7 @@ PARAMETERS: dict[str, Handling] = {
         "`tool_use` blocks; consecutive `tool` messages → one user turn of `tool_result` "
         "blocks; same-role turns merged; `cache_control` on parts kept; a message's `name` and an "
         "image's `detail` have no equivalent and are not sent. `input_audio` parts, `file_id` "
-        "files, `function` messages and `function_call` refused",
+        "files, custom tool calls, `function` messages and `function_call` refused",
     ),
     "stream": Handling("translated", "`stream: true`; Anthropic events become OpenAI chunks"),
     "stream_options": Handling(

@@ -179,6 +179,9 @@ def _tool_use_blocks(calls: Any, where: str) -> list[dict[str, Any]]:
     blocks = []
     for j, call in enumerate(calls or []):
         here = f"{where}.tool_calls[{j}]"
+        if isinstance(call, dict) and call.get("type") == "custom":
+            # As custom tools are (translate_tools): the Messages API has no free-form tool.
+            raise _refuse(f"{here}.type", "a 'custom' tool call (only 'function' tool calls)")
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise InvalidRequestError(f"'{here}' must be a function call with a name.", param=here)
