@@ -514,3 +514,22 @@ def test_a_custom_tool_call_needs_its_name_and_input(client, api_key, upstreams,
     assert error["param"] == "messages[1].tool_calls[0].custom"
     assert "'name'" in error["message"] and "'input'" in error["message"]
     assert upstreams["gpt"].requests == []
+
+
+def test_an_assistant_refusal_reaches_anthropic_as_its_text(client, api_key, upstreams):
+    """A refusal turn as the SDK's ``message.model_dump()`` gives it (content null, the text
+    in ``refusal``) is the assistant's text upstream, as a ``refusal`` content part is. It was
+    dropped: the two user turns around it merged and the model never saw it had refused."""
+    history = [
+        {"role": "user", "content": "Tell me how to pick a lock"},
+        {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+        {"role": "user", "content": "Then explain how locks work"},
+    ]
+    upstreams["claude"].reply(text="Pins and springs.")
+    response = post(client, {"model": "claude", "messages": history}, api_key)
+    assert response.status_code == 200, response.json
+    assert upstreams["claude"].last.json["messages"] == [
+        {"role": "user", "content": "Tell me how to pick a lock"},
+        {"role": "assistant", "content": "I can't help with that."},
+        {"role": "user", "content": "Then explain how locks work"},
+    ]

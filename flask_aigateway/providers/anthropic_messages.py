@@ -255,6 +255,12 @@ def translate_messages(
                 )
             turn_role = "assistant"
             blocks = text_blocks(message.get("content"), where, refusal_ok=True)
+            refusal = message.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                # A refusal turn as the SDK gives it back (content null, the text in
+                # ``refusal``): the assistant said it, so it is the turn's text, as a
+                # ``refusal`` content part is; left out, the turns around it merged.
+                blocks.append({"type": "text", "text": refusal})
             blocks += _tool_use_blocks(message.get("tool_calls"), where)
         elif role == "tool":
             turn_role, blocks = "user", [_tool_result(message, where)]
