@@ -135,6 +135,23 @@ def test_a_retryable_failure_then_success_is_retried(
     assert (row.status_code, row.attempts) == (200, 2)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(("alias", "status"), [("gpt", 503), ("claude", 529), ("gpt", 429)])
+def test_the_last_upstream_failures_retry_after_reaches_the_client(
+    client, state, api_key, upstreams, alias, status, stream
+):
+    """An upstream that is overloaded (503, 529) or rate-limiting (429) and says when to come
+    back: once the gateway's tries are spent, its answer (502, 429) carries that Retry-After,
+    which the official SDKs wait out before their own retry. The 502 had none, so the SDK
+    retried on its own short backoff."""
+    configure(state, retry_max_attempts=1)
+    upstreams[alias].fail(status, headers={"retry-after": "30"})
+    response = chat(client, api_key, alias, stream=stream)
+    assert response.status_code == (429 if status == 429 else 502), response.get_data()
+    assert response.headers["Retry-After"] == "30"
+    assert len(upstreams[alias].requests) == 1
+
+
 def test_exponential_backoff_gives_up_after_max_attempts(client, state, api_key, upstreams):
     configure(state, retry_max_attempts=3, retry_delay_ms=100)
     fake = upstreams["gpt"]

@@ -95,7 +95,8 @@ def classify_status(
 ) -> UpstreamError:
     """The policy: 400/413/422 → :class:`UpstreamClientError` with the same status and the
     upstream message; 401/403 → 502 blaming the gateway's provider credentials, never the
-    caller; 408/409/429/5xx/529 → retryable 502 with ``retry_after``; anything else
+    caller; 408/409/429/5xx/529 → retryable 502 (429: 429) with ``retry_after``, passed on
+    as the answer's ``Retry-After`` (whole seconds, at least 1); anything else
     (404 model unknown upstream, 402…) → 502 not retryable, so the router skips the deployment.
 
     An ``x-should-retry`` header from the upstream overrides the retryable decision.
@@ -128,13 +129,18 @@ def classify_status(
     else:
         text = f"The {label} provider answered {status}: {message}"
     retry_after = parse_retry_after(h) if retryable else None
+    # The upstream's hint goes on to the client with the gateway's answer when this is the
+    # last failure (a 429, or the 502 of a 503/529): the official SDKs retry both and wait
+    # as Retry-After says, instead of their own short backoff against an upstream that
+    # asked for time.
+    hint = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
     if status == 429:
         return UpstreamRateLimitError(
             text,
             retryable=retryable,
             retry_after=retry_after,
             upstream_status=status,
-            headers={"Retry-After": str(max(1, round(retry_after)))} if retry_after else None,
+            headers=hint,
         )
     return UpstreamError(
         text,
@@ -142,4 +148,5 @@ def classify_status(
         retry_after=retry_after,
         upstream_status=status,
         code="upstream_not_found" if status == 404 else "upstream_error",
+        headers=hint,
     )
