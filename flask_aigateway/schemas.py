@@ -368,7 +368,8 @@ class Usage:
         client should see too. It is returned as it is, not copied, when it says what this
         says in OpenAI's types (:meth:`_agrees`: real providers' objects); else these counts
         replace its own (text, null, a float, or the estimate that stood in for them), and
-        of its details objects only the integers are kept.
+        of its details objects only the integers are kept. Without it (an Anthropic-format
+        upstream), ``prompt_tokens_details`` holds the cache reads and writes.
         """
         if isinstance(sent, dict):
             if self._agrees(sent):
@@ -380,13 +381,19 @@ class Usage:
                     served[name] = _counts_of(details)
             served["prompt_tokens_details"] = {
                 **(served.get("prompt_tokens_details") or {}),
-                "cached_tokens": self.cached_tokens,
+                **self._prompt_details(),
             }
             return served
-        return {
-            **self._counts(None),
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        }
+        return {**self._counts(None), "prompt_tokens_details": self._prompt_details()}
+
+    def _prompt_details(self) -> dict[str, int]:
+        """``prompt_tokens_details``: the cache reads, and the cache writes when there were
+        any (an Anthropic-format upstream's, billed above the input price; OpenAI's
+        ``PromptTokensDetails.cache_write_tokens``, which other clients leave unread)."""
+        details = {"cached_tokens": self.cached_tokens}
+        if self.cache_write_tokens:
+            details["cache_write_tokens"] = self.cache_write_tokens
+        return details
 
     def _counts(self, sent: dict[str, Any] | None) -> dict[str, int]:
         """The three counts a client reads: the upstream's total when it is an integer and

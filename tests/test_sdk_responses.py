@@ -426,8 +426,7 @@ def test_errors_raise_the_sdk_exceptions(sdk, upstreams, live_server, state, ali
 
 def test_a_stream_reports_cache_writes_as_the_plain_answer_does(sdk, upstreams):
     """An Anthropic-format upstream's cache writes reach ``input_tokens_details`` of a
-    streamed response (and its stored copy) as of a plain one: chat's usage JSON has no field
-    for them, the stream's final usage has."""
+    streamed response (and its stored copy) as of a plain one."""
     counts = {"prompt_tokens": 10, "completion_tokens": 5}
     caching = {"cache_read_tokens": 100, "cache_write_tokens": 20}
     upstreams["claude"].reply(text="cached", **counts, **caching)
