@@ -280,3 +280,25 @@ def test_the_sdk_does_not_retry_what_cannot_succeed(live_server, api_key, upstre
         assert len(fake.requests) > 2  # the SDK came back after the gateway's own attempts
     finally:
         client.close()
+
+
+def test_the_sdk_does_not_retry_an_upstream_out_of_credit(live_server, api_key, upstreams):
+    """OpenAI's 429 ``insufficient_quota`` (the account has no credit left) reaches the SDK as
+    a ``RateLimitError`` of that type with ``x-should-retry: false``: one upstream call in all,
+    where the gateway's retries and then the SDK's (two by default for any 429) made nine."""
+    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=api_key, timeout=20)
+    try:
+        fake = upstreams["gpt"]
+        fake.default = Reply(
+            status=429,
+            error_type="insufficient_quota",
+            error_code="insufficient_quota",
+            error_message="You exceeded your current quota.",
+        )
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="gpt", messages=MESSAGES)
+        assert caught.value.type == "insufficient_quota"
+        assert caught.value.response.headers["x-should-retry"] == "false"
+        assert len(fake.requests) == 1
+    finally:
+        client.close()
