@@ -573,7 +573,8 @@ def test_stream_interleaved_tool_call_fragments_stay_with_their_call(sdk, upstre
 
 @ALIASES
 def test_stream_failure_is_an_error_event(sdk, upstreams, alias):
-    upstreams[alias].reply(text="a b c d e f g", error_event_after=3)
+    # After the first word (Anthropic: message_start, the block's start and a ping first).
+    upstreams[alias].reply(text="a b c d e f g", error_event_after=4)
     with sdk.responses.stream(model=alias, input="Hello") as stream:
         events = list(stream)
     kinds = [e.type for e in events]
