@@ -239,6 +239,23 @@ class UpstreamRateLimitError(UpstreamError):
     code = "upstream_rate_limited"
 
 
+class UpstreamQuotaError(UpstreamError):
+    """The upstream's account is out of credit (OpenAI's 429 ``insufficient_quota``): no
+    retry helps until an operator adds credit, so it is never retried on that deployment and
+    is answered 429 ``insufficient_quota`` with ``x-should-retry: false`` (the official SDKs
+    retry every 429 otherwise). Other deployments and fallbacks are still tried, and it counts
+    towards the circuit breaker as a refused credential does: the deployment can serve nothing
+    until then, and the breaker's probe notices when it can again."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "upstream_insufficient_quota"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs["retryable"] = False
+        super().__init__(message, **kwargs)
+
+
 class UpstreamClientError(UpstreamError):
     """The upstream refused the request as the caller's fault (400/413/422): passed through."""
 

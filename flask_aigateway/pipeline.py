@@ -42,7 +42,7 @@ from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .routing import AttemptLog, Router, execute
 from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
-from .streaming import ChatStream, _Opened, replay_stream
+from .streaming import ChatStream, _Opened, opens_only, replay_stream
 from .tokens import completion_pieces, estimate_completion_tokens, estimate_prompt_tokens
 
 T = TypeVar("T")
@@ -590,7 +590,18 @@ class Pipeline:
     def _first_events(
         self, adapter: Any, request: ChatRequest, target: Target, upstream: Any, seconds_left: float
     ) -> _Opened:
-        """Open the upstream stream and read it until its first chunk (or proper end)."""
+        """Open the upstream stream and read it until its first chunk that says something
+        (or its proper end).
+
+        Chunks that only open the answer (:func:`opens_only`: the role delta Anthropic's
+        ``message_start`` becomes, OpenAI's first ``role`` chunk) are held, not committed: an
+        upstream that answers 200, starts its message and then reports an error (Anthropic's
+        ``overloaded_error`` event) is retried and falls back like one that failed at once,
+        and the client, which has received nothing, never sees it. They go out first, with the
+        first chunk of content, tool call or finish, so that chunk is not delayed. Once one
+        is held the reads wait for silence (:meth:`started`), not for the request's deadline,
+        as before: a long extended-thinking phase, which makes no chunk, is not cut by it.
+        """
         stream = self.transport.open_stream(
             upstream, timeout=seconds_left, pool_key=target.provider_id
         )
@@ -599,6 +610,7 @@ class Pipeline:
                 raise adapter.classify_error(stream.status, stream.headers, stream.read_body())
             translator = adapter.stream_translator(request, target)
             events = stream.events()
+            held: list[dict[str, Any]] = []
             for event in events:
                 try:
                     chunks = translator.feed(event)
@@ -607,7 +619,9 @@ class Pipeline:
                     raise unexpected_shape(name, "a stream event", event.data) from exc
                 if chunks or translator.done:
                     stream.started()
-                    return _Opened(stream, events, translator, chunks)
+                    if translator.done or not all(opens_only(chunk) for chunk in chunks):
+                        return _Opened(stream, events, translator, held + chunks)
+                    held += chunks
             raise UpstreamError(
                 f"The stream from provider '{target.provider_name}' ended before any data.",
                 retryable=True,

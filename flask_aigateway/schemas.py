@@ -179,14 +179,31 @@ def _check_part(where: str, part: dict[str, Any]) -> None:
 
 
 def _check_tool_calls(where: str, tool_calls: Any) -> None:
-    """An assistant message's ``tool_calls``: an array of ``{"function": {"name": …}}``."""
+    """An assistant message's ``tool_calls``: an array of ``{"function": {"name": …}}``, or
+    of a custom tool's ``{"type": "custom", "custom": {"name": …, "input": …}}`` (OpenAI's
+    ``ChatCompletionMessageCustomToolCallParam``: the call a model made of a custom tool,
+    sent back in the next turn of the conversation, as custom tools are accepted)."""
     if not isinstance(tool_calls, list):
         raise InvalidRequestError(f"'{where}' must be an array.", param=where)
     for k, call in enumerate(tool_calls):
+        if isinstance(call, dict) and call.get("type") == "custom":
+            custom = call.get("custom")
+            if (
+                not isinstance(custom, dict)
+                or not isinstance(custom.get("name"), str)
+                or not isinstance(custom.get("input"), str)
+            ):
+                raise InvalidRequestError(
+                    f"'{where}[{k}]' is a custom tool call: it must have a 'custom' object "
+                    "holding its 'name' and its 'input' (both strings).",
+                    param=f"{where}[{k}].custom",
+                )
+            continue
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise InvalidRequestError(
-                f"'{where}[{k}]' must be an object with a 'function' holding a 'name'.",
+                f"'{where}[{k}]' must be an object with a 'function' holding a 'name' (or, "
+                "for a custom tool, 'type': 'custom' and a 'custom' object).",
                 param=f"{where}[{k}]",
             )
 
@@ -351,7 +368,8 @@ class Usage:
         client should see too. It is returned as it is, not copied, when it says what this
         says in OpenAI's types (:meth:`_agrees`: real providers' objects); else these counts
         replace its own (text, null, a float, or the estimate that stood in for them), and
-        of its details objects only the integers are kept.
+        of its details objects only the integers are kept. Without it (an Anthropic-format
+        upstream), ``prompt_tokens_details`` holds the cache reads and writes.
         """
         if isinstance(sent, dict):
             if self._agrees(sent):
@@ -363,13 +381,19 @@ class Usage:
                     served[name] = _counts_of(details)
             served["prompt_tokens_details"] = {
                 **(served.get("prompt_tokens_details") or {}),
-                "cached_tokens": self.cached_tokens,
+                **self._prompt_details(),
             }
             return served
-        return {
-            **self._counts(None),
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        }
+        return {**self._counts(None), "prompt_tokens_details": self._prompt_details()}
+
+    def _prompt_details(self) -> dict[str, int]:
+        """``prompt_tokens_details``: the cache reads, and the cache writes when there were
+        any (an Anthropic-format upstream's, billed above the input price; OpenAI's
+        ``PromptTokensDetails.cache_write_tokens``, which other clients leave unread)."""
+        details = {"cached_tokens": self.cached_tokens}
+        if self.cache_write_tokens:
+            details["cache_write_tokens"] = self.cache_write_tokens
+        return details
 
     def _counts(self, sent: dict[str, Any] | None) -> dict[str, int]:
         """The three counts a client reads: the upstream's total when it is an integer and

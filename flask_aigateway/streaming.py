@@ -42,6 +42,23 @@ class StreamOwner(Protocol):
     def finish(self, record: RequestRecord, admission: Admission | None) -> None: ...
 
 
+def opens_only(chunk: dict[str, Any]) -> bool:
+    """Whether a chunk only opens the answer and holds none of it: no finish reason, and no
+    delta field but ``role`` with a value (``content: ""``, ``refusal: null`` are none), as
+    the first chunk of a stream is. Until a chunk that is more has come, the pipeline may
+    still retry or fall back (:meth:`.Pipeline._first_events`)."""
+    for choice in chunk.get("choices") or ():
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None:
+            return False
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return False
+        for name, value in delta.items():
+            if name != "role" and value is not None and value != "":
+                return False
+    return True
+
+
 @dataclass(slots=True)
 class _Opened:
     stream: Any

@@ -610,3 +610,70 @@ def test_tool_call_arguments_nested_too_deep_are_refused_not_a_crash(
     if status == 400:
         error = response.get_json()["error"]
         assert error["param"] == "messages[1].tool_calls[0].function.arguments"
+
+
+CUSTOM_CALL = {"id": "call_1", "type": "custom", "custom": {"name": "code_exec", "input": "6*7"}}
+
+
+@pytest.mark.parametrize(("alias", "status"), [("gpt", 200), ("claude", 400)])
+def test_a_custom_tool_call_can_be_sent_back(client, api_key, upstreams, alias, status):
+    """The next turn of an agent loop with an OpenAI custom tool sends the model's call back
+    as it came (``type: custom``, its ``custom`` name and input): an OpenAI-format upstream
+    receives it untouched; for an Anthropic-format one, which has no custom tools (a custom
+    tool is refused), a 400 naming the call. It was a 400 "must be an object with a
+    'function'" for every upstream."""
+    tools = [{"type": "custom", "custom": {"name": "code_exec"}}]
+    messages = [
+        {"role": "user", "content": "compute 6*7"},
+        {"role": "assistant", "content": None, "tool_calls": [CUSTOM_CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+    upstreams[alias].reply(text="42")
+    body = {"model": alias, "messages": messages, "max_tokens": 20}
+    if alias == "gpt":
+        body["tools"] = tools
+    response = post(client, body, api_key)
+    assert response.status_code == status, response.json
+    if status == 200:
+        assert response.json["choices"][0]["message"]["content"] == "42"
+        assert upstreams["gpt"].last.json["messages"][1]["tool_calls"] == [CUSTOM_CALL]
+        return
+    error = response.json["error"]
+    assert error["param"] == "messages[1].tool_calls[0].type"
+    assert "'custom' tool call" in error["message"]
+    assert upstreams["claude"].requests == []
+
+
+@pytest.mark.parametrize("custom", [None, {"name": "code_exec"}, {"input": "6*7"}])
+def test_a_custom_tool_call_needs_its_name_and_input(client, api_key, upstreams, custom):
+    call = {"id": "call_1", "type": "custom", "custom": custom}
+    messages = [
+        {"role": "user", "content": "compute 6*7"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+    response = post(client, {"model": "gpt", "messages": messages}, api_key)
+    assert response.status_code == 400
+    error = response.json["error"]
+    assert error["param"] == "messages[1].tool_calls[0].custom"
+    assert "'name'" in error["message"] and "'input'" in error["message"]
+    assert upstreams["gpt"].requests == []
+
+
+def test_an_assistant_refusal_reaches_anthropic_as_its_text(client, api_key, upstreams):
+    """A refusal turn as the SDK's ``message.model_dump()`` gives it (content null, the text
+    in ``refusal``) is the assistant's text upstream, as a ``refusal`` content part is. It was
+    dropped: the two user turns around it merged and the model never saw it had refused."""
+    history = [
+        {"role": "user", "content": "Tell me how to pick a lock"},
+        {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+        {"role": "user", "content": "Then explain how locks work"},
+    ]
+    upstreams["claude"].reply(text="Pins and springs.")
+    response = post(client, {"model": "claude", "messages": history}, api_key)
+    assert response.status_code == 200, response.json
+    assert upstreams["claude"].last.json["messages"] == [
+        {"role": "user", "content": "Tell me how to pick a lock"},
+        {"role": "assistant", "content": "I can't help with that."},
+        {"role": "user", "content": "Then explain how locks work"},
+    ]

@@ -135,6 +135,23 @@ def test_a_retryable_failure_then_success_is_retried(
     assert (row.status_code, row.attempts) == (200, 2)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(("alias", "status"), [("gpt", 503), ("claude", 529), ("gpt", 429)])
+def test_the_last_upstream_failures_retry_after_reaches_the_client(
+    client, state, api_key, upstreams, alias, status, stream
+):
+    """An upstream that is overloaded (503, 529) or rate-limiting (429) and says when to come
+    back: once the gateway's tries are spent, its answer (502, 429) carries that Retry-After,
+    which the official SDKs wait out before their own retry. The 502 had none, so the SDK
+    retried on its own short backoff."""
+    configure(state, retry_max_attempts=1)
+    upstreams[alias].fail(status, headers={"retry-after": "30"})
+    response = chat(client, api_key, alias, stream=stream)
+    assert response.status_code == (429 if status == 429 else 502), response.get_data()
+    assert response.headers["Retry-After"] == "30"
+    assert len(upstreams[alias].requests) == 1
+
+
 def test_exponential_backoff_gives_up_after_max_attempts(client, state, api_key, upstreams):
     configure(state, retry_max_attempts=3, retry_delay_ms=100)
     fake = upstreams["gpt"]
@@ -166,6 +183,46 @@ def test_a_400_is_returned_at_once_and_never_opens_the_circuit(client, state, ap
     assert all(stats(state, i).phase is Phase.CLOSED for i in ids)
     assert all(stats(state, i).failures == 0 for i in ids)
     assert served_by([chat(client, api_key, "pair")])
+
+
+QUOTA = Reply(
+    status=429,
+    error_type="insufficient_quota",
+    error_code="insufficient_quota",
+    error_message="You exceeded your current quota, please check your plan and billing details.",
+)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_an_upstream_out_of_credit_is_not_retried_but_the_next_deployment_is(
+    client, state, api_key, fleet, stream
+):
+    """OpenAI's 429 ``insufficient_quota`` (the account is out of credit) is no rate limit:
+    no wait cures it, so it is not retried on that deployment, while the next one serves; it
+    counts towards that deployment's circuit breaker.
+    With none left the client gets 429 ``insufficient_quota`` and ``x-should-retry: false``
+    (the SDKs retry every 429 else). It was retried and served as a retryable rate limit."""
+    configure(state, retry_max_attempts=3, circuit_failures=5)
+    broke, paid = fleet.start(2)
+    broke.default = QUOTA
+    ids = add_alias(state, "pair", [broke, paid], deployments=[{"priority": 0}, {"priority": 1}])
+    add_alias(state, "solo", [broke])
+    response = chat(client, api_key, "pair", stream=stream)
+    assert served_by([response]) == [ids[1]]
+    assert response.headers["x-aigateway-attempts"] == "2"
+    assert "Hello" in response.get_data(as_text=True)  # a stream read to its end
+    assert len(broke.requests) == 1
+    # A health failure, as a refused credential is: the deployment can serve nothing.
+    assert stats(state, ids[0]).failures == 1
+    response = chat(client, api_key, "solo", stream=stream)
+    assert response.status_code == 429, response.get_data()
+    error = response.json["error"]
+    assert (error["type"], error["code"]) == ("insufficient_quota", "upstream_insufficient_quota")
+    assert "out of credit" in error["message"] and "check your plan" in error["message"]
+    assert response.headers["x-should-retry"] == "false"
+    assert len(broke.requests) == 2
+    rows = log_rows(state, 2)
+    assert [(row.status_code, row.attempts) for row in rows] == [(200, 2), (429, 1)]
 
 
 # -- circuit breaker --------------------------------------------------------------------------

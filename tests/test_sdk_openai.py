@@ -59,6 +59,34 @@ def test_streaming(sdk, upstreams, alias):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_anthropic_cache_writes_reach_prompt_tokens_details(sdk, upstreams, stream):
+    """An Anthropic-format upstream's cache writes (billed at 1.25 times the input price) are
+    ``prompt_tokens_details.cache_write_tokens`` beside the cache reads, JSON and stream; they
+    were only folded into ``prompt_tokens``. An OpenAI-format upstream's usage, which has
+    none, is served as it came: no field is added."""
+    caching = {"cache_read_tokens": 100, "cache_write_tokens": 20}
+    upstreams["claude"].reply(text="cached", prompt_tokens=10, completion_tokens=5, **caching)
+    upstreams["gpt"].reply(text="cached", prompt_tokens=130, completion_tokens=5)
+    for alias in ("claude", "gpt"):
+        if stream:
+            chunks = sdk.chat.completions.create(
+                model=alias,
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            usage = list(chunks)[-1].usage
+        else:
+            usage = sdk.chat.completions.create(model=alias, messages=MESSAGES).usage
+        assert usage.prompt_tokens == 130
+        details = usage.prompt_tokens_details
+        if alias == "claude":
+            assert (details.cached_tokens, details.cache_write_tokens) == (100, 20)
+        else:
+            assert details is None or details.cache_write_tokens is None
+
+
 @ALIASES
 def test_tool_calling(sdk, upstreams, alias):
     upstreams[alias].reply(text=None, tool_calls=[ToolCall("get_weather", {"city": "Oslo"})])
@@ -250,5 +278,27 @@ def test_the_sdk_does_not_retry_what_cannot_succeed(live_server, api_key, upstre
             )
         assert "x-should-retry" not in caught.value.response.headers
         assert len(fake.requests) > 2  # the SDK came back after the gateway's own attempts
+    finally:
+        client.close()
+
+
+def test_the_sdk_does_not_retry_an_upstream_out_of_credit(live_server, api_key, upstreams):
+    """OpenAI's 429 ``insufficient_quota`` (the account has no credit left) reaches the SDK as
+    a ``RateLimitError`` of that type with ``x-should-retry: false``: one upstream call in all,
+    where the gateway's retries and then the SDK's (two by default for any 429) made nine."""
+    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=api_key, timeout=20)
+    try:
+        fake = upstreams["gpt"]
+        fake.default = Reply(
+            status=429,
+            error_type="insufficient_quota",
+            error_code="insufficient_quota",
+            error_message="You exceeded your current quota.",
+        )
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="gpt", messages=MESSAGES)
+        assert caught.value.type == "insufficient_quota"
+        assert caught.value.response.headers["x-should-retry"] == "false"
+        assert len(fake.requests) == 1
     finally:
         client.close()

@@ -431,8 +431,7 @@ def test_errors_raise_the_sdk_exceptions(sdk, upstreams, live_server, state, ali
 
 def test_a_stream_reports_cache_writes_as_the_plain_answer_does(sdk, upstreams):
     """An Anthropic-format upstream's cache writes reach ``input_tokens_details`` of a
-    streamed response (and its stored copy) as of a plain one: chat's usage JSON has no field
-    for them, the stream's final usage has."""
+    streamed response (and its stored copy) as of a plain one."""
     counts = {"prompt_tokens": 10, "completion_tokens": 5}
     caching = {"cache_read_tokens": 100, "cache_write_tokens": 20}
     upstreams["claude"].reply(text="cached", **counts, **caching)
@@ -579,7 +578,8 @@ def test_stream_interleaved_tool_call_fragments_stay_with_their_call(sdk, upstre
 
 @ALIASES
 def test_stream_failure_is_an_error_event(sdk, upstreams, alias):
-    upstreams[alias].reply(text="a b c d e f g", error_event_after=3)
+    # After the first word (Anthropic: message_start, the block's start and a ping first).
+    upstreams[alias].reply(text="a b c d e f g", error_event_after=4)
     with sdk.responses.stream(model=alias, input="Hello") as stream:
         events = list(stream)
     kinds = [e.type for e in events]

@@ -177,7 +177,8 @@ def test_cut_stream_ends_with_an_error_event_and_bills_what_was_consumed(
 
 
 def test_in_stream_error_event_becomes_an_error_event(live_server, api_key, upstreams, state):
-    upstreams["claude"].reply(text="a b c d e f", error_event_after=3)
+    # message_start, the text block's start, a ping and the first word: then the error.
+    upstreams["claude"].reply(text="a b c d e f", error_event_after=4)
     got = events(stream(live_server, api_key, {"model": "claude", "messages": MESSAGES}))
     assert "error" in got[-1]
     [row] = wait_for_rows(state, 1)
@@ -207,6 +208,35 @@ def test_failure_before_the_first_byte_falls_back(live_server, api_key, upstream
     assert response.headers["x-aigateway-fallback"] == "gpt,claude"
     got = events(response)
     assert all(c["model"] == "gpt" for c in got[:-1])
+
+
+@pytest.mark.parametrize(
+    ("alias", "after"),
+    [("claude", 1), ("claude", 3), ("gpt", 1)],
+    ids=["message_start", "message_start+block+ping", "role-chunk"],
+)
+def test_an_error_before_the_first_content_is_retried(
+    live_server, api_key, upstreams, state, alias, after
+):
+    """An upstream that answers 200, opens its message (Anthropic's ``message_start``, maybe
+    an empty text block and a ping; OpenAI's role chunk) and then reports an error (the
+    Messages API's ``overloaded_error`` event) has sent nothing a client could read: it is
+    retried as a failure before the first byte is. It was an error event after the role
+    chunk. The client still gets one role chunk first, then the answer."""
+    upstreams[alias].reply(text="lost", error_event_after=after)
+    upstreams[alias].reply(text="after retry")
+    response = stream(live_server, api_key, {"model": alias, "messages": MESSAGES})
+    assert response.status_code == 200
+    assert response.headers["x-aigateway-attempts"] == "2"
+    got = events(response)
+    assert got[-1] == "[DONE]"
+    deltas = [c["choices"][0]["delta"] for c in got[:-1] if c.get("choices")]
+    assert deltas[0]["role"] == "assistant"
+    assert [d for d in deltas if "role" in d] == [deltas[0]]
+    assert "".join(d.get("content") or "" for d in deltas) == "after retry"
+    assert len(upstreams[alias].requests) == 2
+    [row] = wait_for_rows(state, 1)
+    assert (row.status_code, row.attempts) == (200, 2)
 
 
 def test_errors_before_the_stream_are_json(live_server, upstreams, api_key):

@@ -32,15 +32,30 @@ _JSON_TYPES.update({dict: "object", list: "array"})
 
 def _chat_message() -> dict[str, Any]:
     """A chat message as :func:`..schemas._check_message` accepts it: content (a string or
-    typed parts) is required, except on an assistant message carrying tool calls."""
+    typed parts) is required, except on an assistant message carrying tool calls (of a
+    function, or of a custom tool: ``type: custom`` with its ``custom`` name and input)."""
     part = {"type": "object", "required": ["type"], "properties": {"type": _STRING}}
-    tool_call = {
+    function_call = {
         "type": "object",
         "required": ["function"],
         "properties": {
-            "function": {"type": "object", "required": ["name"], "properties": {"name": _STRING}}
+            "type": {"not": {"const": "custom"}},
+            "function": {"type": "object", "required": ["name"], "properties": {"name": _STRING}},
         },
     }
+    custom_call = {
+        "type": "object",
+        "required": ["type", "custom"],
+        "properties": {
+            "type": {"const": "custom"},
+            "custom": {
+                "type": "object",
+                "required": ["name", "input"],
+                "properties": {"name": _STRING, "input": _STRING},
+            },
+        },
+    }
+    tool_call = {"anyOf": [function_call, custom_call]}
     return {
         "type": "object",
         "required": ["role"],

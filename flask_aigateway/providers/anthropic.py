@@ -44,10 +44,11 @@ PARAMETERS: dict[str, Handling] = {
         "translated",
         "system and developer messages → top-level `system`; text, image (data URL → base64 "
         "source, http(s) URL → url source) and inline-PDF `file` parts; assistant `tool_calls` → "
-        "`tool_use` blocks; consecutive `tool` messages → one user turn of `tool_result` "
-        "blocks; same-role turns merged; `cache_control` on parts kept; a message's `name` and an "
-        "image's `detail` have no equivalent and are not sent. `input_audio` parts, `file_id` "
-        "files, `function` messages and `function_call` refused",
+        "`tool_use` blocks; an assistant's `refusal` → its text; consecutive `tool` messages → "
+        "one user turn of `tool_result` blocks; same-role turns merged; `cache_control` on parts "
+        "kept; a message's `name` and an image's `detail` have no equivalent and are not sent. "
+        "`input_audio` parts, `file_id` files, custom tool calls, `function` messages and "
+        "`function_call` refused",
     ),
     "stream": Handling("translated", "`stream: true`; Anthropic events become OpenAI chunks"),
     "stream_options": Handling(

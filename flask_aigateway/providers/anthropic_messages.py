@@ -179,6 +179,9 @@ def _tool_use_blocks(calls: Any, where: str) -> list[dict[str, Any]]:
     blocks = []
     for j, call in enumerate(calls or []):
         here = f"{where}.tool_calls[{j}]"
+        if isinstance(call, dict) and call.get("type") == "custom":
+            # As custom tools are (translate_tools): the Messages API has no free-form tool.
+            raise _refuse(f"{here}.type", "a 'custom' tool call (only 'function' tool calls)")
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise InvalidRequestError(f"'{here}' must be a function call with a name.", param=here)
@@ -252,6 +255,12 @@ def translate_messages(
                 )
             turn_role = "assistant"
             blocks = text_blocks(message.get("content"), where, refusal_ok=True)
+            refusal = message.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                # A refusal turn as the SDK gives it back (content null, the text in
+                # ``refusal``): the assistant said it, so it is the turn's text, as a
+                # ``refusal`` content part is; left out, the turns around it merged.
+                blocks.append({"type": "text", "text": refusal})
             blocks += _tool_use_blocks(message.get("tool_calls"), where)
         elif role == "tool":
             turn_role, blocks = "user", [_tool_result(message, where)]

@@ -12,12 +12,21 @@ import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
-from ..errors import CONTEXT_LENGTH_CODE, UpstreamClientError, UpstreamError, UpstreamRateLimitError
+from ..errors import (
+    CONTEXT_LENGTH_CODE,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamQuotaError,
+    UpstreamRateLimitError,
+)
 
 #: The caller's fault: passed through with the upstream message and the same status.
 CLIENT_STATUSES = frozenset({400, 413, 422})
 #: Worth another try (maybe on another deployment), honouring Retry-After.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 529})
+
+#: OpenAI's error type and code for an account out of credit (a 429 no wait cures).
+INSUFFICIENT_QUOTA = "insufficient_quota"
 
 _CONTEXT_PATTERNS = re.compile(
     r"prompt is too long|exceed(s|ed)? (the )?context (limit|window|length)|"
@@ -92,11 +101,15 @@ def classify_status(
     message: str,
     code: str | None = None,
     param: str | None = None,
+    error_type: str | None = None,
 ) -> UpstreamError:
     """The policy: 400/413/422 → :class:`UpstreamClientError` with the same status and the
     upstream message; 401/403 → 502 blaming the gateway's provider credentials, never the
-    caller; 408/409/429/5xx/529 → retryable 502 with ``retry_after``; anything else
+    caller; 408/409/429/5xx/529 → retryable 502 (429: 429) with ``retry_after``, passed on
+    as the answer's ``Retry-After`` (whole seconds, at least 1); anything else
     (404 model unknown upstream, 402…) → 502 not retryable, so the router skips the deployment.
+    A 429 whose ``code`` or ``error_type`` is ``insufficient_quota`` (the account is out of
+    credit) is :class:`UpstreamQuotaError`: not retryable, unlike a rate limit.
 
     An ``x-should-retry`` header from the upstream overrides the retryable decision.
     """
@@ -116,6 +129,13 @@ def classify_status(
             upstream_status=status,
             code="upstream_auth_failed",
         )
+    if status == 429 and INSUFFICIENT_QUOTA in (code, error_type):
+        return UpstreamQuotaError(
+            f"The {label} provider answered 429 insufficient_quota: {message} Its account is "
+            "out of credit: an operator must add credit or raise the provider's quota; "
+            "retrying will not help.",
+            upstream_status=status,
+        )
     retryable = status in RETRYABLE_STATUSES or status >= 500
     should_retry = h.get("x-should-retry", "").strip().lower()
     if should_retry in ("true", "false"):
@@ -128,13 +148,18 @@ def classify_status(
     else:
         text = f"The {label} provider answered {status}: {message}"
     retry_after = parse_retry_after(h) if retryable else None
+    # The upstream's hint goes on to the client with the gateway's answer when this is the
+    # last failure (a 429, or the 502 of a 503/529): the official SDKs retry both and wait
+    # as Retry-After says, instead of their own short backoff against an upstream that
+    # asked for time.
+    hint = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
     if status == 429:
         return UpstreamRateLimitError(
             text,
             retryable=retryable,
             retry_after=retry_after,
             upstream_status=status,
-            headers={"Retry-After": str(max(1, round(retry_after)))} if retry_after else None,
+            headers=hint,
         )
     return UpstreamError(
         text,
@@ -142,4 +167,5 @@ def classify_status(
         retry_after=retry_after,
         upstream_status=status,
         code="upstream_not_found" if status == 404 else "upstream_error",
+        headers=hint,
     )

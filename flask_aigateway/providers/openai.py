@@ -121,9 +121,18 @@ class OpenAIAdapter:
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """Read OpenAI's ``{"error": {"message", "type", "param", "code"}}`` (or the bare
         ``{"error": "..."}`` some compatible servers send) and apply the shared policy."""
-        message, code, param = _error_fields(try_json(body), body)
+        data = try_json(body)
+        message, code, param = _error_fields(data, body)
+        error = data.get("error") if isinstance(data, dict) else None
+        kind = error.get("type") if isinstance(error, dict) else None
         return classify_status(
-            status, headers, label=LABEL, message=message, code=code, param=param
+            status,
+            headers,
+            label=LABEL,
+            message=message,
+            code=code,
+            param=param,
+            error_type=kind if isinstance(kind, str) else None,
         )
 
 
