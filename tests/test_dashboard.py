@@ -387,8 +387,10 @@ def test_unmatched_dashboard_paths_carry_the_security_headers(client: Any) -> No
     blueprint is known; they carry the dashboard's headers all the same (the host's paths
     are left alone)."""
     login(client)
-    for response in (client.get("/dashboard/nope"), client.get("/dashboard/keys/x/revoke")):
-        assert response.status_code in (404, 405)
+    unknown, wrong = client.get("/dashboard/nope"), client.get("/dashboard/keys/x/revoke")
+    assert (unknown.status_code, wrong.status_code) == (404, 405)
+    assert wrong.headers["Allow"] == "POST"
+    for response in (unknown, wrong):
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["Cache-Control"] == "no-store"

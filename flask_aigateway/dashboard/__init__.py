@@ -11,9 +11,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 
 from ..errors import GatewayError, NotFoundError
 from ..state import get_state
@@ -33,6 +42,7 @@ CONTENT_SECURITY_POLICY = (
 )
 _PUBLIC_ENDPOINTS = frozenset({f"{NAME}.static"})
 _LOGIN_ENDPOINT = f"{NAME}.login"
+_UNMATCHED = "unmatched"
 
 
 def create_blueprint() -> Blueprint:
@@ -47,7 +57,7 @@ def create_blueprint() -> Blueprint:
     bp.record_once(_install)
     bp.before_request(_guard)
     bp.after_request(_finish)
-    bp.after_app_request(_secure_unmatched)
+    bp.record(_add_catch_all)
     bp.context_processor(_template_helpers)
     bp.register_error_handler(GatewayError, _gateway_error)
     bp.register_error_handler(HTTPException, _http_error)
@@ -124,17 +134,35 @@ def _secure(response: Response, *, cached: bool = False) -> None:
         headers["Cache-Control"] = "no-store"
 
 
-def _secure_unmatched(response: Response) -> Response:
-    """An app-wide hook for the dashboard's paths that matched no rule (an unknown page, a
-    wrong method): routing refuses them before the blueprint is known, so its own hook never
-    runs, and the host's (or Werkzeug's) error page is sent as is. It gets the dashboard's
-    headers; other paths are the host's and left alone."""
-    if request.url_rule is None:
-        state = get_state()
-        root = state.settings["AIGATEWAY_ROUTE_PREFIX"] + "/dashboard"
-        if request.path == root or request.path.startswith(root + "/"):
-            _secure(response)
-    return response
+def _add_catch_all(setup: BlueprintSetupState) -> None:
+    """A rule under the dashboard taking every path and method no page takes, added to the URL
+    map directly (Flask's ``add_url_rule`` always lists methods). Without it, routing refuses
+    an unknown page or a wrong method before the blueprint is known: the host's (or
+    Werkzeug's) error page went out without the dashboard's headers. The host's hooks and
+    handlers are left as they are (no app-wide hook is added)."""
+    endpoint = f"{setup.name_prefix}.{setup.name}.{_UNMATCHED}".lstrip(".")
+    setup.app.view_functions[endpoint] = _unmatched
+    prefix = (setup.url_prefix or "").rstrip("/")
+    setup.app.url_map.add(Rule(prefix + "/<path:rest>", endpoint=endpoint))
+
+
+def _unmatched(rest: str) -> Any:
+    """A dashboard path no page takes: 404, or 405 naming the methods its page takes."""
+    adapter = current_app.create_url_adapter(request)
+    methods = []
+    for method in ("GET", "POST"):
+        try:
+            rule, _args = adapter.match(method=method, return_rule=True)  # type: ignore[union-attr]
+        except HTTPException:
+            continue
+        if not rule.endpoint.endswith("." + _UNMATCHED):
+            methods.append(method)
+    if not methods:
+        return _error_page(404, "Not found", "There is no such dashboard page.")
+    page, status = _error_page(
+        405, "Method not allowed", f"This page answers {' and '.join(methods)} only."
+    )
+    return page, status, {"Allow": ", ".join(methods)}
 
 
 def _template_helpers() -> dict[str, Any]:
