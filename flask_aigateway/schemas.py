@@ -112,14 +112,15 @@ def _check_message(index: int, message: Any) -> None:
     if (
         isinstance(message, dict)
         and isinstance(message.get("content"), str)
-        and message.get("role") in _ROLES_WITHOUT_REQUIRED_FIELDS
+        and isinstance(message.get("role"), str)
+        and message["role"] in _ROLES_WITHOUT_REQUIRED_FIELDS
     ):
         return
     where = f"messages[{index}]"
     if not isinstance(message, dict):
         raise InvalidRequestError(f"'{where}' must be an object.", param=where)
     role = message.get("role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:
         raise InvalidRequestError(
             f"'{where}.role' must be one of {', '.join(sorted(_ROLES))} (got {role!r}).",
             param=f"{where}.role",

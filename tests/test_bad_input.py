@@ -109,6 +109,16 @@ CASES: dict[str, tuple[Callable[[str], bytes], int, str]] = {
         "control character",
     ),
     "nul in role": (with_role("user\\u0000"), 400, "role"),
+    "role an object": (
+        lambda alias: body(alias, messages=[{"role": {"a": 1}, "content": "hi"}]),
+        400,
+        "role",
+    ),
+    "role an array": (
+        lambda alias: body(alias, messages=[{"role": ["user"], "content": [{"type": "text"}]}]),
+        400,
+        "role",
+    ),
     "huge body": (
         lambda alias: body(alias, messages=[{"role": "user", "content": "x" * LIMIT}]),
         413,
