@@ -1146,3 +1146,92 @@ def test_tool_ids_from_another_format_pass_to_anthropic_valid(client, api_key, u
     assert re.fullmatch(r"functions_get_0_[0-9a-f]{8}", new_id)
     assert sent[2]["content"][0]["tool_use_id"] == new_id
     assert sent[0] == turns[0] and sent[1]["content"][0] == turns[1]["content"][0]
+
+
+# -- streams: nothing is sent before the first content ------------------------------------
+
+
+def sse_events(response: Any) -> list[dict[str, Any]]:
+    """A streamed answer's events (the ``data:`` lines, parsed)."""
+    lines = response.get_data(as_text=True).splitlines()
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize(
+    ("alias", "after", "thinking"),
+    [("claude", 1, None), ("claude", 3, None), ("claude", 2, "Hmm."), ("gpt", 1, None)],
+    ids=[
+        "message_start",
+        "message_start+block+ping",
+        "message_start+thinking-block",
+        "translated-role-chunk",
+    ],
+)
+def test_an_error_before_the_first_content_is_retried(
+    client, api_key, upstreams, state, alias, after, thinking
+) -> None:
+    """An upstream that answers 200, opens its message (``message_start``, maybe an empty
+    text block and a ping; an OpenAI-format one its role chunk) and then reports an error
+    (the Messages API's ``overloaded_error`` event) has sent nothing a client could use:
+    it is retried like a failure before the first byte. The stream was committed on
+    ``message_start`` and the client got the error event after one upstream call. The
+    events that open the answer go out first, once, with the retry's first content."""
+    upstreams[alias].reply(text="lost words", thinking=thinking, error_event_after=after)
+    upstreams[alias].reply(text="after retry")
+    response = post(client, body(model=alias, stream=True), api_key)
+    assert response.status_code == 200
+    assert response.headers["x-aigateway-attempts"] == "2"
+    events = sse_events(response)
+    kinds = [event["type"] for event in events]
+    # As the upstream sent them (the translation: as ChunkEvents opens a message), once.
+    opening = (
+        ["content_block_start", "ping"] if alias == "claude" else ["ping", "content_block_start"]
+    )
+    assert kinds[:4] == ["message_start", *opening, "content_block_delta"]
+    assert kinds.count("message_start") == 1 and "error" not in kinds
+    assert kinds[-1] == "message_stop"
+    text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert text == "after retry"
+    assert len(upstreams[alias].requests) == 2
+    [row] = log_rows(state)
+    assert (row.status_code, row.attempts) == (200, 2)
+
+
+def test_an_error_before_the_first_content_falls_back(client, api_key, upstreams, state) -> None:
+    """A passthrough stream whose upstream keeps failing after ``message_start`` falls back
+    to the alias's fallback (here an OpenAI-format one, translated), as one failing before
+    its first byte does."""
+    from flask_aigateway.services.models import update_model
+
+    update_model(state, "claude", fallbacks="gpt")
+    upstreams["claude"].default = Reply(text="never shown", error_event_after=1)
+    upstreams["gpt"].reply(text="from the fallback")
+    response = post(client, body(model="claude", stream=True), api_key)
+    assert response.status_code == 200
+    assert response.headers["x-aigateway-fallback"] == "claude,gpt"
+    events = sse_events(response)
+    assert [e["type"] for e in events].count("message_start") == 1
+    assert events[0]["message"]["model"] == "claude"
+    text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert text == "from the fallback"
+    [row] = log_rows(state)
+    assert (row.status_code, row.fallback_path) == (200, ["claude", "gpt"])
+
+
+@pytest.mark.parametrize("alias", ["claude", "gpt"])
+def test_an_error_after_the_first_content_is_an_error_event(
+    client, api_key, upstreams, state, alias
+) -> None:
+    """Once content has gone out the stream is the client's: an error after the first word
+    ends it with an error event, nothing retried."""
+    # Anthropic: message_start, the block's start, a ping, the first word; OpenAI: the role
+    # chunk and the first word.
+    upstreams[alias].reply(text="one two three", error_event_after=4 if alias == "claude" else 2)
+    response = post(client, body(model=alias, stream=True), api_key)
+    events = sse_events(response)
+    assert events[-1]["type"] == "error"
+    deltas = [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"]
+    assert "".join(deltas).strip() == "one"
+    assert len(upstreams[alias].requests) == 1
+    [row] = log_rows(state)
+    assert row.attempts == 1 and row.status_code >= 500

@@ -369,6 +369,18 @@ def test_a_long_stream_is_not_cut_by_the_request_deadline(short_deadline, claude
     assert text == words and final.stop_reason == "end_turn"
 
 
+def test_a_slow_opening_is_not_cut_by_the_request_deadline(short_deadline, claude, upstreams):
+    """The events that open the answer are held until its first content (an error among
+    them is retried), but once the upstream has sent one, reads wait for silence, not for
+    the request's deadline: here message_start, the block's start and a ping 0.3 s apart,
+    the first word 0.9 s in, behind a deadline of 0.5 s."""
+    upstreams["claude"].reply(text="slow to start", chunk_delay=0.3)
+    with claude.messages.stream(model="claude", max_tokens=100, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "slow to start"
+    assert len(upstreams["claude"].requests) == 1
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_tool_calls_stop_for_tool_use_whatever_the_finish_reason(claude, upstreams, stream):
     """OpenAI ends a forced tool choice with ``finish_reason: "stop"`` (vLLM and Gemini do
@@ -394,7 +406,9 @@ def test_tool_calls_stop_for_tool_use_whatever_the_finish_reason(claude, upstrea
 
 @ALIASES
 def test_stream_failure_mid_stream_is_an_error_event(claude, upstreams, alias):
-    upstreams[alias].reply(text="one two three four five six", error_event_after=3)
+    # After the first word (Anthropic: message_start, the block's start and a ping first;
+    # before it, the error is retried).
+    upstreams[alias].reply(text="one two three four five six", error_event_after=4)
     with (
         pytest.raises(anthropic.APIStatusError) as caught,
         claude.messages.stream(model=alias, max_tokens=50, messages=HELLO) as stream,

@@ -210,7 +210,8 @@ class Messages:
         cache_control: str | None = None,
     ) -> MessageStream:
         """Every check, and the upstream stream opened, before the first byte (retries and
-        fallbacks until an upstream produced its first event)."""
+        fallbacks until an upstream produced its first event that says something: the
+        events that only open the answer are held until then, :meth:`._Source.prime`)."""
         pipeline = self.pipeline
         record, request = self._begin(body, api_key, request_id, Route.MESSAGES, True, headers)
         admission = Admission()
@@ -297,7 +298,6 @@ class Messages:
                         f"The stream from provider '{target.provider_name}' ended before any data.",
                         retryable=True,
                     )
-                stream.started()
                 return source
             except UpstreamError as error:
                 stream.close()

@@ -220,6 +220,29 @@ class ChunkEvents:
         return events
 
 
+def opens_only(event: Mapping[str, Any]) -> bool:
+    """Whether an event only opens the answer and holds none of it: ``message_start``, a
+    ``ping``, the start of a text or thinking block with nothing in it yet (as every block of
+    text or thinking starts), its stop, a ``message_delta`` without a stop reason. Until an
+    event that is more has come (content, a tool call's start, a delta, the stop reason, an
+    event of a kind not named here), a stream may still be retried or fall back
+    (:meth:`.stream._Source.prime`)."""
+    kind = event.get("type")
+    if kind in ("message_start", "ping", "content_block_stop"):
+        return True
+    if kind == "content_block_start":
+        block = event.get("content_block")
+        return (
+            isinstance(block, Mapping)
+            and block.get("type") in ("text", "thinking")
+            and not any(value for name, value in block.items() if name != "type")
+        )
+    if kind == "message_delta":
+        delta = event.get("delta")
+        return isinstance(delta, Mapping) and delta.get("stop_reason") is None
+    return False
+
+
 def message_events(message: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A finished ``message`` as the stream that would have produced it (a cache replay)."""
     start = {

@@ -20,7 +20,7 @@ from ..providers.wire import SHAPE_ERRORS, dumps, new_tool_use_id, unexpected_sh
 from ..schemas import ChatRequest, ChatResponse, Usage
 from ..streaming import after_first
 from ..tokens import estimate_completion_tokens, estimate_prompt_tokens
-from .events import ChunkEvents, MessageAssembler, message_events
+from .events import ChunkEvents, MessageAssembler, message_events, opens_only
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,29 @@ class _Source:
 
     usage: Usage | None = None
     done: bool = False
+    #: Whether the upstream has sent anything yet (an event; a chunk, for a translated one).
+    heard: bool = False
     pending: list[dict[str, Any]]
+    _stream: Any
 
     def prime(self) -> bool:
-        """Read until the first events (left in ``pending``); False when the stream ended."""
-        while not self.pending and not self.done:
+        """Read until the first event that says something, or the proper end, and leave the
+        events so far in ``pending``; False when the body ended before either.
+
+        Events that only open the answer (:func:`.events.opens_only`: ``message_start``,
+        pings, an empty block's start) are held, not committed: an upstream that answers
+        200, starts its message and then reports an error (the Messages API's
+        ``overloaded_error`` event) raises here, and is retried and falls back like one that
+        failed at once; the client, which has received nothing, never sees it. The held
+        events go out first, with the event that says something, so that one is not
+        delayed. Once the upstream has sent anything, reads wait for silence (the stream's
+        ``started``), as before, not for the request's deadline.
+        """
+        while not self.done and all(opens_only(event) for event in self.pending):
             if not self.advance():
                 return False
+            if self.heard:
+                self._stream.started()
         return True
 
     def advance(self) -> bool:
@@ -69,6 +85,7 @@ class _Passthrough(_Source):
         event = next(self._events, None)
         if event is None:
             return False
+        self.heard = True
         try:
             self._watch.feed(event)
             self.usage, self.done = self._watch.usage, self._watch.done
@@ -104,13 +121,6 @@ class _Translated(_Source):
         self._converter = events
         self._provider = provider
         self.pending = events.start()
-        self._started = False
-
-    def prime(self) -> bool:
-        while not self._started:
-            if not self.advance():
-                return False
-        return True
 
     def advance(self) -> bool:
         event = next(self._events, None)
@@ -118,12 +128,12 @@ class _Translated(_Source):
             return False
         try:
             for chunk in self._translator.feed(event):
-                self._started = True
+                self.heard = True
                 self.pending += self._converter.feed(chunk)
         except SHAPE_ERRORS as exc:
             raise unexpected_shape(self._provider, "a stream event", event.data) from exc
         if self._translator.done:
-            self._started = True
+            self.heard = True
             self.usage = self._translator.usage or Usage()
             self.done = True
             self.pending += self._converter.end(self.usage)
