@@ -490,6 +490,20 @@ def test_fallbacks_left_untried_by_the_deadline_are_not_named(client, state, api
     assert (row.attempts, row.fallback_path) == (1, None)
 
 
+def test_a_retry_after_beyond_the_longest_wait_moves_on_at_once(client, state, api_key, upstreams):
+    """An upstream asking for more than the gateway's longest wait between attempts (30 s) is
+    not retried early (it was called again after 30 s of a 45 s wait, and failed again): the
+    client gets its Retry-After at once."""
+    fake = upstreams["gpt"]
+    fake.rate_limited(retry_after="45")
+    started = time.monotonic()
+    response = chat(client, api_key, "gpt")
+    assert time.monotonic() - started < 10.0
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "45"
+    assert len(fake.requests) == 1
+
+
 def test_a_retry_after_beyond_the_deadline_is_not_waited(client, state, api_key, upstreams):
     configure(state, request_timeout=2.0)
     fake = upstreams["gpt"]

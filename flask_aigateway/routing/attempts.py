@@ -29,7 +29,7 @@ from ..providers.classify import CONTEXT_LENGTH_CODE
 from ..wording import counted
 from .leases import AttemptLog, FirstLease
 from .plan import Plan, Skip
-from .retry import retry_delay
+from .retry import MAX_RETRY_WAIT, retry_delay
 from .router import Router
 
 T = TypeVar("T")
@@ -257,6 +257,11 @@ def _run_target(
             errors.append(without_tracebacks(error))
             opened = router.failed(ticket)
             if not error.retryable or n == max_attempts or opened is not None:
+                return _FAILED
+            if error.retry_after is not None and error.retry_after > MAX_RETRY_WAIT:
+                # The upstream asks for longer than the gateway waits between attempts: a
+                # retry before its time would fail again. Move on (the next deployment, a
+                # fallback, else its Retry-After to the client).
                 return _FAILED
             wait = retry_delay(settings, n, error.retry_after)
             if wait >= deadline - time.monotonic():
