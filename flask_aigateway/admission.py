@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from .errors import GatewayError
 from .redis_batch import ScriptBatch
 
 if TYPE_CHECKING:
@@ -55,6 +56,15 @@ class Admission:
     def release(self, record: RequestRecord) -> None:
         """Give the whole reservation back (the request cost nothing)."""
         self._end(record, charge=False)
+
+    def onto(self, error: BaseException) -> BaseException:
+        """``error`` with the headers a success would carry (``x-aigateway-cache``, the rate
+        windows' ``x-ratelimit-*``) where it has none of its own: the client reads them on
+        every answer, failures included."""
+        if isinstance(error, GatewayError):
+            for name, value in self.headers.items():
+                error.headers.setdefault(name, value)
+        return error
 
     def expect_settled(self, cost: Decimal) -> None:
         """Set the remaining-budget header as settling ``cost`` will leave it, before the

@@ -106,7 +106,7 @@ def embed(
         pipeline.cache.put(admission.cache, result)
         return result
     except BaseException as exc:
-        problem = record.failed_with(exc)
+        problem = admission.onto(record.failed_with(exc))
         if problem is not exc:
             raise problem from exc
         raise

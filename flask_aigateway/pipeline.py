@@ -434,7 +434,7 @@ class Pipeline:
             self.cache.put(admission.cache, result)
             return result
         except BaseException as exc:
-            problem = record.failed_with(exc)
+            problem = admission.onto(record.failed_with(exc))
             if problem is not exc:
                 raise problem from exc
             raise
@@ -554,7 +554,7 @@ class Pipeline:
             record.target = target
             record.ttft_ms = record.elapsed_ms()
         except BaseException as error:
-            problem = record.failed_with(error)
+            problem = admission.onto(record.failed_with(error))
             self.finish(record, admission)
             if problem is not error:
                 raise problem from error

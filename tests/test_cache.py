@@ -132,6 +132,29 @@ def test_off_by_default(client, state, api_key, upstreams) -> None:
         assert session.scalar(select(func.count()).select_from(CacheEntry)) == 0
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("status", [400, 500])
+def test_an_error_answer_says_how_the_cache_was_used(
+    client, cached, state, api_key, upstreams, status, stream
+) -> None:
+    """A failure after the cache was looked up carries ``x-aigateway-cache`` (MISS) as a
+    success does (it had none), and so do the other doors' failures."""
+    state.settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"] = 1
+    state.settings["AIGATEWAY_CIRCUIT_FAILURES"] = 0
+    upstreams["gpt"].fail(status)
+    response = post(client, api_key, {**BODY, "stream": stream})
+    assert response.status_code == (400 if status == 400 else 502)
+    assert response.headers["x-aigateway-cache"] == "MISS"
+    upstreams["gpt"].fail(500)
+    responses = client.post(
+        "/v1/responses",
+        json={"model": "gpt", "input": "hi", "store": False},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert responses.status_code == 502
+    assert responses.headers["x-aigateway-cache"] == "MISS"
+
+
 @pytest.mark.parametrize(
     "backend", ["sql", "memory", pytest.param("redis", marks=pytest.mark.redis)]
 )
@@ -345,7 +368,7 @@ def test_a_failed_leader_lets_the_next_request_ask(app, cached, api_key, upstrea
     fake.default = Reply(text="Second try.", latency=0.1)
     results = _burst(app, api_key, 3)
     outcomes = Counter((r.status_code, r.headers.get("x-aigateway-cache")) for r in results)
-    assert outcomes == {(502, None): 1, (200, "MISS"): 1, (200, "HIT"): 1}
+    assert outcomes == {(502, "MISS"): 1, (200, "MISS"): 1, (200, "HIT"): 1}
     assert len(fake.requests) == 4
 
 

@@ -150,7 +150,7 @@ class Messages:
             pipeline.cache.put(admission.cache, result)
             return MessageResult(message, result)
         except BaseException as exc:
-            problem = record.failed_with(exc)
+            problem = admission.onto(record.failed_with(exc))
             if problem is not exc:
                 raise problem from exc
             raise
@@ -241,7 +241,7 @@ class Messages:
             record.target = target
             record.ttft_ms = record.elapsed_ms()
         except BaseException as error:
-            problem = record.failed_with(error)
+            problem = admission.onto(record.failed_with(error))
             pipeline.finish(record, admission)
             if problem is not error:
                 raise problem from error
