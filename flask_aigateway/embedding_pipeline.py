@@ -20,6 +20,7 @@ from .catalog import AliasRoute, wrong_kind
 from .embeddings import EmbeddingsRequest
 from .enums import ModelKind, Route, WireFormat
 from .errors import InvalidRequestError
+from .pipeline_upstream import call_upstream
 from .providers.openai_embeddings import OpenAIEmbeddingsAdapter
 from .schemas import ChatResponse, Usage
 from .tokens import estimate_input_tokens
@@ -77,7 +78,7 @@ def embed(
             request,
             route,
             record,
-            lambda t, left: pipeline._call(request, t, left, record, _ADAPTER),
+            lambda t, left: call_upstream(pipeline.transport, request, t, left, record, _ADAPTER),
             admission=admission,
         )
         usage = response.usage

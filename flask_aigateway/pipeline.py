@@ -8,11 +8,9 @@ route (pick a deployment, call, retry, fall back) → account (usage, cost) → 
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -24,32 +22,21 @@ from .catalog import AliasRoute, load_route, wrong_kind
 from .embedding_pipeline import embed
 from .embeddings import EmbeddingsRequest, GatewayRequest
 from .enums import ModelKind, Route
-from .errors import (
-    AuthenticationError,
-    GatewayError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
-    UpstreamError,
-)
+from .errors import GatewayError, NotFoundError, PermissionDeniedError
 from .governance import BudgetBook, Gate, Principal, RateLimiter, authenticate
-from .governance.budgets import reachable_routes
-from .governance.throttles import api_auth_answer
-from .providers import get_adapter
+from .pipeline_doors import TRUSTED, DoorChecks
+from .pipeline_stream import open_stream
+from .pipeline_upstream import call_upstream, carriage
 from .providers.base import Target
 from .providers.transport import Transport
-from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .routing import AttemptLog, Router, execute
 from .schemas import ChatRequest, ChatResponse, Usage
 from .state import GatewayState
-from .streaming import ChatStream, _Opened, opens_only, replay_stream
+from .streaming import ChatStream
 from .tokens import completion_pieces, estimate_completion_tokens, estimate_prompt_tokens
 
 T = TypeVar("T")
 _Req = TypeVar("_Req", bound=GatewayRequest)
-
-#: Passed as ``api_key`` by trusted in-process callers: no key, no key rules.
-TRUSTED = object()
 
 
 def new_request_id() -> str:
@@ -61,7 +48,7 @@ def new_request_id() -> str:
     return raw.hex()
 
 
-class Pipeline:
+class Pipeline(DoorChecks):
     """One per app: owns the transport (pooled upstream connections), the router, the rate
     limiter, the budget book, the response cache, metrics and the request-log writer."""
 
@@ -93,71 +80,6 @@ class Pipeline:
         record.key_id = principal.key_id
         record.team_id = principal.team_id
         return principal
-
-    def authenticate_first(
-        self, api_key: str | None, request_id: str, route: Route = Route.CHAT_COMPLETIONS
-    ) -> Principal:
-        """Authenticate before the request body is read (the ``/v1`` views do), so an
-        unauthenticated caller cannot make the gateway parse anything.
-
-        A refused key still gets its log row and metrics, without a model (the body is never
-        read), saying what the client gets: the ``api_auth`` throttle's 429 once the client's
-        address is over it. Raises what :func:`authenticate` raises, or that 429
-        (:class:`~.errors.RateLimitError`). Needs a request: the throttle counts per address.
-        """
-        with self.refusals(None, request_id, route):
-            try:
-                return authenticate(self.state, api_key)
-            except AuthenticationError as error:
-                answer = api_auth_answer(self.state, error)
-                if answer is error:
-                    raise
-                raise answer from None
-
-    def check_direct(
-        self, request: ChatRequest, api_key: str | None, request_id: str, *, stream: bool
-    ) -> Any:
-        """The Python API's door (:meth:`AIGateway.chat`, :meth:`~AIGateway.stream`): what the
-        HTTP door does before the steps, in its order. A key secret is authenticated first,
-        then the request is validated (:meth:`ChatRequest.validate`: one built directly never
-        went through ``from_body``), each refusal logged as over HTTP.
-
-        Returns what to pass on as ``api_key``: :data:`TRUSTED` without a secret, else the
-        key's :class:`Principal`. Raises the HTTP API's 401 and 400 errors.
-        """
-        route = Route.CHAT_COMPLETIONS
-        caller: Any = TRUSTED
-        if api_key is not None:
-            with self.refusals(None, request_id, route, stream=stream):
-                caller = authenticate(self.state, api_key)
-        with self.refusals(caller, request_id, route, stream=stream):
-            request.validate()
-        return caller
-
-    @contextmanager
-    def refusals(
-        self, api_key: Any, request_id: str, route: Route, *, stream: bool = False
-    ) -> Iterator[None]:
-        """Around what a door does before the steps (authenticating, reading and checking the
-        body): a request refused there still gets its log row and metrics, attributed to its
-        key when the key was authenticated first (a :class:`Principal`), so an operator sees a
-        client sending bad requests, not only the ones that reached a model. Re-raises what
-        :meth:`RequestRecord.failed_with` says to raise."""
-        started = time.perf_counter()
-        try:
-            yield
-        except BaseException as error:
-            # Timed from the start of the block, so a body that trickled in is seen as slow.
-            record = RequestRecord(request_id, route=route.value, stream=stream, started=started)
-            record.started_at -= dt.timedelta(seconds=time.perf_counter() - started)
-            if isinstance(api_key, Principal):
-                record.key_id, record.team_id = api_key.key_id, api_key.team_id
-            self.metrics.started()
-            problem = record.failed_with(error)
-            self.finish(record, None)
-            if problem is not error:
-                raise problem from error
-            raise
 
     def authorize(
         self,
@@ -397,9 +319,9 @@ class Pipeline:
                 request,
                 route,
                 record,
-                lambda t, left: self._call(request, t, left, record),
+                lambda t, left: call_upstream(self.transport, request, t, left, record),
                 admission=admission,
-                refusal=self._carriage(request, route),
+                refusal=carriage(self.state, request, route),
             )
             usage = response.usage
             if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
@@ -441,64 +363,6 @@ class Pipeline:
         finally:
             self.finish(record, admission)
 
-    def _carriage(
-        self, request: ChatRequest, route: AliasRoute
-    ) -> Callable[[Target], GatewayError | None] | None:
-        """For the router: why a deployment cannot carry ``request`` (its wire format's
-        adapter refuses a field, e.g. ``seed`` to an Anthropic-format one), when the alias and
-        the aliases it may fall back to mix wire formats; such deployments are then left out
-        rather than tried, so a primary's outage is not turned into a 400 blaming the request
-        by a fallback of the other format. None when they all speak one format (nothing to
-        tell apart, and nothing costs more): the adapter's own refusal is the answer then."""
-        routes = [route]
-        if route.fallbacks or route.context_fallback:
-            routes = reachable_routes(self.state, route)
-        formats = {t.wire_format for r in routes for t in r.targets}
-        if len(formats) < 2:
-            return None
-        verdicts: dict[str, GatewayError | None] = {}
-
-        def refusal(target: Target) -> GatewayError | None:
-            if target.deployment_id not in verdicts:
-                try:
-                    get_adapter(target.wire_format).build_request(request, target)
-                    verdicts[target.deployment_id] = None
-                except InvalidRequestError as error:
-                    verdicts[target.deployment_id] = error
-            return verdicts[target.deployment_id]
-
-        return refusal
-
-    def _call(
-        self,
-        request: Any,
-        target: Target,
-        seconds_left: float,
-        record: RequestRecord,
-        adapter: Any = None,
-    ) -> ChatResponse:
-        """One upstream call through ``adapter`` (default: the target's wire format's chat
-        adapter; the embeddings door passes its own)."""
-        adapter = adapter or get_adapter(target.wire_format)
-        try:
-            for again in (True, False):
-                upstream = adapter.build_request(request, target)
-                with record.upstream_wait():
-                    answer = self.transport.send(
-                        upstream, timeout=seconds_left, pool_key=target.provider_id
-                    )
-                if answer.status < 300:
-                    break
-                error = adapter.classify_error(answer.status, answer.headers, answer.body)
-                request = _relaxed(adapter, request, target, error, again)
-            try:
-                return adapter.parse_response(answer.body, request, target)
-            except SHAPE_ERRORS as exc:
-                raise unexpected_shape(target.provider_name, "an answer", answer.body) from exc
-        except UpstreamError as error:
-            record.note_upstream_error(target, error)
-            raise
-
     def embeddings(
         self,
         request: EmbeddingsRequest,
@@ -522,124 +386,12 @@ class Pipeline:
         cache_control: str | None = None,
         api_route: Route = Route.CHAT_COMPLETIONS,
     ) -> ChatStream:
-        """Do every check and open the upstream stream before the first byte is sent.
-
-        Retries and fallbacks happen here, until an upstream has produced its first event;
-        the returned :class:`ChatStream` yields chunks and finishes the request when it ends,
-        however it ends (finished, cut, failed, or closed early by the client).
-        """
-        record = RequestRecord(request_id or new_request_id(), stream=True, alias=request.model)
-        record.route = api_route.value
-        admission = Admission()
-        if not request.stream:
-            request = replace(request, stream=True)
-        self.metrics.started()
-        if self.settings["AIGATEWAY_LOG_CONTENT"]:
-            record.keep_content(request)
-        try:
-            route, request, cached = self.enter(request, api_key, record, admission, cache_control)
-            if cached is not None:
-                return replay_stream(
-                    self, request, record, self.cache.serve(cached, record, route), admission
-                )
-            target, opened, attempts = self.route(
-                request,
-                route,
-                record,
-                lambda t, left: self._open(request, t, left, record),
-                hold=True,
-                admission=admission,
-                refusal=self._carriage(request, route),
-            )
-            record.target = target
-            record.ttft_ms = record.elapsed_ms()
-        except BaseException as error:
-            problem = admission.onto(record.failed_with(error))
-            self.finish(record, admission)
-            if problem is not error:
-                raise problem from error
-            raise
-        return ChatStream(
-            self,
-            request,
-            record,
-            target,
-            opened,
-            admission,
-            release=attempts.release,
-            started=attempts.started,
+        """Do every check and open the upstream stream before the first byte is sent
+        (:mod:`.pipeline_stream`); the :class:`ChatStream` it returns finishes the request
+        however it ends."""
+        return open_stream(
+            self, request, api_key, request_id or new_request_id(), cache_control, api_route
         )
-
-    def _open(
-        self, request: ChatRequest, target: Target, seconds_left: float, record: RequestRecord
-    ) -> _Opened:
-        adapter = get_adapter(target.wire_format)
-        with record.upstream_wait():
-            for again in (True, False):
-                upstream = adapter.build_request(request, target)
-                try:
-                    return self._first_events(adapter, request, target, upstream, seconds_left)
-                except UpstreamError as error:
-                    try:
-                        request = _relaxed(adapter, request, target, error, again)
-                    except UpstreamError:
-                        record.note_upstream_error(target, error)
-                        raise
-            raise AssertionError("unreachable: the second try returns or raises")
-
-    def _first_events(
-        self, adapter: Any, request: ChatRequest, target: Target, upstream: Any, seconds_left: float
-    ) -> _Opened:
-        """Open the upstream stream and read it until its first chunk that says something
-        (or its proper end).
-
-        Chunks that only open the answer (:func:`opens_only`: the role delta Anthropic's
-        ``message_start`` becomes, OpenAI's first ``role`` chunk) are held, not committed: an
-        upstream that answers 200, starts its message and then reports an error (Anthropic's
-        ``overloaded_error`` event) is retried and falls back like one that failed at once,
-        and the client, which has received nothing, never sees it. They go out first, with the
-        first chunk of content, tool call or finish, so that chunk is not delayed. Once one
-        is held the reads wait for silence (:meth:`started`), not for the request's deadline,
-        as before: a long extended-thinking phase, which makes no chunk, is not cut by it.
-        """
-        stream = self.transport.open_stream(
-            upstream, timeout=seconds_left, pool_key=target.provider_id
-        )
-        try:
-            if stream.status >= 300:
-                raise adapter.classify_error(stream.status, stream.headers, stream.read_body())
-            translator = adapter.stream_translator(request, target)
-            events = stream.events()
-            held: list[dict[str, Any]] = []
-            for event in events:
-                try:
-                    chunks = translator.feed(event)
-                except SHAPE_ERRORS as exc:
-                    name = target.provider_name
-                    raise unexpected_shape(name, "a stream event", event.data) from exc
-                if chunks or translator.done:
-                    stream.started()
-                    if translator.done or not all(opens_only(chunk) for chunk in chunks):
-                        return _Opened(stream, events, translator, held + chunks)
-                    held += chunks
-            raise UpstreamError(
-                f"The stream from provider '{target.provider_name}' ended before any data.",
-                retryable=True,
-            )
-        except BaseException:
-            stream.close()
-            raise
-
-
-def _relaxed(adapter: Any, request: Any, target: Target, error: UpstreamError, again: bool) -> Any:
-    """The request to send once more after ``error`` — when the upstream refused only
-    something the adapter added in translation, which it now leaves out (``relaxed``) — or
-    ``error`` raised. ``again``: whether one more try is left (there is only one)."""
-    relaxed = getattr(adapter, "relaxed", None) if again else None
-    retry = relaxed(request, target, error) if relaxed is not None else None
-    if retry is None:
-        raise error
-    return retry
 
 
 def get_pipeline(state: GatewayState) -> Pipeline:

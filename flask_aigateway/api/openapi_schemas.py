@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schemas import _PARAM_TYPES, _RANGES, _ROLES
+from ..chat_checks import _PARAM_TYPES, _RANGES, _ROLES
 
 _REF = "#/components/schemas/"
 

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..chat_checks import check_metadata
 from ..errors import InvalidRequestError
-from ..schemas import ChatRequest, check_metadata
+from ..schemas import ChatRequest
 from .fields import KNOWN_FIELDS
 from .ids import new_id
 from .items import _resolved, input_items, items_to_messages

@@ -1,0 +1,96 @@
+"""One upstream call of the route step, the one relaxed retry, and which deployments can carry it.
+
+:class:`~.pipeline.Pipeline`'s chat hands :func:`call_upstream` to the route step
+(``routing.execute``) as its ``attempt`` and :func:`carriage` as its ``refusal`` (which
+deployments cannot carry the request); a stream's opening (:mod:`.pipeline_stream`) uses the
+same two. A refused call is sent once more when the upstream refused only what the adapter
+added (:func:`_relaxed`). The embeddings door calls through :func:`call_upstream` with its own
+adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .accounting import RequestRecord
+from .catalog import AliasRoute
+from .errors import GatewayError, InvalidRequestError, UpstreamError
+from .governance.budgets import reachable_routes
+from .providers import get_adapter
+from .providers.base import Target
+from .providers.wire import SHAPE_ERRORS, unexpected_shape
+from .schemas import ChatRequest, ChatResponse
+
+if TYPE_CHECKING:
+    from .providers.transport import Transport
+    from .state import GatewayState
+
+
+def carriage(
+    state: GatewayState, request: ChatRequest, route: AliasRoute
+) -> Callable[[Target], GatewayError | None] | None:
+    """For the router: why a deployment cannot carry ``request`` (its wire format's
+    adapter refuses a field, e.g. ``seed`` to an Anthropic-format one), when the alias and
+    the aliases it may fall back to mix wire formats; such deployments are then left out
+    rather than tried, so a primary's outage is not turned into a 400 blaming the request
+    by a fallback of the other format. None when they all speak one format (nothing to
+    tell apart, and nothing costs more): the adapter's own refusal is the answer then."""
+    routes = [route]
+    if route.fallbacks or route.context_fallback:
+        routes = reachable_routes(state, route)
+    formats = {t.wire_format for r in routes for t in r.targets}
+    if len(formats) < 2:
+        return None
+    verdicts: dict[str, GatewayError | None] = {}
+
+    def refusal(target: Target) -> GatewayError | None:
+        if target.deployment_id not in verdicts:
+            try:
+                get_adapter(target.wire_format).build_request(request, target)
+                verdicts[target.deployment_id] = None
+            except InvalidRequestError as error:
+                verdicts[target.deployment_id] = error
+        return verdicts[target.deployment_id]
+
+    return refusal
+
+
+def call_upstream(
+    transport: Transport,
+    request: Any,
+    target: Target,
+    seconds_left: float,
+    record: RequestRecord,
+    adapter: Any = None,
+) -> ChatResponse:
+    """One upstream call through ``adapter`` (default: the target's wire format's chat
+    adapter; the embeddings door passes its own)."""
+    adapter = adapter or get_adapter(target.wire_format)
+    try:
+        for again in (True, False):
+            upstream = adapter.build_request(request, target)
+            with record.upstream_wait():
+                answer = transport.send(upstream, timeout=seconds_left, pool_key=target.provider_id)
+            if answer.status < 300:
+                break
+            error = adapter.classify_error(answer.status, answer.headers, answer.body)
+            request = _relaxed(adapter, request, target, error, again)
+        try:
+            return adapter.parse_response(answer.body, request, target)
+        except SHAPE_ERRORS as exc:
+            raise unexpected_shape(target.provider_name, "an answer", answer.body) from exc
+    except UpstreamError as error:
+        record.note_upstream_error(target, error)
+        raise
+
+
+def _relaxed(adapter: Any, request: Any, target: Target, error: UpstreamError, again: bool) -> Any:
+    """The request to send once more after ``error`` — when the upstream refused only
+    something the adapter added in translation, which it now leaves out (``relaxed``) — or
+    ``error`` raised. ``again``: whether one more try is left (there is only one)."""
+    relaxed = getattr(adapter, "relaxed", None) if again else None
+    retry = relaxed(request, target, error) if relaxed is not None else None
+    if retry is None:
+        raise error
+    return retry
