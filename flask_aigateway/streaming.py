@@ -46,7 +46,7 @@ def opens_only(chunk: dict[str, Any]) -> bool:
     """Whether a chunk only opens the answer and holds none of it: no finish reason, and no
     delta field but ``role`` with a value (``content: ""``, ``refusal: null`` are none), as
     the first chunk of a stream is. Until a chunk that is more has come, the pipeline may
-    still retry or fall back (:meth:`.Pipeline._first_events`)."""
+    still retry or fall back (:func:`.pipeline_stream._first_events`)."""
     for choice in chunk.get("choices") or ():
         if not isinstance(choice, dict) or choice.get("finish_reason") is not None:
             return False
