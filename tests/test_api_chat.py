@@ -335,6 +335,17 @@ def test_every_wrong_method_is_405_with_allow_in_openai_shape(client, path, meth
     assert f"Method {method} is not allowed on {path}" in error["message"]
 
 
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/models/gpt"])
+def test_a_wrong_method_on_models_answers_in_the_shape_asked(client, path):
+    """With ``anthropic-version`` (the Anthropic SDK), the models routes answer every error in
+    Anthropic's shape, a wrong method's 405 too; without it, in OpenAI's."""
+    anthropic = client.post(path, headers={"anthropic-version": "2023-06-01"})
+    assert anthropic.status_code == 405
+    assert anthropic.json["type"] == "error" and anthropic.json["error"]["type"]
+    assert anthropic.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert client.post(path).json["error"]["code"] == "method_not_allowed"
+
+
 @pytest.mark.parametrize("method", ["TRACE", "FOO", "OPTIONS", "POST"])
 def test_unknown_routes_are_404_whatever_the_method(client, method):
     response = client.open("/v1/nope", method=method)

@@ -386,14 +386,23 @@ def test_unmatched_dashboard_paths_carry_the_security_headers(client: Any) -> No
     """An unknown dashboard page and a wrong method are refused by routing before the
     blueprint is known; they carry the dashboard's headers all the same (the host's paths
     are left alone)."""
-    login(client)
+    token = login(client)
     unknown, wrong = client.get("/dashboard/nope"), client.get("/dashboard/keys/x/revoke")
     assert (unknown.status_code, wrong.status_code) == (404, 405)
-    assert wrong.headers["Allow"] == "POST"
+    assert wrong.headers["Allow"] == "POST, OPTIONS"
     for response in (unknown, wrong):
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["Cache-Control"] == "no-store"
+    # Unsafe methods too, logged in or not (no CSRF form to expire, no page to log into).
+    for method in ("DELETE", "PUT", "POST"):
+        wrong = client.open("/dashboard/keys", method=method)
+        assert (wrong.status_code, wrong.headers["Allow"]) == (405, "GET, HEAD, OPTIONS")
+    options = client.options("/dashboard/keys")
+    assert (options.status_code, options.headers["Allow"]) == (204, "GET, HEAD, OPTIONS")
+    assert submit(client, "/dashboard/logout", token).status_code == 303
+    assert client.delete("/dashboard/keys").status_code == 405
+    assert client.get("/dashboard/nope").status_code == 404
     host = client.get("/not-the-dashboard")
     assert host.status_code == 404 and "Content-Security-Policy" not in host.headers
 

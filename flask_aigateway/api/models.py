@@ -23,8 +23,8 @@ from ..enums import ModelKind
 from ..errors import InvalidRequestError, NotFoundError
 from ..governance.auth import authenticate
 from ..state import get_state
-from .messages import _anthropic_errors, _credentials
-from .views import _json
+from .messages import _anthropic_error_response, _anthropic_errors, _credentials
+from .views import ERROR_RESPONSE, _json
 
 #: Anthropic's page size: default and bounds.
 DEFAULT_LIMIT = 20
@@ -135,6 +135,14 @@ def _anthropic_one(model: str) -> Response:
     return answer()
 
 
+def _error_in_the_asked_shape(error: Exception) -> Response:
+    """How the /v1 catch-all answers a wrong method here (405): in Anthropic's shape when
+    the request says ``anthropic-version``, as every other error of these routes."""
+    if request.headers.get("anthropic-version"):
+        return _anthropic_error_response(error)
+    raise error
+
+
 def register(bp: Blueprint) -> None:
     """Add the model routes to the ``/v1`` blueprint."""
 
@@ -153,6 +161,9 @@ def register(bp: Blueprint) -> None:
             if alias[0] == model:
                 return _json(openai_model(*alias))
         raise _not_found(model)
+
+    for view in (models, model):
+        setattr(view, ERROR_RESPONSE, _error_in_the_asked_shape)
 
 
 __all__ = ["anthropic_model", "anthropic_page", "openai_model", "register"]

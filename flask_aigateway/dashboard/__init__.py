@@ -9,6 +9,7 @@ templates (ours live under ``aigateway/``) and error handlers are untouched.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -45,9 +46,25 @@ _LOGIN_ENDPOINT = f"{NAME}.login"
 _UNMATCHED = "unmatched"
 
 
+class _DashboardBlueprint(Blueprint):
+    """The dashboard's blueprint: its pages list only their real methods and leave OPTIONS
+    to the catch-all (Flask's automatic OPTIONS asks the URL map, where the catch-all takes
+    every method, and would answer an empty ``Allow``)."""
+
+    def add_url_rule(
+        self,
+        rule: str,
+        endpoint: str | None = None,
+        view_func: Callable[..., Any] | None = None,
+        provide_automatic_options: bool | None = None,
+        **options: Any,
+    ) -> None:
+        super().add_url_rule(rule, endpoint, view_func, provide_automatic_options=False, **options)
+
+
 def create_blueprint() -> Blueprint:
     """A new dashboard blueprint (one per app; its state is the app's gateway state)."""
-    bp = Blueprint(
+    bp = _DashboardBlueprint(
         NAME,
         __name__,
         template_folder=os.path.join(_PACKAGE_DIR, "templates"),
@@ -83,8 +100,8 @@ def _install(setup: BlueprintSetupState) -> None:
 
 def _guard() -> Any:
     """Runs before every dashboard view: fail closed, authenticate, check CSRF."""
-    if request.endpoint in _PUBLIC_ENDPOINTS:
-        return None
+    if request.endpoint in _PUBLIC_ENDPOINTS or _is_unmatched(request.endpoint):
+        return None  # a 404, 405 or OPTIONS answer: no page, nothing to guard
     state = get_state()
     problem = security.problem(state)
     if problem is not None:
@@ -146,8 +163,13 @@ def _add_catch_all(setup: BlueprintSetupState) -> None:
     setup.app.url_map.add(Rule(prefix + "/<path:rest>", endpoint=endpoint))
 
 
+def _is_unmatched(endpoint: str | None) -> bool:
+    return endpoint is not None and endpoint.endswith("." + _UNMATCHED)
+
+
 def _unmatched(rest: str) -> Any:
-    """A dashboard path no page takes: 404, or 405 naming the methods its page takes."""
+    """A dashboard path no page takes, or a method its page does not: 404, or 405 naming the
+    page's methods in ``Allow`` (OPTIONS: 204 with them)."""
     adapter = current_app.create_url_adapter(request)
     methods = []
     for method in ("GET", "POST"):
@@ -155,14 +177,17 @@ def _unmatched(rest: str) -> Any:
             rule, _args = adapter.match(method=method, return_rule=True)  # type: ignore[union-attr]
         except HTTPException:
             continue
-        if not rule.endpoint.endswith("." + _UNMATCHED):
+        if not _is_unmatched(rule.endpoint):
             methods.append(method)
     if not methods:
         return _error_page(404, "Not found", "There is no such dashboard page.")
+    allow = ", ".join([*methods, *(["HEAD"] if "GET" in methods else []), "OPTIONS"])
+    if request.method == "OPTIONS":
+        return "", 204, {"Allow": allow}
     page, status = _error_page(
         405, "Method not allowed", f"This page answers {' and '.join(methods)} only."
     )
-    return page, status, {"Allow": ", ".join(methods)}
+    return page, status, {"Allow": allow}
 
 
 def _template_helpers() -> dict[str, Any]:
