@@ -20,7 +20,7 @@ from .providers import get_adapter
 from .providers.base import Target
 from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .schemas import ChatRequest
-from .streaming import ChatStream, _Opened, opens_only, replay_stream
+from .streaming import ChatStream, OpeningHold, _Opened, opens_only, replay_stream
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -114,17 +114,24 @@ def _first_events(
     upstream: Any,
     seconds_left: float,
 ) -> _Opened:
-    """Open the upstream stream and read it until its first chunk that says something
-    (or its proper end).
+    """Open the upstream stream and read it until its first chunk that says something, its
+    proper end, or the end of the opening's hold (the stream's commit point).
 
     Chunks that only open the answer (:func:`opens_only`: the role delta Anthropic's
     ``message_start`` becomes, OpenAI's first ``role`` chunk) are held, not committed: an
     upstream that answers 200, starts its message and then reports an error (Anthropic's
     ``overloaded_error`` event) is retried and falls back like one that failed at once,
     and the client, which has received nothing, never sees it. They go out first, with the
-    first chunk of content, tool call or finish, so that chunk is not delayed. Once one
-    is held the reads wait for silence (:meth:`started`), not for the request's deadline,
-    as before: a long extended-thinking phase, which makes no chunk, is not cut by it.
+    first chunk of content, tool call or finish, so that chunk is not delayed; or, once
+    :data:`.streaming.HOLD_SECONDS` have passed since the first was held, with whatever
+    upstream event comes next (a ping, a thinking delta this door does not show): a slow
+    start is not hidden from the client for longer than that.
+
+    Until the commit the reads are bounded by the request's deadline (what is left of
+    ``seconds_left``), so an upstream that opens and then says nothing ends on time with the
+    deadline's error (and keep-alives alone, which make no chunk, never commit it). From the
+    commit on they wait for silence (:meth:`started`): a long generation or thinking phase
+    that keeps sending is not cut by the deadline.
     """
     stream = transport.open_stream(upstream, timeout=seconds_left, pool_key=target.provider_id)
     try:
@@ -133,17 +140,19 @@ def _first_events(
         translator = adapter.stream_translator(request, target)
         events = stream.events()
         held: list[dict[str, Any]] = []
+        hold = OpeningHold()
         for event in events:
             try:
                 chunks = translator.feed(event)
             except SHAPE_ERRORS as exc:
                 name = target.provider_name
                 raise unexpected_shape(name, "a stream event", event.data) from exc
-            if chunks or translator.done:
+            if translator.done or hold.over() or not all(opens_only(chunk) for chunk in chunks):
                 stream.started()
-                if translator.done or not all(opens_only(chunk) for chunk in chunks):
-                    return _Opened(stream, events, translator, held + chunks)
+                return _Opened(stream, events, translator, held + chunks)
+            if chunks:
                 held += chunks
+                hold.start()
         raise UpstreamError(
             f"The stream from provider '{target.provider_name}' ended before any data.",
             retryable=True,

@@ -42,11 +42,41 @@ class StreamOwner(Protocol):
     def finish(self, record: RequestRecord, admission: Admission | None) -> None: ...
 
 
+#: How long, in seconds, a stream's opening (the chunks or events that only open the answer:
+#: :func:`opens_only`, :func:`.messages.events.opens_only`) is held back from the client while
+#: the upstream may still fail in a way worth a retry. The first upstream event to arrive
+#: once this long has passed since the first held one commits the stream, content or not (a
+#: ping, a thinking delta the chat door drops): a client with a read timeout, or a proxy's
+#: idle limit, then gets the opening (and on ``/v1/messages`` the keep-alive pings) within
+#: about this long of the upstream's, however slow the answer is to start. An error before the
+#: commit is retried and falls back; the read deadline until then is the request's.
+HOLD_SECONDS = 1.0
+
+
+class OpeningHold:
+    """The clock of a stream's held opening: :meth:`start` at the first held chunk or event
+    (again is a no-op), :meth:`over` once :data:`HOLD_SECONDS` have passed since (never
+    before :meth:`start`). Used by both doors' commit points."""
+
+    __slots__ = ("_since",)
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+
+    def start(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def over(self) -> bool:
+        return self._since is not None and time.monotonic() - self._since >= HOLD_SECONDS
+
+
 def opens_only(chunk: dict[str, Any]) -> bool:
     """Whether a chunk only opens the answer and holds none of it: no finish reason, and no
     delta field but ``role`` with a value (``content: ""``, ``refusal: null`` are none), as
-    the first chunk of a stream is. Until a chunk that is more has come, the pipeline may
-    still retry or fall back (:func:`.pipeline_stream._first_events`)."""
+    the first chunk of a stream is. Until a chunk that is more has come, or for at most
+    :data:`HOLD_SECONDS`, the pipeline may still retry or fall back
+    (:func:`.pipeline_stream._first_events`)."""
     for choice in chunk.get("choices") or ():
         if not isinstance(choice, dict) or choice.get("finish_reason") is not None:
             return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -1235,3 +1236,30 @@ def test_an_error_after_the_first_content_is_an_error_event(
     assert len(upstreams[alias].requests) == 1
     [row] = log_rows(state)
     assert row.attempts == 1 and row.status_code >= 500
+
+
+@pytest.fixture
+def deadline_of_1(app_config: dict[str, Any]) -> None:
+    """A request deadline of 1 s and one attempt per deployment."""
+    app_config.update({"AIGATEWAY_REQUEST_TIMEOUT": 1.0, "AIGATEWAY_RETRY_MAX_ATTEMPTS": 1})
+
+
+@pytest.mark.parametrize("alias", ["claude", "gpt"])
+def test_an_opening_then_silence_ends_at_the_deadline(
+    deadline_of_1, client, api_key, upstreams, state, alias
+) -> None:
+    """An upstream that opens its message (``message_start``; an OpenAI-format one its role
+    chunk) and then says nothing has not started its answer: the request's deadline still
+    bounds the wait, and the client gets the deadline's 504 (Anthropic's shape) about a
+    second in, not the answer (or the idle timeout's error) once the upstream wakes 10 s
+    later. Its opening, held, never reaches the client."""
+    upstreams[alias].reply(text="too late", slow_start=10.0)
+    began = time.monotonic()
+    response = post(client, body(model=alias, stream=True), api_key)
+    assert time.monotonic() - began < 4.0
+    assert response.status_code == 504
+    assert response.json["type"] == "error"
+    assert response.json["error"]["type"] == "timeout_error"
+    assert "deadline" in response.json["error"]["message"]
+    [row] = log_rows(state)
+    assert (row.status_code, row.attempts) == (504, 1)

@@ -144,7 +144,9 @@ def test_a_stream_cut_midway_leaves_no_cycle(doors: Any) -> None:
         fakes["gpt"].queue(Reply(text="one two three four five six", cut_after=3))
         body = _chat(client, key, 200, stream=True)
         assert b'"error"' in body and b"[DONE]" not in body
-        fakes["claude"].queue(Reply(text="one two three four five six", cut_after=3))
+        # After the first word (message_start, the block's start and a ping come first; a
+        # cut before it is retried and the answer served whole).
+        fakes["claude"].queue(Reply(text="one two three four five six", cut_after=4))
         assert b"event: error" in _messages(client, key, 200, stream=True)
         fakes["gpt"].queue(Reply(text="one two three four five six", cut_after=3))
         assert b"response.failed" in _responses(client, key, 200, stream=True)

@@ -369,15 +369,37 @@ def test_a_long_stream_is_not_cut_by_the_request_deadline(short_deadline, claude
     assert text == words and final.stop_reason == "end_turn"
 
 
-def test_a_slow_opening_is_not_cut_by_the_request_deadline(short_deadline, claude, upstreams):
-    """The events that open the answer are held until its first content (an error among
-    them is retried), but once the upstream has sent one, reads wait for silence, not for
-    the request's deadline: here message_start, the block's start and a ping 0.3 s apart,
-    the first word 0.9 s in, behind a deadline of 0.5 s."""
-    upstreams["claude"].reply(text="slow to start", chunk_delay=0.3)
-    with claude.messages.stream(model="claude", max_tokens=100, messages=HELLO) as stream:
-        text = "".join(stream.text_stream)
-    assert text == "slow to start"
+@pytest.fixture
+def deadline_of_2_5(app_config: dict[str, Any]) -> None:
+    """A request deadline of 2.5 s: longer than the opening's hold (1 s), shorter than the
+    slow start below."""
+    app_config["AIGATEWAY_REQUEST_TIMEOUT"] = 2.5
+
+
+def test_a_slow_opening_reaches_a_client_with_a_read_timeout(
+    deadline_of_2_5, live_server, api_key, upstreams
+):
+    """An upstream slow to start (``message_start``, then a ping every 0.5 s for 4 s, as
+    Anthropic keeps a long wait alive) has its opening held only for about a second (an error
+    then is still retried): the SDK, with a read timeout of 3 s, gets ``message_start`` and
+    the pings long before the first word, not nothing until 4 s and a timeout. Reads then
+    wait for silence, not the deadline: the answer, 4 s in, is whole behind a deadline of
+    2.5 s, from one upstream call."""
+    upstreams["claude"].reply(text="slow to start", slow_start=4.0, ping_every=0.5)
+    client = anthropic.Anthropic(
+        base_url=live_server.url, api_key=api_key, max_retries=0, timeout=3.0
+    )
+    began = time.monotonic()
+    seen: list[tuple[str, float]] = []
+    with client.messages.stream(model="claude", max_tokens=100, messages=HELLO) as stream:
+        for event in stream:
+            seen.append((event.type, time.monotonic() - began))
+        final = stream.get_final_message()
+    client.close()
+    kinds = [kind for kind, _ in seen]
+    first_text = next(at for kind, at in seen if kind == "text")
+    assert kinds[0] == "message_start" and seen[0][1] < 2.5 < first_text
+    assert final.content[0].text == "slow to start" and final.stop_reason == "end_turn"
     assert len(upstreams["claude"].requests) == 1
 
 

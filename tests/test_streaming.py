@@ -239,6 +239,54 @@ def test_an_error_before_the_first_content_is_retried(
     assert (row.status_code, row.attempts) == (200, 2)
 
 
+@pytest.fixture
+def deadline_of_2_5(app_config):
+    """A request deadline of 2.5 s (longer than the opening's hold of 1 s) and one attempt
+    per deployment."""
+    app_config.update({"AIGATEWAY_REQUEST_TIMEOUT": 2.5, "AIGATEWAY_RETRY_MAX_ATTEMPTS": 1})
+
+
+def test_a_slow_opening_is_held_only_a_moment(deadline_of_2_5, live_server, api_key, upstreams):
+    """An upstream slow to start (Anthropic's ``message_start``, then a ping every 0.5 s for
+    4 s) has its opening held only about a second: the role chunk reaches the client long
+    before the first word, not with it 4 s in. From then on reads wait for silence, not for
+    the deadline: the answer, 4 s in, is whole behind a deadline of 2.5 s."""
+    upstreams["claude"].reply(text="slow to start", slow_start=4.0, ping_every=0.5)
+    began = time.monotonic()
+    response = stream(live_server, api_key, {"model": "claude", "messages": MESSAGES})
+    seen = []
+    for line in response.iter_lines():
+        if line.startswith(b"data: {"):
+            seen.append((json.loads(line[6:]), time.monotonic() - began))
+    (opening, opened_at), *rest = seen
+    first_word_at = next(at for chunk, at in rest if chunk["choices"][0]["delta"].get("content"))
+    assert opening["choices"][0]["delta"]["role"] == "assistant"
+    assert opened_at < 2.5 < first_word_at
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c, _ in seen if c["choices"])
+    assert text == "slow to start"
+    assert response.headers["x-aigateway-attempts"] == "1"
+    assert len(upstreams["claude"].requests) == 1
+
+
+@pytest.mark.parametrize("alias", ["claude", "gpt"])
+def test_an_opening_then_silence_ends_at_the_deadline(
+    deadline_of_2_5, live_server, api_key, upstreams, state, alias
+):
+    """An upstream that opens its message (``message_start``, OpenAI's role chunk) and then
+    says nothing has not started its answer: the request's deadline still bounds it, and the
+    client gets the deadline's 504 JSON on time, not the answer once the upstream wakes 10 s
+    later (nor the idle timeout's error event)."""
+    upstreams[alias].reply(text="too late", slow_start=10.0)
+    began = time.monotonic()
+    response = stream(live_server, api_key, {"model": alias, "messages": MESSAGES})
+    assert response.status_code == 504
+    assert time.monotonic() - began < 5.0
+    error = response.json()["error"]
+    assert error["type"] == "timeout_error" and "deadline" in error["message"]
+    [row] = wait_for_rows(state, 1)
+    assert (row.status_code, row.attempts) == (504, 1)
+
+
 def test_errors_before_the_stream_are_json(live_server, upstreams, api_key):
     response = stream(live_server, "aigw_wrong", {"model": "gpt", "messages": MESSAGES})
     assert response.status_code == 401

@@ -211,7 +211,8 @@ class Messages:
     ) -> MessageStream:
         """Every check, and the upstream stream opened, before the first byte (retries and
         fallbacks until an upstream produced its first event that says something: the
-        events that only open the answer are held until then, :meth:`._Source.prime`)."""
+        events that only open the answer are held until then, or for about
+        :data:`.streaming.HOLD_SECONDS`, :meth:`._Source.prime`)."""
         pipeline = self.pipeline
         record, request = self._begin(body, api_key, request_id, Route.MESSAGES, True, headers)
         admission = Admission()

@@ -225,8 +225,8 @@ def opens_only(event: Mapping[str, Any]) -> bool:
     ``ping``, the start of a text or thinking block with nothing in it yet (as every block of
     text or thinking starts), its stop, a ``message_delta`` without a stop reason. Until an
     event that is more has come (content, a tool call's start, a delta, the stop reason, an
-    event of a kind not named here), a stream may still be retried or fall back
-    (:meth:`.stream._Source.prime`)."""
+    event of a kind not named here), or for at most :data:`.streaming.HOLD_SECONDS`, a
+    stream may still be retried or fall back (:meth:`.stream._Source.prime`)."""
     kind = event.get("type")
     if kind in ("message_start", "ping", "content_block_stop"):
         return True

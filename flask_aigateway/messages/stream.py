@@ -18,7 +18,7 @@ from ..providers.anthropic_response import AnthropicStreamTranslator, check_tool
 from ..providers.base import SSEEvent, Target
 from ..providers.wire import SHAPE_ERRORS, dumps, new_tool_use_id, unexpected_shape
 from ..schemas import ChatRequest, ChatResponse, Usage
-from ..streaming import after_first
+from ..streaming import OpeningHold, after_first
 from ..tokens import estimate_completion_tokens, estimate_prompt_tokens
 from .events import ChunkEvents, MessageAssembler, message_events, opens_only
 
@@ -36,23 +36,36 @@ class _Source:
     _stream: Any
 
     def prime(self) -> bool:
-        """Read until the first event that says something, or the proper end, and leave the
-        events so far in ``pending``; False when the body ended before either.
+        """Read until the first event that says something, the proper end, or the end of
+        the opening's hold (the stream's commit point), and leave the events so far in
+        ``pending``; False when the body ended before any of them.
 
         Events that only open the answer (:func:`.events.opens_only`: ``message_start``,
         pings, an empty block's start) are held, not committed: an upstream that answers
         200, starts its message and then reports an error (the Messages API's
         ``overloaded_error`` event) raises here, and is retried and falls back like one that
         failed at once; the client, which has received nothing, never sees it. The held
-        events go out first, with the event that says something, so that one is not
-        delayed. Once the upstream has sent anything, reads wait for silence (the stream's
-        ``started``), as before, not for the request's deadline.
+        events go out first, in order, with the event that says something, so that one is
+        not delayed; or, once :data:`.streaming.HOLD_SECONDS` have passed since the opening
+        was held (pings alone do not start that clock), with whatever upstream event comes
+        next: the client gets ``message_start`` and the pings Anthropic sends while an
+        answer is slow to start, so its read timeout (or a proxy's idle limit) does not
+        expire, as it would if they were held until the content.
+
+        Until the commit the reads are bounded by the request's deadline, so an upstream
+        that opens and then says nothing ends on time with the deadline's error; from the
+        commit on they wait for silence (the stream's ``started``), not for the deadline.
         """
+        hold = OpeningHold()
         while not self.done and all(opens_only(event) for event in self.pending):
             if not self.advance():
                 return False
-            if self.heard:
-                self._stream.started()
+            if hold.over():
+                break
+            if self.heard and any(event.get("type") != "ping" for event in self.pending):
+                hold.start()
+        if self.heard:
+            self._stream.started()
         return True
 
     def advance(self) -> bool:

@@ -294,6 +294,8 @@ class FakeAnthropic(FakeUpstream):
             error["details"] = {"error_code": reply.error_code}
         return {"type": "error", "error": error, "request_id": f"req_fake{next_id()}"}
 
+    _keep_alive = b'event: ping\ndata: {"type": "ping"}\n\n'
+
     def _error_event(self, reply: Reply) -> str:
         error = {
             "type": reply.error_type or "overloaded_error",

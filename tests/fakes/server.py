@@ -42,6 +42,10 @@ class Reply:
     ``cut_after`` N events then drop the connection; ``end_after`` N events then end the body
     cleanly without the terminator; ``error_event_after`` N events then an in-stream error;
     ``fragment`` writes the bytes in pieces of that size; ``crlf`` ends lines with CRLF.
+    ``slow_start`` seconds pass between the stream's first event (Anthropic's
+    ``message_start``, OpenAI's role chunk) and the rest, with the format's keep-alive
+    (Anthropic's ``ping`` event, an SSE comment for OpenAI) every ``ping_every`` seconds in
+    between, or silence when it is 0, as a model that is slow to start answers.
     ``interleave`` (OpenAI only) streams parallel tool calls' fragments interleaved, as some
     OpenAI-compatible servers do: each call's first fragment (id, name, first arguments) in
     turn, then the rest round-robin, odd rounds in one delta carrying every index, even rounds
@@ -75,6 +79,8 @@ class Reply:
     crlf: bool = False
     interleave: bool = False
     raw_body: bytes | None = None
+    slow_start: float = 0.0
+    ping_every: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -286,11 +292,25 @@ class FakeUpstream:
                     h.wfile.flush()
                 if reply.chunk_delay:
                     time.sleep(reply.chunk_delay)
+                if n == 0 and reply.slow_start:
+                    self._slow_start(h, reply)
             h.wfile.write(b"0\r\n\r\n")
             h.wfile.flush()
         except ConnectionError:
             h.close_connection = True
             self.disconnected.set()
+
+    def _slow_start(self, h: _Handler, reply: Reply) -> None:
+        """``reply.slow_start`` seconds of keep-alives every ``reply.ping_every`` (or of
+        silence), cut short when the fake is reset."""
+        release = self._release
+        until = time.monotonic() + reply.slow_start
+        while (left := until - time.monotonic()) > 0:
+            if release.wait(min(left, reply.ping_every or left)):
+                return
+            if reply.ping_every and until - time.monotonic() > 0:
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(self._keep_alive), self._keep_alive))
+                h.wfile.flush()
 
     def _capped(self, body: dict[str, Any], reply: Reply) -> Reply:
         """The reply as the real API gives it under the request's output limit: text cut to
@@ -329,6 +349,9 @@ class FakeUpstream:
     def _max_output(self, body: dict[str, Any]) -> int | None:
         """The output limit the request sets (each format names its own parameters)."""
         raise NotImplementedError
+
+    #: What the format sends to keep a stream alive while it has nothing to say.
+    _keep_alive = b": keep-alive\n\n"
 
     def _headers(self) -> dict[str, str]:
         return {}

@@ -152,12 +152,13 @@ class UpstreamStream:
             raise _body_error(exc, self._host, self._timeout) from exc
 
     def started(self) -> None:
-        """The stream has produced its first output (the caller's call: keep-alives, pings
-        and empty chunks do not count, and until then retries and fallbacks may still
-        follow): from now on each read is bounded by ``stream_idle_timeout`` of silence
-        rather than the request's deadline, so a long generation is never cut while it
-        sends, and the whole stream by ``stream_max_seconds`` (an upstream sending
-        keep-alives forever cannot hold it, its reservation and its lease without end)."""
+        """The stream is committed to the client (the caller's call: keep-alives and the
+        events that only open an answer do not count until they have been held a while,
+        and until then retries and fallbacks may still follow): from now on each read is
+        bounded by ``stream_idle_timeout`` of silence rather than the request's deadline, so
+        a long generation is never cut while it sends, and the whole stream by
+        ``stream_max_seconds`` (an upstream sending keep-alives forever cannot hold it, its
+        reservation and its lease without end)."""
         if self._flowing:
             return
         self._flowing = True
