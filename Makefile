@@ -50,10 +50,12 @@ $(DEV_STAMP): $(PACKAGING) | $(BIN)/python
 # gevent workers: one process without Redis (in-process rate windows stay exact), one per CPU
 # with AIGATEWAY_REDIS_URL (shared windows and counters; sample_app/gunicorn.conf.py decides).
 # The schema is created or upgraded first (Flask-Migrate's own command: sample_app's Migrate
-# points at the gateway's migrations).
+# points at the gateway's migrations). gunicorn replaces the recipe's shell (exec), so a SIGTERM
+# to make (docker stop with make as PID 1, a supervisor) reaches it: make passes it on to its
+# child, which a shell in between would have taken and died of, leaving gunicorn running.
 run: $(RUN_STAMP)
 	$(BIN)/flask --app sample_app db upgrade
-	HOST=$(HOST) PORT=$(PORT) THREADS=$(THREADS) \
+	exec env HOST=$(HOST) PORT=$(PORT) THREADS=$(THREADS) \
 		$(BIN)/gunicorn --config sample_app/gunicorn.conf.py
 
 test: $(DEV_STAMP)

@@ -258,20 +258,22 @@ def init_database(
 ) -> tuple[SQLAlchemy, str, Engine]:
     """Give the gateway's bind an engine in Flask-SQLAlchemy; return ``(db, url, engine)``.
 
-    ``db`` is the host's instance (else ``app.extensions["sqlalchemy"]``). The bind is added to
-    ``SQLALCHEMY_BINDS`` with ``setdefault`` semantics (a bind the host configured is kept as
-    is). Three cases:
+    ``db`` is the host's instance (else ``app.extensions["sqlalchemy"]``). The bind's engine
+    is added to ``db.engines`` without adding the bind to the host's ``SQLALCHEMY_BINDS``
+    (a bind the host configured there is used as it is): what loops over that setting, such as
+    the ``env.py`` of Flask-Migrate's multi-database template (``flask db init --multidb``),
+    looks each bind up in the host's metadata and would fail on the gateway's, whose tables
+    have their own history. Three cases:
 
     * the instance is already initialised on ``app``: the bind's engine is created by that
       instance's own engine factory and added to its engines (Flask-SQLAlchemy creates engines
-      only in ``init_app``, so this uses its internal ``_make_engine``; configure
-      ``SQLALCHEMY_BINDS["aigateway"]`` before ``db.init_app(app)`` to avoid it);
+      only in ``init_app``, so this uses its internal ``_make_engine``);
     * the instance is not initialised on ``app`` yet: the gateway calls ``db.init_app(app)``
-      (do not call it again);
-    * no instance: the gateway creates one of its own, initialises it and keeps it private
-      (removed from ``app.extensions``), so a host that registers Flask-SQLAlchemy later still
-      can; its engines are then separate from the gateway's (pass ``db=`` to share one
-      instance).
+      with its bind in ``SQLALCHEMY_BINDS`` for that call only (do not call it again);
+    * no instance: the gateway creates one of its own, initialises it the same way and keeps
+      it private (removed from ``app.extensions``), so a host that registers Flask-SQLAlchemy
+      later still can; its engines are then separate from the gateway's (pass ``db=`` to
+      share one instance).
 
     :raises ConfigError: ``db`` is not the instance registered on ``app``, the URLs conflict,
         or the URL is not usable (:func:`parse_database_url`).
@@ -285,32 +287,43 @@ def init_database(
             "(app.extensions['sqlalchemy']); pass that instance, or none."
         )
     db = db or registered
-    binds = dict(app.config.get("SQLALCHEMY_BINDS") or {})
-    host_bind = binds.get(BIND_KEY)
+    host_bind = (app.config.get("SQLALCHEMY_BINDS") or {}).get(BIND_KEY)
     url = _bind_url(app, database_uri, host_bind)
     parsed = parse_database_url(url)
-    if host_bind is None:
-        binds[BIND_KEY] = bind_options(url)
-        app.config["SQLALCHEMY_BINDS"] = binds  # a copy: a dict shared by two apps stays intact
+    options = host_bind if host_bind is not None else bind_options(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and os.path.isabs(parsed.database):
         os.makedirs(os.path.dirname(parsed.database), exist_ok=True)
 
     if db is None:
         db = SQLAlchemy(add_models_to_shell=False)
-        db.init_app(app)
+        _init_app_with_bind(db, app, options)
         # Private: the host may still register its own instance. Its scoped db.session is
         # never used (see above), so its app-wide teardown hook is not left on the host app.
         del app.extensions["sqlalchemy"]
         app.teardown_appcontext_funcs.remove(db._teardown_session)
     elif registered is None:
-        db.init_app(app)
+        _init_app_with_bind(db, app, options)
     with app.app_context():
         engines: Mapping[str | None, Engine] = db.engines
         default = engines.get(None)
-        engine = engines.get(BIND_KEY) or _add_bind_engine(db, app, binds[BIND_KEY], default)
+        engine = engines.get(BIND_KEY) or _add_bind_engine(db, app, options, default)
     if engine is not default:
         configure_engine(engine)  # never change the host's default engine
     return db, url, engine
+
+
+def _init_app_with_bind(db: SQLAlchemy, app: Flask, options: Mapping[str, Any] | str) -> None:
+    """``db.init_app(app)`` creating the gateway's bind engine with the others: the bind is in
+    ``SQLALCHEMY_BINDS`` during the call (Flask-SQLAlchemy reads it only there), then the
+    host's setting is put back as it was (a copy is passed: a dict two apps share stays
+    intact)."""
+    before = app.config.get("SQLALCHEMY_BINDS")
+    app.config["SQLALCHEMY_BINDS"] = {**(before or {}), BIND_KEY: options}
+    try:
+        db.init_app(app)
+    finally:
+        # Unset before: {} is what init_app alone would have left.
+        app.config["SQLALCHEMY_BINDS"] = before if before is not None else {}
 
 
 def _add_bind_engine(

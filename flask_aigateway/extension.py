@@ -51,7 +51,8 @@ class AIGateway:
         """Register the gateway on ``app``: its state, database bind, blueprints and commands.
 
         Touches nothing of the host outside the gateway's own routes and commands, and the
-        gateway's bind in ``SQLALCHEMY_BINDS`` (added only when the host has not set it).
+        gateway's bind engine in ``db.engines`` (never added to the host's
+        ``SQLALCHEMY_BINDS``).
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(

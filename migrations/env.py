@@ -75,8 +75,25 @@ def run_migrations_online() -> None:
     if connection is not None:
         run_with(connection)
         return
-    with gateway_engine().connect() as connection:
-        run_with(connection)
+    try:
+        with gateway_engine().connect() as connection:
+            run_with(connection)
+    except Exception as exc:
+        unusable(exc)
+        raise
+
+
+def unusable(exc: BaseException) -> None:
+    """A database ``flask db …`` cannot use (unreachable, not created yet) as Alembic's
+    ``CommandError``, which Flask-Migrate prints as one ``Error:`` line with exit status 1: the
+    line ``flask aigateway db …`` prints, not a 150-line traceback. Other errors pass."""
+    from alembic.util.exc import CommandError
+
+    from flask_aigateway.cli.common import database_message
+
+    message = database_message(exc)
+    if message is not None:
+        raise CommandError(message) from None
 
 
 if context.is_offline_mode():

@@ -120,13 +120,33 @@ def _build_app(config: Mapping[str, Any] | None) -> Flask:
     app = Flask(__name__, instance_path=os.path.abspath(instance_path) if instance_path else None)
     app.config.update(settings_from_environ(os.environ))
     app.config.update(config or {})
-    app.config.update(ensure_secrets(app.instance_path, app.config))
+    app.config.update(_instance_secrets(app))
     app.session_interface = SessionInterface()
     trust_proxies(app)
     AIGateway(app, db=db)
     migrate.init_app(app, db)
     app.cli.add_command(bootstrap_command)
     return app
+
+
+def _instance_secrets(app: Flask) -> dict[str, str]:
+    """Create the instance folder and read or generate the secrets it keeps.
+
+    :raises ConfigError: the folder cannot be created or written (``INSTANCE_PATH`` names a
+        file, or a place the user may not write): one line naming the variable, instead of the
+        ``NotADirectoryError`` traceback every command and the server printed.
+    """
+    try:
+        os.makedirs(app.instance_path, exist_ok=True)
+        return ensure_secrets(app.instance_path, app.config)
+    except OSError as exc:
+        reason = "it is a file" if isinstance(exc, FileExistsError) else exc.strerror or exc
+        where = f": {exc.filename}" if exc.filename and exc.filename != app.instance_path else ""
+        raise ConfigError(
+            f"The instance folder {app.instance_path} cannot be used ({reason}{where}). Set "
+            "INSTANCE_PATH to a directory the server may create and write in (default "
+            "./instance): it holds the SQLite database and the generated secrets."
+        ) from exc
 
 
 def trust_proxies(app: Flask) -> None:

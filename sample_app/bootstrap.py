@@ -29,6 +29,7 @@ from cryptography.fernet import Fernet
 from flask import Flask
 
 from flask_aigateway import schema
+from flask_aigateway.db import database_unreachable
 from flask_aigateway.errors import ConflictError, GatewayError, ValidationError
 from flask_aigateway.extension import get_state
 from flask_aigateway.services.models import create_model, list_models
@@ -248,12 +249,41 @@ def announce(
     """Seed the starter providers (when the schema is current) and print the welcome text.
 
     Returns the providers created. Seeding errors are reported in the text, never
-    raised: the server keeps running and the operator sees what to fix.
+    raised: the server keeps running and the operator sees what to fix. So is a database that
+    cannot be reached (server down, database not created yet): one line says so, and the
+    server starts anyway — ``/v1/health`` answers 200 with null counts and ``/v1`` 503
+    ``database_unavailable`` until the database is back, which every request tries again
+    (gunicorn would otherwise stop the whole server: "Worker failed to boot").
     """
     environ = os.environ if environ is None else environ
     say = echo or (lambda text: click.echo(text, err=True))
     state = get_state(app)
     flask = flask_command()
+    try:
+        return _announce(app, state, base_url=base_url, environ=environ, say=say, flask=flask)
+    except Exception as exc:
+        if not database_unreachable(exc):
+            raise
+        original = getattr(exc, "orig", None) or exc
+        reason = next((line.strip() for line in str(original).splitlines() if line.strip()), "")
+        say(
+            f"The gateway cannot reach its database {_shown_url(state)} ({reason}): the server "
+            "keeps running and tries again on each request (/v1 answers 503 until then). Check "
+            f"DATABASE_URL and the database server; `{flask} bootstrap` does this start's "
+            "set-up once it answers."
+        )
+        return []
+
+
+def _announce(
+    app: Flask,
+    state: GatewayState,
+    *,
+    base_url: str,
+    environ: Mapping[str, str],
+    say: Callable[[str], None],
+    flask: str,
+) -> list[Seeded]:
     if not schema.is_current(state):
         say(
             f"The gateway's tables are missing or out of date in {_shown_url(state)}.\n"

@@ -15,7 +15,8 @@ Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``WORKERS`` (1; with Redis, 
 count), ``WORKER_CLASS``
 (``gevent``), ``WORKER_CONNECTIONS`` (concurrent connections of a gevent worker, 2000: size it
 for the streams you expect to hold, not for the CPU), ``THREADS`` (gthread's threads, 8),
-``GRACEFUL_TIMEOUT`` (seconds streams in flight may take to finish on SIGTERM, 120),
+``GRACEFUL_TIMEOUT`` (seconds streams in flight may take to finish on SIGTERM, Ctrl-C or
+SIGQUIT, 120),
 ``EVENT_LOOP_PROBE`` (a file path: the gevent worker writes how long its hub was blocked, see
 ``sample_app/loopwatch.py``), ``MALLOC_TRIM`` (1: a worker gives its freed heap back to the
 system after a burst, ``sample_app/memtrim.py``; 0 turns it off), ``ACCESS_LOG`` (unset: no
@@ -33,15 +34,39 @@ import glob
 import importlib.util
 import os
 import shutil
+import signal
 import tempfile
 from typing import Any
+
+
+def _whole_number(name: str, default: int, minimum: int) -> int:
+    """The environment variable ``name`` as a whole number of at least ``minimum``.
+
+    A bad value stops the start in one line naming the variable and what it accepts
+    (``SystemExit``: gunicorn prints the message and exits with status 1, no traceback).
+    Without the check ``int()`` raised a traceback out of this file, and a value out of range
+    was worse: ``WORKERS=0`` or ``WORKER_CONNECTIONS=0`` listened and never answered,
+    ``GRACEFUL_TIMEOUT=-5`` failed every worker at boot.
+    """
+    given = os.environ.get(name, "").strip()
+    if not given:
+        return default
+    try:
+        value = int(given)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise SystemExit(
+            f"{name}={given!r} is not valid: use a whole number of {minimum} or more "
+            f"(default {default}), or unset it."
+        )
+    return value
 
 
 def _workers() -> int:
     """``WORKERS``; by default one process, or one per CPU when Redis holds the shared state."""
     redis = bool(os.environ.get("AIGATEWAY_REDIS_URL"))
-    given = os.environ.get("WORKERS", "").strip()
-    count = int(given) if given else (os.cpu_count() or 1) if redis else 1
+    count = _whole_number("WORKERS", (os.cpu_count() or 1) if redis else 1, 1)
     if count > 1 and not redis:
         # SystemExit: gunicorn prints the message and stops, without a traceback.
         raise SystemExit(
@@ -69,15 +94,16 @@ wsgi_app = "sample_app:server_app()"
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
 workers = _workers()
 worker_class = _worker_class()
-threads = int(os.environ.get("THREADS", "8"))
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
+threads = _whole_number("THREADS", 8, 1)
+worker_connections = _whole_number("WORKER_CONNECTIONS", 2000, 1)
 # Neither worker's heartbeat waits for requests, so long streams are not cut; on shutdown
-# (SIGTERM), requests and streams in flight get GRACEFUL_TIMEOUT seconds to finish, then the
-# request log is flushed (worker_exit). The master waits STOP_MARGIN seconds longer before it
-# kills a worker outright: the gevent worker, told the plain GRACEFUL_TIMEOUT in
-# post_worker_init, then ends the streams still running itself (each logged and billed for
-# what it sent, its reservation given back) instead of dying with them as in a crash.
-GRACEFUL_TIMEOUT = int(os.environ.get("GRACEFUL_TIMEOUT", "120"))
+# (SIGTERM, and Ctrl-C or SIGQUIT: see on_starting and post_worker_init), requests and streams
+# in flight get GRACEFUL_TIMEOUT seconds to finish, then the request log is flushed
+# (worker_exit). The master waits STOP_MARGIN seconds longer before it kills a worker outright:
+# the gevent worker, told the plain GRACEFUL_TIMEOUT in post_worker_init, then ends the streams
+# still running itself (each logged and billed for what it sent, its reservation given back)
+# instead of dying with them as in a crash.
+GRACEFUL_TIMEOUT = _whole_number("GRACEFUL_TIMEOUT", 120, 0)
 STOP_MARGIN = 10
 timeout = 60
 graceful_timeout = GRACEFUL_TIMEOUT + STOP_MARGIN
@@ -115,6 +141,7 @@ def post_worker_init(worker: Any) -> None:
     streams, during which no request moves.
     """
     announce_once(worker)
+    stop_gracefully_on_interrupt(worker)
     # The worker's own deadline for requests in flight at shutdown, ahead of the master's
     # (graceful_timeout above), so that what it cuts is cleaned up before the master's SIGKILL.
     worker.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT)
@@ -135,6 +162,24 @@ def post_worker_init(worker: Any) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+#: The signals that stop the server the way SIGTERM does: Ctrl-C in the terminal (SIGINT, sent to
+#: the master and every worker, the whole foreground process group) and SIGQUIT (Ctrl-\ there).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+
+
+def stop_gracefully_on_interrupt(worker: Any) -> None:
+    """Make the worker stop on SIGINT and SIGQUIT as it does on SIGTERM (``handle_exit``).
+
+    gunicorn's workers exit at once on those (``handle_quit``: ``sys.exit(0)`` in the middle of
+    whatever runs), so Ctrl-C on ``make run`` cut every stream with no error event, no
+    request-log row, no cost, and left its worst-case budget reservation held until the period
+    ended. Called once the worker has installed its own handlers (gevent and gthread alike).
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, worker.handle_exit)
+        signal.siginterrupt(signum, False)
 
 
 def announce_once(worker: Any) -> bool:
@@ -166,7 +211,14 @@ _CREATED: dict[str, str] = {}
 
 
 def on_starting(server: Any) -> None:
-    """Set up the Prometheus multiprocess directory when there are several workers.
+    """Make the master stop on Ctrl-C and SIGQUIT as on SIGTERM, and set up the Prometheus
+    multiprocess directory when there are several workers.
+
+    gunicorn's master takes SIGINT and SIGQUIT as a quick shutdown (workers told to quit at
+    once, then killed): the arbiter looks its handlers up by name (``handle_<signal>``), so
+    here they become its SIGTERM handler, the graceful stop (``GRACEFUL_TIMEOUT``). A second
+    signal during that stop is still gunicorn's quick shutdown, for an operator who will not
+    wait.
 
     Several worker processes each count in their own memory, so a scrape would report only the
     worker that answered it. With more than one, every worker writes its values to one
@@ -175,6 +227,7 @@ def on_starting(server: Any) -> None:
     as it is; else a fresh one is made under ``TMPDIR`` and removed on exit. Either way it is
     emptied first: values of an earlier run's processes would be summed in.
     """
+    server.handle_int = server.handle_quit = server.handle_term
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
     if not path and server.cfg.workers > 1:
         path = _CREATED["path"] = tempfile.mkdtemp(prefix="aigateway-metrics-")

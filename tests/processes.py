@@ -37,10 +37,13 @@ class GatewayProcess:
         worker_class: str = "gevent",
         *,
         make_run: bool = False,
+        process_group: bool = False,
     ) -> None:
         """``make_run``: serve with ``sample_app/gunicorn.conf.py`` exactly as ``make run``
         does (its settings, hooks and worker class; ``WORKERS`` = ``workers``) instead of
-        gunicorn's defaults and the arguments given here."""
+        gunicorn's defaults and the arguments given here. ``process_group``: gunicorn and its
+        workers in a process group of their own, which :meth:`signal_group` signals as a
+        terminal's Ctrl-C does (the test runner is not in it)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
@@ -77,6 +80,7 @@ class GatewayProcess:
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=process_group,
         )
         self._wait_ready()
 
@@ -99,6 +103,10 @@ class GatewayProcess:
         pid = self.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         return sorted(int(child) for child in children)
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the master and every worker at once (``process_group=True``)."""
+        os.killpg(self.process.pid, signum)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the gateway answers ``/v1/health`` again (e.g. a worker respawned)."""

@@ -9,6 +9,8 @@ their own engines. Every test runs on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from flask_aigateway import AIGateway, ConfigError, get_state, schema
 from flask_aigateway.models import Base, Provider
 from flask_aigateway.services.providers import create_provider, list_providers
 
+ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_TABLES = {table.name for table in Base.metadata.sorted_tables}
 GATEWAY_VERSION = schema.VERSION_TABLE
 HOST_VERSION = "alembic_version"
@@ -196,6 +199,88 @@ def test_two_apps_in_one_process_keep_their_own_engines(
     assert things(first) == [] and things(second) == ["only second"]
     assert first.test_client().get("/v1/health").status_code == 200
     assert second.test_client().get("/gw/v1/health").status_code == 200
+
+
+MULTIDB_HOST = """
+from flask import Flask
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_aigateway import AIGateway
+from flask_aigateway.schema import include_host_object
+
+db = SQLAlchemy()
+migrate = Migrate(include_object=include_host_object)
+
+
+class Note(db.Model):
+    id = db.Column(db.Integer, primary_key=True)
+
+
+class Audit(db.Model):
+    __bind_key__ = "audit"
+    id = db.Column(db.Integer, primary_key=True)
+
+
+def create_app():
+    app = Flask(__name__, instance_path={instance!r})
+    app.config["SQLALCHEMY_DATABASE_URI"] = {main!r}
+    app.config["SQLALCHEMY_BINDS"] = {{"audit": {audit!r}}}
+    app.config["AIGATEWAY_SECRET_KEY"] = "multidb-host-secret"
+    if {gateway_first!r}:
+        AIGateway(app, db=db)
+    else:
+        db.init_app(app)
+        AIGateway(app, db=db)
+    migrate.init_app(app, db)
+    return app
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gateway_first", [False, True], ids=["db-first", "gateway-first"])
+def test_a_multi_database_host_keeps_its_flask_db_commands(
+    empty_database_uri: str, tmp_path: Path, gateway_first: bool
+) -> None:
+    """A host with binds of its own uses Flask-Migrate's multi-database template
+    (``flask db init --multidb``), whose env.py migrates every bind in ``SQLALCHEMY_BINDS``
+    against the host's metadata: the gateway's bind there made every ``flask db`` command fail
+    with ``KeyError: 'aigateway'``. The gateway's engine is not in that setting now."""
+    audit = f"sqlite:///{tmp_path / 'audit.db'}"
+    (tmp_path / "multidb_host.py").write_text(
+        MULTIDB_HOST.format(
+            instance=str(tmp_path / "instance"),
+            main=empty_database_uri,
+            audit=audit,
+            gateway_first=gateway_first,
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+
+    def flask(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "multidb_host", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    flask("aigateway", "db", "upgrade")
+    flask("db", "init", "--multidb")
+    generated = flask("db", "migrate", "-m", "host tables")
+    assert "Detected added table 'note'" in generated
+    assert "Detected added table 'audit'" in generated
+    assert "table 'aigw_" not in generated, "the host's history leaves the gateway's alone"
+    flask("db", "upgrade")
+    assert "(head)" in flask("db", "current")
+    assert tables(empty_database_uri) == {"note", HOST_VERSION, GATEWAY_VERSION} | GATEWAY_TABLES
+    assert tables(audit) == {"audit", HOST_VERSION}
+    assert "up to date" in flask("aigateway", "db", "current")
 
 
 def test_sample_app_schema_comes_from_flask_db_upgrade(

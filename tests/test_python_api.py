@@ -83,6 +83,12 @@ def test_readme_library_example_runs(tmp_path, monkeypatch, fake_openai, empty_d
         "tokens": 1100,
         "cost_usd": "0.0002100000",
     }
+    # A cost under a millionth of a dollar: str(Decimal) wrote "1.500E-7" there.
+    fake_openai.reply(text="Tiny.", prompt_tokens=1, completion_tokens=0)
+    response = client.post("/summarise", json={"text": "x"})
+    assert response.json["cost_usd"] == "0.0000001500"
+    fake_openai.reply(text="A short summary.", prompt_tokens=1000, completion_tokens=100)
+    client.post("/summarise", json={"text": "A long text."})
     sent = fake_openai.last.json
     assert sent["model"] == "gpt-4o-mini"
     assert sent["max_tokens"] == 200

@@ -452,6 +452,110 @@ def test_sigterm_ends_a_stream_longer_than_the_grace_period_cleanly(
     assert all(c.spent == row.cost for c in counters if c.scope == "key")
 
 
+#: What stops ``make run`` from its terminal: Ctrl-C (SIGINT) and Ctrl-\\ (SIGQUIT), each sent to
+#: the foreground process group, gunicorn's master and its workers alike.
+TERMINAL_STOPS = [pytest.param(signal.SIGINT, id="ctrl-c"), pytest.param(signal.SIGQUIT, id="quit")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+@pytest.mark.parametrize("signum", TERMINAL_STOPS)
+def test_ctrl_c_lets_a_stream_in_flight_finish(
+    state, app_config, upstreams, tmp_path, worker_class, signum
+) -> None:
+    """Ctrl-C on ``make run`` stops it as SIGTERM does: the stream open at that moment reaches
+    its end, is logged and billed, and nothing stays reserved. gunicorn took SIGINT and SIGQUIT
+    as a quick shutdown: the stream was cut with no error event, no row, no cost, and its
+    worst-case reservation stayed held until the budget period ended."""
+    from flask_aigateway.models import UsageCounter
+    from flask_aigateway.services.keys import create_key
+
+    _key, secret = create_key(state, name="budgeted", budget_per_day="0.5")
+    text = "word " * 20
+    upstreams["gpt"].default = Reply(text=text, chunk_delay=0.1)
+    gateway = GatewayProcess(
+        {**_gateway_env(app_config), "WORKER_CLASS": worker_class},
+        tmp_path / "instance",
+        make_run=True,
+        process_group=True,
+    )
+    try:
+        response = requests.post(
+            gateway.url + "/v1/chat/completions",
+            json={"model": "gpt", "messages": MESSAGES, "stream": True, "max_tokens": 1000},
+            headers={"Authorization": f"Bearer {secret}"},
+            stream=True,
+            timeout=30,
+        )
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        received = [next(lines)]
+        gateway.signal_group(signum)
+        received.extend(lines)
+        assert gateway.process.wait(30) == 0
+    finally:
+        gateway.stop()
+    events = [line[6:] for line in received if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]", gateway.log_path.read_text()[-2000:]
+    chunks = [json.loads(event) for event in events[:-1]]
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert content == text
+    with state.transaction() as session:
+        [row] = session.scalars(select(RequestLog)).all()
+        counters = session.scalars(select(UsageCounter)).all()
+    assert (row.request_id, row.status_code) == (response.headers["x-request-id"], 200)
+    assert row.cost > 0
+    assert counters and all(c.reserved == 0 for c in counters)
+    assert all(c.spent == row.cost for c in counters if c.scope == "key")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", TERMINAL_STOPS)
+def test_ctrl_c_ends_a_stream_longer_than_the_grace_period_cleanly(
+    state, app_config, upstreams, tmp_path, signum
+) -> None:
+    """Ctrl-C with a stream that outlasts ``GRACEFUL_TIMEOUT``: cut as SIGTERM cuts it, logged
+    ``503 gateway_stopped``, billed for what it sent, its reservation given back."""
+    from flask_aigateway.models import UsageCounter
+    from flask_aigateway.services.keys import create_key
+
+    _key, secret = create_key(state, name="budgeted", budget_per_day="0.5")
+    upstreams["gpt"].default = Reply(text="word " * 40, chunk_delay=0.5, prompt_tokens=10)
+    gateway = GatewayProcess(
+        {**_gateway_env(app_config), "GRACEFUL_TIMEOUT": "2", "WORKER_CLASS": "gevent"},
+        tmp_path / "instance",
+        make_run=True,
+        process_group=True,
+    )
+    try:
+        response = requests.post(
+            gateway.url + "/v1/chat/completions",
+            json={"model": "gpt", "messages": MESSAGES, "stream": True, "max_tokens": 1000},
+            headers={"Authorization": f"Bearer {secret}"},
+            stream=True,
+            timeout=30,
+        )
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        next(lines)
+        gateway.signal_group(signum)
+        with contextlib.suppress(requests.RequestException):
+            list(lines)
+        assert gateway.process.wait(30) == 0
+    finally:
+        gateway.stop()
+    log_text = gateway.log_path.read_text()
+    assert "Worker graceful timeout" in log_text, log_text[-2000:]
+    with state.transaction() as session:
+        [row] = session.scalars(select(RequestLog)).all()
+        counters = session.scalars(select(UsageCounter)).all()
+    assert row.request_id == response.headers["x-request-id"]
+    assert (row.status_code, row.error_type) == (503, "gateway_stopped")
+    assert row.cost > 0 and row.completion_tokens > 0
+    assert counters and all(c.reserved == 0 for c in counters)
+    assert all(c.spent == row.cost for c in counters if c.scope == "key")
+
+
 def test_rows_carry_what_the_request_did(state, client, api_key, upstreams) -> None:
     upstreams["claude"].reply(prompt_tokens=40, completion_tokens=10)
     response = client.post(

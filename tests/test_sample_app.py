@@ -470,6 +470,63 @@ def test_no_bootstrap_before_the_schema_exists(
     assert list_providers(get_state(app)) == [], "db commands never seed"
 
 
+#: A PostgreSQL server that is not there (nothing listens on port 1): connection refused.
+UNREACHABLE_DATABASE = "postgresql://gateway@127.0.0.1:1/gateway"
+
+
+def test_an_unreachable_database_at_start_is_one_line_and_the_app_serves(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """announce() raised OperationalError out of gunicorn's post_worker_init: "Worker failed
+    to boot" and the whole server exited. Now one line says so and the app keeps serving,
+    as README promises during an outage (health 200, /v1 503 database_unavailable)."""
+    monkeypatch.setenv("DATABASE_URL", UNREACHABLE_DATABASE)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-database-down")
+    app = make_app()
+    printed: list[str] = []
+    assert announce(app, base_url="http://127.0.0.1:8000", echo=printed.append) == []
+    [line] = printed
+    assert "cannot reach its database" in line and "Connection refused" in line, line
+    assert "keeps running" in line and "--app sample_app bootstrap`" in line
+    assert "\n" not in line
+
+    client = app.test_client()
+    health = client.get("/v1/health")
+    assert health.status_code == 200
+    assert health.json["providers_configured"] is None
+    models = client.get("/v1/models", headers={"Authorization": "Bearer aigw_whatever"})
+    assert models.status_code == 503
+    assert models.json["error"]["code"] == "database_unavailable"
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["db", "current"]], ids=" ".join)
+def test_flask_db_on_an_unreachable_database_is_one_error_line(
+    environment: Path, args: list[str]
+) -> None:
+    """``make run``'s first step, Flask-Migrate's ``flask db upgrade``, printed a 151-line
+    traceback for a database server that is down or a database not created yet; now the line
+    ``flask aigateway db upgrade`` prints, and status 1."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["DATABASE_URL"] = UNREACHABLE_DATABASE
+    outputs = []
+    for command in (args, ["aigateway", *args]):
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "sample_app", *command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        [line] = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+        outputs.append(line)
+    assert outputs[0] == outputs[1], "flask db and flask aigateway db say the same"
+    assert "cannot reach its database" in outputs[0] and "Connection refused" in outputs[0]
+
+
 def test_bootstrap_command(ready_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-command-0000")
     result = ready_app.test_cli_runner().invoke(
@@ -583,6 +640,75 @@ def test_served_like_make_run(environment: Path, tmp_path: Path) -> None:
     assert "GET /v1/health" not in output, "no access log unless ACCESS_LOG is set"
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_to_make_run_stops_the_server(environment: Path, tmp_path: Path) -> None:
+    """``make run`` under a supervisor, or as a container's PID 1 (docker stop): SIGTERM goes to
+    make alone, which passes it on to its child. The child was the recipe's shell, which died of
+    it and left gunicorn serving, orphaned; now gunicorn is the child (``exec``) and stops."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    for name in ("python", "flask", "gunicorn"):  # this interpreter's, installed already
+        (venv / "bin" / name).symlink_to(Path(sys.executable).parent / name)
+    (venv / ".installed-run").touch()
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log_path = tmp_path / "make.log"
+    with open(log_path, "w") as log:
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "run", f"VENV={venv}", f"PORT={port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    started: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and make.poll() is None:
+            try:
+                if _get(f"http://127.0.0.1:{port}/v1/health") == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(log_path.read_text())
+        started = _children(make.pid)
+        started += [grandchild for child in started for grandchild in _children(child)]
+        make.send_signal(signal.SIGTERM)
+        make.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(pid) for pid in started):
+            time.sleep(0.1)
+        assert not [pid for pid in started if _alive(pid)], (
+            "gunicorn outlived make: " + log_path.read_text()
+        )
+        with pytest.raises(OSError):
+            _get(f"http://127.0.0.1:{port}/v1/health")
+    finally:
+        for pid in started:
+            if _alive(pid):
+                for worker in _children(pid):
+                    os.kill(worker, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+        if make.poll() is None:
+            make.kill()
+            make.wait()
+    assert "Shutting down: Master" in log_path.read_text()
+
+
 class _Worker:
     """What :func:`announce_once` reads of a gunicorn worker."""
 
@@ -669,6 +795,82 @@ def test_server_settings_size_workers_from_the_cpu_count_with_redis(
     assert (chosen["workers"], chosen["worker_class"]) == (3, "gthread")
     with pytest.raises(SystemExit, match="needs AIGATEWAY_REDIS_URL"):
         _gunicorn_settings(monkeypatch, WORKERS="2")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("WORKERS", "abc", "a whole number of 1 or more (default 1)"),
+        ("WORKERS", "0", "a whole number of 1 or more (default 1)"),
+        ("THREADS", "x", "a whole number of 1 or more (default 8)"),
+        ("WORKER_CONNECTIONS", "x", "a whole number of 1 or more (default 2000)"),
+        ("WORKER_CONNECTIONS", "0", "a whole number of 1 or more (default 2000)"),
+        ("GRACEFUL_TIMEOUT", "abc", "a whole number of 0 or more (default 120)"),
+        ("GRACEFUL_TIMEOUT", "-5", "a whole number of 0 or more (default 120)"),
+    ],
+)
+def test_a_bad_server_variable_stops_the_start_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, allowed: str
+) -> None:
+    """A non-number was a traceback out of gunicorn.conf.py; WORKERS=0 and
+    WORKER_CONNECTIONS=0 listened and never answered; GRACEFUL_TIMEOUT=-5 failed every worker
+    at boot. Each is refused as WORKERS=2 without Redis is: one line naming it."""
+    with pytest.raises(SystemExit) as info:
+        _gunicorn_settings(monkeypatch, **{name: value})
+    assert str(info.value.code) == f"{name}={value!r} is not valid: use {allowed}, or unset it."
+
+
+def test_zero_grace_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _gunicorn_settings(monkeypatch, GRACEFUL_TIMEOUT="0", THREADS=" 4 ")
+    assert (settings["GRACEFUL_TIMEOUT"], settings["threads"]) == (0, 4)
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_an_unusable_instance_path_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+) -> None:
+    """INSTANCE_PATH naming a file (or a path under one) was a NotADirectoryError or
+    FileExistsError traceback from every command and from gunicorn's worker."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    path = a_file if where == "file" else a_file / "instance"
+    monkeypatch.setenv("INSTANCE_PATH", str(path))
+    result = CliRunner().invoke(flask_cli, ["--app", "sample_app", "key", "list"])
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"Error: The instance folder {path} cannot be used ("), line
+    assert "Set INSTANCE_PATH to a directory" in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "value", "status", "words"),
+    [
+        ("WORKERS", "0", 1, "WORKERS='0' is not valid"),
+        ("INSTANCE_PATH", "{file}", 4, "The instance folder {file} cannot be used"),
+    ],
+)
+def test_gunicorn_refuses_a_bad_server_variable_in_one_line(
+    environment: Path, tmp_path: Path, name: str, value: str, status: int, words: str
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    value, words = value.format(file=a_file), words.format(file=a_file)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HOST="127.0.0.1", PORT=str(_free_port()), **{name: value})
+    server = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    output = server.stdout + server.stderr
+    assert server.returncode == status, output
+    assert "Traceback" not in output
+    assert output.count(words) == 1, output
 
 
 # -- behind a TLS-terminating proxy --------------------------------------------------------------

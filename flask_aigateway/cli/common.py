@@ -42,12 +42,21 @@ def command(fn: F) -> F:
         except GatewayError as exc:
             raise click.ClickException(exc.message) from None
         except Exception as exc:
-            problem = database_error(exc)
-            if problem is None:
+            message = database_message(exc)
+            if message is None:
                 raise
-            raise click.ClickException(_database_message(problem, exc)) from None
+            raise click.ClickException(message) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def database_message(exc: BaseException) -> str | None:
+    """The one line a command prints for a database it cannot use (:func:`~..db.
+    database_error`: schema missing, database unreachable); None for any other exception.
+    The gateway's commands and its migrations' ``env.py`` (Flask-Migrate's ``flask db …`` in
+    an app pointed at them) say the same."""
+    problem = database_error(exc)
+    return None if problem is None else _database_message(problem, exc)
 
 
 def _database_message(problem: GatewayError, exc: BaseException) -> str:
