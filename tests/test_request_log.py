@@ -368,60 +368,30 @@ def test_sigterm_under_load_loses_no_row(
     assert "LOST" not in log_text, log_text[-2000:]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
-def test_sigterm_lets_a_stream_in_flight_finish(
-    state, app_config, api_key, upstreams, tmp_path, worker_class
-) -> None:
-    """Graceful shutdown: a stream that started before SIGTERM reaches its end, and its
-    request-log row is written before the server exits."""
-    text = "word " * 20
-    upstreams["gpt"].default = Reply(text=text, chunk_delay=0.1)
-    gateway = GatewayProcess(
-        _gateway_env(app_config), tmp_path / "instance", worker_class=worker_class
-    )
-    try:
-        response = requests.post(
-            gateway.url + "/v1/chat/completions",
-            json={"model": "gpt", "messages": MESSAGES, "stream": True},
-            headers={"Authorization": f"Bearer {api_key}"},
-            stream=True,
-            timeout=30,
-        )
-        assert response.status_code == 200
-        lines = response.iter_lines()
-        received = [next(lines)]
-        gateway.process.send_signal(signal.SIGTERM)
-        received.extend(lines)
-        assert gateway.process.wait(30) == 0
-    finally:
-        gateway.stop()
-    events = [line[6:] for line in received if line.startswith(b"data: ")]
-    assert events[-1] == b"[DONE]"
-    chunks = [json.loads(event) for event in events[:-1]]
-    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    assert content == text
-    assert raw_ids(state) == [response.headers["x-request-id"]]
+#: What stops ``make run``: SIGTERM to gunicorn's master (a supervisor, ``docker stop``), and
+#: from its terminal Ctrl-C (SIGINT) and Ctrl-\\ (SIGQUIT), each sent to the foreground process
+#: group, the master and its workers alike.
+STOPS = [
+    pytest.param((False, signal.SIGTERM), id="sigterm"),
+    pytest.param((True, signal.SIGINT), id="ctrl-c"),
+    pytest.param((True, signal.SIGQUIT), id="quit"),
+]
 
 
-@pytest.mark.slow
-def test_sigterm_ends_a_stream_longer_than_the_grace_period_cleanly(
-    state, app_config, upstreams, tmp_path
-) -> None:
-    """``make run``'s server, a stream still running when ``GRACEFUL_TIMEOUT`` ends: the
-    worker cuts it itself, before the master's SIGKILL — its row says so (503
-    ``gateway_stopped``), it is billed for what it sent, its reservation is given back and the
-    key's budget stays usable. The master killed the worker at the very moment it would have
-    cut its streams: no row, no cost, the worst case reserved until the period ended."""
-    from flask_aigateway.models import UsageCounter
+def _stopped_mid_stream(
+    state: Any, app_config: Any, tmp_path: Any, stop: tuple[bool, int], env: dict[str, str]
+) -> tuple[Any, list[bytes], Any]:
+    """``make run`` serving one budgeted stream, stopped by ``stop`` after its first line:
+    the response, the lines the client then received, and the server (exited)."""
     from flask_aigateway.services.keys import create_key
 
     _key, secret = create_key(state, name="budgeted", budget_per_day="0.5")
-    upstreams["gpt"].default = Reply(text="word " * 40, chunk_delay=0.5, prompt_tokens=10)
+    group, signum = stop
     gateway = GatewayProcess(
-        {**_gateway_env(app_config), "GRACEFUL_TIMEOUT": "2", "WORKER_CLASS": "gevent"},
+        {**_gateway_env(app_config), **env},
         tmp_path / "instance",
         make_run=True,
+        process_group=group,
     )
     try:
         response = requests.post(
@@ -433,76 +403,48 @@ def test_sigterm_ends_a_stream_longer_than_the_grace_period_cleanly(
         )
         assert response.status_code == 200
         lines = response.iter_lines()
-        next(lines)
-        gateway.process.send_signal(signal.SIGTERM)
+        received = [next(lines)]
+        if group:
+            gateway.signal_group(signum)
+        else:
+            gateway.process.send_signal(signum)
         with contextlib.suppress(requests.RequestException):
-            list(lines)
+            received.extend(lines)
         assert gateway.process.wait(30) == 0
     finally:
         gateway.stop()
-    log_text = gateway.log_path.read_text()
-    assert "Worker graceful timeout" in log_text, log_text[-2000:]
+    return response, received, gateway
+
+
+def _row_and_counters(state: Any) -> tuple[Any, list[Any]]:
+    from flask_aigateway.models import UsageCounter
+
     with state.transaction() as session:
         [row] = session.scalars(select(RequestLog)).all()
-        counters = session.scalars(select(UsageCounter)).all()
-    assert row.request_id == response.headers["x-request-id"]
-    assert (row.status_code, row.error_type) == (503, "gateway_stopped")
-    assert row.cost > 0 and row.completion_tokens > 0
-    assert counters and all(c.reserved == 0 for c in counters)
-    assert all(c.spent == row.cost for c in counters if c.scope == "key")
-
-
-#: What stops ``make run`` from its terminal: Ctrl-C (SIGINT) and Ctrl-\\ (SIGQUIT), each sent to
-#: the foreground process group, gunicorn's master and its workers alike.
-TERMINAL_STOPS = [pytest.param(signal.SIGINT, id="ctrl-c"), pytest.param(signal.SIGQUIT, id="quit")]
+        return row, list(session.scalars(select(UsageCounter)).all())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
-@pytest.mark.parametrize("signum", TERMINAL_STOPS)
-def test_ctrl_c_lets_a_stream_in_flight_finish(
-    state, app_config, upstreams, tmp_path, worker_class, signum
+@pytest.mark.parametrize("stop", STOPS)
+def test_a_stop_lets_a_stream_in_flight_finish(
+    state, app_config, upstreams, tmp_path, worker_class, stop
 ) -> None:
-    """Ctrl-C on ``make run`` stops it as SIGTERM does: the stream open at that moment reaches
-    its end, is logged and billed, and nothing stays reserved. gunicorn took SIGINT and SIGQUIT
-    as a quick shutdown: the stream was cut with no error event, no row, no cost, and its
-    worst-case reservation stayed held until the budget period ended."""
-    from flask_aigateway.models import UsageCounter
-    from flask_aigateway.services.keys import create_key
-
-    _key, secret = create_key(state, name="budgeted", budget_per_day="0.5")
+    """Graceful shutdown: a stream that started before the stop reaches its end, is logged
+    and billed before the server exits, and nothing stays reserved. gunicorn took Ctrl-C and
+    SIGQUIT as a quick shutdown: the stream was cut with no error event, no row, no cost, and
+    its worst-case reservation stayed held until the budget period ended."""
     text = "word " * 20
     upstreams["gpt"].default = Reply(text=text, chunk_delay=0.1)
-    gateway = GatewayProcess(
-        {**_gateway_env(app_config), "WORKER_CLASS": worker_class},
-        tmp_path / "instance",
-        make_run=True,
-        process_group=True,
+    response, received, gateway = _stopped_mid_stream(
+        state, app_config, tmp_path, stop, {"WORKER_CLASS": worker_class}
     )
-    try:
-        response = requests.post(
-            gateway.url + "/v1/chat/completions",
-            json={"model": "gpt", "messages": MESSAGES, "stream": True, "max_tokens": 1000},
-            headers={"Authorization": f"Bearer {secret}"},
-            stream=True,
-            timeout=30,
-        )
-        assert response.status_code == 200
-        lines = response.iter_lines()
-        received = [next(lines)]
-        gateway.signal_group(signum)
-        received.extend(lines)
-        assert gateway.process.wait(30) == 0
-    finally:
-        gateway.stop()
     events = [line[6:] for line in received if line.startswith(b"data: ")]
     assert events[-1] == b"[DONE]", gateway.log_path.read_text()[-2000:]
     chunks = [json.loads(event) for event in events[:-1]]
     content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert content == text
-    with state.transaction() as session:
-        [row] = session.scalars(select(RequestLog)).all()
-        counters = session.scalars(select(UsageCounter)).all()
+    row, counters = _row_and_counters(state)
     assert (row.request_id, row.status_code) == (response.headers["x-request-id"], 200)
     assert row.cost > 0
     assert counters and all(c.reserved == 0 for c in counters)
@@ -510,45 +452,22 @@ def test_ctrl_c_lets_a_stream_in_flight_finish(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", TERMINAL_STOPS)
-def test_ctrl_c_ends_a_stream_longer_than_the_grace_period_cleanly(
-    state, app_config, upstreams, tmp_path, signum
+@pytest.mark.parametrize("stop", STOPS)
+def test_a_stop_ends_a_stream_longer_than_the_grace_period_cleanly(
+    state, app_config, upstreams, tmp_path, stop
 ) -> None:
-    """Ctrl-C with a stream that outlasts ``GRACEFUL_TIMEOUT``: cut as SIGTERM cuts it, logged
-    ``503 gateway_stopped``, billed for what it sent, its reservation given back."""
-    from flask_aigateway.models import UsageCounter
-    from flask_aigateway.services.keys import create_key
-
-    _key, secret = create_key(state, name="budgeted", budget_per_day="0.5")
+    """``make run``'s server, a stream still running when ``GRACEFUL_TIMEOUT`` ends: the
+    worker cuts it itself, before the master's SIGKILL — its row says so (503
+    ``gateway_stopped``), it is billed for what it sent, its reservation is given back and the
+    key's budget stays usable. The master killed the worker at the very moment it would have
+    cut its streams: no row, no cost, the worst case reserved until the period ended."""
     upstreams["gpt"].default = Reply(text="word " * 40, chunk_delay=0.5, prompt_tokens=10)
-    gateway = GatewayProcess(
-        {**_gateway_env(app_config), "GRACEFUL_TIMEOUT": "2", "WORKER_CLASS": "gevent"},
-        tmp_path / "instance",
-        make_run=True,
-        process_group=True,
+    response, _received, gateway = _stopped_mid_stream(
+        state, app_config, tmp_path, stop, {"GRACEFUL_TIMEOUT": "2", "WORKER_CLASS": "gevent"}
     )
-    try:
-        response = requests.post(
-            gateway.url + "/v1/chat/completions",
-            json={"model": "gpt", "messages": MESSAGES, "stream": True, "max_tokens": 1000},
-            headers={"Authorization": f"Bearer {secret}"},
-            stream=True,
-            timeout=30,
-        )
-        assert response.status_code == 200
-        lines = response.iter_lines()
-        next(lines)
-        gateway.signal_group(signum)
-        with contextlib.suppress(requests.RequestException):
-            list(lines)
-        assert gateway.process.wait(30) == 0
-    finally:
-        gateway.stop()
     log_text = gateway.log_path.read_text()
     assert "Worker graceful timeout" in log_text, log_text[-2000:]
-    with state.transaction() as session:
-        [row] = session.scalars(select(RequestLog)).all()
-        counters = session.scalars(select(UsageCounter)).all()
+    row, counters = _row_and_counters(state)
     assert row.request_id == response.headers["x-request-id"]
     assert (row.status_code, row.error_type) == (503, "gateway_stopped")
     assert row.cost > 0 and row.completion_tokens > 0

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
-from werkzeug.routing import PathConverter, Rule
+from werkzeug.routing import PathConverter
 
 from .. import after_response, jsoncodec
+from ..blueprints import CatchAllBlueprint, add_catch_all
 from ..db import database_error, money_text
 from ..enums import Route
 from ..errors import (
@@ -263,40 +264,9 @@ def _add_any_path_converter(setup: BlueprintSetupState) -> None:
     setup.app.url_map.converters.setdefault("aigateway_any", _AnyPath)
 
 
-class _ApiBlueprint(Blueprint):
-    """The ``/v1`` blueprint: its routes list only their real methods and leave OPTIONS to
-    the catch-all (Flask's automatic OPTIONS would ask the URL map, where the catch-all
-    accepts every method, and answer an empty ``Allow``)."""
-
-    def add_url_rule(
-        self,
-        rule: str,
-        endpoint: str | None = None,
-        view_func: Callable[..., Any] | None = None,
-        provide_automatic_options: bool | None = None,
-        **options: Any,
-    ) -> None:
-        super().add_url_rule(rule, endpoint, view_func, provide_automatic_options=False, **options)
-
-
-def _add_catch_all(setup: BlueprintSetupState, view: Callable[..., Any]) -> None:
-    """The catch-all rules, added to the URL map directly: a rule without ``methods`` takes
-    every method (Flask's ``add_url_rule`` always sets some), so Werkzeug never answers a
-    /v1 path with its own HTML 405 (TRACE, PROPFIND, any unknown method), which would come
-    before the blueprint, its error handlers and ``x-request-id`` are known. Routing tries
-    the real rules first; a wrong method on one of them comes here too."""
-    endpoint = f"{setup.name_prefix}.{setup.name}.{view.__name__}".lstrip(".")
-    setup.app.view_functions[endpoint] = view
-    prefix = (setup.url_prefix or "").rstrip("/")
-    for path, defaults in ((prefix + "/", {"rest": ""}), (prefix + "/<aigateway_any:rest>", None)):
-        setup.app.url_map.add(
-            Rule(path, endpoint=endpoint, defaults=defaults, subdomain=setup.subdomain)
-        )
-
-
 def create_blueprint() -> Blueprint:
     """A new ``/v1`` blueprint (one per registration keeps apps independent)."""
-    bp = _ApiBlueprint("aigateway_api", __name__)
+    bp = CatchAllBlueprint("aigateway_api", __name__)
     # Before any rule is added: the catch-all below uses it.
     bp.record_once(_add_any_path_converter)
     stats_views.register(bp)
@@ -421,5 +391,8 @@ def create_blueprint() -> Blueprint:
         raise error
 
     setattr(unknown, UNKNOWN_ROUTE, True)
-    bp.record(functools.partial(_add_catch_all, view=unknown))
+    # Every method on every /v1 path, so Werkzeug never answers one with its HTML 405 (TRACE,
+    # PROPFIND, any unknown method).
+    paths = (("/", {"rest": ""}), ("/<aigateway_any:rest>", None))
+    bp.record(functools.partial(add_catch_all, view=unknown, paths=paths))
     return bp

@@ -8,8 +8,8 @@ templates (ours live under ``aigateway/``) and error handlers are untouched.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -23,8 +23,8 @@ from flask import (
 )
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Rule
 
+from ..blueprints import CatchAllBlueprint, add_catch_all
 from ..errors import GatewayError, NotFoundError
 from ..state import get_state
 from . import notices, security
@@ -43,28 +43,12 @@ CONTENT_SECURITY_POLICY = (
 )
 _PUBLIC_ENDPOINTS = frozenset({f"{NAME}.static"})
 _LOGIN_ENDPOINT = f"{NAME}.login"
-_UNMATCHED = "unmatched"
-
-
-class _DashboardBlueprint(Blueprint):
-    """The dashboard's blueprint: its pages list only their real methods and leave OPTIONS
-    to the catch-all (Flask's automatic OPTIONS asks the URL map, where the catch-all takes
-    every method, and would answer an empty ``Allow``)."""
-
-    def add_url_rule(
-        self,
-        rule: str,
-        endpoint: str | None = None,
-        view_func: Callable[..., Any] | None = None,
-        provide_automatic_options: bool | None = None,
-        **options: Any,
-    ) -> None:
-        super().add_url_rule(rule, endpoint, view_func, provide_automatic_options=False, **options)
+_UNMATCHED = "_unmatched"  # the catch-all view's name, the last part of its endpoint
 
 
 def create_blueprint() -> Blueprint:
     """A new dashboard blueprint (one per app; its state is the app's gateway state)."""
-    bp = _DashboardBlueprint(
+    bp = CatchAllBlueprint(
         NAME,
         __name__,
         template_folder=os.path.join(_PACKAGE_DIR, "templates"),
@@ -74,7 +58,9 @@ def create_blueprint() -> Blueprint:
     bp.record_once(_install)
     bp.before_request(_guard)
     bp.after_request(_finish)
-    bp.record(_add_catch_all)
+    # Every path and method no page takes (an unknown page, a wrong method) answered here,
+    # with the dashboard's headers, not by the host's (or Werkzeug's) error page.
+    bp.record(functools.partial(add_catch_all, view=_unmatched, paths=[("/<path:rest>", None)]))
     bp.context_processor(_template_helpers)
     bp.register_error_handler(GatewayError, _gateway_error)
     bp.register_error_handler(HTTPException, _http_error)
@@ -149,18 +135,6 @@ def _secure(response: Response, *, cached: bool = False) -> None:
     headers.setdefault("Referrer-Policy", "same-origin")
     if not cached:
         headers["Cache-Control"] = "no-store"
-
-
-def _add_catch_all(setup: BlueprintSetupState) -> None:
-    """A rule under the dashboard taking every path and method no page takes, added to the URL
-    map directly (Flask's ``add_url_rule`` always lists methods). Without it, routing refuses
-    an unknown page or a wrong method before the blueprint is known: the host's (or
-    Werkzeug's) error page went out without the dashboard's headers. The host's hooks and
-    handlers are left as they are (no app-wide hook is added)."""
-    endpoint = f"{setup.name_prefix}.{setup.name}.{_UNMATCHED}".lstrip(".")
-    setup.app.view_functions[endpoint] = _unmatched
-    prefix = (setup.url_prefix or "").rstrip("/")
-    setup.app.url_map.add(Rule(prefix + "/<path:rest>", endpoint=endpoint))
 
 
 def _is_unmatched(endpoint: str | None) -> bool:
