@@ -193,9 +193,16 @@ def bind_options(url: str) -> dict[str, Any]:
     before use and pool enough connections for a threaded worker. JSON columns go through
     :mod:`.jsoncodec` (orjson, the standard library behind it) rather than :mod:`json`: a
     long Responses conversation decodes two of them per turn on every request (its 200th turn
-    16 % less CPU), the cache one per hit.
+    16 % less CPU), the cache one per hit. A failed statement's exception does not quote its
+    parameters (``hide_parameters``): they hold prompts and answers (stored responses, cache
+    entries, content logging), which must not reach the application log with a write that
+    failed.
     """
-    codec = {"json_serializer": jsoncodec.dumps_text, "json_deserializer": jsoncodec.loads}
+    codec = {
+        "json_serializer": jsoncodec.dumps_text,
+        "json_deserializer": jsoncodec.loads,
+        "hide_parameters": True,
+    }
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return {"url": url, "connect_args": {"check_same_thread": False}, **codec}

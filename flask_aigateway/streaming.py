@@ -257,9 +257,9 @@ class ChatStream:
             self._abandon()
             raise
         except GatewayError as error:
-            record.fail(error)
             if isinstance(error, UpstreamError):
-                record.note_upstream_error(self.target, error)
+                record.note_upstream_error(self.target, error)  # first: it redacts credentials
+            record.fail(error)
             self._settle(translator.usage, completion_chars)
             raise
         except Exception as exc:
@@ -342,9 +342,9 @@ class ChatStream:
         produced it); nothing once the stream is closed."""
         if self._closed:
             return
-        self.record.fail(error)
         if isinstance(error, UpstreamError):
-            self.record.note_upstream_error(self.target, error)
+            self.record.note_upstream_error(self.target, error)  # first: it redacts credentials
+        self.record.fail(error)
         if not self._settled:
             self._settle(self.opened.translator.usage, self._text)
         self.close()

@@ -699,11 +699,12 @@ def saving_fails(state: Any) -> Any:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_answer_that_cannot_be_stored_is_still_given(
-    saving_fails, client, state, upstreams, api_key, stream
+    saving_fails, client, state, upstreams, api_key, stream, caplog
 ):
     """The answer exists and is paid for when it is saved: a database refusing the save must
     not turn it into an error a client would retry and pay again; the response says it was
-    not stored, and its cost is logged."""
+    not stored, and its cost is logged — without the prompt or the answer in the application
+    log (the failed INSERT's exception quoted its parameters)."""
     upstreams["gpt"].reply(text="Hello Ann.")
     response = post(client, api_key, {"model": "gpt", "input": "I am Ann.", "stream": stream})
     assert response.status_code == 200
@@ -724,6 +725,8 @@ def test_an_answer_that_cannot_be_stored_is_still_given(
         assert session.scalars(select(StoredResponse.id)).all() == []
         [row] = session.scalars(select(RequestLog)).all()
     assert row.status_code == 200 and row.cost > 0
+    assert "not stored" in caplog.text
+    assert "I am Ann." not in caplog.text and "Hello Ann." not in caplog.text
 
 
 # -- item_reference (the Vercel AI SDK sends every earlier assistant message as one) --------

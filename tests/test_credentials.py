@@ -35,6 +35,10 @@ ALWAYS_REFUSED = [
     "http://METADATA.google.internal./v1",
     "http://metadata/v1",
     "http://0.0.0.0:8000/v1",
+    # 169.254.169.254 as the resolver reads numbers: decimal, hex, octal (accepted before).
+    "http://2852039166/latest",
+    "http://0xa9fea9fe/latest",
+    "http://0251.0376.0251.0376/latest",
 ]
 LOCAL = ["http://127.0.0.1:11434/v1", "http://localhost:8000/v1", "http://10.1.2.3/v1"]
 
@@ -427,3 +431,61 @@ def test_a_provider_whose_credentials_cannot_be_read_leaves_the_others_serving(
     )
     assert alone.status_code >= 500
     assert "cannot be decrypted" in alone.get_data(as_text=True)
+
+
+# -- credentials an upstream quotes back ----------------------------------------------------------
+
+OPENAI_KEY = "sk-fake-openai-0123456789"  # the conftest upstreams' provider keys
+ANTHROPIC_KEY = "sk-ant-fake-0123456789"
+
+
+def _log_messages(state: Any) -> list[str]:
+    from flask_aigateway.models import RequestLog
+
+    with state.transaction() as session:
+        return [row.error_message or "" for row in session.scalars(select(RequestLog))]
+
+
+@pytest.mark.parametrize(
+    ("alias", "path", "stream", "reply"),
+    [
+        ("gpt", "/v1/chat/completions", False, {"status": 400}),
+        ("gpt", "/v1/chat/completions", False, {"status": 500}),
+        ("gpt", "/v1/chat/completions", True, {"error_event_after": 3}),
+        ("claude", "/v1/chat/completions", True, {"error_event_after": 4}),
+        ("claude", "/v1/messages", False, {"status": 400}),
+        ("claude", "/v1/messages", True, {"error_event_after": 4}),
+        ("gpt", "/v1/responses", False, {"status": 400}),
+    ],
+    ids=[
+        "chat-400",
+        "chat-500",
+        "chat-stream",
+        "chat-anthropic-stream",
+        "messages-400",
+        "messages-stream",
+        "responses-400",
+    ],
+)
+def test_a_provider_key_quoted_back_by_the_upstream_is_redacted(
+    client, state, api_key, upstreams, alias, path, stream, reply
+) -> None:
+    """An upstream error quoting the gateway's own provider key ("Invalid header:
+    Authorization: Bearer sk-…") reached the client, the request log and the dashboard:
+    the key is ``[redacted]`` in every answer, event and row."""
+    from fakes import Reply
+
+    secret = OPENAI_KEY if alias == "gpt" else ANTHROPIC_KEY
+    state.settings["AIGATEWAY_RETRY_MAX_ATTEMPTS"] = 1
+    message = f"Invalid header: Authorization: Bearer {secret}"
+    upstreams[alias].queue(Reply(text="one two three four five", error_message=message, **reply))
+    if path == "/v1/responses":
+        body: dict[str, Any] = {"model": alias, "input": "hi"}
+    else:
+        body = {"model": alias, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    response = client.post(path, json={**body, "stream": stream}, headers=auth(api_key))
+    answer = response.get_data(as_text=True)
+    assert "[redacted]" in answer, answer
+    assert secret not in answer
+    logged = _log_messages(state)
+    assert any("[redacted]" in m for m in logged) and not any(secret in m for m in logged)

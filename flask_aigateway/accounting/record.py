@@ -92,6 +92,37 @@ def upstream_error_kind(error: GatewayError) -> str:
     return "other"
 
 
+#: Shown instead of a credential an upstream quoted back in its error.
+REDACTED = "[redacted]"
+#: Credential values shorter than this are not looked for (a header value of "1" or "true"
+#: would redact ordinary words).
+_MIN_SECRET_CHARS = 8
+
+
+def redact_credentials(error: GatewayError, target: Target) -> None:
+    """Remove from ``error``'s text the credentials the call to ``target`` carried (its API
+    key, its extra headers' values): an upstream may quote them back ("Invalid header:
+    Authorization: Bearer sk-…"), and the error's text reaches the client, the request log
+    and the dashboard, where a provider key is never shown."""
+    secrets = [target.api_key or "", *target.extra_headers.values()]
+    secrets = sorted((s for s in secrets if len(s) >= _MIN_SECRET_CHARS), key=len, reverse=True)
+    if not secrets:
+        return
+
+    def clean(text: str) -> str:
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    message = clean(error.message)
+    if message != error.message:
+        error.message = message
+        error.args = (message, *error.args[1:])
+    if error.details:
+        error.details = {k: clean(v) if isinstance(v, str) else v for k, v in error.details.items()}
+
+
 @dataclass(slots=True)
 class RequestRecord:
     """What one request did, filled in step by step; becomes one request-log row.
@@ -196,7 +227,10 @@ class RequestRecord:
         return problem
 
     def note_upstream_error(self, target: Target, error: GatewayError) -> None:
-        """Count one failed upstream attempt (the request may still succeed elsewhere)."""
+        """Count one failed upstream attempt (the request may still succeed elsewhere), and
+        take the target's credentials out of its text (:func:`redact_credentials`): every
+        upstream failure passes here before it is answered, streamed or logged."""
+        redact_credentials(error, target)
         self.upstream_errors.append((target.provider_name, upstream_error_kind(error)))
 
     def upstream_wait(self) -> _UpstreamWait:

@@ -232,9 +232,9 @@ class MessageStream:
             self._abandon()
             raise
         except GatewayError as error:
-            record.fail(error)
             if isinstance(error, UpstreamError):
-                record.note_upstream_error(self.target, error)
+                record.note_upstream_error(self.target, error)  # first: it redacts credentials
+            record.fail(error)
             self._settle(source.usage)
             raise
         except Exception as exc:

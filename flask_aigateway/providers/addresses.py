@@ -12,6 +12,7 @@ Pure: no I/O here (``requests`` only prepares a URL).
 from __future__ import annotations
 
 import ipaddress
+import socket
 from urllib.parse import urlsplit
 
 import requests
@@ -62,11 +63,24 @@ def address_problem(address: str, *, block_private: bool) -> str | None:
 
 def host_problem(host: str, *, block_private: bool) -> str | None:
     """Why a base URL's host (as written) is refused, or None: metadata names always, literal
-    addresses by :func:`address_problem`. Names are resolved only at call time."""
+    addresses by :func:`address_problem` — in the numeric forms the system's resolver reads
+    too (``2852039166``, ``0xa9fea9fe``, ``0251.0376.0251.0376`` are 169.254.169.254). Names
+    are resolved only at call time."""
     name = host.strip("[]").rstrip(".").lower()
     if name in METADATA_HOSTS:
         return f"{name} is a cloud metadata host"
-    return address_problem(name, block_private=block_private)
+    return address_problem(_numeric_ipv4(name) or name, block_private=block_private)
+
+
+def _numeric_ipv4(name: str) -> str | None:
+    """The IPv4 address a host written as a number stands for (``inet_aton``'s forms: one to
+    four parts, decimal, octal or hex), in dotted form; None for a name."""
+    if not name or name.strip("0123456789abcdefx.") or not name[0].isdigit():
+        return None
+    try:
+        return str(ipaddress.IPv4Address(socket.inet_aton(name)))
+    except OSError:
+        return None
 
 
 def host_syntax_problem(url: str) -> str | None:
