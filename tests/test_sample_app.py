@@ -208,13 +208,12 @@ def test_create_app_still_raises_config_error(monkeypatch: pytest.MonkeyPatch) -
     assert str(info.value) == info.value.message
 
 
-@pytest.mark.slow
-def test_gunicorn_stops_on_a_bad_variable_in_one_line(environment: Path) -> None:
-    """The worker logged the traceback ("Exception in worker process"); now it prints the
-    reason and gunicorn stops as for any app that cannot load, without respawning."""
+def _run_gunicorn(**variables: str) -> subprocess.CompletedProcess[str]:
+    """gunicorn started as ``make run`` starts it (without this checkout on PYTHONPATH), with
+    ``variables`` in its environment, run to its exit: its status and output."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HOST="127.0.0.1", PORT=str(_free_port()), AIGATEWAY_CACHE_ENABLED="maybe")
-    server = subprocess.run(
+    env.update(HOST="127.0.0.1", PORT=str(_free_port()), **variables)
+    return subprocess.run(
         [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
         cwd=ROOT,
         env=env,
@@ -223,6 +222,13 @@ def test_gunicorn_stops_on_a_bad_variable_in_one_line(environment: Path) -> None
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
+
+
+@pytest.mark.slow
+def test_gunicorn_stops_on_a_bad_variable_in_one_line(environment: Path) -> None:
+    """The worker logged the traceback ("Exception in worker process"); now it prints the
+    reason and gunicorn stops as for any app that cannot load, without respawning."""
+    server = _run_gunicorn(AIGATEWAY_CACHE_ENABLED="maybe")
     output = server.stdout + server.stderr
     assert server.returncode == 4, output  # gunicorn's APP_LOAD_ERROR
     assert "Traceback" not in output
@@ -856,17 +862,7 @@ def test_gunicorn_refuses_a_bad_server_variable_in_one_line(
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
     value, words = value.format(file=a_file), words.format(file=a_file)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HOST="127.0.0.1", PORT=str(_free_port()), **{name: value})
-    server = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--config", "sample_app/gunicorn.conf.py"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    server = _run_gunicorn(**{name: value})
     output = server.stdout + server.stderr
     assert server.returncode == status, output
     assert "Traceback" not in output
