@@ -43,9 +43,10 @@ DEADLINE = 1.0
 #: stalled one of their requests for a second (a 504 instead of the failure under test).
 #: They still assert they end within ``DEADLINE + SLACK``.
 ROOMY_DEADLINE = 10.0
-#: What a contained failure may take beyond the deadline (a loaded CI machine included); far
-#: less than the upstreams' stalls (:data:`STALL`).
-SLACK = 2.0
+#: What a contained failure may take beyond the deadline (a loaded CI machine included: CI runs
+#: the SQLite and PostgreSQL + Redis suites side by side on two cores, where one such request
+#: once took 3.25 s); far less than the upstreams' stalls (:data:`STALL`, 30 s).
+SLACK = 5.0
 BIG_LINE = 10 * 1024 * 1024
 MESSAGES = [{"role": "user", "content": "Tell me something."}]
 
