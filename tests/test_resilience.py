@@ -505,12 +505,12 @@ def test_a_retry_after_beyond_the_longest_wait_moves_on_at_once(client, state, a
 
 
 def test_a_retry_after_beyond_the_deadline_is_not_waited(client, state, api_key, upstreams):
-    configure(state, request_timeout=2.0)
+    configure(state, request_timeout=10.0)
     fake = upstreams["gpt"]
     fake.rate_limited(retry_after="20")
     started = time.monotonic()
     response = chat(client, api_key, "gpt")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0
     assert response.status_code == 429
     assert response.json["error"]["code"] == "upstream_rate_limited"
     assert len(fake.requests) == 1

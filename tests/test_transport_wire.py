@@ -57,6 +57,12 @@ def request(
     return UpstreamRequest("POST", f"{server.url}/v1/chat", dict(headers or {}), body)
 
 
+#: The bound on a call cut by a deadline or an idle/longest allowance of at most 0.6 s: far
+#: below the 5 s the scripted upstreams go on for, with room for a loaded CI machine (its two
+#: suites run side by side on two cores).
+LATE = 3.0
+
+
 def send(transport: Transport, server: RawServer, timeout: float = 2.0) -> UpstreamResponse:
     return transport.send(request(server), timeout=timeout, pool_key="p")
 
@@ -434,14 +440,14 @@ def test_chunked_body_cut_mid_chunk(transport: Transport, server: RawServer, cut
 def test_read_timeout_while_waiting_for_headers(
     transport: Transport, server: RawServer, streaming: bool
 ) -> None:
-    server.answer(0.6, ok())
+    server.answer(5.0, ok())
     started = time.monotonic()
     with pytest.raises(UpstreamTimeoutError, match=r"deadline of 0\.2 s") as info:
         if streaming:
             transport.open_stream(request(server), timeout=0.2, pool_key="p")
         else:
             send(transport, server, timeout=0.2)
-    assert info.value.retryable and time.monotonic() - started < 0.55
+    assert info.value.retryable and time.monotonic() - started < LATE
 
 
 def test_read_timeout_between_chunks(transport: Transport, server: RawServer) -> None:
@@ -543,7 +549,7 @@ def test_a_trickling_answer_ends_at_the_deadline(
     with pytest.raises(UpstreamTimeoutError, match=r"deadline of 0\.5 s") as info:
         send(transport, server, timeout=0.5)
     assert info.value.retryable
-    assert 0.45 <= time.monotonic() - started < 0.9
+    assert 0.45 <= time.monotonic() - started < LATE
 
 
 def test_a_stream_that_never_starts_ends_at_the_deadline(server: RawServer) -> None:
@@ -557,7 +563,7 @@ def test_a_stream_that_never_starts_ends_at_the_deadline(server: RawServer) -> N
         pytest.raises(UpstreamTimeoutError, match=r"deadline of 0\.5 s"),
     ):
         list(stream.events())
-    assert 0.45 <= time.monotonic() - started < 0.9
+    assert 0.45 <= time.monotonic() - started < LATE
     transport.close()
 
 
@@ -592,7 +598,7 @@ def test_a_stream_that_sends_without_end_is_cut_at_its_longest(server: RawServer
         stream.started()
         list(events)
     assert info.value.retryable
-    assert 0.55 <= time.monotonic() - started < 1.2
+    assert 0.55 <= time.monotonic() - started < LATE
     transport.close()
 
 
@@ -626,7 +632,7 @@ def test_a_stream_that_goes_quiet_is_cut_after_the_idle_timeout(server: RawServe
         events.extend(stream.events())
     assert len(events) == 2
     assert info.value.retryable
-    assert 0.55 <= time.monotonic() - started < 1.2
+    assert 0.55 <= time.monotonic() - started < LATE
     transport.close()
 
 
