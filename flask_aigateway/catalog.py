@@ -44,6 +44,10 @@ class AliasRoute:
     targets: tuple[Target, ...]
     #: What the alias serves: each API door refuses an alias of the other kind.
     kind: ModelKind = ModelKind.CHAT
+    #: Why deployments were left out of :attr:`targets`: their provider's stored credentials
+    #: cannot be decrypted with the current secret. Said when nothing else served the request
+    #: (the alias's fallbacks are still tried first).
+    unreadable: str | None = None
 
 
 def load_route(state: GatewayState, alias: str) -> AliasRoute | None:
@@ -203,8 +207,6 @@ def _load(state: GatewayState, alias: str) -> AliasRoute | None:
                     rpm_limit=dep.rpm_limit,
                 )
             )
-        if unreadable is not None and not targets:
-            raise unreadable
         return AliasRoute(
             alias=model.alias,
             model_id=model.id,
@@ -216,4 +218,5 @@ def _load(state: GatewayState, alias: str) -> AliasRoute | None:
             created_at=model.created_at,
             targets=tuple(targets),
             kind=ModelKind(model.kind or ModelKind.CHAT.value),
+            unreadable=unreadable.message if unreadable is not None else None,
         )

@@ -433,6 +433,33 @@ def test_a_provider_whose_credentials_cannot_be_read_leaves_the_others_serving(
     assert "cannot be decrypted" in alone.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_an_alias_whose_only_provider_cannot_be_read_still_falls_back(
+    client, state, upstreams, api_key, stream: bool
+) -> None:
+    """Its one deployment left out (the secret changed), the alias is as one whose
+    deployments are all down: its fallbacks serve the request (the whole request failed with
+    the decryption error, fallbacks untried), and a failing fallback's own error is what the
+    client gets (the test above has the alias with nothing else, whose error says why)."""
+    from fakes import Reply
+
+    from flask_aigateway.services.models import create_model
+
+    fake = upstreams["gpt"]
+    make(state, name="old-secret", base_url=fake.base_url)
+    store_directly(state, "old-secret", api_key_encrypted="gAAAAABnot-a-token-this-secret-can-read")
+    price = {"model": "m", "pricing_input": "1", "pricing_output": "1"}
+    create_model(state, alias="first", provider="old-secret", fallbacks=["gpt"], **price)
+    body = {"model": "first", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    served = client.post("/v1/chat/completions", json=body, headers=auth(api_key))
+    assert served.status_code == 200, served.get_data(as_text=True)
+    assert served.headers["x-aigateway-fallback"] == "first,gpt"
+    assert len(fake.requests) == 1
+    fake.default = Reply(status=500)
+    failed = client.post("/v1/chat/completions", json=body, headers=auth(api_key))
+    assert failed.status_code == 502, "the fallback's own failure, not the credentials"
+
+
 # -- credentials an upstream quotes back ----------------------------------------------------------
 
 OPENAI_KEY = "sk-fake-openai-0123456789"  # the conftest upstreams' provider keys

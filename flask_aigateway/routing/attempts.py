@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from ..catalog import AliasRoute
 from ..embeddings import GatewayRequest
 from ..errors import (
+    ConfigError,
     GatewayError,
     RateLimitError,
     ServiceUnavailableError,
@@ -76,6 +77,8 @@ def execute(
     :raises ServiceUnavailableError: 503 ``no_healthy_deployment`` when no deployment could
         even be tried because every circuit is open (the message says which, until when).
     :raises RateLimitError: 429 when every deployment is at its requests-per-minute limit.
+    :raises ConfigError: 500 when no deployment was left to try and one was left out of its
+        alias because its provider's credentials cannot be decrypted (:attr:`.AliasRoute.unreadable`).
     :raises GatewayError: the ``refusal`` of the requested alias's first deployment (above).
 
     Every error raised carries the ``x-aigateway-attempts`` (and, past the first alias,
@@ -128,12 +131,14 @@ def _execute(
     seen: set[str] = set()
     errors: list[UpstreamError] = []
     skipped: list[Skip] = []
+    unreadable: str | None = None
     while (route := next(queue, None)) is not None:
         if route.alias in seen:
             continue
         if log.attempts and deadline - time.monotonic() <= 0:
             break  # no time left for this alias: not tried, so not in the fallback path
         seen.add(route.alias)
+        unreadable = unreadable or route.unreadable
         if refusal is not None and not _carriable(route, refusal, requested=not log.path, log=log):
             continue  # not one deployment can carry it: not tried, so not in the path
         log.path.append(route.alias)
@@ -178,6 +183,8 @@ def _execute(
         raise errors[-1]
     if skipped:
         raise _unavailable(log.path, skipped)
+    if unreadable is not None:
+        raise ConfigError(unreadable)
     aliases = ", ".join(log.path) or "?"
     raise ServiceUnavailableError(
         f"No enabled deployment can serve model '{aliases}'. Add one with "
