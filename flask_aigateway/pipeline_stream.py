@@ -81,6 +81,7 @@ def open_stream(
         admission,
         release=attempts.release,
         started=attempts.started,
+        broke=attempts.broke,
     )
 
 

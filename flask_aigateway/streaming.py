@@ -114,8 +114,11 @@ class ChatStream:
     admission: Admission
     #: Ends the router's in-flight lease of the deployment (least-busy counts the stream).
     release: Callable[[], None] | None = None
-    #: Reports the attempt's success to the router; called once the first chunk is out.
+    #: Tells the router the first chunk is out (a half-open circuit's probe reports its
+    #: success then).
     started: Callable[[], None] | None = None
+    #: Reports its deployment's failure to the router: the upstream broke the stream off.
+    broke: Callable[[], None] | None = None
     #: A cache hit replayed as this stream (no upstream; see :func:`replay_stream`).
     cached: ChatResponse | None = None
     created: int = field(default_factory=lambda: int(time.time()))
@@ -258,7 +261,7 @@ class ChatStream:
             raise
         except GatewayError as error:
             if isinstance(error, UpstreamError):
-                record.note_upstream_error(self.target, error)  # first: it redacts credentials
+                self._upstream_broke(error)
             record.fail(error)
             self._settle(translator.usage, completion_chars)
             raise
@@ -343,11 +346,18 @@ class ChatStream:
         if self._closed:
             return
         if isinstance(error, UpstreamError):
-            self.record.note_upstream_error(self.target, error)  # first: it redacts credentials
+            self._upstream_broke(error)
         self.record.fail(error)
         if not self._settled:
             self._settle(self.opened.translator.usage, self._text)
         self.close()
+
+    def _upstream_broke(self, error: UpstreamError) -> None:
+        """The upstream failed the stream after it had started: noted on the record (first:
+        it redacts credentials), and a failure of its deployment for the router."""
+        self.record.note_upstream_error(self.target, error)
+        if self.broke is not None:
+            self.broke()
 
     def crash(self, exc: BaseException) -> None:
         """A door translating the chunks hit an unexpected exception (a bug; the door logs its

@@ -425,6 +425,54 @@ def test_a_stream_failing_after_its_first_byte_ends_with_an_error_event(
     assert row.status_code >= 500 and row.fallback_path is None
 
 
+@pytest.mark.parametrize("door", ["chat", "messages"])
+def test_a_deployment_that_cuts_its_streams_midway_opens_its_circuit(
+    live_server, state, api_key, fleet, door: str
+):
+    """A stream its upstream breaks off after the first byte is a failure of that
+    deployment: two in a row open its circuit and the next stream goes to the next one.
+    (The stream's success was reported at its first byte, so such a deployment was never
+    taken out, whatever it did to every stream.) A stream that ends properly counts as a
+    success: the one in between resets the count."""
+    configure(state, circuit_failures=2, circuit_cooldown=30, retry_max_attempts=1)
+    cutter, steady = fleet.start(2)
+    ids = add_alias(state, "cb", [cutter, steady], deployments=[{"priority": 0}, {"priority": 1}])
+    cutter.default = Reply(text="one two three four five six", cut_after=3)
+    url, body, headers = live_server.url + "/v1/chat/completions", {}, {}
+    if door == "messages":
+        url, body = live_server.url + "/v1/messages", {"max_tokens": 50}
+        headers = {"anthropic-version": "2023-06-01"}
+
+    def stream() -> requests.Response:
+        response = requests.post(
+            url,
+            json={"model": "cb", "messages": MESSAGES, "stream": True, **body},
+            headers={"Authorization": f"Bearer {api_key}", **headers},
+            stream=True,
+            timeout=20,
+        )
+        assert response.status_code == 200
+        assert response.content  # read to its end
+        return response
+
+    served = [stream().headers["x-aigateway-deployment"]]
+    assert stats(state, ids[0]).phase is Phase.CLOSED, "one cut stream does not open it"
+    cutter.queue(Reply(text="whole"))
+    served.append(stream().headers["x-aigateway-deployment"])
+    # Reported as the request ends, which may be just after the client has read the end.
+    deadline = time.monotonic() + 5
+    while stats(state, ids[0]).failures and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stats(state, ids[0]).failures == 0, "the whole stream reset the count"
+    served.append(stream().headers["x-aigateway-deployment"])
+    assert stats(state, ids[0]).phase is Phase.CLOSED
+    served.append(stream().headers["x-aigateway-deployment"])
+    assert stats(state, ids[0]).phase is Phase.OPEN
+    served.append(stream().headers["x-aigateway-deployment"])
+    assert served == [ids[0]] * 4 + [ids[1]]
+    assert len(cutter.requests) == 4
+
+
 def test_context_length_error_goes_to_the_context_fallback(client, state, api_key, fleet):
     small, big, spare = fleet.start(3)
     add_alias(state, "spare", [spare])

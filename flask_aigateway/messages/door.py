@@ -256,6 +256,7 @@ class Messages:
             admission,
             release=attempts.release,
             started=attempts.started,
+            broke=attempts.broke,
         )
 
     def _open(

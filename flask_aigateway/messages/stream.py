@@ -182,8 +182,11 @@ class MessageStream:
     source: _Source
     admission: Admission
     release: Any = None
-    #: Reports the attempt's success to the router; called once the first event is out.
+    #: Tells the router the first event is out (a half-open circuit's probe reports its
+    #: success then).
     started: Any = None
+    #: Reports its deployment's failure to the router: the upstream broke the stream off.
+    broke: Any = None
     cached: ChatResponse | None = None
     _text: list[str] = field(default_factory=list)
     #: The tool calls' names, counted by the estimate but not part of the logged text.
@@ -233,7 +236,7 @@ class MessageStream:
             raise
         except GatewayError as error:
             if isinstance(error, UpstreamError):
-                record.note_upstream_error(self.target, error)  # first: it redacts credentials
+                self._upstream_broke(error)
             record.fail(error)
             self._settle(source.usage)
             raise
@@ -282,6 +285,13 @@ class MessageStream:
                 deployment_id=self.target.deployment_id,
             ),
         )
+
+    def _upstream_broke(self, error: UpstreamError) -> None:
+        """The upstream failed the stream after it had started: noted on the record (first:
+        it redacts credentials), and a failure of its deployment for the router."""
+        self.record.note_upstream_error(self.target, error)
+        if self.broke is not None:
+            self.broke()
 
     def _abandon(self) -> None:
         if self._settled:

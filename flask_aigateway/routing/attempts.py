@@ -78,7 +78,8 @@ def execute(
         even be tried because every circuit is open (the message says which, until when).
     :raises RateLimitError: 429 when every deployment is at its requests-per-minute limit.
     :raises ConfigError: 500 when no deployment was left to try and one was left out of its
-        alias because its provider's credentials cannot be decrypted (:attr:`.AliasRoute.unreadable`).
+        alias because its provider's credentials cannot be decrypted
+        (:attr:`.AliasRoute.unreadable`).
     :raises GatewayError: the ``refusal`` of the requested alias's first deployment (above).
 
     Every error raised carries the ``x-aigateway-attempts`` (and, past the first alias,

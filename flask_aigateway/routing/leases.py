@@ -108,20 +108,33 @@ class AttemptLog:
         self._latency: float | None = None
 
     def hold(self, router: Router, ticket: Ticket, seconds: float | None) -> None:
-        """The winning attempt's lease is held until :meth:`end` (a stream's); its success
-        (``seconds``: its latency) is reported by :meth:`started` — once the stream's first
-        chunk is out, so that report's round trip is not in the client's time to first byte —
-        or, when the stream ends before, by :meth:`end` with the release."""
+        """The winning attempt's lease is held until :meth:`end` (a stream's), which reports
+        its success (``seconds``: its latency) with the release in one call — unless the
+        upstream broke the stream off (:meth:`broke`): a deployment that cuts its streams
+        mid-way counts toward its circuit. A half-open circuit's probe reports its success
+        at :meth:`started`, since other requests wait for it."""
         self._router, self._ticket, self._success = router, ticket, True
         self._latency = seconds
 
     def started(self) -> None:
-        """Report the held attempt's success now (once; nothing when none is pending)."""
+        """The held stream's first chunk is out (called after it is written, so a report
+        here is not in the client's time to first byte): a probe's success is reported now,
+        closing its circuit for the requests that wait on it."""
         router, ticket = self._router, self._ticket
-        if router is None or ticket is None or not self._success:
+        if router is None or ticket is None or not self._success or not ticket.probe:
             return
         self._success = False
         router.succeeded(ticket, self._latency)
+
+    def broke(self) -> None:
+        """The held stream failed by its upstream's fault after it had started (cut, silent
+        past the idle allowance, an error event, events that make no sense): a failure of its
+        deployment, reported now; :meth:`end` then only releases the lease."""
+        router, ticket = self._router, self._ticket
+        if router is None or ticket is None:
+            return
+        self._success = False
+        router.failed(ticket)
 
     def defer(self, router: Router, ticket: Ticket, seconds: float | None) -> None:
         """The winning attempt's success (``seconds``: its latency) and lease are reported by
