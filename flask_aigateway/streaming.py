@@ -154,16 +154,7 @@ class ChatStream:
         return chunk
 
     def _extension(self) -> dict[str, Any]:
-        usage = self.record.usage
-        return {
-            "request_id": self.record.request_id,
-            "provider": self.target.provider_name,
-            "deployment": self.target.deployment_id,
-            "attempts": self.record.attempts,
-            "cost_usd": money_text(self.record.cost),
-            "usage_estimated": usage.estimated,
-            "cache_hit": self.record.cache_hit,
-        }
+        return gateway_extension(self.record, self.target)
 
     def __iter__(self) -> Iterator[StreamChunk]:
         """The chunks. Time spent waiting for the consumer to take a chunk is counted as the
@@ -444,6 +435,21 @@ class ChatStream:
             if self.release is not None:
                 self.release()
             self.pipeline.finish(self.record, self.admission)
+
+
+def gateway_extension(record: RequestRecord, target: Target) -> dict[str, Any]:
+    """The ``aigateway`` object a settled stream ends with (a chat stream's last chunk, a
+    Messages stream's ``message_stop``): the request id, who served it, the attempts, the
+    cost, whether the usage was estimated and whether the answer came from the cache."""
+    return {
+        "request_id": record.request_id,
+        "provider": target.provider_name,
+        "deployment": target.deployment_id,
+        "attempts": record.attempts,
+        "cost_usd": money_text(record.cost),
+        "usage_estimated": record.usage.estimated,
+        "cache_hit": record.cache_hit,
+    }
 
 
 def after_first(

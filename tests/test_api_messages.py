@@ -680,7 +680,7 @@ def test_tool_arguments_nested_too_deep_come_as_raw_text(
     text = response.get_data(as_text=True)
     assert response.status_code == 200, text
     if stream:
-        assert text.endswith('event: message_stop\ndata: {"type":"message_stop"}\n\n')
+        assert text.rsplit("\n\n", 2)[-2].startswith("event: message_stop\ndata: {")
     else:
         block = response.get_json()["content"][0]
         assert (block["type"], block["input"]) == ("tool_use", {"_raw_arguments": arguments})
@@ -1147,6 +1147,38 @@ def test_tool_ids_from_another_format_pass_to_anthropic_valid(client, api_key, u
     assert re.fullmatch(r"functions_get_0_[0-9a-f]{8}", new_id)
     assert sent[2]["content"][0]["tool_use_id"] == new_id
     assert sent[0] == turns[0] and sent[1]["content"][0] == turns[1]["content"][0]
+
+
+# -- streams: the cost on the last event ---------------------------------------------------
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_a_stream_ends_with_its_cost_on_message_stop(client, api_key, upstreams, state, alias):
+    """``message_stop`` carries the gateway's ``aigateway`` object, as a chat stream's last
+    chunk does (README, Cost): the cost the log row has; a cache hit replayed costs 0. A
+    Messages stream carried its cost nowhere (its headers go out before it is known)."""
+    state.settings["AIGATEWAY_CACHE_ENABLED"] = True
+    upstreams[alias].reply(text="four words of text")
+    ends = []
+    for _ in range(2):
+        response = post(client, body(model=alias, stream=True), api_key)
+        assert response.status_code == 200
+        *_, last = sse_events(response)
+        assert last["type"] == "message_stop"
+        ends.append(last["aigateway"])
+    first, hit = log_rows(state)
+    assert first.cost > 0
+    assert ends[0] == {
+        "request_id": first.request_id,
+        "provider": first.provider,
+        "deployment": first.deployment_id,
+        "attempts": 1,
+        "cost_usd": f"{first.cost:.10f}",
+        "usage_estimated": first.usage_estimated,
+        "cache_hit": False,
+    }
+    assert ends[1]["request_id"] == hit.request_id and hit.cache_hit
+    assert ends[1]["cache_hit"] is True and Decimal(ends[1]["cost_usd"]) == hit.cost == 0
 
 
 # -- streams: nothing is sent before the first content ------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,17 @@ def check_openai_events(raw: bytes) -> list[dict[str, Any]]:
     return chunks
 
 
-def check_anthropic_events(raw: bytes) -> list[str]:
+def check_anthropic_events(raw: bytes, *, gateway: bool = False) -> list[str]:
+    """The events' types, each validated strictly as the SDK's type. ``gateway``: a gateway
+    stream, whose ``message_stop`` carries the gateway's ``aigateway`` object (its one
+    documented addition, the cost), checked and left out of the validation."""
     kinds = []
     for event in SSEParser().feed(raw):
         data = json.loads(event.data)
         assert event.event == data["type"]
+        if gateway and data["type"] == "message_stop":
+            extension = data.pop("aigateway")
+            assert Decimal(extension["cost_usd"]) >= 0 and extension["request_id"]
         if data["type"] == "ping":
             assert data == {"type": "ping"}
         elif data["type"] == "error":

@@ -18,7 +18,7 @@ from ..providers.anthropic_response import AnthropicStreamTranslator, check_tool
 from ..providers.base import SSEEvent, Target
 from ..providers.wire import SHAPE_ERRORS, dumps, new_tool_use_id, unexpected_shape
 from ..schemas import ChatRequest, ChatResponse, Usage
-from ..streaming import OpeningHold, after_first
+from ..streaming import OpeningHold, after_first, gateway_extension
 from ..tokens import estimate_completion_tokens, estimate_prompt_tokens
 from .events import ChunkEvents, MessageAssembler, message_events, opens_only
 
@@ -211,6 +211,11 @@ class MessageStream:
                     except SHAPE_ERRORS as exc:
                         name = self.target.provider_name
                         raise unexpected_shape(name, "a stream event", dumps(event)) from exc
+                    if source.done and event.get("type") == "message_stop":
+                        # The last event: the stream is settled before it goes, so that it
+                        # carries the cost, as a chat stream's last chunk does.
+                        self._settle(source.usage)
+                        event = {**event, "aigateway": gateway_extension(record, self.target)}
                     paused = clock()
                     yield event
                     record.client_seconds += clock() - paused
@@ -229,7 +234,8 @@ class MessageStream:
                     "its end.",
                     retryable=False,
                 )
-            self._settle(source.usage)
+            if not self._settled:
+                self._settle(source.usage)
             self._store(assembler)
         except GeneratorExit:
             self._abandon()
