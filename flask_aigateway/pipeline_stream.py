@@ -15,7 +15,7 @@ from .accounting import RequestRecord
 from .admission import Admission
 from .enums import Route
 from .errors import UpstreamError
-from .pipeline_upstream import _relaxed, carriage
+from .pipeline_upstream import RELAXED_TRIES, _relaxed, carriage
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.wire import SHAPE_ERRORS, unexpected_shape
@@ -94,7 +94,7 @@ def open_upstream(
 ) -> _Opened:
     adapter = get_adapter(target.wire_format)
     with record.upstream_wait():
-        for again in (True, False):
+        for again in RELAXED_TRIES:
             upstream = adapter.build_request(request, target)
             try:
                 return _first_events(transport, adapter, request, target, upstream, seconds_left)
@@ -104,7 +104,7 @@ def open_upstream(
                 except UpstreamError:
                     record.note_upstream_error(target, error)
                     raise
-        raise AssertionError("unreachable: the second try returns or raises")
+        raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _first_events(

@@ -1,11 +1,11 @@
-"""One upstream call of the route step, the one relaxed retry, and which deployments can carry it.
+"""One upstream call of the route step, its relaxed retries, and which deployments can carry it.
 
 :class:`~.pipeline.Pipeline`'s chat hands :func:`call_upstream` to the route step
 (``routing.execute``) as its ``attempt`` and :func:`carriage` as its ``refusal`` (which
 deployments cannot carry the request); a stream's opening (:mod:`.pipeline_stream`) uses the
-same two. A refused call is sent once more when the upstream refused only what the adapter
-added (:func:`_relaxed`). The embeddings door calls through :func:`call_upstream` with its own
-adapter.
+same two. A refused call is sent again when the upstream refused only what the adapter
+added (:func:`_relaxed`; twice at most). The embeddings door calls through
+:func:`call_upstream` with its own adapter.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def call_upstream(
     adapter; the embeddings door passes its own)."""
     adapter = adapter or get_adapter(target.wire_format)
     try:
-        for again in (True, False):
+        for again in RELAXED_TRIES:
             upstream = adapter.build_request(request, target)
             with record.upstream_wait():
                 answer = transport.send(upstream, timeout=seconds_left, pool_key=target.provider_id)
@@ -85,10 +85,16 @@ def call_upstream(
         raise
 
 
+#: Per try of one upstream call, whether a relaxed try may follow it: two may, since one
+#: request can carry two things a model refuses one at a time (an effort level and both
+#: samplers, to Claude Haiku 4.5).
+RELAXED_TRIES = (True, True, False)
+
+
 def _relaxed(adapter: Any, request: Any, target: Target, error: UpstreamError, again: bool) -> Any:
     """The request to send once more after ``error`` — when the upstream refused only
     something the adapter added in translation, which it now leaves out (``relaxed``) — or
-    ``error`` raised. ``again``: whether one more try is left (there is only one)."""
+    ``error`` raised. ``again``: whether one more try is left (:data:`RELAXED_TRIES`)."""
     relaxed = getattr(adapter, "relaxed", None) if again else None
     retry = relaxed(request, target, error) if relaxed is not None else None
     if retry is None:

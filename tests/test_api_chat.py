@@ -688,3 +688,33 @@ def test_an_assistant_refusal_reaches_anthropic_as_its_text(client, api_key, ups
         {"role": "assistant", "content": "I can't help with that."},
         {"role": "user", "content": "Then explain how locks work"},
     ]
+
+
+def test_temperature_with_top_p_reaches_a_model_that_takes_one(client, api_key, upstreams, state):
+    """OpenAI takes ``temperature`` and ``top_p`` together, so OpenAI-tuned clients (the
+    Agents SDK's ModelSettings, LangChain's ChatOpenAI) send both; Sonnet 4.5 (the
+    ``claude`` alias here) answers 400 to both. The gateway sends the request again without
+    ``top_p`` — after an effort level the model also refused, if need be — and leaves it out
+    for that deployment from then on. Through the Messages door the client chose both: its
+    400 stands."""
+    fake = upstreams["claude"]
+    body = {"model": "claude", "messages": MESSAGES, "temperature": 0.2, "top_p": 0.9}
+    first = post(client, {**body, "reasoning_effort": "high"}, api_key)
+    assert first.status_code == 200, first.get_json()
+    sent = [(r.json.get("output_config"), r.json.get("top_p")) for r in fake.requests]
+    assert len(sent) == 3  # refused for one, then for the other (whichever it checks first)
+    assert (sent[0], sent[-1]) == (({"effort": "high"}, 0.9), (None, None))
+    assert fake.last.json["temperature"] == 0.2
+    assert first.headers["x-aigateway-attempts"] == "1"
+    streamed = post(client, {**body, "stream": True}, api_key)
+    assert streamed.status_code == 200 and "data: [DONE]" in streamed.get_data(as_text=True)
+    assert len(fake.requests) == 4 and "top_p" not in fake.last.json
+    explicit = {"model": "claude", "max_tokens": 16, "temperature": 0.2, "top_p": 0.9}
+    refused = client.post(
+        "/v1/messages",
+        json={**explicit, "messages": MESSAGES},
+        headers={"x-api-key": api_key},
+    )
+    assert refused.status_code == 400
+    assert "cannot both be specified" in refused.get_json()["error"]["message"]
+    assert [row.status_code for row in log_rows(state)] == [200, 200, 400]

@@ -59,7 +59,12 @@ PARAMETERS: dict[str, Handling] = {
     "temperature": Handling(
         "translated", "same value; above 1 refused (Anthropic's range is 0 to 1)"
     ),
-    "top_p": Handling("passed"),
+    "top_p": Handling(
+        "passed",
+        "a model that takes only one of `temperature` and `top_p` (Sonnet 4.5, Haiku 4.5, "
+        "Opus 4.1 and later) answers 400 to both: the request is sent again without `top_p`, "
+        "as are later ones with both to that deployment",
+    ),
     "n": Handling("refused", "only `1` (Anthropic returns one choice)", lambda v: v == 1),
     "stop": Handling("translated", "`stop_sequences` (a string becomes a one-item list)"),
     "max_tokens": Handling(
@@ -133,6 +138,13 @@ _TRANSLATED = ("temperature", "top_p", "top_k")
 _NO_EFFORT: set[tuple[str, str]] = set()
 _NO_EFFORT_ANSWER = "does not support the effort parameter"
 
+#: Deployments whose model answered that it takes ``temperature`` or ``top_p``, not both
+#: (Sonnet 4.5, Haiku 4.5, Opus 4.1 and later; OpenAI takes both, so OpenAI-tuned clients
+#: send both): ``top_p`` is left out for them when both are given
+#: (:meth:`AnthropicAdapter.relaxed`).
+_ONE_SAMPLER: set[tuple[str, str]] = set()
+_ONE_SAMPLER_ANSWER = "cannot both be specified"
+
 #: Chat's ``reasoning_effort`` as Anthropic's ``output_config.effort`` (``none``: no effort
 #: level is sent, the model's default, which reasons only when asked to think).
 _EFFORT = {
@@ -168,6 +180,8 @@ class AnthropicAdapter:
         for name in _TRANSLATED:
             if params.get(name) is not None:
                 body[name] = params[name]
+        if "top_p" in body and "temperature" in body and _known(_ONE_SAMPLER, target):
+            del body["top_p"]
         stop = params.get("stop")
         if stop:
             body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -175,7 +189,7 @@ class AnthropicAdapter:
         if user:
             body["metadata"] = {"user_id": user}
         effort = _EFFORT.get(str(params.get("reasoning_effort")))
-        if effort and (target.provider_id, target.provider_model) not in _NO_EFFORT:
+        if effort and not _known(_NO_EFFORT, target):
             body["output_config"] = {"effort": effort}
         _add_tools(body, params)
         if "tools" not in body:
@@ -219,24 +233,27 @@ class AnthropicAdapter:
         self, request: ChatRequest, target: Target, error: UpstreamError
     ) -> ChatRequest | None:
         """The request to send again after ``error``, when the upstream refused only what the
-        gateway added in translating it: ``reasoning_effort`` (a hint every request of Codex
-        CLI or the Agents SDK carries) sent as ``output_config.effort`` to a model without
-        it. The deployment is remembered, so later requests leave it out at once; None for
-        any other error."""
-        if (
-            request.params.get("reasoning_effort") is None
-            or not isinstance(error, UpstreamClientError)
-            or _NO_EFFORT_ANSWER not in error.message
-        ):
+        translation made of it: ``reasoning_effort`` (a hint every request of Codex CLI or the
+        Agents SDK carries) sent as ``output_config.effort`` to a model without it, or
+        ``temperature`` with ``top_p`` (OpenAI takes both) to a model that takes one. The
+        deployment is remembered, so later requests leave it out at once; None for any other
+        error (:data:`.pipeline_upstream.RELAXED_TRIES` bounds the tries)."""
+        if not isinstance(error, UpstreamClientError):
             return None
-        if len(_NO_EFFORT) > 4096:
-            _NO_EFFORT.clear()
-        _NO_EFFORT.add((target.provider_id, target.provider_model))
-        log.info(
-            "%s (%s) takes no effort parameter: reasoning_effort is left out for it",
-            target.provider_model,
-            target.provider_name,
-        )
+        params = request.params
+        if params.get("reasoning_effort") is not None and _NO_EFFORT_ANSWER in error.message:
+            _remember(_NO_EFFORT, target)
+            what = "takes no effort parameter: reasoning_effort is left out for it"
+        elif (
+            params.get("temperature") is not None
+            and params.get("top_p") is not None
+            and _ONE_SAMPLER_ANSWER in error.message
+        ):
+            _remember(_ONE_SAMPLER, target)
+            what = "takes temperature or top_p, not both: top_p is left out for it"
+        else:
+            return None
+        log.info("%s (%s) %s", target.provider_model, target.provider_name, what)
         return request
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
@@ -352,3 +369,14 @@ def _add_tools(body: dict[str, Any], params: Mapping[str, Any]) -> None:
             raise InvalidRequestError(
                 "'tool_choice' requires 'tools': there is no tool to choose.", param="tool_choice"
             )
+
+
+def _known(deployments: set[tuple[str, str]], target: Target) -> bool:
+    return (target.provider_id, target.provider_model) in deployments
+
+
+def _remember(deployments: set[tuple[str, str]], target: Target) -> None:
+    """Add the target's deployment to ``deployments`` (bounded: cleared past 4,096)."""
+    if len(deployments) > 4096:
+        deployments.clear()
+    deployments.add((target.provider_id, target.provider_model))

@@ -16,6 +16,9 @@ EFFORTS = ("low", "medium", "high", "xhigh", "max")
 #: The Messages API's pattern for tool_use ids (and the tool_result references to them).
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 _EFFORT_MODELS = re.compile(r"claude-(opus-4-[5-9]|sonnet-4-[6-9]|[a-z]+-[5-9])")
+#: The models that take ``temperature`` or ``top_p``, not both (Opus 4.1 on, Sonnet 4.5 on,
+#: Haiku 4.5, later generations; Anthropic's migration guide to the 4.5 models): 400 to both.
+_ONE_SAMPLER_MODELS = re.compile(r"claude-(opus-4-[1-9]|sonnet-4-[5-9]|haiku-4-[5-9]|[a-z]+-[5-9])")
 
 _ANTHROPIC_ERRORS = {
     400: "invalid_request_error",
@@ -67,6 +70,11 @@ class FakeAnthropic(FakeUpstream):
                 return 400, f"{name}: Field required"
         if not 0 <= body.get("temperature", 0) <= 1:
             return 400, "temperature: range: 0..1"
+        if "temperature" in body and "top_p" in body and _ONE_SAMPLER_MODELS.match(body["model"]):
+            return 400, (
+                "`temperature` and `top_p` cannot both be specified for this model. "
+                "Please use only one."
+            )
         config = body.get("output_config")
         if config is not None:
             if not isinstance(config, dict) or set(config) - {"format", "effort"}:
