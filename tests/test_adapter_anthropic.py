@@ -652,7 +652,7 @@ def test_parse_text_message_with_cache_usage() -> None:
     response = adapter.parse_response(json.dumps(data).encode(), chat(), target())
     body = response.body
     assert body["object"] == "chat.completion" and body["model"] == "smart"
-    assert body["id"] == data["id"]
+    assert body["id"] == f"chatcmpl-{data['id']}"  # a chat completion id, holding the message id
     assert body["choices"][0]["message"] == {
         "role": "assistant",
         "content": "Hi! My name is Claude.",

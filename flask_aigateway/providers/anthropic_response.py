@@ -183,7 +183,9 @@ def message_to_completion(
             estimated=True,
         )
     body = {
-        "id": data.get("id"),
+        # A chat completion's id, as OpenAI's and a translated stream's are (``chatcmpl-``),
+        # holding Anthropic's message id (for its support requests).
+        "id": f"chatcmpl-{data.get('id')}",
         "object": "chat.completion",
         "created": 0,
         "model": alias,
