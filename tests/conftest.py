@@ -395,6 +395,18 @@ def upstreams(state: GatewayState, fake_openai: Any, fake_anthropic: Any) -> dic
 
 
 @pytest.fixture
+def gpt_reasons(state: GatewayState, upstreams: dict[str, Any]) -> dict[str, Any]:
+    """The ``gpt`` alias served by a model that reasons (``o4-mini``), which takes
+    ``reasoning_effort``: gpt-4o-mini answers 400 to it, as OpenAI does (the gateway then
+    leaves it out), so tests of how an effort is carried use this."""
+    from flask_aigateway.services.models import get_model, update_deployment
+
+    [deployment] = get_model(state, "gpt").deployments
+    update_deployment(state, deployment.id, model="o4-mini")
+    return upstreams
+
+
+@pytest.fixture
 def live_server(app: Flask) -> Iterator[Any]:
     """The ``app`` served over real HTTP on 127.0.0.1 (a threaded Werkzeug server)."""
     from servers import LiveServer

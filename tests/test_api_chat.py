@@ -718,3 +718,26 @@ def test_temperature_with_top_p_reaches_a_model_that_takes_one(client, api_key, 
     assert refused.status_code == 400
     assert "cannot both be specified" in refused.get_json()["error"]["message"]
     assert [row.status_code for row in log_rows(state)] == [200, 200, 400]
+
+
+def test_reasoning_effort_to_a_model_that_does_not_reason_is_left_out(
+    client, api_key, upstreams, state
+):
+    """Codex CLI and the Agents SDK send ``reasoning_effort`` to any model; gpt-4o-mini (the
+    ``gpt`` alias here) answers 400 to it, as OpenAI does for models that do not reason. The
+    gateway sends the request again without it and leaves it out for that deployment from
+    then on, as it does for Anthropic models without effort levels. An effort level the
+    model does not take (``Unsupported value``) is the client's to fix: its 400 stands."""
+    fake = upstreams["gpt"]
+    body = {"model": "gpt", "messages": MESSAGES, "reasoning_effort": "high"}
+    first = post(client, body, api_key)
+    assert first.status_code == 200, first.get_json()
+    assert [r.json.get("reasoning_effort") for r in fake.requests] == ["high", None]
+    streamed = post(client, {**body, "stream": True}, api_key)
+    assert streamed.status_code == 200 and "data: [DONE]" in streamed.get_data(as_text=True)
+    assert len(fake.requests) == 3 and "reasoning_effort" not in fake.last.json
+    other = "Unsupported value: 'reasoning_effort' does not support 'none' with this model."
+    fake.fail(400, other)
+    refused = post(client, {**body, "model": "gpt", "reasoning_effort": "none"}, api_key)
+    assert refused.status_code == 400 and "does not support 'none'" in str(refused.get_json())
+    assert [row.status_code for row in log_rows(state)] == [200, 200, 400]

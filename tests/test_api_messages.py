@@ -45,7 +45,7 @@ def log_rows(state: Any) -> list[Any]:
 #: One sample per row of the table: the field's value and, for OpenAI-format upstreams, what
 #: the upstream receives (a dict of OpenAI fields) or None when it is refused.
 SAMPLES: dict[str, tuple[Any, dict[str, Any] | None]] = {
-    "model": ("gpt", {"model": "gpt-4o-mini"}),
+    "model": ("gpt", {"model": "o4-mini"}),  # gpt_reasons: the alias served by o4-mini
     "messages": (
         [
             {
@@ -120,7 +120,7 @@ def test_every_row_of_the_table_has_a_sample() -> None:
 
 
 @pytest.mark.parametrize("name", list(SAMPLES))
-def test_parameter_row(client, api_key, upstreams, name) -> None:
+def test_parameter_row(client, api_key, upstreams, gpt_reasons, name) -> None:
     value, expected = SAMPLES[name]
     field = "aigateway_unknown_field" if name == OTHER_FIELDS else name
     sent_body = body(**{field: value}) if field != "model" else body()
@@ -150,7 +150,9 @@ def test_parameter_row(client, api_key, upstreams, name) -> None:
 # -- mid-conversation system messages, thinking, context editing (what Claude Code sends) ---
 
 
-def test_mid_conversation_system_messages_reach_both_formats(client, api_key, upstreams):
+def test_mid_conversation_system_messages_reach_both_formats(
+    client, api_key, upstreams, gpt_reasons
+):
     """Claude Code's default model sends ``role: "system"`` messages between turns: passed
     unchanged to an Anthropic-format upstream, system messages at their place for OpenAI."""
     turns = [
@@ -210,15 +212,29 @@ def test_bad_system_messages_are_refused_naming_them(client, api_key, upstreams,
     ],
 )
 def test_thinking_is_reasoning_effort_on_openai_format(
-    client, api_key, upstreams, thinking, effort
+    client, api_key, upstreams, gpt_reasons, thinking, effort
 ):
     response = post(client, body(max_tokens=32000, thinking=thinking), api_key)
     assert response.status_code == 200, response.json
     assert upstreams["gpt"].last.json.get("reasoning_effort") == effort
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_thinking_reaches_a_model_that_does_not_reason(client, api_key, upstreams, stream):
+    """Claude Code asks for thinking on every turn; gpt-4o-mini (the ``gpt`` alias here)
+    answers 400 to the ``reasoning_effort`` the gateway makes of it: the request is sent
+    again without it, and later ones to that deployment leave it out at once."""
+    fake = upstreams["gpt"]
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    for _ in range(2):
+        response = post(client, body(max_tokens=4096, thinking=thinking, stream=stream), api_key)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert "message_stop" in response.get_data(as_text=True) or not stream
+    assert [r.json.get("reasoning_effort") for r in fake.requests] == ["low", None, None]
+
+
 def test_an_explicit_effort_wins_over_thinking_and_bad_thinking_is_refused(
-    client, api_key, upstreams
+    client, api_key, upstreams, gpt_reasons
 ):
     thinking = {"type": "enabled", "budget_tokens": 31999}
     response = post(client, body(thinking=thinking, output_config={"effort": "low"}), api_key)

@@ -593,7 +593,7 @@ def test_thinking_streams_through_from_anthropic_upstreams(claude, upstreams):
     assert message.content[0].type == "thinking"
 
 
-def test_thinking_is_reasoning_effort_for_openai_upstreams(claude, upstreams):
+def test_thinking_is_reasoning_effort_for_openai_upstreams(claude, upstreams, gpt_reasons):
     """Claude Code asks for thinking on every turn: an OpenAI-format alias reasons at the
     level the budget names, and the answer (no thinking blocks) is a valid Message."""
     message = claude.messages.create(

@@ -18,6 +18,7 @@ from ..admission import Admission
 from ..enums import Route, WireFormat
 from ..errors import InvalidRequestError, UpstreamError
 from ..pipeline import Pipeline, new_request_id
+from ..pipeline_upstream import RELAXED_TRIES, _relaxed
 from ..providers import get_adapter
 from ..providers.anthropic_response import LABEL
 from ..providers.base import Target
@@ -170,20 +171,12 @@ class Messages:
         nothing, the usage is the estimate of the completion (the answer as the upstream wrote
         it: :func:`.tokens.estimate_completion_tokens`), ``estimated``, its prompt left for
         the caller to estimate."""
-        transport = self.pipeline.transport
         adapter = get_adapter(target.wire_format)
-        if target.wire_format is WireFormat.ANTHROPIC:
-            upstream = _anthropic_request(body, target, headers)
-        else:
-            chat = form.request(target)
-            upstream = adapter.build_request(chat, target)
         try:
             with record.upstream_wait():
-                answer = transport.send(upstream, timeout=seconds_left, pool_key=target.provider_id)
-            if answer.status >= 300:
-                raise adapter.classify_error(answer.status, answer.headers, answer.body)
+                answer, chat = self._send(body, form, headers, target, seconds_left, stream=False)
             try:
-                if target.wire_format is WireFormat.ANTHROPIC:
+                if chat is None:
                     return _message(load_json(answer.body, "an Anthropic message"), answer.body)
                 response = adapter.parse_response(answer.body, chat, target)
                 message = to_message(response, f"msg_{record.request_id}", body["model"])
@@ -197,6 +190,50 @@ class Messages:
         except UpstreamError as error:
             record.note_upstream_error(target, error)
             raise
+
+    def _send(
+        self,
+        body: Mapping[str, Any],
+        form: _ChatForm,
+        headers: Mapping[str, str],
+        target: Target,
+        seconds_left: float,
+        *,
+        stream: bool,
+    ) -> tuple[Any, ChatRequest | None]:
+        """The upstream's answer (status < 300; an open stream when ``stream``) and the chat
+        request it answers, None for an Anthropic-format deployment, which gets the client's
+        body as sent. An OpenAI-format one gets the body's chat translation, sent again when
+        the upstream refused only what the translation made of it (an effort level of
+        ``thinking`` to a model that does not reason: :func:`.pipeline_upstream._relaxed`).
+        Raises the upstream's error."""
+        transport = self.pipeline.transport
+        adapter = get_adapter(target.wire_format)
+        chat = None if target.wire_format is WireFormat.ANTHROPIC else form.request(target)
+        for again in RELAXED_TRIES if chat is not None else (False,):
+            upstream = (
+                _anthropic_request(body, target, headers)
+                if chat is None
+                else adapter.build_request(chat, target)
+            )
+            pool = target.provider_id
+            if not stream:
+                answer = transport.send(upstream, timeout=seconds_left, pool_key=pool)
+                if answer.status < 300:
+                    return answer, chat
+                error = adapter.classify_error(answer.status, answer.headers, answer.body)
+            else:
+                opened = transport.open_stream(upstream, timeout=seconds_left, pool_key=pool)
+                if opened.status < 300:
+                    return opened, chat
+                try:
+                    error = adapter.classify_error(
+                        opened.status, opened.headers, opened.read_body()
+                    )
+                finally:
+                    opened.close()
+            chat = _relaxed(adapter, chat, target, error, again)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     # -- streams ------------------------------------------------------------------------------
 
@@ -271,19 +308,14 @@ class Messages:
     ) -> _Source:
         adapter = get_adapter(target.wire_format)
         source: _Source
-        if target.wire_format is WireFormat.ANTHROPIC:
-            upstream = _anthropic_request(body, target, headers)
-        else:
-            chat = form.request(target)
-            upstream = adapter.build_request(chat, target)
         with record.upstream_wait():
-            stream = self.pipeline.transport.open_stream(
-                upstream, timeout=seconds_left, pool_key=target.provider_id
-            )
             try:
-                if stream.status >= 300:
-                    raise adapter.classify_error(stream.status, stream.headers, stream.read_body())
-                if target.wire_format is WireFormat.ANTHROPIC:
+                stream, chat = self._send(body, form, headers, target, seconds_left, stream=True)
+            except UpstreamError as error:
+                record.note_upstream_error(target, error)
+                raise
+            try:
+                if chat is None:
                     source = _Passthrough(stream, request.model, target.provider_name)
                 else:
                     events = ChunkEvents(

@@ -49,8 +49,9 @@ PARAMETERS: dict[str, Handling] = {
         "translated",
         "`enabled` → `reasoning_effort` by `budget_tokens` (under 4,096 `low`, under 16,384 "
         "`medium`, else `high`; an `output_config.effort` wins); `adaptive` and `disabled` → "
-        "not sent. OpenAI returns no thinking blocks, and models without reasoning refuse "
-        "`reasoning_effort` upstream",
+        "not sent. OpenAI returns no thinking blocks; a model that does not reason answers "
+        "400 to `reasoning_effort`, and the request is sent again without it (as are later "
+        "ones to that deployment)",
     ),
     "output_config": Handling(
         "translated",

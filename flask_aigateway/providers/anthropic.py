@@ -32,7 +32,7 @@ from .base import Target, UpstreamRequest
 from .classify import classify_status
 from .parameters import OTHER_FIELDS, Handling
 from .urls import anthropic_messages_url
-from .wire import USER_AGENT, dumps, load_json, merge_headers, quote, try_json
+from .wire import USER_AGENT, Deployments, dumps, load_json, merge_headers, quote, try_json
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +135,14 @@ _TRANSLATED = ("temperature", "top_p", "top_k")
 #: Deployments (provider id, provider model id) whose model answered that it takes no
 #: ``output_config.effort`` (Haiku 4.5, Sonnet 4.5 and older): the gateway leaves a translated
 #: ``reasoning_effort`` out for them from then on (:meth:`AnthropicAdapter.relaxed`).
-_NO_EFFORT: set[tuple[str, str]] = set()
+_NO_EFFORT = Deployments()
 _NO_EFFORT_ANSWER = "does not support the effort parameter"
 
 #: Deployments whose model answered that it takes ``temperature`` or ``top_p``, not both
 #: (Sonnet 4.5, Haiku 4.5, Opus 4.1 and later; OpenAI takes both, so OpenAI-tuned clients
 #: send both): ``top_p`` is left out for them when both are given
 #: (:meth:`AnthropicAdapter.relaxed`).
-_ONE_SAMPLER: set[tuple[str, str]] = set()
+_ONE_SAMPLER = Deployments()
 _ONE_SAMPLER_ANSWER = "cannot both be specified"
 
 #: Chat's ``reasoning_effort`` as Anthropic's ``output_config.effort`` (``none``: no effort
@@ -180,7 +180,7 @@ class AnthropicAdapter:
         for name in _TRANSLATED:
             if params.get(name) is not None:
                 body[name] = params[name]
-        if "top_p" in body and "temperature" in body and _known(_ONE_SAMPLER, target):
+        if "top_p" in body and "temperature" in body and target in _ONE_SAMPLER:
             del body["top_p"]
         stop = params.get("stop")
         if stop:
@@ -189,7 +189,7 @@ class AnthropicAdapter:
         if user:
             body["metadata"] = {"user_id": user}
         effort = _EFFORT.get(str(params.get("reasoning_effort")))
-        if effort and not _known(_NO_EFFORT, target):
+        if effort and target not in _NO_EFFORT:
             body["output_config"] = {"effort": effort}
         _add_tools(body, params)
         if "tools" not in body:
@@ -242,14 +242,14 @@ class AnthropicAdapter:
             return None
         params = request.params
         if params.get("reasoning_effort") is not None and _NO_EFFORT_ANSWER in error.message:
-            _remember(_NO_EFFORT, target)
+            _NO_EFFORT.add(target)
             what = "takes no effort parameter: reasoning_effort is left out for it"
         elif (
             params.get("temperature") is not None
             and params.get("top_p") is not None
             and _ONE_SAMPLER_ANSWER in error.message
         ):
-            _remember(_ONE_SAMPLER, target)
+            _ONE_SAMPLER.add(target)
             what = "takes temperature or top_p, not both: top_p is left out for it"
         else:
             return None
@@ -369,14 +369,3 @@ def _add_tools(body: dict[str, Any], params: Mapping[str, Any]) -> None:
             raise InvalidRequestError(
                 "'tool_choice' requires 'tools': there is no tool to choose.", param="tool_choice"
             )
-
-
-def _known(deployments: set[tuple[str, str]], target: Target) -> bool:
-    return (target.provider_id, target.provider_model) in deployments
-
-
-def _remember(deployments: set[tuple[str, str]], target: Target) -> None:
-    """Add the target's deployment to ``deployments`` (bounded: cleared past 4,096)."""
-    if len(deployments) > 4096:
-        deployments.clear()
-    deployments.add((target.provider_id, target.provider_model))

@@ -7,12 +7,14 @@ not, passes through untouched.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import jsoncodec
 from ..enums import ProviderFormat, WireFormat
-from ..errors import UpstreamError
+from ..errors import UpstreamClientError, UpstreamError
 from ..schemas import ChatRequest, ChatResponse, Usage
 from .base import SSEEvent, Target, UpstreamRequest
 from .classify import classify_status
@@ -21,6 +23,7 @@ from .urls import openai_chat_url
 from .wire import (
     MAX_UPSTREAM_DEPTH,
     USER_AGENT,
+    Deployments,
     describe,
     dumps,
     load_json,
@@ -30,6 +33,8 @@ from .wire import (
     tool_call_key,
     try_json,
 )
+
+log = logging.getLogger(__name__)
 
 LABEL = "OpenAI-format"
 
@@ -46,8 +51,27 @@ PARAMETERS: dict[str, Handling] = {
         "sent as `max_completion_tokens` to OpenAI's own API and Azure (their reasoning models "
         "refuse `max_tokens`, and it is what `/v1/messages` requires); as is elsewhere",
     ),
+    "reasoning_effort": Handling(
+        "passed",
+        "a model that does not reason (gpt-4o, gpt-4.1…) answers 400 to it: the request is sent "
+        "again without it, as are later ones to that deployment (it is a hint: Codex CLI and "
+        "the Agents SDK send it to any model, and `/v1/messages` makes it of `thinking`)",
+    ),
     OTHER_FIELDS: Handling("passed", "untouched"),
 }
+
+#: Deployments whose model answered that it takes no ``reasoning_effort``: it is left out for
+#: them from then on (:meth:`OpenAIAdapter.relaxed`).
+_NO_EFFORT = Deployments()
+#: How OpenAI says so (``Unsupported parameter: 'reasoning_effort' is not supported with this
+#: model.``; older: ``Unrecognized request argument supplied: reasoning_effort``), not an
+#: effort level the model lacks (``Unsupported value: 'reasoning_effort' does not support
+#: 'none'…``, the client's to fix).
+_NO_EFFORT_ANSWER = re.compile(
+    r"reasoning_effort\W{0,2} is not supported|unrecognized request argument supplied: "
+    r"reasoning_effort",
+    re.IGNORECASE,
+)
 
 
 def _cap_parameter(target: Target) -> str:
@@ -81,6 +105,8 @@ class OpenAIAdapter:
             body[cap] = target.default_max_tokens
         if request.stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        if "reasoning_effort" in body and target in _NO_EFFORT:
+            del body["reasoning_effort"]
         return UpstreamRequest(
             method="POST",
             url=openai_chat_url(target),
@@ -117,6 +143,26 @@ class OpenAIAdapter:
 
     def stream_translator(self, request: ChatRequest, target: Target) -> OpenAIStreamTranslator:
         return OpenAIStreamTranslator(request)
+
+    def relaxed(
+        self, request: ChatRequest, target: Target, error: UpstreamError
+    ) -> ChatRequest | None:
+        """The request to send again after ``error``, when the upstream refused only its
+        ``reasoning_effort`` (a model that does not reason); the deployment is remembered, so
+        later requests leave it out at once. None for any other error."""
+        if (
+            request.params.get("reasoning_effort") is None
+            or not isinstance(error, UpstreamClientError)
+            or not _NO_EFFORT_ANSWER.search(error.message)
+        ):
+            return None
+        _NO_EFFORT.add(target)
+        log.info(
+            "%s (%s) takes no reasoning_effort: it is left out for it",
+            target.provider_model,
+            target.provider_name,
+        )
+        return request
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """Read OpenAI's ``{"error": {"message", "type", "param", "code"}}`` (or the bare

@@ -197,3 +197,24 @@ def after_whole_arguments(fragment: str) -> None:
             "arguments were already a whole JSON object; retry the request.",
             retryable=False,
         )
+
+
+class Deployments:
+    """Deployments (provider id, provider model id) an upstream has answered something about
+    that holds for its later requests (a model that takes no effort level, or one sampler):
+    a request to one leaves out what it refused. Process-wide and bounded (cleared past
+    4,096), since provider ids are what the operator made; a restart relearns it with one
+    refused call a deployment."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: set[tuple[str, str]] = set()
+
+    def __contains__(self, target: Any) -> bool:
+        return (target.provider_id, target.provider_model) in self._keys
+
+    def add(self, target: Any) -> None:
+        if len(self._keys) > 4096:
+            self._keys.clear()
+        self._keys.add((target.provider_id, target.provider_model))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import struct
 import time
 from typing import Any
@@ -42,6 +43,9 @@ def embedding_tokens(item: Any) -> int:
     """Tokens the fake counts for one input: a token array its length, a text ~4 chars each."""
     return len(item) if isinstance(item, list) else max(1, len(item) // 4)
 
+
+#: Models that do not reason, which OpenAI answers 400 when sent ``reasoning_effort``.
+_NO_REASONING = re.compile(r"gpt-(3\.5|4)")
 
 _OPENAI_ERRORS = {
     400: ("invalid_request_error", None, "Invalid request."),
@@ -243,7 +247,7 @@ class FakeOpenAI(FakeUpstream):
             "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
         }
 
-    def _invalid(self, headers: dict[str, str], body: Any) -> tuple[int, str] | None:
+    def _invalid(self, headers: dict[str, str], body: Any) -> tuple[Any, ...] | None:
         if self.require_key and headers.get("authorization") != f"Bearer {self.require_key}":
             return 401, _OPENAI_ERRORS[401][2]
         if not isinstance(body, dict):
@@ -252,6 +256,12 @@ class FakeOpenAI(FakeUpstream):
             return 400, "you must provide a model parameter"
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return 400, "[] is too short - 'messages'"
+        if body.get("reasoning_effort") is not None and _NO_REASONING.match(body["model"]):
+            return (
+                400,
+                "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                "unsupported_parameter",
+            )
         if body.get("stream_options") is not None and not body.get("stream"):
             return 400, "The 'stream_options' parameter is only allowed when 'stream' is enabled."
         if not body.get("tools"):

@@ -224,7 +224,8 @@ class FakeUpstream:
             self.requests.append(
                 Recorded(h.command, h.path, headers, raw, body, h.client_address[1])
             )
-            reply = self.replies.popleft() if self.replies else self.default
+            queued = bool(self.replies)
+            reply = self.replies.popleft() if queued else self.default
         if reply.latency:
             release.wait(reply.latency)
         if reply.hang:
@@ -241,8 +242,12 @@ class FakeUpstream:
             return self._error(h, Reply(status=404, error_message=f"Unknown route {h.path}"))
         problem = self._invalid(headers, body)
         if problem is not None:
-            status, message = problem
-            return self._error(h, Reply(status=status, error_message=message))
+            if queued:  # a request the API refuses leaves the scripted answer for the next
+                with self._lock:
+                    self.replies.appendleft(reply)
+            status, message, *code = problem  # and the error's code, when it has one
+            reply = Reply(status=status, error_message=message, error_code=next(iter(code), None))
+            return self._error(h, reply)
         if reply.status >= 400:
             return self._error(h, reply)
         if reply.raw_body is not None:
@@ -360,7 +365,8 @@ class FakeUpstream:
         """A handler ``(headers, body) -> (status, JSON)`` for another route, or None."""
         return None
 
-    def _invalid(self, headers: dict[str, str], body: Any) -> tuple[int, str] | None:
+    def _invalid(self, headers: dict[str, str], body: Any) -> tuple[Any, ...] | None:
+        """``(status, message[, code])`` of a request the real API refuses, or None."""
         raise NotImplementedError
 
     def _message(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
