@@ -304,13 +304,11 @@ class Pipeline(DoorChecks):
         (``api_route``: the API door it came in through)."""
         record = RequestRecord(request_id or new_request_id(), alias=request.model)
         record.route = api_route.value
-        admission = Admission()
         if request.stream:
             request = replace(request, stream=False)
-        self.metrics.started()
         if self.settings["AIGATEWAY_LOG_CONTENT"]:
             record.keep_content(request)
-        try:
+        with self.steps(record) as admission:
             route, request, cached = self.enter(request, api_key, record, admission, cache_control)
             if cached is not None:
                 record.keep_completion(response=cached)
@@ -355,13 +353,6 @@ class Pipeline(DoorChecks):
             record.keep_completion(response=result)
             self.cache.put(admission.cache, result)
             return result
-        except BaseException as exc:
-            problem = admission.onto(record.failed_with(exc))
-            if problem is not exc:
-                raise problem from exc
-            raise
-        finally:
-            self.finish(record, admission)
 
     def embeddings(
         self,
