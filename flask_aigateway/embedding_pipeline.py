@@ -87,18 +87,7 @@ def embed(
                 "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens},
             }
         pipeline.account(record, target, usage)
-        result = replace(
-            response,
-            body=body,
-            usage=usage,
-            cost=record.cost,
-            provider=target.provider_name,
-            deployment_id=target.deployment_id,
-            request_id=record.request_id,
-            attempts=record.attempts,
-            fallback_path=tuple(record.fallback_path),
-            headers=admission.headers,
-        )
+        result = pipeline.answer(record, target, body, admission.headers)
         if record.keeps_content:
             record.completion_text = counted(len(body["data"]), "embedding")
         pipeline.cache.put(admission.cache, result)

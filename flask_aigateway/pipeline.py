@@ -251,6 +251,27 @@ class Pipeline(DoorChecks):
         record.usage = usage
         record.cost = cost_of(usage, target)
 
+    @staticmethod
+    def answer(
+        record: RequestRecord, target: Target, body: dict[str, Any], headers: dict[str, str]
+    ) -> ChatResponse:
+        """The answer a JSON door returns once :meth:`account` ran: ``body`` with the usage and
+        cost the request is billed, the deployment that served it, its attempts and fallback
+        path, as its log row has them, and the ``headers`` of its admission. One place, so
+        every door's answer carries the same fields (a cache hit's: :meth:`.ResponseCache.serve`).
+        """
+        return ChatResponse(
+            body=body,
+            usage=record.usage,
+            cost=record.cost,
+            provider=target.provider_name,
+            deployment_id=target.deployment_id,
+            request_id=record.request_id,
+            attempts=record.attempts,
+            fallback_path=tuple(record.fallback_path),
+            headers=headers,
+        )
+
     def finish(self, record: RequestRecord, admission: Admission | None) -> None:
         """Last step of every request, whatever its outcome: end the admission (settle or
         release what was reserved, correct the token windows, report the router outcome),
@@ -339,17 +360,7 @@ class Pipeline(DoorChecks):
             if sent is not None:
                 # The client reads the counts billed (an answer without usage stays so).
                 body["usage"] = usage.to_openai(sent)
-            result = replace(
-                response,
-                usage=usage,
-                cost=record.cost,
-                provider=target.provider_name,
-                deployment_id=target.deployment_id,
-                request_id=record.request_id,
-                attempts=record.attempts,
-                fallback_path=tuple(record.fallback_path),
-                headers=admission.headers,
-            )
+            result = self.answer(record, target, body, admission.headers)
             record.keep_completion(response=result)
             self.cache.put(admission.cache, result)
             return result

@@ -132,17 +132,7 @@ class Messages:
                 usage = replace(usage, prompt_tokens=estimate_prompt_tokens(request))
             pipeline.account(record, target, usage)
             message["model"] = request.model
-            result = ChatResponse(
-                body=message,
-                usage=usage,
-                cost=record.cost,
-                provider=target.provider_name,
-                deployment_id=target.deployment_id,
-                request_id=record.request_id,
-                attempts=record.attempts,
-                fallback_path=tuple(record.fallback_path),
-                headers=admission.headers,
-            )
+            result = pipeline.answer(record, target, message, admission.headers)
             record.keep_completion(_text(message))
             pipeline.cache.put(admission.cache, result)
             return MessageResult(message, result)
