@@ -34,8 +34,9 @@ TRUSTED = object()
 
 
 class DoorChecks:
-    """The checks a door runs before the steps, as methods of :class:`.Pipeline` (its base
-    class): they need the pipeline's state, its metrics and its finish step."""
+    """The checks a door runs before the steps, and the block it runs the steps in
+    (:meth:`steps`), as methods of :class:`.Pipeline` (its base class): they need the
+    pipeline's state, its metrics and its finish step."""
 
     state: GatewayState
     metrics: Metrics
