@@ -15,7 +15,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .accounting import RequestRecord
-from .admission import Admission
 from .catalog import AliasRoute, wrong_kind
 from .embeddings import EmbeddingsRequest
 from .enums import ModelKind, Route, WireFormat
@@ -62,12 +61,10 @@ def embed(
     :class:`ChatResponse` (cost, deployment, attempts and headers beside it).
     """
     record = RequestRecord(request_id, alias=request.model, route=Route.EMBEDDINGS.value)
-    admission = Admission()
-    pipeline.metrics.started()
     if pipeline.settings["AIGATEWAY_LOG_CONTENT"]:
         record.keeps_content = True
         record.prompt_text = json.dumps(request.input, ensure_ascii=False)
-    try:
+    with pipeline.steps(record) as admission:
         route, request, cached = pipeline.enter(
             request, api_key, record, admission, cache_control, kind=None, check=check_embeddable
         )
@@ -90,26 +87,8 @@ def embed(
                 "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens},
             }
         pipeline.account(record, target, usage)
-        result = replace(
-            response,
-            body=body,
-            usage=usage,
-            cost=record.cost,
-            provider=target.provider_name,
-            deployment_id=target.deployment_id,
-            request_id=record.request_id,
-            attempts=record.attempts,
-            fallback_path=tuple(record.fallback_path),
-            headers=admission.headers,
-        )
+        result = pipeline.answer(record, target, body, admission.headers)
         if record.keeps_content:
             record.completion_text = counted(len(body["data"]), "embedding")
         pipeline.cache.put(admission.cache, result)
         return result
-    except BaseException as exc:
-        problem = admission.onto(record.failed_with(exc))
-        if problem is not exc:
-            raise problem from exc
-        raise
-    finally:
-        pipeline.finish(record, admission)

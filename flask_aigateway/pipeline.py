@@ -251,6 +251,27 @@ class Pipeline(DoorChecks):
         record.usage = usage
         record.cost = cost_of(usage, target)
 
+    @staticmethod
+    def answer(
+        record: RequestRecord, target: Target, body: dict[str, Any], headers: dict[str, str]
+    ) -> ChatResponse:
+        """The answer a JSON door returns once :meth:`account` ran: ``body`` with the usage and
+        cost the request is billed, the deployment that served it, its attempts and fallback
+        path, as its log row has them, and the ``headers`` of its admission. One place, so
+        every door's answer carries the same fields (a cache hit's: :meth:`.ResponseCache.serve`).
+        """
+        return ChatResponse(
+            body=body,
+            usage=record.usage,
+            cost=record.cost,
+            provider=target.provider_name,
+            deployment_id=target.deployment_id,
+            request_id=record.request_id,
+            attempts=record.attempts,
+            fallback_path=tuple(record.fallback_path),
+            headers=headers,
+        )
+
     def finish(self, record: RequestRecord, admission: Admission | None) -> None:
         """Last step of every request, whatever its outcome: end the admission (settle or
         release what was reserved, correct the token windows, report the router outcome),
@@ -304,13 +325,11 @@ class Pipeline(DoorChecks):
         (``api_route``: the API door it came in through)."""
         record = RequestRecord(request_id or new_request_id(), alias=request.model)
         record.route = api_route.value
-        admission = Admission()
         if request.stream:
             request = replace(request, stream=False)
-        self.metrics.started()
         if self.settings["AIGATEWAY_LOG_CONTENT"]:
             record.keep_content(request)
-        try:
+        with self.steps(record) as admission:
             route, request, cached = self.enter(request, api_key, record, admission, cache_control)
             if cached is not None:
                 record.keep_completion(response=cached)
@@ -341,27 +360,10 @@ class Pipeline(DoorChecks):
             if sent is not None:
                 # The client reads the counts billed (an answer without usage stays so).
                 body["usage"] = usage.to_openai(sent)
-            result = replace(
-                response,
-                usage=usage,
-                cost=record.cost,
-                provider=target.provider_name,
-                deployment_id=target.deployment_id,
-                request_id=record.request_id,
-                attempts=record.attempts,
-                fallback_path=tuple(record.fallback_path),
-                headers=admission.headers,
-            )
+            result = self.answer(record, target, body, admission.headers)
             record.keep_completion(response=result)
             self.cache.put(admission.cache, result)
             return result
-        except BaseException as exc:
-            problem = admission.onto(record.failed_with(exc))
-            if problem is not exc:
-                raise problem from exc
-            raise
-        finally:
-            self.finish(record, admission)
 
     def embeddings(
         self,

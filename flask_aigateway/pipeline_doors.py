@@ -1,9 +1,12 @@
-"""The checks a door runs before the pipeline's steps, and the log row of a request they refuse.
+"""What a door wraps around the pipeline's steps: the checks before them, the log row of a
+request they refuse, and the one failure path of a request that entered them (:class:`Steps`).
 
 Each door (the ``/v1`` views, :class:`~.extension.AIGateway`'s Python API, the Messages door)
-runs these before :meth:`.Pipeline.enter`, so that a request refused before the steps — a bad
-key, a body that does not parse — still gets its log row and metrics. They are methods of the
-pipeline's base class, :class:`DoorChecks`, because every door calls them on the pipeline.
+runs the checks before :meth:`.Pipeline.enter`, so that a request refused before the steps — a
+bad key, a body that does not parse — still gets its log row and metrics; then runs the steps
+in a :meth:`DoorChecks.steps` block, so that however they end, the request is recorded,
+finished and answered the same way at every door. They are methods of the pipeline's base
+class, :class:`DoorChecks`, because every door calls them on the pipeline.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import datetime as dt
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .accounting import Metrics, RequestRecord
+from .admission import Admission
 from .enums import Route
 from .errors import AuthenticationError
 from .governance import Principal, authenticate
@@ -22,7 +27,6 @@ from .governance.throttles import api_auth_answer
 from .schemas import ChatRequest
 
 if TYPE_CHECKING:
-    from .admission import Admission
     from .state import GatewayState
 
 #: Passed as ``api_key`` by trusted in-process callers: no key, no key rules.
@@ -30,8 +34,9 @@ TRUSTED = object()
 
 
 class DoorChecks:
-    """The checks a door runs before the steps, as methods of :class:`.Pipeline` (its base
-    class): they need the pipeline's state, its metrics and its finish step."""
+    """The checks a door runs before the steps, and the block it runs the steps in
+    (:meth:`steps`), as methods of :class:`.Pipeline` (its base class): they need the
+    pipeline's state, its metrics and its finish step."""
 
     state: GatewayState
     metrics: Metrics
@@ -40,6 +45,11 @@ class DoorChecks:
         """The pipeline's finish step (:meth:`.Pipeline.finish`): a refused request ends
         there too."""
         raise NotImplementedError
+
+    def steps(self, record: RequestRecord, *, stream: bool = False) -> Steps:
+        """The block a door runs the pipeline's steps in, for ``record``'s request; ``with``
+        it yields the request's fresh :class:`Admission` (see :class:`Steps`)."""
+        return Steps(self, record, stream)
 
     def authenticate_first(
         self, api_key: str | None, request_id: str, route: Route = Route.CHAT_COMPLETIONS
@@ -105,3 +115,52 @@ class DoorChecks:
             if problem is not error:
                 raise problem from error
             raise
+
+
+class Steps:
+    """The block around a request's steps, from its admission to its end: one failure path for
+    every door (chat, embeddings, Messages; JSON and stream), so a fix to it is made once.
+
+    Entering counts the request in flight (:meth:`.Metrics.started`, paired with the
+    ``observe`` of its finish step) and gives the request's :class:`Admission`, which
+    :meth:`.Pipeline.enter` fills as it admits. When the block raises, the record takes the
+    failure (:meth:`RequestRecord.failed_with`: a database problem becomes its 503), the error
+    the headers a success would carry (:meth:`Admission.onto`), the request is finished
+    (settle or release, log row, metrics) *before* the error leaves, and what
+    ``failed_with`` said to raise is raised, chained to the original.
+
+    A JSON request is also finished when the block ends without error (its answer is
+    complete). A stream's (``stream=True``) is not: the block ends when the upstream stream is
+    open and the returned stream object finishes the request when it ends.
+
+    A class with slots rather than a generator context manager: it is on every request's path,
+    and this costs one small object.
+    """
+
+    __slots__ = ("_owner", "_stream", "admission", "record")
+
+    def __init__(self, owner: DoorChecks, record: RequestRecord, stream: bool) -> None:
+        self._owner = owner
+        self._stream = stream
+        self.record = record
+        self.admission = Admission()
+
+    def __enter__(self) -> Admission:
+        self._owner.metrics.started()
+        return self.admission
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is None:
+            if not self._stream:
+                self._owner.finish(self.record, self.admission)
+            return
+        problem = self.admission.onto(self.record.failed_with(error))
+        self._owner.finish(self.record, self.admission)
+        if problem is not error:
+            raise problem from error
+        # Returning None lets ``error`` go on as it was raised.

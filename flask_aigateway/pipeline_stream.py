@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .accounting import RequestRecord
-from .admission import Admission
 from .enums import Route
 from .errors import UpstreamError
 from .pipeline_upstream import RELAXED_TRIES, _relaxed, carriage
@@ -43,13 +42,11 @@ def open_stream(
     """
     record = RequestRecord(request_id, stream=True, alias=request.model)
     record.route = api_route.value
-    admission = Admission()
     if not request.stream:
         request = replace(request, stream=True)
-    pipeline.metrics.started()
     if pipeline.settings["AIGATEWAY_LOG_CONTENT"]:
         record.keep_content(request)
-    try:
+    with pipeline.steps(record, stream=True) as admission:
         route, request, cached = pipeline.enter(request, api_key, record, admission, cache_control)
         if cached is not None:
             return replay_stream(
@@ -66,12 +63,6 @@ def open_stream(
         )
         record.target = target
         record.ttft_ms = record.elapsed_ms()
-    except BaseException as error:
-        problem = admission.onto(record.failed_with(error))
-        pipeline.finish(record, admission)
-        if problem is not error:
-            raise problem from error
-        raise
     return ChatStream(
         pipeline,
         request,

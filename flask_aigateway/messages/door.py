@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..accounting import RequestRecord
-from ..admission import Admission
 from ..enums import Route, WireFormat
 from ..errors import InvalidRequestError, UpstreamError
 from ..pipeline import Pipeline, new_request_id
@@ -113,9 +112,7 @@ class Messages:
         pipeline = self.pipeline
         record, request = self._begin(body, api_key, request_id, Route.MESSAGES, False, headers)
         body = {**body, "stream": False} if "stream" in body else body
-        admission = Admission()
-        pipeline.metrics.started()
-        try:
+        with pipeline.steps(record) as admission:
             route, request, cached = pipeline.enter(
                 request, api_key, record, admission, _cache_control(body, cache_control)
             )
@@ -136,27 +133,10 @@ class Messages:
                 usage = replace(usage, prompt_tokens=estimate_prompt_tokens(request))
             pipeline.account(record, target, usage)
             message["model"] = request.model
-            result = ChatResponse(
-                body=message,
-                usage=usage,
-                cost=record.cost,
-                provider=target.provider_name,
-                deployment_id=target.deployment_id,
-                request_id=record.request_id,
-                attempts=record.attempts,
-                fallback_path=tuple(record.fallback_path),
-                headers=admission.headers,
-            )
+            result = pipeline.answer(record, target, message, admission.headers)
             record.keep_completion(_text(message))
             pipeline.cache.put(admission.cache, result)
             return MessageResult(message, result)
-        except BaseException as exc:
-            problem = admission.onto(record.failed_with(exc))
-            if problem is not exc:
-                raise problem from exc
-            raise
-        finally:
-            pipeline.finish(record, admission)
 
     def _call(
         self,
@@ -252,9 +232,7 @@ class Messages:
         :data:`.streaming.HOLD_SECONDS`, :meth:`._Source.prime`)."""
         pipeline = self.pipeline
         record, request = self._begin(body, api_key, request_id, Route.MESSAGES, True, headers)
-        admission = Admission()
-        pipeline.metrics.started()
-        try:
+        with pipeline.steps(record, stream=True) as admission:
             route, request, cached = pipeline.enter(
                 request, api_key, record, admission, _cache_control(body, cache_control)
             )
@@ -278,12 +256,6 @@ class Messages:
             )
             record.target = target
             record.ttft_ms = record.elapsed_ms()
-        except BaseException as error:
-            problem = admission.onto(record.failed_with(error))
-            pipeline.finish(record, admission)
-            if problem is not error:
-                raise problem from error
-            raise
         return MessageStream(
             pipeline,
             request,
