@@ -57,12 +57,17 @@ class Admission:
         """Give the whole reservation back (the request cost nothing)."""
         self._end(record, charge=False)
 
-    def onto(self, error: BaseException) -> BaseException:
+    def onto(self, error: BaseException, cost: Decimal) -> BaseException:
         """``error`` with the headers a success would carry (``x-aigateway-cache``, the rate
-        windows' ``x-ratelimit-*``) where it has none of its own: the client reads them on
-        every answer, failures included."""
+        windows' ``x-ratelimit-*``, the remaining budget) where it has none of its own: the
+        client reads them on every answer, failures included. The remaining budget is what
+        the request's end will leave: ``cost`` settled (nothing, for a failure that cost
+        nothing: its reservation goes back), not the worst case it held until then."""
         if isinstance(error, GatewayError):
-            for name, value in self.headers.items():
+            headers = self.headers
+            if self.reservation is not None and not self._done:
+                headers = {**headers, **self.reservation.headers(settling=cost)}
+            for name, value in headers.items():
                 error.headers.setdefault(name, value)
         return error
 

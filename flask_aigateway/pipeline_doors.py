@@ -159,7 +159,7 @@ class Steps:
             if not self._stream:
                 self._owner.finish(self.record, self.admission)
             return
-        problem = self.admission.onto(self.record.failed_with(error))
+        problem = self.admission.onto(self.record.failed_with(error), self.record.cost)
         self._owner.finish(self.record, self.admission)
         if problem is not error:
             raise problem from error

@@ -311,6 +311,8 @@ def test_upstream_failure_releases_everything(client, state, gpt):
     key, secret = create_key(state, name="k", budget_per_day="1")
     response = post(client, secret)
     assert response.status_code == 502
+    # What the end leaves: the whole budget (it said 1 minus the worst case it held).
+    assert response.headers["x-aigateway-budget-remaining-usd"] == "1.0000000000"
     assert spent(state, "key", key.id) == (0, 0)
     assert [r.requests for r in counters(state, "key", key.id).values() if r.requests] == []
     assert_nothing_reserved(state)
@@ -319,7 +321,9 @@ def test_upstream_failure_releases_everything(client, state, gpt):
 def test_caller_error_passed_through_releases_everything(client, state, gpt):
     gpt.fail(400, "bad request from the caller")
     key, secret = create_key(state, name="k", budget_per_day="1")
-    assert post(client, secret).status_code == 400
+    response = post(client, secret)
+    assert response.status_code == 400
+    assert response.headers["x-aigateway-budget-remaining-usd"] == "1.0000000000"
     assert spent(state, "key", key.id) == (0, 0)
     assert_nothing_reserved(state)
 
