@@ -488,3 +488,12 @@ def test_stats_by_deployment_counts_each_deployment(runner, state, client, api_k
     with state.transaction() as session:
         logged = sorted(session.scalars(select(RequestLog.deployment_id)).all())
     assert logged == sorted([first, first, second.id])
+
+
+def test_by_team_help_says_rows_are_the_keys_placed_directly_in_each_team(runner) -> None:
+    """``--by team`` stays per direct team (rows add up to the total), and says so, since a
+    team's own page and budgets pool over its sub-teams."""
+    help_text = " ".join(ok(runner, "stats", "--help").output.split())
+    assert "team (the keys placed directly in each team; a sub-team is a row of its own" in (
+        help_text
+    )

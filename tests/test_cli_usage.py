@@ -52,7 +52,7 @@ def traffic(runner, state, client, upstreams) -> dict[str, Any]:
     chat(client, upstreams["gpt"], secret_a, 1000, 500)
     chat(client, upstreams["gpt"], secret_a, 1000, 500)
     chat(client, upstreams["gpt"], secret_b, 2000, 1000)
-    return {"a": a.id, "b": b.id}
+    return {"a": a.id, "b": b.id, "secret_b": secret_b}
 
 
 def test_key_info_json_shows_today_month_and_every_binding_limit(runner, traffic) -> None:
@@ -95,7 +95,7 @@ def test_key_info_text_renders_the_same_numbers(runner, traffic) -> None:
     assert "last minute: 2 requests, 3000 tokens" in text
     lines = {line.split("  ")[0]: line.split() for line in text.splitlines() if line}
     assert lines["spent (USD)"][-2:] == ["0.004", "0.004"]
-    assert lines["requests"][-2:] == ["2", "2"]
+    assert lines["billed requests"][-2:] == ["2", "2"]
     day = next(line for line in text.splitlines() if line.startswith("budget per day"))
     assert "team 'Data Science'" in day and day.split()[-5:] == ["1", "0.008", "0", "0.992", "*"]
     rpm = [line for line in text.splitlines() if line.startswith("rate limit (requests/min)")]
@@ -210,3 +210,25 @@ def test_rate_use_is_read_from_the_redis_windows(app_config, tmp_path, redis_url
         assert rate_rows(runner, "key", key.id) == [("w", 3, 0)]
     finally:
         state.close()
+
+
+def test_info_names_the_counters_requests_billed_requests(runner, traffic, client, upstreams):
+    """The budget counters count settled requests only: a request the upstream fails is in
+    the log and ``flask stats`` but not in the owner's use, which says "billed requests"."""
+    upstreams["gpt"].fail(400, "Bad prompt.")
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt", "messages": MESSAGES},
+        headers={"Authorization": f"Bearer {traffic['secret_b']}"},
+    )
+    assert response.status_code == 400
+    stats = json.loads(ok(runner, "stats", "--by", "key", "--json").output)
+    assert next(row for row in stats if row["key"] == traffic["b"])["requests"] == 2
+    for command in (("key", "info", traffic["b"]), ("team", "info", "Data Science")):
+        text = ok(runner, *command).output
+        lines = {line.split("  ")[0]: line.split() for line in text.splitlines() if line}
+        assert "requests" not in lines, "the counters' requests carry their meaning"
+        billed = "1" if command[0] == "key" else "3"
+        assert lines["billed requests"][-2:] == [billed, billed]
+    usage = json.loads(ok(runner, "key", "info", traffic["b"], "--json").output)["usage"]
+    assert usage["day"]["requests"] == 1, "the JSON key stays, as README documents it"

@@ -184,6 +184,8 @@ def test_live_usage_page_shows_budgets_and_rate_limits(client: Any, app: Flask) 
     assert "bar-warn" in page and "w-85" in page
     assert "$3.00" in page
     assert "/ 100" in page and "/ 1,000" in page
+    headers = re.findall(r'<th scope="col"[^>]*>([^<]*)</th>', page)
+    assert "Billed requests" in headers and "Requests" not in headers[:7]
 
 
 def test_snapshot_is_served_stale_while_one_refresh_runs() -> None:

@@ -533,3 +533,107 @@ def test_request_log_cards_count_what_the_list_lists_when_dates_cut_through_hour
     assert f"Breakdown of 4 requests from {old:%Y-%m-%d %H}:00:00 UTC to" in page
     assert f"to {old + dt.timedelta(hours=2):%Y-%m-%d %H}:00:00 UTC" in page
     assert "Widened to whole hours" in page
+
+
+@pytest.fixture
+def tree(app: Flask, client: Any, upstreams: dict[str, Any]) -> dict[str, Any]:
+    """Platform > Apps > Mobile, no key directly in Platform: key "web" in Apps sends 2 x gpt,
+    key "ios" in Mobile 1 x gpt, key "loner" (no team) 1 x gpt."""
+    state = get_state(app)
+    platform = create_team(state, name="Platform", budget_per_day="5")
+    apps = create_team(state, name="Apps", parent="Platform")
+    mobile = create_team(state, name="Mobile", parent="Apps")
+    web, web_secret = create_key(state, name="web", team="Apps")
+    ios, ios_secret = create_key(state, name="ios", team="Mobile")
+    _loner, loner_secret = create_key(state, name="loner")
+    for secret, prompt in ((web_secret, 1000), (web_secret, 2000), (ios_secret, 500)):
+        upstreams["gpt"].reply(text="ok", prompt_tokens=prompt, completion_tokens=100)
+        assert chat(client, secret, "gpt").status_code == 200
+    upstreams["gpt"].reply(text="ok", prompt_tokens=700, completion_tokens=70)
+    assert chat(client, loner_secret, "gpt").status_code == 200
+    return {
+        "platform": platform,
+        "apps": apps,
+        "mobile": mobile,
+        "web": web,
+        "ios": ios,
+        "ios_secret": ios_secret,
+    }
+
+
+def in_teams(app: Flask, *teams: Any) -> list[RequestLog]:
+    ids = {team.id for team in teams}
+    return [row for row in all_rows(app) if row.team_id in ids]
+
+
+def test_team_page_pools_its_analytics_over_its_sub_teams(client, app, tree) -> None:
+    """A parent team whose keys all sit in sub-teams shows their traffic, as its "Budget
+    use" panel does, not $0; "By team" splits it per directly placed keys."""
+    rows = in_teams(app, tree["apps"], tree["mobile"])
+    cost = sum((r.cost for r in rows), Decimal(0))
+    assert len(rows) == 3 and cost > 0
+    login(client)
+    page = text(client.get(f"/dashboard/teams/{tree['platform'].id}"))
+    assert metric(page, "requests") == "3"
+    assert metric(page, "tokens") == f"{sum(r.prompt_tokens + r.completion_tokens for r in rows):,}"
+    assert breakdown_of(page, "model") == grouped(rows, "alias")
+    assert breakdown_of(page, "key") == {
+        "web": grouped(rows, "key_id")[tree["web"].id],
+        "ios": grouped(rows, "key_id")[tree["ios"].id],
+    }
+    assert breakdown_of(page, "team") == {
+        "Apps": grouped(rows, "team_id")[tree["apps"].id],
+        "Mobile": grouped(rows, "team_id")[tree["mobile"].id],
+    }
+    assert charts_of(page)["usage"]["datasets"][0]["data"][-1] == 3
+    recent = section(page, 'data-section="recent"')
+    assert re.findall(r'data-request-id="([^"]+)"', recent) == [r.request_id for r in rows]
+    assert "pooled over the team's keys and its sub-teams' keys" in page
+    assert "keys placed directly in each" in section(page, 'data-breakdown="team"')
+    panel = page[page.index("<h2>Budget use</h2>") :]
+    budget = table_rows(panel[: panel.index("</section>")])
+    assert Decimal(budget[0][1].lstrip("$")) == cost, "the budget panel pools the same spend"
+    assert "No key in this team." in page, "its own key list stays the directly placed keys"
+
+    middle = text(client.get(f"/dashboard/teams/{tree['apps'].id}"))
+    assert metric(middle, "requests") == "3"
+    leaf = text(client.get(f"/dashboard/teams/{tree['mobile'].id}"))
+    assert metric(leaf, "requests") == "1"
+
+
+def test_request_log_filtered_on_a_team_lists_its_sub_teams_requests(client, app, tree):
+    """The team page's "Requests" link leads to the same requests its page counts; the log's
+    "By team" breakdown keeps one row per directly placed team, adding up to the total."""
+    rows = in_teams(app, tree["apps"], tree["mobile"])
+    login(client)
+    page = text(client.get(f"/dashboard/requests?team={tree['platform'].id}"))
+    listed = re.findall(r'<tr data-request-id="([^"]+)"', page)
+    assert sorted(listed) == sorted(r.request_id for r in rows)
+    assert metric(page, "requests") == "3"
+    by_team = {r[0]: int(r[1]) for r in table_rows(section(page, 'data-breakdown="team"'))}
+    assert by_team == {"Apps": 2, "Mobile": 1}
+    assert "Keys placed directly in each team" in section(page, 'data-breakdown="team"')
+
+
+def test_key_share_of_its_team_never_passes_100_percent(client, app, tree, upstreams) -> None:
+    """A key moved to another team keeps its older spend in its own figures; its share of
+    the new team counts only what it spent there, the rows the team's cost counts."""
+    from flask_aigateway.services.keys import update_key
+
+    state = get_state(app)
+    create_team(state, name="Solo")
+    update_key(state, tree["ios"].id, team="Solo")
+    upstreams["gpt"].reply(text="ok", prompt_tokens=300, completion_tokens=30)
+    assert chat(client, tree["ios_secret"], "gpt").status_code == 200
+    login(client)
+    page = text(client.get(f"/dashboard/keys/{tree['ios'].id}"))
+    assert metric(page, "requests") == "2", "the key's own cards keep its whole window"
+    assert metric(page, "team_share") == "100.0%"
+    share = section(page, 'data-section="team-share"')
+    assert "sub-teams' keys" in share
+
+    web = text(client.get(f"/dashboard/keys/{tree['web'].id}"))
+    in_apps = in_teams(app, tree["apps"], tree["mobile"])
+    own = sum((r.cost for r in in_apps if r.key_id == tree["web"].id), Decimal(0))
+    total = sum((r.cost for r in in_apps), Decimal(0))
+    assert metric(web, "team_share") == f"{float(own / total) * 100:.1f}%"

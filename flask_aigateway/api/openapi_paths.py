@@ -352,7 +352,8 @@ _PATHS: dict[str, Any] = {
                     "name": "by",
                     "in": "query",
                     "description": f"What the rows are grouped by: {', '.join(GROUPS)} "
-                    "(case-insensitive).",
+                    "(case-insensitive). A team row counts the keys placed directly in that "
+                    "team (a sub-team has a row of its own), so the rows add up to the total.",
                     "schema": _STRING,
                 },
             ],

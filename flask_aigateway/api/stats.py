@@ -43,8 +43,9 @@ def register(bp: Blueprint) -> None:
     @bp.get("/stats")
     def stats() -> Response:
         """Query: ``since`` (``7d``, ``24h``, ``2026-11-01``…; default all time) and ``by``
-        (key, team, model or provider; default one overall row). A bearer API key gets its
-        own usage only; ``AIGATEWAY_ADMIN_TOKEN`` gets every key's."""
+        (key, team, model or provider; default one overall row; a ``team`` row counts the keys
+        placed directly in that team, so the rows add up to the total). A bearer API key gets
+        its own usage only; ``AIGATEWAY_ADMIN_TOKEN`` gets every key's."""
         state = get_state()
         token = bearer_token(request.headers.get("Authorization"))
         admin = state.settings["AIGATEWAY_ADMIN_TOKEN"]

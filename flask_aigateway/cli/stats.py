@@ -54,8 +54,9 @@ def _display(row: dict[str, Any]) -> dict[str, Any]:
 @click.option(
     "--by",
     metavar="GROUP",
-    help="Group by key, team, model, provider, route (the API door) or deployment. "
-    "Default: one overall row.",
+    help="Group by key, team (the keys placed directly in each team; a sub-team is a row of "
+    "its own, so the rows add up to the total), model, provider, route (the API door) or "
+    "deployment. Default: one overall row.",
 )
 @json_option
 @command

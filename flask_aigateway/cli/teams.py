@@ -92,13 +92,19 @@ _LIMIT_LABELS = {
 def usage_text(report: dict[str, Any]) -> str:
     """A :func:`~flask_aigateway.services.live_usage.limits_report` as two tables: own use
     today and this month, then every budget and limit that binds, who sets it and what is
-    left (``*`` marks the one that refuses first)."""
+    left (``*`` marks the one that refuses first). "billed requests" are those the budget
+    counters settled (status < 400 or a cost: cache hits and cut streams in, upstream
+    failures and refusals out), fewer than ``flask stats`` and the log count."""
     day, month, minute = report["day"], report["month"], report["last_minute"]
     own = render_table(
         [
             {"usage": "spent (USD)", "today": day["spent"], "this month": month["spent"]},
             {"usage": "reserved (USD)", "today": day["reserved"], "this month": month["reserved"]},
-            {"usage": "requests", "today": day["requests"], "this month": month["requests"]},
+            {
+                "usage": "billed requests",
+                "today": day["requests"],
+                "this month": month["requests"],
+            },
         ],
         ("usage", "today", "this month"),
     )

@@ -77,7 +77,7 @@ def detail_page(
     key = info["key"]
     owner_name = describe(service.get_key(state, key["id"]))
     detail = detail_stats(state, DetailScope(key_id=key["id"]), days=DAYS, by=("model",))
-    share = cost_share(state, detail.summary["cost"], key["team_id"], days=DAYS)
+    share = cost_share(state, key["id"], key["team_id"], days=DAYS)
     per_model = daily_by_model(state, DetailScope(key_id=key["id"]), days=DAYS)
     specs = charts.detail_charts(detail)
     specs["by_model_per_day"] = charts.requests_by_model_per_day(per_model, DAYS)

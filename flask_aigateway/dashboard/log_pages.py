@@ -66,13 +66,15 @@ def log_page() -> Any:
     filters = service.LogFilters()
     try:
         filters = service.parse_filters(request.args)
+        # A team's requests are its subtree's, as on its page; "By team" stays per direct team.
+        matching = service.with_subteams(state, filters)
         page = service.search(
             state,
-            filters,
+            matching,
             before=request.args.get("before") or None,
             after=request.args.get("after") or None,
         )
-        breakdown = log_breakdown.breakdown(state, filters)
+        breakdown = log_breakdown.breakdown(state, matching)
     except ValidationError as exc:
         form.fail(exc)
     specs: dict[str, Any] = {}

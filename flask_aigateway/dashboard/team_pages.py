@@ -1,5 +1,6 @@
 """Team pages: the tree, detail (ancestry, own and effective rules, keys, usage), new, edit,
-delete."""
+delete. A team's analytics pool over its subtree (its keys and every sub-team's), as its
+budgets do."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def detail_page(ref: str, *, error: str | None = None, status: int = 200) -> Any
     team = info["team"]
     keys = [key_service.key_to_dict(k) for k in key_service.list_keys(state, team=team["id"])]
     detail = detail_stats(
-        state, DetailScope(team_id=team["id"]), days=DAYS, by=("model", "provider", "key")
+        state, DetailScope(team_id=team["id"]), days=DAYS, by=("model", "provider", "key", "team")
     )
     spend = {row["key"]: row for row in detail.breakdowns["key"] if row["key"]}
     keys = [k | {"spend": spend.get(k["id"])} for k in keys]

@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from ..db import to_money
 from ..models import Deployment
@@ -29,6 +29,7 @@ from .stats import (
     daily_series,
     window_start,
 )
+from .teams import subtree_ids
 
 #: How many of the newest requests a detail page lists.
 RECENT = 20
@@ -37,20 +38,32 @@ RECENT = 20
 @dataclass(frozen=True, slots=True)
 class Scope:
     """Whose analytics: exactly one of the fields is set. ``provider`` and ``alias`` are
-    names as logged (a renamed provider's older rows keep its old name)."""
+    names as logged (a renamed provider's older rows keep its old name). ``team_id`` means
+    the team's whole subtree: the keys placed in it and in every sub-team below it (as its
+    budgets pool them), by the tree as it is now."""
 
     provider: str | None = None
     alias: str | None = None
     key_id: str | None = None
     team_id: str | None = None
 
-    def log_filters(self, since: dt.datetime) -> requests_log.LogFilters:
+    def team_ids(self, state: GatewayState) -> tuple[str, ...] | None:
+        """The ids of the teams whose rows the scope covers (None: any team)."""
+        if self.team_id is None:
+            return None
+        with state.session() as session:
+            return tuple(subtree_ids(session, self.team_id))
+
+    def log_filters(
+        self, since: dt.datetime, teams: tuple[str, ...] | None = None
+    ) -> requests_log.LogFilters:
         return requests_log.LogFilters(
             provider=self.provider,
             model=self.alias,
             key=self.key_id,
             team=self.team_id,
             since=since,
+            teams=teams,
         )
 
 
@@ -85,7 +98,8 @@ def detail_stats(
     :raises ValidationError: ``days`` below 1.
     """
     since = window_start(days)
-    sources = _sources(since, scope.key_id, scope.team_id, scope.alias, scope.provider)
+    teams = scope.team_ids(state)
+    sources = _sources(since, scope.key_id, teams, scope.alias, scope.provider)
     breakdowns: dict[str, list[dict[str, Any]]] = {}
     with state.transaction() as session:
         if by:
@@ -116,11 +130,12 @@ def detail_stats(
         state,
         days=days,
         key_id=scope.key_id,
-        team_id=scope.team_id,
+        team_ids=teams,
         alias=scope.alias,
         provider=scope.provider,
     )
-    rows = requests_log.search(state, scope.log_filters(since), limit=recent).rows if recent else []
+    filters = scope.log_filters(since, teams)
+    rows = requests_log.search(state, filters, limit=recent).rows if recent else []
     return DetailStats(
         days=int(days),
         since=since,
@@ -172,7 +187,7 @@ def daily_by_model(state: GatewayState, scope: Scope, *, days: int) -> list[dict
     rollups: one row per (``date``, ``model``) with traffic, oldest first (for a chart
     stacked by model and its table)."""
     since = window_start(days)
-    sources = _sources(since, scope.key_id, scope.team_id, scope.alias, scope.provider)
+    sources = _sources(since, scope.key_id, scope.team_ids(state), scope.alias, scope.provider)
     totals: dict[tuple[dt.date, str], dict[str, Any]] = {}
     with state.transaction() as session:
         for model, where in sources:
@@ -193,13 +208,45 @@ def daily_by_model(state: GatewayState, scope: Scope, *, days: int) -> list[dict
     return [totals[k] for k in sorted(totals, key=lambda k: (k[0], k[1]))]
 
 
-def cost_share(state: GatewayState, cost: Any, team_id: str | None, *, days: int) -> float | None:
-    """``cost`` as a fraction of the team's cost over the same window (None without a team
-    or when the team spent nothing): a key's share of its team's spend."""
+@dataclass(frozen=True, slots=True)
+class CostShare:
+    """A key's spend in its team's scope (``cost``, USD) against the scope's (``team_cost``)
+    over the same window; ``share`` is their ratio, None when the team spent nothing."""
+
+    cost: Any
+    team_cost: Any
+
+    @property
+    def share(self) -> float | None:
+        return float(self.cost / self.team_cost) if self.team_cost else None
+
+
+def cost_share(
+    state: GatewayState, key_id: str, team_id: str | None, *, days: int
+) -> CostShare | None:
+    """Key ``key_id``'s share of the spend of team ``team_id`` (its subtree, as the team's
+    page counts it) over the last ``days`` UTC days; None without a team.
+
+    Numerator and denominator read the same rows: the key's cost counts only what it spent
+    inside that subtree, so spend logged while the key sat in another team (before a move)
+    cannot push the share past 100 %. One query per rollup table.
+    """
     if team_id is None:
         return None
-    team_cost = detail_stats(state, Scope(team_id=team_id), days=days, recent=0).summary["cost"]
-    return float(cost / team_cost) if team_cost else None
+    teams = Scope(team_id=team_id).team_ids(state)
+    sources = _sources(window_start(days), None, teams)
+    mine = to_money(0)
+    total = to_money(0)
+    with state.transaction() as session:
+        for model, where in sources:
+            own = case((model.key_id == key_id, model.cost), else_=0)
+            stmt = select(
+                func.coalesce(func.sum(own), 0), func.coalesce(func.sum(model.cost), 0)
+            ).where(*where)
+            key_cost, team_cost = session.execute(stmt).one()
+            mine += to_money(key_cost or 0)
+            total += to_money(team_cost or 0)
+    return CostShare(cost=mine, team_cost=total)
 
 
 def _describe_deployments(session: Any, rows: list[dict[str, Any]]) -> None:
@@ -231,4 +278,12 @@ def _label(group: str, value: str | None, names: dict[str, str]) -> str:
     return value
 
 
-__all__ = ["RECENT", "DetailStats", "Scope", "cost_share", "daily_by_model", "detail_stats"]
+__all__ = [
+    "RECENT",
+    "CostShare",
+    "DetailStats",
+    "Scope",
+    "cost_share",
+    "daily_by_model",
+    "detail_stats",
+]

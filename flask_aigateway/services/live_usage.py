@@ -7,6 +7,11 @@ flush and hold no reservation; they still count the requests). Rate limits come 
 last minute as the rate windows count it (:mod:`.minute_usage`: the windows themselves in
 Redis, else the request log's admitted requests), per key, and per team pooled over its
 sub-teams, as the limits apply. All are small indexed reads, whatever the size of the log.
+
+The counters' ``requests``, shown as "billed requests", are the requests settled on them:
+answered with a status below 400 or billed a cost (cache hits and streams cut midway
+included; upstream failures, and requests refused by a rate limit, a budget or a model rule,
+left out). The request log, ``/v1/stats`` and ``flask stats`` count every request.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ def budget_usage(state: GatewayState, *, now: dt.datetime | None = None) -> list
 
     Row: ``scope`` (team|key), ``id``, ``name``, ``period`` (day|month), ``period_start``,
     ``limit`` (USD), ``spent``, ``reserved`` (USD held by requests in flight), ``requests``
-    and ``ratio`` = (spent + reserved) / limit. Teams first (tree order by name), then keys.
+    (billed requests, as the module docstring says) and ``ratio`` = (spent + reserved) /
+    limit. Teams first (tree order by name), then keys.
     """
     now = now or utcnow()
     starts = period_starts(now)
@@ -183,7 +189,8 @@ def limits_report(
     a team by its own and its ancestors'. Returns:
 
     * ``day`` / ``month``: the owner's own ``period_start``, ``spent``, ``reserved`` (USD
-      held by requests in flight) and ``requests`` in the current UTC day and month;
+      held by requests in flight) and ``requests`` (billed requests, as the module docstring
+      says) in the current UTC day and month;
     * ``last_minute``: its ``requests`` and ``tokens`` in the last minute (a team's pooled
       over its sub-teams) as the per-minute limits count them: requests the rate limiter
       admitted, read from its windows when they are in Redis;

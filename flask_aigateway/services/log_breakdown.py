@@ -225,13 +225,15 @@ def _rollup_sums(
         stmt = stmt.where(time < high)
     for name, column in (
         ("key", table.key_id),
-        ("team", table.team_id),
         ("model", table.alias),
         ("provider", table.provider),
     ):
         value = getattr(filters, name)
         if value is not None:
             stmt = stmt.where(column == value)
+    team = filters.team_condition(table.team_id)
+    if team is not None:
+        stmt = stmt.where(team)
     return stmt.group_by(table.alias, table.provider, table.key_id, table.team_id)
 
 

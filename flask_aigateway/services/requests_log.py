@@ -13,7 +13,7 @@ import binascii
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, or_, select
@@ -22,6 +22,7 @@ from ..errors import NotFoundError, ValidationError
 from ..models import ApiKey, RequestLog, Team
 from ..state import GatewayState
 from . import validation
+from .teams import subtree_ids
 
 #: Named status filters; a three-digit code filters on that code exactly.
 STATUS_CHOICES: dict[str, str] = {
@@ -43,7 +44,10 @@ _ID_FIELDS = {"key": "key_id", "team": "team_id", "provider": "provider", "model
 class LogFilters:
     """What the request page filters on; every field None means "any".
 
-    ``since`` is inclusive and ``until`` exclusive, both UTC.
+    ``since`` is inclusive and ``until`` exclusive, both UTC. ``teams``, when set, is what
+    ``team`` stands for: that team's id and its sub-teams' (:func:`with_subteams`), so a
+    team's requests are those of its whole subtree, as its budgets pool them; without it
+    ``team`` keeps the rows logged for that team id alone.
     """
 
     key: str | None = None
@@ -54,6 +58,15 @@ class LogFilters:
     error: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    teams: tuple[str, ...] | None = None
+
+    def team_condition(self, column: Any) -> Any | None:
+        """The condition on a ``team_id`` ``column`` (None: no team filter)."""
+        if self.teams is not None:
+            return column.in_(self.teams)
+        if self.team is not None:
+            return column == self.team
+        return None
 
     def as_query(self) -> dict[str, str]:
         """The filters as query-string values that :func:`parse_filters` reads back."""
@@ -144,12 +157,25 @@ def parse_filters(raw: Mapping[str, Any]) -> LogFilters:
     return filters
 
 
+def with_subteams(state: GatewayState, filters: LogFilters) -> LogFilters:
+    """``filters`` whose ``team`` also matches its sub-teams' requests (one ``IN`` on the
+    team and its descendants' ids, the tree read once); unchanged without a team filter."""
+    if filters.team is None:
+        return filters
+    with state.session() as session:
+        ids = subtree_ids(session, filters.team)
+    return replace(filters, teams=tuple(ids))
+
+
 def apply_filters(stmt: _Query, filters: LogFilters) -> _Query:
     """``stmt`` restricted to the log rows that match ``filters``."""
     for name, column in _ID_FIELDS.items():
         value = getattr(filters, name)
-        if value is not None:
+        if value is not None and name != "team":
             stmt = stmt.where(getattr(RequestLog, column) == value)
+    team = filters.team_condition(RequestLog.team_id)
+    if team is not None:
+        stmt = stmt.where(team)
     status = filters.status
     if status == "ok":
         stmt = stmt.where(RequestLog.status_code < 400)
@@ -324,4 +350,5 @@ __all__ = [
     "parse_filters",
     "row_to_dict",
     "search",
+    "with_subteams",
 ]

@@ -144,17 +144,21 @@ def window_start(days: Any, *, now: dt.datetime | None = None) -> dt.datetime:
 def _sources(
     since: dt.datetime | None,
     key_id: str | None = None,
-    team_id: str | None = None,
+    team_ids: Sequence[str] | None = None,
     alias: str | None = None,
     provider: str | None = None,
 ) -> list[tuple[Any, list[Any]]]:
     """The rollup tables, each with its conditions, whose rows together cover the window from
     ``since``'s hour on (None: all time) exactly once: hourly rows up to the window's first
-    midnight, daily rows from there."""
-    dimensions = {"key_id": key_id, "team_id": team_id, "alias": alias, "provider": provider}
+    midnight, daily rows from there. ``team_ids`` keeps the rows of any of those teams (one
+    ``IN`` condition: a team with its sub-teams)."""
+    dimensions = {"key_id": key_id, "alias": alias, "provider": provider}
 
     def where(model: Any) -> list[Any]:
-        return [getattr(model, n) == v for n, v in dimensions.items() if v is not None]
+        found = [getattr(model, n) == v for n, v in dimensions.items() if v is not None]
+        if team_ids is not None:
+            found.append(model.team_id.in_(list(team_ids)))
+        return found
 
     if since is None:
         return [(UsageDailyRollup, where(UsageDailyRollup))]
@@ -249,7 +253,10 @@ def usage_stats(
     teams), ``requests``, ``errors`` (status ≥ 400), ``error_rate``, ``prompt_tokens``,
     ``completion_tokens``, ``cached_tokens``, ``cost`` (Decimal USD), ``p50_latency_ms``,
     ``p95_latency_ms``, ``cache_hits``, ``cache_hit_ratio``, ``rate_limited`` and
-    ``budget_exceeded``; rates and percentiles are None without requests. ``by=None`` gives
+    ``budget_exceeded``; rates and percentiles are None without requests. A ``team`` row
+    counts the requests of the keys placed directly in that team when they were made (a
+    sub-team has a row of its own), so the rows add up to the overall row; a team's own
+    figures pooled over its sub-teams are :func:`.detail_stats.detail_stats`'. ``by=None`` gives
     one overall row (even for an empty window); groups come most costly first, rows without
     the group (e.g. requests refused before a key was known) last among equals.
 
@@ -313,14 +320,18 @@ def daily_series(
     team_id: str | None = None,
     alias: str | None = None,
     provider: str | None = None,
+    team_ids: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One entry per UTC day of the last ``days`` days, oldest first, days without traffic
     included: ``date``, ``requests``, ``errors``, ``prompt_tokens``, ``completion_tokens``,
-    ``cost`` (Decimal USD) and ``cache_hits``, optionally for one key, team, alias or
-    provider (by name, as logged)."""
+    ``cost`` (Decimal USD) and ``cache_hits``, optionally for one key, the keys placed
+    directly in one team (``team_id``) or in any of ``team_ids`` (a team with its sub-teams),
+    an alias or a provider (by name, as logged)."""
     since = window_start(days)
     fields = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cache_hits")
-    sources = _sources(since, key_id, team_id, alias, provider)
+    if team_ids is None and team_id is not None:
+        team_ids = (team_id,)
+    sources = _sources(since, key_id, team_ids, alias, provider)
     with state.transaction() as session:
         rows = _aggregate(session, sources, fields, _TIME)
     series: dict[dt.date, dict[str, Any]] = {}

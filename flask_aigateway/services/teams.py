@@ -164,6 +164,16 @@ def subtree(teams: Mapping[str, Team], root_id: str) -> list[Team]:
     return result
 
 
+def subtree_ids(session: Session, team_id: str) -> list[str]:
+    """``team_id`` and the ids of all its descendants, parents before children: the teams
+    whose keys a team's own figures pool over, as its budgets do (``[team_id]`` alone for a
+    team that no longer exists, whose logged traffic keeps its id)."""
+    teams = load_teams(session)
+    if team_id not in teams:
+        return [team_id]
+    return [team_id, *(team.id for team in subtree(teams, team_id))]
+
+
 def _check_name_free(teams: Mapping[str, Team], name: str, *, except_id: str | None = None) -> None:
     for team in teams.values():
         if team.name == name and team.id != except_id:
@@ -439,6 +449,7 @@ __all__ = [
     "parse_rules",
     "resolve",
     "subtree",
+    "subtree_ids",
     "team_info",
     "team_to_dict",
     "update_team",
