@@ -8,6 +8,7 @@ upstream until a chunk that says something, before the client gets a byte. Then
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -85,13 +86,14 @@ def open_upstream(
 ) -> _Opened:
     adapter = get_adapter(target.wire_format)
     with record.upstream_wait():
+        until = time.monotonic() + seconds_left
         for again in RELAXED_TRIES:
             upstream = adapter.build_request(request, target)
             try:
                 return _first_events(transport, adapter, request, target, upstream, seconds_left)
             except UpstreamError as error:
                 try:
-                    request = _relaxed(adapter, request, target, error, again)
+                    request, seconds_left = _relaxed(adapter, request, target, error, again, until)
                 except UpstreamError:
                     record.note_upstream_error(target, error)
                     raise

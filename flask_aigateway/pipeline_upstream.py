@@ -10,12 +10,13 @@ added (:func:`_relaxed`; twice at most). The embeddings door calls through
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .accounting import RequestRecord
 from .catalog import AliasRoute
-from .errors import GatewayError, InvalidRequestError, UpstreamError
+from .errors import GatewayError, InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from .governance.budgets import reachable_routes
 from .providers import get_adapter
 from .providers.base import Target
@@ -67,6 +68,7 @@ def call_upstream(
     """One upstream call through ``adapter`` (default: the target's wire format's chat
     adapter; the embeddings door passes its own)."""
     adapter = adapter or get_adapter(target.wire_format)
+    until = time.monotonic() + seconds_left
     try:
         for again in RELAXED_TRIES:
             upstream = adapter.build_request(request, target)
@@ -75,7 +77,7 @@ def call_upstream(
             if answer.status < 300:
                 break
             error = adapter.classify_error(answer.status, answer.headers, answer.body)
-            request = _relaxed(adapter, request, target, error, again)
+            request, seconds_left = _relaxed(adapter, request, target, error, again, until)
         try:
             return adapter.parse_response(answer.body, request, target)
         except SHAPE_ERRORS as exc:
@@ -91,12 +93,24 @@ def call_upstream(
 RELAXED_TRIES = (True, True, False)
 
 
-def _relaxed(adapter: Any, request: Any, target: Target, error: UpstreamError, again: bool) -> Any:
+def _relaxed(
+    adapter: Any, request: Any, target: Target, error: UpstreamError, again: bool, until: float
+) -> tuple[Any, float]:
     """The request to send once more after ``error`` — when the upstream refused only
-    something the adapter added in translation, which it now leaves out (``relaxed``) — or
-    ``error`` raised. ``again``: whether one more try is left (:data:`RELAXED_TRIES`)."""
+    something the adapter added in translation, which it now leaves out (``relaxed``) — and
+    the seconds left for it until ``until`` (the attempt's deadline, on the monotonic clock:
+    every try of one attempt shares it); or ``error`` raised. ``again``: whether one more try
+    is left (:data:`RELAXED_TRIES`). Raises :class:`UpstreamTimeoutError` when no time is
+    left to send it again."""
     relaxed = getattr(adapter, "relaxed", None) if again else None
     retry = relaxed(request, target, error) if relaxed is not None else None
     if retry is None:
         raise error
-    return retry
+    left = until - time.monotonic()
+    if left <= 0:
+        raise UpstreamTimeoutError(
+            "The request's time ran out before it could be sent again without what "
+            f"provider '{target.provider_name}' refused: {error.message}",
+            retryable=False,
+        )
+    return retry, left

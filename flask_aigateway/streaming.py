@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from .accounting import RequestRecord
 from .caching import CompletionAssembler, completion_chunks
 from .db import money_text
-from .errors import GatewayError, UpstreamError, internal_error
+from .errors import GatewayError, UpstreamClientError, UpstreamError, internal_error
 from .providers.base import SSEEvent, StreamTranslator, Target
 from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
@@ -347,8 +347,8 @@ class ChatStream:
         """The upstream failed the stream after it had started: noted on the record (first:
         it redacts credentials), and a failure of its deployment for the router."""
         self.record.note_upstream_error(self.target, error)
-        if self.broke is not None:
-            self.broke()
+        if self.broke is not None and not isinstance(error, UpstreamClientError):
+            self.broke()  # (the upstream refusing the request says it is up, as for JSON)
 
     def crash(self, exc: BaseException) -> None:
         """A door translating the chunks hit an unexpected exception (a bug; the door logs its

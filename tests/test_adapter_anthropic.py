@@ -647,6 +647,17 @@ def fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
 
+def test_a_message_without_an_id_gets_a_chat_completion_id_of_its_own() -> None:
+    """Some Anthropic-compatible servers send no ``id``: the answer's is still a
+    ``chatcmpl-`` id, not ``chatcmpl-None``, and not the same for every answer."""
+    data = {k: v for k, v in fixture("anthropic_message.json")["response"].items() if k != "id"}
+    ids = {
+        adapter.parse_response(json.dumps(data).encode(), chat(), target()).body["id"]
+        for _ in range(2)
+    }
+    assert len(ids) == 2 and all(re.fullmatch(r"chatcmpl-[0-9a-f]{32}", i) for i in ids)
+
+
 def test_parse_text_message_with_cache_usage() -> None:
     data = fixture("anthropic_message.json")["response"]
     response = adapter.parse_response(json.dumps(data).encode(), chat(), target())

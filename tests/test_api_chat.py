@@ -741,3 +741,31 @@ def test_reasoning_effort_to_a_model_that_does_not_reason_is_left_out(
     refused = post(client, {**body, "model": "gpt", "reasoning_effort": "none"}, api_key)
     assert refused.status_code == 400 and "does not support 'none'" in str(refused.get_json())
     assert [row.status_code for row in log_rows(state)] == [200, 200, 400]
+
+
+@pytest.mark.parametrize("door", ["chat", "chat-stream", "messages"])
+def test_relaxed_tries_share_the_request_deadline(client, api_key, upstreams, state, door):
+    """A try sent again without what the model refused gets the time left, not the whole
+    deadline again: three slow refusals took three times AIGATEWAY_REQUEST_TIMEOUT (and
+    answered 200 long after the client's deadline)."""
+    state.settings["AIGATEWAY_REQUEST_TIMEOUT"] = 2.0
+    alias = "gpt" if door == "messages" else "claude"
+    fake = upstreams[alias]
+    fake.default = Reply(latency=1.2)  # each answer (each refusal) takes 1.2 s
+    started = time.monotonic()
+    if door == "messages":
+        body = {"model": alias, "max_tokens": 4096, "messages": MESSAGES}
+        thinking = {"type": "enabled", "budget_tokens": 2048}
+        response = client.post(
+            "/v1/messages",
+            json={**body, "thinking": thinking},
+            headers={"x-api-key": api_key},
+        )
+    else:
+        body = {"model": alias, "messages": MESSAGES, "stream": door == "chat-stream"}
+        sampling = {"reasoning_effort": "low", "temperature": 0.5, "top_p": 0.9}
+        response = post(client, {**body, **sampling}, api_key)
+    took = time.monotonic() - started
+    assert response.status_code == 504, response.get_data(as_text=True)
+    assert len(fake.requests) == 2, "the second try is cut at the deadline; no third"
+    assert took < 2.0 + 1.4

@@ -460,6 +460,23 @@ def test_an_alias_whose_only_provider_cannot_be_read_still_falls_back(
     assert failed.status_code == 502, "the fallback's own failure, not the credentials"
 
 
+def test_count_tokens_on_an_alias_whose_provider_cannot_be_read_says_why(
+    client, state, upstreams, api_key
+) -> None:
+    """The Anthropic-format alias's only provider cannot be decrypted: ``count_tokens`` says
+    so (it answered the gateway's estimate, as for an OpenAI-format alias, hiding it)."""
+    from flask_aigateway.services.models import create_model
+
+    make(state, name="old-secret", format="anthropic", base_url=upstreams["claude"].base_url)
+    store_directly(state, "old-secret", api_key_encrypted="gAAAAABnot-a-token-this-secret-can-read")
+    price = {"model": "claude-sonnet-4-5", "pricing_input": "1", "pricing_output": "1"}
+    create_model(state, alias="unreadable", provider="old-secret", **price)
+    body = {"model": "unreadable", "messages": [{"role": "user", "content": "hi"}]}
+    counted = client.post("/v1/messages/count_tokens", json=body, headers={"x-api-key": api_key})
+    assert counted.status_code == 500, counted.get_data(as_text=True)
+    assert "cannot be decrypted" in counted.get_json()["error"]["message"]
+
+
 # -- credentials an upstream quotes back ----------------------------------------------------------
 
 OPENAI_KEY = "sk-fake-openai-0123456789"  # the conftest upstreams' provider keys

@@ -473,6 +473,47 @@ def test_a_deployment_that_cuts_its_streams_midway_opens_its_circuit(
     assert len(cutter.requests) == 4
 
 
+@pytest.mark.parametrize("door", ["chat", "messages"])
+def test_a_stream_begun_before_its_circuit_opened_does_not_close_it(
+    live_server, state, api_key, fleet, door: str
+):
+    """A long stream, begun while its deployment was healthy, ends properly after failures
+    opened the deployment's circuit: its success (reported at its end) does not close the
+    circuit. Only the probe after the cooldown does (the stream's end closed it at once)."""
+    configure(state, circuit_failures=2, circuit_cooldown=60, retry_max_attempts=1)
+    [fake] = fleet.start(1)
+    [deployment] = add_alias(state, "one", [fake])
+    fake.queue(Reply(text="word " * 40, chunk_delay=0.05))
+    url, extra = live_server.url + "/v1/chat/completions", {}
+    if door == "messages":
+        url, extra = live_server.url + "/v1/messages", {"max_tokens": 50}
+    auth = {"Authorization": f"Bearer {api_key}"}
+    long = requests.post(
+        url,
+        json={"model": "one", "messages": MESSAGES, "stream": True, **extra},
+        headers=auth,
+        stream=True,
+        timeout=20,
+    )
+    assert long.status_code == 200
+    fake.default = Reply(status=500)
+    for _ in range(2):
+        failed = requests.post(
+            live_server.url + "/v1/chat/completions",
+            json={"model": "one", "messages": MESSAGES},
+            headers=auth,
+            timeout=20,
+        )
+        assert failed.status_code >= 500
+    assert stats(state, deployment).phase is Phase.OPEN
+    assert long.content  # to its proper end
+    deadline = time.monotonic() + 5
+    while stats(state, deployment).in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stats(state, deployment).in_flight == 0
+    assert stats(state, deployment).phase is Phase.OPEN
+
+
 def test_context_length_error_goes_to_the_context_fallback(client, state, api_key, fleet):
     small, big, spare = fleet.start(3)
     add_alias(state, "spare", [spare])

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..accounting import RequestRecord
 from ..enums import Route, WireFormat
-from ..errors import InvalidRequestError, UpstreamError
+from ..errors import ConfigError, InvalidRequestError, UpstreamError
 from ..pipeline import Pipeline, new_request_id
 from ..pipeline_upstream import RELAXED_TRIES, _relaxed
 from ..providers import get_adapter
@@ -190,6 +190,7 @@ class Messages:
         transport = self.pipeline.transport
         adapter = get_adapter(target.wire_format)
         chat = None if target.wire_format is WireFormat.ANTHROPIC else form.request(target)
+        until = time.monotonic() + seconds_left
         for again in RELAXED_TRIES if chat is not None else (False,):
             upstream = (
                 _anthropic_request(body, target, headers)
@@ -212,7 +213,7 @@ class Messages:
                     )
                 finally:
                     opened.close()
-            chat = _relaxed(adapter, chat, target, error, again)
+            chat, seconds_left = _relaxed(adapter, chat, target, error, again, until)
         raise AssertionError("unreachable: the last try returns or raises")
 
     # -- streams ------------------------------------------------------------------------------
@@ -336,6 +337,9 @@ class Messages:
             # with the operator's credentials.
             pipeline.limiter.admit(principal, request, route, requests_only=True)
             targets = sorted(route.targets, key=lambda t: t.priority)
+            if not targets and route.unreadable:
+                # Its only provider's credentials cannot be read: said, not estimated.
+                raise ConfigError(route.unreadable)
             if targets and targets[0].wire_format is WireFormat.ANTHROPIC:
                 target = targets[0]
                 record.target = target

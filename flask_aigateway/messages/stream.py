@@ -12,7 +12,7 @@ from typing import Any
 from .. import jsoncodec
 from ..accounting import RequestRecord
 from ..admission import Admission
-from ..errors import GatewayError, UpstreamError, internal_error
+from ..errors import GatewayError, UpstreamClientError, UpstreamError, internal_error
 from ..pipeline import Pipeline
 from ..providers.anthropic_response import AnthropicStreamTranslator, check_tool_use, tool_use_input
 from ..providers.base import SSEEvent, Target
@@ -296,8 +296,8 @@ class MessageStream:
         """The upstream failed the stream after it had started: noted on the record (first:
         it redacts credentials), and a failure of its deployment for the router."""
         self.record.note_upstream_error(self.target, error)
-        if self.broke is not None:
-            self.broke()
+        if self.broke is not None and not isinstance(error, UpstreamClientError):
+            self.broke()  # (the upstream refusing the request says it is up, as for JSON)
 
     def _abandon(self) -> None:
         if self._settled:

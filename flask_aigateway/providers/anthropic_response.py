@@ -7,6 +7,7 @@ Anthropic responses carry no timestamp, so ``created`` is 0 here; the pipeline s
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -184,8 +185,9 @@ def message_to_completion(
         )
     body = {
         # A chat completion's id, as OpenAI's and a translated stream's are (``chatcmpl-``),
-        # holding Anthropic's message id (for its support requests).
-        "id": f"chatcmpl-{data.get('id')}",
+        # holding Anthropic's message id (for its support requests); a server that sent none
+        # gets one made up.
+        "id": f"chatcmpl-{data.get('id') or uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": 0,
         "model": alias,

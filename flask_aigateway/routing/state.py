@@ -281,8 +281,11 @@ class MemoryRouterState:
         with self._lock:
             ticket.settled = True
             entry = self._entry(ticket.deployment_id)
-            entry.failures = 0
-            entry.open_until = entry.probe_until = None
+            if ticket.probe or entry.open_until is None:
+                # Only the probe closes an open circuit: another attempt's success, reported
+                # after the circuit opened (a stream's, at its end), began before it did.
+                entry.failures = 0
+                entry.open_until = entry.probe_until = None
             if latency is not None:
                 entry.latency = (
                     latency

@@ -105,12 +105,16 @@ end
 # KEYS: dep hash, inflight zset, rpm zset. ARGV: as router_begin's.
 _BEGIN = ROUTER_BEGIN_LUA + "return router_begin(KEYS[1], KEYS[2], KEYS[3], 1)\n"
 
-# KEYS: dep hash. ARGV: latency seconds ('' when none), alpha, state ttl.
+# KEYS: dep hash. ARGV: latency seconds ('' when none), alpha, state ttl, '1' for the probe.
+# Only the probe closes an open circuit: another attempt's success, reported after the circuit
+# opened (a stream's, at its end), began before it did.
 _SUCCEEDED = (
     _PRELUDE
     + """
-redis.call('HSET', KEYS[1], 'failures', '0')
-redis.call('HDEL', KEYS[1], 'open_until', 'probe_until')
+if ARGV[4] == '1' or not redis.call('HGET', KEYS[1], 'open_until') then
+  redis.call('HSET', KEYS[1], 'failures', '0')
+  redis.call('HDEL', KEYS[1], 'open_until', 'probe_until')
+end
 if ARGV[1] ~= '' then
   local sample = tonumber(ARGV[1])
   local old = num(redis.call('HGET', KEYS[1], 'latency'))
@@ -125,8 +129,8 @@ return 1
 """
 )
 
-# KEYS: dep hash, inflight zset. ARGV: latency, alpha, state ttl (as _SUCCEEDED), lease id.
-_FINISH = _SUCCEEDED.replace("return 1", "redis.call('ZREM', KEYS[2], ARGV[4])\nreturn 1")
+# KEYS: dep hash, inflight zset. ARGV: as _SUCCEEDED's, then the lease id.
+_FINISH = _SUCCEEDED.replace("return 1", "redis.call('ZREM', KEYS[2], ARGV[5])\nreturn 1")
 
 # KEYS: dep hash, inflight zset, rpm zset. ARGV: lease id, '1' when an unsettled probe ends
 # (its slot is freed), '1' when the lease was never used for an attempt (its RPM slot is given
@@ -269,7 +273,12 @@ class RedisRouterState:
         ticket.settled = True
         self._succeeded(
             keys=[self._key("router", "dep", ticket.deployment_id)],
-            args=["" if latency is None else repr(latency), EWMA_ALPHA, STATE_TTL],
+            args=[
+                "" if latency is None else repr(latency),
+                EWMA_ALPHA,
+                STATE_TTL,
+                "1" if ticket.probe else "0",
+            ],
         )
 
     def failed(self, ticket: Ticket, *, threshold: int, cooldown: float) -> float | None:
@@ -317,17 +326,14 @@ class RedisRouterState:
     def finish_call(self, ticket: Ticket, latency: float | None) -> ScriptCall:
         """:meth:`finish` as a call to run later. The ticket counts as settled and released
         from now on."""
-        latency_arg = "" if latency is None else repr(latency)
+        args = ["" if latency is None else repr(latency), EWMA_ALPHA, STATE_TTL]
+        args.append("1" if ticket.probe else "0")
         if ticket.released:
             ticket.settled = True
             return ScriptCall(
-                self._succeeded,
-                [self._key("router", "dep", ticket.deployment_id)],
-                [latency_arg, EWMA_ALPHA, STATE_TTL],
+                self._succeeded, [self._key("router", "dep", ticket.deployment_id)], args
             )
         ticket.settled = ticket.released = True
         return ScriptCall(
-            self._finish,
-            self._keys(ticket.deployment_id)[:2],
-            [latency_arg, EWMA_ALPHA, STATE_TTL, ticket.lease_id],
+            self._finish, self._keys(ticket.deployment_id)[:2], [*args, ticket.lease_id]
         )
