@@ -129,8 +129,9 @@ def test_flapping_upstream(live_server, state, api_key, setup):
         assert status == 200, detail
         assert ended in ("json", "done", "error event"), detail
     # Retries then failing over are visible: the flapping deployment's turn, when it was
-    # down, took its retries and then the steady one (4 attempts).
-    assert max(int(r[2]["x-aigateway-attempts"]) for r in pair) == 4
+    # down, took its retries and then the steady one (4 attempts; 3 when a stream it cut
+    # mid-way had already counted toward its circuit, which then opened a retry sooner).
+    assert max(int(r[2]["x-aigateway-attempts"]) for r in pair) in (3, 4)
 
     # Solo has nowhere else to go: served, or the documented 502 / 503, nothing else.
     solo = [r for r in results if r[0] == "solo"]
