@@ -71,9 +71,7 @@ def open_stream(
         target,
         opened,
         admission,
-        release=attempts.release,
-        started=attempts.started,
-        broke=attempts.broke,
+        attempts=attempts,
     )
 
 

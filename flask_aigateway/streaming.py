@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from .admission import Admission
     from .caching.cache import ResponseCache
+    from .routing.leases import AttemptLog
 
 
 class StreamOwner(Protocol):
@@ -112,13 +113,11 @@ class ChatStream:
     target: Target
     opened: _Opened
     admission: Admission
-    #: Ends the router's in-flight lease of the deployment (least-busy counts the stream).
-    release: Callable[[], None] | None = None
-    #: Tells the router the first chunk is out (a half-open circuit's probe reports its
-    #: success then).
-    started: Callable[[], None] | None = None
-    #: Reports its deployment's failure to the router: the upstream broke the stream off.
-    broke: Callable[[], None] | None = None
+    #: What the winning attempt reports to the router: the first chunk out
+    #: (:meth:`.AttemptLog.started`), a break by the upstream (:meth:`~.AttemptLog.broke`), and
+    #: the end with the in-flight lease (:meth:`~.AttemptLog.release`; least-busy counts the
+    #: stream until then).
+    attempts: AttemptLog | None = None
     #: A cache hit replayed as this stream (no upstream; see :func:`replay_stream`).
     cached: ChatResponse | None = None
     created: int = field(default_factory=lambda: int(time.time()))
@@ -161,7 +160,8 @@ class ChatStream:
         client's (``record.client_seconds``), not as the gateway's overhead."""
         if self.cached is not None:
             return self._replay()
-        return after_first(self._relay(), self.started, self.record)
+        started = self.attempts.started if self.attempts is not None else None
+        return after_first(self._relay(), started, self.record)
 
     def _relay(self) -> Generator[StreamChunk, None, None]:
         """The upstream's chunks, stamped. Runs once per chunk, so it keeps to plain locals
@@ -347,8 +347,8 @@ class ChatStream:
         """The upstream failed the stream after it had started: noted on the record (first:
         it redacts credentials), and a failure of its deployment for the router."""
         self.record.note_upstream_error(self.target, error)
-        if self.broke is not None and not isinstance(error, UpstreamClientError):
-            self.broke()  # (the upstream refusing the request says it is up, as for JSON)
+        if self.attempts is not None and not isinstance(error, UpstreamClientError):
+            self.attempts.broke()  # (the upstream refusing the request says it is up, as for JSON)
 
     def crash(self, exc: BaseException) -> None:
         """A door translating the chunks hit an unexpected exception (a bug; the door logs its
@@ -432,8 +432,8 @@ class ChatStream:
         try:
             self.opened.stream.close(finished=self.opened.translator.done)
         finally:
-            if self.release is not None:
-                self.release()
+            if self.attempts is not None:
+                self.attempts.release()
             self.pipeline.finish(self.record, self.admission)
 
 

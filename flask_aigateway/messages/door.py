@@ -264,9 +264,7 @@ class Messages:
             target,
             source,
             admission,
-            release=attempts.release,
-            started=attempts.started,
-            broke=attempts.broke,
+            attempts=attempts,
         )
 
     def _open(

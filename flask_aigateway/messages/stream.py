@@ -17,6 +17,7 @@ from ..pipeline import Pipeline
 from ..providers.anthropic_response import AnthropicStreamTranslator, check_tool_use, tool_use_input
 from ..providers.base import SSEEvent, Target
 from ..providers.wire import SHAPE_ERRORS, dumps, new_tool_use_id, unexpected_shape
+from ..routing.leases import AttemptLog
 from ..schemas import ChatRequest, ChatResponse, Usage
 from ..streaming import OpeningHold, after_first, gateway_extension
 from ..tokens import estimate_completion_tokens, estimate_prompt_tokens
@@ -181,12 +182,8 @@ class MessageStream:
     target: Target
     source: _Source
     admission: Admission
-    release: Any = None
-    #: Tells the router the first event is out (a half-open circuit's probe reports its
-    #: success then).
-    started: Any = None
-    #: Reports its deployment's failure to the router: the upstream broke the stream off.
-    broke: Any = None
+    #: What the winning attempt reports to the router (as :attr:`.ChatStream.attempts`).
+    attempts: AttemptLog | None = None
     cached: ChatResponse | None = None
     _text: list[str] = field(default_factory=list)
     #: The tool calls' names, counted by the estimate but not part of the logged text.
@@ -195,7 +192,8 @@ class MessageStream:
     _closed: bool = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return after_first(self._events(), self.started, self.record)
+        started = self.attempts.started if self.attempts is not None else None
+        return after_first(self._events(), started, self.record)
 
     def _events(self) -> Generator[dict[str, Any], None, None]:
         record, source = self.record, self.source
@@ -296,8 +294,8 @@ class MessageStream:
         """The upstream failed the stream after it had started: noted on the record (first:
         it redacts credentials), and a failure of its deployment for the router."""
         self.record.note_upstream_error(self.target, error)
-        if self.broke is not None and not isinstance(error, UpstreamClientError):
-            self.broke()  # (the upstream refusing the request says it is up, as for JSON)
+        if self.attempts is not None and not isinstance(error, UpstreamClientError):
+            self.attempts.broke()  # (the upstream refusing the request says it is up, as for JSON)
 
     def _abandon(self) -> None:
         if self._settled:
@@ -337,6 +335,6 @@ class MessageStream:
         try:
             self.source.close()
         finally:
-            if self.release is not None:
-                self.release()
+            if self.attempts is not None:
+                self.attempts.release()
             self.pipeline.finish(self.record, self.admission)
