@@ -144,6 +144,51 @@ def test_body_over_the_limit_is_413(app, client, api_key, upstreams, state):
     assert upstreams["gpt"].requests == []
 
 
+def test_a_small_body_is_read_without_setting_the_body_limit_aside(client, api_key, upstreams):
+    """The body was read in one read of ``AIGATEWAY_MAX_BODY_BYTES`` + 1, and a read of n
+    bytes sets n aside first under Werkzeug's ``LimitedStream`` (the test client, Werkzeug's
+    server, waitress): 32 MiB mapped and unmapped for every request."""
+    import tracemalloc
+
+    assert post(client, {"model": "gpt", "messages": MESSAGES}, api_key).status_code == 200
+    tracemalloc.start()
+    try:
+        response = post(client, {"model": "gpt", "messages": MESSAGES}, api_key)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 200
+    assert peak < 4 * 1024 * 1024
+
+
+def test_a_body_without_a_length_is_read_to_its_end_in_steps(app, api_key, upstreams):
+    """A chunked body (no ``Content-Length``, the server ends the input: gunicorn) larger
+    than one read step arrives whole, however little each read returns."""
+    import io
+
+    from werkzeug.test import EnvironBuilder
+
+    class Trickle(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            return super().read(min(size if size is not None and size >= 0 else 1 << 30, 70_000))
+
+    text = "x" * (3 * 1024 * 1024)
+    data = json.dumps({"model": "gpt", "messages": [{"role": "user", "content": text}]}).encode()
+    environ = EnvironBuilder(
+        path="/v1/chat/completions",
+        method="POST",
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+    ).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ["wsgi.input"] = Trickle(data)
+    environ["wsgi.input_terminated"] = True
+    statuses: list[str] = []
+    b"".join(app.wsgi_app(environ, lambda status, headers, *_: statuses.append(status)))
+    assert statuses[0].startswith("200"), statuses
+    (sent,) = upstreams["gpt"].requests
+    assert sent.json["messages"][-1]["content"] == text
+
+
 @pytest.mark.parametrize(
     ("headers", "code"),
     [
