@@ -140,7 +140,7 @@ def _route_methods() -> tuple[list[str], Callable[..., Any] | None]:
 #: bytes aside before it reads (``io.RawIOBase.read``, behind Werkzeug's ``LimitedStream``,
 #: which wraps the body under every WSGI server that does not end the input itself: Werkzeug's
 #: own, waitress, the test client), so asking for the whole limit (32 MiB) cost every request
-#: an mmap and a munmap of that much: about 50 µs, 5 % of a request's CPU (``bench.inproc``).
+#: an mmap and a munmap of that much (0.02-0.05 ms of CPU in-process, ``bench.inproc``).
 _READ_STEP = 1 << 20
 
 
