@@ -8,14 +8,13 @@ upstream until a chunk that says something, before the client gets a byte. Then
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .accounting import RequestRecord
 from .enums import Route
 from .errors import UpstreamError
-from .pipeline_upstream import RELAXED_TRIES, _relaxed, carriage
+from .pipeline_upstream import carriage, relaxed_tries
 from .providers import get_adapter
 from .providers.base import Target
 from .providers.wire import SHAPE_ERRORS, unexpected_shape
@@ -83,19 +82,18 @@ def open_upstream(
     record: RequestRecord,
 ) -> _Opened:
     adapter = get_adapter(target.wire_format)
+
+    def send(request: ChatRequest, left: float) -> _Opened:
+        upstream = adapter.build_request(request, target)
+        return _first_events(transport, adapter, request, target, upstream, left)
+
     with record.upstream_wait():
-        until = time.monotonic() + seconds_left
-        for again in RELAXED_TRIES:
-            upstream = adapter.build_request(request, target)
-            try:
-                return _first_events(transport, adapter, request, target, upstream, seconds_left)
-            except UpstreamError as error:
-                try:
-                    request, seconds_left = _relaxed(adapter, request, target, error, again, until)
-                except UpstreamError:
-                    record.note_upstream_error(target, error)
-                    raise
-        raise AssertionError("unreachable: the last try returns or raises")
+        try:
+            opened, _sent = relaxed_tries(adapter, request, target, seconds_left, send)
+        except UpstreamError as error:
+            record.note_upstream_error(target, error)
+            raise
+    return opened
 
 
 def _first_events(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .accounting import RequestRecord
 from .catalog import AliasRoute
@@ -24,8 +24,11 @@ from .providers.wire import SHAPE_ERRORS, unexpected_shape
 from .schemas import ChatRequest, ChatResponse
 
 if TYPE_CHECKING:
-    from .providers.transport import Transport
+    from .providers.transport import Transport, UpstreamResponse
     from .state import GatewayState
+
+_Q = TypeVar("_Q")
+_A = TypeVar("_A")
 
 
 def carriage(
@@ -68,16 +71,17 @@ def call_upstream(
     """One upstream call through ``adapter`` (default: the target's wire format's chat
     adapter; the embeddings door passes its own)."""
     adapter = adapter or get_adapter(target.wire_format)
-    until = time.monotonic() + seconds_left
+
+    def send(request: Any, left: float) -> UpstreamResponse:
+        upstream = adapter.build_request(request, target)
+        with record.upstream_wait():
+            answer = transport.send(upstream, timeout=left, pool_key=target.provider_id)
+        if answer.status >= 300:
+            raise adapter.classify_error(answer.status, answer.headers, answer.body)
+        return answer
+
     try:
-        for again in RELAXED_TRIES:
-            upstream = adapter.build_request(request, target)
-            with record.upstream_wait():
-                answer = transport.send(upstream, timeout=seconds_left, pool_key=target.provider_id)
-            if answer.status < 300:
-                break
-            error = adapter.classify_error(answer.status, answer.headers, answer.body)
-            request, seconds_left = _relaxed(adapter, request, target, error, again, until)
+        answer, request = relaxed_tries(adapter, request, target, seconds_left, send)
         try:
             return adapter.parse_response(answer.body, request, target)
         except SHAPE_ERRORS as exc:
@@ -85,6 +89,28 @@ def call_upstream(
     except UpstreamError as error:
         record.note_upstream_error(target, error)
         raise
+
+
+def relaxed_tries(
+    adapter: Any,
+    request: _Q,
+    target: Target,
+    seconds_left: float,
+    send: Callable[[_Q, float], _A],
+) -> tuple[_A, _Q]:
+    """``send(request, seconds_left)`` — one try, which returns the upstream's answer or
+    raises its error — and, while the upstream refused only what ``adapter`` added in
+    translation, the same with the request it relaxes (:func:`_relaxed`): at most
+    ``len(RELAXED_TRIES)`` tries, all within ``seconds_left``. Returns the answer and the
+    request it answers. Every door's upstream call goes through here: chat completions (JSON
+    and streams), embeddings, and the Messages door's OpenAI-format calls."""
+    until = time.monotonic() + seconds_left
+    for again in RELAXED_TRIES:
+        try:
+            return send(request, seconds_left), request
+        except UpstreamError as error:
+            request, seconds_left = _relaxed(adapter, request, target, error, again, until)
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 #: Per try of one upstream call, whether a relaxed try may follow it: two may, since one

@@ -17,7 +17,7 @@ from ..accounting import RequestRecord
 from ..enums import Route, WireFormat
 from ..errors import ConfigError, InvalidRequestError, UpstreamError
 from ..pipeline import Pipeline, new_request_id
-from ..pipeline_upstream import RELAXED_TRIES, _relaxed
+from ..pipeline_upstream import relaxed_tries
 from ..providers import get_adapter
 from ..providers.anthropic_response import LABEL
 from ..providers.base import Target
@@ -185,36 +185,34 @@ class Messages:
         request it answers, None for an Anthropic-format deployment, which gets the client's
         body as sent. An OpenAI-format one gets the body's chat translation, sent again when
         the upstream refused only what the translation made of it (an effort level of
-        ``thinking`` to a model that does not reason: :func:`.pipeline_upstream._relaxed`).
+        ``thinking`` to a model that does not reason: :func:`.pipeline_upstream.relaxed_tries`).
         Raises the upstream's error."""
         transport = self.pipeline.transport
         adapter = get_adapter(target.wire_format)
-        chat = None if target.wire_format is WireFormat.ANTHROPIC else form.request(target)
-        until = time.monotonic() + seconds_left
-        for again in RELAXED_TRIES if chat is not None else (False,):
+        pool = target.provider_id
+
+        def send(chat: ChatRequest | None, left: float) -> Any:
             upstream = (
                 _anthropic_request(body, target, headers)
                 if chat is None
                 else adapter.build_request(chat, target)
             )
-            pool = target.provider_id
             if not stream:
-                answer = transport.send(upstream, timeout=seconds_left, pool_key=pool)
+                answer = transport.send(upstream, timeout=left, pool_key=pool)
                 if answer.status < 300:
-                    return answer, chat
-                error = adapter.classify_error(answer.status, answer.headers, answer.body)
-            else:
-                opened = transport.open_stream(upstream, timeout=seconds_left, pool_key=pool)
-                if opened.status < 300:
-                    return opened, chat
-                try:
-                    error = adapter.classify_error(
-                        opened.status, opened.headers, opened.read_body()
-                    )
-                finally:
-                    opened.close()
-            chat, seconds_left = _relaxed(adapter, chat, target, error, again, until)
-        raise AssertionError("unreachable: the last try returns or raises")
+                    return answer
+                raise adapter.classify_error(answer.status, answer.headers, answer.body)
+            opened = transport.open_stream(upstream, timeout=left, pool_key=pool)
+            if opened.status < 300:
+                return opened
+            try:
+                raise adapter.classify_error(opened.status, opened.headers, opened.read_body())
+            finally:
+                opened.close()
+
+        if target.wire_format is WireFormat.ANTHROPIC:
+            return send(None, seconds_left), None
+        return relaxed_tries(adapter, form.request(target), target, seconds_left, send)
 
     # -- streams ------------------------------------------------------------------------------
 
