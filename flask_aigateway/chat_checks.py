@@ -55,14 +55,22 @@ _RANGES: dict[str, tuple[float, float]] = {
 def _check_type(name: str, value: Any) -> None:
     types, words = _PARAM_TYPES[name]
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok:
+    if not ok and not (types == (int,) and _beyond_64_bits(value)):
         raise InvalidRequestError(f"'{name}' must be {words}.", param=name)
     if name in _RANGES:
         low, high = _RANGES[name]
         if not low <= value <= high:
+            # Bounds written out whole: ``:g`` rounded 2**63 - 1 to 9.22337e+18, which read
+            # as if 2**63 were inside the range.
             raise InvalidRequestError(
-                f"'{name}' must be between {low:g} and {high:g} (got {value!r}).", param=name
+                f"'{name}' must be between {low} and {high} (got {value!r}).", param=name
             )
+
+
+def _beyond_64_bits(value: Any) -> bool:
+    """An integer too large for 64 bits, which the JSON decoder (orjson) reads as a float:
+    out of range, not "not an integer"."""
+    return isinstance(value, float) and value.is_integer() and abs(value) >= 2**63
 
 
 #: OpenAI's limits on ``metadata`` (chat completions and the Responses API alike).

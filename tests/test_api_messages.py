@@ -934,6 +934,62 @@ def test_wrong_types_for_an_openai_upstream_are_400s_naming_the_field(
     assert (row.status_code, row.error_type, row.attempts) == (400, "invalid_request_error", 0)
 
 
+#: Values of the right type that Anthropic refuses and an OpenAI-format upstream would take
+#: (served where Anthropic answers 400), and the path and words of their 400.
+INVALID_VALUES = [
+    ({"temperature": 1.5}, "temperature: Input should be between 0 and 1"),
+    ({"temperature": -0.1}, "temperature: Input should be between 0 and 1"),
+    ({"top_p": 1.01}, "top_p: Input should be between 0 and 1"),
+    ({"messages": []}, "messages: at least one message is required"),
+    ({"messages": [{"role": "user", "content": ""}]}, "messages.0.content: all messages"),
+    ({"messages": [{"role": "user", "content": []}]}, "messages.0.content: all messages"),
+    (
+        {"messages": [*HELLO, {"role": "assistant", "content": []}, *HELLO]},
+        "messages.1.content: all messages",
+    ),
+    (
+        {
+            "messages": [
+                *HELLO,
+                {"role": "assistant", "content": "Hi"},
+                {"role": "user", "content": ""},
+            ]
+        },
+        "messages.2.content: all messages",
+    ),
+    (
+        {"messages": _user({"type": "text", "text": ""})},
+        "messages[0].content[0].text: text content blocks must be non-empty",
+    ),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("fields", "words"), INVALID_VALUES)
+def test_values_anthropic_refuses_are_400s_for_an_openai_upstream(
+    client, api_key, upstreams, fields, words, stream
+) -> None:
+    """An empty conversation, an empty turn (a trailing empty user turn was left out, making
+    the assistant's turn before it a prefill) and a temperature over 1 were sent to the
+    OpenAI-format upstream, which answered what Anthropic refuses."""
+    response = post(client, body(stream=stream, **fields), api_key)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    error = response.json["error"]
+    assert (error["type"], words in error["message"]) == ("invalid_request_error", True), error
+    assert upstreams["gpt"].requests == []
+
+
+@pytest.mark.parametrize("final", ["", [], "The answer is"])
+def test_a_final_assistant_turn_may_be_empty_or_a_prefill(client, api_key, upstreams, final):
+    """Anthropic's one exception to non-empty content: the final assistant turn."""
+    messages = [*HELLO, {"role": "assistant", "content": final}]
+    response = post(client, body(messages=messages, temperature=1, top_p=0), api_key)
+    assert response.status_code == 200, response.json
+    sent = upstreams["gpt"].last.json
+    assert sent["messages"][-1] == {"role": "assistant", "content": final or ""}
+    assert (sent["temperature"], sent["top_p"]) == (1, 0)
+
+
 @pytest.mark.parametrize(
     ("metadata", "param"),
     [({"user_id": "u-1", "session": "s-1"}, "metadata.session"), ({"tag": "x"}, "metadata.tag")],

@@ -68,6 +68,8 @@ def with_role(text: str) -> Callable[[str], bytes]:
     return raw('{"model": "{alias}", "messages": [{"role": "' + text + '", "content": "hi"}]}')
 
 
+SEED_RANGE = "'seed' must be between -9223372036854775808 and 9223372036854775807"
+
 #: name -> (body maker, expected status, words the error message must contain)
 CASES: dict[str, tuple[Callable[[str], bytes], int, str]] = {
     "empty body": (raw(""), 400, "empty"),
@@ -139,7 +141,11 @@ CASES: dict[str, tuple[Callable[[str], bytes], int, str]] = {
     "temperature infinity": (raw(OPEN + ', "temperature": -Infinity}'), 400, "temperature"),
     "temperature negative": (fields(temperature=-3), 400, "temperature"),
     "n huge": (fields(n=10**20), 400, "'n'"),
-    "seed beyond 64 bits": (fields(seed=2**70), 400, "seed"),
+    # Both as a range, the bounds written whole (2**63 read as inside "-9.22337e+18 and
+    # 9.22337e+18", and beyond 64 bits, which orjson decodes as a float, as "not an integer").
+    "seed one past 64 bits": (fields(seed=2**63), 400, SEED_RANGE),
+    "seed beyond 64 bits": (fields(seed=2**70), 400, SEED_RANGE),
+    "seed far below 64 bits": (fields(seed=-(10**23)), 400, SEED_RANGE),
     "top_logprobs negative": (fields(top_logprobs=-1), 400, "top_logprobs"),
     "model number": (fields(model=5), 400, "model"),
     "model list": (fields(model=["gpt"]), 400, "model"),
@@ -385,3 +391,42 @@ def test_the_depth_limit_is_an_option(app_config, gateway, tmp_path) -> None:
         assert "3 levels" in error["message"]
     finally:
         AIGateway.get_state(app).close()
+
+
+#: Conversations an OpenAI-format upstream answers and an Anthropic-format one cannot carry,
+#: and the ``param`` of their 400.
+UNCARRIED = {
+    "a system prompt alone": ([{"role": "system", "content": "Answer in French."}], "messages"),
+    "an empty user message alone": ([{"role": "user", "content": ""}], "messages"),
+    "an empty user message after the assistant": (
+        [*HI, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": ""}],
+        "messages[2].content",
+    ),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("case", list(UNCARRIED))
+def test_a_conversation_the_anthropic_format_cannot_carry_is_refused(
+    client, state, upstreams, budgeted_key, case, stream
+) -> None:
+    """Sent as ``messages: []`` (the empty message left out), or ending on the assistant's
+    turn, which Anthropic continues as a prefill instead of answering the user."""
+    messages, param = UNCARRIED[case]
+    data = body("claude", messages=messages, stream=stream or None)
+    error = assert_openai_error(send(client, "/v1/chat/completions", data, budgeted_key), 400)
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+    assert "anthropic-format upstream" in error["message"]
+    assert_nothing_left(state, 400)
+    assert upstreams["claude"].requests == []
+    served = send(client, "/v1/chat/completions", body("gpt", messages=messages), budgeted_key)
+    assert served.status_code == 200, served.get_data(as_text=True)
+    assert upstreams["gpt"].last.json["messages"] == messages
+
+
+def test_an_empty_user_message_between_turns_is_left_out(client, upstreams, budgeted_key):
+    """Empty text is still left out where the turns around it carry the conversation."""
+    messages = [{"role": "user", "content": ""}, *HI]
+    response = send(client, "/v1/chat/completions", body("claude", messages=messages), budgeted_key)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert upstreams["claude"].last.json["messages"] == [{"role": "user", "content": "hi"}]

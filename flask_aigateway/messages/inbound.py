@@ -255,6 +255,28 @@ def _stop(value: Any) -> list[str]:
     return value
 
 
+def _check_turns(turns: list[dict[str, Any]]) -> None:
+    """What Anthropic refuses of a conversation's shape and an OpenAI-format upstream would
+    not: no messages at all, and a message with empty content anywhere but a final assistant
+    turn (an empty user turn left out would make the assistant's turn before it a prefill to
+    continue, or the conversation empty). ``check_body`` has checked each message's type."""
+    if not turns:
+        raise InvalidRequestError("messages: at least one message is required.", param="messages")
+    last = len(turns) - 1
+    for i, message in enumerate(turns):
+        if (
+            message["role"] == "system"
+            or message["content"]
+            or (i == last and message["role"] == "assistant")
+        ):
+            continue
+        raise InvalidRequestError(
+            f"messages.{i}.content: all messages must have non-empty content except for the "
+            "optional final assistant message.",
+            param=f"messages.{i}.content",
+        )
+
+
 def _user(metadata: Any) -> str | None:
     """``metadata.user_id`` (Anthropic's ``metadata`` holds nothing else); other keys are
     refused, never dropped."""
@@ -292,6 +314,7 @@ def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
     if system:
         messages.append({"role": "system", "content": system})
     turns = body["messages"]
+    _check_turns(turns)
     last_user = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=-1)
     turn_effort = None
     for i, message in enumerate(turns):
@@ -312,6 +335,10 @@ def to_chat_request(body: Mapping[str, Any]) -> ChatRequest:
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise _invalid(name, "a valid number")
+            # Anthropic's range for both; OpenAI's temperature goes to 2, so 1.5 would be
+            # served where Anthropic answers 400 (the chat door refuses it the other way).
+            if not 0 <= value <= 1:
+                raise _invalid(name, "between 0 and 1")
             params[name] = value
     stop = _stop(body.get("stop_sequences"))
     if stop:

@@ -79,7 +79,12 @@ def _user_turn(content: Any, where: str) -> list[dict[str, Any]]:
         here = f"{where}.content[{j}]"
         kind = _block(block, here)
         if kind == "text":
-            parts.append({"type": "text", "text": _text(block, here)})
+            text = _text(block, here)
+            if not text:  # Anthropic refuses it; OpenAI would answer an empty turn
+                raise InvalidRequestError(
+                    f"{here}.text: text content blocks must be non-empty.", param=f"{here}.text"
+                )
+            parts.append({"type": "text", "text": text})
         elif kind == "image":
             parts.append(_image_part(block, here))
         elif kind == "tool_result":

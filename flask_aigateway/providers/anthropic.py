@@ -48,7 +48,10 @@ PARAMETERS: dict[str, Handling] = {
         "one user turn of `tool_result` blocks; same-role turns merged; `cache_control` on parts "
         "kept; a message's `name` and an image's `detail` have no equivalent and are not sent. "
         "`input_audio` parts, `file_id` files, custom tool calls, `function` messages and "
-        "`function_call` refused",
+        "`function_call` refused, as is a conversation with no user or assistant content (a "
+        "system prompt alone) or whose last user message is empty after an assistant turn "
+        "(Anthropic needs a turn to answer; left out, the empty message would make the "
+        "assistant's turn a prefill)",
     ),
     "stream": Handling("translated", "`stream: true`; Anthropic events become OpenAI chunks"),
     "stream_options": Handling(

@@ -235,10 +235,12 @@ def translate_messages(
     string, or text blocks when a part carries ``cache_control``. Consecutive ``tool`` messages
     become one user turn of ``tool_result`` blocks, and consecutive same-role turns merge, since
     Anthropic requires user and assistant to alternate. Empty text is left out (Anthropic
-    refuses empty text blocks).
+    refuses empty text blocks); a conversation left with no turn, or ending on an assistant
+    turn because the user message after it was empty, is refused naming the field.
     """
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
+    emptied = None  # the last user message with nothing to send, until a turn follows it
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         role = message.get("role")
@@ -267,11 +269,19 @@ def translate_messages(
         else:
             raise _refuse(f"{where}.role", f"a {role!r} message (send 'tool' messages instead)")
         if not blocks:
+            emptied = where if role == "user" else emptied
             continue
+        emptied = None
         if turns and turns[-1]["role"] == turn_role:
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": turn_role, "content": blocks})
+    if not turns:
+        # Anthropic needs a turn to answer; OpenAI answers a system prompt alone.
+        raise _refuse("messages", "a conversation without a user or assistant message with content")
+    if emptied is not None and turns[-1]["role"] == "assistant":
+        # Left out, it would make the assistant's turn before it a prefill to continue.
+        raise _refuse(f"{emptied}.content", "an empty user message after the assistant's turn")
     for turn in turns:
         only = turn["content"][0]
         if len(turn["content"]) == 1 and only["type"] == "text" and "cache_control" not in only:
