@@ -167,10 +167,22 @@ class Seeded:
 
     starter: Starter
     aliases: tuple[str, ...]
+    #: Starter aliases whose names were already taken, left as they are.
+    taken: tuple[str, ...] = ()
 
     def describe(self) -> str:
         text = f"Created provider {self.starter.provider!r} from {self.starter.env_var}"
-        return text + (f" with aliases {', '.join(self.aliases)}." if self.aliases else ".")
+        text += f" with aliases {', '.join(self.aliases)}." if self.aliases else "."
+        if self.taken:
+            # Said, or the operator expects these names to reach the new provider.
+            names = ", ".join(self.taken)
+            text += (
+                f" Alias{'es' if len(self.taken) > 1 else ''} {names} already existed and "
+                f"{'were' if len(self.taken) > 1 else 'was'} left as "
+                f"{'they were' if len(self.taken) > 1 else 'it was'} (not pointed at "
+                f"{self.starter.provider!r})."
+            )
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +226,7 @@ def seed_providers(state: GatewayState, environ: Mapping[str, str]) -> list[Seed
                 created.append(Refused(starter, exc.message))
                 continue
             aliases: list[str] = []
+            taken: list[str] = []
             for item in starter.aliases:
                 try:
                     create_model(
@@ -225,9 +238,10 @@ def seed_providers(state: GatewayState, environ: Mapping[str, str]) -> list[Seed
                         pricing_output=item.pricing_output,
                     )
                 except ConflictError:
+                    taken.append(item.alias)
                     continue
                 aliases.append(item.alias)
-            created.append(Seeded(starter, tuple(aliases)))
+            created.append(Seeded(starter, tuple(aliases), tuple(taken)))
     return created
 
 

@@ -77,11 +77,29 @@ def _workers() -> int:
     return count
 
 
+_WORKER_CLASSES = ("gevent", "gthread")
+
+
 def _worker_class() -> str:
+    """``WORKER_CLASS``, one of the two the gateway is built and tested for; by default
+    gevent when it is installed. Anything else stopped the start with gunicorn's traceback
+    ("class uri 'bogus' invalid or not found"), the one variable here without a one-line
+    refusal."""
     chosen = os.environ.get("WORKER_CLASS", "").strip()
-    if chosen:
-        return chosen
-    return "gevent" if importlib.util.find_spec("gevent") is not None else "gthread"
+    gevent = importlib.util.find_spec("gevent") is not None
+    if not chosen:
+        return "gevent" if gevent else "gthread"
+    if chosen not in _WORKER_CLASSES:
+        raise SystemExit(
+            f"WORKER_CLASS={chosen!r} is not valid: use gevent (the default) or gthread, or "
+            "unset it."
+        )
+    if chosen == "gevent" and not gevent:
+        raise SystemExit(
+            "WORKER_CLASS=gevent needs gevent, which is not installed: pip install "
+            "'flask-aigateway[server]' (make run does), or use WORKER_CLASS=gthread."
+        )
+    return chosen
 
 
 # gunicorn closes every response once it is written (PEP 3333), so each /v1 request can end

@@ -568,7 +568,7 @@ def test_names_are_labels_with_spaces_and_unicode(runner, state, typed, stored_n
         ("line\nbreak", "U+000A"),
         ("bell\x07", "U+0007"),
         ("right\u202eto-left", "U+202E"),
-        ("   ", "The name is required."),
+        ("   ", "--name is empty: leave the option out"),
         ("n" * 101, "at most 100 characters (got 101)"),
     ],
 )

@@ -245,7 +245,7 @@ def test_base_url_longer_than_its_column_is_refused(runner, state):
         (["--name", "prov_0123456789abcdef"], "looks like a provider id"),
         (["--name", "x", "--header", "no colon"], "must look like 'Name: value'"),
         (["--name", "x", "--header", "Authorization: Bearer abc"], "give it as the API key"),
-        (["--name", "x", "--api-key", "  "], "The API key is empty"),
+        (["--name", "x", "--api-key", "  "], "--api-key is empty"),
         (["--name", "x", "--api-key", "sk with space"], "spaces or control characters"),
         (["--name", "x", "--api-version", "v 1"], "The API version 'v 1' is not valid"),
     ],
@@ -473,7 +473,7 @@ def test_update_to_azure_needs_base_url_and_sets_version(runner, state):
         (["--format", "grpc"], "'grpc' is not valid"),
         (["--base-url", "localhost:8000"], "is not a valid URL"),
         (["--name", "other"], "A provider named 'other' already exists"),
-        (["--api-key", ""], "The API key is empty"),
+        (["--api-key", ""], "--api-key is empty"),
     ],
 )
 def test_update_invalid_changes_nothing(runner, state, args, expected):

@@ -415,6 +415,12 @@ def test_deleted_alias_is_not_recreated_and_taken_alias_is_kept(ready_app: Flask
     )
     seeded = seed_providers(state, {"ANTHROPIC_API_KEY": "sk-ant-cccccccccc"})
     assert [s.aliases for s in seeded] == [("claude-sonnet",)]
+    # Said: the operator otherwise expects claude-haiku to reach the new provider.
+    assert seeded[0].describe() == (
+        "Created provider 'anthropic' from ANTHROPIC_API_KEY with aliases claude-sonnet. "
+        "Alias claude-haiku already existed and was left as it was (not pointed at "
+        "'anthropic')."
+    )
     haiku = next(m for m in list_models(state) if m.alias == "claude-haiku")
     assert haiku.deployments[0].provider.name == "local"
 
@@ -813,6 +819,8 @@ def test_server_settings_size_workers_from_the_cpu_count_with_redis(
         ("WORKER_CONNECTIONS", "0", "a whole number of 1 or more (default 2000)"),
         ("GRACEFUL_TIMEOUT", "abc", "a whole number of 0 or more (default 120)"),
         ("GRACEFUL_TIMEOUT", "-5", "a whole number of 0 or more (default 120)"),
+        ("WORKER_CLASS", "bogus", "gevent (the default) or gthread"),
+        ("WORKER_CLASS", "sync", "gevent (the default) or gthread"),
     ],
 )
 def test_a_bad_server_variable_stops_the_start_in_one_line(

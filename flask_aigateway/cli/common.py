@@ -32,11 +32,18 @@ def command(fn: F) -> F:
     (:func:`~..db.database_error`): the schema missing (the words ``/v1`` answers with, naming
     the upgrade command) or the database unreachable (with the driver's reason). Any other
     exception is a bug and keeps its traceback.
+
+    An option or argument given as an empty string is refused before anything runs (exit 1,
+    one line, as every user error here): services read a blank value as "no value" (a blank
+    dashboard field is one), so ``--budget-per-month "$UNSET_VAR"`` removed a budget,
+    ``--models ''`` a whitelist, and the command succeeded. Removing a setting takes its word
+    ('none', 'unset', 'all', ``--no-expiry``), as each option's help says.
     """
 
     @functools.wraps(fn)
     @with_appcontext
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _refuse_empty(kwargs)
         try:
             return fn(get_state(), *args, **kwargs)
         except GatewayError as exc:
@@ -48,6 +55,21 @@ def command(fn: F) -> F:
             raise click.ClickException(message) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _refuse_empty(values: Mapping[str, Any]) -> None:
+    # Options a decorator gathered into one dict (``deployment_options``) are looked up there.
+    gathered = [value for value in values.values() if isinstance(value, dict)]
+    for param in click.get_current_context().command.params:
+        name = param.name or ""
+        value = next((d[name] for d in gathered if name in d), values.get(name))
+        if isinstance(value, str) and not value.strip():
+            if isinstance(param, click.Option):
+                raise click.ClickException(
+                    f"{param.opts[0]} is empty: leave the option out to keep what is set, or "
+                    "give a value (its help names the word that removes a setting)."
+                )
+            raise click.ClickException(f"{param.human_readable_name} is empty.")
 
 
 def database_message(exc: BaseException) -> str | None:
