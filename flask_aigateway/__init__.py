@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .embeddings import EmbeddingsRequest
 from .errors import (
     AuthenticationError,
@@ -21,7 +23,22 @@ from .errors import (
 from .extension import AIGateway, get_state
 from .schemas import ChatRequest, ChatResponse, StreamChunk, Usage
 
+if TYPE_CHECKING:
+    from .streaming import ChatStream
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``ChatStream`` (what :meth:`AIGateway.stream` returns, for annotations) on first use:
+    importing it loads the request path, which an app that only configures the gateway (or
+    runs a CLI command) does not need."""
+    if name == "ChatStream":
+        from .streaming import ChatStream
+
+        return ChatStream
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AIGateway",
@@ -29,6 +46,7 @@ __all__ = [
     "BudgetExceededError",
     "ChatRequest",
     "ChatResponse",
+    "ChatStream",
     "ConfigError",
     "ConflictError",
     "EmbeddingsRequest",

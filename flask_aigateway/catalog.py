@@ -105,19 +105,21 @@ def _servable(session: Session) -> list[tuple[str, dt.datetime, ModelKind]]:
     ]
 
 
-def wrong_kind(route: AliasRoute, kind: ModelKind) -> InvalidRequestError:
-    """400 naming ``model``: the alias serves the other kind of request."""
+def wrong_kind(route: AliasRoute, kind: ModelKind, prefix: str = "") -> InvalidRequestError:
+    """400 naming ``model``: the alias serves the other kind of request (``prefix``: the
+    gateway's ``AIGATEWAY_ROUTE_PREFIX``, so the routes named are the ones to call)."""
     if kind is ModelKind.EMBEDDING:
         return InvalidRequestError(
-            f"The model '{route.alias}' is a chat model; POST /v1/embeddings needs an embedding "
-            f"model (an operator marks one with `flask model update {route.alias} --kind "
-            "embedding`).",
+            f"The model '{route.alias}' is a chat model; POST {prefix}/v1/embeddings needs an "
+            f"embedding model (an operator marks one with `flask model update {route.alias} "
+            "--kind embedding`).",
             param="model",
             code="model_not_embedding",
         )
     return InvalidRequestError(
-        f"The model '{route.alias}' is an embedding model; use it with POST /v1/embeddings, "
-        "or pick a chat model (GET /v1/models lists each model's kind).",
+        f"The model '{route.alias}' is an embedding model; use it with POST "
+        f"{prefix}/v1/embeddings, or pick a chat model (GET {prefix}/v1/models lists each "
+        "model's kind).",
         param="model",
         code="model_not_chat",
     )

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 _ADAPTER = OpenAIEmbeddingsAdapter()
 
 
-def check_embeddable(route: AliasRoute) -> None:
+def check_embeddable(route: AliasRoute, prefix: str = "") -> None:
     """An alias may serve embeddings when it is of kind ``embedding`` and no deployment of it
-    is Anthropic-format (that API has no embeddings); else 400 naming ``model``."""
+    is Anthropic-format (that API has no embeddings); else 400 naming ``model`` (and the
+    routes under ``prefix``, the gateway's ``AIGATEWAY_ROUTE_PREFIX``)."""
     anthropic = [t.provider_name for t in route.targets if t.wire_format is WireFormat.ANTHROPIC]
     if anthropic:
         raise InvalidRequestError(
@@ -45,7 +46,7 @@ def check_embeddable(route: AliasRoute) -> None:
             code="model_not_embedding",
         )
     if route.kind is not ModelKind.EMBEDDING:
-        raise wrong_kind(route, ModelKind.EMBEDDING)
+        raise wrong_kind(route, ModelKind.EMBEDDING, prefix)
 
 
 def embed(
@@ -64,9 +65,16 @@ def embed(
     if pipeline.settings["AIGATEWAY_LOG_CONTENT"]:
         record.keeps_content = True
         record.prompt_text = json.dumps(request.input, ensure_ascii=False)
+    prefix = pipeline.settings["AIGATEWAY_ROUTE_PREFIX"]
     with pipeline.steps(record) as admission:
         route, request, cached = pipeline.enter(
-            request, api_key, record, admission, cache_control, kind=None, check=check_embeddable
+            request,
+            api_key,
+            record,
+            admission,
+            cache_control,
+            kind=None,
+            check=lambda route: check_embeddable(route, prefix),
         )
         if cached is not None:
             served = pipeline.cache.serve(cached, record, route, restamp=False)

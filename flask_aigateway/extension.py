@@ -108,7 +108,7 @@ class AIGateway:
 
         pipeline = get_pipeline(self.get_state(app))
         rid = new_request_id()
-        request = _call_decides_stream(request)
+        request = _call_decides_stream(request, stream=False)
         caller = pipeline.check_direct(request, api_key, rid, stream=False)
         return pipeline.chat(request, caller, rid)
 
@@ -122,7 +122,7 @@ class AIGateway:
 
         pipeline = get_pipeline(self.get_state(app))
         rid = new_request_id()
-        request = _call_decides_stream(request)
+        request = _call_decides_stream(request, stream=True)
         caller = pipeline.check_direct(request, api_key, rid, stream=True)
         return pipeline.open_stream(request, caller, rid)
 
@@ -142,11 +142,16 @@ class AIGateway:
         return get_state(app)
 
 
-def _call_decides_stream(request: ChatRequest) -> ChatRequest:
-    """``request`` without a boolean ``stream`` in its ``params`` (a host passing a client's
-    body on as ``params``): :meth:`AIGateway.chat` answers JSON and :meth:`AIGateway.stream`
-    streams, whatever it says. Any other ``stream`` value is left for validation to refuse."""
+def _call_decides_stream(request: ChatRequest, *, stream: bool) -> ChatRequest:
+    """``request`` as the call makes it: :meth:`AIGateway.chat` answers JSON and
+    :meth:`AIGateway.stream` streams, whatever the request's ``stream`` field or a boolean
+    ``stream`` in its ``params`` (a host passing a client's body on) says. Validation then
+    sees the call's mode: ``stream()`` with ``params={"stream_options": {"include_usage":
+    True}}`` was refused as "only allowed when 'stream' is true". Any other ``stream`` value
+    in ``params`` is left for validation to refuse."""
     params = request.params
     if isinstance(params, dict) and isinstance(params.get("stream"), bool):
-        return replace(request, params={k: v for k, v in params.items() if k != "stream"})
-    return request
+        params = {k: v for k, v in params.items() if k != "stream"}
+    if params is request.params and request.stream == stream:
+        return request
+    return replace(request, stream=stream, params=params)

@@ -94,15 +94,16 @@ class Pipeline(DoorChecks):
                 f"This API key may not use model '{request.model}'.", param="model"
             )
         route = load_route(self.state, request.model)
+        prefix = self.settings["AIGATEWAY_ROUTE_PREFIX"]
         if route is None:
             raise NotFoundError(
-                f"The model '{request.model}' does not exist. GET /v1/models lists the models "
-                "this key can use.",
+                f"The model '{request.model}' does not exist. GET {prefix}/v1/models lists the "
+                "models this key can use.",
                 param="model",
                 code="model_not_found",
             )
         if kind is not None and route.kind is not kind:
-            raise wrong_kind(route, kind)
+            raise wrong_kind(route, kind, prefix)
         return route
 
     def admit(

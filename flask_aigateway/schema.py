@@ -17,8 +17,8 @@ Why not ``flask_migrate.upgrade()`` itself: those functions read ``app.extension
 turn every error into a log line and ``sys.exit(1)``, right for a command line but not for a
 library function whose caller should see the error. They do the same two steps inside.
 
-Alembic (with Mako and its other imports, about 10 MB) is imported only when a command or the
-readiness check needs it, not by every serving process.
+Alembic (with Mako and its other imports, about 10 MB) is imported only when a command, the
+readiness check or ``AIGATEWAY_CREATE_TABLES`` needs it, not by every serving process.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from .errors import ServiceUnavailableError, ValidationError
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import Connection
 
     from .state import GatewayState
 
@@ -154,14 +156,28 @@ def current_revision(state: GatewayState) -> str | None:
 
 
 @functools.cache
-def head_revision() -> str | None:
-    """The newest migration shipped with the package (read once per process)."""
+def _scripts() -> ScriptDirectory:
+    """The package's migration scripts (read once per process)."""
     from alembic.script import ScriptDirectory
     from flask_migrate import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", migrations_dir())
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return ScriptDirectory.from_config(cfg)
+
+
+def head_revision() -> str | None:
+    """The newest migration shipped with the package."""
+    return _scripts().get_current_head()
+
+
+def stamp_head(connection: Connection) -> None:
+    """Record the newest revision in the version table without running a migration (the
+    tables were made from the models: :meth:`GatewayState.create_tables`)."""
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    context.stamp(_scripts(), "head")
 
 
 def is_current(state: GatewayState) -> bool:

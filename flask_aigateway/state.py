@@ -143,11 +143,24 @@ class GatewayState:
         return sqlite_write(self.engine, run)
 
     def create_tables(self) -> None:
-        """Create missing tables without Alembic (tests, notebooks)."""
-        from . import models  # noqa: F401  (registers the tables)
+        """Create the tables without running the migrations (tests, notebooks:
+        ``AIGATEWAY_CREATE_TABLES``), and record them as the newest revision, as the
+        migrations would have left them. Unrecorded, ``flask aigateway db upgrade`` later
+        ran the first migration into the existing tables ("table … already exists", a
+        traceback) and ``/v1/health/ready`` called the schema behind. A database that has a
+        revision already belongs to the migrations (``create_all`` would add a newer
+        table an upgrade then fails to create): left as it is."""
+        from . import (
+            models,  # noqa: F401  (registers the tables)
+            schema,
+        )
         from .db import Base
 
-        Base.metadata.create_all(self.engine)
+        if schema.current_revision(self) is not None:
+            return
+        with self.engine.begin() as connection:
+            Base.metadata.create_all(connection)
+            schema.stamp_head(connection)
 
     def close(self) -> None:
         """Release pooled connections and background resources (tests, worker exit)."""

@@ -206,6 +206,32 @@ def test_route_prefix(app_config: dict[str, Any], tmp_path: Path) -> None:
     get_state(app).close()
 
 
+def test_errors_name_the_routes_under_the_prefix(app_config: dict[str, Any], tmp_path: Path):
+    """ "GET /v1/models lists the models" was said under any prefix, a route that is not
+    there; so were the routes a model of the other kind is for."""
+    from flask_aigateway.services.keys import create_key
+    from flask_aigateway.services.models import create_model
+
+    app = make_app(tmp_path, AIGATEWAY_ROUTE_PREFIX="/ai", **app_config)
+    AIGateway(app)
+    state = get_state(app)
+    create_provider(state, name="p", format="openai", base_url="http://127.0.0.1:9/v1")
+    create_model(state, alias="chat", provider="p", model="m", pricing_input=1, pricing_output=1)
+    _key, secret = create_key(state, name="k")
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {secret}"}
+    messages = [{"role": "user", "content": "hi"}]
+    missing = client.post(
+        "/ai/v1/chat/completions", json={"model": "nope", "messages": messages}, headers=headers
+    )
+    assert missing.status_code == 404
+    assert "GET /ai/v1/models lists the models" in missing.json["error"]["message"]
+    chat = client.post("/ai/v1/embeddings", json={"model": "chat", "input": "x"}, headers=headers)
+    assert chat.status_code == 400
+    assert "POST /ai/v1/embeddings needs an embedding model" in chat.json["error"]["message"]
+    state.close()
+
+
 @pytest.mark.parametrize("prefix", ["", "/ai-gateway"])
 def test_every_method_under_v1_is_answered_in_openai_shape_beside_host_handlers(
     app_config: dict[str, Any], tmp_path: Path, prefix: str

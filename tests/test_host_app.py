@@ -324,7 +324,7 @@ def test_host_registering_flask_sqlalchemy_after_the_gateway(
         with app.app_context():
             assert state.engine is not late.engine
             late.create_all()
-        assert tables(empty_database_uri) == GATEWAY_TABLES
+        assert tables(empty_database_uri) == GATEWAY_TABLES | {GATEWAY_VERSION}
         create_provider(state, name="late", format="openai", api_key="sk-late-0000000000")
         assert [p.name for p in list_providers(state)] == ["late"]
     finally:
@@ -332,6 +332,37 @@ def test_host_registering_flask_sqlalchemy_after_the_gateway(
         with app.app_context():
             for engine in late.engines.values():
                 engine.dispose()
+
+
+def test_tables_created_at_start_are_the_newest_revision(
+    empty_database_uri: str, tmp_path: Path
+) -> None:
+    """``AIGATEWAY_CREATE_TABLES`` records the revision the tables are at: ``flask aigateway
+    db upgrade`` ran the first migration into them ("table … already exists", a traceback)
+    and ``db current`` said "empty: behind". A database the migrations look after keeps its
+    revision: nothing is created beside them."""
+    app = Flask("notebook", instance_path=str(tmp_path / "notebook"))
+    app.config.update(
+        AIGATEWAY_DATABASE_URI=empty_database_uri,
+        AIGATEWAY_CREATE_TABLES=True,
+        AIGATEWAY_SECRET_KEY="notebook-secret",
+    )
+    AIGateway(app)
+    state = get_state(app)
+    try:
+        assert tables(empty_database_uri) == GATEWAY_TABLES | {GATEWAY_VERSION}
+        assert cli(app, "aigateway", "db", "current") == f"{schema.head_revision()}: up to date\n"
+        assert cli(app, "aigateway", "db", "upgrade").startswith(
+            f"Schema at {schema.head_revision()} ("
+        )
+        assert app.test_client().get("/v1/health/ready").status_code == 200
+        cli(app, "aigateway", "db", "downgrade", "0001")
+        state.create_tables()  # a second start: the migrations' database is left to them
+        assert cli(app, "aigateway", "db", "current").startswith("0001: behind")
+        cli(app, "aigateway", "db", "upgrade")
+        assert tables(empty_database_uri) == GATEWAY_TABLES | {GATEWAY_VERSION}
+    finally:
+        state.close()
 
 
 def test_database_configuration_errors_say_what_to_do(

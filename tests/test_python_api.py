@@ -227,3 +227,24 @@ def test_a_clients_body_passed_on_as_params_is_served(app, upstreams, gateway):
             streamed = list(chunks)
     assert answer.content
     assert streamed and upstreams["gpt"].last.json["stream"] is True
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_a_stream_asks_for_its_usage_as_over_http(app, upstreams, gateway, alias):
+    """``stream()`` with ``stream_options.include_usage`` (how a host gets a stream's token
+    counts) was refused: "'stream_options' is only allowed when 'stream' is true", though
+    the call streams. It ends with the usage chunk now, as ``POST /v1/chat/completions``
+    does; ``chat()`` still refuses it (its answer is JSON)."""
+    from flask_aigateway import ChatStream, InvalidRequestError
+
+    upstreams[alias].reply(text="Hello there.", prompt_tokens=9, completion_tokens=3)
+    params = {"stream_options": {"include_usage": True}}
+    with app.app_context():
+        with gateway.stream(ChatRequest(model=alias, messages=HI, params=params)) as chunks:
+            assert isinstance(chunks, ChatStream)  # exported for a host's annotations
+            last = list(chunks)[-1].data
+        with pytest.raises(InvalidRequestError, match="only allowed when 'stream' is true"):
+            gateway.chat(ChatRequest(model=alias, messages=HI, stream=True, params=params))
+    assert last["choices"] == []
+    usage = last["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (9, 3)
