@@ -18,6 +18,7 @@ from . import after_response
 from .accounting import Metrics, RequestLogWriter, RequestRecord, cost_of
 from .admission import Admission
 from .caching import ResponseCache
+from .caching.cache import BYPASS
 from .catalog import AliasRoute, load_route, wrong_kind
 from .embedding_pipeline import embed
 from .embeddings import EmbeddingsRequest, GatewayRequest
@@ -156,7 +157,9 @@ class Pipeline(DoorChecks):
         if check is not None:
             check(route)
         admission.cache = self.cache.decide(route, cache_control)
-        admission.headers["x-aigateway-cache"] = admission.cache.status
+        # MISS only once looked up: a request refused at admission never was (it said MISS
+        # on a cached alias, BYPASS on another, for the same refusal).
+        admission.headers["x-aigateway-cache"] = BYPASS
         if len(route.targets) == 1 and not admission.cache.read:
             client = self.gate.redis_client(principal)
             if client is not None and client is self.router.shared_client:
@@ -174,6 +177,8 @@ class Pipeline(DoorChecks):
         cached = self.cache.get(admission.cache, self.deadline(record) - time.monotonic())
         if cached is not None:
             admission.headers["x-aigateway-cache"] = "HIT"
+        elif admission.cache.looked_up:
+            admission.headers["x-aigateway-cache"] = admission.cache.status
         return route, request, cached
 
     def routes(self, first: AliasRoute, kind: ModelKind = ModelKind.CHAT) -> Iterator[AliasRoute]:

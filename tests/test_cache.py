@@ -155,6 +155,27 @@ def test_an_error_answer_says_how_the_cache_was_used(
     assert responses.headers["x-aigateway-cache"] == "MISS"
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("refusal", ["rate_limit", "budget"])
+def test_a_request_refused_before_the_lookup_says_bypass(
+    client, cached, state, upstreams, refusal, stream
+) -> None:
+    """MISS is "looked up, not found": a request refused at admission (rate window, budget)
+    never looked, and said MISS on a cached alias (BYPASS on another) with an answer stored
+    for its very body."""
+    _key, secret = key_service.create_key(
+        state, name="tight", **({"rate_limit": 1} if refusal == "rate_limit" else {})
+    )
+    body = {**BODY, "stream": stream}
+    assert post(client, secret, body).headers["x-aigateway-cache"] == "MISS"
+    if refusal == "budget":
+        key_service.update_key(state, _key.id, budget_per_day="0.0000001")
+    refused = post(client, secret, body)
+    assert refused.status_code == 429, refused.get_data(as_text=True)
+    assert refused.headers["x-aigateway-cache"] == "BYPASS"
+    assert len(upstreams["gpt"].requests) == 1
+
+
 @pytest.mark.parametrize(
     "backend", ["sql", "memory", pytest.param("redis", marks=pytest.mark.redis)]
 )
