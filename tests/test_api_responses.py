@@ -1028,6 +1028,17 @@ def test_tools_that_cannot_be_carried_are_named(client, upstreams, api_key, tool
     assert upstreams["gpt"].requests == []
 
 
+@pytest.mark.parametrize("kind", ["local_shell", "shell", "apply_patch"])
+def test_a_built_in_the_client_runs_is_not_called_hosted(client, upstreams, api_key, kind):
+    """Codex sends ``local_shell`` for its own models' names; the refusal said it "runs on
+    OpenAI's servers" and pointed at ``-c web_search=disabled``."""
+    response = post(client, api_key, {"model": "gpt", "input": "hi", "tools": [{"type": kind}]})
+    error = error_of(response)
+    assert error["param"] == "tools[0].type"
+    assert "is run by the client" in error["message"]
+    assert "servers" not in error["message"] and "web_search" not in error["message"]
+
+
 def test_a_tool_search_the_client_runs_is_carried(client, upstreams, api_key):
     """Codex CLI offers ``tool_search`` with ``execution: "client"`` (it searches its own
     deferred tools): the model's call comes back as a ``tool_search_call``, and the

@@ -641,3 +641,33 @@ def test_a_call_still_unnamed_when_its_choice_finishes_is_retried(
     response.close()
     assert not [e for e in found if "error" in e or e.get("type") == "error"], found[-2:]
     assert len(upstreams["gpt"].requests) == 2
+
+
+@pytest.mark.parametrize("kind", ["function", "custom"])
+def test_a_call_cut_mid_stream_is_not_done_on_the_responses_door(
+    client, state, api_key, upstreams, kind
+) -> None:
+    """The upstream's stream ends inside a call's arguments: ``error`` and ``response.failed``
+    end the Responses stream, and the call is never ``output_item.done`` (Codex runs every
+    call such an event brings, whatever its status: a cut ``apply_patch``, its input the
+    JSON wrapper of a fragment). It stays in the failed response's ``output``, incomplete."""
+    # A custom tool goes to a chat upstream as a function taking {"input": …}.
+    tool: dict[str, Any] = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+    if kind == "custom":
+        tool = {"type": "custom", "name": "f"}
+    arguments = '{"input": "*** Begin Patch\\n*** Add' if kind == "custom" else '{"path": "a'
+    first = {"index": 0, "id": "c0", "function": {"name": "f", "arguments": arguments}}
+    body = chunk_stream({"delta": {"role": "assistant", "tool_calls": [first]}})
+    cut = body[: body.index(b"data: [DONE]")]
+    upstreams["gpt"].default = Reply(raw_body=cut, headers=SSE)
+    response = ask(client, api_key, "responses", True, tools=[tool])
+    found = events(response)
+    response.close()
+    kinds = [e["type"] for e in found]
+    assert kinds[-2:] == ["error", "response.failed"], response.get_data(as_text=True)
+    assert "response.output_item.added" in kinds
+    assert not [k for k in kinds if k.endswith(".done")], kinds
+    [item] = found[-1]["response"]["output"]
+    expected = "function_call" if kind == "function" else "custom_tool_call"
+    assert (item["type"], item["status"]) == (expected, "incomplete")
+    assert item.get("arguments", item.get("input")) == arguments

@@ -137,9 +137,16 @@ class ResponseEvents:
         yield kind, data
 
     def _failed(self, error: GatewayError) -> Iterator[tuple[str, dict[str, Any]]]:
-        """The end of a stream that failed: open items closed as incomplete, ``error``, then
-        ``response.failed`` with what was output."""
-        yield from self._close("incomplete")
+        """The end of a stream that failed: an open message closed as incomplete, ``error``,
+        then ``response.failed`` with what was output. A call still open is not done: a
+        client such as Codex runs every call an ``output_item.done`` brings, whatever its
+        status, and ran a cut ``apply_patch`` (its input the JSON wrapper of a fragment). It
+        stays in ``output``, incomplete, with what had arrived."""
+        yield from self._close_message("incomplete")
+        for current in self._open_calls:
+            current.done = True
+            self._output[current.index] = self._done_item(current, "incomplete")
+        self._open_calls = []
         yield self._event(
             "error", code=error.code or error.type, message=error.message, param=error.param
         )
@@ -273,6 +280,16 @@ class ResponseEvents:
                 yield from self._finish(current, status)
         self._open_calls = still_open
 
+    @staticmethod
+    def _done_item(current: _Open, status: str) -> dict[str, Any]:
+        """A call item as its arguments so far make it, with ``status``."""
+        item, text = current.item, "".join(current.parts)
+        if item["type"] == "tool_search_call":
+            return {**item, "status": status, "arguments": search_arguments(text)}
+        if item["type"] == "custom_tool_call":
+            return {**item, "status": status, "input": custom_input(text)}
+        return {**item, "status": status, "arguments": text}
+
     def _finish(self, current: _Open, status: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """One item's done events, and the whole item in ``output``."""
         current.done = True
@@ -282,13 +299,13 @@ class ResponseEvents:
             yield from self._end_part(current)
             done = {**item, "status": status, "content": current.content}
         elif item["type"] == "tool_search_call":
-            done = {**item, "status": status, "arguments": search_arguments(text)}
+            done = self._done_item(current, status)
         elif item["type"] == "custom_tool_call":
-            given = custom_input(text)
+            done = self._done_item(current, status)
+            given = done["input"]
             where = {"item_id": item["id"], "output_index": current.index}
             yield self._event("response.custom_tool_call_input.delta", **where, delta=given)
             yield self._event("response.custom_tool_call_input.done", **where, input=given)
-            done = {**item, "status": status, "input": given}
         else:
             yield self._event(
                 "response.function_call_arguments.done",
@@ -297,6 +314,6 @@ class ResponseEvents:
                 name=item["name"],
                 arguments=text,
             )
-            done = {**item, "status": status, "arguments": text}
+            done = self._done_item(current, status)
         self._output[current.index] = done
         yield self._event("response.output_item.done", output_index=current.index, item=done)

@@ -21,6 +21,10 @@ BUILT_IN_TOOLS = frozenset(
     }
 )
 
+#: Built-in tools the client runs (OpenAI's models call them by type; the client executes):
+#: refused as the others are, with words that do not send the user to the hosted ones.
+CLIENT_RUN_BUILT_INS = frozenset({"local_shell", "shell", "apply_patch"})
+
 #: Every request field the gateway understands, with what it does with it (the README's
 #: field table is :func:`render_markdown` of this; others are refused by name).
 _FIELD_DOCS: dict[str, str] = {

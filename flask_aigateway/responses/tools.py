@@ -29,7 +29,7 @@ from typing import Any
 from .. import jsoncodec
 from ..errors import InvalidRequestError
 from ..providers.wire import MAX_UPSTREAM_DEPTH
-from .fields import BUILT_IN_TOOLS
+from .fields import BUILT_IN_TOOLS, CLIENT_RUN_BUILT_INS
 
 #: Between a namespace and a tool's name in the chat function's name (names allow ``_``).
 SEPARATOR = "__"
@@ -97,6 +97,15 @@ def translate(
             result += _add(specs, ToolSpec("tool_search", "tool_search"), _search(tool, here), here)
             continue
         if not isinstance(tool, dict) or kind not in ("function", "custom", "namespace"):
+            if kind in CLIENT_RUN_BUILT_INS:
+                raise _bad(
+                    f"The built-in tool '{kind}' ({here}) is run by the client, but its calls "
+                    "come only from OpenAI's own models, which this gateway's upstreams need "
+                    "not be: send it as a function or custom tool instead (Codex CLI sends "
+                    "'local_shell' for the names of OpenAI's Codex models only: give the alias "
+                    "another name).",
+                    f"{here}.type",
+                )
             if kind in BUILT_IN_TOOLS or kind == "tool_search":
                 raise _bad(
                     f"The hosted tool '{kind}' ({here}) runs on OpenAI's servers and cannot run "
