@@ -59,7 +59,8 @@ def error_of(response: Any) -> dict[str, Any]:
             },
             "input[0].content[0].file_url",
         ),
-        ({"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
+        ({"input": [{"type": "reasoning", "summary": "x"}]}, "input[0].summary"),
+        ({"input": [{"type": "compaction_summary"}]}, "input[0].type"),
         ({"input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
         ({"input": "hi", "truncation": "sometimes"}, "truncation"),
         ({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
@@ -1266,3 +1267,42 @@ def test_duplicate_item_ids_are_refused_as_on_openai(client, upstreams, api_key)
     error = error_of(post(client, api_key, {"model": "gpt", "input": [ref, ref]}))
     assert error["param"] == "input[1].id"
     assert len(upstreams["gpt"].requests) == 1
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_reasoning_items_of_a_session_begun_on_openai_are_kept_and_not_sent(
+    client, upstreams, api_key, alias
+):
+    """A Codex session recorded against OpenAI and resumed here sends its ``reasoning``
+    items (encrypted, for OpenAI's models only): each turn was refused with 400. They are
+    kept with the input and left out of what the chat upstream gets."""
+    reasoning = {
+        "type": "reasoning",
+        "id": "rs_1",
+        "summary": [{"type": "summary_text", "text": "Thinking about it."}],
+        "encrypted_content": "gAAAAB-opaque",
+    }
+    body = {
+        "model": alias,
+        "input": [
+            {"role": "user", "content": "Hi"},
+            reasoning,
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Again"},
+        ],
+    }
+    response = post(client, api_key, body)
+    assert response.status_code == 200, response.get_json()
+    sent = json.dumps(upstreams[alias].last.json)
+    assert "gAAAAB-opaque" not in sent and "Thinking about it." not in sent
+    assert [m["role"] for m in upstreams[alias].last.json["messages"]] == [
+        "user",
+        "assistant",
+        "user",
+    ]
+    listed = client.get(
+        f"/v1/responses/{response.get_json()['id']}/input_items?order=asc",
+        headers={"Authorization": f"Bearer {api_key}"},
+    ).get_json()["data"]
+    assert [item["type"] for item in listed] == ["message", "reasoning", "message", "message"]
+    assert listed[1]["encrypted_content"] == "gAAAAB-opaque"

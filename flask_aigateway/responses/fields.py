@@ -39,8 +39,10 @@ _FIELD_DOCS: dict[str, str] = {
         "`tool_search_output`, `additional_tools` "
         "(developer tools, see `tools`), `item_reference` (or an object with only an "
         "`id`: an item of a response stored for the same key, put in its place; an "
-        "unknown id is 400 `item_not_found`). "
-        "`input_file.file_url`, image file ids, `reasoning` and other items: 400 naming them"
+        "unknown id is 400 `item_not_found`); `reasoning` items (a session begun on "
+        "OpenAI) kept with the input and not sent: a chat upstream has no place for them "
+        "and cannot read their encrypted content. "
+        "`input_file.file_url`, image file ids and other items: 400 naming them"
     ),
     "instructions": ("a system message first (not carried to the next turn, as upstream)"),
     "tools": (

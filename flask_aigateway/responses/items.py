@@ -138,6 +138,19 @@ def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
                     "status": "completed",
                 }
             )
+        elif kind == "reasoning":
+            # An OpenAI model's reasoning from an earlier turn (a session begun on OpenAI
+            # and resumed here): kept with the input, left out of what a chat upstream is
+            # sent (:func:`items_to_messages`), which has no place for it and could not read
+            # its encrypted content, as the Messages door leaves earlier turns' thinking out.
+            summary = item.get("summary", [])
+            if not isinstance(summary, list):
+                raise _bad(f"'{where}.summary' must be an array.", f"{where}.summary")
+            kept = {"type": "reasoning", "id": item.get("id") or item_id("rs", response_id)}
+            kept["summary"] = summary
+            if isinstance(item.get("encrypted_content"), str):
+                kept["encrypted_content"] = item["encrypted_content"]
+            items.append(kept)
         elif kind == "additional_tools":
             if not isinstance(item.get("tools"), list):
                 raise _bad(f"'{where}.tools' must be an array.", f"{where}.tools")
@@ -171,8 +184,9 @@ def input_items(value: Any, response_id: str) -> list[dict[str, Any]]:
             )
         else:
             raise _bad(
-                f"'{where}.type' {kind!r} is not supported: send messages, function_call and "
-                "function_call_output items.",
+                f"'{where}.type' {kind!r} is not supported: send message, function_call, "
+                "function_call_output, custom_tool_call(_output), tool_search_call/_output, "
+                "reasoning, additional_tools or item_reference items.",
                 f"{where}.type",
             )
     return items
@@ -277,6 +291,8 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
     media: list[dict[str, Any]] = []  # what tool outputs returned besides text
     for item in items:
         kind = item["type"]
+        if kind == "reasoning":
+            continue  # see input_items
         if media and kind not in _TOOL_OUTPUTS and kind != "tool_search_output":
             messages.append({"role": "user", "content": media})
             media = []
