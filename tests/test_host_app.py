@@ -61,6 +61,14 @@ def cli(app: Flask, *args: str) -> str:
     return result.output
 
 
+def creating_tables(tmp_path: Path, name: str, **config: Any) -> Flask:
+    """An app ``name`` whose gateway creates its tables at start (AIGATEWAY_CREATE_TABLES)."""
+    app = Flask(name, instance_path=str(tmp_path / name))
+    app.config.update(AIGATEWAY_CREATE_TABLES=True, AIGATEWAY_SECRET_KEY=f"{name}-key", **config)
+    AIGateway(app)
+    return app
+
+
 def tables(uri: str) -> set[str]:
     engine = create_engine(uri)
     try:
@@ -310,13 +318,7 @@ def test_host_registering_flask_sqlalchemy_after_the_gateway(
     empty_database_uri: str, tmp_path: Path
 ) -> None:
     """The gateway's own instance is private: the host can still register one afterwards."""
-    app = Flask("late_host", instance_path=str(tmp_path / "late"))
-    app.config.update(
-        SQLALCHEMY_DATABASE_URI=empty_database_uri,
-        AIGATEWAY_CREATE_TABLES=True,
-        AIGATEWAY_SECRET_KEY="late-host-secret",
-    )
-    AIGateway(app)
+    app = creating_tables(tmp_path, "late_host", SQLALCHEMY_DATABASE_URI=empty_database_uri)
     late = SQLAlchemy(app)
     state = get_state(app)
     try:
@@ -341,13 +343,7 @@ def test_tables_created_at_start_are_the_newest_revision(
     db upgrade`` ran the first migration into them ("table … already exists", a traceback)
     and ``db current`` said "empty: behind". A database the migrations look after keeps its
     revision: nothing is created beside them."""
-    app = Flask("notebook", instance_path=str(tmp_path / "notebook"))
-    app.config.update(
-        AIGATEWAY_DATABASE_URI=empty_database_uri,
-        AIGATEWAY_CREATE_TABLES=True,
-        AIGATEWAY_SECRET_KEY="notebook-secret",
-    )
-    AIGateway(app)
+    app = creating_tables(tmp_path, "notebook", AIGATEWAY_DATABASE_URI=empty_database_uri)
     state = get_state(app)
     try:
         assert tables(empty_database_uri) == GATEWAY_TABLES | {GATEWAY_VERSION}
