@@ -53,8 +53,8 @@ def shown(runner: Any, *args: str) -> Any:
 
 def everything(runner: Any, state: Any, key_id: str) -> Any:
     with state.transaction() as session:
-        counts = [session.scalar(select(func.count()).select_from(m)) for m in (Team, ApiKey)]
-        counts.append(session.scalar(select(func.count()).select_from(ModelAlias)))
+        tables = (Team, ApiKey, ModelAlias)
+        counts = [session.scalar(select(func.count()).select_from(m)) for m in tables]
     return (
         counts,
         shown(runner, "team", "info", "research"),
